@@ -1,0 +1,43 @@
+/* attn.h — the attnc compiler API: a .attn spec in, a callable kernel out (JIT). */
+#ifndef ATTN_H
+#define ATTN_H
+
+#include "attn_rt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct attn_kernel attn_kernel;
+
+typedef struct attn_options {
+    const char *kernel;           /* which `attention` block; NULL if the file has one */
+    const char *const *defines;   /* "NAME=VALUE" overrides of params */
+    int ndefines;                 /* entries in defines */
+    int threads;                  /* default threads of runs; 0: all cores */
+    int opt_level;                /* 0..3; 3 when negative */
+    int no_prune;                 /* compute every tile, mask per element */
+    const char *cpu;              /* target CPU for the JIT; NULL: the host */
+} attn_options;
+
+/* Fills `opts` with the defaults. */
+void attn_options_init(attn_options *opts);
+
+/* Compiles the spec at `path` (or `text`, if not NULL; `path` then only names it in
+ * diagnostics). On an error in the spec returns ATTN_ERR_SPEC and, if `diagnostics` is not
+ * NULL, stores the diagnostics text there (free with attn_free). Thread-safe. */
+attn_status attn_compile(const char *path, const char *text, const attn_options *opts,
+                         attn_kernel **out, char **diagnostics, attn_error *err);
+
+/* Runs a compiled kernel. Several threads may run kernels at once. */
+attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err);
+
+const attn_rt_desc *attn_kernel_desc(const attn_kernel *kernel);
+double attn_kernel_compile_ms(const attn_kernel *kernel); /* cold compile time */
+void attn_kernel_free(attn_kernel *kernel);
+void attn_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,219 @@
+/* ir.h — the attention IR: per `attention` block, a small graph of tensor ops plus the typed
+ * scalar expression trees of its mask, score mod and head map.
+ *
+ * The frontend hands over fully resolved trees: lets and defs expanded, params folded to
+ * constants, int operands of float ops wrapped in ITOF, input references bound to an index in
+ * IrFunc.inputs. Integer arithmetic is 64-bit; DIV is floor division and MOD the non-negative
+ * remainder, both by a positive constant (args[1] is always a CONST).
+ */
+#ifndef ATTNC_IR_H
+#define ATTNC_IR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "attn/attn_rt.h"
+#include "util.h"
+
+typedef enum IrType { IR_TY_BOOL, IR_TY_INT, IR_TY_FLOAT } IrType;
+
+/* X(name, text, arity): arity -1 means variable (nargs). */
+#define IR_EXPR_OPS(X)                                                                        \
+    X(CONST, "const", 0)   /* ival / fval / bval by type */                                  \
+    X(VAR, "var", 0)       /* IrVar in `var` */                                              \
+    X(INPUT, "load", -1)   /* inputs[input][args...], nargs == rank (0 for a scalar) */      \
+    X(NEG, "neg", 1)                                                                          \
+    X(NOT, "not", 1)                                                                          \
+    X(ITOF, "itof", 1)     /* int -> float */                                                \
+    X(ADD, "add", 2)                                                                          \
+    X(SUB, "sub", 2)                                                                          \
+    X(MUL, "mul", 2)                                                                          \
+    X(DIV, "div", 2)       /* int: floor division by a positive CONST; float: true division */ \
+    X(MOD, "mod", 2)       /* int only: non-negative remainder by a positive CONST */        \
+    X(EQ, "eq", 2)         /* comparisons: type BOOL, operands of args[0]->type */           \
+    X(NE, "ne", 2)                                                                            \
+    X(LT, "lt", 2)                                                                            \
+    X(LE, "le", 2)                                                                            \
+    X(GT, "gt", 2)                                                                            \
+    X(GE, "ge", 2)                                                                            \
+    X(AND, "and", 2)       /* short-circuit semantics are irrelevant: no side effects */     \
+    X(OR, "or", 2)                                                                            \
+    X(SELECT, "select", 3) /* args[0] ? args[1] : args[2] */                                 \
+    X(CALL, "call", -1)    /* IrFn in `fn` */
+
+typedef enum IrExprOp {
+#define X(name, text, arity) IR_##name,
+    IR_EXPR_OPS(X)
+#undef X
+        IR_EXPR_OP_COUNT
+} IrExprOp;
+
+typedef enum IrVar { IR_V_Q, IR_V_K, IR_V_H, IR_V_B, IR_V_QLEN, IR_V_KVLEN, IR_V_SCORE } IrVar;
+
+/* X(name, text, arity, int_ok): int_ok functions take int or float args (result type follows). */
+#define IR_FNS(X)                 \
+    X(ABS, "abs", 1, true)        \
+    X(MIN, "min", 2, true)        \
+    X(MAX, "max", 2, true)        \
+    X(EXP, "exp", 1, false)       \
+    X(EXP2, "exp2", 1, false)     \
+    X(LOG, "log", 1, false)       \
+    X(LOG2, "log2", 1, false)     \
+    X(SQRT, "sqrt", 1, false)     \
+    X(TANH, "tanh", 1, false)     \
+    X(ERF, "erf", 1, false)       \
+    X(SIGMOID, "sigmoid", 1, false) \
+    X(SIN, "sin", 1, false)       \
+    X(COS, "cos", 1, false)       \
+    X(FLOOR, "floor", 1, false)   \
+    X(CEIL, "ceil", 1, false)
+
+typedef enum IrFn {
+#define X(name, text, arity, int_ok) IR_FN_##name,
+    IR_FNS(X)
+#undef X
+        IR_FN_COUNT
+} IrFn;
+
+typedef struct IrExpr {
+    IrExprOp op;           /* what the node computes */
+    IrType type;           /* the type of its value */
+    int var;               /* IrVar, for IR_VAR */
+    int fn;                /* IrFn, for IR_CALL */
+    int input;             /* index into IrFunc.inputs, for IR_INPUT */
+    int64_t ival;          /* IR_CONST of type INT (BOOL: 0/1 in ival too) */
+    double fval;           /* IR_CONST of type FLOAT */
+    int nargs;             /* operands in use */
+    struct IrExpr *args[4]; /* operands */
+} IrExpr;
+
+/* One runtime input: `input i32 doc[batch, seq];` */
+typedef struct IrInput {
+    const char *name;                 /* as declared */
+    attn_dtype dtype;                 /* ATTN_I32 or ATTN_F32 */
+    int rank;                         /* 0..4 */
+    attn_dim_kind dim_kind[ATTN_MAX_DIMS];
+    int64_t dim_value[ATTN_MAX_DIMS]; /* for ATTN_DIM_CONST */
+} IrInput;
+
+/* Tensor ops of the attention graph. Values are numbered; 0..2 are q, k, v. */
+#define IR_TENSOR_OPS(X)                                                            \
+    X(QK, "qk")             /* scores = q . k^T over qk_dim, K/V head by head map */ \
+    X(SCALE, "scale")       /* scores *= scale */                                  \
+    X(SCORE_MOD, "score_mod") /* scores = expr(score, q, k, h, b, ...) */          \
+    X(MASK, "mask")         /* scores = expr ? scores : -inf */                     \
+    X(SOFTMAX, "softmax")   /* row softmax; also yields lse */                      \
+    X(PV, "pv")             /* out = p . v */                                       \
+    X(FLASH, "flash")       /* the fused online-softmax loop nest: all of the above */
+
+typedef enum IrOpKind {
+#define X(name, text) IR_OP_##name,
+    IR_TENSOR_OPS(X)
+#undef X
+        IR_OP_KIND_COUNT
+} IrOpKind;
+
+#define IR_MAX_OPS 16
+
+typedef struct IrOp {
+    IrOpKind kind;   /* what it computes */
+    int result;      /* value number it defines (>= 3) */
+    int operand[3];  /* value numbers it reads (-1 unused) */
+} IrOp;
+
+/* The schedule: how the kernel is tiled. Filled by the `schedule` pass; data, not code. */
+typedef struct IrSchedule {
+    int vec_width;  /* f32 lanes of the widest vector (16 AVX-512, 8 AVX2, 4 SSE/NEON) */
+    int block_q;    /* query rows per task */
+    int block_k;    /* keys per inner block (a multiple of vec_width) */
+    int rows;       /* query rows per register-blocked microkernel step */
+} IrSchedule;
+
+typedef struct IrFunc {
+    const char *name;      /* the attention block's name */
+    int heads;             /* query heads */
+    int kv_heads;          /* K/V heads */
+    int qk_dim;            /* Q/K head dim */
+    int v_dim;             /* V/O head dim */
+    attn_dtype dtype;      /* storage type of q, k, v, o */
+    double scale;          /* multiplies q . k */
+    int *head_map;         /* [heads]: the K/V head each query head reads */
+    IrExpr *head_map_expr; /* the spec's `kv_head = ...` over h, or NULL for contiguous groups */
+    IrExpr *mask;          /* BOOL over q, k, h, b, lengths, inputs; never NULL (const true) */
+    IrExpr *score;         /* FLOAT over score, ...; NULL when the spec has no `score =` */
+    int ninputs;           /* runtime inputs */
+    IrInput inputs[ATTN_MAX_INPUTS];
+    int nops;              /* tensor ops, in order */
+    IrOp ops[IR_MAX_OPS];
+    int nvalues;           /* value numbers in use */
+    int output;            /* value number of the output o */
+    IrSchedule sched;      /* tiling, filled by the schedule pass */
+    Arena *arena;          /* where its trees live (the module's) */
+} IrFunc;
+
+typedef struct IrModule {
+    Arena arena;       /* owns everything below */
+    int nfuncs;        /* attention blocks, in file order */
+    IrFunc **funcs;
+} IrModule;
+
+// ir.c
+
+IrModule *ir_module_new(void);
+void ir_module_free(IrModule *m);
+IrFunc *ir_func_new(IrModule *m, const char *name); /* appended to m->funcs; the default graph */
+IrFunc *ir_module_find(IrModule *m, const char *name);
+
+IrExpr *ir_const_int(Arena *a, int64_t v);
+IrExpr *ir_const_float(Arena *a, double v);
+IrExpr *ir_const_bool(Arena *a, bool v);
+IrExpr *ir_var(Arena *a, IrVar v);
+IrExpr *ir_unary(Arena *a, IrExprOp op, IrExpr *x);           /* type inferred */
+IrExpr *ir_binary(Arena *a, IrExprOp op, IrExpr *x, IrExpr *y); /* type inferred */
+IrExpr *ir_select(Arena *a, IrExpr *c, IrExpr *x, IrExpr *y);
+IrExpr *ir_call(Arena *a, IrFn fn, int nargs, IrExpr **args);
+IrExpr *ir_load(Arena *a, int input, IrType type, int nargs, IrExpr **idx);
+
+const char *ir_op_name(IrExprOp op);
+const char *ir_fn_name(IrFn fn);
+int ir_fn_arity(IrFn fn);
+const char *ir_var_name(IrVar v);
+const char *ir_tensor_op_name(IrOpKind k);
+bool ir_expr_uses_var(const IrExpr *e, IrVar v);
+bool ir_expr_equal(const IrExpr *a, const IrExpr *b);
+
+// print.c
+
+/* The stable text form: `attnc dump` prints it. */
+void ir_print_expr(StrBuf *sb, const IrFunc *f, const IrExpr *e);
+void ir_print_func(StrBuf *sb, const IrFunc *f);
+void ir_print_module(StrBuf *sb, const IrModule *m);
+
+// verify.c
+
+/* Checks structural invariants; on failure appends a message to `msg` and returns false. */
+bool ir_verify_func(const IrFunc *f, StrBuf *msg);
+
+// interp.c — the double-precision reference
+
+/* Values a scalar expression reads; the tensor data is not needed for masks. */
+typedef struct IrEnv {
+    int64_t q, k, h, b, q_len, kv_len; /* positions and sizes */
+    double score;                      /* for score mods */
+    const attn_rt_args *args;          /* runtime inputs (input[] and input_dim[]) */
+    bool index_error;                  /* set when an input index was out of bounds */
+} IrEnv;
+
+typedef union IrValue {
+    int64_t i; /* INT and BOOL */
+    double f;  /* FLOAT */
+} IrValue;
+
+IrValue ir_eval(const IrFunc *f, const IrExpr *e, IrEnv *env);
+
+/* Runs the whole attention of `f` in double precision on validated args (f32 tensors),
+ * writing f32 `o` (and lse if requested). Returns ATTN_ERR_INDEX on an input index out of
+ * bounds, ATTN_ERR_NOMEM, or ATTN_OK. Follows the op graph (fused or not). */
+attn_status ir_interpret(const IrFunc *f, const attn_rt_args *args);
+
+#endif

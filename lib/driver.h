@@ -1,0 +1,32 @@
+/* driver.h — the pipeline as the library and the command line use it:
+ * text -> frontend -> IR -> passes -> codegen. `attn.h` is built on these. */
+#ifndef ATTNC_DRIVER_H
+#define ATTNC_DRIVER_H
+
+#include "attn/attn.h"
+#include "codegen/codegen.h"
+#include "frontend/frontend.h"
+#include "passes/passes.h"
+
+/* Reads (if text is NULL) and parses a spec with the options' -D overrides ("NAME=VALUE").
+ * Diagnostics go to `diags`; returns NULL with err->code ATTN_ERR_SPEC, _IO or _ARG. */
+IrModule *drv_parse(const char *path, const char *text, const attn_options *opts, StrBuf *diags,
+                    attn_error *err);
+
+/* The block named `kernel`, or the only one when kernel is NULL; NULL and ATTN_ERR_ARG if
+ * missing or ambiguous (the message lists the blocks). */
+IrFunc *drv_select(IrModule *m, const char *kernel, attn_error *err);
+
+/* Runs the pass pipeline for target `t` (up to `stop_after`, NULL for all). */
+bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const char *stop_after,
+                  StrBuf *err);
+
+/* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
+ * names point into the func's arena). `tile` may be NULL (AOT). */
+void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,
+                   attn_rt_tile_fn tile);
+
+/* The C header of an AOT object: per block a descriptor and typed entry points. */
+char *drv_aot_header(IrFunc **funcs, int n, const char *guard_name);
+
+#endif
