@@ -179,6 +179,7 @@ const char *ir_fn_name(IrFn fn);
 int ir_fn_arity(IrFn fn);
 const char *ir_var_name(IrVar v);
 const char *ir_tensor_op_name(IrOpKind k);
+const char *ir_type_name(IrType t); /* "bool", "int", "float" */
 bool ir_expr_uses_var(const IrExpr *e, IrVar v);
 bool ir_expr_equal(const IrExpr *a, const IrExpr *b);
 

@@ -1,0 +1,199 @@
+/* The stable text form of the IR. Expressions print as S-expressions-in-C-syntax that a
+ * reader can check against the spec; numbers print exactly (%.17g) so dumps are diffable. */
+#include "ir.h"
+
+#include <math.h>
+#include <stdio.h>
+
+const char *ir_type_name(IrType t) {
+    return t == IR_TY_BOOL ? "bool" : t == IR_TY_INT ? "int" : "float";
+}
+
+static const char *dtype_name(attn_dtype t) {
+    switch (t) {
+    case ATTN_F32: return "f32";
+    case ATTN_F16: return "f16";
+    case ATTN_BF16: return "bf16";
+    case ATTN_I32: return "i32";
+    }
+    return "?";
+}
+
+static const char *dim_name(attn_dim_kind k) {
+    switch (k) {
+    case ATTN_DIM_BATCH: return "batch";
+    case ATTN_DIM_HEADS: return "heads";
+    case ATTN_DIM_KV_HEADS: return "kv_heads";
+    case ATTN_DIM_Q_LEN: return "q_len";
+    case ATTN_DIM_KV_LEN: return "kv_len";
+    case ATTN_DIM_CONST: return NULL;
+    }
+    return "?";
+}
+
+static const char *infix(IrExprOp op) {
+    switch (op) {
+    case IR_ADD: return "+";
+    case IR_SUB: return "-";
+    case IR_MUL: return "*";
+    case IR_DIV: return "/";
+    case IR_MOD: return "%";
+    case IR_EQ: return "==";
+    case IR_NE: return "!=";
+    case IR_LT: return "<";
+    case IR_LE: return "<=";
+    case IR_GT: return ">";
+    case IR_GE: return ">=";
+    case IR_AND: return "&&";
+    case IR_OR: return "||";
+    default: return NULL;
+    }
+}
+
+static void print_float(StrBuf *sb, double v) {
+    if (isinf(v)) {
+        sb_puts(sb, v < 0 ? "-inf" : "inf");
+        return;
+    }
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.17g", v);
+    /* make floats visibly floats: 2 -> 2.0 */
+    bool plain = true;
+    for (const char *p = buf; *p; p++)
+        if (*p == '.' || *p == 'e' || *p == 'n' || *p == 'i') plain = false;
+    sb_puts(sb, buf);
+    if (plain) sb_puts(sb, ".0");
+}
+
+void ir_print_expr(StrBuf *sb, const IrFunc *f, const IrExpr *e) {
+    if (!e) {
+        sb_puts(sb, "<null>");
+        return;
+    }
+    const char *op = infix(e->op);
+    if (op) {
+        sb_puts(sb, "(");
+        ir_print_expr(sb, f, e->args[0]);
+        sb_printf(sb, " %s ", op);
+        ir_print_expr(sb, f, e->args[1]);
+        sb_puts(sb, ")");
+        return;
+    }
+    switch (e->op) {
+    case IR_CONST:
+        if (e->type == IR_TY_FLOAT) print_float(sb, e->fval);
+        else if (e->type == IR_TY_BOOL) sb_puts(sb, e->ival ? "true" : "false");
+        else sb_printf(sb, "%lld", (long long)e->ival);
+        return;
+    case IR_VAR: sb_puts(sb, ir_var_name((IrVar)e->var)); return;
+    case IR_NEG: sb_puts(sb, "-"); break;
+    case IR_NOT: sb_puts(sb, "!"); break;
+    case IR_ITOF: sb_puts(sb, "float"); break;
+    case IR_SELECT:
+        sb_puts(sb, "(");
+        ir_print_expr(sb, f, e->args[0]);
+        sb_puts(sb, " ? ");
+        ir_print_expr(sb, f, e->args[1]);
+        sb_puts(sb, " : ");
+        ir_print_expr(sb, f, e->args[2]);
+        sb_puts(sb, ")");
+        return;
+    case IR_CALL: sb_puts(sb, ir_fn_name((IrFn)e->fn)); break;
+    case IR_INPUT:
+        sb_puts(sb, f && e->input >= 0 && e->input < f->ninputs ? f->inputs[e->input].name : "?");
+        if (e->nargs == 0) return;
+        sb_puts(sb, "[");
+        for (int i = 0; i < e->nargs; i++) {
+            if (i) sb_puts(sb, ", ");
+            ir_print_expr(sb, f, e->args[i]);
+        }
+        sb_puts(sb, "]");
+        return;
+    default: unreachable();
+    }
+    sb_puts(sb, "(");
+    for (int i = 0; i < e->nargs; i++) {
+        if (i) sb_puts(sb, ", ");
+        ir_print_expr(sb, f, e->args[i]);
+    }
+    sb_puts(sb, ")");
+}
+
+static void print_value(StrBuf *sb, int v) {
+    static const char *const fixed[] = {"%q", "%k", "%v"};
+    if (v >= 0 && v < 3) sb_puts(sb, fixed[v]);
+    else sb_printf(sb, "%%%d", v);
+}
+
+void ir_print_func(StrBuf *sb, const IrFunc *f) {
+    sb_printf(sb, "attention @%s {\n", f->name);
+    sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s\n", f->heads, f->kv_heads,
+              f->qk_dim, f->v_dim, dtype_name(f->dtype));
+    sb_puts(sb, "  scale ");
+    print_float(sb, f->scale);
+    sb_puts(sb, "\n");
+    if (f->head_map) {
+        sb_puts(sb, "  head_map [");
+        for (int h = 0; h < f->heads; h++) sb_printf(sb, "%s%d", h ? " " : "", f->head_map[h]);
+        sb_puts(sb, "]");
+        if (f->head_map_expr) {
+            sb_puts(sb, " = ");
+            ir_print_expr(sb, f, f->head_map_expr);
+        }
+        sb_puts(sb, "\n");
+    }
+    for (int i = 0; i < f->ninputs; i++) {
+        const IrInput *in = &f->inputs[i];
+        sb_printf(sb, "  input %s %s[", dtype_name(in->dtype), in->name);
+        for (int d = 0; d < in->rank; d++) {
+            const char *n = dim_name(in->dim_kind[d]);
+            if (d) sb_puts(sb, ", ");
+            if (n) sb_puts(sb, n);
+            else sb_printf(sb, "%lld", (long long)in->dim_value[d]);
+        }
+        sb_puts(sb, "]\n");
+    }
+    sb_puts(sb, "  mask ");
+    ir_print_expr(sb, f, f->mask);
+    sb_puts(sb, "\n");
+    if (f->score) {
+        sb_puts(sb, "  score ");
+        ir_print_expr(sb, f, f->score);
+        sb_puts(sb, "\n");
+    }
+    if (f->sched.vec_width)
+        sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d\n",
+                  f->sched.vec_width, f->sched.block_q, f->sched.block_k, f->sched.rows);
+    for (int i = 0; i < f->nops; i++) {
+        const IrOp *op = &f->ops[i];
+        sb_puts(sb, "  ");
+        print_value(sb, op->result);
+        if (op->kind == IR_OP_FLASH || op->kind == IR_OP_SOFTMAX) sb_puts(sb, ", %lse");
+        sb_printf(sb, " = %s", ir_tensor_op_name(op->kind));
+        for (int j = 0; j < 3 && op->operand[j] >= 0; j++) {
+            sb_puts(sb, j ? ", " : " ");
+            print_value(sb, op->operand[j]);
+        }
+        switch (op->kind) {
+        case IR_OP_SCALE:
+            sb_puts(sb, " by ");
+            print_float(sb, f->scale);
+            break;
+        case IR_OP_SCORE_MOD: sb_puts(sb, f->score ? " by score" : " (identity)"); break;
+        case IR_OP_MASK: sb_puts(sb, " by mask"); break;
+        case IR_OP_FLASH: sb_puts(sb, " {scale, score, mask, online softmax}"); break;
+        default: break;
+        }
+        sb_puts(sb, "\n");
+    }
+    sb_puts(sb, "  return ");
+    print_value(sb, f->output);
+    sb_puts(sb, "\n}\n");
+}
+
+void ir_print_module(StrBuf *sb, const IrModule *m) {
+    for (int i = 0; i < m->nfuncs; i++) {
+        if (i) sb_puts(sb, "\n");
+        ir_print_func(sb, m->funcs[i]);
+    }
+}

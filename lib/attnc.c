@@ -1,0 +1,132 @@
+/* The C API of attn.h: a spec compiled once, JIT-linked, run many times from any thread. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "driver.h"
+
+struct attn_kernel {
+    IrModule *module;                          /* owns the IR the descriptor points into */
+    CgJit *jit;                                /* owns the machine code */
+    attn_rt_desc desc;                         /* what the runtime needs */
+    attn_rt_input_desc inputs[ATTN_MAX_INPUTS]; /* desc.inputs */
+    int threads;                               /* default thread count of runs */
+    double compile_ms;                         /* cold compile time */
+    pthread_mutex_t pool_lock;                 /* guards pool */
+    attn_rt_pool *pool;                        /* created at the first threaded run */
+};
+
+void attn_options_init(attn_options *opts) {
+    memset(opts, 0, sizeof *opts);
+    opts->opt_level = 3;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void fail(attn_error *err, attn_status code, const char *msg) {
+    if (!err) return;
+    err->code = code;
+    snprintf(err->message, sizeof err->message, "%s", msg);
+}
+
+attn_status attn_compile(const char *path, const char *text, const attn_options *opts,
+                         attn_kernel **out, char **diagnostics, attn_error *err) {
+    attn_error local;
+    if (!err) err = &local;
+    err->code = ATTN_OK;
+    err->message[0] = 0;
+    if (diagnostics) *diagnostics = NULL;
+    if (!out || (!path && !text)) {
+        fail(err, ATTN_ERR_NULL, "attn_compile: out and path or text are required");
+        return err->code;
+    }
+    *out = NULL;
+    attn_options defaults;
+    if (!opts) {
+        attn_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (opts->threads < 0 || opts->opt_level > 3) {
+        fail(err, ATTN_ERR_ARG, "attn_compile: threads must be >= 0 and opt_level <= 3");
+        return err->code;
+    }
+    double t0 = now_ms();
+    StrBuf diags, msg;
+    sb_init(&diags);
+    sb_init(&msg);
+    attn_kernel *kern = calloc(1, sizeof *kern);
+    if (!kern) {
+        fail(err, ATTN_ERR_NOMEM, "out of memory");
+        return err->code;
+    }
+    pthread_mutex_init(&kern->pool_lock, NULL);
+    kern->module = drv_parse(path, text, opts, &diags, err);
+    if (!kern->module) goto fail;
+    IrFunc *f = drv_select(kern->module, opts->kernel, err);
+    if (!f) goto fail;
+    CgTarget target = {.cpu = opts->cpu, .opt_level = opts->opt_level < 0 ? 3 : opts->opt_level};
+    if (!drv_optimize(f, opts, &target, NULL, &msg)) {
+        fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
+        goto fail;
+    }
+    attn_rt_tile_fn tile = NULL;
+    if (!cg_jit(&f, 1, &target, &kern->jit, &tile, &msg)) {
+        fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
+        goto fail;
+    }
+    drv_desc_init(f, &kern->desc, kern->inputs, tile);
+    kern->threads = opts->threads;
+    kern->compile_ms = now_ms() - t0;
+    sb_free(&diags);
+    sb_free(&msg);
+    *out = kern;
+    return ATTN_OK;
+fail:
+    if (diagnostics && diags.len) *diagnostics = sb_take(&diags);
+    sb_free(&diags);
+    sb_free(&msg);
+    attn_kernel_free(kern);
+    return err->code;
+}
+
+attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) {
+    if (!kern || !call) {
+        fail(err, ATTN_ERR_NULL, "attn_run: kernel and call are required");
+        return ATTN_ERR_NULL;
+    }
+    attn_call c = *call;
+    if (c.threads == 0) c.threads = kern->threads;
+    if (c.threads == 1) return attn_rt_launch(&kern->desc, &c, NULL, err);
+    /* one pool per kernel; a second thread running the same kernel meanwhile gets its own
+     * short-lived threads rather than waiting */
+    if (pthread_mutex_trylock(&kern->pool_lock) != 0) return attn_rt_launch(&kern->desc, &c, NULL, err);
+    if (kern->pool && c.threads > attn_rt_pool_threads(kern->pool)) {
+        attn_rt_pool_destroy(kern->pool);
+        kern->pool = NULL;
+    }
+    if (!kern->pool) kern->pool = attn_rt_pool_create(c.threads);
+    attn_status st = attn_rt_launch(&kern->desc, &c, kern->pool, err);
+    pthread_mutex_unlock(&kern->pool_lock);
+    return st;
+}
+
+const attn_rt_desc *attn_kernel_desc(const attn_kernel *kern) { return kern ? &kern->desc : NULL; }
+
+double attn_kernel_compile_ms(const attn_kernel *kern) { return kern ? kern->compile_ms : 0; }
+
+void attn_kernel_free(attn_kernel *kern) {
+    if (!kern) return;
+    if (kern->pool) attn_rt_pool_destroy(kern->pool);
+    pthread_mutex_destroy(&kern->pool_lock);
+    cg_jit_free(kern->jit);
+    ir_module_free(kern->module);
+    free(kern);
+}
+
+void attn_free(void *p) { free(p); }

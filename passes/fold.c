@@ -1,0 +1,91 @@
+/* Constant folding and algebraic simplification of expression trees. Integer arithmetic
+ * wraps (as in the kernels); floor division and the non-negative remainder as in the spec. */
+#include "passes.h"
+
+#include <math.h>
+
+static bool is_const(const IrExpr *e) { return e && e->op == IR_CONST; }
+static bool is_bool(const IrExpr *e, bool v) {
+    return is_const(e) && e->type == IR_TY_BOOL && (e->ival != 0) == v;
+}
+static bool is_num(const IrExpr *e, double v) {
+    if (!is_const(e)) return false;
+    return e->type == IR_TY_FLOAT ? e->fval == v : e->type == IR_TY_INT && e->ival == (int64_t)v;
+}
+
+/* Folds a node whose operands are all constants by asking the reference evaluator. */
+static IrExpr *fold_const(Arena *a, IrExpr *e) {
+    IrEnv env = {0};
+    IrValue v = ir_eval(NULL, e, &env);
+    switch (e->type) {
+    case IR_TY_BOOL: return ir_const_bool(a, v.i != 0);
+    case IR_TY_INT: return ir_const_int(a, v.i);
+    case IR_TY_FLOAT: return ir_const_float(a, v.f);
+    }
+    return e;
+}
+
+IrExpr *pass_fold_expr(Arena *a, IrExpr *e) {
+    if (!e) return NULL;
+    bool all_const = e->op != IR_CONST && e->op != IR_VAR && e->op != IR_INPUT;
+    for (int i = 0; i < e->nargs; i++) {
+        IrExpr *x = pass_fold_expr(a, e->args[i]);
+        if (!x) return NULL;
+        e->args[i] = x;
+        if (!is_const(x)) all_const = false;
+    }
+    if (all_const) return fold_const(a, e);
+    IrExpr *x = e->nargs > 0 ? e->args[0] : NULL;
+    IrExpr *y = e->nargs > 1 ? e->args[1] : NULL;
+    switch (e->op) {
+    case IR_AND:
+        if (is_bool(x, false) || is_bool(y, false)) return ir_const_bool(a, false);
+        if (is_bool(x, true)) return y;
+        if (is_bool(y, true)) return x;
+        if (ir_expr_equal(x, y)) return x;
+        break;
+    case IR_OR:
+        if (is_bool(x, true) || is_bool(y, true)) return ir_const_bool(a, true);
+        if (is_bool(x, false)) return y;
+        if (is_bool(y, false)) return x;
+        if (ir_expr_equal(x, y)) return x;
+        break;
+    case IR_NOT:
+        if (x->op == IR_NOT) return x->args[0];
+        break;
+    case IR_SELECT:
+        if (is_const(x)) return x->ival ? y : e->args[2];
+        if (ir_expr_equal(y, e->args[2])) return y;
+        break;
+    case IR_ADD:
+        if (is_num(x, 0)) return y;
+        if (is_num(y, 0)) return x;
+        break;
+    case IR_SUB:
+        if (is_num(y, 0)) return x;
+        break;
+    case IR_MUL:
+        if (is_num(x, 1)) return y;
+        if (is_num(y, 1)) return x;
+        break;
+    case IR_DIV:
+        if (is_num(y, 1)) return x;
+        break;
+    case IR_MOD:
+        if (y && y->type == IR_TY_INT && is_num(y, 1)) return ir_const_int(a, 0);
+        break;
+    default: break;
+    }
+    return e;
+}
+
+bool pass_fold(IrFunc *f, PassCtx *ctx) {
+    f->mask = pass_fold_expr(f->arena, f->mask);
+    if (f->score) f->score = pass_fold_expr(f->arena, f->score);
+    if (f->head_map_expr) f->head_map_expr = pass_fold_expr(f->arena, f->head_map_expr);
+    if (!f->mask || f->arena->failed) {
+        sb_puts(ctx->err, "out of memory while folding\n");
+        return false;
+    }
+    return true;
+}
