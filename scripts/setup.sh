@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what attnc needs to build and test on Debian 12 (as root), only if missing.
+set -euo pipefail
+pkgs=(cmake make gcc g++ flex bison llvm-19-dev llvm-19-tools clang-19 libclang-rt-19-dev
+      python3-numpy libopenblas-dev valgrind)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
