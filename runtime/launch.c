@@ -1,0 +1,385 @@
+/* launch.c — validation of a call against a compiled block's descriptor, and the parallel
+ * loop over (batch, head, query tile) that runs its tile function. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "rt_internal.h"
+
+#define RT_MAX_DIM_SIZE ((int64_t)1 << 40) /* larger sizes or offsets are rejected */
+
+static const char *const rt_q_dims[] = {"batch", "heads", "q_len", "qk_dim"};
+static const char *const rt_k_dims[] = {"batch", "kv_heads", "kv_len", "qk_dim"};
+static const char *const rt_v_dims[] = {"batch", "kv_heads", "kv_len", "v_dim"};
+static const char *const rt_o_dims[] = {"batch", "heads", "q_len", "v_dim"};
+static const char *const rt_lse_dims[] = {"batch", "heads", "q_len"};
+
+static const char *rt_dim_kind_name(attn_dim_kind k) {
+    switch (k) {
+    case ATTN_DIM_CONST: return "const";
+    case ATTN_DIM_BATCH: return "batch";
+    case ATTN_DIM_HEADS: return "heads";
+    case ATTN_DIM_KV_HEADS: return "kv_heads";
+    case ATTN_DIM_Q_LEN: return "q_len";
+    case ATTN_DIM_KV_LEN: return "kv_len";
+    }
+    return "?";
+}
+
+static int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+
+/* One of q, k, v, o, lse after validation: sizes and strides with zeros resolved. */
+typedef struct RtView {
+    const char *name;      /* for messages */
+    const attn_tensor *t;  /* as given */
+    int64_t stride[ATTN_MAX_DIMS];
+    int64_t lo, hi;        /* its extent in bytes from t->data: [lo, hi) */
+} RtView;
+
+/* Checks every size is in [min, 2^40] and equal to `want` where want >= 0. */
+static attn_status rt_check_shape(const char *name, const attn_tensor *t, int ndim,
+                                  const char *const *dim_names, const int64_t *want,
+                                  const char *const *why, attn_error *err) {
+    for (int d = 0; d < ndim; d++) {
+        int64_t got = t->shape[d];
+        if (got < 1)
+            return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d (%s) is %lld, expected >= 1", name,
+                            d, dim_names[d], (long long)got);
+        if (got > RT_MAX_DIM_SIZE)
+            return rt_error(err, ATTN_ERR_OVERFLOW, "%s: dim %d (%s) is %lld, more than 2^40",
+                            name, d, dim_names[d], (long long)got);
+        if (want[d] >= 0 && got != want[d])
+            return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d (%s) is %lld, expected %lld (%s)",
+                            name, d, dim_names[d], (long long)got, (long long)want[d], why[d]);
+    }
+    return ATTN_OK;
+}
+
+/* Row-major strides of `shape`; false on overflow. */
+static bool rt_row_major(int ndim, const int64_t *shape, int64_t *stride) {
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        stride[d] = s;
+        if (__builtin_mul_overflow(s, shape[d], &s)) return false;
+    }
+    return true;
+}
+
+/* Resolves strides and computes the byte extent, rejecting bad strides and overflow. */
+static attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t elem,
+                           attn_error *err) {
+    v->name = name;
+    v->t = t;
+    int n = t->ndim;
+    bool all_zero = true;
+    for (int d = 0; d < n; d++) all_zero &= t->stride[d] == 0;
+    if (all_zero) {
+        if (!rt_row_major(n, t->shape, v->stride))
+            return rt_error(err, ATTN_ERR_OVERFLOW, "%s: the element count overflows", name);
+    } else {
+        for (int d = 0; d < n; d++) {
+            if (t->stride[d] < 0)
+                return rt_error(err, ATTN_ERR_STRIDE, "%s: stride %d is %lld, negative", name, d,
+                                (long long)t->stride[d]);
+            v->stride[d] = t->stride[d];
+        }
+        if (t->stride[n - 1] != 1)
+            return rt_error(err, ATTN_ERR_STRIDE, "%s: the last stride is %lld, expected 1",
+                            name, (long long)t->stride[n - 1]);
+    }
+    int64_t last = 0; /* offset of the last element, in elements */
+    for (int d = 0; d < n; d++) {
+        int64_t term;
+        if (__builtin_mul_overflow(t->shape[d] - 1, v->stride[d], &term) ||
+            __builtin_add_overflow(last, term, &last))
+            return rt_error(err, ATTN_ERR_OVERFLOW, "%s: sizes and strides overflow", name);
+    }
+    int64_t bytes;
+    uintptr_t end;
+    if (__builtin_add_overflow(last, 1, &bytes) || __builtin_mul_overflow(bytes, elem, &bytes) ||
+        __builtin_add_overflow((uintptr_t)t->data, (uintptr_t)bytes, &end))
+        return rt_error(err, ATTN_ERR_OVERFLOW, "%s: its byte extent overflows", name);
+    v->lo = 0;
+    v->hi = bytes;
+    return ATTN_OK;
+}
+
+/* An output must not write one element twice: with dims sorted by stride, each stride must
+ * exceed the extent of the dims inside it (size-1 dims do not matter). */
+static attn_status rt_check_no_overlap(const RtView *v, attn_error *err) {
+    int n = v->t->ndim, order[ATTN_MAX_DIMS], m = 0;
+    for (int d = 0; d < n; d++)
+        if (v->t->shape[d] > 1) order[m++] = d;
+    for (int i = 1; i < m; i++) /* insertion sort by stride */
+        for (int j = i; j > 0 && v->stride[order[j]] < v->stride[order[j - 1]]; j--) {
+            int tmp = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = tmp;
+        }
+    int64_t extent = 0; /* last offset reached by the dims so far */
+    for (int i = 0; i < m; i++) {
+        int d = order[i];
+        if (v->stride[d] <= extent)
+            return rt_error(err, ATTN_ERR_STRIDE,
+                            "%s: stride %d (%lld) makes elements overlap; an output needs "
+                            "distinct addresses",
+                            v->name, d, (long long)v->stride[d]);
+        extent += (v->t->shape[d] - 1) * v->stride[d]; /* no overflow: checked by rt_view */
+    }
+    return ATTN_OK;
+}
+
+static bool rt_ranges_overlap(const RtView *a, const RtView *b) {
+    uintptr_t a0 = (uintptr_t)a->t->data, a1 = a0 + (uintptr_t)a->hi;
+    uintptr_t b0 = (uintptr_t)b->t->data, b1 = b0 + (uintptr_t)b->hi;
+    return a0 < b1 && b0 < a1;
+}
+
+static attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
+    if (d->heads < 1 || d->kv_heads < 1 || d->qk_dim < 1 || d->v_dim < 1 || d->block_q < 1)
+        return rt_error(err, ATTN_ERR_ARG,
+                        "descriptor '%s': heads, kv_heads, qk_dim, v_dim and block_q must be >= 1",
+                        d->name ? d->name : "?");
+    if (d->dtype != ATTN_F32 && d->dtype != ATTN_F16 && d->dtype != ATTN_BF16)
+        return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad tensor dtype %d",
+                        d->name ? d->name : "?", (int)d->dtype);
+    if (d->ninputs < 0 || d->ninputs > ATTN_MAX_INPUTS || (d->ninputs > 0 && !d->inputs))
+        return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad input table",
+                        d->name ? d->name : "?");
+    for (int i = 0; i < d->ninputs; i++)
+        if (!d->inputs[i].name || d->inputs[i].rank < 0 || d->inputs[i].rank > ATTN_MAX_DIMS)
+            return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad input %d",
+                            d->name ? d->name : "?", i);
+    return ATTN_OK;
+}
+
+/* Binds call->inputs to the descriptor's declarations, filling args->input and input_dim. */
+static attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a,
+                                   attn_error *err) {
+    const attn_input *bound[ATTN_MAX_INPUTS] = {0};
+    for (int i = 0; i < c->ninputs; i++) {
+        const attn_input *in = &c->inputs[i];
+        if (!in->name) return rt_error(err, ATTN_ERR_NULL, "input #%d has no name", i);
+        int j = 0;
+        while (j < d->ninputs && strcmp(d->inputs[j].name, in->name) != 0) j++;
+        if (j == d->ninputs) {
+            if (d->ninputs == 0)
+                return rt_error(err, ATTN_ERR_INPUT,
+                                "unknown input '%s': '%s' declares no runtime inputs", in->name,
+                                d->name ? d->name : "?");
+            char names[256] = "";
+            size_t len = 0;
+            for (int k = 0; k < d->ninputs && len < sizeof names; k++)
+                len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", k ? ", " : "",
+                                        d->inputs[k].name);
+            return rt_error(err, ATTN_ERR_INPUT, "unknown input '%s' (the spec declares: %s)",
+                            in->name, names);
+        }
+        if (bound[j]) return rt_error(err, ATTN_ERR_INPUT, "input '%s' is bound twice", in->name);
+        bound[j] = in;
+    }
+    for (int j = 0; j < d->ninputs; j++) {
+        const attn_rt_input_desc *id = &d->inputs[j];
+        const attn_input *in = bound[j];
+        if (!in) return rt_error(err, ATTN_ERR_INPUT, "missing input '%s'", id->name);
+        if (!in->t.data) return rt_error(err, ATTN_ERR_NULL, "input '%s': data is NULL", id->name);
+        if (in->t.ndim != id->rank)
+            return rt_error(err, ATTN_ERR_INPUT, "input '%s': %d dims, expected %d", id->name,
+                            in->t.ndim, id->rank);
+        int64_t count = 1;
+        for (int k = 0; k < id->rank; k++) {
+            int64_t want;
+            switch (id->dim_kind[k]) {
+            case ATTN_DIM_BATCH: want = a->batch; break;
+            case ATTN_DIM_HEADS: want = d->heads; break;
+            case ATTN_DIM_KV_HEADS: want = d->kv_heads; break;
+            case ATTN_DIM_Q_LEN: want = a->q_len; break;
+            case ATTN_DIM_KV_LEN: want = a->kv_len; break;
+            default: want = id->dim_value[k]; break;
+            }
+            if (in->t.shape[k] != want)
+                return rt_error(err, ATTN_ERR_INPUT, "input '%s': dim %d is %lld, expected %lld (%s)",
+                                id->name, k, (long long)in->t.shape[k], (long long)want,
+                                rt_dim_kind_name(id->dim_kind[k]));
+            if (__builtin_mul_overflow(count, want, &count))
+                return rt_error(err, ATTN_ERR_OVERFLOW, "input '%s': its size overflows", id->name);
+            a->input_dim[j][k] = want;
+        }
+        int64_t bytes;
+        uintptr_t end;
+        if (__builtin_mul_overflow(count, (int64_t)4, &bytes) ||
+            __builtin_add_overflow((uintptr_t)in->t.data, (uintptr_t)bytes, &end))
+            return rt_error(err, ATTN_ERR_OVERFLOW, "input '%s': its byte extent overflows",
+                            id->name);
+        bool all_zero = true;
+        for (int k = 0; k < id->rank; k++) all_zero &= in->t.stride[k] == 0;
+        if (!all_zero) {
+            int64_t rm[ATTN_MAX_DIMS];
+            rt_row_major(id->rank, in->t.shape, rm); /* cannot overflow: count did not */
+            for (int k = 0; k < id->rank; k++)
+                if (in->t.stride[k] != rm[k] && in->t.shape[k] != 1)
+                    return rt_error(err, ATTN_ERR_STRIDE,
+                                    "input '%s': stride %d is %lld, inputs must be contiguous "
+                                    "(row-major stride %lld)",
+                                    id->name, k, (long long)in->t.stride[k], (long long)rm[k]);
+        }
+        a->input[j] = in->t.data;
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_args *out,
+                          attn_error *err) {
+    rt_ok(err);
+    if (!d) return rt_error(err, ATTN_ERR_NULL, "the kernel descriptor is NULL");
+    if (!c) return rt_error(err, ATTN_ERR_NULL, "the call is NULL");
+    attn_status s = rt_check_desc(d, err);
+    if (s) return s;
+    if (c->threads < 0)
+        return rt_error(err, ATTN_ERR_ARG, "threads is %d, expected >= 0 (0: all cores)",
+                        c->threads);
+    if (c->ninputs < 0) return rt_error(err, ATTN_ERR_ARG, "ninputs is %d, negative", c->ninputs);
+    if (c->ninputs > 0 && !c->inputs)
+        return rt_error(err, ATTN_ERR_NULL, "inputs is NULL but ninputs is %d", c->ninputs);
+
+    const attn_tensor *ts[5] = {&c->q, &c->k, &c->v, &c->o, &c->lse};
+    static const char *const names[5] = {"q", "k", "v", "o", "lse"};
+    bool has_lse = c->lse.data != NULL;
+    for (int i = 0; i < 4; i++)
+        if (!ts[i]->data) return rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", names[i]);
+    for (int i = 0; i < 5; i++) {
+        int want = i == 4 ? 3 : 4;
+        if (i == 4 && !has_lse) break;
+        if (ts[i]->ndim != want)
+            return rt_error(err, ATTN_ERR_RANK, "%s: %d dims, expected %d", names[i],
+                            ts[i]->ndim, want);
+    }
+
+    /* q fixes batch and q_len, k fixes kv_len; the spec fixes the rest. */
+    const char *from_q = "as in q", *from_k = "as in k", *spec = "from the spec";
+    int64_t B = c->q.shape[0], Lq = c->q.shape[2], Lk = c->k.shape[2];
+    int64_t H = d->heads, KH = d->kv_heads, DQ = d->qk_dim, DV = d->v_dim;
+    {
+        int64_t w[4] = {-1, H, -1, DQ};
+        const char *why[4] = {"", spec, "", spec};
+        if ((s = rt_check_shape("q", &c->q, 4, rt_q_dims, w, why, err))) return s;
+    }
+    {
+        int64_t w[4] = {B, KH, -1, DQ};
+        const char *why[4] = {from_q, spec, "", spec};
+        if ((s = rt_check_shape("k", &c->k, 4, rt_k_dims, w, why, err))) return s;
+    }
+    {
+        int64_t w[4] = {B, KH, Lk, DV};
+        const char *why[4] = {from_q, spec, from_k, spec};
+        if ((s = rt_check_shape("v", &c->v, 4, rt_v_dims, w, why, err))) return s;
+    }
+    {
+        int64_t w[4] = {B, H, Lq, DV};
+        const char *why[4] = {from_q, spec, from_q, spec};
+        if ((s = rt_check_shape("o", &c->o, 4, rt_o_dims, w, why, err))) return s;
+    }
+    if (has_lse) {
+        int64_t w[3] = {B, H, Lq};
+        const char *why[3] = {from_q, spec, from_q};
+        if ((s = rt_check_shape("lse", &c->lse, 3, rt_lse_dims, w, why, err))) return s;
+    }
+
+    int64_t elem = rt_dtype_size(d->dtype);
+    RtView v[5];
+    for (int i = 0; i < (has_lse ? 5 : 4); i++)
+        if ((s = rt_view(&v[i], names[i], ts[i], i == 4 ? 4 : elem, err))) return s;
+    if ((s = rt_check_no_overlap(&v[3], err))) return s;
+    if (has_lse) {
+        if ((s = rt_check_no_overlap(&v[4], err))) return s;
+        if (rt_ranges_overlap(&v[3], &v[4]))
+            return rt_error(err, ATTN_ERR_STRIDE, "o and lse overlap in memory");
+    }
+
+    int64_t q_offset = c->q_offset;
+    if (q_offset == ATTN_Q_OFFSET_DEFAULT) {
+        q_offset = Lk - Lq;
+    } else if (q_offset < -RT_MAX_DIM_SIZE || q_offset > RT_MAX_DIM_SIZE) {
+        return rt_error(err, ATTN_ERR_OFFSET, "q_offset is %lld, outside [-2^40, 2^40]",
+                        (long long)q_offset);
+    }
+
+    attn_rt_args a;
+    memset(&a, 0, sizeof a);
+    a.q = c->q.data;
+    a.k = c->k.data;
+    a.v = c->v.data;
+    a.o = c->o.data;
+    a.lse = has_lse ? c->lse.data : NULL;
+    a.batch = B;
+    a.q_len = Lq;
+    a.kv_len = Lk;
+    a.q_offset = q_offset;
+    for (int i = 0; i < 3; i++) {
+        a.q_stride[i] = v[0].stride[i];
+        a.k_stride[i] = v[1].stride[i];
+        a.v_stride[i] = v[2].stride[i];
+        a.o_stride[i] = v[3].stride[i];
+    }
+    if (has_lse) {
+        a.lse_stride[0] = v[4].stride[0];
+        a.lse_stride[1] = v[4].stride[1];
+    }
+    if ((s = rt_check_inputs(d, c, &a, err))) return s;
+    if (out) *out = a;
+    return ATTN_OK;
+}
+
+/* The shared state of one launch. */
+typedef struct RtLaunch {
+    const attn_rt_args *args;
+    attn_rt_tile_fn tile;
+    int64_t heads;      /* query heads */
+    int64_t bh;         /* batch * heads: tasks per query tile */
+    int64_t ntiles;     /* query tiles per (b, h) */
+    int64_t block_q;    /* rows per tile */
+    atomic_int failed;  /* a tile reported an input index out of bounds */
+} RtLaunch;
+
+/* Task t runs query tile ntiles-1 - t / bh first, so late (under causal masks, heavy) tiles
+ * start early; the heads of one tile are adjacent, so GQA groups share K/V in cache. */
+static void rt_launch_task(void *ctx, int64_t t) {
+    RtLaunch *l = ctx;
+    if (atomic_load_explicit(&l->failed, memory_order_relaxed)) return;
+    int64_t tile = l->ntiles - 1 - t / l->bh, r = t % l->bh;
+    int64_t b = r / l->heads, h = r % l->heads;
+    int64_t q0 = tile * l->block_q, q1 = q0 + l->block_q;
+    if (q1 > l->args->q_len) q1 = l->args->q_len;
+    if (l->tile(l->args, b, h, q0, q1) != 0)
+        atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
+}
+
+attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_pool *pool,
+                           attn_error *err) {
+    attn_rt_args a;
+    attn_status s = attn_rt_check(d, c, &a, err);
+    if (s) return s;
+    if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function",
+                                  d->name ? d->name : "?");
+    RtLaunch l = {.args = &a, .tile = d->tile, .heads = d->heads, .block_q = d->block_q};
+    atomic_init(&l.failed, 0);
+    l.bh = a.batch * d->heads; /* <= 2^40 * 2^31: fits */
+    l.ntiles = (a.q_len + d->block_q - 1) / d->block_q;
+    int64_t ntasks;
+    if (__builtin_mul_overflow(l.bh, l.ntiles, &ntasks))
+        return rt_error(err, ATTN_ERR_OVERFLOW, "batch * heads * query tiles overflows");
+
+    int threads = c->threads;
+    if (threads == 0) threads = pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
+    attn_rt_pool *own = NULL;
+    if (!pool && threads > 1 && ntasks > 1) {
+        own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
+        pool = own; /* NULL on failure: the call then runs on this thread, still correct */
+    }
+    rt_parallel_for_n(pool, threads, ntasks, rt_launch_task, &l);
+    attn_rt_pool_destroy(own);
+    if (atomic_load(&l.failed))
+        return rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+    return ATTN_OK;
+}

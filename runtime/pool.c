@@ -1,0 +1,183 @@
+/* pool.c — a reusable thread pool with one parallel-for at a time.
+ *
+ * Workers sleep on a condition variable until a new job generation is published, then pull
+ * task indices from a shared atomic counter; the caller pulls too. A second caller that finds
+ * the pool busy runs its tasks alone rather than waiting (or deadlocking, if it is a worker). */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rt_internal.h"
+
+#define RT_CACHE_LINE 64
+#define RT_MAX_THREADS 1024
+
+struct attn_rt_pool {
+    int nthreads;             /* threads of a job, the caller included */
+    int nworkers;             /* started threads: nthreads - 1 */
+    pthread_t *workers;       /* their handles */
+    pthread_mutex_t busy;     /* held by the caller running a job */
+    pthread_mutex_t lock;     /* guards the fields below up to `next` */
+    pthread_cond_t wake;      /* a new generation or stop */
+    pthread_cond_t done;      /* the last worker of a job finished */
+    uint64_t generation;      /* bumped per job */
+    bool stop;                /* destroy: workers exit */
+    int participants;         /* workers (index < participants) that take part in this job */
+    int running;              /* participating workers not yet finished */
+    rt_task_fn fn;            /* the job */
+    void *ctx;
+    int64_t ntasks;
+    /* Hot counters each on their own cache line: no false sharing with the fields above. */
+    _Alignas(RT_CACHE_LINE) atomic_int_fast64_t next; /* the next task index to hand out */
+    char pad[RT_CACHE_LINE - sizeof(atomic_int_fast64_t)];
+};
+
+typedef struct RtWorker {
+    attn_rt_pool *pool;
+    int index;
+} RtWorker;
+
+int attn_rt_cpu_count(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) return 1;
+    return n > RT_MAX_THREADS ? RT_MAX_THREADS : (int)n;
+}
+
+static void rt_run_tasks(attn_rt_pool *p, rt_task_fn fn, void *ctx, int64_t ntasks) {
+    for (;;) {
+        int64_t t = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (t >= ntasks) break;
+        fn(ctx, t);
+    }
+}
+
+static void *rt_worker_main(void *arg) {
+    RtWorker w = *(RtWorker *)arg;
+    free(arg);
+    attn_rt_pool *p = w.pool;
+    uint64_t seen = 0;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->wake, &p->lock);
+        if (p->stop) break;
+        seen = p->generation;
+        if (w.index >= p->participants) continue;
+        rt_task_fn fn = p->fn;
+        void *ctx = p->ctx;
+        int64_t ntasks = p->ntasks;
+        pthread_mutex_unlock(&p->lock);
+        rt_run_tasks(p, fn, ctx, ntasks);
+        pthread_mutex_lock(&p->lock);
+        if (--p->running == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+attn_rt_pool *attn_rt_pool_create(int threads) {
+    if (threads <= 0) threads = attn_rt_cpu_count();
+    if (threads > RT_MAX_THREADS) threads = RT_MAX_THREADS;
+    size_t size = (sizeof(attn_rt_pool) + RT_CACHE_LINE - 1) / RT_CACHE_LINE * RT_CACHE_LINE;
+    attn_rt_pool *p = aligned_alloc(RT_CACHE_LINE, size);
+    if (!p) return NULL;
+    memset(p, 0, size);
+    atomic_init(&p->next, 0);
+    if (pthread_mutex_init(&p->busy, NULL) != 0) goto fail_busy;
+    if (pthread_mutex_init(&p->lock, NULL) != 0) goto fail_lock;
+    if (pthread_cond_init(&p->wake, NULL) != 0) goto fail_wake;
+    if (pthread_cond_init(&p->done, NULL) != 0) goto fail_done;
+    p->workers = threads > 1 ? calloc((size_t)threads - 1, sizeof *p->workers) : NULL;
+    if (threads > 1 && !p->workers) goto fail_workers;
+    for (int i = 0; i < threads - 1; i++) {
+        RtWorker *w = malloc(sizeof *w);
+        if (!w) break;
+        w->pool = p;
+        w->index = i;
+        if (pthread_create(&p->workers[i], NULL, rt_worker_main, w) != 0) {
+            free(w);
+            break; /* fewer threads: still correct */
+        }
+        p->nworkers++;
+    }
+    p->nthreads = p->nworkers + 1;
+    return p;
+
+fail_workers:
+    pthread_cond_destroy(&p->done);
+fail_done:
+    pthread_cond_destroy(&p->wake);
+fail_wake:
+    pthread_mutex_destroy(&p->lock);
+fail_lock:
+    pthread_mutex_destroy(&p->busy);
+fail_busy:
+    free(p);
+    return NULL;
+}
+
+void attn_rt_pool_destroy(attn_rt_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = true;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nworkers; i++) pthread_join(p->workers[i], NULL);
+    free(p->workers);
+    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->wake);
+    pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->busy);
+    free(p);
+}
+
+int attn_rt_pool_threads(const attn_rt_pool *p) { return p ? p->nthreads : 1; }
+
+static void rt_serial_for(int64_t ntasks, rt_task_fn fn, void *ctx) {
+    for (int64_t t = 0; t < ntasks; t++) fn(ctx, t);
+}
+
+void rt_parallel_for_n(attn_rt_pool *p, int max_threads, int64_t ntasks, rt_task_fn fn,
+                       void *ctx) {
+    if (ntasks <= 0) return;
+    int threads = p ? p->nthreads : 1;
+    if (max_threads > 0 && max_threads < threads) threads = max_threads;
+    if ((int64_t)threads > ntasks) threads = (int)ntasks;
+    if (threads <= 1 || pthread_mutex_trylock(&p->busy) != 0) {
+        rt_serial_for(ntasks, fn, ctx);
+        return;
+    }
+    pthread_mutex_lock(&p->lock);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->ntasks = ntasks;
+    p->participants = threads - 1;
+    p->running = threads - 1;
+    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    p->generation++;
+    pthread_cond_broadcast(&p->wake);
+    pthread_mutex_unlock(&p->lock);
+
+    rt_run_tasks(p, fn, ctx, ntasks);
+
+    pthread_mutex_lock(&p->lock);
+    while (p->running > 0) pthread_cond_wait(&p->done, &p->lock);
+    p->fn = NULL;
+    p->ctx = NULL;
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&p->busy);
+}
+
+void rt_parallel_for(attn_rt_pool *p, int64_t ntasks, rt_task_fn fn, void *ctx) {
+    rt_parallel_for_n(p, 0, ntasks, fn, ctx);
+}

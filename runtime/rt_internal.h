@@ -1,0 +1,31 @@
+/* rt_internal.h — helpers shared by the runtime's files; not part of the ABI. */
+#ifndef ATTNC_RT_INTERNAL_H
+#define ATTNC_RT_INTERNAL_H
+
+#include <stdint.h>
+
+#include "attn/attn_rt.h"
+
+// status.c
+
+/* Records `code` and a formatted message in `err` (which may be NULL); returns `code`. */
+attn_status rt_error(attn_error *err, attn_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Marks `err` (which may be NULL) as ATTN_OK with an empty message; returns ATTN_OK. */
+attn_status rt_ok(attn_error *err);
+
+// pool.c
+
+typedef void (*rt_task_fn)(void *ctx, int64_t task);
+
+/* Runs fn(ctx, t) for every t in [0, ntasks) on the pool's threads and the calling thread.
+ * Returns when all tasks are done. If another caller is using the pool, the tasks run on the
+ * calling thread alone. `pool` may be NULL (serial). */
+void rt_parallel_for(attn_rt_pool *pool, int64_t ntasks, rt_task_fn fn, void *ctx);
+
+/* As rt_parallel_for, with at most `max_threads` threads (the caller included; <= 0: all). */
+void rt_parallel_for_n(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn,
+                       void *ctx);
+
+#endif
