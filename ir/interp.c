@@ -105,6 +105,10 @@ IrValue ir_eval(const IrFunc *f, const IrExpr *e, IrEnv *env) {
         case IR_V_QLEN: r.i = env->q_len; break;
         case IR_V_KVLEN: r.i = env->kv_len; break;
         case IR_V_SCORE: r.f = env->score; break;
+        case IR_V_QMIN: r.i = env->qmin; break;
+        case IR_V_QMAX: r.i = env->qmax; break;
+        case IR_V_KMIN: r.i = env->kmin; break;
+        case IR_V_KMAX: r.i = env->kmax; break;
         }
         return r;
     case IR_INPUT: return eval_load(f, e, env);

@@ -24,12 +24,13 @@ static const char *const tensor_op_names[] = {
 #undef X
 };
 
-static const char *const var_names[] = {"q", "k", "h", "b", "q_len", "kv_len", "score"};
+static const char *const var_names[] = {"q",     "k",     "h",        "b",        "q_len", "kv_len",
+                                         "score", "q_min", "q_max",    "k_min",    "k_max"};
 
 const char *ir_op_name(IrExprOp op) { return op < IR_EXPR_OP_COUNT ? op_names[op] : "?"; }
 const char *ir_fn_name(IrFn fn) { return fn < IR_FN_COUNT ? fn_info[fn].name : "?"; }
 int ir_fn_arity(IrFn fn) { return fn < IR_FN_COUNT ? fn_info[fn].arity : 0; }
-const char *ir_var_name(IrVar v) { return v <= IR_V_SCORE ? var_names[v] : "?"; }
+const char *ir_var_name(IrVar v) { return v <= IR_V_KMAX ? var_names[v] : "?"; }
 const char *ir_tensor_op_name(IrOpKind k) {
     return k < IR_OP_KIND_COUNT ? tensor_op_names[k] : "?";
 }

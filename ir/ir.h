@@ -48,7 +48,11 @@ typedef enum IrExprOp {
         IR_EXPR_OP_COUNT
 } IrExprOp;
 
-typedef enum IrVar { IR_V_Q, IR_V_K, IR_V_H, IR_V_B, IR_V_QLEN, IR_V_KVLEN, IR_V_SCORE } IrVar;
+typedef enum IrVar {
+    IR_V_Q, IR_V_K, IR_V_H, IR_V_B, IR_V_QLEN, IR_V_KVLEN, IR_V_SCORE,
+    /* only in the prune pass's tile expressions: the tile's query and key position ranges */
+    IR_V_QMIN, IR_V_QMAX, IR_V_KMIN, IR_V_KMAX
+} IrVar;
 
 /* X(name, text, arity, int_ok): int_ok functions take int or float args (result type follows). */
 #define IR_FNS(X)                 \
@@ -129,6 +133,16 @@ typedef struct IrSchedule {
     int rows;       /* query rows per register-blocked microkernel step */
 } IrSchedule;
 
+/* What the prune pass derived from the mask: all INT/BOOL trees over the tile variables
+ * QMIN/QMAX/KMIN/KMAX (inclusive position ranges) plus b, h, lengths and inputs. */
+typedef struct IrPrune {
+    bool enabled;     /* false under -fno-prune or before the pass: every tile is partial */
+    IrExpr *k_lo;     /* INT: no key below it is visible to any query in [QMIN, QMAX] */
+    IrExpr *k_hi;     /* INT: no key above it is visible (inclusive) */
+    IrExpr *may_see;  /* BOOL: false only if no pair of the tile is visible (empty tile) */
+    IrExpr *all_see;  /* BOOL: true only if every pair of the tile is visible (full tile) */
+} IrPrune;
+
 typedef struct IrFunc {
     const char *name;      /* the attention block's name */
     int heads;             /* query heads */
@@ -148,6 +162,7 @@ typedef struct IrFunc {
     int nvalues;           /* value numbers in use */
     int output;            /* value number of the output o */
     IrSchedule sched;      /* tiling, filled by the schedule pass */
+    IrPrune prune;         /* mask analysis, filled by the prune pass */
     Arena *arena;          /* where its trees live (the module's) */
 } IrFunc;
 
@@ -200,6 +215,7 @@ bool ir_verify_func(const IrFunc *f, StrBuf *msg);
 /* Values a scalar expression reads; the tensor data is not needed for masks. */
 typedef struct IrEnv {
     int64_t q, k, h, b, q_len, kv_len; /* positions and sizes */
+    int64_t qmin, qmax, kmin, kmax;    /* tile ranges, for the prune pass's expressions */
     double score;                      /* for score mods */
     const attn_rt_args *args;          /* runtime inputs (input[] and input_dim[]) */
     bool index_error;                  /* set when an input index was out of bounds */

@@ -161,6 +161,15 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
         ir_print_expr(sb, f, f->score);
         sb_puts(sb, "\n");
     }
+    if (f->prune.enabled) {
+        static const char *const names[] = {"k_lo", "k_hi", "may_see", "all_see"};
+        const IrExpr *trees[] = {f->prune.k_lo, f->prune.k_hi, f->prune.may_see, f->prune.all_see};
+        for (int i = 0; i < 4; i++) {
+            sb_printf(sb, "  prune %s ", names[i]);
+            ir_print_expr(sb, f, trees[i]);
+            sb_puts(sb, "\n");
+        }
+    }
     if (f->sched.vec_width)
         sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d\n",
                   f->sched.vec_width, f->sched.block_q, f->sched.block_k, f->sched.rows);

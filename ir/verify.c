@@ -79,6 +79,16 @@ bool ir_verify_func(const IrFunc *f, StrBuf *msg) {
         if (!verify_expr(f, f->score, true, msg, 0)) return false;
         if (f->score->type != IR_TY_FLOAT) return fail(msg, f, "score is not float");
     }
+    if (f->prune.enabled) {
+        const IrExpr *trees[] = {f->prune.k_lo, f->prune.k_hi, f->prune.may_see, f->prune.all_see};
+        for (int i = 0; i < 4; i++) {
+            if (!verify_expr(f, trees[i], false, msg, 0)) return false;
+            if (trees[i]->type != (i < 2 ? IR_TY_INT : IR_TY_BOOL))
+                return fail(msg, f, "prune expression of the wrong type");
+            if (ir_expr_uses_var(trees[i], IR_V_Q) || ir_expr_uses_var(trees[i], IR_V_K))
+                return fail(msg, f, "prune expression reads q or k");
+        }
+    }
     if (f->nops <= 0 || f->nops > IR_MAX_OPS) return fail(msg, f, "bad op count");
     bool defined[64] = {true, true, true};
     if (f->nvalues > 64) return fail(msg, f, "too many values");

@@ -6,6 +6,7 @@
 const Pass pass_table[] = {
     {"fold", pass_fold, "fold constants and simplify mask, score and head-map expressions"},
     {"flash", pass_flash, "fuse qk/scale/score/mask/softmax/pv into one online-softmax op"},
+    {"prune", pass_prune, "derive key bounds and empty/full tile tests from the mask"},
     {"schedule", pass_schedule, "choose vector width, query/key tiles and register rows"},
     {NULL, NULL, NULL},
 };

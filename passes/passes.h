@@ -29,6 +29,7 @@ bool pass_run_pipeline(IrFunc *f, PassCtx *ctx, const char *stop_after);
 
 bool pass_fold(IrFunc *f, PassCtx *ctx);
 bool pass_flash(IrFunc *f, PassCtx *ctx);
+bool pass_prune(IrFunc *f, PassCtx *ctx);
 bool pass_schedule(IrFunc *f, PassCtx *ctx);
 
 /* Folds constants and simplifies one expression tree (also used by the frontend). */

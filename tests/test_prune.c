@@ -1,0 +1,183 @@
+/* Soundness of the prune pass against brute force: for random masks and random tiles, a tile
+ * called empty has no visible pair, a tile called full has no hidden pair, and no visible key
+ * lies outside [k_lo, k_hi]. Plus precision checks on the masks of the seed articles. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "passes/passes.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static int64_t rnd(int64_t lo, int64_t hi) { /* inclusive */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return lo + (int64_t)(rng_state % (uint64_t)(hi - lo + 1));
+}
+
+static IrExpr *gen_int(Arena *a, int depth);
+
+static IrExpr *gen_bool(Arena *a, int depth) {
+    int pick = depth <= 0 ? (int)rnd(0, 1) : (int)rnd(0, 7);
+    switch (pick) {
+    case 0: case 1: case 2: {
+        static const IrExprOp cmp[] = {IR_EQ, IR_NE, IR_LT, IR_LE, IR_GT, IR_GE};
+        return ir_binary(a, cmp[rnd(0, 5)], gen_int(a, depth - 1), gen_int(a, depth - 1));
+    }
+    case 3: return ir_binary(a, IR_AND, gen_bool(a, depth - 1), gen_bool(a, depth - 1));
+    case 4: return ir_binary(a, IR_OR, gen_bool(a, depth - 1), gen_bool(a, depth - 1));
+    case 5: return ir_unary(a, IR_NOT, gen_bool(a, depth - 1));
+    case 6: return ir_binary(a, IR_EQ, gen_bool(a, depth - 1), gen_bool(a, depth - 1));
+    default: return ir_select(a, gen_bool(a, depth - 1), gen_bool(a, depth - 1), gen_bool(a, depth - 1));
+    }
+}
+
+static IrExpr *gen_int(Arena *a, int depth) {
+    int pick = depth <= 0 ? (int)rnd(0, 2) : (int)rnd(0, 11);
+    IrExpr *args[2];
+    switch (pick) {
+    case 0: return ir_var(a, IR_V_Q);
+    case 1: return ir_var(a, IR_V_K);
+    case 2: return ir_const_int(a, rnd(-20, 20));
+    case 3: return ir_binary(a, IR_ADD, gen_int(a, depth - 1), gen_int(a, depth - 1));
+    case 4: return ir_binary(a, IR_SUB, gen_int(a, depth - 1), gen_int(a, depth - 1));
+    case 5: return ir_unary(a, IR_NEG, gen_int(a, depth - 1));
+    case 6: return ir_binary(a, IR_MUL, gen_int(a, depth - 1), ir_const_int(a, rnd(-3, 3)));
+    case 7: return ir_binary(a, IR_DIV, gen_int(a, depth - 1), ir_const_int(a, rnd(1, 7)));
+    case 8: return ir_binary(a, IR_MOD, gen_int(a, depth - 1), ir_const_int(a, rnd(1, 9)));
+    case 9:
+        args[0] = gen_int(a, depth - 1);
+        return ir_call(a, IR_FN_ABS, 1, args);
+    case 10:
+        args[0] = gen_int(a, depth - 1);
+        args[1] = gen_int(a, depth - 1);
+        return ir_call(a, rnd(0, 1) ? IR_FN_MIN : IR_FN_MAX, 2, args);
+    default: return ir_select(a, gen_bool(a, depth - 1), gen_int(a, depth - 1), gen_int(a, depth - 1));
+    }
+}
+
+typedef struct Stats {
+    long tiles, empty_said, full_said, empty_true, full_true, failures;
+} Stats;
+
+static bool eval_bool(IrFunc *f, const IrExpr *e, IrEnv *env) { return ir_eval(f, e, env).i != 0; }
+
+/* Checks one tile; returns false on unsoundness. */
+static bool check_tile(IrFunc *f, int64_t q0, int64_t q1, int64_t k0, int64_t k1, int64_t kv_len,
+                       Stats *st) {
+    IrEnv env = {.qmin = q0, .qmax = q1, .kmin = k0, .kmax = k1, .kv_len = kv_len, .q_len = 64};
+    bool may = eval_bool(f, f->prune.may_see, &env);
+    bool all = eval_bool(f, f->prune.all_see, &env);
+    int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
+    bool any_vis = false, any_hid = false, ok = true;
+    for (int64_t q = q0; q <= q1; q++)
+        for (int64_t k = k0; k <= k1; k++) {
+            env.q = q;
+            env.k = k;
+            bool v = eval_bool(f, f->mask, &env);
+            any_vis |= v;
+            any_hid |= !v;
+            if (v && (k < lo || k > hi)) ok = false;
+        }
+    st->tiles++;
+    st->empty_said += !may;
+    st->full_said += all;
+    st->empty_true += !any_vis;
+    st->full_true += !any_hid;
+    if ((!may && any_vis) || (all && any_hid)) ok = false;
+    if (!ok) {
+        StrBuf sb;
+        sb_init(&sb);
+        ir_print_expr(&sb, f, f->mask);
+        fprintf(stderr, "UNSOUND: mask %s tile q[%lld,%lld] k[%lld,%lld]: may %d all %d k in [%lld,%lld]\n",
+                sb_str(&sb), (long long)q0, (long long)q1, (long long)k0, (long long)k1, may, all,
+                (long long)lo, (long long)hi);
+        sb_free(&sb);
+        st->failures++;
+    }
+    return ok;
+}
+
+static IrFunc *make_func(IrModule *m, IrExpr *mask) {
+    IrFunc *f = ir_func_new(m, "t");
+    f->heads = f->kv_heads = 1;
+    f->qk_dim = f->v_dim = 4;
+    f->head_map = arena_alloc(&m->arena, sizeof(int));
+    f->mask = mask;
+    return f;
+}
+
+static bool run_prune(IrFunc *f) {
+    StrBuf err;
+    sb_init(&err);
+    PassCtx ctx = {.vec_width = 16, .opt_level = 3, .err = &err};
+    bool ok = pass_prune(f, &ctx) && ir_verify_func(f, &err);
+    if (!ok) fprintf(stderr, "prune failed: %s\n", sb_str(&err));
+    sb_free(&err);
+    return ok;
+}
+
+/* Precision: on the seed articles' masks the analysis must find the empty and full tiles. */
+static int precision(void) {
+    int fails = 0;
+    IrModule *m = ir_module_new();
+    Arena *a = &m->arena;
+    IrExpr *q = ir_var(a, IR_V_Q), *k = ir_var(a, IR_V_K);
+    IrExpr *causal = ir_binary(a, IR_LE, k, q);
+    IrExpr *band = ir_binary(a, IR_LT, ir_binary(a, IR_SUB, q, k), ir_const_int(a, 32));
+    IrExpr *sliding = ir_binary(a, IR_AND, causal, band);
+    struct {
+        const char *name;
+        IrExpr *mask;
+        int64_t q0, q1, k0, k1;
+        bool empty, full;
+        int64_t lo, hi; /* expected exact key bounds for the query range */
+    } cases[] = {
+        {"causal below", causal, 32, 47, 0, 15, false, true, 0, 47},
+        {"causal above", causal, 0, 15, 16, 31, true, false, 0, 15},
+        {"causal diag", causal, 16, 31, 16, 31, false, false, 0, 31},
+        {"sliding far", sliding, 100, 115, 0, 15, true, false, 69, 115},
+        {"sliding in", sliding, 100, 115, 84, 85, false, true, 69, 115},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        IrFunc *f = make_func(m, cases[i].mask);
+        if (!run_prune(f)) return 1;
+        IrEnv env = {.qmin = cases[i].q0, .qmax = cases[i].q1, .kmin = cases[i].k0,
+                     .kmax = cases[i].k1, .kv_len = 1000};
+        bool empty = !ir_eval(f, f->prune.may_see, &env).i, full = ir_eval(f, f->prune.all_see, &env).i;
+        int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
+        if (empty != cases[i].empty || full != cases[i].full || lo != cases[i].lo || hi != cases[i].hi) {
+            fprintf(stderr, "IMPRECISE %s: empty %d full %d bounds [%lld,%lld]\n", cases[i].name, empty,
+                    full, (long long)lo, (long long)hi);
+            fails++;
+        }
+    }
+    ir_module_free(m);
+    return fails;
+}
+
+int main(void) {
+    Stats st = {0};
+    int passed = 0, failed = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        IrModule *m = ir_module_new();
+        IrFunc *f = make_func(m, gen_bool(&m->arena, (int)rnd(1, 4)));
+        if (!f->mask || !run_prune(f)) {
+            failed++;
+            ir_module_free(m);
+            continue;
+        }
+        bool ok = true;
+        for (int t = 0; t < 20; t++) {
+            int64_t q0 = rnd(-30, 40), k0 = rnd(0, 40);
+            ok &= check_tile(f, q0, q0 + rnd(0, 12), k0, k0 + rnd(0, 12), 60, &st);
+        }
+        ok ? passed++ : failed++;
+        ir_module_free(m);
+    }
+    printf("tiles %ld: empty said %ld (true %ld), full said %ld (true %ld)\n", st.tiles,
+           st.empty_said, st.empty_true, st.full_said, st.full_true);
+    int p = precision();
+    p ? failed++ : passed++;
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
