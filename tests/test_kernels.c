@@ -1,0 +1,729 @@
+/* test_kernels.c — every attention block of examples/ JIT-compiled and run on ragged shapes,
+ * checked against two references: the IR interpreter (double precision, from the same spec
+ * through drv_parse/drv_select/drv_optimize) and the hand-written C masks of masks.c
+ * (double precision, independent of the frontend).
+ *
+ *   test_kernels EXAMPLES_DIR [FILTER]     FILTER: run only kernels whose label contains it
+ *
+ * Tolerance. Q, K, V are ~N(0,1), so outputs are convex combinations of values of size ~1-4
+ * and scores are O(1..10) after scaling. An f32 kernel's errors: the Q.K dot product over up
+ * to 256 terms (relative ~1e-6 of the score), the vector exp (~1e-7 relative), the online
+ * softmax's rescaling and the sum over up to 257 keys (~257 * 6e-8 = 1.5e-5 relative worst
+ * case). So |got - ref| <= 1e-4 + 1e-4 * |ref| holds with margin, while the smallest real bug
+ * — one key too many or too few among n <= 257 — moves an output by ~|v|/n >= 4e-3. The
+ * same bound is used for lse (|lse| <= ~70 with ALiBi biases). Rows that see no key must be
+ * exactly 0 with lse = -inf.
+ */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attn/attn.h"
+#include "lib/driver.h"
+#include "tests/masks.h"
+
+#define ATOL 1e-4
+#define RTOL 1e-4
+#define MAX_REPORTS 6          /* mismatches printed per case */
+#define COST_CAP 6.0e7         /* skip cases whose reference work B*H*Lq*Lk*(Dq+Dv) exceeds it */
+#define OUT_CANARY -7777.25f   /* outside the output views: must survive the call */
+#define OUT_GARBAGE 9999.5f    /* inside the output views before the call: must be overwritten */
+
+static int g_pass, g_fail, g_skip, g_masked_rows, g_index_cases;
+
+// ---------------------------------------------------------------------------------------------
+// Random numbers: splitmix64, Box-Muller.
+
+static uint64_t g_rng = 0x5eed1234abcdULL;
+
+static uint64_t rng_next(void) {
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static double rng_unit(void) { return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0); }
+
+static int64_t rng_int(int64_t lo, int64_t hi) { /* inclusive */
+    return lo + (int64_t)(rng_next() % (uint64_t)(hi - lo + 1));
+}
+
+static float rng_normal(void) {
+    double u1 = rng_unit(), u2 = rng_unit();
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensor views with padding and canaries.
+
+typedef enum Layout { LAYOUT_DENSE, LAYOUT_PADDED, LAYOUT_BSHD } Layout;
+static const char *const layout_names[] = {"dense", "padded", "bshd"};
+
+#define LEAD_PAD 8 /* elements before the view's first element */
+#define TAIL_PAD 8 /* elements after its last */
+
+/* A float tensor view inside a larger buffer. */
+typedef struct View {
+    float *base;         /* the whole allocation */
+    int64_t total;       /* elements in base */
+    bool *inside;        /* [total]: element belongs to the view */
+    attn_tensor t;       /* what the call sees */
+    int64_t str[ATTN_MAX_DIMS]; /* resolved strides */
+} View;
+
+/* Builds a view of `shape` in `layout`, fills the padding with `pad` and the view from the
+ * dense row-major `src` (or with `fill` when src is NULL). */
+static bool view_make(View *v, int ndim, const int64_t *shape, Layout layout, float pad,
+                      const float *src, float fill) {
+    memset(v, 0, sizeof *v);
+    int64_t *s = v->str;
+    if (layout == LAYOUT_BSHD && ndim != 4) layout = LAYOUT_PADDED;
+    switch (layout) {
+    case LAYOUT_DENSE: {
+        int64_t acc = 1;
+        for (int d = ndim - 1; d >= 0; d--) {
+            s[d] = acc;
+            acc *= shape[d];
+        }
+        break;
+    }
+    case LAYOUT_PADDED: { /* gaps between rows, heads and batch rows */
+        static const int64_t gap[4] = {7, 5, 3, 0};
+        s[ndim - 1] = 1;
+        for (int d = ndim - 2; d >= 0; d--) s[d] = s[d + 1] * shape[d + 1] + gap[d + 4 - ndim];
+        break;
+    }
+    case LAYOUT_BSHD: { /* [batch, seq, heads, dim] memory, viewed as [batch, heads, seq, dim] */
+        int64_t row = shape[3] + 2; /* a gap after each head's vector */
+        s[3] = 1;
+        s[1] = row;
+        s[2] = shape[1] * row;
+        s[0] = shape[2] * shape[1] * row + 3;
+        break;
+    }
+    }
+    int64_t last = 0;
+    for (int d = 0; d < ndim; d++) last += (shape[d] - 1) * s[d];
+    v->total = LEAD_PAD + last + 1 + TAIL_PAD;
+    v->base = malloc(sizeof(float) * (size_t)v->total);
+    v->inside = calloc((size_t)v->total, sizeof(bool));
+    if (!v->base || !v->inside) return false;
+    for (int64_t i = 0; i < v->total; i++) v->base[i] = pad;
+    float *data = v->base + LEAD_PAD;
+    int64_t idx[4] = {0, 0, 0, 0}, n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    for (int64_t lin = 0; lin < n; lin++) {
+        int64_t rem = lin, off = 0;
+        for (int d = ndim - 1; d >= 0; d--) {
+            idx[d] = rem % shape[d];
+            rem /= shape[d];
+            off += idx[d] * s[d];
+        }
+        data[off] = src ? src[lin] : fill;
+        v->inside[LEAD_PAD + off] = true;
+    }
+    v->t.data = data;
+    v->t.ndim = ndim;
+    for (int d = 0; d < ndim; d++) {
+        v->t.shape[d] = shape[d];
+        v->t.stride[d] = layout == LAYOUT_DENSE ? 0 : s[d]; /* dense: the all-zero default */
+    }
+    return true;
+}
+
+static void view_free(View *v) {
+    free(v->base);
+    free(v->inside);
+    memset(v, 0, sizeof *v);
+}
+
+static float view_at(const View *v, const int64_t *idx) {
+    int64_t off = 0;
+    for (int d = 0; d < v->t.ndim; d++) off += idx[d] * v->str[d];
+    return ((const float *)v->t.data)[off];
+}
+
+/* Elements outside the view that no longer hold the canary. */
+static int64_t view_canary_damage(const View *v, float canary, int64_t *first) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < v->total; i++)
+        if (!v->inside[i] && memcmp(&v->base[i], &canary, sizeof canary) != 0) {
+            if (!bad) *first = i - LEAD_PAD;
+            bad++;
+        }
+    return bad;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kernels under test.
+
+/* One compiled kernel: a block of an example (maybe with -D overrides) or an inline spec. */
+typedef struct Variant {
+    char label[160];            /* for messages */
+    const char *path;           /* the file, or a name for an inline spec */
+    const char *text;           /* inline spec text, or NULL */
+    const char *kernel;         /* block name */
+    const char *defines[REF_MAX_PARAMS];
+    int ndefines;
+    int no_prune;               /* -fno-prune */
+    int opt_level;              /* -O */
+    RefKernel ref;              /* the hand-written description, overrides applied */
+} Variant;
+
+typedef struct Case {
+    int batch;
+    int64_t q_len, kv_len;
+    int64_t q_offset;           /* ATTN_Q_OFFSET_DEFAULT or a value */
+    bool lse;                   /* request lse */
+    Layout layout;
+    int threads;
+    const char *why;            /* what it exercises */
+} Case;
+
+#define DEF ATTN_Q_OFFSET_DEFAULT
+
+static const Case cases[] = {
+    {1, 1, 1, DEF, true, LAYOUT_DENSE, 1, "one query, one key"},
+    {2, 7, 7, DEF, false, LAYOUT_DENSE, 2, "tiny prefill"},
+    {3, 33, 100, DEF, true, LAYOUT_PADDED, 2, "ragged chunked prefill, padded views"},
+    {1, 1, 257, DEF, true, LAYOUT_DENSE, 1, "decode"},
+    {2, 1, 100, DEF, false, LAYOUT_BSHD, 2, "decode, BSHD views"},
+    {1, 257, 257, DEF, true, LAYOUT_DENSE, 2, "prefill q_len == kv_len"},
+    {2, 100, 100, 0, true, LAYOUT_BSHD, 1, "prefill, explicit q_offset 0, BSHD"},
+    {2, 33, 7, DEF, true, LAYOUT_PADDED, 2, "more queries than keys: negative default offset"},
+    {1, 7, 1, DEF, true, LAYOUT_DENSE, 1, "kv_len 1"},
+    {2, 33, 100, 0, true, LAYOUT_DENSE, 1, "top-aligned q_offset 0"},
+    {1, 33, 100, -20, true, LAYOUT_PADDED, 2, "negative q_offset"},
+    {3, 7, 33, 200, true, LAYOUT_DENSE, 2, "q_offset past kv_len"},
+    {1, 100, 257, 57, false, LAYOUT_PADDED, 2, "mid-sequence chunk"},
+    {2, 257, 33, 5, true, LAYOUT_DENSE, 2, "long query block, short keys"},
+};
+#define NCASES ((int)(sizeof cases / sizeof cases[0]))
+
+/* The extra case of kernels that index an input by q: queries past kv_len must be reported. */
+static const Case index_error_case = {1, 7, 33, 30, true, LAYOUT_DENSE, 1,
+                                      "queries past the input's bounds"};
+
+static const RefKernel *ref_find(const char *file, const char *kernel) {
+    for (int i = 0; i < ref_nkernels; i++)
+        if (!strcmp(ref_kernels[i].file, file) && !strcmp(ref_kernels[i].kernel, kernel))
+            return &ref_kernels[i];
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime inputs.
+
+typedef struct Inputs {
+    attn_input in[REF_MAX_INPUTS];
+    int n;
+    void *data[REF_MAX_INPUTS];
+} Inputs;
+
+static bool inputs_make(Inputs *ins, const RefKernel *rk, MaskCtx *mc, int64_t B, int64_t Lk,
+                        int case_no) {
+    memset(ins, 0, sizeof *ins);
+    for (int i = 0; i < REF_MAX_INPUTS && rk->inputs[i] != REF_IN_NONE; i++) {
+        RefInputKind kind = rk->inputs[i];
+        attn_tensor t;
+        memset(&t, 0, sizeof t);
+        if (kind == REF_IN_SRC_LEN) {
+            int32_t *a = malloc(sizeof(int32_t) * (size_t)B);
+            if (!a) return false;
+            for (int64_t b = 0; b < B; b++) {
+                /* the extremes 0 and kv_len in turn, else random */
+                int64_t pick = (b + case_no) % 4;
+                a[b] = (int32_t)(pick == 0 ? 0 : pick == 1 ? Lk : rng_int(0, Lk));
+            }
+            t.data = a, t.ndim = 1, t.shape[0] = B;
+            mc->src_len = a;
+        } else if (kind == REF_IN_DOC || kind == REF_IN_RANK) {
+            int32_t *a = malloc(sizeof(int32_t) * (size_t)(B * Lk));
+            if (!a) return false;
+            for (int64_t b = 0; b < B; b++) {
+                int32_t *row = a + b * Lk;
+                if (kind == REF_IN_DOC) { /* sorted runs; the mean run length varies by row */
+                    int64_t mean = (b % 3 == 0) ? 9 : (b % 3 == 1) ? 40 : 1;
+                    int32_t id = (int32_t)rng_int(0, 3);
+                    for (int64_t j = 0; j < Lk; j++) {
+                        if (j > 0 && rng_int(1, mean) == 1) id += (int32_t)rng_int(1, 2);
+                        row[j] = id;
+                    }
+                } else { /* a random permutation of 0..Lk-1 */
+                    for (int64_t j = 0; j < Lk; j++) row[j] = (int32_t)j;
+                    for (int64_t j = Lk - 1; j > 0; j--) {
+                        int64_t r = rng_int(0, j);
+                        int32_t tmp = row[j];
+                        row[j] = row[r];
+                        row[r] = tmp;
+                    }
+                }
+            }
+            t.data = a, t.ndim = 2, t.shape[0] = B, t.shape[1] = Lk;
+            if (kind == REF_IN_DOC) mc->doc = a;
+            else mc->rank = a;
+        } else if (kind == REF_IN_SLOPE) {
+            float *a = malloc(sizeof(float) * (size_t)rk->heads);
+            if (!a) return false;
+            for (int h = 0; h < rk->heads; h++) a[h] = (float)exp2(-8.0 * (h + 1) / rk->heads);
+            t.data = a, t.ndim = 1, t.shape[0] = rk->heads;
+            mc->slope = a;
+        }
+        ins->data[ins->n] = t.data;
+        ins->in[ins->n].name = ref_input_name(kind);
+        ins->in[ins->n].t = t;
+        ins->n++;
+    }
+    return true;
+}
+
+static void inputs_free(Inputs *ins) {
+    for (int i = 0; i < ins->n; i++) free(ins->data[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One case.
+
+static bool close_enough(double got, double want) {
+    if (isinf(want) || isinf(got)) return got == want;
+    return fabs(got - want) <= ATOL + RTOL * fabs(want);
+}
+
+static void case_desc(char *buf, size_t n, const Case *c) {
+    char off[32];
+    if (c->q_offset == DEF) snprintf(off, sizeof off, "default");
+    else snprintf(off, sizeof off, "%lld", (long long)c->q_offset);
+    snprintf(buf, n, "batch=%d q_len=%lld kv_len=%lld q_offset=%s lse=%d layout=%s threads=%d (%s)",
+             c->batch, (long long)c->q_len, (long long)c->kv_len, off, c->lse,
+             layout_names[c->layout], c->threads, c->why);
+}
+
+/* Runs one case; returns true if it passed. */
+static bool run_case(const Variant *var, attn_kernel *kern, const IrFunc *f, const Case *c,
+                     int case_no, bool expect_index_error) {
+    const RefKernel *rk = &var->ref;
+    int64_t B = c->batch, Lq = c->q_len, Lk = c->kv_len;
+    int H = rk->heads, KH = rk->kv_heads, Dq = rk->qk_dim, Dv = rk->v_dim;
+    char cd[256];
+    case_desc(cd, sizeof cd, c);
+    int64_t nq = B * H * Lq * Dq, nk = B * KH * Lk * Dq, nv = B * KH * Lk * Dv;
+    int64_t no = B * H * Lq * Dv, nl = B * H * Lq;
+    float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
+    float *v = malloc(sizeof(float) * (size_t)nv);
+    float *oi = malloc(sizeof(float) * (size_t)no), *li = malloc(sizeof(float) * (size_t)nl);
+    double *oc = malloc(sizeof(double) * (size_t)no), *lc = malloc(sizeof(double) * (size_t)nl);
+    int64_t *nvis = malloc(sizeof(int64_t) * (size_t)nl);
+    View vq, vk, vv, vo, vl;
+    memset(&vl, 0, sizeof vl);
+    Inputs ins;
+    memset(&ins, 0, sizeof ins);
+    bool ok = true;
+    int reports = 0;
+    if (!q || !k || !v || !oi || !li || !oc || !lc || !nvis) {
+        printf("FAIL %s: out of memory\n", var->label);
+        ok = false;
+        goto out_nofree_views;
+    }
+    for (int64_t i = 0; i < nq; i++) q[i] = rng_normal();
+    for (int64_t i = 0; i < nk; i++) k[i] = rng_normal();
+    for (int64_t i = 0; i < nv; i++) v[i] = rng_normal();
+    int64_t qs[4] = {B, H, Lq, Dq}, ks[4] = {B, KH, Lk, Dq}, vs[4] = {B, KH, Lk, Dv};
+    int64_t os[4] = {B, H, Lq, Dv}, ls[3] = {B, H, Lq};
+    bool made = view_make(&vq, 4, qs, c->layout, NAN, q, 0) &
+                view_make(&vk, 4, ks, c->layout, NAN, k, 0) &
+                view_make(&vv, 4, vs, c->layout, NAN, v, 0) &
+                view_make(&vo, 4, os, c->layout, OUT_CANARY, NULL, OUT_GARBAGE);
+    if (c->lse) made &= view_make(&vl, 3, ls, c->layout, OUT_CANARY, NULL, OUT_GARBAGE);
+    MaskCtx mc;
+    memset(&mc, 0, sizeof mc);
+    for (int i = 0; i < REF_MAX_PARAMS; i++) mc.p[i] = rk->param_values[i];
+    mc.batch = B, mc.q_len = Lq, mc.kv_len = Lk, mc.heads = H;
+    made = made && inputs_make(&ins, rk, &mc, B, Lk, case_no);
+    if (!made) {
+        printf("FAIL %s: out of memory\n", var->label);
+        ok = false;
+        goto out;
+    }
+    int64_t q_offset = c->q_offset == DEF ? Lk - Lq : c->q_offset;
+
+    /* The kernel. */
+    attn_call call;
+    memset(&call, 0, sizeof call);
+    call.q = vq.t, call.k = vk.t, call.v = vv.t, call.o = vo.t;
+    if (c->lse) call.lse = vl.t;
+    call.q_offset = c->q_offset;
+    call.inputs = ins.in, call.ninputs = ins.n, call.threads = c->threads;
+    attn_error err;
+    attn_status st = attn_run(kern, &call, &err);
+
+    /* Reference 1: the IR interpreter, reading the same (strided) q/k/v. */
+    attn_call icall = call;
+    memset(&icall.o, 0, sizeof icall.o);
+    memset(&icall.lse, 0, sizeof icall.lse);
+    icall.o.data = oi, icall.o.ndim = 4;
+    icall.lse.data = li, icall.lse.ndim = 3;
+    memcpy(icall.o.shape, os, sizeof os);
+    memcpy(icall.lse.shape, ls, sizeof ls);
+    attn_rt_args args;
+    attn_error ierr;
+    attn_status ist = attn_rt_check(attn_kernel_desc(kern), &icall, &args, &ierr);
+    if (ist == ATTN_OK) ist = ir_interpret(f, &args);
+
+    /* Reference 2: the hand-written masks. */
+    bool cok = ref_attention(rk, &mc, q_offset, q, k, v, oc, lc, nvis);
+
+    if (expect_index_error) {
+        g_index_cases++;
+        if (cok || !mc.index_error) {
+            printf("FAIL %s [%s]: test bug: the C reference saw no index error\n", var->label, cd);
+            ok = false;
+        }
+        if (st != ATTN_ERR_INDEX) {
+            printf("FAIL %s [%s]: kernel returned %s (%s), expected ATTN_ERR_INDEX\n", var->label,
+                   cd, attn_status_name(st), st ? err.message : "");
+            ok = false;
+        }
+        if (ist != ATTN_ERR_INDEX) {
+            printf("FAIL %s [%s]: interpreter returned %s, expected ATTN_ERR_INDEX\n", var->label,
+                   cd, attn_status_name(ist));
+            ok = false;
+        }
+        goto canaries; /* the outputs are unspecified, but nothing outside may be written */
+    }
+    if (!cok) {
+        printf("FAIL %s [%s]: test bug: the C reference failed (index error %d)\n", var->label, cd,
+               mc.index_error);
+        ok = false;
+        goto out;
+    }
+    if (st != ATTN_OK) {
+        printf("FAIL %s [%s]: attn_run: %s: %s\n", var->label, cd, attn_status_name(st),
+               err.message);
+        ok = false;
+        goto out;
+    }
+    if (ist != ATTN_OK) {
+        printf("FAIL %s [%s]: ir_interpret / attn_rt_check: %s: %s\n", var->label, cd,
+               attn_status_name(ist), ist == ATTN_ERR_INDEX ? "index error" : ierr.message);
+        ok = false;
+    }
+
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < Lq; i++) {
+                int64_t row = (b * H + h) * Lq + i;
+                bool masked = nvis[row] == 0;
+                if (masked) g_masked_rows++;
+                for (int64_t d = 0; d < Dv; d++) {
+                    int64_t idx[4] = {b, h, i, d};
+                    double got = view_at(&vo, idx), want = oc[row * Dv + d];
+                    double interp = oi[row * Dv + d];
+                    bool bad = masked ? got != 0.0 : (isnan(got) || !close_enough(got, want));
+                    bool ibad = ist == ATTN_OK && (isnan(interp) || !close_enough(interp, want));
+                    if ((bad || ibad) && reports++ < MAX_REPORTS)
+                        printf("FAIL %s [%s]: o[b=%lld,h=%lld,i=%lld (q=%lld),d=%lld]: got %.9g, "
+                               "expected %.9g (C ref), %.9g (interp)%s%s\n",
+                               var->label, cd, (long long)b, (long long)h, (long long)i,
+                               (long long)(q_offset + i), (long long)d, got, want, interp,
+                               masked ? " [row sees no key: must be exactly 0]" : "",
+                               ibad && !bad ? " [C ref and interpreter disagree]" : "");
+                    ok &= !bad && !ibad;
+                }
+                if (c->lse) {
+                    int64_t idx[3] = {b, h, i};
+                    double got = view_at(&vl, idx), want = lc[row], interp = li[row];
+                    bool bad = masked ? !(isinf(got) && got < 0)
+                                      : (isnan(got) || !close_enough(got, want));
+                    bool ibad = ist == ATTN_OK && !close_enough(interp, want);
+                    if ((bad || ibad) && reports++ < MAX_REPORTS)
+                        printf("FAIL %s [%s]: lse[b=%lld,h=%lld,i=%lld (q=%lld)]: got %.9g, "
+                               "expected %.9g (C ref), %.9g (interp)%s\n",
+                               var->label, cd, (long long)b, (long long)h, (long long)i,
+                               (long long)(q_offset + i), got, want, interp,
+                               masked ? " [row sees no key: must be -inf]" : "");
+                    ok &= !bad && !ibad;
+                }
+            }
+    if (reports > MAX_REPORTS)
+        printf("     ... %d mismatches in all for this case\n", reports);
+canaries:;
+    int64_t first = 0, dmg = view_canary_damage(&vo, OUT_CANARY, &first);
+    if (dmg) {
+        printf("FAIL %s [%s]: %lld elements outside the o view were written (first at offset "
+               "%lld from o.data)\n",
+               var->label, cd, (long long)dmg, (long long)first);
+        ok = false;
+    }
+    if (c->lse && (dmg = view_canary_damage(&vl, OUT_CANARY, &first))) {
+        printf("FAIL %s [%s]: %lld elements outside the lse view were written (first at offset "
+               "%lld)\n",
+               var->label, cd, (long long)dmg, (long long)first);
+        ok = false;
+    }
+out:
+    inputs_free(&ins);
+    view_free(&vq);
+    view_free(&vk);
+    view_free(&vv);
+    view_free(&vo);
+    view_free(&vl);
+out_nofree_views:
+    free(q);
+    free(k);
+    free(v);
+    free(oi);
+    free(li);
+    free(oc);
+    free(lc);
+    free(nvis);
+    return ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One kernel: compile (JIT and, for the interpreter, the IR), check the descriptor, run cases.
+
+static void check(bool ok) {
+    if (ok) g_pass++;
+    else g_fail++;
+}
+
+static void run_variant(const Variant *var) {
+    const RefKernel *rk = &var->ref;
+    attn_options opts;
+    attn_options_init(&opts);
+    opts.kernel = var->kernel;
+    opts.defines = var->defines;
+    opts.ndefines = var->ndefines;
+    opts.no_prune = var->no_prune;
+    opts.opt_level = var->opt_level;
+    attn_kernel *kern = NULL;
+    char *diags = NULL;
+    attn_error err;
+    attn_status st = attn_compile(var->path, var->text, &opts, &kern, &diags, &err);
+    if (st != ATTN_OK) {
+        printf("FAIL %s: attn_compile: %s: %s\n%s", var->label, attn_status_name(st), err.message,
+               diags ? diags : "");
+        attn_free(diags);
+        check(false);
+        return;
+    }
+    attn_free(diags);
+
+    StrBuf sdiags, msg;
+    sb_init(&sdiags);
+    sb_init(&msg);
+    IrModule *m = drv_parse(var->path, var->text, &opts, &sdiags, &err);
+    IrFunc *f = m ? drv_select(m, var->kernel, &err) : NULL;
+    CgTarget target = {.opt_level = 3};
+    bool iok = f && drv_optimize(f, &opts, &target, NULL, &msg);
+    if (!iok) {
+        printf("FAIL %s: the IR for the interpreter: %s %s %s\n", var->label, err.message,
+               sb_str(&sdiags), sb_str(&msg));
+        check(false);
+        goto done;
+    }
+
+    /* The descriptor must match the hand-written numbers. */
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    bool dok = d->heads == rk->heads && d->kv_heads == rk->kv_heads && d->qk_dim == rk->qk_dim &&
+               d->v_dim == rk->v_dim && d->dtype == ATTN_F32;
+    int nin = 0;
+    while (nin < REF_MAX_INPUTS && rk->inputs[nin] != REF_IN_NONE) nin++;
+    dok &= d->ninputs == nin;
+    for (int i = 0; dok && i < nin; i++) dok &= !strcmp(d->inputs[i].name, ref_input_name(rk->inputs[i]));
+    if (!dok) {
+        printf("FAIL %s: descriptor heads=%d kv_heads=%d qk_dim=%d v_dim=%d dtype=%d ninputs=%d, "
+               "expected %d %d %d %d f32 %d\n",
+               var->label, d->heads, d->kv_heads, d->qk_dim, d->v_dim, (int)d->dtype, d->ninputs,
+               rk->heads, rk->kv_heads, rk->qk_dim, rk->v_dim, nin);
+        check(false);
+        goto done;
+    }
+    if (f->heads != rk->heads || fabs(f->scale - (rk->scale > 0 ? rk->scale : 1 / sqrt(rk->qk_dim))) > 1e-12) {
+        printf("FAIL %s: IR heads=%d scale=%.9g, expected %d %.9g\n", var->label, f->heads,
+               f->scale, rk->heads, rk->scale > 0 ? rk->scale : 1 / sqrt(rk->qk_dim));
+        check(false);
+    }
+    for (int h = 0; h < rk->heads && f->head_map; h++)
+        if (f->head_map[h] != ref_kv_head(rk, h)) {
+            printf("FAIL %s: IR head_map[%d] = %d, expected %d\n", var->label, h, f->head_map[h],
+                   ref_kv_head(rk, h));
+            check(false);
+            break;
+        }
+
+    int ran = 0;
+    for (int ci = 0; ci < NCASES; ci++) {
+        const Case *c = &cases[ci];
+        int64_t off = c->q_offset == DEF ? c->kv_len - c->q_len : c->q_offset;
+        if (rk->q_indexes_input && (off < 0 || off + c->q_len > c->kv_len)) {
+            g_skip++;
+            continue;
+        }
+        double cost = (double)c->batch * rk->heads * c->q_len * c->kv_len * (rk->qk_dim + rk->v_dim);
+        if (cost > COST_CAP && ran >= 4) {
+            g_skip++;
+            continue;
+        }
+        check(run_case(var, kern, f, c, ci, false));
+        ran++;
+    }
+    if (rk->q_indexes_input) check(run_case(var, kern, f, &index_error_case, NCASES, true));
+done:
+    sb_free(&sdiags);
+    sb_free(&msg);
+    ir_module_free(m);
+    attn_kernel_free(kern);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The variants: every example block, some with -D overrides or -fno-prune, and inline specs
+// for GQA ratios.
+
+static bool variant_from_file(Variant *var, const char *dir, char *pathbuf, size_t pathlen,
+                              const char *file, const char *kernel) {
+    const RefKernel *rk = ref_find(file, kernel);
+    if (!rk) {
+        printf("FAIL test bug: no reference for %s:%s\n", file, kernel);
+        return false;
+    }
+    memset(var, 0, sizeof *var);
+    snprintf(pathbuf, pathlen, "%s/%s", dir, file);
+    var->path = pathbuf;
+    var->kernel = kernel;
+    var->opt_level = 3;
+    var->ref = *rk;
+    snprintf(var->label, sizeof var->label, "%s:%s", file, kernel);
+    return true;
+}
+
+/* Adds `-D name=value` to the compile and to the reference's params. */
+static void variant_define(Variant *var, const char *def, int64_t value) {
+    const char *eq = strchr(def, '=');
+    size_t n = (size_t)(eq - def);
+    var->defines[var->ndefines++] = def;
+    for (int i = 0; i < REF_MAX_PARAMS && var->ref.param_names[i]; i++)
+        if (strlen(var->ref.param_names[i]) == n && !strncmp(var->ref.param_names[i], def, n))
+            var->ref.param_values[i] = value;
+    size_t len = strlen(var->label);
+    snprintf(var->label + len, sizeof var->label - len, " -D %s", def);
+}
+
+static bool wanted(const Variant *var, const char *filter) {
+    return !filter || strstr(var->label, filter);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s EXAMPLES_DIR [FILTER]\n", argv[0]);
+        return 2;
+    }
+    const char *dir = argv[1], *filter = argc > 2 ? argv[2] : NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char path[1024];
+    Variant var;
+
+    /* Every example block as written. */
+    for (int i = 0; i < ref_nkernels; i++) {
+        if (!variant_from_file(&var, dir, path, sizeof path, ref_kernels[i].file,
+                               ref_kernels[i].kernel))
+            continue;
+        if (wanted(&var, filter)) run_variant(&var);
+    }
+
+    /* -D overrides that make the masks bite differently. */
+    static const struct {
+        const char *file, *kernel, *def;
+        int64_t value;
+    } defs[] = {
+        {"atrous.attn", "atrous", "rate=3", 3},
+        {"atrous.attn", "atrous_window", "span=7", 7},
+        {"local.attn", "local_sliding", "w=5", 5},
+        {"local.attn", "local_window", "w=1", 1},
+        {"sparse_strided.attn", "sparse_strided", "stride=7", 7},
+        {"sparse_fixed.attn", "sparse_fixed", "stride=8", 8},
+        {"softcap.attn", "gemma2_local", "window=32", 32},
+    };
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
+        if (!variant_from_file(&var, dir, path, sizeof path, defs[i].file, defs[i].kernel)) continue;
+        variant_define(&var, defs[i].def, defs[i].value);
+        if (wanted(&var, filter)) run_variant(&var);
+    }
+    if (variant_from_file(&var, dir, path, sizeof path, "sparse_fixed.attn", "sparse_fixed")) {
+        variant_define(&var, "stride=8", 8);
+        variant_define(&var, "c=3", 3);
+        if (wanted(&var, filter)) run_variant(&var);
+    }
+
+    /* -fno-prune and -O0 must give the same results. */
+    static const struct {
+        const char *file, *kernel;
+    } noprune[] = {
+        {"atrous.attn", "atrous_window"}, {"sparse_fixed.attn", "sparse_fixed"},
+        {"packed_docs.attn", "packed_causal"}, {"unilm.attn", "unilm"},
+        {"local.attn", "local_sliding"},
+    };
+    for (size_t i = 0; i < sizeof noprune / sizeof noprune[0]; i++) {
+        if (!variant_from_file(&var, dir, path, sizeof path, noprune[i].file, noprune[i].kernel))
+            continue;
+        var.no_prune = 1;
+        strncat(var.label, " -fno-prune", sizeof var.label - strlen(var.label) - 1);
+        if (wanted(&var, filter)) run_variant(&var);
+    }
+    if (variant_from_file(&var, dir, path, sizeof path, "causal_lm.attn", "gpt_small")) {
+        var.opt_level = 0;
+        strncat(var.label, " -O0", sizeof var.label - strlen(var.label) - 1);
+        if (wanted(&var, filter)) run_variant(&var);
+    }
+
+    /* GQA ratios through inline specs: kv_heads in {1, 2, 4, heads}, plus a head map and a
+     * sliding window with GQA. */
+    static const struct {
+        int kv_heads, head_mod;
+        const char *mask;
+        RefMaskFn fn;
+        int64_t p0;
+    } gqa[] = {
+        {1, 0, "causal", mask_causal, 0},     {2, 0, "causal", mask_causal, 0},
+        {4, 0, "causal", mask_causal, 0},     {8, 0, "causal", mask_causal, 0},
+        {2, 2, "causal", mask_causal, 0},     {4, 0, "sliding(13)", mask_sliding, 13},
+        {2, 0, "true", NULL, 0},
+    };
+    for (size_t i = 0; i < sizeof gqa / sizeof gqa[0]; i++) {
+        char text[512];
+        memset(&var, 0, sizeof var);
+        snprintf(text, sizeof text,
+                 "# GQA ratio test\nattention gqa_inline {\n    heads = 8;  kv_heads = %d;  "
+                 "head_dim = 32;\n%s    mask = %s;\n}\n",
+                 gqa[i].kv_heads, gqa[i].head_mod ? "    kv_head = h % 2;\n" : "", gqa[i].mask);
+        var.path = "gqa_inline.attn";
+        var.text = text;
+        var.kernel = "gqa_inline";
+        var.opt_level = 3;
+        var.ref = (RefKernel){.file = "gqa_inline.attn", .kernel = "gqa_inline", .heads = 8,
+                              .kv_heads = gqa[i].kv_heads, .qk_dim = 32, .v_dim = 32,
+                              .head_mod = gqa[i].head_mod, .mask = gqa[i].fn,
+                              .param_values = {gqa[i].p0}};
+        snprintf(var.label, sizeof var.label, "inline heads=8 kv_heads=%d%s mask=%s",
+                 gqa[i].kv_heads, gqa[i].head_mod ? " kv_head=h%2" : "", gqa[i].mask);
+        if (wanted(&var, filter)) run_variant(&var);
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%d fully masked rows checked, %d index-error cases, %d cases skipped (cost or "
+           "q outside an input), %.1f s\n",
+           g_masked_rows, g_index_cases, g_skip, secs);
+    if (!filter && g_masked_rows == 0) {
+        printf("FAIL no case produced a fully masked row\n");
+        g_fail++;
+    }
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
