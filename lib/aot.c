@@ -1,0 +1,235 @@
+/* aot.c — the C header of an AOT object: per attention block, the tile function the object
+ * defines, its runtime descriptor, and typed entry points that call attn_rt_launch(). The
+ * header needs only attn/attn_rt.h and libattnc_rt; it compiles as C17 or C++ without
+ * warnings, whether or not its definitions are used. */
+#include <ctype.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "driver.h"
+
+#ifndef ATTNC_VERSION
+#define ATTNC_VERSION "unknown"
+#endif
+
+/* Names a generated parameter must not take: the fixed parameters and C/C++ keywords. */
+static const char *const aot_reserved[] = {
+    "q", "k", "v", "o", "batch", "q_len", "kv_len", "threads", "err",
+    "alignas", "alignof", "and", "asm", "auto", "bool", "break", "case", "catch", "char",
+    "class", "const", "constexpr", "continue", "default", "delete", "do", "double", "else",
+    "enum", "explicit", "export", "extern", "false", "float", "for", "friend", "goto", "if",
+    "inline", "int", "long", "mutable", "namespace", "new", "not", "nullptr", "operator", "or",
+    "private", "protected", "public", "register", "restrict", "return", "short", "signed",
+    "sizeof", "static", "struct", "switch", "template", "this", "throw", "true", "try",
+    "typedef", "typeid", "typename", "union", "unsigned", "using", "virtual", "void",
+    "volatile", "while", "xor", NULL};
+
+/* The C name of an input's parameter: its own, or with a trailing '_' if that would clash. */
+static const char *aot_param_name(Arena *a, const char *name) {
+    for (const char *const *r = aot_reserved; *r; r++)
+        if (strcmp(*r, name) == 0) return arena_printf(a, "%s_", name);
+    return name;
+}
+
+static const char *aot_dtype_enum(attn_dtype t) {
+    switch (t) {
+    case ATTN_F32: return "ATTN_F32";
+    case ATTN_F16: return "ATTN_F16";
+    case ATTN_BF16: return "ATTN_BF16";
+    case ATTN_I32: return "ATTN_I32";
+    }
+    return "ATTN_F32";
+}
+
+static const char *aot_dtype_text(attn_dtype t) {
+    switch (t) {
+    case ATTN_F32: return "f32";
+    case ATTN_F16: return "f16";
+    case ATTN_BF16: return "bf16";
+    case ATTN_I32: return "i32";
+    }
+    return "?";
+}
+
+static const char *aot_dim_enum(attn_dim_kind k) {
+    switch (k) {
+    case ATTN_DIM_CONST: return "ATTN_DIM_CONST";
+    case ATTN_DIM_BATCH: return "ATTN_DIM_BATCH";
+    case ATTN_DIM_HEADS: return "ATTN_DIM_HEADS";
+    case ATTN_DIM_KV_HEADS: return "ATTN_DIM_KV_HEADS";
+    case ATTN_DIM_Q_LEN: return "ATTN_DIM_Q_LEN";
+    case ATTN_DIM_KV_LEN: return "ATTN_DIM_KV_LEN";
+    }
+    return "ATTN_DIM_CONST";
+}
+
+/* The C expression of a resolved input dim inside the _simple entry point. */
+static void aot_dim_expr(StrBuf *sb, const IrFunc *f, const IrInput *in, int d) {
+    switch (in->dim_kind[d]) {
+    case ATTN_DIM_BATCH: sb_puts(sb, "batch"); break;
+    case ATTN_DIM_HEADS: sb_printf(sb, "%d", f->heads); break;
+    case ATTN_DIM_KV_HEADS: sb_printf(sb, "%d", f->kv_heads); break;
+    case ATTN_DIM_Q_LEN: sb_puts(sb, "q_len"); break;
+    case ATTN_DIM_KV_LEN: sb_puts(sb, "kv_len"); break;
+    default: sb_printf(sb, "%lld", (long long)in->dim_value[d]); break;
+    }
+}
+
+static void aot_input_decl(StrBuf *sb, const IrInput *in) {
+    static const char *const dim_text[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len"};
+    sb_printf(sb, "input %s %s", aot_dtype_text(in->dtype), in->name);
+    if (in->rank == 0) return;
+    sb_puts(sb, "[");
+    for (int d = 0; d < in->rank; d++) {
+        if (d) sb_puts(sb, ", ");
+        if (in->dim_kind[d] == ATTN_DIM_CONST) sb_printf(sb, "%lld", (long long)in->dim_value[d]);
+        else sb_puts(sb, dim_text[in->dim_kind[d]]);
+    }
+    sb_puts(sb, "]");
+}
+
+static void aot_block(StrBuf *sb, const IrFunc *f) {
+    const char *n = f->name;
+    const char *tile = cg_tile_symbol(f->arena, f);
+    if (!tile) tile = arena_printf(f->arena, "attnc_%s_tile", n);
+    const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
+    int block_q = f->sched.block_q > 0 ? f->sched.block_q : 64;
+
+    sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s\n", n,
+              f->heads, f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_text(f->dtype));
+    sb_printf(sb, " *   q [batch, %d, q_len, %d]   k [batch, %d, kv_len, %d]\n", f->heads,
+              f->qk_dim, f->kv_heads, f->qk_dim);
+    sb_printf(sb, " *   v [batch, %d, kv_len, %d]   o [batch, %d, q_len, %d]\n", f->kv_heads,
+              f->v_dim, f->heads, f->v_dim);
+    for (int i = 0; i < f->ninputs; i++) {
+        sb_puts(sb, " *   ");
+        aot_input_decl(sb, &f->inputs[i]);
+        sb_puts(sb, "\n");
+    }
+    sb_puts(sb, " */\n");
+    sb_printf(sb,
+              "int32_t %s(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, int64_t q1);\n\n",
+              tile);
+
+    if (f->ninputs > 0) {
+        sb_printf(sb, "static const attn_rt_input_desc attnc_%s_inputs[%d] ATTNC_AOT_UNUSED = {\n",
+                  n, f->ninputs);
+        for (int i = 0; i < f->ninputs; i++) {
+            const IrInput *in = &f->inputs[i];
+            sb_printf(sb, "    {\"%s\", %s, %d, {", in->name, aot_dtype_enum(in->dtype), in->rank);
+            for (int d = 0; d < ATTN_MAX_DIMS; d++)
+                sb_printf(sb, "%s%s", d ? ", " : "",
+                          aot_dim_enum(d < in->rank ? in->dim_kind[d] : ATTN_DIM_CONST));
+            sb_puts(sb, "}, {");
+            for (int d = 0; d < ATTN_MAX_DIMS; d++)
+                sb_printf(sb, "%s%lld", d ? ", " : "",
+                          d < in->rank && in->dim_kind[d] == ATTN_DIM_CONST
+                              ? (long long)in->dim_value[d] : 0LL);
+            sb_puts(sb, "}},\n");
+        }
+        sb_puts(sb, "};\n");
+    }
+    sb_printf(sb, "static const attn_rt_desc attnc_%s_desc ATTNC_AOT_UNUSED = {\n", n);
+    sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s,\n};\n\n", n, f->heads,
+              f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_enum(f->dtype), block_q, f->ninputs,
+              f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile);
+
+    sb_printf(sb,
+              "/* Runs '%s' on any strided tensors (see attn_call); threads start per call. */\n"
+              "static inline attn_status attnc_%s(const attn_call *call, attn_error *err) {\n"
+              "    return attn_rt_launch(&attnc_%s_desc, call, NULL, err);\n}\n\n",
+              n, n, n);
+
+    /* The convenience entry point: contiguous tensors, the inputs as typed parameters. */
+    sb_printf(sb,
+              "/* Runs '%s' on contiguous row-major tensors%s; q_offset = kv_len - q_len.\n"
+              " * threads 0: all cores. */\n",
+              n, f->dtype == ATTN_F32 ? "" : " (elements are raw 16-bit values)");
+    sb_printf(sb,
+              "static inline attn_status attnc_%s_simple(const %s *q, const %s *k, const %s *v, "
+              "%s *o,\n    int64_t batch, int64_t q_len, int64_t kv_len,",
+              n, elem, elem, elem, elem);
+    for (int i = 0; i < f->ninputs; i++) {
+        const IrInput *in = &f->inputs[i];
+        const char *ty = in->dtype == ATTN_I32 ? "int32_t" : "float";
+        const char *pn = aot_param_name(f->arena, in->name);
+        if (in->rank == 0) sb_printf(sb, " %s %s,", ty, pn);
+        else sb_printf(sb, " const %s *%s,", ty, pn);
+    }
+    sb_puts(sb, " int threads,\n    attn_error *err) {\n");
+    sb_puts(sb, "    attn_call attnc_call;\n    memset(&attnc_call, 0, sizeof attnc_call);\n");
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q, q, 4, batch, %d, q_len, %d);\n", f->heads,
+              f->qk_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.k, k, 4, batch, %d, kv_len, %d);\n",
+              f->kv_heads, f->qk_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.v, v, 4, batch, %d, kv_len, %d);\n",
+              f->kv_heads, f->v_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.o, o, 4, batch, %d, q_len, %d);\n", f->heads,
+              f->v_dim);
+    sb_puts(sb, "    attnc_call.q_offset = ATTN_Q_OFFSET_DEFAULT;\n");
+    sb_puts(sb, "    attnc_call.threads = threads;\n");
+    if (f->ninputs > 0) {
+        sb_printf(sb, "    attn_input attnc_in[%d];\n    memset(attnc_in, 0, sizeof attnc_in);\n",
+                  f->ninputs);
+        for (int i = 0; i < f->ninputs; i++) {
+            const IrInput *in = &f->inputs[i];
+            const char *pn = aot_param_name(f->arena, in->name);
+            sb_printf(sb, "    attnc_in[%d].name = \"%s\";\n", i, in->name);
+            sb_printf(sb, "    attnc_aot_tensor(&attnc_in[%d].t, %s%s, %d", i,
+                      in->rank == 0 ? "&" : "", pn, in->rank);
+            for (int d = 0; d < ATTN_MAX_DIMS; d++) {
+                sb_puts(sb, ", ");
+                if (d < in->rank) aot_dim_expr(sb, f, in, d);
+                else sb_puts(sb, "0");
+            }
+            sb_puts(sb, ");\n");
+        }
+        sb_printf(sb, "    attnc_call.inputs = attnc_in;\n    attnc_call.ninputs = %d;\n",
+                  f->ninputs);
+    }
+    sb_printf(sb, "    return attn_rt_launch(&attnc_%s_desc, &attnc_call, NULL, err);\n}\n\n", n);
+}
+
+char *drv_aot_header(IrFunc **funcs, int n, const char *guard_name) {
+    StrBuf sb, guard;
+    sb_init(&sb);
+    sb_init(&guard);
+    for (const char *p = guard_name && *guard_name ? guard_name : "ATTNC_KERNELS_H"; *p; p++)
+        sb_printf(&guard, "%c", isalnum((unsigned char)*p) ? toupper((unsigned char)*p) : '_');
+    if (isdigit((unsigned char)sb_str(&guard)[0])) {
+        StrBuf g2;
+        sb_init(&g2);
+        sb_printf(&g2, "ATTNC_%s", sb_str(&guard));
+        sb_free(&guard);
+        guard = g2;
+    }
+    const char *g = sb_str(&guard);
+    sb_printf(&sb, "/* Generated by attnc %s; do not edit. Link the object it describes with\n"
+                   " * libattnc_rt (and -lpthread -lm). */\n",
+              ATTNC_VERSION);
+    sb_printf(&sb, "#ifndef %s\n#define %s\n\n", g, g);
+    sb_puts(&sb, "#include <stdint.h>\n#include <string.h>\n\n#include \"attn/attn_rt.h\"\n\n");
+    sb_puts(&sb, "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n");
+    /* Shared by every generated header: defined once per translation unit. */
+    sb_puts(&sb,
+            "#ifndef ATTNC_AOT_HELPERS\n#define ATTNC_AOT_HELPERS\n"
+            "#if defined(__GNUC__) || defined(__clang__)\n"
+            "#define ATTNC_AOT_UNUSED __attribute__((unused))\n"
+            "#else\n#define ATTNC_AOT_UNUSED\n#endif\n"
+            "static inline void attnc_aot_tensor(attn_tensor *t, const void *data, int ndim, "
+            "int64_t d0,\n                                    int64_t d1, int64_t d2, int64_t d3) "
+            "{\n"
+            "    t->data = (void *)data; /* inputs are only read */\n"
+            "    t->ndim = ndim;\n"
+            "    t->shape[0] = d0, t->shape[1] = d1, t->shape[2] = d2, t->shape[3] = d3;\n"
+            "}\n#endif\n\n");
+    for (int i = 0; i < n; i++) aot_block(&sb, funcs[i]);
+    sb_puts(&sb, "#ifdef __cplusplus\n}\n#endif\n\n");
+    sb_printf(&sb, "#endif /* %s */\n", g);
+    sb_free(&guard);
+    if (sb.failed) {
+        sb_free(&sb);
+        return NULL;
+    }
+    return sb_take(&sb);
+}

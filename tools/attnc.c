@@ -1,0 +1,1327 @@
+/* attnc.c — the command line of SPEC.md §4: check, dump, build, run, bench, mask.
+ *
+ * Exit status: 0 success, 1 an error in the input (spec diagnostics, bad .npy, shapes that do
+ * not fit, a failed compile), 2 bad usage (unknown option, missing or malformed argument,
+ * unknown or ambiguous --kernel, a -D of an unknown param). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/driver.h"
+#include "tools/npy.h"
+
+#ifndef ATTNC_VERSION
+#define ATTNC_VERSION "unknown"
+#endif
+
+#define EXIT_INPUT 1
+#define EXIT_USAGE 2
+#define CLI_MAX_LEN ((int64_t)1 << 40) /* sizes and offsets beyond are refused */
+
+typedef enum Cmd { CMD_CHECK, CMD_DUMP, CMD_BUILD, CMD_RUN, CMD_BENCH, CMD_MASK, CMD_COUNT } Cmd;
+
+static const struct {
+    const char *name;  /* as typed */
+    const char *usage; /* the synopsis */
+    const char *what;  /* one line */
+} cli_cmds[CMD_COUNT] = {
+    {"check", "attnc check FILE", "parse and check a spec; diagnostics only"},
+    {"dump", "attnc dump FILE [--after PASS] [--llvm]", "print the IR after a pass, or the LLVM IR"},
+    {"build", "attnc build FILE -o OUT [--emit obj|asm|llvm] [--header H] [--target TRIPLE] [--cpu CPU]",
+     "compile ahead of time: an object (or asm, LLVM IR) and a C header"},
+    {"run", "attnc run FILE --in NAME=X.npy ... --out NAME=Y.npy ... [--q-offset N]",
+     "run a kernel on .npy tensors"},
+    {"bench", "attnc bench FILE [--batch B] [--q-len N] [--kv-len N] [--reps R] [--in NAME=X.npy] [--json]",
+     "time a kernel on random tensors"},
+    {"mask", "attnc mask FILE --q-len N --kv-len N [--svg OUT.svg] [--q-offset N] [--in NAME=X.npy]",
+     "draw the mask of batch row 0, head 0"},
+};
+
+/* Options: which commands take them (a bit per Cmd), whether they take a value. */
+#define ALL ((1u << CMD_COUNT) - 1)
+#define ON(c) (1u << (c))
+
+typedef enum OptId {
+    OPT_KERNEL, OPT_DEFINE, OPT_THREADS, OPT_OPT, OPT_NO_PRUNE, OPT_ABSORB, OPT_AFTER, OPT_LLVM,
+    OPT_OUT_FILE, OPT_EMIT, OPT_HEADER, OPT_TARGET, OPT_CPU, OPT_IN, OPT_OUT, OPT_Q_OFFSET,
+    OPT_BATCH, OPT_Q_LEN, OPT_KV_LEN, OPT_JSON, OPT_REPS, OPT_SVG, OPT_HELP
+} OptId;
+
+static const struct {
+    const char *name; /* long form, or "-o" */
+    OptId id;
+    bool value;       /* takes a value */
+    unsigned cmds;    /* commands accepting it */
+    const char *help; /* for `attnc help CMD` */
+} cli_opts[] = {
+    {"--kernel", OPT_KERNEL, true, ALL, "NAME   the attention block (when the file has several)"},
+    {"-D", OPT_DEFINE, true, ALL, "NAME=VALUE   override a param (also -DNAME=VALUE)"},
+    {"--threads", OPT_THREADS, true, ALL, "T   threads of a run (default: all cores)"},
+    {"-O", OPT_OPT, false, ALL, "0..3   optimization level (-O0 .. -O3, default -O3)"},
+    {"-fno-prune", OPT_NO_PRUNE, false, ALL, "   compute every tile, masking per element"},
+    {"--absorb", OPT_ABSORB, true, ALL, "on|off   MLA weight absorption override"},
+    {"--after", OPT_AFTER, true, ON(CMD_DUMP), "PASS   stop after this pass ('parse': none)"},
+    {"--llvm", OPT_LLVM, false, ON(CMD_DUMP), "   print the LLVM IR instead"},
+    {"-o", OPT_OUT_FILE, true, ON(CMD_BUILD), "OUT   the output file"},
+    {"--emit", OPT_EMIT, true, ON(CMD_BUILD), "obj|asm|llvm   what to write (default obj)"},
+    {"--header", OPT_HEADER, true, ON(CMD_BUILD), "H   also write a C header with entry points"},
+    {"--target", OPT_TARGET, true, ON(CMD_BUILD) | ON(CMD_DUMP), "TRIPLE   target (default: host)"},
+    {"--cpu", OPT_CPU, true, ON(CMD_BUILD) | ON(CMD_DUMP) | ON(CMD_RUN) | ON(CMD_BENCH),
+     "CPU   target CPU (default: host)"},
+    {"--in", OPT_IN, true, ON(CMD_RUN) | ON(CMD_BENCH) | ON(CMD_MASK),
+     "NAME=X.npy   a tensor (q, k, v) or a runtime input"},
+    {"--out", OPT_OUT, true, ON(CMD_RUN), "NAME=Y.npy   an output (o, lse)"},
+    {"--q-offset", OPT_Q_OFFSET, true, ON(CMD_RUN) | ON(CMD_BENCH) | ON(CMD_MASK),
+     "N   position of query row 0 (default kv_len - q_len)"},
+    {"--batch", OPT_BATCH, true, ON(CMD_BENCH), "B   batch size (default 1)"},
+    {"--q-len", OPT_Q_LEN, true, ON(CMD_BENCH) | ON(CMD_MASK), "N   query rows (bench default 1024)"},
+    {"--kv-len", OPT_KV_LEN, true, ON(CMD_BENCH) | ON(CMD_MASK), "N   keys (bench default 1024)"},
+    {"--json", OPT_JSON, false, ON(CMD_BENCH), "   one JSON object on the last line"},
+    {"--reps", OPT_REPS, true, ON(CMD_BENCH), "R   timed runs (default: ~1 s worth, at least 3)"},
+    {"--svg", OPT_SVG, true, ON(CMD_MASK), "OUT.svg   also draw the mask as SVG"},
+    {"--help", OPT_HELP, false, ALL, "   this help"},
+};
+#define CLI_NOPTS ((int)(sizeof cli_opts / sizeof cli_opts[0]))
+
+/* A NAME=PATH argument of --in / --out. */
+typedef struct Binding {
+    const char *name; /* points into `arg` copy */
+    const char *path;
+} Binding;
+
+typedef struct Cli {
+    Cmd cmd;
+    const char *file;          /* the spec */
+    attn_options opts;         /* kernel, defines, threads, opt level, no_prune, cpu */
+    const char **defines;      /* NAME=VALUE strings (into argv) */
+    int ndefines;
+    const char *absorb;        /* accepted; MLA is not there yet */
+    const char *after;         /* dump --after */
+    bool llvm;                 /* dump --llvm */
+    const char *out_file;      /* build -o */
+    CgEmit emit;               /* build --emit */
+    const char *header;        /* build --header */
+    const char *target;        /* --target */
+    Binding *ins, *outs;       /* --in, --out */
+    int nins, nouts;
+    char **owned;              /* strings to free: split NAME=PATH copies */
+    int nowned;
+    bool has_q_offset;
+    int64_t q_offset;
+    int64_t batch, q_len, kv_len; /* 0: not given */
+    bool json;
+    int reps;                  /* 0: automatic */
+    const char *svg;
+} Cli;
+
+// messages
+
+static int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cli_error(int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("attnc: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+static void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void cli_note(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("attnc: note: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Bad usage: the reason, the command's synopsis and where to read more; returns 2. */
+static int cli_usage(Cmd cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cli_usage(Cmd cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("attnc: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (cmd < CMD_COUNT)
+        fprintf(stderr, "usage: %s\n(see 'attnc help %s')\n", cli_cmds[cmd].usage,
+                cli_cmds[cmd].name);
+    else
+        fputs("usage: attnc COMMAND FILE [OPTIONS]  (see 'attnc --help')\n", stderr);
+    return EXIT_USAGE;
+}
+
+/* The exit status of a library error: 2 for bad arguments, 1 for everything else. */
+static int cli_status_exit(attn_status s) { return s == ATTN_ERR_ARG ? EXIT_USAGE : EXIT_INPUT; }
+
+static void cli_help_all(FILE *out) {
+    fprintf(out, "attnc %s — an attention compiler\n\nusage:\n", ATTNC_VERSION);
+    for (int c = 0; c < CMD_COUNT; c++) fprintf(out, "  %s\n", cli_cmds[c].usage);
+    fputs("\ncommands:\n", out);
+    for (int c = 0; c < CMD_COUNT; c++)
+        fprintf(out, "  %-6s %s\n", cli_cmds[c].name, cli_cmds[c].what);
+    fputs("\ncommon options:\n", out);
+    for (int i = 0; i < CLI_NOPTS; i++)
+        if (cli_opts[i].cmds == ALL) fprintf(out, "  %s %s\n", cli_opts[i].name, cli_opts[i].help);
+    fputs("\n'attnc help COMMAND' describes a command; 'attnc --version' prints the version.\n"
+          "Exit status: 0 success, 1 an error in the input, 2 bad usage.\n",
+          out);
+}
+
+static void cli_help_cmd(Cmd c, FILE *out) {
+    fprintf(out, "usage: %s\n\n%s.\n\noptions:\n", cli_cmds[c].usage, cli_cmds[c].what);
+    for (int i = 0; i < CLI_NOPTS; i++)
+        if (cli_opts[i].cmds & ON(c)) fprintf(out, "  %s %s\n", cli_opts[i].name, cli_opts[i].help);
+    switch (c) {
+    case CMD_DUMP:
+        fputs("\npasses (for --after):\n  parse  (none: the IR the frontend produces; the default)\n",
+              out);
+        for (const Pass *p = pass_table; p->name; p++)
+            fprintf(out, "  %-6s %s\n", p->name, p->what);
+        break;
+    case CMD_RUN:
+        fputs("\nTensors are float32 .npy files in C order: q [batch, heads, q_len, head_dim],\n"
+              "k [batch, kv_heads, kv_len, head_dim], v [batch, kv_heads, kv_len, v_dim]. Runtime\n"
+              "inputs are int32 or float32 as declared. Outputs: o [batch, heads, q_len, v_dim]\n"
+              "and lse [batch, heads, q_len], written as float32.\n",
+              out);
+        break;
+    case CMD_BENCH:
+        fputs("\nq, k, v are random (fixed seed). Runtime inputs not given with --in are zeros.\n"
+              "ms is the median of the timed runs; gflops counts 2*(head_dim+v_dim) flops per\n"
+              "visible query-key pair and head; visible is the fraction of pairs the mask lets\n"
+              "through (sampled when there are more than 1e8 pairs to evaluate).\n",
+              out);
+        break;
+    case CMD_MASK:
+        fputs("\nText: '#' visible, '.' hidden ('+' a downsampled cell with both). SVG: 16x16\n"
+              "tiles coloured empty / full / partial, visible pairs in dark blue.\n",
+              out);
+        break;
+    default: break;
+    }
+}
+
+// argument parsing
+
+static bool cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool cli_add_binding(Cli *c, Binding **list, int *n, const char *arg) {
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || !eq[1]) return false;
+    char *copy = strdup(arg);
+    Binding *grown = realloc(*list, (size_t)(*n + 1) * sizeof **list);
+    char **owned = realloc(c->owned, (size_t)(c->nowned + 1) * sizeof *c->owned);
+    if (owned) c->owned = owned;
+    if (grown) *list = grown;
+    if (!copy || !grown || !owned) {
+        free(copy);
+        return false;
+    }
+    c->owned[c->nowned++] = copy;
+    copy[eq - arg] = '\0';
+    (*list)[*n].name = copy;
+    (*list)[*n].path = copy + (eq - arg) + 1;
+    (*n)++;
+    return true;
+}
+
+static void cli_free(Cli *c) {
+    for (int i = 0; i < c->nowned; i++) free(c->owned[i]);
+    free(c->owned);
+    free(c->ins);
+    free(c->outs);
+    free(c->defines);
+}
+
+/* Parses argv[2..] for command c->cmd. Returns 0, or the exit status (help: -1 for exit 0). */
+static int cli_parse(Cli *c, int argc, char **argv) {
+    Cmd cmd = c->cmd;
+    bool only_positional = false;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (only_positional || a[0] != '-' || a[1] == '\0') {
+            if (c->file) return cli_usage(cmd, "unexpected argument '%s' (the spec is '%s')", a, c->file);
+            c->file = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_positional = true;
+            continue;
+        }
+        if (strcmp(a, "-h") == 0) a = "--help";
+        /* find the option: exact, --name=value, -DNAME=V, -O<n>, -oFILE */
+        int k = -1;
+        const char *value = NULL;
+        for (int j = 0; j < CLI_NOPTS && k < 0; j++) {
+            const char *n = cli_opts[j].name;
+            size_t len = strlen(n);
+            if (strcmp(a, n) == 0) k = j;
+            else if (strncmp(a, n, len) == 0 && cli_opts[j].value && n[1] == '-' && a[len] == '=')
+                k = j, value = a + len + 1;
+            else if (strncmp(a, n, len) == 0 && (cli_opts[j].id == OPT_DEFINE || cli_opts[j].id == OPT_OPT ||
+                                                 cli_opts[j].id == OPT_OUT_FILE))
+                k = j, value = a + len;
+        }
+        if (k < 0) return cli_usage(cmd, "unknown option '%s'", a);
+        OptId id = cli_opts[k].id;
+        if (!(cli_opts[k].cmds & ON(cmd)))
+            return cli_usage(cmd, "'%s' does not take %s", cli_cmds[cmd].name, cli_opts[k].name);
+        if (cli_opts[k].value && !value) {
+            if (i + 1 >= argc) return cli_usage(cmd, "%s needs a value", cli_opts[k].name);
+            value = argv[++i];
+        }
+        int64_t n;
+        switch (id) {
+        case OPT_HELP: cli_help_cmd(cmd, stdout); return -1;
+        case OPT_KERNEL: c->opts.kernel = value; break;
+        case OPT_DEFINE: {
+            const char *eq = strchr(value, '=');
+            if (!eq || eq == value || !eq[1])
+                return cli_usage(cmd, "-D needs NAME=VALUE, got '%s'", value);
+            const char **grown = realloc(c->defines, (size_t)(c->ndefines + 1) * sizeof *grown);
+            if (!grown) return cli_error(EXIT_INPUT, "out of memory");
+            c->defines = grown;
+            c->defines[c->ndefines++] = value;
+            break;
+        }
+        case OPT_THREADS:
+            if (!cli_parse_i64(value, 0, 4096, &n))
+                return cli_usage(cmd, "--threads needs an integer in [0, 4096], got '%s'", value);
+            c->opts.threads = (int)n;
+            break;
+        case OPT_OPT:
+            if (!value || strlen(value) != 1 || value[0] < '0' || value[0] > '3')
+                return cli_usage(cmd, "unknown optimization level '%s' (use -O0 .. -O3)", a);
+            c->opts.opt_level = value[0] - '0';
+            break;
+        case OPT_NO_PRUNE: c->opts.no_prune = 1; break;
+        case OPT_ABSORB:
+            if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
+                return cli_usage(cmd, "--absorb takes on or off, got '%s'", value);
+            c->absorb = value;
+            break;
+        case OPT_AFTER: c->after = value; break;
+        case OPT_LLVM: c->llvm = true; break;
+        case OPT_OUT_FILE:
+            if (!*value) return cli_usage(cmd, "-o needs a file name");
+            c->out_file = value;
+            break;
+        case OPT_EMIT:
+            if (strcmp(value, "obj") == 0) c->emit = CG_EMIT_OBJ;
+            else if (strcmp(value, "asm") == 0) c->emit = CG_EMIT_ASM;
+            else if (strcmp(value, "llvm") == 0) c->emit = CG_EMIT_LLVM;
+            else return cli_usage(cmd, "--emit takes obj, asm or llvm, got '%s'", value);
+            break;
+        case OPT_HEADER: c->header = value; break;
+        case OPT_TARGET: c->target = value; break;
+        case OPT_CPU: c->opts.cpu = value; break;
+        case OPT_IN:
+        case OPT_OUT:
+            if (!cli_add_binding(c, id == OPT_IN ? &c->ins : &c->outs, id == OPT_IN ? &c->nins : &c->nouts,
+                                 value))
+                return cli_usage(cmd, "%s needs NAME=FILE.npy, got '%s'", cli_opts[k].name, value);
+            break;
+        case OPT_Q_OFFSET:
+            if (!cli_parse_i64(value, -CLI_MAX_LEN, CLI_MAX_LEN, &c->q_offset))
+                return cli_usage(cmd, "--q-offset needs an integer in [-2^40, 2^40], got '%s'", value);
+            c->has_q_offset = true;
+            break;
+        case OPT_BATCH:
+        case OPT_Q_LEN:
+        case OPT_KV_LEN:
+            if (!cli_parse_i64(value, 1, CLI_MAX_LEN, &n))
+                return cli_usage(cmd, "%s needs a positive integer, got '%s'", cli_opts[k].name, value);
+            *(id == OPT_BATCH ? &c->batch : id == OPT_Q_LEN ? &c->q_len : &c->kv_len) = n;
+            break;
+        case OPT_JSON: c->json = true; break;
+        case OPT_REPS:
+            if (!cli_parse_i64(value, 1, 1000000, &n))
+                return cli_usage(cmd, "--reps needs an integer in [1, 1000000], got '%s'", value);
+            c->reps = (int)n;
+            break;
+        case OPT_SVG: c->svg = value; break;
+        }
+    }
+    if (!c->file) return cli_usage(cmd, "no spec file given");
+    if (c->after && c->llvm) return cli_usage(cmd, "--after and --llvm cannot be combined");
+    c->opts.defines = c->defines;
+    c->opts.ndefines = c->ndefines;
+    return 0;
+}
+
+// shared steps
+
+static CgTarget cli_target(const Cli *c) {
+    CgTarget t = {.triple = c->target, .cpu = c->opts.cpu, .features = NULL,
+                  .opt_level = c->opts.opt_level < 0 ? 3 : c->opts.opt_level};
+    return t;
+}
+
+/* Parses the spec; prints diagnostics. NULL with *rc set on failure. */
+static IrModule *cli_load(const Cli *c, int *rc) {
+    StrBuf diags;
+    sb_init(&diags);
+    attn_error err = {0};
+    IrModule *m = drv_parse(c->file, NULL, &c->opts, &diags, &err);
+    bool printed = diags.len > 0;
+    if (printed) fputs(sb_str(&diags), stderr);
+    sb_free(&diags);
+    if (!m) {
+        if (err.code != ATTN_ERR_SPEC || !printed) cli_error(0, "%s", err.message);
+        *rc = cli_status_exit(err.code);
+    }
+    return m;
+}
+
+/* The blocks a command works on: the --kernel one (stored in *one), or all of them. */
+static int cli_funcs(const Cli *c, IrModule *m, IrFunc **one, IrFunc ***out, int *n) {
+    if (!c->opts.kernel) {
+        if (m->nfuncs == 0) return cli_error(EXIT_INPUT, "%s: no attention block", c->file);
+        *out = m->funcs;
+        *n = m->nfuncs;
+        return 0;
+    }
+    attn_error err = {0};
+    IrFunc *f = drv_select(m, c->opts.kernel, &err);
+    if (!f) return cli_error(cli_status_exit(err.code), "%s", err.message);
+    one[0] = f;
+    *out = one;
+    *n = 1;
+    return 0;
+}
+
+static int cli_optimize(const Cli *c, IrFunc *f, const CgTarget *t, const char *stop_after) {
+    StrBuf msg;
+    sb_init(&msg);
+    bool ok = drv_optimize(f, &c->opts, t, stop_after, &msg);
+    if (!ok) {
+        size_t len = msg.len;
+        while (len && msg.data[len - 1] == '\n') msg.data[--len] = '\0';
+        cli_error(EXIT_INPUT, "%s: attention '%s': %s", c->file, f->name,
+                  len ? sb_str(&msg) : "optimization failed");
+    }
+    sb_free(&msg);
+    return ok ? 0 : EXIT_INPUT;
+}
+
+// check
+
+static int cmd_check(Cli *c) {
+    int rc = 0;
+    IrModule *m = cli_load(c, &rc);
+    if (!m) return rc;
+    IrFunc **fs, *one[1];
+    int n;
+    if (!(rc = cli_funcs(c, m, one, &fs, &n))) {
+        CgTarget t = cli_target(c);
+        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
+    }
+    ir_module_free(m);
+    return rc;
+}
+
+// dump
+
+static int cmd_dump(Cli *c) {
+    const char *stop = c->after;
+    if (stop && strcmp(stop, "parse") == 0) stop = NULL;
+    if (stop && !pass_find(stop)) {
+        StrBuf names;
+        sb_init(&names);
+        sb_puts(&names, "parse");
+        for (const Pass *p = pass_table; p->name; p++) sb_printf(&names, ", %s", p->name);
+        int rc = cli_usage(CMD_DUMP, "unknown pass '%s' (passes: %s)", stop, sb_str(&names));
+        sb_free(&names);
+        return rc;
+    }
+    int rc = 0;
+    IrModule *m = cli_load(c, &rc);
+    if (!m) return rc;
+    IrFunc **fs, *one[1];
+    int n;
+    CgTarget t = cli_target(c);
+    if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
+    if (stop || c->llvm)
+        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, c->llvm ? NULL : stop);
+    if (rc) goto done;
+    if (c->llvm) {
+        StrBuf err;
+        sb_init(&err);
+        char *text = cg_print_llvm(fs, n, &t, &err);
+        if (text) fputs(text, stdout);
+        else rc = cli_error(EXIT_INPUT, "%s: %s", c->file, err.len ? sb_str(&err) : "LLVM IR failed");
+        free(text);
+        sb_free(&err);
+    } else {
+        StrBuf sb;
+        sb_init(&sb);
+        for (int i = 0; i < n; i++) {
+            if (i) sb_puts(&sb, "\n");
+            ir_print_func(&sb, fs[i]);
+        }
+        fputs(sb_str(&sb), stdout);
+        sb_free(&sb);
+    }
+done:
+    ir_module_free(m);
+    return rc;
+}
+
+// build
+
+/* The include guard of a header path: its file name in capitals, e.g. my.h -> MY_H. */
+static char *cli_guard(const char *path) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char *g = malloc(strlen(base) + 8);
+    if (!g) return NULL;
+    strcpy(g, "ATTNC_");
+    strcat(g, base);
+    return g;
+}
+
+static int cli_write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) return cli_error(EXIT_INPUT, "%s: %s", path, strerror(errno));
+    bool ok = fputs(text, f) >= 0;
+    if (fclose(f) != 0) ok = false;
+    if (!ok) return cli_error(EXIT_INPUT, "%s: write error: %s", path, strerror(errno));
+    return 0;
+}
+
+static int cmd_build(Cli *c) {
+    if (!c->out_file) return cli_usage(CMD_BUILD, "build needs -o OUT");
+    int rc = 0;
+    IrModule *m = cli_load(c, &rc);
+    if (!m) return rc;
+    IrFunc **fs, *one[1];
+    int n;
+    CgTarget t = cli_target(c);
+    if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
+    for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
+    if (rc) goto done;
+    StrBuf err;
+    sb_init(&err);
+    if (!cg_emit_file(fs, n, &t, c->emit, c->out_file, &err))
+        rc = cli_error(EXIT_INPUT, "%s: %s", c->out_file, err.len ? sb_str(&err) : "code generation failed");
+    sb_free(&err);
+    if (!rc && c->header) {
+        char *guard = cli_guard(c->header);
+        char *text = guard ? drv_aot_header(fs, n, guard) : NULL;
+        rc = text ? cli_write_text(c->header, text) : cli_error(EXIT_INPUT, "out of memory");
+        free(text);
+        free(guard);
+    }
+done:
+    ir_module_free(m);
+    return rc;
+}
+
+// tensors and inputs for run, bench and mask
+
+static size_t cli_elem_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+
+static const char *cli_dtype_name(attn_dtype t) {
+    switch (t) {
+    case ATTN_F32: return "f32";
+    case ATTN_F16: return "f16";
+    case ATTN_BF16: return "bf16";
+    case ATTN_I32: return "i32";
+    }
+    return "?";
+}
+
+/* Converts a float32 or float16 .npy array in place to the kernel's storage type. */
+static bool cli_to_dtype(NpyArray *a, attn_dtype want, const char *name, const char *path) {
+    if (a->dtype == NPY_I32) {
+        cli_error(EXIT_INPUT, "%s: %s must be float32, not int32", path, name);
+        return false;
+    }
+    if ((want == ATTN_F32 && a->dtype == NPY_F32) || (want == ATTN_F16 && a->dtype == NPY_F16)) return true;
+    size_t n = (size_t)a->count;
+    void *out = malloc(n * cli_elem_size(want) + 1);
+    if (!out) {
+        cli_error(EXIT_INPUT, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float x = a->dtype == NPY_F32 ? ((float *)a->data)[i] : npy_f16_to_f32(((uint16_t *)a->data)[i]);
+        if (want == ATTN_F32) ((float *)out)[i] = x;
+        else if (want == ATTN_F16) ((uint16_t *)out)[i] = npy_f32_to_f16(x);
+        else ((uint16_t *)out)[i] = npy_f32_to_bf16(x);
+    }
+    free(a->data);
+    a->data = out;
+    a->dtype = want == ATTN_F32 ? NPY_F32 : NPY_F16; /* bf16 is tracked by the caller */
+    return true;
+}
+
+static void cli_tensor(attn_tensor *t, void *data, int ndim, const int64_t *shape) {
+    memset(t, 0, sizeof *t);
+    t->data = data;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) t->shape[d] = shape[d];
+}
+
+/* The runtime inputs of a call: .npy files bound by --in, others zero-filled if allowed. */
+typedef struct CliInputs {
+    NpyArray arr[ATTN_MAX_INPUTS];   /* loaded or zero-filled */
+    attn_input bind[ATTN_MAX_INPUTS];
+    int n;
+} CliInputs;
+
+static void cli_inputs_free(CliInputs *in) {
+    for (int i = 0; i < ATTN_MAX_INPUTS; i++) npy_free(&in->arr[i]);
+}
+
+static int cli_find_desc_input(const attn_rt_desc *d, const char *name) {
+    for (int i = 0; i < d->ninputs; i++)
+        if (strcmp(d->inputs[i].name, name) == 0) return i;
+    return -1;
+}
+
+static void cli_input_decl(char *buf, size_t cap, const attn_rt_input_desc *in) {
+    static const char *const dims[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len"};
+    int n = snprintf(buf, cap, "input %s %s", cli_dtype_name(in->dtype), in->name);
+    for (int d = 0; d < in->rank && n > 0 && (size_t)n < cap; d++) {
+        if (in->dim_kind[d] == ATTN_DIM_CONST)
+            n += snprintf(buf + n, cap - (size_t)n, "%s%" PRId64, d ? ", " : "[", in->dim_value[d]);
+        else
+            n += snprintf(buf + n, cap - (size_t)n, "%s%s", d ? ", " : "[", dims[in->dim_kind[d]]);
+    }
+    if (in->rank && n > 0 && (size_t)n < cap) snprintf(buf + n, cap - (size_t)n, "]");
+}
+
+/* Size of dim d of input `in` for a call with these sizes. */
+static int64_t cli_input_dim(const attn_rt_desc *desc, const attn_rt_input_desc *in, int d, int64_t B,
+                             int64_t Lq, int64_t Lk) {
+    switch (in->dim_kind[d]) {
+    case ATTN_DIM_BATCH: return B;
+    case ATTN_DIM_HEADS: return desc->heads;
+    case ATTN_DIM_KV_HEADS: return desc->kv_heads;
+    case ATTN_DIM_Q_LEN: return Lq;
+    case ATTN_DIM_KV_LEN: return Lk;
+    default: return in->dim_value[d];
+    }
+}
+
+/* Loads the --in bindings naming runtime inputs. `zero_fill`: a missing input becomes zeros
+ * (needs B, Lq, Lk); `needed[i]`: a missing input i is an error (with `why`). Other --in names
+ * than inputs must be in `also_ok` (e.g. q, k, v), else an error. */
+static int cli_load_inputs(const Cli *c, const attn_rt_desc *d, CliInputs *in, const char *const *also_ok,
+                           bool zero_fill, const bool *needed, const char *why, int64_t B, int64_t Lq,
+                           int64_t Lk) {
+    memset(in, 0, sizeof *in);
+    bool given[ATTN_MAX_INPUTS] = {0};
+    char msg[512];
+    for (int i = 0; i < c->nins; i++) {
+        const Binding *b = &c->ins[i];
+        bool other = false;
+        for (const char *const *o = also_ok; o && *o; o++) other |= strcmp(*o, b->name) == 0;
+        if (other) continue;
+        int j = cli_find_desc_input(d, b->name);
+        if (j < 0) {
+            char names[256] = "";
+            size_t len = 0;
+            for (const char *const *o = also_ok; o && *o && len < sizeof names; o++)
+                len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "", *o);
+            for (int k = 0; k < d->ninputs && len < sizeof names; k++)
+                len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", len ? ", " : "",
+                                        d->inputs[k].name);
+            return cli_error(EXIT_INPUT, "--in %s: '%s' has no input of that name (expected: %s)", b->name,
+                             d->name, len ? names : "none");
+        }
+        if (given[j]) return cli_error(EXIT_INPUT, "--in %s is given twice", b->name);
+        given[j] = true;
+        if (!npy_read(b->path, &in->arr[j], msg, sizeof msg)) return cli_error(EXIT_INPUT, "%s", msg);
+        NpyDtype want = d->inputs[j].dtype == ATTN_I32 ? NPY_I32 : NPY_F32;
+        if (in->arr[j].dtype != want) {
+            char decl[128];
+            cli_input_decl(decl, sizeof decl, &d->inputs[j]);
+            return cli_error(EXIT_INPUT, "%s: dtype %s, but the spec declares '%s' (save it with .astype(np.%s))",
+                             b->path, npy_dtype_descr(in->arr[j].dtype), decl,
+                             want == NPY_I32 ? "int32" : "float32");
+        }
+        if (in->arr[j].ndim > ATTN_MAX_DIMS)
+            return cli_error(EXIT_INPUT, "%s: %d dims, inputs have at most %d", b->path, in->arr[j].ndim,
+                             ATTN_MAX_DIMS);
+    }
+    for (int j = 0; j < d->ninputs; j++) {
+        const attn_rt_input_desc *id = &d->inputs[j];
+        if (!given[j]) {
+            char decl[128];
+            cli_input_decl(decl, sizeof decl, id);
+            if (needed && needed[j])
+                return cli_error(EXIT_INPUT, "%s reads runtime input '%s' (%s); give it with --in %s=FILE.npy",
+                                 why, id->name, decl, id->name);
+            if (!zero_fill && !needed)
+                return cli_error(EXIT_INPUT, "missing --in %s=FILE.npy ('%s' declares %s)", id->name, d->name,
+                                 decl);
+            NpyArray *a = &in->arr[j];
+            a->dtype = id->dtype == ATTN_I32 ? NPY_I32 : NPY_F32;
+            a->ndim = id->rank;
+            a->count = 1;
+            for (int k = 0; k < id->rank; k++) {
+                a->shape[k] = cli_input_dim(d, id, k, B, Lq, Lk);
+                if (a->shape[k] < 0 || __builtin_mul_overflow(a->count, a->shape[k], &a->count) ||
+                    a->count > ((int64_t)1 << 34))
+                    return cli_error(EXIT_INPUT, "input '%s' would be too large to fill", id->name);
+            }
+            a->data = calloc((size_t)a->count + 1, 4);
+            if (!a->data) return cli_error(EXIT_INPUT, "out of memory");
+            if (zero_fill && !needed) cli_note("input '%s' not given (--in %s=FILE.npy): using zeros", id->name, id->name);
+        }
+        in->bind[j].name = id->name;
+        cli_tensor(&in->bind[j].t, in->arr[j].data, in->arr[j].ndim, in->arr[j].shape);
+    }
+    in->n = d->ninputs;
+    return 0;
+}
+
+/* Does `e` read input `i`? */
+static bool cli_expr_reads(const IrExpr *e, int i) {
+    if (!e) return false;
+    if (e->op == IR_INPUT && e->input == i) return true;
+    for (int a = 0; a < e->nargs && a < 4; a++)
+        if (cli_expr_reads(e->args[a], i)) return true;
+    return false;
+}
+
+static int cli_status_error(const attn_error *err) {
+    return cli_error(cli_status_exit(err->code), "%s", err->message);
+}
+
+/* Compiles with the C API, printing diagnostics. NULL with *rc set on failure. */
+static attn_kernel *cli_compile(const Cli *c, int *rc) {
+    attn_kernel *k = NULL;
+    char *diags = NULL;
+    attn_error err = {0};
+    attn_status s = attn_compile(c->file, NULL, &c->opts, &k, &diags, &err);
+    if (diags && *diags) fputs(diags, stderr);
+    if (s != ATTN_OK) {
+        if (s != ATTN_ERR_SPEC || !diags || !*diags) cli_error(0, "%s", err.message);
+        *rc = cli_status_exit(s);
+    }
+    attn_free(diags);
+    return k;
+}
+
+// run
+
+static int cmd_run(Cli *c) {
+    static const char *const tensors[] = {"q", "k", "v", NULL};
+    for (int i = 0; i < c->nouts; i++) {
+        if (strcmp(c->outs[i].name, "o") != 0 && strcmp(c->outs[i].name, "lse") != 0)
+            return cli_error(EXIT_INPUT, "--out %s: outputs are o and lse", c->outs[i].name);
+        for (int j = 0; j < i; j++)
+            if (strcmp(c->outs[i].name, c->outs[j].name) == 0)
+                return cli_error(EXIT_INPUT, "--out %s is given twice", c->outs[i].name);
+    }
+    const char *paths[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < c->nins; i++)
+        for (int t = 0; t < 3; t++)
+            if (strcmp(c->ins[i].name, tensors[t]) == 0) {
+                if (paths[t]) return cli_error(EXIT_INPUT, "--in %s is given twice", tensors[t]);
+                paths[t] = c->ins[i].path;
+            }
+    for (int t = 0; t < 3; t++)
+        if (!paths[t]) return cli_error(EXIT_INPUT, "missing --in %s=FILE.npy", tensors[t]);
+
+    int rc = 0;
+    attn_kernel *kern = cli_compile(c, &rc);
+    if (!kern) return rc;
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    NpyArray arr[3];
+    memset(arr, 0, sizeof arr);
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    void *o = NULL;
+    float *lse = NULL, *o32 = NULL;
+    char msg[512];
+    static const char *const layout[] = {"[batch, heads, q_len, head_dim]", "[batch, kv_heads, kv_len, head_dim]",
+                                         "[batch, kv_heads, kv_len, v_dim]"};
+    for (int t = 0; t < 3 && !rc; t++) {
+        if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
+        else if (arr[t].ndim != 4)
+            rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected 4: %s", paths[t], tensors[t], arr[t].ndim,
+                           layout[t]);
+        else if (!cli_to_dtype(&arr[t], d->dtype, tensors[t], paths[t]))
+            rc = EXIT_INPUT;
+    }
+    if (rc) goto done;
+    int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = arr[1].shape[2];
+    if ((rc = cli_load_inputs(c, d, &in, tensors, false, NULL, NULL, B, Lq, Lk))) goto done;
+
+    attn_call call;
+    memset(&call, 0, sizeof call);
+    cli_tensor(&call.q, arr[0].data, 4, arr[0].shape);
+    cli_tensor(&call.k, arr[1].data, 4, arr[1].shape);
+    cli_tensor(&call.v, arr[2].data, 4, arr[2].shape);
+    int64_t oshape[4] = {B, d->heads, Lq, d->v_dim};
+    bool want_lse = false;
+    for (int i = 0; i < c->nouts; i++) want_lse |= strcmp(c->outs[i].name, "lse") == 0;
+    char probe; /* a stand-in for o: validation never dereferences it */
+    cli_tensor(&call.o, &probe, 4, oshape);
+    call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call.inputs = in.bind;
+    call.ninputs = in.n;
+    call.threads = c->opts.threads;
+    attn_error err = {0};
+    /* validate first, so a wrong shape is reported before anything large is allocated
+     * (lse's sizes are o's first three) */
+    if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) {
+        rc = cli_status_error(&err);
+        goto done;
+    }
+    size_t count = (size_t)(B * d->heads * Lq); /* bounded by q's element count */
+    o = calloc(count * (size_t)d->v_dim + 1, cli_elem_size(d->dtype));
+    lse = want_lse ? calloc(count + 1, sizeof *lse) : NULL;
+    if (!o || (want_lse && !lse)) {
+        rc = cli_error(EXIT_INPUT, "out of memory");
+        goto done;
+    }
+    call.o.data = o;
+    if (want_lse) cli_tensor(&call.lse, lse, 3, oshape);
+    if (attn_run(kern, &call, &err) != ATTN_OK) {
+        rc = cli_status_error(&err);
+        goto done;
+    }
+    if (d->dtype != ATTN_F32) {
+        size_t n = count * (size_t)d->v_dim;
+        o32 = malloc(n * sizeof *o32 + 1);
+        if (!o32) {
+            rc = cli_error(EXIT_INPUT, "out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++)
+            o32[i] = d->dtype == ATTN_F16 ? npy_f16_to_f32(((uint16_t *)o)[i]) : npy_bf16_to_f32(((uint16_t *)o)[i]);
+    }
+    if (c->nouts == 0) cli_note("no --out given: nothing written");
+    for (int i = 0; i < c->nouts && !rc; i++) {
+        bool is_o = strcmp(c->outs[i].name, "o") == 0;
+        if (!npy_write(c->outs[i].path, NPY_F32, is_o ? (o32 ? (void *)o32 : o) : (void *)lse, is_o ? 4 : 3,
+                       oshape, msg, sizeof msg))
+            rc = cli_error(EXIT_INPUT, "%s", msg);
+    }
+done:
+    for (int t = 0; t < 3; t++) npy_free(&arr[t]);
+    cli_inputs_free(&in);
+    free(o);
+    free(o32);
+    free(lse);
+    attn_kernel_free(kern);
+    return rc;
+}
+
+// mask evaluation (shared by bench and mask)
+
+typedef struct MaskEval {
+    const IrFunc *f;          /* the spec's function, as parsed */
+    const attn_rt_args *args; /* sizes, q_offset and inputs */
+    IrEnv env;
+} MaskEval;
+
+static void mask_init(MaskEval *m, const IrFunc *f, const attn_rt_args *a, int64_t b, int64_t h) {
+    memset(m, 0, sizeof *m);
+    m->f = f;
+    m->args = a;
+    m->env.b = b;
+    m->env.h = h;
+    m->env.q_len = a->q_len;
+    m->env.kv_len = a->kv_len;
+    m->env.args = a;
+}
+
+/* Is key j visible from query row i (0-based rows; positions shift by q_offset)? */
+static bool mask_at(MaskEval *m, int64_t i, int64_t j) {
+    m->env.q = m->args->q_offset + i;
+    m->env.k = j;
+    return ir_eval(m->f, m->f->mask, &m->env).i != 0;
+}
+
+/* Estimated visible pairs over all batch rows and heads; exact when at most `budget`
+ * evaluations are needed (after folding away b and h when the mask does not read them). */
+static double mask_count_visible(const IrFunc *f, const attn_rt_args *a, int64_t heads, double budget,
+                                 bool *exact, bool *index_error) {
+    bool use_b = ir_expr_uses_var(f->mask, IR_V_B), use_h = ir_expr_uses_var(f->mask, IR_V_H);
+    int64_t nb = use_b ? a->batch : 1, nh = use_h ? heads : 1;
+    double rows = (double)nb * (double)nh * (double)a->q_len, total = rows * (double)a->kv_len;
+    double mult = (double)(use_b ? 1 : a->batch) * (double)(use_h ? 1 : heads);
+    *exact = total <= budget;
+    int64_t row_step = 1, col_step = 1;
+    if (!*exact) {
+        double cols = (double)a->kv_len;
+        if (cols > budget / 64) col_step = (int64_t)ceil(cols / (budget / 64));
+        double cols_used = ceil(cols / (double)col_step);
+        row_step = (int64_t)ceil(rows * cols_used / budget);
+        if (row_step < 1) row_step = 1;
+    }
+    double seen = 0, visible = 0;
+    MaskEval m;
+    int64_t nrows = nb * nh * a->q_len;
+    /* an odd offset into each stride spreads samples over rows with different residues */
+    for (int64_t r = row_step > 1 ? row_step / 2 : 0; r < nrows; r += row_step) {
+        int64_t b = r / (nh * a->q_len), h = (r / a->q_len) % nh, i = r % a->q_len;
+        mask_init(&m, f, a, b, h);
+        for (int64_t j = col_step > 1 ? col_step / 2 : 0; j < a->kv_len; j += col_step) {
+            visible += mask_at(&m, i, j);
+            seen++;
+        }
+        if (m.env.index_error) {
+            *index_error = true;
+            return 0;
+        }
+    }
+    return seen > 0 ? visible / seen * total * mult : 0;
+}
+
+// bench
+
+static double cli_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int cli_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Fills n elements of type t with uniform values in [-1, 1) from a fixed-seed generator. */
+static void cli_random_fill(void *data, size_t n, attn_dtype t, uint64_t *state) {
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = (*state += 0x9e3779b97f4a7c15ull); /* splitmix64 */
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        float x = (float)((double)(z >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+        if (t == ATTN_F32) ((float *)data)[i] = x;
+        else if (t == ATTN_F16) ((uint16_t *)data)[i] = npy_f32_to_f16(x);
+        else ((uint16_t *)data)[i] = npy_f32_to_bf16(x);
+    }
+}
+
+static void *cli_alloc_tensor(int64_t a, int64_t b, int64_t c, int64_t d, size_t elem, size_t *count) {
+    int64_t n;
+    if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) || __builtin_mul_overflow(n, d, &n) ||
+        n > ((int64_t)1 << 36))
+        return NULL;
+    *count = (size_t)n;
+    return malloc((size_t)n * elem + 1);
+}
+
+static int cmd_bench(Cli *c) {
+    int64_t B = c->batch ? c->batch : 1, Lq = c->q_len ? c->q_len : 1024, Lk = c->kv_len ? c->kv_len : 1024;
+    for (int i = 0; i < c->nins; i++)
+        if (!strcmp(c->ins[i].name, "q") || !strcmp(c->ins[i].name, "k") || !strcmp(c->ins[i].name, "v"))
+            return cli_error(EXIT_INPUT, "--in %s: bench uses random q, k, v; --in binds runtime inputs",
+                             c->ins[i].name);
+    int rc = 0;
+    IrModule *m = cli_load(c, &rc);
+    if (!m) return rc;
+    attn_kernel *kern = NULL;
+    void *q = NULL, *k = NULL, *v = NULL, *o = NULL;
+    double *times = NULL;
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    attn_error err = {0};
+    IrFunc *f = drv_select(m, c->opts.kernel, &err);
+    if (!f) {
+        rc = cli_error(cli_status_exit(err.code), "%s", err.message);
+        goto done;
+    }
+    if (!(kern = cli_compile(c, &rc))) goto done;
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    if ((rc = cli_load_inputs(c, d, &in, NULL, true, NULL, NULL, B, Lq, Lk))) goto done;
+
+    size_t elem = cli_elem_size(d->dtype), nq, nk, nv, no;
+    q = cli_alloc_tensor(B, d->heads, Lq, d->qk_dim, elem, &nq);
+    k = cli_alloc_tensor(B, d->kv_heads, Lk, d->qk_dim, elem, &nk);
+    v = cli_alloc_tensor(B, d->kv_heads, Lk, d->v_dim, elem, &nv);
+    o = cli_alloc_tensor(B, d->heads, Lq, d->v_dim, elem, &no);
+    if (!q || !k || !v || !o) {
+        rc = cli_error(EXIT_INPUT, "cannot allocate the tensors for batch %" PRId64 ", q_len %" PRId64
+                                   ", kv_len %" PRId64, B, Lq, Lk);
+        goto done;
+    }
+    uint64_t seed = 42;
+    cli_random_fill(q, nq, d->dtype, &seed);
+    cli_random_fill(k, nk, d->dtype, &seed);
+    cli_random_fill(v, nv, d->dtype, &seed);
+    memset(o, 0, no * elem);
+
+    attn_call call;
+    memset(&call, 0, sizeof call);
+    cli_tensor(&call.q, q, 4, (int64_t[]){B, d->heads, Lq, d->qk_dim});
+    cli_tensor(&call.k, k, 4, (int64_t[]){B, d->kv_heads, Lk, d->qk_dim});
+    cli_tensor(&call.v, v, 4, (int64_t[]){B, d->kv_heads, Lk, d->v_dim});
+    cli_tensor(&call.o, o, 4, (int64_t[]){B, d->heads, Lq, d->v_dim});
+    call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call.inputs = in.bind;
+    call.ninputs = in.n;
+    call.threads = c->opts.threads;
+    attn_rt_args args;
+    if (attn_rt_check(d, &call, &args, &err) != ATTN_OK) {
+        rc = cli_status_error(&err);
+        goto done;
+    }
+
+    double t0 = cli_now_ms();
+    if (attn_run(kern, &call, &err) != ATTN_OK) { /* warm-up */
+        rc = cli_status_error(&err);
+        goto done;
+    }
+    double warm = cli_now_ms() - t0;
+    int reps = c->reps;
+    if (!reps) {
+        double r = warm > 0 ? ceil(1000.0 / warm) : 1000;
+        reps = r < 3 ? 3 : r > 1000 ? 1000 : (int)r;
+    }
+    times = malloc((size_t)reps * sizeof *times);
+    if (!times) {
+        rc = cli_error(EXIT_INPUT, "out of memory");
+        goto done;
+    }
+    for (int r = 0; r < reps; r++) {
+        double s = cli_now_ms();
+        attn_run(kern, &call, &err);
+        times[r] = cli_now_ms() - s;
+    }
+    qsort(times, (size_t)reps, sizeof *times, cli_cmp_double);
+    double ms = reps % 2 ? times[reps / 2] : (times[reps / 2 - 1] + times[reps / 2]) / 2;
+    double ms_min = times[0];
+
+    bool exact = true, index_error = false;
+    double visible_pairs = mask_count_visible(f, &args, d->heads, 1e8, &exact, &index_error);
+    if (index_error) {
+        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+        goto done;
+    }
+    double all_pairs = (double)B * d->heads * (double)Lq * (double)Lk;
+    double visible = visible_pairs / all_pairs;
+    double gflops = ms > 0 ? 2.0 * (d->qk_dim + d->v_dim) * visible_pairs / (ms * 1e6) : 0;
+    int threads = c->opts.threads ? c->opts.threads : attn_rt_cpu_count();
+    double compile_ms = attn_kernel_compile_ms(kern);
+
+    if (c->json) {
+        printf("{\"kernel\": \"%s\", \"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
+               ", \"heads\": %d, \"kv_heads\": %d, \"qk_dim\": %d, \"v_dim\": %d, \"dtype\": \"%s\", "
+               "\"q_offset\": %" PRId64 ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, "
+               "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f}\n",
+               d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, cli_dtype_name(d->dtype),
+               args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms);
+    } else {
+        printf("kernel      %s (%s)\n", d->name, cli_dtype_name(d->dtype));
+        printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 ", kv_len %" PRId64
+               ", head_dim %d, v_dim %d, q_offset %" PRId64 "\n",
+               B, d->heads, d->kv_heads, Lq, Lk, d->qk_dim, d->v_dim, args.q_offset);
+        printf("threads     %d\n", threads);
+        printf("compile     %.1f ms\n", compile_ms);
+        printf("time        %.3f ms median, %.3f ms min (%d runs)\n", ms, ms_min, reps);
+        printf("visible     %.2f%% of query-key pairs%s\n", visible * 100, exact ? "" : " (sampled)");
+        printf("throughput  %.2f GFLOP/s (useful flops only)\n", gflops);
+    }
+done:
+    free(times);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    cli_inputs_free(&in);
+    attn_kernel_free(kern);
+    ir_module_free(m);
+    return rc;
+}
+
+// mask
+
+#define MASK_TEXT_MAX 128             /* rows and columns of the text drawing */
+#define MASK_EXACT_LIMIT ((int64_t)1 << 24) /* pairs evaluated one by one; beyond, sampled */
+#define MASK_SVG_TILE 16
+
+typedef enum MaskClass { MASK_EMPTY, MASK_FULL, MASK_PARTIAL } MaskClass;
+
+typedef struct MaskView {
+    MaskEval ev;
+    int64_t rows, cols;    /* q_len, kv_len */
+    unsigned char *bits;   /* rows*cols visibility when exact, else NULL (sampled) */
+} MaskView;
+
+static bool view_at(MaskView *v, int64_t i, int64_t j) {
+    if (v->bits) {
+        int64_t p = i * v->cols + j;
+        return v->bits[p >> 3] >> (p & 7) & 1;
+    }
+    return mask_at(&v->ev, i, j);
+}
+
+/* Classifies the rectangle [r0,r1) x [c0,c1): every pair when exact, else a grid of samples. */
+static MaskClass view_class(MaskView *v, int64_t r0, int64_t r1, int64_t c0, int64_t c1, int64_t *nvis) {
+    /* exact: every row and column; sampled: 9 evenly spread ones, both edges included */
+    int64_t nr = v->bits || r1 - r0 <= 9 ? r1 - r0 : 9, nc = v->bits || c1 - c0 <= 9 ? c1 - c0 : 9;
+    int64_t seen = 0, vis = 0;
+    for (int64_t a = 0; a < nr; a++) {
+        int64_t i = nr == r1 - r0 ? r0 + a : r0 + a * (r1 - r0 - 1) / (nr - 1);
+        for (int64_t b = 0; b < nc; b++) {
+            int64_t j = nc == c1 - c0 ? c0 + b : c0 + b * (c1 - c0 - 1) / (nc - 1);
+            vis += view_at(v, i, j);
+            seen++;
+        }
+    }
+    if (nvis) *nvis = vis;
+    return vis == 0 ? MASK_EMPTY : vis == seen ? MASK_FULL : MASK_PARTIAL;
+}
+
+static void mask_text(MaskView *v, const IrFunc *f, const attn_rt_args *a, double visible, bool exact) {
+    int64_t rstep = (v->rows + MASK_TEXT_MAX - 1) / MASK_TEXT_MAX, cstep = (v->cols + MASK_TEXT_MAX - 1) / MASK_TEXT_MAX;
+    double total = (double)v->rows * (double)v->cols;
+    printf("%s: q_len %" PRId64 ", kv_len %" PRId64 ", q_offset %" PRId64 " (batch 0, head 0): ", f->name, a->q_len,
+           a->kv_len, a->q_offset);
+    if (exact) printf("%.0f of %.0f pairs visible (%.1f%%)\n", visible, total, 100 * visible / total);
+    else printf("about %.1f%% of %.0f pairs visible (sampled)\n", 100 * visible / total, total);
+    if (rstep > 1 || cstep > 1)
+        printf("(downsampled: one character per %" PRId64 "x%" PRId64 " pairs; '+' has both%s)\n", rstep, cstep,
+               exact ? "" : "; sampled");
+    char *line = malloc((size_t)MASK_TEXT_MAX + 2);
+    if (!line) return;
+    for (int64_t r0 = 0; r0 < v->rows; r0 += rstep) {
+        int n = 0;
+        for (int64_t c0 = 0; c0 < v->cols; c0 += cstep) {
+            int64_t r1 = r0 + rstep < v->rows ? r0 + rstep : v->rows, c1 = c0 + cstep < v->cols ? c0 + cstep : v->cols;
+            MaskClass k = view_class(v, r0, r1, c0, c1, NULL);
+            line[n++] = k == MASK_FULL ? '#' : k == MASK_EMPTY ? '.' : '+';
+        }
+        line[n] = '\0';
+        puts(line);
+    }
+    free(line);
+}
+
+static int mask_svg(MaskView *v, const IrFunc *f, const attn_rt_args *a, const char *path, bool exact) {
+    int64_t side = v->rows > v->cols ? v->rows : v->cols;
+    int64_t tile = MASK_SVG_TILE;
+    while ((side + tile - 1) / tile > 256) tile *= 2; /* at most 256 tiles a side */
+    bool cells = v->rows <= 1024 && v->cols <= 1024;  /* draw visible pairs, not only tiles */
+    double px = side <= 64 ? 12 : side <= 256 ? 4 : side <= 1024 ? 1 : 1024.0 / (double)side;
+    if (!cells) px = 1024.0 / (double)side;
+    double W = (double)v->cols * px, H = (double)v->rows * px;
+    FILE *out = fopen(path, "w");
+    if (!out) return cli_error(EXIT_INPUT, "%s: %s", path, strerror(errno));
+    fprintf(out,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.3f %.3f\" "
+            "shape-rendering=\"crispEdges\">\n",
+            W, H + 40, W, H + 40);
+    fprintf(out, "<title>%s: q_len %" PRId64 ", kv_len %" PRId64 ", q_offset %" PRId64 "%s</title>\n", f->name,
+            a->q_len, a->kv_len, a->q_offset, exact ? "" : " (sampled)");
+    static const char *const fill[] = {"#f1f3f5", "#1c4e80", "#ffe8a3"}; /* empty, full, partial */
+    int64_t counts[3] = {0, 0, 0};
+    for (int64_t r0 = 0; r0 < v->rows; r0 += tile)
+        for (int64_t c0 = 0; c0 < v->cols; c0 += tile) {
+            int64_t r1 = r0 + tile < v->rows ? r0 + tile : v->rows, c1 = c0 + tile < v->cols ? c0 + tile : v->cols;
+            MaskClass k = view_class(v, r0, r1, c0, c1, NULL);
+            counts[k]++;
+            fprintf(out, "<rect x=\"%.3f\" y=\"%.3f\" width=\"%.3f\" height=\"%.3f\" fill=\"%s\"/>\n", (double)c0 * px,
+                    (double)r0 * px, (double)(c1 - c0) * px, (double)(r1 - r0) * px, fill[k]);
+            if (k != MASK_PARTIAL || !cells) continue;
+            for (int64_t i = r0; i < r1; i++) /* runs of visible pairs in each row */
+                for (int64_t j = c0; j < c1;) {
+                    if (!view_at(v, i, j)) {
+                        j++;
+                        continue;
+                    }
+                    int64_t j0 = j;
+                    while (j < c1 && view_at(v, i, j)) j++;
+                    fprintf(out, "<rect x=\"%.3f\" y=\"%.3f\" width=\"%.3f\" height=\"%.3f\" fill=\"%s\"/>\n",
+                            (double)j0 * px, (double)i * px, (double)(j - j0) * px, px, fill[MASK_FULL]);
+                }
+        }
+    fprintf(out,
+            "<text x=\"2\" y=\"%.1f\" font-family=\"monospace\" font-size=\"11\">%" PRId64 "x%" PRId64
+            " tiles: %" PRId64 " empty, %" PRId64 " full, %" PRId64 " partial</text>\n",
+            H + 15, tile, tile, counts[MASK_EMPTY], counts[MASK_FULL], counts[MASK_PARTIAL]);
+    fprintf(out,
+            "<rect x=\"2\" y=\"%.1f\" width=\"10\" height=\"10\" fill=\"%s\" stroke=\"#999\"/><text x=\"15\" "
+            "y=\"%.1f\" font-family=\"monospace\" font-size=\"10\">empty</text>"
+            "<rect x=\"60\" y=\"%.1f\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"73\" y=\"%.1f\" "
+            "font-family=\"monospace\" font-size=\"10\">full / visible</text>"
+            "<rect x=\"165\" y=\"%.1f\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"178\" y=\"%.1f\" "
+            "font-family=\"monospace\" font-size=\"10\">partial</text>\n",
+            H + 24, fill[0], H + 33, H + 24, fill[1], H + 33, H + 24, fill[2], H + 33);
+    fputs("</svg>\n", out);
+    if (fclose(out) != 0) return cli_error(EXIT_INPUT, "%s: write error", path);
+    return 0;
+}
+
+static int cmd_mask(Cli *c) {
+    if (!c->q_len || !c->kv_len) return cli_usage(CMD_MASK, "mask needs --q-len N and --kv-len N");
+    int rc = 0;
+    IrModule *m = cli_load(c, &rc);
+    if (!m) return rc;
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    MaskView view;
+    memset(&view, 0, sizeof view);
+    attn_error err = {0};
+    IrFunc *f = drv_select(m, c->opts.kernel, &err);
+    if (!f) {
+        rc = cli_error(cli_status_exit(err.code), "%s", err.message);
+        goto done;
+    }
+    attn_rt_desc d;
+    attn_rt_input_desc idesc[ATTN_MAX_INPUTS];
+    drv_desc_init(f, &d, idesc, NULL);
+    /* batch: from the first --in input with a batch dim, else 1 */
+    int64_t B = 1;
+    for (int i = 0; i < c->nins && B == 1; i++) {
+        int j = cli_find_desc_input(&d, c->ins[i].name);
+        if (j < 0) continue;
+        for (int k = 0; k < idesc[j].rank; k++)
+            if (idesc[j].dim_kind[k] == ATTN_DIM_BATCH) {
+                NpyArray a;
+                char msg[512];
+                if (npy_read(c->ins[i].path, &a, msg, sizeof msg)) {
+                    if (a.ndim == idesc[j].rank && a.shape[k] > 0) B = a.shape[k];
+                    npy_free(&a);
+                }
+                break;
+            }
+    }
+    bool needed[ATTN_MAX_INPUTS] = {0};
+    for (int j = 0; j < d.ninputs; j++) needed[j] = cli_expr_reads(f->mask, j);
+    char why[160];
+    snprintf(why, sizeof why, "the mask of '%s'", f->name);
+    if ((rc = cli_load_inputs(c, &d, &in, NULL, true, needed, why, B, c->q_len, c->kv_len))) goto done;
+
+    /* validate sizes and inputs as a call would; the tensors are never touched */
+    char probe; /* a stand-in address: the tensors are never touched */
+    attn_call call;
+    memset(&call, 0, sizeof call);
+    cli_tensor(&call.q, &probe, 4, (int64_t[]){B, d.heads, c->q_len, d.qk_dim});
+    cli_tensor(&call.k, &probe, 4, (int64_t[]){B, d.kv_heads, c->kv_len, d.qk_dim});
+    cli_tensor(&call.v, &probe, 4, (int64_t[]){B, d.kv_heads, c->kv_len, d.v_dim});
+    cli_tensor(&call.o, &probe, 4, (int64_t[]){B, d.heads, c->q_len, d.v_dim});
+    call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call.inputs = in.bind;
+    call.ninputs = in.n;
+    attn_rt_args args;
+    if (attn_rt_check(&d, &call, &args, &err) != ATTN_OK) {
+        rc = cli_status_error(&err);
+        goto done;
+    }
+
+    view.rows = c->q_len;
+    view.cols = c->kv_len;
+    mask_init(&view.ev, f, &args, 0, 0);
+    double total = (double)view.rows * (double)view.cols, visible = 0;
+    bool exact = total <= (double)MASK_EXACT_LIMIT;
+    if (exact) {
+        view.bits = calloc((size_t)(total / 8) + 1, 1);
+        if (!view.bits) {
+            rc = cli_error(EXIT_INPUT, "out of memory");
+            goto done;
+        }
+        for (int64_t i = 0; i < view.rows; i++)
+            for (int64_t j = 0; j < view.cols; j++)
+                if (mask_at(&view.ev, i, j)) {
+                    int64_t p = i * view.cols + j;
+                    view.bits[p >> 3] |= (unsigned char)(1u << (p & 7));
+                    visible++;
+                }
+    } else {
+        attn_rt_args one = args; /* batch row 0 and head 0 only */
+        one.batch = 1;
+        bool sampled_exact;
+        visible = mask_count_visible(f, &one, 1, (double)MASK_EXACT_LIMIT, &sampled_exact,
+                                     &view.ev.env.index_error);
+    }
+    if (view.ev.env.index_error) {
+        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+        goto done;
+    }
+    mask_text(&view, f, &args, visible, exact);
+    if (view.ev.env.index_error) {
+        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+        goto done;
+    }
+    if (c->svg) rc = mask_svg(&view, f, &args, c->svg, exact);
+done:
+    free(view.bits);
+    cli_inputs_free(&in);
+    ir_module_free(m);
+    return rc;
+}
+
+// main
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        cli_usage(CMD_COUNT, "no command given");
+        return EXIT_USAGE;
+    }
+    const char *a = argv[1];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        cli_help_all(stdout);
+        return 0;
+    }
+    if (!strcmp(a, "--version")) {
+        printf("attnc %s\n", ATTNC_VERSION);
+        return 0;
+    }
+    if (!strcmp(a, "help")) {
+        if (argc < 3) {
+            cli_help_all(stdout);
+            return 0;
+        }
+        for (int c = 0; c < CMD_COUNT; c++)
+            if (!strcmp(argv[2], cli_cmds[c].name)) {
+                cli_help_cmd((Cmd)c, stdout);
+                return 0;
+            }
+        return cli_usage(CMD_COUNT, "unknown command '%s'", argv[2]);
+    }
+    Cli c;
+    memset(&c, 0, sizeof c);
+    c.cmd = CMD_COUNT;
+    for (int k = 0; k < CMD_COUNT; k++)
+        if (!strcmp(a, cli_cmds[k].name)) c.cmd = (Cmd)k;
+    if (c.cmd == CMD_COUNT)
+        return cli_usage(CMD_COUNT, "unknown command '%s' (commands: check, dump, build, run, bench, mask)", a);
+    attn_options_init(&c.opts);
+    int rc = cli_parse(&c, argc, argv);
+    if (rc == 0) {
+        switch (c.cmd) {
+        case CMD_CHECK: rc = cmd_check(&c); break;
+        case CMD_DUMP: rc = cmd_dump(&c); break;
+        case CMD_BUILD: rc = cmd_build(&c); break;
+        case CMD_RUN: rc = cmd_run(&c); break;
+        case CMD_BENCH: rc = cmd_bench(&c); break;
+        case CMD_MASK: rc = cmd_mask(&c); break;
+        case CMD_COUNT: break;
+        }
+    } else if (rc < 0) {
+        rc = 0; /* --help */
+    }
+    cli_free(&c);
+    fflush(stdout);
+    return rc;
+}
