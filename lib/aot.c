@@ -136,7 +136,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
 
     sb_printf(sb,
               "/* Runs '%s' on any strided tensors (see attn_call); threads start per call. */\n"
-              "static inline attn_status attnc_%s(const attn_call *call, attn_error *err) {\n"
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s(const attn_call *call, attn_error *err) {\n"
               "    return attn_rt_launch(&attnc_%s_desc, call, NULL, err);\n}\n\n",
               n, n, n);
 
@@ -146,7 +146,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
               " * threads 0: all cores. */\n",
               n, f->dtype == ATTN_F32 ? "" : " (elements are raw 16-bit values)");
     sb_printf(sb,
-              "static inline attn_status attnc_%s_simple(const %s *q, const %s *k, const %s *v, "
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const %s *q, const %s *k, const %s *v, "
               "%s *o,\n    int64_t batch, int64_t q_len, int64_t kv_len,",
               n, elem, elem, elem, elem);
     for (int i = 0; i < f->ninputs; i++) {
@@ -216,8 +216,8 @@ char *drv_aot_header(IrFunc **funcs, int n, const char *guard_name) {
             "#if defined(__GNUC__) || defined(__clang__)\n"
             "#define ATTNC_AOT_UNUSED __attribute__((unused))\n"
             "#else\n#define ATTNC_AOT_UNUSED\n#endif\n"
-            "static inline void attnc_aot_tensor(attn_tensor *t, const void *data, int ndim, "
-            "int64_t d0,\n                                    int64_t d1, int64_t d2, int64_t d3) "
+            "static inline ATTNC_AOT_UNUSED void attnc_aot_tensor(attn_tensor *t, const void *data, int ndim, "
+            "int64_t d0,\n    int64_t d1, int64_t d2, int64_t d3) "
             "{\n"
             "    t->data = (void *)data; /* inputs are only read */\n"
             "    t->ndim = ndim;\n"
