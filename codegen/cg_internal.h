@@ -1,0 +1,107 @@
+/* cg_internal.h — what the files of codegen/ share: the LLVM emission context and the
+ * helpers of cg_emit.c (types, intrinsics, loops, vector exp), cg_expr.c (mask and score
+ * expressions, mask interval analysis) and cg_kernel.c (the flash kernel). */
+#ifndef ATTNC_CG_INTERNAL_H
+#define ATTNC_CG_INTERNAL_H
+
+#include <llvm-c/Core.h>
+
+#include "codegen/codegen.h"
+
+/* One module being built: the LLVM handles and the cached types. */
+typedef struct Cg {
+    LLVMContextRef ctx;     /* owns types and constants */
+    LLVMModuleRef mod;      /* the module of all tile functions */
+    LLVMBuilderRef b;       /* the instruction builder */
+    LLVMValueRef fn;        /* the function being emitted */
+    LLVMBasicBlockRef entry; /* its entry block (allocas go there) */
+    int W;                  /* f32 lanes per vector */
+    LLVMTypeRef i1, i8, i16, i32, i64, f32, f16, ptr, voidt; /* scalar types */
+    LLVMTypeRef vf, vi1, vi32, vi64;                      /* <W x ...> vector types */
+} Cg;
+
+// cg_emit.c — small emission helpers
+
+void cg_init_types(Cg *c, int W);
+LLVMValueRef cg_i64(Cg *c, int64_t v);
+LLVMValueRef cg_i32(Cg *c, int32_t v);
+LLVMValueRef cg_f32(Cg *c, double v);
+LLVMValueRef cg_bool(Cg *c, bool v);
+LLVMValueRef cg_splat(Cg *c, LLVMValueRef scalar);      /* scalar -> <W x ty> */
+LLVMValueRef cg_const_like(Cg *c, LLVMTypeRef ty, double v); /* float constant, scalar or vector */
+LLVMValueRef cg_iota(Cg *c);                            /* <0, 1, .., W-1> as <W x i64> */
+LLVMValueRef cg_intr(Cg *c, const char *name, LLVMTypeRef *tys, int ntys, LLVMValueRef *args,
+                     int nargs);
+LLVMValueRef cg_intr1(Cg *c, const char *name, LLVMValueRef x); /* overloaded on x's type */
+LLVMValueRef cg_intr2(Cg *c, const char *name, LLVMValueRef x, LLVMValueRef y);
+LLVMValueRef cg_fma(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc);
+LLVMValueRef cg_alloca(Cg *c, LLVMTypeRef ty, int64_t count, unsigned align, const char *name);
+LLVMValueRef cg_gep(Cg *c, LLVMTypeRef elem, LLVMValueRef base, LLVMValueRef idx);
+LLVMValueRef cg_load(Cg *c, LLVMTypeRef ty, LLVMValueRef ptr, unsigned align);
+void cg_store(Cg *c, LLVMValueRef v, LLVMValueRef ptr, unsigned align);
+LLVMValueRef cg_smin(Cg *c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_smax(Cg *c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_hmax(Cg *c, LLVMValueRef v); /* horizontal maxnum of a <W x float> */
+LLVMValueRef cg_hsum(Cg *c, LLVMValueRef v); /* horizontal sum (pairwise tree) */
+LLVMValueRef cg_hor(Cg *c, LLVMValueRef v);  /* any lane of a <W x i1> */
+LLVMValueRef cg_lane_mask(Cg *c, int n);     /* constant <W x i1>: lanes < n */
+
+/* exp/exp2 of a float or <W x float>, inlined (no libm). */
+LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);
+LLVMValueRef cg_exp2(Cg *c, LLVMValueRef x);
+LLVMValueRef cg_tanh(Cg *c, LLVMValueRef x);
+/* A float libm function of one float applied lane by lane (scalar call per lane). */
+LLVMValueRef cg_libm1(Cg *c, const char *name, LLVMValueRef x);
+
+/* A counted loop `for (i = start; i < end; i += step)` over i64, with a latch for `continue`. */
+typedef struct CgLoop {
+    LLVMValueRef slot;         /* alloca holding i */
+    LLVMValueRef iv;           /* i, valid in the body */
+    LLVMValueRef step;         /* increment */
+    LLVMBasicBlockRef head, latch, exit; /* blocks */
+} CgLoop;
+LLVMValueRef cg_loop_begin(Cg *c, CgLoop *l, LLVMValueRef start, LLVMValueRef end,
+                           LLVMValueRef step, const char *name);
+void cg_loop_continue(Cg *c, CgLoop *l); /* branches to the latch; leaves the builder in a dead block */
+void cg_loop_end(Cg *c, CgLoop *l);
+LLVMBasicBlockRef cg_block(Cg *c, const char *name);
+
+/* Element loads/stores of q, k, v, o in the spec's dtype; all tensor access goes through these. */
+LLVMTypeRef cg_elem_type(Cg *c, attn_dtype t);
+LLVMValueRef cg_load_elem(Cg *c, attn_dtype t, LLVMValueRef base, LLVMValueRef idx);
+/* n (1..W) consecutive elements as <W x float>; lanes >= n are 0 and never read. */
+LLVMValueRef cg_load_vec(Cg *c, attn_dtype t, LLVMValueRef base, LLVMValueRef idx, int n);
+void cg_store_vec(Cg *c, attn_dtype t, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx,
+                  int n);
+
+// cg_expr.c — mask and score expressions
+
+/* A value of a scalar expression: uniform (one scalar) or varying (one per key lane). */
+typedef struct CgVal {
+    LLVMValueRef v; /* i1 / i64 / float, or <W x ...> when vary */
+    bool vary;      /* depends on the key lane */
+} CgVal;
+
+/* What a mask or score expression may read. */
+typedef struct CgEnv {
+    const IrFunc *f;          /* for input declarations */
+    LLVMValueRef args;        /* const attn_rt_args * */
+    LLVMValueRef q, h, b, q_len, kv_len; /* uniform i64 */
+    LLVMValueRef qmin, qmax, kmin, kmax;  /* uniform i64: the tile, for the prune trees */
+    LLVMValueRef k;           /* <W x i64> key positions */
+    LLVMValueRef score;       /* <W x float>, or NULL outside a score mod */
+    LLVMValueRef err_slot;    /* i1 alloca: an input index was out of bounds */
+    LLVMValueRef dummy;       /* 8 zero bytes: what an out-of-bounds load reads instead */
+} CgEnv;
+
+/* Evaluates `e` for the key lanes where `active` (<W x i1>) holds; index errors in inactive
+ * lanes are ignored (the && / || / ?: of the spec are short-circuit). */
+CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active);
+LLVMValueRef cg_expr_vec(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active); /* varying */
+
+// cg_kernel.c
+
+/* Emits the tile function of `f` into c->mod. */
+bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err);
+
+#endif

@@ -1,0 +1,462 @@
+/* cg_kernel.c — the flash-attention tile function of one IrFunc.
+ *
+ * For a task's query rows, chunks of BQ rows keep their online-softmax state (m, l, acc) in
+ * stack scratch. Keys are visited in blocks of BK (a multiple of the vector width W). Each
+ * block is first classified by interval analysis of the mask (empty: skipped; full: no mask
+ * test; partial or the kv tail: per-row lane masks), then K is packed transposed, KT[d][BK],
+ * once and reused by every register-blocked group of R rows:
+ *   s[r] = sum_d bcast(q[r][d]) * KT[d]          (FMA chains, W keys per vector)
+ *   score mod, mask -> -inf, online softmax update, acc[r] = acc[r]*alpha + sum_j p[r][j]*V[j]
+ * Everything the spec fixes is a constant; the d, chunk, row and key loops of a group are
+ * unrolled here so the accumulators are SSA vectors.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "codegen/cg_internal.h"
+
+/* Tile sizes as used by the generator (the schedule, normalized). */
+typedef struct Plan {
+    int W, BK, NT, R, BQ; /* lanes, keys per block, vectors per block, rows per group, rows per chunk */
+    int QK, VD, VC, VDP;  /* dims; V chunks of W; padded V row */
+} Plan;
+
+static int tail_lanes(int dim, int W, int c) {
+    int n = dim - c * W;
+    return n < W ? n : W;
+}
+
+static LLVMValueRef field(Cg *c, LLVMValueRef a, size_t off, LLVMTypeRef ty) {
+    return cg_load(c, ty, cg_gep(c, c->i8, a, cg_i64(c, (int64_t)off)), 8);
+}
+
+static LLVMValueRef mul(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildMul(c->b, x, y, ""); }
+static LLVMValueRef add(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(c->b, x, y, ""); }
+
+/* State of the function being built, shared by its pieces. */
+typedef struct Kern {
+    Cg *c;
+    const IrFunc *f;
+    Plan p;
+    CgEnv env;
+    attn_dtype dt;
+    LLVMValueRef qbase, kbase, vbase, obase;   /* tensor pointers at (b, head) */
+    LLVMValueRef qs2, ks2, vs2, os2;           /* row strides */
+    LLVMValueRef Qs, KT, ACC, M, L, MB;        /* scratch */
+    LLVMTypeRef mbt;                           /* iW: one bit per key lane */
+    LLVMValueRef qlo, last, kb, kv_len;        /* chunk's first position, rows-1; block start */
+} Kern;
+
+/* One group of R rows against the packed block; `masked`: apply MB and the kv tail. */
+static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    const IrFunc *f = k->f;
+    enum { MAXR = 16, MAXT = 8, MAXC = 64 };
+    LLVMValueRef s[MAXR][MAXT], mv[MAXR][MAXT], acc[MAXR][MAXC];
+    LLVMValueRef row[MAXR];
+    unsigned va = (unsigned)(p->W * 4);
+
+    for (int r = 0; r < p->R; r++) {
+        row[r] = add(c, g, cg_i64(c, r));
+        for (int t = 0; t < p->NT; t++) s[r][t] = LLVMConstNull(c->vf);
+    }
+    /* scores */
+    LLVMValueRef qrow[MAXR];
+    for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
+    for (int d = 0; d < p->QK; d++) {
+        LLVMValueRef kt[MAXT];
+        for (int t = 0; t < p->NT; t++)
+            kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, cg_i64(c, (int64_t)d * p->BK + t * p->W)), va);
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
+            for (int t = 0; t < p->NT; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
+        }
+    }
+    /* score mod and mask */
+    LLVMValueRef alltrue = cg_lane_mask(c, p->W);
+    for (int r = 0; r < p->R; r++) {
+        for (int t = 0; t < p->NT; t++) {
+            if (masked) {
+                LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, add(c, mul(c, row[r], cg_i64(c, p->NT)), cg_i64(c, t))), 1);
+                mv[r][t] = LLVMBuildBitCast(b, bits, c->vi1, "");
+            } else {
+                mv[r][t] = alltrue;
+            }
+            if (f->score) {
+                k->env.q = add(c, k->qlo, cg_smin(c, row[r], k->last));
+                k->env.k = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
+                k->env.score = s[r][t];
+                s[r][t] = cg_expr_vec(c, &k->env, f->score, mv[r][t]);
+                k->env.score = NULL;
+            }
+            if (masked) s[r][t] = LLVMBuildSelect(b, mv[r][t], s[r][t], cg_const_like(c, c->vf, -INFINITY), "");
+        }
+    }
+    /* online softmax */
+    LLVMValueRef pv[MAXR][MAXT];
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef mx = s[r][0];
+        for (int t = 1; t < p->NT; t++) mx = cg_intr2(c, "llvm.maxnum", mx, s[r][t]);
+        LLVMValueRef bm = cg_hmax(c, mx);
+        LLVMValueRef mp = cg_gep(c, c->f32, k->M, row[r]);
+        LLVMValueRef lp = cg_gep(c, c->f32, k->L, row[r]);
+        LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
+        LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
+        LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
+        LLVMValueRef m_use = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
+        LLVMValueRef msplat = cg_splat(c, m_use);
+        LLVMValueRef psum = NULL;
+        for (int t = 0; t < p->NT; t++) {
+            pv[r][t] = cg_exp(c, LLVMBuildFSub(b, s[r][t], msplat, ""));
+            psum = psum ? LLVMBuildFAdd(b, psum, pv[r][t], "") : pv[r][t];
+        }
+        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, m_use, ""));
+        LLVMValueRef l = cg_fma(c, cg_load(c, c->f32, lp, 4), alpha, cg_hsum(c, psum));
+        cg_store(c, l, lp, 4);
+        cg_store(c, m_new, mp, 4);
+        LLVMValueRef as = cg_splat(c, alpha);
+        for (int ch = 0; ch < p->VC; ch++) {
+            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
+            acc[r][ch] = LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), as, "");
+        }
+    }
+    /* acc += P V */
+    LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
+    for (int j = 0; j < p->BK; j++) {
+        int t = j / p->W, lane = j % p->W;
+        LLVMValueRef key = add(c, k->kb, cg_i64(c, j));
+        if (masked) key = cg_smin(c, key, vlast);
+        LLVMValueRef voff = add(c, mul(c, key, k->vs2), cg_i64(c, 0));
+        LLVMValueRef vv[MAXC];
+        for (int ch = 0; ch < p->VC; ch++)
+            vv[ch] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef pj = cg_splat(c, LLVMBuildExtractElement(b, pv[r][t], cg_i32(c, lane), ""));
+            LLVMValueRef bit = masked ? LLVMBuildExtractElement(b, mv[r][t], cg_i32(c, lane), "") : NULL;
+            for (int ch = 0; ch < p->VC; ch++) {
+                LLVMValueRef nv = cg_fma(c, pj, vv[ch], acc[r][ch]);
+                acc[r][ch] = masked ? LLVMBuildSelect(b, bit, nv, acc[r][ch], "") : nv;
+            }
+        }
+    }
+    for (int r = 0; r < p->R; r++)
+        for (int ch = 0; ch < p->VC; ch++) {
+            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
+            cg_store(c, acc[r][ch], ap, va);
+        }
+}
+
+/* MB[i][t] for every row of the chunk: the mask (if `eval`) and k < kv_len, as lane bits;
+ * ORs them into *any_slot. */
+static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    CgLoop li;
+    LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), cg_i64(c, p->BQ), cg_i64(c, 1), "mi");
+    k->env.q = add(c, k->qlo, cg_smin(c, i, k->last));
+    LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
+    for (int t = 0; t < p->NT; t++) {
+        LLVMValueRef kv = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
+        LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, kv, cg_splat(c, k->kv_len), "");
+        LLVMValueRef m = valid;
+        if (eval) {
+            k->env.k = kv;
+            m = LLVMBuildAnd(b, cg_expr_vec(c, &k->env, k->f->mask, valid), valid, "");
+        }
+        LLVMValueRef bits = LLVMBuildBitCast(b, m, k->mbt, "");
+        cg_store(c, bits, cg_gep(c, k->mbt, k->MB, add(c, mul(c, i, cg_i64(c, p->NT)), cg_i64(c, t))), 1);
+        acc_any = LLVMBuildOr(b, acc_any, bits, "");
+    }
+    cg_store(c, acc_any, any_slot, 8);
+    cg_loop_end(c, &li);
+}
+
+static Plan make_plan(const IrFunc *f) {
+    Plan p;
+    p.W = f->sched.vec_width;
+    p.QK = f->qk_dim;
+    p.VD = f->v_dim;
+    p.VC = (p.VD + p.W - 1) / p.W;
+    if (p.VC < 1) p.VC = 1;
+    p.VDP = p.VC * p.W;
+    p.BK = f->sched.block_k > 0 ? (f->sched.block_k + p.W - 1) / p.W * p.W : p.W;
+    if (p.BK > 4 * p.W) p.BK = 4 * p.W;
+    p.NT = p.BK / p.W;
+    p.R = f->sched.rows > 0 ? f->sched.rows : 4;
+    if (p.R > 16) p.R = 16;
+    int bq = f->sched.block_q > 0 ? f->sched.block_q : 64;
+    /* keep the scratch (Q, acc) under ~256 KiB */
+    while (bq > p.R && (int64_t)bq * (p.QK + p.VDP) * 4 > 256 * 1024) bq /= 2;
+    p.BQ = (bq + p.R - 1) / p.R * p.R;
+    return p;
+}
+
+bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
+    if (f->sched.vec_width != 4 && f->sched.vec_width != 8 && f->sched.vec_width != 16) {
+        sb_printf(err, "codegen: %s: unsupported vector width %d (schedule missing?)", f->name, f->sched.vec_width);
+        return false;
+    }
+    if (f->v_dim > 64 * f->sched.vec_width || f->qk_dim < 0 || f->v_dim < 1 || f->heads < 1) {
+        sb_printf(err, "codegen: %s: unsupported head dims %d/%d", f->name, f->qk_dim, f->v_dim);
+        return false;
+    }
+    cg_init_types(c, f->sched.vec_width);
+    Kern K = {0};
+    Kern *k = &K;
+    k->c = c;
+    k->f = f;
+    k->p = make_plan(f);
+    k->dt = f->dtype;
+    const Plan *p = &k->p;
+    LLVMBuilderRef b = c->b;
+
+    LLVMTypeRef params[5] = {c->ptr, c->i64, c->i64, c->i64, c->i64};
+    LLVMTypeRef fty = LLVMFunctionType(c->i32, params, 5, 0);
+    c->fn = LLVMAddFunction(c->mod, symbol, fty);
+    LLVMSetLinkage(c->fn, LLVMExternalLinkage);
+    c->entry = cg_block(c, "entry");
+    LLVMPositionBuilderAtEnd(b, c->entry);
+    LLVMValueRef a = LLVMGetParam(c->fn, 0);
+    LLVMValueRef bi = LLVMGetParam(c->fn, 1), h = LLVMGetParam(c->fn, 2);
+    LLVMValueRef q0 = LLVMGetParam(c->fn, 3), q1 = LLVMGetParam(c->fn, 4);
+    /* nothing the kernel writes aliases the argument block: its loads may be hoisted */
+    LLVMAddAttributeAtIndex(c->fn, 1, LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+
+    /* the K/V head of query head h */
+    LLVMValueRef kvh;
+    {
+        LLVMTypeRef at = LLVMArrayType(c->i32, (unsigned)f->heads);
+        LLVMValueRef *vals = arena_alloc(f->arena, sizeof(LLVMValueRef) * (size_t)f->heads);
+        if (!vals) {
+            sb_puts(err, "codegen: out of memory");
+            return false;
+        }
+        int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
+        if (group < 1) group = 1;
+        for (int i = 0; i < f->heads; i++) vals[i] = cg_i32(c, f->head_map ? f->head_map[i] : i / group);
+        char gname[256];
+        snprintf(gname, sizeof gname, "%s.head_map", symbol);
+        LLVMValueRef g = LLVMAddGlobal(c->mod, at, gname);
+        LLVMSetInitializer(g, LLVMConstArray2(c->i32, vals, (uint64_t)f->heads));
+        LLVMSetGlobalConstant(g, 1);
+        LLVMSetLinkage(g, LLVMPrivateLinkage);
+        LLVMSetUnnamedAddr(g, 1);
+        LLVMValueRef hc = cg_smin(c, cg_smax(c, h, cg_i64(c, 0)), cg_i64(c, f->heads - 1));
+        kvh = LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, g, hc), 4), c->i64, "kvh");
+    }
+
+    LLVMValueRef qp = field(c, a, offsetof(attn_rt_args, q), c->ptr);
+    LLVMValueRef kp = field(c, a, offsetof(attn_rt_args, k), c->ptr);
+    LLVMValueRef vp = field(c, a, offsetof(attn_rt_args, v), c->ptr);
+    LLVMValueRef op = field(c, a, offsetof(attn_rt_args, o), c->ptr);
+    LLVMValueRef lsep = field(c, a, offsetof(attn_rt_args, lse), c->ptr);
+    LLVMValueRef q_len = field(c, a, offsetof(attn_rt_args, q_len), c->i64);
+    LLVMValueRef kv_len = field(c, a, offsetof(attn_rt_args, kv_len), c->i64);
+    LLVMValueRef q_off = field(c, a, offsetof(attn_rt_args, q_offset), c->i64);
+#define STRIDE(fld, i) field(c, a, offsetof(attn_rt_args, fld) + 8 * (i), c->i64)
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    k->qbase = cg_gep(c, et, qp, add(c, mul(c, bi, STRIDE(q_stride, 0)), mul(c, h, STRIDE(q_stride, 1))));
+    k->kbase = cg_gep(c, et, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
+    k->vbase = cg_gep(c, et, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
+    k->obase = cg_gep(c, et, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
+    k->qs2 = STRIDE(q_stride, 2);
+    k->ks2 = STRIDE(k_stride, 2);
+    k->vs2 = STRIDE(v_stride, 2);
+    k->os2 = STRIDE(o_stride, 2);
+    LLVMValueRef lse_off = add(c, mul(c, bi, STRIDE(lse_stride, 0)), mul(c, h, STRIDE(lse_stride, 1)));
+    LLVMValueRef lsebase = LLVMBuildGEP2(b, c->f32, lsep, &lse_off, 1, "");
+#undef STRIDE
+    k->kv_len = kv_len;
+
+    /* scratch */
+    k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
+    k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
+    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
+    k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
+    k->M = cg_alloca(c, c->f32, p->BQ, 64, "m");
+    k->L = cg_alloca(c, c->f32, p->BQ, 64, "l");
+    k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT, 64, "mbits");
+    LLVMValueRef err_slot = cg_alloca(c, c->i1, 1, 1, "err");
+    LLVMValueRef dummy = cg_alloca(c, c->i64, 1, 8, "dummy");
+    cg_store(c, cg_bool(c, false), err_slot, 1);
+    cg_store(c, cg_i64(c, 0), dummy, 8);
+
+    CgEnv *env = &k->env;
+    env->f = f;
+    env->args = a;
+    env->h = h;
+    env->b = bi;
+    env->q_len = q_len;
+    env->kv_len = kv_len;
+    env->err_slot = err_slot;
+    env->dummy = dummy;
+    unsigned va = (unsigned)(p->W * 4);
+
+    /* chunks of BQ rows */
+    CgLoop lq;
+    LLVMValueRef qc = cg_loop_begin(c, &lq, q0, q1, cg_i64(c, p->BQ), "qc");
+    LLVMValueRef nrows = cg_smin(c, cg_i64(c, p->BQ), LLVMBuildSub(b, q1, qc, ""));
+    k->last = LLVMBuildSub(b, nrows, cg_i64(c, 1), "last");
+    k->qlo = add(c, q_off, qc);
+    LLVMValueRef qhi = add(c, k->qlo, k->last);
+    {
+        /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
+        CgLoop li;
+        LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), cg_i64(c, p->BQ), cg_i64(c, 1), "qi");
+        LLVMValueRef rowi = add(c, qc, cg_smin(c, i, k->last));
+        LLVMValueRef qoff = mul(c, rowi, k->qs2);
+        LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
+        LLVMValueRef sc = cg_splat(c, cg_f32(c, f->scale));
+        for (int ch = 0; ch * p->W < p->QK; ch++) {
+            LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+            cg_store(c, LLVMBuildFMul(b, v, sc, ""), cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
+        }
+        cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->M, i), 4);
+        cg_store(c, cg_f32(c, 0.0), cg_gep(c, c->f32, k->L, i), 4);
+        for (int ch = 0; ch < p->VC; ch++)
+            cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
+        cg_loop_end(c, &li);
+    }
+
+    /* the keys any row of the chunk may see: [klo, kend) */
+    LLVMValueRef klo = cg_i64(c, 0), kend = kv_len;
+    LLVMValueRef alltrue = cg_lane_mask(c, p->W);
+    bool prune = f->prune.enabled;
+    if (prune) {
+        env->qmin = k->qlo;
+        env->qmax = qhi;
+        env->kmin = cg_i64(c, 0);
+        env->kmax = LLVMBuildSub(b, kv_len, cg_i64(c, 1), "");
+        klo = cg_smax(c, klo, cg_expr(c, env, f->prune.k_lo, alltrue).v);
+        LLVMValueRef khi = cg_expr(c, env, f->prune.k_hi, alltrue).v;
+        kend = cg_smin(c, kend, add(c, khi, cg_i64(c, 1)));
+    }
+    k->kv_len = kend; /* keys at or past kend are masked like the kv tail */
+
+    /* key blocks */
+    CgLoop lk;
+    k->kb = cg_loop_begin(c, &lk, klo, kend, cg_i64(c, p->BK), "kb");
+    LLVMValueRef cls = cg_i32(c, 2);
+    if (prune) {
+        env->kmin = k->kb;
+        env->kmax = LLVMBuildSub(b, cg_smin(c, add(c, k->kb, cg_i64(c, p->BK)), kend), cg_i64(c, 1), "");
+        LLVMValueRef may = cg_expr(c, env, f->prune.may_see, alltrue).v;
+        LLVMValueRef all = cg_expr(c, env, f->prune.all_see, alltrue).v;
+        cls = LLVMBuildSelect(b, may, LLVMBuildSelect(b, all, cg_i32(c, 1), cg_i32(c, 2), ""), cg_i32(c, 0), "cls");
+        LLVMBasicBlockRef go = cg_block(c, "nonempty");
+        LLVMBasicBlockRef skip = cg_block(c, "empty");
+        LLVMBuildCondBr(b, may, go, skip);
+        LLVMPositionBuilderAtEnd(b, skip);
+        cg_loop_continue(c, &lk);
+        LLVMBuildBr(b, go);
+        LLVMPositionBuilderAtEnd(b, go);
+    }
+    LLVMValueRef tail = LLVMBuildICmp(b, LLVMIntSGT, add(c, k->kb, cg_i64(c, p->BK)), kend, "tail");
+    LLVMValueRef part = LLVMBuildOr(b, tail, LLVMBuildICmp(b, LLVMIntEQ, cls, cg_i32(c, 2), ""), "part");
+    {
+        /* per-row lane masks of a partial block; skip the block when no lane is visible */
+        LLVMBasicBlockRef bmask = cg_block(c, "rowmasks");
+        LLVMBasicBlockRef after = cg_block(c, "pack");
+        LLVMBuildCondBr(b, part, bmask, after);
+        LLVMPositionBuilderAtEnd(b, bmask);
+        LLVMValueRef any_slot = cg_alloca(c, k->mbt, 1, 8, "any");
+        cg_store(c, LLVMConstNull(k->mbt), any_slot, 8);
+        LLVMValueRef evalm = LLVMBuildICmp(b, LLVMIntEQ, cls, cg_i32(c, 2), "");
+        LLVMBasicBlockRef bev = cg_block(c, "evalmask");
+        LLVMBasicBlockRef btl = cg_block(c, "tailonly");
+        LLVMBasicBlockRef join = cg_block(c, "masksdone");
+        LLVMBuildCondBr(b, evalm, bev, btl);
+        LLVMPositionBuilderAtEnd(b, bev);
+        emit_rowmasks(k, true, any_slot);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, btl);
+        emit_rowmasks(k, false, any_slot);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, join);
+        LLVMValueRef anyv = cg_load(c, k->mbt, any_slot, 8);
+        LLVMBasicBlockRef skip = cg_block(c, "allmasked");
+        LLVMValueRef none = LLVMBuildICmp(b, LLVMIntEQ, anyv, LLVMConstNull(k->mbt), "");
+        if (!prune) none = cg_bool(c, false); /* -fno-prune: every tile is computed */
+        LLVMBuildCondBr(b, none, skip, after);
+        LLVMPositionBuilderAtEnd(b, skip);
+        cg_loop_continue(c, &lk);
+        LLVMBuildBr(b, after);
+        LLVMPositionBuilderAtEnd(b, after);
+    }
+    {
+        /* pack K transposed: KT[d][j] = K[kb + j][d], zero past kv_len */
+        CgLoop lj;
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "kj");
+        LLVMValueRef key = add(c, k->kb, j);
+        LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
+        LLVMValueRef krow = cg_smin(c, key, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""));
+        LLVMValueRef koff = mul(c, krow, k->ks2);
+        for (int ch = 0; ch * p->W < p->QK; ch++) {
+            int n = tail_lanes(p->QK, p->W, ch);
+            LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), n);
+            v = LLVMBuildSelect(b, valid, v, LLVMConstNull(c->vf), "");
+            for (int l = 0; l < n; l++) {
+                LLVMValueRef x = LLVMBuildExtractElement(b, v, cg_i32(c, l), "");
+                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)(ch * p->W + l) * p->BK), j));
+                cg_store(c, x, dst, 4);
+            }
+        }
+        cg_loop_end(c, &lj);
+    }
+    {
+        /* row groups */
+        CgLoop lg;
+        LLVMValueRef g = cg_loop_begin(c, &lg, cg_i64(c, 0), cg_i64(c, p->BQ), cg_i64(c, p->R), "g");
+        LLVMBasicBlockRef bm = cg_block(c, "group_masked");
+        LLVMBasicBlockRef bf = cg_block(c, "group_full");
+        LLVMBasicBlockRef join = cg_block(c, "group_done");
+        LLVMBuildCondBr(b, part, bm, bf);
+        LLVMPositionBuilderAtEnd(b, bm);
+        emit_group(k, g, true);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, bf);
+        emit_group(k, g, false);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, join);
+        cg_loop_end(c, &lg);
+    }
+    cg_loop_end(c, &lk);
+
+    {
+        /* o = acc / l (zeros for a row that saw nothing), lse = m + log(l) */
+        CgLoop li;
+        LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), nrows, cg_i64(c, 1), "oi");
+        LLVMValueRef l = cg_load(c, c->f32, cg_gep(c, c->f32, k->L, i), 4);
+        LLVMValueRef m = cg_load(c, c->f32, cg_gep(c, c->f32, k->M, i), 4);
+        LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
+        LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), l, ""), cg_f32(c, 0.0), "");
+        LLVMValueRef is = cg_splat(c, inv);
+        LLVMValueRef row = add(c, qc, i);
+        LLVMValueRef ooff = mul(c, row, k->os2);
+        for (int ch = 0; ch < p->VC; ch++) {
+            LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
+            /* select, not multiply: a NaN acc of an unseen row must still give 0 */
+            v = LLVMBuildSelect(b, pos, LLVMBuildFMul(b, v, is, ""), LLVMConstNull(c->vf), "");
+            cg_store_vec(c, k->dt, v, k->obase, add(c, ooff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+        }
+        LLVMBasicBlockRef wl = cg_block(c, "lse");
+        LLVMBasicBlockRef nl = cg_block(c, "nolse");
+        LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, lsep, ""), wl, nl);
+        LLVMPositionBuilderAtEnd(b, wl);
+        LLVMValueRef lg = cg_intr1(c, "llvm.log", l);
+        LLVMValueRef lse = LLVMBuildSelect(b, pos, LLVMBuildFAdd(b, m, lg, ""), cg_f32(c, -INFINITY), "");
+        cg_store(c, lse, cg_gep(c, c->f32, lsebase, row), 4);
+        LLVMBuildBr(b, nl);
+        LLVMPositionBuilderAtEnd(b, nl);
+        cg_loop_end(c, &li);
+    }
+    cg_loop_end(c, &lq);
+    (void)q_len;
+    LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
+    LLVMBuildRet(b, LLVMBuildZExt(b, e, c->i32, ""));
+    return true;
+}

@@ -1,0 +1,491 @@
+/* test_codegen.c — the codegen on its own: IrFuncs built by hand with the ir.h constructors,
+ * run through the pass pipeline, JIT-compiled, called tile by tile on hand-filled
+ * attn_rt_args (strided tensors, q_offset variations, ragged lengths, fully masked rows) and
+ * compared with a double-precision C reference written here. Also: the target vector widths,
+ * AOT emission for the host and a foreign triple, and compiling from two threads at once. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "codegen/codegen.h"
+#include "passes/passes.h"
+
+static int n_pass, n_fail;
+
+#define CHECK(cond, ...)                                   \
+    do {                                                   \
+        if (cond) {                                        \
+            n_pass++;                                      \
+        } else {                                           \
+            n_fail++;                                      \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
+            printf(__VA_ARGS__);                           \
+            printf("\n");                                  \
+        }                                                  \
+    } while (0)
+
+/* One test case: a spec built by hand plus the same semantics in C. */
+typedef struct Case Case;
+struct Case {
+    const char *name;
+    int heads, kv_heads, qk, vd;
+    const int *head_map;                                  /* NULL: contiguous groups */
+    bool (*mask)(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k);
+    double (*score)(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
+    IrExpr *(*build_mask)(IrFunc *f);
+    IrExpr *(*build_score)(IrFunc *f);
+    void (*add_inputs)(IrFunc *f);
+    const int32_t *i32in; /* the data of input 0 when it is i32 */
+    const float *f32in;   /* ... when it is f32 */
+};
+
+static Arena *A(IrFunc *f) { return f->arena; }
+static IrExpr *V(IrFunc *f, IrVar v) { return ir_var(A(f), v); }
+static IrExpr *I(IrFunc *f, int64_t v) { return ir_const_int(A(f), v); }
+static IrExpr *F(IrFunc *f, double v) { return ir_const_float(A(f), v); }
+static IrExpr *B2(IrFunc *f, IrExprOp op, IrExpr *x, IrExpr *y) { return ir_binary(A(f), op, x, y); }
+
+// masks and score mods, as IR and as C
+
+static int64_t fdiv(int64_t a, int64_t b) { return a / b - (a % b != 0 && a < 0); }
+static int64_t fmod_(int64_t a, int64_t b) { int64_t r = a % b; return r < 0 ? r + b : r; }
+
+static bool m_all(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) { return true; }
+static IrExpr *b_all(IrFunc *f) { return ir_const_bool(A(f), true); }
+
+static bool m_causal(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) { return k <= q; }
+static IrExpr *b_causal(IrFunc *f) { return B2(f, IR_LE, V(f, IR_V_K), V(f, IR_V_Q)); }
+
+static bool m_sliding(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) { return k <= q && q - k < 17; }
+static IrExpr *b_sliding(IrFunc *f) {
+    return B2(f, IR_AND, b_causal(f), B2(f, IR_LT, B2(f, IR_SUB, V(f, IR_V_Q), V(f, IR_V_K)), I(f, 17)));
+}
+
+static bool m_divmod(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return k <= q && (fmod_(q - k, 5) == 0 || fdiv(k, 8) == fdiv(q, 8));
+}
+static IrExpr *b_divmod(IrFunc *f) {
+    IrExpr *dil = B2(f, IR_EQ, B2(f, IR_MOD, B2(f, IR_SUB, V(f, IR_V_Q), V(f, IR_V_K)), I(f, 5)), I(f, 0));
+    IrExpr *blk = B2(f, IR_EQ, B2(f, IR_DIV, V(f, IR_V_K), I(f, 8)), B2(f, IR_DIV, V(f, IR_V_Q), I(f, 8)));
+    return B2(f, IR_AND, b_causal(f), B2(f, IR_OR, dil, blk));
+}
+
+/* bidirectional window with a mod over possibly negative q - k and an abs */
+static bool m_window(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return llabs(q - k) <= 9 || fmod_(k - q, 7) == 3;
+}
+static IrExpr *b_window(IrFunc *f) {
+    IrExpr *d = B2(f, IR_SUB, V(f, IR_V_Q), V(f, IR_V_K));
+    IrExpr *ab = ir_call(A(f), IR_FN_ABS, 1, &d);
+    IrExpr *m = B2(f, IR_EQ, B2(f, IR_MOD, B2(f, IR_SUB, V(f, IR_V_K), V(f, IR_V_Q)), I(f, 7)), I(f, 3));
+    return B2(f, IR_OR, B2(f, IR_LE, ab, I(f, 9)), m);
+}
+
+static double s_softcap(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
+    return 50.0 * tanh(s / 50.0);
+}
+static IrExpr *b_softcap(IrFunc *f) {
+    IrExpr *x = B2(f, IR_DIV, V(f, IR_V_SCORE), F(f, 50.0));
+    return B2(f, IR_MUL, F(f, 50.0), ir_call(A(f), IR_FN_TANH, 1, &x));
+}
+
+/* UniLM: k < src_len[b] || k <= q */
+static bool m_unilm(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return k < c->i32in[b] || k <= q;
+}
+static void in_srclen(IrFunc *f) {
+    f->ninputs = 1;
+    f->inputs[0] = (IrInput){.name = "src_len", .dtype = ATTN_I32, .rank = 1, .dim_kind = {ATTN_DIM_BATCH}};
+}
+static IrExpr *b_unilm(IrFunc *f) {
+    IrExpr *ix = V(f, IR_V_B);
+    IrExpr *ld = ir_load(A(f), 0, IR_TY_INT, 1, &ix);
+    return B2(f, IR_OR, B2(f, IR_LT, V(f, IR_V_K), ld), b_causal(f));
+}
+
+/* ALiBi: causal, score - slope[h] * (q - k); exp2 and sigmoid ride along */
+static double s_alibi(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
+    return s - (double)c->f32in[h] * (double)(q - k) + 0.25 / (1.0 + exp(-s)) - exp2(-(double)(k % 3));
+}
+static void in_slope(IrFunc *f) {
+    f->ninputs = 1;
+    f->inputs[0] = (IrInput){.name = "slope", .dtype = ATTN_F32, .rank = 1, .dim_kind = {ATTN_DIM_HEADS}};
+}
+static IrExpr *b_alibi(IrFunc *f) {
+    IrExpr *ix = V(f, IR_V_H);
+    IrExpr *sl = ir_load(A(f), 0, IR_TY_FLOAT, 1, &ix);
+    IrExpr *d = ir_unary(A(f), IR_ITOF, B2(f, IR_SUB, V(f, IR_V_Q), V(f, IR_V_K)));
+    IrExpr *sc = V(f, IR_V_SCORE);
+    IrExpr *sig = B2(f, IR_MUL, F(f, 0.25), ir_call(A(f), IR_FN_SIGMOID, 1, &sc));
+    IrExpr *km = ir_unary(A(f), IR_NEG, ir_unary(A(f), IR_ITOF, B2(f, IR_MOD, V(f, IR_V_K), I(f, 3))));
+    IrExpr *e2 = ir_call(A(f), IR_FN_EXP2, 1, &km);
+    return B2(f, IR_SUB, B2(f, IR_ADD, B2(f, IR_SUB, sc, B2(f, IR_MUL, sl, d)), sig), e2);
+}
+
+/* XLNet-like: rank[b, k] <= rank[b, q] (a varying gather) */
+static bool m_rank(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    /* rank is [batch, 64]; q and k stay in range in the cases that use it */
+    return c->i32in[b * 64 + k] <= c->i32in[b * 64 + q];
+}
+static void in_rank(IrFunc *f) {
+    f->ninputs = 1;
+    f->inputs[0] = (IrInput){.name = "rank", .dtype = ATTN_I32, .rank = 2,
+                             .dim_kind = {ATTN_DIM_BATCH, ATTN_DIM_CONST}, .dim_value = {0, 64}};
+}
+static IrExpr *b_rank(IrFunc *f) {
+    IrExpr *ik[2] = {V(f, IR_V_B), V(f, IR_V_K)};
+    IrExpr *iq[2] = {V(f, IR_V_B), V(f, IR_V_Q)};
+    return B2(f, IR_LE, ir_load(A(f), 0, IR_TY_INT, 2, ik), ir_load(A(f), 0, IR_TY_INT, 2, iq));
+}
+
+// building and compiling
+
+typedef struct Built {
+    IrModule *m;
+    IrFunc *f;
+    CgJit *jit;
+    attn_rt_tile_fn tile;
+} Built;
+
+static bool build(const Case *cs, Built *out, bool prune) {
+    memset(out, 0, sizeof *out);
+    IrModule *m = ir_module_new();
+    IrFunc *f = ir_func_new(m, cs->name);
+    f->heads = cs->heads;
+    f->kv_heads = cs->kv_heads;
+    f->qk_dim = cs->qk;
+    f->v_dim = cs->vd;
+    f->scale = 1.0 / sqrt((double)cs->qk);
+    f->head_map = arena_alloc(&m->arena, sizeof(int) * (size_t)cs->heads);
+    for (int h = 0; h < cs->heads; h++)
+        f->head_map[h] = cs->head_map ? cs->head_map[h] : h / (cs->heads / cs->kv_heads);
+    if (cs->add_inputs) cs->add_inputs(f);
+    f->mask = cs->build_mask(f);
+    if (cs->build_score) f->score = cs->build_score(f);
+    StrBuf err;
+    sb_init(&err);
+    int w = cg_target_vec_width(NULL, &err);
+    PassCtx ctx = {.vec_width = w, .opt_level = 3, .no_prune = !prune, .err = &err};
+    bool ok = w > 0 && pass_run_pipeline(f, &ctx, NULL);
+    if (ok) {
+        CgTarget t = {NULL, NULL, NULL, 3};
+        ok = cg_jit(&f, 1, &t, &out->jit, &out->tile, &err);
+    }
+    if (!ok) printf("build %s: %s\n", cs->name, sb_str(&err));
+    sb_free(&err);
+    out->m = m;
+    out->f = f;
+    return ok;
+}
+
+static void unbuild(Built *bt) {
+    cg_jit_free(bt->jit);
+    ir_module_free(bt->m);
+}
+
+// data and the reference
+
+typedef struct Shape {
+    int64_t batch, q_len, kv_len, q_offset; /* q_offset INT64_MIN: kv_len - q_len */
+    int layout;   /* 0: [b, h, s, d] contiguous; 1: [b, s, h, d+pad] (strided) */
+    int split;    /* query rows per tile call (0: the schedule's block_q) */
+} Shape;
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* A tensor [batch, heads, rows, dim] in the chosen layout; returns its element count. */
+static int64_t layout_strides(int layout, int64_t batch, int64_t heads, int64_t rows, int64_t dim,
+                              int64_t st[3]) {
+    if (layout == 0) {
+        st[2] = dim;
+        st[1] = rows * dim;
+        st[0] = heads * rows * dim;
+    } else {
+        int64_t pd = dim + 3;
+        st[2] = heads * pd;
+        st[1] = pd;
+        st[0] = rows * heads * pd + 5;
+    }
+    return batch * st[0] + 1;
+}
+
+static void run_case(const Case *cs, const Shape *sh, bool prune, const char *label) {
+    Built bt;
+    if (!build(cs, &bt, prune)) {
+        CHECK(false, "%s: build failed", label);
+        return;
+    }
+    int64_t Bn = sh->batch, Lq = sh->q_len, Lk = sh->kv_len;
+    int64_t qoff = sh->q_offset == INT64_MIN ? Lk - Lq : sh->q_offset;
+    attn_rt_args a;
+    memset(&a, 0, sizeof a);
+    int64_t nq = layout_strides(sh->layout, Bn, cs->heads, Lq, cs->qk, a.q_stride);
+    int64_t nk = layout_strides(sh->layout, Bn, cs->kv_heads, Lk, cs->qk, a.k_stride);
+    int64_t nv = layout_strides(sh->layout, Bn, cs->kv_heads, Lk, cs->vd, a.v_stride);
+    int64_t no = layout_strides(sh->layout, Bn, cs->heads, Lq, cs->vd, a.o_stride);
+    float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
+    float *v = malloc(sizeof(float) * (size_t)nv), *o = malloc(sizeof(float) * (size_t)no);
+    float *lse = malloc(sizeof(float) * (size_t)(Bn * cs->heads * Lq + 1));
+    for (int64_t i = 0; i < nq; i++) q[i] = frand() * 2.0f;
+    for (int64_t i = 0; i < nk; i++) k[i] = frand() * 2.0f;
+    for (int64_t i = 0; i < nv; i++) v[i] = frand();
+    for (int64_t i = 0; i < no; i++) o[i] = NAN; /* padding must stay untouched */
+    a.q = q, a.k = k, a.v = v, a.o = o, a.lse = lse;
+    a.batch = Bn, a.q_len = Lq, a.kv_len = Lk, a.q_offset = qoff;
+    a.lse_stride[0] = cs->heads * Lq;
+    a.lse_stride[1] = Lq;
+    if (cs->i32in) {
+        a.input[0] = cs->i32in;
+        if (bt.f->inputs[0].rank == 1) a.input_dim[0][0] = Bn;
+        else a.input_dim[0][0] = Bn, a.input_dim[0][1] = 64;
+    }
+    if (cs->f32in) {
+        a.input[0] = cs->f32in;
+        a.input_dim[0][0] = cs->heads;
+    }
+    int split = sh->split > 0 ? sh->split : bt.f->sched.block_q;
+    int errs = 0;
+    for (int64_t b = 0; b < Bn; b++)
+        for (int64_t h = 0; h < cs->heads; h++)
+            for (int64_t q0 = 0; q0 < Lq; q0 += split) {
+                int64_t q1 = q0 + split < Lq ? q0 + split : Lq;
+                errs += bt.tile(&a, b, h, q0, q1);
+            }
+    CHECK(errs == 0, "%s: tile reported an index error", label);
+
+    /* the reference */
+    double *s = malloc(sizeof(double) * (size_t)(Lk + 1));
+    double *acc = malloc(sizeof(double) * (size_t)cs->vd);
+    int bad = 0;
+    double worst = 0;
+    for (int64_t b = 0; b < Bn && bad < 5; b++)
+        for (int64_t h = 0; h < cs->heads && bad < 5; h++) {
+            int64_t kvh = bt.f->head_map[h];
+            for (int64_t i = 0; i < Lq && bad < 5; i++) {
+                int64_t qp = qoff + i;
+                double mx = -INFINITY;
+                for (int64_t j = 0; j < Lk; j++) {
+                    double dot = 0;
+                    for (int d = 0; d < cs->qk; d++)
+                        dot += (double)q[b * a.q_stride[0] + h * a.q_stride[1] + i * a.q_stride[2] + d] *
+                               (double)k[b * a.k_stride[0] + kvh * a.k_stride[1] + j * a.k_stride[2] + d];
+                    double sc = dot * bt.f->scale;
+                    if (cs->score) sc = cs->score(cs, b, h, qp, j, sc);
+                    s[j] = cs->mask(cs, b, h, qp, j) ? sc : -INFINITY;
+                    if (s[j] > mx) mx = s[j];
+                }
+                double l = 0;
+                for (int d = 0; d < cs->vd; d++) acc[d] = 0;
+                for (int64_t j = 0; j < Lk; j++) {
+                    if (s[j] == -INFINITY) continue;
+                    double p = exp(s[j] - mx);
+                    l += p;
+                    for (int d = 0; d < cs->vd; d++)
+                        acc[d] += p * v[b * a.v_stride[0] + kvh * a.v_stride[1] + j * a.v_stride[2] + d];
+                }
+                const float *orow = o + b * a.o_stride[0] + h * a.o_stride[1] + i * a.o_stride[2];
+                for (int d = 0; d < cs->vd; d++) {
+                    double want = l > 0 ? acc[d] / l : 0.0;
+                    double diff = fabs((double)orow[d] - want);
+                    if (diff > worst) worst = diff;
+                    if (!(diff <= 2e-5 + 1e-4 * fabs(want))) {
+                        if (bad++ < 3)
+                            printf("  %s: o[%ld,%ld,%ld,%d] = %.7g, want %.7g\n", label, (long)b, (long)h, (long)i, d, orow[d], want);
+                    }
+                }
+                double wl = l > 0 ? mx + log(l) : -INFINITY;
+                float gl = lse[b * a.lse_stride[0] + h * a.lse_stride[1] + i];
+                bool lok = l > 0 ? fabs((double)gl - wl) <= 1e-4 * (1 + fabs(wl)) : (isinf(gl) && gl < 0);
+                if (!lok && bad++ < 3)
+                    printf("  %s: lse[%ld,%ld,%ld] = %.7g, want %.7g\n", label, (long)b, (long)h, (long)i, gl, wl);
+            }
+        }
+    /* layout 1 pads rows: the padding must still be NaN */
+    if (sh->layout == 1 && cs->vd + 3 > cs->vd) {
+        const float *pad = o + cs->vd; /* b 0, row 0, head 0: elements vd .. vd+2 */
+        CHECK(isnan(pad[0]) && isnan(pad[2]), "%s: wrote into row padding", label);
+    }
+    CHECK(bad == 0, "%s: %d mismatches (max abs diff %.3g)", label, bad, worst);
+    free(s);
+    free(acc);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(lse);
+    unbuild(&bt);
+}
+
+// the cases
+
+static const int gqa_map[4] = {1, 0, 1, 0};
+static int32_t srclen[3] = {5, 0, 40};
+static float slopes[4] = {0.5f, 0.25f, 0.125f, 0.0625f};
+static int32_t ranks[2 * 64];
+
+static void kernel_tests(void) {
+    for (int i = 0; i < 2 * 64; i++) ranks[i] = (i * 37) % 64;
+    const Case cases[] = {
+        {"dense64", 2, 2, 64, 64, NULL, m_all, NULL, b_all, NULL, NULL, NULL, NULL},
+        {"causal64_gqa", 4, 2, 64, 64, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL},
+        {"sliding80", 2, 1, 80, 80, NULL, m_sliding, NULL, b_sliding, NULL, NULL, NULL, NULL},
+        {"divmod20", 2, 2, 20, 36, NULL, m_divmod, NULL, b_divmod, NULL, NULL, NULL, NULL},
+        {"window_map", 4, 2, 32, 24, gqa_map, m_window, NULL, b_window, NULL, NULL, NULL, NULL},
+        {"softcap", 2, 2, 64, 64, NULL, m_causal, s_softcap, b_causal, b_softcap, NULL, NULL, NULL},
+        {"unilm", 2, 1, 64, 64, NULL, m_unilm, NULL, b_unilm, NULL, in_srclen, srclen, NULL},
+        {"alibi", 4, 4, 16, 16, NULL, m_causal, s_alibi, b_causal, b_alibi, in_slope, NULL, slopes},
+        {"xlnet", 2, 2, 40, 40, NULL, m_rank, NULL, b_rank, NULL, in_rank, ranks, NULL},
+        {"d128", 2, 1, 128, 128, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL},
+    };
+    const Shape shapes[] = {
+        {2, 100, 100, INT64_MIN, 0, 0},   /* prefill, ragged */
+        {1, 37, 53, INT64_MIN, 1, 0},     /* strided, q_offset = 16 */
+        {2, 1, 61, INT64_MIN, 0, 0},      /* decode */
+        {1, 5, 1, INT64_MIN, 0, 0},       /* kv_len 1: rows 0..3 see nothing under causal */
+        {1, 33, 40, -3, 1, 7},            /* negative offset: fully masked rows; odd tile splits */
+        {1, 20, 17, 30, 0, 3},            /* queries past the keys */
+        {3, 64, 64, 0, 0, 0},             /* exactly tiled */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            Shape sh = shapes[s];
+            if (cases[c].i32in == srclen && sh.batch > 3) continue;
+            int64_t off = sh.q_offset == INT64_MIN ? sh.kv_len - sh.q_len : sh.q_offset;
+            /* rank[b, q] needs 0 <= q < 64 (a negative q is an index error, tested apart) */
+            if (cases[c].i32in == ranks && (sh.batch > 2 || off < 0 || off + sh.q_len > 64 || sh.kv_len > 64))
+                continue;
+            for (int prune = 1; prune >= 0; prune--) {
+                if (!prune && s % 3 != 0) continue;
+                char label[128];
+                snprintf(label, sizeof label, "%s/shape%zu%s", cases[c].name, s, prune ? "" : "/noprune");
+                run_case(&cases[c], &sh, prune, label);
+            }
+        }
+}
+
+/* An index outside an input's bounds makes the tile return 1 and never read outside. */
+static bool m_oob(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) { return true; }
+static IrExpr *b_oob(IrFunc *f) {
+    IrExpr *ix = B2(f, IR_ADD, V(f, IR_V_K), I(f, 3)); /* src_len[k + 3]: batch-sized */
+    IrExpr *ld = ir_load(A(f), 0, IR_TY_INT, 1, &ix);
+    return B2(f, IR_GE, ld, I(f, -1000));
+}
+/* guarded by a short-circuit &&: no error */
+static IrExpr *b_guarded(IrFunc *f) {
+    IrExpr *ix = V(f, IR_V_K);
+    IrExpr *ld = ir_load(A(f), 0, IR_TY_INT, 1, &ix);
+    return B2(f, IR_OR, B2(f, IR_GE, V(f, IR_V_K), I(f, 3)), B2(f, IR_GE, ld, I(f, 0)));
+}
+
+static void error_tests(void) {
+    Case cs = {"oob", 1, 1, 16, 16, NULL, m_oob, NULL, b_oob, NULL, in_srclen, srclen, NULL};
+    for (int which = 0; which < 2; which++) {
+        if (which) cs.build_mask = b_guarded, cs.name = "guarded";
+        Built bt;
+        if (!build(&cs, &bt, true)) {
+            CHECK(false, "build %s", cs.name);
+            continue;
+        }
+        attn_rt_args a;
+        memset(&a, 0, sizeof a);
+        float q[16 * 20] = {0}, k[16 * 20] = {0}, v[16 * 20] = {0}, o[16 * 20];
+        a.q = q, a.k = k, a.v = v, a.o = o;
+        a.batch = 3, a.q_len = 20, a.kv_len = 20, a.q_offset = 0;
+        a.q_stride[2] = a.k_stride[2] = a.v_stride[2] = a.o_stride[2] = 16;
+        a.input[0] = srclen;
+        a.input_dim[0][0] = 3;
+        int r = bt.tile(&a, 0, 0, 0, 20);
+        CHECK(which ? r == 0 : r == 1, "%s: tile returned %d", cs.name, r);
+        unbuild(&bt);
+    }
+}
+
+static void target_tests(void) {
+    StrBuf err;
+    sb_init(&err);
+    CgTarget arm = {"aarch64-linux-gnu", NULL, NULL, 2};
+    CHECK(cg_target_vec_width(&arm, &err) == 4, "aarch64 width");
+    CgTarget hsw = {"x86_64-linux-gnu", "haswell", NULL, 2};
+    CHECK(cg_target_vec_width(&hsw, &err) == 8, "haswell width");
+    CgTarget skx = {"x86_64-linux-gnu", "skylake-avx512", NULL, 2};
+    CHECK(cg_target_vec_width(&skx, &err) == 16, "skx width");
+    CgTarget feat = {"x86_64-linux-gnu", "generic", "+avx2,+fma", 2};
+    CHECK(cg_target_vec_width(&feat, &err) == 8, "+avx2 width");
+    CgTarget bogus = {"nonsense-unknown-none", NULL, NULL, 2};
+    CHECK(cg_target_vec_width(&bogus, &err) == 0 && err.len > 0, "unknown triple must fail");
+    int host = cg_target_vec_width(NULL, &err);
+    CHECK(host == 4 || host == 8 || host == 16, "host width %d", host);
+    sb_free(&err);
+
+    /* AOT: object, asm and LLVM for the host, an object for aarch64, LLVM text */
+    Case cs = {"aot", 2, 1, 20, 36, NULL, m_divmod, NULL, b_divmod, NULL, NULL, NULL, NULL};
+    IrModule *m = ir_module_new();
+    IrFunc *f = ir_func_new(m, cs.name);
+    f->heads = 2, f->kv_heads = 1, f->qk_dim = 20, f->v_dim = 36, f->scale = 0.2;
+    f->head_map = arena_alloc(&m->arena, sizeof(int) * 2);
+    f->mask = b_divmod(f);
+    f->score = b_softcap(f);
+    sb_init(&err);
+    PassCtx ctx = {.vec_width = 4, .opt_level = 2, .err = &err};
+    CHECK(pass_run_pipeline(f, &ctx, NULL), "pipeline: %s", sb_str(&err));
+    char obj[] = "/tmp/test_codegen_XXXXXX";
+    int fd = mkstemp(obj);
+    if (fd >= 0) close(fd);
+    CgTarget armt = {"aarch64-linux-gnu", NULL, NULL, 2};
+    CHECK(cg_emit_file(&f, 1, &armt, CG_EMIT_OBJ, obj, &err), "aarch64 obj: %s", sb_str(&err));
+    FILE *fp = fopen(obj, "rb");
+    unsigned char hdr[20] = {0};
+    size_t got = fp ? fread(hdr, 1, sizeof hdr, fp) : 0;
+    if (fp) fclose(fp);
+    CHECK(got == 20 && memcmp(hdr, "\177ELF", 4) == 0 && (hdr[18] | hdr[19] << 8) == 183, "aarch64 ELF");
+    CgTarget hostt = {NULL, NULL, NULL, 2};
+    CHECK(cg_emit_file(&f, 1, &hostt, CG_EMIT_ASM, obj, &err), "host asm: %s", sb_str(&err));
+    CHECK(cg_emit_file(&f, 1, &hostt, CG_EMIT_LLVM, obj, &err), "host ll: %s", sb_str(&err));
+    CHECK(!cg_emit_file(&f, 1, &hostt, CG_EMIT_OBJ, "/nonexistent/dir/x.o", &err), "bad path must fail");
+    remove(obj);
+    char *txt = cg_print_llvm(&f, 1, &hostt, &err);
+    CHECK(txt && strstr(txt, "attnc_aot_tile"), "print llvm");
+    free(txt);
+    char *sym = cg_tile_symbol(f->arena, f);
+    CHECK(sym && strcmp(sym, "attnc_aot_tile") == 0, "symbol");
+    sb_free(&err);
+    ir_module_free(m);
+}
+
+static void *thread_body(void *arg) {
+    const Case *cs = arg;
+    Built bt;
+    bool ok = build(cs, &bt, true);
+    if (ok) unbuild(&bt);
+    else ir_module_free(bt.m);
+    return ok ? arg : NULL;
+}
+
+static void thread_tests(void) {
+    Case cs = {"thr", 2, 2, 64, 64, NULL, m_causal, s_softcap, b_causal, b_softcap, NULL, NULL, NULL};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, thread_body, &cs);
+    for (int i = 0; i < 2; i++) {
+        void *r = NULL;
+        pthread_join(t[i], &r);
+        CHECK(r != NULL, "compile in thread %d", i);
+    }
+}
+
+int main(void) {
+    target_tests();
+    error_tests();
+    thread_tests();
+    kernel_tests();
+    printf("%d passed, %d failed\n", n_pass, n_fail);
+    return n_fail ? 1 : 0;
+}
