@@ -71,6 +71,7 @@ typedef struct FeNode {
     struct FeNode *args; /* operands, arguments or indices, chained by next */
     int nargs;           /* length of args */
     int depth;           /* nesting depth of the tree (a leaf is 1) */
+    bool reported;       /* sema said "undefined" here already (defs expand many times) */
     struct FeNode *next; /* the next node of a list */
 } FeNode;
 

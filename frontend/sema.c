@@ -105,25 +105,26 @@ static const char *plural(int64_t n) { return n == 1 ? "" : "s"; }
 
 // "did you mean"
 
+/* Levenshtein distance with transpositions ("maks" is one edit from "mask"). */
 static size_t edit_distance(const char *a, const char *b) {
     enum { MAXLEN = 64 };
     size_t n = strlen(a), m = strlen(b);
     if (n > MAXLEN || m > MAXLEN) return (size_t)-1;
-    size_t row[MAXLEN + 1];
-    for (size_t j = 0; j <= m; j++) row[j] = j;
+    size_t d[MAXLEN + 1][MAXLEN + 1];
+    for (size_t i = 0; i <= n; i++) d[i][0] = i;
+    for (size_t j = 0; j <= m; j++) d[0][j] = j;
     for (size_t i = 1; i <= n; i++) {
-        size_t diag = row[0];
-        row[0] = i;
         for (size_t j = 1; j <= m; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
+            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
         }
     }
-    return row[m];
+    return d[n][m];
 }
 
 typedef struct Suggest {
@@ -194,6 +195,7 @@ typedef struct Lower {
     Frame stack[FE_MAX_EXPAND];   /* lets and defs being expanded, outermost first */
     int nstack;                   /* their count */
     int rdepth;                   /* recursion depth of lower() */
+    long steps;                   /* lower() calls, bounding the work of failed expansions */
     long nodes;                   /* IR nodes made */
     bool too_big;                 /* the size limit was hit (reported once) */
     FeLoc at;                     /* the statement, for size errors */
@@ -470,7 +472,10 @@ static IrType input_type(const FeStmt *in) {
     return in->type && strcmp(in->type, "i32") == 0 ? IR_TY_INT : IR_TY_FLOAT;
 }
 
-static void undefined(Lower *L, FeLoc loc, const char *name, const char *kind) {
+static void undefined(Lower *L, FeNode *n, const char *name, const char *kind) {
+    if (n->reported) return;
+    n->reported = true;
+    FeLoc loc = n->loc;
     Suggest sg = {name, NULL, (size_t)-1};
     for (int i = L->nbinds - 1; i >= 0; i--) suggest_add(&sg, L->binds[i].name);
     for (size_t i = 0; i < sizeof var_names / sizeof var_names[0]; i++)
@@ -567,7 +572,7 @@ static Val lower_name(Lower *L, FeNode *n) {
         lerr(L, n->loc, "'%s' is a function; call it as %s(...)", n->name, n->name);
         return bad();
     }
-    undefined(L, n->loc, n->name, "name");
+    undefined(L, n, n->name, "name");
     return bad();
 }
 
@@ -618,10 +623,11 @@ static Val const_divisor(Lower *L, FeNode *n, Val y) {
     IrValue v;
     EvStatus st = ceval(y.e, NULL, &v);
     if (st == EV_NONCONST) {
-        lerr(L, yn->start,
-             "division by a runtime value: the divisor of integer '%s' must be a compile-time "
-             "constant (make an operand float for true division)",
-             op_text(n->op));
+        if (n->op == IR_DIV)
+            lerr(L, yn->start, "division by a runtime value (the divisor of an integer '/' must be "
+                               "a constant; make an operand float for true division)");
+        else
+            lerr(L, yn->start, "division by a runtime value (the divisor of '%%' must be a constant)");
         return bad();
     }
     if (st == EV_OVERFLOW) {
@@ -629,8 +635,12 @@ static Val const_divisor(Lower *L, FeNode *n, Val y) {
         return bad();
     }
     if (v.i <= 0) {
-        lerr(L, yn->start, "non-positive divisor: the divisor of integer '%s' must be positive, got %lld",
-             op_text(n->op), (long long)v.i);
+        if (v.i == 0)
+            lerr(L, yn->start, "division by zero (the divisor of integer '%s' must be positive)",
+                 op_text(n->op));
+        else
+            lerr(L, yn->start, "non-positive divisor %lld (the divisor of integer '%s' must be positive)",
+                 (long long)v.i, op_text(n->op));
         return bad();
     }
     return mk_int(L, yn->start, v.i);
@@ -758,7 +768,7 @@ static Val lower_call(Lower *L, FeNode *n) {
             lerr(L, n->loc, "'%s' is not a function", n->name);
             return bad();
         }
-        undefined(L, n->loc, n->name, "function");
+        undefined(L, n, n->name, "function");
         return bad();
     }
     if (n->nargs != s->nparams) {
@@ -805,7 +815,7 @@ static Val lower_index(Lower *L, FeNode *n) {
     }
     FeStmt *s = scope_find(L->scope, name);
     if (!s) {
-        undefined(L, base->loc, name, "name");
+        undefined(L, base, name, "name");
         return bad();
     }
     if (s->kind != FE_S_INPUT) {
@@ -848,6 +858,13 @@ static Val lower_index(Lower *L, FeNode *n) {
 
 static Val lower(Lower *L, FeNode *n) {
     if (L->too_big) return bad();
+    if (++L->steps > 4 * (long)FE_MAX_NODES) {
+        if (!L->too_big)
+            lerr(L, L->at, "expression too large after expanding lets and defs (more than %d nodes)",
+                 FE_MAX_NODES);
+        L->too_big = true;
+        return bad();
+    }
     if (L->rdepth >= 2 * FE_MAX_LOWER_DEPTH) {
         too_deep(L, n->loc);
         return bad();
@@ -1273,9 +1290,8 @@ static void check_block(Sema *S, FeStmt *blk) {
                     break;
                 }
                 if (r.i < 0 || r.i >= kv_heads) {
-                    fe_error(c, at, "kv_head maps h = %lld to %lld, outside [0, %lld) (kv_heads = %lld)",
-                             (long long)h, (long long)r.i, (long long)kv_heads,
-                             (long long)kv_heads);
+                    fe_error(c, at, "kv_head maps h = %lld to %lld, outside [0, kv_heads) = [0, %lld)",
+                             (long long)h, (long long)r.i, (long long)kv_heads);
                     break;
                 }
                 f->head_map[h] = (int)r.i;
