@@ -45,7 +45,7 @@ typedef struct Kern {
     LLVMValueRef qs2, ks2, vs2, os2;           /* row strides */
     LLVMValueRef Qs, KT, ACC, M, L, MB;        /* scratch */
     LLVMTypeRef mbt;                           /* iW: one bit per key lane */
-    LLVMValueRef qlo, last, kb, kv_len;        /* chunk's first position, rows-1; block start */
+    LLVMValueRef qlo, last, npad, kb, kv_len;  /* chunk's first position, rows-1, rows padded to R; block start, key end */
 } Kern;
 
 /* One group of R rows against the packed block; `masked`: apply MB and the kv tail. */
@@ -156,7 +156,7 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
     CgLoop li;
-    LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), cg_i64(c, p->BQ), cg_i64(c, 1), "mi");
+    LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "mi");
     k->env.q = add(c, k->qlo, cg_smin(c, i, k->last));
     LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
     for (int t = 0; t < p->NT; t++) {
@@ -301,12 +301,14 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     LLVMValueRef qc = cg_loop_begin(c, &lq, q0, q1, cg_i64(c, p->BQ), "qc");
     LLVMValueRef nrows = cg_smin(c, cg_i64(c, p->BQ), LLVMBuildSub(b, q1, qc, ""));
     k->last = LLVMBuildSub(b, nrows, cg_i64(c, 1), "last");
+    /* rows rounded up to whole groups of R: the padding rows repeat the last row */
+    k->npad = mul(c, LLVMBuildSDiv(b, add(c, nrows, cg_i64(c, p->R - 1)), cg_i64(c, p->R), ""), cg_i64(c, p->R));
     k->qlo = add(c, q_off, qc);
     LLVMValueRef qhi = add(c, k->qlo, k->last);
     {
         /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
         CgLoop li;
-        LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), cg_i64(c, p->BQ), cg_i64(c, 1), "qi");
+        LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "qi");
         LLVMValueRef rowi = add(c, qc, cg_smin(c, i, k->last));
         LLVMValueRef qoff = mul(c, rowi, k->qs2);
         LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
@@ -410,7 +412,7 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     {
         /* row groups */
         CgLoop lg;
-        LLVMValueRef g = cg_loop_begin(c, &lg, cg_i64(c, 0), cg_i64(c, p->BQ), cg_i64(c, p->R), "g");
+        LLVMValueRef g = cg_loop_begin(c, &lg, cg_i64(c, 0), k->npad, cg_i64(c, p->R), "g");
         LLVMBasicBlockRef bm = cg_block(c, "group_masked");
         LLVMBasicBlockRef bf = cg_block(c, "group_full");
         LLVMBasicBlockRef join = cg_block(c, "group_done");
