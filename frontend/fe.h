@@ -167,6 +167,9 @@ typedef struct FeParse {
     size_t off;           /* byte offset of (line, col) */
     FeBracket *brackets;  /* unclosed brackets, innermost last */
     int nbrackets;        /* their count */
+    int nbrackets_before; /* their count before the last token (which may open or close one) */
+    bool garbage;         /* bad characters were skipped since the last token */
+    bool garbage_before;  /* ... before the last token: a syntax error there is their echo */
     FeTok hist[3];        /* the last tokens scanned, newest (the parser's lookahead) first */
     FeStmt *first, *last; /* top-level items parsed so far */
     bool nest_reported;   /* "nested too deeply" was said */

@@ -134,13 +134,12 @@ static FeStmt *stmt_block(FeParse *p, FeStmtKind kind, FeSpan at, const char *na
 
 %%
 
-/* file := { item } ; errors skip to the next ';' or '}' */
+/* file := { stmt } ; errors skip to the next ';' or '}' (reporting resumes at once after a '}') */
 file
     : %empty
     | file stmt             { fe_add_item(p, $2); }
-    | file block            { fe_add_item(p, $2); }
     | file error ";"
-    | file error "}"
+    | file error "}"        { yyerrok; }
     ;
 
 /* block := 'attention' NAME '{' { stmt } '}' */
@@ -148,7 +147,7 @@ block
     : "attention" IDENT "{" stmts "}"
                             { $$ = stmt_block(p, FE_S_ATTENTION, @1, $2, @2, $4); }
     | "attention" IDENT "{" stmts error "}"
-                            { $$ = stmt_block(p, FE_S_ATTENTION, @1, $2, @2, $4); }
+                            { $$ = stmt_block(p, FE_S_ATTENTION, @1, $2, @2, $4); yyerrok; }
     ;
 
 stmts
@@ -160,7 +159,7 @@ stmts
 /* stmt := NAME '=' expr ';' | 'let' NAME '=' expr ';' | 'param' NAME '=' expr ';'
  *       | 'def' NAME '(' [ NAME { ',' NAME } ] ')' '=' expr ';'
  *       | 'input' TYPE NAME [ '[' expr { ',' expr } ']' ] ';'
- *       | 'mla' '{' { stmt } '}'
+ *       | 'mla' '{' { stmt } '}' | block
  * Which statement may appear where is checked by sema.c, with better messages. */
 stmt
     : IDENT "=" expr ";"    { $$ = stmt_named(p, FE_S_ASSIGN, @1, $1, @1, $3); }
@@ -176,9 +175,10 @@ stmt
                             { $$ = stmt_input(p, @1, $2, @2, $3, @3, (FeNodeList){0}); }
     | "input" IDENT IDENT "[" exprs "]" ";"
                             { $$ = stmt_input(p, @1, $2, @2, $3, @3, $5); }
+    | block
     | "mla" "{" stmts "}"   { $$ = stmt_block(p, FE_S_MLA, @1, NULL, @1, $3); }
     | "mla" "{" stmts error "}"
-                            { $$ = stmt_block(p, FE_S_MLA, @1, NULL, @1, $3); }
+                            { $$ = stmt_block(p, FE_S_MLA, @1, NULL, @1, $3); yyerrok; }
     ;
 
 names
@@ -297,12 +297,13 @@ static int yyreport_syntax_error(const yypcontext_t *yctx, void *scanner, FePars
     bool eof = tok == YYSYMBOL_YYEOF;
     const char *found = tok_text(p, &p->hist[0]);
 
-    /* the innermost bracket still open before the lookahead (which may itself open one) */
-    int nb = p->nbrackets;
-    if (nb > 0 && p->brackets[nb - 1].loc.off == at.off && !eof) nb--;
+    /* the innermost bracket open before the lookahead (which may open or close one) */
+    int nb = p->nbrackets_before;
     const FeBracket *open = nb > 0 ? &p->brackets[nb - 1] : NULL;
 
-    if (open && (eof || (open->open != '{' && want[closer_kind(open->open)]))) {
+    if (p->garbage_before) {
+        /* the scanner reported the characters it skipped; this error is their consequence */
+    } else if (open && (eof || (open->open != '{' && want[closer_kind(open->open)]))) {
         fe_error(c, eof ? after : at, "expected '%c' to close %s (opened at line %d), found %s",
                  closer_of(open->open), open->what, open->loc.line, found);
     } else if (want[YYSYMBOL_SEMI]) {

@@ -1213,7 +1213,9 @@ static void check_block(Sema *S, FeStmt *blk) {
             else
                 mla = s;
             break;
-        case FE_S_ATTENTION: unreachable();
+        case FE_S_ATTENTION:
+            fe_error(c, s->loc, "attention blocks cannot be nested");
+            break;
         }
     }
     for (FeStmt *s = blk->body; s; s = s->next)
@@ -1406,8 +1408,7 @@ static void apply_defines(Sema *S) {
             }
         }
         if (!found)
-            fe_error_cmdline(c, "unknown -D name '%s' (no param of that name in %s)", name,
-                             c->file.name);
+            fe_error_cmdline(c, "unknown -D name '%s' (no param of that name)", name);
         else if (!ok)
             fe_error_cmdline(c, "-D %s=%s: the value must be an int, a float, true or false", name,
                              def->value ? def->value : "");
