@@ -149,6 +149,27 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
         }
 }
 
+/* In-register transpose of W rows of W floats: log2(W) rounds of interleaving row i with
+ * row i + W/2 (a perfect shuffle); after them rows[l] holds the old column l. */
+static void transpose(Cg *c, LLVMValueRef *rows) {
+    int W = c->W;
+    LLVMValueRef lo[64], hi[64], tmp[64];
+    for (int i = 0; i < W / 2; i++) {
+        lo[2 * i] = cg_i32(c, i);
+        lo[2 * i + 1] = cg_i32(c, W + i);
+        hi[2 * i] = cg_i32(c, W / 2 + i);
+        hi[2 * i + 1] = cg_i32(c, W + W / 2 + i);
+    }
+    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)W), mhi = LLVMConstVector(hi, (unsigned)W);
+    for (int s = 1; s < W; s *= 2) {
+        for (int i = 0; i < W / 2; i++) {
+            tmp[2 * i] = LLVMBuildShuffleVector(c->b, rows[i], rows[i + W / 2], mlo, "");
+            tmp[2 * i + 1] = LLVMBuildShuffleVector(c->b, rows[i], rows[i + W / 2], mhi, "");
+        }
+        for (int i = 0; i < W; i++) rows[i] = tmp[i];
+    }
+}
+
 /* MB[i][t] for every row of the chunk: the mask (if `eval`) and k < kv_len, as lane bits;
  * ORs them into *any_slot. */
 static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
@@ -390,21 +411,24 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
         LLVMPositionBuilderAtEnd(b, after);
     }
     {
-        /* pack K transposed: KT[d][j] = K[kb + j][d], zero past kv_len */
+        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d], zero past the keys */
         CgLoop lj;
-        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "kj");
-        LLVMValueRef key = add(c, k->kb, j);
-        LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
-        LLVMValueRef krow = cg_smin(c, key, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""));
-        LLVMValueRef koff = mul(c, krow, k->ks2);
+        LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, p->W), "kj");
+        LLVMValueRef rows[64];
+        LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
         for (int ch = 0; ch * p->W < p->QK; ch++) {
             int n = tail_lanes(p->QK, p->W, ch);
-            LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), n);
-            v = LLVMBuildSelect(b, valid, v, LLVMConstNull(c->vf), "");
+            for (int r = 0; r < p->W; r++) {
+                LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
+                LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
+                LLVMValueRef koff = mul(c, cg_smin(c, key, klast), k->ks2);
+                LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), n);
+                rows[r] = LLVMBuildSelect(b, valid, v, LLVMConstNull(c->vf), "");
+            }
+            transpose(c, rows);
             for (int l = 0; l < n; l++) {
-                LLVMValueRef x = LLVMBuildExtractElement(b, v, cg_i32(c, l), "");
-                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)(ch * p->W + l) * p->BK), j));
-                cg_store(c, x, dst, 4);
+                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)(ch * p->W + l) * p->BK), j0));
+                cg_store(c, rows[l], dst, (unsigned)p->W * 4);
             }
         }
         cg_loop_end(c, &lj);
