@@ -19,6 +19,7 @@ enum {
     FE_MAX_NODES = 100000,     /* IR nodes of one statement after expansion */
     FE_MAX_HEADS = 65536,      /* largest `heads` */
     FE_MAX_DIM = 16384,        /* largest `head_dim` / `v_dim` */
+    FE_MAX_BLOCKS = 1024,      /* attention blocks in one file */
 };
 #define FE_MAX_FILE ((size_t)64 << 20) /* bytes of one spec */
 #define FE_MAX_INPUT_DIM ((int64_t)1 << 31) /* largest constant dimension of an input */

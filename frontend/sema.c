@@ -1456,8 +1456,16 @@ void fe_sema(FeCtx *c) {
     apply_defines(S);
     for (FeStmt *s = c->items; s; s = s->next)
         if (s->kind == FE_S_PARAM && s->scope == &S->global) eval_param(S, s);
-    for (FeStmt *s = c->items; s && !c->stop; s = s->next)
-        if (s->kind == FE_S_ATTENTION) check_block(S, s);
+    int nchecked = 0;
+    for (FeStmt *s = c->items; s && !c->stop; s = s->next) {
+        if (s->kind != FE_S_ATTENTION) continue;
+        if (nchecked++ == FE_MAX_BLOCKS) {
+            fe_error(c, s->name_loc, "too many attention blocks (at most %d per file)",
+                     FE_MAX_BLOCKS);
+            break;
+        }
+        check_block(S, s);
+    }
     if (nblocks == 0) {
         FeLoc at = {&c->file, 1, 1, 0};
         fe_error(c, at, "no attention block in this file");
