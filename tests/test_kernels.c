@@ -13,6 +13,10 @@
  * — one key too many or too few among n <= 257 — moves an output by ~|v|/n >= 4e-3. The
  * same bound is used for lse (|lse| <= ~70 with ALiBi biases). Rows that see no key must be
  * exactly 0 with lse = -inf.
+ * f16 / bf16 storage: the inputs are rounded to the storage type before the references see
+ * them, so only the output's rounding remains: half an ulp, 2^-11 (f16) or 2^-8 (bf16)
+ * relative, plus the f32 error above; the bounds are 1e-3 + 1e-3|ref| and 8e-3 + 8e-3|ref|.
+ * lse is f32 in every case and keeps the f32 bound.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -67,20 +71,88 @@ static const char *const layout_names[] = {"dense", "padded", "bshd"};
 #define LEAD_PAD 8 /* elements before the view's first element */
 #define TAIL_PAD 8 /* elements after its last */
 
-/* A float tensor view inside a larger buffer. */
+/* Storage conversions, written here (not shared with the runtime or the interpreter). */
+static uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffff;
+    if (ax >= 0x7f800000) return (uint16_t)(sign | (ax > 0x7f800000 ? 0x7e00 : 0x7c00));
+    if (ax >= 0x477ff000) return (uint16_t)(sign | 0x7c00); /* rounds to infinity */
+    if (ax < 0x38800000) {                                  /* a half subnormal */
+        float a;
+        memcpy(&a, &ax, 4);
+        return (uint16_t)(sign | (uint32_t)nearbyintf(a * 16777216.0f));
+    }
+    uint32_t h = ((((ax >> 23) - 127 + 15) << 10) | ((ax & 0x7fffff) >> 13));
+    uint32_t rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; /* to nearest even */
+    return (uint16_t)(sign | h);
+}
+
+static float f16_to_f32(uint16_t h) {
+    int e = (h >> 10) & 31, m = h & 1023;
+    float v = e == 0 ? ldexpf((float)m, -24)
+              : e == 31 ? (m ? NAN : INFINITY)
+                        : ldexpf((float)(m + 1024), e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+
+static uint16_t f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+static float bf16_to_f32(uint16_t h) {
+    uint32_t x = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static int64_t dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+
+static const char *dtype_name(attn_dtype t) {
+    return t == ATTN_F16 ? "f16" : t == ATTN_BF16 ? "bf16" : "f32";
+}
+
+static void elem_store(attn_dtype t, void *base, int64_t i, float v) {
+    if (t == ATTN_F16) ((uint16_t *)base)[i] = f32_to_f16(v);
+    else if (t == ATTN_BF16) ((uint16_t *)base)[i] = f32_to_bf16(v);
+    else ((float *)base)[i] = v;
+}
+
+static float elem_load(attn_dtype t, const void *base, int64_t i) {
+    if (t == ATTN_F16) return f16_to_f32(((const uint16_t *)base)[i]);
+    if (t == ATTN_BF16) return bf16_to_f32(((const uint16_t *)base)[i]);
+    return ((const float *)base)[i];
+}
+
+/* The value the storage type keeps of v. */
+static float elem_round(attn_dtype t, float v) {
+    if (t == ATTN_F16) return f16_to_f32(f32_to_f16(v));
+    if (t == ATTN_BF16) return bf16_to_f32(f32_to_bf16(v));
+    return v;
+}
+
+/* A tensor view inside a larger buffer of `dtype` elements. */
 typedef struct View {
-    float *base;         /* the whole allocation */
+    attn_dtype dtype;    /* element type */
+    char *base;          /* the whole allocation */
     int64_t total;       /* elements in base */
     bool *inside;        /* [total]: element belongs to the view */
     attn_tensor t;       /* what the call sees */
     int64_t str[ATTN_MAX_DIMS]; /* resolved strides */
 } View;
 
-/* Builds a view of `shape` in `layout`, fills the padding with `pad` and the view from the
- * dense row-major `src` (or with `fill` when src is NULL). */
-static bool view_make(View *v, int ndim, const int64_t *shape, Layout layout, float pad,
-                      const float *src, float fill) {
+/* Builds a view of `shape` in `layout`, fills the padding with `pad` (stored as `dtype`) and
+ * the view from the dense row-major `src` (or with `fill` when src is NULL). */
+static bool view_make(View *v, attn_dtype dtype, int ndim, const int64_t *shape, Layout layout,
+                      float pad, const float *src, float fill) {
     memset(v, 0, sizeof *v);
+    v->dtype = dtype;
     int64_t *s = v->str;
     if (layout == LAYOUT_BSHD && ndim != 4) layout = LAYOUT_PADDED;
     switch (layout) {
@@ -110,11 +182,10 @@ static bool view_make(View *v, int ndim, const int64_t *shape, Layout layout, fl
     int64_t last = 0;
     for (int d = 0; d < ndim; d++) last += (shape[d] - 1) * s[d];
     v->total = LEAD_PAD + last + 1 + TAIL_PAD;
-    v->base = malloc(sizeof(float) * (size_t)v->total);
+    v->base = malloc((size_t)(dtype_size(dtype) * v->total));
     v->inside = calloc((size_t)v->total, sizeof(bool));
     if (!v->base || !v->inside) return false;
-    for (int64_t i = 0; i < v->total; i++) v->base[i] = pad;
-    float *data = v->base + LEAD_PAD;
+    for (int64_t i = 0; i < v->total; i++) elem_store(dtype, v->base, i, pad);
     int64_t idx[4] = {0, 0, 0, 0}, n = 1;
     for (int d = 0; d < ndim; d++) n *= shape[d];
     for (int64_t lin = 0; lin < n; lin++) {
@@ -124,10 +195,10 @@ static bool view_make(View *v, int ndim, const int64_t *shape, Layout layout, fl
             rem /= shape[d];
             off += idx[d] * s[d];
         }
-        data[off] = src ? src[lin] : fill;
+        elem_store(dtype, v->base, LEAD_PAD + off, src ? src[lin] : fill);
         v->inside[LEAD_PAD + off] = true;
     }
-    v->t.data = data;
+    v->t.data = v->base + LEAD_PAD * dtype_size(dtype);
     v->t.ndim = ndim;
     for (int d = 0; d < ndim; d++) {
         v->t.shape[d] = shape[d];
@@ -145,14 +216,16 @@ static void view_free(View *v) {
 static float view_at(const View *v, const int64_t *idx) {
     int64_t off = 0;
     for (int d = 0; d < v->t.ndim; d++) off += idx[d] * v->str[d];
-    return ((const float *)v->t.data)[off];
+    return elem_load(v->dtype, v->t.data, off);
 }
 
 /* Elements outside the view that no longer hold the canary. */
 static int64_t view_canary_damage(const View *v, float canary, int64_t *first) {
-    int64_t bad = 0;
+    int64_t bad = 0, es = dtype_size(v->dtype);
+    char want[4];
+    elem_store(v->dtype, want, 0, canary);
     for (int64_t i = 0; i < v->total; i++)
-        if (!v->inside[i] && memcmp(&v->base[i], &canary, sizeof canary) != 0) {
+        if (!v->inside[i] && memcmp(v->base + i * es, want, (size_t)es) != 0) {
             if (!bad) *first = i - LEAD_PAD;
             bad++;
         }
@@ -172,6 +245,7 @@ typedef struct Variant {
     int ndefines;
     int no_prune;               /* -fno-prune */
     int opt_level;              /* -O */
+    attn_dtype dtype;           /* storage type of q, k, v, o (inline specs may change it) */
     RefKernel ref;              /* the hand-written description, overrides applied */
 } Variant;
 
@@ -202,6 +276,8 @@ static const Case cases[] = {
     {3, 7, 33, 200, true, LAYOUT_DENSE, 2, "q_offset past kv_len"},
     {1, 100, 257, 57, false, LAYOUT_PADDED, 2, "mid-sequence chunk"},
     {2, 257, 33, 5, true, LAYOUT_DENSE, 2, "long query block, short keys"},
+    {1, 1, 2049, DEF, true, LAYOUT_DENSE, 0, "long decode, threads 0 (all cores)"},
+    {2, 3, 1500, DEF, true, LAYOUT_PADDED, 3, "few queries, long keys, 3 threads"},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
@@ -289,9 +365,17 @@ static void inputs_free(Inputs *ins) {
 // ---------------------------------------------------------------------------------------------
 // One case.
 
-static bool close_enough(double got, double want) {
+/* The bound of the comment at the top, per storage type. */
+static double tol_of(attn_dtype t) { return t == ATTN_F16 ? 1e-3 : t == ATTN_BF16 ? 8e-3 : ATOL; }
+
+/* Worst |got - want| / bound seen, per storage type (how much margin the bounds leave). */
+static double g_worst[3];
+
+static bool close_enough(double got, double want, double tol, int stat) {
     if (isinf(want) || isinf(got)) return got == want;
-    return fabs(got - want) <= ATOL + RTOL * fabs(want);
+    double bound = tol + tol * fabs(want), r = fabs(got - want) / bound;
+    if (stat >= 0 && r > g_worst[stat]) g_worst[stat] = r;
+    return fabs(got - want) <= bound;
 }
 
 static void case_desc(char *buf, size_t n, const Case *c) {
@@ -315,7 +399,10 @@ static bool run_case(const Variant *var, attn_kernel *kern, const IrFunc *f, con
     int64_t no = B * H * Lq * Dv, nl = B * H * Lq;
     float *q = malloc(sizeof(float) * (size_t)nq), *k = malloc(sizeof(float) * (size_t)nk);
     float *v = malloc(sizeof(float) * (size_t)nv);
-    float *oi = malloc(sizeof(float) * (size_t)no), *li = malloc(sizeof(float) * (size_t)nl);
+    attn_dtype dt = var->dtype;
+    double tol = tol_of(dt);
+    void *oi = malloc((size_t)(dtype_size(dt) * no));
+    float *li = malloc(sizeof(float) * (size_t)nl);
     double *oc = malloc(sizeof(double) * (size_t)no), *lc = malloc(sizeof(double) * (size_t)nl);
     int64_t *nvis = malloc(sizeof(int64_t) * (size_t)nl);
     View vq, vk, vv, vo, vl;
@@ -332,13 +419,17 @@ static bool run_case(const Variant *var, attn_kernel *kern, const IrFunc *f, con
     for (int64_t i = 0; i < nq; i++) q[i] = rng_normal();
     for (int64_t i = 0; i < nk; i++) k[i] = rng_normal();
     for (int64_t i = 0; i < nv; i++) v[i] = rng_normal();
+    /* the references see exactly what the storage type keeps */
+    for (int64_t i = 0; i < nq; i++) q[i] = elem_round(dt, q[i]);
+    for (int64_t i = 0; i < nk; i++) k[i] = elem_round(dt, k[i]);
+    for (int64_t i = 0; i < nv; i++) v[i] = elem_round(dt, v[i]);
     int64_t qs[4] = {B, H, Lq, Dq}, ks[4] = {B, KH, Lk, Dq}, vs[4] = {B, KH, Lk, Dv};
     int64_t os[4] = {B, H, Lq, Dv}, ls[3] = {B, H, Lq};
-    bool made = view_make(&vq, 4, qs, c->layout, NAN, q, 0) &
-                view_make(&vk, 4, ks, c->layout, NAN, k, 0) &
-                view_make(&vv, 4, vs, c->layout, NAN, v, 0) &
-                view_make(&vo, 4, os, c->layout, OUT_CANARY, NULL, OUT_GARBAGE);
-    if (c->lse) made &= view_make(&vl, 3, ls, c->layout, OUT_CANARY, NULL, OUT_GARBAGE);
+    bool made = view_make(&vq, dt, 4, qs, c->layout, NAN, q, 0) &
+                view_make(&vk, dt, 4, ks, c->layout, NAN, k, 0) &
+                view_make(&vv, dt, 4, vs, c->layout, NAN, v, 0) &
+                view_make(&vo, dt, 4, os, c->layout, OUT_CANARY, NULL, OUT_GARBAGE);
+    if (c->lse) made &= view_make(&vl, ATTN_F32, 3, ls, c->layout, OUT_CANARY, NULL, OUT_GARBAGE);
     MaskCtx mc;
     memset(&mc, 0, sizeof mc);
     for (int i = 0; i < REF_MAX_PARAMS; i++) mc.p[i] = rk->param_values[i];
@@ -422,9 +513,10 @@ static bool run_case(const Variant *var, attn_kernel *kern, const IrFunc *f, con
                 for (int64_t d = 0; d < Dv; d++) {
                     int64_t idx[4] = {b, h, i, d};
                     double got = view_at(&vo, idx), want = oc[row * Dv + d];
-                    double interp = oi[row * Dv + d];
-                    bool bad = masked ? got != 0.0 : (isnan(got) || !close_enough(got, want));
-                    bool ibad = ist == ATTN_OK && (isnan(interp) || !close_enough(interp, want));
+                    double interp = elem_load(dt, oi, row * Dv + d);
+                    bool bad = masked ? got != 0.0
+                                      : (isnan(got) || !close_enough(got, want, tol, (int)dt));
+                    bool ibad = ist == ATTN_OK && (isnan(interp) || !close_enough(interp, want, tol, -1));
                     if ((bad || ibad) && reports++ < MAX_REPORTS)
                         printf("FAIL %s [%s]: o[b=%lld,h=%lld,i=%lld (q=%lld),d=%lld]: got %.9g, "
                                "expected %.9g (C ref), %.9g (interp)%s%s\n",
@@ -438,8 +530,8 @@ static bool run_case(const Variant *var, attn_kernel *kern, const IrFunc *f, con
                     int64_t idx[3] = {b, h, i};
                     double got = view_at(&vl, idx), want = lc[row], interp = li[row];
                     bool bad = masked ? !(isinf(got) && got < 0)
-                                      : (isnan(got) || !close_enough(got, want));
-                    bool ibad = ist == ATTN_OK && !close_enough(interp, want);
+                                      : (isnan(got) || !close_enough(got, want, ATOL, 0));
+                    bool ibad = ist == ATTN_OK && !close_enough(interp, want, ATOL, -1);
                     if ((bad || ibad) && reports++ < MAX_REPORTS)
                         printf("FAIL %s [%s]: lse[b=%lld,h=%lld,i=%lld (q=%lld)]: got %.9g, "
                                "expected %.9g (C ref), %.9g (interp)%s\n",
@@ -492,8 +584,16 @@ static void check(bool ok) {
     else g_fail++;
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void run_variant(const Variant *var) {
     const RefKernel *rk = &var->ref;
+    double t0 = now_s();
+    int fails0 = g_fail;
     attn_options opts;
     attn_options_init(&opts);
     opts.kernel = var->kernel;
@@ -531,16 +631,17 @@ static void run_variant(const Variant *var) {
     /* The descriptor must match the hand-written numbers. */
     const attn_rt_desc *d = attn_kernel_desc(kern);
     bool dok = d->heads == rk->heads && d->kv_heads == rk->kv_heads && d->qk_dim == rk->qk_dim &&
-               d->v_dim == rk->v_dim && d->dtype == ATTN_F32;
+               d->v_dim == rk->v_dim && d->dtype == var->dtype;
     int nin = 0;
     while (nin < REF_MAX_INPUTS && rk->inputs[nin] != REF_IN_NONE) nin++;
     dok &= d->ninputs == nin;
     for (int i = 0; dok && i < nin; i++) dok &= !strcmp(d->inputs[i].name, ref_input_name(rk->inputs[i]));
     if (!dok) {
-        printf("FAIL %s: descriptor heads=%d kv_heads=%d qk_dim=%d v_dim=%d dtype=%d ninputs=%d, "
-               "expected %d %d %d %d f32 %d\n",
-               var->label, d->heads, d->kv_heads, d->qk_dim, d->v_dim, (int)d->dtype, d->ninputs,
-               rk->heads, rk->kv_heads, rk->qk_dim, rk->v_dim, nin);
+        printf("FAIL %s: descriptor heads=%d kv_heads=%d qk_dim=%d v_dim=%d dtype=%s ninputs=%d, "
+               "expected %d %d %d %d %s %d\n",
+               var->label, d->heads, d->kv_heads, d->qk_dim, d->v_dim, dtype_name(d->dtype),
+               d->ninputs, rk->heads, rk->kv_heads, rk->qk_dim, rk->v_dim, dtype_name(var->dtype),
+               nin);
         check(false);
         goto done;
     }
@@ -574,6 +675,8 @@ static void run_variant(const Variant *var) {
         ran++;
     }
     if (rk->q_indexes_input) check(run_case(var, kern, f, &index_error_case, NCASES, true));
+    printf("%s %s: %d cases, compile %.0f ms, total %.2f s\n", g_fail == fails0 ? "ok  " : "FAIL",
+           var->label, ran, attn_kernel_compile_ms(kern), now_s() - t0);
 done:
     sb_free(&sdiags);
     sb_free(&msg);
@@ -715,6 +818,47 @@ int main(int argc, char **argv) {
         if (wanted(&var, filter)) run_variant(&var);
     }
 
+    /* 16-bit storage types through inline specs. */
+    static const struct {
+        const char *text, *kernel;
+        attn_dtype dtype;
+        RefKernel ref;
+    } halves[] = {
+        {"attention half_causal { heads = 4; kv_heads = 2; head_dim = 64; dtype = f16;\n"
+         "    mask = causal; }\n",
+         "half_causal", ATTN_F16,
+         {.heads = 4, .kv_heads = 2, .qk_dim = 64, .v_dim = 64, .mask = mask_causal}},
+        {"attention half_unilm { input i32 src_len[batch]; heads = 2; head_dim = 32;\n"
+         "    v_dim = 48; dtype = f16; mask = k < src_len[b] || k <= q; }\n",
+         "half_unilm", ATTN_F16,
+         {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 48, .mask = mask_unilm,
+          .inputs = {REF_IN_SRC_LEN}}},
+        {"attention bf16_softcap { heads = 4; kv_heads = 1; head_dim = 32; dtype = bf16;\n"
+         "    mask = sliding(13); score = 2.0 * tanh(score / 2.0); }\n",
+         "bf16_softcap", ATTN_BF16,
+         {.heads = 4, .kv_heads = 1, .qk_dim = 32, .v_dim = 32, .mask = mask_sliding,
+          .score = score_softcap2, .param_values = {13}}},
+        {"attention bf16_atrous { heads = 2; head_dim = 64; dtype = bf16;\n"
+         "    mask = (q - k) % 3 == 0; }\n",
+         "bf16_atrous", ATTN_BF16,
+         {.heads = 2, .kv_heads = 2, .qk_dim = 64, .v_dim = 64, .mask = mask_dilated,
+          .param_values = {3}}},
+    };
+    for (size_t i = 0; i < sizeof halves / sizeof halves[0]; i++) {
+        memset(&var, 0, sizeof var);
+        var.path = "dtype_inline.attn";
+        var.text = halves[i].text;
+        var.kernel = halves[i].kernel;
+        var.opt_level = 3;
+        var.dtype = halves[i].dtype;
+        var.ref = halves[i].ref;
+        var.ref.file = var.path;
+        var.ref.kernel = var.kernel;
+        snprintf(var.label, sizeof var.label, "inline %s (%s)", halves[i].kernel,
+                 dtype_name(halves[i].dtype));
+        if (wanted(&var, filter)) run_variant(&var);
+    }
+
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("%d fully masked rows checked, %d index-error cases, %d cases skipped (cost or "
@@ -724,6 +868,8 @@ int main(int argc, char **argv) {
         printf("FAIL no case produced a fully masked row\n");
         g_fail++;
     }
+    printf("worst error / bound: f32 %.3f, f16 %.3f, bf16 %.3f (1.0 is the limit)\n", g_worst[0],
+           g_worst[1], g_worst[2]);
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
