@@ -19,6 +19,7 @@
  * lse is f32 in every case and keeps the f32 bound.
  */
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,6 +248,13 @@ typedef struct Variant {
     int opt_level;              /* -O */
     attn_dtype dtype;           /* storage type of q, k, v, o (inline specs may change it) */
     RefKernel ref;              /* the hand-written description, overrides applied */
+    char pathbuf[1024];         /* owns path for example files */
+    char textbuf[512];          /* owns text for inline specs */
+    /* the JIT compile, done ahead in a second thread */
+    attn_kernel *kern;          /* NULL when it failed */
+    char *diags;                /* its diagnostics */
+    attn_error err;             /* its error */
+    attn_status st;             /* its status */
 } Variant;
 
 typedef struct Case {
@@ -590,29 +598,43 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void run_variant(const Variant *var) {
+static void variant_options(const Variant *var, attn_options *opts) {
+    attn_options_init(opts);
+    opts->kernel = var->kernel;
+    opts->defines = var->defines;
+    opts->ndefines = var->ndefines;
+    opts->no_prune = var->no_prune;
+    opts->opt_level = var->opt_level;
+}
+
+/* The JIT compile of one variant; runs on a second thread while the previous variant's
+ * cases run on the first (attn_compile is documented thread-safe). */
+static void *compile_variant(void *arg) {
+    Variant *var = arg;
+    attn_options opts;
+    variant_options(var, &opts);
+    var->st = attn_compile(var->path, var->text, &opts, &var->kern, &var->diags, &var->err);
+    return NULL;
+}
+
+static void run_variant(Variant *var) {
     const RefKernel *rk = &var->ref;
     double t0 = now_s();
     int fails0 = g_fail;
     attn_options opts;
-    attn_options_init(&opts);
-    opts.kernel = var->kernel;
-    opts.defines = var->defines;
-    opts.ndefines = var->ndefines;
-    opts.no_prune = var->no_prune;
-    opts.opt_level = var->opt_level;
-    attn_kernel *kern = NULL;
-    char *diags = NULL;
-    attn_error err;
-    attn_status st = attn_compile(var->path, var->text, &opts, &kern, &diags, &err);
-    if (st != ATTN_OK) {
-        printf("FAIL %s: attn_compile: %s: %s\n%s", var->label, attn_status_name(st), err.message,
-               diags ? diags : "");
-        attn_free(diags);
+    variant_options(var, &opts);
+    attn_kernel *kern = var->kern;
+    attn_error err = var->err;
+    if (var->st != ATTN_OK) {
+        printf("FAIL %s: attn_compile: %s: %s\n%s", var->label, attn_status_name(var->st),
+               var->err.message, var->diags ? var->diags : "");
+        attn_free(var->diags);
+        var->diags = NULL;
         check(false);
         return;
     }
-    attn_free(diags);
+    attn_free(var->diags);
+    var->diags = NULL;
 
     StrBuf sdiags, msg;
     sb_init(&sdiags);
@@ -688,16 +710,16 @@ done:
 // The variants: every example block, some with -D overrides or -fno-prune, and inline specs
 // for GQA ratios.
 
-static bool variant_from_file(Variant *var, const char *dir, char *pathbuf, size_t pathlen,
-                              const char *file, const char *kernel) {
+static bool variant_from_file(Variant *var, const char *dir, const char *file,
+                              const char *kernel) {
     const RefKernel *rk = ref_find(file, kernel);
     if (!rk) {
         printf("FAIL test bug: no reference for %s:%s\n", file, kernel);
         return false;
     }
     memset(var, 0, sizeof *var);
-    snprintf(pathbuf, pathlen, "%s/%s", dir, file);
-    var->path = pathbuf;
+    snprintf(var->pathbuf, sizeof var->pathbuf, "%s/%s", dir, file);
+    var->path = var->pathbuf;
     var->kernel = kernel;
     var->opt_level = 3;
     var->ref = *rk;
@@ -717,6 +739,29 @@ static void variant_define(Variant *var, const char *def, int64_t value) {
     snprintf(var->label + len, sizeof var->label - len, " -D %s", def);
 }
 
+typedef struct VariantList {
+    Variant *v;
+    int n, cap;
+} VariantList;
+
+/* Appends a copy of `var`, its path and text pointing into the copy's own buffers. */
+static void add_variant(VariantList *l, const Variant *var) {
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 64;
+        Variant *nv = realloc(l->v, sizeof *nv * (size_t)cap);
+        if (!nv) {
+            printf("FAIL out of memory\n");
+            g_fail++;
+            return;
+        }
+        l->v = nv, l->cap = cap;
+    }
+    Variant *d = &l->v[l->n++];
+    *d = *var;
+    if (var->path == var->pathbuf) d->path = d->pathbuf;
+    if (var->text == var->textbuf) d->text = d->textbuf;
+}
+
 static bool wanted(const Variant *var, const char *filter) {
     return !filter || strstr(var->label, filter);
 }
@@ -729,15 +774,15 @@ int main(int argc, char **argv) {
     const char *dir = argv[1], *filter = argc > 2 ? argv[2] : NULL;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    char path[1024];
+    VariantList list = {0};
     Variant var;
 
     /* Every example block as written. */
     for (int i = 0; i < ref_nkernels; i++) {
-        if (!variant_from_file(&var, dir, path, sizeof path, ref_kernels[i].file,
+        if (!variant_from_file(&var, dir, ref_kernels[i].file,
                                ref_kernels[i].kernel))
             continue;
-        if (wanted(&var, filter)) run_variant(&var);
+        if (wanted(&var, filter)) add_variant(&list, &var);
     }
 
     /* -D overrides that make the masks bite differently. */
@@ -754,14 +799,14 @@ int main(int argc, char **argv) {
         {"softcap.attn", "gemma2_local", "window=32", 32},
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
-        if (!variant_from_file(&var, dir, path, sizeof path, defs[i].file, defs[i].kernel)) continue;
+        if (!variant_from_file(&var, dir, defs[i].file, defs[i].kernel)) continue;
         variant_define(&var, defs[i].def, defs[i].value);
-        if (wanted(&var, filter)) run_variant(&var);
+        if (wanted(&var, filter)) add_variant(&list, &var);
     }
-    if (variant_from_file(&var, dir, path, sizeof path, "sparse_fixed.attn", "sparse_fixed")) {
+    if (variant_from_file(&var, dir, "sparse_fixed.attn", "sparse_fixed")) {
         variant_define(&var, "stride=8", 8);
         variant_define(&var, "c=3", 3);
-        if (wanted(&var, filter)) run_variant(&var);
+        if (wanted(&var, filter)) add_variant(&list, &var);
     }
 
     /* -fno-prune and -O0 must give the same results. */
@@ -773,16 +818,16 @@ int main(int argc, char **argv) {
         {"local.attn", "local_sliding"},
     };
     for (size_t i = 0; i < sizeof noprune / sizeof noprune[0]; i++) {
-        if (!variant_from_file(&var, dir, path, sizeof path, noprune[i].file, noprune[i].kernel))
+        if (!variant_from_file(&var, dir, noprune[i].file, noprune[i].kernel))
             continue;
         var.no_prune = 1;
         strncat(var.label, " -fno-prune", sizeof var.label - strlen(var.label) - 1);
-        if (wanted(&var, filter)) run_variant(&var);
+        if (wanted(&var, filter)) add_variant(&list, &var);
     }
-    if (variant_from_file(&var, dir, path, sizeof path, "causal_lm.attn", "gpt_small")) {
+    if (variant_from_file(&var, dir, "causal_lm.attn", "gpt_small")) {
         var.opt_level = 0;
         strncat(var.label, " -O0", sizeof var.label - strlen(var.label) - 1);
-        if (wanted(&var, filter)) run_variant(&var);
+        if (wanted(&var, filter)) add_variant(&list, &var);
     }
 
     /* GQA ratios through inline specs: kv_heads in {1, 2, 4, heads}, plus a head map and a
@@ -799,14 +844,13 @@ int main(int argc, char **argv) {
         {2, 0, "true", NULL, 0},
     };
     for (size_t i = 0; i < sizeof gqa / sizeof gqa[0]; i++) {
-        char text[512];
         memset(&var, 0, sizeof var);
-        snprintf(text, sizeof text,
+        snprintf(var.textbuf, sizeof var.textbuf,
                  "# GQA ratio test\nattention gqa_inline {\n    heads = 8;  kv_heads = %d;  "
                  "head_dim = 32;\n%s    mask = %s;\n}\n",
                  gqa[i].kv_heads, gqa[i].head_mod ? "    kv_head = h % 2;\n" : "", gqa[i].mask);
         var.path = "gqa_inline.attn";
-        var.text = text;
+        var.text = var.textbuf;
         var.kernel = "gqa_inline";
         var.opt_level = 3;
         var.ref = (RefKernel){.file = "gqa_inline.attn", .kernel = "gqa_inline", .heads = 8,
@@ -815,7 +859,7 @@ int main(int argc, char **argv) {
                               .param_values = {gqa[i].p0}};
         snprintf(var.label, sizeof var.label, "inline heads=8 kv_heads=%d%s mask=%s",
                  gqa[i].kv_heads, gqa[i].head_mod ? " kv_head=h%2" : "", gqa[i].mask);
-        if (wanted(&var, filter)) run_variant(&var);
+        if (wanted(&var, filter)) add_variant(&list, &var);
     }
 
     /* 16-bit storage types through inline specs. */
@@ -856,8 +900,24 @@ int main(int argc, char **argv) {
         var.ref.kernel = var.kernel;
         snprintf(var.label, sizeof var.label, "inline %s (%s)", halves[i].kernel,
                  dtype_name(halves[i].dtype));
-        if (wanted(&var, filter)) run_variant(&var);
+        if (wanted(&var, filter)) add_variant(&list, &var);
     }
+
+    /* Run them, compiling variant i+1 in a second thread while variant i runs. */
+    pthread_t ahead;
+    bool ahead_running = false;
+    for (int i = 0; i < list.n; i++) {
+        if (ahead_running) {
+            pthread_join(ahead, NULL);
+            ahead_running = false;
+        } else {
+            compile_variant(&list.v[i]);
+        }
+        if (i + 1 < list.n)
+            ahead_running = pthread_create(&ahead, NULL, compile_variant, &list.v[i + 1]) == 0;
+        run_variant(&list.v[i]);
+    }
+    free(list.v);
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
