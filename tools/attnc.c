@@ -1134,15 +1134,30 @@ static int mask_svg(MaskView *v, const IrFunc *f, const attn_rt_args *a, const c
     fprintf(out, "<title>%s: q_len %" PRId64 ", kv_len %" PRId64 ", q_offset %" PRId64 "%s</title>\n", f->name,
             a->q_len, a->kv_len, a->q_offset, exact ? "" : " (sampled)");
     static const char *const fill[] = {"#f1f3f5", "#1c4e80", "#ffe8a3"}; /* empty, full, partial */
-    int64_t counts[3] = {0, 0, 0};
-    for (int64_t r0 = 0; r0 < v->rows; r0 += tile)
-        for (int64_t c0 = 0; c0 < v->cols; c0 += tile) {
-            int64_t r1 = r0 + tile < v->rows ? r0 + tile : v->rows, c1 = c0 + tile < v->cols ? c0 + tile : v->cols;
-            MaskClass k = view_class(v, r0, r1, c0, c1, NULL);
-            counts[k]++;
-            fprintf(out, "<rect x=\"%.3f\" y=\"%.3f\" width=\"%.3f\" height=\"%.3f\" fill=\"%s\"/>\n", (double)c0 * px,
-                    (double)r0 * px, (double)(c1 - c0) * px, (double)(r1 - r0) * px, fill[k]);
-            if (k != MASK_PARTIAL || !cells) continue;
+    int64_t counts[3] = {0, 0, 0}, ntiles = (v->cols + tile - 1) / tile;
+    MaskClass *row = malloc((size_t)ntiles * sizeof *row);
+    if (!row) {
+        fclose(out);
+        return cli_error(EXIT_INPUT, "out of memory");
+    }
+    for (int64_t r0 = 0; r0 < v->rows; r0 += tile) {
+        int64_t r1 = r0 + tile < v->rows ? r0 + tile : v->rows;
+        for (int64_t t = 0; t < ntiles; t++) {
+            int64_t c0 = t * tile, c1 = c0 + tile < v->cols ? c0 + tile : v->cols;
+            row[t] = view_class(v, r0, r1, c0, c1, NULL);
+            counts[row[t]]++;
+        }
+        for (int64_t t = 0; t < ntiles;) { /* one rect per run of tiles of one class */
+            int64_t t0 = t;
+            while (t < ntiles && row[t] == row[t0]) t++;
+            int64_t c0 = t0 * tile, c1 = t * tile < v->cols ? t * tile : v->cols;
+            fprintf(out, "<rect x=\"%.3f\" y=\"%.3f\" width=\"%.3f\" height=\"%.3f\" fill=\"%s\"/>\n",
+                    (double)c0 * px, (double)r0 * px, (double)(c1 - c0) * px, (double)(r1 - r0) * px, fill[row[t0]]);
+        }
+        if (!cells) continue;
+        for (int64_t t = 0; t < ntiles; t++) {
+            if (row[t] != MASK_PARTIAL) continue;
+            int64_t c0 = t * tile, c1 = c0 + tile < v->cols ? c0 + tile : v->cols;
             for (int64_t i = r0; i < r1; i++) /* runs of visible pairs in each row */
                 for (int64_t j = c0; j < c1;) {
                     if (!view_at(v, i, j)) {
@@ -1155,6 +1170,8 @@ static int mask_svg(MaskView *v, const IrFunc *f, const attn_rt_args *a, const c
                             (double)j0 * px, (double)i * px, (double)(j - j0) * px, px, fill[MASK_FULL]);
                 }
         }
+    }
+    free(row);
     fprintf(out,
             "<text x=\"2\" y=\"%.1f\" font-family=\"monospace\" font-size=\"11\">%" PRId64 "x%" PRId64
             " tiles: %" PRId64 " empty, %" PRId64 " full, %" PRId64 " partial</text>\n",
