@@ -49,10 +49,47 @@ typedef struct Kern {
 } Kern;
 
 /* One group of R rows against the packed block; `masked`: apply MB and the kv tail. */
-static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
+static void transpose(Cg *c, LLVMValueRef *rows);
+
+/* Scores of one row against W keys from K directly (no packing): a dot product per key over
+ * the d chunks, then a transpose-and-add turns the W partial vectors into one score vector. */
+static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t) {
+    Cg *c = k->c;
+    const Plan *p = &k->p;
+    LLVMValueRef qv[64], part[64];
+    LLVMValueRef qrow = cg_gep(c, c->f32, k->Qs, mul(c, row, cg_i64(c, p->QK)));
+    int nch = (p->QK + p->W - 1) / p->W;
+    for (int ch = 0; ch < nch; ch++) {
+        qv[ch] = cg_load(c, c->vf, cg_gep(c, c->f32, qrow, cg_i64(c, ch * p->W)), 4);
+        int n = tail_lanes(p->QK, p->W, ch);
+        /* lanes past qk_dim hold the next row's q: zero them */
+        if (n < p->W) qv[ch] = LLVMBuildSelect(c->b, cg_lane_mask(c, n), qv[ch], LLVMConstNull(c->vf), "");
+    }
+    LLVMValueRef klast = LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), "");
+    for (int j = 0; j < p->W; j++) {
+        LLVMValueRef key = cg_smin(c, add(c, k->kb, cg_i64(c, t * p->W + j)), klast);
+        LLVMValueRef koff = mul(c, key, k->ks2);
+        LLVMValueRef acc = LLVMConstNull(c->vf);
+        for (int ch = 0; ch < nch; ch++) {
+            LLVMValueRef kv = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+            acc = cg_fma(c, qv[ch], kv, acc);
+        }
+        part[j] = acc;
+    }
+    transpose(c, part);
+    LLVMValueRef s = part[0];
+    for (int l = 1; l < p->W; l++) s = LLVMBuildFAdd(c->b, s, part[l], "");
+    return s;
+}
+
+/* One group of `nr` rows against the key block; `masked`: apply MB and the kv tail; `dot`:
+ * scores from K directly (few rows), else from the packed KT. */
+static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    Plan pl = k->p;
+    pl.R = nr;
+    const Plan *p = &pl;
     const IrFunc *f = k->f;
     enum { MAXR = 16, MAXT = 8, MAXC = 64 };
     LLVMValueRef s[MAXR][MAXT], mv[MAXR][MAXT], acc[MAXR][MAXC];
@@ -64,15 +101,20 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
         for (int t = 0; t < p->NT; t++) s[r][t] = LLVMConstNull(c->vf);
     }
     /* scores */
-    LLVMValueRef qrow[MAXR];
-    for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
-    for (int d = 0; d < p->QK; d++) {
-        LLVMValueRef kt[MAXT];
-        for (int t = 0; t < p->NT; t++)
-            kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, cg_i64(c, (int64_t)d * p->BK + t * p->W)), va);
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
-            for (int t = 0; t < p->NT; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
+    if (dot) {
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < p->NT; t++) s[r][t] = dot_scores(k, row[r], t);
+    } else {
+        LLVMValueRef qrow[MAXR];
+        for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
+        for (int d = 0; d < p->QK; d++) {
+            LLVMValueRef kt[MAXT];
+            for (int t = 0; t < p->NT; t++)
+                kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, cg_i64(c, (int64_t)d * p->BK + t * p->W)), va);
+            for (int r = 0; r < p->R; r++) {
+                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
+                for (int t = 0; t < p->NT; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
+            }
         }
     }
     /* score mod and mask */
@@ -195,6 +237,9 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     cg_store(c, acc_any, any_slot, 8);
     cg_loop_end(c, &li);
 }
+
+/* Up to this many rows in a chunk, scoring straight from K beats packing KT. */
+static int dot_rows(const Plan *p) { return p->R > 8 ? p->R : 8; }
 
 static Plan make_plan(const IrFunc *f) {
     Plan p;
@@ -326,6 +371,7 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     k->npad = mul(c, LLVMBuildSDiv(b, add(c, nrows, cg_i64(c, p->R - 1)), cg_i64(c, p->R), ""), cg_i64(c, p->R));
     k->qlo = add(c, q_off, qc);
     LLVMValueRef qhi = add(c, k->qlo, k->last);
+    LLVMValueRef few = LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, dot_rows(p)), "few");
     {
         /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
         CgLoop li;
@@ -410,6 +456,30 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
         LLVMBuildBr(b, after);
         LLVMPositionBuilderAtEnd(b, after);
     }
+    /* few rows (decode): scores straight from K, row by row; else pack K once for all groups */
+    LLVMBasicBlockRef bdot = cg_block(c, "dotrows");
+    LLVMBasicBlockRef bpack = cg_block(c, "packrows");
+    LLVMBasicBlockRef bdone = cg_block(c, "blockdone");
+    LLVMBuildCondBr(b, few, bdot, bpack);
+    LLVMPositionBuilderAtEnd(b, bdot);
+    {
+        CgLoop lr;
+        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
+        LLVMBasicBlockRef bm = cg_block(c, "dot_masked");
+        LLVMBasicBlockRef bf = cg_block(c, "dot_full");
+        LLVMBasicBlockRef join = cg_block(c, "dot_done");
+        LLVMBuildCondBr(b, part, bm, bf);
+        LLVMPositionBuilderAtEnd(b, bm);
+        emit_group(k, r, true, 1, true);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, bf);
+        emit_group(k, r, false, 1, true);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, join);
+        cg_loop_end(c, &lr);
+    }
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, bpack);
     {
         /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d], zero past the keys */
         CgLoop lj;
@@ -442,14 +512,16 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
         LLVMBasicBlockRef join = cg_block(c, "group_done");
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
-        emit_group(k, g, true);
+        emit_group(k, g, true, p->R, false);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
-        emit_group(k, g, false);
+        emit_group(k, g, false, p->R, false);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
         cg_loop_end(c, &lg);
     }
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, bdone);
     cg_loop_end(c, &lk);
 
     {
