@@ -1384,6 +1384,21 @@ static bool parse_define(const char *v, IrType *t, int64_t *iv, double *fv) {
     return true;
 }
 
+/* Gives `s` the value of `def` if it is a param of that name; counts the matches. */
+static void define_param(FeStmt *s, const FeDefine *def, const char *name, bool ok, IrType t,
+                         int64_t iv, double fv, int *found) {
+    if (s->kind != FE_S_PARAM || strcmp(s->name, name) != 0) return;
+    ++*found;
+    if (!ok) return;
+    s->define = def;
+    s->ptype = t;
+    s->pival = iv;
+    s->pfval = fv;
+    s->pstate = FE_P_OK;
+}
+
+/* Every param of the name, top-level or in any block, takes the -D value; the last -D of a
+ * name wins. */
 static void apply_defines(Sema *S) {
     FeCtx *c = S->c;
     for (int d = 0; d < c->ndefs; d++) {
@@ -1395,17 +1410,12 @@ static void apply_defines(Sema *S) {
         bool ok = parse_define(def->value, &t, &iv, &fv);
         int found = 0;
         for (FeStmt *it = c->items; it; it = it->next) {
-            FeStmt *list = it->kind == FE_S_ATTENTION ? it->body : it;
-            for (FeStmt *s = list; s; s = it->kind == FE_S_ATTENTION ? s->next : NULL) {
-                if (s->kind != FE_S_PARAM || strcmp(s->name, name) != 0) continue;
-                found++;
-                if (!ok) continue;
-                s->define = def;
-                s->ptype = t;
-                s->pival = iv;
-                s->pfval = fv;
-                s->pstate = FE_P_OK;
+            if (it->kind != FE_S_ATTENTION) {
+                define_param(it, def, name, ok, t, iv, fv, &found);
+                continue;
             }
+            for (FeStmt *s = it->body; s; s = s->next)
+                define_param(s, def, name, ok, t, iv, fv, &found);
         }
         if (!found)
             fe_error_cmdline(c, "unknown -D name '%s' (no param of that name)", name);
