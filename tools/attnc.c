@@ -1,8 +1,8 @@
 /* attnc.c — the command line of SPEC.md §4: check, dump, build, run, bench, mask.
  *
- * Exit status: 0 success, 1 an error in the input (spec diagnostics, bad .npy, shapes that do
- * not fit, a failed compile), 2 bad usage (unknown option, missing or malformed argument,
- * unknown or ambiguous --kernel, a -D of an unknown param). */
+ * Exit status: 0 success, 1 an error in the input (spec diagnostics, including a bad -D; a bad
+ * .npy; shapes that do not fit; a failed compile), 2 bad usage (unknown command or option, a
+ * missing or malformed value, an unknown or ambiguous --kernel). See docs/cli.md. */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include <errno.h>
