@@ -756,18 +756,18 @@ static Val lower_builtin_call(Lower *L, FeNode *n, int fn) {
 }
 
 static Val lower_call(Lower *L, FeNode *n) {
-    FeStmt *s = NULL;
-    bool bound = false;
+    /* the same resolution order as lower_name: def parameters, built-ins, scopes */
+    bool value = builtin_var(n->name) >= 0;
     for (int i = 0; i < L->nbinds; i++)
-        if (strcmp(L->binds[i].name, n->name) == 0) bound = true;
-    if (!bound && builtin_var(n->name) < 0) s = scope_find(L->scope, n->name);
-    if (!s || s->kind != FE_S_DEF) {
+        if (strcmp(L->binds[i].name, n->name) == 0) value = true;
+    FeStmt *s = value ? NULL : scope_find(L->scope, n->name);
+    if (value || (s && s->kind != FE_S_DEF)) {
+        lerr(L, n->loc, "'%s' is not a function", n->name);
+        return bad();
+    }
+    if (!s) {
         int fn = builtin_fn(n->name);
-        if (fn >= 0 && !bound && !s) return lower_builtin_call(L, n, fn);
-        if (bound || builtin_var(n->name) >= 0 || s) {
-            lerr(L, n->loc, "'%s' is not a function", n->name);
-            return bad();
-        }
+        if (fn >= 0) return lower_builtin_call(L, n, fn);
         undefined(L, n, n->name, "function");
         return bad();
     }
