@@ -286,7 +286,17 @@ static const Case cases[] = {
     {2, 257, 33, 5, true, LAYOUT_DENSE, 2, "long query block, short keys"},
     {1, 1, 2049, DEF, true, LAYOUT_DENSE, 0, "long decode, threads 0 (all cores)"},
     {2, 3, 1500, DEF, true, LAYOUT_PADDED, 3, "few queries, long keys, 3 threads"},
+    {2, 7, 33, 3000000005LL, true, LAYOUT_DENSE, 1, "q_offset beyond int32"},
+    {1, 7, 33, -3000000005LL, true, LAYOUT_DENSE, 2, "q_offset below -2^31"},
 };
+
+/* Cases a kernel skips because f32 cannot represent its scores there (not a kernel bug): an
+ * ALiBi bias of slope * 3e9 leaves no significant bits for the score differences. */
+static bool case_beyond_f32(const RefKernel *rk, const Case *c) {
+    bool huge = c->q_offset != ATTN_Q_OFFSET_DEFAULT &&
+                (c->q_offset > 2000000000LL || c->q_offset < -2000000000LL);
+    return huge && rk->score && rk->score != score_softcap50 && rk->score != score_softcap2;
+}
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
 /* The extra case of kernels that index an input by q: queries past kv_len must be reported. */
@@ -684,7 +694,8 @@ static void run_variant(Variant *var) {
     for (int ci = 0; ci < NCASES; ci++) {
         const Case *c = &cases[ci];
         int64_t off = c->q_offset == DEF ? c->kv_len - c->q_len : c->q_offset;
-        if (rk->q_indexes_input && (off < 0 || off + c->q_len > c->kv_len)) {
+        if ((rk->q_indexes_input && (off < 0 || off + c->q_len > c->kv_len)) ||
+            case_beyond_f32(rk, c)) {
             g_skip++;
             continue;
         }
@@ -737,6 +748,116 @@ static void variant_define(Variant *var, const char *def, int64_t value) {
             var->ref.param_values[i] = value;
     size_t len = strlen(var->label);
     snprintf(var->label + len, sizeof var->label - len, " -D %s", def);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several threads running one kernel at once ("Several threads may run kernels at once").
+
+#define CONC_THREADS 3
+#define CONC_ITERS 6
+
+typedef struct ConcJob {
+    attn_kernel *kern;          /* shared by every job */
+    attn_call call;             /* this job's tensors */
+    const double *want;         /* C reference o */
+    int64_t n;                  /* elements of o */
+    int bad_iters;              /* iterations whose o disagreed */
+    attn_status st;             /* first failing status */
+} ConcJob;
+
+static void *conc_job(void *arg) {
+    ConcJob *j = arg;
+    float *o = j->call.o.data;
+    for (int it = 0; it < CONC_ITERS; it++) {
+        for (int64_t i = 0; i < j->n; i++) o[i] = OUT_GARBAGE;
+        j->call.threads = it % 3; /* 0 (the kernel's pool), 1, 2 */
+        attn_error err;
+        attn_status st = attn_run(j->kern, &j->call, &err);
+        if (st != ATTN_OK) {
+            j->st = st;
+            j->bad_iters++;
+            continue;
+        }
+        for (int64_t i = 0; i < j->n; i++)
+            if (!close_enough(o[i], j->want[i], ATOL, 0)) {
+                j->bad_iters++;
+                break;
+            }
+    }
+    return NULL;
+}
+
+static void run_concurrent(void) {
+    static const char text[] =
+        "attention conc { heads = 4; kv_heads = 2; head_dim = 32; mask = sliding(20); }\n";
+    RefKernel rk = {.file = "conc.attn", .kernel = "conc", .heads = 4, .kv_heads = 2,
+                    .qk_dim = 32, .v_dim = 32, .mask = mask_sliding, .param_values = {20}};
+    const int64_t B = 2, Lq = 33, Lk = 100, nq = B * 4 * Lq * 32, nk = B * 2 * Lk * 32;
+    attn_options opts;
+    attn_options_init(&opts);
+    opts.threads = 2;
+    attn_kernel *kern = NULL;
+    attn_error err;
+    char *diags = NULL;
+    if (attn_compile("conc.attn", text, &opts, &kern, &diags, &err) != ATTN_OK) {
+        printf("FAIL concurrent runs: attn_compile: %s\n%s", err.message, diags ? diags : "");
+        attn_free(diags);
+        check(false);
+        return;
+    }
+    ConcJob jobs[CONC_THREADS];
+    float *bufs[CONC_THREADS][4];
+    double *want[CONC_THREADS], *lse[CONC_THREADS];
+    memset(bufs, 0, sizeof bufs);
+    bool ok = true;
+    for (int t = 0; t < CONC_THREADS; t++) {
+        int64_t sizes[4] = {nq, nk, nk, nq};
+        for (int i = 0; i < 4; i++) {
+            bufs[t][i] = malloc(sizeof(float) * (size_t)sizes[i]);
+            for (int64_t e = 0; bufs[t][i] && e < sizes[i]; e++) bufs[t][i][e] = rng_normal();
+        }
+        want[t] = malloc(sizeof(double) * (size_t)nq);
+        lse[t] = malloc(sizeof(double) * (size_t)(B * 4 * Lq));
+        memset(&jobs[t], 0, sizeof jobs[t]);
+        if (!bufs[t][0] || !bufs[t][1] || !bufs[t][2] || !bufs[t][3] || !want[t] || !lse[t]) {
+            ok = false;
+            continue;
+        }
+        MaskCtx mc = {.p = {20}, .batch = B, .q_len = Lq, .kv_len = Lk, .heads = 4};
+        ref_attention(&rk, &mc, Lk - Lq, bufs[t][0], bufs[t][1], bufs[t][2], want[t], lse[t], NULL);
+        attn_call *c = &jobs[t].call;
+        attn_tensor *ts[4] = {&c->q, &c->k, &c->v, &c->o};
+        for (int i = 0; i < 4; i++) {
+            bool kv = i == 1 || i == 2;
+            ts[i]->data = bufs[t][i], ts[i]->ndim = 4;
+            ts[i]->shape[0] = B, ts[i]->shape[1] = kv ? 2 : 4, ts[i]->shape[2] = kv ? Lk : Lq;
+            ts[i]->shape[3] = 32;
+        }
+        c->q_offset = ATTN_Q_OFFSET_DEFAULT;
+        jobs[t].kern = kern, jobs[t].want = want[t], jobs[t].n = nq;
+    }
+    pthread_t th[CONC_THREADS];
+    bool started[CONC_THREADS] = {false};
+    for (int t = 0; ok && t < CONC_THREADS; t++)
+        started[t] = pthread_create(&th[t], NULL, conc_job, &jobs[t]) == 0;
+    for (int t = 0; t < CONC_THREADS; t++)
+        if (started[t]) pthread_join(th[t], NULL);
+    for (int t = 0; t < CONC_THREADS; t++) {
+        if (jobs[t].bad_iters) {
+            printf("FAIL concurrent runs: thread %d: %d of %d runs of one kernel from %d threads "
+                   "at once disagree with the C reference%s%s\n",
+                   t, jobs[t].bad_iters, CONC_ITERS, CONC_THREADS, jobs[t].st ? ": " : "",
+                   jobs[t].st ? attn_status_name(jobs[t].st) : "");
+            ok = false;
+        }
+        for (int i = 0; i < 4; i++) free(bufs[t][i]);
+        free(want[t]);
+        free(lse[t]);
+    }
+    printf("%s concurrent runs: %d threads x %d runs of one kernel\n", ok ? "ok  " : "FAIL",
+           CONC_THREADS, CONC_ITERS);
+    check(ok);
+    attn_kernel_free(kern);
 }
 
 typedef struct VariantList {
@@ -918,6 +1039,7 @@ int main(int argc, char **argv) {
         run_variant(&list.v[i]);
     }
     free(list.v);
+    if (!filter || strstr("concurrent", filter)) run_concurrent();
 
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
