@@ -28,4 +28,13 @@ void rt_parallel_for(attn_rt_pool *pool, int64_t ntasks, rt_task_fn fn, void *ct
 void rt_parallel_for_n(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn,
                        void *ctx);
 
+// gemm.c
+
+/* C[M x N] = A[M x K] . B[K x N] (row-major, leading dims in elements). */
+void rt_sgemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                 int64_t ldb, float *C, int64_t ldc);
+/* C[M x N] = A[M x K] . B[N x K]^T. */
+void rt_sgemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                 int64_t ldb, float *C, int64_t ldc);
+
 #endif
