@@ -143,6 +143,20 @@ typedef struct IrPrune {
     IrExpr *all_see;  /* BOOL: true only if every pair of the tile is visible (full tile) */
 } IrPrune;
 
+typedef enum IrAbsorb { IR_ABSORB_AUTO, IR_ABSORB_ON, IR_ABSORB_OFF } IrAbsorb;
+
+/* DeepSeek's multi-head latent attention (SPEC §3). An MLA func is, as written, the
+ * up-projected form: heads == kv_heads, qk_dim = nope_dim + rope_dim, v_dim = mla v_dim; the
+ * absorb pass adds the absorbed variant (one shared K/V head over the latent cache). */
+typedef struct IrMla {
+    bool present;         /* the block has an `mla { }` */
+    int kv_rank;          /* latent width (c_kv) */
+    int rope_dim;         /* decoupled RoPE width, shared by all heads on the key side */
+    int nope_dim;         /* per-head non-RoPE Q/K width */
+    int v_dim;            /* per-head value width */
+    IrAbsorb absorb;      /* the spec's `absorb = ...` */
+} IrMla;
+
 typedef struct IrFunc {
     const char *name;      /* the attention block's name */
     int heads;             /* query heads */
@@ -163,6 +177,8 @@ typedef struct IrFunc {
     int output;            /* value number of the output o */
     IrSchedule sched;      /* tiling, filled by the schedule pass */
     IrPrune prune;         /* mask analysis, filled by the prune pass */
+    IrMla mla;             /* multi-head latent attention, when present */
+    struct IrFunc *absorbed; /* MLA: the absorbed variant (absorb pass), else NULL */
     Arena *arena;          /* where its trees live (the module's) */
 } IrFunc;
 

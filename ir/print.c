@@ -129,6 +129,10 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "attention @%s {\n", f->name);
     sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s\n", f->heads, f->kv_heads,
               f->qk_dim, f->v_dim, dtype_name(f->dtype));
+    if (f->mla.present)
+        sb_printf(sb, "  mla kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, absorb %s\n",
+                  f->mla.kv_rank, f->mla.rope_dim, f->mla.nope_dim, f->mla.v_dim,
+                  f->mla.absorb == IR_ABSORB_ON ? "on" : f->mla.absorb == IR_ABSORB_OFF ? "off" : "auto");
     sb_puts(sb, "  scale ");
     print_float(sb, f->scale);
     sb_puts(sb, "\n");
@@ -198,6 +202,13 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_puts(sb, "  return ");
     print_value(sb, f->output);
     sb_puts(sb, "\n}\n");
+    if (f->absorbed) {
+        const IrFunc *g = f->absorbed;
+        sb_printf(sb, "; absorbed: %%q = [w_uk[h] . q_nope | q_rope] (%d wide), "
+                      "%%k = [c_kv | k_rope] (%d wide, one head), %%v = c_kv (%d wide), "
+                      "o = %%o . w_uv[h]\n", g->qk_dim, g->qk_dim, g->v_dim);
+        ir_print_func(sb, g);
+    }
 }
 
 void ir_print_module(StrBuf *sb, const IrModule *m) {

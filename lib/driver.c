@@ -90,6 +90,8 @@ bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const 
         .vec_width = w,
         .opt_level = opts && opts->opt_level >= 0 ? opts->opt_level : 3,
         .no_prune = opts && opts->no_prune,
+        .absorb = !opts ? IR_ABSORB_AUTO : opts->absorb == ATTN_ABSORB_ON ? IR_ABSORB_ON
+                : opts->absorb == ATTN_ABSORB_OFF ? IR_ABSORB_OFF : IR_ABSORB_AUTO,
         .err = err,
     };
     if (stop_after && !pass_find(stop_after)) {

@@ -5,6 +5,7 @@
 
 const Pass pass_table[] = {
     {"fold", pass_fold, "fold constants and simplify mask, score and head-map expressions"},
+    {"absorb", pass_absorb, "MLA: add the variant that scores against the latent cache"},
     {"flash", pass_flash, "fuse qk/scale/score/mask/softmax/pv into one online-softmax op"},
     {"prune", pass_prune, "derive key bounds and empty/full tile tests from the mask"},
     {"schedule", pass_schedule, "choose vector width, query/key tiles and register rows"},
@@ -21,7 +22,10 @@ bool pass_run_pipeline(IrFunc *f, PassCtx *ctx, const char *stop_after) {
     if (!ir_verify_func(f, ctx->err)) return false;
     for (const Pass *p = pass_table; p->name; p++) {
         if (!p->run(f, ctx)) return false;
-        if (!ir_verify_func(f, ctx->err)) {
+        /* an MLA func's absorbed variant goes through every later pass with it */
+        bool own = f->absorbed && p->run != pass_absorb;
+        if (own && !p->run(f->absorbed, ctx)) return false;
+        if (!ir_verify_func(f, ctx->err) || (f->absorbed && !ir_verify_func(f->absorbed, ctx->err))) {
             sb_printf(ctx->err, "(after pass %s)\n", p->name);
             return false;
         }

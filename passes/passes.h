@@ -9,6 +9,7 @@ typedef struct PassCtx {
     int vec_width;  /* f32 lanes of the target's widest vector */
     int opt_level;  /* 0..3 */
     bool no_prune;  /* -fno-prune */
+    IrAbsorb absorb; /* --absorb on|off overrides the spec; AUTO keeps it */
     StrBuf *err;    /* where a failing pass explains itself */
 } PassCtx;
 
@@ -28,6 +29,7 @@ const Pass *pass_find(const char *name);
 bool pass_run_pipeline(IrFunc *f, PassCtx *ctx, const char *stop_after);
 
 bool pass_fold(IrFunc *f, PassCtx *ctx);
+bool pass_absorb(IrFunc *f, PassCtx *ctx);
 bool pass_flash(IrFunc *f, PassCtx *ctx);
 bool pass_prune(IrFunc *f, PassCtx *ctx);
 bool pass_schedule(IrFunc *f, PassCtx *ctx);
