@@ -1,22 +1,10 @@
 /* The C API of attn.h: a spec compiled once, JIT-linked, run many times from any thread. */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "driver.h"
-
-struct attn_kernel {
-    IrModule *module;                          /* owns the IR the descriptor points into */
-    CgJit *jit;                                /* owns the machine code */
-    attn_rt_desc desc;                         /* what the runtime needs */
-    attn_rt_input_desc inputs[ATTN_MAX_INPUTS]; /* desc.inputs */
-    int threads;                               /* default thread count of runs */
-    double compile_ms;                         /* cold compile time */
-    pthread_mutex_t pool_lock;                 /* guards pool */
-    attn_rt_pool *pool;                        /* created at the first threaded run */
-};
+#include "kernel.h"
 
 void attn_options_init(attn_options *opts) {
     memset(opts, 0, sizeof *opts);
@@ -75,12 +63,21 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
     }
-    attn_rt_tile_fn tile = NULL;
-    if (!cg_jit(&f, 1, &target, &kern->jit, &tile, &msg)) {
+    /* MLA: the up-projected form unless absorption is forced, the absorbed one if built */
+    IrFunc *funcs[2];
+    int n = 0;
+    bool forced_on = f->mla.present && (opts->absorb == ATTN_ABSORB_ON ||
+                                        (opts->absorb == ATTN_ABSORB_SPEC && f->mla.absorb == IR_ABSORB_ON));
+    if (!forced_on) funcs[n++] = f;
+    if (f->absorbed) funcs[n++] = f->absorbed;
+    attn_rt_tile_fn tiles[2] = {NULL, NULL};
+    if (!cg_jit(funcs, n, &target, &kern->jit, tiles, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
     }
-    drv_desc_init(f, &kern->desc, kern->inputs, tile);
+    drv_desc_init(f, &kern->desc, kern->inputs, forced_on ? NULL : tiles[0]);
+    kern->mla = f->mla;
+    if (f->absorbed) drv_desc_init(f->absorbed, &kern->desc_abs, kern->inputs_abs, tiles[n - 1]);
     kern->threads = opts->threads;
     kern->compile_ms = now_ms() - t0;
     sb_free(&diags);
@@ -100,21 +97,36 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
         fail(err, ATTN_ERR_NULL, "attn_run: kernel and call are required");
         return ATTN_ERR_NULL;
     }
+    if (kern->mla.present) {
+        fail(err, ATTN_ERR_ARG, "attn_run: an MLA kernel takes attn_run_mla");
+        return ATTN_ERR_ARG;
+    }
     attn_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;
-    if (c.threads == 1) return attn_rt_launch(&kern->desc, &c, NULL, err);
-    /* one pool per kernel; a second thread running the same kernel meanwhile gets its own
-     * short-lived threads rather than waiting */
-    if (pthread_mutex_trylock(&kern->pool_lock) != 0) return attn_rt_launch(&kern->desc, &c, NULL, err);
-    if (kern->pool && c.threads > attn_rt_pool_threads(kern->pool)) {
+    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    attn_status st = attn_rt_launch(&kern->desc, &c, pool, err);
+    kern_pool_release(kern, pool);
+    return st;
+}
+
+/* One pool per kernel; a second thread running the same kernel meanwhile gets short-lived
+ * threads of its own rather than waiting. */
+attn_rt_pool *kern_pool_acquire(attn_kernel *kern, int threads) {
+    if (threads == 1 || pthread_mutex_trylock(&kern->pool_lock) != 0) return NULL;
+    if (kern->pool && threads > attn_rt_pool_threads(kern->pool)) {
         attn_rt_pool_destroy(kern->pool);
         kern->pool = NULL;
     }
-    if (!kern->pool) kern->pool = attn_rt_pool_create(c.threads);
-    attn_status st = attn_rt_launch(&kern->desc, &c, kern->pool, err);
-    pthread_mutex_unlock(&kern->pool_lock);
-    return st;
+    if (!kern->pool) kern->pool = attn_rt_pool_create(threads);
+    if (!kern->pool) pthread_mutex_unlock(&kern->pool_lock);
+    return kern->pool;
 }
+
+void kern_pool_release(attn_kernel *kern, attn_rt_pool *pool) {
+    if (pool) pthread_mutex_unlock(&kern->pool_lock);
+}
+
+int attn_kernel_is_mla(const attn_kernel *kern) { return kern && kern->mla.present; }
 
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kern) { return kern ? &kern->desc : NULL; }
 

@@ -1,0 +1,28 @@
+/* kernel.h — the compiled kernel object behind attn.h, shared by lib/attnc.c and lib/mla.c. */
+#ifndef ATTNC_KERNEL_H
+#define ATTNC_KERNEL_H
+
+#include <pthread.h>
+
+#include "driver.h"
+
+struct attn_kernel {
+    IrModule *module;                          /* owns the IR the descriptors point into */
+    CgJit *jit;                                /* owns the machine code */
+    attn_rt_desc desc;                         /* what the runtime needs (MLA: up-projected) */
+    attn_rt_input_desc inputs[ATTN_MAX_INPUTS]; /* desc.inputs */
+    IrMla mla;                                 /* MLA sizes; mla.present for MLA kernels */
+    attn_rt_desc desc_abs;                     /* MLA: the absorbed variant (tile NULL if absent) */
+    attn_rt_input_desc inputs_abs[ATTN_MAX_INPUTS]; /* desc_abs.inputs */
+    int threads;                               /* default thread count of runs */
+    double compile_ms;                         /* cold compile time */
+    pthread_mutex_t pool_lock;                 /* guards pool */
+    attn_rt_pool *pool;                        /* created at the first threaded run */
+};
+
+/* The kernel's pool for a run with `threads` threads, locked; NULL (run serially or with a
+ * temporary pool) when threads == 1 or another thread holds it. Release with kern_pool_release. */
+attn_rt_pool *kern_pool_acquire(attn_kernel *kern, int threads);
+void kern_pool_release(attn_kernel *kern, attn_rt_pool *pool);
+
+#endif

@@ -1,0 +1,315 @@
+/* mla.c — running multi-head latent attention: the projections around the compiled flash
+ * kernels (absorbed or up-projected), and the cost model of `absorb = auto`.
+ *
+ * Absorbed:     q_cat[b,h] = [q_nope[b,h] . w_uk[h]^T | q_rope[b,h]]   (kv_rank + rope wide)
+ *               k_cat[b]   = [c_kv[b] | k_rope[b]]                      (one head for all)
+ *               o_lat      = flash(q_cat, k_cat, v = c_kv view of k_cat)
+ *               o[b,h]     = o_lat[b,h] . w_uv[h]
+ * Up-projected: per (b, h): k[b,h] = [c_kv[b] . w_uk[h] | k_rope[b]], v[b,h] = c_kv[b] . w_uv[h]
+ *               into a per-thread scratch, then the flash tile function over that head's rows.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel.h"
+#include "runtime/rt_internal.h"
+
+#define MLA_MAX_EXTENT ((int64_t)1 << 40)
+
+/* A validated MLA tensor: sizes and strides in elements (zeros resolved to row-major). */
+typedef struct MlaView {
+    float *p;          /* data */
+    int64_t st[4];     /* strides */
+} MlaView;
+
+static attn_status mla_view(const char *name, const attn_tensor *t, int ndim, const int64_t *want,
+                            bool optional, MlaView *v, attn_error *err) {
+    memset(v, 0, sizeof *v);
+    if (!t->data) {
+        if (optional) return ATTN_OK;
+        return rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", name);
+    }
+    if (t->ndim != ndim)
+        return rt_error(err, ATTN_ERR_RANK, "%s: has %d dims, expected %d", name, t->ndim, ndim);
+    bool zero = true;
+    for (int d = 0; d < ndim; d++) {
+        if (t->shape[d] != want[d])
+            return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d is %lld, expected %lld", name, d,
+                            (long long)t->shape[d], (long long)want[d]);
+        if (t->stride[d] != 0) zero = false;
+    }
+    int64_t extent = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        if (zero) {
+            v->st[d] = extent;
+            if (__builtin_mul_overflow(extent, t->shape[d], &extent) || extent > MLA_MAX_EXTENT)
+                return rt_error(err, ATTN_ERR_OVERFLOW, "%s: too large", name);
+        } else {
+            v->st[d] = t->stride[d];
+            if (t->stride[d] < 0 || (d == ndim - 1 && t->stride[d] != 1))
+                return rt_error(err, ATTN_ERR_STRIDE, "%s: strides must be >= 0 with a unit last stride", name);
+            int64_t span;
+            if (__builtin_mul_overflow(t->stride[d], t->shape[d] - 1, &span) || span > MLA_MAX_EXTENT)
+                return rt_error(err, ATTN_ERR_OVERFLOW, "%s: strides overflow", name);
+        }
+    }
+    v->p = t->data;
+    return ATTN_OK;
+}
+
+/* Everything a call needs, validated. */
+typedef struct MlaRun {
+    const attn_kernel *kern;
+    int64_t B, H, Lq, Lk, R, rope, nope, dv;
+    MlaView qn, qr, ckv, kr, wuk, wuv, o, lse;
+    /* absorbed path scratch */
+    float *q_cat, *k_cat, *o_lat;
+    /* up-projected path */
+    attn_rt_args args;       /* validated args of the inner kernel, K/V pointers per task */
+    float *slots;            /* per-thread K/V scratch */
+    int64_t slot_floats;     /* floats per slot */
+    int nslots;
+    atomic_int *slot_busy;
+    atomic_int index_error;  /* a tile reported an input index out of bounds */
+} MlaRun;
+
+static attn_status mla_validate(const attn_kernel *kern, const attn_mla_call *c, MlaRun *r,
+                                attn_error *err) {
+    const IrMla *m = &kern->mla;
+    memset(r, 0, sizeof *r);
+    r->kern = kern;
+    if (!c->q_nope.data || c->q_nope.ndim != 4)
+        return rt_error(err, c->q_nope.data ? ATTN_ERR_RANK : ATTN_ERR_NULL, "q_nope: expected a 4-d tensor");
+    if (!c->c_kv.data || c->c_kv.ndim != 3)
+        return rt_error(err, c->c_kv.data ? ATTN_ERR_RANK : ATTN_ERR_NULL, "c_kv: expected a 3-d tensor");
+    r->B = c->q_nope.shape[0];
+    r->H = kern->desc.heads;
+    r->Lq = c->q_nope.shape[2];
+    r->Lk = c->c_kv.shape[1];
+    r->R = m->kv_rank, r->rope = m->rope_dim, r->nope = m->nope_dim, r->dv = m->v_dim;
+    if (r->B < 1 || r->Lq < 1 || r->Lk < 1 || r->B > MLA_MAX_EXTENT || r->Lq > MLA_MAX_EXTENT ||
+        r->Lk > MLA_MAX_EXTENT)
+        return rt_error(err, ATTN_ERR_SHAPE, "batch, q_len and kv_len must be in [1, 2^40]");
+    attn_status st;
+    if ((st = mla_view("q_nope", &c->q_nope, 4, (int64_t[]){r->B, r->H, r->Lq, r->nope}, false, &r->qn, err)) ||
+        (st = mla_view("q_rope", &c->q_rope, 4, (int64_t[]){r->B, r->H, r->Lq, r->rope}, false, &r->qr, err)) ||
+        (st = mla_view("c_kv", &c->c_kv, 3, (int64_t[]){r->B, r->Lk, r->R}, false, &r->ckv, err)) ||
+        (st = mla_view("k_rope", &c->k_rope, 3, (int64_t[]){r->B, r->Lk, r->rope}, false, &r->kr, err)) ||
+        (st = mla_view("w_uk", &c->w_uk, 3, (int64_t[]){r->H, r->R, r->nope}, false, &r->wuk, err)) ||
+        (st = mla_view("w_uv", &c->w_uv, 3, (int64_t[]){r->H, r->R, r->dv}, false, &r->wuv, err)) ||
+        (st = mla_view("o", &c->o, 4, (int64_t[]){r->B, r->H, r->Lq, r->dv}, false, &r->o, err)) ||
+        (st = mla_view("lse", &c->lse, 3, (int64_t[]){r->B, r->H, r->Lq}, true, &r->lse, err)))
+        return st;
+    if (c->threads < 0) return rt_error(err, ATTN_ERR_ARG, "threads must be >= 0");
+    return ATTN_OK;
+}
+
+// the absorbed path
+
+static void task_q_absorb(void *ctx, int64_t t) {
+    MlaRun *r = ctx;
+    int64_t b = t / r->H, h = t % r->H, W = r->R + r->rope;
+    float *dst = r->q_cat + (b * r->H + h) * r->Lq * W;
+    const float *qn = r->qn.p + b * r->qn.st[0] + h * r->qn.st[1];
+    rt_sgemm_nt(r->Lq, r->R, r->nope, qn, r->qn.st[2], r->wuk.p + h * r->wuk.st[0], r->wuk.st[1],
+                dst, W);
+    for (int64_t i = 0; i < r->Lq; i++)
+        memcpy(dst + i * W + r->R, r->qr.p + b * r->qr.st[0] + h * r->qr.st[1] + i * r->qr.st[2],
+               sizeof(float) * (size_t)r->rope);
+}
+
+#define MLA_ROWS_PER_TASK 256 /* keys copied per task of the cache concatenation */
+
+static void task_k_concat(void *ctx, int64_t t) {
+    MlaRun *r = ctx;
+    int64_t chunks = (r->Lk + MLA_ROWS_PER_TASK - 1) / MLA_ROWS_PER_TASK;
+    int64_t b = t / chunks, j0 = t % chunks * MLA_ROWS_PER_TASK, W = r->R + r->rope;
+    int64_t j1 = j0 + MLA_ROWS_PER_TASK < r->Lk ? j0 + MLA_ROWS_PER_TASK : r->Lk;
+    for (int64_t j = j0; j < j1; j++) {
+        float *dst = r->k_cat + (b * r->Lk + j) * W;
+        memcpy(dst, r->ckv.p + b * r->ckv.st[0] + j * r->ckv.st[1], sizeof(float) * (size_t)r->R);
+        memcpy(dst + r->R, r->kr.p + b * r->kr.st[0] + j * r->kr.st[1], sizeof(float) * (size_t)r->rope);
+    }
+}
+
+static void task_o_proj(void *ctx, int64_t t) {
+    MlaRun *r = ctx;
+    int64_t b = t / r->H, h = t % r->H;
+    rt_sgemm_nn(r->Lq, r->dv, r->R, r->o_lat + (b * r->H + h) * r->Lq * r->R, r->R,
+                r->wuv.p + h * r->wuv.st[0], r->wuv.st[1], r->o.p + b * r->o.st[0] + h * r->o.st[1],
+                r->o.st[2]);
+}
+
+static attn_tensor dense4(float *p, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return (attn_tensor){.data = p, .ndim = 4, .shape = {a, b, c, d}};
+}
+
+static attn_status run_absorbed(MlaRun *r, const attn_mla_call *c, attn_rt_pool *pool, int threads,
+                                attn_error *err) {
+    int64_t W = r->R + r->rope;
+    size_t nq = (size_t)(r->B * r->H * r->Lq), nk = (size_t)(r->B * r->Lk);
+    r->q_cat = malloc(sizeof(float) * nq * (size_t)W);
+    r->k_cat = malloc(sizeof(float) * nk * (size_t)W);
+    r->o_lat = malloc(sizeof(float) * nq * (size_t)r->R);
+    attn_status st = ATTN_OK;
+    if (!r->q_cat || !r->k_cat || !r->o_lat) {
+        st = rt_error(err, ATTN_ERR_NOMEM, "MLA: out of memory for %zu scratch floats", (nq + nk) * (size_t)W);
+        goto done;
+    }
+    rt_parallel_for_n(pool, threads, r->B * r->H, task_q_absorb, r);
+    rt_parallel_for_n(pool, threads, r->B * ((r->Lk + MLA_ROWS_PER_TASK - 1) / MLA_ROWS_PER_TASK),
+                      task_k_concat, r);
+    attn_call inner = {
+        .q = dense4(r->q_cat, r->B, r->H, r->Lq, W),
+        .k = dense4(r->k_cat, r->B, 1, r->Lk, W),
+        .v = {.data = r->k_cat, .ndim = 4, .shape = {r->B, 1, r->Lk, r->R},
+              .stride = {r->Lk * W, r->Lk * W, W, 1}},
+        .o = dense4(r->o_lat, r->B, r->H, r->Lq, r->R),
+        .lse = c->lse,
+        .q_offset = c->q_offset,
+        .inputs = c->inputs,
+        .ninputs = c->ninputs,
+        .threads = threads,
+    };
+    st = attn_rt_launch(&r->kern->desc_abs, &inner, pool, err);
+    if (st == ATTN_OK) rt_parallel_for_n(pool, threads, r->B * r->H, task_o_proj, r);
+done:
+    free(r->q_cat);
+    free(r->k_cat);
+    free(r->o_lat);
+    return st;
+}
+
+// the up-projected path
+
+static int slot_take(MlaRun *r) {
+    for (;;)
+        for (int i = 0; i < r->nslots; i++) {
+            int expect = 0;
+            if (atomic_compare_exchange_strong(&r->slot_busy[i], &expect, 1)) return i;
+        }
+}
+
+static void task_up(void *ctx, int64_t t) {
+    MlaRun *r = ctx;
+    int64_t b = t / r->H, h = t % r->H, Wk = r->nope + r->rope;
+    int s = slot_take(r);
+    float *kb = r->slots + (int64_t)s * r->slot_floats, *vb = kb + r->Lk * Wk;
+    const float *ckv = r->ckv.p + b * r->ckv.st[0];
+    rt_sgemm_nn(r->Lk, r->nope, r->R, ckv, r->ckv.st[1], r->wuk.p + h * r->wuk.st[0], r->wuk.st[1], kb, Wk);
+    for (int64_t j = 0; j < r->Lk; j++)
+        memcpy(kb + j * Wk + r->nope, r->kr.p + b * r->kr.st[0] + j * r->kr.st[1],
+               sizeof(float) * (size_t)r->rope);
+    rt_sgemm_nn(r->Lk, r->dv, r->R, ckv, r->ckv.st[1], r->wuv.p + h * r->wuv.st[0], r->wuv.st[1], vb, r->dv);
+    attn_rt_args a = r->args; /* batch and head strides of k/v are 0: this head's scratch */
+    a.k = kb;
+    a.v = vb;
+    int64_t bq = r->kern->desc.block_q;
+    for (int64_t q0 = 0; q0 < r->Lq; q0 += bq)
+        if (r->kern->desc.tile(&a, b, h, q0, q0 + bq < r->Lq ? q0 + bq : r->Lq))
+            atomic_store(&r->index_error, 1);
+    atomic_store(&r->slot_busy[s], 0);
+}
+
+static void task_q_concat(void *ctx, int64_t t) {
+    MlaRun *r = ctx;
+    int64_t b = t / r->H, h = t % r->H, W = r->nope + r->rope;
+    for (int64_t i = 0; i < r->Lq; i++) {
+        float *dst = r->q_cat + ((b * r->H + h) * r->Lq + i) * W;
+        memcpy(dst, r->qn.p + b * r->qn.st[0] + h * r->qn.st[1] + i * r->qn.st[2], sizeof(float) * (size_t)r->nope);
+        memcpy(dst + r->nope, r->qr.p + b * r->qr.st[0] + h * r->qr.st[1] + i * r->qr.st[2],
+               sizeof(float) * (size_t)r->rope);
+    }
+}
+
+static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_pool *pool, int threads,
+                                  attn_error *err) {
+    int64_t Wk = r->nope + r->rope;
+    int nthreads = threads > 0 ? threads : pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
+    r->nslots = nthreads > 0 ? nthreads : 1;
+    r->slot_floats = r->Lk * (Wk + r->dv);
+    r->q_cat = malloc(sizeof(float) * (size_t)(r->B * r->H * r->Lq * Wk));
+    r->slots = malloc(sizeof(float) * (size_t)(r->slot_floats * r->nslots));
+    r->slot_busy = calloc((size_t)r->nslots, sizeof(atomic_int));
+    attn_status st = ATTN_OK;
+    if (!r->q_cat || !r->slots || !r->slot_busy) {
+        st = rt_error(err, ATTN_ERR_NOMEM, "MLA: out of memory for the up-projection scratch");
+        goto done;
+    }
+    /* validate the inner call once; K/V are one head's scratch, reached through zero strides */
+    attn_call inner = {
+        .q = dense4(r->q_cat, r->B, r->H, r->Lq, Wk),
+        .k = {.data = r->slots, .ndim = 4, .shape = {r->B, r->H, r->Lk, Wk}, .stride = {0, 0, Wk, 1}},
+        .v = {.data = r->slots, .ndim = 4, .shape = {r->B, r->H, r->Lk, r->dv}, .stride = {0, 0, r->dv, 1}},
+        .o = c->o,
+        .lse = c->lse,
+        .q_offset = c->q_offset,
+        .inputs = c->inputs,
+        .ninputs = c->ninputs,
+        .threads = threads,
+    };
+    st = attn_rt_check(&r->kern->desc, &inner, &r->args, err);
+    if (st != ATTN_OK) goto done;
+    rt_parallel_for_n(pool, threads, r->B * r->H, task_q_concat, r);
+    rt_parallel_for_n(pool, r->nslots, r->B * r->H, task_up, r);
+    if (atomic_load(&r->index_error))
+        st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+done:
+    free(r->q_cat);
+    free(r->slots);
+    free(r->slot_busy);
+    return st;
+}
+
+// the cost model
+
+/* Seconds-proportional cost of each variant for one batch row and all heads. Rates are the
+ * measured throughputs of the pieces relative to the flash kernel (projections run at about
+ * the kernel's speed; see the closing note of the MLA issue for the crossover measurement). */
+static void mla_costs(const attn_kernel *k, int64_t Lq, int64_t Lk, double *absorbed, double *up) {
+    const IrMla *m = &k->mla;
+    double H = k->desc.heads, R = m->kv_rank, rope = m->rope_dim, nope = m->nope_dim, dv = m->v_dim;
+    double pairs = (double)Lq * (double)Lk; /* the mask's share cancels: both variants see it */
+    *absorbed = Lq * H * R * nope + pairs * H * (R + rope + R) + Lq * H * R * dv;
+    *up = Lk * H * R * (nope + dv) + pairs * H * (nope + rope + dv);
+}
+
+int attn_mla_prefers_absorbed(const attn_kernel *kern, int64_t q_len, int64_t kv_len) {
+    if (!kern || !kern->mla.present) return 0;
+    if (!kern->desc_abs.tile) return 0;
+    if (!kern->desc.tile) return 1;
+    double a, u;
+    mla_costs(kern, q_len, kv_len, &a, &u);
+    return a <= u;
+}
+
+attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used_absorbed,
+                         attn_error *err) {
+    if (!kern || !call) return rt_error(err, ATTN_ERR_NULL, "attn_run_mla: kernel and call are required");
+    if (!kern->mla.present) return rt_error(err, ATTN_ERR_ARG, "attn_run_mla: not an MLA kernel");
+    if (kern->desc.dtype != ATTN_F32) return rt_error(err, ATTN_ERR_DTYPE, "MLA kernels take f32 tensors");
+    MlaRun r;
+    attn_status st = mla_validate(kern, call, &r, err);
+    if (st != ATTN_OK) return st;
+    bool abs;
+    if (call->absorb == ATTN_ABSORB_ON) abs = true;
+    else if (call->absorb == ATTN_ABSORB_OFF) abs = false;
+    else abs = attn_mla_prefers_absorbed(kern, r.Lq, r.Lk);
+    if (abs && !kern->desc_abs.tile)
+        return rt_error(err, ATTN_ERR_ARG, "absorbed variant not compiled (absorb = off)");
+    if (!abs && !kern->desc.tile)
+        return rt_error(err, ATTN_ERR_ARG, "up-projected variant not compiled (absorb = on)");
+    if (used_absorbed) *used_absorbed = abs;
+    int threads = call->threads ? call->threads : kern->threads;
+    attn_rt_pool *pool = kern_pool_acquire(kern, threads);
+    attn_rt_pool *tmp = NULL;
+    if (!pool && threads != 1) pool = tmp = attn_rt_pool_create(threads);
+    st = abs ? run_absorbed(&r, call, pool, threads, err) : run_unabsorbed(&r, call, pool, threads, err);
+    if (tmp) attn_rt_pool_destroy(tmp);
+    else kern_pool_release(kern, pool);
+    if (st == ATTN_OK) rt_ok(err);
+    return st;
+}
