@@ -5,6 +5,7 @@
 #define ATTNC_CG_INTERNAL_H
 
 #include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
 
 #include "codegen/codegen.h"
 
@@ -103,5 +104,12 @@ LLVMValueRef cg_expr_vec(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active
 
 /* Emits the tile function of `f` into c->mod. */
 bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err);
+
+// codegen.c — for cg_cache.c
+
+/* The verified, optimized module of `funcs` for `t` (what cg_jit and cg_emit_file compile)
+ * in `ctx`, and the target machine it was built for; the caller disposes both. NULL on error. */
+LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
+                              LLVMTargetMachineRef *tm, StrBuf *err);
 
 #endif

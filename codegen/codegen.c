@@ -382,3 +382,21 @@ void cg_jit_free(CgJit *jit) {
     }
     free(jit);
 }
+
+/* --- for cg_cache.c (the kernel cache): the module the JIT and AOT paths build -------------- */
+
+LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
+                              LLVMTargetMachineRef *tm_out, StrBuf *err) {
+    pthread_once(&cg_once, cg_init_llvm);
+    Resolved r;
+    target_resolve(t, &r);
+    LLVMTargetMachineRef tm = make_tm(t, &r, err);
+    LLVMModuleRef mod = tm ? build_module(ctx, funcs, n, t, &r, tm, err) : NULL;
+    target_free(&r);
+    if (!mod) {
+        if (tm) LLVMDisposeTargetMachine(tm);
+        return NULL;
+    }
+    *tm_out = tm;
+    return mod;
+}

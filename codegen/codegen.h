@@ -35,4 +35,24 @@ bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const c
 /* LLVM IR text of the module (for `attnc dump --llvm`); NULL and a message on error. */
 char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err);
 
+// cg_cache.c — for the on-disk kernel cache
+
+/* What identifies the code of the host target `t` (JIT): LLVM version, triple, CPU, features,
+ * opt level, one "name value" per line, appended to `out`. */
+void cg_target_id(const CgTarget *t, StrBuf *out);
+
+/* Emits the tile functions of `funcs` for the host (as cg_jit compiles them) as an ELF/Mach-O
+ * object in memory (*data: malloc'd, caller frees), the tile function of funcs[i] under the
+ * symbol symbols[i] (NULL: the cg_tile_symbol names). */
+bool cg_emit_object_mem(IrFunc **funcs, int n, const CgTarget *t, const char *const *symbols,
+                        void **data, size_t *len, StrBuf *err);
+
+typedef struct CgObjJit CgObjJit;
+
+/* JIT-links an object emitted by cg_emit_object_mem (the bytes are copied) and looks up the
+ * `n` symbols as tile functions. Thread-safe. */
+bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n,
+                   CgObjJit **out, attn_rt_tile_fn *tiles, StrBuf *err);
+void cg_obj_jit_free(CgObjJit *jit);
+
 #endif

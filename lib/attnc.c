@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cache.h"
 #include "kernel.h"
 
 void attn_options_init(attn_options *opts) {
@@ -21,6 +22,39 @@ static void fail(attn_error *err, attn_status code, const char *msg) {
     if (!err) return;
     err->code = code;
     snprintf(err->message, sizeof err->message, "%s", msg);
+}
+
+/* Machine code for the n optimized funcs into kern: loaded from the on-disk cache (cache.h)
+ * when an entry checks out, else compiled, stored (best effort) and linked from the object. */
+static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarget *t,
+                         const attn_options *opts, attn_rt_tile_fn *tiles, StrBuf *msg) {
+    char *dir = kc_dir(opts);
+    KcKey key;
+    if (!dir || !kc_key_init(&key, funcs, n, t)) {
+        free(dir);
+        return cg_jit(funcs, n, t, &kern->jit, tiles, msg);
+    }
+    const char *syms[KC_MAX_FUNCS] = {key.symbol[0], key.symbol[1]};
+    size_t len = 0;
+    void *obj = kc_load(dir, &key, &len);
+    bool ok = false;
+    if (obj) {
+        StrBuf ignored; /* an entry that will not link is rebuilt like a corrupt one */
+        sb_init(&ignored);
+        ok = cg_jit_object(obj, len, syms, n, &kern->obj_jit, tiles, &ignored);
+        kern->cache_hit = ok;
+        sb_free(&ignored);
+        free(obj);
+        obj = NULL;
+    }
+    if (!ok && cg_emit_object_mem(funcs, n, t, syms, &obj, &len, msg)) {
+        kc_store(dir, &key, obj, len);
+        ok = cg_jit_object(obj, len, syms, n, &kern->obj_jit, tiles, msg);
+    }
+    free(obj);
+    kc_key_free(&key);
+    free(dir);
+    return ok;
 }
 
 attn_status attn_compile(const char *path, const char *text, const attn_options *opts,
@@ -71,7 +105,7 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     if (!forced_on) funcs[n++] = f;
     if (f->absorbed) funcs[n++] = f->absorbed;
     attn_rt_tile_fn tiles[2] = {NULL, NULL};
-    if (!cg_jit(funcs, n, &target, &kern->jit, tiles, &msg)) {
+    if (!kern_codegen(kern, funcs, n, &target, opts, tiles, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
     }
@@ -132,11 +166,14 @@ const attn_rt_desc *attn_kernel_desc(const attn_kernel *kern) { return kern ? &k
 
 double attn_kernel_compile_ms(const attn_kernel *kern) { return kern ? kern->compile_ms : 0; }
 
+int attn_kernel_cache_hit(const attn_kernel *kern) { return kern ? kern->cache_hit : 0; }
+
 void attn_kernel_free(attn_kernel *kern) {
     if (!kern) return;
     if (kern->pool) attn_rt_pool_destroy(kern->pool);
     pthread_mutex_destroy(&kern->pool_lock);
     cg_jit_free(kern->jit);
+    cg_obj_jit_free(kern->obj_jit);
     ir_module_free(kern->module);
     free(kern);
 }

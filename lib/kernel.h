@@ -8,14 +8,16 @@
 
 struct attn_kernel {
     IrModule *module;                          /* owns the IR the descriptors point into */
-    CgJit *jit;                                /* owns the machine code */
+    CgJit *jit;                                /* owns the machine code (cache off) */
+    CgObjJit *obj_jit;                         /* or: owns it, linked from an object (cache on) */
+    int cache_hit;                             /* the object came from the on-disk cache */
     attn_rt_desc desc;                         /* what the runtime needs (MLA: up-projected) */
     attn_rt_input_desc inputs[ATTN_MAX_INPUTS]; /* desc.inputs */
     IrMla mla;                                 /* MLA sizes; mla.present for MLA kernels */
     attn_rt_desc desc_abs;                     /* MLA: the absorbed variant (tile NULL if absent) */
     attn_rt_input_desc inputs_abs[ATTN_MAX_INPUTS]; /* desc_abs.inputs */
     int threads;                               /* default thread count of runs */
-    double compile_ms;                         /* cold compile time */
+    double compile_ms;                         /* time attn_compile took */
     pthread_mutex_t pool_lock;                 /* guards pool */
     attn_rt_pool *pool;                        /* created at the first threaded run */
 };

@@ -19,6 +19,7 @@ typedef struct attn_options {
     int no_prune;                 /* compute every tile, mask per element */
     const char *cpu;              /* target CPU for the JIT; NULL: the host */
     int absorb;                   /* MLA: ATTN_ABSORB_SPEC (the spec's choice), _ON or _OFF */
+    int no_cache;                 /* 1: bypass the on-disk kernel cache (also env ATTNC_NO_CACHE=1) */
 } attn_options;
 
 enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
@@ -28,7 +29,10 @@ void attn_options_init(attn_options *opts);
 
 /* Compiles the spec at `path` (or `text`, if not NULL; `path` then only names it in
  * diagnostics). On an error in the spec returns ATTN_ERR_SPEC and, if `diagnostics` is not
- * NULL, stores the diagnostics text there (free with attn_free). Thread-safe. */
+ * NULL, stores the diagnostics text there (free with attn_free). Thread-safe.
+ * Machine code is cached on disk, in $ATTNC_CACHE_DIR, else $XDG_CACHE_HOME/attnc, else
+ * ~/.cache/attnc, keyed by the optimized IR, the target and the compiler's build; a cache that
+ * cannot be read or written only costs a compile. */
 attn_status attn_compile(const char *path, const char *text, const attn_options *opts,
                          attn_kernel **out, char **diagnostics, attn_error *err);
 
@@ -63,7 +67,8 @@ int attn_mla_prefers_absorbed(const attn_kernel *kernel, int64_t q_len, int64_t 
 int attn_kernel_is_mla(const attn_kernel *kernel);
 
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kernel);
-double attn_kernel_compile_ms(const attn_kernel *kernel); /* cold compile time */
+double attn_kernel_compile_ms(const attn_kernel *kernel); /* time attn_compile took */
+int attn_kernel_cache_hit(const attn_kernel *kernel);     /* 1: loaded from the disk cache */
 void attn_kernel_free(attn_kernel *kernel);
 void attn_free(void *p);
 

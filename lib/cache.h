@@ -1,0 +1,62 @@
+/* cache.h — the on-disk kernel cache: compiled tile functions as host objects, one file per
+ * key, so a spec compiled once loads in milliseconds in every later process.
+ *
+ * The key is text: a format line, the attnc version and the GNU build-id of the binary holding
+ * the compiler (any rebuild of the compiler changes it), the target (LLVM version, triple, CPU,
+ * features, opt level) and the IR after the passes of each function in the object (ir_print_func,
+ * schedule and prune trees included) printed under a neutral name ("_0", "_1"): two blocks of any names that compile to
+ * the same kernel share one entry. The object defines the tile function under a symbol derived
+ * from the key's hash (kc_key.symbol), not the block's name.
+ *
+ * An entry, `<dir>/<sha256 of key, hex>.attnk`:
+ *   0  char[8]  magic "ATTNKC\r\n"
+ *   8  u32      format version (KC_FORMAT)
+ *   12 u32      key length K
+ *   16 u64      payload length P
+ *   24 u8[32]   SHA-256 of the payload
+ *   56 K bytes  the full key (a hash collision or a foreign file is caught by comparing it)
+ *   56+K        P bytes of object file
+ * all integers little-endian. Entries are written to a temporary file in the same directory
+ * and renamed over the final name, so readers never see a torn entry; anything that does not
+ * check out (magic, version, sizes, key, checksum, owner) is ignored and rebuilt.
+ */
+#ifndef ATTNC_CACHE_H
+#define ATTNC_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "attn/attn.h"
+#include "codegen/codegen.h"
+
+#define KC_FORMAT 1
+#define KC_MAX_FUNCS 2 /* tile functions per kernel (MLA: up-projected and absorbed) */
+
+typedef struct KcKey {
+    StrBuf text;      /* the full key */
+    uint8_t hash[32]; /* SHA-256 of text */
+    char hex[65];     /* hash in hex: the entry's file name */
+    char symbol[KC_MAX_FUNCS][48]; /* tile function i's symbol: "attnc_k<32 hex>_tile<i>" */
+} KcKey;
+
+/* The cache directory to use (malloc'd), or NULL when caching is off: opts->no_cache, env
+ * ATTNC_NO_CACHE set to anything but "" or "0", or no ATTNC_CACHE_DIR, XDG_CACHE_HOME or HOME. */
+char *kc_dir(const attn_options *opts);
+
+/* Builds the key of the n (<= KC_MAX_FUNCS) optimized funcs compiled into one object for
+ * target t. false on out-of-memory. */
+bool kc_key_init(KcKey *key, IrFunc *const *funcs, int n, const CgTarget *t);
+void kc_key_free(KcKey *key);
+
+/* The payload of the entry of `key` in `dir` (malloc'd, *len bytes), or NULL when absent or
+ * not valid for this key. */
+void *kc_load(const char *dir, const KcKey *key, size_t *len);
+
+/* Writes the entry atomically (creating dir); false if it could not (the cache is best effort). */
+bool kc_store(const char *dir, const KcKey *key, const void *payload, size_t len);
+
+/* SHA-256 (FIPS 180-4). */
+void kc_sha256(const void *data, size_t len, uint8_t out[32]);
+
+#endif
