@@ -92,6 +92,52 @@ bool mask_doc_bidir(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
     return seq_input(c, c->doc, b, k) == seq_input(c, c->doc, b, q);
 }
 
+/* k >= kv_len - 16 || q - k >= q_len */
+bool mask_lens(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return k >= c->kv_len - 16 || q - k >= c->q_len;
+}
+
+/* h % 2 == 0 ? k <= q : abs(q - k) <= 8 + b */
+bool mask_per_head(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    int64_t d = q - k;
+    return h % 2 == 0 ? k <= q : (d < 0 ? -d : d) <= 8 + b;
+}
+
+/* k < n || k <= q, n a scalar input */
+bool mask_scalar_n(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return k < c->n || k <= q;
+}
+
+/* abs(q - k) < thr[h], a float threshold per head */
+bool mask_float_thr(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    if (!c->thr || h < 0 || h >= c->heads) {
+        c->index_error = true;
+        return false;
+    }
+    int64_t d = q - k;
+    return (double)(d < 0 ? -d : d) < (double)c->thr[h];
+}
+
+/* k >= start[doc[b, q]] && k <= q: an input indexed by an input */
+bool mask_nested_start(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    int32_t d = seq_input(c, c->doc, b, q);
+    if (!c->start || d < 0 || d >= REF_START_LEN) {
+        c->index_error = true;
+        return false;
+    }
+    return k >= c->start[d] && k <= q;
+}
+
+/* score * 0.5 + 0.25 * cos(q - k) */
+double score_cos(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
+    return s * 0.5 + 0.25 * cos((double)(q - k));
+}
+
+/* k % 3 == 0 ? -inf : score */
+double score_inf_every3(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
+    return floormod(k, 3) == 0 ? -INFINITY : s;
+}
+
 static double slope_of(MaskCtx *c, int64_t h) {
     if (!c->slope || h < 0 || h >= c->heads) {
         c->index_error = true;
@@ -123,6 +169,9 @@ const char *ref_input_name(RefInputKind k) {
     case REF_IN_DOC: return "doc";
     case REF_IN_RANK: return "rank";
     case REF_IN_SLOPE: return "slope";
+    case REF_IN_N: return "n";
+    case REF_IN_THR: return "thr";
+    case REF_IN_START: return "start";
     default: return "?";
     }
 }

@@ -20,6 +20,9 @@ typedef struct MaskCtx {
     const int32_t *doc;        /* [batch, kv_len] (packed documents) */
     const int32_t *rank;       /* [batch, kv_len] (xlnet) */
     const float *slope;        /* [heads] (alibi) */
+    int32_t n;                 /* a scalar input `n` (extra patterns) */
+    const float *thr;          /* [heads] f32 thresholds (extra patterns) */
+    const int32_t *start;      /* [REF_START_LEN] a table indexed by document id */
     bool index_error;          /* set when an input was read out of its bounds */
 } MaskCtx;
 
@@ -33,7 +36,12 @@ typedef enum RefInputKind {
     REF_IN_DOC,     /* input i32 doc[batch, seq]; sorted runs of document ids */
     REF_IN_RANK,    /* input i32 rank[batch, seq]; a permutation of 0..kv_len-1 per row */
     REF_IN_SLOPE,   /* input f32 slope[heads]; ALiBi slopes */
+    REF_IN_N,       /* input i32 n; (a scalar) values in [0, kv_len] */
+    REF_IN_THR,     /* input f32 thr[heads]; values in [0.5, 30] */
+    REF_IN_START,   /* input i32 start[REF_START_LEN]; values in [0, kv_len] */
 } RefInputKind;
+
+#define REF_START_LEN 8192
 
 const char *ref_input_name(RefInputKind k);
 
@@ -85,6 +93,15 @@ bool mask_xlnet_query(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
 bool mask_tta(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
 bool mask_doc_causal(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
 bool mask_doc_bidir(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
+
+// Extra patterns of test_kernels.c's inline specs (not examples).
+bool mask_lens(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
+bool mask_per_head(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
+bool mask_scalar_n(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
+bool mask_float_thr(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
+bool mask_nested_start(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
+double score_cos(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
+double score_inf_every3(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
 
 double score_alibi(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
 double score_alibi_abs(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);

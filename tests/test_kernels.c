@@ -361,6 +361,24 @@ static bool inputs_make(Inputs *ins, const RefKernel *rk, MaskCtx *mc, int64_t B
             t.data = a, t.ndim = 2, t.shape[0] = B, t.shape[1] = Lk;
             if (kind == REF_IN_DOC) mc->doc = a;
             else mc->rank = a;
+        } else if (kind == REF_IN_N) {
+            int32_t *a = malloc(sizeof(int32_t));
+            if (!a) return false;
+            *a = (int32_t)rng_int(0, Lk);
+            t.data = a, t.ndim = 0;
+            mc->n = *a;
+        } else if (kind == REF_IN_THR) {
+            float *a = malloc(sizeof(float) * (size_t)rk->heads);
+            if (!a) return false;
+            for (int h = 0; h < rk->heads; h++) a[h] = (float)(0.5 + 29.5 * rng_unit());
+            t.data = a, t.ndim = 1, t.shape[0] = rk->heads;
+            mc->thr = a;
+        } else if (kind == REF_IN_START) {
+            int32_t *a = malloc(sizeof(int32_t) * REF_START_LEN);
+            if (!a) return false;
+            for (int i = 0; i < REF_START_LEN; i++) a[i] = (int32_t)rng_int(0, Lk);
+            t.data = a, t.ndim = 1, t.shape[0] = REF_START_LEN;
+            mc->start = a;
         } else if (kind == REF_IN_SLOPE) {
             float *a = malloc(sizeof(float) * (size_t)rk->heads);
             if (!a) return false;
@@ -1009,6 +1027,58 @@ int main(int argc, char **argv) {
          {.heads = 2, .kv_heads = 2, .qk_dim = 64, .v_dim = 64, .mask = mask_dilated,
           .param_values = {3}}},
     };
+    /* Edge patterns: odd widths, lengths and heads in masks, -inf from a score mod, scalar,
+     * float and nested-index inputs. */
+    static const struct {
+        const char *text, *kernel;
+        RefKernel ref;
+    } extras[] = {
+        {"attention odd_dims { heads = 3; kv_heads = 1; head_dim = 7; v_dim = 5; mask = causal; }",
+         "odd_dims", {.heads = 3, .kv_heads = 1, .qk_dim = 7, .v_dim = 5, .mask = mask_causal}},
+        {"attention dim1 { heads = 1; head_dim = 1; v_dim = 1; mask = window(3); }", "dim1",
+         {.heads = 1, .kv_heads = 1, .qk_dim = 1, .v_dim = 1, .mask = mask_window,
+          .param_values = {3}}},
+        {"attention wide_v { heads = 2; head_dim = 16; v_dim = 200; mask = k != q; }", "wide_v",
+         {.heads = 2, .kv_heads = 2, .qk_dim = 16, .v_dim = 200, .mask = mask_tta}},
+        {"attention lens { heads = 2; head_dim = 32; mask = k >= kv_len - 16 || q - k >= q_len; }",
+         "lens", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .mask = mask_lens}},
+        {"attention per_head { heads = 4; kv_heads = 2; head_dim = 32;\n"
+         "    mask = h % 2 == 0 ? k <= q : abs(q - k) <= 8 + b; }",
+         "per_head", {.heads = 4, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .mask = mask_per_head}},
+        {"attention score_inf { heads = 2; head_dim = 32; mask = causal;\n"
+         "    score = k % 3 == 0 ? -inf : score; }",
+         "score_inf", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .mask = mask_causal,
+                       .score = score_inf_every3}},
+        {"attention score_cos { heads = 2; head_dim = 32; scale = 0.3;\n"
+         "    score = score * 0.5 + 0.25 * cos(q - k); }",
+         "score_cos", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .scale = 0.3,
+                       .score = score_cos}},
+        {"attention scalar_in { input i32 n; heads = 2; head_dim = 32; mask = k < n || k <= q; }",
+         "scalar_in", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
+                       .mask = mask_scalar_n, .inputs = {REF_IN_N}}},
+        {"attention float_in { input f32 thr[heads]; heads = 2; head_dim = 32;\n"
+         "    mask = abs(q - k) < thr[h]; }",
+         "float_in", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
+                      .mask = mask_float_thr, .inputs = {REF_IN_THR}}},
+        {"attention nested { input i32 doc[batch, seq]; input i32 start[8192];\n"
+         "    heads = 2; head_dim = 32; mask = k >= start[doc[b, q]] && k <= q; }",
+         "nested", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
+                    .mask = mask_nested_start, .inputs = {REF_IN_DOC, REF_IN_START},
+                    .q_indexes_input = true}},
+    };
+    for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
+        memset(&var, 0, sizeof var);
+        var.path = "extra_inline.attn";
+        var.text = extras[i].text;
+        var.kernel = extras[i].kernel;
+        var.opt_level = 3;
+        var.ref = extras[i].ref;
+        var.ref.file = var.path;
+        var.ref.kernel = var.kernel;
+        snprintf(var.label, sizeof var.label, "inline %s", extras[i].kernel);
+        if (wanted(&var, filter)) add_variant(&list, &var);
+    }
+
     for (size_t i = 0; i < sizeof halves / sizeof halves[0]; i++) {
         memset(&var, 0, sizeof var);
         var.path = "dtype_inline.attn";
