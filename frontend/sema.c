@@ -1071,13 +1071,15 @@ static void unknown_stmt(Sema *S, FeStmt *s, bool in_mla) {
     fe_error(c, s->name_loc, "unknown statement '%s'%s", s->name, suggest_text(c, &sg));
 }
 
-static void check_mla(Sema *S, FeStmt *mla) {
+/* `mla { kv_rank = ..; rope_dim = ..; nope_dim = ..; v_dim = ..; }`: all four, once each. */
+static bool check_mla(Sema *S, const Scope *scope, FeStmt *mla, IrMla *out) {
     FeCtx *c = S->c;
-    fe_error(c, mla->loc, "mla is not supported yet");
     FeStmt *seen[4] = {NULL};
+    bool ok = true;
     for (FeStmt *s = mla->body; s; s = s->next) {
         if (s->kind != FE_S_ASSIGN) {
             fe_error(c, s->loc, "only kv_rank, rope_dim, nope_dim and v_dim belong in an 'mla' block");
+            ok = false;
             continue;
         }
         int k = -1;
@@ -1085,13 +1087,28 @@ static void check_mla(Sema *S, FeStmt *mla) {
             if (strcmp(s->name, mla_names[i]) == 0) k = i;
         if (k < 0) {
             unknown_stmt(S, s, true);
+            ok = false;
         } else if (seen[k]) {
             fe_error(c, s->name_loc, "duplicate '%s' statement (first at line %d)", s->name,
                      seen[k]->loc.line);
+            ok = false;
         } else {
             seen[k] = s;
         }
     }
+    int64_t v[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        if (!seen[i]) {
+            fe_error(c, mla->loc, "'mla' block has no '%s' statement", mla_names[i]);
+            ok = false;
+        } else if (!size_value(S, scope, seen[i], FE_MAX_DIM, &v[i])) {
+            ok = false;
+        }
+    }
+    if (!ok) return false;
+    *out = (IrMla){.present = true, .kv_rank = (int)v[0], .rope_dim = (int)v[1],
+                   .nope_dim = (int)v[2], .v_dim = (int)v[3]};
+    return true;
 }
 
 static const char *dim_names[] = {"batch", "heads", "kv_heads", "seq", "q_len", "kv_len"};
@@ -1222,7 +1239,18 @@ static void check_block(Sema *S, FeStmt *blk) {
         if (s->kind == FE_S_INPUT && s->input >= 0) check_input(S, scope, s, &f->inputs[s->input]);
     for (FeStmt *s = blk->body; s; s = s->next)
         if (s->kind == FE_S_PARAM && s->scope == scope) eval_param(S, s);
-    if (mla) check_mla(S, mla);
+    bool mla_ok = mla && check_mla(S, scope, mla, &f->mla);
+    if (mla) {
+        /* MLA fixes the shapes through the latent: these statements would contradict it */
+        static const int implied[] = {ST_HEAD_DIM, ST_V_DIM, ST_KV_HEADS, ST_KV_HEAD};
+        static const char *const why[] = {"nope_dim + rope_dim", "the 'mla' block's v_dim",
+                                          "heads (K/V are shared through the latent cache)",
+                                          "the identity (K/V are shared through the latent cache)"};
+        for (int i = 0; i < 4; i++)
+            if (st[implied[i]])
+                fe_error(c, st[implied[i]]->name_loc, "'%s' does not apply to an MLA block: it is %s",
+                         st[implied[i]]->name, why[i]);
+    }
 
     int64_t heads = 0, kv_heads = 0, head_dim = 0, v_dim = 0;
     bool heads_ok = false, kv_ok = false, dim_ok = false;
@@ -1259,8 +1287,22 @@ static void check_block(Sema *S, FeStmt *blk) {
     }
     if (st[ST_ABSORB]) {
         static const char *const modes[] = {"auto", "on", "off"};
-        if (word_value(S, st[ST_ABSORB], modes, 3, "auto, on or off") >= 0)
-            fe_error(c, st[ST_ABSORB]->loc, "mla is not supported yet");
+        static const IrAbsorb mvals[] = {IR_ABSORB_AUTO, IR_ABSORB_ON, IR_ABSORB_OFF};
+        int k = word_value(S, st[ST_ABSORB], modes, 3, "auto, on or off");
+        if (k >= 0 && !mla)
+            fe_error(c, st[ST_ABSORB]->name_loc, "'absorb' needs an 'mla' block");
+        else if (k >= 0)
+            f->mla.absorb = mvals[k];
+    }
+    if (mla && f->dtype != ATTN_F32)
+        fe_error(c, st[ST_DTYPE]->expr ? st[ST_DTYPE]->expr->start : st[ST_DTYPE]->loc,
+                 "MLA blocks store f32 tensors only");
+    if (mla_ok) {
+        head_dim = f->mla.nope_dim + f->mla.rope_dim;
+        v_dim = f->mla.v_dim;
+        kv_heads = heads;
+        kv_ok = heads_ok;
+        dim_ok = true;
     }
 
     f->scale = dim_ok ? 1.0 / sqrt((double)head_dim) : 1.0;

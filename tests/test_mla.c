@@ -1,0 +1,212 @@
+/* MLA against SPEC §3 computed directly in double precision (up-projection, no absorption):
+ * absorbed and up-projected kernels, prefill and decode, ragged lengths, masks, q_offset,
+ * lse, strided q_nope, threads 1 and 2. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/attn.h"
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / (double)(1ull << 53);
+}
+static void fill(float *p, size_t n, double scale) {
+    for (size_t i = 0; i < n; i++) p[i] = (float)((urand() * 2 - 1) * scale);
+}
+
+typedef struct Dims {
+    int H, R, rope, nope, dv;
+} Dims;
+
+typedef bool (*MaskFn)(int64_t q, int64_t k);
+static bool m_causal(int64_t q, int64_t k) { return k <= q; }
+static bool m_sliding(int64_t q, int64_t k) { return k <= q && q - k < 5; }
+
+/* o[b,h,i] by SPEC §3: k_nope = c_kv w_uk[h], v = c_kv w_uv[h]. */
+static void reference(Dims d, int64_t B, int64_t Lq, int64_t Lk, int64_t qoff, MaskFn mask,
+                      const float *qn, const float *qr, const float *ckv, const float *kr,
+                      const float *wuk, const float *wuv, double *o, double *lse) {
+    double scale = 1.0 / sqrt((double)(d.nope + d.rope));
+    double *kn = malloc(sizeof(double) * (size_t)(Lk * d.nope));
+    double *v = malloc(sizeof(double) * (size_t)(Lk * d.dv));
+    double *s = malloc(sizeof(double) * (size_t)Lk);
+    for (int64_t b = 0; b < B; b++)
+        for (int h = 0; h < d.H; h++) {
+            for (int64_t j = 0; j < Lk; j++) {
+                const float *c = ckv + (b * Lk + j) * d.R;
+                for (int n = 0; n < d.nope; n++) {
+                    double acc = 0;
+                    for (int r = 0; r < d.R; r++) acc += c[r] * (double)wuk[((int64_t)h * d.R + r) * d.nope + n];
+                    kn[j * d.nope + n] = acc;
+                }
+                for (int n = 0; n < d.dv; n++) {
+                    double acc = 0;
+                    for (int r = 0; r < d.R; r++) acc += c[r] * (double)wuv[((int64_t)h * d.R + r) * d.dv + n];
+                    v[j * d.dv + n] = acc;
+                }
+            }
+            for (int64_t i = 0; i < Lq; i++) {
+                const float *a = qn + ((b * d.H + h) * Lq + i) * d.nope;
+                const float *ar = qr + ((b * d.H + h) * Lq + i) * d.rope;
+                double m = -INFINITY, l = 0;
+                for (int64_t j = 0; j < Lk; j++) {
+                    double dot = 0;
+                    for (int n = 0; n < d.nope; n++) dot += a[n] * kn[j * d.nope + n];
+                    for (int n = 0; n < d.rope; n++) dot += ar[n] * (double)kr[(b * Lk + j) * d.rope + n];
+                    s[j] = mask(qoff + i, j) ? dot * scale : -INFINITY;
+                    if (s[j] > m) m = s[j];
+                }
+                double *out = o + ((b * d.H + h) * Lq + i) * d.dv;
+                for (int n = 0; n < d.dv; n++) out[n] = 0;
+                for (int64_t j = 0; j < Lk && m > -INFINITY; j++) {
+                    if (s[j] == -INFINITY) continue;
+                    double p = exp(s[j] - m);
+                    l += p;
+                    for (int n = 0; n < d.dv; n++) out[n] += p * v[j * d.dv + n];
+                }
+                for (int n = 0; n < d.dv; n++) out[n] = l > 0 ? out[n] / l : 0;
+                lse[(b * d.H + h) * Lq + i] = l > 0 ? m + log(l) : -INFINITY;
+            }
+        }
+    free(kn);
+    free(v);
+    free(s);
+}
+
+static int passed, failed;
+
+static void check_case(attn_kernel *kern, Dims d, MaskFn mask, int64_t B, int64_t Lq, int64_t Lk,
+                       int64_t qoff, int absorb, int threads, bool strided) {
+    int64_t qpad = strided ? 3 : 0; /* q_nope rows padded: a strided view */
+    int64_t qn_row = d.nope + qpad;
+    size_t nqn = (size_t)(B * d.H * Lq * qn_row), nqr = (size_t)(B * d.H * Lq * d.rope);
+    size_t nc = (size_t)(B * Lk * d.R), nkr = (size_t)(B * Lk * d.rope);
+    size_t nwk = (size_t)d.H * d.R * d.nope, nwv = (size_t)d.H * d.R * d.dv;
+    size_t no = (size_t)(B * d.H * Lq * d.dv), nl = (size_t)(B * d.H * Lq);
+    float *qn_pad = malloc(nqn * 4), *qn = malloc((size_t)(B * d.H * Lq * d.nope) * 4);
+    float *qr = malloc(nqr * 4), *ckv = malloc(nc * 4), *kr = malloc(nkr * 4);
+    float *wuk = malloc(nwk * 4), *wuv = malloc(nwv * 4), *o = malloc(no * 4), *lse = malloc(nl * 4);
+    double *ro = malloc(no * 8), *rl = malloc(nl * 8);
+    fill(qn_pad, nqn, 1.0);
+    for (size_t r = 0; r < (size_t)(B * d.H * Lq); r++)
+        memcpy(qn + r * (size_t)d.nope, qn_pad + r * (size_t)qn_row, (size_t)d.nope * 4);
+    fill(qr, nqr, 1.0), fill(ckv, nc, 1.0), fill(kr, nkr, 1.0);
+    fill(wuk, nwk, 0.3), fill(wuv, nwv, 0.3);
+    reference(d, B, Lq, Lk, qoff == ATTN_Q_OFFSET_DEFAULT ? Lk - Lq : qoff, mask, qn, qr, ckv, kr,
+              wuk, wuv, ro, rl);
+    attn_mla_call c = {
+        .q_nope = {qn_pad, 4, {B, d.H, Lq, d.nope}, {d.H * Lq * qn_row, Lq * qn_row, qn_row, 1}},
+        .q_rope = {qr, 4, {B, d.H, Lq, d.rope}, {0}},
+        .c_kv = {ckv, 3, {B, Lk, d.R}, {0}},
+        .k_rope = {kr, 3, {B, Lk, d.rope}, {0}},
+        .w_uk = {wuk, 3, {d.H, d.R, d.nope}, {0}},
+        .w_uv = {wuv, 3, {d.H, d.R, d.dv}, {0}},
+        .o = {o, 4, {B, d.H, Lq, d.dv}, {0}},
+        .lse = {lse, 3, {B, d.H, Lq}, {0}},
+        .q_offset = qoff,
+        .threads = threads,
+        .absorb = absorb,
+    };
+    if (!strided) c.q_nope = (attn_tensor){qn, 4, {B, d.H, Lq, d.nope}, {0}};
+    attn_error err;
+    int used = -1;
+    attn_status st = attn_run_mla(kern, &c, &used, &err);
+    bool ok = st == ATTN_OK;
+    double worst = 0;
+    for (size_t i = 0; ok && i < no; i++) {
+        double e = fabs(o[i] - ro[i]) / (1e-3 + fabs(ro[i]));
+        if (e > worst) worst = e;
+        if (fabs(o[i] - ro[i]) > 2e-4 + 2e-4 * fabs(ro[i])) ok = false;
+    }
+    for (size_t i = 0; ok && i < nl; i++)
+        if (isinf(rl[i]) ? !(isinf(lse[i]) && lse[i] < 0) : fabs(lse[i] - rl[i]) > 1e-4 + 1e-5 * fabs(rl[i]))
+            ok = false;
+    if (absorb == ATTN_ABSORB_ON && used != 1) ok = false;
+    if (absorb == ATTN_ABSORB_OFF && used != 0) ok = false;
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        fprintf(stderr, "FAIL: H %d R %d rope %d nope %d dv %d B %lld Lq %lld Lk %lld qoff %lld absorb %d used %d threads %d strided %d: %s (worst rel %g)\n",
+                d.H, d.R, d.rope, d.nope, d.dv, (long long)B, (long long)Lq, (long long)Lk,
+                (long long)qoff, absorb, used, threads, strided, st ? err.message : "mismatch", worst);
+    }
+    free(qn_pad), free(qn), free(qr), free(ckv), free(kr), free(wuk), free(wuv), free(o), free(lse);
+    free(ro), free(rl);
+}
+
+static attn_kernel *compile(Dims d, const char *mask, const char *absorb) {
+    char text[512];
+    snprintf(text, sizeof text,
+             "attention mla_test { heads = %d; mla { kv_rank = %d; rope_dim = %d; nope_dim = %d; v_dim = %d; } mask = %s; absorb = %s; }",
+             d.H, d.R, d.rope, d.nope, d.dv, mask, absorb);
+    attn_kernel *k = NULL;
+    char *diags = NULL;
+    attn_error err;
+    if (attn_compile("mla_test.attn", text, NULL, &k, &diags, &err) != ATTN_OK) {
+        fprintf(stderr, "compile failed: %s\n%s\n", err.message, diags ? diags : "");
+        attn_free(diags);
+        failed++;
+        return NULL;
+    }
+    return k;
+}
+
+int main(void) {
+    Dims shapes[] = {
+        {4, 32, 8, 16, 16},   /* small */
+        {3, 40, 12, 20, 24},  /* nothing a multiple of the vector width */
+        {2, 512, 64, 128, 128}, /* DeepSeek-V2 per-head shapes, fewer heads */
+    };
+    struct { int64_t B, Lq, Lk, qoff; } calls[] = {
+        {1, 1, 1, ATTN_Q_OFFSET_DEFAULT}, {2, 1, 37, ATTN_Q_OFFSET_DEFAULT}, /* decode */
+        {1, 19, 19, ATTN_Q_OFFSET_DEFAULT}, {2, 33, 50, ATTN_Q_OFFSET_DEFAULT}, /* prefill */
+        {1, 7, 20, 0}, {1, 5, 9, -3}, /* top-aligned, rows that see nothing */
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        Dims d = shapes[s];
+        MaskFn masks[] = {m_causal, m_sliding};
+        const char *mtext[] = {"causal", "sliding(5)"};
+        for (int m = 0; m < 2; m++) {
+            attn_kernel *k = compile(d, mtext[m], "auto");
+            if (!k) continue;
+            for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++) {
+                if (s == 2 && c > 3) break; /* the big shape: a few calls suffice */
+                for (int ab = ATTN_ABSORB_ON; ab <= ATTN_ABSORB_OFF; ab++)
+                    check_case(k, d, masks[m], calls[c].B, calls[c].Lq, calls[c].Lk, calls[c].qoff,
+                               ab, 1 + (int)(c % 2), c == 3);
+                check_case(k, d, masks[m], calls[c].B, calls[c].Lq, calls[c].Lk, calls[c].qoff,
+                           ATTN_ABSORB_SPEC, 2, false);
+            }
+            /* the cost model: decode absorbs, long prefill up-projects */
+            if (!attn_mla_prefers_absorbed(k, 1, 4096)) {
+                fprintf(stderr, "FAIL: auto does not absorb for decode\n");
+                failed++;
+            } else {
+                passed++;
+            }
+            attn_kernel_free(k);
+        }
+    }
+    /* absorb = on compiles only the absorbed variant; forcing the other is an error */
+    Dims d = shapes[0];
+    attn_kernel *k = compile(d, "causal", "on");
+    if (k) {
+        check_case(k, d, m_causal, 1, 3, 10, ATTN_Q_OFFSET_DEFAULT, ATTN_ABSORB_SPEC, 1, false);
+        attn_mla_call c = {0};
+        attn_error err;
+        attn_status st = attn_run_mla(k, &c, NULL, &err);
+        st == ATTN_ERR_NULL ? passed++ : failed++;
+        attn_call plain = {0};
+        attn_run(k, &plain, &err) == ATTN_ERR_ARG ? passed++ : failed++;
+        attn_kernel_free(k);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
