@@ -1,0 +1,275 @@
+/* fuzz_call.c — libFuzzer target for the runtime's validation (attn_rt_check/attn_rt_launch).
+ *
+ * The bytes build a descriptor and a call: shapes, strides, NULLs, q_offset, inputs with
+ * random names, ranks and sizes. Every tensor points at a heap block of exactly the size its
+ * own shape and strides describe (computed here, independently of the runtime). When the
+ * runtime accepts the call, a tile function touches every byte the validated args say it may
+ * — the q/k/v/o/lse rows of its (b, h, rows) and every input element — so ASan reports any
+ * call the runtime accepts but should have refused. Calls describing more memory than the
+ * harness allocates are only checked, and must then be refused. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/attn_rt.h"
+
+#define FZ_MAX_ELEMS ((int64_t)1 << 16) /* larger tensors are checked, not run */
+
+/* The fuzzer's bytes, read front to back; zeros once exhausted. */
+typedef struct FzIn {
+    const uint8_t *p, *end;
+} FzIn;
+
+static uint8_t fz_u8(FzIn *in) { return in->p < in->end ? *in->p++ : 0; }
+
+static int64_t fz_i64(FzIn *in) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | fz_u8(in);
+    return (int64_t)v;
+}
+
+/* A value in [lo, hi]. */
+static int64_t fz_range(FzIn *in, int64_t lo, int64_t hi) {
+    return lo + (int64_t)(fz_u8(in) % (uint64_t)(hi - lo + 1));
+}
+
+/* Mostly `right`, sometimes something else: small, off by one, or any 64-bit value. */
+static int64_t fz_size(FzIn *in, int64_t right) {
+    switch (fz_u8(in) % 16) {
+    case 0: return fz_i64(in);
+    case 1: return fz_range(in, -2, 5);
+    case 2: return right + 1;
+    case 3: return (int64_t)1 << fz_range(in, 30, 62);
+    default: return right;
+    }
+}
+
+/* The descriptor of the launch under way, read by the tile function (read-only meanwhile). */
+static const attn_rt_desc *fz_desc;
+static volatile uint32_t fz_sink;
+
+static size_t fz_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+
+static void fz_read(const void *p, size_t n) {
+    const uint8_t *b = p;
+    uint32_t s = 0;
+    for (size_t i = 0; i < n; i++) s += b[i];
+    fz_sink += s;
+}
+
+/* Touches exactly what the args allow for query rows [q0, q1) of (b, h). */
+static int32_t fz_tile(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, int64_t q1) {
+    const attn_rt_desc *d = fz_desc;
+    if (b < 0 || b >= a->batch || h < 0 || h >= d->heads || q0 < 0 || q0 >= q1 || q1 > a->q_len)
+        abort();
+    size_t e = fz_elem(d->dtype);
+    const char *q = a->q, *k = a->k, *v = a->v;
+    char *o = a->o;
+    for (int64_t r = q0; r < q1; r++) {
+        fz_read(q + (b * a->q_stride[0] + h * a->q_stride[1] + r * a->q_stride[2]) * e,
+                (size_t)d->qk_dim * e);
+        memset(o + (b * a->o_stride[0] + h * a->o_stride[1] + r * a->o_stride[2]) * e, 0,
+               (size_t)d->v_dim * e);
+        if (a->lse) a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + r] = 0.0f;
+    }
+    if (q0 == 0) { /* the K/V rows of this head's K/V head, and all inputs, once per (b, h) */
+        int64_t kh = h * d->kv_heads / d->heads;
+        for (int64_t r = 0; r < a->kv_len; r++) {
+            fz_read(k + (b * a->k_stride[0] + kh * a->k_stride[1] + r * a->k_stride[2]) * e,
+                    (size_t)d->qk_dim * e);
+            fz_read(v + (b * a->v_stride[0] + kh * a->v_stride[1] + r * a->v_stride[2]) * e,
+                    (size_t)d->v_dim * e);
+        }
+        for (int i = 0; i < d->ninputs; i++) {
+            int64_t n = 1;
+            for (int j = 0; j < d->inputs[i].rank; j++) n *= a->input_dim[i][j];
+            fz_read(a->input[i], (size_t)n * 4);
+        }
+    }
+    return 0;
+}
+
+/* Elements spanned by a tensor: [0, extent) (0 if a size is below 1: nothing may be
+ * touched). -1 if it exceeds FZ_MAX_ELEMS; -2 if its byte size does not fit in an int64. */
+static int64_t fz_extent(const attn_tensor *t, size_t elem) {
+    if (t->ndim < 0 || t->ndim > ATTN_MAX_DIMS) return 0;
+    bool all_zero = true;
+    for (int d = 0; d < t->ndim; d++) all_zero &= t->stride[d] == 0;
+    __int128 n = 1, limit = (__int128)1 << 100;
+    for (int d = 0; d < t->ndim; d++) {
+        if (t->shape[d] < 1) return 0;
+        if (all_zero && t->shape[d] > limit / n) return -2;
+        if (all_zero) n *= t->shape[d];
+        else if (t->stride[d] >= 0) n += (__int128)(t->shape[d] - 1) * t->stride[d];
+        if (n > limit) return -2;
+    }
+    if (n * (__int128)elem > INT64_MAX) return -2;
+    return n > FZ_MAX_ELEMS ? -1 : (int64_t)n;
+}
+
+/* Allocates exactly what `t` spans (if that is small) and fills it from the input; a
+ * one-element block, and *big (and *overflow) set, if it spans more. */
+static void *fz_alloc(FzIn *in, const attn_tensor *t, size_t elem, bool *big, bool *overflow) {
+    int64_t n = fz_extent(t, elem);
+    if (n < 0) {
+        *big = true;
+        if (n == -2) *overflow = true;
+        n = 1;
+    }
+    size_t bytes = (size_t)n * elem;
+    uint8_t *p = malloc(bytes ? bytes : 1);
+    if (!p) abort();
+    for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)(i * 131 + fz_u8(in));
+    return p;
+}
+
+static const char *const fz_names[] = {"doc", "len", "rank", "slope", "x"};
+
+static void fz_tensor(FzIn *in, attn_tensor *t, int ndim, const int64_t *right) {
+    memset(t, 0, sizeof *t);
+    t->ndim = fz_u8(in) % 16 == 0 ? (int)fz_range(in, -1, 5) : ndim;
+    int n = t->ndim < 0 ? 0 : t->ndim > ATTN_MAX_DIMS ? ATTN_MAX_DIMS : t->ndim;
+    for (int d = 0; d < n; d++) t->shape[d] = fz_size(in, right[d]);
+    switch (fz_u8(in) % 8) {
+    case 0: /* row-major with padding */
+    case 1: {
+        int64_t s = 1;
+        for (int d = n - 1; d >= 0; d--) {
+            t->stride[d] = s;
+            int64_t padded;
+            if (__builtin_add_overflow(t->shape[d], fz_range(in, 0, 2), &padded) ||
+                __builtin_mul_overflow(s, padded, &s))
+                s = 1;
+        }
+        break;
+    }
+    case 2: /* anything */
+        for (int d = 0; d < n; d++) t->stride[d] = fz_u8(in) & 1 ? fz_i64(in) : fz_range(in, -3, 40);
+        break;
+    case 3: /* the row dim outermost (a [batch, seq, heads, dim] buffer seen as [b, h, seq, d]) */
+        if (n == 4 && t->shape[1] > 0 && t->shape[1] < 1 << 20 && t->shape[3] > 0 &&
+            t->shape[3] < 1 << 20) {
+            t->stride[3] = 1;
+            t->stride[1] = t->shape[3];
+            t->stride[2] = t->shape[1] * t->shape[3];
+            t->stride[0] = t->stride[2] * (t->shape[2] > 0 && t->shape[2] < 1 << 20 ? t->shape[2] : 1);
+        }
+        break;
+    default: break; /* all zero: row-major */
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    FzIn in = {data, data + size};
+    attn_rt_desc d;
+    memset(&d, 0, sizeof d);
+    attn_rt_input_desc idesc[ATTN_MAX_INPUTS];
+    memset(idesc, 0, sizeof idesc);
+    d.name = "fuzz";
+    d.heads = (int)fz_range(&in, 1, 6);
+    d.kv_heads = (int)fz_range(&in, 1, d.heads);
+    d.qk_dim = (int)fz_range(&in, 1, 9);
+    d.v_dim = (int)fz_range(&in, 1, 9);
+    d.dtype = (attn_dtype)fz_range(&in, 0, 2);
+    d.block_q = (int)fz_range(&in, 1, 5);
+    if (fz_u8(&in) % 32 == 0) { /* a hostile descriptor */
+        d.heads = (int)fz_range(&in, -1, 2);
+        d.kv_heads = (int)fz_range(&in, -1, 2);
+        d.block_q = (int)fz_range(&in, -1, 2);
+        d.dtype = (attn_dtype)fz_range(&in, 0, 5);
+    }
+    d.ninputs = (int)fz_range(&in, 0, 3);
+    bool used[5] = {false};
+    for (int i = 0; i < d.ninputs; i++) {
+        int j = (int)fz_range(&in, 0, 4);
+        while (used[j]) j = (j + 1) % 5;
+        used[j] = true;
+        idesc[i].name = fz_names[j];
+        idesc[i].dtype = fz_u8(&in) & 1 ? ATTN_I32 : ATTN_F32;
+        idesc[i].rank = (int)fz_range(&in, 0, 4);
+        for (int k = 0; k < idesc[i].rank; k++) {
+            idesc[i].dim_kind[k] = (attn_dim_kind)fz_range(&in, 0, 5);
+            idesc[i].dim_value[k] = fz_range(&in, 0, 4);
+        }
+    }
+    d.inputs = idesc;
+    d.tile = fz_tile;
+
+    int64_t B = fz_range(&in, 1, 3), Lq = fz_range(&in, 1, 9), Lk = fz_range(&in, 1, 9);
+    if (fz_u8(&in) % 8 == 0) Lk = fz_range(&in, 1, 200);
+    int64_t H = d.heads, KH = d.kv_heads, DQ = d.qk_dim, DV = d.v_dim;
+    attn_call c;
+    memset(&c, 0, sizeof c);
+    size_t e = fz_elem(d.dtype);
+    bool too_big = false, overflow = false;
+    fz_tensor(&in, &c.q, 4, (int64_t[]){B, H, Lq, DQ});
+    fz_tensor(&in, &c.k, 4, (int64_t[]){B, KH, Lk, DQ});
+    fz_tensor(&in, &c.v, 4, (int64_t[]){B, KH, Lk, DV});
+    fz_tensor(&in, &c.o, 4, (int64_t[]){B, H, Lq, DV});
+    bool lse = fz_u8(&in) & 1;
+    if (lse) fz_tensor(&in, &c.lse, 3, (int64_t[]){B, H, Lq, 1});
+    attn_tensor *ts[5] = {&c.q, &c.k, &c.v, &c.o, &c.lse};
+    for (int i = 0; i < (lse ? 5 : 4); i++)
+        ts[i]->data = fz_u8(&in) % 32 == 0 ? NULL : fz_alloc(&in, ts[i], i == 4 ? 4 : e, &too_big, &overflow);
+    switch (fz_u8(&in) % 4) {
+    case 0: c.q_offset = fz_i64(&in); break;
+    case 1: c.q_offset = fz_range(&in, -20, 20); break;
+    default: c.q_offset = ATTN_Q_OFFSET_DEFAULT; break;
+    }
+    c.threads = (int)fz_range(&in, 0, 2);
+    if (fz_u8(&in) % 64 == 0) c.threads = -1;
+
+    attn_input inputs[5];
+    memset(inputs, 0, sizeof inputs);
+    c.ninputs = (int)fz_range(&in, 0, 4);
+    if (fz_u8(&in) % 64 == 0) c.ninputs = -1;
+    c.inputs = c.ninputs > 0 && fz_u8(&in) % 32 == 0 ? NULL : inputs;
+    for (int i = 0; i < 5; i++) {
+        /* usually the i-th declared input, right-sized for the base shapes */
+        const attn_rt_input_desc *id = i < d.ninputs ? &idesc[i] : &idesc[0];
+        int pick = fz_u8(&in) % 8;
+        inputs[i].name = pick == 0 ? NULL : pick == 1 || i >= d.ninputs ? fz_names[fz_range(&in, 0, 4)] : id->name;
+        int64_t right[ATTN_MAX_DIMS] = {0};
+        for (int k = 0; k < ATTN_MAX_DIMS; k++) {
+            switch (id->dim_kind[k]) {
+            case ATTN_DIM_BATCH: right[k] = B; break;
+            case ATTN_DIM_HEADS: right[k] = H; break;
+            case ATTN_DIM_KV_HEADS: right[k] = KH; break;
+            case ATTN_DIM_Q_LEN: right[k] = Lq; break;
+            case ATTN_DIM_KV_LEN: right[k] = Lk; break;
+            default: right[k] = id->dim_value[k]; break;
+            }
+        }
+        fz_tensor(&in, &inputs[i].t, d.ninputs ? id->rank : 1, right);
+        /* inputs are contiguous: the harness allocates their element count */
+        attn_tensor dense = inputs[i].t;
+        memset(dense.stride, 0, sizeof dense.stride);
+        if (dense.ndim < 0 || dense.ndim > ATTN_MAX_DIMS) dense.ndim = 0;
+        bool big = false, ovf = false;
+        inputs[i].t.data = fz_u8(&in) % 32 == 0 ? NULL : fz_alloc(&in, &dense, 4, &big, &ovf);
+        if (i < c.ninputs) too_big |= big, overflow |= ovf;
+    }
+
+    attn_error err;
+    attn_rt_args args;
+    attn_status st = attn_rt_check(&d, &c, fz_u8(&in) % 8 ? &args : NULL, &err);
+    if (st != ATTN_OK && (err.code != st || !err.message[0])) abort();
+    if (st == ATTN_OK) {
+        /* accepted: no tensor's byte size may overflow; a huge but valid call is not run */
+        if (overflow) {
+            fprintf(stderr, "fuzz_call: accepted a call whose byte extent overflows\n");
+            abort();
+        }
+        if (!too_big) {
+            fz_desc = &d;
+            st = attn_rt_launch(&d, &c, NULL, &err);
+            if (st != ATTN_OK) abort();
+        }
+    }
+    for (int i = 0; i < 5; i++) free(ts[i]->data);
+    for (int i = 0; i < 5; i++) free(inputs[i].t.data);
+    return 0;
+}
