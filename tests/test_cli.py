@@ -239,6 +239,46 @@ src_bad = npy_write(os.path.join(TMP, "src_bad.npy"), [3, 3], [2], "<i4")
 attnc("run", unilm, "--in", f"q={qp1}", "--in", f"k={kp1}", "--in", f"v={vp1}", "--in", f"src_len={src_bad}",
       rc=1, err_has=["src_len"])
 
+# MLA (SPEC §3): run takes q_nope, q_rope, c_kv, k_rope, w_uk, w_uv; both variants agree
+mla = spec("mla.attn", "attention mla_small {\n    heads = 2;\n"
+                       "    mla { kv_rank = 6; rope_dim = 2; nope_dim = 3; v_dim = 4; }\n    mask = causal;\n}\n")
+B, H, Lq, Lk, R, RO, NO, DV = 1, 2, 3, 5, 6, 2, 3, 4
+vals = {n: [rng.uniform(-1, 1) for _ in range(math.prod(sh))] for n, sh in (
+    ("q_nope", (B, H, Lq, NO)), ("q_rope", (B, H, Lq, RO)), ("c_kv", (B, Lk, R)), ("k_rope", (B, Lk, RO)),
+    ("w_uk", (H, R, NO)), ("w_uv", (H, R, DV)))}
+shapes = {"q_nope": [B, H, Lq, NO], "q_rope": [B, H, Lq, RO], "c_kv": [B, Lk, R], "k_rope": [B, Lk, RO],
+          "w_uk": [H, R, NO], "w_uv": [H, R, DV]}
+mla_args = []
+for n in vals:
+    mla_args += ["--in", f"{n}={npy_write(os.path.join(TMP, n + '.npy'), vals[n], shapes[n])}"]
+ref = []
+for h in range(H):
+    for i in range(Lq):
+        qn = vals["q_nope"][(h * Lq + i) * NO:(h * Lq + i + 1) * NO]
+        qr = vals["q_rope"][(h * Lq + i) * RO:(h * Lq + i + 1) * RO]
+        s, vs = [], []
+        for j in range(Lk):
+            ckv = vals["c_kv"][j * R:(j + 1) * R]
+            kn = [sum(ckv[r] * vals["w_uk"][(h * R + r) * NO + d] for r in range(R)) for d in range(NO)]
+            vv = [sum(ckv[r] * vals["w_uv"][(h * R + r) * DV + d] for r in range(R)) for d in range(DV)]
+            kr = vals["k_rope"][j * RO:(j + 1) * RO]
+            if j <= Lk - Lq + i:
+                s.append((sum(a * b for a, b in zip(qn, kn)) + sum(a * b for a, b in zip(qr, kr))) / math.sqrt(NO + RO))
+                vs.append(vv)
+        mx = max(s)
+        w = [math.exp(x - mx) for x in s]
+        ref += [sum(w[t] * vs[t][d] for t in range(len(s))) / sum(w) for d in range(DV)]
+for absorb in ("on", "off"):
+    attnc("run", mla, *mla_args, "--out", f"o={op}", "--absorb", absorb)
+    o, oshape = npy_read(op)
+    if list(oshape) != [B, H, Lq, DV] or max(abs(a - b) for a, b in zip(o, ref)) > 1e-4:
+        fail(f"run MLA --absorb {absorb}: o differs from the reference")
+attnc("run", mla, *mla_args[:-2], "--out", f"o={op}", rc=1, err_has=["w_uv"])
+attnc("run", mla, "--in", f"q={qp}", *mla_args, rc=1, err_has=["q_nope"])
+p = attnc("bench", mla, "--q-len", "4", "--kv-len", "16", "--reps", "3", "--json")
+if '"mla": true' not in p.stdout:
+    fail("bench of an MLA kernel does not say so")
+
 # --- bench ---------------------------------------------------------------------------------
 p = attnc("bench", good, "--q-len", "8", "--kv-len", "8", "--reps", "3", "--json", "--threads", "1")
 try:

@@ -102,7 +102,6 @@ typedef struct Cli {
     attn_options opts;         /* kernel, defines, threads, opt level, no_prune, cpu */
     const char **defines;      /* NAME=VALUE strings (into argv) */
     int ndefines;
-    const char *absorb;        /* accepted; MLA is not there yet */
     const char *after;         /* dump --after */
     bool llvm;                 /* dump --llvm */
     const char *out_file;      /* build -o */
@@ -317,7 +316,7 @@ static int cli_parse(Cli *c, int argc, char **argv) {
         case OPT_ABSORB:
             if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
                 return cli_usage(cmd, "--absorb takes on or off, got '%s'", value);
-            c->absorb = value;
+            c->opts.absorb = strcmp(value, "on") == 0 ? ATTN_ABSORB_ON : ATTN_ABSORB_OFF;
             break;
         case OPT_AFTER: c->after = value; break;
         case OPT_LLVM: c->llvm = true; break;
@@ -727,8 +726,29 @@ static attn_kernel *cli_compile(const Cli *c, int *rc) {
 
 // run
 
+/* The tensors `run` reads, by kind of kernel. */
+typedef struct CliTensorSpec {
+    const char *name;   /* as in SPEC §2 / §3 */
+    int ndim;
+    const char *layout; /* for messages */
+} CliTensorSpec;
+
+static const CliTensorSpec cli_std_tensors[] = {
+    {"q", 4, "[batch, heads, q_len, head_dim]"},
+    {"k", 4, "[batch, kv_heads, kv_len, head_dim]"},
+    {"v", 4, "[batch, kv_heads, kv_len, v_dim]"},
+};
+static const CliTensorSpec cli_mla_tensors[] = {
+    {"q_nope", 4, "[batch, heads, q_len, nope_dim]"},
+    {"q_rope", 4, "[batch, heads, q_len, rope_dim]"},
+    {"c_kv", 3, "[batch, kv_len, kv_rank]"},
+    {"k_rope", 3, "[batch, kv_len, rope_dim]"},
+    {"w_uk", 3, "[heads, kv_rank, nope_dim]"},
+    {"w_uv", 3, "[heads, kv_rank, v_dim]"},
+};
+#define CLI_MAX_TENSORS 6
+
 static int cmd_run(Cli *c) {
-    static const char *const tensors[] = {"q", "k", "v", NULL};
     for (int i = 0; i < c->nouts; i++) {
         if (strcmp(c->outs[i].name, "o") != 0 && strcmp(c->outs[i].name, "lse") != 0)
             return cli_error(EXIT_INPUT, "--out %s: outputs are o and lse", c->outs[i].name);
@@ -736,84 +756,113 @@ static int cmd_run(Cli *c) {
             if (strcmp(c->outs[i].name, c->outs[j].name) == 0)
                 return cli_error(EXIT_INPUT, "--out %s is given twice", c->outs[i].name);
     }
-    const char *paths[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < c->nins; i++)
-        for (int t = 0; t < 3; t++)
-            if (strcmp(c->ins[i].name, tensors[t]) == 0) {
-                if (paths[t]) return cli_error(EXIT_INPUT, "--in %s is given twice", tensors[t]);
-                paths[t] = c->ins[i].path;
-            }
-    for (int t = 0; t < 3; t++)
-        if (!paths[t]) return cli_error(EXIT_INPUT, "missing --in %s=FILE.npy", tensors[t]);
-
     int rc = 0;
     attn_kernel *kern = cli_compile(c, &rc);
     if (!kern) return rc;
     const attn_rt_desc *d = attn_kernel_desc(kern);
-    NpyArray arr[3];
+    bool mla = attn_kernel_is_mla(kern);
+    const CliTensorSpec *ts = mla ? cli_mla_tensors : cli_std_tensors;
+    int nt = mla ? 6 : 3;
+    attn_dtype dtype = mla ? ATTN_F32 : d->dtype; /* MLA kernels take f32 */
+    const char *names[CLI_MAX_TENSORS + 1] = {NULL}, *paths[CLI_MAX_TENSORS] = {NULL};
+    NpyArray arr[CLI_MAX_TENSORS];
     memset(arr, 0, sizeof arr);
     CliInputs in;
     memset(&in, 0, sizeof in);
     void *o = NULL;
     float *lse = NULL, *o32 = NULL;
     char msg[512];
-    static const char *const layout[] = {"[batch, heads, q_len, head_dim]", "[batch, kv_heads, kv_len, head_dim]",
-                                         "[batch, kv_heads, kv_len, v_dim]"};
-    for (int t = 0; t < 3 && !rc; t++) {
+    for (int t = 0; t < nt; t++) names[t] = ts[t].name;
+    for (int i = 0; i < c->nins && !rc; i++)
+        for (int t = 0; t < nt; t++)
+            if (strcmp(c->ins[i].name, ts[t].name) == 0) {
+                if (paths[t]) rc = cli_error(EXIT_INPUT, "--in %s is given twice", ts[t].name);
+                paths[t] = c->ins[i].path;
+            }
+    for (int t = 0; t < nt && !rc; t++)
+        if (!paths[t])
+            rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (%s%s)", ts[t].name, ts[t].layout,
+                           mla ? ", an MLA kernel" : "");
+    for (int t = 0; t < nt && !rc; t++) {
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
-        else if (arr[t].ndim != 4)
-            rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected 4: %s", paths[t], tensors[t], arr[t].ndim,
-                           layout[t]);
-        else if (!cli_to_dtype(&arr[t], d->dtype, tensors[t], paths[t]))
+        else if (arr[t].ndim != ts[t].ndim)
+            rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], ts[t].name, arr[t].ndim,
+                           ts[t].ndim, ts[t].layout);
+        else if (!cli_to_dtype(&arr[t], dtype, ts[t].name, paths[t]))
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
-    int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = arr[1].shape[2];
-    if ((rc = cli_load_inputs(c, d, &in, tensors, false, NULL, NULL, B, Lq, Lk))) goto done;
+    /* q (q_nope) fixes batch and q_len, k (c_kv) fixes kv_len */
+    int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = mla ? arr[2].shape[1] : arr[1].shape[2];
+    if ((rc = cli_load_inputs(c, d, &in, names, false, NULL, NULL, B, Lq, Lk))) goto done;
 
-    attn_call call;
-    memset(&call, 0, sizeof call);
-    cli_tensor(&call.q, arr[0].data, 4, arr[0].shape);
-    cli_tensor(&call.k, arr[1].data, 4, arr[1].shape);
-    cli_tensor(&call.v, arr[2].data, 4, arr[2].shape);
-    int64_t oshape[4] = {B, d->heads, Lq, d->v_dim};
+    int64_t oshape[4] = {B, d->heads, Lq, d->v_dim}, count;
     bool want_lse = false;
     for (int i = 0; i < c->nouts; i++) want_lse |= strcmp(c->outs[i].name, "lse") == 0;
-    char probe; /* a stand-in for o: validation never dereferences it */
-    cli_tensor(&call.o, &probe, 4, oshape);
-    call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
-    call.inputs = in.bind;
-    call.ninputs = in.n;
-    call.threads = c->opts.threads;
+    int64_t q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
     attn_error err = {0};
-    /* validate first, so a wrong shape is reported before anything large is allocated
-     * (lse's sizes are o's first three) */
-    if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) {
-        rc = cli_status_error(&err);
+    attn_call call;
+    attn_mla_call mcall;
+    memset(&call, 0, sizeof call);
+    memset(&mcall, 0, sizeof mcall);
+    if (!mla) {
+        cli_tensor(&call.q, arr[0].data, 4, arr[0].shape);
+        cli_tensor(&call.k, arr[1].data, 4, arr[1].shape);
+        cli_tensor(&call.v, arr[2].data, 4, arr[2].shape);
+        char probe; /* a stand-in for o: validation never dereferences it */
+        cli_tensor(&call.o, &probe, 4, oshape);
+        call.q_offset = q_offset;
+        call.inputs = in.bind;
+        call.ninputs = in.n;
+        call.threads = c->opts.threads;
+        /* validate first, so a wrong shape is reported before anything large is allocated
+         * (lse's sizes are o's first three) */
+        if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) {
+            rc = cli_status_error(&err);
+            goto done;
+        }
+    }
+    if (__builtin_mul_overflow(B, (int64_t)d->heads, &count) || __builtin_mul_overflow(count, Lq, &count) ||
+        count > ((int64_t)1 << 36) / d->v_dim) {
+        rc = cli_error(EXIT_INPUT, "the output for batch %" PRId64 ", q_len %" PRId64 " is too large", B, Lq);
         goto done;
     }
-    size_t count = (size_t)(B * d->heads * Lq); /* bounded by q's element count */
-    o = calloc(count * (size_t)d->v_dim + 1, cli_elem_size(d->dtype));
-    lse = want_lse ? calloc(count + 1, sizeof *lse) : NULL;
+    o = calloc((size_t)(count * d->v_dim) + 1, cli_elem_size(dtype));
+    lse = want_lse ? calloc((size_t)count + 1, sizeof *lse) : NULL;
     if (!o || (want_lse && !lse)) {
         rc = cli_error(EXIT_INPUT, "out of memory");
         goto done;
     }
-    call.o.data = o;
-    if (want_lse) cli_tensor(&call.lse, lse, 3, oshape);
-    if (attn_run(kern, &call, &err) != ATTN_OK) {
+    attn_status st;
+    if (mla) {
+        attn_tensor *mt[6] = {&mcall.q_nope, &mcall.q_rope, &mcall.c_kv, &mcall.k_rope, &mcall.w_uk, &mcall.w_uv};
+        for (int t = 0; t < 6; t++) cli_tensor(mt[t], arr[t].data, arr[t].ndim, arr[t].shape);
+        cli_tensor(&mcall.o, o, 4, oshape);
+        if (want_lse) cli_tensor(&mcall.lse, lse, 3, oshape);
+        mcall.q_offset = q_offset;
+        mcall.inputs = in.bind;
+        mcall.ninputs = in.n;
+        mcall.threads = c->opts.threads;
+        mcall.absorb = c->opts.absorb;
+        st = attn_run_mla(kern, &mcall, NULL, &err);
+    } else {
+        call.o.data = o;
+        if (want_lse) cli_tensor(&call.lse, lse, 3, oshape);
+        st = attn_run(kern, &call, &err);
+    }
+    if (st != ATTN_OK) {
         rc = cli_status_error(&err);
         goto done;
     }
-    if (d->dtype != ATTN_F32) {
-        size_t n = count * (size_t)d->v_dim;
+    if (dtype != ATTN_F32) {
+        size_t n = (size_t)(count * d->v_dim);
         o32 = malloc(n * sizeof *o32 + 1);
         if (!o32) {
             rc = cli_error(EXIT_INPUT, "out of memory");
             goto done;
         }
         for (size_t i = 0; i < n; i++)
-            o32[i] = d->dtype == ATTN_F16 ? npy_f16_to_f32(((uint16_t *)o)[i]) : npy_bf16_to_f32(((uint16_t *)o)[i]);
+            o32[i] = dtype == ATTN_F16 ? npy_f16_to_f32(((uint16_t *)o)[i]) : npy_bf16_to_f32(((uint16_t *)o)[i]);
     }
     if (c->nouts == 0) cli_note("no --out given: nothing written");
     for (int i = 0; i < c->nouts && !rc; i++) {
@@ -823,7 +872,7 @@ static int cmd_run(Cli *c) {
             rc = cli_error(EXIT_INPUT, "%s", msg);
     }
 done:
-    for (int t = 0; t < 3; t++) npy_free(&arr[t]);
+    for (int t = 0; t < CLI_MAX_TENSORS; t++) npy_free(&arr[t]);
     cli_inputs_free(&in);
     free(o);
     free(o32);
@@ -930,17 +979,27 @@ static void *cli_alloc_tensor(int64_t a, int64_t b, int64_t c, int64_t d, size_t
     return malloc((size_t)n * elem + 1);
 }
 
+/* One call of a standard or an MLA kernel, as bench repeats it. */
+typedef struct BenchCall {
+    attn_kernel *kern;
+    bool mla;
+    attn_call call;
+    attn_mla_call mcall;
+    int absorbed; /* MLA: which variant ran */
+} BenchCall;
+
+static attn_status bench_run(BenchCall *bc, attn_error *err) {
+    return bc->mla ? attn_run_mla(bc->kern, &bc->mcall, &bc->absorbed, err) : attn_run(bc->kern, &bc->call, err);
+}
+
 static int cmd_bench(Cli *c) {
     int64_t B = c->batch ? c->batch : 1, Lq = c->q_len ? c->q_len : 1024, Lk = c->kv_len ? c->kv_len : 1024;
-    for (int i = 0; i < c->nins; i++)
-        if (!strcmp(c->ins[i].name, "q") || !strcmp(c->ins[i].name, "k") || !strcmp(c->ins[i].name, "v"))
-            return cli_error(EXIT_INPUT, "--in %s: bench uses random q, k, v; --in binds runtime inputs",
-                             c->ins[i].name);
     int rc = 0;
     IrModule *m = cli_load(c, &rc);
     if (!m) return rc;
     attn_kernel *kern = NULL;
-    void *q = NULL, *k = NULL, *v = NULL, *o = NULL;
+    enum { NBUF = 7 };
+    void *buf[NBUF] = {NULL};
     double *times = NULL;
     CliInputs in;
     memset(&in, 0, sizeof in);
@@ -952,42 +1011,83 @@ static int cmd_bench(Cli *c) {
     }
     if (!(kern = cli_compile(c, &rc))) goto done;
     const attn_rt_desc *d = attn_kernel_desc(kern);
+    BenchCall bc;
+    memset(&bc, 0, sizeof bc);
+    bc.kern = kern;
+    bc.mla = attn_kernel_is_mla(kern);
     if ((rc = cli_load_inputs(c, d, &in, NULL, true, NULL, NULL, B, Lq, Lk))) goto done;
 
-    size_t elem = cli_elem_size(d->dtype), nq, nk, nv, no;
-    q = cli_alloc_tensor(B, d->heads, Lq, d->qk_dim, elem, &nq);
-    k = cli_alloc_tensor(B, d->kv_heads, Lk, d->qk_dim, elem, &nk);
-    v = cli_alloc_tensor(B, d->kv_heads, Lk, d->v_dim, elem, &nv);
-    o = cli_alloc_tensor(B, d->heads, Lq, d->v_dim, elem, &no);
-    if (!q || !k || !v || !o) {
-        rc = cli_error(EXIT_INPUT, "cannot allocate the tensors for batch %" PRId64 ", q_len %" PRId64
-                                   ", kv_len %" PRId64, B, Lq, Lk);
-        goto done;
+    /* the tensors: q, k, v, o; or for MLA q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, o */
+    int64_t H = d->heads, shapes[NBUF][4];
+    int ndims[NBUF], nbuf;
+    attn_dtype dtype = bc.mla ? ATTN_F32 : d->dtype;
+    if (bc.mla) {
+        const IrMla *ml = &f->mla;
+        int64_t R = ml->kv_rank, rope = ml->rope_dim, nope = ml->nope_dim, dv = ml->v_dim;
+        int64_t s[NBUF][4] = {{B, H, Lq, nope}, {B, H, Lq, rope}, {B, Lk, R, 1}, {B, Lk, rope, 1},
+                              {H, R, nope, 1},  {H, R, dv, 1},    {B, H, Lq, dv}};
+        int nd[NBUF] = {4, 4, 3, 3, 3, 3, 4};
+        memcpy(shapes, s, sizeof s);
+        memcpy(ndims, nd, sizeof nd);
+        nbuf = 7;
+    } else {
+        int64_t s[4][4] = {{B, H, Lq, d->qk_dim}, {B, d->kv_heads, Lk, d->qk_dim}, {B, d->kv_heads, Lk, d->v_dim},
+                           {B, H, Lq, d->v_dim}};
+        memcpy(shapes, s, sizeof s);
+        for (int i = 0; i < 4; i++) ndims[i] = 4;
+        nbuf = 4;
     }
+    size_t elem = cli_elem_size(dtype), counts[NBUF];
     uint64_t seed = 42;
-    cli_random_fill(q, nq, d->dtype, &seed);
-    cli_random_fill(k, nk, d->dtype, &seed);
-    cli_random_fill(v, nv, d->dtype, &seed);
-    memset(o, 0, no * elem);
+    for (int i = 0; i < nbuf; i++) {
+        const int64_t *s = shapes[i];
+        buf[i] = cli_alloc_tensor(s[0], s[1], s[2], ndims[i] == 4 ? s[3] : 1, elem, &counts[i]);
+        if (!buf[i]) {
+            rc = cli_error(EXIT_INPUT, "cannot allocate the tensors for batch %" PRId64 ", q_len %" PRId64
+                                       ", kv_len %" PRId64, B, Lq, Lk);
+            goto done;
+        }
+        if (i < nbuf - 1) cli_random_fill(buf[i], counts[i], dtype, &seed);
+        else memset(buf[i], 0, counts[i] * elem);
+    }
+    if (bc.mla) { /* keep the latent projections near unit scale: weights / sqrt(kv_rank) */
+        float w = 1.0f / sqrtf((float)f->mla.kv_rank);
+        for (int i = 4; i < 6; i++)
+            for (size_t j = 0; j < counts[i]; j++) ((float *)buf[i])[j] *= w;
+    }
 
-    attn_call call;
-    memset(&call, 0, sizeof call);
-    cli_tensor(&call.q, q, 4, (int64_t[]){B, d->heads, Lq, d->qk_dim});
-    cli_tensor(&call.k, k, 4, (int64_t[]){B, d->kv_heads, Lk, d->qk_dim});
-    cli_tensor(&call.v, v, 4, (int64_t[]){B, d->kv_heads, Lk, d->v_dim});
-    cli_tensor(&call.o, o, 4, (int64_t[]){B, d->heads, Lq, d->v_dim});
-    call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
-    call.inputs = in.bind;
-    call.ninputs = in.n;
-    call.threads = c->opts.threads;
+    /* validate the sizes and inputs as a call would (for MLA on the up-projected shapes) and
+     * get the resolved arguments the mask reads */
+    char probe; /* a stand-in address for MLA: never dereferenced */
+    attn_call *call = &bc.call;
+    call->q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call->inputs = in.bind;
+    call->ninputs = in.n;
+    call->threads = c->opts.threads;
+    int64_t sq[4] = {B, H, Lq, d->qk_dim}, sk[4] = {B, d->kv_heads, Lk, d->qk_dim},
+            sv[4] = {B, d->kv_heads, Lk, d->v_dim}, so[4] = {B, H, Lq, d->v_dim};
+    cli_tensor(&call->q, bc.mla ? &probe : buf[0], 4, sq);
+    cli_tensor(&call->k, bc.mla ? &probe : buf[1], 4, sk);
+    cli_tensor(&call->v, bc.mla ? &probe : buf[2], 4, sv);
+    cli_tensor(&call->o, bc.mla ? &probe : buf[3], 4, so);
     attn_rt_args args;
-    if (attn_rt_check(d, &call, &args, &err) != ATTN_OK) {
+    if (attn_rt_check(d, call, &args, &err) != ATTN_OK) {
         rc = cli_status_error(&err);
         goto done;
     }
+    if (bc.mla) {
+        attn_mla_call *mc = &bc.mcall;
+        attn_tensor *mt[NBUF] = {&mc->q_nope, &mc->q_rope, &mc->c_kv, &mc->k_rope, &mc->w_uk, &mc->w_uv, &mc->o};
+        for (int i = 0; i < nbuf; i++) cli_tensor(mt[i], buf[i], ndims[i], shapes[i]);
+        mc->q_offset = call->q_offset;
+        mc->inputs = in.bind;
+        mc->ninputs = in.n;
+        mc->threads = c->opts.threads;
+        mc->absorb = c->opts.absorb;
+    }
 
     double t0 = cli_now_ms();
-    if (attn_run(kern, &call, &err) != ATTN_OK) { /* warm-up */
+    if (bench_run(&bc, &err) != ATTN_OK) { /* warm-up */
         rc = cli_status_error(&err);
         goto done;
     }
@@ -1004,7 +1104,7 @@ static int cmd_bench(Cli *c) {
     }
     for (int r = 0; r < reps; r++) {
         double s = cli_now_ms();
-        attn_run(kern, &call, &err);
+        bench_run(&bc, &err);
         times[r] = cli_now_ms() - s;
     }
     qsort(times, (size_t)reps, sizeof *times, cli_cmp_double);
@@ -1022,16 +1122,22 @@ static int cmd_bench(Cli *c) {
     double gflops = ms > 0 ? 2.0 * (d->qk_dim + d->v_dim) * visible_pairs / (ms * 1e6) : 0;
     int threads = c->opts.threads ? c->opts.threads : attn_rt_cpu_count();
     double compile_ms = attn_kernel_compile_ms(kern);
+    char mla_json[64] = "", mla_text[64] = "";
+    if (bc.mla) {
+        snprintf(mla_json, sizeof mla_json, ", \"mla\": true, \"absorbed\": %s", bc.absorbed ? "true" : "false");
+        snprintf(mla_text, sizeof mla_text, ", MLA %s", bc.absorbed ? "absorbed" : "up-projected");
+    }
 
     if (c->json) {
         printf("{\"kernel\": \"%s\", \"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
                ", \"heads\": %d, \"kv_heads\": %d, \"qk_dim\": %d, \"v_dim\": %d, \"dtype\": \"%s\", "
                "\"q_offset\": %" PRId64 ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, "
-               "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f}\n",
-               d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, cli_dtype_name(d->dtype),
-               args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms);
+               "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f%s}\n",
+               d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, cli_dtype_name(dtype),
+               args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
+               mla_json);
     } else {
-        printf("kernel      %s (%s)\n", d->name, cli_dtype_name(d->dtype));
+        printf("kernel      %s (%s%s)\n", d->name, cli_dtype_name(dtype), mla_text);
         printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 ", kv_len %" PRId64
                ", head_dim %d, v_dim %d, q_offset %" PRId64 "\n",
                B, d->heads, d->kv_heads, Lq, Lk, d->qk_dim, d->v_dim, args.q_offset);
@@ -1043,10 +1149,7 @@ static int cmd_bench(Cli *c) {
     }
 done:
     free(times);
-    free(q);
-    free(k);
-    free(v);
-    free(o);
+    for (int i = 0; i < NBUF; i++) free(buf[i]);
     cli_inputs_free(&in);
     attn_kernel_free(kern);
     ir_module_free(m);
