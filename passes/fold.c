@@ -52,6 +52,20 @@ IrExpr *pass_fold_expr(Arena *a, IrExpr *e) {
         break;
     case IR_NOT:
         if (x->op == IR_NOT) return x->args[0];
+        if (x->op == IR_AND || x->op == IR_OR) /* De Morgan, so negations reach the leaves */
+            return pass_fold_expr(a, ir_binary(a, x->op == IR_AND ? IR_OR : IR_AND,
+                                               ir_unary(a, IR_NOT, x->args[0]),
+                                               ir_unary(a, IR_NOT, x->args[1])));
+        /* !(a < b) is a >= b for ints (not for floats: NaN compares false both ways) */
+        if (x->nargs == 2 && x->args[0]->type == IR_TY_INT) {
+            IrExprOp inv = x->op == IR_LT ? IR_GE : x->op == IR_LE ? IR_GT : x->op == IR_GT ? IR_LE
+                         : x->op == IR_GE ? IR_LT : x->op == IR_EQ ? IR_NE : x->op == IR_NE ? IR_EQ
+                         : IR_EXPR_OP_COUNT;
+            if (inv != IR_EXPR_OP_COUNT) return ir_binary(a, inv, x->args[0], x->args[1]);
+        }
+        break;
+    case IR_NEG:
+        if (x->op == IR_NEG) return x->args[0];
         break;
     case IR_SELECT:
         if (is_const(x)) return x->ival ? y : e->args[2];
@@ -63,6 +77,7 @@ IrExpr *pass_fold_expr(Arena *a, IrExpr *e) {
         break;
     case IR_SUB:
         if (is_num(y, 0)) return x;
+        if (is_num(x, 0) && x->type == y->type) return pass_fold_expr(a, ir_unary(a, IR_NEG, y));
         break;
     case IR_MUL:
         if (is_num(x, 1)) return y;
