@@ -250,6 +250,7 @@ typedef struct Variant {
     RefKernel ref;              /* the hand-written description, overrides applied */
     char pathbuf[1024];         /* owns path for example files */
     char textbuf[512];          /* owns text for inline specs */
+    bool own_path, own_text;    /* path / text point into pathbuf / textbuf */
     /* the JIT compile, done ahead in a second thread */
     attn_kernel *kern;          /* NULL when it failed */
     char *diags;                /* its diagnostics */
@@ -883,7 +884,7 @@ typedef struct VariantList {
     int n, cap;
 } VariantList;
 
-/* Appends a copy of `var`, its path and text pointing into the copy's own buffers. */
+/* Appends a copy of `var` (its own path/text buffers are re-pointed before the run). */
 static void add_variant(VariantList *l, const Variant *var) {
     if (l->n == l->cap) {
         int cap = l->cap ? 2 * l->cap : 64;
@@ -897,8 +898,8 @@ static void add_variant(VariantList *l, const Variant *var) {
     }
     Variant *d = &l->v[l->n++];
     *d = *var;
-    if (var->path == var->pathbuf) d->path = d->pathbuf;
-    if (var->text == var->textbuf) d->text = d->textbuf;
+    d->own_path = var->path == var->pathbuf; /* re-pointed once the list stops moving */
+    d->own_text = var->text == var->textbuf;
 }
 
 static bool wanted(const Variant *var, const char *filter) {
@@ -1092,6 +1093,11 @@ int main(int argc, char **argv) {
         snprintf(var.label, sizeof var.label, "inline %s (%s)", halves[i].kernel,
                  dtype_name(halves[i].dtype));
         if (wanted(&var, filter)) add_variant(&list, &var);
+    }
+
+    for (int i = 0; i < list.n; i++) {
+        if (list.v[i].own_path) list.v[i].path = list.v[i].pathbuf;
+        if (list.v[i].own_text) list.v[i].text = list.v[i].textbuf;
     }
 
     /* Run them, compiling variant i+1 in a second thread while variant i runs. */
