@@ -1,0 +1,260 @@
+/* test_cache.c — the on-disk kernel cache: cold compile, warm load, blocks that compile alike,
+ * corrupt, truncated and foreign entries rebuilt, the cache bypassed, and two threads filling
+ * an empty cache at once. Uses its own temporary ATTNC_CACHE_DIR. */
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "attn/attn.h"
+
+static int failures, checks;
+
+#define CHECK(cond, ...)                                          \
+    do {                                                          \
+        checks++;                                                 \
+        if (!(cond)) {                                            \
+            failures++;                                           \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
+            printf(__VA_ARGS__);                                  \
+            printf("\n");                                         \
+        }                                                         \
+    } while (0)
+
+enum { B = 1, H = 4, KVH = 2, D = 32, LQ = 37, LK = 53 };
+
+static const char *spec_a =
+    "attention cached_a { heads = 4; kv_heads = 2; head_dim = 32; mask = causal; }\n";
+/* the same kernel under another name: must share the entry */
+static const char *spec_b =
+    "attention another_name { heads = 4; kv_heads = 2; head_dim = 32; mask = causal; }\n";
+/* a different kernel (window): its entry is "foreign" to spec_a's file name */
+static const char *spec_c =
+    "attention cached_c { heads = 4; kv_heads = 2; head_dim = 32; mask = sliding(5); }\n";
+
+static float q[B * H * LQ * D], k[B * KVH * LK * D], v[B * KVH * LK * D];
+static float ref[B * H * LQ * D];
+static char dir[256];
+
+static void fill(float *x, int n, unsigned seed) {
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)((seed >> 8) / 16777216.0 * 2 - 1);
+    }
+}
+
+/* causal GQA in double */
+static void reference(void) {
+    int off = LK - LQ;
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < LQ; i++) {
+            const float *qi = q + ((size_t)h * LQ + i) * D;
+            const float *kh = k + (size_t)(h / (H / KVH)) * LK * D, *vh = v + (size_t)(h / (H / KVH)) * LK * D;
+            double s[LK], mx = -INFINITY, sum = 0;
+            for (int j = 0; j <= i + off; j++) {
+                double d = 0;
+                for (int x = 0; x < D; x++) d += (double)qi[x] * kh[(size_t)j * D + x];
+                s[j] = d / sqrt(D);
+                if (s[j] > mx) mx = s[j];
+            }
+            for (int j = 0; j <= i + off; j++) sum += s[j] = exp(s[j] - mx);
+            for (int x = 0; x < D; x++) {
+                double acc = 0;
+                for (int j = 0; j <= i + off; j++) acc += s[j] * vh[(size_t)j * D + x];
+                ref[((size_t)h * LQ + i) * D + x] = (float)(acc / sum);
+            }
+        }
+}
+
+static attn_kernel *compile(const char *text, int no_cache) {
+    attn_options o;
+    attn_options_init(&o);
+    o.threads = 1;
+    o.no_cache = no_cache;
+    attn_kernel *kern = NULL;
+    attn_error err;
+    char *diags = NULL;
+    if (attn_compile("cache.attn", text, &o, &kern, &diags, &err) != ATTN_OK)
+        printf("compile: %s %s\n", err.message, diags ? diags : "");
+    attn_free(diags);
+    return kern;
+}
+
+/* Runs kern and returns the max abs difference from the reference (inf on error). */
+static double run(attn_kernel *kern, float *o) {
+    attn_call c;
+    memset(&c, 0, sizeof c);
+    c.q = (attn_tensor){q, 4, {B, H, LQ, D}, {0}};
+    c.k = (attn_tensor){k, 4, {B, KVH, LK, D}, {0}};
+    c.v = (attn_tensor){v, 4, {B, KVH, LK, D}, {0}};
+    c.o = (attn_tensor){o, 4, {B, H, LQ, D}, {0}};
+    c.q_offset = ATTN_Q_OFFSET_DEFAULT;
+    attn_error err;
+    if (!kern || attn_run(kern, &c, &err) != ATTN_OK) return INFINITY;
+    double worst = 0;
+    for (int i = 0; i < B * H * LQ * D; i++) {
+        double d = fabs((double)o[i] - ref[i]);
+        if (!(d <= worst)) worst = d;
+    }
+    return worst;
+}
+
+/* The one entry of the cache directory (path into `out`) and the count of files, temp files
+ * (".name.XXXXXX") included. */
+static int entries(char *out, size_t cap) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        n++;
+        if (out) snprintf(out, cap, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void flip_byte(const char *path, long at) {
+    FILE *f = fopen(path, "r+b");
+    if (!f) return;
+    fseek(f, at, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(c ^ 0x5a, f);
+    fclose(f);
+}
+
+static void clear_dir(void) {
+    char path[512];
+    while (entries(path, sizeof path) > 0) unlink(path);
+}
+
+/* Compiles spec_a expecting a hit or a miss, checks its results and that the kernel is fine. */
+static void expect(const char *what, const char *text, int hit) {
+    static float o[B * H * LQ * D];
+    attn_kernel *kern = compile(text, 0);
+    CHECK(kern != NULL, "%s: compile failed", what);
+    if (!kern) return;
+    CHECK(attn_kernel_cache_hit(kern) == hit, "%s: cache_hit %d, expected %d", what,
+          attn_kernel_cache_hit(kern), hit);
+    double err = run(kern, o);
+    CHECK(err < 1e-4, "%s: max error %g", what, err);
+    printf("%-34s hit %d  %7.1f ms  max err %.2e\n", what, attn_kernel_cache_hit(kern),
+           attn_kernel_compile_ms(kern), err);
+    attn_kernel_free(kern);
+}
+
+static void *thread_compile(void *arg) {
+    float *o = arg;
+    attn_kernel *kern = compile(spec_a, 0);
+    double err = run(kern, o);
+    attn_kernel_free(kern);
+    return (void *)(intptr_t)(err < 1e-4);
+}
+
+int main(void) {
+    snprintf(dir, sizeof dir, "%s/attnc-cache-test-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    setenv("ATTNC_CACHE_DIR", dir, 1);
+    unsetenv("ATTNC_NO_CACHE");
+    fill(q, B * H * LQ * D, 1);
+    fill(k, B * KVH * LK * D, 2);
+    fill(v, B * KVH * LK * D, 3);
+    reference();
+
+    char entry[512] = "";
+    expect("cold compile", spec_a, 0);
+    CHECK(entries(entry, sizeof entry) == 1, "one entry after a cold compile (found %d)", entries(NULL, 0));
+    long size = file_size(entry);
+    expect("warm load", spec_a, 1);
+    expect("same kernel, another block name", spec_b, 1);
+    CHECK(entries(NULL, 0) == 1, "blocks that compile alike share one entry");
+
+    /* bitwise the same results, cached or not */
+    {
+        static float o1[B * H * LQ * D], o2[B * H * LQ * D];
+        attn_kernel *cold = compile(spec_a, 1), *warm = compile(spec_a, 0);
+        CHECK(cold && !attn_kernel_cache_hit(cold), "no_cache: not a hit");
+        CHECK(warm && attn_kernel_cache_hit(warm), "warm: a hit");
+        run(cold, o1);
+        run(warm, o2);
+        CHECK(!memcmp(o1, o2, sizeof o1), "cached and uncached kernels agree bit for bit");
+        attn_kernel_free(cold);
+        attn_kernel_free(warm);
+    }
+    setenv("ATTNC_NO_CACHE", "1", 1);
+    expect("ATTNC_NO_CACHE=1", spec_a, 0);
+    unsetenv("ATTNC_NO_CACHE");
+
+    /* corruption anywhere: payload, checksum, key, header, truncation, an empty file */
+    const long spots[] = {size - 100, size / 2, 30, 60, 3, 10, 17};
+    for (int i = 0; i < (int)(sizeof spots / sizeof spots[0]); i++) {
+        char what[64];
+        flip_byte(entry, spots[i]);
+        snprintf(what, sizeof what, "byte %ld flipped: rebuilt", spots[i]);
+        expect(what, spec_a, 0);
+        expect("then warm again", spec_a, 1);
+    }
+    CHECK(truncate(entry, size / 3) == 0, "truncate");
+    expect("truncated: rebuilt", spec_a, 0);
+    CHECK(file_size(entry) == size, "the rebuilt entry is whole (%ld bytes, want %ld)", file_size(entry), size);
+    CHECK(truncate(entry, 0) == 0, "truncate");
+    expect("empty file: rebuilt", spec_a, 0);
+    expect("then warm again", spec_a, 1);
+    CHECK(truncate(entry, size + 7) == 0, "extend");
+    expect("trailing bytes: rebuilt", spec_a, 0);
+
+    /* a foreign entry: another kernel's valid entry under spec_a's file name */
+    {
+        attn_kernel *other = compile(spec_c, 0);
+        attn_kernel_free(other);
+        char path[512];
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d && (e = readdir(d));) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            if (e->d_name[0] != '.' && strcmp(path, entry) != 0) break;
+        }
+        if (d) closedir(d);
+        CHECK(rename(path, entry) == 0, "move the foreign entry over %s", entry);
+        expect("foreign entry: rebuilt", spec_a, 0);
+        expect("then warm again", spec_a, 1);
+    }
+
+    /* two threads, an empty cache */
+    clear_dir();
+    {
+        static float o1[B * H * LQ * D], o2[B * H * LQ * D];
+        pthread_t t1, t2;
+        void *r1 = NULL, *r2 = NULL;
+        pthread_create(&t1, NULL, thread_compile, o1);
+        pthread_create(&t2, NULL, thread_compile, o2);
+        pthread_join(t1, &r1);
+        pthread_join(t2, &r2);
+        CHECK(r1 && r2, "both threads compiled and ran correctly");
+        CHECK(entries(entry, sizeof entry) == 1, "one entry, no temp files left (%d files)", entries(NULL, 0));
+        CHECK(file_size(entry) == size, "the entry is whole");
+        expect("after two threads: warm", spec_a, 1);
+    }
+
+    /* an unusable cache directory only costs a compile */
+    setenv("ATTNC_CACHE_DIR", "/proc/attnc-no-such-dir", 1);
+    expect("unwritable cache dir", spec_a, 0);
+
+    setenv("ATTNC_CACHE_DIR", dir, 1);
+    clear_dir();
+    rmdir(dir);
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures != 0;
+}
