@@ -48,7 +48,6 @@ typedef struct Kern {
     LLVMValueRef qlo, last, npad, kb, kv_len;  /* chunk's first position, rows-1, rows padded to R; block start, key end */
 } Kern;
 
-/* One group of R rows against the packed block; `masked`: apply MB and the kv tail. */
 static void transpose(Cg *c, LLVMValueRef *rows);
 
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
@@ -138,7 +137,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
         }
     }
     /* online softmax */
-    LLVMValueRef pv[MAXR][MAXT];
+    LLVMValueRef pv[MAXR][MAXT], as[MAXR];
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef mx = s[r][0];
         for (int t = 1; t < p->NT; t++) mx = cg_intr2(c, "llvm.maxnum", mx, s[r][t]);
@@ -159,36 +158,44 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
         LLVMValueRef l = cg_fma(c, cg_load(c, c->f32, lp, 4), alpha, cg_hsum(c, psum));
         cg_store(c, l, lp, 4);
         cg_store(c, m_new, mp, 4);
-        LLVMValueRef as = cg_splat(c, alpha);
-        for (int ch = 0; ch < p->VC; ch++) {
-            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
-            acc[r][ch] = LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), as, "");
-        }
+        as[r] = cg_splat(c, alpha);
     }
-    /* acc += P V */
+    /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
+     * accumulators stay in registers whatever v_dim is; P is reused by every pass */
+    int CG = 16 / p->R;
+    if (CG < 1) CG = 1;
+    if (CG > p->VC) CG = p->VC;
     LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
-    for (int j = 0; j < p->BK; j++) {
-        int t = j / p->W, lane = j % p->W;
-        LLVMValueRef key = add(c, k->kb, cg_i64(c, j));
-        if (masked) key = cg_smin(c, key, vlast);
-        LLVMValueRef voff = add(c, mul(c, key, k->vs2), cg_i64(c, 0));
-        LLVMValueRef vv[MAXC];
-        for (int ch = 0; ch < p->VC; ch++)
-            vv[ch] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef pj = cg_splat(c, LLVMBuildExtractElement(b, pv[r][t], cg_i32(c, lane), ""));
-            LLVMValueRef bit = masked ? LLVMBuildExtractElement(b, mv[r][t], cg_i32(c, lane), "") : NULL;
-            for (int ch = 0; ch < p->VC; ch++) {
-                LLVMValueRef nv = cg_fma(c, pj, vv[ch], acc[r][ch]);
-                acc[r][ch] = masked ? LLVMBuildSelect(b, bit, nv, acc[r][ch], "") : nv;
+    for (int c0 = 0; c0 < p->VC; c0 += CG) {
+        int c1 = c0 + CG < p->VC ? c0 + CG : p->VC;
+        for (int r = 0; r < p->R; r++)
+            for (int ch = c0; ch < c1; ch++) {
+                LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
+                acc[r][ch] = LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), as[r], "");
+            }
+        for (int j = 0; j < p->BK; j++) {
+            int t = j / p->W, lane = j % p->W;
+            LLVMValueRef key = add(c, k->kb, cg_i64(c, j));
+            if (masked) key = cg_smin(c, key, vlast);
+            LLVMValueRef voff = mul(c, key, k->vs2);
+            LLVMValueRef vv[MAXC];
+            for (int ch = c0; ch < c1; ch++)
+                vv[ch] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+            for (int r = 0; r < p->R; r++) {
+                LLVMValueRef pj = cg_splat(c, LLVMBuildExtractElement(b, pv[r][t], cg_i32(c, lane), ""));
+                LLVMValueRef bit = masked ? LLVMBuildExtractElement(b, mv[r][t], cg_i32(c, lane), "") : NULL;
+                for (int ch = c0; ch < c1; ch++) {
+                    LLVMValueRef nv = cg_fma(c, pj, vv[ch], acc[r][ch]);
+                    acc[r][ch] = masked ? LLVMBuildSelect(b, bit, nv, acc[r][ch], "") : nv;
+                }
             }
         }
+        for (int r = 0; r < p->R; r++)
+            for (int ch = c0; ch < c1; ch++) {
+                LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
+                cg_store(c, acc[r][ch], ap, va);
+            }
     }
-    for (int r = 0; r < p->R; r++)
-        for (int ch = 0; ch < p->VC; ch++) {
-            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
-            cg_store(c, acc[r][ch], ap, va);
-        }
 }
 
 /* In-register transpose of W rows of W floats: log2(W) rounds of interleaving row i with

@@ -166,10 +166,13 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
         IrFunc tmp = *funcs[i];
         if (tmp.sched.vec_width <= 0) {
             /* no schedule: a plain default for this target */
+            /* no schedule: what measured best on AVX-512 (R = 4, K+V blocks of ~32 KiB) */
+            int d = tmp.qk_dim > tmp.v_dim ? tmp.qk_dim : tmp.v_dim;
+            int bk = d > 0 ? 4096 / d / width * width : 4 * width;
             tmp.sched.vec_width = width;
-            tmp.sched.block_k = width;
+            tmp.sched.block_k = bk < width ? width : bk > 4 * width ? 4 * width : bk;
             tmp.sched.rows = 4;
-            tmp.sched.block_q = 64;
+            tmp.sched.block_q = 128;
         }
         char *sym = cg_tile_symbol(funcs[i]->arena, funcs[i]);
         if (!sym) {
