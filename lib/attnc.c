@@ -64,11 +64,11 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     err->code = ATTN_OK;
     err->message[0] = 0;
     if (diagnostics) *diagnostics = NULL;
+    if (out) *out = NULL; /* on every failure, including the argument checks below */
     if (!out || (!path && !text)) {
         fail(err, ATTN_ERR_NULL, "attn_compile: out and path or text are required");
         return err->code;
     }
-    *out = NULL;
     attn_options defaults;
     if (!opts) {
         attn_options_init(&defaults);
