@@ -2,7 +2,7 @@
 # Installs what attnc needs to build and test on Debian 12 (as root), only if missing.
 set -euo pipefail
 pkgs=(cmake make gcc g++ flex bison llvm-19-dev llvm-19-tools clang-19 libclang-rt-19-dev
-      python3-numpy libopenblas-dev valgrind)
+      python3-numpy libopenblas-dev valgrind pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
