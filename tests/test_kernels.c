@@ -902,6 +902,26 @@ static void add_variant(VariantList *l, const Variant *var) {
     d->own_text = var->text == var->textbuf;
 }
 
+// Masks of the extra inline specs, written here by hand.
+static int64_t xfloordiv(int64_t a, int64_t d) { return a / d - (a % d != 0 && a < 0); }
+static int64_t xfloormod(int64_t a, int64_t d) { return ((a % d) + d) % d; }
+
+static bool xmask_block_diag(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return xfloordiv(k, 8) == xfloordiv(q, 8);
+}
+static bool xmask_residue(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return xfloormod(k - q, 5) == 2 || xfloormod(q, 4) == xfloormod(k, 4);
+}
+static bool xmask_minmax(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return k <= (q < 50 ? q : 50) && k >= (q - 30 > 0 ? q - 30 : 0);
+}
+static bool xmask_boolcmp(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return (xfloormod(k, 2) == 0) == (xfloormod(q, 2) == 0) && !(k > q);
+}
+static double xscore_clamp(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
+    return s > 6.0 ? 6.0 : (s > -3.0 ? s : -3.0);
+}
+
 static bool wanted(const Variant *var, const char *filter) {
     return !filter || strstr(var->label, filter);
 }
@@ -937,6 +957,18 @@ int main(int argc, char **argv) {
         {"sparse_strided.attn", "sparse_strided", "stride=7", 7},
         {"sparse_fixed.attn", "sparse_fixed", "stride=8", 8},
         {"softcap.attn", "gemma2_local", "window=32", 32},
+        /* degenerate values: the mask analysis' edge cases */
+        {"atrous.attn", "atrous", "rate=1", 1},
+        {"atrous.attn", "atrous_causal", "rate=1000", 1000},
+        {"local.attn", "local_window", "w=0", 0},
+        {"local.attn", "local_window", "w=-1", -1},
+        {"local.attn", "local_window_written", "w=100000", 100000},
+        {"local.attn", "local_sliding", "w=1", 1},
+        {"local.attn", "local_sliding_written", "w=0", 0},
+        {"sparse_strided.attn", "sparse_strided", "stride=1", 1},
+        {"sparse_strided.attn", "sparse_strided_written", "stride=300", 300},
+        {"sparse_fixed.attn", "sparse_fixed", "c=0", 0},
+        {"sparse_fixed.attn", "sparse_fixed_written", "c=16", 16},
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
         if (!variant_from_file(&var, dir, defs[i].file, defs[i].kernel)) continue;
@@ -946,6 +978,11 @@ int main(int argc, char **argv) {
     if (variant_from_file(&var, dir, "sparse_fixed.attn", "sparse_fixed")) {
         variant_define(&var, "stride=8", 8);
         variant_define(&var, "c=3", 3);
+        if (wanted(&var, filter)) add_variant(&list, &var);
+    }
+    if (variant_from_file(&var, dir, "sparse_fixed.attn", "sparse_fixed_written")) {
+        variant_define(&var, "stride=1", 1);
+        variant_define(&var, "c=1", 1);
         if (wanted(&var, filter)) add_variant(&list, &var);
     }
 
@@ -1061,6 +1098,25 @@ int main(int argc, char **argv) {
          "    mask = abs(q - k) < thr[h]; }",
          "float_in", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
                       .mask = mask_float_thr, .inputs = {REF_IN_THR}}},
+        {"attention block_diag { heads = 2; head_dim = 32; mask = k / 8 == q / 8; }",
+         "block_diag", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
+                        .mask = xmask_block_diag}},
+        {"attention residue { heads = 2; head_dim = 32; mask = (k - q) % 5 == 2 || q % 4 == k % 4; }",
+         "residue", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .mask = xmask_residue}},
+        {"attention minmax { heads = 2; head_dim = 32;\n"
+         "    mask = k <= min(q, 50) && k >= max(q - 30, 0); }",
+         "minmax", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .mask = xmask_minmax}},
+        {"attention boolcmp { heads = 2; head_dim = 32;\n"
+         "    mask = (k % 2 == 0) == (q % 2 == 0) && !(k > q); }",
+         "boolcmp", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
+                     .mask = xmask_boolcmp}},
+        {"attention clamp { heads = 2; head_dim = 32; scale = 4.0; mask = causal;\n"
+         "    score = score > 6.0 ? 6.0 : max(score, -3.0); }",
+         "clamp", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .scale = 4.0,
+                   .mask = mask_causal, .score = xscore_clamp}},
+        {"attention hot { heads = 2; head_dim = 32; scale = 2.0; mask = window(40); }", "hot",
+         {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .scale = 2.0,
+          .mask = mask_window, .param_values = {40}}},
         {"attention nested { input i32 doc[batch, seq]; input i32 start[8192];\n"
          "    heads = 2; head_dim = 32; mask = k >= start[doc[b, q]] && k <= q; }",
          "nested", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
