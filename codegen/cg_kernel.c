@@ -106,7 +106,39 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     } else {
         LLVMValueRef qrow[MAXR];
         for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
-        for (int d = 0; d < p->QK; d++) {
+        /* d in a runtime loop of DU-wide unrolled steps (compile time), the rest unrolled */
+        enum { DU = 16 };
+        int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
+        LLVMValueRef slot[MAXR][MAXT];
+        if (dloop) {
+            for (int r = 0; r < p->R; r++)
+                for (int t = 0; t < p->NT; t++) {
+                    slot[r][t] = cg_alloca(c, c->vf, 1, va, "s");
+                    cg_store(c, s[r][t], slot[r][t], va);
+                }
+            CgLoop ld;
+            LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dloop), cg_i64(c, DU), "d");
+            for (int r = 0; r < p->R; r++)
+                for (int t = 0; t < p->NT; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+            LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, mul(c, d0, cg_i64(c, p->BK)));
+            LLVMValueRef qb[MAXR];
+            for (int r = 0; r < p->R; r++) qb[r] = cg_gep(c, c->f32, qrow[r], d0);
+            for (int dd = 0; dd < DU; dd++) {
+                LLVMValueRef kt[MAXT];
+                for (int t = 0; t < p->NT; t++)
+                    kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + t * p->W)), va);
+                for (int r = 0; r < p->R; r++) {
+                    LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qb[r], cg_i64(c, dd)), 4));
+                    for (int t = 0; t < p->NT; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
+                }
+            }
+            for (int r = 0; r < p->R; r++)
+                for (int t = 0; t < p->NT; t++) cg_store(c, s[r][t], slot[r][t], va);
+            cg_loop_end(c, &ld);
+            for (int r = 0; r < p->R; r++)
+                for (int t = 0; t < p->NT; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+        }
+        for (int d = dloop; d < p->QK; d++) {
             LLVMValueRef kt[MAXT];
             for (int t = 0; t < p->NT; t++)
                 kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, cg_i64(c, (int64_t)d * p->BK + t * p->W)), va);
@@ -166,24 +198,45 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     if (CG < 1) CG = 1;
     if (CG > p->VC) CG = p->VC;
     LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
+    /* P to scratch: the key loop below runs over the W-key vectors at run time and reads p as
+     * broadcast scalars */
+    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
+    for (int r = 0; r < p->R; r++)
+        for (int t = 0; t < p->NT; t++)
+            cg_store(c, pv[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
+    LLVMValueRef aslot[MAXR][MAXC];
     for (int c0 = 0; c0 < p->VC; c0 += CG) {
         int c1 = c0 + CG < p->VC ? c0 + CG : p->VC;
         for (int r = 0; r < p->R; r++)
             for (int ch = c0; ch < c1; ch++) {
                 LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
-                acc[r][ch] = LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), as[r], "");
+                aslot[r][ch] = cg_alloca(c, c->vf, 1, va, "a");
+                cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), as[r], ""), aslot[r][ch], va);
             }
-        for (int j = 0; j < p->BK; j++) {
-            int t = j / p->W, lane = j % p->W;
-            LLVMValueRef key = add(c, k->kb, cg_i64(c, j));
+        CgLoop lt;
+        LLVMValueRef t = cg_loop_begin(c, &lt, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, 1), "t");
+        for (int r = 0; r < p->R; r++)
+            for (int ch = c0; ch < c1; ch++) acc[r][ch] = cg_load(c, c->vf, aslot[r][ch], va);
+        LLVMValueRef mvt[MAXR], prow[MAXR];
+        LLVMValueRef tw = mul(c, t, cg_i64(c, p->W));
+        for (int r = 0; r < p->R; r++) {
+            prow[r] = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), tw));
+            if (masked) {
+                LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, add(c, mul(c, row[r], cg_i64(c, p->NT)), t)), 1);
+                mvt[r] = LLVMBuildBitCast(b, bits, c->vi1, "");
+            }
+        }
+        LLVMValueRef kt0 = add(c, k->kb, tw);
+        for (int lane = 0; lane < p->W; lane++) {
+            LLVMValueRef key = add(c, kt0, cg_i64(c, lane));
             if (masked) key = cg_smin(c, key, vlast);
             LLVMValueRef voff = mul(c, key, k->vs2);
             LLVMValueRef vv[MAXC];
             for (int ch = c0; ch < c1; ch++)
                 vv[ch] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
             for (int r = 0; r < p->R; r++) {
-                LLVMValueRef pj = cg_splat(c, LLVMBuildExtractElement(b, pv[r][t], cg_i32(c, lane), ""));
-                LLVMValueRef bit = masked ? LLVMBuildExtractElement(b, mv[r][t], cg_i32(c, lane), "") : NULL;
+                LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, prow[r], cg_i64(c, lane)), 4));
+                LLVMValueRef bit = masked ? LLVMBuildExtractElement(b, mvt[r], cg_i32(c, lane), "") : NULL;
                 for (int ch = c0; ch < c1; ch++) {
                     LLVMValueRef nv = cg_fma(c, pj, vv[ch], acc[r][ch]);
                     acc[r][ch] = masked ? LLVMBuildSelect(b, bit, nv, acc[r][ch], "") : nv;
@@ -191,9 +244,12 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
             }
         }
         for (int r = 0; r < p->R; r++)
+            for (int ch = c0; ch < c1; ch++) cg_store(c, acc[r][ch], aslot[r][ch], va);
+        cg_loop_end(c, &lt);
+        for (int r = 0; r < p->R; r++)
             for (int ch = c0; ch < c1; ch++) {
                 LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
-                cg_store(c, acc[r][ch], ap, va);
+                cg_store(c, cg_load(c, c->vf, aslot[r][ch], va), ap, va);
             }
     }
 }
