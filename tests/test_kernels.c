@@ -247,6 +247,7 @@ typedef struct Variant {
     int no_prune;               /* -fno-prune */
     int opt_level;              /* -O */
     attn_dtype dtype;           /* storage type of q, k, v, o (inline specs may change it) */
+    const char *cpu;            /* JIT target CPU, NULL: the host (narrower vectors) */
     RefKernel ref;              /* the hand-written description, overrides applied */
     char pathbuf[1024];         /* owns path for example files */
     char textbuf[512];          /* owns text for inline specs */
@@ -634,6 +635,7 @@ static void variant_options(const Variant *var, attn_options *opts) {
     opts->ndefines = var->ndefines;
     opts->no_prune = var->no_prune;
     opts->opt_level = var->opt_level;
+    opts->cpu = var->cpu;
 }
 
 /* The JIT compile of one variant; runs on a second thread while the previous variant's
@@ -670,7 +672,7 @@ static void run_variant(Variant *var) {
     sb_init(&msg);
     IrModule *m = drv_parse(var->path, var->text, &opts, &sdiags, &err);
     IrFunc *f = m ? drv_select(m, var->kernel, &err) : NULL;
-    CgTarget target = {.opt_level = 3};
+    CgTarget target = {.cpu = var->cpu, .opt_level = 3};
     bool iok = f && drv_optimize(f, &opts, &target, NULL, &msg);
     if (!iok) {
         printf("FAIL %s: the IR for the interpreter: %s %s %s\n", var->label, err.message,
@@ -922,6 +924,15 @@ static double xscore_clamp(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t 
     return s > 6.0 ? 6.0 : (s > -3.0 ? s : -3.0);
 }
 
+/* Only x86-64 hosts can run x86 CPUs narrower than their own. */
+static const char *cpu_list_host(void) {
+#if defined(__x86_64__)
+    return "x86";
+#else
+    return "none";
+#endif
+}
+
 static bool wanted(const Variant *var, const char *filter) {
     return !filter || strstr(var->label, filter);
 }
@@ -1149,6 +1160,33 @@ int main(int argc, char **argv) {
         snprintf(var.label, sizeof var.label, "inline %s (%s)", halves[i].kernel,
                  dtype_name(halves[i].dtype));
         if (wanted(&var, filter)) add_variant(&list, &var);
+    }
+
+    /* Narrower vectors than the host's: SSE2 (4 lanes) and AVX2 (8 lanes) on some kernels,
+     * odd widths and 16-bit types included. */
+    if (!strstr(cpu_list_host(), "none")) {
+        static const char *const cpus[] = {"x86-64", "haswell"};
+        int n0 = list.n;
+        for (int c = 0; c < 2; c++)
+            for (int i = 0; i < n0; i++) {
+                const char *l = list.v[i].label;
+                bool pick = !strcmp(l, "atrous.attn:atrous_window") ||
+                            !strcmp(l, "sparse_fixed.attn:sparse_fixed") ||
+                            !strcmp(l, "softcap.attn:softcap_small") ||
+                            !strcmp(l, "packed_docs.attn:packed_causal") ||
+                            !strcmp(l, "heads.attn:gqa_vdim") || !strcmp(l, "inline odd_dims") ||
+                            !strcmp(l, "inline half_causal (f16)") ||
+                            !strcmp(l, "inline bf16_softcap (bf16)") ||
+                            !strcmp(l, "alibi.attn:alibi") || !strcmp(l, "inline score_inf");
+                if (!pick) continue;
+                var = list.v[i];
+                var.cpu = cpus[c];
+                size_t len = strlen(var.label);
+                snprintf(var.label + len, sizeof var.label - len, " --cpu %s", cpus[c]);
+                var.path = list.v[i].own_path ? var.pathbuf : list.v[i].path;
+                var.text = list.v[i].own_text ? var.textbuf : list.v[i].text;
+                add_variant(&list, &var);
+            }
     }
 
     for (int i = 0; i < list.n; i++) {
