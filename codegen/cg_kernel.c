@@ -16,6 +16,9 @@
 
 #include "codegen/cg_internal.h"
 
+/* Head dims up to this many vectors (4096 floats on AVX-512, 1024 on NEON). */
+enum { CG_MAX_CHUNKS = 256 };
+
 /* Tile sizes as used by the generator (the schedule, normalized). */
 typedef struct Plan {
     int W, BK, NT, R, BQ; /* lanes, keys per block, vectors per block, rows per group, rows per chunk */
@@ -55,7 +58,7 @@ static void transpose(Cg *c, LLVMValueRef *rows);
 static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t) {
     Cg *c = k->c;
     const Plan *p = &k->p;
-    LLVMValueRef qv[64], part[64];
+    LLVMValueRef qv[CG_MAX_CHUNKS], part[64];
     LLVMValueRef qrow = cg_gep(c, c->f32, k->Qs, mul(c, row, cg_i64(c, p->QK)));
     int nch = (p->QK + p->W - 1) / p->W;
     for (int ch = 0; ch < nch; ch++) {
@@ -90,7 +93,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     pl.R = nr;
     const Plan *p = &pl;
     const IrFunc *f = k->f;
-    enum { MAXR = 16, MAXT = 8, MAXC = 64 };
+    enum { MAXR = 16, MAXT = 8, MAXC = CG_MAX_CHUNKS };
     LLVMValueRef s[MAXR][MAXT], mv[MAXR][MAXT], acc[MAXR][MAXC];
     LLVMValueRef row[MAXR];
     unsigned va = (unsigned)(p->W * 4);
@@ -329,7 +332,7 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
         sb_printf(err, "codegen: %s: unsupported vector width %d (schedule missing?)", f->name, f->sched.vec_width);
         return false;
     }
-    if (f->v_dim > 64 * f->sched.vec_width || f->qk_dim < 0 || f->v_dim < 1 || f->heads < 1) {
+    if (f->v_dim > CG_MAX_CHUNKS * f->sched.vec_width || f->qk_dim > CG_MAX_CHUNKS * f->sched.vec_width || f->qk_dim < 0 || f->v_dim < 1 || f->heads < 1) {
         sb_printf(err, "codegen: %s: unsupported head dims %d/%d", f->name, f->qk_dim, f->v_dim);
         return false;
     }
