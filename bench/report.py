@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""The benchmark report a skeptical user would run: attnc beside the machine's limits, a
+plain C loop, an OpenBLAS materialized-attention baseline and its own un-pruned / un-absorbed
+kernels, all measured in this one run and printed as ratios.
+
+usage: bench/report.py [--build DIR] [--quick] [--only SECTION ...]
+sections: machine, baseline, sparsity, heads, mla, kernels
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sh(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return out.stdout
+
+
+def last_json(text):
+    return json.loads(text.strip().splitlines()[-1])
+
+
+class Bench:
+    def __init__(self, build, tmp, quick):
+        self.attnc = os.path.join(build, "attnc")
+        self.tmp = tmp
+        self.quick = quick
+        self.n = 0
+
+    def spec(self, text):
+        self.n += 1
+        path = os.path.join(self.tmp, f"s{self.n}.attn")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def npy(self, name, arr):
+        path = os.path.join(self.tmp, f"{name}_{self.n}.npy")
+        np.save(path, arr)
+        return path
+
+    def run(self, spec, q_len, kv_len, threads=1, batch=1, extra=(), inputs=None):
+        cmd = [self.attnc, "bench", spec, "--q-len", str(q_len), "--kv-len", str(kv_len),
+               "--threads", str(threads), "--batch", str(batch), "--json"]
+        if self.quick:
+            cmd += ["--reps", "3"]
+        for name, path in (inputs or {}).items():
+            cmd += ["--in", f"{name}={path}"]
+        return last_json(sh(cmd + list(extra)))
+
+
+def table(title, header, rows):
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(x) for x in r) + " |")
+
+
+def tool(tmp, name, src, libs=()):
+    exe = os.path.join(tmp, name)
+    sh(["cc", "-O3", "-march=native", "-o", exe, os.path.join(ROOT, "bench", src), "-lm", "-lpthread", *libs])
+    return exe
+
+
+def machine(b, tmp):
+    exe = tool(tmp, "peak", "peak.c")
+    res = {}
+    for t in (1, 2):
+        for line in sh([exe, str(t)]).strip().splitlines():
+            j = json.loads(line)
+            res[(j["what"], t)] = j.get("gflops", j.get("gbs"))
+    table("Machine (measured in this run)", ["what", "1 thread", "2 threads"],
+          [["f32 FMA peak, GFLOP/s", res[("fma_peak", 1)], res[("fma_peak", 2)]],
+           ["streaming read, 1 GiB, GB/s", res[("stream_read_mem", 1)], res[("stream_read_mem", 2)]],
+           ["streaming read, 16 MiB (L3), GB/s", res[("stream_read_l3", 1)], res[("stream_read_l3", 2)]]])
+    return res
+
+
+def blas(tmp, heads, kv_heads, n, d, causal):
+    exe = tool(tmp, "blas", "blas_attn.c", ["-lopenblas"])
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OPENBLAS_CORETYPE="SkylakeX")
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return last_json(sh([exe, str(heads), str(kv_heads), str(n), str(d), str(int(causal))], env))["gflops"]
+
+
+def baseline(b, tmp, m):
+    """Issue 2 and 5: dense shapes against peak, a plain C loop and OpenBLAS."""
+    plain = tool(tmp, "plain", "plain_flash.c")
+    peak = m[("fma_peak", 1)]
+    rows = []
+    shapes = [("causal 8h 4096 d64", 8, 8, 4096, 64, True),
+              ("dense 8h 2048 d64", 8, 8, 2048, 64, False),
+              ("causal GQA 32/8 1024 d128", 32, 8, 1024, 128, True)]
+    for name, h, kvh, n, d, causal in shapes:
+        spec = b.spec(f"attention k {{ heads = {h}; kv_heads = {kvh}; head_dim = {d}; mask = {'causal' if causal else 'true'}; }}")
+        r1 = b.run(spec, n, n, 1)
+        r2 = b.run(spec, n, n, 2)
+        c = last_json(sh([plain, str(h), str(n), str(d), str(int(causal))]))["gflops"] if kvh == h else None
+        bl = blas(tmp, h, kvh, n, d, causal)
+        rows.append([name, f"{r1['gflops']:.1f}", f"{r2['gflops']:.1f}", f"{r2['gflops'] / r1['gflops']:.2f}x",
+                     f"{100 * r1['gflops'] / peak:.0f}%", f"{c:.1f} ({r1['gflops'] / c:.1f}x)" if c else "-",
+                     f"{bl:.1f} ({r1['gflops'] / bl:.2f}x)", f"{r1['compile_ms']:.0f}"])
+    table("Dense kernels, f32, useful GFLOP/s",
+          ["shape", "attnc 1T", "attnc 2T", "2T/1T", "of 1T peak", "plain C -O3 1T (attnc/C)",
+           "OpenBLAS 1T (attnc/BLAS)", "compile ms"], rows)
+
+
+def sparsity(b, tmp):
+    """Issue 3: every mask at 4096x4096, 4 heads, d64, one thread, against dense causal."""
+    n = 4096
+    rng = np.random.default_rng(0)
+    doc = np.repeat(np.arange(8, dtype=np.int32), n // 8)[None, :]
+    rank = rng.permutation(n).astype(np.int32)[None, :]
+    masks = [
+        ("dense causal", "causal", {}),
+        ("sliding 256", "sliding(256)", {}),
+        ("atrous 8 in 1024 window", "window(512) && dilated(8)", {}),
+        ("strided 64", "strided(64)", {}),
+        ("fixed 64/8", "fixed(64, 8)", {}),
+        ("UniLM prefix 2048", "k < src_len[b] || k <= q", {"src_len": np.array([2048], np.int32)}),
+        ("packed docs (8 x 512)", "doc[b, k] == doc[b, q] && k <= q", {"doc": doc}),
+        ("T-TA (k != q)", "k != q", {}),
+        ("XLNet permutation", "rank[b, k] <= rank[b, q]", {"rank": rank}),
+    ]
+    decl = {"src_len": "input i32 src_len[batch];", "doc": "input i32 doc[batch, seq];",
+            "rank": "input i32 rank[batch, seq];"}
+    rows = []
+    base = None
+    for name, mask, ins in masks:
+        spec = b.spec(f"attention k {{ {' '.join(decl[i] for i in ins)} heads = 4; head_dim = 64; mask = {mask}; }}")
+        paths = {k: b.npy(k, v) for k, v in ins.items()}
+        r = b.run(spec, n, n, 1, inputs=paths)
+        u = b.run(spec, n, n, 1, inputs=paths, extra=["-fno-prune"])
+        base = base or r["gflops"]
+        rows.append([name, f"{100 * r['visible']:.1f}%", f"{r['ms']:.1f}", f"{r['gflops']:.1f}",
+                     f"{r['gflops'] / base:.2f}x", f"{u['ms']:.1f}", f"{u['ms'] / r['ms']:.1f}x"])
+    table("Sparsity, 4096 x 4096, 4 heads, d64, 1 thread (useful GFLOP/s)",
+          ["mask", "visible", "ms", "GFLOP/s", "vs dense causal", "-fno-prune ms", "pruning speed-up"], rows)
+
+
+def heads(b, tmp, m):
+    """Issue 4: GQA decode bound by reading K/V."""
+    rows = []
+    for kv_len, where in ((4096, "L3"), (65536, "memory")):
+        if b.quick and kv_len > 4096:
+            continue
+        spec = b.spec("attention k { heads = 32; kv_heads = 8; head_dim = 128; mask = causal; }")
+        for t in (1, 2):
+            r = b.run(spec, 1, kv_len, t)
+            kv_bytes = 2 * 8 * kv_len * 128 * 4
+            gbs = kv_bytes / (r["ms"] * 1e6)
+            ref = m[("stream_read_mem" if where == "memory" else "stream_read_l3", t)]
+            rows.append([f"decode 32/8 d128 kv {kv_len} ({where})", t, f"{r['ms']:.3f}", f"{gbs:.1f}",
+                         f"{100 * gbs / ref:.0f}% of {ref}"])
+    table("GQA decode: K/V read bandwidth", ["shape", "threads", "ms", "GB/s of K/V", "of streaming read"], rows)
+
+
+def mla(b, tmp):
+    """Issue 4: DeepSeek-V2 MLA, absorbed vs up-projected, and where auto switches."""
+    spec = b.spec("attention dsv2 { heads = 128; mla { kv_rank = 512; rope_dim = 64; nope_dim = 128; v_dim = 128; } mask = causal; }")
+    rows = []
+    on = b.run(spec, 1, 4096, 1, extra=["--absorb", "on"])
+    off = b.run(spec, 1, 4096, 1, extra=["--absorb", "off"])
+    rows.append(["decode, kv 4096", f"{on['ms']:.2f}", f"{off['ms']:.2f}", f"{off['ms'] / on['ms']:.1f}x"])
+    table("DeepSeek-V2 MLA (128 heads, kv_rank 512), 1 thread", ["call", "absorbed ms", "up-projected ms", "absorbed speed-up"], rows)
+    rows = []
+    for q_len in ((16, 64, 256) if b.quick else (16, 32, 64, 128, 256, 512, 1024)):
+        on = b.run(spec, q_len, 1024, 1, extra=["--absorb", "on"])
+        off = b.run(spec, q_len, 1024, 1, extra=["--absorb", "off"])
+        auto = b.run(spec, q_len, 1024, 1)
+        rows.append([q_len, f"{on['ms']:.1f}", f"{off['ms']:.1f}", "absorbed" if on["ms"] < off["ms"] else "up-projected",
+                     "absorbed" if auto.get("absorbed") else "up-projected"])
+    table("MLA crossover, kv_len 1024, 1 thread", ["q_len", "absorbed ms", "up-projected ms", "faster", "auto picks"], rows)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*", default=None)
+    a = ap.parse_args()
+    want = set(a.only or ["machine", "baseline", "sparsity", "heads", "mla"])
+    with tempfile.TemporaryDirectory() as tmp:
+        b = Bench(a.build, tmp, a.quick)
+        m = machine(b, tmp)
+        if "baseline" in want:
+            baseline(b, tmp, m)
+        if "sparsity" in want:
+            sparsity(b, tmp)
+        if "heads" in want:
+            heads(b, tmp, m)
+        if "mla" in want:
+            mla(b, tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
