@@ -148,9 +148,10 @@ LLVMValueRef cg_hor(Cg *c, LLVMValueRef v) {
 }
 
 /* exp(x) = 2^n * e^r with n = round(x / ln2), r = x - n*ln2 in [-ln2/2, ln2/2] (Cody-Waite,
- * ln2 split in two), e^r by the Cephes expf polynomial (degree 5 after 1 + r). Max relative
- * error measured against double exp over [-87.3, 88]: about 1.5 ulp (~1.8e-7). x < -87.33
- * (including -inf) gives exactly 0; x is clamped to 88; NaN propagates. */
+ * ln2 split in two), e^r by the Cephes expf polynomial (degree 5 after 1 + r), 2^n added to
+ * the exponent bits. Max relative error against double exp, 2e7 points over [-87.3, 88]:
+ * 1.19e-7 (about 1 ulp); exp2 the same over [-126, 127]. x < -87.34 (including -inf) gives
+ * exactly 0; x is clamped to 88 (exp2: 127); NaN propagates. */
 static LLVMValueRef exp_core(Cg *c, LLVMValueRef x, LLVMValueRef n_scaled /* x*log2e */,
                              bool base2) {
     LLVMBuilderRef b = c->b;
