@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets everything up and runs all tests: the release build, then the ASan+UBSan build.
+# Sets everything up and runs all tests: the release build, then the ASan+UBSan build, the
+# TSan build (threaded tests) and the fuzzers (FUZZ_SECONDS each, default 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,7 +12,17 @@ trap 'rm -rf "$ATTNC_CACHE_DIR"' EXIT
 rm -rf build/tests/kernel-cache build-asan/tests/kernel-cache
 bash scripts/build.sh build
 (cd build && ctest --output-on-failure -j2)
+echo "test.sh: release suite done at ${SECONDS}s"
 # The same suite under AddressSanitizer + UndefinedBehaviorSanitizer (leaks included).
-bash scripts/build.sh build-asan -DATTNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+# -O2 -g: instrumented -O0 code made the JIT test suites several times slower
+bash scripts/build.sh build-asan -DATTNC_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# LSan: only leaks inside LLVM's own static state are suppressed (tests/lsan.supp).
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+   LSAN_OPTIONS="suppressions=$PWD/../tests/lsan.supp:print_suppressions=0" \
    ctest --output-on-failure -j2)
+echo "test.sh: ASan+UBSan suite done at ${SECONDS}s"
+# Threads under ThreadSanitizer, then every fuzzer for a bounded time.
+bash scripts/tsan.sh
+echo "test.sh: TSan done at ${SECONDS}s"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+echo "test.sh: fuzzers done at ${SECONDS}s"
