@@ -198,6 +198,10 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
         char pipeline[32];
         snprintf(pipeline, sizeof pipeline, "default<O%d>", ol);
         LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+        /* the generator already unrolled what pays; LLVM re-unrolling the d and key-vector
+         * loops only doubles compile time */
+        LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
+        LLVMPassBuilderOptionsSetLoopVectorization(po, 0);
         LLVMErrorRef e = LLVMRunPasses(mod, pipeline, tm, po);
         LLVMDisposePassBuilderOptions(po);
         if (e) {
