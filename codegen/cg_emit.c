@@ -84,7 +84,7 @@ LLVMValueRef cg_intr2(Cg *c, const char *name, LLVMValueRef x, LLVMValueRef y) {
 LLVMValueRef cg_fma(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc) {
     LLVMTypeRef t = LLVMTypeOf(a);
     LLVMValueRef args[3] = {a, b, acc};
-    return cg_intr(c, "llvm.fma", &t, 1, args, 3);
+    return cg_intr(c, "llvm.fmuladd", &t, 1, args, 3); /* fused where the target has FMA */
 }
 
 LLVMValueRef cg_alloca(Cg *c, LLVMTypeRef ty, int64_t count, unsigned align, const char *name) {
