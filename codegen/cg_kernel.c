@@ -197,7 +197,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     }
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
-    int CG = 16 / p->R;
+    int CG = (p->W >= 16 ? 16 : 8) / p->R; /* half the register file: 32 zmm / 16 ymm or xmm */
     if (CG < 1) CG = 1;
     if (CG > p->VC) CG = p->VC;
     LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
