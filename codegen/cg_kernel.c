@@ -51,6 +51,70 @@ typedef struct Kern {
     LLVMValueRef qlo, last, npad, kb, kv_len;  /* chunk's first position, rows-1, rows padded to R; block start, key end */
 } Kern;
 
+/* What the P.V passes of a row group share. */
+typedef struct PvCtx {
+    LLVMValueRef *row;      /* [R] scratch row indices */
+    LLVMValueRef P;         /* p as floats, [R][BK] */
+    LLVMValueRef *as;       /* [R] alpha, splatted */
+    LLVMValueRef (*aslot)[16]; /* [R][CG] accumulator allocas */
+    bool masked;            /* select on the lane masks */
+    LLVMValueRef vlast;     /* last key row that may be read */
+    int CG;                 /* chunks per pass */
+} PvCtx;
+
+/* acc[r][c0 .. c0+n) = acc*alpha + sum_j p[r][j] * V[kb+j][chunk]; c0 may be a run-time
+ * chunk index; the last of the n chunks has `lastn` lanes. */
+static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int n, int lastn) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef acc[16][16], col[16];
+    for (int i = 0; i < n; i++) col[i] = mul(c, add(c, c0, cg_i64(c, i)), cg_i64(c, p->W));
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) {
+            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
+            cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), pc->aslot[r][i], va);
+        }
+    CgLoop lt;
+    LLVMValueRef t = cg_loop_begin(c, &lt, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, 1), "t");
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) acc[r][i] = cg_load(c, c->vf, pc->aslot[r][i], va);
+    LLVMValueRef mvt[16], prow[16];
+    LLVMValueRef tw = mul(c, t, cg_i64(c, p->W));
+    for (int r = 0; r < p->R; r++) {
+        prow[r] = cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK), tw));
+        if (pc->masked) {
+            LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, add(c, mul(c, pc->row[r], cg_i64(c, p->NT)), t)), 1);
+            mvt[r] = LLVMBuildBitCast(b, bits, c->vi1, "");
+        }
+    }
+    LLVMValueRef kt0 = add(c, k->kb, tw);
+    for (int lane = 0; lane < p->W; lane++) {
+        LLVMValueRef key = add(c, kt0, cg_i64(c, lane));
+        if (pc->masked) key = cg_smin(c, key, pc->vlast);
+        LLVMValueRef voff = mul(c, key, k->vs2);
+        LLVMValueRef vv[16];
+        for (int i = 0; i < n; i++)
+            vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, prow[r], cg_i64(c, lane)), 4));
+            LLVMValueRef bit = pc->masked ? LLVMBuildExtractElement(b, mvt[r], cg_i32(c, lane), "") : NULL;
+            for (int i = 0; i < n; i++) {
+                LLVMValueRef nv = cg_fma(c, pj, vv[i], acc[r][i]);
+                acc[r][i] = pc->masked ? LLVMBuildSelect(b, bit, nv, acc[r][i], "") : nv;
+            }
+        }
+    }
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) cg_store(c, acc[r][i], pc->aslot[r][i], va);
+    cg_loop_end(c, &lt);
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) {
+            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
+            cg_store(c, cg_load(c, c->vf, pc->aslot[r][i], va), ap, va);
+        }
+}
+
 static void transpose(Cg *c, LLVMValueRef *rows);
 
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
@@ -93,8 +157,8 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     pl.R = nr;
     const Plan *p = &pl;
     const IrFunc *f = k->f;
-    enum { MAXR = 16, MAXT = 8, MAXC = CG_MAX_CHUNKS };
-    LLVMValueRef s[MAXR][MAXT], mv[MAXR][MAXT], acc[MAXR][MAXC];
+    enum { MAXR = 16, MAXT = 8 };
+    LLVMValueRef s[MAXR][MAXT], mv[MAXR][MAXT];
     LLVMValueRef row[MAXR];
     unsigned va = (unsigned)(p->W * 4);
 
@@ -207,53 +271,23 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     for (int r = 0; r < p->R; r++)
         for (int t = 0; t < p->NT; t++)
             cg_store(c, pv[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
-    LLVMValueRef aslot[MAXR][MAXC];
-    for (int c0 = 0; c0 < p->VC; c0 += CG) {
-        int c1 = c0 + CG < p->VC ? c0 + CG : p->VC;
-        for (int r = 0; r < p->R; r++)
-            for (int ch = c0; ch < c1; ch++) {
-                LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
-                aslot[r][ch] = cg_alloca(c, c->vf, 1, va, "a");
-                cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), as[r], ""), aslot[r][ch], va);
-            }
-        CgLoop lt;
-        LLVMValueRef t = cg_loop_begin(c, &lt, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, 1), "t");
-        for (int r = 0; r < p->R; r++)
-            for (int ch = c0; ch < c1; ch++) acc[r][ch] = cg_load(c, c->vf, aslot[r][ch], va);
-        LLVMValueRef mvt[MAXR], prow[MAXR];
-        LLVMValueRef tw = mul(c, t, cg_i64(c, p->W));
-        for (int r = 0; r < p->R; r++) {
-            prow[r] = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), tw));
-            if (masked) {
-                LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, add(c, mul(c, row[r], cg_i64(c, p->NT)), t)), 1);
-                mvt[r] = LLVMBuildBitCast(b, bits, c->vi1, "");
-            }
-        }
-        LLVMValueRef kt0 = add(c, k->kb, tw);
-        for (int lane = 0; lane < p->W; lane++) {
-            LLVMValueRef key = add(c, kt0, cg_i64(c, lane));
-            if (masked) key = cg_smin(c, key, vlast);
-            LLVMValueRef voff = mul(c, key, k->vs2);
-            LLVMValueRef vv[MAXC];
-            for (int ch = c0; ch < c1; ch++)
-                vv[ch] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
-            for (int r = 0; r < p->R; r++) {
-                LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, prow[r], cg_i64(c, lane)), 4));
-                LLVMValueRef bit = masked ? LLVMBuildExtractElement(b, mvt[r], cg_i32(c, lane), "") : NULL;
-                for (int ch = c0; ch < c1; ch++) {
-                    LLVMValueRef nv = cg_fma(c, pj, vv[ch], acc[r][ch]);
-                    acc[r][ch] = masked ? LLVMBuildSelect(b, bit, nv, acc[r][ch], "") : nv;
-                }
-            }
-        }
-        for (int r = 0; r < p->R; r++)
-            for (int ch = c0; ch < c1; ch++) cg_store(c, acc[r][ch], aslot[r][ch], va);
-        cg_loop_end(c, &lt);
-        for (int r = 0; r < p->R; r++)
-            for (int ch = c0; ch < c1; ch++) {
-                LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, row[r], cg_i64(c, p->VDP)), cg_i64(c, ch * p->W)));
-                cg_store(c, cg_load(c, c->vf, aslot[r][ch], va), ap, va);
-            }
+    LLVMValueRef aslot[MAXR][16];
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
+    PvCtx pc = {row, P, as, aslot, masked, vlast, CG};
+    /* groups of CG whole chunks in a runtime loop when there are several, the rest unrolled */
+    int whole = p->VD / p->W / CG;
+    int done = 0;
+    if (whole >= 2) {
+        CgLoop lc;
+        LLVMValueRef gi = cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "cg");
+        emit_pv_cols(k, p, &pc, mul(c, gi, cg_i64(c, CG)), CG, p->W);
+        cg_loop_end(c, &lc);
+        done = whole * CG;
+    }
+    for (int c0 = done; c0 < p->VC; c0 += CG) {
+        int n = c0 + CG < p->VC ? CG : p->VC - c0;
+        emit_pv_cols(k, p, &pc, cg_i64(c, c0), n, tail_lanes(p->VD, p->W, c0 + n - 1));
     }
 }
 
