@@ -21,12 +21,14 @@ static CgVal to_float(Cg *c, const IrExpr *e, CgVal v) {
     return v;
 }
 
-/* `active` reduced to what a uniform value needs: does any lane run it? */
-static LLVMValueRef any_active(Cg *c, LLVMValueRef active) { return cg_hor(c, active); }
-
+/* `bad`: <W x i1> lanes (already restricted to the active ones) that read out of bounds. */
 static void raise_error(Cg *c, CgEnv *env, LLVMValueRef bad) {
+    if (env->collect) {
+        *env->collect = LLVMBuildOr(c->b, *env->collect, bad, "");
+        return;
+    }
     LLVMValueRef old = cg_load(c, c->i1, env->err_slot, 1);
-    cg_store(c, LLVMBuildOr(c->b, old, bad, ""), env->err_slot, 1);
+    cg_store(c, LLVMBuildOr(c->b, old, cg_hor(c, bad), ""), env->err_slot, 1);
 }
 
 /* inputs[i][idx...]: row-major over input_dim[i][*], every index checked against its dim. */
@@ -59,12 +61,12 @@ static CgVal emit_load(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) 
     LLVMTypeRef et = in->dtype == ATTN_I32 ? c->i32 : c->f32;
     CgVal r = {NULL, vary};
     if (!vary) {
-        raise_error(c, env, LLVMBuildAnd(b, bad, any_active(c, active), ""));
+        raise_error(c, env, LLVMBuildAnd(b, cg_splat(c, bad), active, ""));
         LLVMValueRef p = LLVMBuildSelect(b, bad, env->dummy, cg_gep(c, et, base, lin), "");
         r.v = cg_load(c, et, p, 4);
         if (in->dtype == ATTN_I32) r.v = LLVMBuildSExt(b, r.v, c->i64, "");
     } else {
-        raise_error(c, env, cg_hor(c, LLVMBuildAnd(b, bad, active, "")));
+        raise_error(c, env, LLVMBuildAnd(b, bad, active, ""));
         LLVMTypeRef pvt = LLVMVectorType(c->ptr, (unsigned)c->W);
         LLVMValueRef ps = LLVMBuildInBoundsGEP2(b, et, base, &lin, 1, "");
         ps = LLVMBuildSelect(b, bad, cg_splat(c, env->dummy), ps, "");
@@ -133,6 +135,11 @@ static LLVMValueRef and_mask(Cg *c, LLVMValueRef active, CgVal cond, bool negate
 CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
     LLVMBuilderRef b = c->b;
     CgVal r = {NULL, false};
+    for (int i = 0; i < env->ncache; i++)
+        if (env->cache[i].e == e && env->cache[i].tag == env->tag) {
+            raise_error(c, env, LLVMBuildAnd(b, env->cache[i].bad, active, ""));
+            return env->cache[i].v;
+        }
     switch (e->op) {
     case IR_CONST:
         if (e->type == IR_TY_FLOAT) r.v = cg_f32(c, e->fval);
@@ -246,4 +253,38 @@ CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
 
 LLVMValueRef cg_expr_vec(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
     return as_vec(c, cg_expr(c, env, e, active));
+}
+
+static bool has_input(const IrExpr *e) {
+    if (e->op == IR_INPUT) return true;
+    for (int i = 0; i < e->nargs; i++)
+        if (has_input(e->args[i])) return true;
+    return false;
+}
+
+static bool row_dependent(const IrExpr *e) {
+    return ir_expr_uses_var(e, IR_V_Q) || ir_expr_uses_var(e, IR_V_SCORE) ||
+           ir_expr_uses_var(e, IR_V_QMIN) || ir_expr_uses_var(e, IR_V_QMAX);
+}
+
+void cg_expr_hoist(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
+    if (!has_input(e) || env->ncache >= (int)(sizeof env->cache / sizeof env->cache[0])) return;
+    if (ir_expr_uses_var(e, IR_V_K) && !row_dependent(e)) {
+        for (int i = 0; i < env->ncache; i++)
+            if (env->cache[i].e == e && env->cache[i].tag == env->tag) return;
+        LLVMValueRef bad = LLVMConstNull(c->vi1);
+        LLVMValueRef *saved = env->collect;
+        env->collect = &bad;
+        CgVal v = cg_expr(c, env, e, active);
+        env->collect = saved;
+        int i = env->ncache++;
+        env->cache[i].e = e;
+        env->cache[i].tag = env->tag;
+        env->cache[i].v = v;
+        env->cache[i].bad = bad;
+        return;
+    }
+    /* the operands of a short-circuit see a narrower `active` at use; hoisting under the
+     * wider one only records more bad lanes, and those are masked again at use */
+    for (int i = 0; i < e->nargs; i++) cg_expr_hoist(c, env, e->args[i], active);
 }

@@ -93,12 +93,26 @@ typedef struct CgEnv {
     LLVMValueRef score;       /* <W x float>, or NULL outside a score mod */
     LLVMValueRef err_slot;    /* i1 alloca: an input index was out of bounds */
     LLVMValueRef dummy;       /* 8 zero bytes: what an out-of-bounds load reads instead */
+    LLVMValueRef *collect;    /* if set, bad index lanes (<W x i1>) are ORed here, not raised */
+    int tag;                  /* which hoisted set applies (the key vector of the block) */
+    int ncache;               /* hoisted subtrees */
+    struct {
+        const IrExpr *e;      /* the subtree */
+        int tag;              /* its key vector */
+        CgVal v;              /* its value */
+        LLVMValueRef bad;     /* <W x i1>: lanes whose evaluation hits a bad index */
+    } cache[32];
 } CgEnv;
 
 /* Evaluates `e` for the key lanes where `active` (<W x i1>) holds; index errors in inactive
  * lanes are ignored (the && / || / ?: of the spec are short-circuit). */
 CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active);
 LLVMValueRef cg_expr_vec(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active); /* varying */
+
+/* Evaluates, under `active`, the subtrees of `e` that read an input and depend on k but not
+ * on q, and remembers them under env->tag: the per-row evaluations that follow (same tag)
+ * reuse them instead of gathering once per row. */
+void cg_expr_hoist(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active);
 
 // cg_kernel.c
 

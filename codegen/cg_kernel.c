@@ -98,7 +98,8 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, prow[r], cg_i64(c, lane)), 4));
-            LLVMValueRef bit = pc->masked ? LLVMBuildExtractElement(b, mvt[r], cg_i32(c, lane), "") : NULL;
+            /* a vector condition: a scalar one may become a branch on random mask bits */
+            LLVMValueRef bit = pc->masked ? cg_splat(c, LLVMBuildExtractElement(b, mvt[r], cg_i32(c, lane), "")) : NULL;
             for (int i = 0; i < n; i++) {
                 LLVMValueRef nv = cg_fma(c, pj, vv[i], acc[r][i]);
                 acc[r][i] = pc->masked ? LLVMBuildSelect(b, bit, nv, acc[r][i], "") : nv;
@@ -318,17 +319,27 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
+    LLVMValueRef kv[8], valid[8];
+    for (int t = 0; t < p->NT; t++) {
+        kv[t] = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
+        valid[t] = LLVMBuildICmp(b, LLVMIntSLT, kv[t], cg_splat(c, k->kv_len), "");
+        if (eval) {
+            /* key-only input reads (doc[b, k], rank[b, k]) once per block, not per row */
+            k->env.k = kv[t];
+            k->env.tag = t;
+            cg_expr_hoist(c, &k->env, k->f->mask, valid[t]);
+        }
+    }
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "mi");
     k->env.q = add(c, k->qlo, cg_smin(c, i, k->last));
     LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
     for (int t = 0; t < p->NT; t++) {
-        LLVMValueRef kv = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
-        LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, kv, cg_splat(c, k->kv_len), "");
-        LLVMValueRef m = valid;
+        LLVMValueRef m = valid[t];
         if (eval) {
-            k->env.k = kv;
-            m = LLVMBuildAnd(b, cg_expr_vec(c, &k->env, k->f->mask, valid), valid, "");
+            k->env.k = kv[t];
+            k->env.tag = t;
+            m = LLVMBuildAnd(b, cg_expr_vec(c, &k->env, k->f->mask, valid[t]), valid[t], "");
         }
         LLVMValueRef bits = LLVMBuildBitCast(b, m, k->mbt, "");
         cg_store(c, bits, cg_gep(c, k->mbt, k->MB, add(c, mul(c, i, cg_i64(c, p->NT)), cg_i64(c, t))), 1);
@@ -336,6 +347,8 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     }
     cg_store(c, acc_any, any_slot, 8);
     cg_loop_end(c, &li);
+    k->env.ncache = 0;
+    k->env.tag = -1;
 }
 
 /* Up to this many rows in a chunk, scoring straight from K beats packing KT. */
@@ -460,6 +473,7 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     env->kv_len = kv_len;
     env->err_slot = err_slot;
     env->dummy = dummy;
+    env->tag = -1;
     unsigned va = (unsigned)(p->W * 4);
 
     /* chunks of BQ rows */
