@@ -407,6 +407,7 @@ static void kernel_tests(int subset) {
         {1, 33, 40, -3, 1, 7},            /* negative offset: fully masked rows; odd tile splits */
         {1, 20, 17, 30, 0, 3},            /* queries past the keys */
         {3, 64, 64, 0, 0, 0},             /* exactly tiled */
+        {2, 3, 0, INT64_MIN, 1, 0},       /* no keys at all: zeros and -inf */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int prune = 1; prune >= 0; prune--) {
@@ -467,6 +468,41 @@ static void error_tests(void) {
         a.input_dim[0][0] = 3;
         int r = bt.tile(&a, 0, 0, 0, 20);
         CHECK(which ? r == 0 : r == 1, "%s: tile returned %d", cs.name, r);
+        unbuild(&bt);
+    }
+}
+
+/* NaN in Q row 5 and in K/V of the last key: under a causal mask only row 5 and the rows that
+ * see the last key (the last row) may change; every other row stays exact. */
+static void nan_tests(void) {
+    Case cs = {"nan", 1, 1, 64, 64, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL, ATTN_F32};
+    for (int few = 0; few < 2; few++) {
+        Built bt;
+        if (!build(&cs, &bt, true)) {
+            CHECK(false, "build nan");
+            ir_module_free(bt.m);
+            return;
+        }
+        enum { L = 70, D = 64 };
+        static float q[L * D], k[L * D], v[L * D], o[L * D], ref[L * D];
+        for (int i = 0; i < L * D; i++) q[i] = frand(), k[i] = frand(), v[i] = frand();
+        attn_rt_args a;
+        memset(&a, 0, sizeof a);
+        a.q = q, a.k = k, a.v = v, a.o = ref;
+        a.batch = 1, a.q_len = L, a.kv_len = L, a.q_offset = 0;
+        a.q_stride[2] = a.k_stride[2] = a.v_stride[2] = a.o_stride[2] = D;
+        int split = few ? 3 : L; /* the few-row (dot) path and the packed path */
+        for (int q0 = 0; q0 < L; q0 += split) bt.tile(&a, 0, 0, q0, q0 + split < L ? q0 + split : L);
+        q[5 * D + 7] = NAN;
+        k[(L - 1) * D + 3] = NAN;
+        v[(L - 1) * D + 9] = NAN;
+        a.o = o;
+        for (int q0 = 0; q0 < L; q0 += split) bt.tile(&a, 0, 0, q0, q0 + split < L ? q0 + split : L);
+        int bad = 0;
+        for (int i = 0; i < L - 1; i++)
+            for (int d = 0; d < D; d++)
+                if (i != 5 && !(o[i * D + d] == ref[i * D + d])) bad++;
+        CHECK(bad == 0, "nan%s: %d values of untouched rows changed", few ? "/few" : "", bad);
         unbuild(&bt);
     }
 }
@@ -558,6 +594,7 @@ int main(void) {
     target_tests();
     error_tests();
     thread_tests();
+    nan_tests();
     kernel_tests(0);
     /* AVX2 (8 lanes) and SSE (4 lanes) code, JIT-compiled for those CPUs, on half the cases */
     jit_cpu = "haswell";
