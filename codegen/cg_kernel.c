@@ -49,7 +49,28 @@ typedef struct Kern {
     LLVMValueRef Qs, KT, ACC, M, L, MB;        /* scratch */
     LLVMTypeRef mbt;                           /* iW: one bit per key lane */
     LLVMValueRef qlo, last, npad, kb, kv_len;  /* chunk's first position, rows-1, rows padded to R; block start, key end */
+    /* A run maps its row and key indices to positions: q = qpos0 + row*step, k = kpos0 +
+     * key*step (step 1 and kpos0 0 normally; one residue class of a congruence mask else). */
+    LLVMValueRef qpos0, kpos0, nkeys;          /* i64; nkeys: key indices of the run */
+    LLVMValueRef lsebase, ls2, lsep;           /* lse at row 0 of the run, its row stride; a->lse */
+    int64_t step;                              /* the congruence modulus, or 1 */
 } Kern;
+
+static LLVMValueRef kvec(Kern *k, LLVMValueRef first) {
+    Cg *c = k->c;
+    LLVMValueRef v = add(c, cg_splat(c, first), cg_iota(c));
+    if (k->step != 1) v = mul(c, v, cg_splat(c, cg_i64(c, k->step)));
+    return add(c, cg_splat(c, k->kpos0), v);
+}
+
+static LLVMValueRef kpos(Kern *k, LLVMValueRef key) {
+    return add(k->c, k->kpos0, mul(k->c, key, cg_i64(k->c, k->step)));
+}
+
+/* Position of chunk row i (clamped to the last real row). */
+static LLVMValueRef qpos_row(Kern *k, LLVMValueRef i) {
+    return add(k->c, k->qlo, mul(k->c, cg_smin(k->c, i, k->last), cg_i64(k->c, k->step)));
+}
 
 /* What the P.V passes of a row group share. */
 typedef struct PvCtx {
@@ -227,8 +248,8 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
                 mv[r][t] = alltrue;
             }
             if (f->score) {
-                k->env.q = add(c, k->qlo, cg_smin(c, row[r], k->last));
-                k->env.k = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
+                k->env.q = qpos_row(k, row[r]);
+                k->env.k = kvec(k, add(c, k->kb, cg_i64(c, t * p->W)));
                 k->env.score = s[r][t];
                 s[r][t] = cg_expr_vec(c, &k->env, f->score, mv[r][t]);
                 k->env.score = NULL;
@@ -321,8 +342,9 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     const Plan *p = &k->p;
     LLVMValueRef kv[8], valid[8];
     for (int t = 0; t < p->NT; t++) {
-        kv[t] = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
-        valid[t] = LLVMBuildICmp(b, LLVMIntSLT, kv[t], cg_splat(c, k->kv_len), "");
+        LLVMValueRef idx = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
+        valid[t] = LLVMBuildICmp(b, LLVMIntSLT, idx, cg_splat(c, k->kv_len), "");
+        kv[t] = kvec(k, add(c, k->kb, cg_i64(c, t * p->W)));
         if (eval) {
             /* key-only input reads (doc[b, k], rank[b, k]) once per block, not per row */
             k->env.k = kv[t];
@@ -332,7 +354,7 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     }
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "mi");
-    k->env.q = add(c, k->qlo, cg_smin(c, i, k->last));
+    k->env.q = qpos_row(k, i);
     LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef m = valid[t];
@@ -374,108 +396,15 @@ static Plan make_plan(const IrFunc *f) {
     return p;
 }
 
-bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
-    if (f->sched.vec_width != 4 && f->sched.vec_width != 8 && f->sched.vec_width != 16) {
-        sb_printf(err, "codegen: %s: unsupported vector width %d (schedule missing?)", f->name, f->sched.vec_width);
-        return false;
-    }
-    if (f->v_dim > CG_MAX_CHUNKS * f->sched.vec_width || f->qk_dim > CG_MAX_CHUNKS * f->sched.vec_width || f->qk_dim < 0 || f->v_dim < 1 || f->heads < 1) {
-        sb_printf(err, "codegen: %s: unsupported head dims %d/%d", f->name, f->qk_dim, f->v_dim);
-        return false;
-    }
-    cg_init_types(c, f->sched.vec_width);
-    Kern K = {0};
-    Kern *k = &K;
-    k->c = c;
-    k->f = f;
-    k->p = make_plan(f);
-    k->dt = f->dtype;
-    const Plan *p = &k->p;
+/* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
+static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
+    Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-
-    LLVMTypeRef params[5] = {c->ptr, c->i64, c->i64, c->i64, c->i64};
-    LLVMTypeRef fty = LLVMFunctionType(c->i32, params, 5, 0);
-    c->fn = LLVMAddFunction(c->mod, symbol, fty);
-    LLVMSetLinkage(c->fn, LLVMExternalLinkage);
-    c->entry = cg_block(c, "entry");
-    LLVMPositionBuilderAtEnd(b, c->entry);
-    LLVMValueRef a = LLVMGetParam(c->fn, 0);
-    LLVMValueRef bi = LLVMGetParam(c->fn, 1), h = LLVMGetParam(c->fn, 2);
-    LLVMValueRef q0 = LLVMGetParam(c->fn, 3), q1 = LLVMGetParam(c->fn, 4);
-    /* nothing the kernel writes aliases the argument block: its loads may be hoisted */
-    LLVMAddAttributeAtIndex(c->fn, 1, LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
-
-    /* the K/V head of query head h */
-    LLVMValueRef kvh;
-    {
-        LLVMTypeRef at = LLVMArrayType(c->i32, (unsigned)f->heads);
-        LLVMValueRef *vals = arena_alloc(f->arena, sizeof(LLVMValueRef) * (size_t)f->heads);
-        if (!vals) {
-            sb_puts(err, "codegen: out of memory");
-            return false;
-        }
-        int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
-        if (group < 1) group = 1;
-        for (int i = 0; i < f->heads; i++) vals[i] = cg_i32(c, f->head_map ? f->head_map[i] : i / group);
-        char gname[256];
-        snprintf(gname, sizeof gname, "%s.head_map", symbol);
-        LLVMValueRef g = LLVMAddGlobal(c->mod, at, gname);
-        LLVMSetInitializer(g, LLVMConstArray2(c->i32, vals, (uint64_t)f->heads));
-        LLVMSetGlobalConstant(g, 1);
-        LLVMSetLinkage(g, LLVMPrivateLinkage);
-        LLVMSetUnnamedAddr(g, 1);
-        LLVMValueRef hc = cg_smin(c, cg_smax(c, h, cg_i64(c, 0)), cg_i64(c, f->heads - 1));
-        kvh = LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, g, hc), 4), c->i64, "kvh");
-    }
-
-    LLVMValueRef qp = field(c, a, offsetof(attn_rt_args, q), c->ptr);
-    LLVMValueRef kp = field(c, a, offsetof(attn_rt_args, k), c->ptr);
-    LLVMValueRef vp = field(c, a, offsetof(attn_rt_args, v), c->ptr);
-    LLVMValueRef op = field(c, a, offsetof(attn_rt_args, o), c->ptr);
-    LLVMValueRef lsep = field(c, a, offsetof(attn_rt_args, lse), c->ptr);
-    LLVMValueRef q_len = field(c, a, offsetof(attn_rt_args, q_len), c->i64);
-    LLVMValueRef kv_len = field(c, a, offsetof(attn_rt_args, kv_len), c->i64);
-    LLVMValueRef q_off = field(c, a, offsetof(attn_rt_args, q_offset), c->i64);
-#define STRIDE(fld, i) field(c, a, offsetof(attn_rt_args, fld) + 8 * (i), c->i64)
-    LLVMTypeRef et = cg_elem_type(c, k->dt);
-    k->qbase = cg_gep(c, et, qp, add(c, mul(c, bi, STRIDE(q_stride, 0)), mul(c, h, STRIDE(q_stride, 1))));
-    k->kbase = cg_gep(c, et, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
-    k->vbase = cg_gep(c, et, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
-    k->obase = cg_gep(c, et, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
-    k->qs2 = STRIDE(q_stride, 2);
-    k->ks2 = STRIDE(k_stride, 2);
-    k->vs2 = STRIDE(v_stride, 2);
-    k->os2 = STRIDE(o_stride, 2);
-    LLVMValueRef lse_off = add(c, mul(c, bi, STRIDE(lse_stride, 0)), mul(c, h, STRIDE(lse_stride, 1)));
-    LLVMValueRef lsebase = LLVMBuildGEP2(b, c->f32, lsep, &lse_off, 1, "");
-#undef STRIDE
-    k->kv_len = kv_len;
-
-    /* scratch */
-    k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
-    k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
-    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
-    k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
-    k->M = cg_alloca(c, c->f32, p->BQ, 64, "m");
-    k->L = cg_alloca(c, c->f32, p->BQ, 64, "l");
-    k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT, 64, "mbits");
-    LLVMValueRef err_slot = cg_alloca(c, c->i1, 1, 1, "err");
-    LLVMValueRef dummy = cg_alloca(c, c->i64, 1, 8, "dummy");
-    cg_store(c, cg_bool(c, false), err_slot, 1);
-    cg_store(c, cg_i64(c, 0), dummy, 8);
-
+    const Plan *p = &k->p;
+    const IrFunc *f = k->f;
     CgEnv *env = &k->env;
-    env->f = f;
-    env->args = a;
-    env->h = h;
-    env->b = bi;
-    env->q_len = q_len;
-    env->kv_len = kv_len;
-    env->err_slot = err_slot;
-    env->dummy = dummy;
-    env->tag = -1;
+    LLVMValueRef kv_len = env->kv_len;
     unsigned va = (unsigned)(p->W * 4);
-
     /* chunks of BQ rows */
     CgLoop lq;
     LLVMValueRef qc = cg_loop_begin(c, &lq, q0, q1, cg_i64(c, p->BQ), "qc");
@@ -483,8 +412,8 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     k->last = LLVMBuildSub(b, nrows, cg_i64(c, 1), "last");
     /* rows rounded up to whole groups of R: the padding rows repeat the last row */
     k->npad = mul(c, LLVMBuildSDiv(b, add(c, nrows, cg_i64(c, p->R - 1)), cg_i64(c, p->R), ""), cg_i64(c, p->R));
-    k->qlo = add(c, q_off, qc);
-    LLVMValueRef qhi = add(c, k->qlo, k->last);
+    k->qlo = add(c, k->qpos0, mul(c, qc, cg_i64(c, k->step)));
+    LLVMValueRef qhi = qpos_row(k, k->last);
     LLVMValueRef few = LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, dot_rows(p)), "few");
     {
         /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
@@ -506,7 +435,7 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     }
 
     /* the keys any row of the chunk may see: [klo, kend) */
-    LLVMValueRef klo = cg_i64(c, 0), kend = kv_len;
+    LLVMValueRef klo = cg_i64(c, 0), kend = k->nkeys;
     LLVMValueRef alltrue = cg_lane_mask(c, p->W);
     bool prune = f->prune.enabled;
     if (prune) {
@@ -514,9 +443,19 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
         env->qmax = qhi;
         env->kmin = cg_i64(c, 0);
         env->kmax = LLVMBuildSub(b, kv_len, cg_i64(c, 1), "");
-        klo = cg_smax(c, klo, cg_expr(c, env, f->prune.k_lo, alltrue).v);
-        LLVMValueRef khi = cg_expr(c, env, f->prune.k_hi, alltrue).v;
-        kend = cg_smin(c, kend, add(c, khi, cg_i64(c, 1)));
+        /* key positions [lo, hi] clamped to the keys, then to this run's key indices */
+        LLVMValueRef lo = cg_smin(c, cg_smax(c, cg_expr(c, env, f->prune.k_lo, alltrue).v, cg_i64(c, 0)), kv_len);
+        LLVMValueRef hi = cg_smin(c, cg_smax(c, cg_expr(c, env, f->prune.k_hi, alltrue).v, cg_i64(c, -1)), env->kmax);
+        LLVMValueRef rr = cg_i64(c, k->step);
+        LLVMValueRef lo_rel = LLVMBuildSub(b, lo, k->kpos0, ""), hi_rel = LLVMBuildSub(b, hi, k->kpos0, "");
+        if (k->step != 1) {
+            /* ceil((lo - kpos0) / step), floor((hi - kpos0) / step) + 1 with kpos0 <= lo + step */
+            lo_rel = LLVMBuildSDiv(b, add(c, lo_rel, cg_i64(c, k->step - 1 + k->step)), rr, "");
+            lo_rel = LLVMBuildSub(b, lo_rel, cg_i64(c, 1), "");
+            hi_rel = LLVMBuildSub(b, LLVMBuildSDiv(b, add(c, hi_rel, cg_i64(c, k->step)), rr, ""), cg_i64(c, 1), "");
+        }
+        klo = cg_smax(c, klo, lo_rel);
+        kend = cg_smin(c, kend, add(c, hi_rel, cg_i64(c, 1)));
     }
     k->kv_len = kend; /* keys at or past kend are masked like the kv tail */
 
@@ -525,8 +464,8 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     k->kb = cg_loop_begin(c, &lk, klo, kend, cg_i64(c, p->BK), "kb");
     LLVMValueRef cls = cg_i32(c, 2);
     if (prune) {
-        env->kmin = k->kb;
-        env->kmax = LLVMBuildSub(b, cg_smin(c, add(c, k->kb, cg_i64(c, p->BK)), kend), cg_i64(c, 1), "");
+        env->kmin = kpos(k, k->kb);
+        env->kmax = kpos(k, LLVMBuildSub(b, cg_smin(c, add(c, k->kb, cg_i64(c, p->BK)), kend), cg_i64(c, 1), ""));
         LLVMValueRef may = cg_expr(c, env, f->prune.may_see, alltrue).v;
         LLVMValueRef all = cg_expr(c, env, f->prune.all_see, alltrue).v;
         cls = LLVMBuildSelect(b, may, LLVMBuildSelect(b, all, cg_i32(c, 1), cg_i32(c, 2), ""), cg_i32(c, 0), "cls");
@@ -657,16 +596,195 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
         }
         LLVMBasicBlockRef wl = cg_block(c, "lse");
         LLVMBasicBlockRef nl = cg_block(c, "nolse");
-        LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, lsep, ""), wl, nl);
+        LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
         LLVMPositionBuilderAtEnd(b, wl);
         LLVMValueRef lg = cg_intr1(c, "llvm.log", l);
         LLVMValueRef lse = LLVMBuildSelect(b, pos, LLVMBuildFAdd(b, m, lg, ""), cg_f32(c, -INFINITY), "");
-        cg_store(c, lse, cg_gep(c, c->f32, lsebase, row), 4);
+        cg_store(c, lse, cg_gep(c, c->f32, k->lsebase, mul(c, row, k->ls2)), 4);
         LLVMBuildBr(b, nl);
         LLVMPositionBuilderAtEnd(b, nl);
         cg_loop_end(c, &li);
     }
     cg_loop_end(c, &lq);
+}
+
+/* The modulus r >= 2 of a conjunct (q - k) % r == 0, (k - q) % r == 0 or k % r == q % r of
+ * the mask's top-level &&, or 0. */
+static int64_t congruence(const IrExpr *e) {
+    if (e->op == IR_AND) {
+        int64_t r = congruence(e->args[0]);
+        return r ? r : congruence(e->args[1]);
+    }
+    if (e->op != IR_EQ) return 0;
+    const IrExpr *x = e->args[0], *y = e->args[1];
+    if (y->op == IR_MOD) {
+        const IrExpr *t = x;
+        x = y;
+        y = t;
+    }
+    if (x->op != IR_MOD || x->args[1]->op != IR_CONST || x->args[1]->ival < 2 || x->args[1]->ival > (1 << 20))
+        return 0;
+    int64_t r = x->args[1]->ival;
+    const IrExpr *d = x->args[0];
+    bool is_q = false, is_k = false;
+    if (y->op == IR_CONST && y->type == IR_TY_INT && y->ival == 0 && d->op == IR_SUB) {
+        const IrExpr *u = d->args[0], *v = d->args[1];
+        is_q = u->op == IR_VAR && v->op == IR_VAR &&
+               ((u->var == IR_V_Q && v->var == IR_V_K) || (u->var == IR_V_K && v->var == IR_V_Q));
+        return is_q ? r : 0;
+    }
+    if (y->op == IR_MOD && y->args[1]->op == IR_CONST && y->args[1]->ival == r && d->op == IR_VAR &&
+        y->args[0]->op == IR_VAR) {
+        is_k = (d->var == IR_V_K && y->args[0]->var == IR_V_Q) || (d->var == IR_V_Q && y->args[0]->var == IR_V_K);
+        return is_k ? r : 0;
+    }
+    return 0;
+}
+
+bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
+    if (f->sched.vec_width != 4 && f->sched.vec_width != 8 && f->sched.vec_width != 16) {
+        sb_printf(err, "codegen: %s: unsupported vector width %d (schedule missing?)", f->name, f->sched.vec_width);
+        return false;
+    }
+    if (f->v_dim > CG_MAX_CHUNKS * f->sched.vec_width || f->qk_dim > CG_MAX_CHUNKS * f->sched.vec_width || f->qk_dim < 0 || f->v_dim < 1 || f->heads < 1) {
+        sb_printf(err, "codegen: %s: unsupported head dims %d/%d", f->name, f->qk_dim, f->v_dim);
+        return false;
+    }
+    cg_init_types(c, f->sched.vec_width);
+    Kern K = {0};
+    Kern *k = &K;
+    k->c = c;
+    k->f = f;
+    k->p = make_plan(f);
+    k->dt = f->dtype;
+    const Plan *p = &k->p;
+    LLVMBuilderRef b = c->b;
+
+    LLVMTypeRef params[5] = {c->ptr, c->i64, c->i64, c->i64, c->i64};
+    LLVMTypeRef fty = LLVMFunctionType(c->i32, params, 5, 0);
+    c->fn = LLVMAddFunction(c->mod, symbol, fty);
+    LLVMSetLinkage(c->fn, LLVMExternalLinkage);
+    c->entry = cg_block(c, "entry");
+    LLVMPositionBuilderAtEnd(b, c->entry);
+    LLVMValueRef a = LLVMGetParam(c->fn, 0);
+    LLVMValueRef bi = LLVMGetParam(c->fn, 1), h = LLVMGetParam(c->fn, 2);
+    LLVMValueRef q0 = LLVMGetParam(c->fn, 3), q1 = LLVMGetParam(c->fn, 4);
+    /* nothing the kernel writes aliases the argument block: its loads may be hoisted */
+    LLVMAddAttributeAtIndex(c->fn, 1, LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+
+    /* the K/V head of query head h */
+    LLVMValueRef kvh;
+    {
+        LLVMTypeRef at = LLVMArrayType(c->i32, (unsigned)f->heads);
+        LLVMValueRef *vals = arena_alloc(f->arena, sizeof(LLVMValueRef) * (size_t)f->heads);
+        if (!vals) {
+            sb_puts(err, "codegen: out of memory");
+            return false;
+        }
+        int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
+        if (group < 1) group = 1;
+        for (int i = 0; i < f->heads; i++) vals[i] = cg_i32(c, f->head_map ? f->head_map[i] : i / group);
+        char gname[256];
+        snprintf(gname, sizeof gname, "%s.head_map", symbol);
+        LLVMValueRef g = LLVMAddGlobal(c->mod, at, gname);
+        LLVMSetInitializer(g, LLVMConstArray2(c->i32, vals, (uint64_t)f->heads));
+        LLVMSetGlobalConstant(g, 1);
+        LLVMSetLinkage(g, LLVMPrivateLinkage);
+        LLVMSetUnnamedAddr(g, 1);
+        LLVMValueRef hc = cg_smin(c, cg_smax(c, h, cg_i64(c, 0)), cg_i64(c, f->heads - 1));
+        kvh = LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, g, hc), 4), c->i64, "kvh");
+    }
+
+    LLVMValueRef qp = field(c, a, offsetof(attn_rt_args, q), c->ptr);
+    LLVMValueRef kp = field(c, a, offsetof(attn_rt_args, k), c->ptr);
+    LLVMValueRef vp = field(c, a, offsetof(attn_rt_args, v), c->ptr);
+    LLVMValueRef op = field(c, a, offsetof(attn_rt_args, o), c->ptr);
+    LLVMValueRef lsep = field(c, a, offsetof(attn_rt_args, lse), c->ptr);
+    LLVMValueRef q_len = field(c, a, offsetof(attn_rt_args, q_len), c->i64);
+    LLVMValueRef kv_len = field(c, a, offsetof(attn_rt_args, kv_len), c->i64);
+    LLVMValueRef q_off = field(c, a, offsetof(attn_rt_args, q_offset), c->i64);
+#define STRIDE(fld, i) field(c, a, offsetof(attn_rt_args, fld) + 8 * (i), c->i64)
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    k->qbase = cg_gep(c, et, qp, add(c, mul(c, bi, STRIDE(q_stride, 0)), mul(c, h, STRIDE(q_stride, 1))));
+    k->kbase = cg_gep(c, et, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
+    k->vbase = cg_gep(c, et, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
+    k->obase = cg_gep(c, et, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
+    k->qs2 = STRIDE(q_stride, 2);
+    k->ks2 = STRIDE(k_stride, 2);
+    k->vs2 = STRIDE(v_stride, 2);
+    k->os2 = STRIDE(o_stride, 2);
+    LLVMValueRef lse_off = add(c, mul(c, bi, STRIDE(lse_stride, 0)), mul(c, h, STRIDE(lse_stride, 1)));
+    LLVMValueRef lsebase = LLVMBuildGEP2(b, c->f32, lsep, &lse_off, 1, "");
+#undef STRIDE
+    k->kv_len = kv_len;
+
+    /* scratch */
+    k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
+    k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
+    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
+    k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
+    k->M = cg_alloca(c, c->f32, p->BQ, 64, "m");
+    k->L = cg_alloca(c, c->f32, p->BQ, 64, "l");
+    k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT, 64, "mbits");
+    LLVMValueRef err_slot = cg_alloca(c, c->i1, 1, 1, "err");
+    LLVMValueRef dummy = cg_alloca(c, c->i64, 1, 8, "dummy");
+    cg_store(c, cg_bool(c, false), err_slot, 1);
+    cg_store(c, cg_i64(c, 0), dummy, 8);
+
+    CgEnv *env = &k->env;
+    env->f = f;
+    env->args = a;
+    env->h = h;
+    env->b = bi;
+    env->q_len = q_len;
+    env->kv_len = kv_len;
+    env->err_slot = err_slot;
+    env->dummy = dummy;
+    env->tag = -1;
+
+    k->lsep = lsep;
+    int64_t modulus = congruence(f->mask);
+    if (!modulus) {
+        k->step = 1;
+        k->qpos0 = q_off;
+        k->kpos0 = cg_i64(c, 0);
+        k->nkeys = kv_len;
+        k->lsebase = lsebase;
+        k->ls2 = cg_i64(c, 1);
+        emit_run(k, q0, q1);
+    } else {
+        /* (q - k) % r == 0: rows of one residue class see only keys of the same class, so each
+         * class is a run over strided rows and keys, and the work is the visible pairs */
+        k->step = modulus;
+        LLVMValueRef rr = cg_i64(c, modulus);
+        LLVMValueRef qbase = k->qbase, obase = k->obase, kbase = k->kbase, vbase = k->vbase;
+        LLVMValueRef qs2 = k->qs2, os2 = k->os2, ks2 = k->ks2, vs2 = k->vs2;
+        CgLoop lr;
+        LLVMValueRef nres = cg_smin(c, rr, LLVMBuildSub(b, q1, q0, ""));
+        LLVMValueRef ri = cg_loop_begin(c, &lr, cg_i64(c, 0), nres, cg_i64(c, 1), "res");
+        LLVMValueRef first = add(c, q0, ri);
+        LLVMValueRef pos = add(c, q_off, first);
+        LLVMValueRef rho = LLVMBuildSRem(b, pos, rr, "");
+        rho = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rho, cg_i64(c, 0), ""), add(c, rho, rr), rho, "rho");
+        LLVMValueRef nv = LLVMBuildSDiv(b, add(c, LLVMBuildSub(b, q1, first, ""), cg_i64(c, modulus - 1)), rr, "");
+        LLVMValueRef nk = LLVMBuildSDiv(b, add(c, LLVMBuildSub(b, kv_len, rho, ""), cg_i64(c, modulus - 1)), rr, "");
+        k->nkeys = cg_smax(c, nk, cg_i64(c, 0));
+        k->qpos0 = pos;
+        k->kpos0 = rho;
+        LLVMTypeRef et = cg_elem_type(c, k->dt);
+        k->qbase = cg_gep(c, et, qbase, mul(c, first, qs2));
+        k->obase = cg_gep(c, et, obase, mul(c, first, os2));
+        k->kbase = cg_gep(c, et, kbase, mul(c, rho, ks2));
+        k->vbase = cg_gep(c, et, vbase, mul(c, rho, vs2));
+        k->qs2 = mul(c, qs2, rr);
+        k->os2 = mul(c, os2, rr);
+        k->ks2 = mul(c, ks2, rr);
+        k->vs2 = mul(c, vs2, rr);
+        k->lsebase = LLVMBuildGEP2(b, c->f32, lsebase, &first, 1, "");
+        k->ls2 = rr;
+        emit_run(k, cg_i64(c, 0), nv);
+        cg_loop_end(c, &lr);
+    }
     (void)q_len;
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
     LLVMBuildRet(b, LLVMBuildZExt(b, e, c->i32, ""));

@@ -85,6 +85,28 @@ static IrExpr *b_window(IrFunc *f) {
     return B2(f, IR_OR, B2(f, IR_LE, ab, I(f, 9)), m);
 }
 
+/* congruence masks: rows of one residue class run over strided keys */
+static bool m_dil4(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) { return fmod_(q - k, 4) == 0; }
+static IrExpr *b_dil4(IrFunc *f) {
+    return B2(f, IR_EQ, B2(f, IR_MOD, B2(f, IR_SUB, V(f, IR_V_Q), V(f, IR_V_K)), I(f, 4)), I(f, 0));
+}
+static bool m_dilcausal(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return k <= q && fmod_(k - q, 3) == 0;
+}
+static IrExpr *b_dilcausal(IrFunc *f) {
+    IrExpr *cg = B2(f, IR_EQ, I(f, 0), B2(f, IR_MOD, B2(f, IR_SUB, V(f, IR_V_K), V(f, IR_V_Q)), I(f, 3)));
+    return B2(f, IR_AND, b_causal(f), cg);
+}
+static bool m_dilwin(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k) {
+    return llabs(q - k) <= 20 && fmod_(k, 5) == fmod_(q, 5);
+}
+static IrExpr *b_dilwin(IrFunc *f) {
+    IrExpr *d = B2(f, IR_SUB, V(f, IR_V_Q), V(f, IR_V_K));
+    IrExpr *win = B2(f, IR_LE, ir_call(A(f), IR_FN_ABS, 1, &d), I(f, 20));
+    IrExpr *cg = B2(f, IR_EQ, B2(f, IR_MOD, V(f, IR_V_K), I(f, 5)), B2(f, IR_MOD, V(f, IR_V_Q), I(f, 5)));
+    return B2(f, IR_AND, win, cg);
+}
+
 static double s_softcap(const Case *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
     return 50.0 * tanh(s / 50.0);
 }
@@ -396,6 +418,9 @@ static void kernel_tests(int subset) {
         {"alibi", 4, 4, 16, 16, NULL, m_causal, s_alibi, b_causal, b_alibi, in_slope, NULL, slopes, ATTN_F32},
         {"xlnet", 2, 2, 40, 40, NULL, m_rank, NULL, b_rank, NULL, in_rank, ranks, NULL, ATTN_F32},
         {"d128", 2, 1, 128, 128, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL, ATTN_F32},
+        {"dilated4", 2, 1, 32, 32, NULL, m_dil4, NULL, b_dil4, NULL, NULL, NULL, NULL, ATTN_F32},
+        {"dilcausal", 2, 2, 20, 36, NULL, m_dilcausal, s_softcap, b_dilcausal, b_softcap, NULL, NULL, NULL, ATTN_F32},
+        {"dilwin", 2, 1, 64, 64, NULL, m_dilwin, NULL, b_dilwin, NULL, NULL, NULL, NULL, ATTN_F32},
         {"f16", 2, 1, 40, 24, NULL, m_sliding, s_softcap, b_sliding, b_softcap, NULL, NULL, NULL, ATTN_F16},
         {"bf16", 4, 2, 64, 64, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL, ATTN_BF16},
     };
