@@ -29,14 +29,6 @@ static const char *rt_dim_kind_name(attn_dim_kind k) {
 
 static int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
 
-/* One of q, k, v, o, lse after validation: sizes and strides with zeros resolved. */
-typedef struct RtView {
-    const char *name;      /* for messages */
-    const attn_tensor *t;  /* as given */
-    int64_t stride[ATTN_MAX_DIMS];
-    int64_t lo, hi;        /* its extent in bytes from t->data: [lo, hi) */
-} RtView;
-
 /* Checks every size is in [min, 2^40] and equal to `want` where want >= 0. */
 static attn_status rt_check_shape(const char *name, const attn_tensor *t, int ndim,
                                   const char *const *dim_names, const int64_t *want,
@@ -67,7 +59,7 @@ static bool rt_row_major(int ndim, const int64_t *shape, int64_t *stride) {
 }
 
 /* Resolves strides and computes the byte extent, rejecting bad strides and overflow. */
-static attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t elem,
+attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t elem,
                            attn_error *err) {
     v->name = name;
     v->t = t;
@@ -107,7 +99,7 @@ static attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, in
 
 /* An output must not write one element twice: with dims sorted by stride, each stride must
  * exceed the extent of the dims inside it (size-1 dims do not matter). */
-static attn_status rt_check_no_overlap(const RtView *v, attn_error *err) {
+attn_status rt_check_no_overlap(const RtView *v, attn_error *err) {
     int n = v->t->ndim, order[ATTN_MAX_DIMS], m = 0;
     for (int d = 0; d < n; d++)
         if (v->t->shape[d] > 1) order[m++] = d;

@@ -15,6 +15,23 @@ attn_status rt_error(attn_error *err, attn_status code, const char *fmt, ...)
 /* Marks `err` (which may be NULL) as ATTN_OK with an empty message; returns ATTN_OK. */
 attn_status rt_ok(attn_error *err);
 
+// launch.c
+
+/* One of q, k, v, o, lse after validation: sizes and strides with zeros resolved. */
+typedef struct RtView {
+    const char *name;      /* for messages */
+    const attn_tensor *t;  /* as given */
+    int64_t stride[ATTN_MAX_DIMS];
+    int64_t lo, hi;        /* its extent in bytes from t->data: [lo, hi) */
+} RtView;
+
+/* Resolves strides (all-zero: row-major) and the byte extent of a tensor of `elem`-byte
+ * elements, rejecting negative or non-unit-last strides and overflow. */
+attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t elem,
+                    attn_error *err);
+/* An output must not write one element twice. */
+attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
+
 // pool.c
 
 typedef void (*rt_task_fn)(void *ctx, int64_t task);

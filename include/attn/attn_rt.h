@@ -136,6 +136,15 @@ attn_status attn_rt_launch(const attn_rt_desc *desc, const attn_call *call, attn
 attn_status attn_rt_check(const attn_rt_desc *desc, const attn_call *call, attn_rt_args *args,
                           attn_error *err);
 
+/* Combines attention computed over disjoint key sets (separately stored caches, key splits,
+ * a shared prefix and a per-request suffix) through their log-sum-exps:
+ *   lse = log sum_i exp(lse_i),  o = sum_i exp(lse_i - lse) o_i.
+ * o_parts[i] and o are f32 [batch, heads, q_len, v_dim], lse_parts[i] and lse (optional: NULL
+ * or NULL data) f32 [batch, heads, q_len]. Parts with lse = -inf (no key seen) contribute
+ * nothing; a row no part saw gets zeros and -inf. o may be o_parts[i] itself (in place). */
+attn_status attn_rt_merge(const attn_tensor *o_parts, const attn_tensor *lse_parts, int nparts,
+                          attn_tensor *o, attn_tensor *lse, attn_error *err);
+
 const char *attn_status_name(attn_status s);
 
 #ifdef __cplusplus

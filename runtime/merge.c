@@ -1,0 +1,86 @@
+/* merge.c — combining attention over disjoint key sets through their log-sum-exps: the
+ * building block of split-KV decode, cascade attention over a shared prefix cache and ring
+ * attention. For parts i over disjoint keys with outputs o_i and log-sum-exps lse_i,
+ *   lse = log sum_i exp(lse_i),   o = sum_i exp(lse_i - lse) o_i
+ * is exactly the attention over the union. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "rt_internal.h"
+
+static const char *const merge_dims[] = {"batch", "heads", "q_len", "v_dim"};
+
+static attn_status merge_shape(const char *name, const attn_tensor *t, int ndim,
+                               const int64_t *want, attn_error *err) {
+    if (!t->data) return rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", name);
+    if (t->ndim != ndim) return rt_error(err, ATTN_ERR_RANK, "%s: has %d dims, expected %d", name, t->ndim, ndim);
+    for (int d = 0; d < ndim; d++) {
+        if (t->shape[d] < 1) return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d is %lld", name, d, (long long)t->shape[d]);
+        if (want && t->shape[d] != want[d])
+            return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d (%s) is %lld, expected %lld", name, d,
+                            merge_dims[d], (long long)t->shape[d], (long long)want[d]);
+    }
+    return ATTN_OK;
+}
+
+attn_status attn_rt_merge(const attn_tensor *o_parts, const attn_tensor *lse_parts, int nparts,
+                          attn_tensor *o, attn_tensor *lse, attn_error *err) {
+    if (!o_parts || !lse_parts || !o) return rt_error(err, ATTN_ERR_NULL, "merge: parts and o are required");
+    if (nparts < 1 || nparts > 4096) return rt_error(err, ATTN_ERR_ARG, "merge: %d parts (1..4096)", nparts);
+    attn_status st;
+    if ((st = merge_shape("o", o, 4, NULL, err))) return st;
+    const int64_t *shp = o->shape;
+    RtView vo, vl = {0};
+    if ((st = rt_view(&vo, "o", o, 4, err)) || (st = rt_check_no_overlap(&vo, err))) return st;
+    if (lse && lse->data) {
+        if ((st = merge_shape("lse", lse, 3, shp, err)) || (st = rt_view(&vl, "lse", lse, 4, err)) ||
+            (st = rt_check_no_overlap(&vl, err)))
+            return st;
+    }
+    RtView *po = malloc(sizeof(RtView) * (size_t)nparts), *pl = malloc(sizeof(RtView) * (size_t)nparts);
+    double *acc = malloc(sizeof(double) * (size_t)shp[3]);
+    double *w = malloc(sizeof(double) * (size_t)nparts);
+    if (!po || !pl || !acc || !w) {
+        st = rt_error(err, ATTN_ERR_NOMEM, "merge: out of memory");
+        goto done;
+    }
+    for (int p = 0; p < nparts; p++) {
+        if ((st = merge_shape("o part", &o_parts[p], 4, shp, err)) || (st = rt_view(&po[p], "o part", &o_parts[p], 4, err)) ||
+            (st = merge_shape("lse part", &lse_parts[p], 3, shp, err)) ||
+            (st = rt_view(&pl[p], "lse part", &lse_parts[p], 4, err)))
+            goto done;
+    }
+    for (int64_t b = 0; b < shp[0]; b++)
+        for (int64_t h = 0; h < shp[1]; h++)
+            for (int64_t i = 0; i < shp[2]; i++) {
+                double m = -INFINITY;
+                for (int p = 0; p < nparts; p++) {
+                    const float *l = lse_parts[p].data;
+                    w[p] = l[b * pl[p].stride[0] + h * pl[p].stride[1] + i * pl[p].stride[2]];
+                    if (w[p] > m) m = w[p];
+                }
+                double s = 0;
+                for (int64_t d = 0; d < shp[3]; d++) acc[d] = 0;
+                for (int p = 0; p < nparts && m > -INFINITY; p++) {
+                    if (w[p] == -INFINITY) continue; /* a part that saw no key */
+                    double wp = exp(w[p] - m);
+                    s += wp;
+                    const float *op = (const float *)o_parts[p].data + b * po[p].stride[0] +
+                                      h * po[p].stride[1] + i * po[p].stride[2];
+                    for (int64_t d = 0; d < shp[3]; d++) acc[d] += wp * op[d];
+                }
+                /* written after every part is read: o may be one of the parts (in place) */
+                float *out = (float *)o->data + b * vo.stride[0] + h * vo.stride[1] + i * vo.stride[2];
+                for (int64_t d = 0; d < shp[3]; d++) out[d] = s > 0 ? (float)(acc[d] / s) : 0.0f;
+                if (vl.t)
+                    ((float *)lse->data)[b * vl.stride[0] + h * vl.stride[1] + i * vl.stride[2]] =
+                        s > 0 ? (float)(m + log(s)) : -INFINITY;
+            }
+    st = rt_ok(err);
+done:
+    free(po);
+    free(pl);
+    free(acc);
+    free(w);
+    return st;
+}

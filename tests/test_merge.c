@@ -1,0 +1,103 @@
+/* attn_rt_merge: attention over a key set split into parts (separate caches) and merged
+ * through the log-sum-exps equals attention over the whole set; parts that saw nothing are
+ * ignored even when their o is garbage; merging in place; bad calls. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/attn.h"
+
+static int passed, failed;
+static void expect(int ok, const char *what) {
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        fprintf(stderr, "FAIL: %s\n", what);
+    }
+}
+
+int main(void) {
+    enum { B = 2, H = 4, LQ = 5, LK = 77, D = 24 };
+    attn_kernel *kern;
+    attn_error err;
+    char *diags = NULL;
+    if (attn_compile("merge.attn", "attention bidir { heads = 4; head_dim = 24; }", NULL, &kern, &diags, &err)) {
+        fprintf(stderr, "compile: %s %s\n", err.message, diags ? diags : "");
+        return 1;
+    }
+    float *q = malloc(sizeof(float) * B * H * LQ * D), *k = malloc(sizeof(float) * B * H * LK * D);
+    float *v = malloc(sizeof(float) * B * H * LK * D);
+    float *o = malloc(sizeof(float) * B * H * LQ * D), *lse = malloc(sizeof(float) * B * H * LQ);
+    float *po[3], *pl[3];
+    srand(3);
+    for (int i = 0; i < B * H * LQ * D; i++) q[i] = rand() / (float)RAND_MAX - 0.5f;
+    for (int i = 0; i < B * H * LK * D; i++) k[i] = rand() / (float)RAND_MAX - 0.5f, v[i] = rand() / (float)RAND_MAX - 0.5f;
+    attn_call full = {.q = {q, 4, {B, H, LQ, D}, {0}}, .k = {k, 4, {B, H, LK, D}, {0}}, .v = {v, 4, {B, H, LK, D}, {0}},
+                      .o = {o, 4, {B, H, LQ, D}, {0}}, .lse = {lse, 3, {B, H, LQ}, {0}}, .q_offset = ATTN_Q_OFFSET_DEFAULT, .threads = 1};
+    expect(attn_run(kern, &full, &err) == ATTN_OK, "full run");
+    /* three key slices as strided views of the same K/V */
+    int cut[4] = {0, 30, 31, LK};
+    attn_tensor to[3], tl[3];
+    for (int p = 0; p < 3; p++) {
+        int n = cut[p + 1] - cut[p];
+        po[p] = malloc(sizeof(float) * B * H * LQ * D);
+        pl[p] = malloc(sizeof(float) * B * H * LQ);
+        attn_call part = full;
+        part.k = (attn_tensor){k + cut[p] * D, 4, {B, H, n, D}, {H * LK * D, LK * D, D, 1}};
+        part.v = (attn_tensor){v + cut[p] * D, 4, {B, H, n, D}, {H * LK * D, LK * D, D, 1}};
+        part.o = (attn_tensor){po[p], 4, {B, H, LQ, D}, {0}};
+        part.lse = (attn_tensor){pl[p], 3, {B, H, LQ}, {0}};
+        expect(attn_run(kern, &part, &err) == ATTN_OK, "part run");
+        to[p] = part.o;
+        tl[p] = part.lse;
+    }
+    float *mo = malloc(sizeof(float) * B * H * LQ * D), *ml = malloc(sizeof(float) * B * H * LQ);
+    attn_tensor out = {mo, 4, {B, H, LQ, D}, {0}}, outl = {ml, 3, {B, H, LQ}, {0}};
+    expect(attn_rt_merge(to, tl, 3, &out, &outl, &err) == ATTN_OK, "merge");
+    double worst = 0;
+    for (int i = 0; i < B * H * LQ * D; i++) worst = fmax(worst, fabs(mo[i] - o[i]));
+    for (int i = 0; i < B * H * LQ; i++) worst = fmax(worst, fabs(ml[i] - lse[i]));
+    expect(worst < 2e-5, "merged equals full");
+    /* a part that saw nothing: lse -inf, o garbage (NaN) -> ignored */
+    for (int i = 0; i < B * H * LQ * D; i++) po[1][i] = NAN;
+    for (int i = 0; i < B * H * LQ; i++) pl[1][i] = -INFINITY;
+    attn_tensor two[2] = {to[0], to[1]}, twol[2] = {tl[0], tl[1]};
+    expect(attn_rt_merge(two, twol, 2, &out, &outl, &err) == ATTN_OK, "merge with empty part");
+    int same = 1;
+    for (int i = 0; i < B * H * LQ * D; i++) same &= fabsf(mo[i] - po[0][i]) < 1e-6f;
+    for (int i = 0; i < B * H * LQ; i++) same &= fabsf(ml[i] - pl[0][i]) < 1e-6f;
+    expect(same, "an empty part changes nothing");
+    /* every part empty: zeros and -inf */
+    attn_tensor one[1] = {to[1]}, onel[1] = {tl[1]};
+    expect(attn_rt_merge(one, onel, 1, &out, &outl, &err) == ATTN_OK, "merge of nothing");
+    int zero = 1;
+    for (int i = 0; i < B * H * LQ * D; i++) zero &= mo[i] == 0.0f;
+    for (int i = 0; i < B * H * LQ; i++) zero &= isinf(ml[i]) && ml[i] < 0;
+    expect(zero, "rows no part saw are zeros with lse -inf");
+    /* in place into part 0, no lse out */
+    memcpy(mo, po[0], sizeof(float) * B * H * LQ * D);
+    expect(attn_rt_merge(to, tl, 1, &to[0], NULL, &err) == ATTN_OK, "in place");
+    same = 1;
+    for (int i = 0; i < B * H * LQ * D; i++) same &= mo[i] == po[0][i];
+    expect(same, "a single part merges to itself");
+    /* bad calls */
+    expect(attn_rt_merge(NULL, tl, 1, &out, NULL, &err) == ATTN_ERR_NULL, "NULL parts");
+    expect(attn_rt_merge(to, tl, 0, &out, NULL, &err) == ATTN_ERR_ARG, "no parts");
+    attn_tensor bad = to[2];
+    bad.shape[2] = LQ + 1;
+    attn_tensor badparts[2] = {to[0], bad};
+    expect(attn_rt_merge(badparts, tl, 2, &out, NULL, &err) == ATTN_ERR_SHAPE, "part shape");
+    attn_tensor badl = outl;
+    badl.ndim = 4;
+    expect(attn_rt_merge(to, tl, 2, &out, &badl, &err) == ATTN_ERR_RANK, "lse rank");
+    attn_tensor overlap = out;
+    overlap.stride[0] = 1, overlap.stride[1] = 1, overlap.stride[2] = 1, overlap.stride[3] = 1;
+    expect(attn_rt_merge(to, tl, 2, &overlap, NULL, &err) == ATTN_ERR_STRIDE, "overlapping output");
+    for (int p = 0; p < 3; p++) free(po[p]), free(pl[p]);
+    free(q), free(k), free(v), free(o), free(lse), free(mo), free(ml);
+    attn_kernel_free(kern);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
