@@ -32,6 +32,56 @@ static void raise_error(Cg *c, CgEnv *env, LLVMValueRef bad) {
 }
 
 /* inputs[i][idx...]: row-major over input_dim[i][*], every index checked against its dim. */
+/* IR_RANGE: min/max of an i32 input over [lo, hi] of its last index, from the per-block
+ * summary the runtime built (a superset of the range: still a sound bound); IR_RANGE_NONE
+ * when there is no summary or the range leaves the input. Always uniform. */
+static CgVal emit_range(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
+    LLVMBuilderRef b = c->b;
+    bool is_min = e->fn == IR_FN_MIN;
+    int rank = e->nargs - 1;
+    LLVMValueRef none = cg_i64(c, is_min ? -IR_RANGE_NONE : IR_RANGE_NONE);
+    LLVMValueRef dims[ATTN_MAX_DIMS];
+    for (int d = 0; d < rank; d++) {
+        size_t off = offsetof(attn_rt_args, input_dim) + sizeof(int64_t) * (size_t)(e->input * ATTN_MAX_DIMS + d);
+        dims[d] = cg_load(c, c->i64, cg_gep(c, c->i8, env->args, cg_i64(c, (int64_t)off)), 8);
+    }
+    LLVMValueRef row = cg_i64(c, 0), bad = cg_bool(c, false);
+    for (int d = 0; d < rank - 1; d++) {
+        LLVMValueRef x = cg_expr(c, env, e->args[d], active).v;
+        bad = LLVMBuildOr(b, bad, LLVMBuildICmp(b, LLVMIntUGE, x, dims[d], ""), "");
+        row = LLVMBuildAdd(b, LLVMBuildMul(b, row, dims[d], ""), x, "");
+    }
+    LLVMValueRef lo = cg_expr(c, env, e->args[rank - 1], active).v;
+    LLVMValueRef hi = cg_expr(c, env, e->args[rank], active).v;
+    LLVMValueRef n = dims[rank - 1];
+    bad = LLVMBuildOr(b, bad, LLVMBuildICmp(b, LLVMIntSLT, lo, cg_i64(c, 0), ""), "");
+    bad = LLVMBuildOr(b, bad, LLVMBuildICmp(b, LLVMIntSGE, hi, n, ""), "");
+    bad = LLVMBuildOr(b, bad, LLVMBuildICmp(b, LLVMIntSGT, lo, hi, ""), "");
+    size_t soff = offsetof(attn_rt_args, summary) + sizeof(void *) * (size_t)e->input;
+    LLVMValueRef sp = cg_load(c, c->ptr, cg_gep(c, c->i8, env->args, cg_i64(c, (int64_t)soff)), 8);
+    bad = LLVMBuildOr(b, bad, LLVMBuildIsNull(b, sp, ""), "");
+    LLVMValueRef slot = cg_alloca(c, c->i64, 1, 8, "range");
+    cg_store(c, none, slot, 8);
+    LLVMBasicBlockRef scan = cg_block(c, "range.scan"), join = cg_block(c, "range.join");
+    LLVMBuildCondBr(b, bad, join, scan);
+    LLVMPositionBuilderAtEnd(b, scan);
+    LLVMValueRef blk = cg_i64(c, ATTN_SUMMARY_BLOCK);
+    LLVMValueRef nb = LLVMBuildSDiv(b, LLVMBuildAdd(b, n, cg_i64(c, ATTN_SUMMARY_BLOCK - 1), ""), blk, "");
+    LLVMValueRef b0 = LLVMBuildSDiv(b, lo, blk, ""), b1 = LLVMBuildSDiv(b, hi, blk, "");
+    LLVMValueRef first = LLVMBuildAdd(b, LLVMBuildMul(b, row, nb, ""), b0, "");
+    cg_store(c, LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, sp, LLVMBuildAdd(b, LLVMBuildMul(b, first, cg_i64(c, 2), ""), cg_i64(c, !is_min), "")), 4), c->i64, ""), slot, 8);
+    CgLoop l;
+    LLVMValueRef t = cg_loop_begin(c, &l, LLVMBuildAdd(b, b0, cg_i64(c, 1), ""), LLVMBuildAdd(b, b1, cg_i64(c, 1), ""), cg_i64(c, 1), "rblk");
+    LLVMValueRef at = LLVMBuildAdd(b, LLVMBuildMul(b, LLVMBuildAdd(b, LLVMBuildMul(b, row, nb, ""), t, ""), cg_i64(c, 2), ""), cg_i64(c, !is_min), "");
+    LLVMValueRef v = LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, sp, at), 4), c->i64, "");
+    LLVMValueRef cur = cg_load(c, c->i64, slot, 8);
+    cg_store(c, is_min ? cg_smin(c, cur, v) : cg_smax(c, cur, v), slot, 8);
+    cg_loop_end(c, &l);
+    LLVMBuildBr(b, join);
+    LLVMPositionBuilderAtEnd(b, join);
+    return (CgVal){cg_load(c, c->i64, slot, 8), false};
+}
+
 static CgVal emit_load(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
     const IrInput *in = &env->f->inputs[e->input];
     CgVal idx[ATTN_MAX_DIMS];
@@ -166,6 +216,7 @@ CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
         }
         return r;
     case IR_INPUT: return emit_load(c, env, e, active);
+    case IR_RANGE: return emit_range(c, env, e, active);
     case IR_CALL: return emit_call(c, env, e, active);
     case IR_NOT:
         r = cg_expr(c, env, e->args[0], active);

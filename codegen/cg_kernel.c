@@ -54,7 +54,18 @@ typedef struct Kern {
     LLVMValueRef qpos0, kpos0, nkeys;          /* i64; nkeys: key indices of the run */
     LLVMValueRef lsebase, ls2, lsep;           /* lse at row 0 of the run, its row stride; a->lse */
     int64_t step;                              /* the congruence modulus, or 1 */
+    LLVMValueRef part_rt;                      /* i1 or NULL: "masked" code also serves full blocks */
 } Kern;
+
+/* The lane bits of scratch row `row`, key vector t (a run-time t is an i64 value). */
+static LLVMValueRef row_bits(Kern *k, LLVMValueRef row, LLVMValueRef t) {
+    Cg *c = k->c;
+    LLVMValueRef idx = LLVMBuildAdd(c->b, LLVMBuildMul(c->b, row, cg_i64(c, k->p.NT), ""), t, "");
+    LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, idx), 1);
+    LLVMValueRef v = LLVMBuildBitCast(c->b, bits, c->vi1, "");
+    if (k->part_rt) v = LLVMBuildSelect(c->b, k->part_rt, v, cg_lane_mask(c, c->W), "");
+    return v;
+}
 
 static LLVMValueRef kvec(Kern *k, LLVMValueRef first) {
     Cg *c = k->c;
@@ -105,8 +116,7 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
     for (int r = 0; r < p->R; r++) {
         prow[r] = cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK), tw));
         if (pc->masked) {
-            LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, add(c, mul(c, pc->row[r], cg_i64(c, p->NT)), t)), 1);
-            mvt[r] = LLVMBuildBitCast(b, bits, c->vi1, "");
+            mvt[r] = row_bits(k, pc->row[r], t);
         }
     }
     LLVMValueRef kt0 = add(c, k->kb, tw);
@@ -242,8 +252,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     for (int r = 0; r < p->R; r++) {
         for (int t = 0; t < p->NT; t++) {
             if (masked) {
-                LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, add(c, mul(c, row[r], cg_i64(c, p->NT)), cg_i64(c, t))), 1);
-                mv[r][t] = LLVMBuildBitCast(b, bits, c->vi1, "");
+                mv[r][t] = row_bits(k, row[r], cg_i64(c, t));
             } else {
                 mv[r][t] = alltrue;
             }
@@ -518,17 +527,10 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     {
         CgLoop lr;
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
-        LLVMBasicBlockRef bm = cg_block(c, "dot_masked");
-        LLVMBasicBlockRef bf = cg_block(c, "dot_full");
-        LLVMBasicBlockRef join = cg_block(c, "dot_done");
-        LLVMBuildCondBr(b, part, bm, bf);
-        LLVMPositionBuilderAtEnd(b, bm);
+        /* one variant for full and partial blocks: decode is bound by reading K and V */
+        k->part_rt = part;
         emit_group(k, r, true, 1, true);
-        LLVMBuildBr(b, join);
-        LLVMPositionBuilderAtEnd(b, bf);
-        emit_group(k, r, false, 1, true);
-        LLVMBuildBr(b, join);
-        LLVMPositionBuilderAtEnd(b, join);
+        k->part_rt = NULL;
         cg_loop_end(c, &lr);
     }
     LLVMBuildBr(b, bdone);
