@@ -1,14 +1,15 @@
 /* cg_kernel.c — the flash-attention tile function of one IrFunc.
  *
  * For a task's query rows, chunks of BQ rows keep their online-softmax state (m, l, acc) in
- * stack scratch. Keys are visited in blocks of BK (a multiple of the vector width W). Each
- * block is first classified by interval analysis of the mask (empty: skipped; full: no mask
- * test; partial or the kv tail: per-row lane masks), then K is packed transposed, KT[d][BK],
- * once and reused by every register-blocked group of R rows:
+ * stack scratch. Keys are visited in blocks of BK (a multiple of the vector width W), within
+ * the bounds of the prune pass's k_lo/k_hi; its may_see/all_see tests classify each block
+ * (empty: skipped; full: no mask test; partial or the kv tail: per-row lane masks). Then K is
+ * packed transposed, KT[d][BK], once and reused by every register-blocked group of R rows:
  *   s[r] = sum_d bcast(q[r][d]) * KT[d]          (FMA chains, W keys per vector)
  *   score mod, mask -> -inf, online softmax update, acc[r] = acc[r]*alpha + sum_j p[r][j]*V[j]
- * Everything the spec fixes is a constant; the d, chunk, row and key loops of a group are
- * unrolled here so the accumulators are SSA vectors.
+ * A chunk of few rows (decode) scores straight from K instead. A congruence mask runs each
+ * residue class over strided rows and keys. Everything the spec fixes is a constant; the inner
+ * loops are unrolled here in steps so the accumulators are SSA vectors.
  */
 #include <math.h>
 #include <stddef.h>
@@ -787,7 +788,6 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
         emit_run(k, cg_i64(c, 0), nv);
         cg_loop_end(c, &lr);
     }
-    (void)q_len;
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
     LLVMBuildRet(b, LLVMBuildZExt(b, e, c->i32, ""));
     return true;
