@@ -88,6 +88,29 @@ static IrValue eval_load(const IrFunc *f, const IrExpr *e, IrEnv *env) {
     return r;
 }
 
+/* The exact min/max of an input over a range of its last index (the kernels use per-block
+ * summaries, a superset: both are sound for pruning). */
+static IrValue eval_range(const IrFunc *f, const IrExpr *e, IrEnv *env) {
+    bool is_min = e->fn == IR_FN_MIN;
+    IrValue none = {.i = is_min ? -IR_RANGE_NONE : IR_RANGE_NONE};
+    const attn_rt_args *a = env->args;
+    int in = e->input, rank = e->nargs - 1;
+    if (!a || !f || in < 0 || in >= f->ninputs || !a->input[in]) return none;
+    int64_t row = 0;
+    for (int d = 0; d < rank - 1; d++) {
+        int64_t idx = ir_eval(f, e->args[d], env).i, dim = a->input_dim[in][d];
+        if (idx < 0 || idx >= dim) return none;
+        row = row * dim + idx;
+    }
+    int64_t n = a->input_dim[in][rank - 1];
+    int64_t lo = ir_eval(f, e->args[rank - 1], env).i, hi = ir_eval(f, e->args[rank], env).i;
+    if (lo < 0 || hi >= n || lo > hi) return none;
+    const int32_t *p = (const int32_t *)a->input[in] + row * n;
+    int64_t r = p[lo];
+    for (int64_t t = lo + 1; t <= hi; t++) r = is_min ? (p[t] < r ? p[t] : r) : (p[t] > r ? p[t] : r);
+    return (IrValue){.i = r};
+}
+
 IrValue ir_eval(const IrFunc *f, const IrExpr *e, IrEnv *env) {
     IrValue r = {0};
     IrValue x, y;
@@ -112,6 +135,7 @@ IrValue ir_eval(const IrFunc *f, const IrExpr *e, IrEnv *env) {
         }
         return r;
     case IR_INPUT: return eval_load(f, e, env);
+    case IR_RANGE: return eval_range(f, e, env);
     case IR_CALL: return eval_call(f, e, env);
     case IR_NOT: r.i = !ir_eval(f, e->args[0], env).i; return r;
     case IR_ITOF: r.f = (double)ir_eval(f, e->args[0], env).i; return r;

@@ -186,10 +186,26 @@ IrExpr *ir_load(Arena *a, int input, IrType type, int nargs, IrExpr **idx) {
     if (!e) return NULL;
     e->input = input;
     e->nargs = nargs;
-    for (int i = 0; i < nargs && i < 4; i++) {
+    for (int i = 0; i < nargs && i < 5; i++) {
         if (!idx[i]) return NULL;
         e->args[i] = idx[i];
     }
+    return e;
+}
+
+IrExpr *ir_range(Arena *a, IrFn fn, int input, int rank, IrExpr **idx, IrExpr *lo, IrExpr *hi) {
+    if (rank < 1 || rank > 4 || !lo || !hi) return NULL;
+    IrExpr *e = new_expr(a, IR_RANGE, IR_TY_INT);
+    if (!e) return NULL;
+    e->fn = fn;
+    e->input = input;
+    e->nargs = rank + 1;
+    for (int i = 0; i < rank - 1; i++) {
+        if (!idx[i]) return NULL;
+        e->args[i] = idx[i];
+    }
+    e->args[rank - 1] = lo;
+    e->args[rank] = hi;
     return e;
 }
 
@@ -211,6 +227,7 @@ bool ir_expr_equal(const IrExpr *a, const IrExpr *b) {
     case IR_VAR: if (a->var != b->var) return false; break;
     case IR_CALL: if (a->fn != b->fn) return false; break;
     case IR_INPUT: if (a->input != b->input) return false; break;
+    case IR_RANGE: if (a->input != b->input || a->fn != b->fn) return false; break;
     default: break;
     }
     for (int i = 0; i < a->nargs; i++)

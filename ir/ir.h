@@ -39,7 +39,9 @@ typedef enum IrType { IR_TY_BOOL, IR_TY_INT, IR_TY_FLOAT } IrType;
     X(AND, "and", 2)       /* short-circuit semantics are irrelevant: no side effects */     \
     X(OR, "or", 2)                                                                            \
     X(SELECT, "select", 3) /* args[0] ? args[1] : args[2] */                                 \
-    X(CALL, "call", -1)    /* IrFn in `fn` */
+    X(CALL, "call", -1)    /* IrFn in `fn` */                                                \
+    X(RANGE, "range", -1)  /* prune only: min (fn MIN) or max (fn MAX) of an i32 input over \
+                              last index in [args[rank-1], args[rank]]; see IR_RANGE_NONE */
 
 typedef enum IrExprOp {
 #define X(name, text, arity) IR_##name,
@@ -88,8 +90,12 @@ typedef struct IrExpr {
     int64_t ival;          /* IR_CONST of type INT (BOOL: 0/1 in ival too) */
     double fval;           /* IR_CONST of type FLOAT */
     int nargs;             /* operands in use */
-    struct IrExpr *args[4]; /* operands */
+    struct IrExpr *args[5]; /* operands (RANGE: rank + 1) */
 } IrExpr;
+
+/* What IR_RANGE yields when it knows nothing (its range leaves the input): a bound far outside
+ * any i32 value or position, yet far from overflowing the interval arithmetic around it. */
+#define IR_RANGE_NONE ((int64_t)1 << 44)
 
 /* One runtime input: `input i32 doc[batch, seq];` */
 typedef struct IrInput {
@@ -98,6 +104,7 @@ typedef struct IrInput {
     int rank;                         /* 0..4 */
     attn_dim_kind dim_kind[ATTN_MAX_DIMS];
     int64_t dim_value[ATTN_MAX_DIMS]; /* for ATTN_DIM_CONST */
+    bool summarize;                   /* the kernel reads its per-block min/max (IR_RANGE) */
 } IrInput;
 
 /* Tensor ops of the attention graph. Values are numbered; 0..2 are q, k, v. */
@@ -204,6 +211,10 @@ IrExpr *ir_binary(Arena *a, IrExprOp op, IrExpr *x, IrExpr *y); /* type inferred
 IrExpr *ir_select(Arena *a, IrExpr *c, IrExpr *x, IrExpr *y);
 IrExpr *ir_call(Arena *a, IrFn fn, int nargs, IrExpr **args);
 IrExpr *ir_load(Arena *a, int input, IrType type, int nargs, IrExpr **idx);
+/* min (fn IR_FN_MIN) or max of i32 input `input` over its last index in [lo, hi], the other
+ * indices fixed by idx[0 .. rank-2]: IR_RANGE_NONE (max) / -IR_RANGE_NONE (min) when the range
+ * is empty or leaves the input. */
+IrExpr *ir_range(Arena *a, IrFn fn, int input, int rank, IrExpr **idx, IrExpr *lo, IrExpr *hi);
 
 const char *ir_op_name(IrExprOp op);
 const char *ir_fn_name(IrFn fn);

@@ -99,6 +99,15 @@ void ir_print_expr(StrBuf *sb, const IrFunc *f, const IrExpr *e) {
         sb_puts(sb, ")");
         return;
     case IR_CALL: sb_puts(sb, ir_fn_name((IrFn)e->fn)); break;
+    case IR_RANGE:
+        sb_printf(sb, "range_%s(%s[", e->fn == IR_FN_MIN ? "min" : "max",
+                  f && e->input >= 0 && e->input < f->ninputs ? f->inputs[e->input].name : "?");
+        for (int i = 0; i < e->nargs; i++) {
+            sb_puts(sb, i == 0 ? "" : i == e->nargs - 1 ? " .. " : ", ");
+            ir_print_expr(sb, f, e->args[i]);
+        }
+        sb_puts(sb, "])");
+        return;
     case IR_INPUT:
         sb_puts(sb, f && e->input >= 0 && e->input < f->ninputs ? f->inputs[e->input].name : "?");
         if (e->nargs == 0) return;

@@ -28,6 +28,14 @@ static bool verify_expr(const IrFunc *f, const IrExpr *e, bool score_ok, StrBuf 
         for (int i = 0; i < e->nargs; i++)
             if (e->args[i]->type != IR_TY_INT) return fail(msg, f, "non-int index");
         return true;
+    case IR_RANGE:
+        if (e->input < 0 || e->input >= f->ninputs || f->inputs[e->input].dtype != ATTN_I32 ||
+            e->nargs != f->inputs[e->input].rank + 1 || e->type != IR_TY_INT ||
+            (e->fn != IR_FN_MIN && e->fn != IR_FN_MAX) || !f->inputs[e->input].summarize)
+            return fail(msg, f, "bad range summary");
+        for (int i = 0; i < e->nargs; i++)
+            if (e->args[i]->type != IR_TY_INT) return fail(msg, f, "non-int range bound");
+        return true;
     case IR_NOT:
         return a0 == IR_TY_BOOL && e->type == IR_TY_BOOL ? true : fail(msg, f, "! of non-bool");
     case IR_ITOF:

@@ -125,7 +125,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
                 sb_printf(sb, "%s%lld", d ? ", " : "",
                           d < in->rank && in->dim_kind[d] == ATTN_DIM_CONST
                               ? (long long)in->dim_value[d] : 0LL);
-            sb_puts(sb, "}},\n");
+            sb_printf(sb, "}, %d},\n", in->summarize ? 1 : 0);
         }
         sb_puts(sb, "};\n");
     }

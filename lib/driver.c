@@ -121,6 +121,7 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
         inputs[i].name = in->name;
         inputs[i].dtype = in->dtype;
         inputs[i].rank = in->rank;
+        inputs[i].summarize = in->summarize;
         for (int d = 0; d < ATTN_MAX_DIMS; d++) {
             inputs[i].dim_kind[d] = in->dim_kind[d];
             inputs[i].dim_value[d] = in->dim_value[d];

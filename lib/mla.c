@@ -252,12 +252,14 @@ static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_poo
         .threads = threads,
     };
     st = attn_rt_check(&r->kern->desc, &inner, &r->args, err);
+    if (st == ATTN_OK) st = rt_summaries_build(&r->kern->desc, &r->args, err);
     if (st != ATTN_OK) goto done;
     rt_parallel_for_n(pool, threads, r->B * r->H, task_q_concat, r);
     rt_parallel_for_n(pool, r->nslots, r->B * r->H, task_up, r);
     if (atomic_load(&r->index_error))
         st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
 done:
+    rt_summaries_free(&r->args);
     free(r->q_cat);
     free(r->slots);
     free(r->slot_busy);

@@ -27,7 +27,7 @@ static IrExpr *fold_const(Arena *a, IrExpr *e) {
 
 IrExpr *pass_fold_expr(Arena *a, IrExpr *e) {
     if (!e) return NULL;
-    bool all_const = e->op != IR_CONST && e->op != IR_VAR && e->op != IR_INPUT;
+    bool all_const = e->op != IR_CONST && e->op != IR_VAR && e->op != IR_INPUT && e->op != IR_RANGE;
     for (int i = 0; i < e->nargs; i++) {
         IrExpr *x = pass_fold_expr(a, e->args[i]);
         if (!x) return NULL;

@@ -28,7 +28,8 @@ typedef struct BItv {
 } BItv;
 
 typedef struct PruneCx {
-    Arena *a; /* where new trees go */
+    Arena *a;  /* where new trees go */
+    IrFunc *f; /* the func analysed (its inputs get marked for summaries) */
 } PruneCx;
 
 static bool varies(const IrExpr *e) {
@@ -67,6 +68,20 @@ static Itv itv_mul(PruneCx *c, Itv x, Itv y, IrExpr *ex, IrExpr *ey) {
 
 static BItv bitv(PruneCx *c, IrExpr *e);
 
+/* An i32 input read through a varying last index (doc[b, k], rank[b, q]): its interval over
+ * the tile is the input's min/max over the index's interval, which the kernel reads from
+ * per-block summaries the runtime builds once per call. */
+static Itv itv_load(PruneCx *c, IrExpr *e, Itv last) {
+    int rank = e->nargs;
+    IrInput *in = &c->f->inputs[e->input];
+    if (rank < 1 || in->dtype != ATTN_I32 || last.top) return top();
+    for (int d = 0; d < rank - 1; d++)
+        if (varies(e->args[d])) return top();
+    in->summarize = true;
+    return (Itv){false, ir_range(c->a, IR_FN_MIN, e->input, rank, e->args, last.lo, last.hi),
+                 ir_range(c->a, IR_FN_MAX, e->input, rank, e->args, last.lo, last.hi)};
+}
+
 /* Interval of an INT expression over the tile. */
 static Itv itv(PruneCx *c, IrExpr *e) {
     if (e->type != IR_TY_INT) return top();
@@ -76,6 +91,7 @@ static Itv itv(PruneCx *c, IrExpr *e) {
         if (e->var == IR_V_K) return (Itv){false, ir_var(c->a, IR_V_KMIN), ir_var(c->a, IR_V_KMAX)};
         return top();
     }
+    if (e->op == IR_INPUT) return e->nargs > 0 ? itv_load(c, e, itv(c, e->args[e->nargs - 1])) : top();
     Itv x = e->nargs > 0 ? itv(c, e->args[0]) : top();
     Itv y = e->nargs > 1 ? itv(c, e->args[1]) : top();
     switch (e->op) {
@@ -305,7 +321,7 @@ static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
 bool pass_prune(IrFunc *f, PassCtx *ctx) {
     memset(&f->prune, 0, sizeof f->prune);
     if (ctx->no_prune) return true;
-    PruneCx c = {.a = f->arena};
+    PruneCx c = {.a = f->arena, .f = f};
     BItv m = bitv(&c, f->mask);
     KBound kb = kbounds(&c, f->mask, 0);
     f->prune.may_see = pass_fold_expr(c.a, m.may_true);

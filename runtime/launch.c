@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rt_internal.h"
@@ -347,11 +348,51 @@ static void rt_launch_task(void *ctx, int64_t t) {
         atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
 }
 
+/* Per-block min/max of the inputs the kernel prunes with: built once per call, O(input size),
+ * shared by every head and query tile. */
+attn_status rt_summaries_build(const attn_rt_desc *d, attn_rt_args *a, attn_error *err) {
+    for (int i = 0; i < d->ninputs && i < ATTN_MAX_INPUTS; i++) {
+        const attn_rt_input_desc *in = &d->inputs[i];
+        if (!in->summarize || in->dtype != ATTN_I32 || in->rank < 1) continue;
+        int64_t rows = 1, n = a->input_dim[i][in->rank - 1];
+        for (int k = 0; k < in->rank - 1; k++) rows *= a->input_dim[i][k]; /* checked sizes */
+        int64_t nb = (n + ATTN_SUMMARY_BLOCK - 1) / ATTN_SUMMARY_BLOCK;
+        int32_t *sum = malloc(sizeof(int32_t) * 2 * (size_t)(rows * nb));
+        if (!sum) {
+            rt_summaries_free(a);
+            return rt_error(err, ATTN_ERR_NOMEM, "out of memory for the summaries of input '%s'", in->name);
+        }
+        const int32_t *src = a->input[i];
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t blk = 0; blk < nb; blk++) {
+                int64_t t0 = blk * ATTN_SUMMARY_BLOCK, t1 = t0 + ATTN_SUMMARY_BLOCK < n ? t0 + ATTN_SUMMARY_BLOCK : n;
+                int32_t lo = src[r * n + t0], hi = lo;
+                for (int64_t t = t0 + 1; t < t1; t++) {
+                    int32_t x = src[r * n + t];
+                    lo = x < lo ? x : lo;
+                    hi = x > hi ? x : hi;
+                }
+                sum[(r * nb + blk) * 2] = lo;
+                sum[(r * nb + blk) * 2 + 1] = hi;
+            }
+        a->summary[i] = sum;
+    }
+    return ATTN_OK;
+}
+
+void rt_summaries_free(attn_rt_args *a) {
+    for (int i = 0; i < ATTN_MAX_INPUTS; i++) {
+        free((void *)a->summary[i]);
+        a->summary[i] = NULL;
+    }
+}
+
 attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_pool *pool,
                            attn_error *err) {
     attn_rt_args a;
     attn_status s = attn_rt_check(d, c, &a, err);
     if (s) return s;
+    if ((s = rt_summaries_build(d, &a, err))) return s;
     if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function",
                                   d->name ? d->name : "?");
     RtLaunch l = {.args = &a, .tile = d->tile, .heads = d->heads, .block_q = d->block_q};
@@ -371,6 +412,7 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     }
     rt_parallel_for_n(pool, threads, ntasks, rt_launch_task, &l);
     attn_rt_pool_destroy(own);
+    rt_summaries_free(&a);
     if (atomic_load(&l.failed))
         return rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
     return ATTN_OK;

@@ -29,6 +29,10 @@ typedef struct RtView {
  * elements, rejecting negative or non-unit-last strides and overflow. */
 attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t elem,
                     attn_error *err);
+/* Builds args->summary for the descriptor's summarized inputs (free with rt_summaries_free,
+ * which also runs on failure). */
+attn_status rt_summaries_build(const attn_rt_desc *d, attn_rt_args *a, attn_error *err);
+void rt_summaries_free(attn_rt_args *a);
 /* An output must not write one element twice. */
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
 

@@ -86,7 +86,12 @@ typedef struct attn_rt_input_desc {
     int rank;                         /* 0..4 */
     attn_dim_kind dim_kind[ATTN_MAX_DIMS];
     int64_t dim_value[ATTN_MAX_DIMS]; /* size of ATTN_DIM_CONST dims */
+    int summarize;                    /* the kernel prunes with per-block min/max of it */
 } attn_rt_input_desc;
+
+/* Positions per block of an input summary: for an i32 input summarized along its last dim,
+ * summary[input][(row * nblocks + blk) * 2 + 0/1] = min/max over the block's positions. */
+#define ATTN_SUMMARY_BLOCK 16
 
 /* What the tile function reads: validated pointers, sizes and strides (elements). */
 typedef struct attn_rt_args {
@@ -101,6 +106,7 @@ typedef struct attn_rt_args {
     int64_t lse_stride[2];      /* batch, head (row stride is 1) */
     const void *input[ATTN_MAX_INPUTS];              /* contiguous input arrays */
     int64_t input_dim[ATTN_MAX_INPUTS][ATTN_MAX_DIMS]; /* their resolved sizes */
+    const int32_t *summary[ATTN_MAX_INPUTS];           /* block min/max, or NULL (no pruning) */
 } attn_rt_args;
 
 /* Computes query rows [q0, q1) of batch row b, query head h. Returns 0, or 1 when an input
