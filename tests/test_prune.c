@@ -31,10 +31,16 @@ static IrExpr *gen_bool(Arena *a, int depth) {
     }
 }
 
+/* an i32 input arr[64] of sorted runs (like document ids) read at q or k */
+static int32_t arr[64];
+
 static IrExpr *gen_int(Arena *a, int depth) {
-    int pick = depth <= 0 ? (int)rnd(0, 2) : (int)rnd(0, 11);
+    int pick = depth <= 0 ? (int)rnd(0, 2) : (int)rnd(0, 12);
     IrExpr *args[2];
     switch (pick) {
+    case 12:
+        args[0] = ir_var(a, rnd(0, 1) ? IR_V_Q : IR_V_K);
+        return ir_load(a, 0, IR_TY_INT, 1, args);
     case 0: return ir_var(a, IR_V_Q);
     case 1: return ir_var(a, IR_V_K);
     case 2: return ir_const_int(a, rnd(-20, 20));
@@ -64,7 +70,8 @@ static bool eval_bool(IrFunc *f, const IrExpr *e, IrEnv *env) { return ir_eval(f
 /* Checks one tile; returns false on unsoundness. */
 static bool check_tile(IrFunc *f, int64_t q0, int64_t q1, int64_t k0, int64_t k1, int64_t kv_len,
                        Stats *st) {
-    IrEnv env = {.qmin = q0, .qmax = q1, .kmin = k0, .kmax = k1, .kv_len = kv_len, .q_len = 64};
+    attn_rt_args args = {.input = {arr}, .input_dim = {{64}}};
+    IrEnv env = {.qmin = q0, .qmax = q1, .kmin = k0, .kmax = k1, .kv_len = kv_len, .q_len = 64, .args = &args};
     bool may = eval_bool(f, f->prune.may_see, &env);
     bool all = eval_bool(f, f->prune.all_see, &env);
     int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
@@ -103,6 +110,8 @@ static IrFunc *make_func(IrModule *m, IrExpr *mask) {
     f->qk_dim = f->v_dim = 4;
     f->head_map = arena_alloc(&m->arena, sizeof(int));
     f->mask = mask;
+    f->ninputs = 1;
+    f->inputs[0] = (IrInput){.name = "arr", .dtype = ATTN_I32, .rank = 1, .dim_kind = {ATTN_DIM_CONST}, .dim_value = {64}};
     return f;
 }
 
@@ -156,6 +165,7 @@ static int precision(void) {
 }
 
 int main(void) {
+    for (int i = 0; i < 64; i++) arr[i] = i / 9 + (i > 40 ? 3 : 0);
     Stats st = {0};
     int passed = 0, failed = 0;
     for (int iter = 0; iter < 3000; iter++) {
@@ -168,7 +178,7 @@ int main(void) {
         }
         bool ok = true;
         for (int t = 0; t < 20; t++) {
-            int64_t q0 = rnd(-30, 40), k0 = rnd(0, 40);
+            int64_t q0 = rnd(-10, 50), k0 = rnd(0, 40);
             ok &= check_tile(f, q0, q0 + rnd(0, 12), k0, k0 + rnd(0, 12), 60, &st);
         }
         ok ? passed++ : failed++;
