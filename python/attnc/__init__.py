@@ -108,7 +108,8 @@ class _Options(ctypes.Structure):
 
 class _InputDesc(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("dtype", ctypes.c_int), ("rank", ctypes.c_int),
-                ("dim_kind", ctypes.c_int * _MAX_DIMS), ("dim_value", ctypes.c_int64 * _MAX_DIMS)]
+                ("dim_kind", ctypes.c_int * _MAX_DIMS), ("dim_value", ctypes.c_int64 * _MAX_DIMS),
+                ("summarize", ctypes.c_int)]
 
 
 class _Desc(ctypes.Structure):
