@@ -691,7 +691,16 @@ static Val lower_binary(Lower *L, FeNode *n) {
         if (!x.e || !y.e) return bad();
     }
     bool cmp = n->op >= IR_EQ && n->op <= IR_GE;
-    return mk_binary(L, n->loc, n->op, x, y, cmp ? IR_TY_BOOL : fl ? IR_TY_FLOAT : IR_TY_INT);
+    Val r = mk_binary(L, n->loc, n->op, x, y, cmp ? IR_TY_BOOL : fl ? IR_TY_FLOAT : IR_TY_INT);
+    /* constants are 64-bit and kernels would wrap silently: overflow between constants
+     * (params included) is the spec's error, as it is in sizes */
+    IrValue v;
+    if (r.e && !fl && !cmp && x.e->op == IR_CONST && y.e->op == IR_CONST &&
+        ceval(r.e, NULL, &v) == EV_OVERFLOW) {
+        lerr(L, n->loc, "integer overflow in constant expression '%s'", op);
+        return bad();
+    }
+    return r;
 }
 
 static Val lower_cond(Lower *L, FeNode *n) {
