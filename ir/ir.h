@@ -125,6 +125,7 @@ typedef enum IrOpKind {
 } IrOpKind;
 
 #define IR_MAX_OPS 16
+#define IR_MAX_DOMAINS 4 /* disjoint key domains of a union mask */
 
 typedef struct IrOp {
     IrOpKind kind;   /* what it computes */
@@ -185,6 +186,8 @@ typedef struct IrFunc {
     IrSchedule sched;      /* tiling, filled by the schedule pass */
     IrPrune prune;         /* mask analysis, filled by the prune pass */
     IrMla mla;             /* multi-head latent attention, when present */
+    int ndomains;          /* split pass: > 0 when the mask runs as disjoint key domains */
+    struct IrFunc *domains[IR_MAX_DOMAINS]; /* their funcs, merged through log-sum-exps */
     struct IrFunc *absorbed; /* MLA: the absorbed variant (absorb pass), else NULL */
     Arena *arena;          /* where its trees live (the module's) */
 } IrFunc;

@@ -211,6 +211,10 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_puts(sb, "  return ");
     print_value(sb, f->output);
     sb_puts(sb, "\n}\n");
+    for (int i = 0; i < f->ndomains; i++) {
+        sb_printf(sb, "; key domain %d of %d (disjoint; merged through log-sum-exps):\n", i + 1, f->ndomains);
+        ir_print_func(sb, f->domains[i]);
+    }
     if (f->absorbed) {
         const IrFunc *g = f->absorbed;
         sb_printf(sb, "; absorbed: %%q = [w_uk[h] . q_nope | q_rope] (%d wide), "

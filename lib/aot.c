@@ -108,8 +108,15 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
     }
     sb_puts(sb, " */\n");
     sb_printf(sb,
-              "int32_t %s(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, int64_t q1);\n\n",
+              "int32_t %s(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, int64_t q1);\n",
               tile);
+    int G = cg_group_size(f);
+    if (G)
+        sb_printf(sb,
+                  "/* rows [q0, q1) of the %d query heads of K/V head kvh together */\n"
+                  "int32_t %s_group(const attn_rt_args *a, int64_t b, int64_t kvh, int64_t q0, int64_t q1);\n",
+                  G, tile);
+    sb_puts(sb, "\n");
 
     if (f->ninputs > 0) {
         sb_printf(sb, "static const attn_rt_input_desc attnc_%s_inputs[%d] ATTNC_AOT_UNUSED = {\n",
@@ -130,9 +137,10 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
         sb_puts(sb, "};\n");
     }
     sb_printf(sb, "static const attn_rt_desc attnc_%s_desc ATTNC_AOT_UNUSED = {\n", n);
-    sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s,\n};\n\n", n, f->heads,
+    sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s, %s%s, %d,\n};\n\n", n, f->heads,
               f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_enum(f->dtype), block_q, f->ninputs,
-              f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile);
+              f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile,
+              G ? tile : "NULL", G ? "_group" : "", G);
 
     sb_printf(sb,
               "/* Runs '%s' on any strided tensors (see attn_call); threads start per call. */\n"

@@ -27,14 +27,23 @@ static void fail(attn_error *err, attn_status code, const char *msg) {
 /* Machine code for the n optimized funcs into kern: loaded from the on-disk cache (cache.h)
  * when an entry checks out, else compiled, stored (best effort) and linked from the object. */
 static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarget *t,
-                         const attn_options *opts, attn_rt_tile_fn *tiles, StrBuf *msg) {
+                         const attn_options *opts, attn_rt_tile_fn *tiles, attn_rt_tile_fn *groups,
+                         StrBuf *msg) {
     char *dir = kc_dir(opts);
     KcKey key;
+    char gsym[600];
     if (!dir || !kc_key_init(&key, funcs, n, t)) {
         free(dir);
-        return cg_jit(funcs, n, t, &kern->jit, tiles, msg);
+        if (!cg_jit(funcs, n, t, &kern->jit, tiles, msg)) return false;
+        for (int i = 0; i < n; i++) {
+            const char *sym = cg_group_size(funcs[i]) ? cg_tile_symbol(funcs[i]->arena, funcs[i]) : NULL;
+            snprintf(gsym, sizeof gsym, "%s_group", sym ? sym : "");
+            if (!sym || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
+        }
+        return true;
     }
-    const char *syms[KC_MAX_FUNCS] = {key.symbol[0], key.symbol[1]};
+    const char *syms[KC_MAX_FUNCS];
+    for (int i = 0; i < KC_MAX_FUNCS; i++) syms[i] = key.symbol[i];
     size_t len = 0;
     void *obj = kc_load(dir, &key, &len);
     bool ok = false;
@@ -50,6 +59,11 @@ static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarge
     if (!ok && cg_emit_object_mem(funcs, n, t, syms, &obj, &len, msg)) {
         kc_store(dir, &key, obj, len);
         ok = cg_jit_object(obj, len, syms, n, &kern->obj_jit, tiles, msg);
+    }
+    for (int i = 0; ok && i < n; i++) {
+        /* an entry without the group function (older) still runs, per head */
+        snprintf(gsym, sizeof gsym, "%s_group", syms[i]);
+        if (!cg_group_size(funcs[i]) || !cg_obj_jit_lookup(kern->obj_jit, gsym, &groups[i])) groups[i] = NULL;
     }
     free(obj);
     kc_key_free(&key);
@@ -93,25 +107,37 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     IrFunc *f = drv_select(kern->module, opts->kernel, err);
     if (!f) goto fail;
     CgTarget target = {.cpu = opts->cpu, .opt_level = opts->opt_level < 0 ? 3 : opts->opt_level};
-    if (!drv_optimize(f, opts, &target, NULL, &msg)) {
+    if (!drv_optimize(f, opts, &target, NULL, true, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
     }
-    /* MLA: the up-projected form unless absorption is forced, the absorbed one if built */
-    IrFunc *funcs[2];
+    /* MLA: the up-projected form unless absorption is forced, the absorbed one if built;
+     * a union mask split into key domains: one tile function per domain */
+    IrFunc *funcs[KC_MAX_FUNCS];
     int n = 0;
     bool forced_on = f->mla.present && (opts->absorb == ATTN_ABSORB_ON ||
                                         (opts->absorb == ATTN_ABSORB_SPEC && f->mla.absorb == IR_ABSORB_ON));
-    if (!forced_on) funcs[n++] = f;
+    for (int i = 0; i < f->ndomains; i++) funcs[n++] = f->domains[i];
+    if (!forced_on && !f->ndomains) funcs[n++] = f;
     if (f->absorbed) funcs[n++] = f->absorbed;
-    attn_rt_tile_fn tiles[2] = {NULL, NULL};
-    if (!kern_codegen(kern, funcs, n, &target, opts, tiles, &msg)) {
+    attn_rt_tile_fn tiles[KC_MAX_FUNCS] = {NULL}, groups[KC_MAX_FUNCS] = {NULL};
+    if (!kern_codegen(kern, funcs, n, &target, opts, tiles, groups, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
     }
-    drv_desc_init(f, &kern->desc, kern->inputs, forced_on ? NULL : tiles[0]);
+    drv_desc_init(f, &kern->desc, kern->inputs, forced_on || f->ndomains ? NULL : tiles[0]);
+    if (!forced_on && !f->ndomains) kern->desc.group = groups[0];
+    kern->ndomains = f->ndomains;
+    for (int i = 0; i < f->ndomains; i++)
+    {
+        drv_desc_init(f->domains[i], &kern->desc_dom[i], kern->inputs_dom[i], tiles[i]);
+        kern->desc_dom[i].group = groups[i];
+    }
     kern->mla = f->mla;
-    if (f->absorbed) drv_desc_init(f->absorbed, &kern->desc_abs, kern->inputs_abs, tiles[n - 1]);
+    if (f->absorbed) {
+        drv_desc_init(f->absorbed, &kern->desc_abs, kern->inputs_abs, tiles[n - 1]);
+        kern->desc_abs.group = groups[n - 1];
+    }
     kern->threads = opts->threads;
     kern->compile_ms = now_ms() - t0;
     sb_free(&diags);
@@ -138,7 +164,10 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
     attn_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
-    attn_status st = attn_rt_launch(&kern->desc, &c, pool, err);
+    const attn_rt_desc *doms[IR_MAX_DOMAINS];
+    for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
+    attn_status st = kern->ndomains ? attn_rt_launch_domains(doms, kern->ndomains, &c, pool, err)
+                                    : attn_rt_launch(&kern->desc, &c, pool, err);
     kern_pool_release(kern, pool);
     return st;
 }

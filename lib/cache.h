@@ -31,7 +31,7 @@
 #include "codegen/codegen.h"
 
 #define KC_FORMAT 1
-#define KC_MAX_FUNCS 2 /* tile functions per kernel (MLA: up-projected and absorbed) */
+#define KC_MAX_FUNCS 4 /* tile functions per kernel (MLA: up-projected and absorbed; union domains) */
 
 typedef struct KcKey {
     StrBuf text;      /* the full key */

@@ -83,13 +83,14 @@ IrFunc *drv_select(IrModule *m, const char *kernel, attn_error *err) {
 }
 
 bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const char *stop_after,
-                  StrBuf *err) {
+                  bool split, StrBuf *err) {
     int w = cg_target_vec_width(t, err);
     if (w <= 0) return false;
     PassCtx ctx = {
         .vec_width = w,
         .opt_level = opts && opts->opt_level >= 0 ? opts->opt_level : 3,
         .no_prune = opts && opts->no_prune,
+        .no_split = !split,
         .absorb = !opts ? IR_ABSORB_AUTO : opts->absorb == ATTN_ABSORB_ON ? IR_ABSORB_ON
                 : opts->absorb == ATTN_ABSORB_OFF ? IR_ABSORB_OFF : IR_ABSORB_AUTO,
         .err = err,
@@ -116,6 +117,8 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
     desc->ninputs = f->ninputs;
     desc->inputs = inputs;
     desc->tile = tile;
+    desc->group = NULL; /* set by the caller that linked it */
+    desc->group_size = cg_group_size(f);
     for (int i = 0; i < f->ninputs; i++) {
         const IrInput *in = &f->inputs[i];
         inputs[i].name = in->name;

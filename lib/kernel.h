@@ -16,6 +16,9 @@ struct attn_kernel {
     IrMla mla;                                 /* MLA sizes; mla.present for MLA kernels */
     attn_rt_desc desc_abs;                     /* MLA: the absorbed variant (tile NULL if absent) */
     attn_rt_input_desc inputs_abs[ATTN_MAX_INPUTS]; /* desc_abs.inputs */
+    int ndomains;                              /* > 0: the mask runs as disjoint key domains */
+    attn_rt_desc desc_dom[IR_MAX_DOMAINS];     /* their descriptors (desc then has no tile) */
+    attn_rt_input_desc inputs_dom[IR_MAX_DOMAINS][ATTN_MAX_INPUTS]; /* desc_dom[i].inputs */
     int threads;                               /* default thread count of runs */
     double compile_ms;                         /* time attn_compile took */
     pthread_mutex_t pool_lock;                 /* guards pool */

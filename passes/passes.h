@@ -10,6 +10,7 @@ typedef struct PassCtx {
     int opt_level;  /* 0..3 */
     bool no_prune;  /* -fno-prune */
     IrAbsorb absorb; /* --absorb on|off overrides the spec; AUTO keeps it */
+    bool no_split;  /* keep union masks in one kernel (AOT objects: one tile function a block) */
     StrBuf *err;    /* where a failing pass explains itself */
 } PassCtx;
 
@@ -30,6 +31,7 @@ bool pass_run_pipeline(IrFunc *f, PassCtx *ctx, const char *stop_after);
 
 bool pass_fold(IrFunc *f, PassCtx *ctx);
 bool pass_absorb(IrFunc *f, PassCtx *ctx);
+bool pass_split(IrFunc *f, PassCtx *ctx);
 bool pass_flash(IrFunc *f, PassCtx *ctx);
 bool pass_prune(IrFunc *f, PassCtx *ctx);
 bool pass_schedule(IrFunc *f, PassCtx *ctx);

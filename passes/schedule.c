@@ -2,7 +2,7 @@
  * schedule), sized from the target's vector width, not from one machine. Measured on AVX-512
  * (docs/codegen.md): 4 register rows for every head size (P.V runs in column groups, so the
  * accumulators fit whatever v_dim is), key blocks that keep the packed K^T block in ~16 KiB
- * of L1, and 128-row query tasks to amortize packing. */
+ * of L1, and 64-row query tasks (packing amortized; narrow masks skip less). */
 #include "passes.h"
 
 bool pass_schedule(IrFunc *f, PassCtx *ctx) {
@@ -17,6 +17,6 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->sched.vec_width = w;
     f->sched.rows = 4;
     f->sched.block_k = block_k;
-    f->sched.block_q = 128;
+    f->sched.block_q = 64;
     return true;
 }

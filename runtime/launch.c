@@ -1,5 +1,6 @@
 /* launch.c — validation of a call against a compiled block's descriptor, and the parallel
  * loop over (batch, head, query tile) that runs its tile function. */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdbool.h>
@@ -309,6 +310,8 @@ attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
     a.q_len = Lq;
     a.kv_len = Lk;
     a.q_offset = q_offset;
+    a.k_begin = 0;
+    a.k_end = Lk;
     for (int i = 0; i < 3; i++) {
         a.q_stride[i] = v[0].stride[i];
         a.k_stride[i] = v[1].stride[i];
@@ -326,26 +329,64 @@ attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
 
 /* The shared state of one launch. */
 typedef struct RtLaunch {
-    const attn_rt_args *args;
-    attn_rt_tile_fn tile;
-    int64_t heads;      /* query heads */
-    int64_t bh;         /* batch * heads: tasks per query tile */
-    int64_t ntiles;     /* query tiles per (b, h) */
-    int64_t block_q;    /* rows per tile */
+    const attn_rt_args *args;  /* one per key split (args[s]), or just one */
+    attn_rt_tile_fn fn;        /* the tile function, or the group function */
+    int64_t units;      /* per batch row: query heads, or K/V heads (grouped) */
+    int64_t bu;         /* batch * units: tasks per query tile */
+    int64_t ntiles;     /* query tiles per (b, unit) */
+    int64_t block_q;    /* query rows per tile */
+    int64_t nsplit;     /* key splits (1: none) */
     atomic_int failed;  /* a tile reported an input index out of bounds */
 } RtLaunch;
 
-/* Task t runs query tile ntiles-1 - t / bh first, so late (under causal masks, heavy) tiles
- * start early; the heads of one tile are adjacent, so GQA groups share K/V in cache. */
+/* Task t runs key split t % nsplit of query tile ntiles-1 - (t / nsplit) / bu first, so late
+ * (under causal masks, heavy) tiles start early; the heads of one tile are adjacent, so GQA
+ * groups share K/V in cache. */
 static void rt_launch_task(void *ctx, int64_t t) {
     RtLaunch *l = ctx;
     if (atomic_load_explicit(&l->failed, memory_order_relaxed)) return;
-    int64_t tile = l->ntiles - 1 - t / l->bh, r = t % l->bh;
-    int64_t b = r / l->heads, h = r % l->heads;
+    int64_t s = t % l->nsplit;
+    t /= l->nsplit;
+    int64_t tile = l->ntiles - 1 - t / l->bu, r = t % l->bu;
+    int64_t b = r / l->units, u = r % l->units;
+    const attn_rt_args *a = &l->args[s];
     int64_t q0 = tile * l->block_q, q1 = q0 + l->block_q;
-    if (q1 > l->args->q_len) q1 = l->args->q_len;
-    if (l->tile(l->args, b, h, q0, q1) != 0)
+    if (q1 > a->q_len) q1 = a->q_len;
+    if (l->fn(a, b, u, q0, q1) != 0)
         atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
+}
+
+/* Fewer keys per split than this do not pay for the merge. */
+#define RT_SPLIT_MIN_KEYS 256
+
+/* o and lse of the call from the splits' partial outputs (f32 [nsplit][batch][heads][q_len]
+ * x [v_dim] and x [1]): lse = log sum exp(lse_s), o = sum exp(lse_s - lse) o_s; a row no split
+ * saw gets zeros and -inf (as the kernel writes it). */
+static void rt_merge_splits(const attn_rt_args *a, int64_t H, int64_t DV, int64_t nsplit,
+                            const float *po, const float *pl) {
+    int64_t rows = a->batch * H * a->q_len;
+    for (int64_t b = 0; b < a->batch; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < a->q_len; i++) {
+                int64_t row = (b * H + h) * a->q_len + i;
+                float m = -INFINITY;
+                for (int64_t s = 0; s < nsplit; s++) m = fmaxf(m, pl[s * rows + row]);
+                float *o = (float *)a->o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2];
+                float wsum = 0;
+                for (int64_t d = 0; d < DV; d++) o[d] = 0;
+                for (int64_t s = 0; s < nsplit && m > -INFINITY; s++) {
+                    float l = pl[s * rows + row];
+                    if (l == -INFINITY) continue;
+                    float w = expf(l - m);
+                    wsum += w;
+                    const float *os = po + (s * rows + row) * DV;
+                    for (int64_t d = 0; d < DV; d++) o[d] += w * os[d];
+                }
+                float inv = wsum > 0 ? 1.0f / wsum : 0.0f;
+                for (int64_t d = 0; d < DV; d++) o[d] *= inv;
+                if (a->lse)
+                    a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] = wsum > 0 ? m + logf(wsum) : -INFINITY;
+            }
 }
 
 /* Per-block min/max of the inputs the kernel prunes with: built once per call, O(input size),
@@ -392,25 +433,80 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     attn_rt_args a;
     attn_status s = attn_rt_check(d, c, &a, err);
     if (s) return s;
-    if ((s = rt_summaries_build(d, &a, err))) return s;
     if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function",
                                   d->name ? d->name : "?");
-    RtLaunch l = {.args = &a, .tile = d->tile, .heads = d->heads, .block_q = d->block_q};
-    atomic_init(&l.failed, 0);
-    l.bh = a.batch * d->heads; /* <= 2^40 * 2^31: fits */
-    l.ntiles = (a.q_len + d->block_q - 1) / d->block_q;
-    int64_t ntasks;
-    if (__builtin_mul_overflow(l.bh, l.ntiles, &ntasks))
-        return rt_error(err, ATTN_ERR_OVERFLOW, "batch * heads * query tiles overflows");
-
     int threads = c->threads;
     if (threads == 0) threads = pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
+    if (threads < 1) threads = 1;
+
+    /* short queries (decode): the heads sharing a K/V head run as one task, loading each K/V
+     * block once for all of them */
+    int64_t G = d->group && d->group_size > 1 && d->heads == (int64_t)d->group_size * d->kv_heads
+                    ? d->group_size : 1;
+    if (G > 1 && a.q_len >= d->block_q) G = 1;
+    RtLaunch l = {.args = &a, .fn = G > 1 ? d->group : d->tile, .nsplit = 1};
+    atomic_init(&l.failed, 0);
+    l.units = G > 1 ? d->kv_heads : d->heads;
+    l.block_q = G > 1 ? (d->block_q / G > 1 ? d->block_q / G : 1) : d->block_q;
+    l.bu = a.batch * l.units; /* <= 2^40 * 2^31: fits */
+    l.ntiles = (a.q_len + l.block_q - 1) / l.block_q;
+    int64_t ntasks;
+    if (__builtin_mul_overflow(l.bu, l.ntiles, &ntasks))
+        return rt_error(err, ATTN_ERR_OVERFLOW, "batch * heads * query tiles overflows");
+    if ((s = rt_summaries_build(d, &a, err))) return s;
+
+    /* fewer tasks than threads (decode): split the keys; each split writes a partial (o, lse)
+     * to scratch, merged through the log-sum-exps */
+    attn_rt_args *sargs = NULL;
+    float *scratch = NULL;
+    int64_t nsplit = 1, rows = a.batch * d->heads * a.q_len;
+    if (ntasks < threads && d->dtype == ATTN_F32) {
+        nsplit = (threads + ntasks - 1) / ntasks;
+        if (nsplit > a.kv_len / RT_SPLIT_MIN_KEYS) nsplit = a.kv_len / RT_SPLIT_MIN_KEYS;
+        if (nsplit > 64) nsplit = 64;
+        if (nsplit > 1 && rows * (d->v_dim + 1) * nsplit > ((int64_t)1 << 26)) nsplit = 1; /* 256 MiB */
+    }
+    if (nsplit > 1) {
+        sargs = malloc(sizeof *sargs * (size_t)nsplit);
+        scratch = malloc(sizeof(float) * (size_t)(rows * (d->v_dim + 1) * nsplit));
+        if (!sargs || !scratch) {
+            free(sargs);
+            free(scratch);
+            sargs = NULL;
+            scratch = NULL;
+            nsplit = 1; /* still correct, unsplit */
+        }
+    }
+    if (nsplit > 1) {
+        float *po = scratch, *pl = scratch + rows * d->v_dim * nsplit;
+        for (int64_t s2 = 0; s2 < nsplit; s2++) {
+            attn_rt_args *sa = &sargs[s2];
+            *sa = a;
+            sa->k_begin = a.kv_len * s2 / nsplit;
+            sa->k_end = a.kv_len * (s2 + 1) / nsplit;
+            sa->o = po + s2 * rows * d->v_dim;
+            sa->o_stride[2] = d->v_dim;
+            sa->o_stride[1] = a.q_len * d->v_dim;
+            sa->o_stride[0] = d->heads * a.q_len * d->v_dim;
+            sa->lse = pl + s2 * rows;
+            sa->lse_stride[1] = a.q_len;
+            sa->lse_stride[0] = d->heads * a.q_len;
+        }
+        l.args = sargs;
+        l.nsplit = nsplit;
+        ntasks *= nsplit;
+    }
+
     attn_rt_pool *own = NULL;
     if (!pool && threads > 1 && ntasks > 1) {
         own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
         pool = own; /* NULL on failure: the call then runs on this thread, still correct */
     }
     rt_parallel_for_n(pool, threads, ntasks, rt_launch_task, &l);
+    if (nsplit > 1 && !atomic_load(&l.failed))
+        rt_merge_splits(&a, d->heads, d->v_dim, nsplit, scratch, scratch + rows * d->v_dim * nsplit);
+    free(sargs);
+    free(scratch);
     attn_rt_pool_destroy(own);
     rt_summaries_free(&a);
     if (atomic_load(&l.failed))

@@ -84,3 +84,42 @@ done:
     free(w);
     return st;
 }
+
+attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, const attn_call *call,
+                                   attn_rt_pool *pool, attn_error *err) {
+    if (!descs || !call) return rt_error(err, ATTN_ERR_NULL, "launch_domains: descs and call are required");
+    if (n < 1 || n > 64) return rt_error(err, ATTN_ERR_ARG, "launch_domains: %d domains (1..64)", n);
+    if (n == 1) return attn_rt_launch(descs[0], call, pool, err);
+    attn_rt_args a;
+    attn_status st = attn_rt_check(descs[0], call, &a, err); /* validates o and lse once */
+    if (st) return st;
+    if (descs[0]->dtype != ATTN_F32)
+        return rt_error(err, ATTN_ERR_DTYPE, "launch_domains: domains merge f32 outputs only");
+    int64_t H = descs[0]->heads, dv = descs[0]->v_dim;
+    size_t no = (size_t)(a.batch * H * a.q_len * dv), nl = (size_t)(a.batch * H * a.q_len);
+    float *scratch = malloc(sizeof(float) * (no + nl) * (size_t)n);
+    attn_tensor *po = malloc(sizeof(attn_tensor) * (size_t)n), *pl = malloc(sizeof(attn_tensor) * (size_t)n);
+    if (!scratch || !po || !pl) {
+        st = rt_error(err, ATTN_ERR_NOMEM, "launch_domains: out of memory for %d partial outputs", n);
+        goto done;
+    }
+    for (int i = 0; i < n && st == ATTN_OK; i++) {
+        float *o = scratch + (no + nl) * (size_t)i, *l = o + no;
+        po[i] = (attn_tensor){.data = o, .ndim = 4, .shape = {a.batch, H, a.q_len, dv}};
+        pl[i] = (attn_tensor){.data = l, .ndim = 3, .shape = {a.batch, H, a.q_len}};
+        attn_call c = *call;
+        c.o = po[i];
+        c.lse = pl[i];
+        c.q_offset = a.q_offset; /* resolved once: every domain sees the same positions */
+        st = attn_rt_launch(descs[i], &c, pool, err);
+    }
+    if (st == ATTN_OK) {
+        attn_tensor o = call->o, lse = call->lse;
+        st = attn_rt_merge(po, pl, n, &o, lse.data ? &lse : NULL, err);
+    }
+done:
+    free(scratch);
+    free(po);
+    free(pl);
+    return st;
+}

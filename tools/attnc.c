@@ -408,10 +408,11 @@ static int cli_funcs(const Cli *c, IrModule *m, IrFunc **one, IrFunc ***out, int
     return 0;
 }
 
-static int cli_optimize(const Cli *c, IrFunc *f, const CgTarget *t, const char *stop_after) {
+static int cli_optimize(const Cli *c, IrFunc *f, const CgTarget *t, const char *stop_after,
+                        bool split) {
     StrBuf msg;
     sb_init(&msg);
-    bool ok = drv_optimize(f, &c->opts, t, stop_after, &msg);
+    bool ok = drv_optimize(f, &c->opts, t, stop_after, split, &msg);
     if (!ok) {
         size_t len = msg.len;
         while (len && msg.data[len - 1] == '\n') msg.data[--len] = '\0';
@@ -432,7 +433,7 @@ static int cmd_check(Cli *c) {
     int n;
     if (!(rc = cli_funcs(c, m, one, &fs, &n))) {
         CgTarget t = cli_target(c);
-        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
+        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL, true);
     }
     ir_module_free(m);
     return rc;
@@ -460,7 +461,7 @@ static int cmd_dump(Cli *c) {
     CgTarget t = cli_target(c);
     if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
     if (stop || c->llvm)
-        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, c->llvm ? NULL : stop);
+        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, c->llvm ? NULL : stop, !c->llvm);
     if (rc) goto done;
     if (c->llvm) {
         StrBuf err;
@@ -516,7 +517,7 @@ static int cmd_build(Cli *c) {
     int n;
     CgTarget t = cli_target(c);
     if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
-    for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
+    for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL, false);
     if (rc) goto done;
     StrBuf err;
     sb_init(&err);

@@ -107,10 +107,15 @@ typedef struct attn_rt_args {
     const void *input[ATTN_MAX_INPUTS];              /* contiguous input arrays */
     int64_t input_dim[ATTN_MAX_INPUTS][ATTN_MAX_DIMS]; /* their resolved sizes */
     const int32_t *summary[ATTN_MAX_INPUTS];           /* block min/max, or NULL (no pruning) */
+    /* The keys to visit (a split of the keys): positions [k_begin, k_end) within [0, kv_len);
+     * k_end <= 0 means kv_len, so a zeroed block visits every key. Masks still see kv_len. */
+    int64_t k_begin, k_end;
 } attn_rt_args;
 
 /* Computes query rows [q0, q1) of batch row b, query head h. Returns 0, or 1 when an input
- * value used as an index fell outside its array (the row's output is then unspecified). */
+ * value used as an index fell outside its array (the row's output is then unspecified).
+ * The group function has the same type with h the K/V head: it computes rows [q0, q1) of every
+ * query head that reads K/V head h, together, loading each K/V block once for all of them. */
 typedef int32_t (*attn_rt_tile_fn)(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0,
                                    int64_t q1);
 
@@ -123,6 +128,8 @@ typedef struct attn_rt_desc {
     int ninputs;                         /* runtime inputs */
     const attn_rt_input_desc *inputs;    /* their declarations, in spec order */
     attn_rt_tile_fn tile;                /* the generated code */
+    attn_rt_tile_fn group;               /* the group function, or NULL (then unused) */
+    int group_size;                      /* query heads per K/V head it computes together */
 } attn_rt_desc;
 
 /* A reusable thread pool. */
@@ -150,6 +157,11 @@ attn_status attn_rt_check(const attn_rt_desc *desc, const attn_call *call, attn_
  * nothing; a row no part saw gets zeros and -inf. o may be o_parts[i] itself (in place). */
 attn_status attn_rt_merge(const attn_tensor *o_parts, const attn_tensor *lse_parts, int nparts,
                           attn_tensor *o, attn_tensor *lse, attn_error *err);
+
+/* Runs a block whose union mask was split into disjoint key domains, one descriptor each
+ * (same shapes), and merges their outputs through log-sum-exps into call->o (and lse). */
+attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, const attn_call *call,
+                                   attn_rt_pool *pool, attn_error *err);
 
 const char *attn_status_name(attn_status s);
 
