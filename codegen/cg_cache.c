@@ -60,6 +60,12 @@ bool cg_emit_object_mem(IrFunc **funcs, int n, const CgTarget *t, const char *co
             ok = false;
         } else {
             LLVMSetValueName2(fn, symbols[i], strlen(symbols[i]));
+            /* its group function, if any, follows the rename ("<symbol>_group") */
+            char gsym[512], gnew[512];
+            snprintf(gsym, sizeof gsym, "%s_group", sym);
+            snprintf(gnew, sizeof gnew, "%s_group", symbols[i]);
+            LLVMValueRef gfn = LLVMGetNamedFunction(mod, gsym);
+            if (gfn) LLVMSetValueName2(gfn, gnew, strlen(gnew));
         }
     }
     if (ok) {
@@ -175,4 +181,12 @@ void cg_obj_jit_free(CgObjJit *jit) {
         if (e) LLVMConsumeError(e);
     }
     free(jit);
+}
+
+bool cg_obj_jit_lookup(CgObjJit *jit, const char *symbol, attn_rt_tile_fn *fn) {
+    LLVMOrcExecutorAddress addr = 0;
+    LLVMErrorRef e = jit && jit->jit ? LLVMOrcLLJITLookup(jit->jit, &addr, symbol) : NULL;
+    if (e) LLVMConsumeError(e);
+    *fn = e ? NULL : (attn_rt_tile_fn)(uintptr_t)addr;
+    return *fn != NULL;
 }

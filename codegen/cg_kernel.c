@@ -56,7 +56,33 @@ typedef struct Kern {
     LLVMValueRef lsebase, ls2, lsep;           /* lse at row 0 of the run, its row stride; a->lse */
     int64_t step;                              /* the congruence modulus, or 1 */
     LLVMValueRef part_rt;                      /* i1 or NULL: "masked" code also serves full blocks */
+    LLVMValueRef qc;                           /* the chunk's first row (of the task) */
+    LLVMValueRef kbeg, kendp;                  /* a->k_begin, a->k_end: the key positions to visit */
+    /* The group entry: task row r is query q0 + r % nq of head gtab[r / nq]; the tensor bases
+     * are at head 0 and a row's address adds head * (head stride). */
+    bool grouped;
+    LLVMValueRef gtab, gq0, gnq;               /* i32 *heads of the group; q0; nq (i64) */
+    LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
 } Kern;
+
+/* Task row of chunk row i (clamped to the last real row). */
+static LLVMValueRef task_row(Kern *k, LLVMValueRef i) { return LLVMBuildAdd(k->c->b, k->qc, cg_smin(k->c, i, k->last), ""); }
+
+/* The query head of task row r (grouped), or NULL (the function's head). */
+static LLVMValueRef row_head(Kern *k, LLVMValueRef r) {
+    Cg *c = k->c;
+    if (!k->grouped) return NULL;
+    LLVMValueRef g = LLVMBuildUDiv(c->b, r, k->gnq, "");
+    return LLVMBuildSExt(c->b, cg_load(c, c->i32, cg_gep(c, c->i32, k->gtab, g), 4), c->i64, "hr");
+}
+
+/* Element offset of task row r in a tensor with head stride s1 and row stride s2. */
+static LLVMValueRef row_off(Kern *k, LLVMValueRef r, LLVMValueRef s1, LLVMValueRef s2) {
+    Cg *c = k->c;
+    if (!k->grouped) return LLVMBuildMul(c->b, r, s2, "");
+    LLVMValueRef qi = LLVMBuildAdd(c->b, k->gq0, LLVMBuildURem(c->b, r, k->gnq, ""), "");
+    return LLVMBuildAdd(c->b, LLVMBuildMul(c->b, row_head(k, r), s1, ""), LLVMBuildMul(c->b, qi, s2, ""), "");
+}
 
 /* The lane bits of scratch row `row`, key vector t (a run-time t is an i64 value). */
 static LLVMValueRef row_bits(Kern *k, LLVMValueRef row, LLVMValueRef t) {
@@ -81,7 +107,15 @@ static LLVMValueRef kpos(Kern *k, LLVMValueRef key) {
 
 /* Position of chunk row i (clamped to the last real row). */
 static LLVMValueRef qpos_row(Kern *k, LLVMValueRef i) {
+    if (k->grouped)
+        return add(k->c, k->qpos0, LLVMBuildURem(k->c->b, task_row(k, i), k->gnq, ""));
     return add(k->c, k->qlo, mul(k->c, cg_smin(k->c, i, k->last), cg_i64(k->c, k->step)));
+}
+
+/* Points the expressions' q (and h, for the group entry) at chunk row i. */
+static void env_row(Kern *k, LLVMValueRef i) {
+    k->env.q = qpos_row(k, i);
+    if (k->grouped) k->env.h = row_head(k, task_row(k, i));
 }
 
 /* What the P.V passes of a row group share. */
@@ -258,7 +292,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
                 mv[r][t] = alltrue;
             }
             if (f->score) {
-                k->env.q = qpos_row(k, row[r]);
+                env_row(k, row[r]);
                 k->env.k = kvec(k, add(c, k->kb, cg_i64(c, t * p->W)));
                 k->env.score = s[r][t];
                 s[r][t] = cg_expr_vec(c, &k->env, f->score, mv[r][t]);
@@ -364,7 +398,7 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     }
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "mi");
-    k->env.q = qpos_row(k, i);
+    env_row(k, i);
     LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef m = valid[t];
@@ -418,19 +452,24 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     /* chunks of BQ rows */
     CgLoop lq;
     LLVMValueRef qc = cg_loop_begin(c, &lq, q0, q1, cg_i64(c, p->BQ), "qc");
+    k->qc = qc;
     LLVMValueRef nrows = cg_smin(c, cg_i64(c, p->BQ), LLVMBuildSub(b, q1, qc, ""));
     k->last = LLVMBuildSub(b, nrows, cg_i64(c, 1), "last");
     /* rows rounded up to whole groups of R: the padding rows repeat the last row */
     k->npad = mul(c, LLVMBuildSDiv(b, add(c, nrows, cg_i64(c, p->R - 1)), cg_i64(c, p->R), ""), cg_i64(c, p->R));
     k->qlo = add(c, k->qpos0, mul(c, qc, cg_i64(c, k->step)));
     LLVMValueRef qhi = qpos_row(k, k->last);
+    if (k->grouped) {
+        /* rows of several heads: the chunk's positions are (within) the task's */
+        k->qlo = k->qpos0;
+        qhi = add(c, k->qpos0, LLVMBuildSub(b, k->gnq, cg_i64(c, 1), ""));
+    }
     LLVMValueRef few = LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, dot_rows(p)), "few");
     {
         /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
         CgLoop li;
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "qi");
-        LLVMValueRef rowi = add(c, qc, cg_smin(c, i, k->last));
-        LLVMValueRef qoff = mul(c, rowi, k->qs2);
+        LLVMValueRef qoff = row_off(k, task_row(k, i), k->qs1, k->qs2);
         LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
         LLVMValueRef sc = cg_splat(c, cg_f32(c, f->scale));
         for (int ch = 0; ch * p->W < p->QK; ch++) {
@@ -448,14 +487,23 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     LLVMValueRef klo = cg_i64(c, 0), kend = k->nkeys;
     LLVMValueRef alltrue = cg_lane_mask(c, p->W);
     bool prune = f->prune.enabled;
-    if (prune) {
-        env->qmin = k->qlo;
-        env->qmax = qhi;
-        env->kmin = cg_i64(c, 0);
-        env->kmax = LLVMBuildSub(b, kv_len, cg_i64(c, 1), "");
-        /* key positions [lo, hi] clamped to the keys, then to this run's key indices */
-        LLVMValueRef lo = cg_smin(c, cg_smax(c, cg_expr(c, env, f->prune.k_lo, alltrue).v, cg_i64(c, 0)), kv_len);
-        LLVMValueRef hi = cg_smin(c, cg_smax(c, cg_expr(c, env, f->prune.k_hi, alltrue).v, cg_i64(c, -1)), env->kmax);
+    {
+        /* key positions [lo, hi]: the task's key range (a split of the keys), within the
+         * prune bounds; then this run's key indices */
+        LLVMValueRef kmax = LLVMBuildSub(b, kv_len, cg_i64(c, 1), "");
+        LLVMValueRef lo = cg_smin(c, cg_smax(c, k->kbeg, cg_i64(c, 0)), kv_len);
+        LLVMValueRef hi = cg_smin(c, cg_smax(c, LLVMBuildSub(b, k->kendp, cg_i64(c, 1), ""), cg_i64(c, -1)), kmax);
+        if (prune) {
+            env->qmin = k->qlo;
+            env->qmax = qhi;
+            env->kmin = cg_i64(c, 0);
+            env->kmax = kmax;
+            if (k->grouped) env->h = row_head(k, qc); /* the mask does not read h (cg_group_size) */
+            lo = cg_smax(c, lo, cg_expr(c, env, f->prune.k_lo, alltrue).v);
+            hi = cg_smin(c, hi, cg_expr(c, env, f->prune.k_hi, alltrue).v);
+            lo = cg_smin(c, lo, kv_len);
+            hi = cg_smax(c, hi, cg_i64(c, -1));
+        }
         LLVMValueRef rr = cg_i64(c, k->step);
         LLVMValueRef lo_rel = LLVMBuildSub(b, lo, k->kpos0, ""), hi_rel = LLVMBuildSub(b, hi, k->kpos0, "");
         if (k->step != 1) {
@@ -590,7 +638,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), l, ""), cg_f32(c, 0.0), "");
         LLVMValueRef is = cg_splat(c, inv);
         LLVMValueRef row = add(c, qc, i);
-        LLVMValueRef ooff = mul(c, row, k->os2);
+        LLVMValueRef ooff = row_off(k, row, k->os1, k->os2);
         for (int ch = 0; ch < p->VC; ch++) {
             LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
             /* select, not multiply: a NaN acc of an unseen row must still give 0 */
@@ -603,7 +651,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMPositionBuilderAtEnd(b, wl);
         LLVMValueRef lg = cg_intr1(c, "llvm.log", l);
         LLVMValueRef lse = LLVMBuildSelect(b, pos, LLVMBuildFAdd(b, m, lg, ""), cg_f32(c, -INFINITY), "");
-        cg_store(c, lse, cg_gep(c, c->f32, k->lsebase, mul(c, row, k->ls2)), 4);
+        cg_store(c, lse, cg_gep(c, c->f32, k->lsebase, row_off(k, row, k->ls1, k->ls2)), 4);
         LLVMBuildBr(b, nl);
         LLVMPositionBuilderAtEnd(b, nl);
         cg_loop_end(c, &li);
@@ -644,7 +692,50 @@ static int64_t congruence(const IrExpr *e) {
     return 0;
 }
 
+static bool expr_reads_h(const IrExpr *e) {
+    if (!e) return false;
+    if (e->op == IR_VAR && e->var == IR_V_H) return true;
+    for (int i = 0; i < e->nargs; i++)
+        if (expr_reads_h(e->args[i])) return true;
+    return false;
+}
+
+/* The K/V head of query head h. */
+static int head_kv(const IrFunc *f, int h) {
+    int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
+    if (group < 1) group = 1;
+    return f->head_map ? f->head_map[h] : h / group;
+}
+
+int cg_group_size(const IrFunc *f) {
+    if (f->kv_heads < 1 || f->heads % f->kv_heads != 0 || f->heads / f->kv_heads < 2) return 0;
+    /* a mask reading h would need per-head prune bounds; congruence runs stride the rows */
+    if (expr_reads_h(f->mask) || congruence(f->mask)) return 0;
+    if (f->prune.enabled && (expr_reads_h(f->prune.k_lo) || expr_reads_h(f->prune.k_hi) ||
+                             expr_reads_h(f->prune.may_see) || expr_reads_h(f->prune.all_see)))
+        return 0;
+    int G = f->heads / f->kv_heads;
+    for (int j = 0; j < f->kv_heads; j++) {
+        int n = 0;
+        for (int h = 0; h < f->heads; h++) n += head_kv(f, h) == j;
+        if (n != G) return 0; /* uneven head map */
+    }
+    return G;
+}
+
+/* Emits the tile function (G == 0) or the group function (G heads per K/V head). */
+static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *err);
+
 bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
+    if (!emit_fn(c, f, symbol, 0, err)) return false;
+    int G = cg_group_size(f);
+    if (!G) return true;
+    char gsym[512];
+    snprintf(gsym, sizeof gsym, "%s_group", symbol);
+    return emit_fn(c, f, gsym, G, err);
+}
+
+static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *err) {
     if (f->sched.vec_width != 4 && f->sched.vec_width != 8 && f->sched.vec_width != 16) {
         sb_printf(err, "codegen: %s: unsupported vector width %d (schedule missing?)", f->name, f->sched.vec_width);
         return false;
@@ -675,27 +766,48 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     /* nothing the kernel writes aliases the argument block: its loads may be hoisted */
     LLVMAddAttributeAtIndex(c->fn, 1, LLVMCreateEnumAttribute(c->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
 
-    /* the K/V head of query head h */
+    /* the K/V head of query head h; or, for the group entry, the heads of K/V head h */
     LLVMValueRef kvh;
     {
-        LLVMTypeRef at = LLVMArrayType(c->i32, (unsigned)f->heads);
-        LLVMValueRef *vals = arena_alloc(f->arena, sizeof(LLVMValueRef) * (size_t)f->heads);
+        int n = G ? f->kv_heads * G : f->heads;
+        LLVMTypeRef at = LLVMArrayType(c->i32, (unsigned)n);
+        LLVMValueRef *vals = arena_alloc(f->arena, sizeof(LLVMValueRef) * (size_t)n);
         if (!vals) {
             sb_puts(err, "codegen: out of memory");
             return false;
         }
-        int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
-        if (group < 1) group = 1;
-        for (int i = 0; i < f->heads; i++) vals[i] = cg_i32(c, f->head_map ? f->head_map[i] : i / group);
-        char gname[256];
-        snprintf(gname, sizeof gname, "%s.head_map", symbol);
+        if (G) {
+            int *fill = arena_alloc(f->arena, sizeof(int) * (size_t)f->kv_heads);
+            if (!fill) {
+                sb_puts(err, "codegen: out of memory");
+                return false;
+            }
+            for (int j = 0; j < f->kv_heads; j++) fill[j] = 0;
+            for (int i = 0; i < f->heads; i++) {
+                int j = head_kv(f, i);
+                vals[j * G + fill[j]++] = cg_i32(c, i);
+            }
+        } else {
+            for (int i = 0; i < f->heads; i++) vals[i] = cg_i32(c, head_kv(f, i));
+        }
+        char gname[600];
+        snprintf(gname, sizeof gname, "%s.%s", symbol, G ? "group_heads" : "head_map");
         LLVMValueRef g = LLVMAddGlobal(c->mod, at, gname);
-        LLVMSetInitializer(g, LLVMConstArray2(c->i32, vals, (uint64_t)f->heads));
+        LLVMSetInitializer(g, LLVMConstArray2(c->i32, vals, (uint64_t)n));
         LLVMSetGlobalConstant(g, 1);
         LLVMSetLinkage(g, LLVMPrivateLinkage);
         LLVMSetUnnamedAddr(g, 1);
-        LLVMValueRef hc = cg_smin(c, cg_smax(c, h, cg_i64(c, 0)), cg_i64(c, f->heads - 1));
-        kvh = LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, g, hc), 4), c->i64, "kvh");
+        if (G) {
+            kvh = cg_smin(c, cg_smax(c, h, cg_i64(c, 0)), cg_i64(c, f->kv_heads - 1));
+            k->grouped = true;
+            k->gtab = cg_gep(c, c->i32, g, mul(c, kvh, cg_i64(c, G)));
+            k->gq0 = q0;
+            k->gnq = cg_smax(c, LLVMBuildSub(b, q1, q0, ""), cg_i64(c, 1));
+            h = cg_i64(c, 0); /* the bases below are at head 0 */
+        } else {
+            LLVMValueRef hc = cg_smin(c, cg_smax(c, h, cg_i64(c, 0)), cg_i64(c, f->heads - 1));
+            kvh = LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, g, hc), 4), c->i64, "kvh");
+        }
     }
 
     LLVMValueRef qp = field(c, a, offsetof(attn_rt_args, q), c->ptr);
@@ -712,6 +824,15 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     k->kbase = cg_gep(c, et, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
     k->vbase = cg_gep(c, et, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
     k->obase = cg_gep(c, et, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
+    k->qs1 = STRIDE(q_stride, 1);
+    k->os1 = STRIDE(o_stride, 1);
+    k->ls1 = STRIDE(lse_stride, 1);
+    k->kbeg = field(c, a, offsetof(attn_rt_args, k_begin), c->i64);
+    {
+        /* k_end 0 (a zeroed argument block): every key */
+        LLVMValueRef ke = field(c, a, offsetof(attn_rt_args, k_end), c->i64);
+        k->kendp = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLE, ke, cg_i64(c, 0), ""), kv_len, ke, "kend");
+    }
     k->qs2 = STRIDE(q_stride, 2);
     k->ks2 = STRIDE(k_stride, 2);
     k->vs2 = STRIDE(v_stride, 2);
@@ -747,7 +868,16 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
 
     k->lsep = lsep;
     int64_t modulus = congruence(f->mask);
-    if (!modulus) {
+    if (G) {
+        k->step = 1;
+        k->qpos0 = add(c, q_off, q0);
+        k->kpos0 = cg_i64(c, 0);
+        k->nkeys = kv_len;
+        k->lsebase = lsebase;
+        k->ls2 = cg_i64(c, 1);
+        LLVMValueRef nq = cg_smax(c, LLVMBuildSub(b, q1, q0, ""), cg_i64(c, 0));
+        emit_run(k, cg_i64(c, 0), mul(c, nq, cg_i64(c, G)));
+    } else if (!modulus) {
         k->step = 1;
         k->qpos0 = q_off;
         k->kpos0 = cg_i64(c, 0);

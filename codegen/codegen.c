@@ -390,6 +390,14 @@ void cg_jit_free(CgJit *jit) {
     free(jit);
 }
 
+bool cg_jit_lookup(CgJit *jit, const char *symbol, attn_rt_tile_fn *fn) {
+    LLVMOrcExecutorAddress addr = 0;
+    LLVMErrorRef e = jit && jit->jit ? LLVMOrcLLJITLookup(jit->jit, &addr, symbol) : NULL;
+    if (e) LLVMConsumeError(e);
+    *fn = e ? NULL : (attn_rt_tile_fn)(uintptr_t)addr;
+    return *fn != NULL;
+}
+
 /* --- for cg_cache.c (the kernel cache): the module the JIT and AOT paths build -------------- */
 
 LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,

@@ -20,6 +20,11 @@ int cg_target_vec_width(const CgTarget *t, StrBuf *err);
 /* The symbol of an attention block's tile function: "attnc_<name>_tile". */
 char *cg_tile_symbol(Arena *a, const IrFunc *f);
 
+/* Query heads per K/V head that the group function ("<tile symbol>_group", same type as the
+ * tile function, h = the K/V head) computes together; 0 when there is none (MHA, an uneven
+ * head map, a mask reading h, a congruence mask). */
+int cg_group_size(const IrFunc *f);
+
 typedef struct CgJit CgJit;
 
 /* JIT-compiles the tile functions of `funcs` (each after the pass pipeline) for the host;
@@ -27,6 +32,8 @@ typedef struct CgJit CgJit;
 bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_fn *tiles,
             StrBuf *err);
 void cg_jit_free(CgJit *jit);
+/* Another function of the module by symbol (the group functions); false if absent. */
+bool cg_jit_lookup(CgJit *jit, const char *symbol, attn_rt_tile_fn *fn);
 
 /* Writes an object, assembly or LLVM IR file with the tile functions of `funcs`. */
 bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const char *path,
@@ -54,5 +61,6 @@ typedef struct CgObjJit CgObjJit;
 bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n,
                    CgObjJit **out, attn_rt_tile_fn *tiles, StrBuf *err);
 void cg_obj_jit_free(CgObjJit *jit);
+bool cg_obj_jit_lookup(CgObjJit *jit, const char *symbol, attn_rt_tile_fn *fn);
 
 #endif

@@ -116,7 +116,8 @@ class _Desc(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("heads", ctypes.c_int), ("kv_heads", ctypes.c_int),
                 ("qk_dim", ctypes.c_int), ("v_dim", ctypes.c_int), ("dtype", ctypes.c_int),
                 ("block_q", ctypes.c_int), ("ninputs", ctypes.c_int),
-                ("inputs", ctypes.POINTER(_InputDesc)), ("tile", ctypes.c_void_p)]
+                ("inputs", ctypes.POINTER(_InputDesc)), ("tile", ctypes.c_void_p),
+                ("group", ctypes.c_void_p), ("group_size", ctypes.c_int)]
 
 
 _lib = None
