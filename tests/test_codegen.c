@@ -171,6 +171,7 @@ typedef struct Built {
     IrFunc *f;
     CgJit *jit;
     attn_rt_tile_fn tile;
+    attn_rt_tile_fn group; /* the group function, or NULL */
 } Built;
 
 /* The JIT target of the kernel tests: the host, or an older x86 CPU (its code runs here too). */
@@ -201,6 +202,11 @@ static bool build(const Case *cs, Built *out, bool prune) {
     if (ok) {
         ok = cg_jit(&f, 1, &t, &out->jit, &out->tile, &err);
     }
+    if (ok && cg_group_size(f)) {
+        char gsym[300];
+        snprintf(gsym, sizeof gsym, "attnc_%s_tile_group", f->name);
+        ok = cg_jit_lookup(out->jit, gsym, &out->group);
+    }
     if (!ok) printf("build %s: %s\n", cs->name, sb_str(&err));
     sb_free(&err);
     out->m = m;
@@ -219,6 +225,7 @@ typedef struct Shape {
     int64_t batch, q_len, kv_len, q_offset; /* q_offset INT64_MIN: kv_len - q_len */
     int layout;   /* 0: [b, h, s, d] contiguous; 1: [b, s, h, d+pad] (strided) */
     int split;    /* query rows per tile call (0: the schedule's block_q) */
+    int via;      /* 0: the tile function; 1: the group function; 2..4: attn_rt_launch, 1..3 threads */
 } Shape;
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -286,6 +293,52 @@ static void decode(attn_dtype dt, const void *s, float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] = dt == ATTN_F16 ? from_half(u[i]) : from_bf16(u[i]);
 }
 
+/* Runs hand-filled args through attn_rt_launch (grouped heads, key splits) with `threads`. */
+static attn_status launch_args(const Case *cs, const Built *bt, const attn_rt_args *a, int threads) {
+    const IrFunc *f = bt->f;
+    attn_rt_input_desc ind[ATTN_MAX_INPUTS];
+    memset(ind, 0, sizeof ind);
+    for (int i = 0; i < f->ninputs; i++) {
+        ind[i].name = f->inputs[i].name;
+        ind[i].dtype = f->inputs[i].dtype;
+        ind[i].rank = f->inputs[i].rank;
+        ind[i].summarize = f->inputs[i].summarize;
+        for (int d = 0; d < ATTN_MAX_DIMS; d++) {
+            ind[i].dim_kind[d] = f->inputs[i].dim_kind[d];
+            ind[i].dim_value[d] = f->inputs[i].dim_value[d];
+        }
+    }
+    attn_rt_desc d = {.name = f->name, .heads = cs->heads, .kv_heads = cs->kv_heads, .qk_dim = cs->qk,
+                      .v_dim = cs->vd, .dtype = cs->dt, .block_q = f->sched.block_q, .ninputs = f->ninputs,
+                      .inputs = ind, .tile = bt->tile, .group = bt->group, .group_size = cg_group_size(f)};
+    attn_call c;
+    memset(&c, 0, sizeof c);
+    attn_tensor *ts[4] = {&c.q, &c.k, &c.v, &c.o};
+    const void *data[4] = {a->q, a->k, a->v, a->o};
+    const int64_t *st[4] = {a->q_stride, a->k_stride, a->v_stride, a->o_stride};
+    int64_t hs[4] = {cs->heads, cs->kv_heads, cs->kv_heads, cs->heads};
+    int64_t ls[4] = {a->q_len, a->kv_len, a->kv_len, a->q_len};
+    int64_t ds[4] = {cs->qk, cs->qk, cs->vd, cs->vd};
+    for (int i = 0; i < 4; i++) {
+        *ts[i] = (attn_tensor){(void *)data[i], 4, {a->batch, hs[i], ls[i], ds[i]}, {st[i][0], st[i][1], st[i][2], 1}};
+    }
+    c.lse = (attn_tensor){a->lse, 3, {a->batch, cs->heads, a->q_len}, {a->lse_stride[0], a->lse_stride[1], 1}};
+    c.q_offset = a->q_offset;
+    c.threads = threads;
+    attn_input in;
+    if (f->ninputs) {
+        in.name = f->inputs[0].name;
+        in.t = (attn_tensor){(void *)a->input[0], f->inputs[0].rank, {0}, {0}};
+        for (int k = 0; k < f->inputs[0].rank; k++) in.t.shape[k] = a->input_dim[0][k];
+        c.inputs = &in;
+        c.ninputs = 1;
+    }
+    attn_error err;
+    attn_status s = attn_rt_launch(&d, &c, NULL, &err);
+    if (s && s != ATTN_ERR_INDEX) printf("  launch: %s\n", err.message);
+    return s;
+}
+
 static void run_case(const Case *cs, Built *btp, const Shape *sh, const char *label) {
     Built bt = *btp;
     int64_t Bn = sh->batch, Lq = sh->q_len, Lk = sh->kv_len;
@@ -320,12 +373,24 @@ static void run_case(const Case *cs, Built *btp, const Shape *sh, const char *la
     }
     int split = sh->split > 0 ? sh->split : bt.f->sched.block_q;
     int errs = 0;
-    for (int64_t b = 0; b < Bn; b++)
-        for (int64_t h = 0; h < cs->heads; h++)
-            for (int64_t q0 = 0; q0 < Lq; q0 += split) {
-                int64_t q1 = q0 + split < Lq ? q0 + split : Lq;
-                errs += bt.tile(&a, b, h, q0, q1);
-            }
+    if (sh->via == 1) {
+        int G = cg_group_size(bt.f);
+        for (int64_t b = 0; b < Bn; b++)
+            for (int64_t kh = 0; kh < cs->kv_heads; kh++)
+                for (int64_t q0 = 0; q0 < Lq; q0 += split) {
+                    int64_t q1 = q0 + split < Lq ? q0 + split : Lq;
+                    errs += G ? bt.group(&a, b, kh, q0, q1) : 0;
+                }
+    } else if (sh->via >= 2) {
+        errs += launch_args(cs, &bt, &a, sh->via - 1) != ATTN_OK;
+    } else {
+        for (int64_t b = 0; b < Bn; b++)
+            for (int64_t h = 0; h < cs->heads; h++)
+                for (int64_t q0 = 0; q0 < Lq; q0 += split) {
+                    int64_t q1 = q0 + split < Lq ? q0 + split : Lq;
+                    errs += bt.tile(&a, b, h, q0, q1);
+                }
+    }
     CHECK(errs == 0, "%s: tile reported an index error", label);
 
     decode(cs->dt, so, o, no);
@@ -425,14 +490,14 @@ static void kernel_tests(int subset) {
         {"bf16", 4, 2, 64, 64, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL, ATTN_BF16},
     };
     const Shape shapes[] = {
-        {2, 100, 100, INT64_MIN, 0, 0},   /* prefill, ragged */
-        {1, 37, 53, INT64_MIN, 1, 0},     /* strided, q_offset = 16 */
-        {2, 1, 61, INT64_MIN, 0, 0},      /* decode */
-        {1, 5, 1, INT64_MIN, 0, 0},       /* kv_len 1: rows 0..3 see nothing under causal */
-        {1, 33, 40, -3, 1, 7},            /* negative offset: fully masked rows; odd tile splits */
-        {1, 20, 17, 30, 0, 3},            /* queries past the keys */
-        {3, 64, 64, 0, 0, 0},             /* exactly tiled */
-        {2, 3, 0, INT64_MIN, 1, 0},       /* no keys at all: zeros and -inf */
+        {2, 100, 100, INT64_MIN, 0, 0, 0},   /* prefill, ragged */
+        {1, 37, 53, INT64_MIN, 1, 0, 0},     /* strided, q_offset = 16 */
+        {2, 1, 61, INT64_MIN, 0, 0, 0},      /* decode */
+        {1, 5, 1, INT64_MIN, 0, 0, 0},       /* kv_len 1: rows 0..3 see nothing under causal */
+        {1, 33, 40, -3, 1, 7, 0},            /* negative offset: fully masked rows; odd tile splits */
+        {1, 20, 17, 30, 0, 3, 0},            /* queries past the keys */
+        {3, 64, 64, 0, 0, 0, 0},             /* exactly tiled */
+        {2, 3, 0, INT64_MIN, 1, 0, 0},       /* no keys at all: zeros and -inf */
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int prune = 1; prune >= 0; prune--) {
@@ -472,6 +537,77 @@ static IrExpr *b_guarded(IrFunc *f) {
     IrExpr *ix = V(f, IR_V_K);
     IrExpr *ld = ir_load(A(f), 0, IR_TY_INT, 1, &ix);
     return B2(f, IR_OR, B2(f, IR_GE, V(f, IR_V_K), I(f, 3)), B2(f, IR_GE, ld, I(f, 0)));
+}
+
+/* Head sharing: the group function (the query heads of one K/V head as one multi-row tile) and
+ * attn_rt_launch with 1..3 threads (grouped decode, key splits merged through the lse) on GQA
+ * ratios 1/2/4/8, a general head map, MQA, h and q in masks and score mods, inputs. */
+static const int map8[8] = {0, 1, 0, 1, 0, 1, 0, 1};
+static float slopes8[8] = {0.5f, 0.25f, 0.125f, 0.0625f, 0.03f, 0.02f, 0.01f, 0.005f};
+
+static void head_tests(void) {
+    const Case cases[] = {
+        {"g1", 2, 2, 64, 64, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL, ATTN_F32},
+        {"g2", 4, 2, 64, 64, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL, ATTN_F32},
+        {"g4_sliding", 8, 2, 64, 64, NULL, m_sliding, NULL, b_sliding, NULL, NULL, NULL, NULL, ATTN_F32},
+        {"mqa8_d128", 8, 1, 128, 128, NULL, m_causal, NULL, b_causal, NULL, NULL, NULL, NULL, ATTN_F32},
+        {"map8", 8, 2, 32, 24, map8, m_window, NULL, b_window, NULL, NULL, NULL, NULL, ATTN_F32},
+        {"alibi_g4", 8, 2, 16, 16, NULL, m_causal, s_alibi, b_causal, b_alibi, in_slope, NULL, slopes8, ATTN_F32},
+        {"unilm_g4", 4, 1, 64, 64, NULL, m_unilm, NULL, b_unilm, NULL, in_srclen, srclen, NULL, ATTN_F32},
+        {"softcap_g4", 4, 1, 40, 24, NULL, m_divmod, s_softcap, b_divmod, b_softcap, NULL, NULL, NULL, ATTN_F32},
+        {"f16_g2", 4, 2, 40, 24, NULL, m_sliding, NULL, b_sliding, NULL, NULL, NULL, NULL, ATTN_F16},
+    };
+    const Shape shapes[] = {
+        {1, 1, 700, INT64_MIN, 0, 0, 0},  /* decode: key splits */
+        {2, 3, 530, INT64_MIN, 1, 0, 0},  /* strided */
+        {1, 4, 1100, 100, 0, 0, 0},       /* queries early: later splits see nothing */
+        {1, 2, 600, -3, 1, 0, 0},         /* fully masked rows */
+        {2, 5, 61, INT64_MIN, 0, 2, 0},   /* short kv, group tasks of 2 rows */
+        {3, 1, 1, INT64_MIN, 0, 0, 0},    /* one key */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        Built bt;
+        if (!build(&cases[c], &bt, true)) {
+            CHECK(false, "%s: build failed", cases[c].name);
+            ir_module_free(bt.m);
+            continue;
+        }
+        CHECK((cg_group_size(bt.f) > 0) == (cases[c].heads > cases[c].kv_heads) && (bt.group != NULL) == (cg_group_size(bt.f) > 0),
+              "%s: group size %d", cases[c].name, cg_group_size(bt.f));
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int via = bt.group ? 1 : 2; via <= 4; via++) {
+                Shape sh = shapes[s];
+                sh.via = via;
+                char label[128];
+                snprintf(label, sizeof label, "%s/heads%zu/via%d", cases[c].name, s, via);
+                run_case(&cases[c], &bt, &sh, label);
+            }
+        unbuild(&bt);
+    }
+    /* an index error inside a key split or a group is still reported */
+    Case oob = {"oob_g4", 4, 1, 16, 16, NULL, m_oob, NULL, b_oob, NULL, in_srclen, srclen, NULL, ATTN_F32};
+    Built bt;
+    if (!build(&oob, &bt, true)) {
+        CHECK(false, "build oob_g4");
+        ir_module_free(bt.m);
+        return;
+    }
+    int64_t L = 800, n = 4 * L * 16;
+    float *buf = calloc((size_t)(4 * n), sizeof(float));
+    attn_rt_args a;
+    memset(&a, 0, sizeof a);
+    a.q = buf, a.k = buf + n, a.v = buf + 2 * n, a.o = buf + 3 * n;
+    a.batch = 1, a.q_len = 1, a.kv_len = L, a.q_offset = L - 1;
+    a.q_stride[2] = 16, a.q_stride[1] = 16;
+    a.o_stride[2] = 16, a.o_stride[1] = 16;
+    a.k_stride[2] = a.v_stride[2] = 16;
+    a.input[0] = srclen;
+    a.input_dim[0][0] = 1;
+    CHECK(bt.group && bt.group(&a, 0, 0, 0, 1) == 1, "oob_g4: the group function missed the index error");
+    for (int t = 1; t <= 3; t++)
+        CHECK(launch_args(&oob, &bt, &a, t) == ATTN_ERR_INDEX, "oob_g4: launch with %d threads missed the index error", t);
+    free(buf);
+    unbuild(&bt);
 }
 
 static void error_tests(void) {
@@ -620,6 +756,7 @@ int main(void) {
     error_tests();
     thread_tests();
     nan_tests();
+    head_tests();
     kernel_tests(0);
     /* AVX2 (8 lanes) and SSE (4 lanes) code, JIT-compiled for those CPUs, on half the cases */
     jit_cpu = "haswell";
