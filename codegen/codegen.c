@@ -148,6 +148,16 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, StrBuf *err)
     return tm;
 }
 
+/* The IR pass pipeline of -O<level>. The generator emits unrolled, vectorized code whose only
+ * slack is allocas (loop counters, small arrays), repeated address and broadcast arithmetic and
+ * branches on constants: sroa, early-cse, instcombine and simplifycfg remove it. default<O3>
+ * spent 60-75% more compile time on it for kernels no faster (docs/codegen.md, "Compile time");
+ * -O0 keeps the fastest compile: no passes, fast instruction selection. */
+static const char *cg_pipeline(int level) {
+    if (level <= 0) return "default<O0>";
+    return "function(sroa,early-cse<memssa>,instcombine,simplifycfg)";
+}
+
 /* Builds, verifies and optimizes the module of `funcs` in `ctx` for `tm`. NULL on error. */
 static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
                                   Resolved *r, LLVMTargetMachineRef tm, StrBuf *err) {
@@ -192,17 +202,12 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
         if (msg) LLVMDisposeMessage(msg);
     }
     if (ok) {
-        int ol = t ? t->opt_level : 3;
-        if (ol < 0) ol = 0;
-        if (ol > 3) ol = 3;
-        char pipeline[32];
-        snprintf(pipeline, sizeof pipeline, "default<O%d>", ol);
         LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-        /* the generator already unrolled what pays; LLVM re-unrolling the d and key-vector
-         * loops only doubles compile time */
+        /* the generator already unrolled and vectorized what pays */
         LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
         LLVMPassBuilderOptionsSetLoopVectorization(po, 0);
-        LLVMErrorRef e = LLVMRunPasses(mod, pipeline, tm, po);
+        LLVMPassBuilderOptionsSetSLPVectorization(po, 0);
+        LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(t ? t->opt_level : 3), tm, po);
         LLVMDisposePassBuilderOptions(po);
         if (e) {
             report_error(err, "optimization failed", e);
