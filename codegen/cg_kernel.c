@@ -573,7 +573,24 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     LLVMBasicBlockRef bdone = cg_block(c, "blockdone");
     LLVMBuildCondBr(b, few, bdot, bpack);
     LLVMPositionBuilderAtEnd(b, bdot);
-    {
+    if (k->grouped) {
+        /* the heads of a group (decode): compute-bound now that K/V is read once for all of
+         * them, so full blocks get a variant without the lane selects */
+        CgLoop lr;
+        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
+        LLVMBasicBlockRef bm = cg_block(c, "dotrow_masked");
+        LLVMBasicBlockRef bf = cg_block(c, "dotrow_full");
+        LLVMBasicBlockRef join = cg_block(c, "dotrow_done");
+        LLVMBuildCondBr(b, part, bm, bf);
+        LLVMPositionBuilderAtEnd(b, bm);
+        emit_group(k, r, true, 1, true);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, bf);
+        emit_group(k, r, false, 1, true);
+        LLVMBuildBr(b, join);
+        LLVMPositionBuilderAtEnd(b, join);
+        cg_loop_end(c, &lr);
+    } else {
         CgLoop lr;
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
         /* one variant for full and partial blocks: decode is bound by reading K and V */
