@@ -268,14 +268,17 @@ done:
 
 // the cost model
 
-/* Seconds-proportional cost of each variant for one batch row and all heads. Rates are the
- * measured throughputs of the pieces relative to the flash kernel (projections run at about
- * the kernel's speed; see the closing note of the MLA issue for the crossover measurement). */
+/* Time-proportional cost of each variant for one batch row and all heads: multiply-adds,
+ * with the absorbed kernel's per-pair work weighted 1.3x — its 576-wide keys and 512-wide
+ * values run that much slower per flop than the 192/128-wide up-projected ones. Calibrated on
+ * DeepSeek-V2 shapes (bench/report.py --only mla, kv_len 1024, 1 thread): measured crossover
+ * q_len ~110, model 108 (flop count alone: 146). */
+#define MLA_ABSORBED_PAIR_WEIGHT 1.3
 static void mla_costs(const attn_kernel *k, int64_t Lq, int64_t Lk, double *absorbed, double *up) {
     const IrMla *m = &k->mla;
     double H = k->desc.heads, R = m->kv_rank, rope = m->rope_dim, nope = m->nope_dim, dv = m->v_dim;
     double pairs = (double)Lq * (double)Lk; /* the mask's share cancels: both variants see it */
-    *absorbed = Lq * H * R * nope + pairs * H * (R + rope + R) + Lq * H * R * dv;
+    *absorbed = Lq * H * R * nope + MLA_ABSORBED_PAIR_WEIGHT * pairs * H * (R + rope + R) + Lq * H * R * dv;
     *up = Lk * H * R * (nope + dv) + pairs * H * (nope + rope + dv);
 }
 
