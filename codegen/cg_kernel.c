@@ -184,9 +184,33 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
 
 static void transpose(Cg *c, LLVMValueRef *rows);
 
+/* W vectors of partial sums (part[j]: key j) to one vector of their totals (lane j: key j):
+ * log2(W) levels pairing vector i with i + n/2, each pair two shuffles and an add (2(W-1)
+ * shuffles in all, half of a full transpose). */
+static LLVMValueRef reduce_rows(Cg *c, LLVMValueRef *part) {
+    int W = c->W;
+    LLVMValueRef ia[64], ib[64];
+    for (int n = W, seg = W; n > 1; n /= 2, seg /= 2) {
+        int bs = seg / 2;
+        for (int p = 0; p < W; p++) {
+            int sb = p - p % seg, o = p % seg;
+            ia[p] = cg_i32(c, o < bs ? sb + o : W + sb + o - bs);
+            ib[p] = cg_i32(c, o < bs ? sb + bs + o : W + sb + o);
+        }
+        LLVMValueRef ma = LLVMConstVector(ia, (unsigned)W), mb = LLVMConstVector(ib, (unsigned)W);
+        for (int i = 0; i < n / 2; i++) {
+            LLVMValueRef a = LLVMBuildShuffleVector(c->b, part[i], part[i + n / 2], ma, "");
+            LLVMValueRef bv = LLVMBuildShuffleVector(c->b, part[i], part[i + n / 2], mb, "");
+            part[i] = LLVMBuildFAdd(c->b, a, bv, "");
+        }
+    }
+    return part[0];
+}
+
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
- * the d chunks, then a transpose-and-add turns the W partial vectors into one score vector. */
-static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t) {
+ * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
+ * keys may pass the end (a tail block). */
+static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t, bool clamp) {
     Cg *c = k->c;
     const Plan *p = &k->p;
     LLVMValueRef qv[CG_MAX_CHUNKS], part[64];
@@ -200,7 +224,8 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t) {
     }
     LLVMValueRef klast = LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), "");
     for (int j = 0; j < p->W; j++) {
-        LLVMValueRef key = cg_smin(c, add(c, k->kb, cg_i64(c, t * p->W + j)), klast);
+        LLVMValueRef key = add(c, k->kb, cg_i64(c, t * p->W + j));
+        if (clamp) key = cg_smin(c, key, klast);
         LLVMValueRef koff = mul(c, key, k->ks2);
         LLVMValueRef acc = LLVMConstNull(c->vf);
         for (int ch = 0; ch < nch; ch++) {
@@ -209,10 +234,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t) {
         }
         part[j] = acc;
     }
-    transpose(c, part);
-    LLVMValueRef s = part[0];
-    for (int l = 1; l < p->W; l++) s = LLVMBuildFAdd(c->b, s, part[l], "");
-    return s;
+    return reduce_rows(c, part);
 }
 
 /* One group of `nr` rows against the key block; `masked`: apply MB and the kv tail; `dot`:
@@ -236,7 +258,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     /* scores */
     if (dot) {
         for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < p->NT; t++) s[r][t] = dot_scores(k, row[r], t);
+            for (int t = 0; t < p->NT; t++) s[r][t] = dot_scores(k, row[r], t, masked);
     } else {
         LLVMValueRef qrow[MAXR];
         for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
