@@ -160,6 +160,16 @@ def heads(b, tmp, m):
             ref = m[("stream_read_mem" if where == "memory" else "stream_read_l3", t)]
             rows.append([f"decode 32/8 d128 kv {kv_len} ({where})", t, f"{r['ms']:.3f}", f"{gbs:.1f}",
                          f"{100 * gbs / ref:.0f}% of {ref}"])
+    # MQA: 32 heads on one K/V head (one group task: 2 threads split the keys)
+    if not b.quick:
+        spec = b.spec("attention k { heads = 32; kv_heads = 1; head_dim = 128; mask = causal; }")
+        for t in (1, 2):
+            r = b.run(spec, 1, 65536, t)
+            kv_bytes = 2 * 1 * 65536 * 128 * 4
+            gbs = kv_bytes / (r["ms"] * 1e6)
+            ref = m[("stream_read_mem", t)]
+            rows.append([f"MQA decode 32/1 d128 kv 65536{' (split-KV)' if t > 1 else ''}", t, f"{r['ms']:.3f}",
+                         f"{gbs:.1f}", f"{100 * gbs / ref:.0f}% of {ref}"])
     table("GQA decode: K/V read bandwidth", ["shape", "threads", "ms", "GB/s of K/V", "of streaming read"], rows)
 
 
