@@ -439,6 +439,30 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     k->env.tag = -1;
 }
 
+/* Prefetches the K and V rows of the BK keys `ahead` keys past the block (decode streams K/V
+ * from memory with little else in flight). Prefetches never fault: no bounds needed. */
+static void prefetch_kv(Kern *k, int64_t ahead) {
+    Cg *c = k->c;
+    const Plan *p = &k->p;
+    int es = k->dt == ATTN_F32 ? 4 : 2;
+    int per_line = 64 / es;
+    CgLoop lj;
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "pf");
+    LLVMValueRef key = add(c, add(c, k->kb, j), cg_i64(c, ahead));
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    LLVMTypeRef pt = c->ptr;
+    struct { LLVMValueRef base, stride; int dim; } t[2] = {{k->kbase, k->ks2, p->QK}, {k->vbase, k->vs2, p->VD}};
+    for (int w = 0; w < 2; w++) {
+        LLVMValueRef row = mul(c, key, t[w].stride);
+        for (int e = 0; e < t[w].dim; e += per_line) {
+            LLVMValueRef idx = add(c, row, cg_i64(c, e));
+            LLVMValueRef args[4] = {LLVMBuildGEP2(c->b, et, t[w].base, &idx, 1, ""), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+            cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+        }
+    }
+    cg_loop_end(c, &lj);
+}
+
 /* Up to this many rows in a chunk, scoring straight from K beats packing KT. */
 static int dot_rows(const Plan *p) { return p->R > 8 ? p->R : 8; }
 
@@ -598,6 +622,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     if (k->grouped) {
         /* the heads of a group (decode): compute-bound now that K/V is read once for all of
          * them, so full blocks get a variant without the lane selects */
+        prefetch_kv(k, 2 * (int64_t)p->BK * k->step);
         CgLoop lr;
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
         LLVMBasicBlockRef bm = cg_block(c, "dotrow_masked");
