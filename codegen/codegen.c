@@ -151,8 +151,8 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, StrBuf *err)
 /* The IR pass pipeline of -O<level>. The generator emits unrolled, vectorized code whose only
  * slack is allocas (loop counters, small arrays), repeated address and broadcast arithmetic and
  * branches on constants: sroa, early-cse, instcombine and simplifycfg remove it. default<O3>
- * spent 60-75% more compile time on it for kernels no faster (docs/codegen.md, "Compile time");
- * -O0 keeps the fastest compile: no passes, fast instruction selection. */
+ * took 160-280 ms longer (the backend gains back ~50) for kernels no faster (docs/codegen.md,
+ * "Compile time"). -O0 keeps the fastest compile: no passes, fast instruction selection. */
 static const char *cg_pipeline(int level) {
     if (level <= 0) return "default<O0>";
     return "function(sroa,early-cse<memssa>,instcombine,simplifycfg)";
