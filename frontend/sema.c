@@ -599,22 +599,8 @@ static Val lower_unary(Lower *L, FeNode *n) {
 }
 
 static const char *op_text(int op) {
-    switch (op) {
-    case IR_ADD: return "+";
-    case IR_SUB: return "-";
-    case IR_MUL: return "*";
-    case IR_DIV: return "/";
-    case IR_MOD: return "%";
-    case IR_EQ: return "==";
-    case IR_NE: return "!=";
-    case IR_LT: return "<";
-    case IR_LE: return "<=";
-    case IR_GT: return ">";
-    case IR_GE: return ">=";
-    case IR_AND: return "&&";
-    case IR_OR: return "||";
-    default: return "?";
-    }
+    const char *t = ir_infix_text((IrExprOp)op);
+    return t ? t : "?";
 }
 
 /* The divisor of an integer '/' or '%': must fold to a positive constant. */

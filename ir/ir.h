@@ -225,6 +225,8 @@ int ir_fn_arity(IrFn fn);
 const char *ir_var_name(IrVar v);
 const char *ir_tensor_op_name(IrOpKind k);
 const char *ir_type_name(IrType t); /* "bool", "int", "float" */
+const char *ir_dtype_name(attn_dtype t); /* "f32", "f16", "bf16", "i32" */
+const char *ir_infix_text(IrExprOp op); /* "+", "<=", "&&"...; NULL for non-infix ops */
 bool ir_expr_uses_var(const IrExpr *e, IrVar v);
 bool ir_expr_equal(const IrExpr *a, const IrExpr *b);
 

@@ -9,7 +9,7 @@ const char *ir_type_name(IrType t) {
     return t == IR_TY_BOOL ? "bool" : t == IR_TY_INT ? "int" : "float";
 }
 
-static const char *dtype_name(attn_dtype t) {
+const char *ir_dtype_name(attn_dtype t) {
     switch (t) {
     case ATTN_F32: return "f32";
     case ATTN_F16: return "f16";
@@ -31,7 +31,7 @@ static const char *dim_name(attn_dim_kind k) {
     return "?";
 }
 
-static const char *infix(IrExprOp op) {
+const char *ir_infix_text(IrExprOp op) {
     switch (op) {
     case IR_ADD: return "+";
     case IR_SUB: return "-";
@@ -70,7 +70,7 @@ void ir_print_expr(StrBuf *sb, const IrFunc *f, const IrExpr *e) {
         sb_puts(sb, "<null>");
         return;
     }
-    const char *op = infix(e->op);
+    const char *op = ir_infix_text(e->op);
     if (op) {
         sb_puts(sb, "(");
         ir_print_expr(sb, f, e->args[0]);
@@ -137,7 +137,7 @@ static void print_value(StrBuf *sb, int v) {
 void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "attention @%s {\n", f->name);
     sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s\n", f->heads, f->kv_heads,
-              f->qk_dim, f->v_dim, dtype_name(f->dtype));
+              f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
     if (f->mla.present)
         sb_printf(sb, "  mla kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, absorb %s\n",
                   f->mla.kv_rank, f->mla.rope_dim, f->mla.nope_dim, f->mla.v_dim,
@@ -157,7 +157,7 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     }
     for (int i = 0; i < f->ninputs; i++) {
         const IrInput *in = &f->inputs[i];
-        sb_printf(sb, "  input %s %s[", dtype_name(in->dtype), in->name);
+        sb_printf(sb, "  input %s %s[", ir_dtype_name(in->dtype), in->name);
         for (int d = 0; d < in->rank; d++) {
             const char *n = dim_name(in->dim_kind[d]);
             if (d) sb_puts(sb, ", ");

@@ -540,15 +540,6 @@ done:
 
 static size_t cli_elem_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
 
-static const char *cli_dtype_name(attn_dtype t) {
-    switch (t) {
-    case ATTN_F32: return "f32";
-    case ATTN_F16: return "f16";
-    case ATTN_BF16: return "bf16";
-    case ATTN_I32: return "i32";
-    }
-    return "?";
-}
 
 /* Converts a float32 or float16 .npy array in place to the kernel's storage type. */
 static bool cli_to_dtype(NpyArray *a, attn_dtype want, const char *name, const char *path) {
@@ -601,7 +592,7 @@ static int cli_find_desc_input(const attn_rt_desc *d, const char *name) {
 
 static void cli_input_decl(char *buf, size_t cap, const attn_rt_input_desc *in) {
     static const char *const dims[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len"};
-    int n = snprintf(buf, cap, "input %s %s", cli_dtype_name(in->dtype), in->name);
+    int n = snprintf(buf, cap, "input %s %s", ir_dtype_name(in->dtype), in->name);
     for (int d = 0; d < in->rank && n > 0 && (size_t)n < cap; d++) {
         if (in->dim_kind[d] == ATTN_DIM_CONST)
             n += snprintf(buf + n, cap - (size_t)n, "%s%" PRId64, d ? ", " : "[", in->dim_value[d]);
@@ -1156,11 +1147,11 @@ static int cmd_bench(Cli *c) {
                "\"q_offset\": %" PRId64 ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, "
                "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f, "
                "\"compile_ms_warm\": %s%s}\n",
-               d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, cli_dtype_name(dtype),
+               d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, ir_dtype_name(dtype),
                args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
                warm_ms, mla_json);
     } else {
-        printf("kernel      %s (%s%s)\n", d->name, cli_dtype_name(dtype), mla_text);
+        printf("kernel      %s (%s%s)\n", d->name, ir_dtype_name(dtype), mla_text);
         printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 ", kv_len %" PRId64
                ", head_dim %d, v_dim %d, q_offset %" PRId64 "\n",
                B, d->heads, d->kv_heads, Lq, Lk, d->qk_dim, d->v_dim, args.q_offset);
