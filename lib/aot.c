@@ -41,15 +41,6 @@ static const char *aot_dtype_enum(attn_dtype t) {
     return "ATTN_F32";
 }
 
-static const char *aot_dtype_text(attn_dtype t) {
-    switch (t) {
-    case ATTN_F32: return "f32";
-    case ATTN_F16: return "f16";
-    case ATTN_BF16: return "bf16";
-    case ATTN_I32: return "i32";
-    }
-    return "?";
-}
 
 static const char *aot_dim_enum(attn_dim_kind k) {
     switch (k) {
@@ -77,7 +68,7 @@ static void aot_dim_expr(StrBuf *sb, const IrFunc *f, const IrInput *in, int d) 
 
 static void aot_input_decl(StrBuf *sb, const IrInput *in) {
     static const char *const dim_text[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len"};
-    sb_printf(sb, "input %s %s", aot_dtype_text(in->dtype), in->name);
+    sb_printf(sb, "input %s %s", ir_dtype_name(in->dtype), in->name);
     if (in->rank == 0) return;
     sb_puts(sb, "[");
     for (int d = 0; d < in->rank; d++) {
@@ -96,7 +87,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
     int block_q = f->sched.block_q > 0 ? f->sched.block_q : 64;
 
     sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s\n", n,
-              f->heads, f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_text(f->dtype));
+              f->heads, f->kv_heads, f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
     sb_printf(sb, " *   q [batch, %d, q_len, %d]   k [batch, %d, kv_len, %d]\n", f->heads,
               f->qk_dim, f->kv_heads, f->qk_dim);
     sb_printf(sb, " *   v [batch, %d, kv_len, %d]   o [batch, %d, q_len, %d]\n", f->kv_heads,
