@@ -148,14 +148,15 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, StrBuf *err)
     return tm;
 }
 
-/* The IR pass pipeline of -O<level>. The generator emits unrolled, vectorized code whose only
- * slack is allocas (loop counters, small arrays), repeated address and broadcast arithmetic and
- * branches on constants: sroa, early-cse, instcombine and simplifycfg remove it. default<O3>
- * took 160-280 ms longer (the backend gains back ~50) for kernels no faster (docs/codegen.md,
- * "Compile time"). -O0 keeps the fastest compile: no passes, fast instruction selection. */
+/* The IR pass pipeline of -O<level> (LLVM's unrolling and vectorizers stay off in all). Measured
+ * on causal 4096, 1 thread, Zen 5 (docs/codegen.md, "Compile time"): -O3 keeps default<O3>, the
+ * fastest kernels; -O1 and -O2 take LLVM's O1 pipeline (compile ~20% faster, kernels 0-10%
+ * slower; a shorter sroa/early-cse/instcombine/simplifycfg cost 25% of kernel speed); -O0 runs
+ * nothing and selects with FastISel (~80 ms, ~75% of -O3's speed). */
 static const char *cg_pipeline(int level) {
     if (level <= 0) return "default<O0>";
-    return "function(sroa,early-cse<memssa>,instcombine,simplifycfg)";
+    if (level <= 2) return "default<O1>";
+    return "default<O3>";
 }
 
 /* Builds, verifies and optimizes the module of `funcs` in `ctx` for `tm`. NULL on error. */
