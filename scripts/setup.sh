@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what attnc needs to build and test on Debian 12 (as root), only if missing.
 set -euo pipefail
+# zlib, zstd and libedit: LLVMConfig.cmake looks for them (llvm-19-dev does not depend on them)
 pkgs=(cmake make gcc g++ flex bison llvm-19-dev llvm-19-tools clang-19 libclang-rt-19-dev
+      zlib1g-dev libzstd-dev libedit-dev
       python3-numpy libopenblas-dev valgrind pkg-config)
 missing=()
 for p in "${pkgs[@]}"; do
