@@ -22,11 +22,6 @@ struct CgObjJit {
     LLVMOrcLLJITRef jit; /* owns the linked code */
 };
 
-static void cc_report(StrBuf *err, const char *what, LLVMErrorRef e) {
-    char *msg = LLVMGetErrorMessage(e);
-    sb_printf(err, "codegen: %s: %s", what, msg ? msg : "unknown error");
-    LLVMDisposeErrorMessage(msg);
-}
 
 void cg_target_id(const CgTarget *t, StrBuf *out) {
     /* as cg_jit resolves the host: an explicit cpu drops the host's features */
@@ -94,28 +89,6 @@ bool cg_emit_object_mem(IrFunc **funcs, int n, const CgTarget *t, const char *co
     return ok;
 }
 
-/* libm functions the kernels may call, bound by address (as cg_jit does). */
-static bool cc_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err) {
-    static const struct { const char *name; float (*fn)(float); } fns[] = {
-        {"logf", logf}, {"log2f", log2f}, {"erff", erff}, {"sinf", sinf}, {"cosf", cosf},
-        {"expf", expf}, {"exp2f", exp2f}, {"tanhf", tanhf}};
-    enum { N = sizeof fns / sizeof fns[0] };
-    LLVMOrcCSymbolMapPair pairs[N];
-    for (int i = 0; i < N; i++) {
-        pairs[i].Name = LLVMOrcLLJITMangleAndIntern(jit, fns[i].name);
-        pairs[i].Sym.Address = (LLVMOrcExecutorAddress)(uintptr_t)fns[i].fn;
-        pairs[i].Sym.Flags.GenericFlags = LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable;
-        pairs[i].Sym.Flags.TargetFlags = 0;
-    }
-    LLVMOrcMaterializationUnitRef mu = LLVMOrcAbsoluteSymbols(pairs, N);
-    LLVMErrorRef e = LLVMOrcJITDylibDefine(jd, mu);
-    if (e) {
-        LLVMOrcDisposeMaterializationUnit(mu);
-        cc_report(err, "cannot define libm symbols", e);
-        return false;
-    }
-    return true;
-}
 
 bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n,
                    CgObjJit **out, attn_rt_tile_fn *tiles, StrBuf *err) {
@@ -132,7 +105,7 @@ bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int
     }
     LLVMErrorRef e = LLVMOrcCreateLLJIT(&cj->jit, NULL);
     if (e) {
-        cc_report(err, "cannot create the JIT", e);
+        cg_report_error(err, "cannot create the JIT", e);
         cj->jit = NULL;
         cg_obj_jit_free(cj);
         return false;
@@ -142,12 +115,12 @@ bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int
     e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(cj->jit),
                                                              NULL, NULL);
     if (e) {
-        cc_report(err, "cannot search the process for symbols", e);
+        cg_report_error(err, "cannot search the process for symbols", e);
         cg_obj_jit_free(cj);
         return false;
     }
     LLVMOrcJITDylibAddGenerator(jd, gen);
-    if (!cc_define_libm(cj->jit, jd, err)) {
+    if (!cg_define_libm(cj->jit, jd, err)) {
         cg_obj_jit_free(cj);
         return false;
     }
@@ -155,7 +128,7 @@ bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int
     LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(data, len, "attnc-cached-kernel");
     e = LLVMOrcLLJITAddObjectFile(cj->jit, jd, buf); /* takes the buffer, even on failure */
     if (e) {
-        cc_report(err, "cannot add the object", e);
+        cg_report_error(err, "cannot add the object", e);
         cg_obj_jit_free(cj);
         return false;
     }
@@ -163,7 +136,7 @@ bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int
         LLVMOrcExecutorAddress addr = 0;
         e = LLVMOrcLLJITLookup(cj->jit, &addr, symbols[i]);
         if (e || !addr) {
-            if (e) cc_report(err, "cannot link the cached kernel", e);
+            if (e) cg_report_error(err, "cannot link the cached kernel", e);
             else sb_printf(err, "codegen: symbol '%s' not in the object", symbols[i]);
             cg_obj_jit_free(cj);
             return false;

@@ -5,6 +5,7 @@
 #define ATTNC_CG_INTERNAL_H
 
 #include <llvm-c/Core.h>
+#include <llvm-c/LLJIT.h>
 #include <llvm-c/TargetMachine.h>
 
 #include "codegen/codegen.h"
@@ -20,6 +21,14 @@ typedef struct Cg {
     LLVMTypeRef i1, i8, i16, i32, i64, f32, f16, ptr, voidt; /* scalar types */
     LLVMTypeRef vf, vi1, vi32, vi64;                      /* <W x ...> vector types */
 } Cg;
+
+// codegen.c — shared by the JIT of fresh modules and of cached objects (cg_cache.c)
+
+/* Consumes `e`, appending "codegen: WHAT: message" to err. */
+void cg_report_error(StrBuf *err, const char *what, LLVMErrorRef e);
+/* Binds the libm functions kernels may call by address, so the JIT never depends on what the
+ * process happens to have loaded. */
+bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err);
 
 // cg_emit.c — small emission helpers
 

@@ -34,8 +34,7 @@ static void cg_init_llvm(void) {
     LLVMInitializeAllAsmParsers();
 }
 
-/* Consumes `e`, appending its message to err. */
-static void report_error(StrBuf *err, const char *what, LLVMErrorRef e) {
+void cg_report_error(StrBuf *err, const char *what, LLVMErrorRef e) {
     char *msg = LLVMGetErrorMessage(e);
     sb_printf(err, "codegen: %s: %s", what, msg ? msg : "unknown error");
     LLVMDisposeErrorMessage(msg);
@@ -211,7 +210,7 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
         LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(t ? t->opt_level : 3), tm, po);
         LLVMDisposePassBuilderOptions(po);
         if (e) {
-            report_error(err, "optimization failed", e);
+            cg_report_error(err, "optimization failed", e);
             ok = false;
         }
     }
@@ -280,9 +279,7 @@ char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err) {
     return out;
 }
 
-/* libm functions the kernels may call, bound by address so the JIT never depends on what
- * the process happens to have loaded. */
-static bool define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err) {
+bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err) {
     static const struct { const char *name; float (*fn)(float); } fns[] = {
         {"logf", logf}, {"log2f", log2f}, {"erff", erff}, {"sinf", sinf}, {"cosf", cosf},
         {"expf", expf}, {"exp2f", exp2f}, {"tanhf", tanhf}};
@@ -298,7 +295,7 @@ static bool define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err)
     LLVMErrorRef e = LLVMOrcJITDylibDefine(jd, mu);
     if (e) {
         LLVMOrcDisposeMaterializationUnit(mu);
-        report_error(err, "cannot define libm symbols", e);
+        cg_report_error(err, "cannot define libm symbols", e);
         return false;
     }
     return true;
@@ -330,7 +327,7 @@ bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_
     LLVMOrcLLJITRef jit = NULL;
     LLVMErrorRef e = LLVMOrcCreateLLJIT(&jit, jb);
     if (e) {
-        report_error(err, "cannot create the JIT", e);
+        cg_report_error(err, "cannot create the JIT", e);
         LLVMDisposeModule(mod);
         LLVMOrcDisposeThreadSafeContext(tsc);
         return false;
@@ -350,11 +347,11 @@ bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_
     e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL);
     bool ok = true;
     if (e) {
-        report_error(err, "cannot search the process for symbols", e);
+        cg_report_error(err, "cannot search the process for symbols", e);
         ok = false;
     } else {
         LLVMOrcJITDylibAddGenerator(jd, gen);
-        ok = define_libm(jit, jd, err);
+        ok = cg_define_libm(jit, jd, err);
     }
     if (!ok) {
         LLVMDisposeModule(mod);
@@ -367,7 +364,7 @@ bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_
     LLVMOrcDisposeThreadSafeContext(tsc);
     e = LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm);
     if (e) {
-        report_error(err, "cannot add the module", e);
+        cg_report_error(err, "cannot add the module", e);
         cg_jit_free(cj);
         return false;
     }
@@ -376,7 +373,7 @@ bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_
         LLVMOrcExecutorAddress addr = 0;
         e = sym ? LLVMOrcLLJITLookup(jit, &addr, sym) : NULL;
         if (e || !addr) {
-            if (e) report_error(err, "cannot compile the kernel", e);
+            if (e) cg_report_error(err, "cannot compile the kernel", e);
             else sb_puts(err, "codegen: kernel symbol not found");
             cg_jit_free(cj);
             return false;
