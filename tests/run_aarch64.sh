@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# run_aarch64.sh ATTNC SRC — the AOT path on another architecture, end to end: `attnc build
+# --target aarch64-linux-gnu` writes NEON kernels and their headers, the AArch64 cross compiler
+# links them with the runtime's sources and test_aot.c (no compiler library), and qemu-user runs
+# the result, which checks itself against the hand-written C masks. Exit 77 (skipped) only when
+# the cross tools are missing (scripts/setup.sh installs them).
+set -euo pipefail
+attnc=$1 src=$2
+cc=aarch64-linux-gnu-gcc
+command -v "$cc" >/dev/null && command -v qemu-aarch64 >/dev/null || {
+  echo "skipped: $cc or qemu-aarch64 not installed"; exit 77; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+for spec in causal_lm:gpt_small:aot_causal unilm:unilm:aot_unilm alibi:alibi:aot_alibi; do
+  IFS=: read -r file kernel out <<<"$spec"
+  "$attnc" build "$src/examples/$file.attn" --kernel "$kernel" --target aarch64-linux-gnu \
+    -o "$tmp/$out.o" --header "$tmp/$out.h"
+done
+"$cc" -std=c17 -O2 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Wno-unused-parameter -static \
+  -I"$src/include" -I"$src" -I"$tmp" -o "$tmp/test_aot_aarch64" \
+  "$src/tests/test_aot.c" "$src/tests/masks.c" "$src"/runtime/*.c "$tmp"/*.o -lm -lpthread
+file_out=$(od -An -tu1 -j18 -N2 "$tmp/test_aot_aarch64" | tr -s ' ')
+[ "$file_out" = " 183 0" ] || { echo "FAIL: not an AArch64 executable"; exit 1; }
+qemu-aarch64 "$tmp/test_aot_aarch64"
