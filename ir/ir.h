@@ -186,6 +186,8 @@ typedef struct IrFunc {
     IrSchedule sched;      /* tiling, filled by the schedule pass */
     IrPrune prune;         /* mask analysis, filled by the prune pass */
     IrMla mla;             /* multi-head latent attention, when present */
+    struct IrFunc *permuted; /* permute pass: the same attention in rank order (a causal mask) */
+    int perm_input;        /* the i32 input [batch, seq] holding the ranks (when permuted) */
     int ndomains;          /* split pass: > 0 when the mask runs as disjoint key domains */
     struct IrFunc *domains[IR_MAX_DOMAINS]; /* their funcs, merged through log-sum-exps */
     struct IrFunc *absorbed; /* MLA: the absorbed variant (absorb pass), else NULL */

@@ -211,6 +211,11 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_puts(sb, "  return ");
     print_value(sb, f->output);
     sb_puts(sb, "\n}\n");
+    if (f->permuted) {
+        sb_printf(sb, "; in rank order of input %s (when its rows are permutations):\n",
+                  f->inputs[f->perm_input].name);
+        ir_print_func(sb, f->permuted);
+    }
     for (int i = 0; i < f->ndomains; i++) {
         sb_printf(sb, "; key domain %d of %d (disjoint; merged through log-sum-exps):\n", i + 1, f->ndomains);
         ir_print_func(sb, f->domains[i]);

@@ -119,6 +119,8 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
                                         (opts->absorb == ATTN_ABSORB_SPEC && f->mla.absorb == IR_ABSORB_ON));
     for (int i = 0; i < f->ndomains; i++) funcs[n++] = f->domains[i];
     if (!forced_on && !f->ndomains) funcs[n++] = f;
+    int perm_at = f->permuted ? n : -1;
+    if (f->permuted) funcs[n++] = f->permuted;
     if (f->absorbed) funcs[n++] = f->absorbed;
     attn_rt_tile_fn tiles[KC_MAX_FUNCS] = {NULL}, groups[KC_MAX_FUNCS] = {NULL};
     if (!kern_codegen(kern, funcs, n, &target, opts, tiles, groups, &msg)) {
@@ -128,6 +130,12 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     drv_desc_init(f, &kern->desc, kern->inputs, forced_on || f->ndomains ? NULL : tiles[0]);
     if (!forced_on && !f->ndomains) kern->desc.group = groups[0];
     kern->ndomains = f->ndomains;
+    kern->perm_input = -1;
+    if (perm_at >= 0) {
+        drv_desc_init(f->permuted, &kern->desc_perm, kern->inputs_perm, tiles[perm_at]);
+        kern->desc_perm.group = groups[perm_at];
+        kern->perm_input = f->perm_input;
+    }
     for (int i = 0; i < f->ndomains; i++)
     {
         drv_desc_init(f->domains[i], &kern->desc_dom[i], kern->inputs_dom[i], tiles[i]);
@@ -166,8 +174,11 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
     for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
-    attn_status st = kern->ndomains ? attn_rt_launch_domains(doms, kern->ndomains, &c, pool, err)
-                                    : attn_rt_launch(&kern->desc, &c, pool, err);
+    bool ran = false;
+    attn_status st = kern->perm_input >= 0 ? kern_run_permuted(kern, &c, pool, &ran, err) : ATTN_OK;
+    if (!ran && st == ATTN_OK)
+        st = kern->ndomains ? attn_rt_launch_domains(doms, kern->ndomains, &c, pool, err)
+                            : attn_rt_launch(&kern->desc, &c, pool, err);
     kern_pool_release(kern, pool);
     return st;
 }

@@ -19,6 +19,9 @@ struct attn_kernel {
     int ndomains;                              /* > 0: the mask runs as disjoint key domains */
     attn_rt_desc desc_dom[IR_MAX_DOMAINS];     /* their descriptors (desc then has no tile) */
     attn_rt_input_desc inputs_dom[IR_MAX_DOMAINS][ATTN_MAX_INPUTS]; /* desc_dom[i].inputs */
+    int perm_input;                            /* >= 0: desc_perm runs it in rank order of this input */
+    attn_rt_desc desc_perm;                    /* the causal variant in rank order */
+    attn_rt_input_desc inputs_perm[ATTN_MAX_INPUTS]; /* desc_perm.inputs */
     int threads;                               /* default thread count of runs */
     double compile_ms;                         /* time attn_compile took */
     pthread_mutex_t pool_lock;                 /* guards pool */
@@ -29,5 +32,10 @@ struct attn_kernel {
  * temporary pool) when threads == 1 or another thread holds it. Release with kern_pool_release. */
 attn_rt_pool *kern_pool_acquire(attn_kernel *kern, int threads);
 void kern_pool_release(attn_kernel *kern, attn_rt_pool *pool);
+
+/* Runs a permutation-mask kernel in rank order when the call allows it (every batch row's
+ * ranks a permutation, q_len == kv_len, positions from 0); *ran says whether it did. */
+attn_status kern_run_permuted(attn_kernel *kern, const attn_call *call, attn_rt_pool *pool,
+                              bool *ran, attn_error *err);
 
 #endif

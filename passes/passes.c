@@ -6,6 +6,7 @@
 const Pass pass_table[] = {
     {"fold", pass_fold, "fold constants and simplify mask, score and head-map expressions"},
     {"absorb", pass_absorb, "MLA: add the variant that scores against the latent cache"},
+    {"permute", pass_permute, "permutation masks (rank[k] <= rank[q]): a causal variant in rank order"},
     {"split", pass_split, "split union masks with a congruence into disjoint key domains"},
     {"flash", pass_flash, "fuse qk/scale/score/mask/softmax/pv into one online-softmax op"},
     {"prune", pass_prune, "derive key bounds and empty/full tile tests from the mask"},
@@ -27,12 +28,14 @@ bool pass_run_pipeline(IrFunc *f, PassCtx *ctx, const char *stop_after) {
         IrFunc *variants[1 + IR_MAX_DOMAINS];
         int nv = 0;
         if (f->absorbed && p->run != pass_absorb) variants[nv++] = f->absorbed;
+        if (f->permuted && p->run != pass_permute) variants[nv++] = f->permuted;
         for (int i = 0; i < f->ndomains && p->run != pass_split; i++) variants[nv++] = f->domains[i];
         for (int i = 0; i < nv; i++)
             if (!p->run(variants[i], ctx)) return false;
         bool ok = ir_verify_func(f, ctx->err);
         for (int i = 0; i < nv && ok; i++) ok = ir_verify_func(variants[i], ctx->err);
         if (f->absorbed && p->run == pass_absorb) ok = ok && ir_verify_func(f->absorbed, ctx->err);
+        if (f->permuted && p->run == pass_permute) ok = ok && ir_verify_func(f->permuted, ctx->err);
         for (int i = 0; i < f->ndomains && p->run == pass_split && ok; i++)
             ok = ir_verify_func(f->domains[i], ctx->err);
         if (!ok) {

@@ -31,6 +31,7 @@ bool pass_run_pipeline(IrFunc *f, PassCtx *ctx, const char *stop_after);
 
 bool pass_fold(IrFunc *f, PassCtx *ctx);
 bool pass_absorb(IrFunc *f, PassCtx *ctx);
+bool pass_permute(IrFunc *f, PassCtx *ctx);
 bool pass_split(IrFunc *f, PassCtx *ctx);
 bool pass_flash(IrFunc *f, PassCtx *ctx);
 bool pass_prune(IrFunc *f, PassCtx *ctx);

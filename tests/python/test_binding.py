@@ -260,7 +260,8 @@ class TestKernels(Case):
             del kern
             gc.collect()
         kern = attnc.compile("attention g { heads = 2; head_dim = 16; }")
-        self.assertTrue(kern.cache_hit)  # the suite's cache: compiled above, loaded now
+        if not os.environ.get("ATTNC_NO_CACHE"):
+            self.assertTrue(kern.cache_hit)  # the suite's cache: compiled above, loaded now
         kern.close()
         kern.close()  # twice is fine
         with self.assertRaises(attnc.AttnError):
