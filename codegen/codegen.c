@@ -223,16 +223,9 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
 
 bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const char *path,
                   StrBuf *err) {
-    pthread_once(&cg_once, cg_init_llvm);
-    Resolved r;
-    target_resolve(t, &r);
-    LLVMTargetMachineRef tm = make_tm(t, &r, err);
-    if (!tm) {
-        target_free(&r);
-        return false;
-    }
     LLVMContextRef ctx = LLVMContextCreate();
-    LLVMModuleRef mod = build_module(ctx, funcs, n, t, &r, tm, err);
+    LLVMTargetMachineRef tm = NULL;
+    LLVMModuleRef mod = cg_build_module(ctx, funcs, n, t, &tm, err);
     bool ok = mod != NULL;
     if (ok) {
         char *msg = NULL;
@@ -247,24 +240,16 @@ bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const c
         if (!ok) sb_printf(err, "codegen: cannot write '%s': %s", path, msg ? msg : "out of memory");
         if (msg) LLVMDisposeMessage(msg);
         LLVMDisposeModule(mod);
+        LLVMDisposeTargetMachine(tm);
     }
     LLVMContextDispose(ctx);
-    LLVMDisposeTargetMachine(tm);
-    target_free(&r);
     return ok;
 }
 
 char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err) {
-    pthread_once(&cg_once, cg_init_llvm);
-    Resolved r;
-    target_resolve(t, &r);
-    LLVMTargetMachineRef tm = make_tm(t, &r, err);
-    if (!tm) {
-        target_free(&r);
-        return NULL;
-    }
     LLVMContextRef ctx = LLVMContextCreate();
-    LLVMModuleRef mod = build_module(ctx, funcs, n, t, &r, tm, err);
+    LLVMTargetMachineRef tm = NULL;
+    LLVMModuleRef mod = cg_build_module(ctx, funcs, n, t, &tm, err);
     char *out = NULL;
     if (mod) {
         char *s = LLVMPrintModuleToString(mod);
@@ -272,10 +257,9 @@ char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err) {
         if (!out) sb_puts(err, "codegen: out of memory");
         if (s) LLVMDisposeMessage(s);
         LLVMDisposeModule(mod);
+        LLVMDisposeTargetMachine(tm);
     }
     LLVMContextDispose(ctx);
-    LLVMDisposeTargetMachine(tm);
-    target_free(&r);
     return out;
 }
 

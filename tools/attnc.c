@@ -123,12 +123,17 @@ typedef struct Cli {
 // messages
 
 static int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "attnc: KIND: message" on stderr, the one shape of every message the CLI prints itself. */
+static void cli_vmsg(const char *kind, const char *fmt, va_list ap) {
+    fprintf(stderr, "attnc: %s: ", kind);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 static int cli_error(int code, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("attnc: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    cli_vmsg("error", fmt, ap);
     va_end(ap);
     return code;
 }
@@ -137,9 +142,7 @@ static void cli_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 static void cli_note(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("attnc: note: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    cli_vmsg("note", fmt, ap);
     va_end(ap);
 }
 
@@ -148,9 +151,7 @@ static int cli_usage(Cmd cmd, const char *fmt, ...) __attribute__((format(printf
 static int cli_usage(Cmd cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fputs("attnc: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    cli_vmsg("error", fmt, ap);
     va_end(ap);
     if (cmd < CMD_COUNT)
         fprintf(stderr, "usage: %s\n(see 'attnc help %s')\n", cli_cmds[cmd].usage,
