@@ -7,8 +7,9 @@
  * packed transposed, KT[d][BK], once and reused by every register-blocked group of R rows:
  *   s[r] = sum_d bcast(q[r][d]) * KT[d]          (FMA chains, W keys per vector)
  *   score mod, mask -> -inf, online softmax update, acc[r] = acc[r]*alpha + sum_j p[r][j]*V[j]
- * A chunk of few rows (decode) scores straight from K instead. A congruence mask runs each
- * residue class over strided rows and keys. Everything the spec fixes is a constant; the inner
+ * A chunk of few rows (decode) scores straight from K instead. Residue runs (the prune
+ * pass's IrRuns): a congruence k = q (mod r) runs each residue class over strided rows and
+ * keys; a key-only residue set k % r in [base, base + w) runs over the compacted keys. Everything the spec fixes is a constant; the inner
  * loops are unrolled here in steps so the accumulators are SSA vectors.
  */
 #include <math.h>
@@ -50,11 +51,14 @@ typedef struct Kern {
     LLVMValueRef Qs, KT, ACC, M, L, MB;        /* scratch */
     LLVMTypeRef mbt;                           /* iW: one bit per key lane */
     LLVMValueRef qlo, last, npad, kb, kv_len;  /* chunk's first position, rows-1, rows padded to R; block start, key end */
-    /* A run maps its row and key indices to positions: q = qpos0 + row*step, k = kpos0 +
-     * key*step (step 1 and kpos0 0 normally; one residue class of a congruence mask else). */
+    /* A run maps its row and key indices to positions: q = qpos0 + row*qstep, k = kpos0 +
+     * krow(key)*kstep, where krow(j) = j, or cmod*(j / cw) + j % cw over compacted keys; the
+     * K/V row of key j is krow(j) from the run's kbase/vbase with its ks2/vs2. */
     LLVMValueRef qpos0, kpos0, nkeys;          /* i64; nkeys: key indices of the run */
     LLVMValueRef lsebase, ls2, lsep;           /* lse at row 0 of the run, its row stride; a->lse */
-    int64_t step;                              /* the congruence modulus, or 1 */
+    int64_t qstep, kstep;                      /* a residue class's modulus, or 1 */
+    int64_t cmod, cw;                          /* compacted keys: period and residues (cw 1: none) */
+    const IrExpr *mask;                        /* the mask on the run's keys */
     LLVMValueRef part_rt;                      /* i1 or NULL: "masked" code also serves full blocks */
     LLVMValueRef qc;                           /* the chunk's first row (of the task) */
     LLVMValueRef kbeg, kendp;                  /* a->k_begin, a->k_end: the key positions to visit */
@@ -94,22 +98,55 @@ static LLVMValueRef row_bits(Kern *k, LLVMValueRef row, LLVMValueRef t) {
     return v;
 }
 
+/* The K/V row (from the run's bases) of key index j >= 0: a scalar or a vector. */
+static LLVMValueRef krow(Kern *k, LLVMValueRef j) {
+    Cg *c = k->c;
+    if (k->cw <= 1) return j;
+    bool vec = LLVMGetTypeKind(LLVMTypeOf(j)) == LLVMVectorTypeKind;
+    LLVMValueRef w = cg_i64(c, k->cw), r = cg_i64(c, k->cmod);
+    if (vec) w = cg_splat(c, w), r = cg_splat(c, r);
+    return add(c, mul(c, LLVMBuildUDiv(c->b, j, w, ""), r), LLVMBuildURem(c->b, j, w, ""));
+}
+
 static LLVMValueRef kvec(Kern *k, LLVMValueRef first) {
     Cg *c = k->c;
-    LLVMValueRef v = add(c, cg_splat(c, first), cg_iota(c));
-    if (k->step != 1) v = mul(c, v, cg_splat(c, cg_i64(c, k->step)));
+    LLVMValueRef v = krow(k, add(c, cg_splat(c, first), cg_iota(c)));
+    if (k->kstep != 1) v = mul(c, v, cg_splat(c, cg_i64(c, k->kstep)));
     return add(c, cg_splat(c, k->kpos0), v);
 }
 
 static LLVMValueRef kpos(Kern *k, LLVMValueRef key) {
-    return add(k->c, k->kpos0, mul(k->c, key, cg_i64(k->c, k->step)));
+    return add(k->c, k->kpos0, mul(k->c, krow(k, key), cg_i64(k->c, k->kstep)));
+}
+
+/* floor(x / m) for a constant m > 0 */
+static LLVMValueRef floor_div(Cg *c, LLVMValueRef x, int64_t m) {
+    LLVMValueRef q = LLVMBuildSDiv(c->b, x, cg_i64(c, m), "");
+    LLVMValueRef neg = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMBuildSub(c->b, x, mul(c, q, cg_i64(c, m)), ""), cg_i64(c, 0), "");
+    return LLVMBuildSub(c->b, q, LLVMBuildZExt(c->b, neg, c->i64, ""), "");
+}
+
+/* The key indices of the run whose positions are below x: ceil((x - kpos0) / kstep), or for
+ * compacted keys floor(d / cmod) * cw + clamp(d mod cmod, 0, cw) with d = x - kpos0; >= 0. */
+static LLVMValueRef keys_below(Kern *k, LLVMValueRef x) {
+    Cg *c = k->c;
+    LLVMValueRef d = LLVMBuildSub(c->b, x, k->kpos0, "");
+    LLVMValueRef n;
+    if (k->cw <= 1) {
+        n = k->kstep == 1 ? d : LLVMBuildSub(c->b, cg_i64(c, 0), floor_div(c, LLVMBuildSub(c->b, cg_i64(c, 0), d, ""), k->kstep), "");
+    } else {
+        LLVMValueRef per = floor_div(c, d, k->cmod);
+        LLVMValueRef rem = LLVMBuildSub(c->b, d, mul(c, per, cg_i64(c, k->cmod)), "");
+        n = add(c, mul(c, per, cg_i64(c, k->cw)), cg_smin(c, rem, cg_i64(c, k->cw)));
+    }
+    return cg_smax(c, n, cg_i64(c, 0));
 }
 
 /* Position of chunk row i (clamped to the last real row). */
 static LLVMValueRef qpos_row(Kern *k, LLVMValueRef i) {
     if (k->grouped)
         return add(k->c, k->qpos0, LLVMBuildURem(k->c->b, task_row(k, i), k->gnq, ""));
-    return add(k->c, k->qlo, mul(k->c, cg_smin(k->c, i, k->last), cg_i64(k->c, k->step)));
+    return add(k->c, k->qlo, mul(k->c, cg_smin(k->c, i, k->last), cg_i64(k->c, k->qstep)));
 }
 
 /* Points the expressions' q (and h, for the group entry) at chunk row i. */
@@ -158,7 +195,7 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
     for (int lane = 0; lane < p->W; lane++) {
         LLVMValueRef key = add(c, kt0, cg_i64(c, lane));
         if (pc->masked) key = cg_smin(c, key, pc->vlast);
-        LLVMValueRef voff = mul(c, key, k->vs2);
+        LLVMValueRef voff = mul(c, krow(k, key), k->vs2);
         LLVMValueRef vv[16];
         for (int i = 0; i < n; i++)
             vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
@@ -226,7 +263,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t, bool clamp) {
     for (int j = 0; j < p->W; j++) {
         LLVMValueRef key = add(c, k->kb, cg_i64(c, t * p->W + j));
         if (clamp) key = cg_smin(c, key, klast);
-        LLVMValueRef koff = mul(c, key, k->ks2);
+        LLVMValueRef koff = mul(c, krow(k, key), k->ks2);
         LLVMValueRef acc = LLVMConstNull(c->vf);
         for (int ch = 0; ch < nch; ch++) {
             LLVMValueRef kv = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
@@ -415,7 +452,7 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
             /* key-only input reads (doc[b, k], rank[b, k]) once per block, not per row */
             k->env.k = kv[t];
             k->env.tag = t;
-            cg_expr_hoist(c, &k->env, k->f->mask, valid[t]);
+            cg_expr_hoist(c, &k->env, k->mask, valid[t]);
         }
     }
     CgLoop li;
@@ -427,7 +464,7 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
         if (eval) {
             k->env.k = kv[t];
             k->env.tag = t;
-            m = LLVMBuildAnd(b, cg_expr_vec(c, &k->env, k->f->mask, valid[t]), valid[t], "");
+            m = LLVMBuildAnd(b, cg_expr_vec(c, &k->env, k->mask, valid[t]), valid[t], "");
         }
         LLVMValueRef bits = LLVMBuildBitCast(b, m, k->mbt, "");
         cg_store(c, bits, cg_gep(c, k->mbt, k->MB, add(c, mul(c, i, cg_i64(c, p->NT)), cg_i64(c, t))), 1);
@@ -448,7 +485,7 @@ static void prefetch_kv(Kern *k, int64_t ahead) {
     int per_line = 64 / es;
     CgLoop lj;
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "pf");
-    LLVMValueRef key = add(c, add(c, k->kb, j), cg_i64(c, ahead));
+    LLVMValueRef key = krow(k, add(c, add(c, k->kb, j), cg_i64(c, ahead)));
     LLVMTypeRef et = cg_elem_type(c, k->dt);
     LLVMTypeRef pt = c->ptr;
     struct { LLVMValueRef base, stride; int dim; } t[2] = {{k->kbase, k->ks2, p->QK}, {k->vbase, k->vs2, p->VD}};
@@ -480,6 +517,8 @@ static Plan make_plan(const IrFunc *f) {
     p.R = f->sched.rows > 0 ? f->sched.rows : 4;
     if (p.R > 16) p.R = 16;
     int bq = f->sched.block_q > 0 ? f->sched.block_q : 64;
+    /* a task of a residue-class mask holds block_q / r rows of each class */
+    if (f->prune.enabled && f->prune.runs.with_q) bq = (int)((bq + f->prune.runs.mod - 1) / f->prune.runs.mod);
     /* keep the scratch (Q, acc) under ~256 KiB */
     while (bq > p.R && (int64_t)bq * (p.QK + p.VDP) * 4 > 256 * 1024) bq /= 2;
     p.BQ = (bq + p.R - 1) / p.R * p.R;
@@ -503,7 +542,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     k->last = LLVMBuildSub(b, nrows, cg_i64(c, 1), "last");
     /* rows rounded up to whole groups of R: the padding rows repeat the last row */
     k->npad = mul(c, LLVMBuildSDiv(b, add(c, nrows, cg_i64(c, p->R - 1)), cg_i64(c, p->R), ""), cg_i64(c, p->R));
-    k->qlo = add(c, k->qpos0, mul(c, qc, cg_i64(c, k->step)));
+    k->qlo = add(c, k->qpos0, mul(c, qc, cg_i64(c, k->qstep)));
     LLVMValueRef qhi = qpos_row(k, k->last);
     if (k->grouped) {
         /* rows of several heads: the chunk's positions are (within) the task's */
@@ -550,16 +589,8 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             lo = cg_smin(c, lo, kv_len);
             hi = cg_smax(c, hi, cg_i64(c, -1));
         }
-        LLVMValueRef rr = cg_i64(c, k->step);
-        LLVMValueRef lo_rel = LLVMBuildSub(b, lo, k->kpos0, ""), hi_rel = LLVMBuildSub(b, hi, k->kpos0, "");
-        if (k->step != 1) {
-            /* ceil((lo - kpos0) / step), floor((hi - kpos0) / step) + 1 with kpos0 <= lo + step */
-            lo_rel = LLVMBuildSDiv(b, add(c, lo_rel, cg_i64(c, k->step - 1 + k->step)), rr, "");
-            lo_rel = LLVMBuildSub(b, lo_rel, cg_i64(c, 1), "");
-            hi_rel = LLVMBuildSub(b, LLVMBuildSDiv(b, add(c, hi_rel, cg_i64(c, k->step)), rr, ""), cg_i64(c, 1), "");
-        }
-        klo = cg_smax(c, klo, lo_rel);
-        kend = cg_smin(c, kend, add(c, hi_rel, cg_i64(c, 1)));
+        klo = cg_smax(c, klo, keys_below(k, lo));
+        kend = cg_smin(c, kend, keys_below(k, add(c, hi, cg_i64(c, 1))));
     }
     k->kv_len = kend; /* keys at or past kend are masked like the kv tail */
 
@@ -622,7 +653,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     if (k->grouped) {
         /* the heads of a group (decode): compute-bound now that K/V is read once for all of
          * them, so full blocks get a variant without the lane selects */
-        prefetch_kv(k, 2 * (int64_t)p->BK * k->step);
+        prefetch_kv(k, 2 * (int64_t)p->BK);
         CgLoop lr;
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
         LLVMBasicBlockRef bm = cg_block(c, "dotrow_masked");
@@ -659,7 +690,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             for (int r = 0; r < p->W; r++) {
                 LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
                 LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
-                LLVMValueRef koff = mul(c, cg_smin(c, key, klast), k->ks2);
+                LLVMValueRef koff = mul(c, krow(k, cg_smin(c, key, klast)), k->ks2);
                 LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), n);
                 rows[r] = LLVMBuildSelect(b, valid, v, LLVMConstNull(c->vf), "");
             }
@@ -723,39 +754,6 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     cg_loop_end(c, &lq);
 }
 
-/* The modulus r >= 2 of a conjunct (q - k) % r == 0, (k - q) % r == 0 or k % r == q % r of
- * the mask's top-level &&, or 0. */
-static int64_t congruence(const IrExpr *e) {
-    if (e->op == IR_AND) {
-        int64_t r = congruence(e->args[0]);
-        return r ? r : congruence(e->args[1]);
-    }
-    if (e->op != IR_EQ) return 0;
-    const IrExpr *x = e->args[0], *y = e->args[1];
-    if (y->op == IR_MOD) {
-        const IrExpr *t = x;
-        x = y;
-        y = t;
-    }
-    if (x->op != IR_MOD || x->args[1]->op != IR_CONST || x->args[1]->ival < 2 || x->args[1]->ival > (1 << 20))
-        return 0;
-    int64_t r = x->args[1]->ival;
-    const IrExpr *d = x->args[0];
-    bool is_q = false, is_k = false;
-    if (y->op == IR_CONST && y->type == IR_TY_INT && y->ival == 0 && d->op == IR_SUB) {
-        const IrExpr *u = d->args[0], *v = d->args[1];
-        is_q = u->op == IR_VAR && v->op == IR_VAR &&
-               ((u->var == IR_V_Q && v->var == IR_V_K) || (u->var == IR_V_K && v->var == IR_V_Q));
-        return is_q ? r : 0;
-    }
-    if (y->op == IR_MOD && y->args[1]->op == IR_CONST && y->args[1]->ival == r && d->op == IR_VAR &&
-        y->args[0]->op == IR_VAR) {
-        is_k = (d->var == IR_V_K && y->args[0]->var == IR_V_Q) || (d->var == IR_V_Q && y->args[0]->var == IR_V_K);
-        return is_k ? r : 0;
-    }
-    return 0;
-}
-
 static bool expr_reads_h(const IrExpr *e) {
     if (!e) return false;
     if (e->op == IR_VAR && e->var == IR_V_H) return true;
@@ -773,8 +771,8 @@ static int head_kv(const IrFunc *f, int h) {
 
 int cg_group_size(const IrFunc *f) {
     if (f->kv_heads < 1 || f->heads % f->kv_heads != 0 || f->heads / f->kv_heads < 2) return 0;
-    /* a mask reading h would need per-head prune bounds; congruence runs stride the rows */
-    if (expr_reads_h(f->mask) || congruence(f->mask)) return 0;
+    /* a mask reading h would need per-head prune bounds; residue runs stride rows or keys */
+    if (expr_reads_h(f->mask) || (f->prune.enabled && f->prune.runs.mod)) return 0;
     if (f->prune.enabled && (expr_reads_h(f->prune.k_lo) || expr_reads_h(f->prune.k_hi) ||
                              expr_reads_h(f->prune.may_see) || expr_reads_h(f->prune.all_see)))
         return 0;
@@ -931,28 +929,44 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     env->tag = -1;
 
     k->lsep = lsep;
-    int64_t modulus = congruence(f->mask);
+    const IrRuns *runs = &f->prune.runs;
+    bool have_runs = f->prune.enabled && runs->mod >= 2;
+    k->mask = f->prune.enabled ? f->prune.mask : f->mask;
+    k->qstep = k->kstep = 1;
+    k->cmod = k->cw = 1;
+    k->qpos0 = q_off;
+    k->kpos0 = cg_i64(c, 0);
+    k->nkeys = kv_len;
+    k->lsebase = lsebase;
+    k->ls2 = cg_i64(c, 1);
     if (G) {
-        k->step = 1;
         k->qpos0 = add(c, q_off, q0);
-        k->kpos0 = cg_i64(c, 0);
-        k->nkeys = kv_len;
-        k->lsebase = lsebase;
-        k->ls2 = cg_i64(c, 1);
         LLVMValueRef nq = cg_smax(c, LLVMBuildSub(b, q1, q0, ""), cg_i64(c, 0));
         emit_run(k, cg_i64(c, 0), mul(c, nq, cg_i64(c, G)));
-    } else if (!modulus) {
-        k->step = 1;
-        k->qpos0 = q_off;
-        k->kpos0 = cg_i64(c, 0);
-        k->nkeys = kv_len;
-        k->lsebase = lsebase;
-        k->ls2 = cg_i64(c, 1);
+    } else if (!have_runs) {
+        emit_run(k, q0, q1);
+    } else if (!runs->with_q) {
+        /* k % r in [base, base + w): every row sees only those keys, visited as one run over
+         * the compacted index (stride r when w is 1) */
+        LLVMTypeRef et = cg_elem_type(c, k->dt);
+        k->kpos0 = cg_i64(c, runs->base);
+        k->kbase = cg_gep(c, et, k->kbase, mul(c, k->kpos0, k->ks2));
+        k->vbase = cg_gep(c, et, k->vbase, mul(c, k->kpos0, k->vs2));
+        if (runs->width == 1) {
+            k->kstep = runs->mod;
+            k->ks2 = mul(c, k->ks2, cg_i64(c, runs->mod));
+            k->vs2 = mul(c, k->vs2, cg_i64(c, runs->mod));
+        } else {
+            k->cmod = runs->mod;
+            k->cw = runs->width;
+        }
+        k->nkeys = keys_below(k, kv_len);
         emit_run(k, q0, q1);
     } else {
-        /* (q - k) % r == 0: rows of one residue class see only keys of the same class, so each
+        /* k = q (mod r): rows of one residue class see only keys of the same class, so each
          * class is a run over strided rows and keys, and the work is the visible pairs */
-        k->step = modulus;
+        int64_t modulus = runs->mod;
+        k->qstep = k->kstep = modulus;
         LLVMValueRef rr = cg_i64(c, modulus);
         LLVMValueRef qbase = k->qbase, obase = k->obase, kbase = k->kbase, vbase = k->vbase;
         LLVMValueRef qs2 = k->qs2, os2 = k->os2, ks2 = k->ks2, vs2 = k->vs2;
@@ -964,10 +978,9 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         LLVMValueRef rho = LLVMBuildSRem(b, pos, rr, "");
         rho = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, rho, cg_i64(c, 0), ""), add(c, rho, rr), rho, "rho");
         LLVMValueRef nv = LLVMBuildSDiv(b, add(c, LLVMBuildSub(b, q1, first, ""), cg_i64(c, modulus - 1)), rr, "");
-        LLVMValueRef nk = LLVMBuildSDiv(b, add(c, LLVMBuildSub(b, kv_len, rho, ""), cg_i64(c, modulus - 1)), rr, "");
-        k->nkeys = cg_smax(c, nk, cg_i64(c, 0));
         k->qpos0 = pos;
         k->kpos0 = rho;
+        k->nkeys = keys_below(k, kv_len);
         LLVMTypeRef et = cg_elem_type(c, k->dt);
         k->qbase = cg_gep(c, et, qbase, mul(c, first, qs2));
         k->obase = cg_gep(c, et, obase, mul(c, first, os2));

@@ -141,10 +141,25 @@ typedef struct IrSchedule {
     int rows;       /* query rows per register-blocked microkernel step */
 } IrSchedule;
 
+/* Index-space rewriting of a residue conjunct of the mask: the keys the kernel visits. mod 0:
+ * every key. with_q: k = q (mod mod), so the rows of one residue class see only the keys of
+ * that class (atrous, the strided pattern's column); else key-only: k % mod in [base, base +
+ * width) (the fixed pattern's summary keys), visited in a compacted index j whose position is
+ * mod * (j / width) + base + j % width. */
+typedef struct IrRuns {
+    int64_t mod;   /* 0, or >= 2 */
+    int64_t base;  /* key-only: first residue visited */
+    int64_t width; /* key-only: residues visited (< mod); 1 for with_q */
+    bool with_q;   /* the class follows the query's */
+} IrRuns;
+
 /* What the prune pass derived from the mask: all INT/BOOL trees over the tile variables
- * QMIN/QMAX/KMIN/KMAX (inclusive position ranges) plus b, h, lengths and inputs. */
+ * QMIN/QMAX/KMIN/KMAX (inclusive position ranges) plus b, h, lengths and inputs. With runs,
+ * the trees and `mask` speak of the keys of the runs only. */
 typedef struct IrPrune {
     bool enabled;     /* false under -fno-prune or before the pass: every tile is partial */
+    IrRuns runs;      /* the keys visited (runs.mod 0: all) */
+    IrExpr *mask;     /* the mask on those keys: f->mask with the residue conjunct dropped */
     IrExpr *k_lo;     /* INT: no key below it is visible to any query in [QMIN, QMAX] */
     IrExpr *k_hi;     /* INT: no key above it is visible (inclusive) */
     IrExpr *may_see;  /* BOOL: false only if no pair of the tile is visible (empty tile) */

@@ -174,6 +174,17 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
         ir_print_expr(sb, f, f->score);
         sb_puts(sb, "\n");
     }
+    if (f->prune.enabled && f->prune.runs.mod) {
+        const IrRuns *r = &f->prune.runs;
+        if (r->with_q)
+            sb_printf(sb, "  prune runs k = q (mod %lld): rows and keys by residue class\n", (long long)r->mod);
+        else
+            sb_printf(sb, "  prune runs k %% %lld in [%lld, %lld): keys compacted\n", (long long)r->mod,
+                      (long long)r->base, (long long)(r->base + r->width));
+        sb_puts(sb, "  prune mask ");
+        ir_print_expr(sb, f, f->prune.mask);
+        sb_puts(sb, "\n");
+    }
     if (f->prune.enabled) {
         static const char *const names[] = {"k_lo", "k_hi", "may_see", "all_see"};
         const IrExpr *trees[] = {f->prune.k_lo, f->prune.k_hi, f->prune.may_see, f->prune.all_see};

@@ -88,6 +88,12 @@ bool ir_verify_func(const IrFunc *f, StrBuf *msg) {
         if (f->score->type != IR_TY_FLOAT) return fail(msg, f, "score is not float");
     }
     if (f->prune.enabled) {
+        const IrRuns *r = &f->prune.runs;
+        if (!f->prune.mask || !verify_expr(f, f->prune.mask, false, msg, 0) || f->prune.mask->type != IR_TY_BOOL)
+            return fail(msg, f, "prune mask missing or not bool");
+        if (r->mod && (r->mod < 2 || r->width < 1 || r->base < 0 || r->base + r->width > r->mod ||
+                       (r->with_q && (r->width != 1 || r->base != 0))))
+            return fail(msg, f, "bad residue runs");
         const IrExpr *trees[] = {f->prune.k_lo, f->prune.k_hi, f->prune.may_see, f->prune.all_see};
         for (int i = 0; i < 4; i++) {
             if (!verify_expr(f, trees[i], false, msg, 0)) return false;

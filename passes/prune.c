@@ -281,6 +281,35 @@ static KBound kb_abs(PruneCx *c, IrExpr *e, int depth) {
     return kb_and(c, kbounds(c, p, depth + 1), kbounds(c, n, depth + 1));
 }
 
+/* k / m OP u (floor division by a constant m > 0, u free of k: block masks such as
+ * k / l == q / l): k / m == u  <=>  m*u <= k <= m*u + m - 1, and so on. */
+static KBound kb_div(PruneCx *c, IrExpr *e) {
+    KBound none = {0};
+    IrExprOp op = e->op;
+    IrExpr *x = e->args[0], *u = e->args[1];
+    if (!(x->op == IR_DIV && x->args[0]->op == IR_VAR && x->args[0]->var == IR_V_K)) {
+        x = e->args[1];
+        u = e->args[0];
+        op = op == IR_LT ? IR_GT : op == IR_LE ? IR_GE : op == IR_GT ? IR_LT : op == IR_GE ? IR_LE : op;
+    }
+    if (!(x->op == IR_DIV && x->args[0]->op == IR_VAR && x->args[0]->var == IR_V_K) ||
+        x->args[1]->op != IR_CONST || x->args[1]->ival < 1 || ir_expr_uses_var(u, IR_V_K))
+        return none;
+    Itv ui = itv(c, u);
+    if (ui.top) return none;
+    IrExpr *m = x->args[1];
+    IrExpr *lo = mk2(c, IR_MUL, ui.lo, m);                                   /* m * min u */
+    IrExpr *hi = mk2(c, IR_ADD, mk2(c, IR_MUL, ui.hi, m), cint(c, m->ival - 1)); /* m * max u + m - 1 */
+    switch (op) {
+    case IR_EQ: return (KBound){lo, hi};
+    case IR_LT: return (KBound){NULL, mk2(c, IR_SUB, mk2(c, IR_MUL, ui.hi, m), cint(c, 1))};
+    case IR_LE: return (KBound){NULL, hi};
+    case IR_GT: return (KBound){mk2(c, IR_MUL, mk2(c, IR_ADD, ui.lo, cint(c, 1)), m), NULL};
+    case IR_GE: return (KBound){lo, NULL};
+    default: return none;
+    }
+}
+
 static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
     KBound none = {0};
     if (depth > 64 || !ir_expr_uses_var(e, IR_V_K)) return none;
@@ -293,6 +322,8 @@ static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
     if (e->args[0]->type != IR_TY_INT) return none;
     KBound ab = kb_abs(c, e, depth);
     if (ab.lo || ab.hi) return ab;
+    KBound db = kb_div(c, e);
+    if (db.lo || db.hi) return db;
     int64_t coef;
     IrExpr *rest;
     IrExpr *d = ir_binary(c->a, IR_SUB, e->args[0], e->args[1]);
@@ -318,12 +349,96 @@ static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
     }
 }
 
+// residue runs
+
+static bool is_var(const IrExpr *e, IrVar v) { return e->op == IR_VAR && (IrVar)e->var == v; }
+
+/* x % r with a constant r in [2, 2^20]: r, else 0. */
+static int64_t modulus(const IrExpr *x) {
+    if (x->op != IR_MOD || x->args[1]->op != IR_CONST || x->args[1]->type != IR_TY_INT) return 0;
+    int64_t r = x->args[1]->ival;
+    return r >= 2 && r <= (1 << 20) ? r : 0;
+}
+
+bool pass_residue(const IrExpr *e, IrRuns *out) {
+    if (e->op < IR_EQ || e->op > IR_GE || e->args[0]->type != IR_TY_INT) return false;
+    IrExprOp op = e->op;
+    const IrExpr *x = e->args[0], *y = e->args[1];
+    if (!modulus(x)) {
+        /* c OP k % r  ==  k % r OP' c */
+        const IrExpr *t = x;
+        x = y;
+        y = t;
+        op = op == IR_LT ? IR_GT : op == IR_LE ? IR_GE : op == IR_GT ? IR_LT : op == IR_GE ? IR_LE : op;
+    }
+    int64_t r = modulus(x);
+    if (!r) return false;
+    const IrExpr *d = x->args[0];
+    if (op == IR_EQ) {
+        /* (q - k) % r == 0, (k - q) % r == 0, k % r == q % r */
+        bool diff = d->op == IR_SUB && y->op == IR_CONST && y->ival == 0 &&
+                    ((is_var(d->args[0], IR_V_Q) && is_var(d->args[1], IR_V_K)) ||
+                     (is_var(d->args[0], IR_V_K) && is_var(d->args[1], IR_V_Q)));
+        bool pair = modulus(y) == r && ((is_var(d, IR_V_K) && is_var(y->args[0], IR_V_Q)) ||
+                                        (is_var(d, IR_V_Q) && is_var(y->args[0], IR_V_K)));
+        if (diff || pair) {
+            *out = (IrRuns){.mod = r, .base = 0, .width = 1, .with_q = true};
+            return true;
+        }
+    }
+    /* k % r OP c: the residues [lo, hi) */
+    if (!is_var(d, IR_V_K) || y->op != IR_CONST || y->type != IR_TY_INT) return false;
+    int64_t c = y->ival, lo = 0, hi = r;
+    switch (op) {
+    case IR_EQ: lo = c, hi = c + 1; break;
+    case IR_LT: hi = c; break;
+    case IR_LE: hi = c + 1; break;
+    case IR_GT: lo = c + 1; break;
+    case IR_GE: lo = c; break;
+    default: return false;
+    }
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > r ? r : hi;
+    /* worth it when at most half the keys are visited (and some are) */
+    if (hi <= lo || 2 * (hi - lo) > r) return false;
+    *out = (IrRuns){.mod = r, .base = lo, .width = hi - lo, .with_q = false};
+    return true;
+}
+
+/* Moves a residue conjunct of the mask into f->prune.runs (a congruence with q first, as it
+ * also strides the rows); f->prune.mask is the rest. */
+static bool find_runs(PruneCx *c, IrFunc *f) {
+    IrExpr *conj[32];
+    int n = pass_flatten(f->mask, IR_AND, conj, 0, 32);
+    f->prune.mask = f->mask;
+    if (n > 32) return true;
+    int pick = -1;
+    IrRuns best = {0};
+    for (int i = 0; i < n; i++) {
+        IrRuns r;
+        if (!pass_residue(conj[i], &r)) continue;
+        if (pick < 0 || (r.with_q && !best.with_q) ||
+            (r.with_q == best.with_q && r.width * best.mod < best.width * r.mod)) {
+            pick = i;
+            best = r;
+        }
+    }
+    if (pick < 0) return true;
+    f->prune.runs = best;
+    f->prune.mask = pass_fold_expr(c->a, pass_join(c->a, IR_AND, conj, n, pick));
+    return f->prune.mask != NULL;
+}
+
 bool pass_prune(IrFunc *f, PassCtx *ctx) {
     memset(&f->prune, 0, sizeof f->prune);
     if (ctx->no_prune) return true;
     PruneCx c = {.a = f->arena, .f = f};
-    BItv m = bitv(&c, f->mask);
-    KBound kb = kbounds(&c, f->mask, 0);
+    if (!find_runs(&c, f)) {
+        sb_puts(ctx->err, "prune: out of memory\n");
+        return false;
+    }
+    BItv m = bitv(&c, f->prune.mask);
+    KBound kb = kbounds(&c, f->prune.mask, 0);
     f->prune.may_see = pass_fold_expr(c.a, m.may_true);
     f->prune.all_see = pass_fold_expr(c.a, ir_unary(c.a, IR_NOT, m.may_false));
     f->prune.k_lo = pass_fold_expr(c.a, kb.lo ? kb.lo : cint(&c, 0));

@@ -18,5 +18,11 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->sched.rows = 4;
     f->sched.block_k = block_k;
     f->sched.block_q = 64;
+    /* residue classes (k = q mod r): a task's rows split into r classes, so the task holds
+     * 64 rows of each (up to 2048 rows, enough tasks left for threads) */
+    if (f->prune.enabled && f->prune.runs.with_q) {
+        int64_t bq = 64 * f->prune.runs.mod;
+        f->sched.block_q = (int)(bq > 2048 ? 2048 : bq);
+    }
     return true;
 }
