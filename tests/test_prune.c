@@ -62,7 +62,7 @@ static IrExpr *gen_int(Arena *a, int depth) {
 }
 
 typedef struct Stats {
-    long tiles, empty_said, full_said, empty_true, full_true, failures;
+    long tiles, empty_said, full_said, empty_true, full_true, failures, run_pairs;
 } Stats;
 
 static bool eval_bool(IrFunc *f, const IrExpr *e, IrEnv *env) { return ir_eval(f, e, env).i != 0; }
@@ -76,11 +76,24 @@ static bool check_tile(IrFunc *f, int64_t q0, int64_t q1, int64_t k0, int64_t k1
     bool all = eval_bool(f, f->prune.all_see, &env);
     int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
     bool any_vis = false, any_hid = false, ok = true;
+    const IrRuns *r = &f->prune.runs;
     for (int64_t q = q0; q <= q1; q++)
         for (int64_t k = k0; k <= k1; k++) {
             env.q = q;
             env.k = k;
             bool v = eval_bool(f, f->mask, &env);
+            if (r->mod) {
+                /* the trees speak of the run keys; off them the mask must be false, on them
+                 * the reduced mask must equal the mask */
+                int64_t kr = ((k % r->mod) + r->mod) % r->mod, qr = ((q % r->mod) + r->mod) % r->mod;
+                bool in = r->with_q ? kr == qr : kr >= r->base && kr < r->base + r->width;
+                if (!in) {
+                    if (v) ok = false;
+                    continue;
+                }
+                if (eval_bool(f, f->prune.mask, &env) != v) ok = false;
+                st->run_pairs++;
+            }
             any_vis |= v;
             any_hid |= !v;
             if (v && (k < lo || k > hi)) ok = false;
@@ -170,7 +183,17 @@ int main(void) {
     int passed = 0, failed = 0;
     for (int iter = 0; iter < 3000; iter++) {
         IrModule *m = ir_module_new();
-        IrFunc *f = make_func(m, gen_bool(&m->arena, (int)rnd(1, 4)));
+        Arena *a = &m->arena;
+        IrExpr *mask = gen_bool(a, (int)rnd(1, 4));
+        if (mask && rnd(0, 3) == 0) {
+            /* a residue conjunct: k = q (mod r) or k % r OP c, the forms of the run rewriting */
+            IrExpr *rr = ir_const_int(a, rnd(2, 9));
+            IrExpr *res = rnd(0, 1)
+                ? ir_binary(a, IR_EQ, ir_binary(a, IR_MOD, ir_binary(a, IR_SUB, ir_var(a, IR_V_Q), ir_var(a, IR_V_K)), rr), ir_const_int(a, 0))
+                : ir_binary(a, (IrExprOp)rnd(IR_EQ, IR_GE), ir_binary(a, IR_MOD, ir_var(a, IR_V_K), rr), ir_const_int(a, rnd(-1, 9)));
+            mask = rnd(0, 1) ? ir_binary(a, IR_AND, mask, res) : ir_binary(a, IR_AND, res, mask);
+        }
+        IrFunc *f = make_func(m, mask);
         if (!f->mask || !run_prune(f)) {
             failed++;
             ir_module_free(m);
@@ -184,8 +207,13 @@ int main(void) {
         ok ? passed++ : failed++;
         ir_module_free(m);
     }
-    printf("tiles %ld: empty said %ld (true %ld), full said %ld (true %ld)\n", st.tiles,
-           st.empty_said, st.empty_true, st.full_said, st.full_true);
+    printf("tiles %ld: empty said %ld (true %ld), full said %ld (true %ld); pairs on residue runs %ld\n",
+           st.tiles, st.empty_said, st.empty_true, st.full_said, st.full_true, st.run_pairs);
+    /* the generator must reach the residue-run rewriting, or the check above proves nothing */
+    if (st.run_pairs == 0) {
+        fprintf(stderr, "no random mask had residue runs\n");
+        failed++;
+    }
     int p = precision();
     p ? failed++ : passed++;
     printf("%d passed, %d failed\n", passed, failed);
