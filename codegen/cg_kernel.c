@@ -164,6 +164,7 @@ typedef struct PvCtx {
     bool masked;            /* select on the lane masks */
     LLVMValueRef vlast;     /* last key row that may be read */
     int CG;                 /* chunks per pass */
+    LLVMValueRef t0, t1;    /* the key vectors to visit, [t0, t1): NULL for all NT */
 } PvCtx;
 
 /* acc[r][c0 .. c0+n) = acc*alpha + sum_j p[r][j] * V[kb+j][chunk]; c0 may be a run-time
@@ -180,7 +181,8 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), pc->aslot[r][i], va);
         }
     CgLoop lt;
-    LLVMValueRef t = cg_loop_begin(c, &lt, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, 1), "t");
+    LLVMValueRef t = cg_loop_begin(c, &lt, pc->t0 ? pc->t0 : cg_i64(c, 0), pc->t1 ? pc->t1 : cg_i64(c, p->NT),
+                                   cg_i64(c, 1), "t");
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < n; i++) acc[r][i] = cg_load(c, c->vf, pc->aslot[r][i], va);
     LLVMValueRef mvt[16], prow[16];
@@ -217,6 +219,183 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
             cg_store(c, cg_load(c, c->vf, pc->aslot[r][i], va), ap, va);
         }
+}
+
+/* acc = acc*alpha + P V over every V chunk: passes over column groups of CG chunks (a
+ * runtime loop when there are several whole groups, the rest unrolled). */
+static void emit_pv(Kern *k, const Plan *p, PvCtx *pc) {
+    Cg *c = k->c;
+    int CG = pc->CG;
+    int whole = p->VD / p->W / CG;
+    int done = 0;
+    if (whole >= 2) {
+        CgLoop lc;
+        LLVMValueRef gi = cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "cg");
+        emit_pv_cols(k, p, pc, mul(c, gi, cg_i64(c, CG)), CG, p->W);
+        cg_loop_end(c, &lc);
+        done = whole * CG;
+    }
+    for (int c0 = done; c0 < p->VC; c0 += CG) {
+        int n = c0 + CG < p->VC ? CG : p->VC - c0;
+        emit_pv_cols(k, p, pc, cg_i64(c, c0), n, tail_lanes(p->VD, p->W, c0 + n - 1));
+    }
+}
+
+/* Register column groups for P.V: half the register file (32 zmm / 16 ymm or xmm). */
+static int pv_groups(const Plan *p) {
+    int CG = (p->W >= 16 ? 16 : 8) / p->R;
+    if (CG < 1) CG = 1;
+    return CG > p->VC ? p->VC : CG;
+}
+
+/* A partial block for a group of R rows from the packed KT, visiting only the key vectors
+ * some row of the group may see: [t0, t1) from the lane masks, in pairs (two vectors of R
+ * rows: 2R independent FMA chains). A band or a block diagonal crosses a block as a
+ * staircase, so the rows of one group skip the vectors wholly above or below theirs; a
+ * group that sees nothing in the block is skipped (its state stays as it is). */
+static void emit_group_window(Kern *k, LLVMValueRef g) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    const IrFunc *f = k->f;
+    enum { MAXR = 16 };
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef row[MAXR], zero = cg_i64(c, 0);
+    for (int r = 0; r < p->R; r++) row[r] = add(c, g, cg_i64(c, r));
+    /* the window: first and last vector with a visible lane for some row */
+    LLVMValueRef t0 = cg_i64(c, p->NT), t1 = zero;
+    for (int t = p->NT - 1; t >= 0; t--) {
+        LLVMValueRef any = NULL;
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef idx = add(c, mul(c, row[r], cg_i64(c, p->NT)), cg_i64(c, t));
+            LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, idx), 1);
+            any = any ? LLVMBuildOr(b, any, bits, "") : bits;
+        }
+        LLVMValueRef has = LLVMBuildICmp(b, LLVMIntNE, any, LLVMConstNull(k->mbt), "");
+        t0 = LLVMBuildSelect(b, has, cg_i64(c, t), t0, "");
+        t1 = cg_smax(c, t1, LLVMBuildSelect(b, has, cg_i64(c, t + 1), zero, ""));
+    }
+    LLVMBasicBlockRef body = cg_block(c, "win"), done = cg_block(c, "win_done");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, t1, ""), body, done);
+    LLVMPositionBuilderAtEnd(b, body);
+    /* pairs from t0: a second vector at or past t1 is masked off (KT, MB and P have a vector
+     * of padding for it) */
+    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK + p->W, 64, "pw");
+    LLVMValueRef mxs[MAXR], qrow[MAXR];
+    for (int r = 0; r < p->R; r++) {
+        mxs[r] = cg_alloca(c, c->vf, 1, va, "mx");
+        cg_store(c, cg_const_like(c, c->vf, -INFINITY), mxs[r], va);
+        qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
+    }
+    {
+        CgLoop lt;
+        LLVMValueRef tp = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 2), "wt");
+        LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
+        LLVMValueRef s[MAXR][2], slot[MAXR][2];
+        enum { DU = 8 };
+        int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
+        for (int r = 0; r < p->R; r++)
+            for (int j = 0; j < 2; j++) s[r][j] = LLVMConstNull(c->vf);
+        if (dloop) {
+            for (int r = 0; r < p->R; r++)
+                for (int j = 0; j < 2; j++) {
+                    slot[r][j] = cg_alloca(c, c->vf, 1, va, "ws");
+                    cg_store(c, s[r][j], slot[r][j], va);
+                }
+            CgLoop ld;
+            LLVMValueRef d0 = cg_loop_begin(c, &ld, zero, cg_i64(c, dloop), cg_i64(c, DU), "wd");
+            for (int r = 0; r < p->R; r++)
+                for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
+            LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, d0, cg_i64(c, p->BK)), col));
+            for (int dd = 0; dd < DU; dd++) {
+                LLVMValueRef kt[2];
+                for (int j = 0; j < 2; j++)
+                    kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + j * p->W)), va);
+                for (int r = 0; r < p->R; r++) {
+                    LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], add(c, d0, cg_i64(c, dd))), 4));
+                    for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
+                }
+            }
+            for (int r = 0; r < p->R; r++)
+                for (int j = 0; j < 2; j++) cg_store(c, s[r][j], slot[r][j], va);
+            cg_loop_end(c, &ld);
+            for (int r = 0; r < p->R; r++)
+                for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
+        }
+        for (int d = dloop; d < p->QK; d++) {
+            LLVMValueRef kt[2];
+            for (int j = 0; j < 2; j++)
+                kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK + j * p->W), col)), va);
+            for (int r = 0; r < p->R; r++) {
+                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
+                for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
+            }
+        }
+        /* score mod, mask, running max; the scores wait in P */
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef mx = cg_load(c, c->vf, mxs[r], va);
+            for (int j = 0; j < 2; j++) {
+                LLVMValueRef t = add(c, tp, cg_i64(c, j));
+                LLVMValueRef mv = row_bits(k, row[r], t);
+                if (j) mv = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, t1, ""), mv, LLVMConstNull(c->vi1), "");
+                LLVMValueRef sv = s[r][j];
+                if (f->score) {
+                    env_row(k, row[r]);
+                    k->env.k = kvec(k, add(c, k->kb, mul(c, t, cg_i64(c, p->W))));
+                    k->env.score = sv;
+                    sv = cg_expr_vec(c, &k->env, f->score, mv);
+                    k->env.score = NULL;
+                }
+                sv = LLVMBuildSelect(b, mv, sv, cg_const_like(c, c->vf, -INFINITY), "");
+                mx = cg_intr2(c, "llvm.maxnum", mx, sv);
+                cg_store(c, sv, cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK + j * p->W), col)), va);
+            }
+            cg_store(c, mx, mxs[r], va);
+        }
+        cg_loop_end(c, &lt);
+    }
+    /* online softmax over the window */
+    LLVMValueRef as[MAXR], msp[MAXR], sums[MAXR];
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef bm = cg_hmax(c, cg_load(c, c->vf, mxs[r], va));
+        LLVMValueRef mp = cg_gep(c, c->f32, k->M, row[r]);
+        LLVMValueRef lp = cg_gep(c, c->f32, k->L, row[r]);
+        LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
+        LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
+        LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
+        LLVMValueRef m_use = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
+        msp[r] = cg_splat(c, m_use);
+        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, m_use, ""));
+        as[r] = cg_splat(c, alpha);
+        cg_store(c, m_new, mp, 4);
+        sums[r] = cg_alloca(c, c->vf, 1, va, "ps");
+        cg_store(c, LLVMConstNull(c->vf), sums[r], va);
+        cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp, 4), alpha, ""), lp, 4);
+    }
+    {
+        CgLoop lt;
+        LLVMValueRef t = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "we");
+        LLVMValueRef col = mul(c, t, cg_i64(c, p->W));
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef pp = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), col));
+            LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), msp[r], ""));
+            cg_store(c, pv, pp, va);
+            cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sums[r], va), pv, ""), sums[r], va);
+        }
+        cg_loop_end(c, &lt);
+    }
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef lp = cg_gep(c, c->f32, k->L, row[r]);
+        cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->f32, lp, 4), cg_hsum(c, cg_load(c, c->vf, sums[r], va)), ""), lp, 4);
+    }
+    int CG = pv_groups(p);
+    LLVMValueRef aslot[MAXR][16];
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
+    PvCtx pc = {row, P, as, aslot, true, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), CG, t0, t1};
+    emit_pv(k, p, &pc);
+    LLVMBuildBr(b, done);
+    LLVMPositionBuilderAtEnd(b, done);
 }
 
 static void transpose(Cg *c, LLVMValueRef *rows);
@@ -386,9 +565,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     }
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
-    int CG = (p->W >= 16 ? 16 : 8) / p->R; /* half the register file: 32 zmm / 16 ymm or xmm */
-    if (CG < 1) CG = 1;
-    if (CG > p->VC) CG = p->VC;
+    int CG = pv_groups(p);
     LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
     /* P to scratch: the key loop below runs over the W-key vectors at run time and reads p as
      * broadcast scalars */
@@ -399,21 +576,8 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     LLVMValueRef aslot[MAXR][16];
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
-    PvCtx pc = {row, P, as, aslot, masked, vlast, CG};
-    /* groups of CG whole chunks in a runtime loop when there are several, the rest unrolled */
-    int whole = p->VD / p->W / CG;
-    int done = 0;
-    if (whole >= 2) {
-        CgLoop lc;
-        LLVMValueRef gi = cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "cg");
-        emit_pv_cols(k, p, &pc, mul(c, gi, cg_i64(c, CG)), CG, p->W);
-        cg_loop_end(c, &lc);
-        done = whole * CG;
-    }
-    for (int c0 = done; c0 < p->VC; c0 += CG) {
-        int n = c0 + CG < p->VC ? CG : p->VC - c0;
-        emit_pv_cols(k, p, &pc, cg_i64(c, c0), n, tail_lanes(p->VD, p->W, c0 + n - 1));
-    }
+    PvCtx pc = {row, P, as, aslot, masked, vlast, CG, NULL, NULL};
+    emit_pv(k, p, &pc);
 }
 
 /* In-register transpose of W rows of W floats: log2(W) rounds of interleaving row i with
@@ -711,7 +875,10 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBasicBlockRef join = cg_block(c, "group_done");
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
-        emit_group(k, g, true, p->R, false);
+        if (p->NT % 2 == 0)
+            emit_group_window(k, g);
+        else
+            emit_group(k, g, true, p->R, false);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
         emit_group(k, g, false, p->R, false);
@@ -907,11 +1074,11 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     /* scratch */
     k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
     k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
-    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
+    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK + p->W, 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
     k->M = cg_alloca(c, c->f32, p->BQ, 64, "m");
     k->L = cg_alloca(c, c->f32, p->BQ, 64, "l");
-    k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT, 64, "mbits");
+    k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT + 1, 64, "mbits");
     LLVMValueRef err_slot = cg_alloca(c, c->i1, 1, 1, "err");
     LLVMValueRef dummy = cg_alloca(c, c->i64, 1, 8, "dummy");
     cg_store(c, cg_bool(c, false), err_slot, 1);

@@ -4,7 +4,10 @@
  *   lse = log sum_i exp(lse_i),   o = sum_i exp(lse_i - lse) o_i
  * is exactly the attention over the union. */
 #include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "rt_internal.h"
 
@@ -85,6 +88,69 @@ done:
     return st;
 }
 
+/* The fused launch of disjoint key domains: a task computes one query tile of one (b, h) with
+ * every domain's tile function, domain 0 straight into o and the others into task-local
+ * scratch (L2-sized, not the whole output), and merges the tile there, so the domains cost
+ * their visible pairs and no pass over memory. */
+typedef struct RtDomains {
+    const attn_rt_desc *const *descs;
+    const attn_rt_args *args; /* [n], checked, summaries built */
+    int n;
+    int64_t heads, dv, block_q, ntiles;
+    atomic_int failed;        /* 1: an input index out of bounds, 2: out of memory */
+} RtDomains;
+
+static void rt_domains_task(void *ctx, int64_t t) {
+    RtDomains *dm = ctx;
+    if (atomic_load_explicit(&dm->failed, memory_order_relaxed)) return;
+    int64_t bh = dm->args[0].batch * dm->heads;
+    int64_t tile = dm->ntiles - 1 - t / bh, r = t % bh; /* heavy (late) tiles first */
+    int64_t b = r / dm->heads, h = r % dm->heads;
+    const attn_rt_args *a0 = &dm->args[0];
+    int64_t q0 = tile * dm->block_q, q1 = q0 + dm->block_q;
+    if (q1 > a0->q_len) q1 = a0->q_len;
+    int64_t rows = q1 - q0, n = dm->n, dv = dm->dv;
+    /* [n-1][rows][dv] partial outputs, then [n][rows] log-sum-exps */
+    float *po = malloc(sizeof(float) * (size_t)(rows * ((n - 1) * dv + n)));
+    if (!po) {
+        atomic_store_explicit(&dm->failed, 2, memory_order_relaxed);
+        return;
+    }
+    float *pl = po + (n - 1) * rows * dv;
+    for (int i = 0; i < n; i++) {
+        attn_rt_args a = dm->args[i];
+        if (i > 0) {
+            /* row q of this tile at po[i-1][q - q0]: the base sits q0 rows before the scratch */
+            a.o = (void *)((uintptr_t)(po + (i - 1) * rows * dv) - (uintptr_t)(q0 * dv) * sizeof(float));
+            a.o_stride[0] = a.o_stride[1] = 0;
+            a.o_stride[2] = dv;
+        }
+        a.lse = (float *)((uintptr_t)(pl + i * rows) - (uintptr_t)q0 * sizeof(float));
+        a.lse_stride[0] = a.lse_stride[1] = 0;
+        if (dm->descs[i]->tile(&a, b, h, q0, q1) != 0) atomic_store_explicit(&dm->failed, 1, memory_order_relaxed);
+    }
+    float *lse_out = a0->lse ? a0->lse + b * a0->lse_stride[0] + h * a0->lse_stride[1] : NULL;
+    for (int64_t i = 0; i < rows; i++) {
+        float m = -INFINITY;
+        for (int p = 0; p < n; p++) m = fmaxf(m, pl[p * rows + i]);
+        float *o = (float *)a0->o + b * a0->o_stride[0] + h * a0->o_stride[1] + (q0 + i) * a0->o_stride[2];
+        float w0 = m > -INFINITY && pl[i] > -INFINITY ? expf(pl[i] - m) : 0.0f, s = w0;
+        for (int64_t d = 0; d < dv; d++) o[d] *= w0; /* o is 0 where domain 0 saw nothing */
+        for (int p = 1; p < n && m > -INFINITY; p++) {
+            float l = pl[p * rows + i];
+            if (l == -INFINITY) continue; /* a domain that saw no key */
+            float w = expf(l - m);
+            s += w;
+            const float *op = po + ((p - 1) * rows + i) * dv;
+            for (int64_t d = 0; d < dv; d++) o[d] += w * op[d];
+        }
+        float inv = s > 0 ? 1.0f / s : 0.0f;
+        for (int64_t d = 0; d < dv; d++) o[d] *= inv;
+        if (lse_out) lse_out[q0 + i] = s > 0 ? m + logf(s) : -INFINITY;
+    }
+    free(po);
+}
+
 attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, const attn_call *call,
                                    attn_rt_pool *pool, attn_error *err) {
     if (!descs || !call) return rt_error(err, ATTN_ERR_NULL, "launch_domains: descs and call are required");
@@ -96,6 +162,43 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
     if (descs[0]->dtype != ATTN_F32)
         return rt_error(err, ATTN_ERR_DTYPE, "launch_domains: domains merge f32 outputs only");
     int64_t H = descs[0]->heads, dv = descs[0]->v_dim;
+    for (int i = 1; i < n; i++)
+        if (!descs[i] || descs[i]->heads != H || descs[i]->v_dim != dv || descs[i]->dtype != ATTN_F32)
+            return rt_error(err, ATTN_ERR_ARG, "launch_domains: domain %d differs from domain 0 in heads, v_dim or dtype", i);
+    int threads = call->threads;
+    if (threads == 0) threads = pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
+    if (threads < 1) threads = 1;
+    int64_t bq = 0;
+    for (int i = 0; i < n; i++) bq = descs[i]->block_q > bq ? descs[i]->block_q : bq;
+    int64_t ntiles = (a.q_len + bq - 1) / bq;
+    if (a.batch * H * ntiles >= threads && descs[0]->tile) {
+        /* enough tiles for the threads: fused (else each domain's launch may split the keys) */
+        attn_rt_args *args = calloc((size_t)n, sizeof *args);
+        if (!args) return rt_error(err, ATTN_ERR_NOMEM, "launch_domains: out of memory");
+        for (int i = 0; i < n && st == ATTN_OK; i++) {
+            attn_call c = *call;
+            c.q_offset = a.q_offset;
+            if (!descs[i]->tile)
+                st = rt_error(err, ATTN_ERR_NULL, "launch_domains: domain %d has no tile function", i);
+            else if ((st = attn_rt_check(descs[i], &c, &args[i], err)) == ATTN_OK)
+                st = rt_summaries_build(descs[i], &args[i], err);
+        }
+        if (st == ATTN_OK) {
+            RtDomains dm = {.descs = descs, .args = args, .n = n, .heads = H, .dv = dv, .block_q = bq, .ntiles = ntiles};
+            atomic_init(&dm.failed, 0);
+            int64_t ntasks = a.batch * H * ntiles;
+            attn_rt_pool *own = NULL;
+            if (!pool && threads > 1 && ntasks > 1) pool = own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
+            rt_parallel_for_n(pool, threads, ntasks, rt_domains_task, &dm);
+            attn_rt_pool_destroy(own);
+            int failed = atomic_load(&dm.failed);
+            if (failed == 1) st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+            if (failed == 2) st = rt_error(err, ATTN_ERR_NOMEM, "launch_domains: out of memory for a tile's partial outputs");
+        }
+        for (int i = 0; i < n; i++) rt_summaries_free(&args[i]);
+        free(args);
+        return st == ATTN_OK ? rt_ok(err) : st;
+    }
     size_t no = (size_t)(a.batch * H * a.q_len * dv), nl = (size_t)(a.batch * H * a.q_len);
     float *scratch = malloc(sizeof(float) * (no + nl) * (size_t)n);
     attn_tensor *po = malloc(sizeof(attn_tensor) * (size_t)n), *pl = malloc(sizeof(attn_tensor) * (size_t)n);
