@@ -65,6 +65,7 @@ typedef struct Kern {
     /* The group entry: task row r is query q0 + r % nq of head gtab[r / nq]; the tensor bases
      * are at head 0 and a row's address adds head * (head stride). */
     bool grouped;
+    int gsize;                                 /* heads per group (grouped) */
     LLVMValueRef gtab, gq0, gnq;               /* i32 *heads of the group; q0; nq (i64) */
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
 } Kern;
@@ -423,6 +424,31 @@ static LLVMValueRef reduce_rows(Cg *c, LLVMValueRef *part) {
     return part[0];
 }
 
+/* Prefetches row `row`'s share of the K and V lines of key `key` (decode streams K/V from
+ * memory with little else in flight): the G rows of a group split a key's lines, so each key's
+ * prefetches spread over the row passes instead of a burst per block that fills the miss
+ * buffers and stalls. Prefetches never fault: no bounds needed. */
+static void prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    int per_line = 64 / (k->dt == ATTN_F32 ? 4 : 2);
+    int kl = (p->QK + per_line - 1) / per_line, vl = (p->VD + per_line - 1) / per_line;
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    LLVMTypeRef pt = c->ptr;
+    LLVMValueRef share = LLVMBuildURem(b, row, cg_i64(c, k->gsize), "");
+    struct { LLVMValueRef base, stride; int lines; } t[2] = {{k->kbase, k->ks2, kl}, {k->vbase, k->vs2, vl}};
+    for (int w = 0; w < 2; w++) {
+        int m = (t[w].lines + k->gsize - 1) / k->gsize;
+        LLVMValueRef first = mul(c, mul(c, share, cg_i64(c, m)), cg_i64(c, per_line));
+        LLVMValueRef rowp = cg_gep(c, et, t[w].base, add(c, mul(c, krow(k, key), t[w].stride), first));
+        for (int i = 0; i < m; i++) {
+            LLVMValueRef args[4] = {cg_gep(c, et, rowp, cg_i64(c, (int64_t)i * per_line)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+            cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+        }
+    }
+}
+
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
  * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
  * keys may pass the end (a tail block). */
@@ -443,6 +469,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t, bool clamp) {
         LLVMValueRef key = add(c, k->kb, cg_i64(c, t * p->W + j));
         if (clamp) key = cg_smin(c, key, klast);
         LLVMValueRef koff = mul(c, krow(k, key), k->ks2);
+        if (k->grouped) prefetch_key(k, row, add(c, key, cg_i64(c, 2 * (int64_t)p->BK)));
         LLVMValueRef acc = LLVMConstNull(c->vf);
         for (int ch = 0; ch < nch; ch++) {
             LLVMValueRef kv = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
@@ -463,7 +490,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
     const Plan *p = &pl;
     const IrFunc *f = k->f;
     enum { MAXR = 16, MAXT = 8 };
-    LLVMValueRef s[MAXR][MAXT], mv[MAXR][MAXT];
+    LLVMValueRef s[MAXR][MAXT] = {{0}}, mv[MAXR][MAXT] = {{0}};
     LLVMValueRef row[MAXR];
     unsigned va = (unsigned)(p->W * 4);
 
@@ -640,30 +667,6 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     k->env.tag = -1;
 }
 
-/* Prefetches the K and V rows of the BK keys `ahead` keys past the block (decode streams K/V
- * from memory with little else in flight). Prefetches never fault: no bounds needed. */
-static void prefetch_kv(Kern *k, int64_t ahead) {
-    Cg *c = k->c;
-    const Plan *p = &k->p;
-    int es = k->dt == ATTN_F32 ? 4 : 2;
-    int per_line = 64 / es;
-    CgLoop lj;
-    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "pf");
-    LLVMValueRef key = krow(k, add(c, add(c, k->kb, j), cg_i64(c, ahead)));
-    LLVMTypeRef et = cg_elem_type(c, k->dt);
-    LLVMTypeRef pt = c->ptr;
-    struct { LLVMValueRef base, stride; int dim; } t[2] = {{k->kbase, k->ks2, p->QK}, {k->vbase, k->vs2, p->VD}};
-    for (int w = 0; w < 2; w++) {
-        LLVMValueRef row = mul(c, key, t[w].stride);
-        for (int e = 0; e < t[w].dim; e += per_line) {
-            LLVMValueRef idx = add(c, row, cg_i64(c, e));
-            LLVMValueRef args[4] = {LLVMBuildGEP2(c->b, et, t[w].base, &idx, 1, ""), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
-            cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
-        }
-    }
-    cg_loop_end(c, &lj);
-}
-
 /* Up to this many rows in a chunk, scoring straight from K beats packing KT. */
 static int dot_rows(const Plan *p) { return p->R > 8 ? p->R : 8; }
 
@@ -817,7 +820,6 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     if (k->grouped) {
         /* the heads of a group (decode): compute-bound now that K/V is read once for all of
          * them, so full blocks get a variant without the lane selects */
-        prefetch_kv(k, 2 * (int64_t)p->BK);
         CgLoop lr;
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
         LLVMBasicBlockRef bm = cg_block(c, "dotrow_masked");
@@ -1029,6 +1031,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         if (G) {
             kvh = cg_smin(c, cg_smax(c, h, cg_i64(c, 0)), cg_i64(c, f->kv_heads - 1));
             k->grouped = true;
+            k->gsize = G;
             k->gtab = cg_gep(c, c->i32, g, mul(c, kvh, cg_i64(c, G)));
             k->gq0 = q0;
             k->gnq = cg_smax(c, LLVMBuildSub(b, q1, q0, ""), cg_i64(c, 1));
