@@ -181,31 +181,40 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
             cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), pc->aslot[r][i], va);
         }
+    /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits) */
+    enum { LU = 4 };
+    int lu = p->W < LU ? p->W : LU;
     CgLoop lt;
-    LLVMValueRef t = cg_loop_begin(c, &lt, pc->t0 ? pc->t0 : cg_i64(c, 0), pc->t1 ? pc->t1 : cg_i64(c, p->NT),
-                                   cg_i64(c, 1), "t");
+    LLVMValueRef j0 = cg_loop_begin(c, &lt, mul(c, pc->t0 ? pc->t0 : cg_i64(c, 0), cg_i64(c, p->W)),
+                                    mul(c, pc->t1 ? pc->t1 : cg_i64(c, p->NT), cg_i64(c, p->W)), cg_i64(c, lu), "t");
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < n; i++) acc[r][i] = cg_load(c, c->vf, pc->aslot[r][i], va);
-    LLVMValueRef mvt[16], prow[16];
-    LLVMValueRef tw = mul(c, t, cg_i64(c, p->W));
-    for (int r = 0; r < p->R; r++) {
-        prow[r] = cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK), tw));
-        if (pc->masked) {
-            mvt[r] = row_bits(k, pc->row[r], t);
+    LLVMValueRef mbits[16];
+    if (pc->masked) {
+        LLVMValueRef t = LLVMBuildUDiv(b, j0, cg_i64(c, p->W), "");
+        LLVMValueRef sh = LLVMBuildTrunc(b, LLVMBuildURem(b, j0, cg_i64(c, p->W), ""), k->mbt, "");
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef idx = add(c, mul(c, pc->row[r], cg_i64(c, p->NT)), t);
+            LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, idx), 1);
+            if (k->part_rt) bits = LLVMBuildSelect(b, k->part_rt, bits, LLVMConstAllOnes(k->mbt), "");
+            mbits[r] = LLVMBuildLShr(b, bits, sh, "");
         }
     }
-    LLVMValueRef kt0 = add(c, k->kb, tw);
-    for (int lane = 0; lane < p->W; lane++) {
-        LLVMValueRef key = add(c, kt0, cg_i64(c, lane));
+    for (int l = 0; l < lu; l++) {
+        LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, l));
         if (pc->masked) key = cg_smin(c, key, pc->vlast);
         LLVMValueRef voff = mul(c, krow(k, key), k->vs2);
         LLVMValueRef vv[16];
         for (int i = 0; i < n; i++)
             vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
         for (int r = 0; r < p->R; r++) {
-            LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, prow[r], cg_i64(c, lane)), 4));
+            LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK + l), j0)), 4));
             /* a vector condition: a scalar one may become a branch on random mask bits */
-            LLVMValueRef bit = pc->masked ? cg_splat(c, LLVMBuildExtractElement(b, mvt[r], cg_i32(c, lane), "")) : NULL;
+            LLVMValueRef bit = NULL;
+            if (pc->masked) {
+                LLVMValueRef one = LLVMBuildAnd(b, LLVMBuildLShr(b, mbits[r], LLVMConstInt(k->mbt, (unsigned)l, 0), ""), LLVMConstInt(k->mbt, 1, 0), "");
+                bit = cg_splat(c, LLVMBuildICmp(b, LLVMIntNE, one, LLVMConstNull(k->mbt), ""));
+            }
             for (int i = 0; i < n; i++) {
                 LLVMValueRef nv = cg_fma(c, pj, vv[i], acc[r][i]);
                 acc[r][i] = pc->masked ? LLVMBuildSelect(b, bit, nv, acc[r][i], "") : nv;
@@ -249,15 +258,21 @@ static int pv_groups(const Plan *p) {
     return CG > p->VC ? p->VC : CG;
 }
 
-/* A partial block for a group of R rows from the packed KT, visiting only the key vectors
- * some row of the group may see: [t0, t1) from the lane masks, in pairs (two vectors of R
- * rows: 2R independent FMA chains). A band or a block diagonal crosses a block as a
- * staircase, so the rows of one group skip the vectors wholly above or below theirs; a
- * group that sees nothing in the block is skipped (its state stays as it is). */
-static void emit_group_window(Kern *k, LLVMValueRef g) {
+static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp);
+
+/* A group of nr rows against the key block in runtime loops over its key vectors (compact
+ * code): scores to scratch with a running max, then exp, then P.V. `masked` (a partial
+ * block): visit only the vectors some row of the group may see, [t0, t1) from the lane
+ * masks (a band or a block diagonal crosses a block as a staircase, so the rows of one group
+ * skip the vectors wholly above or below theirs; a group that sees nothing is skipped, its
+ * state as it is). `dot`: scores straight from K, a vector at a time (few rows, decode);
+ * else from the packed KT in pairs of vectors (2 nr independent FMA chains; NT even). */
+static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    Plan pl = k->p;
+    pl.R = nr;
+    const Plan *p = &pl;
     const IrFunc *f = k->f;
     enum { MAXR = 16 };
     unsigned va = (unsigned)(p->W * 4);
@@ -265,7 +280,7 @@ static void emit_group_window(Kern *k, LLVMValueRef g) {
     for (int r = 0; r < p->R; r++) row[r] = add(c, g, cg_i64(c, r));
     /* the window: first and last vector with a visible lane for some row */
     LLVMValueRef t0 = cg_i64(c, p->NT), t1 = zero;
-    for (int t = p->NT - 1; t >= 0; t--) {
+    for (int t = masked ? p->NT - 1 : -1; t >= 0; t--) {
         LLVMValueRef any = NULL;
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef idx = add(c, mul(c, row[r], cg_i64(c, p->NT)), cg_i64(c, t));
@@ -275,6 +290,14 @@ static void emit_group_window(Kern *k, LLVMValueRef g) {
         LLVMValueRef has = LLVMBuildICmp(b, LLVMIntNE, any, LLVMConstNull(k->mbt), "");
         t0 = LLVMBuildSelect(b, has, cg_i64(c, t), t0, "");
         t1 = cg_smax(c, t1, LLVMBuildSelect(b, has, cg_i64(c, t + 1), zero, ""));
+    }
+    if (!masked) {
+        t0 = zero;
+        t1 = cg_i64(c, p->NT);
+    } else if (k->part_rt) {
+        /* the masked code also serves full blocks: every vector */
+        t0 = LLVMBuildSelect(b, k->part_rt, t0, zero, "");
+        t1 = LLVMBuildSelect(b, k->part_rt, t1, cg_i64(c, p->NT), "");
     }
     LLVMBasicBlockRef body = cg_block(c, "win"), done = cg_block(c, "win_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, t1, ""), body, done);
@@ -290,9 +313,13 @@ static void emit_group_window(Kern *k, LLVMValueRef g) {
     }
     {
         CgLoop lt;
-        LLVMValueRef tp = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 2), "wt");
+        int per = dot ? 1 : 2; /* vectors per iteration */
+        LLVMValueRef tp = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, per), "wt");
         LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
         LLVMValueRef s[MAXR][2], slot[MAXR][2];
+        if (dot) {
+            for (int r = 0; r < p->R; r++) s[r][0] = dot_scores(k, row[r], add(c, k->kb, col), masked);
+        } else {
         enum { DU = 8 };
         int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
         for (int r = 0; r < p->R; r++)
@@ -332,12 +359,13 @@ static void emit_group_window(Kern *k, LLVMValueRef g) {
                 for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
             }
         }
+        }
         /* score mod, mask, running max; the scores wait in P */
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef mx = cg_load(c, c->vf, mxs[r], va);
-            for (int j = 0; j < 2; j++) {
+            for (int j = 0; j < per; j++) {
                 LLVMValueRef t = add(c, tp, cg_i64(c, j));
-                LLVMValueRef mv = row_bits(k, row[r], t);
+                LLVMValueRef mv = masked ? row_bits(k, row[r], t) : cg_lane_mask(c, p->W);
                 if (j) mv = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, t1, ""), mv, LLVMConstNull(c->vi1), "");
                 LLVMValueRef sv = s[r][j];
                 if (f->score) {
@@ -347,7 +375,7 @@ static void emit_group_window(Kern *k, LLVMValueRef g) {
                     sv = cg_expr_vec(c, &k->env, f->score, mv);
                     k->env.score = NULL;
                 }
-                sv = LLVMBuildSelect(b, mv, sv, cg_const_like(c, c->vf, -INFINITY), "");
+                if (masked || j) sv = LLVMBuildSelect(b, mv, sv, cg_const_like(c, c->vf, -INFINITY), "");
                 mx = cg_intr2(c, "llvm.maxnum", mx, sv);
                 cg_store(c, sv, cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK + j * p->W), col)), va);
             }
@@ -393,7 +421,7 @@ static void emit_group_window(Kern *k, LLVMValueRef g) {
     LLVMValueRef aslot[MAXR][16];
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
-    PvCtx pc = {row, P, as, aslot, true, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), CG, t0, t1};
+    PvCtx pc = {row, P, as, aslot, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), CG, t0, t1};
     emit_pv(k, p, &pc);
     LLVMBuildBr(b, done);
     LLVMPositionBuilderAtEnd(b, done);
@@ -452,7 +480,7 @@ static void prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) {
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
  * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
  * keys may pass the end (a tail block). */
-static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t, bool clamp) {
+static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp) {
     Cg *c = k->c;
     const Plan *p = &k->p;
     LLVMValueRef qv[CG_MAX_CHUNKS], part[64];
@@ -466,7 +494,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t, bool clamp) {
     }
     LLVMValueRef klast = LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), "");
     for (int j = 0; j < p->W; j++) {
-        LLVMValueRef key = add(c, k->kb, cg_i64(c, t * p->W + j));
+        LLVMValueRef key = add(c, first, cg_i64(c, j));
         if (clamp) key = cg_smin(c, key, klast);
         LLVMValueRef koff = mul(c, krow(k, key), k->ks2);
         if (k->grouped) prefetch_key(k, row, add(c, key, cg_i64(c, 2 * (int64_t)p->BK)));
@@ -480,14 +508,13 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, int t, bool clamp) {
     return reduce_rows(c, part);
 }
 
-/* One group of `nr` rows against the key block; `masked`: apply MB and the kv tail; `dot`:
- * scores from K directly (few rows), else from the packed KT. */
-static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
+/* One group of R rows against the packed KT of the key block, unrolled over the block's
+ * vectors (the full blocks' code: every FMA chain in registers); `masked`: apply MB and the
+ * kv tail. */
+static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    Plan pl = k->p;
-    pl.R = nr;
-    const Plan *p = &pl;
+    const Plan *p = &k->p;
     const IrFunc *f = k->f;
     enum { MAXR = 16, MAXT = 8 };
     LLVMValueRef s[MAXR][MAXT] = {{0}}, mv[MAXR][MAXT] = {{0}};
@@ -499,14 +526,11 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked, int nr, bool dot) {
         for (int t = 0; t < p->NT; t++) s[r][t] = LLVMConstNull(c->vf);
     }
     /* scores */
-    if (dot) {
-        for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < p->NT; t++) s[r][t] = dot_scores(k, row[r], t, masked);
-    } else {
+    {
         LLVMValueRef qrow[MAXR];
         for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
         /* d in a runtime loop of DU-wide unrolled steps (compile time), the rest unrolled */
-        enum { DU = 16 };
+        enum { DU = 8 };
         int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
         LLVMValueRef slot[MAXR][MAXT];
         if (dloop) {
@@ -827,10 +851,10 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBasicBlockRef join = cg_block(c, "dotrow_done");
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
-        emit_group(k, r, true, 1, true);
+        emit_group_loop(k, r, 1, true, true);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
-        emit_group(k, r, false, 1, true);
+        emit_group_loop(k, r, 1, false, true);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
         cg_loop_end(c, &lr);
@@ -839,7 +863,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
         /* one variant for full and partial blocks: decode is bound by reading K and V */
         k->part_rt = part;
-        emit_group(k, r, true, 1, true);
+        emit_group_loop(k, r, 1, true, true);
         k->part_rt = NULL;
         cg_loop_end(c, &lr);
     }
@@ -878,12 +902,12 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
         if (p->NT % 2 == 0)
-            emit_group_window(k, g);
+            emit_group_loop(k, g, p->R, true, false);
         else
-            emit_group(k, g, true, p->R, false);
+            emit_group(k, g, true);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
-        emit_group(k, g, false, p->R, false);
+        emit_group(k, g, false);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
         cg_loop_end(c, &lg);

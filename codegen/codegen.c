@@ -147,15 +147,23 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, StrBuf *err)
     return tm;
 }
 
-/* The IR pass pipeline of -O<level> (LLVM's unrolling and vectorizers stay off in all). Measured
- * on causal 4096, 1 thread, Zen 5 (docs/codegen.md, "Compile time"): -O3 keeps default<O3>, the
- * fastest kernels; -O1 and -O2 take LLVM's O1 pipeline (compile ~20% faster, kernels 0-10%
- * slower; a shorter sroa/early-cse/instcombine/simplifycfg cost 25% of kernel speed); -O0 runs
- * nothing and selects with FastISel (~80 ms, ~75% of -O3's speed). */
-static const char *cg_pipeline(int level) {
+/* The IR pass pipeline of -O<level> (LLVM's unrolling and vectorizers stay off in all). The
+ * generator emits vector code with loop-carried values in stack slots, so -O3 needs what
+ * promotes them and hoists out of the loops: SROA, early CSE, instcombine, LICM around loop
+ * rotation, index-variable and dead-code cleanups (a fifth of default<O3>'s time, prefill
+ * kernels as fast: docs/codegen.md, "Compile time"). A module with a group function (GQA/MQA
+ * decode) keeps default<O3>: its few-rows path measured ~10% faster with it. -O1/-O2 take
+ * LLVM's O1; -O0 runs nothing and selects with FastISel. instcombine never verifies its
+ * fixpoint: that check aborts the process. */
+static const char *cg_pipeline(int level, bool group) {
     if (level <= 0) return "default<O0>";
     if (level <= 2) return "default<O1>";
-    return "default<O3>";
+    if (group) return "default<O3>";
+    return "function(simplifycfg,sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,reassociate,"
+           "loop-mssa(loop-instsimplify,loop-simplifycfg,licm<no-allowspeculation>,loop-rotate,"
+           "licm<allowspeculation>,simple-loop-unswitch),simplifycfg,instcombine<no-verify-fixpoint>,"
+           "loop(loop-idiom,indvars,loop-deletion),sroa,memcpyopt,sccp,bdce,instcombine<no-verify-fixpoint>,"
+           "adce,simplifycfg,instcombine<no-verify-fixpoint>)";
 }
 
 /* Builds, verifies and optimizes the module of `funcs` in `ctx` for `tm`. NULL on error. */
@@ -207,7 +215,9 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
         LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
         LLVMPassBuilderOptionsSetLoopVectorization(po, 0);
         LLVMPassBuilderOptionsSetSLPVectorization(po, 0);
-        LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(t ? t->opt_level : 3), tm, po);
+        bool group = false;
+        for (int i = 0; i < n; i++) group |= cg_group_size(funcs[i]) > 0;
+        LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(t ? t->opt_level : 3, group), tm, po);
         LLVMDisposePassBuilderOptions(po);
         if (e) {
             cg_report_error(err, "optimization failed", e);
