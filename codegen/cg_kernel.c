@@ -590,40 +590,48 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
             if (masked) s[r][t] = LLVMBuildSelect(b, mv[r][t], s[r][t], cg_const_like(c, c->vf, -INFINITY), "");
         }
     }
-    /* online softmax */
-    LLVMValueRef pv[MAXR][MAXT], as[MAXR];
+    /* online softmax: the scores wait in P (the key loop of P.V reads p as broadcast scalars),
+     * exp in a runtime loop over the block's vectors (compact code) */
+    LLVMValueRef as[MAXR], msp[MAXR], sums[MAXR], lp[MAXR];
+    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef mx = s[r][0];
         for (int t = 1; t < p->NT; t++) mx = cg_intr2(c, "llvm.maxnum", mx, s[r][t]);
+        for (int t = 0; t < p->NT; t++)
+            cg_store(c, s[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
         LLVMValueRef bm = cg_hmax(c, mx);
         LLVMValueRef mp = cg_gep(c, c->f32, k->M, row[r]);
-        LLVMValueRef lp = cg_gep(c, c->f32, k->L, row[r]);
+        lp[r] = cg_gep(c, c->f32, k->L, row[r]);
         LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
         LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
         LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
         LLVMValueRef m_use = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
-        LLVMValueRef msplat = cg_splat(c, m_use);
-        LLVMValueRef psum = NULL;
-        for (int t = 0; t < p->NT; t++) {
-            pv[r][t] = cg_exp(c, LLVMBuildFSub(b, s[r][t], msplat, ""));
-            psum = psum ? LLVMBuildFAdd(b, psum, pv[r][t], "") : pv[r][t];
-        }
+        msp[r] = cg_splat(c, m_use);
         LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, m_use, ""));
-        LLVMValueRef l = cg_fma(c, cg_load(c, c->f32, lp, 4), alpha, cg_hsum(c, psum));
-        cg_store(c, l, lp, 4);
+        cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp[r], 4), alpha, ""), lp[r], 4);
         cg_store(c, m_new, mp, 4);
         as[r] = cg_splat(c, alpha);
+        sums[r] = cg_alloca(c, c->vf, 1, va, "ps");
+        cg_store(c, LLVMConstNull(c->vf), sums[r], va);
     }
+    {
+        CgLoop lt;
+        LLVMValueRef t = cg_loop_begin(c, &lt, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, 1), "e");
+        LLVMValueRef col = mul(c, t, cg_i64(c, p->W));
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef pp = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), col));
+            LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), msp[r], ""));
+            cg_store(c, pv, pp, va);
+            cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sums[r], va), pv, ""), sums[r], va);
+        }
+        cg_loop_end(c, &lt);
+    }
+    for (int r = 0; r < p->R; r++)
+        cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->f32, lp[r], 4), cg_hsum(c, cg_load(c, c->vf, sums[r], va)), ""), lp[r], 4);
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
     int CG = pv_groups(p);
     LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
-    /* P to scratch: the key loop below runs over the W-key vectors at run time and reads p as
-     * broadcast scalars */
-    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
-    for (int r = 0; r < p->R; r++)
-        for (int t = 0; t < p->NT; t++)
-            cg_store(c, pv[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
     LLVMValueRef aslot[MAXR][16];
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
@@ -870,25 +878,35 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bpack);
     {
-        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d], zero past the keys */
+        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d], zero past the keys;
+         * whole chunks of d in a runtime loop, a tail chunk after it */
         CgLoop lj;
         LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, p->W), "kj");
-        LLVMValueRef rows[64];
         LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
-        for (int ch = 0; ch * p->W < p->QK; ch++) {
-            int n = tail_lanes(p->QK, p->W, ch);
+        LLVMValueRef koff[64], valid[64];
+        for (int r = 0; r < p->W; r++) {
+            LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
+            valid[r] = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
+            koff[r] = mul(c, krow(k, cg_smin(c, key, klast)), k->ks2);
+        }
+        int whole = p->QK / p->W;
+        for (int part = 0; part < 2; part++) {
+            int n = part ? p->QK - whole * p->W : p->W;
+            if (n <= 0 || (!part && whole == 0)) continue;
+            CgLoop lc;
+            LLVMValueRef ch = part ? cg_i64(c, whole) : cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "kc");
+            LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
+            LLVMValueRef rows[64];
             for (int r = 0; r < p->W; r++) {
-                LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
-                LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
-                LLVMValueRef koff = mul(c, krow(k, cg_smin(c, key, klast)), k->ks2);
-                LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), n);
-                rows[r] = LLVMBuildSelect(b, valid, v, LLVMConstNull(c->vf), "");
+                LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff[r], d0), n);
+                rows[r] = LLVMBuildSelect(b, valid[r], v, LLVMConstNull(c->vf), "");
             }
             transpose(c, rows);
             for (int l = 0; l < n; l++) {
-                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)(ch * p->W + l) * p->BK), j0));
+                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
                 cg_store(c, rows[l], dst, (unsigned)p->W * 4);
             }
+            if (!part) cg_loop_end(c, &lc);
         }
         cg_loop_end(c, &lj);
     }
