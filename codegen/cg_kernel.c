@@ -280,7 +280,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     for (int r = 0; r < p->R; r++) row[r] = add(c, g, cg_i64(c, r));
     /* the window: first and last vector with a visible lane for some row */
     LLVMValueRef t0 = cg_i64(c, p->NT), t1 = zero;
-    for (int t = masked ? p->NT - 1 : -1; t >= 0; t--) {
+    for (int t = masked && f->prune.enabled ? p->NT - 1 : -1; t >= 0; t--) {
         LLVMValueRef any = NULL;
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef idx = add(c, mul(c, row[r], cg_i64(c, p->NT)), cg_i64(c, t));
@@ -291,7 +291,8 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         t0 = LLVMBuildSelect(b, has, cg_i64(c, t), t0, "");
         t1 = cg_smax(c, t1, LLVMBuildSelect(b, has, cg_i64(c, t + 1), zero, ""));
     }
-    if (!masked) {
+    if (!masked || !f->prune.enabled) {
+        /* full blocks; or -fno-prune: every vector of every tile is computed */
         t0 = zero;
         t1 = cg_i64(c, p->NT);
     } else if (k->part_rt) {
