@@ -211,6 +211,30 @@ LLVMValueRef cg_exp2(Cg *c, LLVMValueRef x) {
     return LLVMBuildSelect(c->b, tiny, cg_const_like(c, ft, 0.0), r, "");
 }
 
+/* log of a positive normal float (the kernels' row sums l >= 1): x = m 2^e with m in
+ * [sqrt(1/2), sqrt(2)), log m = 2 atanh(t), t = (m - 1)/(m + 1), |t| <= 0.172, by its odd series
+ * to t^9 (truncation < 4e-10, so float rounding dominates: ~1 ulp). Inline, unlike libm's logf. */
+LLVMValueRef cg_log_pos(Cg *c, LLVMValueRef x) {
+    LLVMBuilderRef b = c->b;
+    LLVMTypeRef i32 = c->i32, ft = LLVMTypeOf(x);
+    LLVMValueRef bits = LLVMBuildBitCast(b, x, i32, "");
+    LLVMValueRef e = LLVMBuildSub(b, LLVMBuildLShr(b, bits, cg_i32(c, 23), ""), cg_i32(c, 127), "");
+    LLVMValueRef mb = LLVMBuildOr(b, LLVMBuildAnd(b, bits, cg_i32(c, 0x7fffff), ""), cg_i32(c, 0x3f800000), "");
+    LLVMValueRef m = LLVMBuildBitCast(b, mb, ft, "");
+    LLVMValueRef hi = LLVMBuildFCmp(b, LLVMRealOGT, m, cg_const_like(c, ft, 1.41421356237309505), "");
+    m = LLVMBuildSelect(b, hi, LLVMBuildFMul(b, m, cg_const_like(c, ft, 0.5), ""), m, "");
+    e = LLVMBuildAdd(b, e, LLVMBuildZExt(b, hi, i32, ""), "");
+    LLVMValueRef t = LLVMBuildFDiv(b, LLVMBuildFSub(b, m, cg_const_like(c, ft, 1.0), ""),
+                                   LLVMBuildFAdd(b, m, cg_const_like(c, ft, 1.0), ""), "");
+    LLVMValueRef t2 = LLVMBuildFMul(b, t, t, "");
+    LLVMValueRef p = cg_const_like(c, ft, 2.0 / 9);
+    static const double K[4] = {2.0 / 7, 2.0 / 5, 2.0 / 3, 2.0};
+    for (int i = 0; i < 4; i++) p = cg_fma(c, p, t2, cg_const_like(c, ft, K[i]));
+    LLVMValueRef lm = LLVMBuildFMul(b, p, t, "");
+    LLVMValueRef ef = LLVMBuildSIToFP(b, e, ft, "");
+    return cg_fma(c, ef, cg_const_like(c, ft, 0.693147180559945309), lm);
+}
+
 /* tanh: Cephes tanhf — an odd polynomial for |x| < 0.625, else 1 - 2/(e^{2|x|} + 1). */
 LLVMValueRef cg_tanh(Cg *c, LLVMValueRef x) {
     LLVMBuilderRef b = c->b;

@@ -60,6 +60,7 @@ LLVMValueRef cg_lane_mask(Cg *c, int n);     /* constant <W x i1>: lanes < n */
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_exp2(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_tanh(Cg *c, LLVMValueRef x);
+LLVMValueRef cg_log_pos(Cg *c, LLVMValueRef x); /* scalar f32 x > 0, normal */
 /* A float libm function of one float applied lane by lane (scalar call per lane). */
 LLVMValueRef cg_libm1(Cg *c, const char *name, LLVMValueRef x);
 

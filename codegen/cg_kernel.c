@@ -956,7 +956,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBasicBlockRef nl = cg_block(c, "nolse");
         LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
         LLVMPositionBuilderAtEnd(b, wl);
-        LLVMValueRef lg = cg_intr1(c, "llvm.log", l);
+        LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", l, cg_f32(c, 1.0))); /* l >= 1 where used */
         LLVMValueRef lse = LLVMBuildSelect(b, pos, LLVMBuildFAdd(b, m, lg, ""), cg_f32(c, -INFINITY), "");
         cg_store(c, lse, cg_gep(c, c->f32, k->lsebase, row_off(k, row, k->ls1, k->ls2)), 4);
         LLVMBuildBr(b, nl);

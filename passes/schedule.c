@@ -19,9 +19,10 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->sched.block_k = block_k;
     f->sched.block_q = 64;
     /* residue classes (k = q mod r): a task's rows split into r classes, so the task holds
-     * 64 rows of each (up to 2048 rows, enough tasks left for threads) */
+     * 128 rows of each (up to 2048 rows, enough tasks left for threads); with the partial
+     * blocks' windows, 128 measured a few % faster than 64 on atrous 8, 32 slower */
     if (f->prune.enabled && f->prune.runs.with_q) {
-        int64_t bq = 64 * f->prune.runs.mod;
+        int64_t bq = 128 * f->prune.runs.mod;
         f->sched.block_q = (int)(bq > 2048 ? 2048 : bq);
     }
     return true;

@@ -97,7 +97,13 @@ typedef struct RtDomains {
     const attn_rt_args *args; /* [n], checked, summaries built */
     int n;
     int64_t heads, dv, block_q, ntiles;
-    atomic_int failed;        /* 1: an input index out of bounds, 2: out of memory */
+    atomic_int failed;        /* an input index out of bounds */
+    /* per-task scratch, one slot per thread that may run a task at once (allocated once per
+     * launch: fresh pages per task cost more than the merge) */
+    int nslots;
+    float *scratch;           /* [nslots][slot_floats] */
+    int64_t slot_floats;
+    atomic_int *busy;         /* [nslots] */
 } RtDomains;
 
 static void rt_domains_task(void *ctx, int64_t t) {
@@ -110,12 +116,11 @@ static void rt_domains_task(void *ctx, int64_t t) {
     int64_t q0 = tile * dm->block_q, q1 = q0 + dm->block_q;
     if (q1 > a0->q_len) q1 = a0->q_len;
     int64_t rows = q1 - q0, n = dm->n, dv = dm->dv;
-    /* [n-1][rows][dv] partial outputs, then [n][rows] log-sum-exps */
-    float *po = malloc(sizeof(float) * (size_t)(rows * ((n - 1) * dv + n)));
-    if (!po) {
-        atomic_store_explicit(&dm->failed, 2, memory_order_relaxed);
-        return;
-    }
+    /* [n-1][rows][dv] partial outputs, then [n][rows] log-sum-exps, in a free slot */
+    int slot = 0;
+    while (atomic_exchange_explicit(&dm->busy[slot], 1, memory_order_acquire))
+        slot = (slot + 1) % dm->nslots; /* at most nslots tasks run at once: one is free */
+    float *po = dm->scratch + slot * dm->slot_floats;
     float *pl = po + (n - 1) * rows * dv;
     for (int i = 0; i < n; i++) {
         attn_rt_args a = dm->args[i];
@@ -134,12 +139,13 @@ static void rt_domains_task(void *ctx, int64_t t) {
         float m = -INFINITY;
         for (int p = 0; p < n; p++) m = fmaxf(m, pl[p * rows + i]);
         float *o = (float *)a0->o + b * a0->o_stride[0] + h * a0->o_stride[1] + (q0 + i) * a0->o_stride[2];
-        float w0 = m > -INFINITY && pl[i] > -INFINITY ? expf(pl[i] - m) : 0.0f, s = w0;
+        /* the domain at the max weighs 1: one exp fewer per row */
+        float w0 = m > -INFINITY && pl[i] > -INFINITY ? (pl[i] == m ? 1.0f : expf(pl[i] - m)) : 0.0f, s = w0;
         for (int64_t d = 0; d < dv; d++) o[d] *= w0; /* o is 0 where domain 0 saw nothing */
         for (int p = 1; p < n && m > -INFINITY; p++) {
             float l = pl[p * rows + i];
             if (l == -INFINITY) continue; /* a domain that saw no key */
-            float w = expf(l - m);
+            float w = l == m ? 1.0f : expf(l - m);
             s += w;
             const float *op = po + ((p - 1) * rows + i) * dv;
             for (int64_t d = 0; d < dv; d++) o[d] += w * op[d];
@@ -148,7 +154,7 @@ static void rt_domains_task(void *ctx, int64_t t) {
         for (int64_t d = 0; d < dv; d++) o[d] *= inv;
         if (lse_out) lse_out[q0 + i] = s > 0 ? m + logf(s) : -INFINITY;
     }
-    free(po);
+    atomic_store_explicit(&dm->busy[slot], 0, memory_order_release);
 }
 
 attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, const attn_call *call,
@@ -183,18 +189,30 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
             else if ((st = attn_rt_check(descs[i], &c, &args[i], err)) == ATTN_OK)
                 st = rt_summaries_build(descs[i], &args[i], err);
         }
+        int64_t ntasks = a.batch * H * ntiles;
+        int nslots = ntasks < threads ? (int)ntasks : threads;
+        int64_t slot_floats = bq * ((n - 1) * dv + n);
+        float *scratch = NULL;
+        atomic_int *busy = NULL;
         if (st == ATTN_OK) {
-            RtDomains dm = {.descs = descs, .args = args, .n = n, .heads = H, .dv = dv, .block_q = bq, .ntiles = ntiles};
+            scratch = malloc(sizeof(float) * (size_t)(slot_floats * nslots));
+            busy = malloc(sizeof *busy * (size_t)nslots);
+            if (!scratch || !busy) st = rt_error(err, ATTN_ERR_NOMEM, "launch_domains: out of memory for the tiles' partial outputs");
+        }
+        if (st == ATTN_OK) {
+            for (int i = 0; i < nslots; i++) atomic_init(&busy[i], 0);
+            RtDomains dm = {.descs = descs, .args = args, .n = n, .heads = H, .dv = dv, .block_q = bq, .ntiles = ntiles,
+                            .nslots = nslots, .scratch = scratch, .slot_floats = slot_floats, .busy = busy};
             atomic_init(&dm.failed, 0);
-            int64_t ntasks = a.batch * H * ntiles;
             attn_rt_pool *own = NULL;
             if (!pool && threads > 1 && ntasks > 1) pool = own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
             rt_parallel_for_n(pool, threads, ntasks, rt_domains_task, &dm);
             attn_rt_pool_destroy(own);
             int failed = atomic_load(&dm.failed);
             if (failed == 1) st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
-            if (failed == 2) st = rt_error(err, ATTN_ERR_NOMEM, "launch_domains: out of memory for a tile's partial outputs");
         }
+        free(scratch);
+        free(busy);
         for (int i = 0; i < n; i++) rt_summaries_free(&args[i]);
         free(args);
         return st == ATTN_OK ? rt_ok(err) : st;
