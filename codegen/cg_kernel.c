@@ -181,8 +181,9 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
             cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), pc->aslot[r][i], va);
         }
-    /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits) */
-    enum { LU = 4 };
+    /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits; 2 and 4
+     * measured alike, 2 is less code) */
+    enum { LU = 2 };
     int lu = p->W < LU ? p->W : LU;
     CgLoop lt;
     LLVMValueRef j0 = cg_loop_begin(c, &lt, mul(c, pc->t0 ? pc->t0 : cg_i64(c, 0), cg_i64(c, p->W)),
@@ -259,6 +260,33 @@ static int pv_groups(const Plan *p) {
 }
 
 static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp);
+
+/* The softmax numerators of rows g .. g+nr-1 in place: P[r][t*W ..] = exp(s - m_r) for the
+ * vectors [t0, t1), their sum added to L[g + r]. mu[r]: the row's max (0 when it saw
+ * nothing). Runtime loops over rows and vectors: one exp in the code. */
+static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
+                          LLVMValueRef t0, LLVMValueRef t1) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef MU = cg_alloca(c, c->f32, 16, 64, "mu");
+    for (int r = 0; r < p->R; r++) cg_store(c, mu[r], cg_gep(c, c->f32, MU, cg_i64(c, r)), 4);
+    LLVMValueRef sum = cg_alloca(c, c->vf, 1, va, "ps");
+    CgLoop lr, lt;
+    LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), cg_i64(c, p->R), cg_i64(c, 1), "er");
+    LLVMValueRef m = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, MU, r), 4));
+    LLVMValueRef prow = cg_gep(c, c->f32, P, mul(c, r, cg_i64(c, p->BK)));
+    cg_store(c, LLVMConstNull(c->vf), sum, va);
+    LLVMValueRef t = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "e");
+    LLVMValueRef pp = cg_gep(c, c->f32, prow, mul(c, t, cg_i64(c, p->W)));
+    LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, ""));
+    cg_store(c, pv, pp, va);
+    cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
+    cg_loop_end(c, &lt);
+    LLVMValueRef lp = cg_gep(c, c->f32, k->L, add(c, g, r));
+    cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->f32, lp, 4), cg_hsum(c, cg_load(c, c->vf, sum, va)), ""), lp, 4);
+    cg_loop_end(c, &lr);
+}
 
 /* A group of nr rows against the key block in runtime loops over its key vectors (compact
  * code): scores to scratch with a running max, then exp, then P.V. `masked` (a partial
@@ -385,7 +413,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         cg_loop_end(c, &lt);
     }
     /* online softmax over the window */
-    LLVMValueRef as[MAXR], msp[MAXR], sums[MAXR];
+    LLVMValueRef as[MAXR], mu[MAXR] = {0};
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef bm = cg_hmax(c, cg_load(c, c->vf, mxs[r], va));
         LLVMValueRef mp = cg_gep(c, c->f32, k->M, row[r]);
@@ -393,31 +421,13 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
         LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
         LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
-        LLVMValueRef m_use = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
-        msp[r] = cg_splat(c, m_use);
-        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, m_use, ""));
+        mu[r] = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
+        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, mu[r], ""));
         as[r] = cg_splat(c, alpha);
         cg_store(c, m_new, mp, 4);
-        sums[r] = cg_alloca(c, c->vf, 1, va, "ps");
-        cg_store(c, LLVMConstNull(c->vf), sums[r], va);
         cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp, 4), alpha, ""), lp, 4);
     }
-    {
-        CgLoop lt;
-        LLVMValueRef t = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "we");
-        LLVMValueRef col = mul(c, t, cg_i64(c, p->W));
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef pp = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), col));
-            LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), msp[r], ""));
-            cg_store(c, pv, pp, va);
-            cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sums[r], va), pv, ""), sums[r], va);
-        }
-        cg_loop_end(c, &lt);
-    }
-    for (int r = 0; r < p->R; r++) {
-        LLVMValueRef lp = cg_gep(c, c->f32, k->L, row[r]);
-        cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->f32, lp, 4), cg_hsum(c, cg_load(c, c->vf, sums[r], va)), ""), lp, 4);
-    }
+    emit_exp_rows(k, p, g, P, mu, t0, t1);
     int CG = pv_groups(p);
     LLVMValueRef aslot[MAXR][16];
     for (int r = 0; r < p->R; r++)
@@ -593,7 +603,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     }
     /* online softmax: the scores wait in P (the key loop of P.V reads p as broadcast scalars),
      * exp in a runtime loop over the block's vectors (compact code) */
-    LLVMValueRef as[MAXR], msp[MAXR], sums[MAXR], lp[MAXR];
+    LLVMValueRef as[MAXR], mu[MAXR] = {0}, lp[MAXR];
     LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef mx = s[r][0];
@@ -606,29 +616,13 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
         LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
         LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
         LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
-        LLVMValueRef m_use = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
-        msp[r] = cg_splat(c, m_use);
-        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, m_use, ""));
+        mu[r] = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
+        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, mu[r], ""));
         cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp[r], 4), alpha, ""), lp[r], 4);
         cg_store(c, m_new, mp, 4);
         as[r] = cg_splat(c, alpha);
-        sums[r] = cg_alloca(c, c->vf, 1, va, "ps");
-        cg_store(c, LLVMConstNull(c->vf), sums[r], va);
     }
-    {
-        CgLoop lt;
-        LLVMValueRef t = cg_loop_begin(c, &lt, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, 1), "e");
-        LLVMValueRef col = mul(c, t, cg_i64(c, p->W));
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef pp = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), col));
-            LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), msp[r], ""));
-            cg_store(c, pv, pp, va);
-            cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sums[r], va), pv, ""), sums[r], va);
-        }
-        cg_loop_end(c, &lt);
-    }
-    for (int r = 0; r < p->R; r++)
-        cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->f32, lp[r], 4), cg_hsum(c, cg_load(c, c->vf, sums[r], va)), ""), lp[r], 4);
+    emit_exp_rows(k, p, g, P, mu, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
     int CG = pv_groups(p);
