@@ -295,7 +295,7 @@ static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P
  * skip the vectors wholly above or below theirs; a group that sees nothing is skipped, its
  * state as it is). `dot`: scores straight from K, a vector at a time (few rows, decode);
  * else from the packed KT in pairs of vectors (2 nr independent FMA chains; NT even). */
-static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot) {
+static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, LLVMValueRef vt0, LLVMValueRef vt1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     Plan pl = k->p;
@@ -327,6 +327,11 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         /* the masked code also serves full blocks: every vector */
         t0 = LLVMBuildSelect(b, k->part_rt, t0, zero, "");
         t1 = LLVMBuildSelect(b, k->part_rt, t1, cg_i64(c, p->NT), "");
+    }
+    if (vt0) {
+        /* a sub-block: vectors [vt0, vt1) only */
+        t0 = cg_smax(c, t0, vt0);
+        t1 = cg_smin(c, t1, vt1);
     }
     LLVMBasicBlockRef body = cg_block(c, "win"), done = cg_block(c, "win_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, t1, ""), body, done);
@@ -488,6 +493,14 @@ static void prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) {
     }
 }
 
+/* Keys per decode sub-block of the group entry: K and V rows in half of L1 (~16 KiB), a
+ * multiple of W within the block (d=128: 16 keys, d=64: 32). Prefetches run two ahead. */
+static int decode_keys(const IrFunc *f, int W, int NT) {
+    int sub = 4096 / (f->qk_dim + f->v_dim) / W;
+    sub = sub < 1 ? 1 : sub > NT ? NT : sub;
+    return sub * W;
+}
+
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
  * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
  * keys may pass the end (a tail block). */
@@ -508,7 +521,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
         LLVMValueRef key = add(c, first, cg_i64(c, j));
         if (clamp) key = cg_smin(c, key, klast);
         LLVMValueRef koff = mul(c, krow(k, key), k->ks2);
-        if (k->grouped) prefetch_key(k, row, add(c, key, cg_i64(c, 2 * (int64_t)p->BK)));
+        if (k->grouped) prefetch_key(k, row, add(c, key, cg_i64(c, 2 * decode_keys(k->f, p->W, p->NT))));
         LLVMValueRef acc = LLVMConstNull(c->vf);
         for (int ch = 0; ch < nch; ch++) {
             LLVMValueRef kv = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
@@ -845,28 +858,34 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     LLVMBuildCondBr(b, few, bdot, bpack);
     LLVMPositionBuilderAtEnd(b, bdot);
     if (k->grouped) {
-        /* the heads of a group (decode): compute-bound now that K/V is read once for all of
-         * them, so full blocks get a variant without the lane selects */
-        CgLoop lr;
+        /* the heads of a group (decode), row by row over sub-blocks of K and V that fit in
+         * half of L1 (~16 KiB; d=128: 16 keys), so every row's pass hits L1 while the next
+         * keys are prefetched (measured ~+8% K/V bandwidth from memory against 32 keys); full
+         * blocks get a variant without the lane selects */
+        int sub = decode_keys(f, p->W, p->NT) / p->W;
+        CgLoop ls, lr;
+        LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
+        LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
         LLVMBasicBlockRef bm = cg_block(c, "dotrow_masked");
         LLVMBasicBlockRef bf = cg_block(c, "dotrow_full");
         LLVMBasicBlockRef join = cg_block(c, "dotrow_done");
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
-        emit_group_loop(k, r, 1, true, true);
+        emit_group_loop(k, r, 1, true, true, v0, v1);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
-        emit_group_loop(k, r, 1, false, true);
+        emit_group_loop(k, r, 1, false, true, v0, v1);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
         cg_loop_end(c, &lr);
+        cg_loop_end(c, &ls);
     } else {
         CgLoop lr;
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
         /* one variant for full and partial blocks: decode is bound by reading K and V */
         k->part_rt = part;
-        emit_group_loop(k, r, 1, true, true);
+        emit_group_loop(k, r, 1, true, true, NULL, NULL);
         k->part_rt = NULL;
         cg_loop_end(c, &lr);
     }
@@ -915,7 +934,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
         if (p->NT % 2 == 0)
-            emit_group_loop(k, g, p->R, true, false);
+            emit_group_loop(k, g, p->R, true, false, NULL, NULL);
         else
             emit_group(k, g, true);
         LLVMBuildBr(b, join);
