@@ -354,7 +354,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         if (dot) {
             for (int r = 0; r < p->R; r++) s[r][0] = dot_scores(k, row[r], add(c, k->kb, col), masked);
         } else {
-        enum { DU = 8 };
+        enum { DU = 4 };
         int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
         for (int r = 0; r < p->R; r++)
             for (int j = 0; j < 2; j++) s[r][j] = LLVMConstNull(c->vf);
@@ -554,7 +554,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
         LLVMValueRef qrow[MAXR];
         for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
         /* d in a runtime loop of DU-wide unrolled steps (compile time), the rest unrolled */
-        enum { DU = 8 };
+        enum { DU = 4 };
         int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
         LLVMValueRef slot[MAXR][MAXT];
         if (dloop) {
