@@ -60,6 +60,7 @@ typedef struct Kern {
     int64_t cmod, cw;                          /* compacted keys: period and residues (cw 1: none) */
     const IrExpr *mask;                        /* the mask on the run's keys */
     LLVMValueRef part_rt;                      /* i1 or NULL: "masked" code also serves full blocks */
+    LLVMValueRef vfin_slot;                    /* i1 slot or NULL: the block's V rows are all finite */
     LLVMValueRef qc;                           /* the chunk's first row (of the task) */
     LLVMValueRef kbeg, kendp;                  /* a->k_begin, a->k_end: the key positions to visit */
     /* The group entry: task row r is query q0 + r % nq of head gtab[r / nq]; the tensor bases
@@ -166,6 +167,7 @@ typedef struct PvCtx {
     LLVMValueRef vlast;     /* last key row that may be read */
     int CG;                 /* chunks per pass */
     LLVMValueRef t0, t1;    /* the key vectors to visit, [t0, t1): NULL for all NT */
+    bool clamp;             /* keys may pass the end (unmasked code in a partial block) */
 } PvCtx;
 
 /* acc[r][c0 .. c0+n) = acc*alpha + sum_j p[r][j] * V[kb+j][chunk]; c0 may be a run-time
@@ -203,7 +205,7 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
     }
     for (int l = 0; l < lu; l++) {
         LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, l));
-        if (pc->masked) key = cg_smin(c, key, pc->vlast);
+        if (pc->masked || pc->clamp) key = cg_smin(c, key, pc->vlast);
         LLVMValueRef voff = mul(c, krow(k, key), k->vs2);
         LLVMValueRef vv[16];
         for (int i = 0; i < n; i++)
@@ -437,8 +439,26 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     LLVMValueRef aslot[MAXR][16];
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
-    PvCtx pc = {row, P, as, aslot, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), CG, t0, t1};
-    emit_pv(k, p, &pc);
+    PvCtx pc = {row, P, as, aslot, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), CG, t0, t1, false};
+    if (masked && k->vfin_slot) {
+        /* hidden lanes have p = 0 exactly, so with finite V rows the plain update adds
+         * nothing for them: the lane selects are only for NaN/inf in V */
+        LLVMBasicBlockRef bfin = cg_block(c, "pv_finite"), bsel = cg_block(c, "pv_select");
+        LLVMBasicBlockRef bj = cg_block(c, "pv_done");
+        LLVMBuildCondBr(b, cg_load(c, c->i1, k->vfin_slot, 1), bfin, bsel);
+        LLVMPositionBuilderAtEnd(b, bfin);
+        PvCtx plain = pc;
+        plain.masked = false;
+        plain.clamp = true;
+        emit_pv(k, p, &plain);
+        LLVMBuildBr(b, bj);
+        LLVMPositionBuilderAtEnd(b, bsel);
+        emit_pv(k, p, &pc);
+        LLVMBuildBr(b, bj);
+        LLVMPositionBuilderAtEnd(b, bj);
+    } else {
+        emit_pv(k, p, &pc);
+    }
     LLVMBuildBr(b, done);
     LLVMPositionBuilderAtEnd(b, done);
 }
@@ -644,7 +664,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     LLVMValueRef aslot[MAXR][16];
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
-    PvCtx pc = {row, P, as, aslot, masked, vlast, CG, NULL, NULL};
+    PvCtx pc = {row, P, as, aslot, masked, vlast, CG, NULL, NULL, false};
     emit_pv(k, p, &pc);
 }
 
@@ -925,6 +945,32 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         }
         cg_loop_end(c, &lj);
     }
+    if (p->NT % 2 == 0) {
+        /* a partial block: are its V rows all finite? (then its groups' P.V needs no selects) */
+        k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
+        cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
+        LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
+        LLVMBuildCondBr(b, part, bchk, bgo);
+        LLVMPositionBuilderAtEnd(b, bchk);
+        LLVMValueRef zs = cg_alloca(c, c->vf, 1, (unsigned)p->W * 4, "vz");
+        cg_store(c, LLVMConstNull(c->vf), zs, (unsigned)p->W * 4);
+        LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
+        CgLoop lj;
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "vc");
+        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), vlast)), k->vs2);
+        LLVMValueRef z = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
+        for (int ch = 0; ch < p->VC; ch++) {
+            LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+            z = cg_fma(c, v, LLVMConstNull(c->vf), z); /* NaN iff some v is inf or NaN */
+        }
+        cg_store(c, z, zs, (unsigned)p->W * 4);
+        cg_loop_end(c, &lj);
+        LLVMValueRef zt = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
+        LLVMValueRef nan = cg_hor(c, LLVMBuildFCmp(b, LLVMRealUNO, zt, zt, ""));
+        cg_store(c, LLVMBuildNot(b, nan, ""), k->vfin_slot, 1);
+        LLVMBuildBr(b, bgo);
+        LLVMPositionBuilderAtEnd(b, bgo);
+    }
     {
         /* row groups */
         CgLoop lg;
@@ -944,6 +990,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
         cg_loop_end(c, &lg);
+        k->vfin_slot = NULL;
     }
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bdone);
