@@ -63,6 +63,7 @@ typedef struct Kern {
     LLVMValueRef vfin_slot;                    /* i1 slot or NULL: the block's V rows are all finite */
     LLVMValueRef qc;                           /* the chunk's first row (of the task) */
     LLVMValueRef kbeg, kendp;                  /* a->k_begin, a->k_end: the key positions to visit */
+    LLVMValueRef resume;                       /* a->resume (i64) */
     /* The group entry: task row r is query q0 + r % nq of head gtab[r / nq]; the tensor bases
      * are at head 0 and a row's address adds head * (head stride). */
     bool grouped;
@@ -797,6 +798,31 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
         cg_loop_end(c, &li);
     }
+    {
+        /* a->resume: start from the (o, lse) in the output (m = lse, l = 1, acc = o: the same
+         * softmax state), so this kernel's keys merge with the earlier ones in place */
+        LLVMBasicBlockRef bres = cg_block(c, "resume"), bgo = cg_block(c, "fresh");
+        LLVMValueRef on = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, k->resume, cg_i64(c, 0), ""),
+                                       LLVMBuildIsNotNull(b, k->lsep, ""), "");
+        LLVMBuildCondBr(b, on, bres, bgo);
+        LLVMPositionBuilderAtEnd(b, bres);
+        CgLoop li;
+        LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "ri");
+        LLVMValueRef row = task_row(k, i);
+        LLVMValueRef lse = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, row_off(k, row, k->ls1, k->ls2)), 4);
+        LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, lse, cg_f32(c, -INFINITY), "");
+        cg_store(c, LLVMBuildSelect(b, seen, lse, cg_f32(c, -INFINITY), ""), cg_gep(c, c->f32, k->M, i), 4);
+        cg_store(c, LLVMBuildSelect(b, seen, cg_f32(c, 1.0), cg_f32(c, 0.0), ""), cg_gep(c, c->f32, k->L, i), 4);
+        LLVMValueRef ooff = row_off(k, row, k->os1, k->os2);
+        for (int ch = 0; ch < p->VC; ch++) {
+            LLVMValueRef ov = cg_load_vec(c, k->dt, k->obase, add(c, ooff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+            ov = LLVMBuildSelect(b, seen, ov, LLVMConstNull(c->vf), "");
+            cg_store(c, ov, cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
+        }
+        cg_loop_end(c, &li);
+        LLVMBuildBr(b, bgo);
+        LLVMPositionBuilderAtEnd(b, bgo);
+    }
 
     /* the keys any row of the chunk may see: [klo, kend) */
     LLVMValueRef klo = cg_i64(c, 0), kend = k->nkeys;
@@ -1166,6 +1192,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     k->os1 = STRIDE(o_stride, 1);
     k->ls1 = STRIDE(lse_stride, 1);
     k->kbeg = field(c, a, offsetof(attn_rt_args, k_begin), c->i64);
+    k->resume = field(c, a, offsetof(attn_rt_args, resume), c->i64);
     {
         /* k_end 0 (a zeroed argument block): every key */
         LLVMValueRef ke = field(c, a, offsetof(attn_rt_args, k_end), c->i64);

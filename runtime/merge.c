@@ -89,20 +89,18 @@ done:
 }
 
 /* The fused launch of disjoint key domains: a task computes one query tile of one (b, h) with
- * every domain's tile function, domain 0 straight into o and the others into task-local
- * scratch (L2-sized, not the whole output), and merges the tile there, so the domains cost
- * their visible pairs and no pass over memory. */
+ * every domain's tile function in turn, all into the call's o: the first writes (o, lse), each
+ * next one resumes from them (attn_rt_args.resume: its online softmax starts from m = lse,
+ * l = 1, acc = o), which merges the domains in the kernel with no pass over memory. Without
+ * an lse in the call, the tile's lse lives in a per-thread scratch slot. */
 typedef struct RtDomains {
     const attn_rt_desc *const *descs;
     const attn_rt_args *args; /* [n], checked, summaries built */
     int n;
-    int64_t heads, dv, block_q, ntiles;
+    int64_t heads, block_q, ntiles;
     atomic_int failed;        /* an input index out of bounds */
-    /* per-task scratch, one slot per thread that may run a task at once (allocated once per
-     * launch: fresh pages per task cost more than the merge) */
-    int nslots;
-    float *scratch;           /* [nslots][slot_floats] */
-    int64_t slot_floats;
+    int nslots;               /* one lse slot per thread that may run a task at once */
+    float *scratch;           /* [nslots][block_q], or NULL when the call has an lse */
     atomic_int *busy;         /* [nslots] */
 } RtDomains;
 
@@ -112,49 +110,27 @@ static void rt_domains_task(void *ctx, int64_t t) {
     int64_t bh = dm->args[0].batch * dm->heads;
     int64_t tile = dm->ntiles - 1 - t / bh, r = t % bh; /* heavy (late) tiles first */
     int64_t b = r / dm->heads, h = r % dm->heads;
-    const attn_rt_args *a0 = &dm->args[0];
     int64_t q0 = tile * dm->block_q, q1 = q0 + dm->block_q;
-    if (q1 > a0->q_len) q1 = a0->q_len;
-    int64_t rows = q1 - q0, n = dm->n, dv = dm->dv;
-    /* [n-1][rows][dv] partial outputs, then [n][rows] log-sum-exps, in a free slot */
-    int slot = 0;
-    while (atomic_exchange_explicit(&dm->busy[slot], 1, memory_order_acquire))
-        slot = (slot + 1) % dm->nslots; /* at most nslots tasks run at once: one is free */
-    float *po = dm->scratch + slot * dm->slot_floats;
-    float *pl = po + (n - 1) * rows * dv;
-    for (int i = 0; i < n; i++) {
+    if (q1 > dm->args[0].q_len) q1 = dm->args[0].q_len;
+    int slot = -1;
+    float *lse = NULL;
+    if (dm->scratch) {
+        slot = 0;
+        while (atomic_exchange_explicit(&dm->busy[slot], 1, memory_order_acquire))
+            slot = (slot + 1) % dm->nslots; /* at most nslots tasks run at once: one is free */
+        /* row q of this tile at lse[q - q0]: the base sits q0 rows before the slot */
+        lse = (float *)((uintptr_t)(dm->scratch + slot * dm->block_q) - (uintptr_t)q0 * sizeof(float));
+    }
+    for (int i = 0; i < dm->n; i++) {
         attn_rt_args a = dm->args[i];
-        if (i > 0) {
-            /* row q of this tile at po[i-1][q - q0]: the base sits q0 rows before the scratch */
-            a.o = (void *)((uintptr_t)(po + (i - 1) * rows * dv) - (uintptr_t)(q0 * dv) * sizeof(float));
-            a.o_stride[0] = a.o_stride[1] = 0;
-            a.o_stride[2] = dv;
+        if (lse) {
+            a.lse = lse;
+            a.lse_stride[0] = a.lse_stride[1] = 0;
         }
-        a.lse = (float *)((uintptr_t)(pl + i * rows) - (uintptr_t)q0 * sizeof(float));
-        a.lse_stride[0] = a.lse_stride[1] = 0;
+        a.resume = i > 0;
         if (dm->descs[i]->tile(&a, b, h, q0, q1) != 0) atomic_store_explicit(&dm->failed, 1, memory_order_relaxed);
     }
-    float *lse_out = a0->lse ? a0->lse + b * a0->lse_stride[0] + h * a0->lse_stride[1] : NULL;
-    for (int64_t i = 0; i < rows; i++) {
-        float m = -INFINITY;
-        for (int p = 0; p < n; p++) m = fmaxf(m, pl[p * rows + i]);
-        float *o = (float *)a0->o + b * a0->o_stride[0] + h * a0->o_stride[1] + (q0 + i) * a0->o_stride[2];
-        /* the domain at the max weighs 1: one exp fewer per row */
-        float w0 = m > -INFINITY && pl[i] > -INFINITY ? (pl[i] == m ? 1.0f : expf(pl[i] - m)) : 0.0f, s = w0;
-        for (int64_t d = 0; d < dv; d++) o[d] *= w0; /* o is 0 where domain 0 saw nothing */
-        for (int p = 1; p < n && m > -INFINITY; p++) {
-            float l = pl[p * rows + i];
-            if (l == -INFINITY) continue; /* a domain that saw no key */
-            float w = l == m ? 1.0f : expf(l - m);
-            s += w;
-            const float *op = po + ((p - 1) * rows + i) * dv;
-            for (int64_t d = 0; d < dv; d++) o[d] += w * op[d];
-        }
-        float inv = s > 0 ? 1.0f / s : 0.0f;
-        for (int64_t d = 0; d < dv; d++) o[d] *= inv;
-        if (lse_out) lse_out[q0 + i] = s > 0 ? m + logf(s) : -INFINITY;
-    }
-    atomic_store_explicit(&dm->busy[slot], 0, memory_order_release);
+    if (slot >= 0) atomic_store_explicit(&dm->busy[slot], 0, memory_order_release);
 }
 
 attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, const attn_call *call,
@@ -191,18 +167,17 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         }
         int64_t ntasks = a.batch * H * ntiles;
         int nslots = ntasks < threads ? (int)ntasks : threads;
-        int64_t slot_floats = bq * ((n - 1) * dv + n);
         float *scratch = NULL;
         atomic_int *busy = NULL;
-        if (st == ATTN_OK) {
-            scratch = malloc(sizeof(float) * (size_t)(slot_floats * nslots));
+        if (st == ATTN_OK && !call->lse.data) {
+            scratch = malloc(sizeof(float) * (size_t)(bq * nslots));
             busy = malloc(sizeof *busy * (size_t)nslots);
-            if (!scratch || !busy) st = rt_error(err, ATTN_ERR_NOMEM, "launch_domains: out of memory for the tiles' partial outputs");
+            if (!scratch || !busy) st = rt_error(err, ATTN_ERR_NOMEM, "launch_domains: out of memory for the tiles' lse");
+            for (int i = 0; busy && i < nslots; i++) atomic_init(&busy[i], 0);
         }
         if (st == ATTN_OK) {
-            for (int i = 0; i < nslots; i++) atomic_init(&busy[i], 0);
-            RtDomains dm = {.descs = descs, .args = args, .n = n, .heads = H, .dv = dv, .block_q = bq, .ntiles = ntiles,
-                            .nslots = nslots, .scratch = scratch, .slot_floats = slot_floats, .busy = busy};
+            RtDomains dm = {.descs = descs, .args = args, .n = n, .heads = H, .block_q = bq, .ntiles = ntiles,
+                            .nslots = nslots, .scratch = scratch, .busy = busy};
             atomic_init(&dm.failed, 0);
             attn_rt_pool *own = NULL;
             if (!pool && threads > 1 && ntasks > 1) pool = own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);

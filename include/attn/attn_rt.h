@@ -110,6 +110,10 @@ typedef struct attn_rt_args {
     /* The keys to visit (a split of the keys): positions [k_begin, k_end) within [0, kv_len);
      * k_end <= 0 means kv_len, so a zeroed block visits every key. Masks still see kv_len. */
     int64_t k_begin, k_end;
+    /* Nonzero: continue from the (o, lse) already in the output, as written by a kernel over
+     * other keys (a disjoint key domain, a cached prefix): o and lse are read per row, then
+     * overwritten with the attention over both key sets. Needs lse; f32 outputs. */
+    int64_t resume;
 } attn_rt_args;
 
 /* Computes query rows [q0, q1) of batch row b, query head h. Returns 0, or 1 when an input
