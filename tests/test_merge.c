@@ -1,6 +1,7 @@
 /* attn_rt_merge: attention over a key set split into parts (separate caches) and merged
  * through the log-sum-exps equals attention over the whole set; parts that saw nothing are
- * ignored even when their o is garbage; merging in place; bad calls. */
+ * ignored even when their o is garbage; merging in place; a kernel resuming from an (o, lse)
+ * over other keys; bad calls. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,31 @@ int main(void) {
     same = 1;
     for (int i = 0; i < B * H * LQ * D; i++) same &= mo[i] == po[0][i];
     expect(same, "a single part merges to itself");
+    /* resuming (attn_rt_args.resume): the tile function over keys [0, 30) writes (o, lse),
+     * then over [30, LK) continues from them: the same as the full attention (the cascade
+     * building block; union domains chain this way) */
+    {
+        const attn_rt_desc *d = attn_kernel_desc(kern);
+        attn_call c2 = full;
+        c2.o.data = mo;
+        c2.lse.data = ml;
+        for (int i = 0; i < B * H * LQ * D; i++) mo[i] = NAN; /* all overwritten by the first part */
+        attn_rt_args a;
+        expect(d && d->tile && attn_rt_check(d, &c2, &a, &err) == ATTN_OK, "check for resume");
+        int bad = 0;
+        for (int part = 0; part < 2 && d && d->tile; part++) {
+            a.k_begin = part ? 30 : 0;
+            a.k_end = part ? LK : 30;
+            a.resume = part;
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++) bad |= d->tile(&a, b, h, 0, LQ) != 0;
+        }
+        expect(!bad, "resumed tiles ran");
+        worst = 0;
+        for (int i = 0; i < B * H * LQ * D; i++) worst = fmax(worst, fabs(mo[i] - o[i]));
+        for (int i = 0; i < B * H * LQ; i++) worst = fmax(worst, fabs(ml[i] - lse[i]));
+        expect(worst < 2e-5, "resumed equals full");
+    }
     /* bad calls */
     expect(attn_rt_merge(NULL, tl, 1, &out, NULL, &err) == ATTN_ERR_NULL, "NULL parts");
     expect(attn_rt_merge(to, tl, 0, &out, NULL, &err) == ATTN_ERR_ARG, "no parts");
