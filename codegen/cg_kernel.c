@@ -291,6 +291,53 @@ static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P
     cg_loop_end(c, &lr);
 }
 
+/* Scores of rows qrow[0 .. R) against the two key vectors of KT at column col: s[r][0..1]
+ * (d in a runtime loop of DU steps, the rest unrolled). */
+static void pair_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRef col, LLVMValueRef (*s)[2]) {
+    Cg *c = k->c;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef zero = cg_i64(c, 0), slot[16][2];
+    enum { DU = 4 };
+    int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
+    for (int r = 0; r < p->R; r++)
+        for (int j = 0; j < 2; j++) s[r][j] = LLVMConstNull(c->vf);
+    if (dloop) {
+        for (int r = 0; r < p->R; r++)
+            for (int j = 0; j < 2; j++) {
+                slot[r][j] = cg_alloca(c, c->vf, 1, va, "ws");
+                cg_store(c, s[r][j], slot[r][j], va);
+            }
+        CgLoop ld;
+        LLVMValueRef d0 = cg_loop_begin(c, &ld, zero, cg_i64(c, dloop), cg_i64(c, DU), "wd");
+        for (int r = 0; r < p->R; r++)
+            for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
+        LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, d0, cg_i64(c, p->BK)), col));
+        for (int dd = 0; dd < DU; dd++) {
+            LLVMValueRef kt[2];
+            for (int j = 0; j < 2; j++)
+                kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + j * p->W)), va);
+            for (int r = 0; r < p->R; r++) {
+                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], add(c, d0, cg_i64(c, dd))), 4));
+                for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
+            }
+        }
+        for (int r = 0; r < p->R; r++)
+            for (int j = 0; j < 2; j++) cg_store(c, s[r][j], slot[r][j], va);
+        cg_loop_end(c, &ld);
+        for (int r = 0; r < p->R; r++)
+            for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
+    }
+    for (int d = dloop; d < p->QK; d++) {
+        LLVMValueRef kt[2];
+        for (int j = 0; j < 2; j++)
+            kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK + j * p->W), col)), va);
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
+            for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
+        }
+    }
+}
+
 /* A group of nr rows against the key block in runtime loops over its key vectors (compact
  * code): scores to scratch with a running max, then exp, then P.V. `masked` (a partial
  * block): visit only the vectors some row of the group may see, [t0, t1) from the lane
@@ -353,49 +400,11 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         int per = dot ? 1 : 2; /* vectors per iteration */
         LLVMValueRef tp = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, per), "wt");
         LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
-        LLVMValueRef s[MAXR][2], slot[MAXR][2];
+        LLVMValueRef s[MAXR][2];
         if (dot) {
             for (int r = 0; r < p->R; r++) s[r][0] = dot_scores(k, row[r], add(c, k->kb, col), masked);
         } else {
-        enum { DU = 4 };
-        int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
-        for (int r = 0; r < p->R; r++)
-            for (int j = 0; j < 2; j++) s[r][j] = LLVMConstNull(c->vf);
-        if (dloop) {
-            for (int r = 0; r < p->R; r++)
-                for (int j = 0; j < 2; j++) {
-                    slot[r][j] = cg_alloca(c, c->vf, 1, va, "ws");
-                    cg_store(c, s[r][j], slot[r][j], va);
-                }
-            CgLoop ld;
-            LLVMValueRef d0 = cg_loop_begin(c, &ld, zero, cg_i64(c, dloop), cg_i64(c, DU), "wd");
-            for (int r = 0; r < p->R; r++)
-                for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
-            LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, d0, cg_i64(c, p->BK)), col));
-            for (int dd = 0; dd < DU; dd++) {
-                LLVMValueRef kt[2];
-                for (int j = 0; j < 2; j++)
-                    kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + j * p->W)), va);
-                for (int r = 0; r < p->R; r++) {
-                    LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], add(c, d0, cg_i64(c, dd))), 4));
-                    for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
-                }
-            }
-            for (int r = 0; r < p->R; r++)
-                for (int j = 0; j < 2; j++) cg_store(c, s[r][j], slot[r][j], va);
-            cg_loop_end(c, &ld);
-            for (int r = 0; r < p->R; r++)
-                for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
-        }
-        for (int d = dloop; d < p->QK; d++) {
-            LLVMValueRef kt[2];
-            for (int j = 0; j < 2; j++)
-                kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK + j * p->W), col)), va);
-            for (int r = 0; r < p->R; r++) {
-                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
-                for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
-            }
-        }
+            pair_scores(k, p, qrow, col, s);
         }
         /* score mod, mask, running max; the scores wait in P */
         for (int r = 0; r < p->R; r++) {
