@@ -11,15 +11,9 @@
 
 #include "attn/attn.h"
 
-static int failures, cases;
+#include "check.h"
 
-#define EXPECT(cond)                                                            \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                         \
-        }                                                                       \
-    } while (0)
+static int cases;
 
 enum { B = 2, H = 4, KH = 2, LQ = 5, LK = 7, D = 8, DV = 8, PAD = 64 };
 #define CANARY 1234.5f
@@ -107,7 +101,7 @@ static void expect_run(attn_kernel *kern, const attn_call *c, attn_status want, 
         fprintf(stderr, "%s:%d: %s: got %s (%s), expected %s%s\n", __FILE__, line, what,
                 attn_status_name(s), err.message, attn_status_name(want),
                 outputs_untouched() ? "" : " (outputs written)");
-        failures++;
+        check_failures++;
     }
 }
 #define RUN(c, want, what) expect_run(kern, &(c), want, what, __LINE__)
@@ -118,7 +112,7 @@ static attn_kernel *compile_text(const char *text, const attn_options *opts) {
     attn_error err;
     if (attn_compile("badcalls.attn", text, opts, &kern, &diags, &err) != ATTN_OK) {
         fprintf(stderr, "compile failed: %s\n%s", err.message, diags ? diags : "");
-        failures++;
+        check_failures++;
     }
     attn_free(diags);
     return kern;
@@ -498,8 +492,8 @@ int main(void) {
         attn_kernel_free(kern);
     }
     test_index_nested();
-    if (failures) {
-        fprintf(stderr, "test_badcalls: %d of %d cases failed\n", failures, cases);
+    if (check_failures) {
+        fprintf(stderr, "test_badcalls: %d of %d cases failed\n", check_failures, cases);
         return 1;
     }
     printf("test_badcalls: %d cases passed\n", cases);

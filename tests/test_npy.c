@@ -8,15 +8,7 @@
 
 #include "tools/npy.h"
 
-static int failures;
-
-#define EXPECT(cond)                                                          \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
+#include "check.h"
 
 static char tmpdir[] = "/tmp/test_npy_XXXXXX";
 
@@ -49,11 +41,11 @@ static void expect_bad(const unsigned char *buf, size_t len, const char *what, i
     char msg[256] = "";
     if (npy_parse(buf, len, &a, msg, sizeof msg)) {
         fprintf(stderr, "%s:%d: parse succeeded, expected '%s'\n", __FILE__, line, what);
-        failures++;
+        check_failures++;
         npy_free(&a);
     } else if (!strstr(msg, what)) {
         fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, line, msg, what);
-        failures++;
+        check_failures++;
     }
 }
 #define BAD(dict, nbytes, what) \
@@ -183,7 +175,7 @@ static void test_mutations(void) {
     for (size_t len = 0; len < n; len++)
         if (npy_parse(good, len, &a, msg, sizeof msg)) {
             fprintf(stderr, "prefix of %zu bytes accepted\n", len);
-            failures++;
+            check_failures++;
             npy_free(&a);
         }
     unsigned seed = 12345;
@@ -214,7 +206,7 @@ static void test_half(void) {
         if ((h & 0x7c00) == 0x7c00) continue;
         if (npy_f32_to_f16(npy_f16_to_f32((uint16_t)h)) != h) {
             fprintf(stderr, "half 0x%04x does not round-trip\n", h);
-            failures++;
+            check_failures++;
             break;
         }
     }
@@ -232,8 +224,8 @@ int main(void) {
     const char *files[] = {"a.npy", "short.npy", "empty.npy", "hdr.npy"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) unlink(tmp_path(files[i]));
     rmdir(tmpdir);
-    if (failures) {
-        fprintf(stderr, "test_npy: %d failure(s)\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "test_npy: %d failure(s)\n", check_failures);
         return 1;
     }
     printf("test_npy: ok\n");

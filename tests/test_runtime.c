@@ -8,15 +8,7 @@
 
 #include "attn/attn_rt.h"
 
-static int failures;
-
-#define EXPECT(cond)                                                          \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                       \
-        }                                                                     \
-    } while (0)
+#include "check.h"
 
 enum { B = 2, H = 4, KH = 2, LQ = 7, LK = 9, DQ = 8, DV = 6, BLOCK_Q = 3 };
 
@@ -90,7 +82,7 @@ static attn_status check(const attn_call *c, const char *must_mention) {
     EXPECT(err.code == s);
     if (must_mention && !strstr(err.message, must_mention)) {
         fprintf(stderr, "message '%s' lacks '%s'\n", err.message, must_mention);
-        failures++;
+        check_failures++;
     }
     return s;
 }
@@ -275,7 +267,7 @@ static void run_coverage(attn_rt_pool *pool, int threads, int64_t batch) {
         if (atomic_load(&rows_seen[i]) != want) {
             fprintf(stderr, "threads %d: row %d seen %d times\n", threads, i,
                     atomic_load(&rows_seen[i]));
-            failures++;
+            check_failures++;
             break;
         }
     }
@@ -356,8 +348,8 @@ int main(void) {
     test_valid();
     test_errors();
     test_launch();
-    if (failures) {
-        fprintf(stderr, "test_runtime: %d failure(s)\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "test_runtime: %d failure(s)\n", check_failures);
         return 1;
     }
     printf("test_runtime: ok\n");
