@@ -67,7 +67,7 @@ typedef struct Kern {
     /* The group entry: task row r is query q0 + r % nq of head gtab[r / nq]; the tensor bases
      * are at head 0 and a row's address adds head * (head stride). */
     bool grouped;
-    int gsize;                                 /* heads per group (grouped) */
+    int gsize;                                 /* rows sharing a key's prefetches (group heads, or 1) */
     LLVMValueRef gtab, gq0, gnq;               /* i32 *heads of the group; q0; nq (i64) */
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
 } Kern;
@@ -552,7 +552,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
         LLVMValueRef key = add(c, first, cg_i64(c, j));
         if (clamp) key = cg_smin(c, key, klast);
         LLVMValueRef koff = mul(c, krow(k, key), k->ks2);
-        if (k->grouped) prefetch_key(k, row, add(c, key, cg_i64(c, 3 * decode_keys(k->f, p->W, p->NT))));
+        prefetch_key(k, row, add(c, key, cg_i64(c, 3 * decode_keys(k->f, p->W, p->NT))));
         /* two chains (even and odd chunks): half the FMA latency per key (decode d=128 from
          * memory ~+6%; four chains measured slower) */
         LLVMValueRef acc[2] = {LLVMConstNull(c->vf), LLVMConstNull(c->vf)};
@@ -1120,6 +1120,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     Kern K = {0};
     Kern *k = &K;
     k->c = c;
+    k->gsize = 1; /* rows sharing a key's prefetches: one, or the group's heads */
     k->f = f;
     k->p = make_plan(f);
     k->dt = f->dtype;
