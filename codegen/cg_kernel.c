@@ -163,10 +163,8 @@ typedef struct PvCtx {
     LLVMValueRef *row;      /* [R] scratch row indices */
     LLVMValueRef P;         /* p as floats, [R][BK] */
     LLVMValueRef *as;       /* [R] alpha, splatted */
-    LLVMValueRef (*aslot)[16]; /* [R][CG] accumulator allocas */
     bool masked;            /* select on the lane masks */
     LLVMValueRef vlast;     /* last key row that may be read */
-    int CG;                 /* chunks per pass */
     LLVMValueRef t0, t1;    /* the key vectors to visit, [t0, t1): NULL for all NT */
     bool clamp;             /* keys may pass the end (unmasked code in a partial block) */
 } PvCtx;
@@ -179,10 +177,13 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
     unsigned va = (unsigned)(p->W * 4);
     LLVMValueRef acc[16][16], col[16];
     for (int i = 0; i < n; i++) col[i] = mul(c, add(c, c0, cg_i64(c, i)), cg_i64(c, p->W));
+    LLVMValueRef aslot[16][16]; /* the accumulators across the key loop */
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < n; i++) {
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
-            cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), pc->aslot[r][i], va);
+            cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), aslot[r][i], va);
         }
     /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits; 2 and 4
      * measured alike, 2 is less code) */
@@ -192,7 +193,7 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
     LLVMValueRef j0 = cg_loop_begin(c, &lt, mul(c, pc->t0 ? pc->t0 : cg_i64(c, 0), cg_i64(c, p->W)),
                                     mul(c, pc->t1 ? pc->t1 : cg_i64(c, p->NT), cg_i64(c, p->W)), cg_i64(c, lu), "t");
     for (int r = 0; r < p->R; r++)
-        for (int i = 0; i < n; i++) acc[r][i] = cg_load(c, c->vf, pc->aslot[r][i], va);
+        for (int i = 0; i < n; i++) acc[r][i] = cg_load(c, c->vf, aslot[r][i], va);
     LLVMValueRef mbits[16];
     if (pc->masked) {
         LLVMValueRef t = LLVMBuildUDiv(b, j0, cg_i64(c, p->W), "");
@@ -226,20 +227,27 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
         }
     }
     for (int r = 0; r < p->R; r++)
-        for (int i = 0; i < n; i++) cg_store(c, acc[r][i], pc->aslot[r][i], va);
+        for (int i = 0; i < n; i++) cg_store(c, acc[r][i], aslot[r][i], va);
     cg_loop_end(c, &lt);
     for (int r = 0; r < p->R; r++)
         for (int i = 0; i < n; i++) {
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
-            cg_store(c, cg_load(c, c->vf, pc->aslot[r][i], va), ap, va);
+            cg_store(c, cg_load(c, c->vf, aslot[r][i], va), ap, va);
         }
+}
+
+/* Register column groups for P.V: half the register file (32 zmm / 16 ymm or xmm). */
+static int pv_groups(const Plan *p) {
+    int CG = (p->W >= 16 ? 16 : 8) / p->R;
+    if (CG < 1) CG = 1;
+    return CG > p->VC ? p->VC : CG;
 }
 
 /* acc = acc*alpha + P V over every V chunk: passes over column groups of CG chunks (a
  * runtime loop when there are several whole groups, the rest unrolled). */
 static void emit_pv(Kern *k, const Plan *p, PvCtx *pc) {
     Cg *c = k->c;
-    int CG = pc->CG;
+    int CG = pv_groups(p);
     int whole = p->VD / p->W / CG;
     int done = 0;
     if (whole >= 2) {
@@ -255,12 +263,6 @@ static void emit_pv(Kern *k, const Plan *p, PvCtx *pc) {
     }
 }
 
-/* Register column groups for P.V: half the register file (32 zmm / 16 ymm or xmm). */
-static int pv_groups(const Plan *p) {
-    int CG = (p->W >= 16 ? 16 : 8) / p->R;
-    if (CG < 1) CG = 1;
-    return CG > p->VC ? p->VC : CG;
-}
 
 static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp);
 
@@ -291,52 +293,88 @@ static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P
     cg_loop_end(c, &lr);
 }
 
-/* Scores of rows qrow[0 .. R) against the two key vectors of KT at column col: s[r][0..1]
- * (d in a runtime loop of DU steps, the rest unrolled). */
-static void pair_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRef col, LLVMValueRef (*s)[2]) {
+/* Bound on the key vectors of a block the generator handles at once (block_k <= 4W). */
+enum { CG_MAXT = 8 };
+
+/* Scores of rows qrow[0 .. R) against nv key vectors of the packed KT from column col:
+ * s[r][t] = sum_d q[r][d] * KT[d][col + t*W], d in a runtime loop of DU-wide unrolled steps,
+ * the rest unrolled; the R x nv accumulators are the FMA chains. */
+static void block_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRef col, int nv,
+                         LLVMValueRef (*s)[CG_MAXT]) {
     Cg *c = k->c;
     unsigned va = (unsigned)(p->W * 4);
-    LLVMValueRef zero = cg_i64(c, 0), slot[16][2];
+    LLVMValueRef slot[16][CG_MAXT];
     enum { DU = 4 };
     int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
     for (int r = 0; r < p->R; r++)
-        for (int j = 0; j < 2; j++) s[r][j] = LLVMConstNull(c->vf);
+        for (int t = 0; t < nv; t++) s[r][t] = LLVMConstNull(c->vf);
     if (dloop) {
         for (int r = 0; r < p->R; r++)
-            for (int j = 0; j < 2; j++) {
-                slot[r][j] = cg_alloca(c, c->vf, 1, va, "ws");
-                cg_store(c, s[r][j], slot[r][j], va);
+            for (int t = 0; t < nv; t++) {
+                slot[r][t] = cg_alloca(c, c->vf, 1, va, "s");
+                cg_store(c, s[r][t], slot[r][t], va);
             }
         CgLoop ld;
-        LLVMValueRef d0 = cg_loop_begin(c, &ld, zero, cg_i64(c, dloop), cg_i64(c, DU), "wd");
+        LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dloop), cg_i64(c, DU), "d");
         for (int r = 0; r < p->R; r++)
-            for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
+            for (int t = 0; t < nv; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
         LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, d0, cg_i64(c, p->BK)), col));
         for (int dd = 0; dd < DU; dd++) {
-            LLVMValueRef kt[2];
-            for (int j = 0; j < 2; j++)
-                kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + j * p->W)), va);
+            LLVMValueRef kt[CG_MAXT];
+            for (int t = 0; t < nv; t++)
+                kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + t * p->W)), va);
             for (int r = 0; r < p->R; r++) {
                 LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], add(c, d0, cg_i64(c, dd))), 4));
-                for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
+                for (int t = 0; t < nv; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
             }
         }
         for (int r = 0; r < p->R; r++)
-            for (int j = 0; j < 2; j++) cg_store(c, s[r][j], slot[r][j], va);
+            for (int t = 0; t < nv; t++) cg_store(c, s[r][t], slot[r][t], va);
         cg_loop_end(c, &ld);
         for (int r = 0; r < p->R; r++)
-            for (int j = 0; j < 2; j++) s[r][j] = cg_load(c, c->vf, slot[r][j], va);
+            for (int t = 0; t < nv; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
     }
     for (int d = dloop; d < p->QK; d++) {
-        LLVMValueRef kt[2];
-        for (int j = 0; j < 2; j++)
-            kt[j] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK + j * p->W), col)), va);
+        LLVMValueRef kt[CG_MAXT];
+        for (int t = 0; t < nv; t++)
+            kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK + t * p->W), col)), va);
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
-            for (int j = 0; j < 2; j++) s[r][j] = cg_fma(c, qv, kt[j], s[r][j]);
+            for (int t = 0; t < nv; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
         }
     }
 }
+
+/* The score modifier on row `row`'s scores s against the W keys of key vector t (mv: the
+ * lanes that count). */
+static LLVMValueRef score_mod(Kern *k, LLVMValueRef row, LLVMValueRef t, LLVMValueRef s, LLVMValueRef mv) {
+    Cg *c = k->c;
+    env_row(k, row);
+    k->env.k = kvec(k, add(c, k->kb, mul(c, t, cg_i64(c, k->p.W))));
+    k->env.score = s;
+    s = cg_expr_vec(c, &k->env, k->f->score, mv);
+    k->env.score = NULL;
+    return s;
+}
+
+/* The online-softmax step of row `row` for a block whose scores have the maximum bm: stores
+ * the new max and l * alpha; *mu is the max to subtract (0 while the row has seen nothing,
+ * so exp(-inf - -inf) never happens); returns alpha = exp(m_old - mu). */
+static LLVMValueRef softmax_step(Kern *k, LLVMValueRef row, LLVMValueRef bm, LLVMValueRef *mu) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    LLVMValueRef mp = cg_gep(c, c->f32, k->M, row);
+    LLVMValueRef lp = cg_gep(c, c->f32, k->L, row);
+    LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
+    LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
+    LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
+    *mu = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
+    LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, *mu, ""));
+    cg_store(c, m_new, mp, 4);
+    cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp, 4), alpha, ""), lp, 4);
+    return alpha;
+}
+
 
 /* A group of nr rows against the key block in runtime loops over its key vectors (compact
  * code): scores to scratch with a running max, then exp, then P.V. `masked` (a partial
@@ -400,11 +438,11 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         int per = dot ? 1 : 2; /* vectors per iteration */
         LLVMValueRef tp = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, per), "wt");
         LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
-        LLVMValueRef s[MAXR][2];
+        LLVMValueRef s[MAXR][CG_MAXT];
         if (dot) {
             for (int r = 0; r < p->R; r++) s[r][0] = dot_scores(k, row[r], add(c, k->kb, col), masked);
         } else {
-            pair_scores(k, p, qrow, col, s);
+            block_scores(k, p, qrow, col, 2, s);
         }
         /* score mod, mask, running max; the scores wait in P */
         for (int r = 0; r < p->R; r++) {
@@ -414,13 +452,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
                 LLVMValueRef mv = masked ? row_bits(k, row[r], t) : cg_lane_mask(c, p->W);
                 if (j) mv = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, t1, ""), mv, LLVMConstNull(c->vi1), "");
                 LLVMValueRef sv = s[r][j];
-                if (f->score) {
-                    env_row(k, row[r]);
-                    k->env.k = kvec(k, add(c, k->kb, mul(c, t, cg_i64(c, p->W))));
-                    k->env.score = sv;
-                    sv = cg_expr_vec(c, &k->env, f->score, mv);
-                    k->env.score = NULL;
-                }
+                if (f->score) sv = score_mod(k, row[r], t, sv, mv);
                 if (masked || j) sv = LLVMBuildSelect(b, mv, sv, cg_const_like(c, c->vf, -INFINITY), "");
                 mx = cg_intr2(c, "llvm.maxnum", mx, sv);
                 cg_store(c, sv, cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK + j * p->W), col)), va);
@@ -431,25 +463,10 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     }
     /* online softmax over the window */
     LLVMValueRef as[MAXR], mu[MAXR] = {0};
-    for (int r = 0; r < p->R; r++) {
-        LLVMValueRef bm = cg_hmax(c, cg_load(c, c->vf, mxs[r], va));
-        LLVMValueRef mp = cg_gep(c, c->f32, k->M, row[r]);
-        LLVMValueRef lp = cg_gep(c, c->f32, k->L, row[r]);
-        LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
-        LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
-        LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
-        mu[r] = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
-        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, mu[r], ""));
-        as[r] = cg_splat(c, alpha);
-        cg_store(c, m_new, mp, 4);
-        cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp, 4), alpha, ""), lp, 4);
-    }
-    emit_exp_rows(k, p, g, P, mu, t0, t1);
-    int CG = pv_groups(p);
-    LLVMValueRef aslot[MAXR][16];
     for (int r = 0; r < p->R; r++)
-        for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
-    PvCtx pc = {row, P, as, aslot, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), CG, t0, t1, false};
+        as[r] = cg_splat(c, softmax_step(k, row[r], cg_hmax(c, cg_load(c, c->vf, mxs[r], va)), &mu[r]));
+    emit_exp_rows(k, p, g, P, mu, t0, t1);
+    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false};
     if (masked && k->vfin_slot) {
         /* hidden lanes have p = 0 exactly, so with finite V rows the plain update adds
          * nothing for them: the lane selects are only for NaN/inf in V */
@@ -573,61 +590,16 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
     const IrFunc *f = k->f;
-    enum { MAXR = 16, MAXT = 8 };
-    LLVMValueRef s[MAXR][MAXT] = {{0}}, mv[MAXR][MAXT] = {{0}};
+    enum { MAXR = 16 };
+    LLVMValueRef s[MAXR][CG_MAXT] = {{0}}, mv[MAXR][CG_MAXT] = {{0}};
     LLVMValueRef row[MAXR];
     unsigned va = (unsigned)(p->W * 4);
 
-    for (int r = 0; r < p->R; r++) {
-        row[r] = add(c, g, cg_i64(c, r));
-        for (int t = 0; t < p->NT; t++) s[r][t] = LLVMConstNull(c->vf);
-    }
+    for (int r = 0; r < p->R; r++) row[r] = add(c, g, cg_i64(c, r));
     /* scores */
-    {
-        LLVMValueRef qrow[MAXR];
-        for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
-        /* d in a runtime loop of DU-wide unrolled steps (compile time), the rest unrolled */
-        enum { DU = 4 };
-        int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
-        LLVMValueRef slot[MAXR][MAXT];
-        if (dloop) {
-            for (int r = 0; r < p->R; r++)
-                for (int t = 0; t < p->NT; t++) {
-                    slot[r][t] = cg_alloca(c, c->vf, 1, va, "s");
-                    cg_store(c, s[r][t], slot[r][t], va);
-                }
-            CgLoop ld;
-            LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dloop), cg_i64(c, DU), "d");
-            for (int r = 0; r < p->R; r++)
-                for (int t = 0; t < p->NT; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
-            LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, mul(c, d0, cg_i64(c, p->BK)));
-            LLVMValueRef qb[MAXR];
-            for (int r = 0; r < p->R; r++) qb[r] = cg_gep(c, c->f32, qrow[r], d0);
-            for (int dd = 0; dd < DU; dd++) {
-                LLVMValueRef kt[MAXT];
-                for (int t = 0; t < p->NT; t++)
-                    kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + t * p->W)), va);
-                for (int r = 0; r < p->R; r++) {
-                    LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qb[r], cg_i64(c, dd)), 4));
-                    for (int t = 0; t < p->NT; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
-                }
-            }
-            for (int r = 0; r < p->R; r++)
-                for (int t = 0; t < p->NT; t++) cg_store(c, s[r][t], slot[r][t], va);
-            cg_loop_end(c, &ld);
-            for (int r = 0; r < p->R; r++)
-                for (int t = 0; t < p->NT; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
-        }
-        for (int d = dloop; d < p->QK; d++) {
-            LLVMValueRef kt[MAXT];
-            for (int t = 0; t < p->NT; t++)
-                kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, cg_i64(c, (int64_t)d * p->BK + t * p->W)), va);
-            for (int r = 0; r < p->R; r++) {
-                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
-                for (int t = 0; t < p->NT; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
-            }
-        }
-    }
+    LLVMValueRef qrow[MAXR];
+    for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
+    block_scores(k, p, qrow, cg_i64(c, 0), p->NT, s);
     /* score mod and mask */
     LLVMValueRef alltrue = cg_lane_mask(c, p->W);
     for (int r = 0; r < p->R; r++) {
@@ -637,46 +609,25 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
             } else {
                 mv[r][t] = alltrue;
             }
-            if (f->score) {
-                env_row(k, row[r]);
-                k->env.k = kvec(k, add(c, k->kb, cg_i64(c, t * p->W)));
-                k->env.score = s[r][t];
-                s[r][t] = cg_expr_vec(c, &k->env, f->score, mv[r][t]);
-                k->env.score = NULL;
-            }
+            if (f->score) s[r][t] = score_mod(k, row[r], cg_i64(c, t), s[r][t], mv[r][t]);
             if (masked) s[r][t] = LLVMBuildSelect(b, mv[r][t], s[r][t], cg_const_like(c, c->vf, -INFINITY), "");
         }
     }
     /* online softmax: the scores wait in P (the key loop of P.V reads p as broadcast scalars),
      * exp in a runtime loop over the block's vectors (compact code) */
-    LLVMValueRef as[MAXR], mu[MAXR] = {0}, lp[MAXR];
+    LLVMValueRef as[MAXR], mu[MAXR] = {0};
     LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef mx = s[r][0];
         for (int t = 1; t < p->NT; t++) mx = cg_intr2(c, "llvm.maxnum", mx, s[r][t]);
         for (int t = 0; t < p->NT; t++)
             cg_store(c, s[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
-        LLVMValueRef bm = cg_hmax(c, mx);
-        LLVMValueRef mp = cg_gep(c, c->f32, k->M, row[r]);
-        lp[r] = cg_gep(c, c->f32, k->L, row[r]);
-        LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
-        LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
-        LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
-        mu[r] = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
-        LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, mu[r], ""));
-        cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp[r], 4), alpha, ""), lp[r], 4);
-        cg_store(c, m_new, mp, 4);
-        as[r] = cg_splat(c, alpha);
+        as[r] = cg_splat(c, softmax_step(k, row[r], cg_hmax(c, mx), &mu[r]));
     }
     emit_exp_rows(k, p, g, P, mu, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
-    int CG = pv_groups(p);
-    LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
-    LLVMValueRef aslot[MAXR][16];
-    for (int r = 0; r < p->R; r++)
-        for (int i = 0; i < CG; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
-    PvCtx pc = {row, P, as, aslot, masked, vlast, CG, NULL, NULL, false};
+    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false};
     emit_pv(k, p, &pc);
 }
 
