@@ -203,6 +203,11 @@ static BItv bitv(PruneCx *c, IrExpr *e) {
 
 // key bounds
 
+/* The comparison with its operands swapped: a < b  <=>  b > a. */
+static IrExprOp mirror(IrExprOp op) {
+    return op == IR_LT ? IR_GT : op == IR_LE ? IR_GE : op == IR_GT ? IR_LT : op == IR_GE ? IR_LE : op;
+}
+
 typedef struct KBound {
     IrExpr *lo; /* INT or NULL (unbounded below) */
     IrExpr *hi; /* INT or NULL (unbounded above), inclusive */
@@ -290,7 +295,7 @@ static KBound kb_div(PruneCx *c, IrExpr *e) {
     if (!(x->op == IR_DIV && x->args[0]->op == IR_VAR && x->args[0]->var == IR_V_K)) {
         x = e->args[1];
         u = e->args[0];
-        op = op == IR_LT ? IR_GT : op == IR_LE ? IR_GE : op == IR_GT ? IR_LT : op == IR_GE ? IR_LE : op;
+        op = mirror(op);
     }
     if (!(x->op == IR_DIV && x->args[0]->op == IR_VAR && x->args[0]->var == IR_V_K) ||
         x->args[1]->op != IR_CONST || x->args[1]->ival < 1 || ir_expr_uses_var(u, IR_V_K))
@@ -335,7 +340,7 @@ static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
         u = ir_unary(c->a, IR_NEG, rest);
     } else {
         u = rest;
-        op = op == IR_LT ? IR_GT : op == IR_LE ? IR_GE : op == IR_GT ? IR_LT : op == IR_GE ? IR_LE : op;
+        op = mirror(op);
     }
     Itv ui = itv(c, u);
     if (ui.top) return none;
@@ -369,7 +374,7 @@ bool pass_residue(const IrExpr *e, IrRuns *out) {
         const IrExpr *t = x;
         x = y;
         y = t;
-        op = op == IR_LT ? IR_GT : op == IR_LE ? IR_GE : op == IR_GT ? IR_LT : op == IR_GE ? IR_LE : op;
+        op = mirror(op);
     }
     int64_t r = modulus(x);
     if (!r) return false;
