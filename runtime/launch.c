@@ -428,6 +428,12 @@ void rt_summaries_free(attn_rt_args *a) {
     }
 }
 
+int rt_call_threads(const attn_call *c, attn_rt_pool *pool) {
+    int threads = c->threads;
+    if (threads == 0) threads = pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
+    return threads < 1 ? 1 : threads;
+}
+
 attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_pool *pool,
                            attn_error *err) {
     attn_rt_args a;
@@ -435,9 +441,7 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     if (s) return s;
     if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function",
                                   d->name ? d->name : "?");
-    int threads = c->threads;
-    if (threads == 0) threads = pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
-    if (threads < 1) threads = 1;
+    int threads = rt_call_threads(c, pool);
 
     /* short queries (decode): the heads sharing a K/V head run as one task, loading each K/V
      * block once for all of them */
@@ -497,17 +501,11 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
         ntasks *= nsplit;
     }
 
-    attn_rt_pool *own = NULL;
-    if (!pool && threads > 1 && ntasks > 1) {
-        own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
-        pool = own; /* NULL on failure: the call then runs on this thread, still correct */
-    }
-    rt_parallel_for_n(pool, threads, ntasks, rt_launch_task, &l);
+    rt_launch_tasks(pool, threads, ntasks, rt_launch_task, &l);
     if (nsplit > 1 && !atomic_load(&l.failed))
         rt_merge_splits(&a, d->heads, d->v_dim, nsplit, scratch, scratch + rows * d->v_dim * nsplit);
     free(sargs);
     free(scratch);
-    attn_rt_pool_destroy(own);
     rt_summaries_free(&a);
     if (atomic_load(&l.failed))
         return rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");

@@ -7,7 +7,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "rt_internal.h"
 
@@ -147,9 +146,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
     for (int i = 1; i < n; i++)
         if (!descs[i] || descs[i]->heads != H || descs[i]->v_dim != dv || descs[i]->dtype != ATTN_F32)
             return rt_error(err, ATTN_ERR_ARG, "launch_domains: domain %d differs from domain 0 in heads, v_dim or dtype", i);
-    int threads = call->threads;
-    if (threads == 0) threads = pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
-    if (threads < 1) threads = 1;
+    int threads = rt_call_threads(call, pool);
     int64_t bq = 0;
     for (int i = 0; i < n; i++) bq = descs[i]->block_q > bq ? descs[i]->block_q : bq;
     int64_t ntiles = (a.q_len + bq - 1) / bq;
@@ -179,12 +176,8 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
             RtDomains dm = {.descs = descs, .args = args, .n = n, .heads = H, .block_q = bq, .ntiles = ntiles,
                             .nslots = nslots, .scratch = scratch, .busy = busy};
             atomic_init(&dm.failed, 0);
-            attn_rt_pool *own = NULL;
-            if (!pool && threads > 1 && ntasks > 1) pool = own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
-            rt_parallel_for_n(pool, threads, ntasks, rt_domains_task, &dm);
-            attn_rt_pool_destroy(own);
-            int failed = atomic_load(&dm.failed);
-            if (failed == 1) st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+            rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm);
+            if (atomic_load(&dm.failed)) st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
         }
         free(scratch);
         free(busy);

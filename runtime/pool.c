@@ -243,3 +243,13 @@ void rt_parallel_for_n(attn_rt_pool *p, int max_threads, int64_t ntasks, rt_task
 void rt_parallel_for(attn_rt_pool *p, int64_t ntasks, rt_task_fn fn, void *ctx) {
     rt_parallel_for_n(p, 0, ntasks, fn, ctx);
 }
+
+void rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx) {
+    attn_rt_pool *own = NULL;
+    if (!pool && threads > 1 && ntasks > 1) {
+        own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
+        pool = own; /* NULL on failure: the tasks then run on this thread, still correct */
+    }
+    rt_parallel_for_n(pool, threads, ntasks, fn, ctx);
+    attn_rt_pool_destroy(own);
+}

@@ -35,6 +35,8 @@ attn_status rt_summaries_build(const attn_rt_desc *d, attn_rt_args *a, attn_erro
 void rt_summaries_free(attn_rt_args *a);
 /* An output must not write one element twice. */
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
+/* The threads a call runs on: its own count, else the pool's, else the machine's; >= 1. */
+int rt_call_threads(const attn_call *c, attn_rt_pool *pool);
 
 // pool.c
 
@@ -48,6 +50,9 @@ void rt_parallel_for(attn_rt_pool *pool, int64_t ntasks, rt_task_fn fn, void *ct
 /* As rt_parallel_for, with at most `max_threads` threads (the caller included; <= 0: all). */
 void rt_parallel_for_n(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn,
                        void *ctx);
+/* rt_parallel_for_n on `pool`, or without one on a pool of the call's own (min(threads,
+ * ntasks) threads, gone when the tasks are done) when that pays. */
+void rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx);
 
 // gemm.c
 
