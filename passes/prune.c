@@ -37,6 +37,8 @@ static bool varies(const IrExpr *e) {
            ir_expr_uses_var(e, IR_V_SCORE);
 }
 
+static bool is_var(const IrExpr *e, IrVar v) { return e->op == IR_VAR && (IrVar)e->var == v; }
+
 static IrExpr *mk2(PruneCx *c, IrExprOp op, IrExpr *x, IrExpr *y) {
     return ir_binary(c->a, op, x, y);
 }
@@ -292,12 +294,12 @@ static KBound kb_div(PruneCx *c, IrExpr *e) {
     KBound none = {0};
     IrExprOp op = e->op;
     IrExpr *x = e->args[0], *u = e->args[1];
-    if (!(x->op == IR_DIV && x->args[0]->op == IR_VAR && x->args[0]->var == IR_V_K)) {
+    if (!(x->op == IR_DIV && is_var(x->args[0], IR_V_K))) {
         x = e->args[1];
         u = e->args[0];
         op = mirror(op);
     }
-    if (!(x->op == IR_DIV && x->args[0]->op == IR_VAR && x->args[0]->var == IR_V_K) ||
+    if (!(x->op == IR_DIV && is_var(x->args[0], IR_V_K)) ||
         x->args[1]->op != IR_CONST || x->args[1]->ival < 1 || ir_expr_uses_var(u, IR_V_K))
         return none;
     Itv ui = itv(c, u);
@@ -356,7 +358,6 @@ static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
 
 // residue runs
 
-static bool is_var(const IrExpr *e, IrVar v) { return e->op == IR_VAR && (IrVar)e->var == v; }
 
 /* x % r with a constant r in [2, 2^20]: r, else 0. */
 static int64_t modulus(const IrExpr *x) {
