@@ -89,8 +89,9 @@ bool ir_verify_func(const IrFunc *f, StrBuf *msg) {
     }
     if (f->prune.enabled) {
         const IrRuns *r = &f->prune.runs;
-        if (!f->prune.mask || !verify_expr(f, f->prune.mask, false, msg, 0) || f->prune.mask->type != IR_TY_BOOL)
-            return fail(msg, f, "prune mask missing or not bool");
+        if (!f->prune.mask) return fail(msg, f, "prune mask missing");
+        if (!verify_expr(f, f->prune.mask, false, msg, 0)) return false;
+        if (f->prune.mask->type != IR_TY_BOOL) return fail(msg, f, "prune mask is not bool");
         if (r->mod && (r->mod < 2 || r->width < 1 || r->base < 0 || r->base + r->width > r->mod ||
                        (r->with_q && (r->width != 1 || r->base != 0))))
             return fail(msg, f, "bad residue runs");
