@@ -10,10 +10,13 @@
 
 #include "codegen/codegen.h"
 
-/* One module being built: the LLVM handles and the cached types. */
+typedef struct CgParts CgParts;
+
+/* One function being built: the LLVM handles and the cached types. */
 typedef struct Cg {
     LLVMContextRef ctx;     /* owns types and constants */
-    LLVMModuleRef mod;      /* the module of all tile functions */
+    LLVMModuleRef mod;      /* the module the function goes in */
+    CgParts *parts;         /* split mode: every function in a module (and context) of its own */
     LLVMBuilderRef b;       /* the instruction builder */
     LLVMValueRef fn;        /* the function being emitted */
     LLVMBasicBlockRef entry; /* its entry block (allocas go there) */
@@ -22,13 +25,22 @@ typedef struct Cg {
     LLVMTypeRef vf, vi1, vi32, vi64;                      /* <W x ...> vector types */
 } Cg;
 
-// codegen.c — shared by the JIT of fresh modules and of cached objects (cg_cache.c)
+// codegen.c
 
 /* Consumes `e`, appending "codegen: WHAT: message" to err. */
 void cg_report_error(StrBuf *err, const char *what, LLVMErrorRef e);
 /* Binds the libm functions kernels may call by address, so the JIT never depends on what the
  * process happens to have loaded. */
 bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err);
+
+/* A home for a new function: in split mode (c->parts) a fresh context and module, else c's
+ * module; `out` gets a builder of its own and the types of c->W lanes. */
+void cg_fn_open(const Cg *c, Cg *out);
+/* Closes the home of `fn` opened by cg_fn_open. In split mode its module joins c->parts, to be
+ * optimized with -O3's full pipeline when `hot`; with `fold`, a module identical to an earlier
+ * folded one is dropped instead. Returns the name callers must use (the earlier function's
+ * when folded), or NULL (out of memory, reported in err). */
+const char *cg_fn_close(Cg *c, Cg *fc, LLVMValueRef fn, bool fold, bool hot, StrBuf *err);
 
 // cg_emit.c — small emission helpers
 
@@ -129,9 +141,7 @@ void cg_expr_hoist(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active);
 /* Emits the tile function of `f` into c->mod. */
 bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err);
 
-// codegen.c — for cg_cache.c
-
-/* The verified, optimized module of `funcs` for `t` (what cg_jit and cg_emit_file compile)
+/* The verified, optimized single module of `funcs` for `t` (what cg_emit_file compiles)
  * in `ctx`, and the target machine it was built for; the caller disposes both. NULL on error. */
 LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
                               LLVMTargetMachineRef *tm, StrBuf *err);

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "codegen/cg_internal.h"
 
@@ -70,7 +71,161 @@ typedef struct Kern {
     int gsize;                                 /* rows sharing a key's prefetches (group heads, or 1) */
     LLVMValueRef gtab, gq0, gnq;               /* i32 *heads of the group; q0; nq (i64) */
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
+    LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
+    LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
+    LLVMValueRef framed[64];                   /* what frame_fill stored there (FRAME_SLOTS) */
+    StrBuf *err;
+    bool failed;                               /* a piece could not be emitted (err says why) */
 } Kern;
+
+/* --- pieces: a kernel's key-block bodies as functions of their own --------------------------
+ * The bodies of a key block (few rows; partial and full row groups) are emitted as functions
+ * called once per block with a frame of the caller's live values (Kern's and the env's), which
+ * the piece loads back on entry. In split mode each piece lands in a module of its own, so the
+ * backend compiles a kernel's pieces on several cores, and the tile and group entries share the
+ * identical ones (cg_fn_close folds them). A call per block costs nothing against the block. */
+
+enum { FRAME_SLOTS = 64 }; /* Kern.framed's size */
+
+/* The addresses of every run-time value of k, at the same index in parent and piece. */
+static int kern_slots(Kern *k, LLVMValueRef **s) {
+    LLVMValueRef *all[] = {&k->qbase, &k->kbase, &k->vbase, &k->obase, &k->qs2, &k->ks2, &k->vs2,
+        &k->os2, &k->Qs, &k->KT, &k->ACC, &k->M, &k->L, &k->MB, &k->qlo, &k->last, &k->npad,
+        &k->kb, &k->kv_len, &k->qpos0, &k->kpos0, &k->nkeys, &k->lsebase, &k->ls2, &k->lsep,
+        &k->part_rt, &k->vfin_slot, &k->qc, &k->kbeg, &k->kendp, &k->resume, &k->gtab, &k->gq0,
+        &k->gnq, &k->qs1, &k->os1, &k->ls1, &k->part, &k->env.args, &k->env.b, &k->env.q_len,
+        &k->env.kv_len, &k->env.qmin, &k->env.qmax, &k->env.kmin, &k->env.kmax,
+        &k->env.err_slot, &k->env.dummy,
+        /* the row's q (and h, grouped) is set by env_row before any use, in the piece too;
+         * what the caller's last row left there need not dominate the call */
+        k->grouped ? NULL : &k->env.h};
+    int n = (int)(sizeof all / sizeof all[0]);
+    for (int i = 0; i < n; i++) s[i] = all[i];
+    return n;
+}
+
+typedef struct Piece {
+    Kern saved; /* the caller's state, restored by piece_end */
+    Cg cg;      /* the piece's function */
+    LLVMValueRef fn, call;
+    LLVMValueRef load[FRAME_SLOTS]; /* the frame's loads, erased if unused (pieces that differ
+                                     * only in what they do not read fold) */
+    int nload;
+} Piece;
+
+/* Stores k's live values into the frame, once for the pieces called after it (whose calls it
+ * must dominate). */
+static void frame_fill(Kern *k) {
+    Cg *c = k->c;
+    LLVMValueRef *slot[FRAME_SLOTS];
+    int n = kern_slots(k, slot);
+    if (!k->frame) k->frame = cg_alloca(c, c->i64, FRAME_SLOTS, 8, "frame");
+    for (int i = 0; i < n; i++) {
+        LLVMValueRef v = slot[i] ? *slot[i] : NULL;
+        LLVMTypeKind kind = v ? LLVMGetTypeKind(LLVMTypeOf(v)) : LLVMVoidTypeKind;
+        k->framed[i] = v;
+        if (kind == LLVMIntegerTypeKind || kind == LLVMPointerTypeKind)
+            cg_store(c, v, cg_gep(c, c->i64, k->frame, cg_i64(c, i)), 8);
+    }
+}
+
+/* Calls the piece `what` here (its frame filled by frame_fill) and points k (k->c included)
+ * at its body. */
+static bool piece_begin(Kern *k, Piece *pc, const char *what) {
+    Cg *c = k->c;
+    LLVMValueRef *slot[FRAME_SLOTS];
+    int n = kern_slots(k, slot);
+    for (int i = 0; i < n; i++) {
+        if (k->frame && (slot[i] ? *slot[i] : NULL) == k->framed[i]) continue;
+        sb_puts(k->err, "codegen: internal error: a piece's frame is out of date");
+        return false;
+    }
+    size_t len;
+    const char *parent = LLVMGetValueName2(c->fn, &len);
+    char name[640];
+    snprintf(name, sizeof name, "%.*s.%s", (int)len, parent, what);
+    cg_fn_open(c, &pc->cg);
+    Cg *pg = &pc->cg;
+    LLVMTypeRef pty = pg->ptr, cty = c->ptr;
+    LLVMTypeRef fty = LLVMFunctionType(pg->voidt, &pty, 1, 0);
+    pc->fn = LLVMAddFunction(pg->mod, name, fty);
+    LLVMSetLinkage(pc->fn, c->parts ? LLVMExternalLinkage : LLVMInternalLinkage);
+    LLVMAddAttributeAtIndex(pc->fn, 1, LLVMCreateEnumAttribute(pg->ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+    LLVMTypeRef pfty = LLVMFunctionType(c->voidt, &cty, 1, 0);
+    LLVMValueRef callee = c->parts ? LLVMAddFunction(c->mod, name, pfty) : pc->fn;
+    pc->call = LLVMBuildCall2(c->b, pfty, callee, &k->frame, 1, "");
+    pg->fn = pc->fn;
+    pg->entry = LLVMAppendBasicBlockInContext(pg->ctx, pc->fn, "entry");
+    LLVMPositionBuilderAtEnd(pg->b, pg->entry);
+    pc->saved = *k;
+    LLVMValueRef fr = LLVMGetParam(pc->fn, 0);
+    for (int i = 0; i < n; i++) {
+        LLVMValueRef v = slot[i] ? *slot[i] : NULL;
+        pc->load[i] = NULL;
+        if (!v) continue;
+        LLVMTypeRef t = LLVMTypeOf(v);
+        LLVMTypeKind kind = t ? LLVMGetTypeKind(t) : LLVMVoidTypeKind;
+        LLVMTypeRef nt = kind == LLVMIntegerTypeKind ? LLVMIntTypeInContext(pg->ctx, LLVMGetIntTypeWidth(t))
+                       : kind == LLVMPointerTypeKind ? pg->ptr : NULL;
+        if (!nt) *slot[i] = NULL; /* vectors live only inside an expression */
+        else if (LLVMIsAConstantInt(v)) *slot[i] = LLVMConstInt(nt, LLVMConstIntGetZExtValue(v), 0);
+        else if (LLVMIsAConstantPointerNull(v)) *slot[i] = LLVMConstNull(nt);
+        else *slot[i] = pc->load[i] = cg_load(pg, nt, cg_gep(pg, pg->i64, fr, cg_i64(pg, i)), 8);
+    }
+    pc->nload = n;
+    k->c = pg;
+    k->mbt = LLVMIntTypeInContext(pg->ctx, (unsigned)k->p.W);
+    k->frame = NULL;
+    memset(k->framed, 0, sizeof k->framed);
+    k->env.q = k->env.k = k->env.score = NULL;
+    if (k->grouped) k->env.h = NULL;
+    k->env.ncache = 0; /* hoisted subtrees are the caller's */
+    k->env.tag = -1;
+    k->env.collect = NULL;
+    return true;
+}
+
+/* Ends the piece's body and restores the caller's state. */
+static void piece_end(Kern *k, Piece *pc, bool hot) {
+    LLVMBuildRetVoid(k->c->b);
+    for (int i = 0; i < pc->nload; i++) {
+        LLVMValueRef ld = pc->load[i];
+        if (!ld || LLVMGetFirstUse(ld)) continue;
+        LLVMValueRef gep = LLVMGetOperand(ld, 0);
+        LLVMInstructionEraseFromParent(ld);
+        if (LLVMIsAInstruction(gep) && !LLVMGetFirstUse(gep)) LLVMInstructionEraseFromParent(gep);
+    }
+    *k = pc->saved;
+    Cg *c = k->c;
+    const char *name = cg_fn_close(c, &pc->cg, pc->fn, c->parts != NULL, hot, k->err);
+    if (!name) {
+        k->failed = true;
+        return;
+    }
+    size_t len;
+    LLVMValueRef callee = LLVMGetCalledValue(pc->call);
+    if (strcmp(LLVMGetValueName2(callee, &len), name) != 0) {
+        /* folded into an identical piece of an earlier function: call that one */
+        LLVMValueRef same = LLVMGetNamedFunction(c->mod, name);
+        if (same) {
+            LLVMSetOperand(pc->call, LLVMGetNumOperands(pc->call) - 1, same);
+            LLVMDeleteFunction(callee);
+        } else {
+            LLVMSetValueName2(callee, name, strlen(name));
+        }
+    }
+}
+
+/* Emits body(k, arg) as the piece `what`, called here. */
+static void emit_piece(Kern *k, const char *what, bool hot, void (*body)(Kern *, bool), bool arg) {
+    Piece pc;
+    if (k->failed || !piece_begin(k, &pc, what)) {
+        k->failed = true;
+        return;
+    }
+    body(k, arg);
+    piece_end(k, &pc, hot);
+}
 
 /* Task row of chunk row i (clamped to the last real row). */
 static LLVMValueRef task_row(Kern *k, LLVMValueRef i) { return LLVMBuildAdd(k->c->b, k->qc, cg_smin(k->c, i, k->last), ""); }
@@ -716,6 +871,114 @@ static Plan make_plan(const IrFunc *f) {
     return p;
 }
 
+/* The few-rows body of a key block (decode): scores straight from K, row by row. */
+static void body_few(Kern *k, bool masked) {
+    Cg *c = k->c;
+    const Plan *p = &k->p;
+    LLVMValueRef nrows = add(c, k->last, cg_i64(c, 1));
+    k->vfin_slot = NULL; /* K and V were not looked at: P.V keeps its lane selects */
+    CgLoop ls, lr;
+    if (k->grouped) {
+        /* the heads of a group, row by row over sub-blocks of K and V that fit in half of L1
+         * (~16 KiB; d=128: 16 keys), so every row's pass hits L1 while the next keys are
+         * prefetched (measured ~+8% K/V bandwidth from memory against 32 keys) */
+        int sub = decode_keys(k->f, p->W, p->NT) / p->W;
+        LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
+        LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
+        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
+        emit_group_loop(k, r, 1, masked, true, v0, v1);
+        cg_loop_end(c, &lr);
+        cg_loop_end(c, &ls);
+    } else {
+        /* one variant for full and partial blocks: decode is bound by reading K and V */
+        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
+        k->part_rt = k->part;
+        emit_group_loop(k, r, 1, true, true, NULL, NULL);
+        k->part_rt = NULL;
+        cg_loop_end(c, &lr);
+    }
+}
+
+/* K of a key block packed transposed for the row groups; for a partial block, whether its
+ * V rows are all finite (*vfin_slot). */
+static void body_pack(Kern *k, bool unused) {
+    (void)unused;
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    {
+        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d], zero past the keys;
+         * whole chunks of d in a runtime loop, a tail chunk after it */
+        CgLoop lj;
+        LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, p->W), "kj");
+        LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
+        LLVMValueRef koff[64], valid[64];
+        for (int r = 0; r < p->W; r++) {
+            LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
+            valid[r] = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
+            koff[r] = mul(c, krow(k, cg_smin(c, key, klast)), k->ks2);
+        }
+        int whole = p->QK / p->W;
+        for (int part = 0; part < 2; part++) {
+            int n = part ? p->QK - whole * p->W : p->W;
+            if (n <= 0 || (!part && whole == 0)) continue;
+            CgLoop lc;
+            LLVMValueRef ch = part ? cg_i64(c, whole) : cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "kc");
+            LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
+            LLVMValueRef rows[64];
+            for (int r = 0; r < p->W; r++) {
+                LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff[r], d0), n);
+                rows[r] = LLVMBuildSelect(b, valid[r], v, LLVMConstNull(c->vf), "");
+            }
+            transpose(c, rows);
+            for (int l = 0; l < n; l++) {
+                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
+                cg_store(c, rows[l], dst, (unsigned)p->W * 4);
+            }
+            if (!part) cg_loop_end(c, &lc);
+        }
+        cg_loop_end(c, &lj);
+    }
+    if (p->NT % 2 == 0) {
+        /* a partial block: are its V rows all finite? (then its groups' P.V needs no selects) */
+        cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
+        LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
+        LLVMBuildCondBr(b, k->part, bchk, bgo);
+        LLVMPositionBuilderAtEnd(b, bchk);
+        LLVMValueRef zs = cg_alloca(c, c->vf, 1, (unsigned)p->W * 4, "vz");
+        cg_store(c, LLVMConstNull(c->vf), zs, (unsigned)p->W * 4);
+        LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
+        CgLoop lj;
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "vc");
+        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), vlast)), k->vs2);
+        LLVMValueRef z = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
+        for (int ch = 0; ch < p->VC; ch++) {
+            LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+            z = cg_fma(c, v, LLVMConstNull(c->vf), z); /* NaN iff some v is inf or NaN */
+        }
+        cg_store(c, z, zs, (unsigned)p->W * 4);
+        cg_loop_end(c, &lj);
+        LLVMValueRef zt = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
+        LLVMValueRef nan = cg_hor(c, LLVMBuildFCmp(b, LLVMRealUNO, zt, zt, ""));
+        cg_store(c, LLVMBuildNot(b, nan, ""), k->vfin_slot, 1);
+        LLVMBuildBr(b, bgo);
+        LLVMPositionBuilderAtEnd(b, bgo);
+    }
+}
+
+/* The row groups of a key block, K packed: partial blocks (masked) or full ones. */
+static void body_groups(Kern *k, bool masked) {
+    Cg *c = k->c;
+    const Plan *p = &k->p;
+    CgLoop lg;
+    LLVMValueRef g = cg_loop_begin(c, &lg, cg_i64(c, 0), k->npad, cg_i64(c, p->R), "g");
+    if (masked && p->NT % 2 == 0)
+        emit_group_loop(k, g, p->R, true, false, NULL, NULL);
+    else
+        emit_group(k, g, masked);
+    cg_loop_end(c, &lg);
+}
+
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
 static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     Cg *c = k->c;
@@ -740,7 +1003,10 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         k->qlo = k->qpos0;
         qhi = add(c, k->qpos0, LLVMBuildSub(b, k->gnq, cg_i64(c, 1), ""));
     }
-    LLVMValueRef few = LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, dot_rows(p)), "few");
+    /* the tile function of a kernel with a group function meets few rows only in the tail
+     * of a long prefill: it packs K for them too and has no few-rows piece to compile */
+    LLVMValueRef few = !k->grouped && cg_group_size(f) ? cg_bool(c, false)
+                     : LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, dot_rows(p)), "few");
     {
         /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
         CgLoop li;
@@ -864,120 +1130,35 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     LLVMBasicBlockRef bdot = cg_block(c, "dotrows");
     LLVMBasicBlockRef bpack = cg_block(c, "packrows");
     LLVMBasicBlockRef bdone = cg_block(c, "blockdone");
+    k->part = part;
+    if (p->NT % 2 == 0) k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
+    frame_fill(k);
+    if (k->grouped) few = LLVMBuildAnd(b, few, LLVMBuildNot(b, part, ""), "");
     LLVMBuildCondBr(b, few, bdot, bpack);
     LLVMPositionBuilderAtEnd(b, bdot);
     if (k->grouped) {
-        /* the heads of a group (decode), row by row over sub-blocks of K and V that fit in
-         * half of L1 (~16 KiB; d=128: 16 keys), so every row's pass hits L1 while the next
-         * keys are prefetched (measured ~+8% K/V bandwidth from memory against 32 keys); full
-         * blocks get a variant without the lane selects */
-        int sub = decode_keys(f, p->W, p->NT) / p->W;
-        CgLoop ls, lr;
-        LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
-        LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
-        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
-        LLVMBasicBlockRef bm = cg_block(c, "dotrow_masked");
-        LLVMBasicBlockRef bf = cg_block(c, "dotrow_full");
-        LLVMBasicBlockRef join = cg_block(c, "dotrow_done");
-        LLVMBuildCondBr(b, part, bm, bf);
-        LLVMPositionBuilderAtEnd(b, bm);
-        emit_group_loop(k, r, 1, true, true, v0, v1);
-        LLVMBuildBr(b, join);
-        LLVMPositionBuilderAtEnd(b, bf);
-        emit_group_loop(k, r, 1, false, true, v0, v1);
-        LLVMBuildBr(b, join);
-        LLVMPositionBuilderAtEnd(b, join);
-        cg_loop_end(c, &lr);
-        cg_loop_end(c, &ls);
-    } else {
-        CgLoop lr;
-        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
-        /* one variant for full and partial blocks: decode is bound by reading K and V */
-        k->part_rt = part;
-        emit_group_loop(k, r, 1, true, true, NULL, NULL);
-        k->part_rt = NULL;
-        cg_loop_end(c, &lr);
+        /* the heads of a group (decode): full blocks, without lane selects (the hot loop of
+         * decode, fully optimized); partial ones (the kv tail) take the packed path */
+        emit_piece(k, "few", true, body_few, false);
+    } else if (!LLVMIsConstant(few)) {
+        emit_piece(k, "few", false, body_few, true);
     }
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bpack);
+    emit_piece(k, "pack", false, body_pack, false);
     {
-        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d], zero past the keys;
-         * whole chunks of d in a runtime loop, a tail chunk after it */
-        CgLoop lj;
-        LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, p->W), "kj");
-        LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
-        LLVMValueRef koff[64], valid[64];
-        for (int r = 0; r < p->W; r++) {
-            LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
-            valid[r] = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
-            koff[r] = mul(c, krow(k, cg_smin(c, key, klast)), k->ks2);
-        }
-        int whole = p->QK / p->W;
-        for (int part = 0; part < 2; part++) {
-            int n = part ? p->QK - whole * p->W : p->W;
-            if (n <= 0 || (!part && whole == 0)) continue;
-            CgLoop lc;
-            LLVMValueRef ch = part ? cg_i64(c, whole) : cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "kc");
-            LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
-            LLVMValueRef rows[64];
-            for (int r = 0; r < p->W; r++) {
-                LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff[r], d0), n);
-                rows[r] = LLVMBuildSelect(b, valid[r], v, LLVMConstNull(c->vf), "");
-            }
-            transpose(c, rows);
-            for (int l = 0; l < n; l++) {
-                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
-                cg_store(c, rows[l], dst, (unsigned)p->W * 4);
-            }
-            if (!part) cg_loop_end(c, &lc);
-        }
-        cg_loop_end(c, &lj);
-    }
-    if (p->NT % 2 == 0) {
-        /* a partial block: are its V rows all finite? (then its groups' P.V needs no selects) */
-        k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
-        cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
-        LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
-        LLVMBuildCondBr(b, part, bchk, bgo);
-        LLVMPositionBuilderAtEnd(b, bchk);
-        LLVMValueRef zs = cg_alloca(c, c->vf, 1, (unsigned)p->W * 4, "vz");
-        cg_store(c, LLVMConstNull(c->vf), zs, (unsigned)p->W * 4);
-        LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
-        CgLoop lj;
-        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "vc");
-        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), vlast)), k->vs2);
-        LLVMValueRef z = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
-        for (int ch = 0; ch < p->VC; ch++) {
-            LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
-            z = cg_fma(c, v, LLVMConstNull(c->vf), z); /* NaN iff some v is inf or NaN */
-        }
-        cg_store(c, z, zs, (unsigned)p->W * 4);
-        cg_loop_end(c, &lj);
-        LLVMValueRef zt = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
-        LLVMValueRef nan = cg_hor(c, LLVMBuildFCmp(b, LLVMRealUNO, zt, zt, ""));
-        cg_store(c, LLVMBuildNot(b, nan, ""), k->vfin_slot, 1);
-        LLVMBuildBr(b, bgo);
-        LLVMPositionBuilderAtEnd(b, bgo);
-    }
-    {
-        /* row groups */
-        CgLoop lg;
-        LLVMValueRef g = cg_loop_begin(c, &lg, cg_i64(c, 0), k->npad, cg_i64(c, p->R), "g");
-        LLVMBasicBlockRef bm = cg_block(c, "group_masked");
-        LLVMBasicBlockRef bf = cg_block(c, "group_full");
-        LLVMBasicBlockRef join = cg_block(c, "group_done");
+        /* row groups, in the piece of partial blocks or of full ones */
+        LLVMBasicBlockRef bm = cg_block(c, "groups_masked");
+        LLVMBasicBlockRef bf = cg_block(c, "groups_full");
+        LLVMBasicBlockRef join = cg_block(c, "groups_done");
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
-        if (p->NT % 2 == 0)
-            emit_group_loop(k, g, p->R, true, false, NULL, NULL);
-        else
-            emit_group(k, g, true);
+        emit_piece(k, "part", false, body_groups, true);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
-        emit_group(k, g, false);
+        emit_piece(k, "full", false, body_groups, false);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
-        cg_loop_end(c, &lg);
         k->vfin_slot = NULL;
     }
     LLVMBuildBr(b, bdone);
@@ -1050,12 +1231,16 @@ int cg_group_size(const IrFunc *f) {
 static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *err);
 
 bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
-    if (!emit_fn(c, f, symbol, 0, err)) return false;
     int G = cg_group_size(f);
-    if (!G) return true;
     char gsym[512];
     snprintf(gsym, sizeof gsym, "%s_group", symbol);
-    return emit_fn(c, f, gsym, G, err);
+    for (int grouped = 0; grouped <= (G > 0); grouped++) {
+        Cg fc;
+        cg_fn_open(c, &fc);
+        bool ok = emit_fn(&fc, f, grouped ? gsym : symbol, grouped ? G : 0, err);
+        if (!cg_fn_close(c, &fc, fc.fn, false, false, err) || !ok) return false;
+    }
+    return true;
 }
 
 static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *err) {
@@ -1071,6 +1256,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     Kern K = {0};
     Kern *k = &K;
     k->c = c;
+    k->err = err;
     k->gsize = 1; /* rows sharing a key's prefetches: one, or the group's heads */
     k->f = f;
     k->p = make_plan(f);
@@ -1261,5 +1447,5 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     }
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
     LLVMBuildRet(b, LLVMBuildZExt(b, e, c->i32, ""));
-    return true;
+    return !k->failed;
 }

@@ -1,14 +1,21 @@
-/* codegen.c — targets, the module of tile functions, the pass pipeline, JIT and AOT.
- * One path builds the module; the JIT links it for the host, AOT writes it for any triple. */
+/* codegen.c — targets, the tile functions' modules, the pass pipeline, JIT and AOT.
+ * AOT (and `dump --llvm`) builds one module for any triple. The JIT builds in split mode: every
+ * function, and every piece of a kernel (cg_kernel.c), in a module and context of its own;
+ * compiles them on several cores into a bundle of objects (what the on-disk cache stores);
+ * and links the bundle for the host. */
 #include "codegen/codegen.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/Core.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/LLJIT.h>
@@ -20,7 +27,7 @@
 #include "codegen/cg_internal.h"
 
 struct CgJit {
-    LLVMOrcLLJITRef jit; /* owns the compiled code */
+    LLVMOrcLLJITRef jit; /* owns the linked code */
 };
 
 static pthread_once_t cg_once = PTHREAD_ONCE_INIT;
@@ -129,7 +136,8 @@ int cg_target_vec_width(const CgTarget *t, StrBuf *err) {
     return w;
 }
 
-static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, StrBuf *err) {
+/* A target machine whose code generator runs at -O<level> (0..3). */
+static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, int ol, StrBuf *err) {
     LLVMTargetRef target;
     char *msg = NULL;
     if (LLVMGetTargetFromTriple(r->triple, &target, &msg)) {
@@ -138,7 +146,6 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, StrBuf *err)
         return NULL;
     }
     if (msg) LLVMDisposeMessage(msg);
-    int ol = t ? t->opt_level : 3;
     LLVMCodeGenOptLevel lv = ol <= 0 ? LLVMCodeGenLevelNone : ol == 1 ? LLVMCodeGenLevelLess
                            : ol == 2 ? LLVMCodeGenLevelDefault : LLVMCodeGenLevelAggressive;
     LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, r->triple, r->cpu, r->features, lv,
@@ -150,40 +157,53 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, StrBuf *err)
 /* The IR pass pipeline of -O<level> (LLVM's unrolling and vectorizers stay off in all). The
  * generator emits vector code with loop-carried values in stack slots, so -O3 needs what
  * promotes them and hoists out of the loops: SROA, early CSE, instcombine, LICM around loop
- * rotation, index-variable and dead-code cleanups (a fifth of default<O3>'s time, prefill
- * kernels as fast: docs/codegen.md, "Compile time"). A module with a group function (GQA/MQA
- * decode) keeps default<O3>: its few-rows path measured ~10% faster with it. -O1/-O2 take
- * LLVM's O1; -O0 runs nothing and selects with FastISel. instcombine never verifies its
- * fixpoint: that check aborts the process. */
-static const char *cg_pipeline(int level, bool group) {
+ * rotation (a tenth of default<O3>'s time, kernels as fast: docs/codegen.md, "Compile time").
+ * `hot` code (the group function's decode loop) measured up to 15% slower with it, so it runs
+ * a longer list with the index-variable and dead-code cleanups, GVN and another LICM, as fast
+ * as default<O3>. -O1/-O2 take LLVM's O1; -O0 runs nothing and selects with FastISel.
+ * instcombine never verifies its fixpoint: that check aborts the process. */
+static const char *cg_pipeline(int level, bool hot) {
     if (level <= 0) return "default<O0>";
     if (level <= 2) return "default<O1>";
-    if (group) return "default<O3>";
+    if (!hot)
+        return "function(simplifycfg,sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,"
+               "loop-mssa(licm<no-allowspeculation>,loop-rotate,licm<allowspeculation>),simplifycfg,"
+               "instcombine<no-verify-fixpoint>,adce,simplifycfg)";
     return "function(simplifycfg,sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,reassociate,"
            "loop-mssa(loop-instsimplify,loop-simplifycfg,licm<no-allowspeculation>,loop-rotate,"
            "licm<allowspeculation>,simple-loop-unswitch),simplifycfg,instcombine<no-verify-fixpoint>,"
            "loop(loop-idiom,indvars,loop-deletion),sroa,memcpyopt,sccp,bdce,instcombine<no-verify-fixpoint>,"
-           "adce,simplifycfg,instcombine<no-verify-fixpoint>)";
+           "adce,simplifycfg,instcombine<no-verify-fixpoint>,gvn,loop-mssa(licm))";
 }
 
-/* Builds, verifies and optimizes the module of `funcs` in `ctx` for `tm`. NULL on error. */
-static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
-                                  Resolved *r, LLVMTargetMachineRef tm, StrBuf *err) {
-    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("attnc", ctx);
-    LLVMSetTarget(mod, r->triple);
-    LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
-    LLVMSetModuleDataLayout(mod, td);
-    LLVMDisposeTargetData(td);
-    Cg c = {0};
-    c.ctx = ctx;
-    c.mod = mod;
-    c.b = LLVMCreateBuilderInContext(ctx);
-    bool ok = true;
-    int width = resolved_width(r);
-    for (int i = 0; i < n && ok; i++) {
+/* Runs the pipeline of `level` (`full`: -O3's whole one) on mod. */
+static bool optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level, bool full, StrBuf *err) {
+    LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+    /* the generator already unrolled and vectorized what pays */
+    LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
+    LLVMPassBuilderOptionsSetLoopVectorization(po, 0);
+    LLVMPassBuilderOptionsSetSLPVectorization(po, 0);
+    LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(level, full), tm, po);
+    LLVMDisposePassBuilderOptions(po);
+    if (e) cg_report_error(err, "optimization failed", e);
+    return !e;
+}
+
+static bool verify(LLVMModuleRef mod, StrBuf *err) {
+    char *msg = NULL;
+    bool bad = LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg);
+    if (bad) sb_printf(err, "codegen: internal error: invalid module: %s", msg ? msg : "");
+    if (msg) LLVMDisposeMessage(msg);
+    return !bad;
+}
+
+/* Emits the tile (and group) functions of `funcs` from `root`: into its module, or in split
+ * mode into parts. The function of funcs[i] is symbols[i] (NULL: the cg_tile_symbol names). */
+static bool emit_funcs(Cg *root, IrFunc **funcs, int n, const char *const *symbols, int width,
+                       StrBuf *err) {
+    for (int i = 0; i < n; i++) {
         IrFunc tmp = *funcs[i];
         if (tmp.sched.vec_width <= 0) {
-            /* no schedule: a plain default for this target */
             /* no schedule: what measured best on AVX-512 (R = 4, K+V blocks of ~32 KiB) */
             int d = tmp.qk_dim > tmp.v_dim ? tmp.qk_dim : tmp.v_dim;
             int bk = d > 0 ? 4096 / d / width * width : 4 * width;
@@ -192,38 +212,31 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
             tmp.sched.rows = 4;
             tmp.sched.block_q = 128;
         }
-        char *sym = cg_tile_symbol(funcs[i]->arena, funcs[i]);
+        const char *sym = symbols ? symbols[i] : cg_tile_symbol(funcs[i]->arena, funcs[i]);
         if (!sym) {
             sb_puts(err, "codegen: out of memory");
-            ok = false;
-            break;
+            return false;
         }
-        ok = cg_emit_tile(&c, &tmp, sym, err);
+        if (!cg_emit_tile(root, &tmp, sym, err)) return false;
     }
-    LLVMDisposeBuilder(c.b);
-    if (ok) {
-        char *msg = NULL;
-        if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
-            sb_printf(err, "codegen: internal error: invalid module: %s", msg ? msg : "");
-            ok = false;
-        }
-        if (msg) LLVMDisposeMessage(msg);
-    }
-    if (ok) {
-        LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
-        /* the generator already unrolled and vectorized what pays */
-        LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
-        LLVMPassBuilderOptionsSetLoopVectorization(po, 0);
-        LLVMPassBuilderOptionsSetSLPVectorization(po, 0);
-        bool group = false;
-        for (int i = 0; i < n; i++) group |= cg_group_size(funcs[i]) > 0;
-        LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(t ? t->opt_level : 3, group), tm, po);
-        LLVMDisposePassBuilderOptions(po);
-        if (e) {
-            cg_report_error(err, "optimization failed", e);
-            ok = false;
-        }
-    }
+    return true;
+}
+
+/* Builds, verifies and optimizes the one module of `funcs` in `ctx` for `tm`. NULL on error. */
+static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
+                                  Resolved *r, LLVMTargetMachineRef tm, StrBuf *err) {
+    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("attnc", ctx);
+    LLVMSetTarget(mod, r->triple);
+    LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+    LLVMSetModuleDataLayout(mod, td);
+    LLVMDisposeTargetData(td);
+    Cg root = {0};
+    root.ctx = ctx;
+    root.mod = mod;
+    bool group = false;
+    for (int i = 0; i < n; i++) group |= cg_group_size(funcs[i]) > 0;
+    bool ok = emit_funcs(&root, funcs, n, NULL, resolved_width(r), err) && verify(mod, err) &&
+              optimize(mod, tm, t ? t->opt_level : 3, group, err);
     if (!ok) {
         LLVMDisposeModule(mod);
         return NULL;
@@ -273,6 +286,274 @@ char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err) {
     return out;
 }
 
+LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
+                              LLVMTargetMachineRef *tm_out, StrBuf *err) {
+    pthread_once(&cg_once, cg_init_llvm);
+    Resolved r;
+    target_resolve(t, &r);
+    LLVMTargetMachineRef tm = make_tm(t, &r, t ? t->opt_level : 3, err);
+    LLVMModuleRef mod = tm ? build_module(ctx, funcs, n, t, &r, tm, err) : NULL;
+    target_free(&r);
+    if (!mod) {
+        if (tm) LLVMDisposeTargetMachine(tm);
+        return NULL;
+    }
+    *tm_out = tm;
+    return mod;
+}
+
+/* --- split mode: parts compiled in parallel into a bundle of objects ------------------------ */
+
+typedef struct CgPart {
+    LLVMContextRef ctx;      /* owns mod */
+    LLVMModuleRef mod;
+    void *ir;                /* a folded piece: its bitcode, the function renamed; else NULL */
+    size_t irlen;
+    char *name;              /* its function */
+    bool hot;                /* -O3's whole pipeline */
+    size_t size;             /* instructions: the largest are compiled first */
+    LLVMMemoryBufferRef obj; /* the compiled object */
+    StrBuf err;
+} CgPart;
+
+struct CgParts {
+    CgPart *v;
+    int n, cap;
+    const char *triple, *layout;
+};
+
+void cg_fn_open(const Cg *c, Cg *out) {
+    *out = *c;
+    out->fn = NULL;
+    out->entry = NULL;
+    if (c->parts) {
+        out->ctx = LLVMContextCreate();
+        out->mod = LLVMModuleCreateWithNameInContext("attnc", out->ctx);
+        LLVMSetTarget(out->mod, c->parts->triple);
+        LLVMSetDataLayout(out->mod, c->parts->layout);
+    }
+    out->b = LLVMCreateBuilderInContext(out->ctx);
+    if (c->W) cg_init_types(out, c->W);
+}
+
+static size_t module_size(LLVMModuleRef mod) {
+    size_t n = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f))
+        for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb; bb = LLVMGetNextBasicBlock(bb))
+            for (LLVMValueRef i = LLVMGetFirstInstruction(bb); i; i = LLVMGetNextInstruction(i)) n++;
+    return n;
+}
+
+const char *cg_fn_close(Cg *c, Cg *fc, LLVMValueRef fn, bool fold, bool hot, StrBuf *err) {
+    LLVMDisposeBuilder(fc->b);
+    fc->b = NULL;
+    size_t len = 0;
+    const char *name = fn ? LLVMGetValueName2(fn, &len) : NULL;
+    CgParts *ps = c->parts;
+    if (!ps) return name;
+    char *own = fn ? strndup(name, len) : NULL;
+    void *ir = NULL;
+    size_t irlen = 0;
+    bool ok = own != NULL;
+    if (ok && fold) {
+        /* the same bitcode under the same name is the same piece */
+        LLVMSetValueName2(fn, "piece", 5);
+        LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(fc->mod);
+        LLVMSetValueName2(fn, own, len);
+        const char *bytes = bc ? LLVMGetBufferStart(bc) : NULL;
+        irlen = bc ? LLVMGetBufferSize(bc) : 0;
+        for (int i = 0; bc && i < ps->n; i++) {
+            if (ps->v[i].ir && ps->v[i].irlen == irlen && memcmp(ps->v[i].ir, bytes, irlen) == 0) {
+                LLVMDisposeMemoryBuffer(bc);
+                free(own);
+                LLVMDisposeModule(fc->mod);
+                LLVMContextDispose(fc->ctx);
+                return ps->v[i].name;
+            }
+        }
+        ir = bc ? malloc(irlen ? irlen : 1) : NULL;
+        if (ir) memcpy(ir, bytes, irlen);
+        if (bc) LLVMDisposeMemoryBuffer(bc);
+        ok = ir != NULL;
+    }
+    if (ok && ps->n == ps->cap) {
+        int cap = ps->cap ? 2 * ps->cap : 16;
+        CgPart *v = realloc(ps->v, sizeof *v * (size_t)cap);
+        if (v) ps->v = v, ps->cap = cap;
+        ok = v != NULL;
+    }
+    if (!ok) {
+        if (fn) sb_puts(err, "codegen: out of memory");
+        free(own);
+        free(ir);
+        LLVMDisposeModule(fc->mod);
+        LLVMContextDispose(fc->ctx);
+        return NULL;
+    }
+    CgPart *pt = &ps->v[ps->n++];
+    memset(pt, 0, sizeof *pt);
+    pt->ctx = fc->ctx;
+    pt->mod = fc->mod;
+    pt->ir = ir;
+    pt->irlen = irlen;
+    pt->name = own;
+    pt->hot = hot;
+    pt->size = module_size(fc->mod);
+    sb_init(&pt->err);
+    return own;
+}
+
+static void parts_free(CgParts *ps) {
+    for (int i = 0; i < ps->n; i++) {
+        CgPart *pt = &ps->v[i];
+        if (pt->obj) LLVMDisposeMemoryBuffer(pt->obj);
+        LLVMDisposeModule(pt->mod);
+        LLVMContextDispose(pt->ctx);
+        free(pt->ir);
+        free(pt->name);
+        sb_free(&pt->err);
+    }
+    free(ps->v);
+}
+
+typedef struct Compile {
+    CgParts *ps;
+    const CgTarget *t;
+    Resolved *r;
+    int *order;       /* parts, largest first */
+    atomic_int next;  /* the next of order to take */
+} Compile;
+
+typedef struct Worker {
+    Compile *cp;
+    StrBuf err;       /* why the worker could not start */
+    pthread_t th;
+    bool started;
+} Worker;
+
+/* Takes parts until none is left: verify, optimize, emit the object. Target machines of its
+ * own: LLVM compiles modules of distinct contexts concurrently. The code generator runs at
+ * -O3 for hot parts and at -O1 for the rest at -O2/-O3: a fifth less time for the same kernel
+ * speed (docs/codegen.md, "Compile time"). */
+static void *compile_worker(void *arg) {
+    Worker *w = arg;
+    Compile *cp = w->cp;
+    int level = cp->t ? cp->t->opt_level : 3;
+    LLVMTargetMachineRef tms[2] = {NULL, NULL}; /* cold, hot */
+    for (int i; (i = atomic_fetch_add(&cp->next, 1)) < cp->ps->n;) {
+        CgPart *pt = &cp->ps->v[cp->order[i]];
+        LLVMTargetMachineRef *tm = &tms[pt->hot];
+        if (!*tm && !(*tm = make_tm(cp->t, cp->r, pt->hot || level < 2 ? level : 1, &w->err))) break;
+        if (!verify(pt->mod, &pt->err) || !optimize(pt->mod, *tm, level, pt->hot, &pt->err)) continue;
+        char *msg = NULL;
+        if (LLVMTargetMachineEmitToMemoryBuffer(*tm, pt->mod, LLVMObjectFile, &msg, &pt->obj)) {
+            sb_printf(&pt->err, "codegen: cannot emit the object: %s", msg ? msg : "unknown error");
+            pt->obj = NULL;
+        }
+        if (msg) LLVMDisposeMessage(msg);
+    }
+    for (int i = 0; i < 2; i++)
+        if (tms[i]) LLVMDisposeTargetMachine(tms[i]);
+    return NULL;
+}
+
+/* Compiles every part, on up to t->threads cores (0: all of them). */
+static bool compile_parts(CgParts *ps, const CgTarget *t, Resolved *r, StrBuf *err) {
+    enum { MAX_WORKERS = 16 };
+    int *order = malloc(sizeof(int) * (size_t)(ps->n ? ps->n : 1));
+    if (!order) {
+        sb_puts(err, "codegen: out of memory");
+        return false;
+    }
+    for (int i = 0; i < ps->n; i++) {
+        int j = i;
+        for (; j > 0 && ps->v[order[j - 1]].size < ps->v[i].size; j--) order[j] = order[j - 1];
+        order[j] = i;
+    }
+    long cores = t && t->threads > 0 ? t->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    int nw = (int)(cores < 1 ? 1 : cores > MAX_WORKERS ? MAX_WORKERS : cores);
+    if (nw > ps->n) nw = ps->n > 0 ? ps->n : 1;
+    Compile cp = {.ps = ps, .t = t, .r = r, .order = order};
+    atomic_init(&cp.next, 0);
+    Worker w[MAX_WORKERS];
+    for (int i = 0; i < nw; i++) {
+        w[i].cp = &cp;
+        sb_init(&w[i].err);
+        /* the caller is worker 0; a thread that cannot start leaves its share to the others */
+        w[i].started = i > 0 && pthread_create(&w[i].th, NULL, compile_worker, &w[i]) == 0;
+    }
+    compile_worker(&w[0]);
+    for (int i = 1; i < nw; i++)
+        if (w[i].started) pthread_join(w[i].th, NULL);
+    bool ok = true;
+    for (int i = 0; i < ps->n && ok; i++) {
+        CgPart *pt = &ps->v[i];
+        if (pt->obj) continue;
+        ok = false;
+        if (pt->err.len) sb_puts(err, sb_str(&pt->err));
+        for (int j = 0; j < nw && !err->len; j++) sb_puts(err, sb_str(&w[j].err));
+        if (!err->len) sb_puts(err, "codegen: a part was not compiled");
+    }
+    for (int i = 0; i < nw; i++) sb_free(&w[i].err);
+    free(order);
+    return ok;
+}
+
+/* A bundle: "ATTNCOBJ", u32 count, count u64 sizes, then the objects (host byte order). */
+static const char bundle_magic[8] = {'A', 'T', 'T', 'N', 'C', 'O', 'B', 'J'};
+
+static bool bundle(CgParts *ps, void **data, size_t *len, StrBuf *err) {
+    size_t total = 8 + 4 + 8 * (size_t)ps->n;
+    for (int i = 0; i < ps->n; i++) total += LLVMGetBufferSize(ps->v[i].obj);
+    uint8_t *p = malloc(total);
+    if (!p) {
+        sb_puts(err, "codegen: out of memory");
+        return false;
+    }
+    memcpy(p, bundle_magic, 8);
+    uint32_t count = (uint32_t)ps->n;
+    memcpy(p + 8, &count, 4);
+    size_t at = 12 + 8 * (size_t)ps->n;
+    for (int i = 0; i < ps->n; i++) {
+        uint64_t sz = LLVMGetBufferSize(ps->v[i].obj);
+        memcpy(p + 12 + 8 * (size_t)i, &sz, 8);
+        memcpy(p + at, LLVMGetBufferStart(ps->v[i].obj), sz);
+        at += sz;
+    }
+    *data = p;
+    *len = total;
+    return true;
+}
+
+bool cg_emit_object_mem(IrFunc **funcs, int n, const CgTarget *t, const char *const *symbols,
+                        void **data, size_t *len, StrBuf *err) {
+    pthread_once(&cg_once, cg_init_llvm);
+    *data = NULL;
+    *len = 0;
+    CgTarget host = {NULL, t ? t->cpu : NULL, t ? t->features : NULL, t ? t->opt_level : 3, t ? t->threads : 0};
+    Resolved r;
+    target_resolve(&host, &r);
+    LLVMTargetMachineRef tm = make_tm(&host, &r, host.opt_level, err);
+    bool ok = tm != NULL;
+    if (ok) {
+        LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+        char *layout = LLVMCopyStringRepOfTargetData(td);
+        LLVMDisposeTargetData(td);
+        LLVMDisposeTargetMachine(tm);
+        CgParts ps = {.triple = r.triple, .layout = layout};
+        Cg root = {0};
+        root.parts = &ps;
+        ok = emit_funcs(&root, funcs, n, symbols, resolved_width(&r), err);
+        ok = ok && compile_parts(&ps, &host, &r, err) && bundle(&ps, data, len, err);
+        parts_free(&ps);
+        LLVMDisposeMessage(layout);
+    }
+    target_free(&r);
+    return ok;
+}
+
+/* --- the JIT: a bundle linked for the host ----------------------------------------------------- */
+
 bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err) {
     static const struct { const char *name; float (*fn)(float); } fns[] = {
         {"logf", logf}, {"log2f", log2f}, {"erff", erff}, {"sinf", sinf}, {"cosf", cosf},
@@ -295,80 +576,72 @@ bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err) {
     return true;
 }
 
-bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_fn *tiles,
-            StrBuf *err) {
-    pthread_once(&cg_once, cg_init_llvm);
+bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n, CgJit **out,
+                   attn_rt_tile_fn *tiles, StrBuf *err) {
+    pthread_once(&cg_once, cg_init_llvm); /* a load may come before any compile */
     *out = NULL;
-    CgTarget host = {NULL, t ? t->cpu : NULL, t ? t->features : NULL, t ? t->opt_level : 3};
-    Resolved r;
-    target_resolve(&host, &r);
-    LLVMTargetMachineRef tm = make_tm(&host, &r, err);
-    if (!tm) {
-        target_free(&r);
-        return false;
+    const uint8_t *p = data;
+    uint32_t count = 0;
+    bool ok = len >= 12 && memcmp(p, bundle_magic, 8) == 0;
+    if (ok) memcpy(&count, p + 8, 4);
+    ok = ok && count <= (len - 12) / 8;
+    size_t at = 12 + 8 * (size_t)count;
+    for (uint32_t i = 0; ok && i < count; i++) {
+        uint64_t sz;
+        memcpy(&sz, p + 12 + 8 * (size_t)i, 8);
+        ok = sz <= len - at;
+        at += ok ? sz : 0;
     }
-    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-    LLVMModuleRef mod = build_module(LLVMOrcThreadSafeContextGetContext(tsc), funcs, n, &host, &r, tm, err);
-    target_free(&r);
-    if (!mod) {
-        LLVMDisposeTargetMachine(tm);
-        LLVMOrcDisposeThreadSafeContext(tsc);
-        return false;
-    }
-    /* the TM becomes the JIT's template (consumed), the builder is consumed by CreateLLJIT */
-    LLVMOrcLLJITBuilderRef jb = LLVMOrcCreateLLJITBuilder();
-    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(jb, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
-    LLVMOrcLLJITRef jit = NULL;
-    LLVMErrorRef e = LLVMOrcCreateLLJIT(&jit, jb);
-    if (e) {
-        cg_report_error(err, "cannot create the JIT", e);
-        LLVMDisposeModule(mod);
-        LLVMOrcDisposeThreadSafeContext(tsc);
+    if (!ok || at != len) {
+        sb_puts(err, "codegen: not a bundle of objects");
         return false;
     }
     CgJit *cj = calloc(1, sizeof *cj);
     if (!cj) {
         sb_puts(err, "codegen: out of memory");
-        LLVMDisposeModule(mod);
-        LLVMOrcDisposeThreadSafeContext(tsc);
-        LLVMErrorRef de = LLVMOrcDisposeLLJIT(jit);
-        if (de) LLVMConsumeError(de);
         return false;
     }
-    cj->jit = jit;
-    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(jit);
+    LLVMErrorRef e = LLVMOrcCreateLLJIT(&cj->jit, NULL);
+    if (e) {
+        cg_report_error(err, "cannot create the JIT", e);
+        cj->jit = NULL;
+        cg_jit_free(cj);
+        return false;
+    }
+    LLVMOrcJITDylibRef jd = LLVMOrcLLJITGetMainJITDylib(cj->jit);
     LLVMOrcDefinitionGeneratorRef gen = NULL;
-    e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL);
-    bool ok = true;
+    e = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(cj->jit),
+                                                             NULL, NULL);
     if (e) {
         cg_report_error(err, "cannot search the process for symbols", e);
-        ok = false;
-    } else {
-        LLVMOrcJITDylibAddGenerator(jd, gen);
-        ok = cg_define_libm(jit, jd, err);
-    }
-    if (!ok) {
-        LLVMDisposeModule(mod);
-        LLVMOrcDisposeThreadSafeContext(tsc);
         cg_jit_free(cj);
         return false;
     }
-    /* from here the module belongs to the TSM, and the TSM to the JIT even on failure */
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    e = LLVMOrcLLJITAddLLVMIRModule(jit, jd, tsm);
-    if (e) {
-        cg_report_error(err, "cannot add the module", e);
+    LLVMOrcJITDylibAddGenerator(jd, gen);
+    if (!cg_define_libm(cj->jit, jd, err)) {
         cg_jit_free(cj);
         return false;
+    }
+    at = 12 + 8 * (size_t)count;
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t sz;
+        memcpy(&sz, p + 12 + 8 * (size_t)i, 8);
+        /* copied: the caller's bytes need not outlive the call */
+        LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy((const char *)p + at, sz, "attnc-kernel");
+        at += sz;
+        e = LLVMOrcLLJITAddObjectFile(cj->jit, jd, buf); /* takes the buffer, even on failure */
+        if (e) {
+            cg_report_error(err, "cannot add the object", e);
+            cg_jit_free(cj);
+            return false;
+        }
     }
     for (int i = 0; i < n; i++) {
-        char *sym = cg_tile_symbol(funcs[i]->arena, funcs[i]);
         LLVMOrcExecutorAddress addr = 0;
-        e = sym ? LLVMOrcLLJITLookup(jit, &addr, sym) : NULL;
+        e = LLVMOrcLLJITLookup(cj->jit, &addr, symbols[i]);
         if (e || !addr) {
-            if (e) cg_report_error(err, "cannot compile the kernel", e);
-            else sb_puts(err, "codegen: kernel symbol not found");
+            if (e) cg_report_error(err, "cannot link the kernel", e);
+            else sb_printf(err, "codegen: symbol '%s' not in the object", symbols[i]);
             cg_jit_free(cj);
             return false;
         }
@@ -376,6 +649,22 @@ bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_
     }
     *out = cj;
     return true;
+}
+
+bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_fn *tiles,
+            StrBuf *err) {
+    *out = NULL;
+    const char **syms = calloc((size_t)(n > 0 ? n : 1), sizeof *syms);
+    void *obj = NULL;
+    size_t len = 0;
+    bool ok = syms != NULL;
+    for (int i = 0; ok && i < n; i++) ok = (syms[i] = cg_tile_symbol(funcs[i]->arena, funcs[i])) != NULL;
+    if (!ok) sb_puts(err, "codegen: out of memory");
+    ok = ok && cg_emit_object_mem(funcs, n, t, syms, &obj, &len, err);
+    ok = ok && cg_jit_object(obj, len, syms, n, out, tiles, err);
+    free(obj);
+    free(syms);
+    return ok;
 }
 
 void cg_jit_free(CgJit *jit) {
@@ -395,20 +684,17 @@ bool cg_jit_lookup(CgJit *jit, const char *symbol, attn_rt_tile_fn *fn) {
     return *fn != NULL;
 }
 
-/* --- for cg_cache.c (the kernel cache): the module the JIT and AOT paths build -------------- */
-
-LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
-                              LLVMTargetMachineRef *tm_out, StrBuf *err) {
-    pthread_once(&cg_once, cg_init_llvm);
-    Resolved r;
-    target_resolve(t, &r);
-    LLVMTargetMachineRef tm = make_tm(t, &r, err);
-    LLVMModuleRef mod = tm ? build_module(ctx, funcs, n, t, &r, tm, err) : NULL;
-    target_free(&r);
-    if (!mod) {
-        if (tm) LLVMDisposeTargetMachine(tm);
-        return NULL;
-    }
-    *tm_out = tm;
-    return mod;
+void cg_target_id(const CgTarget *t, StrBuf *out) {
+    /* as the JIT resolves the host: an explicit cpu drops the host's features */
+    char *triple = LLVMGetDefaultTargetTriple();
+    char *cpu = t && t->cpu ? NULL : LLVMGetHostCPUName();
+    char *feat = t && t->features ? NULL : t && t->cpu ? NULL : LLVMGetHostCPUFeatures();
+    unsigned major = 0, minor = 0, patch = 0;
+    LLVMGetVersion(&major, &minor, &patch);
+    sb_printf(out, "llvm %u.%u.%u\ntriple %s\ncpu %s\nfeatures %s\nopt %d\n", major, minor, patch,
+              triple ? triple : "?", t && t->cpu ? t->cpu : cpu ? cpu : "?",
+              t && t->features ? t->features : feat ? feat : "", t ? t->opt_level : 3);
+    if (triple) LLVMDisposeMessage(triple);
+    if (cpu) LLVMDisposeMessage(cpu);
+    if (feat) LLVMDisposeMessage(feat);
 }

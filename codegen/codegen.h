@@ -12,6 +12,7 @@ typedef struct CgTarget {
     const char *cpu;      /* NULL: the host's (or "generic" for a foreign triple) */
     const char *features; /* NULL: the host's (or "" for a foreign triple) */
     int opt_level;        /* 0..3 */
+    int threads;          /* JIT: cores to compile on (0: all); not part of the code's identity */
 } CgTarget;
 
 /* The widest f32 vector of the target in lanes (16, 8 or 4); 0 and a message on error. */
@@ -27,12 +28,13 @@ int cg_group_size(const IrFunc *f);
 
 typedef struct CgJit CgJit;
 
-/* JIT-compiles the tile functions of `funcs` (each after the pass pipeline) for the host;
- * stores one attn_rt_tile_fn per func in `tiles`. Thread-safe. */
+/* JIT-compiles the tile functions of `funcs` (each after the pass pipeline) for the host, as
+ * cg_emit_object_mem and cg_jit_object do; stores one attn_rt_tile_fn per func in `tiles`.
+ * Thread-safe. */
 bool cg_jit(IrFunc **funcs, int n, const CgTarget *t, CgJit **out, attn_rt_tile_fn *tiles,
             StrBuf *err);
 void cg_jit_free(CgJit *jit);
-/* Another function of the module by symbol (the group functions); false if absent. */
+/* Another function of the JIT by symbol (the group functions); false if absent. */
 bool cg_jit_lookup(CgJit *jit, const char *symbol, attn_rt_tile_fn *fn);
 
 /* Writes an object, assembly or LLVM IR file with the tile functions of `funcs`. */
@@ -42,25 +44,22 @@ bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const c
 /* LLVM IR text of the module (for `attnc dump --llvm`); NULL and a message on error. */
 char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err);
 
-// cg_cache.c — for the on-disk kernel cache
+// for the on-disk kernel cache
 
 /* What identifies the code of the host target `t` (JIT): LLVM version, triple, CPU, features,
  * opt level, one "name value" per line, appended to `out`. */
 void cg_target_id(const CgTarget *t, StrBuf *out);
 
-/* Emits the tile functions of `funcs` for the host (as cg_jit compiles them) as an ELF/Mach-O
- * object in memory (*data: malloc'd, caller frees), the tile function of funcs[i] under the
- * symbol symbols[i] (NULL: the cg_tile_symbol names). */
+/* Compiles the tile functions of `funcs` for the host into a bundle of ELF objects in memory
+ * (*data: malloc'd, caller frees), the tile function of funcs[i] under the symbol symbols[i]
+ * (NULL: the cg_tile_symbol names), its group function under "<symbol>_group". The kernel's
+ * pieces are compiled on up to t->threads cores. */
 bool cg_emit_object_mem(IrFunc **funcs, int n, const CgTarget *t, const char *const *symbols,
                         void **data, size_t *len, StrBuf *err);
 
-typedef struct CgObjJit CgObjJit;
-
-/* JIT-links an object emitted by cg_emit_object_mem (the bytes are copied) and looks up the
- * `n` symbols as tile functions. Thread-safe. */
-bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n,
-                   CgObjJit **out, attn_rt_tile_fn *tiles, StrBuf *err);
-void cg_obj_jit_free(CgObjJit *jit);
-bool cg_obj_jit_lookup(CgObjJit *jit, const char *symbol, attn_rt_tile_fn *fn);
+/* JIT-links a bundle from cg_emit_object_mem (the bytes are copied; anything else is refused
+ * with a message) and looks up the `n` symbols as tile functions. Thread-safe. */
+bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n, CgJit **out,
+                   attn_rt_tile_fn *tiles, StrBuf *err);
 
 #endif

@@ -50,7 +50,7 @@ static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarge
     if (obj) {
         StrBuf ignored; /* an entry that will not link is rebuilt like a corrupt one */
         sb_init(&ignored);
-        ok = cg_jit_object(obj, len, syms, n, &kern->obj_jit, tiles, &ignored);
+        ok = cg_jit_object(obj, len, syms, n, &kern->jit, tiles, &ignored);
         kern->cache_hit = ok;
         sb_free(&ignored);
         free(obj);
@@ -58,12 +58,12 @@ static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarge
     }
     if (!ok && cg_emit_object_mem(funcs, n, t, syms, &obj, &len, msg)) {
         kc_store(dir, &key, obj, len);
-        ok = cg_jit_object(obj, len, syms, n, &kern->obj_jit, tiles, msg);
+        ok = cg_jit_object(obj, len, syms, n, &kern->jit, tiles, msg);
     }
     for (int i = 0; ok && i < n; i++) {
         /* an entry without the group function (older) still runs, per head */
         snprintf(gsym, sizeof gsym, "%s_group", syms[i]);
-        if (!cg_group_size(funcs[i]) || !cg_obj_jit_lookup(kern->obj_jit, gsym, &groups[i])) groups[i] = NULL;
+        if (!cg_group_size(funcs[i]) || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
     }
     free(obj);
     kc_key_free(&key);
@@ -213,7 +213,6 @@ void attn_kernel_free(attn_kernel *kern) {
     if (kern->pool) attn_rt_pool_destroy(kern->pool);
     pthread_mutex_destroy(&kern->pool_lock);
     cg_jit_free(kern->jit);
-    cg_obj_jit_free(kern->obj_jit);
     ir_module_free(kern->module);
     free(kern);
 }

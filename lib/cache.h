@@ -3,9 +3,9 @@
  *
  * The key is text: a format line, the attnc version and the GNU build-id of the binary holding
  * the compiler (any rebuild of the compiler changes it), the target (LLVM version, triple, CPU,
- * features, opt level) and the IR after the passes of each function in the object (ir_print_func,
+ * features, opt level) and the IR after the passes of each function in the bundle (ir_print_func,
  * schedule and prune trees included) printed under a neutral name ("_0", "_1"): two blocks of any names that compile to
- * the same kernel share one entry. The object defines the tile function under a symbol derived
+ * the same kernel share one entry. The bundle defines the tile function under a symbol derived
  * from the key's hash (kc_key.symbol), not the block's name.
  *
  * An entry, `<dir>/<sha256 of key, hex>.attnk`:
@@ -15,7 +15,7 @@
  *   16 u64      payload length P
  *   24 u8[32]   SHA-256 of the payload
  *   56 K bytes  the full key (a hash collision or a foreign file is caught by comparing it)
- *   56+K        P bytes of object file
+ *   56+K        P bytes: a bundle of host objects (codegen.h, cg_emit_object_mem)
  * all integers little-endian. Entries are written to a temporary file in the same directory
  * and renamed over the final name, so readers never see a torn entry; anything that does not
  * check out (magic, version, sizes, key, checksum, owner) is ignored and rebuilt.
@@ -30,7 +30,7 @@
 #include "attn/attn.h"
 #include "codegen/codegen.h"
 
-#define KC_FORMAT 1
+#define KC_FORMAT 2 /* 2: the payload is a bundle of objects */
 #define KC_MAX_FUNCS 4 /* tile functions per kernel (MLA: up-projected and absorbed; union domains) */
 
 typedef struct KcKey {
@@ -44,7 +44,7 @@ typedef struct KcKey {
  * ATTNC_NO_CACHE set to anything but "" or "0", or no ATTNC_CACHE_DIR, XDG_CACHE_HOME or HOME. */
 char *kc_dir(const attn_options *opts);
 
-/* Builds the key of the n (<= KC_MAX_FUNCS) optimized funcs compiled into one object for
+/* Builds the key of the n (<= KC_MAX_FUNCS) optimized funcs compiled into one bundle for
  * target t. false on out-of-memory. */
 bool kc_key_init(KcKey *key, IrFunc *const *funcs, int n, const CgTarget *t);
 void kc_key_free(KcKey *key);

@@ -8,8 +8,7 @@
 
 struct attn_kernel {
     IrModule *module;                          /* owns the IR the descriptors point into */
-    CgJit *jit;                                /* owns the machine code (cache off) */
-    CgObjJit *obj_jit;                         /* or: owns it, linked from an object (cache on) */
+    CgJit *jit;                                /* owns the machine code */
     int cache_hit;                             /* the object came from the on-disk cache */
     attn_rt_desc desc;                         /* what the runtime needs (MLA: up-projected) */
     attn_rt_input_desc inputs[ATTN_MAX_INPUTS]; /* desc.inputs */

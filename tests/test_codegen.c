@@ -195,7 +195,7 @@ static bool build(const Case *cs, Built *out, bool prune) {
     if (cs->build_score) f->score = cs->build_score(f);
     StrBuf err;
     sb_init(&err);
-    CgTarget t = {NULL, jit_cpu, NULL, 3};
+    CgTarget t = {NULL, jit_cpu, NULL, 3, 0};
     int w = cg_target_vec_width(&t, &err);
     PassCtx ctx = {.vec_width = w, .opt_level = 3, .no_prune = !prune, .err = &err};
     bool ok = w > 0 && pass_run_pipeline(f, &ctx, NULL);
@@ -671,15 +671,15 @@ static void nan_tests(void) {
 static void target_tests(void) {
     StrBuf err;
     sb_init(&err);
-    CgTarget arm = {"aarch64-linux-gnu", NULL, NULL, 2};
+    CgTarget arm = {"aarch64-linux-gnu", NULL, NULL, 2, 0};
     CHECK(cg_target_vec_width(&arm, &err) == 4, "aarch64 width");
-    CgTarget hsw = {"x86_64-linux-gnu", "haswell", NULL, 2};
+    CgTarget hsw = {"x86_64-linux-gnu", "haswell", NULL, 2, 0};
     CHECK(cg_target_vec_width(&hsw, &err) == 8, "haswell width");
-    CgTarget skx = {"x86_64-linux-gnu", "skylake-avx512", NULL, 2};
+    CgTarget skx = {"x86_64-linux-gnu", "skylake-avx512", NULL, 2, 0};
     CHECK(cg_target_vec_width(&skx, &err) == 16, "skx width");
-    CgTarget feat = {"x86_64-linux-gnu", "generic", "+avx2,+fma", 2};
+    CgTarget feat = {"x86_64-linux-gnu", "generic", "+avx2,+fma", 2, 0};
     CHECK(cg_target_vec_width(&feat, &err) == 8, "+avx2 width");
-    CgTarget bogus = {"nonsense-unknown-none", NULL, NULL, 2};
+    CgTarget bogus = {"nonsense-unknown-none", NULL, NULL, 2, 0};
     CHECK(cg_target_vec_width(&bogus, &err) == 0 && err.len > 0, "unknown triple must fail");
     int host = cg_target_vec_width(NULL, &err);
     CHECK(host == 4 || host == 8 || host == 16, "host width %d", host);
@@ -699,14 +699,14 @@ static void target_tests(void) {
     char obj[] = "/tmp/test_codegen_XXXXXX";
     int fd = mkstemp(obj);
     if (fd >= 0) close(fd);
-    CgTarget armt = {"aarch64-linux-gnu", NULL, NULL, 2};
+    CgTarget armt = {"aarch64-linux-gnu", NULL, NULL, 2, 0};
     CHECK(cg_emit_file(&f, 1, &armt, CG_EMIT_OBJ, obj, &err), "aarch64 obj: %s", sb_str(&err));
     FILE *fp = fopen(obj, "rb");
     unsigned char hdr[20] = {0};
     size_t got = fp ? fread(hdr, 1, sizeof hdr, fp) : 0;
     if (fp) fclose(fp);
     CHECK(got == 20 && memcmp(hdr, "\177ELF", 4) == 0 && (hdr[18] | hdr[19] << 8) == 183, "aarch64 ELF");
-    CgTarget hostt = {NULL, NULL, NULL, 2};
+    CgTarget hostt = {NULL, NULL, NULL, 2, 0};
     CHECK(cg_emit_file(&f, 1, &hostt, CG_EMIT_ASM, obj, &err), "host asm: %s", sb_str(&err));
     CHECK(cg_emit_file(&f, 1, &hostt, CG_EMIT_LLVM, obj, &err), "host ll: %s", sb_str(&err));
     CHECK(!cg_emit_file(&f, 1, &hostt, CG_EMIT_OBJ, "/nonexistent/dir/x.o", &err), "bad path must fail");
@@ -727,6 +727,62 @@ static void target_tests(void) {
     }
     char *sym = cg_tile_symbol(f->arena, f);
     CHECK(sym && strcmp(sym, "attnc_aot_tile") == 0, "symbol");
+    sb_free(&err);
+    ir_module_free(m);
+}
+
+/* The JIT's bundle of objects: the same bytes whatever the number of compile threads, the
+ * group function's copies of the tile function's pieces folded, and anything that is not a
+ * bundle refused with a message. */
+static void bundle_tests(void) {
+    IrModule *m = ir_module_new();
+    IrFunc *f = ir_func_new(m, "bundle");
+    f->heads = 4, f->kv_heads = 2, f->qk_dim = 32, f->v_dim = 32, f->scale = 0.2;
+    f->head_map = arena_alloc(&m->arena, sizeof(int) * 4);
+    for (int h = 0; h < 4; h++) f->head_map[h] = h / 2;
+    f->mask = b_causal(f);
+    StrBuf err;
+    sb_init(&err);
+    int w = cg_target_vec_width(NULL, &err);
+    PassCtx ctx = {.vec_width = w, .opt_level = 3, .err = &err};
+    CHECK(w > 0 && pass_run_pipeline(f, &ctx, NULL), "pipeline: %s", sb_str(&err));
+    CHECK(cg_group_size(f) == 2, "a group function to fold into");
+    void *data[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    const char *sym = "bundle_tile";
+    for (int i = 0; i < 2; i++) {
+        CgTarget t = {NULL, NULL, NULL, 3, i + 1};
+        CHECK(cg_emit_object_mem(&f, 1, &t, &sym, &data[i], &len[i], &err), "bundle on %d threads: %s", i + 1, sb_str(&err));
+    }
+    CHECK(data[0] && data[1] && len[0] == len[1] && memcmp(data[0], data[1], len[0]) == 0,
+          "the bundle depends on the compile threads (%zu vs %zu bytes)", len[0], len[1]);
+    uint32_t count = 0;
+    if (data[0] && len[0] >= 12) memcpy(&count, (char *)data[0] + 8, 4);
+    /* the tile and group functions, the tile function's pack/partial/full pieces and the
+     * group's few-rows piece; the group's own pack/partial/full are the tile's */
+    CHECK(data[0] && memcmp(data[0], "ATTNCOBJ", 8) == 0 && count == 6, "bundle of %u objects, want 6", count);
+    attn_rt_tile_fn tile = NULL, group = NULL;
+    CgJit *jit = NULL;
+    CHECK(data[0] && cg_jit_object(data[0], len[0], &sym, 1, &jit, &tile, &err) && tile, "link: %s", sb_str(&err));
+    CHECK(cg_jit_lookup(jit, "bundle_tile_group", &group) && group, "group function linked");
+    cg_jit_free(jit);
+    /* truncated, a count past the end, another magic, too short */
+    const size_t cut[4] = {len[0] - 1, len[0], len[0], 7};
+    for (int i = 0; data[0] && i < 4; i++) {
+        char *bad = malloc(len[0]);
+        if (!bad) break;
+        memcpy(bad, data[0], len[0]);
+        if (i == 1) memset(bad + 8, 0xff, 4);
+        if (i == 2) bad[0] = 'X';
+        sb_free(&err);
+        sb_init(&err);
+        jit = NULL;
+        bool ok = cg_jit_object(bad, cut[i], &sym, 1, &jit, &tile, &err);
+        CHECK(!ok && !jit && strstr(sb_str(&err), "not a bundle"), "bad bundle %d must be refused: %s", i, sb_str(&err));
+        free(bad);
+    }
+    free(data[0]);
+    free(data[1]);
     sb_free(&err);
     ir_module_free(m);
 }
@@ -755,6 +811,7 @@ int main(void) {
     target_tests();
     error_tests();
     thread_tests();
+    bundle_tests();
     nan_tests();
     head_tests();
     kernel_tests(0);
