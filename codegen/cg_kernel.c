@@ -813,6 +813,43 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
+    const IrPrune *pr = &k->f->prune;
+    if (eval && pr->enabled && pr->exact && k->cw <= 1 && p->BK <= 64) {
+        /* a row sees one interval of keys (causal, windows, bands, prefixes): its bits from
+         * k_lo/k_hi at that row, a few scalar instructions instead of a vector test per key */
+        CgEnv *env = &k->env;
+        LLVMValueRef qmin = env->qmin, qmax = env->qmax;
+        LLVMTypeRef i64 = c->i64;
+        CgLoop li;
+        LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "mi");
+        env_row(k, i);
+        env->qmin = env->qmax = env->q;
+        LLVMValueRef alltrue = cg_lane_mask(c, p->W);
+        LLVMValueRef lo = cg_expr(c, env, pr->k_lo, alltrue).v, hi = cg_expr(c, env, pr->k_hi, alltrue).v;
+        /* the run's keys [a, e) of the block, within the keys to visit */
+        LLVMValueRef a = LLVMBuildSub(b, keys_below(k, lo), k->kb, "");
+        LLVMValueRef e = LLVMBuildSub(b, cg_smin(c, keys_below(k, add(c, hi, cg_i64(c, 1))), k->kv_len), k->kb, "");
+        LLVMValueRef ones[2];
+        LLVMValueRef ends[2] = {a, e};
+        for (int j = 0; j < 2; j++) {
+            LLVMValueRef n = cg_smin(c, cg_smax(c, ends[j], cg_i64(c, 0)), cg_i64(c, 64));
+            LLVMValueRef sh = LLVMBuildShl(b, LLVMConstInt(i64, 1, 0), n, "");
+            ones[j] = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGE, n, cg_i64(c, 64), ""), LLVMConstAllOnes(i64),
+                                      LLVMBuildSub(b, sh, LLVMConstInt(i64, 1, 0), ""), "");
+        }
+        LLVMValueRef bits = LLVMBuildAnd(b, ones[1], LLVMBuildNot(b, ones[0], ""), "rowbits");
+        LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
+        for (int t = 0; t < p->NT; t++) {
+            LLVMValueRef part = LLVMBuildTrunc(b, LLVMBuildLShr(b, bits, cg_i64(c, (int64_t)t * p->W), ""), k->mbt, "");
+            cg_store(c, part, cg_gep(c, k->mbt, k->MB, add(c, mul(c, i, cg_i64(c, p->NT)), cg_i64(c, t))), 1);
+            acc_any = LLVMBuildOr(b, acc_any, part, "");
+        }
+        cg_store(c, acc_any, any_slot, 8);
+        cg_loop_end(c, &li);
+        env->qmin = qmin;
+        env->qmax = qmax;
+        return;
+    }
     LLVMValueRef kv[8], valid[8];
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef idx = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));

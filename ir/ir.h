@@ -164,6 +164,7 @@ typedef struct IrPrune {
     IrExpr *k_hi;     /* INT: no key above it is visible (inclusive) */
     IrExpr *may_see;  /* BOOL: false only if no pair of the tile is visible (empty tile) */
     IrExpr *all_see;  /* BOOL: true only if every pair of the tile is visible (full tile) */
+    bool exact;       /* the mask is exactly k_lo <= k <= k_hi on a one-row tile (QMIN = QMAX) */
 } IrPrune;
 
 typedef enum IrAbsorb { IR_ABSORB_AUTO, IR_ABSORB_ON, IR_ABSORB_OFF } IrAbsorb;

@@ -193,6 +193,7 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
             ir_print_expr(sb, f, trees[i]);
             sb_puts(sb, "\n");
         }
+        if (f->prune.exact) sb_puts(sb, "  prune exact: a row sees exactly the keys in [k_lo, k_hi]\n");
     }
     if (f->sched.vec_width)
         sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d\n",

@@ -356,6 +356,57 @@ static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
     }
 }
 
+/* Is the k-free term u a point when QMIN = QMAX (so a bound from it is exact for one row)?
+ * Affine terms of q, floor division and remainder by constants, min/max, and anything that
+ * does not vary with q (a parameter, src_len[b]); not a read through q (per-tile summaries)
+ * or a select. */
+static bool exact_term(const IrExpr *u, int depth) {
+    if (depth > 64) return false;
+    if (!varies(u)) return true;
+    switch (u->op) {
+    case IR_VAR: return u->var == IR_V_Q;
+    case IR_ADD: case IR_SUB: case IR_MUL:
+        return exact_term(u->args[0], depth + 1) && exact_term(u->args[1], depth + 1);
+    case IR_NEG: return exact_term(u->args[0], depth + 1);
+    case IR_DIV: case IR_MOD:
+        return u->args[1]->op == IR_CONST && u->args[1]->ival > 0 && exact_term(u->args[0], depth + 1);
+    case IR_CALL:
+        return (u->fn == IR_FN_MIN || u->fn == IR_FN_MAX) && exact_term(u->args[0], depth + 1) &&
+               exact_term(u->args[1], depth + 1);
+    default: return false;
+    }
+}
+
+/* Is `e` exactly "k_lo <= k <= k_hi" of kbounds for a one-row tile? An AND of comparisons,
+ * each bounding k through one of kbounds' forms (k +- u, abs(k - u), k / m against u) with
+ * exact terms; anything else (!=, ||, a k-free conjunct, a read of k) leaves holes or rows
+ * that kbounds does not describe. */
+static bool exact_bounds(PruneCx *c, IrExpr *e, int depth) {
+    if (depth > 64 || !ir_expr_uses_var(e, IR_V_K)) return false;
+    if (e->op == IR_AND) return exact_bounds(c, e->args[0], depth + 1) && exact_bounds(c, e->args[1], depth + 1);
+    if (e->op != IR_EQ && e->op != IR_LT && e->op != IR_LE && e->op != IR_GT && e->op != IR_GE) return false;
+    if (e->args[0]->type != IR_TY_INT) return false;
+    for (int i = 0; i < 2; i++) {
+        /* abs(x) OP y: x OP y && -x OP y, as kb_abs splits it */
+        IrExpr *x = e->args[i], *y = e->args[1 - i];
+        IrExprOp op = i ? mirror(e->op) : e->op;
+        if (x->op == IR_CALL && x->fn == IR_FN_ABS && x->type == IR_TY_INT) {
+            if (op != IR_LT && op != IR_LE) return false;
+            IrExpr *a = x->args[0];
+            return exact_bounds(c, mk2(c, op, a, y), depth + 1) &&
+                   exact_bounds(c, mk2(c, op, ir_unary(c->a, IR_NEG, a), y), depth + 1);
+        }
+        /* k / m OP u */
+        if (x->op == IR_DIV && is_var(x->args[0], IR_V_K))
+            return x->args[1]->op == IR_CONST && x->args[1]->ival >= 1 && !ir_expr_uses_var(y, IR_V_K) &&
+                   exact_term(y, depth + 1);
+    }
+    int64_t coef;
+    IrExpr *rest;
+    return linear_in_k(c, ir_binary(c->a, IR_SUB, e->args[0], e->args[1]), &coef, &rest) &&
+           (coef == 1 || coef == -1) && exact_term(rest, depth + 1);
+}
+
 // residue runs
 
 
@@ -451,6 +502,11 @@ bool pass_prune(IrFunc *f, PassCtx *ctx) {
     f->prune.k_hi = pass_fold_expr(
         c.a, kb.hi ? kb.hi : ir_binary(c.a, IR_SUB, ir_var(c.a, IR_V_KVLEN), cint(&c, 1)));
     if (c.a->failed || !f->prune.may_see || !f->prune.all_see || !f->prune.k_lo || !f->prune.k_hi) {
+        sb_puts(ctx->err, "prune: out of memory\n");
+        return false;
+    }
+    f->prune.exact = exact_bounds(&c, f->prune.mask, 0);
+    if (c.a->failed) {
         sb_puts(ctx->err, "prune: out of memory\n");
         return false;
     }

@@ -177,6 +177,84 @@ static int precision(void) {
     return fails;
 }
 
+/* An atom bounding k by q: k OP q+c, q+c OP k, abs(q - k + c) OP w, k / m OP q / m; or, one
+ * time in four, one the exact-interval claim must not hold for (!=, ||, a k-free test, k % r,
+ * a read of k). */
+static IrExpr *gen_bound(Arena *a, bool *plain) {
+    static const IrExprOp cmp[] = {IR_EQ, IR_LT, IR_LE, IR_GT, IR_GE};
+    IrExpr *q = ir_var(a, IR_V_Q), *k = ir_var(a, IR_V_K);
+    IrExpr *qc = ir_binary(a, IR_ADD, q, ir_const_int(a, rnd(-6, 6)));
+    IrExpr *args[1];
+    switch (rnd(0, 7)) {
+    case 0: return ir_binary(a, cmp[rnd(0, 4)], k, qc);
+    case 1: return ir_binary(a, cmp[rnd(0, 4)], qc, k);
+    case 2:
+        args[0] = ir_binary(a, IR_SUB, qc, k);
+        return ir_binary(a, rnd(0, 1) ? IR_LT : IR_LE, ir_call(a, IR_FN_ABS, 1, args), ir_const_int(a, rnd(0, 9)));
+    case 3: {
+        IrExpr *m = ir_const_int(a, rnd(1, 8));
+        return ir_binary(a, cmp[rnd(0, 4)], ir_binary(a, IR_DIV, k, m), ir_binary(a, IR_DIV, q, m));
+    }
+    case 4: return ir_binary(a, cmp[rnd(0, 4)], k, ir_binary(a, IR_SUB, ir_binary(a, IR_MUL, q, ir_const_int(a, 1)), ir_binary(a, IR_MOD, q, ir_const_int(a, rnd(1, 8)))));
+    default:
+        *plain = false;
+        switch (rnd(0, 4)) {
+        case 0: return ir_binary(a, IR_NE, k, qc);
+        case 1: return ir_binary(a, IR_OR, ir_binary(a, IR_LT, k, qc), ir_binary(a, IR_GT, k, ir_binary(a, IR_ADD, qc, ir_const_int(a, 3))));
+        case 2: return ir_binary(a, IR_GE, q, ir_const_int(a, rnd(-5, 30)));
+        case 3: return ir_binary(a, IR_NE, ir_binary(a, IR_MOD, k, ir_const_int(a, rnd(2, 5))), ir_const_int(a, 0));
+        default:
+            args[0] = k;
+            return ir_binary(a, IR_LE, ir_load(a, 0, IR_TY_INT, 1, args), ir_binary(a, IR_DIV, q, ir_const_int(a, 9)));
+        }
+    }
+}
+
+/* The exact-interval claim (prune.exact: a row sees exactly [k_lo, k_hi] at QMIN = QMAX = q,
+ * which lets the kernels build a row's lane bits from two numbers) against brute force; and it
+ * must not be made for masks with holes. Returns the failures. */
+static int exact_tests(void) {
+    int fails = 0, exact = 0, plain_masks = 0;
+    for (int iter = 0; iter < 2000; iter++) {
+        IrModule *m = ir_module_new();
+        Arena *a = &m->arena;
+        bool plain = true;
+        IrExpr *mask = gen_bound(a, &plain);
+        for (int n = (int)rnd(0, 2); n > 0; n--) mask = ir_binary(a, IR_AND, mask, gen_bound(a, &plain));
+        IrFunc *f = make_func(m, mask);
+        if (!run_prune(f)) {
+            fails++;
+            ir_module_free(m);
+            continue;
+        }
+        plain_masks += plain;
+        exact += f->prune.exact;
+        attn_rt_args args = {.input = {arr}, .input_dim = {{64}}};
+        bool wrong = false;
+        for (int64_t q = -5; q < 50 && f->prune.exact && !wrong; q++) {
+            IrEnv env = {.qmin = q, .qmax = q, .kv_len = 60, .q_len = 64, .args = &args, .q = q};
+            int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
+            for (int64_t k = 0; k < 60; k++) {
+                env.k = k;
+                wrong |= eval_bool(f, f->mask, &env) != (k >= lo && k <= hi);
+            }
+        }
+        /* every mask of the plain forms is an interval, the others are claimed to be none */
+        if (wrong || f->prune.exact != plain) {
+            StrBuf sb;
+            sb_init(&sb);
+            ir_print_expr(&sb, f, f->mask);
+            fprintf(stderr, "EXACT: mask %s: claimed %d, plain %d, %s\n", sb_str(&sb), f->prune.exact, plain,
+                    wrong ? "rows differ from [k_lo, k_hi]" : "claim");
+            sb_free(&sb);
+            fails++;
+        }
+        ir_module_free(m);
+    }
+    printf("exact intervals: %d of 2000 masks claimed (%d of the plain forms)\n", exact, plain_masks);
+    return fails + (exact == 0);
+}
+
 int main(void) {
     for (int i = 0; i < 64; i++) arr[i] = i / 9 + (i > 40 ? 3 : 0);
     Stats st = {0};
@@ -216,6 +294,7 @@ int main(void) {
     }
     int p = precision();
     p ? failed++ : passed++;
+    exact_tests() ? failed++ : passed++;
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
