@@ -276,8 +276,29 @@ LLVMBasicBlockRef cg_block(Cg *c, const char *name) {
     return LLVMAppendBasicBlockInContext(c->ctx, c->fn, name);
 }
 
+/* A loop known to run at most once: a test and the body, no back edge (LLVM's short
+ * pipelines keep a one-trip loop a loop, and its values in memory). */
+LLVMValueRef cg_loop_begin_once(Cg *c, CgLoop *l, LLVMValueRef start, LLVMValueRef end, const char *name) {
+    l->once = true;
+    l->slot = NULL;
+    l->step = NULL;
+    l->head = NULL;
+    LLVMBasicBlockRef body = cg_block(c, name);
+    l->latch = l->exit = cg_block(c, name);
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, start, end, ""), body, l->exit);
+    LLVMPositionBuilderAtEnd(c->b, body);
+    l->iv = start;
+    return start;
+}
+
 LLVMValueRef cg_loop_begin(Cg *c, CgLoop *l, LLVMValueRef start, LLVMValueRef end,
                            LLVMValueRef step, const char *name) {
+    if (LLVMIsAConstantInt(start) && LLVMIsAConstantInt(end) && LLVMIsAConstantInt(step)) {
+        int64_t s0 = LLVMConstIntGetSExtValue(start), e0 = LLVMConstIntGetSExtValue(end);
+        int64_t st = LLVMConstIntGetSExtValue(step);
+        if (st > 0 && s0 < e0 && e0 - s0 <= st) return cg_loop_begin_once(c, l, start, end, name);
+    }
+    l->once = false;
     l->slot = cg_alloca(c, c->i64, 1, 8, name);
     l->step = step;
     cg_store(c, start, l->slot, 8);
@@ -302,6 +323,7 @@ void cg_loop_continue(Cg *c, CgLoop *l) {
 void cg_loop_end(Cg *c, CgLoop *l) {
     LLVMBuildBr(c->b, l->latch);
     LLVMPositionBuilderAtEnd(c->b, l->latch);
+    if (l->once) return;
     cg_store(c, LLVMBuildNSWAdd(c->b, l->iv, l->step, ""), l->slot, 8);
     LLVMBuildBr(c->b, l->head);
     LLVMPositionBuilderAtEnd(c->b, l->exit);

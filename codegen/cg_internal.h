@@ -37,7 +37,7 @@ bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err);
  * module; `out` gets a builder of its own and the types of c->W lanes. */
 void cg_fn_open(const Cg *c, Cg *out);
 /* Closes the home of `fn` opened by cg_fn_open. In split mode its module joins c->parts, to be
- * optimized with -O3's full pipeline when `hot`; with `fold`, a module identical to an earlier
+ * compiled with the -O3 code generator when `hot`; with `fold`, a module identical to an earlier
  * folded one is dropped instead. Returns the name callers must use (the earlier function's
  * when folded), or NULL (out of memory, reported in err). */
 const char *cg_fn_close(Cg *c, Cg *fc, LLVMValueRef fn, bool fold, bool hot, StrBuf *err);
@@ -82,10 +82,14 @@ typedef struct CgLoop {
     LLVMValueRef iv;           /* i, valid in the body */
     LLVMValueRef step;         /* increment */
     LLVMBasicBlockRef head, latch, exit; /* blocks */
+    bool once;                 /* at most one trip: no back edge (latch == exit) */
 } CgLoop;
 LLVMValueRef cg_loop_begin(Cg *c, CgLoop *l, LLVMValueRef start, LLVMValueRef end,
                            LLVMValueRef step, const char *name);
 void cg_loop_continue(Cg *c, CgLoop *l); /* branches to the latch; leaves the builder in a dead block */
+/* A loop over [start, end) known to take at most one trip (constant bounds of one trip go
+ * here by themselves). */
+LLVMValueRef cg_loop_begin_once(Cg *c, CgLoop *l, LLVMValueRef start, LLVMValueRef end, const char *name);
 void cg_loop_end(Cg *c, CgLoop *l);
 LLVMBasicBlockRef cg_block(Cg *c, const char *name);
 

@@ -72,6 +72,7 @@ typedef struct Kern {
     LLVMValueRef gtab, gq0, gnq;               /* i32 *heads of the group; q0; nq (i64) */
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
+    int wmax;                                  /* windows of at most this many key vectors (0: NT) */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
     LLVMValueRef framed[64];                   /* what frame_fill stored there (FRAME_SLOTS) */
     StrBuf *err;
@@ -322,6 +323,7 @@ typedef struct PvCtx {
     LLVMValueRef vlast;     /* last key row that may be read */
     LLVMValueRef t0, t1;    /* the key vectors to visit, [t0, t1): NULL for all NT */
     bool clamp;             /* keys may pass the end (unmasked code in a partial block) */
+    bool rare;              /* the fallback for inf/NaN in V: one key per step, less code */
 } PvCtx;
 
 /* acc[r][c0 .. c0+n) = acc*alpha + sum_j p[r][j] * V[kb+j][chunk]; c0 may be a run-time
@@ -343,7 +345,7 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
     /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits; 2 and 4
      * measured alike, 2 is less code) */
     enum { LU = 2 };
-    int lu = p->W < LU ? p->W : LU;
+    int lu = p->W < LU || pc->rare ? 1 : LU;
     CgLoop lt;
     LLVMValueRef j0 = cg_loop_begin(c, &lt, mul(c, pc->t0 ? pc->t0 : cg_i64(c, 0), cg_i64(c, p->W)),
                                     mul(c, pc->t1 ? pc->t1 : cg_i64(c, p->NT), cg_i64(c, p->W)), cg_i64(c, lu), "t");
@@ -437,7 +439,7 @@ static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P
     LLVMValueRef m = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, MU, r), 4));
     LLVMValueRef prow = cg_gep(c, c->f32, P, mul(c, r, cg_i64(c, p->BK)));
     cg_store(c, LLVMConstNull(c->vf), sum, va);
-    LLVMValueRef t = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "e");
+    LLVMValueRef t = k->wmax == 1 ? cg_loop_begin_once(c, &lt, t0, t1, "e") : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "e");
     LLVMValueRef pp = cg_gep(c, c->f32, prow, mul(c, t, cg_i64(c, p->W)));
     LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, ""));
     cg_store(c, pv, pp, va);
@@ -591,7 +593,8 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     {
         CgLoop lt;
         int per = dot ? 1 : 2; /* vectors per iteration */
-        LLVMValueRef tp = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, per), "wt");
+        LLVMValueRef tp = k->wmax == per ? cg_loop_begin_once(c, &lt, t0, t1, "wt")
+                                         : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, per), "wt");
         LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
         LLVMValueRef s[MAXR][CG_MAXT];
         if (dot) {
@@ -621,7 +624,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     for (int r = 0; r < p->R; r++)
         as[r] = cg_splat(c, softmax_step(k, row[r], cg_hmax(c, cg_load(c, c->vf, mxs[r], va)), &mu[r]));
     emit_exp_rows(k, p, g, P, mu, t0, t1);
-    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false};
+    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false};
     if (masked && k->vfin_slot) {
         /* hidden lanes have p = 0 exactly, so with finite V rows the plain update adds
          * nothing for them: the lane selects are only for NaN/inf in V */
@@ -635,6 +638,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         emit_pv(k, p, &plain);
         LLVMBuildBr(b, bj);
         LLVMPositionBuilderAtEnd(b, bsel);
+        pc.rare = true;
         emit_pv(k, p, &pc);
         LLVMBuildBr(b, bj);
         LLVMPositionBuilderAtEnd(b, bj);
@@ -782,7 +786,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     emit_exp_rows(k, p, g, P, mu, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
-    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false};
+    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
     emit_pv(k, p, &pc);
 }
 
@@ -920,6 +924,7 @@ static void body_few(Kern *k, bool masked) {
          * (~16 KiB; d=128: 16 keys), so every row's pass hits L1 while the next keys are
          * prefetched (measured ~+8% K/V bandwidth from memory against 32 keys) */
         int sub = decode_keys(k->f, p->W, p->NT) / p->W;
+        k->wmax = sub;
         LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
         LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");

@@ -158,32 +158,24 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, int ol, StrB
  * generator emits vector code with loop-carried values in stack slots, so -O3 needs what
  * promotes them and hoists out of the loops: SROA, early CSE, instcombine, LICM around loop
  * rotation (a tenth of default<O3>'s time, kernels as fast: docs/codegen.md, "Compile time").
- * `hot` code (the group function's decode loop) measured up to 15% slower with it, so it runs
- * a longer list with the index-variable and dead-code cleanups, GVN and another LICM, as fast
- * as default<O3>. -O1/-O2 take LLVM's O1; -O0 runs nothing and selects with FastISel.
- * instcombine never verifies its fixpoint: that check aborts the process. */
-static const char *cg_pipeline(int level, bool hot) {
+ * -O1/-O2 take LLVM's O1; -O0 runs nothing and selects with FastISel. instcombine never
+ * verifies its fixpoint: that check aborts the process. */
+static const char *cg_pipeline(int level) {
     if (level <= 0) return "default<O0>";
     if (level <= 2) return "default<O1>";
-    if (!hot)
-        return "function(simplifycfg,sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,"
-               "loop-mssa(licm<no-allowspeculation>,loop-rotate,licm<allowspeculation>),simplifycfg,"
-               "instcombine<no-verify-fixpoint>,adce,simplifycfg)";
-    return "function(simplifycfg,sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,reassociate,"
-           "loop-mssa(loop-instsimplify,loop-simplifycfg,licm<no-allowspeculation>,loop-rotate,"
-           "licm<allowspeculation>,simple-loop-unswitch),simplifycfg,instcombine<no-verify-fixpoint>,"
-           "loop(loop-idiom,indvars,loop-deletion),sroa,memcpyopt,sccp,bdce,instcombine<no-verify-fixpoint>,"
-           "adce,simplifycfg,instcombine<no-verify-fixpoint>,gvn,loop-mssa(licm))";
+    return "function(simplifycfg,sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,"
+           "loop-mssa(licm<no-allowspeculation>,loop-rotate,licm<allowspeculation>),simplifycfg,"
+           "instcombine<no-verify-fixpoint>,adce,simplifycfg)";
 }
 
-/* Runs the pipeline of `level` (`full`: -O3's whole one) on mod. */
-static bool optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level, bool full, StrBuf *err) {
+/* Runs the pipeline of `level` on mod. */
+static bool optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, int level, StrBuf *err) {
     LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
     /* the generator already unrolled and vectorized what pays */
     LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
     LLVMPassBuilderOptionsSetLoopVectorization(po, 0);
     LLVMPassBuilderOptionsSetSLPVectorization(po, 0);
-    LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(level, full), tm, po);
+    LLVMErrorRef e = LLVMRunPasses(mod, cg_pipeline(level), tm, po);
     LLVMDisposePassBuilderOptions(po);
     if (e) cg_report_error(err, "optimization failed", e);
     return !e;
@@ -233,10 +225,8 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
     Cg root = {0};
     root.ctx = ctx;
     root.mod = mod;
-    bool group = false;
-    for (int i = 0; i < n; i++) group |= cg_group_size(funcs[i]) > 0;
     bool ok = emit_funcs(&root, funcs, n, NULL, resolved_width(r), err) && verify(mod, err) &&
-              optimize(mod, tm, t ? t->opt_level : 3, group, err);
+              optimize(mod, tm, t ? t->opt_level : 3, err);
     if (!ok) {
         LLVMDisposeModule(mod);
         return NULL;
@@ -310,7 +300,7 @@ typedef struct CgPart {
     void *ir;                /* a folded piece: its bitcode, the function renamed; else NULL */
     size_t irlen;
     char *name;              /* its function */
-    bool hot;                /* -O3's whole pipeline */
+    bool hot;                /* the -O3 code generator */
     size_t size;             /* instructions: the largest are compiled first */
     LLVMMemoryBufferRef obj; /* the compiled object */
     StrBuf err;
@@ -432,9 +422,9 @@ typedef struct Worker {
 } Worker;
 
 /* Takes parts until none is left: verify, optimize, emit the object. Target machines of its
- * own: LLVM compiles modules of distinct contexts concurrently. The code generator runs at
- * -O3 for hot parts and at -O1 for the rest at -O2/-O3: a fifth less time for the same kernel
- * speed (docs/codegen.md, "Compile time"). */
+ * own: LLVM compiles modules of distinct contexts concurrently. At -O2/-O3 the code generator
+ * runs at -O3 for hot parts (the group function's decode loop: 3-5% faster) and at -O1 for
+ * the rest (a tenth less time, kernels as fast: docs/codegen.md, "Compile time"). */
 static void *compile_worker(void *arg) {
     Worker *w = arg;
     Compile *cp = w->cp;
@@ -444,7 +434,7 @@ static void *compile_worker(void *arg) {
         CgPart *pt = &cp->ps->v[cp->order[i]];
         LLVMTargetMachineRef *tm = &tms[pt->hot];
         if (!*tm && !(*tm = make_tm(cp->t, cp->r, pt->hot || level < 2 ? level : 1, &w->err))) break;
-        if (!verify(pt->mod, &pt->err) || !optimize(pt->mod, *tm, level, pt->hot, &pt->err)) continue;
+        if (!verify(pt->mod, &pt->err) || !optimize(pt->mod, *tm, level, &pt->err)) continue;
         char *msg = NULL;
         if (LLVMTargetMachineEmitToMemoryBuffer(*tm, pt->mod, LLVMObjectFile, &msg, &pt->obj)) {
             sb_printf(&pt->err, "codegen: cannot emit the object: %s", msg ? msg : "unknown error");
