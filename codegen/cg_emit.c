@@ -118,6 +118,10 @@ LLVMValueRef cg_smin(Cg *c, LLVMValueRef a, LLVMValueRef b) { return cg_intr2(c,
 LLVMValueRef cg_smax(Cg *c, LLVMValueRef a, LLVMValueRef b) { return cg_intr2(c, "llvm.smax", a, b); }
 
 /* Pairwise tree over the lanes: log2(W) shuffles, deterministic order. */
+LLVMValueRef cg_fmax(Cg *c, LLVMValueRef a, LLVMValueRef b) {
+    return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, a, b, ""), a, b, "");
+}
+
 static LLVMValueRef tree_reduce(Cg *c, LLVMValueRef v, int kind) {
     int n = c->W;
     while (n > 1) {
@@ -131,7 +135,7 @@ static LLVMValueRef tree_reduce(Cg *c, LLVMValueRef v, int kind) {
                                                 LLVMConstVector(lo, (unsigned)half), "");
         LLVMValueRef bb = LLVMBuildShuffleVector(c->b, v, LLVMGetPoison(LLVMTypeOf(v)),
                                                  LLVMConstVector(hi, (unsigned)half), "");
-        if (kind == 0) v = cg_intr2(c, "llvm.maxnum", a, bb);
+        if (kind == 0) v = cg_fmax(c, a, bb);
         else if (kind == 1) v = LLVMBuildFAdd(c->b, a, bb, "");
         else v = LLVMBuildOr(c->b, a, bb, "");
         n = half;

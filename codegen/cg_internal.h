@@ -63,7 +63,10 @@ LLVMValueRef cg_load(Cg *c, LLVMTypeRef ty, LLVMValueRef ptr, unsigned align);
 void cg_store(Cg *c, LLVMValueRef v, LLVMValueRef ptr, unsigned align);
 LLVMValueRef cg_smin(Cg *c, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_smax(Cg *c, LLVMValueRef a, LLVMValueRef b);
-LLVMValueRef cg_hmax(Cg *c, LLVMValueRef v); /* horizontal maxnum of a <W x float> */
+/* a > b ? a : b (one vmaxps: b when either is NaN; a NaN score poisons only its row, as the
+ * kernels' contract allows) */
+LLVMValueRef cg_fmax(Cg *c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_hmax(Cg *c, LLVMValueRef v); /* horizontal cg_fmax of a <W x float> */
 LLVMValueRef cg_hsum(Cg *c, LLVMValueRef v); /* horizontal sum (pairwise tree) */
 LLVMValueRef cg_hor(Cg *c, LLVMValueRef v);  /* any lane of a <W x i1> */
 LLVMValueRef cg_lane_mask(Cg *c, int n);     /* constant <W x i1>: lanes < n */

@@ -523,13 +523,42 @@ static LLVMValueRef softmax_step(Kern *k, LLVMValueRef row, LLVMValueRef bm, LLV
     LLVMValueRef mp = cg_gep(c, c->f32, k->M, row);
     LLVMValueRef lp = cg_gep(c, c->f32, k->L, row);
     LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
-    LLVMValueRef m_new = cg_intr2(c, "llvm.maxnum", m_old, bm);
+    LLVMValueRef m_new = cg_fmax(c, m_old, bm);
     LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
     *mu = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
     LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, *mu, ""));
     cg_store(c, m_new, mp, 4);
     cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp, 4), alpha, ""), lp, 4);
     return alpha;
+}
+
+/* softmax_step for rows g .. g+nr-1 (the row groups) at once: their m and l side by side in
+ * one vector, one vector exp for the nr alphas instead of nr scalar ones. as[r] = alpha
+ * splatted; mu[r] as softmax_step's. */
+static void softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValueRef *mu, LLVMValueRef *as) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    if (nr == 1 || nr > c->W) {
+        for (int r = 0; r < nr; r++) as[r] = cg_splat(c, softmax_step(k, add(c, g, cg_i64(c, r)), bm[r], &mu[r]));
+        return;
+    }
+    LLVMValueRef mp = cg_gep(c, c->f32, k->M, g), lp = cg_gep(c, c->f32, k->L, g);
+    LLVMValueRef m_old = cg_load(c, c->vf, mp, 4), l_old = cg_load(c, c->vf, lp, 4); /* M, L: W floats of padding */
+    LLVMValueRef bv = cg_const_like(c, c->vf, -INFINITY);
+    for (int r = 0; r < nr; r++) bv = LLVMBuildInsertElement(b, bv, bm[r], cg_i32(c, r), "");
+    LLVMValueRef m_new = cg_fmax(c, m_old, bv);
+    LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_const_like(c, c->vf, -INFINITY), "");
+    LLVMValueRef muv = LLVMBuildSelect(b, ninf, LLVMConstNull(c->vf), m_new, "");
+    LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, muv, ""));
+    LLVMValueRef l_new = LLVMBuildFMul(b, l_old, alpha, "");
+    for (int r = 0; r < nr; r++) {
+        /* only this group's lanes: the others are rows of the next groups */
+        LLVMValueRef lane = cg_i32(c, r);
+        cg_store(c, LLVMBuildExtractElement(b, m_new, lane, ""), cg_gep(c, c->f32, mp, cg_i64(c, r)), 4);
+        cg_store(c, LLVMBuildExtractElement(b, l_new, lane, ""), cg_gep(c, c->f32, lp, cg_i64(c, r)), 4);
+        mu[r] = LLVMBuildExtractElement(b, muv, lane, "");
+        as[r] = cg_splat(c, LLVMBuildExtractElement(b, alpha, lane, ""));
+    }
 }
 
 
@@ -612,7 +641,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
                 LLVMValueRef sv = s[r][j];
                 if (f->score) sv = score_mod(k, row[r], t, sv, mv);
                 if (masked || j) sv = LLVMBuildSelect(b, mv, sv, cg_const_like(c, c->vf, -INFINITY), "");
-                mx = cg_intr2(c, "llvm.maxnum", mx, sv);
+                mx = cg_fmax(c, mx, sv);
                 cg_store(c, sv, cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK + j * p->W), col)), va);
             }
             cg_store(c, mx, mxs[r], va);
@@ -620,9 +649,9 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
         cg_loop_end(c, &lt);
     }
     /* online softmax over the window */
-    LLVMValueRef as[MAXR], mu[MAXR] = {0};
-    for (int r = 0; r < p->R; r++)
-        as[r] = cg_splat(c, softmax_step(k, row[r], cg_hmax(c, cg_load(c, c->vf, mxs[r], va)), &mu[r]));
+    LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
+    for (int r = 0; r < p->R; r++) bm[r] = cg_hmax(c, cg_load(c, c->vf, mxs[r], va));
+    softmax_rows(k, g, p->R, bm, mu, as);
     emit_exp_rows(k, p, g, P, mu, t0, t1);
     PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false};
     if (masked && k->vfin_slot) {
@@ -774,15 +803,16 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     }
     /* online softmax: the scores wait in P (the key loop of P.V reads p as broadcast scalars),
      * exp in a runtime loop over the block's vectors (compact code) */
-    LLVMValueRef as[MAXR], mu[MAXR] = {0};
+    LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
     LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef mx = s[r][0];
-        for (int t = 1; t < p->NT; t++) mx = cg_intr2(c, "llvm.maxnum", mx, s[r][t]);
+        for (int t = 1; t < p->NT; t++) mx = cg_fmax(c, mx, s[r][t]);
         for (int t = 0; t < p->NT; t++)
             cg_store(c, s[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
-        as[r] = cg_splat(c, softmax_step(k, row[r], cg_hmax(c, mx), &mu[r]));
+        bm[r] = cg_hmax(c, mx);
     }
+    softmax_rows(k, g, p->R, bm, mu, as);
     emit_exp_rows(k, p, g, P, mu, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
@@ -1401,8 +1431,8 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
     k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK + p->W, 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
-    k->M = cg_alloca(c, c->f32, p->BQ, 64, "m");
-    k->L = cg_alloca(c, c->f32, p->BQ, 64, "l");
+    k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");
+    k->L = cg_alloca(c, c->f32, p->BQ + p->W, 64, "l");
     k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT + 1, 64, "mbits");
     LLVMValueRef err_slot = cg_alloca(c, c->i1, 1, 1, "err");
     LLVMValueRef dummy = cg_alloca(c, c->i64, 1, 8, "dummy");
