@@ -979,15 +979,15 @@ static void body_pack(Kern *k, bool unused) {
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
     {
-        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d], zero past the keys;
+        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d] (keys past the end
+         * repeat the last one);
          * whole chunks of d in a runtime loop, a tail chunk after it */
         CgLoop lj;
         LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, p->W), "kj");
         LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
-        LLVMValueRef koff[64], valid[64];
+        LLVMValueRef koff[64];
         for (int r = 0; r < p->W; r++) {
             LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
-            valid[r] = LLVMBuildICmp(b, LLVMIntSLT, key, k->kv_len, "");
             koff[r] = mul(c, krow(k, cg_smin(c, key, klast)), k->ks2);
         }
         int whole = p->QK / p->W;
@@ -998,10 +998,8 @@ static void body_pack(Kern *k, bool unused) {
             LLVMValueRef ch = part ? cg_i64(c, whole) : cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "kc");
             LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
             LLVMValueRef rows[64];
-            for (int r = 0; r < p->W; r++) {
-                LLVMValueRef v = cg_load_vec(c, k->dt, k->kbase, add(c, koff[r], d0), n);
-                rows[r] = LLVMBuildSelect(b, valid[r], v, LLVMConstNull(c->vf), "");
-            }
+            /* keys past the end repeat the last one: their lanes are masked in every use */
+            for (int r = 0; r < p->W; r++) rows[r] = cg_load_vec(c, k->dt, k->kbase, add(c, koff[r], d0), n);
             transpose(c, rows);
             for (int l = 0; l < n; l++) {
                 LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
@@ -1017,22 +1015,26 @@ static void body_pack(Kern *k, bool unused) {
         LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
         LLVMBuildCondBr(b, k->part, bchk, bgo);
         LLVMPositionBuilderAtEnd(b, bchk);
-        LLVMValueRef zs = cg_alloca(c, c->vf, 1, (unsigned)p->W * 4, "vz");
-        cg_store(c, LLVMConstNull(c->vf), zs, (unsigned)p->W * 4);
+        /* the largest exponent field seen (unsigned max: one cycle a vector, where a chain
+         * of FMAs by zero waited on its latency); all ones means inf or NaN */
+        unsigned va = (unsigned)p->W * 4;
+        LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
+        LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
+        cg_store(c, LLVMConstNull(c->vi32), zs, va);
         LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
         CgLoop lj;
         LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "vc");
         LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), vlast)), k->vs2);
-        LLVMValueRef z = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
+        LLVMValueRef z = cg_load(c, c->vi32, zs, va);
         for (int ch = 0; ch < p->VC; ch++) {
             LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
-            z = cg_fma(c, v, LLVMConstNull(c->vf), z); /* NaN iff some v is inf or NaN */
+            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
         }
-        cg_store(c, z, zs, (unsigned)p->W * 4);
+        cg_store(c, z, zs, va);
         cg_loop_end(c, &lj);
-        LLVMValueRef zt = cg_load(c, c->vf, zs, (unsigned)p->W * 4);
-        LLVMValueRef nan = cg_hor(c, LLVMBuildFCmp(b, LLVMRealUNO, zt, zt, ""));
-        cg_store(c, LLVMBuildNot(b, nan, ""), k->vfin_slot, 1);
+        LLVMValueRef zt = cg_load(c, c->vi32, zs, va);
+        LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, zt, expo, ""));
+        cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
         LLVMBuildBr(b, bgo);
         LLVMPositionBuilderAtEnd(b, bgo);
     }
