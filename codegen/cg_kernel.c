@@ -983,7 +983,9 @@ static void body_pack(Kern *k, bool unused) {
          * repeat the last one);
          * whole chunks of d in a runtime loop, a tail chunk after it */
         CgLoop lj;
-        LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, p->W), "kj");
+        /* the block's keys before the end only (a tail block packs its W-vectors of keys) */
+        LLVMValueRef kn = cg_smin(c, LLVMBuildSub(b, k->kv_len, k->kb, ""), cg_i64(c, p->BK));
+        LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, p->W), "kj");
         LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
         LLVMValueRef koff[64];
         for (int r = 0; r < p->W; r++) {
@@ -1023,7 +1025,8 @@ static void body_pack(Kern *k, bool unused) {
         cg_store(c, LLVMConstNull(c->vi32), zs, va);
         LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
         CgLoop lj;
-        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 1), "vc");
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_smin(c, LLVMBuildSub(b, k->kv_len, k->kb, ""), cg_i64(c, p->BK)),
+                                       cg_i64(c, 1), "vc");
         LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), vlast)), k->vs2);
         LLVMValueRef z = cg_load(c, c->vi32, zs, va);
         for (int ch = 0; ch < p->VC; ch++) {
