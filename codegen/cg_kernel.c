@@ -114,14 +114,17 @@ typedef struct Piece {
     int nload;
 } Piece;
 
-/* Stores k's live values into the frame, once for the pieces called after it (whose calls it
- * must dominate). */
-static void frame_fill(Kern *k) {
+/* Stores k's live values into the frame for the pieces called after it (whose calls it must
+ * dominate): those of the chunk before its key loop, those of the block in each block. */
+static void frame_fill(Kern *k, bool per_block) {
     Cg *c = k->c;
     LLVMValueRef *slot[FRAME_SLOTS];
     int n = kern_slots(k, slot);
     if (!k->frame) k->frame = cg_alloca(c, c->i64, FRAME_SLOTS, 8, "frame");
     for (int i = 0; i < n; i++) {
+        /* what changes from key block to key block, stored per block; the rest per chunk */
+        bool blockwise = slot[i] == &k->kb || slot[i] == &k->part || slot[i] == &k->env.kmin || slot[i] == &k->env.kmax;
+        if (blockwise != per_block) continue;
         LLVMValueRef v = slot[i] ? *slot[i] : NULL;
         LLVMTypeKind kind = v ? LLVMGetTypeKind(LLVMTypeOf(v)) : LLVMVoidTypeKind;
         k->framed[i] = v;
@@ -1154,6 +1157,8 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     k->kv_len = kend; /* keys at or past kend are masked like the kv tail */
 
     /* key blocks */
+    if (p->NT % 2 == 0) k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
+    frame_fill(k, false);
     CgLoop lk;
     k->kb = cg_loop_begin(c, &lk, klo, kend, cg_i64(c, p->BK), "kb");
     LLVMValueRef cls = cg_i32(c, 2);
@@ -1208,8 +1213,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     LLVMBasicBlockRef bpack = cg_block(c, "packrows");
     LLVMBasicBlockRef bdone = cg_block(c, "blockdone");
     k->part = part;
-    if (p->NT % 2 == 0) k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
-    frame_fill(k);
+    frame_fill(k, true);
     if (k->grouped) few = LLVMBuildAnd(b, few, LLVMBuildNot(b, part, ""), "");
     LLVMBuildCondBr(b, few, bdot, bpack);
     LLVMPositionBuilderAtEnd(b, bdot);
