@@ -50,6 +50,8 @@ typedef struct Kern {
     LLVMValueRef qbase, kbase, vbase, obase;   /* tensor pointers at (b, head) */
     LLVMValueRef qs2, ks2, vs2, os2;           /* row strides */
     LLVMValueRef Qs, KT, ACC, M, L, MB;        /* scratch */
+    LLVMValueRef RF;                           /* i8 per chunk row: it sees the whole block */
+    LLVMValueRef anyfull;                      /* i8 slot: some row of the block does (the parent's) */
     LLVMTypeRef mbt;                           /* iW: one bit per key lane */
     LLVMValueRef qlo, last, npad, kb, kv_len;  /* chunk's first position, rows-1, rows padded to R; block start, key end */
     /* A run maps its row and key indices to positions: q = qpos0 + row*qstep, k = kpos0 +
@@ -91,7 +93,7 @@ enum { FRAME_SLOTS = 64 }; /* Kern.framed's size */
 /* The addresses of every run-time value of k, at the same index in parent and piece. */
 static int kern_slots(Kern *k, LLVMValueRef **s) {
     LLVMValueRef *all[] = {&k->qbase, &k->kbase, &k->vbase, &k->obase, &k->qs2, &k->ks2, &k->vs2,
-        &k->os2, &k->Qs, &k->KT, &k->ACC, &k->M, &k->L, &k->MB, &k->qlo, &k->last, &k->npad,
+        &k->os2, &k->Qs, &k->KT, &k->ACC, &k->M, &k->L, &k->MB, &k->RF, &k->qlo, &k->last, &k->npad,
         &k->kb, &k->kv_len, &k->qpos0, &k->kpos0, &k->nkeys, &k->lsebase, &k->ls2, &k->lsep,
         &k->part_rt, &k->vfin_slot, &k->qc, &k->kbeg, &k->kendp, &k->resume, &k->gtab, &k->gq0,
         &k->gnq, &k->qs1, &k->os1, &k->ls1, &k->part, &k->env.args, &k->env.b, &k->env.q_len,
@@ -846,6 +848,27 @@ static void transpose(Cg *c, LLVMValueRef *rows) {
 
 /* MB[i][t] for every row of the chunk: the mask (if `eval`) and k < kv_len, as lane bits;
  * ORs them into *any_slot. */
+/* Records whether chunk row i sees every key of the partial block (its group may then run
+ * the full blocks' code); never under -fno-prune, which tests every pair. */
+static void store_rowfull(Kern *k, LLVMValueRef i, LLVMValueRef full) {
+    Cg *c = k->c;
+    if (!k->f->prune.enabled) full = cg_bool(c, false);
+    LLVMValueRef v = LLVMBuildZExt(c->b, full, c->i8, "");
+    cg_store(c, v, cg_gep(c, c->i8, k->RF, i), 1);
+    cg_store(c, LLVMBuildOr(c->b, cg_load(c, c->i8, k->anyfull, 1), v, ""), k->anyfull, 1);
+}
+
+/* Do the R rows from g all see the whole block? */
+static LLVMValueRef group_full(Kern *k, LLVMValueRef g) {
+    Cg *c = k->c;
+    LLVMValueRef all = NULL;
+    for (int r = 0; r < k->p.R; r++) {
+        LLVMValueRef v = cg_load(c, c->i8, cg_gep(c, c->i8, k->RF, add(c, g, cg_i64(c, r))), 1);
+        all = all ? LLVMBuildAnd(c->b, all, v, "") : v;
+    }
+    return LLVMBuildICmp(c->b, LLVMIntNE, all, LLVMConstNull(c->i8), "gfull");
+}
+
 static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
@@ -875,6 +898,8 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
                                       LLVMBuildSub(b, sh, LLVMConstInt(i64, 1, 0), ""), "");
         }
         LLVMValueRef bits = LLVMBuildAnd(b, ones[1], LLVMBuildNot(b, ones[0], ""), "rowbits");
+        LLVMValueRef whole = p->BK == 64 ? LLVMConstAllOnes(i64) : LLVMConstInt(i64, ((uint64_t)1 << p->BK) - 1, 0);
+        store_rowfull(k, i, LLVMBuildICmp(b, LLVMIntEQ, bits, whole, ""));
         LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
         for (int t = 0; t < p->NT; t++) {
             LLVMValueRef part = LLVMBuildTrunc(b, LLVMBuildLShr(b, bits, cg_i64(c, (int64_t)t * p->W), ""), k->mbt, "");
@@ -902,7 +927,7 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "mi");
     env_row(k, i);
-    LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8);
+    LLVMValueRef acc_any = cg_load(c, k->mbt, any_slot, 8), full = NULL;
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef m = valid[t];
         if (eval) {
@@ -913,7 +938,10 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
         LLVMValueRef bits = LLVMBuildBitCast(b, m, k->mbt, "");
         cg_store(c, bits, cg_gep(c, k->mbt, k->MB, add(c, mul(c, i, cg_i64(c, p->NT)), cg_i64(c, t))), 1);
         acc_any = LLVMBuildOr(b, acc_any, bits, "");
+        LLVMValueRef f = LLVMBuildICmp(b, LLVMIntEQ, bits, LLVMConstAllOnes(k->mbt), "");
+        full = full ? LLVMBuildAnd(b, full, f, "") : f;
     }
+    store_rowfull(k, i, full);
     cg_store(c, acc_any, any_slot, 8);
     cg_loop_end(c, &li);
     k->env.ncache = 0;
@@ -1052,6 +1080,16 @@ static void body_groups(Kern *k, bool masked) {
     const Plan *p = &k->p;
     CgLoop lg;
     LLVMValueRef g = cg_loop_begin(c, &lg, cg_i64(c, 0), k->npad, cg_i64(c, p->R), "g");
+    /* in a partial block, the groups that see all of it run the full blocks' code (after the
+     * others, from the full piece); a full block runs every group there */
+    LLVMValueRef skip = masked ? group_full(k, g)
+                               : LLVMBuildAnd(c->b, k->part, LLVMBuildNot(c->b, group_full(k, g), ""), "");
+    LLVMBasicBlockRef bskip = cg_block(c, "gskip"), bgo = cg_block(c, "gdo");
+    LLVMBuildCondBr(c->b, skip, bskip, bgo);
+    LLVMPositionBuilderAtEnd(c->b, bskip);
+    cg_loop_continue(c, &lg);
+    LLVMBuildBr(c->b, bgo);
+    LLVMPositionBuilderAtEnd(c->b, bgo);
     if (masked && p->NT % 2 == 0)
         emit_group_loop(k, g, p->R, true, false, NULL, NULL);
     else
@@ -1186,6 +1224,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMPositionBuilderAtEnd(b, bmask);
         LLVMValueRef any_slot = cg_alloca(c, k->mbt, 1, 8, "any");
         cg_store(c, LLVMConstNull(k->mbt), any_slot, 8);
+        cg_store(c, LLVMConstInt(c->i8, 0, 0), k->anyfull, 1);
         LLVMValueRef evalm = LLVMBuildICmp(b, LLVMIntEQ, cls, cg_i32(c, 2), "");
         LLVMBasicBlockRef bev = cg_block(c, "evalmask");
         LLVMBasicBlockRef btl = cg_block(c, "tailonly");
@@ -1235,7 +1274,10 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
         emit_piece(k, "part", false, body_groups, true);
-        LLVMBuildBr(b, join);
+        if (prune)
+            LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, cg_load(c, c->i8, k->anyfull, 1), LLVMConstInt(c->i8, 0, 0), ""), bf, join);
+        else
+            LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
         emit_piece(k, "full", false, body_groups, false);
         LLVMBuildBr(b, join);
@@ -1443,6 +1485,9 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");
     k->L = cg_alloca(c, c->f32, p->BQ + p->W, 64, "l");
     k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT + 1, 64, "mbits");
+    k->RF = cg_alloca(c, c->i8, p->BQ + p->R, 64, "rowfull");
+    k->anyfull = cg_alloca(c, c->i8, 1, 1, "anyfull");
+    LLVMBuildMemSet(b, k->RF, LLVMConstInt(c->i8, 0, 0), cg_i64(c, p->BQ + p->R), 64); /* read, unused, in full blocks */
     LLVMValueRef err_slot = cg_alloca(c, c->i1, 1, 1, "err");
     LLVMValueRef dummy = cg_alloca(c, c->i64, 1, 8, "dummy");
     cg_store(c, cg_bool(c, false), err_slot, 1);
