@@ -846,8 +846,6 @@ static void transpose(Cg *c, LLVMValueRef *rows) {
     }
 }
 
-/* MB[i][t] for every row of the chunk: the mask (if `eval`) and k < kv_len, as lane bits;
- * ORs them into *any_slot. */
 /* Records whether chunk row i sees every key of the partial block (its group may then run
  * the full blocks' code); never under -fno-prune, which tests every pair. */
 static void store_rowfull(Kern *k, LLVMValueRef i, LLVMValueRef full) {
@@ -869,6 +867,8 @@ static LLVMValueRef group_full(Kern *k, LLVMValueRef g) {
     return LLVMBuildICmp(c->b, LLVMIntNE, all, LLVMConstNull(c->i8), "gfull");
 }
 
+/* MB[i][t] for every row of the chunk: the mask (if `eval`) and k < kv_len, as lane bits;
+ * ORs them into *any_slot; RF[i]: row i sees the whole block. */
 static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
