@@ -117,11 +117,11 @@ void cg_store(Cg *c, LLVMValueRef v, LLVMValueRef ptr, unsigned align) {
 LLVMValueRef cg_smin(Cg *c, LLVMValueRef a, LLVMValueRef b) { return cg_intr2(c, "llvm.smin", a, b); }
 LLVMValueRef cg_smax(Cg *c, LLVMValueRef a, LLVMValueRef b) { return cg_intr2(c, "llvm.smax", a, b); }
 
-/* Pairwise tree over the lanes: log2(W) shuffles, deterministic order. */
 LLVMValueRef cg_fmax(Cg *c, LLVMValueRef a, LLVMValueRef b) {
     return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, a, b, ""), a, b, "");
 }
 
+/* Pairwise tree over the lanes: log2(W) shuffles, deterministic order. */
 static LLVMValueRef tree_reduce(Cg *c, LLVMValueRef v, int kind) {
     int n = c->W;
     while (n > 1) {

@@ -40,6 +40,8 @@ static LLVMValueRef field(Cg *c, LLVMValueRef a, size_t off, LLVMTypeRef ty) {
 static LLVMValueRef mul(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildMul(c->b, x, y, ""); }
 static LLVMValueRef add(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(c->b, x, y, ""); }
 
+enum { FRAME_SLOTS = 64 }; /* values a piece's frame can hold (kern_slots) */
+
 /* State of the function being built, shared by its pieces. */
 typedef struct Kern {
     Cg *c;
@@ -76,19 +78,17 @@ typedef struct Kern {
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
     int wmax;                                  /* windows of at most this many key vectors (0: NT) */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
-    LLVMValueRef framed[64];                   /* what frame_fill stored there (FRAME_SLOTS) */
+    LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
     StrBuf *err;
     bool failed;                               /* a piece could not be emitted (err says why) */
 } Kern;
 
 /* --- pieces: a kernel's key-block bodies as functions of their own --------------------------
- * The bodies of a key block (few rows; partial and full row groups) are emitted as functions
+ * The bodies of a key block (few rows; K packing; partial and full row groups) are emitted as functions
  * called once per block with a frame of the caller's live values (Kern's and the env's), which
  * the piece loads back on entry. In split mode each piece lands in a module of its own, so the
  * backend compiles a kernel's pieces on several cores, and the tile and group entries share the
  * identical ones (cg_fn_close folds them). A call per block costs nothing against the block. */
-
-enum { FRAME_SLOTS = 64 }; /* Kern.framed's size */
 
 /* The addresses of every run-time value of k, at the same index in parent and piece. */
 static int kern_slots(Kern *k, LLVMValueRef **s) {
@@ -102,6 +102,7 @@ static int kern_slots(Kern *k, LLVMValueRef **s) {
         /* the row's q (and h, grouped) is set by env_row before any use, in the piece too;
          * what the caller's last row left there need not dominate the call */
         k->grouped ? NULL : &k->env.h};
+    _Static_assert(sizeof all / sizeof all[0] <= FRAME_SLOTS, "the frame holds every slot");
     int n = (int)(sizeof all / sizeof all[0]);
     for (int i = 0; i < n; i++) s[i] = all[i];
     return n;
@@ -974,7 +975,8 @@ static Plan make_plan(const IrFunc *f) {
 }
 
 /* The few-rows body of a key block (decode): scores straight from K, row by row. */
-static void body_few(Kern *k, bool masked) {
+static void body_few(Kern *k, bool unused) {
+    (void)unused;
     Cg *c = k->c;
     const Plan *p = &k->p;
     LLVMValueRef nrows = add(c, k->last, cg_i64(c, 1));
@@ -989,7 +991,7 @@ static void body_few(Kern *k, bool masked) {
         LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
         LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
         LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
-        emit_group_loop(k, r, 1, masked, true, v0, v1);
+        emit_group_loop(k, r, 1, false, true, v0, v1); /* full blocks only (emit_run) */
         cg_loop_end(c, &lr);
         cg_loop_end(c, &ls);
     } else {
@@ -1009,15 +1011,14 @@ static void body_pack(Kern *k, bool unused) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
+    /* the block's keys before the end only (a tail block packs its W-vectors of keys) */
+    LLVMValueRef kn = cg_smin(c, LLVMBuildSub(b, k->kv_len, k->kb, ""), cg_i64(c, p->BK));
+    LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
     {
         /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d] (keys past the end
-         * repeat the last one);
-         * whole chunks of d in a runtime loop, a tail chunk after it */
+         * repeat the last one); whole chunks of d in a runtime loop, a tail chunk after it */
         CgLoop lj;
-        /* the block's keys before the end only (a tail block packs its W-vectors of keys) */
-        LLVMValueRef kn = cg_smin(c, LLVMBuildSub(b, k->kv_len, k->kb, ""), cg_i64(c, p->BK));
         LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, p->W), "kj");
-        LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
         LLVMValueRef koff[64];
         for (int r = 0; r < p->W; r++) {
             LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
@@ -1054,11 +1055,9 @@ static void body_pack(Kern *k, bool unused) {
         LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
         LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
         cg_store(c, LLVMConstNull(c->vi32), zs, va);
-        LLVMValueRef vlast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
         CgLoop lj;
-        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_smin(c, LLVMBuildSub(b, k->kv_len, k->kb, ""), cg_i64(c, p->BK)),
-                                       cg_i64(c, 1), "vc");
-        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), vlast)), k->vs2);
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), "vc");
+        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), klast)), k->vs2);
         LLVMValueRef z = cg_load(c, c->vi32, zs, va);
         for (int ch = 0; ch < p->VC; ch++) {
             LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
@@ -1261,7 +1260,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
          * decode, fully optimized); partial ones (the kv tail) take the packed path */
         emit_piece(k, "few", true, body_few, false);
     } else if (!LLVMIsConstant(few)) {
-        emit_piece(k, "few", false, body_few, true);
+        emit_piece(k, "few", false, body_few, false);
     }
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bpack);
@@ -1282,7 +1281,6 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         emit_piece(k, "full", false, body_groups, false);
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
-        k->vfin_slot = NULL;
     }
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bdone);

@@ -409,7 +409,6 @@ static bool exact_bounds(PruneCx *c, IrExpr *e, int depth) {
 
 // residue runs
 
-
 /* x % r with a constant r in [2, 2^20]: r, else 0. */
 static int64_t modulus(const IrExpr *x) {
     if (x->op != IR_MOD || x->args[1]->op != IR_CONST || x->args[1]->type != IR_TY_INT) return 0;
