@@ -77,6 +77,7 @@ typedef struct Kern {
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
     int wmax;                                  /* windows of at most this many key vectors (0: NT) */
+    bool qdirect;                              /* scores read q from the tensor (f32, unit-stride rows), not Qs */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
     LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
     StrBuf *err;
@@ -237,6 +238,10 @@ static void emit_piece(Kern *k, const char *what, bool hot, void (*body)(Kern *,
 /* Task row of chunk row i (clamped to the last real row). */
 static LLVMValueRef task_row(Kern *k, LLVMValueRef i) { return LLVMBuildAdd(k->c->b, k->qc, cg_smin(k->c, i, k->last), ""); }
 
+/* The q of chunk row i, as f32: the tensor's row (qdirect; scores are scaled after the dot
+ * products) or the scaled copy in Qs. */
+static LLVMValueRef q_row(Kern *k, LLVMValueRef i);
+
 /* The query head of task row r (grouped), or NULL (the function's head). */
 static LLVMValueRef row_head(Kern *k, LLVMValueRef r) {
     Cg *c = k->c;
@@ -261,6 +266,12 @@ static LLVMValueRef row_bits(Kern *k, LLVMValueRef row, LLVMValueRef t) {
     LLVMValueRef v = LLVMBuildBitCast(c->b, bits, c->vi1, "");
     if (k->part_rt) v = LLVMBuildSelect(c->b, k->part_rt, v, cg_lane_mask(c, c->W), "");
     return v;
+}
+
+static LLVMValueRef q_row(Kern *k, LLVMValueRef i) {
+    Cg *c = k->c;
+    if (k->qdirect) return cg_gep(c, c->f32, k->qbase, row_off(k, task_row(k, i), k->qs1, k->qs2));
+    return cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, k->p.QK)));
 }
 
 /* The K/V row (from the run's bases) of key index j >= 0: a scalar or a vector. */
@@ -461,7 +472,9 @@ enum { CG_MAXT = 8 };
 
 /* Scores of rows qrow[0 .. R) against nv key vectors of the packed KT from column col:
  * s[r][t] = sum_d q[r][d] * KT[d][col + t*W], d in a runtime loop of DU-wide unrolled steps,
- * the rest unrolled; the R x nv accumulators are the FMA chains. */
+ * the rest unrolled; the R x nv accumulators are the FMA chains. With one vector (nv == 1)
+ * the even and odd d steps of each row take separate chains, summed at the end, so the R
+ * rows still fill both FMA pipes (R chains alone wait on the FMA latency). */
 static void block_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRef col, int nv,
                          LLVMValueRef (*s)[CG_MAXT]) {
     Cg *c = k->c;
@@ -469,18 +482,19 @@ static void block_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRe
     LLVMValueRef slot[16][CG_MAXT];
     enum { DU = 4 };
     int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
+    int nc = nv == 1 ? 2 : nv; /* chains per row: nv, or two for one vector */
     for (int r = 0; r < p->R; r++)
-        for (int t = 0; t < nv; t++) s[r][t] = LLVMConstNull(c->vf);
+        for (int t = 0; t < nc; t++) s[r][t] = LLVMConstNull(c->vf);
     if (dloop) {
         for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < nv; t++) {
+            for (int t = 0; t < nc; t++) {
                 slot[r][t] = cg_alloca(c, c->vf, 1, va, "s");
                 cg_store(c, s[r][t], slot[r][t], va);
             }
         CgLoop ld;
         LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dloop), cg_i64(c, DU), "d");
         for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < nv; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
         LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, d0, cg_i64(c, p->BK)), col));
         for (int dd = 0; dd < DU; dd++) {
             LLVMValueRef kt[CG_MAXT];
@@ -488,14 +502,17 @@ static void block_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRe
                 kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + t * p->W)), va);
             for (int r = 0; r < p->R; r++) {
                 LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], add(c, d0, cg_i64(c, dd))), 4));
-                for (int t = 0; t < nv; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
+                for (int t = 0; t < nv; t++) {
+                    int ch = nv == 1 ? dd % 2 : t;
+                    s[r][ch] = cg_fma(c, qv, kt[t], s[r][ch]);
+                }
             }
         }
         for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < nv; t++) cg_store(c, s[r][t], slot[r][t], va);
+            for (int t = 0; t < nc; t++) cg_store(c, s[r][t], slot[r][t], va);
         cg_loop_end(c, &ld);
         for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < nv; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
     }
     for (int d = dloop; d < p->QK; d++) {
         LLVMValueRef kt[CG_MAXT];
@@ -506,6 +523,11 @@ static void block_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRe
             for (int t = 0; t < nv; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
         }
     }
+    if (nv == 1)
+        for (int r = 0; r < p->R; r++) s[r][0] = LLVMBuildFAdd(c->b, s[r][0], s[r][1], "");
+    if (k->qdirect)
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nv; t++) s[r][t] = LLVMBuildFMul(c->b, s[r][t], cg_splat(c, cg_f32(c, k->f->scale)), "");
 }
 
 /* The score modifier on row `row`'s scores s against the W keys of key vector t (mv: the
@@ -568,13 +590,45 @@ static void softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVM
 }
 
 
+/* Scores of a window's `per` vectors from vector tp for the group's rows (from K directly
+ * when `dot`, else from the packed KT): score mod, lane mask (`masked`), running maxima in
+ * mxs; the scores wait in P. */
+static void win_scores(Kern *k, const Plan *p, LLVMValueRef *row, LLVMValueRef *qrow, LLVMValueRef tp, int per,
+                       bool masked, bool dot, LLVMValueRef *mxs, LLVMValueRef P) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrFunc *f = k->f;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
+    LLVMValueRef s[16][CG_MAXT];
+    if (dot) {
+        for (int r = 0; r < p->R; r++) s[r][0] = dot_scores(k, row[r], add(c, k->kb, col), masked);
+    } else {
+        block_scores(k, p, qrow, col, per, s);
+    }
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef mx = cg_load(c, c->vf, mxs[r], va);
+        for (int j = 0; j < per; j++) {
+            LLVMValueRef t = add(c, tp, cg_i64(c, j));
+            LLVMValueRef mv = masked ? row_bits(k, row[r], t) : cg_lane_mask(c, p->W);
+            LLVMValueRef sv = s[r][j];
+            if (f->score) sv = score_mod(k, row[r], t, sv, mv);
+            if (masked) sv = LLVMBuildSelect(b, mv, sv, cg_const_like(c, c->vf, -INFINITY), "");
+            mx = cg_fmax(c, mx, sv);
+            cg_store(c, sv, cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK + j * p->W), col)), va);
+        }
+        cg_store(c, mx, mxs[r], va);
+    }
+}
+
 /* A group of nr rows against the key block in runtime loops over its key vectors (compact
  * code): scores to scratch with a running max, then exp, then P.V. `masked` (a partial
  * block): visit only the vectors some row of the group may see, [t0, t1) from the lane
  * masks (a band or a block diagonal crosses a block as a staircase, so the rows of one group
  * skip the vectors wholly above or below theirs; a group that sees nothing is skipped, its
  * state as it is). `dot`: scores straight from K, a vector at a time (few rows, decode);
- * else from the packed KT in pairs of vectors (2 nr independent FMA chains; NT even). */
+ * else from the packed KT in pairs of vectors (2 nr independent FMA chains), the odd one of
+ * an odd window alone (two chains per row). */
 static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, LLVMValueRef vt0, LLVMValueRef vt1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
@@ -616,43 +670,32 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     LLVMBasicBlockRef body = cg_block(c, "win"), done = cg_block(c, "win_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, t1, ""), body, done);
     LLVMPositionBuilderAtEnd(b, body);
-    /* pairs from t0: a second vector at or past t1 is masked off (KT, MB and P have a vector
-     * of padding for it) */
     LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK + p->W, 64, "pw");
     LLVMValueRef mxs[MAXR], qrow[MAXR];
     for (int r = 0; r < p->R; r++) {
         mxs[r] = cg_alloca(c, c->vf, 1, va, "mx");
         cg_store(c, cg_const_like(c, c->vf, -INFINITY), mxs[r], va);
-        qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
+        qrow[r] = q_row(k, row[r]);
     }
-    {
+    if (dot) {
         CgLoop lt;
-        int per = dot ? 1 : 2; /* vectors per iteration */
-        LLVMValueRef tp = k->wmax == per ? cg_loop_begin_once(c, &lt, t0, t1, "wt")
-                                         : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, per), "wt");
-        LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
-        LLVMValueRef s[MAXR][CG_MAXT];
-        if (dot) {
-            for (int r = 0; r < p->R; r++) s[r][0] = dot_scores(k, row[r], add(c, k->kb, col), masked);
-        } else {
-            block_scores(k, p, qrow, col, 2, s);
-        }
-        /* score mod, mask, running max; the scores wait in P */
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef mx = cg_load(c, c->vf, mxs[r], va);
-            for (int j = 0; j < per; j++) {
-                LLVMValueRef t = add(c, tp, cg_i64(c, j));
-                LLVMValueRef mv = masked ? row_bits(k, row[r], t) : cg_lane_mask(c, p->W);
-                if (j) mv = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLT, t, t1, ""), mv, LLVMConstNull(c->vi1), "");
-                LLVMValueRef sv = s[r][j];
-                if (f->score) sv = score_mod(k, row[r], t, sv, mv);
-                if (masked || j) sv = LLVMBuildSelect(b, mv, sv, cg_const_like(c, c->vf, -INFINITY), "");
-                mx = cg_fmax(c, mx, sv);
-                cg_store(c, sv, cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK + j * p->W), col)), va);
-            }
-            cg_store(c, mx, mxs[r], va);
-        }
+        LLVMValueRef tp = k->wmax == 1 ? cg_loop_begin_once(c, &lt, t0, t1, "wt")
+                                       : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "wt");
+        win_scores(k, p, row, qrow, tp, 1, masked, true, mxs, P);
         cg_loop_end(c, &lt);
+    } else {
+        /* pairs over the even part of the window, then its odd vector alone */
+        LLVMValueRef pend = add(c, t0, LLVMBuildAnd(b, LLVMBuildSub(b, t1, t0, ""), cg_i64(c, -2), ""));
+        CgLoop lt;
+        LLVMValueRef tp = cg_loop_begin(c, &lt, t0, pend, cg_i64(c, 2), "wt");
+        win_scores(k, p, row, qrow, tp, 2, masked, false, mxs, P);
+        cg_loop_end(c, &lt);
+        LLVMBasicBlockRef bodd = cg_block(c, "wodd"), bj = cg_block(c, "wodd_done");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, pend, t1, ""), bodd, bj);
+        LLVMPositionBuilderAtEnd(b, bodd);
+        win_scores(k, p, row, qrow, pend, 1, masked, false, mxs, P);
+        LLVMBuildBr(b, bj);
+        LLVMPositionBuilderAtEnd(b, bj);
     }
     /* online softmax over the window */
     LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
@@ -750,11 +793,15 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
     Cg *c = k->c;
     const Plan *p = &k->p;
     LLVMValueRef qv[CG_MAX_CHUNKS], part[64];
-    LLVMValueRef qrow = cg_gep(c, c->f32, k->Qs, mul(c, row, cg_i64(c, p->QK)));
+    LLVMValueRef qrow = q_row(k, row);
     int nch = (p->QK + p->W - 1) / p->W;
     for (int ch = 0; ch < nch; ch++) {
-        qv[ch] = cg_load(c, c->vf, cg_gep(c, c->f32, qrow, cg_i64(c, ch * p->W)), 4);
         int n = tail_lanes(p->QK, p->W, ch);
+        if (k->qdirect) {
+            qv[ch] = cg_load_vec(c, ATTN_F32, qrow, cg_i64(c, ch * p->W), n);
+            continue;
+        }
+        qv[ch] = cg_load(c, c->vf, cg_gep(c, c->f32, qrow, cg_i64(c, ch * p->W)), 4);
         /* lanes past qk_dim hold the next row's q: zero them */
         if (n < p->W) qv[ch] = LLVMBuildSelect(c->b, cg_lane_mask(c, n), qv[ch], LLVMConstNull(c->vf), "");
     }
@@ -773,7 +820,8 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
         }
         part[j] = nch > 1 ? LLVMBuildFAdd(c->b, acc[0], acc[1], "") : acc[0];
     }
-    return reduce_rows(c, part);
+    LLVMValueRef sv = reduce_rows(c, part);
+    return k->qdirect ? LLVMBuildFMul(c->b, sv, cg_splat(c, cg_f32(c, k->f->scale)), "") : sv;
 }
 
 /* One group of R rows against the packed KT of the key block, unrolled over the block's
@@ -792,7 +840,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     for (int r = 0; r < p->R; r++) row[r] = add(c, g, cg_i64(c, r));
     /* scores */
     LLVMValueRef qrow[MAXR];
-    for (int r = 0; r < p->R; r++) qrow[r] = cg_gep(c, c->f32, k->Qs, mul(c, row[r], cg_i64(c, p->QK)));
+    for (int r = 0; r < p->R; r++) qrow[r] = q_row(k, row[r]);
     block_scores(k, p, qrow, cg_i64(c, 0), p->NT, s);
     /* score mod and mask */
     LLVMValueRef alltrue = cg_lane_mask(c, p->W);
@@ -1131,7 +1179,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef qoff = row_off(k, task_row(k, i), k->qs1, k->qs2);
         LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
         LLVMValueRef sc = cg_splat(c, cg_f32(c, f->scale));
-        for (int ch = 0; ch * p->W < p->QK; ch++) {
+        for (int ch = 0; !k->qdirect && ch * p->W < p->QK; ch++) {
             LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
             cg_store(c, LLVMBuildFMul(b, v, sc, ""), cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
         }
@@ -1505,6 +1553,11 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     k->lsep = lsep;
     const IrRuns *runs = &f->prune.runs;
     bool have_runs = f->prune.enabled && runs->mod >= 2;
+    /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
+     * do little else per row): f32 rows at unit stride only (residue classes' rows are
+     * r rows apart, and share L1 sets), and not in a kernel with a group function, whose
+     * pieces the tile function shares */
+    k->qdirect = k->dt == ATTN_F32 && !k->grouped && !cg_group_size(f) && !(have_runs && runs->with_q);
     k->mask = f->prune.enabled ? f->prune.mask : f->mask;
     k->qstep = k->kstep = 1;
     k->cmod = k->cw = 1;
