@@ -441,15 +441,20 @@ static void emit_pv(Kern *k, const Plan *p, PvCtx *pc) {
 static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp);
 
 /* The softmax numerators of rows g .. g+nr-1 in place: P[r][t*W ..] = exp(s - m_r) for the
- * vectors [t0, t1), their sum added to L[g + r]. mu[r]: the row's max (0 when it saw
- * nothing). Runtime loops over rows and vectors: one exp in the code. */
+ * vectors [t0, t1); the row's sums L[g + r] (a vector of partial sums per row, added up
+ * once the chunk is done) become L*alpha + their sum. mu[r]: the row's max (0 when it saw
+ * nothing); as[r]: its alpha, splatted. Runtime loops over rows and vectors: one exp in the
+ * code. */
 static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
-                          LLVMValueRef t0, LLVMValueRef t1) {
+                          const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     unsigned va = (unsigned)(p->W * 4);
-    LLVMValueRef MU = cg_alloca(c, c->f32, 16, 64, "mu");
-    for (int r = 0; r < p->R; r++) cg_store(c, mu[r], cg_gep(c, c->f32, MU, cg_i64(c, r)), 4);
+    LLVMValueRef MU = cg_alloca(c, c->f32, 16, 64, "mu"), AL = cg_alloca(c, c->f32, 16, 64, "alpha");
+    for (int r = 0; r < p->R; r++) {
+        cg_store(c, mu[r], cg_gep(c, c->f32, MU, cg_i64(c, r)), 4);
+        cg_store(c, LLVMBuildExtractElement(b, as[r], cg_i32(c, 0), ""), cg_gep(c, c->f32, AL, cg_i64(c, r)), 4);
+    }
     LLVMValueRef sum = cg_alloca(c, c->vf, 1, va, "ps");
     CgLoop lr, lt;
     LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), cg_i64(c, p->R), cg_i64(c, 1), "er");
@@ -462,8 +467,9 @@ static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P
     cg_store(c, pv, pp, va);
     cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
     cg_loop_end(c, &lt);
-    LLVMValueRef lp = cg_gep(c, c->f32, k->L, add(c, g, r));
-    cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->f32, lp, 4), cg_hsum(c, cg_load(c, c->vf, sum, va)), ""), lp, 4);
+    LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, r), cg_i64(c, p->W)));
+    LLVMValueRef al = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, AL, r), 4));
+    cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, cg_load(c, c->vf, sum, va)), lp, va);
     cg_loop_end(c, &lr);
 }
 
@@ -543,25 +549,24 @@ static LLVMValueRef score_mod(Kern *k, LLVMValueRef row, LLVMValueRef t, LLVMVal
 }
 
 /* The online-softmax step of row `row` for a block whose scores have the maximum bm: stores
- * the new max and l * alpha; *mu is the max to subtract (0 while the row has seen nothing,
- * so exp(-inf - -inf) never happens); returns alpha = exp(m_old - mu). */
+ * the new max; *mu is the max to subtract (0 while the row has seen nothing, so
+ * exp(-inf - -inf) never happens); returns alpha = exp(m_old - mu), by which the caller
+ * scales the row's l and acc. */
 static LLVMValueRef softmax_step(Kern *k, LLVMValueRef row, LLVMValueRef bm, LLVMValueRef *mu) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     LLVMValueRef mp = cg_gep(c, c->f32, k->M, row);
-    LLVMValueRef lp = cg_gep(c, c->f32, k->L, row);
     LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
     LLVMValueRef m_new = cg_fmax(c, m_old, bm);
     LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
     *mu = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
     LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, *mu, ""));
     cg_store(c, m_new, mp, 4);
-    cg_store(c, LLVMBuildFMul(b, cg_load(c, c->f32, lp, 4), alpha, ""), lp, 4);
     return alpha;
 }
 
-/* softmax_step for rows g .. g+nr-1 (the row groups) at once: their m and l side by side in
- * one vector, one vector exp for the nr alphas instead of nr scalar ones. as[r] = alpha
+/* softmax_step for rows g .. g+nr-1 (the row groups) at once: their m side by side in one
+ * vector, one vector exp for the nr alphas instead of nr scalar ones. as[r] = alpha
  * splatted; mu[r] as softmax_step's. */
 static void softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValueRef *mu, LLVMValueRef *as) {
     Cg *c = k->c;
@@ -570,20 +575,18 @@ static void softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVM
         for (int r = 0; r < nr; r++) as[r] = cg_splat(c, softmax_step(k, add(c, g, cg_i64(c, r)), bm[r], &mu[r]));
         return;
     }
-    LLVMValueRef mp = cg_gep(c, c->f32, k->M, g), lp = cg_gep(c, c->f32, k->L, g);
-    LLVMValueRef m_old = cg_load(c, c->vf, mp, 4), l_old = cg_load(c, c->vf, lp, 4); /* M, L: W floats of padding */
+    LLVMValueRef mp = cg_gep(c, c->f32, k->M, g);
+    LLVMValueRef m_old = cg_load(c, c->vf, mp, 4); /* M: W floats of padding */
     LLVMValueRef bv = cg_const_like(c, c->vf, -INFINITY);
     for (int r = 0; r < nr; r++) bv = LLVMBuildInsertElement(b, bv, bm[r], cg_i32(c, r), "");
     LLVMValueRef m_new = cg_fmax(c, m_old, bv);
     LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_const_like(c, c->vf, -INFINITY), "");
     LLVMValueRef muv = LLVMBuildSelect(b, ninf, LLVMConstNull(c->vf), m_new, "");
     LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, muv, ""));
-    LLVMValueRef l_new = LLVMBuildFMul(b, l_old, alpha, "");
     for (int r = 0; r < nr; r++) {
         /* only this group's lanes: the others are rows of the next groups */
         LLVMValueRef lane = cg_i32(c, r);
         cg_store(c, LLVMBuildExtractElement(b, m_new, lane, ""), cg_gep(c, c->f32, mp, cg_i64(c, r)), 4);
-        cg_store(c, LLVMBuildExtractElement(b, l_new, lane, ""), cg_gep(c, c->f32, lp, cg_i64(c, r)), 4);
         mu[r] = LLVMBuildExtractElement(b, muv, lane, "");
         as[r] = cg_splat(c, LLVMBuildExtractElement(b, alpha, lane, ""));
     }
@@ -701,7 +704,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
     for (int r = 0; r < p->R; r++) bm[r] = cg_hmax(c, cg_load(c, c->vf, mxs[r], va));
     softmax_rows(k, g, p->R, bm, mu, as);
-    emit_exp_rows(k, p, g, P, mu, t0, t1);
+    emit_exp_rows(k, p, g, P, mu, as, t0, t1);
     PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false};
     if (masked && k->vfin_slot) {
         /* hidden lanes have p = 0 exactly, so with finite V rows the plain update adds
@@ -867,7 +870,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
         bm[r] = cg_hmax(c, mx);
     }
     softmax_rows(k, g, p->R, bm, mu, as);
-    emit_exp_rows(k, p, g, P, mu, cg_i64(c, 0), cg_i64(c, p->NT));
+    emit_exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
     PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
@@ -1184,7 +1187,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             cg_store(c, LLVMBuildFMul(b, v, sc, ""), cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
         }
         cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->M, i), 4);
-        cg_store(c, cg_f32(c, 0.0), cg_gep(c, c->f32, k->L, i), 4);
+        cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
         for (int ch = 0; ch < p->VC; ch++)
             cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
         cg_loop_end(c, &li);
@@ -1203,7 +1206,8 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef lse = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, row_off(k, row, k->ls1, k->ls2)), 4);
         LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, lse, cg_f32(c, -INFINITY), "");
         cg_store(c, LLVMBuildSelect(b, seen, lse, cg_f32(c, -INFINITY), ""), cg_gep(c, c->f32, k->M, i), 4);
-        cg_store(c, LLVMBuildSelect(b, seen, cg_f32(c, 1.0), cg_f32(c, 0.0), ""), cg_gep(c, c->f32, k->L, i), 4);
+        LLVMValueRef l1 = LLVMBuildInsertElement(b, LLVMConstNull(c->vf), cg_f32(c, 1.0), cg_i32(c, 0), "");
+        cg_store(c, LLVMBuildSelect(b, seen, l1, LLVMConstNull(c->vf), ""), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
         LLVMValueRef ooff = row_off(k, row, k->os1, k->os2);
         for (int ch = 0; ch < p->VC; ch++) {
             LLVMValueRef ov = cg_load_vec(c, k->dt, k->obase, add(c, ooff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
@@ -1338,7 +1342,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         /* o = acc / l (zeros for a row that saw nothing), lse = m + log(l) */
         CgLoop li;
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), nrows, cg_i64(c, 1), "oi");
-        LLVMValueRef l = cg_load(c, c->f32, cg_gep(c, c->f32, k->L, i), 4);
+        LLVMValueRef l = cg_hsum(c, cg_load(c, c->vf, cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va));
         LLVMValueRef m = cg_load(c, c->f32, cg_gep(c, c->f32, k->M, i), 4);
         LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
         LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), l, ""), cg_f32(c, 0.0), "");
@@ -1529,7 +1533,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK + p->W, 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
     k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");
-    k->L = cg_alloca(c, c->f32, p->BQ + p->W, 64, "l");
+    k->L = cg_alloca(c, c->f32, (int64_t)(p->BQ + p->R) * p->W, 64, "l"); /* a vector per row */
     k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT + 1, 64, "mbits");
     k->RF = cg_alloca(c, c->i8, p->BQ + p->R, 64, "rowfull");
     k->anyfull = cg_alloca(c, c->i8, 1, 1, "anyfull");
