@@ -336,24 +336,33 @@ typedef struct RtLaunch {
     int64_t ntiles;     /* query tiles per (b, unit) */
     int64_t block_q;    /* query rows per tile */
     int64_t nsplit;     /* key splits (1: none) */
+    int64_t share;      /* consecutive units on one K/V head (divides units) */
     atomic_int failed;  /* a tile reported an input index out of bounds */
 } RtLaunch;
 
-/* Task t runs key split t % nsplit of query tile ntiles-1 - (t / nsplit) / bu first, so late
- * (under causal masks, heavy) tiles start early; the heads of one tile are adjacent, so GQA
- * groups share K/V in cache. */
+/* Task t runs key split t % nsplit of a query tile: unit by unit (the units sharing a K/V
+ * head side by side, tile by tile), each unit's tiles late to early. So the tasks that run
+ * close in time share their K/V rows in cache: a band's consecutive tiles overlap, a causal
+ * tile's keys are the next one's; and late (under causal masks, heavy) tiles start early. */
 static void rt_launch_task(void *ctx, int64_t t) {
     RtLaunch *l = ctx;
     if (atomic_load_explicit(&l->failed, memory_order_relaxed)) return;
     int64_t s = t % l->nsplit;
     t /= l->nsplit;
-    int64_t tile = l->ntiles - 1 - t / l->bu, r = t % l->bu;
+    int64_t share = l->share, in = t % share;
+    t /= share;
+    int64_t tile = l->ntiles - 1 - t % l->ntiles, r = t / l->ntiles * share + in;
     int64_t b = r / l->units, u = r % l->units;
     const attn_rt_args *a = &l->args[s];
     int64_t q0 = tile * l->block_q, q1 = q0 + l->block_q;
     if (q1 > a->q_len) q1 = a->q_len;
     if (l->fn(a, b, u, q0, q1) != 0)
         atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
+}
+
+int64_t rt_kv_share(const attn_rt_desc *d, int64_t units) {
+    int64_t g = d->group_size;
+    return units == d->heads && g > 1 && d->heads == g * d->kv_heads ? g : 1;
 }
 
 /* Fewer keys per split than this do not pay for the merge. */
@@ -451,6 +460,7 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     RtLaunch l = {.args = &a, .fn = G > 1 ? d->group : d->tile, .nsplit = 1};
     atomic_init(&l.failed, 0);
     l.units = G > 1 ? d->kv_heads : d->heads;
+    l.share = rt_kv_share(d, l.units);
     l.block_q = G > 1 ? (d->block_q / G > 1 ? d->block_q / G : 1) : d->block_q;
     l.bu = a.batch * l.units; /* <= 2^40 * 2^31: fits */
     l.ntiles = (a.q_len + l.block_q - 1) / l.block_q;

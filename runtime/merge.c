@@ -96,7 +96,7 @@ typedef struct RtDomains {
     const attn_rt_desc *const *descs;
     const attn_rt_args *args; /* [n], checked, summaries built */
     int n;
-    int64_t heads, block_q, ntiles;
+    int64_t heads, block_q, ntiles, share;
     atomic_int failed;        /* an input index out of bounds */
     int nslots;               /* one lse slot per thread that may run a task at once */
     float *scratch;           /* [nslots][block_q], or NULL when the call has an lse */
@@ -106,8 +106,10 @@ typedef struct RtDomains {
 static void rt_domains_task(void *ctx, int64_t t) {
     RtDomains *dm = ctx;
     if (atomic_load_explicit(&dm->failed, memory_order_relaxed)) return;
-    int64_t bh = dm->args[0].batch * dm->heads;
-    int64_t tile = dm->ntiles - 1 - t / bh, r = t % bh; /* heavy (late) tiles first */
+    /* the order of attn_rt_launch's tasks: head by head, late (heavy) tiles first */
+    int64_t in = t % dm->share;
+    t /= dm->share;
+    int64_t tile = dm->ntiles - 1 - t % dm->ntiles, r = t / dm->ntiles * dm->share + in;
     int64_t b = r / dm->heads, h = r % dm->heads;
     int64_t q0 = tile * dm->block_q, q1 = q0 + dm->block_q;
     if (q1 > dm->args[0].q_len) q1 = dm->args[0].q_len;
@@ -174,6 +176,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         }
         if (st == ATTN_OK) {
             RtDomains dm = {.descs = descs, .args = args, .n = n, .heads = H, .block_q = bq, .ntiles = ntiles,
+                            .share = rt_kv_share(descs[0], H),
                             .nslots = nslots, .scratch = scratch, .busy = busy};
             atomic_init(&dm.failed, 0);
             rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm);

@@ -37,6 +37,9 @@ void rt_summaries_free(attn_rt_args *a);
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
 /* The threads a call runs on: its own count, else the pool's, else the machine's; >= 1. */
 int rt_call_threads(const attn_call *c, attn_rt_pool *pool);
+/* Consecutive units (of `units` per batch row) that read one K/V head: tasks keep them side
+ * by side (a K/V block loaded once serves them all). */
+int64_t rt_kv_share(const attn_rt_desc *d, int64_t units);
 
 // pool.c
 
