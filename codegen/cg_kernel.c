@@ -78,6 +78,9 @@ typedef struct Kern {
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
     int wmax;                                  /* windows of at most this many key vectors (0: NT) */
     bool qdirect;                              /* scores read q from the tensor (f32, unit-stride rows), not Qs */
+    bool vpack;                                /* the pack piece copies the block's V rows to VS */
+    bool vs_use;                               /* P.V reads VS (in the pieces after the pack piece) */
+    LLVMValueRef VS;                           /* [BK][VDP] f32: the block's V rows (vpack) */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
     LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
     StrBuf *err;
@@ -94,7 +97,7 @@ typedef struct Kern {
 /* The addresses of every run-time value of k, at the same index in parent and piece. */
 static int kern_slots(Kern *k, LLVMValueRef **s) {
     LLVMValueRef *all[] = {&k->qbase, &k->kbase, &k->vbase, &k->obase, &k->qs2, &k->ks2, &k->vs2,
-        &k->os2, &k->Qs, &k->KT, &k->ACC, &k->M, &k->L, &k->MB, &k->RF, &k->qlo, &k->last, &k->npad,
+        &k->os2, &k->Qs, &k->KT, &k->VS, &k->ACC, &k->M, &k->L, &k->MB, &k->RF, &k->qlo, &k->last, &k->npad,
         &k->kb, &k->kv_len, &k->qpos0, &k->kpos0, &k->nkeys, &k->lsebase, &k->ls2, &k->lsep,
         &k->part_rt, &k->vfin_slot, &k->qc, &k->kbeg, &k->kendp, &k->resume, &k->gtab, &k->gq0,
         &k->gnq, &k->qs1, &k->os1, &k->ls1, &k->part, &k->env.args, &k->env.b, &k->env.q_len,
@@ -382,10 +385,16 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
     for (int l = 0; l < lu; l++) {
         LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, l));
         if (pc->masked || pc->clamp) key = cg_smin(c, key, pc->vlast);
-        LLVMValueRef voff = mul(c, krow(k, key), k->vs2);
         LLVMValueRef vv[16];
-        for (int i = 0; i < n; i++)
-            vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
+        if (k->vs_use) {
+            /* the packed rows: f32, VDP apart, zero past v_dim */
+            LLVMValueRef vrow = cg_gep(c, c->f32, k->VS, mul(c, LLVMBuildSub(b, key, k->kb, ""), cg_i64(c, p->VDP)));
+            for (int i = 0; i < n; i++) vv[i] = cg_load(c, c->vf, cg_gep(c, c->f32, vrow, col[i]), va);
+        } else {
+            LLVMValueRef voff = mul(c, krow(k, key), k->vs2);
+            for (int i = 0; i < n; i++)
+                vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
+        }
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK + l), j0)), 4));
             /* a vector condition: a scalar one may become a branch on random mask bits */
@@ -1094,7 +1103,30 @@ static void body_pack(Kern *k, bool unused) {
         }
         cg_loop_end(c, &lj);
     }
-    if (p->NT % 2 == 0) {
+    if (k->vpack) {
+        /* V rows a residue class apart share L1 sets: copy the block's rows (f32, past the
+         * end the last one) to VS, which P.V reads, and see on the way whether all are finite */
+        unsigned va = (unsigned)p->W * 4;
+        LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
+        LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
+        cg_store(c, LLVMConstNull(c->vi32), zs, va);
+        CgLoop lj;
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), "vp");
+        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), klast)), k->vs2);
+        LLVMValueRef dst = cg_gep(c, c->f32, k->VS, mul(c, j, cg_i64(c, p->VDP)));
+        LLVMValueRef z = cg_load(c, c->vi32, zs, va);
+        for (int ch = 0; ch < p->VC; ch++) {
+            LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+            cg_store(c, v, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
+            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
+        }
+        cg_store(c, z, zs, va);
+        cg_loop_end(c, &lj);
+        if (p->NT % 2 == 0) {
+            LLVMValueRef zt = cg_load(c, c->vi32, zs, va);
+            cg_store(c, LLVMBuildNot(b, cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, zt, expo, "")), ""), k->vfin_slot, 1);
+        }
+    } else if (p->NT % 2 == 0) {
         /* a partial block: are its V rows all finite? (then its groups' P.V needs no selects) */
         cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
         LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
@@ -1324,6 +1356,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBasicBlockRef join = cg_block(c, "groups_done");
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
+        k->vs_use = k->vpack;
         emit_piece(k, "part", false, body_groups, true);
         if (prune)
             LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, cg_load(c, c->i8, k->anyfull, 1), LLVMConstInt(c->i8, 0, 0), ""), bf, join);
@@ -1331,6 +1364,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, bf);
         emit_piece(k, "full", false, body_groups, false);
+        k->vs_use = false;
         LLVMBuildBr(b, join);
         LLVMPositionBuilderAtEnd(b, join);
     }
@@ -1562,6 +1596,9 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
      * r rows apart, and share L1 sets), and not in a kernel with a group function, whose
      * pieces the tile function shares */
     k->qdirect = k->dt == ATTN_F32 && !k->grouped && !cg_group_size(f) && !(have_runs && runs->with_q);
+    /* residue runs read V rows r apart (often a multiple of 4 KiB: the rows share L1 sets) */
+    k->vpack = have_runs && !k->grouped;
+    if (k->vpack) k->VS = cg_alloca(c, c->f32, (int64_t)p->BK * p->VDP, 64, "VS");
     k->mask = f->prune.enabled ? f->prune.mask : f->mask;
     k->qstep = k->kstep = 1;
     k->cmod = k->cw = 1;
