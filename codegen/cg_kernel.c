@@ -78,9 +78,10 @@ typedef struct Kern {
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
     int wmax;                                  /* windows of at most this many key vectors (0: NT) */
     bool qdirect;                              /* scores read q from the tensor (f32, unit-stride rows), not Qs */
-    bool vpack;                                /* the pack piece copies the block's V rows to VS */
-    bool vs_use;                               /* P.V reads VS (in the pieces after the pack piece) */
+    bool vpack;                                /* the pack piece may copy the block's V rows to VS */
+    bool vs_use;                               /* P.V may read VS (in the pieces after the pack piece) */
     LLVMValueRef VS;                           /* [BK][VDP] f32: the block's V rows (vpack) */
+    LLVMValueRef vpack_on;                     /* i1: it does (a constant, or from V's row stride) */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
     LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
     StrBuf *err;
@@ -97,7 +98,7 @@ typedef struct Kern {
 /* The addresses of every run-time value of k, at the same index in parent and piece. */
 static int kern_slots(Kern *k, LLVMValueRef **s) {
     LLVMValueRef *all[] = {&k->qbase, &k->kbase, &k->vbase, &k->obase, &k->qs2, &k->ks2, &k->vs2,
-        &k->os2, &k->Qs, &k->KT, &k->VS, &k->ACC, &k->M, &k->L, &k->MB, &k->RF, &k->qlo, &k->last, &k->npad,
+        &k->os2, &k->Qs, &k->KT, &k->VS, &k->vpack_on, &k->ACC, &k->M, &k->L, &k->MB, &k->RF, &k->qlo, &k->last, &k->npad,
         &k->kb, &k->kv_len, &k->qpos0, &k->kpos0, &k->nkeys, &k->lsebase, &k->ls2, &k->lsep,
         &k->part_rt, &k->vfin_slot, &k->qc, &k->kbeg, &k->kendp, &k->resume, &k->gtab, &k->gq0,
         &k->gnq, &k->qs1, &k->os1, &k->ls1, &k->part, &k->env.args, &k->env.b, &k->env.q_len,
@@ -362,6 +363,14 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
             cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), aslot[r][i], va);
         }
+    /* V rows chosen at run time (vpack_on not a constant): row `key` at vsb + key*vss, from
+     * VS shifted back by the block's start or from the tensor (f32, rows at unit key steps) */
+    LLVMValueRef vsb = NULL, vss = NULL;
+    if (k->vs_use && !LLVMIsAConstantInt(k->vpack_on)) {
+        LLVMValueRef back = LLVMBuildGEP2(b, c->f32, k->VS, (LLVMValueRef[]){LLVMBuildNeg(b, mul(c, k->kb, cg_i64(c, p->VDP)), "")}, 1, "");
+        vsb = LLVMBuildSelect(b, k->vpack_on, back, k->vbase, "vsb");
+        vss = LLVMBuildSelect(b, k->vpack_on, cg_i64(c, p->VDP), k->vs2, "vss");
+    }
     /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits; 2 and 4
      * measured alike, 2 is less code) */
     enum { LU = 2 };
@@ -386,7 +395,11 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
         LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, l));
         if (pc->masked || pc->clamp) key = cg_smin(c, key, pc->vlast);
         LLVMValueRef vv[16];
-        if (k->vs_use) {
+        if (vsb) {
+            /* f32 rows from vsb, vss apart: the packed ones or the tensor's */
+            LLVMValueRef vrow = LLVMBuildGEP2(b, c->f32, vsb, (LLVMValueRef[]){mul(c, key, vss)}, 1, "");
+            for (int i = 0; i < n; i++) vv[i] = cg_load_vec(c, ATTN_F32, vrow, col[i], i == n - 1 ? lastn : p->W);
+        } else if (k->vs_use) {
             /* the packed rows: f32, VDP apart, zero past v_dim */
             LLVMValueRef vrow = cg_gep(c, c->f32, k->VS, mul(c, LLVMBuildSub(b, key, k->kb, ""), cg_i64(c, p->VDP)));
             for (int i = 0; i < n; i++) vv[i] = cg_load(c, c->vf, cg_gep(c, c->f32, vrow, col[i]), va);
@@ -1066,6 +1079,41 @@ static void body_few(Kern *k, bool unused) {
 
 /* K of a key block packed transposed for the row groups; for a partial block, whether its
  * V rows are all finite (*vfin_slot). */
+/* For a partial block (with NT even): are its V rows all finite? (then its groups' P.V needs
+ * no selects) */
+static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    if (p->NT % 2) return;
+    /* a partial block: are its V rows all finite? (then its groups' P.V needs no selects) */
+    cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
+    LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
+    LLVMBuildCondBr(b, k->part, bchk, bgo);
+    LLVMPositionBuilderAtEnd(b, bchk);
+    /* the largest exponent field seen (unsigned max: one cycle a vector, where a chain
+     * of FMAs by zero waited on its latency); all ones means inf or NaN */
+    unsigned va = (unsigned)p->W * 4;
+    LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
+    LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
+    cg_store(c, LLVMConstNull(c->vi32), zs, va);
+    CgLoop lj;
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), "vc");
+    LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), klast)), k->vs2);
+    LLVMValueRef z = cg_load(c, c->vi32, zs, va);
+    for (int ch = 0; ch < p->VC; ch++) {
+        LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+        z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
+    }
+    cg_store(c, z, zs, va);
+    cg_loop_end(c, &lj);
+    LLVMValueRef zt = cg_load(c, c->vi32, zs, va);
+    LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, zt, expo, ""));
+    cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
+    LLVMBuildBr(b, bgo);
+    LLVMPositionBuilderAtEnd(b, bgo);
+}
+
 static void body_pack(Kern *k, bool unused) {
     (void)unused;
     Cg *c = k->c;
@@ -1103,9 +1151,20 @@ static void body_pack(Kern *k, bool unused) {
         }
         cg_loop_end(c, &lj);
     }
+    LLVMBasicBlockRef bvdone = NULL;
+    if (k->vpack && !LLVMIsAConstantInt(k->vpack_on)) {
+        LLVMBasicBlockRef bvp = cg_block(c, "vpack"), bvno = cg_block(c, "vdirect");
+        bvdone = cg_block(c, "vdone");
+        LLVMBuildCondBr(b, k->vpack_on, bvp, bvno);
+        LLVMPositionBuilderAtEnd(b, bvno);
+        vcheck(k, kn, klast);
+        LLVMBuildBr(b, bvdone);
+        LLVMPositionBuilderAtEnd(b, bvp);
+    }
     if (k->vpack) {
-        /* V rows a residue class apart share L1 sets: copy the block's rows (f32, past the
-         * end the last one) to VS, which P.V reads, and see on the way whether all are finite */
+        /* V rows that share L1 sets (rows 4 KiB apart, as a residue class's or a [batch,
+         * seq, heads, dim] tensor's often are): copy the block's rows (f32, past the end the
+         * last one) to VS, which P.V reads, and see on the way whether all are finite */
         unsigned va = (unsigned)p->W * 4;
         LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
         LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
@@ -1126,33 +1185,12 @@ static void body_pack(Kern *k, bool unused) {
             LLVMValueRef zt = cg_load(c, c->vi32, zs, va);
             cg_store(c, LLVMBuildNot(b, cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, zt, expo, "")), ""), k->vfin_slot, 1);
         }
-    } else if (p->NT % 2 == 0) {
-        /* a partial block: are its V rows all finite? (then its groups' P.V needs no selects) */
-        cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
-        LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
-        LLVMBuildCondBr(b, k->part, bchk, bgo);
-        LLVMPositionBuilderAtEnd(b, bchk);
-        /* the largest exponent field seen (unsigned max: one cycle a vector, where a chain
-         * of FMAs by zero waited on its latency); all ones means inf or NaN */
-        unsigned va = (unsigned)p->W * 4;
-        LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
-        LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
-        cg_store(c, LLVMConstNull(c->vi32), zs, va);
-        CgLoop lj;
-        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), "vc");
-        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), klast)), k->vs2);
-        LLVMValueRef z = cg_load(c, c->vi32, zs, va);
-        for (int ch = 0; ch < p->VC; ch++) {
-            LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
-            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
+        if (bvdone) {
+            LLVMBuildBr(b, bvdone);
+            LLVMPositionBuilderAtEnd(b, bvdone);
         }
-        cg_store(c, z, zs, va);
-        cg_loop_end(c, &lj);
-        LLVMValueRef zt = cg_load(c, c->vi32, zs, va);
-        LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, zt, expo, ""));
-        cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
-        LLVMBuildBr(b, bgo);
-        LLVMPositionBuilderAtEnd(b, bgo);
+    } else {
+        vcheck(k, kn, klast);
     }
 }
 
@@ -1596,9 +1634,19 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
      * r rows apart, and share L1 sets), and not in a kernel with a group function, whose
      * pieces the tile function shares */
     k->qdirect = k->dt == ATTN_F32 && !k->grouped && !cg_group_size(f) && !(have_runs && runs->with_q);
-    /* residue runs read V rows r apart (often a multiple of 4 KiB: the rows share L1 sets) */
-    k->vpack = have_runs && !k->grouped;
-    if (k->vpack) k->VS = cg_alloca(c, c->f32, (int64_t)p->BK * p->VDP, 64, "VS");
+    /* P.V reads a block's V rows once per row group. Rows that map to few L1 sets evict each
+     * other before the next group: a residue class's rows (r apart), and rows a multiple of
+     * 64 KiB / BK bytes apart (more than 8 of the block's rows on one set of a 64-set L1;
+     * [batch, seq, heads, dim] tensors with heads * dim a multiple of 256 floats, for d=64).
+     * Then the pack piece copies them to VS: always for residue runs, by that test at run
+     * time for f32 (the one dtype P.V reads alike from both), never otherwise. */
+    k->vpack = have_runs || k->dt == ATTN_F32;
+    if (k->vpack) {
+        k->VS = cg_alloca(c, c->f32, (int64_t)p->BK * p->VDP, 64, "VS");
+        LLVMValueRef bytes = mul(c, k->vs2, cg_i64(c, 4));
+        k->vpack_on = have_runs ? cg_bool(c, true)
+                                : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, bytes, cg_i64(c, 65536 / p->BK), ""), cg_i64(c, 0), "vpack");
+    }
     k->mask = f->prune.enabled ? f->prune.mask : f->mask;
     k->qstep = k->kstep = 1;
     k->cmod = k->cw = 1;
