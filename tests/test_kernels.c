@@ -1084,6 +1084,11 @@ int main(int argc, char **argv) {
     } extras[] = {
         {"attention odd_dims { heads = 3; kv_heads = 1; head_dim = 7; v_dim = 5; mask = causal; }",
          "odd_dims", {.heads = 3, .kv_heads = 1, .qk_dim = 7, .v_dim = 5, .mask = mask_causal}},
+        /* in the [batch, seq, heads, dim] views (rows of 30 + a gap of 2), K/V rows 8 * 32
+         * floats (1 KiB) apart: P.V reads the block's V rows from the copy the pack piece
+         * makes (vpack_on at run time), the last vector of a row 14 lanes */
+        {"attention heads8 { heads = 8; head_dim = 30; mask = sliding(40); }", "heads8",
+         {.heads = 8, .kv_heads = 8, .qk_dim = 30, .v_dim = 30, .mask = mask_sliding, .param_values = {40}}},
         {"attention dim1 { heads = 1; head_dim = 1; v_dim = 1; mask = window(3); }", "dim1",
          {.heads = 1, .kv_heads = 1, .qk_dim = 1, .v_dim = 1, .mask = mask_window,
           .param_values = {3}}},
