@@ -242,10 +242,6 @@ static void emit_piece(Kern *k, const char *what, bool hot, void (*body)(Kern *,
 /* Task row of chunk row i (clamped to the last real row). */
 static LLVMValueRef task_row(Kern *k, LLVMValueRef i) { return LLVMBuildAdd(k->c->b, k->qc, cg_smin(k->c, i, k->last), ""); }
 
-/* The q of chunk row i, as f32: the tensor's row (qdirect; scores are scaled after the dot
- * products) or the scaled copy in Qs. */
-static LLVMValueRef q_row(Kern *k, LLVMValueRef i);
-
 /* The query head of task row r (grouped), or NULL (the function's head). */
 static LLVMValueRef row_head(Kern *k, LLVMValueRef r) {
     Cg *c = k->c;
@@ -272,6 +268,8 @@ static LLVMValueRef row_bits(Kern *k, LLVMValueRef row, LLVMValueRef t) {
     return v;
 }
 
+/* The q of chunk row i, as f32: the tensor's row (qdirect; scores are scaled after the dot
+ * products) or the scaled copy in Qs. */
 static LLVMValueRef q_row(Kern *k, LLVMValueRef i) {
     Cg *c = k->c;
     if (k->qdirect) return cg_gep(c, c->f32, k->qbase, row_off(k, task_row(k, i), k->qs1, k->qs2));
@@ -363,8 +361,9 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
             cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), aslot[r][i], va);
         }
-    /* V rows chosen at run time (vpack_on not a constant): row `key` at vsb + key*vss, from
-     * VS shifted back by the block's start or from the tensor (f32, rows at unit key steps) */
+    /* V rows chosen at run time (vpack_on not a constant, so no residue runs: key j's row is
+     * j): row `key` at vsb + key*vss, from VS shifted back by the block's start or from the
+     * tensor (f32) */
     LLVMValueRef vsb = NULL, vss = NULL;
     if (k->vs_use && !LLVMIsAConstantInt(k->vpack_on)) {
         LLVMValueRef back = LLVMBuildGEP2(b, c->f32, k->VS, (LLVMValueRef[]){LLVMBuildNeg(b, mul(c, k->kb, cg_i64(c, p->VDP)), "")}, 1, "");
@@ -1077,8 +1076,6 @@ static void body_few(Kern *k, bool unused) {
     }
 }
 
-/* K of a key block packed transposed for the row groups; for a partial block, whether its
- * V rows are all finite (*vfin_slot). */
 /* For a partial block (with NT even): are its V rows all finite? (then its groups' P.V needs
  * no selects) */
 static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
@@ -1086,7 +1083,6 @@ static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
     if (p->NT % 2) return;
-    /* a partial block: are its V rows all finite? (then its groups' P.V needs no selects) */
     cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
     LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
     LLVMBuildCondBr(b, k->part, bchk, bgo);
@@ -1114,6 +1110,8 @@ static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
     LLVMPositionBuilderAtEnd(b, bgo);
 }
 
+/* K of a key block packed transposed for the row groups; V rows copied to VS (vpack_on); for
+ * a partial block, whether its V rows are all finite (*vfin_slot). */
 static void body_pack(Kern *k, bool unused) {
     (void)unused;
     Cg *c = k->c;
@@ -1643,9 +1641,9 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     k->vpack = have_runs || k->dt == ATTN_F32;
     if (k->vpack) {
         k->VS = cg_alloca(c, c->f32, (int64_t)p->BK * p->VDP, 64, "VS");
-        LLVMValueRef bytes = mul(c, k->vs2, cg_i64(c, 4));
         k->vpack_on = have_runs ? cg_bool(c, true)
-                                : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, bytes, cg_i64(c, 65536 / p->BK), ""), cg_i64(c, 0), "vpack");
+                                : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, mul(c, k->vs2, cg_i64(c, 4)), cg_i64(c, 65536 / p->BK), ""),
+                                                cg_i64(c, 0), "vpack");
     }
     k->mask = f->prune.enabled ? f->prune.mask : f->mask;
     k->qstep = k->kstep = 1;
