@@ -1076,38 +1076,47 @@ static void body_few(Kern *k, bool unused) {
     }
 }
 
-/* For a partial block (with NT even): are its V rows all finite? (then its groups' P.V needs
- * no selects) */
-static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
+/* One pass over the block's V rows (keys before kn; past the end the last one): with `copy`,
+ * each row to VS as f32; with NT even, *vfin_slot = whether all are finite (their largest
+ * exponent field by unsigned max, one cycle a vector where a chain of FMAs by zero waited on
+ * its latency; all ones means inf or NaN), so the groups' P.V needs no selects. */
+static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
-    if (p->NT % 2) return;
-    cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
-    LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
-    LLVMBuildCondBr(b, k->part, bchk, bgo);
-    LLVMPositionBuilderAtEnd(b, bchk);
-    /* the largest exponent field seen (unsigned max: one cycle a vector, where a chain
-     * of FMAs by zero waited on its latency); all ones means inf or NaN */
     unsigned va = (unsigned)p->W * 4;
     LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
     LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
     cg_store(c, LLVMConstNull(c->vi32), zs, va);
     CgLoop lj;
-    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), "vc");
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), copy ? "vp" : "vc");
     LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), klast)), k->vs2);
+    LLVMValueRef dst = copy ? cg_gep(c, c->f32, k->VS, mul(c, j, cg_i64(c, p->VDP))) : NULL;
     LLVMValueRef z = cg_load(c, c->vi32, zs, va);
     for (int ch = 0; ch < p->VC; ch++) {
         LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+        if (copy) cg_store(c, v, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
         z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
     }
     cg_store(c, z, zs, va);
     cg_loop_end(c, &lj);
-    LLVMValueRef zt = cg_load(c, c->vi32, zs, va);
-    LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, zt, expo, ""));
-    cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
-    LLVMBuildBr(b, bgo);
-    LLVMPositionBuilderAtEnd(b, bgo);
+    if (p->NT % 2 == 0) {
+        LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, cg_load(c, c->vi32, zs, va), expo, ""));
+        cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
+    }
+}
+
+/* The finiteness check alone, for a partial block (full blocks' P.V has no selects). */
+static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
+    Cg *c = k->c;
+    if (k->p.NT % 2) return;
+    cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
+    LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
+    LLVMBuildCondBr(c->b, k->part, bchk, bgo);
+    LLVMPositionBuilderAtEnd(c->b, bchk);
+    v_rows(k, kn, klast, false);
+    LLVMBuildBr(c->b, bgo);
+    LLVMPositionBuilderAtEnd(c->b, bgo);
 }
 
 /* K of a key block packed transposed for the row groups; V rows copied to VS (vpack_on); for
@@ -1160,29 +1169,9 @@ static void body_pack(Kern *k, bool unused) {
         LLVMPositionBuilderAtEnd(b, bvp);
     }
     if (k->vpack) {
-        /* V rows that share L1 sets (rows 4 KiB apart, as a residue class's or a [batch,
-         * seq, heads, dim] tensor's often are): copy the block's rows (f32, past the end the
-         * last one) to VS, which P.V reads, and see on the way whether all are finite */
-        unsigned va = (unsigned)p->W * 4;
-        LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
-        LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
-        cg_store(c, LLVMConstNull(c->vi32), zs, va);
-        CgLoop lj;
-        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), "vp");
-        LLVMValueRef voff = mul(c, krow(k, cg_smin(c, add(c, k->kb, j), klast)), k->vs2);
-        LLVMValueRef dst = cg_gep(c, c->f32, k->VS, mul(c, j, cg_i64(c, p->VDP)));
-        LLVMValueRef z = cg_load(c, c->vi32, zs, va);
-        for (int ch = 0; ch < p->VC; ch++) {
-            LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
-            cg_store(c, v, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
-            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
-        }
-        cg_store(c, z, zs, va);
-        cg_loop_end(c, &lj);
-        if (p->NT % 2 == 0) {
-            LLVMValueRef zt = cg_load(c, c->vi32, zs, va);
-            cg_store(c, LLVMBuildNot(b, cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, zt, expo, "")), ""), k->vfin_slot, 1);
-        }
+        /* V rows that share L1 sets (a residue class's, or a [batch, seq, heads, dim]
+         * tensor's rows 4 KiB apart): P.V reads them from VS */
+        v_rows(k, kn, klast, true);
         if (bvdone) {
             LLVMBuildBr(b, bvdone);
             LLVMPositionBuilderAtEnd(b, bvdone);
