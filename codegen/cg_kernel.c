@@ -1622,16 +1622,20 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
      * pieces the tile function shares */
     k->qdirect = k->dt == ATTN_F32 && !k->grouped && !cg_group_size(f) && !(have_runs && runs->with_q);
     /* P.V reads a block's V rows once per row group. Rows that map to few L1 sets evict each
-     * other before the next group: a residue class's rows (r apart), and rows a multiple of
-     * 64 KiB / BK bytes apart (more than 8 of the block's rows on one set of a 64-set L1;
-     * [batch, seq, heads, dim] tensors with heads * dim a multiple of 256 floats, for d=64).
+     * other before the next group: a residue class's rows (r apart), and rows that put more
+     * than 8 of the block's rows on one set of a 64-set L1 (for BK = 64, a multiple of 1 KiB
+     * apart: [batch, seq, heads, dim] tensors with heads * dim a multiple of 256 floats).
      * Then the pack piece copies them to VS: always for residue runs, by that test at run
      * time for f32 (the one dtype P.V reads alike from both), never otherwise. */
     k->vpack = have_runs || k->dt == ATTN_F32;
     if (k->vpack) {
+        /* rows `bytes` apart fall on 64 >> ctz(bytes / 64) sets (at most 64): more than 8 rows
+         * a set when bytes is a multiple of 64 * m, m the least power of two above 512 / BK */
+        int64_t m = 1;
+        while (m * p->BK <= 512) m *= 2;
         k->VS = cg_alloca(c, c->f32, (int64_t)p->BK * p->VDP, 64, "VS");
         k->vpack_on = have_runs ? cg_bool(c, true)
-                                : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, mul(c, k->vs2, cg_i64(c, 4)), cg_i64(c, 65536 / p->BK), ""),
+                                : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, mul(c, k->vs2, cg_i64(c, 4)), cg_i64(c, 64 * m), ""),
                                                 cg_i64(c, 0), "vpack");
     }
     k->mask = f->prune.enabled ? f->prune.mask : f->mask;
