@@ -694,7 +694,7 @@ static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool d
     LLVMBasicBlockRef body = cg_block(c, "win"), done = cg_block(c, "win_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, t1, ""), body, done);
     LLVMPositionBuilderAtEnd(b, body);
-    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK + p->W, 64, "pw");
+    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "pw");
     LLVMValueRef mxs[MAXR], qrow[MAXR];
     for (int r = 0; r < p->R; r++) {
         mxs[r] = cg_alloca(c, c->vf, 1, va, "mx");
@@ -848,16 +848,15 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
     return k->qdirect ? LLVMBuildFMul(c->b, sv, cg_splat(c, cg_f32(c, k->f->scale)), "") : sv;
 }
 
-/* One group of R rows against the packed KT of the key block, unrolled over the block's
- * vectors (the full blocks' code: every FMA chain in registers); `masked`: apply MB and the
- * kv tail. */
-static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
+/* One group of R rows against the packed KT of a full key block, unrolled over the block's
+ * vectors (every FMA chain in registers). */
+static void emit_group(Kern *k, LLVMValueRef g) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
     const IrFunc *f = k->f;
     enum { MAXR = 16 };
-    LLVMValueRef s[MAXR][CG_MAXT] = {{0}}, mv[MAXR][CG_MAXT] = {{0}};
+    LLVMValueRef s[MAXR][CG_MAXT] = {{0}};
     LLVMValueRef row[MAXR];
     unsigned va = (unsigned)(p->W * 4);
 
@@ -866,19 +865,9 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     LLVMValueRef qrow[MAXR];
     for (int r = 0; r < p->R; r++) qrow[r] = q_row(k, row[r]);
     block_scores(k, p, qrow, cg_i64(c, 0), p->NT, s);
-    /* score mod and mask */
-    LLVMValueRef alltrue = cg_lane_mask(c, p->W);
-    for (int r = 0; r < p->R; r++) {
-        for (int t = 0; t < p->NT; t++) {
-            if (masked) {
-                mv[r][t] = row_bits(k, row[r], cg_i64(c, t));
-            } else {
-                mv[r][t] = alltrue;
-            }
-            if (f->score) s[r][t] = score_mod(k, row[r], cg_i64(c, t), s[r][t], mv[r][t]);
-            if (masked) s[r][t] = LLVMBuildSelect(b, mv[r][t], s[r][t], cg_const_like(c, c->vf, -INFINITY), "");
-        }
-    }
+    if (f->score)
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < p->NT; t++) s[r][t] = score_mod(k, row[r], cg_i64(c, t), s[r][t], cg_lane_mask(c, p->W));
     /* online softmax: the scores wait in P (the key loop of P.V reads p as broadcast scalars),
      * exp in a runtime loop over the block's vectors (compact code) */
     LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
@@ -894,7 +883,7 @@ static void emit_group(Kern *k, LLVMValueRef g, bool masked) {
     emit_exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
-    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
+    PvCtx pc = {row, P, as, false, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
     emit_pv(k, p, &pc);
 }
 
@@ -1077,7 +1066,7 @@ static void body_few(Kern *k, bool unused) {
 }
 
 /* One pass over the block's V rows (keys before kn; past the end the last one): with `copy`,
- * each row to VS as f32; with NT even, *vfin_slot = whether all are finite (their largest
+ * each row to VS as f32; *vfin_slot = whether all are finite (their largest
  * exponent field by unsigned max, one cycle a vector where a chain of FMAs by zero waited on
  * its latency; all ones means inf or NaN), so the groups' P.V needs no selects. */
 static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
@@ -1100,16 +1089,13 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     }
     cg_store(c, z, zs, va);
     cg_loop_end(c, &lj);
-    if (p->NT % 2 == 0) {
-        LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, cg_load(c, c->vi32, zs, va), expo, ""));
-        cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
-    }
+    LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, cg_load(c, c->vi32, zs, va), expo, ""));
+    cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
 }
 
 /* The finiteness check alone, for a partial block (full blocks' P.V has no selects). */
 static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
     Cg *c = k->c;
-    if (k->p.NT % 2) return;
     cg_store(c, cg_bool(c, true), k->vfin_slot, 1);
     LLVMBasicBlockRef bchk = cg_block(c, "vcheck"), bgo = cg_block(c, "groups");
     LLVMBuildCondBr(c->b, k->part, bchk, bgo);
@@ -1197,10 +1183,10 @@ static void body_groups(Kern *k, bool masked) {
     cg_loop_continue(c, &lg);
     LLVMBuildBr(c->b, bgo);
     LLVMPositionBuilderAtEnd(c->b, bgo);
-    if (masked && p->NT % 2 == 0)
+    if (masked)
         emit_group_loop(k, g, p->R, true, false, NULL, NULL);
     else
-        emit_group(k, g, masked);
+        emit_group(k, g);
     cg_loop_end(c, &lg);
 }
 
@@ -1303,7 +1289,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     k->kv_len = kend; /* keys at or past kend are masked like the kv tail */
 
     /* key blocks */
-    if (p->NT % 2 == 0) k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
+    k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
     frame_fill(k, false);
     CgLoop lk;
     k->kb = cg_loop_begin(c, &lk, klo, kend, cg_i64(c, p->BK), "kb");
@@ -1589,11 +1575,11 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     /* scratch */
     k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
     k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
-    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK + p->W, 64, "KT");
+    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
     k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");
     k->L = cg_alloca(c, c->f32, (int64_t)(p->BQ + p->R) * p->W, 64, "l"); /* a vector per row */
-    k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT + 1, 64, "mbits");
+    k->MB = cg_alloca(c, k->mbt, (int64_t)p->BQ * p->NT, 64, "mbits");
     k->RF = cg_alloca(c, c->i8, p->BQ + p->R, 64, "rowfull");
     k->anyfull = cg_alloca(c, c->i8, 1, 1, "anyfull");
     LLVMBuildMemSet(b, k->RF, LLVMConstInt(c->i8, 0, 0), cg_i64(c, p->BQ + p->R), 64); /* read, unused, in full blocks */

@@ -1089,6 +1089,9 @@ int main(int argc, char **argv) {
          * makes (vpack_on at run time), the last vector of a row 14 lanes */
         {"attention heads8 { heads = 8; head_dim = 30; mask = sliding(40); }", "heads8",
          {.heads = 8, .kv_heads = 8, .qk_dim = 30, .v_dim = 30, .mask = mask_sliding, .param_values = {40}}},
+        /* head_dim 80: key blocks of 3 vectors, so partial blocks' windows end odd */
+        {"attention dim80 { heads = 2; head_dim = 80; mask = sliding(37); }", "dim80",
+         {.heads = 2, .kv_heads = 2, .qk_dim = 80, .v_dim = 80, .mask = mask_sliding, .param_values = {37}}},
         /* the same with two query heads a K/V head (the group function's pieces read V alike) */
         {"attention gqa8 { heads = 16; kv_heads = 8; head_dim = 30; mask = causal; }", "gqa8",
          {.heads = 16, .kv_heads = 8, .qk_dim = 30, .v_dim = 30, .mask = mask_causal}},
