@@ -361,14 +361,19 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
             LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
             cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), aslot[r][i], va);
         }
-    /* V rows chosen at run time (vpack_on not a constant, so no residue runs: key j's row is
-     * j): row `key` at vsb + key*vss, from VS shifted back by the block's start or from the
-     * tensor (f32) */
+    /* P.V from VS: f32 row `key` at vsb + key*vss, VS shifted back by the block's start. When
+     * vpack_on is known only at run time (f32, no residue runs: key j's row is j), vsb/vss
+     * select between VS and the tensor, whose rows end at v_dim (the last chunk masked). */
     LLVMValueRef vsb = NULL, vss = NULL;
-    if (k->vs_use && !LLVMIsAConstantInt(k->vpack_on)) {
-        LLVMValueRef back = LLVMBuildGEP2(b, c->f32, k->VS, (LLVMValueRef[]){LLVMBuildNeg(b, mul(c, k->kb, cg_i64(c, p->VDP)), "")}, 1, "");
-        vsb = LLVMBuildSelect(b, k->vpack_on, back, k->vbase, "vsb");
-        vss = LLVMBuildSelect(b, k->vpack_on, cg_i64(c, p->VDP), k->vs2, "vss");
+    int vlastn = p->W;
+    if (k->vs_use) {
+        vsb = LLVMBuildGEP2(b, c->f32, k->VS, (LLVMValueRef[]){LLVMBuildNeg(b, mul(c, k->kb, cg_i64(c, p->VDP)), "")}, 1, "");
+        vss = cg_i64(c, p->VDP);
+        if (!LLVMIsAConstantInt(k->vpack_on)) {
+            vsb = LLVMBuildSelect(b, k->vpack_on, vsb, k->vbase, "vsb");
+            vss = LLVMBuildSelect(b, k->vpack_on, vss, k->vs2, "vss");
+            vlastn = lastn;
+        }
     }
     /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits; 2 and 4
      * measured alike, 2 is less code) */
@@ -395,13 +400,8 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
         if (pc->masked || pc->clamp) key = cg_smin(c, key, pc->vlast);
         LLVMValueRef vv[16];
         if (vsb) {
-            /* f32 rows from vsb, vss apart: the packed ones or the tensor's */
             LLVMValueRef vrow = LLVMBuildGEP2(b, c->f32, vsb, (LLVMValueRef[]){mul(c, key, vss)}, 1, "");
-            for (int i = 0; i < n; i++) vv[i] = cg_load_vec(c, ATTN_F32, vrow, col[i], i == n - 1 ? lastn : p->W);
-        } else if (k->vs_use) {
-            /* the packed rows: f32, VDP apart, zero past v_dim */
-            LLVMValueRef vrow = cg_gep(c, c->f32, k->VS, mul(c, LLVMBuildSub(b, key, k->kb, ""), cg_i64(c, p->VDP)));
-            for (int i = 0; i < n; i++) vv[i] = cg_load(c, c->vf, cg_gep(c, c->f32, vrow, col[i]), va);
+            for (int i = 0; i < n; i++) vv[i] = cg_load_vec(c, ATTN_F32, vrow, col[i], i == n - 1 ? vlastn : p->W);
         } else {
             LLVMValueRef voff = mul(c, krow(k, key), k->vs2);
             for (int i = 0; i < n; i++)
