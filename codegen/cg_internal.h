@@ -148,9 +148,4 @@ void cg_expr_hoist(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active);
 /* Emits the tile function of `f` into c->mod. */
 bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err);
 
-/* The verified, optimized single module of `funcs` for `t` (what cg_emit_file compiles)
- * in `ctx`, and the target machine it was built for; the caller disposes both. NULL on error. */
-LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
-                              LLVMTargetMachineRef *tm, StrBuf *err);
-
 #endif

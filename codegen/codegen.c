@@ -234,6 +234,24 @@ static LLVMModuleRef build_module(LLVMContextRef ctx, IrFunc **funcs, int n, con
     return mod;
 }
 
+/* The verified, optimized single module of `funcs` for `t` (what cg_emit_file compiles) in
+ * `ctx`, and the target machine it was built for; the caller disposes both. NULL on error. */
+static LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
+                                     LLVMTargetMachineRef *tm_out, StrBuf *err) {
+    pthread_once(&cg_once, cg_init_llvm);
+    Resolved r;
+    target_resolve(t, &r);
+    LLVMTargetMachineRef tm = make_tm(t, &r, t ? t->opt_level : 3, err);
+    LLVMModuleRef mod = tm ? build_module(ctx, funcs, n, t, &r, tm, err) : NULL;
+    target_free(&r);
+    if (!mod) {
+        if (tm) LLVMDisposeTargetMachine(tm);
+        return NULL;
+    }
+    *tm_out = tm;
+    return mod;
+}
+
 bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const char *path,
                   StrBuf *err) {
     LLVMContextRef ctx = LLVMContextCreate();
@@ -274,22 +292,6 @@ char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err) {
     }
     LLVMContextDispose(ctx);
     return out;
-}
-
-LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, const CgTarget *t,
-                              LLVMTargetMachineRef *tm_out, StrBuf *err) {
-    pthread_once(&cg_once, cg_init_llvm);
-    Resolved r;
-    target_resolve(t, &r);
-    LLVMTargetMachineRef tm = make_tm(t, &r, t ? t->opt_level : 3, err);
-    LLVMModuleRef mod = tm ? build_module(ctx, funcs, n, t, &r, tm, err) : NULL;
-    target_free(&r);
-    if (!mod) {
-        if (tm) LLVMDisposeTargetMachine(tm);
-        return NULL;
-    }
-    *tm_out = tm;
-    return mod;
 }
 
 /* --- split mode: parts compiled in parallel into a bundle of objects ------------------------ */
