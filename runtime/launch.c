@@ -340,18 +340,23 @@ typedef struct RtLaunch {
     atomic_int failed;  /* a tile reported an input index out of bounds */
 } RtLaunch;
 
-/* Task t runs key split t % nsplit of a query tile: unit by unit (the units sharing a K/V
- * head side by side, tile by tile), each unit's tiles late to early. So the tasks that run
- * close in time share their K/V rows in cache: a band's consecutive tiles overlap, a causal
- * tile's keys are the next one's; and late (under causal masks, heavy) tiles start early. */
+/* Unit by unit (the units sharing a K/V head side by side, tile by tile), each unit's tiles
+ * late to early. So the tasks that run close in time share their K/V rows in cache: a band's
+ * consecutive tiles overlap, a causal tile's keys are the next one's; and late (under causal
+ * masks, heavy) tiles start early. */
+void rt_task_order(int64_t t, int64_t ntiles, int64_t share, int64_t *tile, int64_t *r) {
+    int64_t in = t % share;
+    t /= share;
+    *tile = ntiles - 1 - t % ntiles;
+    *r = t / ntiles * share + in;
+}
+
+/* Task t runs key split t % nsplit of the tile rt_task_order gives. */
 static void rt_launch_task(void *ctx, int64_t t) {
     RtLaunch *l = ctx;
     if (atomic_load_explicit(&l->failed, memory_order_relaxed)) return;
-    int64_t s = t % l->nsplit;
-    t /= l->nsplit;
-    int64_t share = l->share, in = t % share;
-    t /= share;
-    int64_t tile = l->ntiles - 1 - t % l->ntiles, r = t / l->ntiles * share + in;
+    int64_t s = t % l->nsplit, tile, r;
+    rt_task_order(t / l->nsplit, l->ntiles, l->share, &tile, &r);
     int64_t b = r / l->units, u = r % l->units;
     const attn_rt_args *a = &l->args[s];
     int64_t q0 = tile * l->block_q, q1 = q0 + l->block_q;

@@ -106,10 +106,8 @@ typedef struct RtDomains {
 static void rt_domains_task(void *ctx, int64_t t) {
     RtDomains *dm = ctx;
     if (atomic_load_explicit(&dm->failed, memory_order_relaxed)) return;
-    /* the order of attn_rt_launch's tasks: head by head, late (heavy) tiles first */
-    int64_t in = t % dm->share;
-    t /= dm->share;
-    int64_t tile = dm->ntiles - 1 - t % dm->ntiles, r = t / dm->ntiles * dm->share + in;
+    int64_t tile, r;
+    rt_task_order(t, dm->ntiles, dm->share, &tile, &r);
     int64_t b = r / dm->heads, h = r % dm->heads;
     int64_t q0 = tile * dm->block_q, q1 = q0 + dm->block_q;
     if (q1 > dm->args[0].q_len) q1 = dm->args[0].q_len;

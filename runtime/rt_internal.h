@@ -40,6 +40,8 @@ int rt_call_threads(const attn_call *c, attn_rt_pool *pool);
 /* Consecutive units (of `units` per batch row) that read one K/V head: tasks keep them side
  * by side (a K/V block loaded once serves them all). */
 int64_t rt_kv_share(const attn_rt_desc *d, int64_t units);
+/* Task t of ntiles query tiles per unit: its tile and its (batch row * units + unit). */
+void rt_task_order(int64_t t, int64_t ntiles, int64_t share, int64_t *tile, int64_t *r);
 
 // pool.c
 
