@@ -1144,27 +1144,25 @@ static void body_pack(Kern *k, bool unused) {
         }
         cg_loop_end(c, &lj);
     }
-    LLVMBasicBlockRef bvdone = NULL;
-    if (k->vpack && !LLVMIsAConstantInt(k->vpack_on)) {
-        LLVMBasicBlockRef bvp = cg_block(c, "vpack"), bvno = cg_block(c, "vdirect");
-        bvdone = cg_block(c, "vdone");
-        LLVMBuildCondBr(b, k->vpack_on, bvp, bvno);
-        LLVMPositionBuilderAtEnd(b, bvno);
+    if (!k->vpack) {
         vcheck(k, kn, klast);
-        LLVMBuildBr(b, bvdone);
-        LLVMPositionBuilderAtEnd(b, bvp);
+        return;
     }
-    if (k->vpack) {
-        /* V rows that share L1 sets (a residue class's, or a [batch, seq, heads, dim]
-         * tensor's rows 4 KiB apart): P.V reads them from VS */
+    /* V rows that share L1 sets (a residue class's, or a [batch, seq, heads, dim] tensor's
+     * rows 4 KiB apart): P.V reads them from VS; else (known at run time) from the tensor */
+    if (LLVMIsAConstantInt(k->vpack_on)) {
         v_rows(k, kn, klast, true);
-        if (bvdone) {
-            LLVMBuildBr(b, bvdone);
-            LLVMPositionBuilderAtEnd(b, bvdone);
-        }
-    } else {
-        vcheck(k, kn, klast);
+        return;
     }
+    LLVMBasicBlockRef bvp = cg_block(c, "vpack"), bvno = cg_block(c, "vdirect"), bvdone = cg_block(c, "vdone");
+    LLVMBuildCondBr(b, k->vpack_on, bvp, bvno);
+    LLVMPositionBuilderAtEnd(b, bvp);
+    v_rows(k, kn, klast, true);
+    LLVMBuildBr(b, bvdone);
+    LLVMPositionBuilderAtEnd(b, bvno);
+    vcheck(k, kn, klast);
+    LLVMBuildBr(b, bvdone);
+    LLVMPositionBuilderAtEnd(b, bvdone);
 }
 
 /* The row groups of a key block, K packed: partial blocks (masked) or full ones. */
