@@ -79,25 +79,12 @@ static void aot_input_decl(StrBuf *sb, const IrInput *in) {
     sb_puts(sb, "]");
 }
 
-static void aot_block(StrBuf *sb, const IrFunc *f) {
+/* The tile function(s) of f, its inputs and its runtime descriptor attnc_<f->name>_desc. */
+static void aot_desc(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const char *tile = cg_tile_symbol(f->arena, f);
     if (!tile) tile = arena_printf(f->arena, "attnc_%s_tile", n);
-    const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
     int block_q = f->sched.block_q > 0 ? f->sched.block_q : 64;
-
-    sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s\n", n,
-              f->heads, f->kv_heads, f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
-    sb_printf(sb, " *   q [batch, %d, q_len, %d]   k [batch, %d, kv_len, %d]\n", f->heads,
-              f->qk_dim, f->kv_heads, f->qk_dim);
-    sb_printf(sb, " *   v [batch, %d, kv_len, %d]   o [batch, %d, q_len, %d]\n", f->kv_heads,
-              f->v_dim, f->heads, f->v_dim);
-    for (int i = 0; i < f->ninputs; i++) {
-        sb_puts(sb, " *   ");
-        aot_input_decl(sb, &f->inputs[i]);
-        sb_puts(sb, "\n");
-    }
-    sb_puts(sb, " */\n");
     sb_printf(sb,
               "int32_t %s(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, int64_t q1);\n",
               tile);
@@ -132,12 +119,48 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
               f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_enum(f->dtype), block_q, f->ninputs,
               f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile,
               G ? tile : "NULL", G ? "_group" : "", G);
+}
+
+static void aot_block(StrBuf *sb, const IrFunc *f) {
+    const char *n = f->name;
+    const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
+
+    sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s\n", n,
+              f->heads, f->kv_heads, f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
+    sb_printf(sb, " *   q [batch, %d, q_len, %d]   k [batch, %d, kv_len, %d]\n", f->heads,
+              f->qk_dim, f->kv_heads, f->qk_dim);
+    sb_printf(sb, " *   v [batch, %d, kv_len, %d]   o [batch, %d, q_len, %d]\n", f->kv_heads,
+              f->v_dim, f->heads, f->v_dim);
+    for (int i = 0; i < f->ninputs; i++) {
+        sb_puts(sb, " *   ");
+        aot_input_decl(sb, &f->inputs[i]);
+        sb_puts(sb, "\n");
+    }
+    if (f->ndomains)
+        sb_printf(sb, " * The mask runs as %d disjoint key domains, one tile function each, merged\n"
+                      " * into one softmax by attn_rt_launch_domains.\n",
+                  f->ndomains);
+    sb_puts(sb, " */\n");
+    /* how the entry points launch: one descriptor, or the key domains' */
+    const char *launch;
+    if (f->ndomains) {
+        for (int i = 0; i < f->ndomains; i++) aot_desc(sb, f->domains[i]);
+        sb_printf(sb, "static const attn_rt_desc *const attnc_%s_domains[%d] ATTNC_AOT_UNUSED = {", n,
+                  f->ndomains);
+        for (int i = 0; i < f->ndomains; i++)
+            sb_printf(sb, "%s&attnc_%s_desc", i ? ", " : "", f->domains[i]->name);
+        sb_puts(sb, "};\n\n");
+        launch = arena_printf(f->arena, "attn_rt_launch_domains(attnc_%s_domains, %d, ", n, f->ndomains);
+    } else {
+        aot_desc(sb, f);
+        launch = arena_printf(f->arena, "attn_rt_launch(&attnc_%s_desc, ", n);
+    }
 
     sb_printf(sb,
               "/* Runs '%s' on any strided tensors (see attn_call); threads start per call. */\n"
               "static inline ATTNC_AOT_UNUSED attn_status attnc_%s(const attn_call *call, attn_error *err) {\n"
-              "    return attn_rt_launch(&attnc_%s_desc, call, NULL, err);\n}\n\n",
-              n, n, n);
+              "    return %scall, NULL, err);\n}\n\n",
+              n, n, launch);
 
     /* The convenience entry point: contiguous tensors, the inputs as typed parameters. */
     sb_printf(sb,
@@ -186,7 +209,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
         sb_printf(sb, "    attnc_call.inputs = attnc_in;\n    attnc_call.ninputs = %d;\n",
                   f->ninputs);
     }
-    sb_printf(sb, "    return attn_rt_launch(&attnc_%s_desc, &attnc_call, NULL, err);\n}\n\n", n);
+    sb_printf(sb, "    return %s&attnc_call, NULL, err);\n}\n\n", launch);
 }
 
 char *drv_aot_header(IrFunc **funcs, int n, const char *guard_name) {

@@ -107,7 +107,7 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     IrFunc *f = drv_select(kern->module, opts->kernel, err);
     if (!f) goto fail;
     CgTarget target = {.cpu = opts->cpu, .opt_level = opts->opt_level < 0 ? 3 : opts->opt_level};
-    if (!drv_optimize(f, opts, &target, NULL, true, &msg)) {
+    if (!drv_optimize(f, opts, &target, NULL, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
     }

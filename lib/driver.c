@@ -83,14 +83,13 @@ IrFunc *drv_select(IrModule *m, const char *kernel, attn_error *err) {
 }
 
 bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const char *stop_after,
-                  bool split, StrBuf *err) {
+                  StrBuf *err) {
     int w = cg_target_vec_width(t, err);
     if (w <= 0) return false;
     PassCtx ctx = {
         .vec_width = w,
         .opt_level = opts && opts->opt_level >= 0 ? opts->opt_level : 3,
         .no_prune = opts && opts->no_prune,
-        .no_split = !split,
         .absorb = !opts ? IR_ABSORB_AUTO : opts->absorb == ATTN_ABSORB_ON ? IR_ABSORB_ON
                 : opts->absorb == ATTN_ABSORB_OFF ? IR_ABSORB_OFF : IR_ABSORB_AUTO,
         .err = err,

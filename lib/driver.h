@@ -17,11 +17,11 @@ IrModule *drv_parse(const char *path, const char *text, const attn_options *opts
  * missing or ambiguous (the message lists the blocks). */
 IrFunc *drv_select(IrModule *m, const char *kernel, attn_error *err);
 
-/* Runs the pass pipeline for target `t` (up to `stop_after`, NULL for all). `split`: union
- * masks may become several key-domain kernels (the JIT runs and merges them; an AOT object
- * holds one tile function per block, so `attnc build` passes false). */
+/* Runs the pass pipeline for target `t` (up to `stop_after`, NULL for all). A union
+ * mask may become several key-domain kernels (f->domains), a permutation mask gain a
+ * permuted variant (f->permuted). */
 bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const char *stop_after,
-                  bool split, StrBuf *err);
+                  StrBuf *err);
 
 /* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
  * names point into the func's arena). `tile` may be NULL (AOT). */

@@ -10,7 +10,6 @@ typedef struct PassCtx {
     int opt_level;  /* 0..3 */
     bool no_prune;  /* -fno-prune */
     IrAbsorb absorb; /* --absorb on|off overrides the spec; AUTO keeps it */
-    bool no_split;  /* keep union masks in one kernel (AOT objects: one tile function a block) */
     StrBuf *err;    /* where a failing pass explains itself */
 } PassCtx;
 

@@ -40,7 +40,7 @@ IrExpr *pass_join(Arena *a, IrExprOp op, IrExpr **terms, int n, int skip) {
 
 bool pass_split(IrFunc *f, PassCtx *ctx) {
     f->ndomains = 0;
-    if (ctx->no_prune || ctx->no_split || f->mla.present || f->dtype != ATTN_F32) return true;
+    if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32) return true;
     Arena *a = f->arena;
     IrExpr *conj[16], *terms[IR_MAX_DOMAINS + 1];
     int nc = pass_flatten(f->mask, IR_AND, conj, 0, 16);

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# run_aarch64.sh ATTNC SRC — the AOT path on another architecture, end to end: `attnc build
+# run_aarch64.sh ATTNC SRC FILE:KERNEL:OUT... — the AOT path on another architecture, end to end: `attnc build
 # --target aarch64-linux-gnu` writes NEON kernels and their headers, the AArch64 cross compiler
 # links them with the runtime's sources and test_aot.c (no compiler library), and qemu-user runs
 # the result, which checks itself against the hand-written C masks. Exit 77 (skipped) only when
 # the cross tools are missing (scripts/setup.sh installs them).
 set -euo pipefail
 attnc=$1 src=$2
+shift 2
 cc=aarch64-linux-gnu-gcc
 command -v "$cc" >/dev/null && command -v qemu-aarch64 >/dev/null || {
   echo "skipped: $cc or qemu-aarch64 not installed"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for spec in causal_lm:gpt_small:aot_causal unilm:unilm:aot_unilm alibi:alibi:aot_alibi; do
+for spec in "$@"; do
   IFS=: read -r file kernel out <<<"$spec"
   "$attnc" build "$src/examples/$file.attn" --kernel "$kernel" --target aarch64-linux-gnu \
     -o "$tmp/$out.o" --header "$tmp/$out.h"

@@ -12,6 +12,8 @@
 
 #include "aot_alibi.h"
 #include "aot_causal.h"
+#include "aot_fixed.h"
+#include "aot_strided.h"
 #include "aot_unilm.h"
 #include "tests/masks.h"
 
@@ -87,11 +89,12 @@ static bool compare(const char *what, const RefKernel *rk, int64_t B, int64_t Lq
     return ok;
 }
 
-typedef enum Which { GPT, UNILM, ALIBI } Which;
+/* STRIDED and FIXED are union masks: their headers launch two key domains */
+typedef enum Which { GPT, UNILM, ALIBI, STRIDED, FIXED, NWHICH } Which;
 
 /* One shape through the _simple entry point (contiguous, default q_offset). */
 static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threads) {
-    const char *names[] = {"gpt_small", "unilm", "alibi"};
+    const char *names[] = {"gpt_small", "unilm", "alibi", "sparse_strided", "sparse_fixed"};
     const RefKernel *rk = ref_find(names[which]);
     int H = rk->heads, KH = rk->kv_heads, Dq = rk->qk_dim, Dv = rk->v_dim;
     float *q = randn(B * H * Lq * Dq), *k = randn(B * KH * Lk * Dq), *v = randn(B * KH * Lk * Dv);
@@ -113,12 +116,15 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
     memset(&mc, 0, sizeof mc);
     mc.batch = B, mc.q_len = Lq, mc.kv_len = Lk, mc.heads = H;
     mc.src_len = src_len, mc.slope = slope;
+    for (int i = 0; i < REF_MAX_PARAMS; i++) mc.p[i] = rk->param_values[i];
     attn_error err;
     attn_status st;
     switch (which) {
     case GPT: st = attnc_gpt_small_simple(q, k, v, o, B, Lq, Lk, threads, &err); break;
     case UNILM: st = attnc_unilm_simple(q, k, v, o, B, Lq, Lk, src_len, threads, &err); break;
-    default: st = attnc_alibi_simple(q, k, v, o, B, Lq, Lk, slope, threads, &err); break;
+    case ALIBI: st = attnc_alibi_simple(q, k, v, o, B, Lq, Lk, slope, threads, &err); break;
+    case STRIDED: st = attnc_sparse_strided_simple(q, k, v, o, B, Lq, Lk, threads, &err); break;
+    default: st = attnc_sparse_fixed_simple(q, k, v, o, B, Lq, Lk, threads, &err); break;
     }
     char what[64];
     snprintf(what, sizeof what, "_simple threads=%d", threads);
@@ -228,7 +234,7 @@ int main(void) {
         {1, 1, 1}, {2, 7, 7}, {1, 1, 100}, {3, 33, 100}, {1, 100, 100}, {2, 33, 7}, {1, 257, 257},
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
-        for (int w = 0; w < 3; w++)
+        for (int w = 0; w < NWHICH; w++)
             run_simple((Which)w, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 2 : 1);
     run_strided(2, 33, 100, 0);
     run_strided(1, 7, 33, -3); /* rows before the first key see nothing */

@@ -673,7 +673,7 @@ static void run_variant(Variant *var) {
     IrModule *m = drv_parse(var->path, var->text, &opts, &sdiags, &err);
     IrFunc *f = m ? drv_select(m, var->kernel, &err) : NULL;
     CgTarget target = {.cpu = var->cpu, .opt_level = 3};
-    bool iok = f && drv_optimize(f, &opts, &target, NULL, true, &msg);
+    bool iok = f && drv_optimize(f, &opts, &target, NULL, &msg);
     if (!iok) {
         printf("FAIL %s: the IR for the interpreter: %s %s %s\n", var->label, err.message,
                sb_str(&sdiags), sb_str(&msg));

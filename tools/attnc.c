@@ -409,11 +409,10 @@ static int cli_funcs(const Cli *c, IrModule *m, IrFunc **one, IrFunc ***out, int
     return 0;
 }
 
-static int cli_optimize(const Cli *c, IrFunc *f, const CgTarget *t, const char *stop_after,
-                        bool split) {
+static int cli_optimize(const Cli *c, IrFunc *f, const CgTarget *t, const char *stop_after) {
     StrBuf msg;
     sb_init(&msg);
-    bool ok = drv_optimize(f, &c->opts, t, stop_after, split, &msg);
+    bool ok = drv_optimize(f, &c->opts, t, stop_after, &msg);
     if (!ok) {
         size_t len = msg.len;
         while (len && msg.data[len - 1] == '\n') msg.data[--len] = '\0';
@@ -434,10 +433,27 @@ static int cmd_check(Cli *c) {
     int n;
     if (!(rc = cli_funcs(c, m, one, &fs, &n))) {
         CgTarget t = cli_target(c);
-        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL, true);
+        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
     }
     ir_module_free(m);
     return rc;
+}
+
+/* The functions an object holds, in a malloc'd array: each block's key domains when its mask
+ * was split, else the block (the permuted variant and the absorbed MLA form are JIT-only). */
+static IrFunc **cli_emitted(IrFunc **fs, int n, int *nout) {
+    int m = 0;
+    for (int i = 0; i < n; i++) m += fs[i]->ndomains ? fs[i]->ndomains : 1;
+    IrFunc **out = malloc(sizeof *out * (size_t)m);
+    if (!out) return NULL;
+    m = 0;
+    for (int i = 0; i < n; i++)
+        if (fs[i]->ndomains)
+            for (int j = 0; j < fs[i]->ndomains; j++) out[m++] = fs[i]->domains[j];
+        else
+            out[m++] = fs[i];
+    *nout = m;
+    return out;
 }
 
 // dump
@@ -462,12 +478,20 @@ static int cmd_dump(Cli *c) {
     CgTarget t = cli_target(c);
     if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
     if (stop || c->llvm)
-        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, c->llvm ? NULL : stop, !c->llvm);
+        for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, c->llvm ? NULL : stop);
     if (rc) goto done;
     if (c->llvm) {
+        /* the module `attnc build` would write */
+        int nemit;
+        IrFunc **emit = cli_emitted(fs, n, &nemit);
+        if (!emit) {
+            rc = cli_error(EXIT_INPUT, "out of memory");
+            goto done;
+        }
         StrBuf err;
         sb_init(&err);
-        char *text = cg_print_llvm(fs, n, &t, &err);
+        char *text = cg_print_llvm(emit, nemit, &t, &err);
+        free(emit);
         if (text) fputs(text, stdout);
         else rc = cli_error(EXIT_INPUT, "%s: %s", c->file, err.len ? sb_str(&err) : "LLVM IR failed");
         free(text);
@@ -518,11 +542,19 @@ static int cmd_build(Cli *c) {
     int n;
     CgTarget t = cli_target(c);
     if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
-    for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL, false);
+    for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
     if (rc) goto done;
+    int nemit;
+    IrFunc **emit = cli_emitted(fs, n, &nemit);
+    if (!emit) {
+        rc = cli_error(EXIT_INPUT, "out of memory");
+        goto done;
+    }
     StrBuf err;
     sb_init(&err);
-    if (!cg_emit_file(fs, n, &t, c->emit, c->out_file, &err))
+    bool emitted = cg_emit_file(emit, nemit, &t, c->emit, c->out_file, &err);
+    free(emit);
+    if (!emitted)
         rc = cli_error(EXIT_INPUT, "%s: %s", c->out_file, err.len ? sb_str(&err) : "code generation failed");
     sb_free(&err);
     if (!rc && c->header) {
