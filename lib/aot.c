@@ -140,20 +140,27 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
         sb_printf(sb, " * The mask runs as %d disjoint key domains, one tile function each, merged\n"
                       " * into one softmax by attn_rt_launch_domains.\n",
                   f->ndomains);
+    if (f->permuted)
+        sb_printf(sb, " * A permutation mask: attn_rt_launch_permuted runs %s (the mask made causal) on\n"
+                      " * rows reordered by rank, or the block as written when the call does not allow it.\n",
+                  f->permuted->name);
     sb_puts(sb, " */\n");
-    /* how the entry points launch: one descriptor, or the key domains' */
-    const char *launch;
-    if (f->ndomains) {
-        for (int i = 0; i < f->ndomains; i++) aot_desc(sb, f->domains[i]);
-        sb_printf(sb, "static const attn_rt_desc *const attnc_%s_domains[%d] ATTNC_AOT_UNUSED = {", n,
-                  f->ndomains);
-        for (int i = 0; i < f->ndomains; i++)
-            sb_printf(sb, "%s&attnc_%s_desc", i ? ", " : "", f->domains[i]->name);
+    /* how the entry points launch: one descriptor, the key domains', or the permuted variant
+     * with the block as written to fall back on */
+    int nd = f->ndomains ? f->ndomains : 1;
+    IrFunc *const *ds = f->ndomains ? f->domains : (IrFunc *const *)&f;
+    for (int i = 0; i < nd; i++) aot_desc(sb, ds[i]);
+    const char *launch = arena_printf(f->arena, "attn_rt_launch(&attnc_%s_desc, ", n);
+    if (f->ndomains || f->permuted) {
+        sb_printf(sb, "static const attn_rt_desc *const attnc_%s_domains[%d] ATTNC_AOT_UNUSED = {", n, nd);
+        for (int i = 0; i < nd; i++) sb_printf(sb, "%s&attnc_%s_desc", i ? ", " : "", ds[i]->name);
         sb_puts(sb, "};\n\n");
-        launch = arena_printf(f->arena, "attn_rt_launch_domains(attnc_%s_domains, %d, ", n, f->ndomains);
-    } else {
-        aot_desc(sb, f);
-        launch = arena_printf(f->arena, "attn_rt_launch(&attnc_%s_desc, ", n);
+        launch = arena_printf(f->arena, "attn_rt_launch_domains(attnc_%s_domains, %d, ", n, nd);
+    }
+    if (f->permuted) {
+        aot_desc(sb, f->permuted);
+        launch = arena_printf(f->arena, "attn_rt_launch_permuted(&attnc_%s_desc, %d, attnc_%s_domains, %d, ",
+                              f->permuted->name, f->perm_input, n, nd);
     }
 
     sb_printf(sb,

@@ -174,11 +174,11 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
     for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
-    bool ran = false;
-    attn_status st = kern->perm_input >= 0 ? kern_run_permuted(kern, &c, pool, &ran, err) : ATTN_OK;
-    if (!ran && st == ATTN_OK)
-        st = kern->ndomains ? attn_rt_launch_domains(doms, kern->ndomains, &c, pool, err)
-                            : attn_rt_launch(&kern->desc, &c, pool, err);
+    int ndoms = kern->ndomains;
+    if (!ndoms) doms[ndoms++] = &kern->desc;
+    attn_status st = kern->perm_input >= 0
+                         ? attn_rt_launch_permuted(&kern->desc_perm, kern->perm_input, doms, ndoms, &c, pool, err)
+                         : attn_rt_launch_domains(doms, ndoms, &c, pool, err);
     kern_pool_release(kern, pool);
     return st;
 }

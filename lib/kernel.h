@@ -32,9 +32,4 @@ struct attn_kernel {
 attn_rt_pool *kern_pool_acquire(attn_kernel *kern, int threads);
 void kern_pool_release(attn_kernel *kern, attn_rt_pool *pool);
 
-/* Runs a permutation-mask kernel in rank order when the call allows it (every batch row's
- * ranks a permutation, q_len == kv_len, positions from 0); *ran says whether it did. */
-attn_status kern_run_permuted(attn_kernel *kern, const attn_call *call, attn_rt_pool *pool,
-                              bool *ran, attn_error *err);
-
 #endif

@@ -15,6 +15,7 @@
 #include "aot_fixed.h"
 #include "aot_strided.h"
 #include "aot_unilm.h"
+#include "aot_xlnet.h"
 #include "tests/masks.h"
 
 #define ATOL 1e-4
@@ -89,12 +90,13 @@ static bool compare(const char *what, const RefKernel *rk, int64_t B, int64_t Lq
     return ok;
 }
 
-/* STRIDED and FIXED are union masks: their headers launch two key domains */
-typedef enum Which { GPT, UNILM, ALIBI, STRIDED, FIXED, NWHICH } Which;
+/* STRIDED and FIXED are union masks: their headers launch two key domains; XLNET's launches
+ * the causal variant on rows reordered by rank when the call allows it */
+typedef enum Which { GPT, UNILM, ALIBI, STRIDED, FIXED, XLNET, NWHICH } Which;
 
 /* One shape through the _simple entry point (contiguous, default q_offset). */
 static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threads) {
-    const char *names[] = {"gpt_small", "unilm", "alibi", "sparse_strided", "sparse_fixed"};
+    const char *names[] = {"gpt_small", "unilm", "alibi", "sparse_strided", "sparse_fixed", "xlnet_content"};
     const RefKernel *rk = ref_find(names[which]);
     int H = rk->heads, KH = rk->kv_heads, Dq = rk->qk_dim, Dv = rk->v_dim;
     float *q = randn(B * H * Lq * Dq), *k = randn(B * KH * Lk * Dq), *v = randn(B * KH * Lk * Dv);
@@ -104,7 +106,8 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
     int64_t *nvis = malloc(sizeof(int64_t) * (size_t)(B * H * Lq));
     int32_t *src_len = malloc(sizeof(int32_t) * (size_t)B);
     float *slope = malloc(sizeof(float) * (size_t)H);
-    if (!q || !k || !v || !o || !oc || !lc || !nvis || !src_len || !slope) {
+    int32_t *rank = malloc(sizeof(int32_t) * (size_t)(B * Lk));
+    if (!q || !k || !v || !o || !oc || !lc || !nvis || !src_len || !slope || !rank) {
         printf("FAIL out of memory\n");
         g_fail++;
         goto out;
@@ -112,10 +115,21 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
     for (int64_t i = 0; i < B * H * Lq * Dv; i++) o[i] = 9999.5f;
     for (int64_t b = 0; b < B; b++) src_len[b] = (int32_t)((b * 37 + Lk / 3) % (Lk + 1));
     for (int h = 0; h < H; h++) slope[h] = (float)exp2(-8.0 * (h + 1) / H);
+    /* ranks: a shuffled permutation per batch row, except row 1 (ties: the call falls back to
+     * the kernel as written) */
+    for (int64_t b = 0; b < B; b++) {
+        int32_t *r = rank + b * Lk;
+        for (int64_t i = 0; i < Lk; i++) r[i] = (int32_t)(b == 1 ? i / 2 : i);
+        for (int64_t i = Lk - 1; b != 1 && i > 0; i--) {
+            int64_t j = (int64_t)(rng_next() % (uint64_t)(i + 1));
+            int32_t t = r[i];
+            r[i] = r[j], r[j] = t;
+        }
+    }
     MaskCtx mc;
     memset(&mc, 0, sizeof mc);
     mc.batch = B, mc.q_len = Lq, mc.kv_len = Lk, mc.heads = H;
-    mc.src_len = src_len, mc.slope = slope;
+    mc.src_len = src_len, mc.slope = slope, mc.rank = rank;
     for (int i = 0; i < REF_MAX_PARAMS; i++) mc.p[i] = rk->param_values[i];
     attn_error err;
     attn_status st;
@@ -124,10 +138,22 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
     case UNILM: st = attnc_unilm_simple(q, k, v, o, B, Lq, Lk, src_len, threads, &err); break;
     case ALIBI: st = attnc_alibi_simple(q, k, v, o, B, Lq, Lk, slope, threads, &err); break;
     case STRIDED: st = attnc_sparse_strided_simple(q, k, v, o, B, Lq, Lk, threads, &err); break;
-    default: st = attnc_sparse_fixed_simple(q, k, v, o, B, Lq, Lk, threads, &err); break;
+    case FIXED: st = attnc_sparse_fixed_simple(q, k, v, o, B, Lq, Lk, threads, &err); break;
+    default: st = attnc_xlnet_content_simple(q, k, v, o, B, Lq, Lk, rank, threads, &err); break;
     }
     char what[64];
     snprintf(what, sizeof what, "_simple threads=%d", threads);
+    if (which == XLNET && Lq > Lk) {
+        /* the first rows sit at negative positions: rank[b, q] is out of bounds */
+        if (st == ATTN_ERR_INDEX) {
+            g_pass++;
+        } else {
+            printf("FAIL %s: %s B=%lld q_len=%lld kv_len=%lld: %s, expected ATTN_ERR_INDEX\n", rk->kernel, what,
+                   (long long)B, (long long)Lq, (long long)Lk, attn_status_name(st));
+            g_fail++;
+        }
+        goto out;
+    }
     if (st != ATTN_OK) {
         printf("FAIL %s: %s B=%lld q_len=%lld kv_len=%lld: %s: %s\n", rk->kernel, what,
                (long long)B, (long long)Lq, (long long)Lk, attn_status_name(st), err.message);
@@ -138,7 +164,7 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
     if (compare(what, rk, B, Lq, Lk, o, Dv, Lq * Dv, H * Lq * Dv, NULL, oc, lc, nvis)) g_pass++;
     else g_fail++;
 out:
-    free(q), free(k), free(v), free(o), free(oc), free(lc), free(nvis), free(src_len), free(slope);
+    free(q), free(k), free(v), free(o), free(oc), free(lc), free(nvis), free(src_len), free(slope), free(rank);
 }
 
 /* One shape through the attn_call entry point: padded row and head strides, lse, q_offset. */

@@ -1,4 +1,4 @@
-/* Permutation masks run in rank order (passes/permute.c, lib/permute.c): the result must equal
+/* Permutation masks run in rank order (passes/permute.c, runtime/permute.c): the result must equal
  * the general kernel's (-fno-prune compiles no rank-order variant) and a double reference, for
  * permutations (the causal variant runs), ties and q_len != kv_len (the original runs), with
  * strided outputs, lse and threads. */

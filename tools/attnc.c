@@ -440,18 +440,21 @@ static int cmd_check(Cli *c) {
 }
 
 /* The functions an object holds, in a malloc'd array: each block's key domains when its mask
- * was split, else the block (the permuted variant and the absorbed MLA form are JIT-only). */
+ * was split, else the block, and its permuted variant if it has one (the absorbed MLA form
+ * is JIT-only: `attnc build` writes the up-projected one). */
 static IrFunc **cli_emitted(IrFunc **fs, int n, int *nout) {
     int m = 0;
-    for (int i = 0; i < n; i++) m += fs[i]->ndomains ? fs[i]->ndomains : 1;
+    for (int i = 0; i < n; i++) m += (fs[i]->ndomains ? fs[i]->ndomains : 1) + (fs[i]->permuted != NULL);
     IrFunc **out = malloc(sizeof *out * (size_t)m);
     if (!out) return NULL;
     m = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (fs[i]->ndomains)
             for (int j = 0; j < fs[i]->ndomains; j++) out[m++] = fs[i]->domains[j];
         else
             out[m++] = fs[i];
+        if (fs[i]->permuted) out[m++] = fs[i]->permuted;
+    }
     *nout = m;
     return out;
 }

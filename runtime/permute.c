@@ -1,11 +1,11 @@
 /* permute.c — running a permutation mask (`rank[b, k] <= rank[b, q]`) as a causal mask in
  * rank order: gather Q/K/V rows by rank, run the causal variant, scatter O (and lse) back.
  * The copies cost O(n * d) per head against the attention's O(n^2 * d). */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernel.h"
-#include "runtime/rt_internal.h"
+#include "rt_internal.h"
 
 /* pos[b * n + r] = the position whose rank is r; false when a row is not a permutation. */
 static bool perm_invert(const int32_t *rank, int64_t B, int64_t n, int64_t *pos) {
@@ -33,22 +33,30 @@ static void perm_rows(float *dst, const int64_t *dst_st, const float *src, const
             }
 }
 
-attn_status kern_run_permuted(attn_kernel *kern, const attn_call *call, attn_rt_pool *pool,
-                              bool *ran, attn_error *err) {
-    *ran = false;
+attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
+                                    const attn_rt_desc *const *descs, int n_descs,
+                                    const attn_call *call, attn_rt_pool *pool, attn_error *err) {
+    if (!perm || !descs || !call) return rt_error(err, ATTN_ERR_NULL, "launch_permuted: perm, descs and call are required");
+    if (n_descs < 1 || !descs[0]) return rt_error(err, ATTN_ERR_ARG, "launch_permuted: no descriptor to fall back on");
     attn_rt_args a;
-    attn_status st = attn_rt_check(&kern->desc, call, &a, err); /* the original's contract */
+    attn_status st = attn_rt_check(descs[0], call, &a, err); /* the original's contract */
     if (st) return st;
+    if (rank_input < 0 || rank_input >= descs[0]->ninputs || descs[0]->inputs[rank_input].dtype != ATTN_I32 ||
+        perm->dtype != ATTN_F32 || perm->heads != descs[0]->heads || perm->kv_heads != descs[0]->kv_heads ||
+        perm->qk_dim != descs[0]->qk_dim || perm->v_dim != descs[0]->v_dim)
+        return rt_error(err, ATTN_ERR_ARG, "launch_permuted: input %d is not an i32 rank, or the descriptors differ",
+                        rank_input);
     int64_t B = a.batch, n = a.kv_len;
-    if (a.q_len != n || a.q_offset != 0) return ATTN_OK; /* positions are not ranks: original */
-    const int32_t *rank = a.input[kern->perm_input];
-    const attn_rt_desc *d = &kern->desc_perm;
+    /* positions are not ranks: the original */
+    if (a.q_len != n || a.q_offset != 0) return attn_rt_launch_domains(descs, n_descs, call, pool, err);
+    const int32_t *rank = a.input[rank_input];
+    const attn_rt_desc *d = perm;
     int64_t H = d->heads, KH = d->kv_heads, dq = d->qk_dim, dv = d->v_dim;
     int64_t *pos = malloc(sizeof(int64_t) * (size_t)(B * n));
     if (!pos) return rt_error(err, ATTN_ERR_NOMEM, "permute: out of memory");
     if (!perm_invert(rank, B, n, pos)) { /* ties or out-of-range ranks: the general kernel */
         free(pos);
-        return ATTN_OK;
+        return attn_rt_launch_domains(descs, n_descs, call, pool, err);
     }
     size_t nq = (size_t)(B * H * n), nk = (size_t)(B * KH * n);
     float *buf = malloc(sizeof(float) * (nq * (size_t)(dq + dv + 1) + nk * (size_t)(dq + dv)));
@@ -78,7 +86,6 @@ attn_status kern_run_permuted(attn_kernel *kern, const attn_call *call, attn_rt_
             const int64_t lse_st[3] = {a.lse_stride[0], a.lse_stride[1], 1};
             perm_rows(a.lse, lse_st, lp, l_st, B, H, n, 1, pos, true);
         }
-        *ran = true;
     }
     free(buf);
     free(pos);
