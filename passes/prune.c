@@ -487,7 +487,8 @@ static bool find_runs(PruneCx *c, IrFunc *f) {
 
 bool pass_prune(IrFunc *f, PassCtx *ctx) {
     memset(&f->prune, 0, sizeof f->prune);
-    if (ctx->no_prune) return true;
+    /* -fno-prune analyses too (the schedule sizes tasks from k_lo alike, so the two kernels
+     * differ only in pruning) but leaves enabled false: nothing else reads the results */
     PruneCx c = {.a = f->arena, .f = f};
     if (!find_runs(&c, f)) {
         sb_puts(ctx->err, "prune: out of memory\n");
@@ -509,6 +510,6 @@ bool pass_prune(IrFunc *f, PassCtx *ctx) {
         sb_puts(ctx->err, "prune: out of memory\n");
         return false;
     }
-    f->prune.enabled = true;
+    f->prune.enabled = !ctx->no_prune;
     return true;
 }
