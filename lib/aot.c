@@ -15,6 +15,7 @@
 /* Names a generated parameter must not take: the fixed parameters and C/C++ keywords. */
 static const char *const aot_reserved[] = {
     "q", "k", "v", "o", "batch", "q_len", "kv_len", "threads", "err",
+    "q_nope", "q_rope", "c_kv", "k_rope", "w_uk", "w_uv",
     "alignas", "alignof", "and", "asm", "auto", "bool", "break", "case", "catch", "char",
     "class", "const", "constexpr", "continue", "default", "delete", "do", "double", "else",
     "enum", "explicit", "export", "extern", "false", "float", "for", "friend", "goto", "if",
@@ -121,6 +122,88 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
               G ? tile : "NULL", G ? "_group" : "", G);
 }
 
+/* The _simple entry point's parameters after the sizes: one per input, then threads, err. */
+static void aot_params(StrBuf *sb, const IrFunc *f) {
+    for (int i = 0; i < f->ninputs; i++) {
+        const IrInput *in = &f->inputs[i];
+        const char *ty = in->dtype == ATTN_I32 ? "int32_t" : "float";
+        const char *pn = aot_param_name(f->arena, in->name);
+        if (in->rank == 0) sb_printf(sb, " %s %s,", ty, pn);
+        else sb_printf(sb, " const %s *%s,", ty, pn);
+    }
+    sb_puts(sb, " int threads,\n    attn_error *err) {\n");
+}
+
+/* The _simple entry point's inputs, as attnc_call.inputs. */
+static void aot_inputs(StrBuf *sb, const IrFunc *f) {
+    if (f->ninputs == 0) return;
+    sb_printf(sb, "    attn_input attnc_in[%d];\n    memset(attnc_in, 0, sizeof attnc_in);\n", f->ninputs);
+    for (int i = 0; i < f->ninputs; i++) {
+        const IrInput *in = &f->inputs[i];
+        const char *pn = aot_param_name(f->arena, in->name);
+        sb_printf(sb, "    attnc_in[%d].name = \"%s\";\n", i, in->name);
+        sb_printf(sb, "    attnc_aot_tensor(&attnc_in[%d].t, %s%s, %d", i, in->rank == 0 ? "&" : "", pn, in->rank);
+        for (int d = 0; d < ATTN_MAX_DIMS; d++) {
+            sb_puts(sb, ", ");
+            if (d < in->rank) aot_dim_expr(sb, f, in, d);
+            else sb_puts(sb, "0");
+        }
+        sb_puts(sb, ");\n");
+    }
+    sb_printf(sb, "    attnc_call.inputs = attnc_in;\n    attnc_call.ninputs = %d;\n", f->ninputs);
+}
+
+/* An MLA block (SPEC §3): its variants and entry points that take the latent tensors. */
+static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
+    const char *n = f->name;
+    const IrMla *m = &f->mla;
+    const IrFunc *up = m->absorb == IR_ABSORB_ON ? NULL : f, *ab = f->absorbed;
+    sb_printf(sb, "/* attention %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, f32\n", n,
+              f->heads, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim);
+    sb_printf(sb, " *   q_nope [batch, %d, q_len, %d]   q_rope [batch, %d, q_len, %d]\n", f->heads, m->nope_dim,
+              f->heads, m->rope_dim);
+    sb_printf(sb, " *   c_kv [batch, kv_len, %d]   k_rope [batch, kv_len, %d]\n", m->kv_rank, m->rope_dim);
+    sb_printf(sb, " *   w_uk [%d, %d, %d]   w_uv [%d, %d, %d]   o [batch, %d, q_len, %d]\n", f->heads, m->kv_rank,
+              m->nope_dim, f->heads, m->kv_rank, m->v_dim, f->heads, m->v_dim);
+    for (int i = 0; i < f->ninputs; i++) {
+        sb_puts(sb, " *   ");
+        aot_input_decl(sb, &f->inputs[i]);
+        sb_puts(sb, "\n");
+    }
+    sb_printf(sb, " * Variants: %s%s%s; attn_rt_launch_mla picks one per call (absorb = auto: its cost model).\n */\n",
+              up ? "up-projected" : "", up && ab ? " and " : "", ab ? "absorbed" : "");
+    if (up) aot_desc(sb, up);
+    if (ab) aot_desc(sb, ab);
+    sb_printf(sb, "static const attn_rt_mla_desc attnc_%s_mla ATTNC_AOT_UNUSED = {\n    %d, %d, %d, %d, %s, %s,\n};\n\n",
+              n, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim,
+              up ? arena_printf(f->arena, "&attnc_%s_desc", up->name) : "NULL",
+              ab ? arena_printf(f->arena, "&attnc_%s_desc", ab->name) : "NULL");
+    sb_printf(sb,
+              "/* Runs '%s' on any strided tensors (see attn_mla_call); threads start per call. */\n"
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s(const attn_mla_call *call, attn_error *err) {\n"
+              "    return attn_rt_launch_mla(&attnc_%s_mla, call, NULL, NULL, err);\n}\n\n",
+              n, n, n);
+    sb_printf(sb,
+              "/* Runs '%s' on contiguous row-major tensors; q_offset = kv_len - q_len. threads 0: all cores. */\n"
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const float *q_nope, const float *q_rope,\n"
+              "    const float *c_kv, const float *k_rope, const float *w_uk, const float *w_uv, float *o,\n"
+              "    int64_t batch, int64_t q_len, int64_t kv_len,",
+              n, n);
+    aot_params(sb, f);
+    sb_puts(sb, "    attn_mla_call attnc_call;\n    memset(&attnc_call, 0, sizeof attnc_call);\n");
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q_nope, q_nope, 4, batch, %d, q_len, %d);\n", f->heads, m->nope_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q_rope, q_rope, 4, batch, %d, q_len, %d);\n", f->heads, m->rope_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.c_kv, c_kv, 3, batch, kv_len, %d, 0);\n", m->kv_rank);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.k_rope, k_rope, 3, batch, kv_len, %d, 0);\n", m->rope_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.w_uk, w_uk, 3, %d, %d, %d, 0);\n", f->heads, m->kv_rank, m->nope_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.w_uv, w_uv, 3, %d, %d, %d, 0);\n", f->heads, m->kv_rank, m->v_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.o, o, 4, batch, %d, q_len, %d);\n", f->heads, m->v_dim);
+    sb_puts(sb, "    attnc_call.q_offset = ATTN_Q_OFFSET_DEFAULT;\n");
+    sb_puts(sb, "    attnc_call.threads = threads;\n");
+    aot_inputs(sb, f);
+    sb_printf(sb, "    return attn_rt_launch_mla(&attnc_%s_mla, &attnc_call, NULL, NULL, err);\n}\n\n", n);
+}
+
 static void aot_block(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
@@ -178,14 +261,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
               "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const %s *q, const %s *k, const %s *v, "
               "%s *o,\n    int64_t batch, int64_t q_len, int64_t kv_len,",
               n, elem, elem, elem, elem);
-    for (int i = 0; i < f->ninputs; i++) {
-        const IrInput *in = &f->inputs[i];
-        const char *ty = in->dtype == ATTN_I32 ? "int32_t" : "float";
-        const char *pn = aot_param_name(f->arena, in->name);
-        if (in->rank == 0) sb_printf(sb, " %s %s,", ty, pn);
-        else sb_printf(sb, " const %s *%s,", ty, pn);
-    }
-    sb_puts(sb, " int threads,\n    attn_error *err) {\n");
+    aot_params(sb, f);
     sb_puts(sb, "    attn_call attnc_call;\n    memset(&attnc_call, 0, sizeof attnc_call);\n");
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q, q, 4, batch, %d, q_len, %d);\n", f->heads,
               f->qk_dim);
@@ -197,25 +273,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
               f->v_dim);
     sb_puts(sb, "    attnc_call.q_offset = ATTN_Q_OFFSET_DEFAULT;\n");
     sb_puts(sb, "    attnc_call.threads = threads;\n");
-    if (f->ninputs > 0) {
-        sb_printf(sb, "    attn_input attnc_in[%d];\n    memset(attnc_in, 0, sizeof attnc_in);\n",
-                  f->ninputs);
-        for (int i = 0; i < f->ninputs; i++) {
-            const IrInput *in = &f->inputs[i];
-            const char *pn = aot_param_name(f->arena, in->name);
-            sb_printf(sb, "    attnc_in[%d].name = \"%s\";\n", i, in->name);
-            sb_printf(sb, "    attnc_aot_tensor(&attnc_in[%d].t, %s%s, %d", i,
-                      in->rank == 0 ? "&" : "", pn, in->rank);
-            for (int d = 0; d < ATTN_MAX_DIMS; d++) {
-                sb_puts(sb, ", ");
-                if (d < in->rank) aot_dim_expr(sb, f, in, d);
-                else sb_puts(sb, "0");
-            }
-            sb_puts(sb, ");\n");
-        }
-        sb_printf(sb, "    attnc_call.inputs = attnc_in;\n    attnc_call.ninputs = %d;\n",
-                  f->ninputs);
-    }
+    aot_inputs(sb, f);
     sb_printf(sb, "    return %s&attnc_call, NULL, err);\n}\n\n", launch);
 }
 
@@ -252,7 +310,10 @@ char *drv_aot_header(IrFunc **funcs, int n, const char *guard_name) {
             "    t->ndim = ndim;\n"
             "    t->shape[0] = d0, t->shape[1] = d1, t->shape[2] = d2, t->shape[3] = d3;\n"
             "}\n#endif\n\n");
-    for (int i = 0; i < n; i++) aot_block(&sb, funcs[i]);
+    for (int i = 0; i < n; i++) {
+        if (funcs[i]->mla.present) aot_block_mla(&sb, funcs[i]);
+        else aot_block(&sb, funcs[i]);
+    }
     sb_puts(&sb, "#ifdef __cplusplus\n}\n#endif\n\n");
     sb_printf(&sb, "#endif /* %s */\n", g);
     sb_free(&guard);

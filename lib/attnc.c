@@ -115,8 +115,7 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
      * a union mask split into key domains: one tile function per domain */
     IrFunc *funcs[KC_MAX_FUNCS];
     int n = 0;
-    bool forced_on = f->mla.present && (opts->absorb == ATTN_ABSORB_ON ||
-                                        (opts->absorb == ATTN_ABSORB_SPEC && f->mla.absorb == IR_ABSORB_ON));
+    bool forced_on = f->mla.present && f->mla.absorb == IR_ABSORB_ON; /* the option over the spec */
     for (int i = 0; i < f->ndomains; i++) funcs[n++] = f->domains[i];
     if (!forced_on && !f->ndomains) funcs[n++] = f;
     int perm_at = f->permuted ? n : -1;
@@ -198,6 +197,42 @@ attn_rt_pool *kern_pool_acquire(attn_kernel *kern, int threads) {
 
 void kern_pool_release(attn_kernel *kern, attn_rt_pool *pool) {
     if (pool) pthread_mutex_unlock(&kern->pool_lock);
+}
+
+/* The runtime's view of an MLA kernel: the variants compiled. */
+static attn_rt_mla_desc kern_mla_desc(const attn_kernel *kern) {
+    return (attn_rt_mla_desc){
+        .kv_rank = kern->mla.kv_rank,
+        .rope_dim = kern->mla.rope_dim,
+        .nope_dim = kern->mla.nope_dim,
+        .v_dim = kern->mla.v_dim,
+        .up = kern->desc.tile ? &kern->desc : NULL,
+        .absorbed = kern->desc_abs.tile ? &kern->desc_abs : NULL,
+    };
+}
+
+int attn_mla_prefers_absorbed(const attn_kernel *kern, int64_t q_len, int64_t kv_len) {
+    if (!kern || !kern->mla.present) return 0;
+    attn_rt_mla_desc d = kern_mla_desc(kern);
+    return attn_rt_mla_prefers_absorbed(&d, q_len, kv_len);
+}
+
+attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used_absorbed, attn_error *err) {
+    if (!kern || !call) {
+        fail(err, ATTN_ERR_NULL, "attn_run_mla: kernel and call are required");
+        return ATTN_ERR_NULL;
+    }
+    if (!kern->mla.present) {
+        fail(err, ATTN_ERR_ARG, "attn_run_mla: not an MLA kernel");
+        return ATTN_ERR_ARG;
+    }
+    attn_rt_mla_desc d = kern_mla_desc(kern);
+    attn_mla_call c = *call;
+    if (c.threads == 0) c.threads = kern->threads;
+    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    attn_status st = attn_rt_launch_mla(&d, &c, pool, used_absorbed, err);
+    kern_pool_release(kern, pool);
+    return st;
 }
 
 int attn_kernel_is_mla(const attn_kernel *kern) { return kern && kern->mla.present; }

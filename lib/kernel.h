@@ -1,4 +1,4 @@
-/* kernel.h — the compiled kernel object behind attn.h, shared by lib/attnc.c and lib/mla.c. */
+/* kernel.h — the compiled kernel object behind attn.h. */
 #ifndef ATTNC_KERNEL_H
 #define ATTNC_KERNEL_H
 

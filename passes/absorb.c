@@ -15,6 +15,7 @@
 bool pass_absorb(IrFunc *f, PassCtx *ctx) {
     if (!f->mla.present || f->absorbed) return true;
     IrAbsorb mode = ctx->absorb != IR_ABSORB_AUTO ? ctx->absorb : f->mla.absorb;
+    f->mla.absorb = mode; /* the choice in effect (the option over the spec), for what builds the variants */
     if (mode == IR_ABSORB_OFF) return true;
     IrFunc *g = arena_alloc(f->arena, sizeof *g);
     int *map = arena_alloc(f->arena, sizeof(int) * (size_t)f->heads);

@@ -302,3 +302,54 @@ bool ref_attention(const RefKernel *rk, MaskCtx *c, int64_t q_offset, const floa
     free(vis);
     return !c->index_error;
 }
+
+/* o[b,h,i] by SPEC §3: k_nope = c_kv w_uk[h], v = c_kv w_uv[h]. */
+void ref_mla(RefMla d, int64_t B, int64_t Lq, int64_t Lk, int64_t qoff, RefMlaMask mask,
+                      const float *qn, const float *qr, const float *ckv, const float *kr,
+                      const float *wuk, const float *wuv, double *o, double *lse) {
+    double scale = 1.0 / sqrt((double)(d.nope + d.rope));
+    double *kn = malloc(sizeof(double) * (size_t)(Lk * d.nope));
+    double *v = malloc(sizeof(double) * (size_t)(Lk * d.dv));
+    double *s = malloc(sizeof(double) * (size_t)Lk);
+    for (int64_t b = 0; b < B; b++)
+        for (int h = 0; h < d.H; h++) {
+            for (int64_t j = 0; j < Lk; j++) {
+                const float *c = ckv + (b * Lk + j) * d.R;
+                for (int n = 0; n < d.nope; n++) {
+                    double acc = 0;
+                    for (int r = 0; r < d.R; r++) acc += c[r] * (double)wuk[((int64_t)h * d.R + r) * d.nope + n];
+                    kn[j * d.nope + n] = acc;
+                }
+                for (int n = 0; n < d.dv; n++) {
+                    double acc = 0;
+                    for (int r = 0; r < d.R; r++) acc += c[r] * (double)wuv[((int64_t)h * d.R + r) * d.dv + n];
+                    v[j * d.dv + n] = acc;
+                }
+            }
+            for (int64_t i = 0; i < Lq; i++) {
+                const float *a = qn + ((b * d.H + h) * Lq + i) * d.nope;
+                const float *ar = qr + ((b * d.H + h) * Lq + i) * d.rope;
+                double m = -INFINITY, l = 0;
+                for (int64_t j = 0; j < Lk; j++) {
+                    double dot = 0;
+                    for (int n = 0; n < d.nope; n++) dot += a[n] * kn[j * d.nope + n];
+                    for (int n = 0; n < d.rope; n++) dot += ar[n] * (double)kr[(b * Lk + j) * d.rope + n];
+                    s[j] = mask(qoff + i, j) ? dot * scale : -INFINITY;
+                    if (s[j] > m) m = s[j];
+                }
+                double *out = o + ((b * d.H + h) * Lq + i) * d.dv;
+                for (int n = 0; n < d.dv; n++) out[n] = 0;
+                for (int64_t j = 0; j < Lk && m > -INFINITY; j++) {
+                    if (s[j] == -INFINITY) continue;
+                    double p = exp(s[j] - m);
+                    l += p;
+                    for (int n = 0; n < d.dv; n++) out[n] += p * v[j * d.dv + n];
+                }
+                for (int n = 0; n < d.dv; n++) out[n] = l > 0 ? out[n] / l : 0;
+                lse[(b * d.H + h) * Lq + i] = l > 0 ? m + log(l) : -INFINITY;
+            }
+        }
+    free(kn);
+    free(v);
+    free(s);
+}

@@ -103,6 +103,18 @@ bool mask_nested_start(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k);
 double score_cos(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
 double score_inf_every3(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
 
+/* MLA (SPEC §3) in double precision, up-projecting K and V: contiguous tensors, q_nope
+ * [B, H, Lq, nope], q_rope [B, H, Lq, rope], c_kv [B, Lk, R], k_rope [B, Lk, rope],
+ * w_uk [H, R, nope], w_uv [H, R, dv]; o [B, H, Lq, dv] and lse [B, H, Lq] out; query row i
+ * at position qoff + i. */
+typedef struct RefMla {
+    int H, R, rope, nope, dv;
+} RefMla;
+typedef bool (*RefMlaMask)(int64_t q, int64_t k);
+void ref_mla(RefMla d, int64_t B, int64_t Lq, int64_t Lk, int64_t qoff, RefMlaMask mask,
+             const float *qn, const float *qr, const float *ckv, const float *kr,
+             const float *wuk, const float *wuv, double *o, double *lse);
+
 double score_alibi(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
 double score_alibi_abs(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);
 double score_softcap50(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "tests/masks.h"
 
 static uint64_t rng = 88172645463325252ull;
 static double urand(void) {
@@ -20,64 +21,10 @@ static void fill(float *p, size_t n, double scale) {
     for (size_t i = 0; i < n; i++) p[i] = (float)((urand() * 2 - 1) * scale);
 }
 
-typedef struct Dims {
-    int H, R, rope, nope, dv;
-} Dims;
-
-typedef bool (*MaskFn)(int64_t q, int64_t k);
+typedef RefMla Dims;
+typedef RefMlaMask MaskFn;
 static bool m_causal(int64_t q, int64_t k) { return k <= q; }
 static bool m_sliding(int64_t q, int64_t k) { return k <= q && q - k < 5; }
-
-/* o[b,h,i] by SPEC §3: k_nope = c_kv w_uk[h], v = c_kv w_uv[h]. */
-static void reference(Dims d, int64_t B, int64_t Lq, int64_t Lk, int64_t qoff, MaskFn mask,
-                      const float *qn, const float *qr, const float *ckv, const float *kr,
-                      const float *wuk, const float *wuv, double *o, double *lse) {
-    double scale = 1.0 / sqrt((double)(d.nope + d.rope));
-    double *kn = malloc(sizeof(double) * (size_t)(Lk * d.nope));
-    double *v = malloc(sizeof(double) * (size_t)(Lk * d.dv));
-    double *s = malloc(sizeof(double) * (size_t)Lk);
-    for (int64_t b = 0; b < B; b++)
-        for (int h = 0; h < d.H; h++) {
-            for (int64_t j = 0; j < Lk; j++) {
-                const float *c = ckv + (b * Lk + j) * d.R;
-                for (int n = 0; n < d.nope; n++) {
-                    double acc = 0;
-                    for (int r = 0; r < d.R; r++) acc += c[r] * (double)wuk[((int64_t)h * d.R + r) * d.nope + n];
-                    kn[j * d.nope + n] = acc;
-                }
-                for (int n = 0; n < d.dv; n++) {
-                    double acc = 0;
-                    for (int r = 0; r < d.R; r++) acc += c[r] * (double)wuv[((int64_t)h * d.R + r) * d.dv + n];
-                    v[j * d.dv + n] = acc;
-                }
-            }
-            for (int64_t i = 0; i < Lq; i++) {
-                const float *a = qn + ((b * d.H + h) * Lq + i) * d.nope;
-                const float *ar = qr + ((b * d.H + h) * Lq + i) * d.rope;
-                double m = -INFINITY, l = 0;
-                for (int64_t j = 0; j < Lk; j++) {
-                    double dot = 0;
-                    for (int n = 0; n < d.nope; n++) dot += a[n] * kn[j * d.nope + n];
-                    for (int n = 0; n < d.rope; n++) dot += ar[n] * (double)kr[(b * Lk + j) * d.rope + n];
-                    s[j] = mask(qoff + i, j) ? dot * scale : -INFINITY;
-                    if (s[j] > m) m = s[j];
-                }
-                double *out = o + ((b * d.H + h) * Lq + i) * d.dv;
-                for (int n = 0; n < d.dv; n++) out[n] = 0;
-                for (int64_t j = 0; j < Lk && m > -INFINITY; j++) {
-                    if (s[j] == -INFINITY) continue;
-                    double p = exp(s[j] - m);
-                    l += p;
-                    for (int n = 0; n < d.dv; n++) out[n] += p * v[j * d.dv + n];
-                }
-                for (int n = 0; n < d.dv; n++) out[n] = l > 0 ? out[n] / l : 0;
-                lse[(b * d.H + h) * Lq + i] = l > 0 ? m + log(l) : -INFINITY;
-            }
-        }
-    free(kn);
-    free(v);
-    free(s);
-}
 
 static int passed, failed;
 
@@ -98,7 +45,7 @@ static void check_case(attn_kernel *kern, Dims d, MaskFn mask, int64_t B, int64_
         memcpy(qn + r * (size_t)d.nope, qn_pad + r * (size_t)qn_row, (size_t)d.nope * 4);
     fill(qr, nqr, 1.0), fill(ckv, nc, 1.0), fill(kr, nkr, 1.0);
     fill(wuk, nwk, 0.3), fill(wuv, nwv, 0.3);
-    reference(d, B, Lq, Lk, qoff == ATTN_Q_OFFSET_DEFAULT ? Lk - Lq : qoff, mask, qn, qr, ckv, kr,
+    ref_mla(d, B, Lq, Lk, qoff == ATTN_Q_OFFSET_DEFAULT ? Lk - Lq : qoff, mask, qn, qr, ckv, kr,
               wuk, wuv, ro, rl);
     attn_mla_call c = {
         .q_nope = {qn_pad, 4, {B, d.H, Lq, d.nope}, {d.H * Lq * qn_row, Lq * qn_row, qn_row, 1}},

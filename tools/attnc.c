@@ -440,20 +440,20 @@ static int cmd_check(Cli *c) {
 }
 
 /* The functions an object holds, in a malloc'd array: each block's key domains when its mask
- * was split, else the block, and its permuted variant if it has one (the absorbed MLA form
- * is JIT-only: `attnc build` writes the up-projected one). */
+ * was split, else the block (unless an MLA block is forced absorbed), and its permuted or
+ * absorbed variant if it has one. */
 static IrFunc **cli_emitted(IrFunc **fs, int n, int *nout) {
-    int m = 0;
-    for (int i = 0; i < n; i++) m += (fs[i]->ndomains ? fs[i]->ndomains : 1) + (fs[i]->permuted != NULL);
-    IrFunc **out = malloc(sizeof *out * (size_t)m);
+    IrFunc **out = malloc(sizeof *out * (size_t)n * (IR_MAX_DOMAINS + 2));
     if (!out) return NULL;
-    m = 0;
+    int m = 0;
     for (int i = 0; i < n; i++) {
-        if (fs[i]->ndomains)
-            for (int j = 0; j < fs[i]->ndomains; j++) out[m++] = fs[i]->domains[j];
-        else
-            out[m++] = fs[i];
-        if (fs[i]->permuted) out[m++] = fs[i]->permuted;
+        IrFunc *f = fs[i];
+        if (f->ndomains)
+            for (int j = 0; j < f->ndomains; j++) out[m++] = f->domains[j];
+        else if (!(f->mla.present && f->mla.absorb == IR_ABSORB_ON))
+            out[m++] = f;
+        if (f->permuted) out[m++] = f->permuted;
+        if (f->absorbed) out[m++] = f->absorbed;
     }
     *nout = m;
     return out;

@@ -22,8 +22,6 @@ typedef struct attn_options {
     int no_cache;                 /* 1: bypass the on-disk kernel cache (also env ATTNC_NO_CACHE=1) */
 } attn_options;
 
-enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
-
 /* Fills `opts` with the defaults. */
 void attn_options_init(attn_options *opts);
 
@@ -38,23 +36,6 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
 
 /* Runs a compiled kernel. Several threads may run kernels at once. */
 attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err);
-
-/* One call of a multi-head latent attention (`mla { }`) kernel; SPEC §3 shapes. f32 only. */
-typedef struct attn_mla_call {
-    attn_tensor q_nope;        /* [batch, heads, q_len, nope_dim] */
-    attn_tensor q_rope;        /* [batch, heads, q_len, rope_dim], RoPE already applied */
-    attn_tensor c_kv;          /* [batch, kv_len, kv_rank], the latent cache */
-    attn_tensor k_rope;        /* [batch, kv_len, rope_dim], shared by all heads */
-    attn_tensor w_uk;          /* [heads, kv_rank, nope_dim] */
-    attn_tensor w_uv;          /* [heads, kv_rank, v_dim] */
-    attn_tensor o;             /* out: [batch, heads, q_len, v_dim] */
-    attn_tensor lse;           /* out, optional (data NULL): [batch, heads, q_len] */
-    int64_t q_offset;          /* as in attn_call */
-    const attn_input *inputs;  /* the spec's runtime inputs */
-    int ninputs;               /* entries in inputs */
-    int threads;               /* 0: the kernel's default */
-    int absorb;                /* ATTN_ABSORB_SPEC: the cost model (or the spec's on/off) */
-} attn_mla_call;
 
 /* Runs an MLA kernel; `used_absorbed` (may be NULL) tells which variant ran. */
 attn_status attn_run_mla(attn_kernel *kernel, const attn_mla_call *call, int *used_absorbed,

@@ -176,6 +176,43 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
                                     const attn_rt_desc *const *descs, int n_descs,
                                     const attn_call *call, attn_rt_pool *pool, attn_error *err);
 
+/* MLA (SPEC §3): which variant runs. */
+enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
+
+/* One call of a multi-head latent attention (`mla { }`) kernel; SPEC §3 shapes. f32 only. */
+typedef struct attn_mla_call {
+    attn_tensor q_nope;        /* [batch, heads, q_len, nope_dim] */
+    attn_tensor q_rope;        /* [batch, heads, q_len, rope_dim], RoPE already applied */
+    attn_tensor c_kv;          /* [batch, kv_len, kv_rank], the latent cache */
+    attn_tensor k_rope;        /* [batch, kv_len, rope_dim], shared by all heads */
+    attn_tensor w_uk;          /* [heads, kv_rank, nope_dim] */
+    attn_tensor w_uv;          /* [heads, kv_rank, v_dim] */
+    attn_tensor o;             /* out: [batch, heads, q_len, v_dim] */
+    attn_tensor lse;           /* out, optional (data NULL): [batch, heads, q_len] */
+    int64_t q_offset;          /* as in attn_call */
+    const attn_input *inputs;  /* the spec's runtime inputs */
+    int ninputs;               /* entries in inputs */
+    int threads;               /* 0: the kernel's default */
+    int absorb;                /* ATTN_ABSORB_SPEC: the cost model (or the spec's on/off) */
+} attn_mla_call;
+
+/* An MLA block as the runtime runs it: its latent sizes and its compiled variants. */
+typedef struct attn_rt_mla_desc {
+    int kv_rank, rope_dim, nope_dim, v_dim;
+    const attn_rt_desc *up;       /* the up-projected variant (heads = kv_heads, nope + rope wide), or NULL */
+    const attn_rt_desc *absorbed; /* the absorbed variant (one K/V head over [c_kv | k_rope]), or NULL */
+} attn_rt_mla_desc;
+
+/* Runs an MLA block: the projections around the compiled flash kernels. call->absorb chooses
+ * the variant (ATTN_ABSORB_SPEC: the cost model of attn_rt_mla_prefers_absorbed, or the one
+ * variant compiled); `used_absorbed` (may be NULL) tells which ran. call->threads 0: all cores
+ * (or the pool's). */
+attn_status attn_rt_launch_mla(const attn_rt_mla_desc *desc, const attn_mla_call *call, attn_rt_pool *pool,
+                               int *used_absorbed, attn_error *err);
+
+/* Whether `absorb = auto` picks the absorbed variant for these sizes. */
+int attn_rt_mla_prefers_absorbed(const attn_rt_mla_desc *desc, int64_t q_len, int64_t kv_len);
+
 const char *attn_status_name(attn_status s);
 
 #ifdef __cplusplus

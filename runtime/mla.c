@@ -1,5 +1,6 @@
 /* mla.c — running multi-head latent attention: the projections around the compiled flash
- * kernels (absorbed or up-projected), and the cost model of `absorb = auto`.
+ * kernels (absorbed or up-projected), and the cost model of `absorb = auto`. In the runtime,
+ * so that AOT objects run MLA blocks as the JIT does.
  *
  * Absorbed:     q_cat[b,h] = [q_nope[b,h] . w_uk[h]^T | q_rope[b,h]]   (kv_rank + rope wide)
  *               k_cat[b]   = [c_kv[b] | k_rope[b]]                      (one head for all)
@@ -10,12 +11,12 @@
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernel.h"
-#include "runtime/rt_internal.h"
+#include "rt_internal.h"
 
 #define MLA_MAX_EXTENT ((int64_t)1 << 40)
 
@@ -62,7 +63,7 @@ static attn_status mla_view(const char *name, const attn_tensor *t, int ndim, co
 
 /* Everything a call needs, validated. */
 typedef struct MlaRun {
-    const attn_kernel *kern;
+    const attn_rt_mla_desc *d;
     int64_t B, H, Lq, Lk, R, rope, nope, dv;
     MlaView qn, qr, ckv, kr, wuk, wuv, o, lse;
     /* absorbed path scratch */
@@ -76,20 +77,19 @@ typedef struct MlaRun {
     atomic_int index_error;  /* a tile reported an input index out of bounds */
 } MlaRun;
 
-static attn_status mla_validate(const attn_kernel *kern, const attn_mla_call *c, MlaRun *r,
+static attn_status mla_validate(const attn_rt_mla_desc *d, const attn_mla_call *c, MlaRun *r,
                                 attn_error *err) {
-    const IrMla *m = &kern->mla;
     memset(r, 0, sizeof *r);
-    r->kern = kern;
+    r->d = d;
     if (!c->q_nope.data || c->q_nope.ndim != 4)
         return rt_error(err, c->q_nope.data ? ATTN_ERR_RANK : ATTN_ERR_NULL, "q_nope: expected a 4-d tensor");
     if (!c->c_kv.data || c->c_kv.ndim != 3)
         return rt_error(err, c->c_kv.data ? ATTN_ERR_RANK : ATTN_ERR_NULL, "c_kv: expected a 3-d tensor");
     r->B = c->q_nope.shape[0];
-    r->H = kern->desc.heads;
+    r->H = (d->up ? d->up : d->absorbed)->heads;
     r->Lq = c->q_nope.shape[2];
     r->Lk = c->c_kv.shape[1];
-    r->R = m->kv_rank, r->rope = m->rope_dim, r->nope = m->nope_dim, r->dv = m->v_dim;
+    r->R = d->kv_rank, r->rope = d->rope_dim, r->nope = d->nope_dim, r->dv = d->v_dim;
     if (r->B < 1 || r->Lq < 1 || r->Lk < 1 || r->B > MLA_MAX_EXTENT || r->Lq > MLA_MAX_EXTENT ||
         r->Lk > MLA_MAX_EXTENT)
         return rt_error(err, ATTN_ERR_SHAPE, "batch, q_len and kv_len must be in [1, 2^40]");
@@ -174,7 +174,7 @@ static attn_status run_absorbed(MlaRun *r, const attn_mla_call *c, attn_rt_pool 
         .ninputs = c->ninputs,
         .threads = threads,
     };
-    st = attn_rt_launch(&r->kern->desc_abs, &inner, pool, err);
+    st = attn_rt_launch(r->d->absorbed, &inner, pool, err);
     if (st == ATTN_OK) rt_parallel_for_n(pool, threads, r->B * r->H, task_o_proj, r);
 done:
     free(r->q_cat);
@@ -207,9 +207,9 @@ static void task_up(void *ctx, int64_t t) {
     attn_rt_args a = r->args; /* batch and head strides of k/v are 0: this head's scratch */
     a.k = kb;
     a.v = vb;
-    int64_t bq = r->kern->desc.block_q;
+    int64_t bq = r->d->up->block_q;
     for (int64_t q0 = 0; q0 < r->Lq; q0 += bq)
-        if (r->kern->desc.tile(&a, b, h, q0, q0 + bq < r->Lq ? q0 + bq : r->Lq))
+        if (r->d->up->tile(&a, b, h, q0, q0 + bq < r->Lq ? q0 + bq : r->Lq))
             atomic_store(&r->index_error, 1);
     atomic_store(&r->slot_busy[s], 0);
 }
@@ -251,8 +251,8 @@ static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_poo
         .ninputs = c->ninputs,
         .threads = threads,
     };
-    st = attn_rt_check(&r->kern->desc, &inner, &r->args, err);
-    if (st == ATTN_OK) st = rt_summaries_build(&r->kern->desc, &r->args, err);
+    st = attn_rt_check(r->d->up, &inner, &r->args, err);
+    if (st == ATTN_OK) st = rt_summaries_build(r->d->up, &r->args, err);
     if (st != ATTN_OK) goto done;
     rt_parallel_for_n(pool, threads, r->B * r->H, task_q_concat, r);
     rt_parallel_for_n(pool, r->nslots, r->B * r->H, task_up, r);
@@ -274,47 +274,59 @@ done:
  * DeepSeek-V2 shapes (bench/report.py --only mla, kv_len 1024, 1 thread): measured crossover
  * q_len ~110, model 108 (flop count alone: 146). */
 #define MLA_ABSORBED_PAIR_WEIGHT 1.3
-static void mla_costs(const attn_kernel *k, int64_t Lq, int64_t Lk, double *absorbed, double *up) {
-    const IrMla *m = &k->mla;
-    double H = k->desc.heads, R = m->kv_rank, rope = m->rope_dim, nope = m->nope_dim, dv = m->v_dim;
+static void mla_costs(const attn_rt_mla_desc *d, int64_t Lq, int64_t Lk, double *absorbed, double *up) {
+    double H = (d->up ? d->up : d->absorbed)->heads, R = d->kv_rank, rope = d->rope_dim, nope = d->nope_dim,
+           dv = d->v_dim;
     double pairs = (double)Lq * (double)Lk; /* the mask's share cancels: both variants see it */
     *absorbed = Lq * H * R * nope + MLA_ABSORBED_PAIR_WEIGHT * pairs * H * (R + rope + R) + Lq * H * R * dv;
     *up = Lk * H * R * (nope + dv) + pairs * H * (nope + rope + dv);
 }
 
-int attn_mla_prefers_absorbed(const attn_kernel *kern, int64_t q_len, int64_t kv_len) {
-    if (!kern || !kern->mla.present) return 0;
-    if (!kern->desc_abs.tile) return 0;
-    if (!kern->desc.tile) return 1;
+int attn_rt_mla_prefers_absorbed(const attn_rt_mla_desc *d, int64_t q_len, int64_t kv_len) {
+    if (!d || !d->absorbed || !d->absorbed->tile) return 0;
+    if (!d->up || !d->up->tile) return 1;
     double a, u;
-    mla_costs(kern, q_len, kv_len, &a, &u);
+    mla_costs(d, q_len, kv_len, &a, &u);
     return a <= u;
 }
 
-attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used_absorbed,
-                         attn_error *err) {
-    if (!kern || !call) return rt_error(err, ATTN_ERR_NULL, "attn_run_mla: kernel and call are required");
-    if (!kern->mla.present) return rt_error(err, ATTN_ERR_ARG, "attn_run_mla: not an MLA kernel");
-    if (kern->desc.dtype != ATTN_F32) return rt_error(err, ATTN_ERR_DTYPE, "MLA kernels take f32 tensors");
+/* The variants agree with the latent sizes (a descriptor written by hand may not). */
+static bool mla_desc_ok(const attn_rt_mla_desc *d) {
+    if (d->kv_rank < 1 || d->rope_dim < 0 || d->nope_dim < 1 || d->v_dim < 1) return false;
+    const attn_rt_desc *u = d->up, *a = d->absorbed;
+    if (u && (!u->tile || u->dtype != ATTN_F32 || u->kv_heads != u->heads || u->qk_dim != d->nope_dim + d->rope_dim ||
+              u->v_dim != d->v_dim))
+        return false;
+    if (a && (!a->tile || a->dtype != ATTN_F32 || a->kv_heads != 1 || a->qk_dim != d->kv_rank + d->rope_dim ||
+              a->v_dim != d->kv_rank))
+        return false;
+    return (u || a) && (!u || !a || (u->heads == a->heads && u->ninputs == a->ninputs));
+}
+
+attn_status attn_rt_launch_mla(const attn_rt_mla_desc *desc, const attn_mla_call *call, attn_rt_pool *pool,
+                               int *used_absorbed, attn_error *err) {
+    if (!desc || !call) return rt_error(err, ATTN_ERR_NULL, "launch_mla: desc and call are required");
+    if ((desc->up && desc->up->dtype != ATTN_F32) || (desc->absorbed && desc->absorbed->dtype != ATTN_F32))
+        return rt_error(err, ATTN_ERR_DTYPE, "MLA kernels take f32 tensors");
+    if (!mla_desc_ok(desc))
+        return rt_error(err, ATTN_ERR_ARG, "launch_mla: the variants disagree with the latent sizes (or none is given)");
     MlaRun r;
-    attn_status st = mla_validate(kern, call, &r, err);
+    attn_status st = mla_validate(desc, call, &r, err);
     if (st != ATTN_OK) return st;
     bool abs;
     if (call->absorb == ATTN_ABSORB_ON) abs = true;
     else if (call->absorb == ATTN_ABSORB_OFF) abs = false;
-    else abs = attn_mla_prefers_absorbed(kern, r.Lq, r.Lk);
-    if (abs && !kern->desc_abs.tile)
+    else abs = attn_rt_mla_prefers_absorbed(desc, r.Lq, r.Lk);
+    if (abs && !desc->absorbed)
         return rt_error(err, ATTN_ERR_ARG, "absorbed variant not compiled (absorb = off)");
-    if (!abs && !kern->desc.tile)
+    if (!abs && !desc->up)
         return rt_error(err, ATTN_ERR_ARG, "up-projected variant not compiled (absorb = on)");
     if (used_absorbed) *used_absorbed = abs;
-    int threads = call->threads ? call->threads : kern->threads;
-    attn_rt_pool *pool = kern_pool_acquire(kern, threads);
+    int threads = call->threads;
     attn_rt_pool *tmp = NULL;
     if (!pool && threads != 1) pool = tmp = attn_rt_pool_create(threads);
     st = abs ? run_absorbed(&r, call, pool, threads, err) : run_unabsorbed(&r, call, pool, threads, err);
     if (tmp) attn_rt_pool_destroy(tmp);
-    else kern_pool_release(kern, pool);
     if (st == ATTN_OK) rt_ok(err);
     return st;
 }

@@ -1,0 +1,132 @@
+/* test_aot_mla.c — MLA blocks built ahead of time (tests/aot_mla.attn: absorb auto, on, off),
+ * linked with libattnc_rt only and run through their generated entry points, against the
+ * double-precision SPEC §3 reference of masks.c: prefill and decode, ragged lengths, rows
+ * before the first key, lse, a strided q_nope, threads 1 and 2, and the variant each ran. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aot_mla.h"
+#include "tests/masks.h"
+
+static const RefMla dims = {4, 32, 8, 16, 16};
+static int g_pass, g_fail;
+static uint64_t g_rng = 0x5eed5eedULL;
+
+static float urand(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / (double)(1ull << 53) * 2 - 1);
+}
+
+static float *filled(size_t n, float scale) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    for (size_t i = 0; p && i < n; i++) p[i] = urand() * scale;
+    return p;
+}
+
+static bool causal(int64_t q, int64_t k) { return k <= q; }
+
+typedef enum Entry { SIMPLE, CALL } Entry;
+typedef enum Block { AUTO, ON, OFF } Block;
+
+/* One shape: `simple` through attnc_X_simple (contiguous, default q_offset), else through
+ * attnc_X with a padded q_nope, lse and the variant reported by attn_rt_launch_mla. */
+static void run(Block blk, Entry entry, int64_t B, int64_t Lq, int64_t Lk, int threads) {
+    static const char *const names[] = {"mla_auto", "mla_on", "mla_off"};
+    const RefMla d = dims;
+    int64_t pad = entry == CALL ? 5 : 0, row = d.nope + pad;
+    size_t nq = (size_t)(B * d.H * Lq);
+    float *qn_pad = filled(nq * (size_t)row, 1), *qr = filled(nq * (size_t)d.rope, 1);
+    float *ckv = filled((size_t)(B * Lk * d.R), 1), *kr = filled((size_t)(B * Lk * d.rope), 1);
+    float *wuk = filled((size_t)(d.H * d.R * d.nope), 0.3f), *wuv = filled((size_t)(d.H * d.R * d.dv), 0.3f);
+    float *qn = malloc(sizeof(float) * nq * (size_t)d.nope), *o = malloc(sizeof(float) * nq * (size_t)d.dv);
+    float *lse = malloc(sizeof(float) * nq);
+    double *ro = malloc(sizeof(double) * nq * (size_t)d.dv), *rl = malloc(sizeof(double) * nq);
+    if (!qn_pad || !qr || !ckv || !kr || !wuk || !wuv || !qn || !o || !lse || !ro || !rl) {
+        printf("FAIL out of memory\n");
+        g_fail++;
+        goto out;
+    }
+    for (size_t r = 0; r < nq; r++) memcpy(qn + r * (size_t)d.nope, qn_pad + r * (size_t)row, sizeof(float) * (size_t)d.nope);
+    for (size_t i = 0; i < nq * (size_t)d.dv; i++) o[i] = 9999.5f;
+    ref_mla(d, B, Lq, Lk, Lk - Lq, causal, qn, qr, ckv, kr, wuk, wuv, ro, rl);
+    attn_error err;
+    attn_status st;
+    int used = -1;
+    if (entry == SIMPLE) {
+        switch (blk) {
+        case AUTO: st = attnc_mla_auto_simple(qn, qr, ckv, kr, wuk, wuv, o, B, Lq, Lk, threads, &err); break;
+        case ON: st = attnc_mla_on_simple(qn, qr, ckv, kr, wuk, wuv, o, B, Lq, Lk, threads, &err); break;
+        default: st = attnc_mla_off_simple(qn, qr, ckv, kr, wuk, wuv, o, B, Lq, Lk, threads, &err); break;
+        }
+    } else {
+        attn_mla_call c;
+        memset(&c, 0, sizeof c);
+        c.q_nope = (attn_tensor){qn_pad, 4, {B, d.H, Lq, d.nope}, {d.H * Lq * row, Lq * row, row, 1}};
+        c.q_rope = (attn_tensor){qr, 4, {B, d.H, Lq, d.rope}, {0}};
+        c.c_kv = (attn_tensor){ckv, 3, {B, Lk, d.R}, {0}};
+        c.k_rope = (attn_tensor){kr, 3, {B, Lk, d.rope}, {0}};
+        c.w_uk = (attn_tensor){wuk, 3, {d.H, d.R, d.nope}, {0}};
+        c.w_uv = (attn_tensor){wuv, 3, {d.H, d.R, d.dv}, {0}};
+        c.o = (attn_tensor){o, 4, {B, d.H, Lq, d.dv}, {0}};
+        c.lse = (attn_tensor){lse, 3, {B, d.H, Lq}, {0}};
+        c.q_offset = ATTN_Q_OFFSET_DEFAULT;
+        c.threads = threads;
+        const attn_rt_mla_desc *md = blk == AUTO ? &attnc_mla_auto_mla : blk == ON ? &attnc_mla_on_mla : &attnc_mla_off_mla;
+        st = attn_rt_launch_mla(md, &c, NULL, &used, &err);
+    }
+    bool ok = st == ATTN_OK;
+    if (!ok) printf("FAIL %s: B=%lld q_len=%lld kv_len=%lld: %s: %s\n", names[blk], (long long)B, (long long)Lq,
+                    (long long)Lk, attn_status_name(st), err.message);
+    int reports = 0;
+    for (size_t i = 0; st == ATTN_OK && i < nq * (size_t)d.dv; i++)
+        if (!(fabs(o[i] - ro[i]) <= 2e-4 + 2e-4 * fabs(ro[i]))) {
+            if (reports++ < 3)
+                printf("FAIL %s: %s B=%lld q_len=%lld kv_len=%lld threads=%d: o[%zu] got %.9g expected %.9g\n",
+                       names[blk], entry == SIMPLE ? "_simple" : "call", (long long)B, (long long)Lq, (long long)Lk,
+                       threads, i, o[i], ro[i]);
+            ok = false;
+        }
+    for (size_t i = 0; st == ATTN_OK && entry == CALL && i < nq; i++)
+        if (isinf(rl[i]) ? !(isinf(lse[i]) && lse[i] < 0) : !(fabs(lse[i] - rl[i]) <= 1e-4 + 1e-5 * fabs(rl[i]))) {
+            if (reports++ < 3) printf("FAIL %s: lse[%zu] got %.9g expected %.9g\n", names[blk], i, lse[i], rl[i]);
+            ok = false;
+        }
+    /* the variant: forced by the spec, or (auto) the cost model's, absorbed for decode */
+    if (entry == CALL && ((blk == ON && used != 1) || (blk == OFF && used != 0) ||
+                          (blk == AUTO && Lq == 1 && Lk >= 64 && used != 1))) {
+        printf("FAIL %s: q_len=%lld kv_len=%lld ran the %s variant\n", names[blk], (long long)Lq, (long long)Lk,
+               used ? "absorbed" : "up-projected");
+        ok = false;
+    }
+    if (ok) g_pass++;
+    else g_fail++;
+out:
+    free(qn_pad), free(qr), free(ckv), free(kr), free(wuk), free(wuv), free(qn), free(o), free(lse), free(ro), free(rl);
+}
+
+int main(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {2, 7, 7}, {1, 1, 100}, {3, 33, 100}, {2, 33, 7}, {1, 130, 130}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int blk = AUTO; blk <= OFF; blk++)
+            for (int e = SIMPLE; e <= CALL; e++)
+                run((Block)blk, (Entry)e, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 2 : 1);
+    /* a descriptor whose variants disagree with its latent sizes is refused, not run */
+    attn_rt_mla_desc bad = attnc_mla_auto_mla;
+    bad.kv_rank = 31;
+    attn_mla_call c;
+    memset(&c, 0, sizeof c);
+    attn_error err;
+    attn_status st = attn_rt_launch_mla(&bad, &c, NULL, NULL, &err);
+    if (st == ATTN_ERR_ARG) g_pass++;
+    else {
+        printf("FAIL a bad MLA descriptor: %s, expected ATTN_ERR_ARG\n", attn_status_name(st));
+        g_fail++;
+    }
+    printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail ? 1 : 0;
+}
