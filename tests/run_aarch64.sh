@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# run_aarch64.sh ATTNC SRC FILE:KERNEL:OUT... — the AOT path on another architecture, end to
-# end: `attnc build --target aarch64-linux-gnu` writes NEON kernels and their headers (the
-# examples FILE:KERNEL, and tests/aot_mla.attn), the AArch64 cross compiler links them with the
+# run_aarch64.sh ATTNC SRC FILE... — the AOT path on another architecture, end to end:
+# `attnc build --target aarch64-linux-gnu` writes NEON kernels and their headers (every block
+# of examples/FILE.attn, and tests/aot_mla.attn), the AArch64 cross compiler links them with the
 # runtime's sources and test_aot.c / test_aot_mla.c (no compiler library), and qemu-user runs
 # the results, which check themselves against the hand-written C masks and the MLA reference.
 # Exit 77 (skipped) only when the cross tools are missing (scripts/setup.sh installs them).
@@ -13,10 +13,9 @@ command -v "$cc" >/dev/null && command -v qemu-aarch64 >/dev/null || {
   echo "skipped: $cc or qemu-aarch64 not installed"; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for spec in "$@"; do
-  IFS=: read -r file kernel out <<<"$spec"
-  "$attnc" build "$src/examples/$file.attn" --kernel "$kernel" --target aarch64-linux-gnu \
-    -o "$tmp/$out.o" --header "$tmp/$out.h"
+for file in "$@"; do
+  "$attnc" build "$src/examples/$file.attn" --target aarch64-linux-gnu \
+    -o "$tmp/aot_$file.o" --header "$tmp/aot_$file.h"
 done
 mkdir "$tmp/mla" # the MLA blocks: their own program (test_aot_mla.c)
 "$attnc" build "$src/tests/aot_mla.attn" --target aarch64-linux-gnu -o "$tmp/mla/aot_mla.o" \

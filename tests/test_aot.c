@@ -1,6 +1,7 @@
-/* test_aot.c — objects written by `attnc build` ahead of time, linked with libattnc_rt only
- * (no compiler, no LLVM), called through their generated headers and checked against the
- * hand-written C reference of masks.c on ragged shapes.
+/* test_aot.c — every block of every example, written by `attnc build` ahead of time and linked
+ * with libattnc_rt only (no compiler, no LLVM), called through its generated header and checked
+ * against the hand-written C reference of masks.c on ragged shapes: all blocks through their
+ * attn_call entry point, some through the typed _simple one and on strided views.
  *
  * Tolerance as in test_kernels.c: |got - ref| <= 1e-4 + 1e-4 |ref| (f32 kernel, double
  * reference, outputs of size ~1, at most 257 keys); rows that see no key exactly 0. */
@@ -11,9 +12,16 @@
 #include <string.h>
 
 #include "aot_alibi.h"
-#include "aot_causal.h"
-#include "aot_fixed.h"
-#include "aot_strided.h"
+#include "aot_atrous.h"
+#include "aot_bert.h"
+#include "aot_causal_lm.h"
+#include "aot_heads.h"
+#include "aot_local.h"
+#include "aot_packed_docs.h"
+#include "aot_softcap.h"
+#include "aot_sparse_fixed.h"
+#include "aot_sparse_strided.h"
+#include "aot_tta.h"
 #include "aot_unilm.h"
 #include "aot_xlnet.h"
 #include "tests/masks.h"
@@ -255,7 +263,123 @@ out:
     free(oc), free(lc), free(nvis), free(inside);
 }
 
+// every example block through its attn_call entry point
+
+typedef attn_status (*AotEntry)(const attn_call *call, attn_error *err);
+#define E(name) {#name, attnc_##name}
+static const struct {
+    const char *kernel;
+    AotEntry fn;
+} entries[] = {
+    E(alibi), E(alibi_bidir), E(atrous), E(atrous_written), E(atrous_causal), E(atrous_window),
+    E(bert_base), E(bert_small), E(bert_scaled), E(gpt_small), E(gpt_written), E(cpm_lm),
+    E(mha), E(mqa), E(gqa), E(llama3_8b), E(head_map), E(gqa_vdim),
+    E(local_window), E(local_window_written), E(local_sliding), E(local_sliding_written),
+    E(packed_causal), E(packed_bidir), E(gemma2_local), E(gemma2_global), E(softcap_small),
+    E(sparse_fixed), E(sparse_fixed_written), E(sparse_strided), E(sparse_strided_written),
+    E(tta), E(unilm), E(simbert), E(xlnet_content), E(xlnet_query),
+};
+#undef E
+
+/* One block on one shape: dense tensors, its inputs (documents of 5..40 positions, shuffled
+ * ranks, source lengths, ALiBi slopes), lse; against ref_attention. */
+static bool run_entry(const RefKernel *rk, AotEntry fn, int64_t B, int64_t Lq, int64_t Lk, int threads) {
+    int H = rk->heads, KH = rk->kv_heads, Dq = rk->qk_dim, Dv = rk->v_dim;
+    float *q = randn(B * H * Lq * Dq), *k = randn(B * KH * Lk * Dq), *v = randn(B * KH * Lk * Dv);
+    float *o = malloc(sizeof(float) * (size_t)(B * H * Lq * Dv)), *lse = malloc(sizeof(float) * (size_t)(B * H * Lq));
+    double *oc = malloc(sizeof(double) * (size_t)(B * H * Lq * Dv)), *lc = malloc(sizeof(double) * (size_t)(B * H * Lq));
+    int64_t *nvis = malloc(sizeof(int64_t) * (size_t)(B * H * Lq));
+    int32_t *src_len = malloc(sizeof(int32_t) * (size_t)B), *doc = malloc(sizeof(int32_t) * (size_t)(B * Lk));
+    int32_t *rank = malloc(sizeof(int32_t) * (size_t)(B * Lk));
+    float *slope = malloc(sizeof(float) * (size_t)H);
+    bool ok = q && k && v && o && lse && oc && lc && nvis && src_len && doc && rank && slope;
+    if (!ok) {
+        printf("FAIL out of memory\n");
+        goto out;
+    }
+    for (int64_t b = 0; b < B; b++) {
+        src_len[b] = (int32_t)((b * 37 + Lk / 3) % (Lk + 1));
+        int32_t id = 0, left = 0;
+        for (int64_t i = 0; i < Lk; i++) {
+            if (left-- <= 0) id++, left = 5 + (int32_t)(rng_next() % 36);
+            doc[b * Lk + i] = id;
+            rank[b * Lk + i] = (int32_t)i;
+        }
+        for (int64_t i = Lk - 1; i > 0; i--) {
+            int64_t j = (int64_t)(rng_next() % (uint64_t)(i + 1));
+            int32_t t = rank[b * Lk + i];
+            rank[b * Lk + i] = rank[b * Lk + j], rank[b * Lk + j] = t;
+        }
+    }
+    for (int h = 0; h < H; h++) slope[h] = (float)exp2(-8.0 * (h + 1) / H);
+    attn_call call;
+    memset(&call, 0, sizeof call);
+    attnc_aot_tensor(&call.q, q, 4, B, H, Lq, Dq);
+    attnc_aot_tensor(&call.k, k, 4, B, KH, Lk, Dq);
+    attnc_aot_tensor(&call.v, v, 4, B, KH, Lk, Dv);
+    attnc_aot_tensor(&call.o, o, 4, B, H, Lq, Dv);
+    attnc_aot_tensor(&call.lse, lse, 3, B, H, Lq, 0);
+    call.q_offset = ATTN_Q_OFFSET_DEFAULT;
+    call.threads = threads;
+    attn_input in[REF_MAX_INPUTS];
+    memset(in, 0, sizeof in);
+    int nin = 0;
+    for (; nin < REF_MAX_INPUTS && rk->inputs[nin] != REF_IN_NONE; nin++) {
+        in[nin].name = ref_input_name(rk->inputs[nin]);
+        switch (rk->inputs[nin]) {
+        case REF_IN_SRC_LEN: attnc_aot_tensor(&in[nin].t, src_len, 1, B, 0, 0, 0); break;
+        case REF_IN_DOC: attnc_aot_tensor(&in[nin].t, doc, 2, B, Lk, 0, 0); break;
+        case REF_IN_RANK: attnc_aot_tensor(&in[nin].t, rank, 2, B, Lk, 0, 0); break;
+        case REF_IN_SLOPE: attnc_aot_tensor(&in[nin].t, slope, 1, H, 0, 0, 0); break;
+        default: printf("FAIL test bug: %s: input kind %d\n", rk->kernel, rk->inputs[nin]); ok = false; goto out;
+        }
+    }
+    call.inputs = in;
+    call.ninputs = nin;
+    attn_error err;
+    attn_status st = fn(&call, &err);
+    if (st != ATTN_OK) {
+        printf("FAIL %s: B=%lld q_len=%lld kv_len=%lld: %s: %s\n", rk->kernel, (long long)B, (long long)Lq,
+               (long long)Lk, attn_status_name(st), err.message);
+        ok = false;
+        goto out;
+    }
+    MaskCtx mc;
+    memset(&mc, 0, sizeof mc);
+    mc.batch = B, mc.q_len = Lq, mc.kv_len = Lk, mc.heads = H;
+    mc.src_len = src_len, mc.doc = doc, mc.rank = rank, mc.slope = slope;
+    for (int i = 0; i < REF_MAX_PARAMS; i++) mc.p[i] = rk->param_values[i];
+    ok = ref_attention(rk, &mc, Lk - Lq, q, k, v, oc, lc, nvis) &&
+         compare("attn_call", rk, B, Lq, Lk, o, Dv, Lq * Dv, H * Lq * Dv, lse, oc, lc, nvis);
+out:
+    free(q), free(k), free(v), free(o), free(lse), free(oc), free(lc), free(nvis);
+    free(src_len), free(doc), free(rank), free(slope);
+    return ok;
+}
+
+static void run_all_examples(void) {
+    static const int64_t shapes[][3] = {{1, 1, 1}, {2, 7, 7}, {1, 1, 100}, {2, 33, 100}, {1, 130, 130}, {1, 70, 300}};
+    for (int r = 0; r < ref_nkernels; r++) {
+        const RefKernel *rk = &ref_kernels[r];
+        AotEntry fn = NULL;
+        for (size_t e = 0; e < sizeof entries / sizeof entries[0]; e++)
+            if (!strcmp(entries[e].kernel, rk->kernel)) fn = entries[e].fn;
+        if (!fn) {
+            printf("FAIL %s:%s has no AOT entry in test_aot.c\n", rk->file, rk->kernel);
+            g_fail++;
+            continue;
+        }
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            /* queries at positions an input is indexed by must lie in [0, kv_len) */
+            if (rk->q_indexes_input && shapes[s][1] > shapes[s][2]) continue;
+            if (run_entry(rk, fn, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 2 : 1)) g_pass++;
+            else g_fail++;
+        }
+    }
+}
+
 int main(void) {
+    run_all_examples();
     static const int64_t shapes[][3] = {
         {1, 1, 1}, {2, 7, 7}, {1, 1, 100}, {3, 33, 100}, {1, 100, 100}, {2, 33, 7}, {1, 257, 257},
     };
