@@ -25,6 +25,7 @@ enum { CG_MAX_CHUNKS = 256 };
 /* Tile sizes as used by the generator (the schedule, normalized). */
 typedef struct Plan {
     int W, BK, NT, R, BQ; /* lanes, keys per block, vectors per block, rows per group, rows per chunk */
+    int NRING;            /* packed key blocks kept (a ring, for the task's next chunks), or 1 */
     int QK, VD, VC, VDP;  /* dims; V chunks of W; padded V row */
 } Plan;
 
@@ -81,6 +82,9 @@ typedef struct Kern {
     bool vpack;                                /* the pack piece may copy the block's V rows to VS */
     bool vs_use;                               /* P.V may read VS (in the pieces after the pack piece) */
     LLVMValueRef VS;                           /* [BK][VDP] f32: the block's V rows (vpack) */
+    /* NRING > 1: KT, VS and vfin_slot point at the block's slot of these rings, tagged with
+     * the first key of the block they hold */
+    LLVMValueRef KTring, VSring, vfin_ring, tag_kb;
     LLVMValueRef vpack_on;                     /* i1: it does (a constant, or from V's row stride) */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
     LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
@@ -131,7 +135,8 @@ static void frame_fill(Kern *k, bool per_block) {
     if (!k->frame) k->frame = cg_alloca(c, c->i64, FRAME_SLOTS, 8, "frame");
     for (int i = 0; i < n; i++) {
         /* what changes from key block to key block, stored per block; the rest per chunk */
-        bool blockwise = slot[i] == &k->kb || slot[i] == &k->part || slot[i] == &k->env.kmin || slot[i] == &k->env.kmax;
+        bool blockwise = slot[i] == &k->kb || slot[i] == &k->part || slot[i] == &k->env.kmin || slot[i] == &k->env.kmax ||
+                         slot[i] == &k->KT || slot[i] == &k->VS || slot[i] == &k->vfin_slot;
         if (blockwise != per_block) continue;
         LLVMValueRef v = slot[i] ? *slot[i] : NULL;
         LLVMTypeKind kind = v ? LLVMGetTypeKind(LLVMTypeOf(v)) : LLVMVoidTypeKind;
@@ -1026,12 +1031,19 @@ static Plan make_plan(const IrFunc *f) {
     p.NT = p.BK / p.W;
     p.R = f->sched.rows > 0 ? f->sched.rows : 4;
     if (p.R > 16) p.R = 16;
-    int bq = f->sched.block_q > 0 ? f->sched.block_q : 64;
+    int bq = f->sched.chunk_q > 0 ? f->sched.chunk_q : f->sched.block_q > 0 ? f->sched.block_q : 64;
     /* a task of a residue-class mask holds block_q / r rows of each class */
     if (f->prune.enabled && f->prune.runs.with_q) bq = (int)((bq + f->prune.runs.mod - 1) / f->prune.runs.mod);
     /* keep the scratch (Q, acc) under ~256 KiB */
     while (bq > p.R && (int64_t)bq * (p.QK + p.VDP) * 4 > 256 * 1024) bq /= 2;
     p.BQ = (bq + p.R - 1) / p.R * p.R;
+    /* chunks shorter than the task: a ring of packed blocks, K and V in up to 192 KiB (six
+     * 64-key blocks at d = 64: a 256-wide window's chunk spans five), with Q and acc in ~256 */
+    p.NRING = 1;
+    int64_t ring_budget = 256 * 1024 - (int64_t)p.BQ * (p.QK + p.VDP) * 4;
+    if (ring_budget > 192 * 1024) ring_budget = 192 * 1024;
+    if (f->sched.chunk_q > 0 && f->sched.block_q > f->sched.chunk_q)
+        while (p.NRING < 8 && (int64_t)(p.NRING + 1) * p.BK * (p.QK + p.VDP) * 4 <= ring_budget) p.NRING++;
     return p;
 }
 
@@ -1112,9 +1124,12 @@ static void body_pack(Kern *k, bool unused) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
-    /* the block's keys before the end only (a tail block packs its W-vectors of keys) */
-    LLVMValueRef kn = cg_smin(c, LLVMBuildSub(b, k->kv_len, k->kb, ""), cg_i64(c, p->BK));
-    LLVMValueRef klast = LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "");
+    /* the block's keys before the chunk's end only (a tail block packs its W-vectors of keys);
+     * into a ring, the whole block before the run's end, so that the next chunks (whose end
+     * lies further) find it as they need it */
+    LLVMValueRef kend = p->NRING > 1 ? k->nkeys : k->kv_len;
+    LLVMValueRef kn = cg_smin(c, LLVMBuildSub(b, kend, k->kb, ""), cg_i64(c, p->BK));
+    LLVMValueRef klast = LLVMBuildSub(b, kend, cg_i64(c, 1), "");
     {
         /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d] (keys past the end
          * repeat the last one); whole chunks of d in a runtime loop, a tail chunk after it */
@@ -1197,6 +1212,11 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     CgEnv *env = &k->env;
     LLVMValueRef kv_len = env->kv_len;
     unsigned va = (unsigned)(p->W * 4);
+    if (p->NRING > 1) {
+        /* an empty ring: this run's K/V rows are new */
+        k->tag_kb = cg_alloca(c, c->i64, p->NRING, 8, "ringkb");
+        for (int s = 0; s < p->NRING; s++) cg_store(c, cg_i64(c, -1), cg_gep(c, c->i64, k->tag_kb, cg_i64(c, s)), 8);
+    }
     /* chunks of BQ rows */
     CgLoop lq;
     LLVMValueRef qc = cg_loop_begin(c, &lq, q0, q1, cg_i64(c, p->BQ), "qc");
@@ -1287,7 +1307,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     k->kv_len = kend; /* keys at or past kend are masked like the kv tail */
 
     /* key blocks */
-    k->vfin_slot = cg_alloca(c, c->i1, 1, 1, "vfin");
+    k->vfin_ring = cg_alloca(c, c->i1, p->NRING, 1, "vfin");
     frame_fill(k, false);
     CgLoop lk;
     k->kb = cg_loop_begin(c, &lk, klo, kend, cg_i64(c, p->BK), "kb");
@@ -1339,11 +1359,22 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBuildBr(b, after);
         LLVMPositionBuilderAtEnd(b, after);
     }
-    /* few rows (decode): scores straight from K, row by row; else pack K once for all groups */
+    /* few rows (decode): scores straight from K, row by row; else pack K once for all groups
+     * (into the block's ring slot, unless it holds the block already) */
     LLVMBasicBlockRef bdot = cg_block(c, "dotrows");
     LLVMBasicBlockRef bpack = cg_block(c, "packrows");
     LLVMBasicBlockRef bdone = cg_block(c, "blockdone");
     k->part = part;
+    LLVMValueRef rslot = NULL, rhit = NULL;
+    k->vfin_slot = k->vfin_ring;
+    if (p->NRING > 1) {
+        rslot = LLVMBuildSRem(b, LLVMBuildSDiv(b, k->kb, cg_i64(c, p->BK), ""), cg_i64(c, p->NRING), "slot");
+        k->KT = cg_gep(c, c->f32, k->KTring, mul(c, rslot, cg_i64(c, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK)));
+        if (k->vpack) k->VS = cg_gep(c, c->f32, k->VSring, mul(c, rslot, cg_i64(c, (int64_t)p->BK * p->VDP)));
+        k->vfin_slot = cg_gep(c, c->i1, k->vfin_ring, rslot);
+        LLVMValueRef tkb = cg_load(c, c->i64, cg_gep(c, c->i64, k->tag_kb, rslot), 8);
+        rhit = LLVMBuildICmp(b, LLVMIntEQ, tkb, k->kb, "hit");
+    }
     frame_fill(k, true);
     if (k->grouped) few = LLVMBuildAnd(b, few, LLVMBuildNot(b, part, ""), "");
     LLVMBuildCondBr(b, few, bdot, bpack);
@@ -1357,7 +1388,17 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     }
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bpack);
-    emit_piece(k, "pack", false, body_pack, false);
+    if (rhit) {
+        LLVMBasicBlockRef bdo = cg_block(c, "ringpack"), bhas = cg_block(c, "ringhit");
+        LLVMBuildCondBr(b, rhit, bhas, bdo);
+        LLVMPositionBuilderAtEnd(b, bdo);
+        emit_piece(k, "pack", false, body_pack, false);
+        cg_store(c, k->kb, cg_gep(c, c->i64, k->tag_kb, rslot), 8);
+        LLVMBuildBr(b, bhas);
+        LLVMPositionBuilderAtEnd(b, bhas);
+    } else {
+        emit_piece(k, "pack", false, body_pack, false);
+    }
     {
         /* row groups, in the piece of partial blocks or of full ones */
         LLVMBasicBlockRef bm = cg_block(c, "groups_masked");
@@ -1380,6 +1421,9 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bdone);
     cg_loop_end(c, &lk);
+    k->KT = k->KTring; /* values that dominate what follows */
+    k->VS = k->VSring;
+    k->vfin_slot = k->vfin_ring;
 
     {
         /* o = acc / l (zeros for a row that saw nothing), lse = m + log(l) */
@@ -1573,7 +1617,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     /* scratch */
     k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
     k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
-    k->KT = cg_alloca(c, c->f32, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
+    k->KT = k->KTring = cg_alloca(c, c->f32, (int64_t)p->NRING * (p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
     k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");
     k->L = cg_alloca(c, c->f32, (int64_t)(p->BQ + p->R) * p->W, 64, "l"); /* a vector per row */
@@ -1617,7 +1661,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
          * a set when bytes is a multiple of 64 * m, m the least power of two above 512 / BK */
         int64_t m = 1;
         while (m * p->BK <= 512) m *= 2;
-        k->VS = cg_alloca(c, c->f32, (int64_t)p->BK * p->VDP, 64, "VS");
+        k->VS = k->VSring = cg_alloca(c, c->f32, (int64_t)p->NRING * p->BK * p->VDP, 64, "VS");
         k->vpack_on = have_runs ? cg_bool(c, true)
                                 : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, mul(c, k->vs2, cg_i64(c, 4)), cg_i64(c, 64 * m), ""),
                                                 cg_i64(c, 0), "vpack");

@@ -137,6 +137,8 @@ typedef struct IrOp {
 typedef struct IrSchedule {
     int vec_width;  /* f32 lanes of the widest vector (16 AVX-512, 8 AVX2, 4 SSE/NEON) */
     int block_q;    /* query rows per task */
+    int chunk_q;    /* query rows per chunk of a task (0: block_q); smaller, the chunks of a task
+                     * keep the key blocks they packed for the next one (windows) */
     int block_k;    /* keys per inner block (a multiple of vec_width) */
     int rows;       /* query rows per register-blocked microkernel step */
 } IrSchedule;

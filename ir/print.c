@@ -195,9 +195,12 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
         }
         if (f->prune.exact) sb_puts(sb, "  prune exact: a row sees exactly the keys in [k_lo, k_hi]\n");
     }
-    if (f->sched.vec_width)
-        sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d\n",
-                  f->sched.vec_width, f->sched.block_q, f->sched.block_k, f->sched.rows);
+    if (f->sched.vec_width) {
+        sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d", f->sched.vec_width,
+                  f->sched.block_q, f->sched.block_k, f->sched.rows);
+        if (f->sched.chunk_q > 0 && f->sched.chunk_q != f->sched.block_q) sb_printf(sb, ", chunk_q %d", f->sched.chunk_q);
+        sb_puts(sb, "\n");
+    }
     for (int i = 0; i < f->nops; i++) {
         const IrOp *op = &f->ops[i];
         sb_puts(sb, "  ");

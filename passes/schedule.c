@@ -20,19 +20,23 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->sched.block_k = block_k;
     /* Query rows per task: 256 where rows see keys from a fixed start (dense, causal,
      * prefix): each key block is packed once per 256 rows instead of 64 (4096^2 d64 causal
-     * -4%, dense -5%, GQA 32/8 d128 -2%). 64 where the first key moves with q (windows,
-     * bands): a taller task only widens their key range (sliding 256 +3%, a 64-band +4% at
-     * 256). k_lo is analysed under -fno-prune too, so both kernels get the same tasks. The
-     * runtime cuts tasks shorter when there are too few for the threads. */
+     * -4%, dense -5%, GQA 32/8 d128 -2%). Where the first key moves with q (windows, bands),
+     * a taller chunk only widens the key range (sliding 256 +3%, a 64-band +4% at 256): tasks
+     * of 1024 rows in chunks of 64, each chunk finding most of its packed key blocks in the
+     * ring the previous one left (sliding 256 -4-6%, a 64-band -2-4%). k_lo is analysed under
+     * -fno-prune too, so both kernels get the same tasks. The runtime cuts tasks shorter when
+     * there are too few for the threads. */
     bool window = f->prune.k_lo && (ir_expr_uses_var(f->prune.k_lo, IR_V_QMIN) ||
                                     ir_expr_uses_var(f->prune.k_lo, IR_V_QMAX));
-    f->sched.block_q = window ? 64 : 256;
+    f->sched.block_q = window ? 1024 : 256;
+    f->sched.chunk_q = window ? 64 : 0;
     /* residue classes (k = q mod r): a task's rows split into r classes, so the task holds
      * 128 rows of each (up to 2048 rows, enough tasks left for threads); with the partial
      * blocks' windows, 128 measured a few % faster than 64 on atrous 8, 32 slower */
     if (f->prune.enabled && f->prune.runs.with_q) {
         int64_t bq = 128 * f->prune.runs.mod;
         f->sched.block_q = (int)(bq > 2048 ? 2048 : bq);
+        f->sched.chunk_q = 0;
     }
     return true;
 }
