@@ -1,6 +1,7 @@
 /* test_badcalls.c — the catalogue of bad calls of the C API (attn.h), each with its exact
  * error code, through real JIT-compiled kernels: bad attn_compile arguments, and bad tensors,
- * strides, offsets and inputs given to attn_run. Every rejected call must leave the output
+ * strides, offsets and inputs given to attn_run, and bad descriptors given to the runtime's
+ * permuted and MLA entry points (what AOT headers call). Every rejected call must leave the output
  * untouched (canaries around and inside o and lse), and an input value used as an index that
  * points outside its array must give ATTN_ERR_INDEX without writing outside o. */
 #include <math.h>
@@ -478,6 +479,56 @@ static void test_index_nested(void) {
     attn_kernel_free(kern);
 }
 
+/* The runtime's entry points for permuted and MLA blocks (what AOT headers call) refuse bad
+ * descriptors with their code and write nothing. */
+static void expect_rt(attn_status s, const attn_error *err, attn_status want, const char *what, int line) {
+    cases++;
+    if (s != want || err->code != s || (s != ATTN_OK && !err->message[0]) || (s != ATTN_OK && !outputs_untouched()) ||
+        !guards_untouched()) {
+        fprintf(stderr, "%s:%d: %s: got %s (%s), expected %s\n", __FILE__, line, what, attn_status_name(s),
+                err->message, attn_status_name(want));
+        check_failures++;
+    }
+}
+
+static void test_runtime_entries(attn_kernel *kern) {
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    const attn_rt_desc *one[1] = {d};
+    attn_call c = good_call();
+    attn_error err;
+#define RT(expr, want, what)                   \
+    do {                                       \
+        reset_outputs();                       \
+        memset(&err, 0x5a, sizeof err);        \
+        attn_status s_ = (expr);               \
+        expect_rt(s_, &err, want, what, __LINE__); \
+    } while (0)
+    RT(attn_rt_launch_permuted(NULL, 0, one, 1, &c, NULL, &err), ATTN_ERR_NULL, "permuted: no perm");
+    RT(attn_rt_launch_permuted(d, 0, NULL, 1, &c, NULL, &err), ATTN_ERR_NULL, "permuted: no descs");
+    RT(attn_rt_launch_permuted(d, 0, one, 0, &c, NULL, &err), ATTN_ERR_ARG, "permuted: zero descs");
+    RT(attn_rt_launch_permuted(d, 2, one, 1, &c, NULL, &err), ATTN_ERR_ARG, "permuted: rank input out of range");
+    RT(attn_rt_launch_permuted(d, -1, one, 1, &c, NULL, &err), ATTN_ERR_ARG, "permuted: negative rank input");
+    attn_rt_desc other = *d;
+    other.heads = 2;
+    RT(attn_rt_launch_permuted(&other, 0, one, 1, &c, NULL, &err), ATTN_ERR_ARG, "permuted: heads differ");
+    /* q_len != kv_len: positions are not ranks, the block runs as written */
+    RT(attn_rt_launch_permuted(d, 0, one, 1, &c, NULL, &err), ATTN_OK, "permuted: falls back");
+    attn_mla_call m;
+    memset(&m, 0, sizeof m);
+    attn_rt_mla_desc md = {.kv_rank = 8, .rope_dim = 0, .nope_dim = 8, .v_dim = 8, .up = d};
+    RT(attn_rt_launch_mla(NULL, &m, NULL, NULL, &err), ATTN_ERR_NULL, "mla: no desc");
+    RT(attn_rt_launch_mla(&md, NULL, NULL, NULL, &err), ATTN_ERR_NULL, "mla: no call");
+    /* d has 2 K/V heads for 4 query heads: not an up-projected variant */
+    RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_ARG, "mla: variant shapes");
+    md.up = NULL;
+    RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_ARG, "mla: no variant");
+    other = *d;
+    other.dtype = ATTN_F16;
+    md.up = &other;
+    RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_DTYPE, "mla: f16 variant");
+#undef RT
+}
+
 int main(void) {
     fill(qmem + PAD, B * H * LQ * D, 11);
     fill(kmem + PAD, B * KH * LK * D, 12);
@@ -489,6 +540,7 @@ int main(void) {
     if (kern) {
         test_run_args(kern);
         test_index(kern);
+        test_runtime_entries(kern);
         attn_kernel_free(kern);
     }
     test_index_nested();
