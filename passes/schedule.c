@@ -1,9 +1,9 @@
 /* Tiling choice: the schedule is data the codegen reads (Halide's split of algorithm and
  * schedule), sized from the target's vector width, not from one machine. Measured on AVX-512
  * (docs/codegen.md): 4 register rows for every head size (P.V runs in column groups, so the
- * accumulators fit whatever v_dim is), key blocks that keep the packed K^T block in ~16 KiB
- * of L1, and 256-row query tasks (packing amortized) or 64 for windows (narrow masks skip
- * less). */
+ * accumulators fit whatever v_dim is), key blocks of 4 vectors with a packed K^T block of up
+ * to 64 KiB, and 256-row query tasks (packing amortized) or 64-row chunks for windows
+ * (narrow masks skip less). */
 #include "passes.h"
 
 bool pass_schedule(IrFunc *f, PassCtx *ctx) {
@@ -13,7 +13,10 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     if (w == 8) {
         block_k = 16; /* AVX2: two vectors of keys */
     } else {
-        while (block_k + w <= 4 * w && (int64_t)(block_k + w) * widest <= 4096) block_k += w;
+        /* up to 4 vectors of keys, a K^T block of up to 64 KiB (16384 floats): d128 and d256
+         * take 64 keys (causal d128 -4%, GQA 32/8 d128 -5%, d256 -12%, sliding d128 -5%
+         * against a 16 KiB block: 32 and 16 keys) */
+        while (block_k + w <= 4 * w && (int64_t)(block_k + w) * widest <= 16384) block_k += w;
     }
     f->sched.vec_width = w;
     f->sched.rows = 4;
