@@ -13,10 +13,11 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     if (w == 8) {
         block_k = 16; /* AVX2: two vectors of keys */
     } else {
-        /* up to 4 vectors of keys, a K^T block of up to 64 KiB (16384 floats): d128 and d256
+        /* up to 4 vectors of keys, a K^T block of up to 128 KiB (32768 floats): d128 and d256
          * take 64 keys (causal d128 -4%, GQA 32/8 d128 -5%, d256 -12%, sliding d128 -5%
-         * against a 16 KiB block: 32 and 16 keys) */
-        while (block_k + w <= 4 * w && (int64_t)(block_k + w) * widest <= 16384) block_k += w;
+         * against a 16 KiB block: 32 and 16 keys), MLA's 576-wide absorbed keys 48 (prefill
+         * q_len 128 -12%, decode -10% against 16) */
+        while (block_k + w <= 4 * w && (int64_t)(block_k + w) * widest <= 32768) block_k += w;
     }
     f->sched.vec_width = w;
     f->sched.rows = 4;

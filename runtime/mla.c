@@ -268,12 +268,14 @@ done:
 
 // the cost model
 
-/* Time-proportional cost of each variant for one batch row and all heads: multiply-adds,
- * with the absorbed kernel's per-pair work weighted 1.3x — its 576-wide keys and 512-wide
- * values run that much slower per flop than the 192/128-wide up-projected ones. Calibrated on
- * DeepSeek-V2 shapes (bench/report.py --only mla, kv_len 1024, 1 thread): measured crossover
- * q_len ~110, model 108 (flop count alone: 146). */
-#define MLA_ABSORBED_PAIR_WEIGHT 1.3
+/* Time-proportional cost of each variant for one batch row and all heads: multiply-adds, the
+ * absorbed kernel's per-pair work weighted by how much slower per flop its 576-wide keys and
+ * 512-wide values run than the 192/128-wide up-projected ones. Calibrated on DeepSeek-V2
+ * shapes (bench/report.py --only mla, kv_len 1024, 1 thread): since both take blocks of 48-64
+ * keys the two run alike per flop; measured crossover q_len ~150 (absorbed 261.8 ms against
+ * 297.1 at 128, 499.6 against 333.9 at 256), model 146 (with 16-key blocks for the absorbed
+ * kernel it was 1.3x slower per pair and the crossover ~110). */
+#define MLA_ABSORBED_PAIR_WEIGHT 1.0
 static void mla_costs(const attn_rt_mla_desc *d, int64_t Lq, int64_t Lk, double *absorbed, double *up) {
     double H = (d->up ? d->up : d->absorbed)->heads, R = d->kv_rank, rope = d->rope_dim, nope = d->nope_dim,
            dv = d->v_dim;
