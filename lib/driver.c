@@ -103,6 +103,14 @@ bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const 
     return pass_run_pipeline(f, &ctx, stop_after);
 }
 
+int drv_min_block_q(const IrFunc *f) {
+    /* a residue class's tile holds block_q / r rows of each class: cutting it costs more
+     * than the threads gain (dilated(64), 1 head, 2 threads: 2.6x slower at 512 rows) */
+    if (f->prune.enabled && f->prune.runs.with_q) return 0;
+    int b = f->sched.block_q > 0 ? f->sched.block_q : 64;
+    return b < 64 ? b : 64;
+}
+
 void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,
                    attn_rt_tile_fn tile) {
     memset(desc, 0, sizeof *desc);
@@ -113,6 +121,7 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
     desc->v_dim = f->v_dim;
     desc->dtype = f->dtype;
     desc->block_q = f->sched.block_q > 0 ? f->sched.block_q : 64;
+    desc->min_block_q = drv_min_block_q(f);
     desc->ninputs = f->ninputs;
     desc->inputs = inputs;
     desc->tile = tile;

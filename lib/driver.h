@@ -25,6 +25,9 @@ bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const 
 
 /* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
  * names point into the func's arena). `tile` may be NULL (AOT). */
+/* The rows a launch may cut f's tiles down to (attn_rt_desc.min_block_q). */
+int drv_min_block_q(const IrFunc *f);
+
 void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,
                    attn_rt_tile_fn tile);
 

@@ -134,6 +134,8 @@ typedef struct attn_rt_desc {
     attn_rt_tile_fn tile;                /* the generated code */
     attn_rt_tile_fn group;               /* the group function, or NULL (then unused) */
     int group_size;                      /* query heads per K/V head it computes together */
+    int min_block_q;                     /* a launch with fewer than four tiles a thread may cut
+                                          * them down to this many rows (0: never) */
 } attn_rt_desc;
 
 /* A reusable thread pool. */
