@@ -279,6 +279,7 @@ static const Case cases[] = {
     {2, 1, 100, DEF, false, LAYOUT_BSHD, 2, "decode, BSHD views"},
     {1, 257, 257, DEF, true, LAYOUT_DENSE, 2, "prefill q_len == kv_len"},
     {2, 100, 100, 0, true, LAYOUT_BSHD, 1, "prefill, explicit q_offset 0, BSHD"},
+    {1, 300, 300, DEF, false, LAYOUT_BSHD, 1, "long prefill, BSHD: windows reuse packed K and copied V"},
     {2, 33, 7, DEF, true, LAYOUT_PADDED, 2, "more queries than keys: negative default offset"},
     {1, 7, 1, DEF, true, LAYOUT_DENSE, 1, "kv_len 1"},
     {2, 33, 100, 0, true, LAYOUT_DENSE, 1, "top-aligned q_offset 0"},
@@ -1089,6 +1090,10 @@ int main(int argc, char **argv) {
          * makes (vpack_on at run time), the last vector of a row 14 lanes */
         {"attention heads8 { heads = 8; head_dim = 30; mask = sliding(40); }", "heads8",
          {.heads = 8, .kv_heads = 8, .qk_dim = 30, .v_dim = 30, .mask = mask_sliding, .param_values = {40}}},
+        /* a window over 4 key blocks a chunk in the same views: the ring hands a chunk K^T
+         * blocks and V copies the previous one packed before its last (the long BSHD case) */
+        {"attention ring8 { heads = 8; head_dim = 30; mask = sliding(150); }", "ring8",
+         {.heads = 8, .kv_heads = 8, .qk_dim = 30, .v_dim = 30, .mask = mask_sliding, .param_values = {150}}},
         /* head_dim 80: key blocks of 3 vectors, so partial blocks' windows end odd */
         {"attention dim80 { heads = 2; head_dim = 80; mask = sliding(37); }", "dim80",
          {.heads = 2, .kv_heads = 2, .qk_dim = 80, .v_dim = 80, .mask = mask_sliding, .param_values = {37}}},
