@@ -41,10 +41,13 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
     attn_rt_args a;
     attn_status st = attn_rt_check(descs[0], call, &a, err); /* the original's contract */
     if (st) return st;
-    if (rank_input < 0 || rank_input >= descs[0]->ninputs || descs[0]->inputs[rank_input].dtype != ATTN_I32 ||
-        perm->dtype != ATTN_F32 || perm->heads != descs[0]->heads || perm->kv_heads != descs[0]->kv_heads ||
-        perm->qk_dim != descs[0]->qk_dim || perm->v_dim != descs[0]->v_dim)
-        return rt_error(err, ATTN_ERR_ARG, "launch_permuted: input %d is not an i32 rank, or the descriptors differ",
+    /* the rank input must be declared i32 [batch, kv_len] (the call was checked against it) */
+    const attn_rt_input_desc *ri = rank_input >= 0 && rank_input < descs[0]->ninputs ? &descs[0]->inputs[rank_input] : NULL;
+    if (!ri || ri->dtype != ATTN_I32 || ri->rank != 2 || ri->dim_kind[0] != ATTN_DIM_BATCH ||
+        ri->dim_kind[1] != ATTN_DIM_KV_LEN || perm->dtype != ATTN_F32 || perm->heads != descs[0]->heads ||
+        perm->kv_heads != descs[0]->kv_heads || perm->qk_dim != descs[0]->qk_dim || perm->v_dim != descs[0]->v_dim)
+        return rt_error(err, ATTN_ERR_ARG,
+                        "launch_permuted: input %d is not an i32 rank[batch, kv_len], or the descriptors differ",
                         rank_input);
     int64_t B = a.batch, n = a.kv_len;
     /* positions are not ranks: the original */

@@ -511,8 +511,10 @@ static void test_runtime_entries(attn_kernel *kern) {
     attn_rt_desc other = *d;
     other.heads = 2;
     RT(attn_rt_launch_permuted(&other, 0, one, 1, &c, NULL, &err), ATTN_ERR_ARG, "permuted: heads differ");
-    /* q_len != kv_len: positions are not ranks, the block runs as written */
-    RT(attn_rt_launch_permuted(d, 0, one, 1, &c, NULL, &err), ATTN_OK, "permuted: falls back");
+    /* start[batch] cannot be a rank[batch, kv_len] (its values would be read past its end) */
+    RT(attn_rt_launch_permuted(d, 0, one, 1, &c, NULL, &err), ATTN_ERR_ARG, "permuted: rank input of another shape");
+    /* doc[batch, seq] can, but q_len != kv_len: positions are not ranks, the block runs as written */
+    RT(attn_rt_launch_permuted(d, 1, one, 1, &c, NULL, &err), ATTN_OK, "permuted: falls back");
     attn_mla_call m;
     memset(&m, 0, sizeof m);
     attn_rt_mla_desc md = {.kv_rank = 8, .rope_dim = 0, .nope_dim = 8, .v_dim = 8, .up = d};

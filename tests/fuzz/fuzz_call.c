@@ -1,4 +1,5 @@
-/* fuzz_call.c — libFuzzer target for the runtime's validation (attn_rt_check/attn_rt_launch).
+/* fuzz_call.c — libFuzzer target for the runtime's validation (attn_rt_check/attn_rt_launch,
+ * and attn_rt_launch_permuted on the calls it accepts).
  *
  * The bytes build a descriptor and a call: shapes, strides, NULLs, q_offset, inputs with
  * random names, ranks and sizes. Every tensor points at a heap block of exactly the size its
@@ -162,6 +163,28 @@ static void fz_tensor(FzIn *in, attn_tensor *t, int ndim, const int64_t *right) 
     }
 }
 
+/* The same accepted call through attn_rt_launch_permuted, d as its own rank-order variant: an
+ * i32 [batch, kv_len] input made a permutation per batch row (sometimes) takes the path that
+ * gathers rows into dense copies, runs d on them and scatters o back; anything else must
+ * fall back or be refused with a message. */
+static void fz_permuted(FzIn *in, const attn_rt_desc *d, const attn_rt_input_desc *idesc, const attn_call *c,
+                        int64_t B, int64_t Lk) {
+    int ri = (int)fz_range(in, -1, d->ninputs);
+    if (ri >= 0 && ri < d->ninputs && idesc[ri].dtype == ATTN_I32 && idesc[ri].rank == 2 &&
+        idesc[ri].dim_kind[0] == ATTN_DIM_BATCH && idesc[ri].dim_kind[1] == ATTN_DIM_KV_LEN && fz_u8(in) & 1)
+        for (int i = 0; i < c->ninputs; i++)
+            if (c->inputs[i].name && !strcmp(c->inputs[i].name, idesc[ri].name) && c->inputs[i].t.data) {
+                int32_t *r = c->inputs[i].t.data; /* validated: a dense [B, Lk] block */
+                for (int64_t b = 0; b < B; b++)
+                    for (int64_t k = 0; k < Lk; k++) r[b * Lk + k] = (int32_t)(Lk - 1 - k);
+                break;
+            }
+    const attn_rt_desc *one[1] = {d};
+    attn_error err;
+    attn_status st = attn_rt_launch_permuted(d, ri, one, 1, c, NULL, &err);
+    if (st != ATTN_OK && (err.code != st || !err.message[0])) abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FzIn in = {data, data + size};
     attn_rt_desc d;
@@ -267,6 +290,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             fz_desc = &d;
             st = attn_rt_launch(&d, &c, NULL, &err);
             if (st != ATTN_OK) abort();
+            if (fz_u8(&in) % 4 == 0) fz_permuted(&in, &d, idesc, &c, B, Lk);
         }
     }
     for (int i = 0; i < 5; i++) free(ts[i]->data);
