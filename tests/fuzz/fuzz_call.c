@@ -1,5 +1,5 @@
 /* fuzz_call.c — libFuzzer target for the runtime's validation (attn_rt_check/attn_rt_launch,
- * and attn_rt_launch_permuted on the calls it accepts).
+ * and attn_rt_launch_permuted and attn_rt_launch_mla around the calls it accepts).
  *
  * The bytes build a descriptor and a call: shapes, strides, NULLs, q_offset, inputs with
  * random names, ranks and sizes. Every tensor points at a heap block of exactly the size its
@@ -185,6 +185,58 @@ static void fz_permuted(FzIn *in, const attn_rt_desc *d, const attn_rt_input_des
     if (st != ATTN_OK && (err.code != st || !err.message[0])) abort();
 }
 
+/* An MLA call around d as the up-projected variant (SPEC §3 tensors, each allocated to exactly
+ * what it spans, strides and shapes sometimes wrong): attn_rt_launch_mla must refuse it with a
+ * message or run it, the projections and d's tile touching only those bytes. d qualifies only
+ * with as many K/V heads as heads and qk_dim = nope + rope; otherwise it must be refused. */
+static void fz_mla(FzIn *in, const attn_rt_desc *d, const attn_call *c, int64_t B, int64_t Lq, int64_t Lk) {
+    int64_t H = d->heads, R = fz_range(in, 1, 6), rope = fz_range(in, 0, 2);
+    int64_t nope = d->qk_dim - rope, dv = d->v_dim;
+    if (nope < 1) nope = 1;
+    attn_rt_mla_desc md = {(int)R, (int)rope, (int)nope, (int)dv, d, NULL};
+    /* the absorbed variant: d's tile over one K/V head, [c_kv | k_rope]-wide keys */
+    attn_rt_desc ad = *d;
+    ad.kv_heads = 1, ad.qk_dim = (int)(R + rope), ad.v_dim = (int)R, ad.dtype = ATTN_F32;
+    ad.group = NULL, ad.group_size = 0;
+    switch (fz_u8(in) % 8) {
+    case 0: md.up = NULL; md.absorbed = &ad; break;
+    case 1: case 2: md.absorbed = &ad; break;
+    case 3: md.up = NULL; break; /* none: refused */
+    default: break;
+    }
+    attn_mla_call m;
+    memset(&m, 0, sizeof m);
+    attn_tensor *ts[8] = {&m.q_nope, &m.q_rope, &m.c_kv, &m.k_rope, &m.w_uk, &m.w_uv, &m.o, &m.lse};
+    fz_tensor(in, ts[0], 4, (int64_t[]){B, H, Lq, nope});
+    fz_tensor(in, ts[1], 4, (int64_t[]){B, H, Lq, rope});
+    fz_tensor(in, ts[2], 3, (int64_t[]){B, Lk, R, 1});
+    fz_tensor(in, ts[3], 3, (int64_t[]){B, Lk, rope, 1});
+    fz_tensor(in, ts[4], 3, (int64_t[]){H, R, nope, 1});
+    fz_tensor(in, ts[5], 3, (int64_t[]){H, R, dv, 1});
+    fz_tensor(in, ts[6], 4, (int64_t[]){B, H, Lq, dv});
+    bool lse = fz_u8(in) & 1;
+    if (lse) fz_tensor(in, ts[7], 3, (int64_t[]){B, H, Lq, 1}); /* 4 sizes: ndim may be fuzzed up */
+    bool big = false, ovf = false;
+    for (int i = 0; i < (lse ? 8 : 7); i++)
+        ts[i]->data = fz_u8(in) % 32 == 0 ? NULL : fz_alloc(in, ts[i], 4, &big, &ovf);
+    m.q_offset = c->q_offset;
+    m.inputs = c->inputs;
+    m.ninputs = c->ninputs;
+    m.threads = (int)fz_range(in, 0, 2);
+    m.absorb = (int)fz_range(in, 0, 3);
+    if (!big) { /* a call describing more than was allocated has no check-only entry: not made */
+        attn_error err;
+        /* the tile reads its sizes from fz_desc: the variant that will run, chosen as the
+         * runtime does from q_nope's q_len and c_kv's kv_len */
+        bool abs = m.absorb == ATTN_ABSORB_ON ||
+                   (m.absorb != ATTN_ABSORB_OFF && attn_rt_mla_prefers_absorbed(&md, m.q_nope.shape[2], m.c_kv.shape[1]));
+        fz_desc = abs ? &ad : d;
+        attn_status st = attn_rt_launch_mla(&md, &m, NULL, NULL, &err);
+        if (st != ATTN_OK && (err.code != st || !err.message[0])) abort();
+    }
+    for (int i = 0; i < 8; i++) free(ts[i]->data);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FzIn in = {data, data + size};
     attn_rt_desc d;
@@ -291,6 +343,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             st = attn_rt_launch(&d, &c, NULL, &err);
             if (st != ATTN_OK) abort();
             if (fz_u8(&in) % 4 == 0) fz_permuted(&in, &d, idesc, &c, B, Lk);
+            if (fz_u8(&in) % 4 == 0) fz_mla(&in, &d, &c, B, Lq, Lk);
         }
     }
     for (int i = 0; i < 5; i++) free(ts[i]->data);
