@@ -1,5 +1,6 @@
 /* fuzz_call.c — libFuzzer target for the runtime's validation (attn_rt_check/attn_rt_launch,
- * and attn_rt_launch_permuted and attn_rt_launch_mla around the calls it accepts).
+ * and attn_rt_launch_domains, attn_rt_launch_permuted and attn_rt_launch_mla around the calls
+ * it accepts).
  *
  * The bytes build a descriptor and a call: shapes, strides, NULLs, q_offset, inputs with
  * random names, ranks and sizes. Every tensor points at a heap block of exactly the size its
@@ -342,6 +343,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             fz_desc = &d;
             st = attn_rt_launch(&d, &c, NULL, &err);
             if (st != ATTN_OK) abort();
+            if (fz_u8(&in) % 4 == 0) {
+                /* d as every one of 1..3 key domains: fused tiles with the lse slots, or
+                 * partial outputs merged (too few tiles for the threads) */
+                const attn_rt_desc *doms[3] = {&d, &d, &d};
+                st = attn_rt_launch_domains(doms, (int)fz_range(&in, 1, 3), &c, NULL, &err);
+                if (st != ATTN_OK && (st != ATTN_ERR_DTYPE || d.dtype == ATTN_F32 || !err.message[0])) abort();
+            }
             if (fz_u8(&in) % 4 == 0) fz_permuted(&in, &d, idesc, &c, B, Lk);
             if (fz_u8(&in) % 4 == 0) fz_mla(&in, &d, &c, B, Lq, Lk);
         }
