@@ -157,7 +157,7 @@ static void aot_inputs(StrBuf *sb, const IrFunc *f) {
 static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const IrMla *m = &f->mla;
-    const IrFunc *up = m->absorb == IR_ABSORB_ON ? NULL : f, *ab = f->absorbed;
+    const IrFunc *up = drv_absorb_forced(f) ? NULL : f, *ab = f->absorbed;
     sb_printf(sb, "/* attention %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, f32\n", n,
               f->heads, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim);
     sb_printf(sb, " *   q_nope [batch, %d, q_len, %d]   q_rope [batch, %d, q_len, %d]\n", f->heads, m->nope_dim,

@@ -113,15 +113,11 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     }
     /* MLA: the up-projected form unless absorption is forced, the absorbed one if built;
      * a union mask split into key domains: one tile function per domain */
-    IrFunc *funcs[KC_MAX_FUNCS];
-    int n = 0;
-    bool forced_on = f->mla.present && f->mla.absorb == IR_ABSORB_ON; /* the option over the spec */
-    for (int i = 0; i < f->ndomains; i++) funcs[n++] = f->domains[i];
-    if (!forced_on && !f->ndomains) funcs[n++] = f;
-    int perm_at = f->permuted ? n : -1;
-    if (f->permuted) funcs[n++] = f->permuted;
-    if (f->absorbed) funcs[n++] = f->absorbed;
-    attn_rt_tile_fn tiles[KC_MAX_FUNCS] = {NULL}, groups[KC_MAX_FUNCS] = {NULL};
+    IrFunc *funcs[DRV_MAX_FUNCS];
+    int n = drv_compiled_funcs(f, funcs);
+    bool forced_on = drv_absorb_forced(f);
+    int perm_at = f->permuted ? n - 1 - (f->absorbed != NULL) : -1;
+    attn_rt_tile_fn tiles[DRV_MAX_FUNCS] = {NULL}, groups[DRV_MAX_FUNCS] = {NULL};
     if (!kern_codegen(kern, funcs, n, &target, opts, tiles, groups, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;

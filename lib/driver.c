@@ -103,6 +103,17 @@ bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const 
     return pass_run_pipeline(f, &ctx, stop_after);
 }
 
+bool drv_absorb_forced(const IrFunc *f) { return f->mla.present && f->mla.absorb == IR_ABSORB_ON; }
+
+int drv_compiled_funcs(IrFunc *f, IrFunc **out) {
+    int n = 0;
+    for (int i = 0; i < f->ndomains; i++) out[n++] = f->domains[i];
+    if (!f->ndomains && !drv_absorb_forced(f)) out[n++] = f;
+    if (f->permuted) out[n++] = f->permuted;
+    if (f->absorbed) out[n++] = f->absorbed;
+    return n;
+}
+
 int drv_min_block_q(const IrFunc *f) {
     /* a residue class's tile holds block_q / r rows of each class: cutting it costs more
      * than the threads gain (dilated(64), 1 head, 2 threads: 2.6x slower at 512 rows) */

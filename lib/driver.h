@@ -23,11 +23,23 @@ IrFunc *drv_select(IrModule *m, const char *kernel, attn_error *err);
 bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const char *stop_after,
                   StrBuf *err);
 
-/* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
- * names point into the func's arena). `tile` may be NULL (AOT). */
+/* Whether an optimized MLA block is forced absorbed (the option over the spec): it then has no
+ * up-projected form to compile. */
+bool drv_absorb_forced(const IrFunc *f);
+
+/* Most functions an optimized block compiles to. */
+#define DRV_MAX_FUNCS (IR_MAX_DOMAINS + 2)
+
+/* The functions an optimized block compiles to (JIT and AOT alike), into out[DRV_MAX_FUNCS]:
+ * its key domains, else the block itself unless it is forced absorbed; then its permuted
+ * variant and its absorbed variant, if any. Returns their count. */
+int drv_compiled_funcs(IrFunc *f, IrFunc **out);
+
 /* The rows a launch may cut f's tiles down to (attn_rt_desc.min_block_q). */
 int drv_min_block_q(const IrFunc *f);
 
+/* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
+ * names point into the func's arena). `tile` may be NULL (AOT). */
 void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,
                    attn_rt_tile_fn tile);
 

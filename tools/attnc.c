@@ -439,22 +439,12 @@ static int cmd_check(Cli *c) {
     return rc;
 }
 
-/* The functions an object holds, in a malloc'd array: each block's key domains when its mask
- * was split, else the block (unless an MLA block is forced absorbed), and its permuted or
- * absorbed variant if it has one. */
+/* The functions an object holds (drv_compiled_funcs of each block), in a malloc'd array. */
 static IrFunc **cli_emitted(IrFunc **fs, int n, int *nout) {
-    IrFunc **out = malloc(sizeof *out * (size_t)n * (IR_MAX_DOMAINS + 2));
+    IrFunc **out = malloc(sizeof *out * (size_t)n * DRV_MAX_FUNCS);
     if (!out) return NULL;
     int m = 0;
-    for (int i = 0; i < n; i++) {
-        IrFunc *f = fs[i];
-        if (f->ndomains)
-            for (int j = 0; j < f->ndomains; j++) out[m++] = f->domains[j];
-        else if (!(f->mla.present && f->mla.absorb == IR_ABSORB_ON))
-            out[m++] = f;
-        if (f->permuted) out[m++] = f->permuted;
-        if (f->absorbed) out[m++] = f->absorbed;
-    }
+    for (int i = 0; i < n; i++) m += drv_compiled_funcs(fs[i], out + m);
     *nout = m;
     return out;
 }
