@@ -29,6 +29,9 @@ typedef struct Plan {
     int QK, VD, VC, VDP;  /* dims; V chunks of W; padded V row */
 } Plan;
 
+/* Floats of one packed K^T block (a ring slot). */
+static int64_t kt_floats(const Plan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
+
 static int tail_lanes(int dim, int W, int c) {
     int n = dim - c * W;
     return n < W ? n : W;
@@ -1369,7 +1372,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     k->vfin_slot = k->vfin_ring;
     if (p->NRING > 1) {
         rslot = LLVMBuildSRem(b, LLVMBuildSDiv(b, k->kb, cg_i64(c, p->BK), ""), cg_i64(c, p->NRING), "slot");
-        k->KT = cg_gep(c, c->f32, k->KTring, mul(c, rslot, cg_i64(c, (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK)));
+        k->KT = cg_gep(c, c->f32, k->KTring, mul(c, rslot, cg_i64(c, kt_floats(p))));
         if (k->vpack) k->VS = cg_gep(c, c->f32, k->VSring, mul(c, rslot, cg_i64(c, (int64_t)p->BK * p->VDP)));
         k->vfin_slot = cg_gep(c, c->i1, k->vfin_ring, rslot);
         LLVMValueRef tkb = cg_load(c, c->i64, cg_gep(c, c->i64, k->tag_kb, rslot), 8);
@@ -1617,7 +1620,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     /* scratch */
     k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
     k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
-    k->KT = k->KTring = cg_alloca(c, c->f32, (int64_t)p->NRING * (p->QK > 0 ? p->QK : 1) * p->BK, 64, "KT");
+    k->KT = k->KTring = cg_alloca(c, c->f32, p->NRING * kt_floats(p), 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
     k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");
     k->L = cg_alloca(c, c->f32, (int64_t)(p->BQ + p->R) * p->W, 64, "l"); /* a vector per row */

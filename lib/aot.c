@@ -80,6 +80,15 @@ static void aot_input_decl(StrBuf *sb, const IrInput *in) {
     sb_puts(sb, "]");
 }
 
+/* The block comment's lines declaring f's inputs. */
+static void aot_input_comments(StrBuf *sb, const IrFunc *f) {
+    for (int i = 0; i < f->ninputs; i++) {
+        sb_puts(sb, " *   ");
+        aot_input_decl(sb, &f->inputs[i]);
+        sb_puts(sb, "\n");
+    }
+}
+
 /* The tile function(s) of f, its inputs and its runtime descriptor attnc_<f->name>_desc. */
 static void aot_desc(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
@@ -165,11 +174,7 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, " *   c_kv [batch, kv_len, %d]   k_rope [batch, kv_len, %d]\n", m->kv_rank, m->rope_dim);
     sb_printf(sb, " *   w_uk [%d, %d, %d]   w_uv [%d, %d, %d]   o [batch, %d, q_len, %d]\n", f->heads, m->kv_rank,
               m->nope_dim, f->heads, m->kv_rank, m->v_dim, f->heads, m->v_dim);
-    for (int i = 0; i < f->ninputs; i++) {
-        sb_puts(sb, " *   ");
-        aot_input_decl(sb, &f->inputs[i]);
-        sb_puts(sb, "\n");
-    }
+    aot_input_comments(sb, f);
     sb_printf(sb, " * Variants: %s%s%s; attn_rt_launch_mla picks one per call (absorb = auto: its cost model).\n */\n",
               up ? "up-projected" : "", up && ab ? " and " : "", ab ? "absorbed" : "");
     if (up) aot_desc(sb, up);
@@ -214,11 +219,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
               f->qk_dim, f->kv_heads, f->qk_dim);
     sb_printf(sb, " *   v [batch, %d, kv_len, %d]   o [batch, %d, q_len, %d]\n", f->kv_heads,
               f->v_dim, f->heads, f->v_dim);
-    for (int i = 0; i < f->ninputs; i++) {
-        sb_puts(sb, " *   ");
-        aot_input_decl(sb, &f->inputs[i]);
-        sb_puts(sb, "\n");
-    }
+    aot_input_comments(sb, f);
     if (f->ndomains)
         sb_printf(sb, " * The mask runs as %d disjoint key domains, one tile function each, merged\n"
                       " * into one softmax by attn_rt_launch_domains.\n",
