@@ -98,6 +98,29 @@ static bool compare(const char *what, const RefKernel *rk, int64_t B, int64_t Lq
     return ok;
 }
 
+/* The runtime inputs of the examples for B batch rows over Lk keys: source lengths, documents
+ * of 5..40 positions (doc may be NULL), ALiBi slopes for H heads, and ranks: a shuffled
+ * permutation per batch row, except row `tie_row` (ties: the call falls back to the kernel as
+ * written; -1 for none). */
+static void fill_inputs(int64_t B, int64_t Lk, int H, int64_t tie_row, int32_t *src_len, int32_t *doc,
+                        int32_t *rank, float *slope) {
+    for (int64_t b = 0; b < B; b++) {
+        src_len[b] = (int32_t)((b * 37 + Lk / 3) % (Lk + 1));
+        int32_t id = 0, left = 0, *r = rank + b * Lk;
+        for (int64_t i = 0; i < Lk; i++) {
+            if (doc && left-- <= 0) id++, left = 5 + (int32_t)(rng_next() % 36);
+            if (doc) doc[b * Lk + i] = id;
+            r[i] = (int32_t)(b == tie_row ? i / 2 : i);
+        }
+        for (int64_t i = Lk - 1; b != tie_row && i > 0; i--) {
+            int64_t j = (int64_t)(rng_next() % (uint64_t)(i + 1));
+            int32_t t = r[i];
+            r[i] = r[j], r[j] = t;
+        }
+    }
+    for (int h = 0; h < H; h++) slope[h] = (float)exp2(-8.0 * (h + 1) / H);
+}
+
 /* STRIDED and FIXED are union masks: their headers launch two key domains; XLNET's launches
  * the causal variant on rows reordered by rank when the call allows it */
 typedef enum Which { GPT, UNILM, ALIBI, STRIDED, FIXED, XLNET, NWHICH } Which;
@@ -121,19 +144,7 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
         goto out;
     }
     for (int64_t i = 0; i < B * H * Lq * Dv; i++) o[i] = 9999.5f;
-    for (int64_t b = 0; b < B; b++) src_len[b] = (int32_t)((b * 37 + Lk / 3) % (Lk + 1));
-    for (int h = 0; h < H; h++) slope[h] = (float)exp2(-8.0 * (h + 1) / H);
-    /* ranks: a shuffled permutation per batch row, except row 1 (ties: the call falls back to
-     * the kernel as written) */
-    for (int64_t b = 0; b < B; b++) {
-        int32_t *r = rank + b * Lk;
-        for (int64_t i = 0; i < Lk; i++) r[i] = (int32_t)(b == 1 ? i / 2 : i);
-        for (int64_t i = Lk - 1; b != 1 && i > 0; i--) {
-            int64_t j = (int64_t)(rng_next() % (uint64_t)(i + 1));
-            int32_t t = r[i];
-            r[i] = r[j], r[j] = t;
-        }
-    }
+    fill_inputs(B, Lk, H, 1, src_len, NULL, rank, slope); /* row 1's ranks tie */
     MaskCtx mc;
     memset(&mc, 0, sizeof mc);
     mc.batch = B, mc.q_len = Lq, mc.kv_len = Lk, mc.heads = H;
@@ -297,21 +308,7 @@ static bool run_entry(const RefKernel *rk, AotEntry fn, int64_t B, int64_t Lq, i
         printf("FAIL out of memory\n");
         goto out;
     }
-    for (int64_t b = 0; b < B; b++) {
-        src_len[b] = (int32_t)((b * 37 + Lk / 3) % (Lk + 1));
-        int32_t id = 0, left = 0;
-        for (int64_t i = 0; i < Lk; i++) {
-            if (left-- <= 0) id++, left = 5 + (int32_t)(rng_next() % 36);
-            doc[b * Lk + i] = id;
-            rank[b * Lk + i] = (int32_t)i;
-        }
-        for (int64_t i = Lk - 1; i > 0; i--) {
-            int64_t j = (int64_t)(rng_next() % (uint64_t)(i + 1));
-            int32_t t = rank[b * Lk + i];
-            rank[b * Lk + i] = rank[b * Lk + j], rank[b * Lk + j] = t;
-        }
-    }
-    for (int h = 0; h < H; h++) slope[h] = (float)exp2(-8.0 * (h + 1) / H);
+    fill_inputs(B, Lk, H, -1, src_len, doc, rank, slope);
     attn_call call;
     memset(&call, 0, sizeof call);
     attnc_aot_tensor(&call.q, q, 4, B, H, Lq, Dq);
