@@ -61,6 +61,9 @@ static attn_status mla_view(const char *name, const attn_tensor *t, int ndim, co
     return ATTN_OK;
 }
 
+/* The query heads of an MLA block (both variants have them all). */
+static int64_t mla_heads(const attn_rt_mla_desc *d) { return (d->up ? d->up : d->absorbed)->heads; }
+
 /* Everything a call needs, validated. */
 typedef struct MlaRun {
     const attn_rt_mla_desc *d;
@@ -86,7 +89,7 @@ static attn_status mla_validate(const attn_rt_mla_desc *d, const attn_mla_call *
     if (!c->c_kv.data || c->c_kv.ndim != 3)
         return rt_error(err, c->c_kv.data ? ATTN_ERR_RANK : ATTN_ERR_NULL, "c_kv: expected a 3-d tensor");
     r->B = c->q_nope.shape[0];
-    r->H = (d->up ? d->up : d->absorbed)->heads;
+    r->H = mla_heads(d);
     r->Lq = c->q_nope.shape[2];
     r->Lk = c->c_kv.shape[1];
     r->R = d->kv_rank, r->rope = d->rope_dim, r->nope = d->nope_dim, r->dv = d->v_dim;
@@ -277,8 +280,7 @@ done:
  * kernel it was 1.3x slower per pair and the crossover ~110). */
 #define MLA_ABSORBED_PAIR_WEIGHT 1.0
 static void mla_costs(const attn_rt_mla_desc *d, int64_t Lq, int64_t Lk, double *absorbed, double *up) {
-    double H = (d->up ? d->up : d->absorbed)->heads, R = d->kv_rank, rope = d->rope_dim, nope = d->nope_dim,
-           dv = d->v_dim;
+    double H = (double)mla_heads(d), R = d->kv_rank, rope = d->rope_dim, nope = d->nope_dim, dv = d->v_dim;
     double pairs = (double)Lq * (double)Lk; /* the mask's share cancels: both variants see it */
     *absorbed = Lq * H * R * nope + MLA_ABSORBED_PAIR_WEIGHT * pairs * H * (R + rope + R) + Lq * H * R * dv;
     *up = Lk * H * R * (nope + dv) + pairs * H * (nope + rope + dv);
@@ -292,15 +294,14 @@ int attn_rt_mla_prefers_absorbed(const attn_rt_mla_desc *d, int64_t q_len, int64
     return a <= u;
 }
 
-/* The variants agree with the latent sizes (a descriptor written by hand may not). */
+/* The variants agree with the latent sizes (a descriptor written by hand may not); their
+ * dtype is checked before. */
 static bool mla_desc_ok(const attn_rt_mla_desc *d) {
     if (d->kv_rank < 1 || d->rope_dim < 0 || d->nope_dim < 1 || d->v_dim < 1) return false;
     const attn_rt_desc *u = d->up, *a = d->absorbed;
-    if (u && (!u->tile || u->dtype != ATTN_F32 || u->kv_heads != u->heads || u->qk_dim != d->nope_dim + d->rope_dim ||
-              u->v_dim != d->v_dim))
+    if (u && (!u->tile || u->kv_heads != u->heads || u->qk_dim != d->nope_dim + d->rope_dim || u->v_dim != d->v_dim))
         return false;
-    if (a && (!a->tile || a->dtype != ATTN_F32 || a->kv_heads != 1 || a->qk_dim != d->kv_rank + d->rope_dim ||
-              a->v_dim != d->kv_rank))
+    if (a && (!a->tile || a->kv_heads != 1 || a->qk_dim != d->kv_rank + d->rope_dim || a->v_dim != d->kv_rank))
         return false;
     return (u || a) && (!u || !a || (u->heads == a->heads && u->ninputs == a->ninputs));
 }
