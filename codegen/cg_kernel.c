@@ -1459,6 +1459,370 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     cg_loop_end(c, &lq);
 }
 
+/* ---- Exact bands ----
+ * A mask that keeps, for the row at position x, exactly the keys [x - hi - w + 1, x - hi]
+ * (w a multiple of W up to 4W: a narrow local window, the band of Sparse Transformer's
+ * strided pattern) crosses the key blocks as a staircase, and a group of adjacent rows spans
+ * w + 3 keys: at w = 64, 5 vectors of scores and P.V for 4 of work. Rows W apart have windows
+ * exactly a vector apart, so the group here is rows s, s + W, s + 2W and s + 3W of a 4W-row
+ * chunk: it reads w/W + 3 key vectors, each row its own w/W of them, every lane visible. No lane
+ * is masked, the softmax takes a row's whole window in one pass, and P.V reads each V row once
+ * for the rows that see it. The windows start at any key, so the K^T vectors are unaligned loads
+ * from a buffer of two packed 4W-key blocks (the one before the chunk's keys and the chunk's),
+ * kept as a ring of two slots with the first one mirrored after the second: each chunk packs
+ * one new block, and both of its blocks are adjacent in one of the two orders. Rows whose keys
+ * reach past [0, kv_len) or the task's key range (the first chunk of a sequence, the kv tail,
+ * ragged ends) run the general code. */
+
+/* The mask's IR: only QMIN/QMAX and constants (no input, length, head or batch). */
+static bool band_expr(const IrExpr *e) {
+    if (e->op == IR_INPUT || e->op == IR_RANGE) return false;
+    if (e->op == IR_VAR && e->var != IR_V_QMIN && e->var != IR_V_QMAX) return false;
+    for (int i = 0; i < e->nargs; i++)
+        if (!band_expr(e->args[i])) return false;
+    return true;
+}
+
+/* The width w of an exact band (0: none), with its offset *hi: a row at x sees the keys
+ * [x - hi - w + 1, x - hi], checked by evaluating the prune bounds of a one-row tile. */
+static int band_width(const IrFunc *f, int W, int64_t *hi) {
+    const IrPrune *pr = &f->prune;
+    if (!pr->enabled || !pr->exact || pr->runs.mod >= 2 || !pr->k_lo || !pr->k_hi || f->score ||
+        !band_expr(pr->k_lo) || !band_expr(pr->k_hi))
+        return 0;
+    static const int64_t xs[] = {0, 1, 5, 63, 64, 1000, 4097, 123457, (int64_t)1 << 33};
+    int64_t w = 0, off = 0;
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
+        IrEnv env = {.qmin = xs[i], .qmax = xs[i]};
+        int64_t lo = ir_eval(f, pr->k_lo, &env).i, top = ir_eval(f, pr->k_hi, &env).i;
+        if (i == 0) {
+            w = top - lo + 1;
+            off = xs[i] - top;
+        } else if (top - lo + 1 != w || xs[i] - top != off) {
+            return 0;
+        }
+    }
+    if (w < W || w > 4 * W || w % W || off < 0 || off > ((int64_t)1 << 30)) return 0;
+    *hi = off;
+    return (int)w;
+}
+
+/* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
+ * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]. */
+static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef key0, LLVMValueRef col,
+                      LLVMValueRef mirror) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    int W = p->W, BB = 4 * W, CS = 3 * BB;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef col2 = LLVMBuildSelect(b, mirror, add(c, col, cg_i64(c, 2 * BB)), col, "col2");
+    CgLoop ld;
+    LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, W), "bkd");
+    for (int jj = 0; jj < BB; jj += W) {
+        LLVMValueRef rows[64];
+        for (int r = 0; r < W; r++)
+            rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, mul(c, add(c, key0, cg_i64(c, jj + r)), k->ks2), d0), W);
+        transpose(c, rows);
+        for (int l = 0; l < W; l++) {
+            LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
+            cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, cg_i64(c, jj)))), va);
+            cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, cg_i64(c, jj)))), va);
+        }
+    }
+    cg_loop_end(c, &ld);
+    CgLoop lj;
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, 1), "bvj");
+    LLVMValueRef src = mul(c, add(c, key0, j), k->vs2);
+    for (int ch = 0; ch < p->VC; ch++) {
+        LLVMValueRef v = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src, cg_i64(c, ch * W)), W);
+        LLVMValueRef e = cg_i64(c, ch * W);
+        cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col, j), cg_i64(c, p->VDP)), e)), va);
+        cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col2, j), cg_i64(c, p->VDP)), e)), va);
+    }
+    cg_loop_end(c, &lj);
+}
+
+/* The scores of group s: rows row[r] = c + s + W r into the chunk's S at rows s + W r. Key
+ * vector u of the group starts at buffer column a0 + W u + sh (a0 a multiple of W, sh in
+ * [0, W) known here), taken from the two aligned vectors around it by one lane shift
+ * (valignd) rather than a load across cache lines. */
+static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVMValueRef a0, int sh, int nv,
+                        LLVMValueRef S, LLVMValueRef s) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    enum { R = 4 };
+    int W = p->W, BB = 4 * W, CS = 3 * BB, NU = nv + R - 1;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef mask[64];
+    for (int i = 0; i < W; i++) mask[i] = cg_i32(c, sh + i);
+    LLVMValueRef shuf = LLVMConstVector(mask, (unsigned)W);
+    LLVMValueRef sacc[R][4];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nv; t++) {
+            sacc[r][t] = cg_alloca(c, c->vf, 1, va, "bs");
+            cg_store(c, LLVMConstNull(c->vf), sacc[r][t], va);
+        }
+    CgLoop ld;
+    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 4), "bd");
+    LLVMValueRef acc[R][4];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nv; t++) acc[r][t] = cg_load(c, c->vf, sacc[r][t], va);
+    for (int dd = 0; dd < 4; dd++) {
+        LLVMValueRef dc = add(c, d, cg_i64(c, dd));
+        LLVMValueRef at = cg_gep(c, c->f32, KTB, add(c, mul(c, dc, cg_i64(c, CS)), a0));
+        LLVMValueRef al[9], kv[8];
+        /* every third vector by an unaligned load, the others by a shift of two aligned ones:
+         * loads and shuffles in balance (band 64, 1 head: 0.398 ms against 0.428 with shifts
+         * alone and 0.416 with loads alone) */
+        for (int u = 0; u < NU + (sh > 0); u++) al[u] = cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)u * W)), va);
+        for (int u = 0; u < NU; u++) {
+            if (!sh)
+                kv[u] = al[u];
+            else if (u % 3 == 0)
+                kv[u] = cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)u * W + sh)), 4);
+            else
+                kv[u] = LLVMBuildShuffleVector(b, al[u], al[u + 1], shuf, "");
+        }
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, k->qbase, add(c, mul(c, row[r], k->qs2), dc)), 4);
+            LLVMValueRef qv = cg_splat(c, qs);
+            for (int t = 0; t < nv; t++) acc[r][t] = cg_fma(c, qv, kv[r + t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nv; t++) cg_store(c, acc[r][t], sacc[r][t], va);
+    cg_loop_end(c, &ld);
+    for (int r = 0; r < R; r++) {
+        LLVMValueRef at = mul(c, add(c, s, cg_i64(c, (int64_t)r * W)), cg_i64(c, BB));
+        for (int t = 0; t < nv; t++)
+            cg_store(c, cg_load(c, c->vf, sacc[r][t], va), cg_gep(c, c->f32, S, add(c, at, cg_i64(c, (int64_t)t * W))), va);
+    }
+}
+
+/* Chunk row i's softmax over its whole window, in place (S to P): its max to M[i], its sum to
+ * L[i]. */
+static void band_softmax(Kern *k, LLVMValueRef S, LLVMValueRef M, LLVMValueRef L, LLVMValueRef i, int nv) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    int W = k->p.W, BB = 4 * W;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
+    LLVMValueRef at = cg_gep(c, c->f32, S, mul(c, i, cg_i64(c, BB)));
+    LLVMValueRef sv[4], mx = NULL;
+    for (int t = 0; t < nv; t++) {
+        sv[t] = LLVMBuildFMul(b, cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)t * W)), va), sc, "");
+        mx = mx ? cg_fmax(c, mx, sv[t]) : sv[t];
+    }
+    LLVMValueRef m = cg_hmax(c, mx);
+    LLVMValueRef mv = cg_splat(c, m), sum = NULL;
+    for (int t = 0; t < nv; t++) {
+        LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, sv[t], mv, ""));
+        cg_store(c, pv, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)t * W)), va);
+        sum = sum ? LLVMBuildFAdd(b, sum, pv, "") : pv;
+    }
+    cg_store(c, m, cg_gep(c, c->f32, M, i), 4);
+    cg_store(c, cg_hsum(c, sum), cg_gep(c, c->f32, L, i), 4);
+}
+
+/* Group s's P.V and output: rows c + s + W r, row r's window at buffer column off0 + W r. */
+static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, LLVMValueRef L, LLVMValueRef row0,
+                    LLVMValueRef off0, LLVMValueRef s, int nv) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    enum { R = 4 };
+    int W = p->W, BB = 4 * W, NU = nv + R - 1;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef row[R], li[R];
+    for (int r = 0; r < R; r++) {
+        li[r] = add(c, s, cg_i64(c, (int64_t)r * W));
+        row[r] = add(c, row0, cg_i64(c, (int64_t)r * W));
+    }
+    /* on resume, the earlier domains' (o, lse) as one more term: o = (e^(m - M) acc + e^(lse - M)
+     * o_old) / (e^(m - M) l + e^(lse - M)), M = max(m, lse) */
+    LLVMValueRef resume = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, k->resume, cg_i64(c, 0), ""),
+                                       LLVMBuildIsNotNull(b, k->lsep, ""), "bres");
+    LLVMValueRef wnew[R], wold[R], den[R], mtot[R];
+    {
+        LLVMValueRef slots[R][4];
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef m = cg_load(c, c->f32, cg_gep(c, c->f32, M, li[r]), 4);
+            LLVMValueRef l = cg_load(c, c->f32, cg_gep(c, c->f32, L, li[r]), 4);
+            for (int i = 0; i < 4; i++) slots[r][i] = cg_alloca(c, c->f32, 1, 4, "bw");
+            cg_store(c, cg_f32(c, 1.0), slots[r][0], 4);
+            cg_store(c, cg_f32(c, 0.0), slots[r][1], 4);
+            cg_store(c, l, slots[r][2], 4);
+            cg_store(c, m, slots[r][3], 4);
+        }
+        LLVMBasicBlockRef brd = cg_block(c, "bres_read"), bj = cg_block(c, "bres_done");
+        LLVMBuildCondBr(b, resume, brd, bj);
+        LLVMPositionBuilderAtEnd(b, brd);
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef m = cg_load(c, c->f32, slots[r][3], 4), l = cg_load(c, c->f32, slots[r][2], 4);
+            LLVMValueRef mold = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, row_off(k, row[r], k->ls1, k->ls2)), 4);
+            LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, mold, cg_f32(c, -INFINITY), "");
+            LLVMValueRef m2 = cg_fmax(c, m, mold);
+            LLVMValueRef a = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, m, m2, "")), cg_f32(c, 1.0), "");
+            LLVMValueRef o = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, mold, m2, "")), cg_f32(c, 0.0), "");
+            cg_store(c, a, slots[r][0], 4);
+            cg_store(c, o, slots[r][1], 4);
+            cg_store(c, LLVMBuildFAdd(b, LLVMBuildFMul(b, a, l, ""), o, ""), slots[r][2], 4);
+            cg_store(c, LLVMBuildSelect(b, seen, m2, m, ""), slots[r][3], 4);
+        }
+        LLVMBuildBr(b, bj);
+        LLVMPositionBuilderAtEnd(b, bj);
+        for (int r = 0; r < R; r++) {
+            wnew[r] = cg_load(c, c->f32, slots[r][0], 4);
+            wold[r] = cg_load(c, c->f32, slots[r][1], 4);
+            den[r] = cg_load(c, c->f32, slots[r][2], 4);
+            mtot[r] = cg_load(c, c->f32, slots[r][3], 4);
+        }
+    }
+    /* column groups of up to 4 vectors: key vector u of the group is vector u - r of row r */
+    for (int c0 = 0; c0 < p->VC; c0 += 4) {
+        int nc = p->VC - c0 < 4 ? p->VC - c0 : 4;
+        LLVMValueRef oacc[R][4];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < nc; j++) {
+                oacc[r][j] = cg_alloca(c, c->vf, 1, va, "bo");
+                cg_store(c, LLVMConstNull(c->vf), oacc[r][j], va);
+            }
+        for (int u = 0; u < NU; u++) {
+            int rlo = u - nv + 1 > 0 ? u - nv + 1 : 0, rhi = u < R - 1 ? u : R - 1;
+            CgLoop ll;
+            LLVMValueRef l = cg_loop_begin(c, &ll, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bl");
+            LLVMValueRef colv = add(c, off0, add(c, cg_i64(c, (int64_t)u * W), l));
+            LLVMValueRef vrow = cg_gep(c, c->f32, VSB, mul(c, colv, cg_i64(c, p->VDP)));
+            LLVMValueRef vv[4];
+            for (int j = 0; j < nc; j++) vv[j] = cg_load(c, c->vf, cg_gep(c, c->f32, vrow, cg_i64(c, (int64_t)(c0 + j) * W)), va);
+            for (int r = rlo; r <= rhi; r++) {
+                LLVMValueRef pidx = add(c, add(c, mul(c, li[r], cg_i64(c, BB)), cg_i64(c, (int64_t)(u - r) * W)), l);
+                LLVMValueRef pb = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, P, pidx), 4));
+                for (int j = 0; j < nc; j++)
+                    cg_store(c, cg_fma(c, pb, vv[j], cg_load(c, c->vf, oacc[r][j], va)), oacc[r][j], va);
+            }
+            cg_loop_end(c, &ll);
+        }
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
+            LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), den[r], ""), cg_f32(c, 0.0), "");
+            LLVMValueRef an = cg_splat(c, LLVMBuildFMul(b, wnew[r], inv, "")), ao = cg_splat(c, LLVMBuildFMul(b, wold[r], inv, ""));
+            LLVMValueRef ooff = row_off(k, row[r], k->os1, k->os2);
+            for (int j = 0; j < nc; j++) {
+                LLVMValueRef at = add(c, ooff, cg_i64(c, (int64_t)(c0 + j) * W));
+                LLVMValueRef v = LLVMBuildFMul(b, cg_load(c, c->vf, oacc[r][j], va), an, "");
+                /* the old o, read only on resume, and only where it has weight */
+                LLVMBasicBlockRef bo = cg_block(c, "bold"), bn = cg_block(c, "bold_done");
+                LLVMValueRef vslot = cg_alloca(c, c->vf, 1, va, "bov");
+                cg_store(c, v, vslot, va);
+                LLVMBuildCondBr(b, resume, bo, bn);
+                LLVMPositionBuilderAtEnd(b, bo);
+                LLVMValueRef old = cg_load_vec(c, ATTN_F32, k->obase, at, W);
+                LLVMValueRef has = LLVMBuildFCmp(b, LLVMRealOGT, wold[r], cg_f32(c, 0.0), "");
+                cg_store(c, LLVMBuildSelect(b, has, cg_fma(c, ao, old, v), v, ""), vslot, va);
+                LLVMBuildBr(b, bn);
+                LLVMPositionBuilderAtEnd(b, bn);
+                v = LLVMBuildSelect(b, pos, cg_load(c, c->vf, vslot, va), LLVMConstNull(c->vf), "");
+                cg_store_vec(c, ATTN_F32, v, k->obase, at, W);
+            }
+        }
+    }
+    LLVMBasicBlockRef wl = cg_block(c, "blse_w"), nl = cg_block(c, "blse_nw");
+    LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
+    LLVMPositionBuilderAtEnd(b, wl);
+    for (int r = 0; r < R; r++) {
+        LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
+        LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", den[r], cg_f32(c, 1.0)));
+        LLVMValueRef lse = LLVMBuildSelect(b, pos, LLVMBuildFAdd(b, mtot[r], lg, ""), cg_f32(c, -INFINITY), "");
+        cg_store(c, lse, cg_gep(c, c->f32, k->lsebase, row_off(k, row[r], k->ls1, k->ls2)), 4);
+    }
+    LLVMBuildBr(b, nl);
+    LLVMPositionBuilderAtEnd(b, nl);
+}
+
+/* Rows [q0, q1) of a band kernel: the chunks whose keys all lie in range through the band
+ * groups, the rows before and after them through emit_run. */
+static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q_off, int bw, int64_t bhi) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    int W = p->W, BB = 4 * W, CS = 3 * BB, nv = bw / W;
+    LLVMValueRef CR = cg_i64(c, BB), hi = cg_i64(c, bhi);
+    LLVMValueRef klo = cg_smax(c, k->kbeg, cg_i64(c, 0)), khi = cg_smin(c, k->kendp, k->kv_len);
+    /* chunk c (rows c .. c + 4W) reads keys [c_pos - hi - 4W, c_pos - hi + 4W) */
+    LLVMValueRef qa = cg_smin(c, cg_smax(c, q0, LLVMBuildSub(b, add(c, add(c, klo, hi), CR), q_off, "")), q1);
+    LLVMValueRef cmax = LLVMBuildSub(b, LLVMBuildSub(b, add(c, khi, hi), CR, ""), q_off, "");
+    LLVMValueRef n1 = LLVMBuildSDiv(b, LLVMBuildSub(b, q1, qa, ""), CR, "");
+    LLVMValueRef n2 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGE, cmax, qa, ""),
+                                      add(c, LLVMBuildSDiv(b, LLVMBuildSub(b, cmax, qa, ""), CR, ""), cg_i64(c, 1)), cg_i64(c, 0), "");
+    LLVMValueRef n = cg_smin(c, n1, n2);
+    LLVMValueRef qb = add(c, qa, mul(c, n, CR));
+    {
+        CgLoop ls;
+        LLVMValueRef seg = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, 2), cg_i64(c, 1), "bseg");
+        LLVMValueRef lo = LLVMBuildICmp(b, LLVMIntEQ, seg, cg_i64(c, 0), "");
+        emit_run(k, LLVMBuildSelect(b, lo, q0, qb, ""), LLVMBuildSelect(b, lo, qa, q1, ""));
+        cg_loop_end(c, &ls);
+    }
+    /* the buffers: the ring's memory where it is large enough (the general rows are done) */
+    LLVMValueRef KTB = (int64_t)p->NRING * kt_floats(p) >= (int64_t)p->QK * CS ? k->KTring
+                                                                             : cg_alloca(c, c->f32, (int64_t)p->QK * CS, 64, "bkt");
+    LLVMValueRef VSB = k->vpack && (int64_t)p->NRING * p->BK * p->VDP >= (int64_t)CS * p->VDP
+                           ? k->VSring
+                           : cg_alloca(c, c->f32, (int64_t)CS * p->VDP, 64, "bvs");
+    LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "bsp"); /* a chunk's scores, then P */
+    LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "bm"), L = cg_alloca(c, c->f32, BB, 64, "bl");
+    LLVMBasicBlockRef bgo = cg_block(c, "band"), bdone = cg_block(c, "band_done");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, cg_i64(c, 0), ""), bgo, bdone);
+    LLVMPositionBuilderAtEnd(b, bgo);
+    LLVMValueRef kb0 = LLVMBuildSub(b, LLVMBuildSub(b, add(c, q_off, qa), hi, ""), CR, "kb0");
+    band_pack(k, KTB, VSB, kb0, cg_i64(c, 0), cg_bool(c, true));
+    CgLoop lj;
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), n, cg_i64(c, 1), "bch");
+    {
+        LLVMValueRef blk = add(c, j, cg_i64(c, 1));
+        LLVMValueRef odd = LLVMBuildTrunc(b, LLVMBuildAnd(b, blk, cg_i64(c, 1), ""), c->i1, "");
+        band_pack(k, KTB, VSB, add(c, kb0, mul(c, blk, CR)), LLVMBuildSelect(b, odd, CR, cg_i64(c, 0), ""),
+                  LLVMBuildNot(b, odd, ""));
+        LLVMValueRef base = mul(c, LLVMBuildAnd(b, j, cg_i64(c, 1), ""), CR);
+        LLVMValueRef c0 = add(c, qa, mul(c, j, CR));
+        /* scores of every group (K^T stays in L1), the softmax of every row, then P.V (V stays) */
+        CgLoop lsg;
+        LLVMValueRef s = cg_loop_begin(c, &lsg, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bgs");
+        {
+            LLVMValueRef row[4];
+            for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
+            LLVMValueRef off0 = add(c, base, add(c, s, cg_i64(c, 1 + BB - bw)));
+            LLVMValueRef sh = LLVMBuildURem(b, add(c, s, cg_i64(c, 1)), cg_i64(c, W), "sh");
+            LLVMValueRef a0 = LLVMBuildSub(b, off0, sh, "a0");
+            LLVMBasicBlockRef join = cg_block(c, "bsc_done");
+            LLVMValueRef sw = LLVMBuildSwitch(b, sh, join, (unsigned)W);
+            for (int v = 0; v < W; v++) {
+                LLVMBasicBlockRef bc = cg_block(c, "bsc");
+                LLVMAddCase(sw, cg_i64(c, v), bc);
+                LLVMPositionBuilderAtEnd(b, bc);
+                band_scores(k, KTB, row, a0, v, nv, S, s);
+                LLVMBuildBr(b, join);
+            }
+            LLVMPositionBuilderAtEnd(b, join);
+        }
+        cg_loop_end(c, &lsg);
+        CgLoop lsm;
+        LLVMValueRef i = cg_loop_begin(c, &lsm, cg_i64(c, 0), CR, cg_i64(c, 4), "bsm");
+        for (int r = 0; r < 4; r++) band_softmax(k, S, M, L, add(c, i, cg_i64(c, r)), nv); /* 4 chains */
+        cg_loop_end(c, &lsm);
+        CgLoop lpv;
+        s = cg_loop_begin(c, &lpv, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bpv");
+        band_pv(k, VSB, S, M, L, add(c, c0, s), add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), s, nv);
+        cg_loop_end(c, &lpv);
+    }
+    cg_loop_end(c, &lj);
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, bdone);
+}
+
 static bool expr_reads_h(const IrExpr *e) {
     if (!e) return false;
     if (e->op == IR_VAR && e->var == IR_V_H) return true;
@@ -1682,7 +2046,13 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         LLVMValueRef nq = cg_smax(c, LLVMBuildSub(b, q1, q0, ""), cg_i64(c, 0));
         emit_run(k, cg_i64(c, 0), mul(c, nq, cg_i64(c, G)));
     } else if (!have_runs) {
-        emit_run(k, q0, q1);
+        int64_t bhi = 0;
+        /* f32 rows read in place (qdirect), whole vectors of q/k and v */
+        int bw = k->qdirect && p->QK % p->W == 0 && p->VD % p->W == 0 ? band_width(f, p->W, &bhi) : 0;
+        if (bw)
+            emit_band_task(k, q0, q1, q_off, bw, bhi);
+        else
+            emit_run(k, q0, q1);
     } else if (!runs->with_q) {
         /* k % r in [base, base + w): every row sees only those keys, visited as one run over
          * the compacted index (stride r when w is 1) */

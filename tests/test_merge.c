@@ -108,6 +108,48 @@ int main(void) {
         for (int i = 0; i < B * H * LQ; i++) worst = fmax(worst, fabs(ml[i] - lse[i]));
         expect(worst < 2e-5, "resumed equals full");
     }
+    /* a band kernel (sliding 64: its interior rows run as groups of rows 16 apart) resuming
+     * from another kernel's (o, lse) over the same keys equals the two merged */
+    {
+        enum { L2 = 300, D2 = 32 };
+        attn_kernel *band = NULL, *all = NULL;
+        const char *bt = "attention band { heads = 4; head_dim = 32; mask = sliding(64); }";
+        const char *at = "attention all { heads = 4; head_dim = 32; scale = 0.5; }";
+        int ok = attn_compile("band.attn", bt, NULL, &band, NULL, &err) == ATTN_OK &&
+                 attn_compile("all.attn", at, NULL, &all, NULL, &err) == ATTN_OK;
+        expect(ok, "band and bidirectional kernels compile");
+        size_t nt = (size_t)B * H * L2 * D2, nl = (size_t)B * H * L2;
+        float *bq = malloc(sizeof(float) * nt), *bk = malloc(sizeof(float) * nt), *bv = malloc(sizeof(float) * nt);
+        float *o1 = malloc(sizeof(float) * nt), *o2 = malloc(sizeof(float) * nt), *o3 = malloc(sizeof(float) * nt);
+        float *l1 = malloc(sizeof(float) * nl), *l2 = malloc(sizeof(float) * nl), *l3 = malloc(sizeof(float) * nl);
+        for (size_t i = 0; i < nt; i++)
+            bq[i] = 2 * (rand() / (float)RAND_MAX - 0.5f), bk[i] = rand() / (float)RAND_MAX - 0.5f, bv[i] = rand() / (float)RAND_MAX - 0.5f;
+        attn_call c1 = {.q = {bq, 4, {B, H, L2, D2}, {0}}, .k = {bk, 4, {B, H, L2, D2}, {0}}, .v = {bv, 4, {B, H, L2, D2}, {0}},
+                        .o = {o1, 4, {B, H, L2, D2}, {0}}, .lse = {l1, 3, {B, H, L2}, {0}}, .q_offset = ATTN_Q_OFFSET_DEFAULT, .threads = 1};
+        attn_call c2 = c1;
+        c2.o.data = o2, c2.lse.data = l2;
+        ok = ok && attn_run(all, &c1, &err) == ATTN_OK && attn_run(band, &c2, &err) == ATTN_OK;
+        attn_tensor mo2[2] = {c1.o, c2.o}, ml2[2] = {c1.lse, c2.lse};
+        attn_tensor want = {o3, 4, {B, H, L2, D2}, {0}}, wantl = {l3, 3, {B, H, L2}, {0}};
+        ok = ok && attn_rt_merge(mo2, ml2, 2, &want, &wantl, &err) == ATTN_OK;
+        expect(ok, "band and bidirectional runs merge");
+        /* again: the bidirectional kernel into (o1, l1), then the band's tiles resume from it */
+        ok = ok && attn_run(all, &c1, &err) == ATTN_OK;
+        const attn_rt_desc *d = ok ? attn_kernel_desc(band) : NULL;
+        attn_rt_args a;
+        ok = ok && d && d->tile && attn_rt_check(d, &c1, &a, &err) == ATTN_OK;
+        a.resume = 1;
+        for (int b = 0; ok && b < B; b++)
+            for (int h = 0; h < H; h++) ok &= d->tile(&a, b, h, 0, L2) == 0;
+        expect(ok, "band tiles resumed");
+        double w2 = 0;
+        for (size_t i = 0; ok && i < nt; i++) w2 = fmax(w2, fabs(o1[i] - o3[i]));
+        for (size_t i = 0; ok && i < nl; i++) w2 = fmax(w2, fabs(l1[i] - l3[i]));
+        expect(ok && w2 < 2e-5, "a band resumed equals the merge");
+        free(bq), free(bk), free(bv), free(o1), free(o2), free(o3), free(l1), free(l2), free(l3);
+        attn_kernel_free(band);
+        attn_kernel_free(all);
+    }
     /* bad calls */
     expect(attn_rt_merge(NULL, tl, 1, &out, NULL, &err) == ATTN_ERR_NULL, "NULL parts");
     expect(attn_rt_merge(to, tl, 0, &out, NULL, &err) == ATTN_ERR_ARG, "no parts");
