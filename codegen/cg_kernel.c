@@ -2012,10 +2012,10 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     const IrRuns *runs = &f->prune.runs;
     bool have_runs = f->prune.enabled && runs->mod >= 2;
     /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
-     * do little else per row): f32 rows at unit stride only (residue classes' rows are
-     * r rows apart, and share L1 sets), and not in a kernel with a group function, whose
-     * pieces the tile function shares */
-    k->qdirect = k->dt == ATTN_F32 && !k->grouped && !cg_group_size(f) && !(have_runs && runs->with_q);
+     * do little else per row; a residue class's rows, r rows apart, mostly see one key block:
+     * strided 64's class domain -8%, atrous -1.5%): f32 only, and not in a kernel with a group
+     * function, whose pieces the tile function shares */
+    k->qdirect = k->dt == ATTN_F32 && !k->grouped && !cg_group_size(f);
     /* P.V reads a block's V rows once per row group. Rows that map to few L1 sets evict each
      * other before the next group: a residue class's rows (r apart), and rows that put more
      * than 8 of the block's rows on one set of a 64-set L1 (for BK = 64, a multiple of 1 KiB
