@@ -922,6 +922,7 @@ static bool xmask_boolcmp(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k
     return (xfloormod(k, 2) == 0) == (xfloormod(q, 2) == 0) && !(k > q);
 }
 static bool xmask_band48(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) { return k < q && q - k <= 48; }
+static bool xmask_band32(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) { return k <= q - 5 && k > q - 37; }
 static double xscore_clamp(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
     return s > 6.0 ? 6.0 : (s > -3.0 ? s : -3.0);
 }
@@ -1130,10 +1131,13 @@ int main(int argc, char **argv) {
          "block_diag", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32,
                         .mask = xmask_block_diag}},
         /* exact bands (w a multiple of W up to 4W) run as groups of rows W apart: the 64-wide
-         * band of strided(64) (its first domain), one of 48 keys ending a key before q (v_dim
-         * 80: column groups of 4 and 1); test_merge has a band resuming */
+         * band of strided(64) (its first domain), 32 keys ending 5 before q (v_dim 48, 3
+         * vectors), 48 ending a key before q (v_dim 80: column groups of 4 and 1); test_merge
+         * has a band resuming */
         {"attention band64 { heads = 2; head_dim = 64; mask = strided(64); }", "band64",
          {.heads = 2, .kv_heads = 2, .qk_dim = 64, .v_dim = 64, .mask = mask_strided, .param_values = {64}}},
+        {"attention band32 { heads = 3; head_dim = 16; v_dim = 48; mask = k <= q - 5 && k > q - 37; }", "band32",
+         {.heads = 3, .kv_heads = 3, .qk_dim = 16, .v_dim = 48, .mask = xmask_band32}},
         {"attention band48 { heads = 2; head_dim = 32; v_dim = 80; mask = k < q && q - k <= 48; }", "band48",
          {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 80, .mask = xmask_band48}},
         {"attention residue { heads = 2; head_dim = 32; mask = (k - q) % 5 == 2 || q % 4 == k % 4; }",
