@@ -1689,10 +1689,10 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
                 oacc[r][j] = cg_alloca(c, c->vf, 1, va, "bo");
                 cg_store(c, LLVMConstNull(c->vf), oacc[r][j], va);
             }
+        CgLoop ll;
+        LLVMValueRef l = cg_loop_begin(c, &ll, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bl");
         for (int u = 0; u < NU; u++) {
             int rlo = u - nv + 1 > 0 ? u - nv + 1 : 0, rhi = u < R - 1 ? u : R - 1;
-            CgLoop ll;
-            LLVMValueRef l = cg_loop_begin(c, &ll, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bl");
             LLVMValueRef colv = add(c, off0, add(c, cg_i64(c, (int64_t)u * W), l));
             LLVMValueRef vrow = cg_gep(c, c->f32, VSB, mul(c, colv, cg_i64(c, p->VDP)));
             LLVMValueRef vv[4];
@@ -1703,8 +1703,8 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
                 for (int j = 0; j < nc; j++)
                     cg_store(c, cg_fma(c, pb, vv[j], cg_load(c, c->vf, oacc[r][j], va)), oacc[r][j], va);
             }
-            cg_loop_end(c, &ll);
         }
+        cg_loop_end(c, &ll);
         for (int r = 0; r < R; r++) {
             LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
             LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), den[r], ""), cg_f32(c, 0.0), "");
