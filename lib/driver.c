@@ -115,10 +115,11 @@ int drv_compiled_funcs(IrFunc *f, IrFunc **out) {
 }
 
 int drv_min_block_q(const IrFunc *f) {
-    /* a residue class's tile holds block_q / r rows of each class: cutting it costs more
-     * than the threads gain (dilated(64), 1 head, 2 threads: 2.6x slower at 512 rows) */
-    if (f->prune.enabled && f->prune.runs.with_q) return 0;
     int b = f->sched.block_q > 0 ? f->sched.block_q : 64;
+    /* a residue class's tile holds block_q / r rows of each class: cutting it below 2048
+     * costs more than the threads gain (dilated(64), 1 head, 2 threads: 2.6x slower at 512
+     * rows) */
+    if (f->prune.enabled && f->prune.runs.with_q) return b < 2048 ? b : 2048;
     return b < 64 ? b : 64;
 }
 

@@ -35,13 +35,15 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->sched.block_q = window ? 1024 : 256;
     f->sched.chunk_q = window ? 64 : 0;
     /* residue classes (k = q mod r): a task's rows split into r classes, so the task holds
-     * 128 rows of each (up to 2048 rows, enough tasks left for threads); with the partial
-     * blocks' windows, 128 measured a few % faster than 64 on atrous 8, 32 slower. Within a
-     * window: 256 rows of each, in chunks of 64 that share packed blocks through the ring
-     * (atrous 8 in 1024, 1 and 4 heads: -7%). */
+     * 128 rows of each (up to 4096 rows: strided 64's classes run once a head instead of in two
+     * halves that pack the first half's keys twice, 4 heads -6%; the runtime cuts them back to
+     * 2048 when there are fewer than four a thread); with the partial blocks' windows, 128
+     * measured a few % faster than 64 on atrous 8, 32 slower. Within a window: 256 rows of
+     * each (up to 2048), in chunks of 64 that share packed blocks through the ring (atrous 8
+     * in 1024, 1 and 4 heads: -7%). */
     if (f->prune.enabled && f->prune.runs.with_q) {
-        int64_t r = f->prune.runs.mod, bq = (window ? 256 : 128) * r;
-        f->sched.block_q = (int)(bq > 2048 ? 2048 : bq);
+        int64_t r = f->prune.runs.mod, bq = (window ? 256 : 128) * r, cap = window ? 2048 : 4096;
+        f->sched.block_q = (int)(bq > cap ? cap : bq);
         f->sched.chunk_q = window && 64 * r < f->sched.block_q ? (int)(64 * r) : 0;
         /* a class's rows see few keys (a causal run of 64 for strided 64), so partial blocks'
          * windows are 1-2 vectors wide: 8 register rows keep 16 FMA chains in flight where 4

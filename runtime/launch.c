@@ -468,9 +468,10 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     l.share = rt_kv_share(d, l.units);
     l.block_q = G > 1 ? (d->block_q / G > 1 ? d->block_q / G : 1) : d->block_q;
     l.bu = a.batch * l.units; /* <= 2^40 * 2^31: fits */
-    /* tall tiles (dense masks take 256 rows, windows 1024) cut down to min_block_q rows while
-     * there are fewer than four a thread: the threads share the (uneven, for causal masks)
-     * work more evenly. Residue classes are not cut (their tiles hold a few rows a class). */
+    /* tall tiles (dense masks take 256 rows, windows 1024, residue classes up to 4096) cut
+     * down to min_block_q rows while there are fewer than four a thread: the threads share the
+     * (uneven, for causal masks) work more evenly. Residue classes stop at 2048 (their tiles
+     * hold block_q / r rows a class). */
     while (G == 1 && threads > 1 && d->min_block_q > 0 && l.block_q / 2 >= d->min_block_q &&
            l.bu * ((a.q_len + l.block_q - 1) / l.block_q) < 4 * (int64_t)threads)
         l.block_q /= 2;
