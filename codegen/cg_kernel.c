@@ -1791,47 +1791,34 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
         LLVMValueRef base = mul(c, LLVMBuildAnd(b, j, cg_i64(c, 1), ""), CR);
         LLVMValueRef c0 = add(c, qa, mul(c, j, CR));
         /* scores of every group (K^T stays in L1), the softmax of every row, then P.V (V stays) */
-        CgLoop lsg;
-        LLVMValueRef s = cg_loop_begin(c, &lsg, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bgs");
-        {
+        /* group s's lane shift is (s + 1) mod W: the groups in the order of their shifts,
+         * each with its shift a constant (straight-line code, no switch to mispredict) */
+        for (int v = 0; v < W; v++) {
+            LLVMValueRef s = cg_i64(c, (v + W - 1) % W);
             LLVMValueRef row[4];
             for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
-            LLVMValueRef off0 = add(c, base, add(c, s, cg_i64(c, 1 + BB - bw)));
-            LLVMValueRef sh = LLVMBuildURem(b, add(c, s, cg_i64(c, 1)), cg_i64(c, W), "sh");
-            LLVMValueRef a0 = LLVMBuildSub(b, off0, sh, "a0");
-            LLVMBasicBlockRef join = cg_block(c, "bsc_done");
-            LLVMValueRef sw = LLVMBuildSwitch(b, sh, join, (unsigned)W);
-            for (int v = 0; v < W; v++) {
-                LLVMBasicBlockRef bc = cg_block(c, "bsc");
-                LLVMAddCase(sw, cg_i64(c, v), bc);
-                LLVMPositionBuilderAtEnd(b, bc);
-                band_scores(k, KTB, row, a0, v, nv, S, s);
-                LLVMBuildBr(b, join);
-            }
-            LLVMPositionBuilderAtEnd(b, join);
+            LLVMValueRef a0 = LLVMBuildSub(b, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), cg_i64(c, v), "a0");
+            band_scores(k, KTB, row, a0, v, nv, S, s);
             /* the next chunk's new K and V rows (4 a group) toward L1: from memory the pack's
              * reads of 64 rows at once stall, which the prefetchers do not foresee (band 64, 8
              * heads from memory: -11-16%; in cache: even). Q and O rows gained nothing. */
-            {
-                LLVMTypeRef pt = c->ptr;
-                LLVMValueRef kn = add(c, add(c, kb0, mul(c, add(c, j, cg_i64(c, 2)), CR)), mul(c, s, cg_i64(c, 4)));
-                struct { LLVMValueRef base, s2; int elems; } t[2] = {{k->kbase, k->ks2, p->QK}, {k->vbase, k->vs2, p->VD}};
-                for (int w = 0; w < 2; w++)
-                    for (int i2 = 0; i2 < 4; i2++)
-                        for (int e = 0; e < t[w].elems; e += 16) {
-                            LLVMValueRef ptr = cg_gep(c, c->f32, t[w].base, add(c, mul(c, add(c, kn, cg_i64(c, i2)), t[w].s2), cg_i64(c, e)));
-                            LLVMValueRef args[4] = {ptr, cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
-                            cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
-                        }
-            }
+            LLVMTypeRef pt = c->ptr;
+            LLVMValueRef kn = add(c, add(c, kb0, mul(c, add(c, j, cg_i64(c, 2)), CR)), mul(c, s, cg_i64(c, 4)));
+            struct { LLVMValueRef base, s2; int elems; } t[2] = {{k->kbase, k->ks2, p->QK}, {k->vbase, k->vs2, p->VD}};
+            for (int w = 0; w < 2; w++)
+                for (int i2 = 0; i2 < 4; i2++)
+                    for (int e = 0; e < t[w].elems; e += 16) {
+                        LLVMValueRef ptr = cg_gep(c, c->f32, t[w].base, add(c, mul(c, add(c, kn, cg_i64(c, i2)), t[w].s2), cg_i64(c, e)));
+                        LLVMValueRef args[4] = {ptr, cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+                        cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+                    }
         }
-        cg_loop_end(c, &lsg);
         CgLoop lsm;
         LLVMValueRef i = cg_loop_begin(c, &lsm, cg_i64(c, 0), CR, cg_i64(c, 4), "bsm");
         for (int r = 0; r < 4; r++) band_softmax(k, S, M, L, add(c, i, cg_i64(c, r)), nv); /* 4 chains */
         cg_loop_end(c, &lsm);
         CgLoop lpv;
-        s = cg_loop_begin(c, &lpv, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bpv");
+        LLVMValueRef s = cg_loop_begin(c, &lpv, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bpv");
         band_pv(k, VSB, S, M, L, add(c, c0, s), add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), s, nv);
         cg_loop_end(c, &lpv);
     }
