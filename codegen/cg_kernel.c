@@ -1507,6 +1507,16 @@ static int band_width(const IrFunc *f, int W, int64_t *hi) {
     return (int)w;
 }
 
+/* The band buffers (K^T and V of 3 blocks of 4W keys) fit in the ring's memory, so the band
+ * path adds no stack but the chunk's scores (d64: 3 slots of the ring's 6, d128 all 3; not d256,
+ * whose ring is one slot). */
+static bool band_fits(const Kern *k) {
+    const Plan *p = &k->p;
+    int64_t cs = 12 * (int64_t)p->W;
+    return k->vpack && (int64_t)p->NRING * kt_floats(p) >= (int64_t)p->QK * cs &&
+           (int64_t)p->NRING * p->BK >= cs;
+}
+
 /* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
  * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]. */
 static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef key0, LLVMValueRef col,
@@ -1750,7 +1760,7 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
-    int W = p->W, BB = 4 * W, CS = 3 * BB, nv = bw / W;
+    int W = p->W, BB = 4 * W, nv = bw / W;
     LLVMValueRef CR = cg_i64(c, BB), hi = cg_i64(c, bhi);
     LLVMValueRef klo = cg_smax(c, k->kbeg, cg_i64(c, 0)), khi = cg_smin(c, k->kendp, k->kv_len);
     /* chunk c (rows c .. c + 4W) reads keys [c_pos - hi - 4W, c_pos - hi + 4W) */
@@ -1768,12 +1778,8 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
         emit_run(k, LLVMBuildSelect(b, lo, q0, qb, ""), LLVMBuildSelect(b, lo, qa, q1, ""));
         cg_loop_end(c, &ls);
     }
-    /* the buffers: the ring's memory where it is large enough (the general rows are done) */
-    LLVMValueRef KTB = (int64_t)p->NRING * kt_floats(p) >= (int64_t)p->QK * CS ? k->KTring
-                                                                             : cg_alloca(c, c->f32, (int64_t)p->QK * CS, 64, "bkt");
-    LLVMValueRef VSB = k->vpack && (int64_t)p->NRING * p->BK * p->VDP >= (int64_t)CS * p->VDP
-                           ? k->VSring
-                           : cg_alloca(c, c->f32, (int64_t)CS * p->VDP, 64, "bvs");
+    /* the buffers: the ring's memory (band_fits; the general rows are done with it) */
+    LLVMValueRef KTB = k->KTring, VSB = k->VSring;
     LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "bsp"); /* a chunk's scores, then P */
     LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "bm"), L = cg_alloca(c, c->f32, BB, 64, "bl");
     LLVMBasicBlockRef bgo = cg_block(c, "band"), bdone = cg_block(c, "band_done");
@@ -2052,7 +2058,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     } else if (!have_runs) {
         int64_t bhi = 0;
         /* f32 rows read in place (qdirect), whole vectors of q/k and v */
-        int bw = k->qdirect && p->QK % p->W == 0 && p->VD % p->W == 0 ? band_width(f, p->W, &bhi) : 0;
+        int bw = k->qdirect && p->QK % p->W == 0 && p->VD % p->W == 0 && band_fits(k) ? band_width(f, p->W, &bhi) : 0;
         if (bw)
             emit_band_task(k, q0, q1, q_off, bw, bhi);
         else
