@@ -1555,6 +1555,16 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
     cg_loop_end(c, &lj);
 }
 
+/* rows x n vector accumulators (slots the optimizer keeps in registers), zeroed */
+static void band_accs(Cg *c, LLVMValueRef (*acc)[4], int rows, int n, const char *name) {
+    unsigned va = (unsigned)c->W * 4;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < n; j++) {
+            acc[r][j] = cg_alloca(c, c->vf, 1, va, name);
+            cg_store(c, LLVMConstNull(c->vf), acc[r][j], va);
+        }
+}
+
 /* The scores of group s: rows row[r] = c + s + W r into the chunk's S at rows s + W r. Key
  * vector u of the group starts at buffer column a0 + W u + sh (a0 a multiple of W, sh in
  * [0, W) known here), taken from the two aligned vectors around it by one lane shift
@@ -1571,11 +1581,7 @@ static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVM
     for (int i = 0; i < W; i++) mask[i] = cg_i32(c, sh + i);
     LLVMValueRef shuf = LLVMConstVector(mask, (unsigned)W);
     LLVMValueRef sacc[R][4];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < nv; t++) {
-            sacc[r][t] = cg_alloca(c, c->vf, 1, va, "bs");
-            cg_store(c, LLVMConstNull(c->vf), sacc[r][t], va);
-        }
+    band_accs(c, sacc, R, nv, "bs");
     CgLoop ld;
     LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 4), "bd");
     LLVMValueRef acc[R][4];
@@ -1696,11 +1702,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
     for (int c0 = 0; c0 < p->VC; c0 += 4) {
         int nc = p->VC - c0 < 4 ? p->VC - c0 : 4;
         LLVMValueRef oacc[R][4];
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < nc; j++) {
-                oacc[r][j] = cg_alloca(c, c->vf, 1, va, "bo");
-                cg_store(c, LLVMConstNull(c->vf), oacc[r][j], va);
-            }
+        band_accs(c, oacc, R, nc, "bo");
         CgLoop ll;
         LLVMValueRef l = cg_loop_begin(c, &ll, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bl");
         for (int u = 0; u < NU; u++) {
