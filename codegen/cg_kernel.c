@@ -1474,36 +1474,11 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
  * reach past [0, kv_len) or the task's key range (the first chunk of a sequence, the kv tail,
  * ragged ends) run the general code. */
 
-/* The mask's IR: only QMIN/QMAX and constants (no input, length, head or batch). */
-static bool band_expr(const IrExpr *e) {
-    if (e->op == IR_INPUT || e->op == IR_RANGE) return false;
-    if (e->op == IR_VAR && e->var != IR_V_QMIN && e->var != IR_V_QMAX) return false;
-    for (int i = 0; i < e->nargs; i++)
-        if (!band_expr(e->args[i])) return false;
-    return true;
-}
-
-/* The width w of an exact band (0: none), with its offset *hi: a row at x sees the keys
- * [x - hi - w + 1, x - hi], checked by evaluating the prune bounds of a one-row tile. */
+/* The width w of an exact band the band groups take (0: none), with its offset *hi: a
+ * multiple of W up to 4W, the score unmodified. */
 static int band_width(const IrFunc *f, int W, int64_t *hi) {
-    const IrPrune *pr = &f->prune;
-    if (!pr->enabled || !pr->exact || pr->runs.mod >= 2 || !pr->k_lo || !pr->k_hi || f->score ||
-        !band_expr(pr->k_lo) || !band_expr(pr->k_hi))
-        return 0;
-    static const int64_t xs[] = {0, 1, 5, 63, 64, 1000, 4097, 123457, (int64_t)1 << 33};
-    int64_t w = 0, off = 0;
-    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
-        IrEnv env = {.qmin = xs[i], .qmax = xs[i]};
-        int64_t lo = ir_eval(f, pr->k_lo, &env).i, top = ir_eval(f, pr->k_hi, &env).i;
-        if (i == 0) {
-            w = top - lo + 1;
-            off = xs[i] - top;
-        } else if (top - lo + 1 != w || xs[i] - top != off) {
-            return 0;
-        }
-    }
-    if (w < W || w > 4 * W || w % W || off < 0 || off > ((int64_t)1 << 30)) return 0;
-    *hi = off;
+    int64_t w = ir_prune_band(f, hi);
+    if (f->score || f->prune.runs.mod >= 2 || w < W || w > 4 * W || w % W) return 0;
     return (int)w;
 }
 

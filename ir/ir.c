@@ -234,3 +234,35 @@ bool ir_expr_equal(const IrExpr *a, const IrExpr *b) {
         if (!ir_expr_equal(a->args[i], b->args[i])) return false;
     return true;
 }
+
+/* The mask's bounds read only the row (QMIN/QMAX) and constants: no input, length, head or
+ * batch. */
+static bool band_expr(const IrExpr *e) {
+    if (e->op == IR_INPUT || e->op == IR_RANGE) return false;
+    if (e->op == IR_VAR && e->var != IR_V_QMIN && e->var != IR_V_QMAX) return false;
+    for (int i = 0; i < e->nargs; i++)
+        if (!band_expr(e->args[i])) return false;
+    return true;
+}
+
+int64_t ir_prune_band(const IrFunc *f, int64_t *hi) {
+    const IrPrune *pr = &f->prune;
+    if (!pr->enabled || !pr->exact || !pr->k_lo || !pr->k_hi || !band_expr(pr->k_lo) || !band_expr(pr->k_hi))
+        return 0;
+    /* affine in the row with slope 1 at both ends: the same width and offset at any row */
+    static const int64_t xs[] = {0, 1, 5, 63, 64, 1000, 4097, 123457, (int64_t)1 << 33};
+    int64_t w = 0, off = 0;
+    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
+        IrEnv env = {.qmin = xs[i], .qmax = xs[i]};
+        int64_t lo = ir_eval(f, pr->k_lo, &env).i, top = ir_eval(f, pr->k_hi, &env).i;
+        if (i == 0) {
+            w = top - lo + 1;
+            off = xs[i] - top;
+        } else if (top - lo + 1 != w || xs[i] - top != off) {
+            return 0;
+        }
+    }
+    if (w < 1 || off < 0 || off > ((int64_t)1 << 30) || w > ((int64_t)1 << 30)) return 0;
+    *hi = off;
+    return w;
+}

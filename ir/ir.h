@@ -249,6 +249,9 @@ const char *ir_dtype_name(attn_dtype t); /* "f32", "f16", "bf16", "i32" */
 const char *ir_infix_text(IrExprOp op); /* "+", "<=", "&&"...; NULL for non-infix ops */
 bool ir_expr_uses_var(const IrExpr *e, IrVar v);
 bool ir_expr_equal(const IrExpr *a, const IrExpr *b);
+/* An exact band (prune.exact, bounds over the row alone): a row at x sees exactly the keys
+ * [x - *hi - w + 1, x - *hi]; returns w (0: the mask is no such band). */
+int64_t ir_prune_band(const IrFunc *f, int64_t *hi);
 
 // print.c
 

@@ -194,6 +194,10 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
             sb_puts(sb, "\n");
         }
         if (f->prune.exact) sb_puts(sb, "  prune exact: a row sees exactly the keys in [k_lo, k_hi]\n");
+        int64_t hi, w = ir_prune_band(f, &hi);
+        if (w)
+            sb_printf(sb, "  prune band: %lld keys ending %lld before q (rows W apart when a multiple of W up to 4W)\n",
+                      (long long)w, (long long)hi);
     }
     if (f->sched.vec_width) {
         sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d", f->sched.vec_width,
