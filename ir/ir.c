@@ -235,34 +235,43 @@ bool ir_expr_equal(const IrExpr *a, const IrExpr *b) {
     return true;
 }
 
-/* The mask's bounds read only the row (QMIN/QMAX) and constants: no input, length, head or
- * batch. */
-static bool band_expr(const IrExpr *e) {
-    if (e->op == IR_INPUT || e->op == IR_RANGE) return false;
-    if (e->op == IR_VAR && e->var != IR_V_QMIN && e->var != IR_V_QMAX) return false;
-    for (int i = 0; i < e->nargs; i++)
-        if (!band_expr(e->args[i])) return false;
-    return true;
+/* e = coef * q + c, q the one-row tile's position (QMIN = QMAX): sums, differences and
+ * negations of QMIN, QMAX and integer constants only, no overflow; false for anything else. */
+static bool affine_row(const IrExpr *e, int64_t *coef, int64_t *c, int depth) {
+    if (depth > 64) return false;
+    int64_t c0, k0, c1, k1;
+    switch (e->op) {
+    case IR_CONST:
+        if (e->type != IR_TY_INT) return false;
+        *coef = 0, *c = e->ival;
+        return true;
+    case IR_VAR:
+        if (e->var != IR_V_QMIN && e->var != IR_V_QMAX) return false;
+        *coef = 1, *c = 0;
+        return true;
+    case IR_NEG:
+        return affine_row(e->args[0], &k0, &c0, depth + 1) && !__builtin_sub_overflow(0, k0, coef) &&
+               !__builtin_sub_overflow(0, c0, c);
+    case IR_ADD:
+    case IR_SUB:
+        if (!affine_row(e->args[0], &k0, &c0, depth + 1) || !affine_row(e->args[1], &k1, &c1, depth + 1)) return false;
+        if (e->op == IR_ADD) return !__builtin_add_overflow(k0, k1, coef) && !__builtin_add_overflow(c0, c1, c);
+        return !__builtin_sub_overflow(k0, k1, coef) && !__builtin_sub_overflow(c0, c1, c);
+    default:
+        return false;
+    }
 }
 
 int64_t ir_prune_band(const IrFunc *f, int64_t *hi) {
     const IrPrune *pr = &f->prune;
-    if (!pr->enabled || !pr->exact || !pr->k_lo || !pr->k_hi || !band_expr(pr->k_lo) || !band_expr(pr->k_hi))
+    int64_t klo, clo, khi, chi;
+    if (!pr->enabled || !pr->exact || !pr->k_lo || !pr->k_hi || !affine_row(pr->k_lo, &klo, &clo, 0) ||
+        !affine_row(pr->k_hi, &khi, &chi, 0) || klo != 1 || khi != 1)
         return 0;
-    /* affine in the row with slope 1 at both ends: the same width and offset at any row */
-    static const int64_t xs[] = {0, 1, 5, 63, 64, 1000, 4097, 123457, (int64_t)1 << 33};
-    int64_t w = 0, off = 0;
-    for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) {
-        IrEnv env = {.qmin = xs[i], .qmax = xs[i]};
-        int64_t lo = ir_eval(f, pr->k_lo, &env).i, top = ir_eval(f, pr->k_hi, &env).i;
-        if (i == 0) {
-            w = top - lo + 1;
-            off = xs[i] - top;
-        } else if (top - lo + 1 != w || xs[i] - top != off) {
-            return 0;
-        }
-    }
-    if (w < 1 || off < 0 || off > ((int64_t)1 << 30) || w > ((int64_t)1 << 30)) return 0;
-    *hi = off;
-    return w;
+    /* [q + clo, q + chi]: w = chi - clo + 1 keys ending -chi before q */
+    int64_t w;
+    if (__builtin_sub_overflow(chi, clo, &w) || w < 0 || w >= ((int64_t)1 << 30) || chi > 0 || chi < -((int64_t)1 << 30))
+        return 0;
+    *hi = -chi;
+    return w + 1;
 }

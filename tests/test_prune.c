@@ -1,6 +1,7 @@
 /* Soundness of the prune pass against brute force: for random masks and random tiles, a tile
  * called empty has no visible pair, a tile called full has no hidden pair, and no visible key
  * lies outside [k_lo, k_hi]. Plus precision checks on the masks of the seed articles. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -214,7 +215,7 @@ static IrExpr *gen_bound(Arena *a, bool *plain) {
  * which lets the kernels build a row's lane bits from two numbers) against brute force; and it
  * must not be made for masks with holes. Returns the failures. */
 static int exact_tests(void) {
-    int fails = 0, exact = 0, plain_masks = 0;
+    int fails = 0, exact = 0, plain_masks = 0, bands = 0;
     for (int iter = 0; iter < 2000; iter++) {
         IrModule *m = ir_module_new();
         Arena *a = &m->arena;
@@ -239,6 +240,16 @@ static int exact_tests(void) {
                 wrong |= eval_bool(f, f->mask, &env) != (k >= lo && k <= hi);
             }
         }
+        /* a band claim (ir_prune_band: exactly the w keys ending hi before q) at every row */
+        int64_t bhi = 0, bw = ir_prune_band(f, &bhi);
+        bands += bw > 0;
+        for (int64_t q = -5; q < 50 && bw > 0 && !wrong; q++) {
+            IrEnv env = {.kv_len = 60, .q_len = 64, .args = &args, .q = q};
+            for (int64_t k = 0; k < 60; k++) {
+                env.k = k;
+                wrong |= eval_bool(f, f->mask, &env) != (k >= q - bhi - bw + 1 && k <= q - bhi);
+            }
+        }
         /* every mask of the plain forms is an interval, the others are claimed to be none */
         if (wrong || f->prune.exact != plain) {
             StrBuf sb;
@@ -251,8 +262,24 @@ static int exact_tests(void) {
         }
         ir_module_free(m);
     }
-    printf("exact intervals: %d of 2000 masks claimed (%d of the plain forms)\n", exact, plain_masks);
-    return fails + (exact == 0);
+    printf("exact intervals: %d of 2000 masks claimed (%d of the plain forms), %d of them bands\n", exact,
+           plain_masks, bands);
+    /* bounds whose constants overflow when added up are no band (and no undefined behaviour) */
+    {
+        IrModule *m = ir_module_new();
+        Arena *a = &m->arena;
+        IrExpr *q = ir_var(a, IR_V_Q), *k = ir_var(a, IR_V_K);
+        IrExpr *lo = ir_binary(a, IR_GE, k, ir_binary(a, IR_SUB, q, ir_const_int(a, INT64_MAX)));
+        IrExpr *hi = ir_binary(a, IR_LE, k, ir_binary(a, IR_ADD, q, ir_const_int(a, INT64_MAX)));
+        IrFunc *f = make_func(m, ir_binary(a, IR_AND, lo, hi));
+        int64_t bhi = 0;
+        if (run_prune(f) && ir_prune_band(f, &bhi) != 0) {
+            fprintf(stderr, "BAND: a band claimed for overflowing bounds\n");
+            fails++;
+        }
+        ir_module_free(m);
+    }
+    return fails + (exact == 0) + (bands == 0);
 }
 
 int main(void) {
