@@ -7,7 +7,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <stdlib.h>
 
 #include "rt_internal.h"
 
@@ -109,7 +108,6 @@ static void rt_domains_task(void *ctx, int64_t t) {
     if (atomic_load_explicit(&dm->failed, memory_order_relaxed)) return;
     int64_t tile, r;
     rt_task_order(t, dm->ntiles, dm->share, &tile, &r);
-    if (getenv("FWD")) tile = dm->ntiles - 1 - tile;
     int64_t b = r / dm->heads, h = r % dm->heads;
     int64_t q0 = tile * dm->block_q, q1 = q0 + dm->block_q;
     if (q1 > dm->args[0].q_len) q1 = dm->args[0].q_len;
