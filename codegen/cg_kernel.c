@@ -1206,6 +1206,14 @@ static void body_groups(Kern *k, bool masked) {
     cg_loop_end(c, &lg);
 }
 
+/* A row's lse from its max m and sum l: m + log(l), -inf for a row that saw nothing (l = 0;
+ * otherwise l >= 1, the max term's own 1). */
+static LLVMValueRef row_lse(Cg *c, LLVMValueRef m, LLVMValueRef l) {
+    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
+    LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", l, cg_f32(c, 1.0)));
+    return LLVMBuildSelect(c->b, pos, LLVMBuildFAdd(c->b, m, lg, ""), cg_f32(c, -INFINITY), "");
+}
+
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
 static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     Cg *c = k->c;
@@ -1449,9 +1457,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBasicBlockRef nl = cg_block(c, "nolse");
         LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
         LLVMPositionBuilderAtEnd(b, wl);
-        LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", l, cg_f32(c, 1.0))); /* l >= 1 where used */
-        LLVMValueRef lse = LLVMBuildSelect(b, pos, LLVMBuildFAdd(b, m, lg, ""), cg_f32(c, -INFINITY), "");
-        cg_store(c, lse, cg_gep(c, c->f32, k->lsebase, row_off(k, row, k->ls1, k->ls2)), 4);
+        cg_store(c, row_lse(c, m, l), cg_gep(c, c->f32, k->lsebase, row_off(k, row, k->ls1, k->ls2)), 4);
         LLVMBuildBr(b, nl);
         LLVMPositionBuilderAtEnd(b, nl);
         cg_loop_end(c, &li);
@@ -1721,12 +1727,8 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
     LLVMBasicBlockRef wl = cg_block(c, "blse_w"), nl = cg_block(c, "blse_nw");
     LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
     LLVMPositionBuilderAtEnd(b, wl);
-    for (int r = 0; r < R; r++) {
-        LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
-        LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", den[r], cg_f32(c, 1.0)));
-        LLVMValueRef lse = LLVMBuildSelect(b, pos, LLVMBuildFAdd(b, mtot[r], lg, ""), cg_f32(c, -INFINITY), "");
-        cg_store(c, lse, cg_gep(c, c->f32, k->lsebase, row_off(k, row[r], k->ls1, k->ls2)), 4);
-    }
+    for (int r = 0; r < R; r++)
+        cg_store(c, row_lse(c, mtot[r], den[r]), cg_gep(c, c->f32, k->lsebase, row_off(k, row[r], k->ls1, k->ls2)), 4);
     LLVMBuildBr(b, nl);
     LLVMPositionBuilderAtEnd(b, nl);
 }
@@ -1785,16 +1787,8 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
             /* the next chunk's new K and V rows (4 a group) toward L1: from memory the pack's
              * reads of 64 rows at once stall, which the prefetchers do not foresee (band 64, 8
              * heads from memory: -11-16%; in cache: even). Q and O rows gained nothing. */
-            LLVMTypeRef pt = c->ptr;
             LLVMValueRef kn = add(c, add(c, kb0, mul(c, add(c, j, cg_i64(c, 2)), CR)), mul(c, s, cg_i64(c, 4)));
-            struct { LLVMValueRef base, s2; int elems; } t[2] = {{k->kbase, k->ks2, p->QK}, {k->vbase, k->vs2, p->VD}};
-            for (int w = 0; w < 2; w++)
-                for (int i2 = 0; i2 < 4; i2++)
-                    for (int e = 0; e < t[w].elems; e += 16) {
-                        LLVMValueRef ptr = cg_gep(c, c->f32, t[w].base, add(c, mul(c, add(c, kn, cg_i64(c, i2)), t[w].s2), cg_i64(c, e)));
-                        LLVMValueRef args[4] = {ptr, cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
-                        cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
-                    }
+            for (int i2 = 0; i2 < 4; i2++) prefetch_key(k, cg_i64(c, 0), add(c, kn, cg_i64(c, i2)));
         }
         CgLoop lsm;
         LLVMValueRef i = cg_loop_begin(c, &lsm, cg_i64(c, 0), CR, cg_i64(c, 4), "bsm");
