@@ -156,7 +156,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         bq = descs[i]->block_q > bq ? descs[i]->block_q : bq;
         floor_q = lo > floor_q ? lo : floor_q;
     }
-    while (threads > 1 && bq / 2 >= floor_q && a.batch * H * ((a.q_len + bq - 1) / bq) < 4 * (int64_t)threads) bq /= 2;
+    bq = rt_cut_tiles(bq, floor_q, a.batch * H, a.q_len, threads);
     int64_t ntiles = (a.q_len + bq - 1) / bq;
     if (a.batch * H * ntiles >= threads && descs[0]->tile) {
         /* enough tiles for the threads: fused (else each domain's launch may split the keys) */
