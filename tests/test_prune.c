@@ -232,22 +232,17 @@ static int exact_tests(void) {
         exact += f->prune.exact;
         attn_rt_args args = {.input = {arr}, .input_dim = {{64}}};
         bool wrong = false;
+        /* and a band claim (ir_prune_band: exactly the w keys ending hi before q) at every row */
+        int64_t bhi = 0, bw = ir_prune_band(f, &bhi);
+        bands += bw > 0;
         for (int64_t q = -5; q < 50 && f->prune.exact && !wrong; q++) {
             IrEnv env = {.qmin = q, .qmax = q, .kv_len = 60, .q_len = 64, .args = &args, .q = q};
             int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
             for (int64_t k = 0; k < 60; k++) {
                 env.k = k;
-                wrong |= eval_bool(f, f->mask, &env) != (k >= lo && k <= hi);
-            }
-        }
-        /* a band claim (ir_prune_band: exactly the w keys ending hi before q) at every row */
-        int64_t bhi = 0, bw = ir_prune_band(f, &bhi);
-        bands += bw > 0;
-        for (int64_t q = -5; q < 50 && bw > 0 && !wrong; q++) {
-            IrEnv env = {.kv_len = 60, .q_len = 64, .args = &args, .q = q};
-            for (int64_t k = 0; k < 60; k++) {
-                env.k = k;
-                wrong |= eval_bool(f, f->mask, &env) != (k >= q - bhi - bw + 1 && k <= q - bhi);
+                bool seen = eval_bool(f, f->mask, &env);
+                wrong |= seen != (k >= lo && k <= hi);
+                wrong |= bw > 0 && seen != (k >= q - bhi - bw + 1 && k <= q - bhi);
             }
         }
         /* every mask of the plain forms is an interval, the others are claimed to be none */
