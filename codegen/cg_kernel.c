@@ -88,6 +88,7 @@ typedef struct Kern {
     /* NRING > 1: KT, VS and vfin_slot point at the block's slot of these rings, tagged with
      * the first key of the block they hold */
     LLVMValueRef KTring, VSring, vfin_ring, tag_kb;
+    int bcs;                                   /* band buffers: floats from a K^T row to the next */
     LLVMValueRef vpack_on;                     /* i1: it does (a constant, or from V's row stride) */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
     LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
@@ -1488,24 +1489,25 @@ static int band_width(const IrFunc *f, int W, int64_t *hi) {
     return (int)w;
 }
 
-/* The band buffers (K^T and V of 3 blocks of 4W keys) fit in the ring's memory, so the band
- * path adds no stack but the chunk's scores (d64: 3 slots of the ring's 6, d128 all 3; not d256,
- * whose ring is one slot). */
-static bool band_fits(const Kern *k) {
+/* The band buffers (K^T and V of `blocks` blocks of 4W keys: 3 for a band, 1 for a staircase)
+ * fit in the ring's memory, so the band path adds no stack but the chunk's scores (a band at
+ * d64: 3 slots of the ring's 6, d128 all 3; not d256, whose ring is one slot). */
+static bool band_fits(const Kern *k, int blocks) {
     const Plan *p = &k->p;
-    int64_t cs = 12 * (int64_t)p->W;
+    int64_t cs = 4 * blocks * (int64_t)p->W;
     return k->vpack && (int64_t)p->NRING * kt_floats(p) >= (int64_t)p->QK * cs &&
            (int64_t)p->NRING * p->BK >= cs;
 }
 
 /* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
- * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]. */
+ * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]; keys past kmax (if not
+ * NULL) read key kmax instead. */
 static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef key0, LLVMValueRef col,
-                      LLVMValueRef mirror) {
+                      LLVMValueRef mirror, LLVMValueRef kmax) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
-    int W = p->W, BB = 4 * W, CS = 3 * BB;
+    int W = p->W, BB = 4 * W, CS = k->bcs;
     unsigned va = (unsigned)W * 4;
     LLVMValueRef col2 = LLVMBuildSelect(b, mirror, add(c, col, cg_i64(c, 2 * BB)), col, "col2");
     /* W keys at a time, each key's row read whole before the next W (a row's lines together:
@@ -1514,8 +1516,11 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
     LLVMValueRef jj = cg_loop_begin(c, &lk, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, W), "bkj");
     LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, W), "bkd");
     LLVMValueRef rows[64];
-    for (int r = 0; r < W; r++)
-        rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, mul(c, add(c, key0, add(c, jj, cg_i64(c, r))), k->ks2), d0), W);
+    for (int r = 0; r < W; r++) {
+        LLVMValueRef key = add(c, key0, add(c, jj, cg_i64(c, r)));
+        if (kmax) key = cg_smin(c, key, kmax);
+        rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, mul(c, key, k->ks2), d0), W);
+    }
     transpose(c, rows);
     for (int l = 0; l < W; l++) {
         LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
@@ -1526,7 +1531,8 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
     cg_loop_end(c, &lk);
     CgLoop lj;
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, 1), "bvj");
-    LLVMValueRef src = mul(c, add(c, key0, j), k->vs2);
+    LLVMValueRef vkey = add(c, key0, j);
+    LLVMValueRef src = mul(c, kmax ? cg_smin(c, vkey, kmax) : vkey, k->vs2);
     for (int ch = 0; ch < p->VC; ch++) {
         LLVMValueRef v = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src, cg_i64(c, ch * W)), W);
         LLVMValueRef e = cg_i64(c, ch * W);
@@ -1549,14 +1555,21 @@ static void band_accs(Cg *c, LLVMValueRef (*acc)[4], int rows, int n, const char
 /* The scores of group s: rows row[r] = c + s + W r into the chunk's S at rows s + W r. Key
  * vector u of the group starts at buffer column a0 + W u + sh (a0 a multiple of W, sh in
  * [0, W) known here), taken from the two aligned vectors around it by one lane shift
- * (valignd) rather than a load across cache lines. */
+ * (valignd) rather than a load across cache lines. Row r's window is vectors r .. r + nv - 1;
+ * or, for a staircase (lastm given, sh 0), vectors 0 .. r, the last one's lanes where lastm is
+ * set (the others -inf). */
+static int band_first(bool tri, int r) { return tri ? 0 : r; }
+static int band_count(bool tri, int r, int nv) { return tri ? r + 1 : nv; }
+
 static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVMValueRef a0, int sh, int nv,
-                        LLVMValueRef S, LLVMValueRef s) {
+                        LLVMValueRef S, LLVMValueRef s, LLVMValueRef lastm) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
     enum { R = 4 };
-    int W = p->W, BB = 4 * W, CS = 3 * BB, NU = nv + R - 1;
+    bool tri = lastm != NULL;
+    if (tri) nv = R;
+    int W = p->W, BB = 4 * W, CS = k->bcs, NU = tri ? R : nv + R - 1;
     unsigned va = (unsigned)W * 4;
     LLVMValueRef mask[64];
     for (int i = 0; i < W; i++) mask[i] = cg_i32(c, sh + i);
@@ -1567,7 +1580,7 @@ static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVM
     LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 4), "bd");
     LLVMValueRef acc[R][4];
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < nv; t++) acc[r][t] = cg_load(c, c->vf, sacc[r][t], va);
+        for (int t = 0; t < band_count(tri, r, nv); t++) acc[r][t] = cg_load(c, c->vf, sacc[r][t], va);
     for (int dd = 0; dd < 4; dd++) {
         LLVMValueRef dc = add(c, d, cg_i64(c, dd));
         LLVMValueRef at = cg_gep(c, c->f32, KTB, add(c, mul(c, dc, cg_i64(c, CS)), a0));
@@ -1587,16 +1600,20 @@ static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVM
         for (int r = 0; r < R; r++) {
             LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, k->qbase, add(c, mul(c, row[r], k->qs2), dc)), 4);
             LLVMValueRef qv = cg_splat(c, qs);
-            for (int t = 0; t < nv; t++) acc[r][t] = cg_fma(c, qv, kv[r + t], acc[r][t]);
+            for (int t = 0; t < band_count(tri, r, nv); t++)
+                acc[r][t] = cg_fma(c, qv, kv[band_first(tri, r) + t], acc[r][t]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < nv; t++) cg_store(c, acc[r][t], sacc[r][t], va);
+        for (int t = 0; t < band_count(tri, r, nv); t++) cg_store(c, acc[r][t], sacc[r][t], va);
     cg_loop_end(c, &ld);
     for (int r = 0; r < R; r++) {
         LLVMValueRef at = mul(c, add(c, s, cg_i64(c, (int64_t)r * W)), cg_i64(c, BB));
-        for (int t = 0; t < nv; t++)
-            cg_store(c, cg_load(c, c->vf, sacc[r][t], va), cg_gep(c, c->f32, S, add(c, at, cg_i64(c, (int64_t)t * W))), va);
+        for (int t = 0; t < band_count(tri, r, nv); t++) {
+            LLVMValueRef v = cg_load(c, c->vf, sacc[r][t], va);
+            if (tri && t == r) v = LLVMBuildSelect(b, lastm, v, cg_splat(c, cg_f32(c, -INFINITY)), "");
+            cg_store(c, v, cg_gep(c, c->f32, S, add(c, at, cg_i64(c, (int64_t)t * W))), va);
+        }
     }
 }
 
@@ -1625,20 +1642,20 @@ static void band_softmax(Kern *k, LLVMValueRef S, LLVMValueRef M, LLVMValueRef L
     cg_store(c, cg_hsum(c, sum), cg_gep(c, c->f32, L, i), 4);
 }
 
-/* Group s's P.V and output: rows c + s + W r, row r's window at buffer column off0 + W r. */
-static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, LLVMValueRef L, LLVMValueRef row0,
-                    LLVMValueRef off0, LLVMValueRef s, int nv) {
+/* Group s's P.V and output: rows row[r] (their scratch rows s + W r), row r's window at buffer
+ * column off0 + W r. For a staircase (lanes given), row r's window is vectors 0 .. r from off0,
+ * the last one's first `lanes` lanes, and rows whose present[r] is false are not written. */
+static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, LLVMValueRef L, const LLVMValueRef *row,
+                    const LLVMValueRef *present, LLVMValueRef off0, LLVMValueRef s, int nv, LLVMValueRef lanes) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
     enum { R = 4 };
-    int W = p->W, BB = 4 * W, NU = nv + R - 1;
+    bool tri = lanes != NULL;
+    int W = p->W, BB = 4 * W, NU = tri ? R : nv + R - 1;
     unsigned va = (unsigned)W * 4;
-    LLVMValueRef row[R], li[R];
-    for (int r = 0; r < R; r++) {
-        li[r] = add(c, s, cg_i64(c, (int64_t)r * W));
-        row[r] = add(c, row0, cg_i64(c, (int64_t)r * W));
-    }
+    LLVMValueRef li[R];
+    for (int r = 0; r < R; r++) li[r] = add(c, s, cg_i64(c, (int64_t)r * W));
     /* on resume, the earlier domains' (o, lse) as one more term: o = (e^(m - M) acc + e^(lse - M)
      * o_old) / (e^(m - M) l + e^(lse - M)), M = max(m, lse) */
     LLVMValueRef resume = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, k->resume, cg_i64(c, 0), ""),
@@ -1679,28 +1696,42 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
             mtot[r] = cg_load(c, c->f32, slots[r][3], 4);
         }
     }
-    /* column groups of up to 4 vectors: key vector u of the group is vector u - r of row r */
+    /* column groups of up to 4 vectors: key vector u of the group is vector u - first(r) of row
+     * r; a staircase's last vector (u = r) only below `lanes`, so its lanes run in two loops,
+     * with and without it (no P.V for a masked key, whose V row need not exist) */
     for (int c0 = 0; c0 < p->VC; c0 += 4) {
         int nc = p->VC - c0 < 4 ? p->VC - c0 : 4;
         LLVMValueRef oacc[R][4];
         band_accs(c, oacc, R, nc, "bo");
-        CgLoop ll;
-        LLVMValueRef l = cg_loop_begin(c, &ll, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bl");
-        for (int u = 0; u < NU; u++) {
-            int rlo = u - nv + 1 > 0 ? u - nv + 1 : 0, rhi = u < R - 1 ? u : R - 1;
-            LLVMValueRef colv = add(c, off0, add(c, cg_i64(c, (int64_t)u * W), l));
-            LLVMValueRef vrow = cg_gep(c, c->f32, VSB, mul(c, colv, cg_i64(c, p->VDP)));
-            LLVMValueRef vv[4];
-            for (int j = 0; j < nc; j++) vv[j] = cg_load(c, c->vf, cg_gep(c, c->f32, vrow, cg_i64(c, (int64_t)(c0 + j) * W)), va);
-            for (int r = rlo; r <= rhi; r++) {
-                LLVMValueRef pidx = add(c, add(c, mul(c, li[r], cg_i64(c, BB)), cg_i64(c, (int64_t)(u - r) * W)), l);
-                LLVMValueRef pb = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, P, pidx), 4));
+        for (int part = 0; part < (tri ? 2 : 1); part++) {
+            CgLoop ll;
+            LLVMValueRef l = cg_loop_begin(c, &ll, part ? lanes : cg_i64(c, 0), tri && !part ? lanes : cg_i64(c, W),
+                                           cg_i64(c, 1), "bl");
+            for (int u = 0; u < NU; u++) {
+                int rlo = tri ? u + part : (u - nv + 1 > 0 ? u - nv + 1 : 0), rhi = tri || u > R - 1 ? R - 1 : u;
+                if (rlo > rhi) continue;
+                LLVMValueRef colv = add(c, off0, add(c, cg_i64(c, (int64_t)u * W), l));
+                LLVMValueRef vrow = cg_gep(c, c->f32, VSB, mul(c, colv, cg_i64(c, p->VDP)));
+                LLVMValueRef vv[4];
                 for (int j = 0; j < nc; j++)
-                    cg_store(c, cg_fma(c, pb, vv[j], cg_load(c, c->vf, oacc[r][j], va)), oacc[r][j], va);
+                    vv[j] = cg_load(c, c->vf, cg_gep(c, c->f32, vrow, cg_i64(c, (int64_t)(c0 + j) * W)), va);
+                for (int r = rlo; r <= rhi; r++) {
+                    LLVMValueRef pidx = add(c, add(c, mul(c, li[r], cg_i64(c, BB)), cg_i64(c, (int64_t)(u - band_first(tri, r)) * W)), l);
+                    LLVMValueRef pb = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, P, pidx), 4));
+                    for (int j = 0; j < nc; j++)
+                        cg_store(c, cg_fma(c, pb, vv[j], cg_load(c, c->vf, oacc[r][j], va)), oacc[r][j], va);
+                }
             }
+            cg_loop_end(c, &ll);
         }
-        cg_loop_end(c, &ll);
         for (int r = 0; r < R; r++) {
+            LLVMBasicBlockRef bput = NULL;
+            if (present) {
+                LLVMBasicBlockRef bw = cg_block(c, "bput");
+                bput = cg_block(c, "bput_done");
+                LLVMBuildCondBr(b, present[r], bw, bput);
+                LLVMPositionBuilderAtEnd(b, bw);
+            }
             LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
             LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), den[r], ""), cg_f32(c, 0.0), "");
             LLVMValueRef an = cg_splat(c, LLVMBuildFMul(b, wnew[r], inv, "")), ao = cg_splat(c, LLVMBuildFMul(b, wold[r], inv, ""));
@@ -1722,13 +1753,22 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
                 v = LLVMBuildSelect(b, pos, cg_load(c, c->vf, vslot, va), LLVMConstNull(c->vf), "");
                 cg_store_vec(c, ATTN_F32, v, k->obase, at, W);
             }
+            if (bput) {
+                LLVMBuildBr(b, bput);
+                LLVMPositionBuilderAtEnd(b, bput);
+            }
         }
     }
     LLVMBasicBlockRef wl = cg_block(c, "blse_w"), nl = cg_block(c, "blse_nw");
     LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
     LLVMPositionBuilderAtEnd(b, wl);
-    for (int r = 0; r < R; r++)
-        cg_store(c, row_lse(c, mtot[r], den[r]), cg_gep(c, c->f32, k->lsebase, row_off(k, row[r], k->ls1, k->ls2)), 4);
+    for (int r = 0; r < R; r++) {
+        LLVMValueRef at = cg_gep(c, c->f32, k->lsebase, row_off(k, row[r], k->ls1, k->ls2));
+        LLVMValueRef lse = row_lse(c, mtot[r], den[r]);
+        /* an absent row's slot (a valid row's) keeps its value */
+        if (present) lse = LLVMBuildSelect(b, present[r], lse, cg_load(c, c->f32, at, 4), "");
+        cg_store(c, lse, at, 4);
+    }
     LLVMBuildBr(b, nl);
     LLVMPositionBuilderAtEnd(b, nl);
 }
@@ -1759,20 +1799,21 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
     }
     /* the buffers: the ring's memory (band_fits; the general rows are done with it) */
     LLVMValueRef KTB = k->KTring, VSB = k->VSring;
+    k->bcs = 3 * BB;
     LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "bsp"); /* a chunk's scores, then P */
     LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "bm"), L = cg_alloca(c, c->f32, BB, 64, "bl");
     LLVMBasicBlockRef bgo = cg_block(c, "band"), bdone = cg_block(c, "band_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, cg_i64(c, 0), ""), bgo, bdone);
     LLVMPositionBuilderAtEnd(b, bgo);
     LLVMValueRef kb0 = LLVMBuildSub(b, LLVMBuildSub(b, add(c, q_off, qa), hi, ""), CR, "kb0");
-    band_pack(k, KTB, VSB, kb0, cg_i64(c, 0), cg_bool(c, true));
+    band_pack(k, KTB, VSB, kb0, cg_i64(c, 0), cg_bool(c, true), NULL);
     CgLoop lj;
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), n, cg_i64(c, 1), "bch");
     {
         LLVMValueRef blk = add(c, j, cg_i64(c, 1));
         LLVMValueRef odd = LLVMBuildTrunc(b, LLVMBuildAnd(b, blk, cg_i64(c, 1), ""), c->i1, "");
         band_pack(k, KTB, VSB, add(c, kb0, mul(c, blk, CR)), LLVMBuildSelect(b, odd, CR, cg_i64(c, 0), ""),
-                  LLVMBuildNot(b, odd, ""));
+                  LLVMBuildNot(b, odd, ""), NULL);
         LLVMValueRef base = mul(c, LLVMBuildAnd(b, j, cg_i64(c, 1), ""), CR);
         LLVMValueRef c0 = add(c, qa, mul(c, j, CR));
         /* scores of every group (K^T stays in L1), the softmax of every row, then P.V (V stays) */
@@ -1783,7 +1824,7 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
             LLVMValueRef row[4];
             for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
             LLVMValueRef a0 = LLVMBuildSub(b, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), cg_i64(c, v), "a0");
-            band_scores(k, KTB, row, a0, v, nv, S, s);
+            band_scores(k, KTB, row, a0, v, nv, S, s, NULL);
             /* the next chunk's new K and V rows (4 a group) toward L1: from memory the pack's
              * reads of 64 rows at once stall, which the prefetchers do not foresee (band 64, 8
              * heads from memory: -11-16%; in cache: even). Q and O rows gained nothing. */
@@ -1796,10 +1837,106 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
         cg_loop_end(c, &lsm);
         CgLoop lpv;
         LLVMValueRef s = cg_loop_begin(c, &lpv, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bpv");
-        band_pv(k, VSB, S, M, L, add(c, c0, s), add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), s, nv);
+        LLVMValueRef row[4];
+        for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
+        band_pv(k, VSB, S, M, L, row, NULL, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), s, nv, NULL);
         cg_loop_end(c, &lpv);
     }
     cg_loop_end(c, &lj);
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, bdone);
+}
+
+/* ---- Staircases in residue classes ----
+ * A residue class's run of strided or atrous masks sees, in class keys, a staircase from a
+ * fixed key: row i sees keys [jlo, i + E]. The general code covers it with row groups of
+ * adjacent rows over a triangle of partial blocks, each evaluating the mask and rescaling an
+ * online softmax. When the run's longest window fits in 4W keys (strided 64's classes at
+ * 4096: 64 rows seeing 0 .. 63 keys), the band groups' machinery does it in one pass: the
+ * window keys packed once, and rows grouped by their key count mod W, so that a group's rows
+ * see 1, 2, 3 and 4 vectors whose last one is masked alike, a lane mask known per group. The
+ * softmax takes each row's whole window at once and P.V skips the masked lanes. */
+static void emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const Plan *p = &k->p;
+    int W = p->W, BB = 4 * W;
+    LLVMValueRef one = cg_i64(c, 1), zero = cg_i64(c, 0);
+    /* the run's keys [jlo, jend); row i's last key i + E (run rows and keys step alike) */
+    LLVMValueRef jlo = cg_smax(c, keys_below(k, cg_i64(c, tlo)), keys_below(k, k->kbeg));
+    LLVMValueRef jend = cg_smin(c, keys_below(k, k->kendp), k->nkeys);
+    LLVMValueRef E = floor_div(c, LLVMBuildSub(b, LLVMBuildSub(b, k->qpos0, cg_i64(c, thi), ""), k->kpos0, ""), k->kstep);
+    LLVMValueRef C = add(c, LLVMBuildSub(b, E, jlo, ""), one); /* row i sees C + i keys */
+    LLVMValueRef nlast = LLVMBuildSub(b, nv, one, "");
+    LLVMValueRef fits = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSLT, add(c, E, nlast), jend, ""),
+                                     LLVMBuildICmp(b, LLVMIntSLE, add(c, C, nlast), cg_i64(c, BB), ""), "tri_fits");
+    LLVMBasicBlockRef bgen = cg_block(c, "tri_general"), btri = cg_block(c, "tri"), bdone = cg_block(c, "tri_done");
+    LLVMBuildCondBr(b, fits, btri, bgen);
+    LLVMPositionBuilderAtEnd(b, bgen);
+    emit_run(k, zero, nv);
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, btri);
+    LLVMValueRef resume = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, k->resume, zero, ""), LLVMBuildIsNotNull(b, k->lsep, ""), "");
+    /* rows [0, i0) see nothing: o = 0 and lse = -inf, or on resume the earlier (o, lse) */
+    LLVMValueRef i0 = cg_smin(c, cg_smax(c, LLVMBuildSub(b, one, C, ""), zero), nv);
+    {
+        LLVMBasicBlockRef bz = cg_block(c, "tri_none"), bzd = cg_block(c, "tri_none_done");
+        LLVMBuildCondBr(b, LLVMBuildAnd(b, LLVMBuildNot(b, resume, ""), LLVMBuildICmp(b, LLVMIntSGT, i0, zero, ""), ""), bz, bzd);
+        LLVMPositionBuilderAtEnd(b, bz);
+        CgLoop li;
+        LLVMValueRef i = cg_loop_begin(c, &li, zero, i0, one, "tz");
+        LLVMValueRef ooff = row_off(k, i, k->os1, k->os2);
+        for (int ch = 0; ch < p->VC; ch++) cg_store_vec(c, ATTN_F32, LLVMConstNull(c->vf), k->obase, add(c, ooff, cg_i64(c, ch * W)), W);
+        LLVMBasicBlockRef wl = cg_block(c, "tz_lse"), nl = cg_block(c, "tz_nolse");
+        LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
+        LLVMPositionBuilderAtEnd(b, wl);
+        cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->lsebase, row_off(k, i, k->ls1, k->ls2)), 4);
+        LLVMBuildBr(b, nl);
+        LLVMPositionBuilderAtEnd(b, nl);
+        cg_loop_end(c, &li);
+        LLVMBuildBr(b, bzd);
+        LLVMPositionBuilderAtEnd(b, bzd);
+    }
+    LLVMBasicBlockRef bsee = cg_block(c, "tri_see");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, i0, nv, ""), bsee, bdone);
+    LLVMPositionBuilderAtEnd(b, bsee);
+    LLVMValueRef KTB = k->KTring, VSB = k->VSring;
+    k->bcs = BB; /* one block */
+    LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "tsp");
+    LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "tm"), L = cg_alloca(c, c->f32, BB, 64, "tl");
+    band_pack(k, KTB, VSB, jlo, zero, cg_bool(c, false), add(c, E, nlast));
+    /* group g: the rows that see g + 1 + W t keys (t = 0..3), i = g + 1 + W t - C; those
+     * outside [0, nv) are computed on a valid row and not written */
+    LLVMValueRef row[4], present[4];
+#define TRI_ROWS(g)                                                                               \
+    for (int t = 0; t < 4; t++) {                                                                 \
+        LLVMValueRef i_ = LLVMBuildSub(b, add(c, g, cg_i64(c, 1 + (int64_t)t * W)), C, "");       \
+        present[t] = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, i_, zero, ""),                  \
+                                  LLVMBuildICmp(b, LLVMIntSLT, i_, nv, ""), "");                  \
+        row[t] = cg_smin(c, cg_smax(c, i_, zero), nlast);                                         \
+    }
+    {
+        CgLoop lg;
+        LLVMValueRef g = cg_loop_begin(c, &lg, zero, cg_i64(c, W), one, "tg");
+        TRI_ROWS(g)
+        LLVMValueRef lastm = LLVMBuildICmp(b, LLVMIntULE, cg_iota(c), cg_splat(c, g), "");
+        band_scores(k, KTB, row, zero, 0, 4, S, g, lastm);
+        cg_loop_end(c, &lg);
+    }
+    {
+        CgLoop lsm;
+        LLVMValueRef g = cg_loop_begin(c, &lsm, zero, cg_i64(c, W), one, "tsm");
+        for (int t = 0; t < 4; t++) band_softmax(k, S, M, L, add(c, g, cg_i64(c, (int64_t)t * W)), t + 1);
+        cg_loop_end(c, &lsm);
+    }
+    {
+        CgLoop lpv;
+        LLVMValueRef g = cg_loop_begin(c, &lpv, zero, cg_i64(c, W), one, "tpv");
+        TRI_ROWS(g)
+        band_pv(k, VSB, S, M, L, row, present, zero, g, 4, add(c, g, one));
+        cg_loop_end(c, &lpv);
+    }
+#undef TRI_ROWS
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, bdone);
 }
@@ -2029,7 +2166,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     } else if (!have_runs) {
         int64_t bhi = 0;
         /* f32 rows read in place (qdirect), whole vectors of q/k and v */
-        int bw = k->qdirect && p->QK % p->W == 0 && p->VD % p->W == 0 && band_fits(k) ? band_width(f, p->W, &bhi) : 0;
+        int bw = k->qdirect && p->QK % p->W == 0 && p->VD % p->W == 0 && band_fits(k, 3) ? band_width(f, p->W, &bhi) : 0;
         if (bw)
             emit_band_task(k, q0, q1, q_off, bw, bhi);
         else
@@ -2055,6 +2192,10 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         /* k = q (mod r): rows of one residue class see only keys of the same class, so each
          * class is a run over strided rows and keys, and the work is the visible pairs */
         int64_t modulus = runs->mod;
+        /* a staircase in class keys: f32 read in place, whole vectors, the buffers in the ring */
+        int64_t tlo = 0, thi = 0;
+        bool tri = k->qdirect && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && band_fits(k, 1) &&
+                   ir_prune_tri(f, &tlo, &thi);
         k->qstep = k->kstep = modulus;
         LLVMValueRef rr = cg_i64(c, modulus);
         LLVMValueRef qbase = k->qbase, obase = k->obase, kbase = k->kbase, vbase = k->vbase;
@@ -2081,7 +2222,10 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         k->vs2 = mul(c, vs2, rr);
         k->lsebase = LLVMBuildGEP2(b, c->f32, lsebase, &first, 1, "");
         k->ls2 = rr;
-        emit_run(k, cg_i64(c, 0), nv);
+        if (tri)
+            emit_tri_run(k, nv, tlo, thi);
+        else
+            emit_run(k, cg_i64(c, 0), nv);
         cg_loop_end(c, &lr);
     }
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);

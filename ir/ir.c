@@ -257,9 +257,30 @@ static bool affine_row(const IrExpr *e, int64_t *coef, int64_t *c, int depth) {
         if (!affine_row(e->args[0], &k0, &c0, depth + 1) || !affine_row(e->args[1], &k1, &c1, depth + 1)) return false;
         if (e->op == IR_ADD) return !__builtin_add_overflow(k0, k1, coef) && !__builtin_add_overflow(c0, c1, c);
         return !__builtin_sub_overflow(k0, k1, coef) && !__builtin_sub_overflow(c0, c1, c);
+    case IR_CALL:
+        /* min/max of two bounds with the same slope: the slope, and the min/max offset */
+        if ((e->fn != IR_FN_MIN && e->fn != IR_FN_MAX) || e->nargs != 2 ||
+            !affine_row(e->args[0], &k0, &c0, depth + 1) || !affine_row(e->args[1], &k1, &c1, depth + 1) || k0 != k1)
+            return false;
+        *coef = k0;
+        *c = (e->fn == IR_FN_MIN) == (c0 < c1) ? c0 : c1;
+        return true;
     default:
         return false;
     }
+}
+
+bool ir_prune_tri(const IrFunc *f, int64_t *lo, int64_t *hi) {
+    const IrPrune *pr = &f->prune;
+    int64_t klo, clo, khi, chi;
+    if (!pr->enabled || !pr->exact || !pr->k_lo || !pr->k_hi || !affine_row(pr->k_lo, &klo, &clo, 0) ||
+        !affine_row(pr->k_hi, &khi, &chi, 0) || klo != 0 || khi != 1)
+        return false;
+    /* [clo, q + chi]: bounded constants (the kernel's position arithmetic stays in range) */
+    if (chi > 0 || chi < -((int64_t)1 << 30) || clo < -((int64_t)1 << 40) || clo > ((int64_t)1 << 40)) return false;
+    *lo = clo;
+    *hi = -chi;
+    return true;
 }
 
 int64_t ir_prune_band(const IrFunc *f, int64_t *hi) {

@@ -252,6 +252,9 @@ bool ir_expr_equal(const IrExpr *a, const IrExpr *b);
 /* An exact band (prune.exact, bounds over the row alone): a row at x sees exactly the keys
  * [x - *hi - w + 1, x - *hi]; returns w (0: the mask is no such band). */
 int64_t ir_prune_band(const IrFunc *f, int64_t *hi);
+/* A staircase from a fixed key (prune.exact): a row at x sees exactly the keys [*lo, x - *hi]
+ * (causal and its shifts; a residue class's run of strided or atrous masks, in class keys). */
+bool ir_prune_tri(const IrFunc *f, int64_t *lo, int64_t *hi);
 
 // print.c
 

@@ -198,6 +198,9 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
         if (w)
             sb_printf(sb, "  prune band: %lld keys ending %lld before q (rows W apart when a multiple of W up to 4W)\n",
                       (long long)w, (long long)hi);
+        int64_t tlo;
+        if (ir_prune_tri(f, &tlo, &hi))
+            sb_printf(sb, "  prune staircase: keys from %lld to %lld before q\n", (long long)tlo, (long long)hi);
     }
     if (f->sched.vec_width) {
         sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d", f->sched.vec_width,

@@ -178,16 +178,17 @@ static int precision(void) {
     return fails;
 }
 
-/* An atom bounding k by q: k OP q+c, q+c OP k, abs(q - k + c) OP w, k / m OP q / m; or, one
- * time in four, one the exact-interval claim must not hold for (!=, ||, a k-free test, k % r,
+/* An atom bounding k by q: k OP q+c, q+c OP k, abs(q - k + c) OP w, k / m OP q / m, k OP c; or,
+ * one time in three, one the exact-interval claim must not hold for (!=, ||, a k-free test, k % r,
  * a read of k). */
 static IrExpr *gen_bound(Arena *a, bool *plain) {
     static const IrExprOp cmp[] = {IR_EQ, IR_LT, IR_LE, IR_GT, IR_GE};
     IrExpr *q = ir_var(a, IR_V_Q), *k = ir_var(a, IR_V_K);
     IrExpr *qc = ir_binary(a, IR_ADD, q, ir_const_int(a, rnd(-6, 6)));
     IrExpr *args[1];
-    switch (rnd(0, 7)) {
+    switch (rnd(0, 8)) {
     case 0: return ir_binary(a, cmp[rnd(0, 4)], k, qc);
+    case 5: return ir_binary(a, cmp[rnd(0, 4)], k, ir_const_int(a, rnd(-3, 20)));
     case 1: return ir_binary(a, cmp[rnd(0, 4)], qc, k);
     case 2:
         args[0] = ir_binary(a, IR_SUB, qc, k);
@@ -215,7 +216,7 @@ static IrExpr *gen_bound(Arena *a, bool *plain) {
  * which lets the kernels build a row's lane bits from two numbers) against brute force; and it
  * must not be made for masks with holes. Returns the failures. */
 static int exact_tests(void) {
-    int fails = 0, exact = 0, plain_masks = 0, bands = 0;
+    int fails = 0, exact = 0, plain_masks = 0, bands = 0, stairs = 0;
     for (int iter = 0; iter < 2000; iter++) {
         IrModule *m = ir_module_new();
         Arena *a = &m->arena;
@@ -235,6 +236,10 @@ static int exact_tests(void) {
         /* and a band claim (ir_prune_band: exactly the w keys ending hi before q) at every row */
         int64_t bhi = 0, bw = ir_prune_band(f, &bhi);
         bands += bw > 0;
+        /* and a staircase claim (ir_prune_tri: exactly the keys from tlo to thi before q) */
+        int64_t tlo = 0, thi = 0;
+        bool tri = ir_prune_tri(f, &tlo, &thi);
+        stairs += tri;
         for (int64_t q = -5; q < 50 && f->prune.exact && !wrong; q++) {
             IrEnv env = {.qmin = q, .qmax = q, .kv_len = 60, .q_len = 64, .args = &args, .q = q};
             int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
@@ -243,6 +248,7 @@ static int exact_tests(void) {
                 bool seen = eval_bool(f, f->mask, &env);
                 wrong |= seen != (k >= lo && k <= hi);
                 wrong |= bw > 0 && seen != (k >= q - bhi - bw + 1 && k <= q - bhi);
+                wrong |= tri && seen != (k >= tlo && k <= q - thi);
             }
         }
         /* every mask of the plain forms is an interval, the others are claimed to be none */
@@ -257,8 +263,8 @@ static int exact_tests(void) {
         }
         ir_module_free(m);
     }
-    printf("exact intervals: %d of 2000 masks claimed (%d of the plain forms), %d of them bands\n", exact,
-           plain_masks, bands);
+    printf("exact intervals: %d of 2000 masks claimed (%d of the plain forms), %d of them bands, %d staircases\n",
+           exact, plain_masks, bands, stairs);
     /* bounds whose constants overflow when added up are no band (and no undefined behaviour) */
     {
         IrModule *m = ir_module_new();
@@ -274,7 +280,7 @@ static int exact_tests(void) {
         }
         ir_module_free(m);
     }
-    return fails + (exact == 0) + (bands == 0);
+    return fails + (exact == 0) + (bands == 0) + (stairs == 0);
 }
 
 int main(void) {
