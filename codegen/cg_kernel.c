@@ -89,6 +89,7 @@ typedef struct Kern {
      * the first key of the block they hold */
     LLVMValueRef KTring, VSring, vfin_ring, tag_kb;
     int bcs;                                   /* band buffers: floats from a K^T row to the next */
+    LLVMValueRef knext, vnext;                 /* residue runs: the next class's K/V bases */
     LLVMValueRef vpack_on;                     /* i1: it does (a constant, or from V's row stride) */
     LLVMValueRef frame;                        /* the live values handed to a piece (ptr) */
     LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
@@ -1921,6 +1922,11 @@ static void emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
         TRI_ROWS(g)
         LLVMValueRef lastm = LLVMBuildICmp(b, LLVMIntULE, cg_iota(c), cg_splat(c, g), "");
         band_scores(k, KTB, row, zero, 0, 4, S, g, lastm);
+        /* the next class's K and V rows (4 a group) toward L1 */
+        LLVMValueRef kb = k->kbase, vb = k->vbase;
+        k->kbase = k->knext, k->vbase = k->vnext;
+        for (int i2 = 0; i2 < 4; i2++) prefetch_key(k, zero, add(c, jlo, add(c, mul(c, g, cg_i64(c, 4)), cg_i64(c, i2))));
+        k->kbase = kb, k->vbase = vb;
         cg_loop_end(c, &lg);
     }
     {
@@ -2216,6 +2222,8 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         k->obase = cg_gep(c, et, obase, mul(c, first, os2));
         k->kbase = cg_gep(c, et, kbase, mul(c, rho, ks2));
         k->vbase = cg_gep(c, et, vbase, mul(c, rho, vs2));
+        k->knext = cg_gep(c, et, k->kbase, ks2); /* the next class's (a row on) */
+        k->vnext = cg_gep(c, et, k->vbase, vs2);
         k->qs2 = mul(c, qs2, rr);
         k->os2 = mul(c, os2, rr);
         k->ks2 = mul(c, ks2, rr);
