@@ -1201,6 +1201,15 @@ static void body_groups(Kern *k, bool masked) {
     cg_loop_continue(c, &lg);
     LLVMBuildBr(c->b, bgo);
     LLVMPositionBuilderAtEnd(c->b, bgo);
+    if (p->NRING > 1) {
+        /* a chunk's last block: the next chunk's new keys (R a group) toward L1 */
+        LLVMBasicBlockRef bpf = cg_block(c, "gpf"), bpd = cg_block(c, "gpf_done");
+        LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, add(c, k->kb, cg_i64(c, p->BK)), k->kv_len, ""), bpf, bpd);
+        LLVMPositionBuilderAtEnd(c->b, bpf);
+        for (int r = 0; r < p->R; r++) prefetch_key(k, cg_i64(c, 0), add(c, k->kv_len, add(c, g, cg_i64(c, r))));
+        LLVMBuildBr(c->b, bpd);
+        LLVMPositionBuilderAtEnd(c->b, bpd);
+    }
     if (masked)
         emit_group_loop(k, g, p->R, true, false, NULL, NULL);
     else
