@@ -1202,11 +1202,22 @@ static void body_groups(Kern *k, bool masked) {
     LLVMBuildBr(c->b, bgo);
     LLVMPositionBuilderAtEnd(c->b, bgo);
     if (p->NRING > 1) {
-        /* a chunk's last block: the next chunk's new keys (R a group) toward L1 */
+        /* a chunk's last block: the next chunk's new keys and its q rows (R a group) toward L1
+         * (its o rows as well: no better) */
         LLVMBasicBlockRef bpf = cg_block(c, "gpf"), bpd = cg_block(c, "gpf_done");
         LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, add(c, k->kb, cg_i64(c, p->BK)), k->kv_len, ""), bpf, bpd);
         LLVMPositionBuilderAtEnd(c->b, bpf);
-        for (int r = 0; r < p->R; r++) prefetch_key(k, cg_i64(c, 0), add(c, k->kv_len, add(c, g, cg_i64(c, r))));
+        LLVMTypeRef et = cg_elem_type(c, k->dt), pt = c->ptr;
+        int per_line = 64 / (k->dt == ATTN_F32 ? 4 : 2);
+        for (int r = 0; r < p->R; r++) {
+            prefetch_key(k, cg_i64(c, 0), add(c, k->kv_len, add(c, g, cg_i64(c, r))));
+            LLVMValueRef next = add(c, add(c, k->qc, cg_i64(c, p->BQ)), add(c, g, cg_i64(c, r)));
+            LLVMValueRef qa = cg_gep(c, et, k->qbase, row_off(k, next, k->qs1, k->qs2));
+            for (int ln = 0; ln * per_line < p->QK; ln++) {
+                LLVMValueRef args[4] = {cg_gep(c, et, qa, cg_i64(c, ln * per_line)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+                cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+            }
+        }
         LLVMBuildBr(c->b, bpd);
         LLVMPositionBuilderAtEnd(c->b, bpd);
     }
