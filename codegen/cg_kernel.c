@@ -790,24 +790,31 @@ static LLVMValueRef reduce_rows(Cg *c, LLVMValueRef *part) {
  * memory with little else in flight): the G rows of a group split a key's lines, so each key's
  * prefetches spread over the row passes instead of a burst per block that fills the miss
  * buffers and stalls. Prefetches never fault: no bounds needed. */
+static int line_elems(const Kern *k) { return 64 / (k->dt == ATTN_F32 ? 4 : 2); }
+
+/* Read prefetches (to L1) of `lines` cache lines of elements from `at`. */
+static void prefetch_lines(Kern *k, LLVMValueRef at, int lines) {
+    Cg *c = k->c;
+    LLVMTypeRef et = cg_elem_type(c, k->dt), pt = c->ptr;
+    for (int i = 0; i < lines; i++) {
+        LLVMValueRef args[4] = {cg_gep(c, et, at, cg_i64(c, (int64_t)i * line_elems(k))), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+        cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+    }
+}
+
 static void prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
-    int per_line = 64 / (k->dt == ATTN_F32 ? 4 : 2);
+    int per_line = line_elems(k);
     int kl = (p->QK + per_line - 1) / per_line, vl = (p->VD + per_line - 1) / per_line;
     LLVMTypeRef et = cg_elem_type(c, k->dt);
-    LLVMTypeRef pt = c->ptr;
     LLVMValueRef share = LLVMBuildURem(b, row, cg_i64(c, k->gsize), "");
     struct { LLVMValueRef base, stride; int lines; } t[2] = {{k->kbase, k->ks2, kl}, {k->vbase, k->vs2, vl}};
     for (int w = 0; w < 2; w++) {
         int m = (t[w].lines + k->gsize - 1) / k->gsize;
         LLVMValueRef first = mul(c, mul(c, share, cg_i64(c, m)), cg_i64(c, per_line));
-        LLVMValueRef rowp = cg_gep(c, et, t[w].base, add(c, mul(c, krow(k, key), t[w].stride), first));
-        for (int i = 0; i < m; i++) {
-            LLVMValueRef args[4] = {cg_gep(c, et, rowp, cg_i64(c, (int64_t)i * per_line)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
-            cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
-        }
+        prefetch_lines(k, cg_gep(c, et, t[w].base, add(c, mul(c, krow(k, key), t[w].stride), first)), m);
     }
 }
 
@@ -1207,16 +1214,11 @@ static void body_groups(Kern *k, bool masked) {
         LLVMBasicBlockRef bpf = cg_block(c, "gpf"), bpd = cg_block(c, "gpf_done");
         LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSGE, add(c, k->kb, cg_i64(c, p->BK)), k->kv_len, ""), bpf, bpd);
         LLVMPositionBuilderAtEnd(c->b, bpf);
-        LLVMTypeRef et = cg_elem_type(c, k->dt), pt = c->ptr;
-        int per_line = 64 / (k->dt == ATTN_F32 ? 4 : 2);
+        LLVMTypeRef et = cg_elem_type(c, k->dt);
         for (int r = 0; r < p->R; r++) {
             prefetch_key(k, cg_i64(c, 0), add(c, k->kv_len, add(c, g, cg_i64(c, r))));
             LLVMValueRef next = add(c, add(c, k->qc, cg_i64(c, p->BQ)), add(c, g, cg_i64(c, r)));
-            LLVMValueRef qa = cg_gep(c, et, k->qbase, row_off(k, next, k->qs1, k->qs2));
-            for (int ln = 0; ln * per_line < p->QK; ln++) {
-                LLVMValueRef args[4] = {cg_gep(c, et, qa, cg_i64(c, ln * per_line)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
-                cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
-            }
+            prefetch_lines(k, cg_gep(c, et, k->qbase, row_off(k, next, k->qs1, k->qs2)), (p->QK + line_elems(k) - 1) / line_elems(k));
         }
         LLVMBuildBr(c->b, bpd);
         LLVMPositionBuilderAtEnd(c->b, bpd);
