@@ -87,7 +87,29 @@ LLVMValueRef cg_fma(Cg *c, LLVMValueRef a, LLVMValueRef b, LLVMValueRef acc) {
     return cg_intr(c, "llvm.fmuladd", &t, 1, args, 3); /* fused where the target has FMA */
 }
 
+/* Bytes of a value of type ty in memory (the kernels' scalar, vector and integer types). */
+static int64_t type_bytes(LLVMTypeRef ty) {
+    switch (LLVMGetTypeKind(ty)) {
+    case LLVMHalfTypeKind:
+    case LLVMBFloatTypeKind: return 2;
+    case LLVMFloatTypeKind: return 4;
+    case LLVMDoubleTypeKind:
+    case LLVMPointerTypeKind: return 8;
+    case LLVMIntegerTypeKind: return (LLVMGetIntTypeWidth(ty) + 7) / 8;
+    case LLVMVectorTypeKind: {
+        LLVMTypeRef e = LLVMGetElementType(ty);
+        int64_t n = LLVMGetVectorSize(ty);
+        if (LLVMGetTypeKind(e) == LLVMIntegerTypeKind) return (n * LLVMGetIntTypeWidth(e) + 7) / 8;
+        return n * type_bytes(e);
+    }
+    case LLVMArrayTypeKind: return (int64_t)LLVMGetArrayLength2(ty) * type_bytes(LLVMGetElementType(ty));
+    default: return 64;
+    }
+}
+
 LLVMValueRef cg_alloca(Cg *c, LLVMTypeRef ty, int64_t count, unsigned align, const char *name) {
+    /* arrays: single slots are the kernels' variables, which mem2reg keeps in registers */
+    if (count > 1) c->stack += count * type_bytes(ty) + align;
     LLVMBuilderRef eb = LLVMCreateBuilderInContext(c->ctx);
     LLVMValueRef first = LLVMGetFirstInstruction(c->entry);
     if (first) LLVMPositionBuilderBefore(eb, first);

@@ -21,6 +21,7 @@ typedef struct Cg {
     LLVMValueRef fn;        /* the function being emitted */
     LLVMBasicBlockRef entry; /* its entry block (allocas go there) */
     int W;                  /* f32 lanes per vector */
+    int64_t stack;          /* bytes of the function's array allocas so far (with alignment) */
     LLVMTypeRef i1, i8, i16, i32, i64, f32, f16, ptr, voidt; /* scalar types */
     LLVMTypeRef vf, vi1, vi32, vi64;                      /* <W x ...> vector types */
 } Cg;

@@ -95,6 +95,7 @@ typedef struct Kern {
     LLVMValueRef framed[FRAME_SLOTS];          /* what frame_fill stored there */
     StrBuf *err;
     bool failed;                               /* a piece could not be emitted (err says why) */
+    int64_t piece_stack;                       /* the most stack a piece's allocas take */
 } Kern;
 
 /* --- pieces: a kernel's key-block bodies as functions of their own --------------------------
@@ -217,7 +218,9 @@ static void piece_end(Kern *k, Piece *pc, bool hot) {
         LLVMInstructionEraseFromParent(ld);
         if (LLVMIsAInstruction(gep) && !LLVMGetFirstUse(gep)) LLVMInstructionEraseFromParent(gep);
     }
+    int64_t ps = pc->cg.stack;
     *k = pc->saved;
+    if (ps > k->piece_stack) k->piece_stack = ps;
     Cg *c = k->c;
     const char *name = cg_fn_close(c, &pc->cg, pc->fn, c->parts != NULL, hot, k->err);
     if (!name) {
@@ -1029,6 +1032,24 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
 
 /* Up to this many rows in a chunk, scoring straight from K beats packing KT. */
 static int dot_rows(const Plan *p) { return p->R > 8 ? p->R : 8; }
+
+static Plan make_plan(const IrFunc *f);
+
+/* Room for what the allocas do not show: spills, calls, the pieces' frames' own overhead. */
+enum { STACK_SPILLS = 32 * 1024 };
+
+int64_t cg_stack_bound(const IrFunc *f) {
+    if (f->sched.vec_width != 4 && f->sched.vec_width != 8 && f->sched.vec_width != 16) return 0;
+    Plan p = make_plan(f);
+    int64_t W = p.W, BB = 4 * W;
+    /* the tile function's scratch (Q, the ring of K^T and V blocks, acc, m, l, the lane bits),
+     * the band or staircase chunk's scores, and a row group's P in a piece */
+    int64_t big = ((int64_t)p.BQ * p.QK + W) * 4 + p.NRING * kt_floats(&p) * 4 + (int64_t)p.BQ * p.VDP * 4 +
+                  (p.BQ + W) * 4 + (int64_t)(p.BQ + p.R) * W * 4 + (int64_t)p.BQ * p.NT * ((W + 7) / 8) +
+                  (int64_t)p.NRING * p.BK * p.VDP * 4 + (BB * BB + 2 * BB) * 4 + (int64_t)p.R * p.BK * 4;
+    /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
+    return big + big / 8 + 16 * 1024 + STACK_SPILLS;
+}
 
 static Plan make_plan(const IrFunc *f) {
     Plan p;
@@ -2040,6 +2061,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     LLVMTypeRef params[5] = {c->ptr, c->i64, c->i64, c->i64, c->i64};
     LLVMTypeRef fty = LLVMFunctionType(c->i32, params, 5, 0);
     c->fn = LLVMAddFunction(c->mod, symbol, fty);
+    c->stack = 0;
     LLVMSetLinkage(c->fn, LLVMExternalLinkage);
     c->entry = cg_block(c, "entry");
     LLVMPositionBuilderAtEnd(b, c->entry);
@@ -2260,5 +2282,12 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     }
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
     LLVMBuildRet(b, LLVMBuildZExt(b, e, c->i32, ""));
+    /* the runtime trusts cg_stack_bound (attn_rt_desc.stack): a kernel must stay within it */
+    int64_t used = c->stack + k->piece_stack, bound = cg_stack_bound(f);
+    if (!k->failed && used + STACK_SPILLS > bound) {
+        sb_printf(err, "codegen: internal error: %s: allocas of %lld bytes exceed the stack bound %lld", f->name,
+                  (long long)used, (long long)bound);
+        return false;
+    }
     return !k->failed;
 }

@@ -318,6 +318,7 @@ void cg_fn_open(const Cg *c, Cg *out) {
     *out = *c;
     out->fn = NULL;
     out->entry = NULL;
+    out->stack = 0;
     if (c->parts) {
         out->ctx = LLVMContextCreate();
         out->mod = LLVMModuleCreateWithNameInContext("attnc", out->ctx);

@@ -25,6 +25,9 @@ char *cg_tile_symbol(Arena *a, const IrFunc *f);
  * tile function, h = the K/V head) computes together; 0 when there is none (MHA, an uneven
  * head map, a mask reading h, a congruence mask). */
 int cg_group_size(const IrFunc *f);
+/* Bytes of stack f's tile (or group) function may take, its pieces included: an upper bound
+ * the code generator checks its allocas against (0 without a schedule). */
+int64_t cg_stack_bound(const IrFunc *f);
 
 typedef struct CgJit CgJit;
 

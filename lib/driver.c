@@ -134,6 +134,7 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
     desc->dtype = f->dtype;
     desc->block_q = f->sched.block_q > 0 ? f->sched.block_q : 64;
     desc->min_block_q = drv_min_block_q(f);
+    desc->stack = cg_stack_bound(f);
     desc->ninputs = f->ninputs;
     desc->inputs = inputs;
     desc->tile = tile;

@@ -145,6 +145,10 @@ static attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
         if (!d->inputs[i].name || d->inputs[i].rank < 0 || d->inputs[i].rank > ATTN_MAX_DIMS)
             return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad input %d",
                             d->name ? d->name : "?", i);
+    /* the pool's threads have RT_WORKER_STACK: a kernel must leave its tasks' frames room */
+    if (d->stack < 0 || d->stack > (int64_t)(RT_WORKER_STACK / 2))
+        return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': stack of %lld bytes (0 .. %zu)", d->name ? d->name : "?",
+                        (long long)d->stack, RT_WORKER_STACK / 2);
     return ATTN_OK;
 }
 
@@ -526,7 +530,13 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
         ntasks *= nsplit;
     }
 
-    rt_launch_tasks(pool, threads, ntasks, rt_launch_task, &l);
+    if (!rt_launch_tasks(pool, threads, ntasks, rt_launch_task, &l, (size_t)d->stack)) {
+        free(sargs);
+        free(scratch);
+        rt_summaries_free(&a);
+        return rt_error(err, ATTN_ERR_NOMEM, "could not start a thread with the %lld KiB of stack '%s' needs",
+                        (long long)(d->stack >> 10), d->name ? d->name : "?");
+    }
     if (nsplit > 1 && !atomic_load(&l.failed))
         rt_merge_splits(&a, d->heads, d->v_dim, nsplit, scratch, scratch + rows * d->v_dim * nsplit);
     free(sargs);

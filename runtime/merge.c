@@ -185,8 +185,13 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
                             .share = rt_kv_share(descs[0], H),
                             .nslots = nslots, .scratch = scratch, .busy = busy};
             atomic_init(&dm.failed, 0);
-            rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm);
-            if (atomic_load(&dm.failed)) st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+            int64_t stack = 0;
+            for (int i = 0; i < n; i++) stack = descs[i]->stack > stack ? descs[i]->stack : stack;
+            if (!rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm, (size_t)stack))
+                st = rt_error(err, ATTN_ERR_NOMEM, "could not start a thread with the %lld KiB of stack the domains need",
+                              (long long)(stack >> 10));
+            else if (atomic_load(&dm.failed))
+                st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
         }
         free(scratch);
         free(busy);

@@ -10,6 +10,8 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -22,6 +24,8 @@
 #define RT_CACHE_LINE 64
 #define RT_MAX_THREADS 1024
 #define RT_SPIN_NS 100000 /* how long a thread polls before sleeping on a condition variable */
+#define RT_STACK_MARGIN ((size_t)64 << 10) /* the runtime's own frames over a kernel's, and slack */
+#define RT_MAIN_RESERVE ((size_t)1 << 20)  /* what the program may use of the main thread's stack */
 
 struct attn_rt_pool {
     int nthreads;             /* threads of a job, the caller included */
@@ -139,6 +143,72 @@ static void *rt_worker_main(void *arg) {
     return NULL;
 }
 
+/* Whether the calling thread has `need` bytes of stack free below this frame. The main thread's
+ * stack grows up to RLIMIT_STACK, and reading its bounds means parsing /proc/self/maps (~25 us),
+ * so there the limit is compared with need plus a reserve for what the program uses; other
+ * threads report their bounds (~0.4 us). Unknown: assumed enough. */
+static bool rt_stack_free(size_t need) {
+    if (need == 0) return true;
+#ifdef __linux__
+    if (getpid() == (pid_t)syscall(SYS_gettid)) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_STACK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return true;
+        return rl.rlim_cur >= need + RT_STACK_MARGIN + RT_MAIN_RESERVE;
+    }
+    pthread_attr_t at;
+    void *lo = NULL;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &at) != 0) return true;
+    int bad = pthread_attr_getstack(&at, &lo, &size);
+    pthread_attr_destroy(&at);
+    if (bad || !lo) return true;
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0); /* the machine stack, even under ASan */
+    return sp > (uintptr_t)lo && sp - (uintptr_t)lo >= need + RT_STACK_MARGIN;
+#else
+    return true;
+#endif
+}
+
+typedef struct RtThunk {
+    attn_rt_pool *pool;
+    int threads;
+    int64_t ntasks;
+    rt_task_fn fn;
+    void *ctx;
+    bool own; /* rt_launch_tasks: a pool of the call's own when there is none */
+} RtThunk;
+
+static void rt_thunk_run(RtThunk *t) {
+    attn_rt_pool *own = NULL, *pool = t->pool;
+    if (t->own && !pool && t->threads > 1 && t->ntasks > 1) {
+        own = attn_rt_pool_create(t->ntasks < t->threads ? (int)t->ntasks : t->threads);
+        pool = own; /* NULL on failure: the tasks then run on this thread, still correct */
+    }
+    rt_parallel_for_n(pool, t->threads, t->ntasks, t->fn, t->ctx);
+    attn_rt_pool_destroy(own);
+}
+
+static void *rt_thunk_main(void *arg) {
+    rt_thunk_run(arg);
+    return NULL;
+}
+
+/* Runs t here, or on a thread started with stack enough when this one lacks it. */
+static bool rt_thunk_with_stack(RtThunk *t, size_t stack) {
+    if (rt_stack_free(stack)) {
+        rt_thunk_run(t);
+        return true;
+    }
+    pthread_attr_t at;
+    pthread_t th;
+    if (pthread_attr_init(&at) != 0) return false;
+    size_t page = 4096, size = (stack + RT_STACK_MARGIN + (1 << 20) + page - 1) / page * page;
+    bool ok = pthread_attr_setstacksize(&at, size) == 0 && pthread_create(&th, &at, rt_thunk_main, t) == 0;
+    pthread_attr_destroy(&at);
+    if (ok) pthread_join(th, NULL);
+    return ok;
+}
+
 attn_rt_pool *attn_rt_pool_create(int threads) {
     if (threads <= 0) threads = attn_rt_cpu_count();
     if (threads > RT_MAX_THREADS) threads = RT_MAX_THREADS;
@@ -155,17 +225,26 @@ attn_rt_pool *attn_rt_pool_create(int threads) {
     if (pthread_cond_init(&p->done, NULL) != 0) goto fail_done;
     p->workers = threads > 1 ? calloc((size_t)threads - 1, sizeof *p->workers) : NULL;
     if (threads > 1 && !p->workers) goto fail_workers;
-    for (int i = 0; i < threads - 1; i++) {
+    /* a stack of known size for any kernel (not the default, which follows RLIMIT_STACK here
+     * and is 128 KiB with musl) */
+    pthread_attr_t at;
+    bool attr = pthread_attr_init(&at) == 0;
+    if (attr && pthread_attr_setstacksize(&at, RT_WORKER_STACK) != 0) {
+        pthread_attr_destroy(&at);
+        attr = false;
+    }
+    for (int i = 0; attr && i < threads - 1; i++) {
         RtWorker *w = malloc(sizeof *w);
         if (!w) break;
         w->pool = p;
         w->index = i;
-        if (pthread_create(&p->workers[i], NULL, rt_worker_main, w) != 0) {
+        if (pthread_create(&p->workers[i], &at, rt_worker_main, w) != 0) {
             free(w);
             break; /* fewer threads: still correct */
         }
         p->nworkers++;
     }
+    if (attr) pthread_attr_destroy(&at);
     p->nthreads = p->nworkers + 1;
     return p;
 
@@ -244,12 +323,13 @@ void rt_parallel_for(attn_rt_pool *p, int64_t ntasks, rt_task_fn fn, void *ctx) 
     rt_parallel_for_n(p, 0, ntasks, fn, ctx);
 }
 
-void rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx) {
-    attn_rt_pool *own = NULL;
-    if (!pool && threads > 1 && ntasks > 1) {
-        own = attn_rt_pool_create(ntasks < threads ? (int)ntasks : threads);
-        pool = own; /* NULL on failure: the tasks then run on this thread, still correct */
-    }
-    rt_parallel_for_n(pool, threads, ntasks, fn, ctx);
-    attn_rt_pool_destroy(own);
+bool rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx, size_t stack) {
+    RtThunk t = {pool, threads, ntasks, fn, ctx, true};
+    return rt_thunk_with_stack(&t, stack);
+}
+
+bool rt_parallel_for_stack(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn, void *ctx,
+                           size_t stack) {
+    RtThunk t = {pool, max_threads, ntasks, fn, ctx, false};
+    return rt_thunk_with_stack(&t, stack);
 }

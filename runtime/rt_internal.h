@@ -2,6 +2,8 @@
 #ifndef ATTNC_RT_INTERNAL_H
 #define ATTNC_RT_INTERNAL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "attn/attn_rt.h"
@@ -60,8 +62,17 @@ void rt_parallel_for(attn_rt_pool *pool, int64_t ntasks, rt_task_fn fn, void *ct
 void rt_parallel_for_n(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn,
                        void *ctx);
 /* rt_parallel_for_n on `pool`, or without one on a pool of the call's own (min(threads,
- * ntasks) threads, gone when the tasks are done) when that pays. */
-void rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx);
+ * ntasks) threads, gone when the tasks are done) when that pays. The tasks need `stack` bytes
+ * of stack (attn_rt_desc.stack): the pool's threads have plenty, and when the calling thread
+ * has less free, a thread started for the call takes its part. false (nothing run) when that
+ * thread could not be started. */
+bool rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx, size_t stack);
+/* rt_parallel_for_n with the same care for the tasks' `stack`. */
+bool rt_parallel_for_stack(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn, void *ctx,
+                           size_t stack);
+/* The stack (bytes) of the pool's threads: a kernel needing more cannot run (attn_rt_launch
+ * says so). */
+#define RT_WORKER_STACK ((size_t)8 << 20)
 
 // gemm.c
 

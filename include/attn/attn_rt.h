@@ -136,6 +136,9 @@ typedef struct attn_rt_desc {
     int group_size;                      /* query heads per K/V head it computes together */
     int min_block_q;                     /* a launch with fewer than four tiles a thread may cut
                                           * them down to this many rows (0: never) */
+    int64_t stack;                       /* bytes of stack tile and group take at most (their
+                                          * scratch): the runtime runs them only on threads with
+                                          * that much free (0: little) */
 } attn_rt_desc;
 
 /* A reusable thread pool. */

@@ -117,7 +117,8 @@ class _Desc(ctypes.Structure):
                 ("qk_dim", ctypes.c_int), ("v_dim", ctypes.c_int), ("dtype", ctypes.c_int),
                 ("block_q", ctypes.c_int), ("ninputs", ctypes.c_int),
                 ("inputs", ctypes.POINTER(_InputDesc)), ("tile", ctypes.c_void_p),
-                ("group", ctypes.c_void_p), ("group_size", ctypes.c_int), ("min_block_q", ctypes.c_int)]
+                ("group", ctypes.c_void_p), ("group_size", ctypes.c_int), ("min_block_q", ctypes.c_int),
+                ("stack", ctypes.c_int64)]
 
 
 _lib = None
