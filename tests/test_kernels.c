@@ -923,6 +923,7 @@ static bool xmask_boolcmp(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k
 }
 static bool xmask_band48(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) { return k < q && q - k <= 48; }
 static bool xmask_band32(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) { return k <= q - 5 && k > q - 37; }
+static bool xmask_stair5(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k) { return k <= q - 3 && (q - k) % 5 == 0; }
 static double xscore_clamp(MaskCtx *c, int64_t b, int64_t h, int64_t q, int64_t k, double s) {
     return s > 6.0 ? 6.0 : (s > -3.0 ? s : -3.0);
 }
@@ -1140,6 +1141,11 @@ int main(int argc, char **argv) {
          {.heads = 3, .kv_heads = 3, .qk_dim = 16, .v_dim = 48, .mask = xmask_band32}},
         {"attention band48 { heads = 2; head_dim = 32; v_dim = 80; mask = k < q && q - k <= 48; }", "band48",
          {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 80, .mask = xmask_band48}},
+        /* a staircase in residue classes (rows grouped by key count mod W): classes of 5 that
+         * see their keys up to 3 before q (in class keys, up to 1 before), d16, v_dim 48;
+         * strided's classes (band64 above) are the other */
+        {"attention stair5 { heads = 3; head_dim = 16; v_dim = 48; mask = k <= q - 3 && (q - k) % 5 == 0; }", "stair5",
+         {.heads = 3, .kv_heads = 3, .qk_dim = 16, .v_dim = 48, .mask = xmask_stair5}},
         {"attention residue { heads = 2; head_dim = 32; mask = (k - q) % 5 == 2 || q % 4 == k % 4; }",
          "residue", {.heads = 2, .kv_heads = 2, .qk_dim = 32, .v_dim = 32, .mask = xmask_residue}},
         {"attention minmax { heads = 2; head_dim = 32;\n"
