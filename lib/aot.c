@@ -125,10 +125,11 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
         sb_puts(sb, "};\n");
     }
     sb_printf(sb, "static const attn_rt_desc attnc_%s_desc ATTNC_AOT_UNUSED = {\n", n);
-    sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s, %s%s, %d, %d, %lld,\n};\n\n", n, f->heads,
+    sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s, %s%s, %d, %d, %d, %lld,\n};\n\n", n, f->heads,
               f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_enum(f->dtype), block_q, f->ninputs,
               f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile,
-              G ? tile : "NULL", G ? "_group" : "", G, drv_min_block_q(f), (long long)cg_stack_bound(f));
+              G ? tile : "NULL", G ? "_group" : "", G, drv_min_block_q(f), drv_cut_below(f),
+              (long long)cg_stack_bound(f));
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */

@@ -40,6 +40,8 @@ int drv_min_block_q(const IrFunc *f);
 
 /* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
  * names point into the func's arena). `tile` may be NULL (AOT). */
+/* attn_rt_desc.cut_below: tiles a thread below which a launch cuts them */
+int drv_cut_below(const IrFunc *f);
 void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,
                    attn_rt_tile_fn tile);
 

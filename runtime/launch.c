@@ -355,8 +355,9 @@ void rt_task_order(int64_t t, int64_t ntiles, int64_t share, int64_t *tile, int6
     *r = t / ntiles * share + in;
 }
 
-int64_t rt_cut_tiles(int64_t block_q, int64_t floor_q, int64_t units, int64_t q_len, int threads) {
-    while (threads > 1 && block_q / 2 >= floor_q && units * ((q_len + block_q - 1) / block_q) < 4 * (int64_t)threads)
+int64_t rt_cut_tiles(int64_t block_q, int64_t floor_q, int64_t units, int64_t q_len, int threads, int per) {
+    if (per <= 0) per = 4;
+    while (threads > 1 && block_q / 2 >= floor_q && units * ((q_len + block_q - 1) / block_q) < per * (int64_t)threads)
         block_q /= 2;
     return block_q;
 }
@@ -481,7 +482,8 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     /* tall tiles (dense masks take 256 rows, windows 1024, residue classes up to 4096) cut
      * down to min_block_q rows (residue classes stop at 2048: their tiles hold block_q / r rows
      * a class) */
-    if (G == 1 && d->min_block_q > 0) l.block_q = rt_cut_tiles(l.block_q, d->min_block_q, l.bu, a.q_len, threads);
+    if (G == 1 && d->min_block_q > 0)
+        l.block_q = rt_cut_tiles(l.block_q, d->min_block_q, l.bu, a.q_len, threads, d->cut_below);
     l.ntiles = (a.q_len + l.block_q - 1) / l.block_q;
     int64_t ntasks;
     if (__builtin_mul_overflow(l.bu, l.ntiles, &ntasks))

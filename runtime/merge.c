@@ -147,16 +147,19 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         if (!descs[i] || descs[i]->heads != H || descs[i]->v_dim != dv || descs[i]->dtype != ATTN_F32)
             return rt_error(err, ATTN_ERR_ARG, "launch_domains: domain %d differs from domain 0 in heads, v_dim or dtype", i);
     int threads = rt_call_threads(call, pool);
-    /* the tallest domain's tiles, cut (as attn_rt_launch cuts) while there are fewer than
-     * four a thread, down to the largest of the domains' min_block_q (a domain that may not
-     * be cut keeps its block_q) */
+    /* the tallest domain's tiles, cut (as attn_rt_launch cuts) down to the largest of the
+     * domains' min_block_q (a domain that may not be cut keeps its block_q), while there are
+     * fewer a thread than the least of their cut_below */
     int64_t bq = 0, floor_q = 1;
+    int per = 4;
     for (int i = 0; i < n; i++) {
         int64_t lo = descs[i]->min_block_q > 0 ? descs[i]->min_block_q : descs[i]->block_q;
+        int pi = descs[i]->cut_below > 0 ? descs[i]->cut_below : 4;
         bq = descs[i]->block_q > bq ? descs[i]->block_q : bq;
         floor_q = lo > floor_q ? lo : floor_q;
+        per = pi < per ? pi : per;
     }
-    bq = rt_cut_tiles(bq, floor_q, a.batch * H, a.q_len, threads);
+    bq = rt_cut_tiles(bq, floor_q, a.batch * H, a.q_len, threads, per);
     int64_t ntiles = (a.q_len + bq - 1) / bq;
     if (a.batch * H * ntiles >= threads && descs[0]->tile) {
         /* enough tiles for the threads: fused (else each domain's launch may split the keys) */

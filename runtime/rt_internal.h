@@ -45,9 +45,9 @@ int64_t rt_kv_share(const attn_rt_desc *d, int64_t units);
 /* Task t of ntiles query tiles per unit: its tile and its (batch row * units + unit). */
 void rt_task_order(int64_t t, int64_t ntiles, int64_t share, int64_t *tile, int64_t *r);
 /* Tall tiles of block_q rows halved, down to floor_q, while units (batch x heads) x tiles
- * leaves fewer than four a thread: the threads share the (uneven, for causal masks) work more
- * evenly. */
-int64_t rt_cut_tiles(int64_t block_q, int64_t floor_q, int64_t units, int64_t q_len, int threads);
+ * leaves fewer than `per` a thread (attn_rt_desc.cut_below; 0: four): the threads share the
+ * (uneven, for causal masks) work more evenly. */
+int64_t rt_cut_tiles(int64_t block_q, int64_t floor_q, int64_t units, int64_t q_len, int threads, int per);
 
 // pool.c
 

@@ -134,8 +134,9 @@ typedef struct attn_rt_desc {
     attn_rt_tile_fn tile;                /* the generated code */
     attn_rt_tile_fn group;               /* the group function, or NULL (then unused) */
     int group_size;                      /* query heads per K/V head it computes together */
-    int min_block_q;                     /* a launch with fewer than four tiles a thread may cut
-                                          * them down to this many rows (0: never) */
+    int min_block_q;                     /* a launch with fewer than cut_below tiles a thread may
+                                          * cut them down to this many rows (0: never) */
+    int cut_below;                       /* tiles a thread below which tiles are cut (0: 4) */
     int64_t stack;                       /* bytes of stack tile and group take at most (their
                                           * scratch): the runtime runs them only on threads with
                                           * that much free (0: little) */

@@ -118,7 +118,7 @@ class _Desc(ctypes.Structure):
                 ("block_q", ctypes.c_int), ("ninputs", ctypes.c_int),
                 ("inputs", ctypes.POINTER(_InputDesc)), ("tile", ctypes.c_void_p),
                 ("group", ctypes.c_void_p), ("group_size", ctypes.c_int), ("min_block_q", ctypes.c_int),
-                ("stack", ctypes.c_int64)]
+                ("cut_below", ctypes.c_int), ("stack", ctypes.c_int64)]
 
 
 _lib = None
