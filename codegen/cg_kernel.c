@@ -805,20 +805,29 @@ static void prefetch_lines(Kern *k, LLVMValueRef at, int lines) {
     }
 }
 
-static void prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) {
+/* Cache lines of a row of n elements. */
+static int row_lines(const Kern *k, int n) { return (n + line_elems(k) - 1) / line_elems(k); }
+
+/* prefetch_key from the K/V bases kb and vb (another residue class's). */
+static void prefetch_kv(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef row, LLVMValueRef key) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const Plan *p = &k->p;
-    int per_line = line_elems(k);
-    int kl = (p->QK + per_line - 1) / per_line, vl = (p->VD + per_line - 1) / per_line;
     LLVMTypeRef et = cg_elem_type(c, k->dt);
     LLVMValueRef share = LLVMBuildURem(b, row, cg_i64(c, k->gsize), "");
-    struct { LLVMValueRef base, stride; int lines; } t[2] = {{k->kbase, k->ks2, kl}, {k->vbase, k->vs2, vl}};
+    struct { LLVMValueRef base, stride; int lines; } t[2] = {{kb, k->ks2, row_lines(k, p->QK)}, {vb, k->vs2, row_lines(k, p->VD)}};
     for (int w = 0; w < 2; w++) {
         int m = (t[w].lines + k->gsize - 1) / k->gsize;
-        LLVMValueRef first = mul(c, mul(c, share, cg_i64(c, m)), cg_i64(c, per_line));
+        LLVMValueRef first = mul(c, mul(c, share, cg_i64(c, m)), cg_i64(c, line_elems(k)));
         prefetch_lines(k, cg_gep(c, et, t[w].base, add(c, mul(c, krow(k, key), t[w].stride), first)), m);
     }
+}
+
+static void prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) { prefetch_kv(k, k->kbase, k->vbase, row, key); }
+
+/* The K and V rows of keys [first, first + n) (whole rows: row 0 of a group) from bases kb, vb. */
+static void prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef first, int n) {
+    for (int i = 0; i < n; i++) prefetch_kv(k, kb, vb, cg_i64(k->c, 0), add(k->c, first, cg_i64(k->c, i)));
 }
 
 /* Keys per decode sub-block of the group entry: K and V rows in half of L1 (~16 KiB), a
@@ -1239,7 +1248,7 @@ static void body_groups(Kern *k, bool masked) {
         for (int r = 0; r < p->R; r++) {
             prefetch_key(k, cg_i64(c, 0), add(c, k->kv_len, add(c, g, cg_i64(c, r))));
             LLVMValueRef next = add(c, add(c, k->qc, cg_i64(c, p->BQ)), add(c, g, cg_i64(c, r)));
-            prefetch_lines(k, cg_gep(c, et, k->qbase, row_off(k, next, k->qs1, k->qs2)), (p->QK + line_elems(k) - 1) / line_elems(k));
+            prefetch_lines(k, cg_gep(c, et, k->qbase, row_off(k, next, k->qs1, k->qs2)), row_lines(k, p->QK));
         }
         LLVMBuildBr(c->b, bpd);
         LLVMPositionBuilderAtEnd(c->b, bpd);
@@ -1257,6 +1266,13 @@ static LLVMValueRef row_lse(Cg *c, LLVMValueRef m, LLVMValueRef l) {
     LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
     LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", l, cg_f32(c, 1.0)));
     return LLVMBuildSelect(c->b, pos, LLVMBuildFAdd(c->b, m, lg, ""), cg_f32(c, -INFINITY), "");
+}
+
+/* i1: the kernel resumes from the (o, lse) in the output (a->resume, with an lse to read). */
+static LLVMValueRef resuming(Kern *k) {
+    Cg *c = k->c;
+    return LLVMBuildAnd(c->b, LLVMBuildICmp(c->b, LLVMIntNE, k->resume, cg_i64(c, 0), ""), LLVMBuildIsNotNull(c->b, k->lsep, ""),
+                        "resuming");
 }
 
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
@@ -1313,9 +1329,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         /* a->resume: start from the (o, lse) in the output (m = lse, l = 1, acc = o: the same
          * softmax state), so this kernel's keys merge with the earlier ones in place */
         LLVMBasicBlockRef bres = cg_block(c, "resume"), bgo = cg_block(c, "fresh");
-        LLVMValueRef on = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, k->resume, cg_i64(c, 0), ""),
-                                       LLVMBuildIsNotNull(b, k->lsep, ""), "");
-        LLVMBuildCondBr(b, on, bres, bgo);
+        LLVMBuildCondBr(b, resuming(k), bres, bgo);
         LLVMPositionBuilderAtEnd(b, bres);
         CgLoop li;
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "ri");
@@ -1526,21 +1540,23 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
  * ragged ends) run the general code. */
 
 /* The width w of an exact band the band groups take (0: none), with its offset *hi: a
- * multiple of W up to 4W, the score unmodified. */
+ * multiple of W up to 4W. */
 static int band_width(const IrFunc *f, int W, int64_t *hi) {
     int64_t w = ir_prune_band(f, hi);
-    if (f->score || f->prune.runs.mod >= 2 || w < W || w > 4 * W || w % W) return 0;
+    if (f->prune.runs.mod >= 2 || w < W || w > 4 * W || w % W) return 0;
     return (int)w;
 }
 
-/* The band buffers (K^T and V of `blocks` blocks of 4W keys: 3 for a band, 1 for a staircase)
- * fit in the ring's memory, so the band path adds no stack but the chunk's scores (a band at
- * d64: 3 slots of the ring's 6, d128 all 3; not d256, whose ring is one slot). */
+/* Whether the band groups can take the kernel: f32 rows read in place (qdirect), whole vectors
+ * of q/k and v, the score unmodified, and the band buffers (K^T and V of `blocks` blocks of 4W
+ * keys: 3 for a band, 1 for a staircase) in the ring's memory, so the band path adds no stack
+ * but the chunk's scores (a band at d64: 3 slots of the ring's 6, d128 all 3; not d256, whose
+ * ring is one slot). */
 static bool band_fits(const Kern *k, int blocks) {
     const Plan *p = &k->p;
     int64_t cs = 4 * blocks * (int64_t)p->W;
-    return k->vpack && (int64_t)p->NRING * kt_floats(p) >= (int64_t)p->QK * cs &&
-           (int64_t)p->NRING * p->BK >= cs;
+    return k->qdirect && !k->f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && k->vpack &&
+           (int64_t)p->NRING * kt_floats(p) >= (int64_t)p->QK * cs && (int64_t)p->NRING * p->BK >= cs;
 }
 
 /* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
@@ -1702,8 +1718,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
     for (int r = 0; r < R; r++) li[r] = add(c, s, cg_i64(c, (int64_t)r * W));
     /* on resume, the earlier domains' (o, lse) as one more term: o = (e^(m - M) acc + e^(lse - M)
      * o_old) / (e^(m - M) l + e^(lse - M)), M = max(m, lse) */
-    LLVMValueRef resume = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, k->resume, cg_i64(c, 0), ""),
-                                       LLVMBuildIsNotNull(b, k->lsep, ""), "bres");
+    LLVMValueRef resume = resuming(k);
     LLVMValueRef wnew[R], wold[R], den[R], mtot[R];
     {
         LLVMValueRef slots[R][4];
@@ -1872,8 +1887,7 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
             /* the next chunk's new K and V rows (4 a group) toward L1: from memory the pack's
              * reads of 64 rows at once stall, which the prefetchers do not foresee (band 64, 8
              * heads from memory: -11-16%; in cache: even). Q and O rows gained nothing. */
-            LLVMValueRef kn = add(c, add(c, kb0, mul(c, add(c, j, cg_i64(c, 2)), CR)), mul(c, s, cg_i64(c, 4)));
-            for (int i2 = 0; i2 < 4; i2++) prefetch_key(k, cg_i64(c, 0), add(c, kn, cg_i64(c, i2)));
+            prefetch_keys(k, k->kbase, k->vbase, add(c, add(c, kb0, mul(c, add(c, j, cg_i64(c, 2)), CR)), mul(c, s, cg_i64(c, 4))), 4);
         }
         CgLoop lsm;
         LLVMValueRef i = cg_loop_begin(c, &lsm, cg_i64(c, 0), CR, cg_i64(c, 4), "bsm");
@@ -1920,7 +1934,7 @@ static void emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
     emit_run(k, zero, nv);
     LLVMBuildBr(b, bdone);
     LLVMPositionBuilderAtEnd(b, btri);
-    LLVMValueRef resume = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntNE, k->resume, zero, ""), LLVMBuildIsNotNull(b, k->lsep, ""), "");
+    LLVMValueRef resume = resuming(k);
     /* rows [0, i0) see nothing: o = 0 and lse = -inf, or on resume the earlier (o, lse) */
     LLVMValueRef i0 = cg_smin(c, cg_smax(c, LLVMBuildSub(b, one, C, ""), zero), nv);
     {
@@ -1966,10 +1980,7 @@ static void emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
         LLVMValueRef lastm = LLVMBuildICmp(b, LLVMIntULE, cg_iota(c), cg_splat(c, g), "");
         band_scores(k, KTB, row, zero, 0, 4, S, g, lastm);
         /* the next class's K and V rows (4 a group) toward L1 */
-        LLVMValueRef kb = k->kbase, vb = k->vbase;
-        k->kbase = k->knext, k->vbase = k->vnext;
-        for (int i2 = 0; i2 < 4; i2++) prefetch_key(k, zero, add(c, jlo, add(c, mul(c, g, cg_i64(c, 4)), cg_i64(c, i2))));
-        k->kbase = kb, k->vbase = vb;
+        prefetch_keys(k, k->knext, k->vnext, add(c, jlo, mul(c, g, cg_i64(c, 4))), 4);
         cg_loop_end(c, &lg);
     }
     {
@@ -2215,8 +2226,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         emit_run(k, cg_i64(c, 0), mul(c, nq, cg_i64(c, G)));
     } else if (!have_runs) {
         int64_t bhi = 0;
-        /* f32 rows read in place (qdirect), whole vectors of q/k and v */
-        int bw = k->qdirect && p->QK % p->W == 0 && p->VD % p->W == 0 && band_fits(k, 3) ? band_width(f, p->W, &bhi) : 0;
+        int bw = band_fits(k, 3) ? band_width(f, p->W, &bhi) : 0;
         if (bw)
             emit_band_task(k, q0, q1, q_off, bw, bhi);
         else
@@ -2242,10 +2252,9 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         /* k = q (mod r): rows of one residue class see only keys of the same class, so each
          * class is a run over strided rows and keys, and the work is the visible pairs */
         int64_t modulus = runs->mod;
-        /* a staircase in class keys: f32 read in place, whole vectors, the buffers in the ring */
+        /* a staircase in class keys */
         int64_t tlo = 0, thi = 0;
-        bool tri = k->qdirect && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && band_fits(k, 1) &&
-                   ir_prune_tri(f, &tlo, &thi);
+        bool tri = band_fits(k, 1) && ir_prune_tri(f, &tlo, &thi);
         k->qstep = k->kstep = modulus;
         LLVMValueRef rr = cg_i64(c, modulus);
         LLVMValueRef qbase = k->qbase, obase = k->obase, kbase = k->kbase, vbase = k->vbase;

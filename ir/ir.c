@@ -270,12 +270,16 @@ static bool affine_row(const IrExpr *e, int64_t *coef, int64_t *c, int depth) {
     }
 }
 
-bool ir_prune_tri(const IrFunc *f, int64_t *lo, int64_t *hi) {
+/* An exact interval whose bounds are affine in the row: k_lo = klo q + clo, k_hi = khi q + chi. */
+static bool prune_affine(const IrFunc *f, int64_t *klo, int64_t *clo, int64_t *khi, int64_t *chi) {
     const IrPrune *pr = &f->prune;
+    return pr->enabled && pr->exact && pr->k_lo && pr->k_hi && affine_row(pr->k_lo, klo, clo, 0) &&
+           affine_row(pr->k_hi, khi, chi, 0);
+}
+
+bool ir_prune_tri(const IrFunc *f, int64_t *lo, int64_t *hi) {
     int64_t klo, clo, khi, chi;
-    if (!pr->enabled || !pr->exact || !pr->k_lo || !pr->k_hi || !affine_row(pr->k_lo, &klo, &clo, 0) ||
-        !affine_row(pr->k_hi, &khi, &chi, 0) || klo != 0 || khi != 1)
-        return false;
+    if (!prune_affine(f, &klo, &clo, &khi, &chi) || klo != 0 || khi != 1) return false;
     /* [clo, q + chi]: bounded constants (the kernel's position arithmetic stays in range) */
     if (chi > 0 || chi < -((int64_t)1 << 30) || clo < -((int64_t)1 << 40) || clo > ((int64_t)1 << 40)) return false;
     *lo = clo;
@@ -284,11 +288,8 @@ bool ir_prune_tri(const IrFunc *f, int64_t *lo, int64_t *hi) {
 }
 
 int64_t ir_prune_band(const IrFunc *f, int64_t *hi) {
-    const IrPrune *pr = &f->prune;
     int64_t klo, clo, khi, chi;
-    if (!pr->enabled || !pr->exact || !pr->k_lo || !pr->k_hi || !affine_row(pr->k_lo, &klo, &clo, 0) ||
-        !affine_row(pr->k_hi, &khi, &chi, 0) || klo != 1 || khi != 1)
-        return 0;
+    if (!prune_affine(f, &klo, &clo, &khi, &chi) || klo != 1 || khi != 1) return 0;
     /* [q + clo, q + chi]: w = chi - clo + 1 keys ending -chi before q */
     int64_t w;
     if (__builtin_sub_overflow(chi, clo, &w) || w < 0 || w >= ((int64_t)1 << 30) || chi > 0 || chi < -((int64_t)1 << 30))
