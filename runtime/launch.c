@@ -532,18 +532,13 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
         ntasks *= nsplit;
     }
 
-    if (!rt_launch_tasks(pool, threads, ntasks, rt_launch_task, &l, (size_t)d->stack)) {
-        free(sargs);
-        free(scratch);
-        rt_summaries_free(&a);
-        return rt_error(err, ATTN_ERR_NOMEM, "could not start a thread with the %lld KiB of stack '%s' needs",
-                        (long long)(d->stack >> 10), d->name ? d->name : "?");
-    }
-    if (nsplit > 1 && !atomic_load(&l.failed))
+    s = rt_launch_tasks(pool, threads, ntasks, rt_launch_task, &l, (size_t)d->stack, err);
+    if (s == ATTN_OK && nsplit > 1 && !atomic_load(&l.failed))
         rt_merge_splits(&a, d->heads, d->v_dim, nsplit, scratch, scratch + rows * d->v_dim * nsplit);
     free(sargs);
     free(scratch);
     rt_summaries_free(&a);
+    if (s != ATTN_OK) return s;
     if (atomic_load(&l.failed))
         return rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
     return ATTN_OK;

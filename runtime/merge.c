@@ -150,9 +150,10 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
     /* the tallest domain's tiles, cut (as attn_rt_launch cuts) down to the largest of the
      * domains' min_block_q (a domain that may not be cut keeps its block_q), while there are
      * fewer a thread than the least of their cut_below */
-    int64_t bq = 0, floor_q = 1;
+    int64_t bq = 0, floor_q = 1, stack = 0;
     int per = 4;
     for (int i = 0; i < n; i++) {
+        stack = descs[i]->stack > stack ? descs[i]->stack : stack;
         int64_t lo = descs[i]->min_block_q > 0 ? descs[i]->min_block_q : descs[i]->block_q;
         int pi = descs[i]->cut_below > 0 ? descs[i]->cut_below : 4;
         bq = descs[i]->block_q > bq ? descs[i]->block_q : bq;
@@ -188,12 +189,8 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
                             .share = rt_kv_share(descs[0], H),
                             .nslots = nslots, .scratch = scratch, .busy = busy};
             atomic_init(&dm.failed, 0);
-            int64_t stack = 0;
-            for (int i = 0; i < n; i++) stack = descs[i]->stack > stack ? descs[i]->stack : stack;
-            if (!rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm, (size_t)stack))
-                st = rt_error(err, ATTN_ERR_NOMEM, "could not start a thread with the %lld KiB of stack the domains need",
-                              (long long)(stack >> 10));
-            else if (atomic_load(&dm.failed))
+            st = rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm, (size_t)stack, err);
+            if (st == ATTN_OK && atomic_load(&dm.failed))
                 st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
         }
         free(scratch);

@@ -258,10 +258,8 @@ static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_poo
     if (st == ATTN_OK) st = rt_summaries_build(r->d->up, &r->args, err);
     if (st != ATTN_OK) goto done;
     rt_parallel_for_n(pool, threads, r->B * r->H, task_q_concat, r);
-    if (!rt_parallel_for_stack(pool, r->nslots, r->B * r->H, task_up, r, (size_t)r->d->up->stack))
-        st = rt_error(err, ATTN_ERR_NOMEM, "could not start a thread with the %lld KiB of stack MLA needs",
-                      (long long)(r->d->up->stack >> 10));
-    else if (atomic_load(&r->index_error))
+    st = rt_parallel_for_stack(pool, r->nslots, r->B * r->H, task_up, r, (size_t)r->d->up->stack, err);
+    if (st == ATTN_OK && atomic_load(&r->index_error))
         st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
 done:
     rt_summaries_free(&r->args);

@@ -194,19 +194,22 @@ static void *rt_thunk_main(void *arg) {
 }
 
 /* Runs t here, or on a thread started with stack enough when this one lacks it. */
-static bool rt_thunk_with_stack(RtThunk *t, size_t stack) {
+static attn_status rt_thunk_with_stack(RtThunk *t, size_t stack, attn_error *err) {
     if (rt_stack_free(stack)) {
         rt_thunk_run(t);
-        return true;
+        return ATTN_OK;
     }
     pthread_attr_t at;
     pthread_t th;
-    if (pthread_attr_init(&at) != 0) return false;
     size_t page = 4096, size = (stack + RT_STACK_MARGIN + (1 << 20) + page - 1) / page * page;
-    bool ok = pthread_attr_setstacksize(&at, size) == 0 && pthread_create(&th, &at, rt_thunk_main, t) == 0;
-    pthread_attr_destroy(&at);
-    if (ok) pthread_join(th, NULL);
-    return ok;
+    bool ok = pthread_attr_init(&at) == 0;
+    if (ok) {
+        ok = pthread_attr_setstacksize(&at, size) == 0 && pthread_create(&th, &at, rt_thunk_main, t) == 0;
+        pthread_attr_destroy(&at);
+    }
+    if (!ok) return rt_error(err, ATTN_ERR_NOMEM, "could not start a thread with the %zu KiB of stack the kernel needs", stack >> 10);
+    pthread_join(th, NULL);
+    return ATTN_OK;
 }
 
 attn_rt_pool *attn_rt_pool_create(int threads) {
@@ -323,13 +326,14 @@ void rt_parallel_for(attn_rt_pool *p, int64_t ntasks, rt_task_fn fn, void *ctx) 
     rt_parallel_for_n(p, 0, ntasks, fn, ctx);
 }
 
-bool rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx, size_t stack) {
+attn_status rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx, size_t stack,
+                            attn_error *err) {
     RtThunk t = {pool, threads, ntasks, fn, ctx, true};
-    return rt_thunk_with_stack(&t, stack);
+    return rt_thunk_with_stack(&t, stack, err);
 }
 
-bool rt_parallel_for_stack(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn, void *ctx,
-                           size_t stack) {
+attn_status rt_parallel_for_stack(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn, void *ctx,
+                                  size_t stack, attn_error *err) {
     RtThunk t = {pool, max_threads, ntasks, fn, ctx, false};
-    return rt_thunk_with_stack(&t, stack);
+    return rt_thunk_with_stack(&t, stack, err);
 }

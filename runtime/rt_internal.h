@@ -64,12 +64,13 @@ void rt_parallel_for_n(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_t
 /* rt_parallel_for_n on `pool`, or without one on a pool of the call's own (min(threads,
  * ntasks) threads, gone when the tasks are done) when that pays. The tasks need `stack` bytes
  * of stack (attn_rt_desc.stack): the pool's threads have plenty, and when the calling thread
- * has less free, a thread started for the call takes its part. false (nothing run) when that
- * thread could not be started. */
-bool rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx, size_t stack);
+ * has less free, a thread started for the call takes its part. ATTN_ERR_NOMEM (nothing run)
+ * when that thread could not be started. */
+attn_status rt_launch_tasks(attn_rt_pool *pool, int threads, int64_t ntasks, rt_task_fn fn, void *ctx, size_t stack,
+                            attn_error *err);
 /* rt_parallel_for_n with the same care for the tasks' `stack`. */
-bool rt_parallel_for_stack(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn, void *ctx,
-                           size_t stack);
+attn_status rt_parallel_for_stack(attn_rt_pool *pool, int max_threads, int64_t ntasks, rt_task_fn fn, void *ctx,
+                                  size_t stack, attn_error *err);
 /* The stack (bytes) of the pool's threads: a kernel needing more cannot run (attn_rt_launch
  * says so). */
 #define RT_WORKER_STACK ((size_t)8 << 20)
