@@ -188,7 +188,6 @@ static IrExpr *gen_bound(Arena *a, bool *plain) {
     IrExpr *args[1];
     switch (rnd(0, 8)) {
     case 0: return ir_binary(a, cmp[rnd(0, 4)], k, qc);
-    case 5: return ir_binary(a, cmp[rnd(0, 4)], k, ir_const_int(a, rnd(-3, 20)));
     case 1: return ir_binary(a, cmp[rnd(0, 4)], qc, k);
     case 2:
         args[0] = ir_binary(a, IR_SUB, qc, k);
@@ -198,6 +197,7 @@ static IrExpr *gen_bound(Arena *a, bool *plain) {
         return ir_binary(a, cmp[rnd(0, 4)], ir_binary(a, IR_DIV, k, m), ir_binary(a, IR_DIV, q, m));
     }
     case 4: return ir_binary(a, cmp[rnd(0, 4)], k, ir_binary(a, IR_SUB, ir_binary(a, IR_MUL, q, ir_const_int(a, 1)), ir_binary(a, IR_MOD, q, ir_const_int(a, rnd(1, 8)))));
+    case 5: return ir_binary(a, cmp[rnd(0, 4)], k, ir_const_int(a, rnd(-3, 20)));
     default:
         *plain = false;
         switch (rnd(0, 4)) {
