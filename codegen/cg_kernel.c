@@ -22,15 +22,8 @@
 /* Head dims up to this many vectors (4096 floats on AVX-512, 1024 on NEON). */
 enum { CG_MAX_CHUNKS = 256 };
 
-/* Tile sizes as used by the generator (the schedule, normalized). */
-typedef struct Plan {
-    int W, BK, NT, R, BQ; /* lanes, keys per block, vectors per block, rows per group, rows per chunk */
-    int NRING;            /* packed key blocks kept (a ring, for the task's next chunks), or 1 */
-    int QK, VD, VC, VDP;  /* dims; V chunks of W; padded V row */
-} Plan;
-
 /* Floats of one packed K^T block (a ring slot). */
-static int64_t kt_floats(const Plan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
+static int64_t kt_floats(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
 
 static int tail_lanes(int dim, int W, int c) {
     int n = dim - c * W;
@@ -50,7 +43,7 @@ enum { FRAME_SLOTS = 64 }; /* values a piece's frame can hold (kern_slots) */
 typedef struct Kern {
     Cg *c;
     const IrFunc *f;
-    Plan p;
+    IrPlan p;
     CgEnv env;
     attn_dtype dt;
     LLVMValueRef qbase, kbase, vbase, obase;   /* tensor pointers at (b, head) */
@@ -81,8 +74,6 @@ typedef struct Kern {
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
     int wmax;                                  /* windows of at most this many key vectors (0: NT) */
-    bool qdirect;                              /* scores read q from the tensor (f32, unit-stride rows), not Qs */
-    bool vpack;                                /* the pack piece may copy the block's V rows to VS */
     bool vs_use;                               /* P.V may read VS (in the pieces after the pack piece) */
     LLVMValueRef VS;                           /* [BK][VDP] f32: the block's V rows (vpack) */
     /* NRING > 1: KT, VS and vfin_slot point at the block's slot of these rings, tagged with
@@ -285,7 +276,7 @@ static LLVMValueRef row_bits(Kern *k, LLVMValueRef row, LLVMValueRef t) {
  * products) or the scaled copy in Qs. */
 static LLVMValueRef q_row(Kern *k, LLVMValueRef i) {
     Cg *c = k->c;
-    if (k->qdirect) return cg_gep(c, c->f32, k->qbase, row_off(k, task_row(k, i), k->qs1, k->qs2));
+    if (k->p.qdirect) return cg_gep(c, c->f32, k->qbase, row_off(k, task_row(k, i), k->qs1, k->qs2));
     return cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, k->p.QK)));
 }
 
@@ -360,7 +351,7 @@ typedef struct PvCtx {
 
 /* acc[r][c0 .. c0+n) = acc*alpha + sum_j p[r][j] * V[kb+j][chunk]; c0 may be a run-time
  * chunk index; the last of the n chunks has `lastn` lanes. */
-static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int n, int lastn) {
+static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, int n, int lastn) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     unsigned va = (unsigned)(p->W * 4);
@@ -444,18 +435,11 @@ static void emit_pv_cols(Kern *k, const Plan *p, PvCtx *pc, LLVMValueRef c0, int
         }
 }
 
-/* Register column groups for P.V: half the register file (32 zmm / 16 ymm or xmm). */
-static int pv_groups(const Plan *p) {
-    int CG = (p->W >= 16 ? 16 : 8) / p->R;
-    if (CG < 1) CG = 1;
-    return CG > p->VC ? p->VC : CG;
-}
-
 /* acc = acc*alpha + P V over every V chunk: passes over column groups of CG chunks (a
  * runtime loop when there are several whole groups, the rest unrolled). */
-static void emit_pv(Kern *k, const Plan *p, PvCtx *pc) {
+static void emit_pv(Kern *k, const IrPlan *p, PvCtx *pc) {
     Cg *c = k->c;
-    int CG = pv_groups(p);
+    int CG = p->pv_groups[0];
     int whole = p->VD / p->W / CG;
     int done = 0;
     if (whole >= 2) {
@@ -479,7 +463,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
  * once the chunk is done) become L*alpha + their sum. mu[r]: the row's max (0 when it saw
  * nothing); as[r]: its alpha, splatted. Runtime loops over rows and vectors: one exp in the
  * code. */
-static void emit_exp_rows(Kern *k, const Plan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
+static void emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
                           const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
@@ -515,7 +499,7 @@ enum { CG_MAXT = 8 };
  * the rest unrolled; the R x nv accumulators are the FMA chains. With one vector (nv == 1)
  * the even and odd d steps of each row take separate chains, summed at the end, so the R
  * rows still fill both FMA pipes (R chains alone wait on the FMA latency). */
-static void block_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRef col, int nv,
+static void block_scores(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef col, int nv,
                          LLVMValueRef (*s)[CG_MAXT]) {
     Cg *c = k->c;
     unsigned va = (unsigned)(p->W * 4);
@@ -565,7 +549,7 @@ static void block_scores(Kern *k, const Plan *p, LLVMValueRef *qrow, LLVMValueRe
     }
     if (nv == 1)
         for (int r = 0; r < p->R; r++) s[r][0] = LLVMBuildFAdd(c->b, s[r][0], s[r][1], "");
-    if (k->qdirect)
+    if (k->p.qdirect)
         for (int r = 0; r < p->R; r++)
             for (int t = 0; t < nv; t++) s[r][t] = LLVMBuildFMul(c->b, s[r][t], cg_splat(c, cg_f32(c, k->f->scale)), "");
 }
@@ -630,7 +614,7 @@ static void softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVM
 /* Scores of a window's `per` vectors from vector tp for the group's rows (from K directly
  * when `dot`, else from the packed KT): score mod, lane mask (`masked`), running maxima in
  * mxs; the scores wait in P. */
-static void win_scores(Kern *k, const Plan *p, LLVMValueRef *row, LLVMValueRef *qrow, LLVMValueRef tp, int per,
+static void win_scores(Kern *k, const IrPlan *p, LLVMValueRef *row, LLVMValueRef *qrow, LLVMValueRef tp, int per,
                        bool masked, bool dot, LLVMValueRef *mxs, LLVMValueRef P) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
@@ -669,9 +653,10 @@ static void win_scores(Kern *k, const Plan *p, LLVMValueRef *row, LLVMValueRef *
 static void emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, LLVMValueRef vt0, LLVMValueRef vt1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    Plan pl = k->p;
+    IrPlan pl = k->p;
     pl.R = nr;
-    const Plan *p = &pl;
+    pl.pv_groups[0] = k->p.pv_groups[nr == k->p.R ? 0 : 1];
+    const IrPlan *p = &pl;
     const IrFunc *f = k->f;
     enum { MAXR = 16 };
     unsigned va = (unsigned)(p->W * 4);
@@ -812,7 +797,7 @@ static int row_lines(const Kern *k, int n) { return (n + line_elems(k) - 1) / li
 static void prefetch_kv(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef row, LLVMValueRef key) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     LLVMTypeRef et = cg_elem_type(c, k->dt);
     LLVMValueRef share = LLVMBuildURem(b, row, cg_i64(c, k->gsize), "");
     struct { LLVMValueRef base, stride; int lines; } t[2] = {{kb, k->ks2, row_lines(k, p->QK)}, {vb, k->vs2, row_lines(k, p->VD)}};
@@ -830,27 +815,18 @@ static void prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRe
     for (int i = 0; i < n; i++) prefetch_kv(k, kb, vb, cg_i64(k->c, 0), add(k->c, first, cg_i64(k->c, i)));
 }
 
-/* Keys per decode sub-block of the group entry: K and V rows in half of L1 (~16 KiB), a
- * multiple of W within the block (d=128: 16 keys, d=64: 32). Prefetches run three ahead
- * (measured against 1, 2, 4 and 6: a few % better than two). */
-static int decode_keys(const IrFunc *f, int W, int NT) {
-    int sub = 4096 / (f->qk_dim + f->v_dim) / W;
-    sub = sub < 1 ? 1 : sub > NT ? NT : sub;
-    return sub * W;
-}
-
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
  * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
  * keys may pass the end (a tail block). */
 static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp) {
     Cg *c = k->c;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     LLVMValueRef qv[CG_MAX_CHUNKS], part[64];
     LLVMValueRef qrow = q_row(k, row);
     int nch = (p->QK + p->W - 1) / p->W;
     for (int ch = 0; ch < nch; ch++) {
         int n = tail_lanes(p->QK, p->W, ch);
-        if (k->qdirect) {
+        if (k->p.qdirect) {
             qv[ch] = cg_load_vec(c, ATTN_F32, qrow, cg_i64(c, ch * p->W), n);
             continue;
         }
@@ -863,7 +839,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
         LLVMValueRef key = add(c, first, cg_i64(c, j));
         if (clamp) key = cg_smin(c, key, klast);
         LLVMValueRef koff = mul(c, krow(k, key), k->ks2);
-        prefetch_key(k, row, add(c, key, cg_i64(c, 3 * decode_keys(k->f, p->W, p->NT))));
+        prefetch_key(k, row, add(c, key, cg_i64(c, 3 * p->decode_keys)));
         /* two chains (even and odd chunks): half the FMA latency per key (decode d=128 from
          * memory ~+6%; four chains measured slower) */
         LLVMValueRef acc[2] = {LLVMConstNull(c->vf), LLVMConstNull(c->vf)};
@@ -874,7 +850,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
         part[j] = nch > 1 ? LLVMBuildFAdd(c->b, acc[0], acc[1], "") : acc[0];
     }
     LLVMValueRef sv = reduce_rows(c, part);
-    return k->qdirect ? LLVMBuildFMul(c->b, sv, cg_splat(c, cg_f32(c, k->f->scale)), "") : sv;
+    return k->p.qdirect ? LLVMBuildFMul(c->b, sv, cg_splat(c, cg_f32(c, k->f->scale)), "") : sv;
 }
 
 /* One group of R rows against the packed KT of a full key block, unrolled over the block's
@@ -882,7 +858,7 @@ static LLVMValueRef dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bo
 static void emit_group(Kern *k, LLVMValueRef g) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     const IrFunc *f = k->f;
     enum { MAXR = 16 };
     LLVMValueRef s[MAXR][CG_MAXT] = {{0}};
@@ -963,7 +939,7 @@ static LLVMValueRef group_full(Kern *k, LLVMValueRef g) {
 static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     const IrPrune *pr = &k->f->prune;
     if (eval && pr->enabled && pr->exact && k->cw <= 1 && p->BK <= 64) {
         /* a row sees one interval of keys (causal, windows, bands, prefixes): its bits from
@@ -1039,61 +1015,11 @@ static void emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     k->env.tag = -1;
 }
 
-/* Up to this many rows in a chunk, scoring straight from K beats packing KT. */
-static int dot_rows(const Plan *p) { return p->R > 8 ? p->R : 8; }
-
-static Plan make_plan(const IrFunc *f);
-
-/* Room for what the allocas do not show: spills, calls, the pieces' frames' own overhead. */
-enum { STACK_SPILLS = 32 * 1024 };
-
-int64_t cg_stack_bound(const IrFunc *f) {
-    if (f->sched.vec_width != 4 && f->sched.vec_width != 8 && f->sched.vec_width != 16) return 0;
-    Plan p = make_plan(f);
-    int64_t W = p.W, BB = 4 * W;
-    /* the tile function's scratch (Q, the ring of K^T and V blocks, acc, m, l, the lane bits),
-     * the band or staircase chunk's scores, and a row group's P in a piece */
-    int64_t big = ((int64_t)p.BQ * p.QK + W) * 4 + p.NRING * kt_floats(&p) * 4 + (int64_t)p.BQ * p.VDP * 4 +
-                  (p.BQ + W) * 4 + (int64_t)(p.BQ + p.R) * W * 4 + (int64_t)p.BQ * p.NT * ((W + 7) / 8) +
-                  (int64_t)p.NRING * p.BK * p.VDP * 4 + (BB * BB + 2 * BB) * 4 + (int64_t)p.R * p.BK * 4;
-    /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
-    return big + big / 8 + 16 * 1024 + STACK_SPILLS;
-}
-
-static Plan make_plan(const IrFunc *f) {
-    Plan p;
-    p.W = f->sched.vec_width;
-    p.QK = f->qk_dim;
-    p.VD = f->v_dim;
-    p.VC = (p.VD + p.W - 1) / p.W;
-    if (p.VC < 1) p.VC = 1;
-    p.VDP = p.VC * p.W;
-    p.BK = f->sched.block_k > 0 ? (f->sched.block_k + p.W - 1) / p.W * p.W : p.W;
-    if (p.BK > 4 * p.W) p.BK = 4 * p.W;
-    p.NT = p.BK / p.W;
-    p.R = f->sched.rows > 0 ? f->sched.rows : 4;
-    if (p.R > 16) p.R = 16;
-    int bq = f->sched.chunk_q > 0 ? f->sched.chunk_q : f->sched.block_q > 0 ? f->sched.block_q : 64;
-    /* a task of a residue-class mask holds block_q / r rows of each class */
-    if (f->prune.enabled && f->prune.runs.with_q) bq = (int)((bq + f->prune.runs.mod - 1) / f->prune.runs.mod);
-    /* keep the scratch (Q, acc) under ~256 KiB */
-    while (bq > p.R && (int64_t)bq * (p.QK + p.VDP) * 4 > 256 * 1024) bq /= 2;
-    p.BQ = (bq + p.R - 1) / p.R * p.R;
-    /* chunks shorter than the task: a ring of packed blocks, K and V in up to 192 KiB (six
-     * 64-key blocks at d = 64: a 256-wide window's chunk spans five), with Q and acc in ~256 */
-    p.NRING = 1;
-    int64_t ring_budget = 256 * 1024 - (int64_t)p.BQ * (p.QK + p.VDP) * 4;
-    if (ring_budget > 192 * 1024) ring_budget = 192 * 1024;
-    if (f->sched.chunk_q > 0 && f->sched.block_q > f->sched.chunk_q)
-        while (p.NRING < 8 && (int64_t)(p.NRING + 1) * p.BK * (p.QK + p.VDP) * 4 <= ring_budget) p.NRING++;
-    return p;
-}
-
 /* The few-rows body of a key block (decode): scores straight from K, row by row. */
 static void body_few(Kern *k, bool unused) {
     (void)unused;
     Cg *c = k->c;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     LLVMValueRef nrows = add(c, k->last, cg_i64(c, 1));
     k->vfin_slot = NULL; /* K and V were not looked at: P.V keeps its lane selects */
     CgLoop ls, lr;
@@ -1101,7 +1027,7 @@ static void body_few(Kern *k, bool unused) {
         /* the heads of a group, row by row over sub-blocks of K and V that fit in half of L1
          * (~16 KiB; d=128: 16 keys), so every row's pass hits L1 while the next keys are
          * prefetched (measured ~+8% K/V bandwidth from memory against 32 keys) */
-        int sub = decode_keys(k->f, p->W, p->NT) / p->W;
+        int sub = p->decode_keys / p->W;
         k->wmax = sub;
         LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
         LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
@@ -1126,7 +1052,7 @@ static void body_few(Kern *k, bool unused) {
 static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     unsigned va = (unsigned)p->W * 4;
     LLVMValueRef expo = cg_splat(c, cg_i32(c, 0x7f800000));
     LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
@@ -1165,7 +1091,7 @@ static void body_pack(Kern *k, bool unused) {
     (void)unused;
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     /* the block's keys before the chunk's end only (a tail block packs its W-vectors of keys);
      * into a ring, the whole block before the run's end, so that the next chunks (whose end
      * lies further) find it as they need it */
@@ -1201,7 +1127,7 @@ static void body_pack(Kern *k, bool unused) {
         }
         cg_loop_end(c, &lj);
     }
-    if (!k->vpack) {
+    if (k->p.vpack == IR_VPACK_NEVER) {
         vcheck(k, kn, klast);
         return;
     }
@@ -1225,7 +1151,7 @@ static void body_pack(Kern *k, bool unused) {
 /* The row groups of a key block, K packed: partial blocks (masked) or full ones. */
 static void body_groups(Kern *k, bool masked) {
     Cg *c = k->c;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     CgLoop lg;
     LLVMValueRef g = cg_loop_begin(c, &lg, cg_i64(c, 0), k->npad, cg_i64(c, p->R), "g");
     /* in a partial block, the groups that see all of it run the full blocks' code (after the
@@ -1279,7 +1205,7 @@ static LLVMValueRef resuming(Kern *k) {
 static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     const IrFunc *f = k->f;
     CgEnv *env = &k->env;
     LLVMValueRef kv_len = env->kv_len;
@@ -1306,8 +1232,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     }
     /* the tile function of a kernel with a group function meets few rows only in the tail
      * of a long prefill: it packs K for them too and has no few-rows piece to compile */
-    LLVMValueRef few = !k->grouped && cg_group_size(f) ? cg_bool(c, false)
-                     : LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, dot_rows(p)), "few");
+    LLVMValueRef few = !p->few_rows ? cg_bool(c, false) : LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, p->few_rows), "few");
     {
         /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
         CgLoop li;
@@ -1315,7 +1240,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef qoff = row_off(k, task_row(k, i), k->qs1, k->qs2);
         LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
         LLVMValueRef sc = cg_splat(c, cg_f32(c, f->scale));
-        for (int ch = 0; !k->qdirect && ch * p->W < p->QK; ch++) {
+        for (int ch = 0; !k->p.qdirect && ch * p->W < p->QK; ch++) {
             LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
             cg_store(c, LLVMBuildFMul(b, v, sc, ""), cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
         }
@@ -1365,7 +1290,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             env->qmax = qhi;
             env->kmin = cg_i64(c, 0);
             env->kmax = kmax;
-            if (k->grouped) env->h = row_head(k, qc); /* the mask does not read h (cg_group_size) */
+            if (k->grouped) env->h = row_head(k, qc); /* the mask does not read h (a group entry's condition) */
             lo = cg_smax(c, lo, cg_expr(c, env, f->prune.k_lo, alltrue).v);
             hi = cg_smin(c, hi, cg_expr(c, env, f->prune.k_hi, alltrue).v);
             lo = cg_smin(c, lo, kv_len);
@@ -1440,7 +1365,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     if (p->NRING > 1) {
         rslot = LLVMBuildSRem(b, LLVMBuildSDiv(b, k->kb, cg_i64(c, p->BK), ""), cg_i64(c, p->NRING), "slot");
         k->KT = cg_gep(c, c->f32, k->KTring, mul(c, rslot, cg_i64(c, kt_floats(p))));
-        if (k->vpack) k->VS = cg_gep(c, c->f32, k->VSring, mul(c, rslot, cg_i64(c, (int64_t)p->BK * p->VDP)));
+        if (k->p.vpack != IR_VPACK_NEVER) k->VS = cg_gep(c, c->f32, k->VSring, mul(c, rslot, cg_i64(c, (int64_t)p->BK * p->VDP)));
         k->vfin_slot = cg_gep(c, c->i1, k->vfin_ring, rslot);
         LLVMValueRef tkb = cg_load(c, c->i64, cg_gep(c, c->i64, k->tag_kb, rslot), 8);
         rhit = LLVMBuildICmp(b, LLVMIntEQ, tkb, k->kb, "hit");
@@ -1476,7 +1401,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMBasicBlockRef join = cg_block(c, "groups_done");
         LLVMBuildCondBr(b, part, bm, bf);
         LLVMPositionBuilderAtEnd(b, bm);
-        k->vs_use = k->vpack;
+        k->vs_use = k->p.vpack != IR_VPACK_NEVER;
         emit_piece(k, "part", false, body_groups, true);
         if (prune)
             LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntNE, cg_load(c, c->i8, k->anyfull, 1), LLVMConstInt(c->i8, 0, 0), ""), bf, join);
@@ -1539,26 +1464,6 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
  * reach past [0, kv_len) or the task's key range (the first chunk of a sequence, the kv tail,
  * ragged ends) run the general code. */
 
-/* The width w of an exact band the band groups take (0: none), with its offset *hi: a
- * multiple of W up to 4W. */
-static int band_width(const IrFunc *f, int W, int64_t *hi) {
-    int64_t w = ir_prune_band(f, hi);
-    if (f->prune.runs.mod >= 2 || w < W || w > 4 * W || w % W) return 0;
-    return (int)w;
-}
-
-/* Whether the band groups can take the kernel: f32 rows read in place (qdirect), whole vectors
- * of q/k and v, the score unmodified, and the band buffers (K^T and V of `blocks` blocks of 4W
- * keys: 3 for a band, 1 for a staircase) in the ring's memory, so the band path adds no stack
- * but the chunk's scores (a band at d64: 3 slots of the ring's 6, d128 all 3; not d256, whose
- * ring is one slot). */
-static bool band_fits(const Kern *k, int blocks) {
-    const Plan *p = &k->p;
-    int64_t cs = 4 * blocks * (int64_t)p->W;
-    return k->qdirect && !k->f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && k->vpack &&
-           (int64_t)p->NRING * kt_floats(p) >= (int64_t)p->QK * cs && (int64_t)p->NRING * p->BK >= cs;
-}
-
 /* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
  * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]; keys past kmax (if not
  * NULL) read key kmax instead. */
@@ -1566,7 +1471,7 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
                       LLVMValueRef mirror, LLVMValueRef kmax) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     int W = p->W, BB = 4 * W, CS = k->bcs;
     unsigned va = (unsigned)W * 4;
     LLVMValueRef col2 = LLVMBuildSelect(b, mirror, add(c, col, cg_i64(c, 2 * BB)), col, "col2");
@@ -1625,7 +1530,7 @@ static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVM
                         LLVMValueRef S, LLVMValueRef s, LLVMValueRef lastm) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     enum { R = 4 };
     bool tri = lastm != NULL;
     if (tri) nv = R;
@@ -1709,7 +1614,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
                     const LLVMValueRef *present, LLVMValueRef off0, LLVMValueRef s, int nv, LLVMValueRef lanes) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     enum { R = 4 };
     bool tri = lanes != NULL;
     int W = p->W, BB = 4 * W, NU = tri ? R : nv + R - 1;
@@ -1837,7 +1742,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
 static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q_off, int bw, int64_t bhi) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     int W = p->W, BB = 4 * W, nv = bw / W;
     LLVMValueRef CR = cg_i64(c, BB), hi = cg_i64(c, bhi);
     LLVMValueRef klo = cg_smax(c, k->kbeg, cg_i64(c, 0)), khi = cg_smin(c, k->kendp, k->kv_len);
@@ -1856,7 +1761,7 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
         emit_run(k, LLVMBuildSelect(b, lo, q0, qb, ""), LLVMBuildSelect(b, lo, qa, q1, ""));
         cg_loop_end(c, &ls);
     }
-    /* the buffers: the ring's memory (band_fits; the general rows are done with it) */
+    /* the buffers: the ring's memory (the schedule checked it fits; the general rows are done with it) */
     LLVMValueRef KTB = k->KTring, VSB = k->VSring;
     k->bcs = 3 * BB;
     LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "bsp"); /* a chunk's scores, then P */
@@ -1917,7 +1822,7 @@ static void emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueR
 static void emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     int W = p->W, BB = 4 * W;
     LLVMValueRef one = cg_i64(c, 1), zero = cg_i64(c, 0);
     /* the run's keys [jlo, jend); row i's last key i + E (run rows and keys step alike) */
@@ -2001,54 +1906,28 @@ static void emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
     LLVMPositionBuilderAtEnd(b, bdone);
 }
 
-static bool expr_reads_h(const IrExpr *e) {
-    if (!e) return false;
-    if (e->op == IR_VAR && e->var == IR_V_H) return true;
-    for (int i = 0; i < e->nargs; i++)
-        if (expr_reads_h(e->args[i])) return true;
-    return false;
-}
-
-/* The K/V head of query head h. */
-static int head_kv(const IrFunc *f, int h) {
-    int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
-    if (group < 1) group = 1;
-    return f->head_map ? f->head_map[h] : h / group;
-}
-
-int cg_group_size(const IrFunc *f) {
-    if (f->kv_heads < 1 || f->heads % f->kv_heads != 0 || f->heads / f->kv_heads < 2) return 0;
-    /* a mask reading h would need per-head prune bounds; residue runs stride rows or keys */
-    if (expr_reads_h(f->mask) || (f->prune.enabled && f->prune.runs.mod)) return 0;
-    if (f->prune.enabled && (expr_reads_h(f->prune.k_lo) || expr_reads_h(f->prune.k_hi) ||
-                             expr_reads_h(f->prune.may_see) || expr_reads_h(f->prune.all_see)))
-        return 0;
-    int G = f->heads / f->kv_heads;
-    for (int j = 0; j < f->kv_heads; j++) {
-        int n = 0;
-        for (int h = 0; h < f->heads; h++) n += head_kv(f, h) == j;
-        if (n != G) return 0; /* uneven head map */
-    }
-    return G;
-}
-
-/* Emits the tile function (G == 0) or the group function (G heads per K/V head). */
-static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *err);
+/* Emits the kernel function the plan describes (its role: the tile or the group entry). */
+static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symbol, StrBuf *err);
 
 bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
-    int G = cg_group_size(f);
-    char gsym[512];
-    snprintf(gsym, sizeof gsym, "%s_group", symbol);
-    for (int grouped = 0; grouped <= (G > 0); grouped++) {
+    if (f->nplans < 1) {
+        sb_printf(err, "codegen: %s: no plan (schedule missing?)", f->name);
+        return false;
+    }
+    for (int i = 0; i < f->nplans; i++) {
+        const IrPlan *pl = &f->plans[i];
+        char sym[512];
+        snprintf(sym, sizeof sym, "%s%s", symbol, pl->role == IR_ROLE_GROUP ? "_group" : "");
         Cg fc;
         cg_fn_open(c, &fc);
-        bool ok = emit_fn(&fc, f, grouped ? gsym : symbol, grouped ? G : 0, err);
+        bool ok = emit_fn(&fc, f, pl, sym, err);
         if (!cg_fn_close(c, &fc, fc.fn, false, false, err) || !ok) return false;
     }
     return true;
 }
 
-static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *err) {
+static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symbol, StrBuf *err) {
+    int G = plan->group;
     if (f->sched.vec_width != 4 && f->sched.vec_width != 8 && f->sched.vec_width != 16) {
         sb_printf(err, "codegen: %s: unsupported vector width %d (schedule missing?)", f->name, f->sched.vec_width);
         return false;
@@ -2064,9 +1943,9 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
     k->err = err;
     k->gsize = 1; /* rows sharing a key's prefetches: one, or the group's heads */
     k->f = f;
-    k->p = make_plan(f);
+    k->p = *plan;
     k->dt = f->dtype;
-    const Plan *p = &k->p;
+    const IrPlan *p = &k->p;
     LLVMBuilderRef b = c->b;
 
     LLVMTypeRef params[5] = {c->ptr, c->i64, c->i64, c->i64, c->i64};
@@ -2100,11 +1979,11 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
             }
             for (int j = 0; j < f->kv_heads; j++) fill[j] = 0;
             for (int i = 0; i < f->heads; i++) {
-                int j = head_kv(f, i);
+                int j = ir_head_kv(f, i);
                 vals[j * G + fill[j]++] = cg_i32(c, i);
             }
         } else {
-            for (int i = 0; i < f->heads; i++) vals[i] = cg_i32(c, head_kv(f, i));
+            for (int i = 0; i < f->heads; i++) vals[i] = cg_i32(c, ir_head_kv(f, i));
         }
         char gname[600];
         snprintf(gname, sizeof gname, "%s.%s", symbol, G ? "group_heads" : "head_map");
@@ -2189,28 +2068,12 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
 
     k->lsep = lsep;
     const IrRuns *runs = &f->prune.runs;
-    bool have_runs = f->prune.enabled && runs->mod >= 2;
-    /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
-     * do little else per row; a residue class's rows, r rows apart, mostly see one key block:
-     * strided 64's class domain -8%, atrous -1.5%): f32 only, and not in a kernel with a group
-     * function, whose pieces the tile function shares */
-    k->qdirect = k->dt == ATTN_F32 && !k->grouped && !cg_group_size(f);
-    /* P.V reads a block's V rows once per row group. Rows that map to few L1 sets evict each
-     * other before the next group: a residue class's rows (r apart), and rows that put more
-     * than 8 of the block's rows on one set of a 64-set L1 (for BK = 64, a multiple of 1 KiB
-     * apart: [batch, seq, heads, dim] tensors with heads * dim a multiple of 256 floats).
-     * Then the pack piece copies them to VS: always for residue runs, by that test at run
-     * time for f32 (the one dtype P.V reads alike from both), never otherwise. */
-    k->vpack = have_runs || k->dt == ATTN_F32;
-    if (k->vpack) {
-        /* rows `bytes` apart fall on 64 >> ctz(bytes / 64) sets (at most 64): more than 8 rows
-         * a set when bytes is a multiple of 64 * m, m the least power of two above 512 / BK */
-        int64_t m = 1;
-        while (m * p->BK <= 512) m *= 2;
+    if (p->vpack != IR_VPACK_NEVER) {
         k->VS = k->VSring = cg_alloca(c, c->f32, (int64_t)p->NRING * p->BK * p->VDP, 64, "VS");
-        k->vpack_on = have_runs ? cg_bool(c, true)
-                                : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, mul(c, k->vs2, cg_i64(c, 4)), cg_i64(c, 64 * m), ""),
-                                                cg_i64(c, 0), "vpack");
+        k->vpack_on = p->vpack == IR_VPACK_ALWAYS
+                          ? cg_bool(c, true)
+                          : LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, mul(c, k->vs2, cg_i64(c, 4)), cg_i64(c, p->vpack_sets), ""),
+                                          cg_i64(c, 0), "vpack");
     }
     k->mask = f->prune.enabled ? f->prune.mask : f->mask;
     k->qstep = k->kstep = 1;
@@ -2224,14 +2087,11 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         k->qpos0 = add(c, q_off, q0);
         LLVMValueRef nq = cg_smax(c, LLVMBuildSub(b, q1, q0, ""), cg_i64(c, 0));
         emit_run(k, cg_i64(c, 0), mul(c, nq, cg_i64(c, G)));
-    } else if (!have_runs) {
-        int64_t bhi = 0;
-        int bw = band_fits(k, 3) ? band_width(f, p->W, &bhi) : 0;
-        if (bw)
-            emit_band_task(k, q0, q1, q_off, bw, bhi);
-        else
-            emit_run(k, q0, q1);
-    } else if (!runs->with_q) {
+    } else if (p->kind == IR_T_BAND) {
+        emit_band_task(k, q0, q1, q_off, p->band_w, p->band_hi);
+    } else if (p->kind == IR_T_ROWS) {
+        emit_run(k, q0, q1);
+    } else if (p->kind == IR_T_KEY_RUNS) {
         /* k % r in [base, base + w): every row sees only those keys, visited as one run over
          * the compacted index (stride r when w is 1) */
         LLVMTypeRef et = cg_elem_type(c, k->dt);
@@ -2252,9 +2112,6 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         /* k = q (mod r): rows of one residue class see only keys of the same class, so each
          * class is a run over strided rows and keys, and the work is the visible pairs */
         int64_t modulus = runs->mod;
-        /* a staircase in class keys */
-        int64_t tlo = 0, thi = 0;
-        bool tri = band_fits(k, 1) && ir_prune_tri(f, &tlo, &thi);
         k->qstep = k->kstep = modulus;
         LLVMValueRef rr = cg_i64(c, modulus);
         LLVMValueRef qbase = k->qbase, obase = k->obase, kbase = k->kbase, vbase = k->vbase;
@@ -2283,17 +2140,17 @@ static bool emit_fn(Cg *c, const IrFunc *f, const char *symbol, int G, StrBuf *e
         k->vs2 = mul(c, vs2, rr);
         k->lsebase = LLVMBuildGEP2(b, c->f32, lsebase, &first, 1, "");
         k->ls2 = rr;
-        if (tri)
-            emit_tri_run(k, nv, tlo, thi);
+        if (p->kind == IR_T_STAIR)
+            emit_tri_run(k, nv, p->tri_lo, p->tri_hi);
         else
             emit_run(k, cg_i64(c, 0), nv);
         cg_loop_end(c, &lr);
     }
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
     LLVMBuildRet(b, LLVMBuildZExt(b, e, c->i32, ""));
-    /* the runtime trusts cg_stack_bound (attn_rt_desc.stack): a kernel must stay within it */
-    int64_t used = c->stack + k->piece_stack, bound = cg_stack_bound(f);
-    if (!k->failed && used + STACK_SPILLS > bound) {
+    /* the runtime trusts the plan's stack (attn_rt_desc.stack): a kernel must stay within it */
+    int64_t used = c->stack + k->piece_stack, bound = p->stack;
+    if (!k->failed && used + IR_STACK_SPILLS > bound) {
         sb_printf(err, "codegen: internal error: %s: allocas of %lld bytes exceed the stack bound %lld", f->name,
                   (long long)used, (long long)bound);
         return false;

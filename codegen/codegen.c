@@ -194,22 +194,12 @@ static bool verify(LLVMModuleRef mod, StrBuf *err) {
 static bool emit_funcs(Cg *root, IrFunc **funcs, int n, const char *const *symbols, int width,
                        StrBuf *err) {
     for (int i = 0; i < n; i++) {
-        IrFunc tmp = *funcs[i];
-        if (tmp.sched.vec_width <= 0) {
-            /* no schedule: what measured best on AVX-512 (R = 4, K+V blocks of ~32 KiB) */
-            int d = tmp.qk_dim > tmp.v_dim ? tmp.qk_dim : tmp.v_dim;
-            int bk = d > 0 ? 4096 / d / width * width : 4 * width;
-            tmp.sched.vec_width = width;
-            tmp.sched.block_k = bk < width ? width : bk > 4 * width ? 4 * width : bk;
-            tmp.sched.rows = 4;
-            tmp.sched.block_q = 128;
-        }
         const char *sym = symbols ? symbols[i] : cg_tile_symbol(funcs[i]->arena, funcs[i]);
         if (!sym) {
             sb_puts(err, "codegen: out of memory");
             return false;
         }
-        if (!cg_emit_tile(root, &tmp, sym, err)) return false;
+        if (!cg_emit_tile(root, funcs[i], sym, err)) return false;
     }
     return true;
 }

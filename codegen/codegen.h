@@ -21,14 +21,6 @@ int cg_target_vec_width(const CgTarget *t, StrBuf *err);
 /* The symbol of an attention block's tile function: "attnc_<name>_tile". */
 char *cg_tile_symbol(Arena *a, const IrFunc *f);
 
-/* Query heads per K/V head that the group function ("<tile symbol>_group", same type as the
- * tile function, h = the K/V head) computes together; 0 when there is none (MHA, an uneven
- * head map, a mask reading h, a congruence mask). */
-int cg_group_size(const IrFunc *f);
-/* Bytes of stack f's tile (or group) function may take, its pieces included: an upper bound
- * the code generator checks its allocas against (0 without a schedule). */
-int64_t cg_stack_bound(const IrFunc *f);
-
 typedef struct CgJit CgJit;
 
 /* JIT-compiles the tile functions of `funcs` (each after the pass pipeline) for the host, as

@@ -297,3 +297,31 @@ int64_t ir_prune_band(const IrFunc *f, int64_t *hi) {
     *hi = -chi;
     return w + 1;
 }
+
+int ir_head_kv(const IrFunc *f, int h) {
+    int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
+    if (group < 1) group = 1;
+    return f->head_map ? f->head_map[h] : h / group;
+}
+
+const IrPlan *ir_plan(const IrFunc *f, IrRole role) {
+    for (int i = 0; i < f->nplans; i++)
+        if (f->plans[i].role == role) return &f->plans[i];
+    return NULL;
+}
+
+int ir_group_size(const IrFunc *f) {
+    const IrPlan *p = ir_plan(f, IR_ROLE_GROUP);
+    return p ? p->group : 0;
+}
+
+const char *ir_template_name(IrTemplate t) {
+    static const char *const names[] = {
+#define X(name, text) text,
+        IR_TEMPLATES(X)
+#undef X
+    };
+    return t >= 0 && t < IR_T_COUNT ? names[t] : "?";
+}
+
+const char *ir_role_name(IrRole r) { return r == IR_ROLE_GROUP ? "group" : "tile"; }

@@ -143,6 +143,66 @@ typedef struct IrSchedule {
     int rows;       /* query rows per register-blocked microkernel step */
 } IrSchedule;
 
+/* How a kernel function iterates: the template codegen emits (codegen/cg_tmpl_*.c). */
+#define IR_TEMPLATES(X)                                                                   \
+    X(ROWS, "rows")         /* chunks of query rows over blocks of keys (the general one) */ \
+    X(BAND, "band")         /* an exact band of 1-4 vectors: rows grouped W apart */        \
+    X(STAIR, "staircase")   /* residue classes whose rows see a staircase of class keys */  \
+    X(KEY_RUNS, "key_runs") /* keys k % r in [base, base + w), compacted */                 \
+    X(CLASS_RUNS, "class_runs") /* residue classes k = q (mod r), each a run of rows */
+
+typedef enum IrTemplate {
+#define X(name, text) IR_T_##name,
+    IR_TEMPLATES(X)
+#undef X
+        IR_T_COUNT
+} IrTemplate;
+
+/* The functions a spec compiles to, by role: what the driver, AOT and the runtime iterate. */
+typedef enum IrRole {
+    IR_ROLE_TILE,  /* one (batch, head, query tile) task: the entry every kernel has */
+    IR_ROLE_GROUP, /* the query heads of one K/V head together (GQA/MQA decode) */
+    IR_ROLE_COUNT
+} IrRole;
+
+/* V rows copied to f32 scratch by the pack piece (P.V then reads them from there). */
+typedef enum IrVPack {
+    IR_VPACK_NEVER,   /* P.V reads the tensor */
+    IR_VPACK_ALWAYS,  /* residue runs: rows r apart share L1 sets */
+    IR_VPACK_RUNTIME, /* f32: when V's row stride puts more than 8 of a block's rows on a set */
+} IrVPack;
+
+/* Everything codegen needs to know about one kernel function, decided by the schedule pass
+ * and only read afterwards (printed by `attnc dump --after schedule` as a `plan` line). */
+/* Room a kernel's stack bound leaves for what its allocas do not show: spills, calls, the
+ * pieces' frames. */
+#define IR_STACK_SPILLS (32 * 1024)
+
+typedef struct IrPlan {
+    IrRole role;          /* which entry this is */
+    IrTemplate kind;      /* its template */
+    int group;            /* role GROUP: query heads per K/V head; else 0 */
+    int W;                /* f32 lanes per vector */
+    int BK, NT;           /* keys per block (a multiple of W, up to 4W); vectors per block */
+    int R;                /* register rows of a microkernel step */
+    int BQ;               /* query rows per chunk (scratch for Q, acc, m, l) */
+    int NRING;            /* packed key blocks kept for the task's next chunks (a ring), or 1 */
+    int QK, VD, VC, VDP;  /* q/k and v dims; V chunks of W; V row padded to whole vectors */
+    int few_rows;         /* chunks of up to this many rows score straight from K (0: never) */
+    int decode_keys;      /* keys per sub-block of the group entry's few-row path */
+    int pv_groups[2];     /* V chunks a P.V pass keeps in registers per row: R rows, one row */
+    bool qdirect;         /* scores read q from the tensor (f32), not a scaled copy */
+    IrVPack vpack;        /* whether the pack piece copies V rows */
+    int vpack_sets;       /* RUNTIME: copy when V's row stride in bytes is a multiple of this */
+    int band_w;           /* BAND: keys per row (a multiple of W up to 4W) */
+    int64_t band_hi;      /* BAND: the band ends this many keys before q */
+    int64_t tri_lo, tri_hi; /* STAIR: a row at x sees class keys [tri_lo, x - tri_hi] */
+    int64_t stack;        /* bytes of stack the function may take, its pieces included */
+    int block_q;          /* query rows per task */
+    int min_block_q;      /* the runtime never cuts a task below this many rows */
+    int cut_below;        /* tasks a thread below which the runtime cuts tall tiles */
+} IrPlan;
+
 /* Index-space rewriting of a residue conjunct of the mask: the keys the kernel visits. mod 0:
  * every key. with_q: k = q (mod mod), so the rows of one residue class see only the keys of
  * that class (atrous, the strided pattern's column); else key-only: k % mod in [base, base +
@@ -202,6 +262,8 @@ typedef struct IrFunc {
     int nvalues;           /* value numbers in use */
     int output;            /* value number of the output o */
     IrSchedule sched;      /* tiling, filled by the schedule pass */
+    int nplans;            /* kernel functions (the schedule pass): 1, or 2 with a group entry */
+    IrPlan plans[IR_ROLE_COUNT]; /* theirs, by role (plans[IR_ROLE_TILE] always) */
     IrPrune prune;         /* mask analysis, filled by the prune pass */
     IrMla mla;             /* multi-head latent attention, when present */
     struct IrFunc *permuted; /* permute pass: the same attention in rank order (a causal mask) */
@@ -255,6 +317,16 @@ int64_t ir_prune_band(const IrFunc *f, int64_t *hi);
 /* A staircase from a fixed key (prune.exact): a row at x sees exactly the keys [*lo, x - *hi]
  * (causal and its shifts; a residue class's run of strided or atrous masks, in class keys). */
 bool ir_prune_tri(const IrFunc *f, int64_t *lo, int64_t *hi);
+/* The K/V head query head h reads (the head map, or contiguous groups). */
+int ir_head_kv(const IrFunc *f, int h);
+/* The plan of f's entry `role`, or NULL (no such entry, or before the schedule pass). */
+const IrPlan *ir_plan(const IrFunc *f, IrRole role);
+/* Query heads per K/V head of f's group entry ("<tile symbol>_group", same type as the tile
+ * function, h = the K/V head); 0 when it has none. */
+int ir_group_size(const IrFunc *f);
+/* "rows", "band"...; and "tile", "group" */
+const char *ir_template_name(IrTemplate t);
+const char *ir_role_name(IrRole r);
 
 // print.c
 

@@ -134,6 +134,20 @@ static void print_value(StrBuf *sb, int v) {
     else sb_printf(sb, "%%%d", v);
 }
 
+/* One kernel function's plan on one line: `plan TEMPLATE role=... key=value ...`. */
+static void print_plan(StrBuf *sb, const IrPlan *p) {
+    static const char *const vpack[] = {"never", "always", "runtime"};
+    sb_printf(sb, "  plan %s role=%s group=%d vec=%d bk=%d rows=%d chunk=%d ring=%d few=%d decode_keys=%d "
+                  "pv_groups=%d/%d qdirect=%d vpack=%s",
+              ir_template_name(p->kind), ir_role_name(p->role), p->group, p->W, p->BK, p->R, p->BQ, p->NRING,
+              p->few_rows, p->decode_keys, p->pv_groups[0], p->pv_groups[1], p->qdirect, vpack[p->vpack]);
+    if (p->vpack == IR_VPACK_RUNTIME) sb_printf(sb, "/%d", p->vpack_sets);
+    if (p->kind == IR_T_BAND) sb_printf(sb, " w=%d hi=%lld", p->band_w, (long long)p->band_hi);
+    if (p->kind == IR_T_STAIR) sb_printf(sb, " stair=%lld..%lld", (long long)p->tri_lo, (long long)p->tri_hi);
+    sb_printf(sb, " stack=%lld block_q=%d min_block_q=%d cut_below=%d\n", (long long)p->stack, p->block_q,
+              p->min_block_q, p->cut_below);
+}
+
 void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "attention @%s {\n", f->name);
     sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s\n", f->heads, f->kv_heads,
@@ -208,6 +222,7 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
         if (f->sched.chunk_q > 0 && f->sched.chunk_q != f->sched.block_q) sb_printf(sb, ", chunk_q %d", f->sched.chunk_q);
         sb_puts(sb, "\n");
     }
+    for (int i = 0; i < f->nplans; i++) print_plan(sb, &f->plans[i]);
     for (int i = 0; i < f->nops; i++) {
         const IrOp *op = &f->ops[i];
         sb_puts(sb, "  ");

@@ -94,11 +94,11 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const char *tile = cg_tile_symbol(f->arena, f);
     if (!tile) tile = arena_printf(f->arena, "attnc_%s_tile", n);
-    int block_q = f->sched.block_q > 0 ? f->sched.block_q : 64;
+    const IrPlan *pl = ir_plan(f, IR_ROLE_TILE);
     sb_printf(sb,
               "int32_t %s(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, int64_t q1);\n",
               tile);
-    int G = cg_group_size(f);
+    int G = ir_group_size(f);
     if (G)
         sb_printf(sb,
                   "/* rows [q0, q1) of the %d query heads of K/V head kvh together */\n"
@@ -126,10 +126,9 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
     }
     sb_printf(sb, "static const attn_rt_desc attnc_%s_desc ATTNC_AOT_UNUSED = {\n", n);
     sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s, %s%s, %d, %d, %d, %lld,\n};\n\n", n, f->heads,
-              f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_enum(f->dtype), block_q, f->ninputs,
+              f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_enum(f->dtype), pl->block_q, f->ninputs,
               f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile,
-              G ? tile : "NULL", G ? "_group" : "", G, drv_min_block_q(f), drv_cut_below(f),
-              (long long)cg_stack_bound(f));
+              G ? tile : "NULL", G ? "_group" : "", G, pl->min_block_q, pl->cut_below, (long long)pl->stack);
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */

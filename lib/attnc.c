@@ -36,7 +36,7 @@ static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarge
         free(dir);
         if (!cg_jit(funcs, n, t, &kern->jit, tiles, msg)) return false;
         for (int i = 0; i < n; i++) {
-            const char *sym = cg_group_size(funcs[i]) ? cg_tile_symbol(funcs[i]->arena, funcs[i]) : NULL;
+            const char *sym = ir_group_size(funcs[i]) ? cg_tile_symbol(funcs[i]->arena, funcs[i]) : NULL;
             snprintf(gsym, sizeof gsym, "%s_group", sym ? sym : "");
             if (!sym || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
         }
@@ -63,7 +63,7 @@ static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarge
     for (int i = 0; ok && i < n; i++) {
         /* an entry without the group function (older) still runs, per head */
         snprintf(gsym, sizeof gsym, "%s_group", syms[i]);
-        if (!cg_group_size(funcs[i]) || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
+        if (!ir_group_size(funcs[i]) || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
     }
     free(obj);
     kc_key_free(&key);

@@ -114,22 +114,6 @@ int drv_compiled_funcs(IrFunc *f, IrFunc **out) {
     return n;
 }
 
-int drv_min_block_q(const IrFunc *f) {
-    int b = f->sched.block_q > 0 ? f->sched.block_q : 64;
-    /* a residue class's tile holds block_q / r rows of each class: cutting it below 2048
-     * costs more than the threads gain (dilated(64), 1 head, 2 threads: 2.6x slower at 512
-     * rows) */
-    if (f->prune.enabled && f->prune.runs.with_q) return b < 2048 ? b : 2048;
-    return b < 64 ? b : 64;
-}
-
-int drv_cut_below(const IrFunc *f) {
-    /* a residue class's tile cut in two splits each class's staircase (emit_tri_run): the two
-     * halves compute the rows they do not hold as well, so cut only for a tile a thread
-     * (strided 64, 4 heads, 2 threads: 1.97 -> 1.44 ms) */
-    return f->prune.enabled && f->prune.runs.with_q ? 1 : 4;
-}
-
 void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,
                    attn_rt_tile_fn tile) {
     memset(desc, 0, sizeof *desc);
@@ -139,15 +123,18 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
     desc->qk_dim = f->qk_dim;
     desc->v_dim = f->v_dim;
     desc->dtype = f->dtype;
-    desc->block_q = f->sched.block_q > 0 ? f->sched.block_q : 64;
-    desc->min_block_q = drv_min_block_q(f);
-    desc->cut_below = drv_cut_below(f);
-    desc->stack = cg_stack_bound(f);
+    /* the runtime's policy is the plan's: task rows, how far it may cut them, stack (none
+     * before the schedule pass: a descriptor of the inputs only) */
+    const IrPlan *pl = ir_plan(f, IR_ROLE_TILE);
+    desc->block_q = pl ? pl->block_q : 1;
+    desc->min_block_q = pl ? pl->min_block_q : 1;
+    desc->cut_below = pl ? pl->cut_below : 1;
+    desc->stack = pl ? pl->stack : 0;
     desc->ninputs = f->ninputs;
     desc->inputs = inputs;
     desc->tile = tile;
     desc->group = NULL; /* set by the caller that linked it */
-    desc->group_size = cg_group_size(f);
+    desc->group_size = ir_group_size(f);
     for (int i = 0; i < f->ninputs; i++) {
         const IrInput *in = &f->inputs[i];
         inputs[i].name = in->name;

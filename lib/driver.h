@@ -35,12 +35,6 @@ bool drv_absorb_forced(const IrFunc *f);
  * variant and its absorbed variant, if any. Returns their count. */
 int drv_compiled_funcs(IrFunc *f, IrFunc **out);
 
-/* The rows a launch may cut f's tiles down to (attn_rt_desc.min_block_q). */
-int drv_min_block_q(const IrFunc *f);
-
-/* attn_rt_desc.cut_below: tiles a thread below which a launch cuts them */
-int drv_cut_below(const IrFunc *f);
-
 /* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
  * names point into the func's arena). `tile` may be NULL (AOT). */
 void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,

@@ -6,6 +6,155 @@
  * (narrow masks skip less). */
 #include "passes.h"
 
+#include <stdlib.h>
+
+static bool expr_reads_h(const IrExpr *e) {
+    if (!e) return false;
+    if (e->op == IR_VAR && e->var == IR_V_H) return true;
+    for (int i = 0; i < e->nargs; i++)
+        if (expr_reads_h(e->args[i])) return true;
+    return false;
+}
+
+/* Query heads per K/V head that a group entry computes together; 0 when there is none (MHA,
+ * an uneven head map, a mask reading h, residue runs that stride rows or keys). */
+static int group_heads(const IrFunc *f) {
+    if (f->kv_heads < 1 || f->heads % f->kv_heads != 0 || f->heads / f->kv_heads < 2) return 0;
+    /* a mask reading h would need per-head prune bounds */
+    if (expr_reads_h(f->mask) || (f->prune.enabled && f->prune.runs.mod)) return 0;
+    if (f->prune.enabled && (expr_reads_h(f->prune.k_lo) || expr_reads_h(f->prune.k_hi) ||
+                             expr_reads_h(f->prune.may_see) || expr_reads_h(f->prune.all_see)))
+        return 0;
+    int G = f->heads / f->kv_heads;
+    for (int j = 0; j < f->kv_heads; j++) {
+        int n = 0;
+        for (int h = 0; h < f->heads; h++) n += ir_head_kv(f, h) == j;
+        if (n != G) return 0; /* uneven head map */
+    }
+    return G;
+}
+
+/* The tile sizes of a kernel function from the schedule, normalized. */
+static void plan_tiles(const IrFunc *f, IrPlan *p) {
+    p->W = f->sched.vec_width;
+    p->QK = f->qk_dim;
+    p->VD = f->v_dim;
+    p->VC = (p->VD + p->W - 1) / p->W;
+    if (p->VC < 1) p->VC = 1;
+    p->VDP = p->VC * p->W;
+    p->BK = f->sched.block_k > 0 ? (f->sched.block_k + p->W - 1) / p->W * p->W : p->W;
+    if (p->BK > 4 * p->W) p->BK = 4 * p->W;
+    p->NT = p->BK / p->W;
+    p->R = f->sched.rows > 0 ? f->sched.rows : 4;
+    if (p->R > 16) p->R = 16;
+    int bq = f->sched.chunk_q > 0 ? f->sched.chunk_q : f->sched.block_q;
+    /* a task of a residue-class mask holds block_q / r rows of each class */
+    if (f->prune.enabled && f->prune.runs.with_q) bq = (int)((bq + f->prune.runs.mod - 1) / f->prune.runs.mod);
+    /* keep the scratch (Q, acc) under ~256 KiB */
+    while (bq > p->R && (int64_t)bq * (p->QK + p->VDP) * 4 > 256 * 1024) bq /= 2;
+    p->BQ = (bq + p->R - 1) / p->R * p->R;
+    /* chunks shorter than the task: a ring of packed blocks, K and V in up to 192 KiB (six
+     * 64-key blocks at d = 64: a 256-wide window's chunk spans five), with Q and acc in ~256 */
+    p->NRING = 1;
+    int64_t ring_budget = 256 * 1024 - (int64_t)p->BQ * (p->QK + p->VDP) * 4;
+    if (ring_budget > 192 * 1024) ring_budget = 192 * 1024;
+    if (f->sched.chunk_q > 0 && f->sched.block_q > f->sched.chunk_q)
+        while (p->NRING < 8 && (int64_t)(p->NRING + 1) * p->BK * (p->QK + p->VDP) * 4 <= ring_budget) p->NRING++;
+    /* up to this many rows in a chunk, scoring straight from K beats packing KT */
+    p->few_rows = p->R > 8 ? p->R : 8;
+    /* decode sub-blocks: K and V rows in half of L1 (~16 KiB), a multiple of W within the
+     * block (d=128: 16 keys, d=64: 32); prefetches run three ahead (measured against 1, 2, 4
+     * and 6: a few % better than two) */
+    int sub = 4096 / (f->qk_dim + f->v_dim) / p->W;
+    sub = sub < 1 ? 1 : sub > p->NT ? p->NT : sub;
+    p->decode_keys = sub * p->W;
+    /* P.V column groups: half the register file (32 zmm / 16 ymm or xmm) */
+    for (int i = 0; i < 2; i++) {
+        int cgr = (p->W >= 16 ? 16 : 8) / (i ? 1 : p->R);
+        if (cgr < 1) cgr = 1;
+        p->pv_groups[i] = cgr > p->VC ? p->VC : cgr;
+    }
+}
+
+/* Floats of one packed K^T block (a ring slot). */
+static int64_t plan_kt_floats(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
+
+/* Whether the band groups can take the kernel: f32 rows read in place (qdirect), whole vectors
+ * of q/k and v, the score unmodified, and the band buffers (K^T and V of `blocks` blocks of 4W
+ * keys: 3 for a band, 1 for a staircase) in the ring's memory, so the band path adds no stack
+ * but the chunk's scores (a band at d64: 3 slots of the ring's 6, d128 all 3; not d256, whose
+ * ring is one slot). */
+static bool band_fits(const IrFunc *f, const IrPlan *p, int blocks) {
+    int64_t cs = 4 * blocks * (int64_t)p->W;
+    return p->qdirect && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && p->vpack != IR_VPACK_NEVER &&
+           (int64_t)p->NRING * plan_kt_floats(p) >= (int64_t)p->QK * cs && (int64_t)p->NRING * p->BK >= cs;
+}
+
+/* Room for what the allocas do not show: spills, calls, the pieces' frames' own overhead. */
+static int64_t plan_stack(const IrPlan *p) {
+    int64_t W = p->W, BB = 4 * W;
+    /* the tile function's scratch (Q, the ring of K^T and V blocks, acc, m, l, the lane bits),
+     * the band or staircase chunk's scores, and a row group's P in a piece */
+    int64_t big = ((int64_t)p->BQ * p->QK + W) * 4 + p->NRING * plan_kt_floats(p) * 4 + (int64_t)p->BQ * p->VDP * 4 +
+                  (p->BQ + W) * 4 + (int64_t)(p->BQ + p->R) * W * 4 + (int64_t)p->BQ * p->NT * ((W + 7) / 8) +
+                  (int64_t)p->NRING * p->BK * p->VDP * 4 + (BB * BB + 2 * BB) * 4 + (int64_t)p->R * p->BK * 4;
+    /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
+    return big + big / 8 + 16 * 1024 + IR_STACK_SPILLS;
+}
+
+/* The plan of the entry `role` (G: the group's heads, 0 without a group entry). */
+static IrPlan plan_fn(const IrFunc *f, IrRole role, int G) {
+    IrPlan p = {0};
+    p.role = role;
+    p.group = role == IR_ROLE_GROUP ? G : 0;
+    plan_tiles(f, &p);
+    bool have_runs = f->prune.enabled && f->prune.runs.mod >= 2;
+    /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
+     * do little else per row; a residue class's rows, r rows apart, mostly see one key block:
+     * strided 64's class domain -8%, atrous -1.5%): f32 only, and not in a kernel with a group
+     * entry, whose pieces the tile function shares */
+    p.qdirect = f->dtype == ATTN_F32 && role == IR_ROLE_TILE && !G;
+    /* the tile function of a kernel with a group entry meets few rows only in the tail of a
+     * long prefill: it packs K for them too and has no few-rows piece to compile */
+    if (role == IR_ROLE_TILE && G) p.few_rows = 0;
+    /* P.V reads a block's V rows once per row group. Rows that map to few L1 sets evict each
+     * other before the next group: a residue class's rows (r apart), and rows that put more
+     * than 8 of the block's rows on one set of a 64-set L1 (for BK = 64, a multiple of 1 KiB
+     * apart: [batch, seq, heads, dim] tensors with heads * dim a multiple of 256 floats).
+     * Then the pack piece copies them to VS: always for residue runs, by that test at run
+     * time for f32 (the one dtype P.V reads alike from both), never otherwise. Rows `bytes`
+     * apart fall on 64 >> ctz(bytes / 64) sets: more than 8 a set when bytes is a multiple of
+     * 64 * m, m the least power of two above 512 / BK. */
+    p.vpack = have_runs ? IR_VPACK_ALWAYS : f->dtype == ATTN_F32 ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
+    int m = 1;
+    while (m * p.BK <= 512) m *= 2;
+    p.vpack_sets = 64 * m;
+    p.kind = IR_T_ROWS;
+    if (role == IR_ROLE_TILE && !have_runs) {
+        int64_t hi = 0, w = band_fits(f, &p, 3) ? ir_prune_band(f, &hi) : 0;
+        if (f->prune.runs.mod < 2 && w >= p.W && w <= 4 * p.W && w % p.W == 0) {
+            p.kind = IR_T_BAND;
+            p.band_w = (int)w;
+            p.band_hi = hi;
+        }
+    } else if (role == IR_ROLE_TILE && !f->prune.runs.with_q) {
+        p.kind = IR_T_KEY_RUNS;
+    } else if (role == IR_ROLE_TILE) {
+        p.kind = band_fits(f, &p, 1) && ir_prune_tri(f, &p.tri_lo, &p.tri_hi) ? IR_T_STAIR : IR_T_CLASS_RUNS;
+    }
+    p.stack = plan_stack(&p);
+    p.block_q = f->sched.block_q;
+    /* a residue class's tile holds block_q / r rows of each class: cutting it below 2048
+     * costs more than the threads gain (dilated(64), 1 head, 2 threads: 2.6x slower at 512
+     * rows); and cut in two it splits each class's staircase, whose halves compute the rows
+     * they do not hold as well, so cut only for a tile a thread (strided 64, 4 heads, 2
+     * threads: 1.97 -> 1.44 ms) */
+    bool classes = f->prune.enabled && f->prune.runs.with_q;
+    p.min_block_q = classes ? (p.block_q < 2048 ? p.block_q : 2048) : (p.block_q < 64 ? p.block_q : 64);
+    p.cut_below = classes ? 1 : 4;
+    return p;
+}
+
 bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     int w = ctx->vec_width > 0 ? ctx->vec_width : 4;
     int widest = f->qk_dim > f->v_dim ? f->qk_dim : f->v_dim;
@@ -51,5 +200,9 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
          * 12 and 16 rows slower, d128 even) */
         f->sched.rows = 8;
     }
+    int G = group_heads(f);
+    f->nplans = 0;
+    f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G);
+    if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G);
     return true;
 }

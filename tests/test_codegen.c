@@ -202,7 +202,7 @@ static bool build(const Case *cs, Built *out, bool prune) {
     if (ok) {
         ok = cg_jit(&f, 1, &t, &out->jit, &out->tile, &err);
     }
-    if (ok && cg_group_size(f)) {
+    if (ok && ir_group_size(f)) {
         char gsym[300];
         snprintf(gsym, sizeof gsym, "attnc_%s_tile_group", f->name);
         ok = cg_jit_lookup(out->jit, gsym, &out->group);
@@ -310,7 +310,7 @@ static attn_status launch_args(const Case *cs, const Built *bt, const attn_rt_ar
     }
     attn_rt_desc d = {.name = f->name, .heads = cs->heads, .kv_heads = cs->kv_heads, .qk_dim = cs->qk,
                       .v_dim = cs->vd, .dtype = cs->dt, .block_q = f->sched.block_q, .ninputs = f->ninputs,
-                      .inputs = ind, .tile = bt->tile, .group = bt->group, .group_size = cg_group_size(f)};
+                      .inputs = ind, .tile = bt->tile, .group = bt->group, .group_size = ir_group_size(f)};
     attn_call c;
     memset(&c, 0, sizeof c);
     attn_tensor *ts[4] = {&c.q, &c.k, &c.v, &c.o};
@@ -374,7 +374,7 @@ static void run_case(const Case *cs, Built *btp, const Shape *sh, const char *la
     int split = sh->split > 0 ? sh->split : bt.f->sched.block_q;
     int errs = 0;
     if (sh->via == 1) {
-        int G = cg_group_size(bt.f);
+        int G = ir_group_size(bt.f);
         for (int64_t b = 0; b < Bn; b++)
             for (int64_t kh = 0; kh < cs->kv_heads; kh++)
                 for (int64_t q0 = 0; q0 < Lq; q0 += split) {
@@ -572,8 +572,8 @@ static void head_tests(void) {
             ir_module_free(bt.m);
             continue;
         }
-        CHECK((cg_group_size(bt.f) > 0) == (cases[c].heads > cases[c].kv_heads) && (bt.group != NULL) == (cg_group_size(bt.f) > 0),
-              "%s: group size %d", cases[c].name, cg_group_size(bt.f));
+        CHECK((ir_group_size(bt.f) > 0) == (cases[c].heads > cases[c].kv_heads) && (bt.group != NULL) == (ir_group_size(bt.f) > 0),
+              "%s: group size %d", cases[c].name, ir_group_size(bt.f));
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
             for (int via = bt.group ? 1 : 2; via <= 4; via++) {
                 Shape sh = shapes[s];
@@ -746,7 +746,7 @@ static void bundle_tests(void) {
     int w = cg_target_vec_width(NULL, &err);
     PassCtx ctx = {.vec_width = w, .opt_level = 3, .err = &err};
     CHECK(w > 0 && pass_run_pipeline(f, &ctx, NULL), "pipeline: %s", sb_str(&err));
-    CHECK(cg_group_size(f) == 2, "a group function to fold into");
+    CHECK(ir_group_size(f) == 2, "a group function to fold into");
     void *data[2] = {NULL, NULL};
     size_t len[2] = {0, 0};
     const char *sym = "bundle_tile";
