@@ -1,0 +1,232 @@
+/* cg_kv.c — tensor addressing: where a row of q, k, v, o and lse lives, and prefetches of K/V
+ * rows. The only file that forms a K or V row address (the tensor bases at (b, head), a key
+ * index's row through the run's compaction and stride); a new K/V layout (pages, ragged
+ * batches) changes this file and the argument checks, not the templates. */
+#include <stddef.h>
+
+#include "codegen/cg_kern.h"
+
+/* Task row of chunk row i (clamped to the last real row). */
+LLVMValueRef cg_task_row(Kern *k, LLVMValueRef i) { return LLVMBuildAdd(k->c->b, k->qc, cg_smin(k->c, i, k->last), ""); }
+
+/* The query head of task row r (grouped), or NULL (the function's head). */
+LLVMValueRef cg_row_head(Kern *k, LLVMValueRef r) {
+    Cg *c = k->c;
+    if (!k->grouped) return NULL;
+    LLVMValueRef g = LLVMBuildUDiv(c->b, r, k->gnq, "");
+    return LLVMBuildSExt(c->b, cg_load(c, c->i32, cg_gep(c, c->i32, k->gtab, g), 4), c->i64, "hr");
+}
+
+/* Element offset of task row r in a tensor with head stride s1 and row stride s2. */
+LLVMValueRef cg_row_off(Kern *k, LLVMValueRef r, LLVMValueRef s1, LLVMValueRef s2) {
+    Cg *c = k->c;
+    if (!k->grouped) return LLVMBuildMul(c->b, r, s2, "");
+    LLVMValueRef qi = LLVMBuildAdd(c->b, k->gq0, LLVMBuildURem(c->b, r, k->gnq, ""), "");
+    return LLVMBuildAdd(c->b, LLVMBuildMul(c->b, cg_row_head(k, r), s1, ""), LLVMBuildMul(c->b, qi, s2, ""), "");
+}
+
+/* The q of chunk row i, as f32: the tensor's row (qdirect; scores are scaled after the dot
+ * products) or the scaled copy in Qs. */
+LLVMValueRef cg_q_row(Kern *k, LLVMValueRef i) {
+    Cg *c = k->c;
+    if (k->p.qdirect) return cg_gep(c, c->f32, k->qbase, cg_row_off(k, cg_task_row(k, i), k->qs1, k->qs2));
+    return cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, k->p.QK)));
+}
+
+/* The K/V row (from the run's bases) of key index j >= 0: a scalar or a vector. */
+LLVMValueRef cg_krow(Kern *k, LLVMValueRef j) {
+    Cg *c = k->c;
+    if (k->cw <= 1) return j;
+    bool vec = LLVMGetTypeKind(LLVMTypeOf(j)) == LLVMVectorTypeKind;
+    LLVMValueRef w = cg_i64(c, k->cw), r = cg_i64(c, k->cmod);
+    if (vec) w = cg_splat(c, w), r = cg_splat(c, r);
+    return add(c, mul(c, LLVMBuildUDiv(c->b, j, w, ""), r), LLVMBuildURem(c->b, j, w, ""));
+}
+
+LLVMValueRef cg_kvec(Kern *k, LLVMValueRef first) {
+    Cg *c = k->c;
+    LLVMValueRef v = cg_krow(k, add(c, cg_splat(c, first), cg_iota(c)));
+    if (k->kstep != 1) v = mul(c, v, cg_splat(c, cg_i64(c, k->kstep)));
+    return add(c, cg_splat(c, k->kpos0), v);
+}
+
+LLVMValueRef cg_kpos(Kern *k, LLVMValueRef key) {
+    return add(k->c, k->kpos0, mul(k->c, cg_krow(k, key), cg_i64(k->c, k->kstep)));
+}
+
+/* floor(x / m) for a constant m > 0 */
+LLVMValueRef cg_floor_div(Cg *c, LLVMValueRef x, int64_t m) {
+    LLVMValueRef q = LLVMBuildSDiv(c->b, x, cg_i64(c, m), "");
+    LLVMValueRef neg = LLVMBuildICmp(c->b, LLVMIntSLT, LLVMBuildSub(c->b, x, mul(c, q, cg_i64(c, m)), ""), cg_i64(c, 0), "");
+    return LLVMBuildSub(c->b, q, LLVMBuildZExt(c->b, neg, c->i64, ""), "");
+}
+
+/* The key indices of the run whose positions are below x: ceil((x - kpos0) / kstep), or for
+ * compacted keys floor(d / cmod) * cw + clamp(d mod cmod, 0, cw) with d = x - kpos0; >= 0. */
+LLVMValueRef cg_keys_below(Kern *k, LLVMValueRef x) {
+    Cg *c = k->c;
+    LLVMValueRef d = LLVMBuildSub(c->b, x, k->kpos0, "");
+    LLVMValueRef n;
+    if (k->cw <= 1) {
+        n = k->kstep == 1 ? d : LLVMBuildSub(c->b, cg_i64(c, 0), cg_floor_div(c, LLVMBuildSub(c->b, cg_i64(c, 0), d, ""), k->kstep), "");
+    } else {
+        LLVMValueRef per = cg_floor_div(c, d, k->cmod);
+        LLVMValueRef rem = LLVMBuildSub(c->b, d, mul(c, per, cg_i64(c, k->cmod)), "");
+        n = add(c, mul(c, per, cg_i64(c, k->cw)), cg_smin(c, rem, cg_i64(c, k->cw)));
+    }
+    return cg_smax(c, n, cg_i64(c, 0));
+}
+
+/* Position of chunk row i (clamped to the last real row). */
+LLVMValueRef cg_qpos_row(Kern *k, LLVMValueRef i) {
+    if (k->grouped)
+        return add(k->c, k->qpos0, LLVMBuildURem(k->c->b, cg_task_row(k, i), k->gnq, ""));
+    return add(k->c, k->qlo, mul(k->c, cg_smin(k->c, i, k->last), cg_i64(k->c, k->qstep)));
+}
+
+/* Points the expressions' q (and h, for the group entry) at chunk row i. */
+void cg_env_row(Kern *k, LLVMValueRef i) {
+    k->env.q = cg_qpos_row(k, i);
+    if (k->grouped) k->env.h = cg_row_head(k, cg_task_row(k, i));
+}
+
+/* Prefetches row `row`'s share of the K and V lines of key `key` (decode streams K/V from
+ * memory with little else in flight): the G rows of a group split a key's lines, so each key's
+ * prefetches spread over the row passes instead of a burst per block that fills the miss
+ * buffers and stalls. Prefetches never fault: no bounds needed. */
+static int line_elems(const Kern *k) { return 64 / (k->dt == ATTN_F32 ? 4 : 2); }
+
+/* Read prefetches (to L1) of `lines` cache lines of elements from `at`. */
+void cg_prefetch_lines(Kern *k, LLVMValueRef at, int lines) {
+    Cg *c = k->c;
+    LLVMTypeRef et = cg_elem_type(c, k->dt), pt = c->ptr;
+    for (int i = 0; i < lines; i++) {
+        LLVMValueRef args[4] = {cg_gep(c, et, at, cg_i64(c, (int64_t)i * line_elems(k))), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+        cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+    }
+}
+
+/* Cache lines of a row of n elements. */
+int cg_row_lines(const Kern *k, int n) { return (n + line_elems(k) - 1) / line_elems(k); }
+
+/* cg_prefetch_key from the K/V bases kb and vb (another residue class's). */
+static void prefetch_kv(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef row, LLVMValueRef key) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    LLVMValueRef share = LLVMBuildURem(b, row, cg_i64(c, k->gsize), "");
+    struct { LLVMValueRef base, stride; int lines; } t[2] = {{kb, k->ks2, cg_row_lines(k, p->QK)}, {vb, k->vs2, cg_row_lines(k, p->VD)}};
+    for (int w = 0; w < 2; w++) {
+        int m = (t[w].lines + k->gsize - 1) / k->gsize;
+        LLVMValueRef first = mul(c, mul(c, share, cg_i64(c, m)), cg_i64(c, line_elems(k)));
+        cg_prefetch_lines(k, cg_gep(c, et, t[w].base, add(c, mul(c, cg_krow(k, key), t[w].stride), first)), m);
+    }
+}
+
+void cg_prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) { prefetch_kv(k, k->kbase, k->vbase, row, key); }
+
+/* The K and V rows of keys [first, first + n) (whole rows: row 0 of a group) from bases kb, vb. */
+void cg_prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef first, int n) {
+    for (int i = 0; i < n; i++) prefetch_kv(k, kb, vb, cg_i64(k->c, 0), add(k->c, first, cg_i64(k->c, i)));
+}
+
+/* The argument block's sizes and the tensor bases at (batch row bi, query head h, K/V head
+ * kvh), with their strides, into k (and *q_len .. *lsebase for the caller). */
+void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMValueRef kvh, LLVMValueRef *q_len_out,
+                LLVMValueRef *kv_len_out, LLVMValueRef *q_off_out, LLVMValueRef *lsep_out, LLVMValueRef *lsebase_out) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    LLVMValueRef qp = field(c, a, offsetof(attn_rt_args, q), c->ptr);
+    LLVMValueRef kp = field(c, a, offsetof(attn_rt_args, k), c->ptr);
+    LLVMValueRef vp = field(c, a, offsetof(attn_rt_args, v), c->ptr);
+    LLVMValueRef op = field(c, a, offsetof(attn_rt_args, o), c->ptr);
+    LLVMValueRef lsep = field(c, a, offsetof(attn_rt_args, lse), c->ptr);
+    LLVMValueRef q_len = field(c, a, offsetof(attn_rt_args, q_len), c->i64);
+    LLVMValueRef kv_len = field(c, a, offsetof(attn_rt_args, kv_len), c->i64);
+    LLVMValueRef q_off = field(c, a, offsetof(attn_rt_args, q_offset), c->i64);
+#define STRIDE(fld, i) field(c, a, offsetof(attn_rt_args, fld) + 8 * (i), c->i64)
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    k->qbase = cg_gep(c, et, qp, add(c, mul(c, bi, STRIDE(q_stride, 0)), mul(c, h, STRIDE(q_stride, 1))));
+    k->kbase = cg_gep(c, et, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
+    k->vbase = cg_gep(c, et, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
+    k->obase = cg_gep(c, et, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
+    k->qs1 = STRIDE(q_stride, 1);
+    k->os1 = STRIDE(o_stride, 1);
+    k->ls1 = STRIDE(lse_stride, 1);
+    k->kbeg = field(c, a, offsetof(attn_rt_args, k_begin), c->i64);
+    k->resume = field(c, a, offsetof(attn_rt_args, resume), c->i64);
+    {
+        /* k_end 0 (a zeroed argument block): every key */
+        LLVMValueRef ke = field(c, a, offsetof(attn_rt_args, k_end), c->i64);
+        k->kendp = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLE, ke, cg_i64(c, 0), ""), kv_len, ke, "kend");
+    }
+    k->qs2 = STRIDE(q_stride, 2);
+    k->ks2 = STRIDE(k_stride, 2);
+    k->vs2 = STRIDE(v_stride, 2);
+    k->os2 = STRIDE(o_stride, 2);
+    LLVMValueRef lse_off = add(c, mul(c, bi, STRIDE(lse_stride, 0)), mul(c, h, STRIDE(lse_stride, 1)));
+    LLVMValueRef lsebase = LLVMBuildGEP2(b, c->f32, lsep, &lse_off, 1, "");
+#undef STRIDE
+    *q_len_out = q_len;
+    *kv_len_out = kv_len;
+    *q_off_out = q_off;
+    *lsep_out = lsep;
+    *lsebase_out = lsebase;
+}
+
+/* Element offset of key index j's K row, and V row, from the run's bases. */
+LLVMValueRef cg_k_off(Kern *k, LLVMValueRef j) { return mul(k->c, cg_krow(k, j), k->ks2); }
+LLVMValueRef cg_v_off(Kern *k, LLVMValueRef j) { return mul(k->c, cg_krow(k, j), k->vs2); }
+
+/* Where P.V reads the block's V rows (vs_use): f32 row `key` at *vsb + key * *vss, VS shifted
+ * back by the block's start. When vpack_on is known only at run time (f32, no residue runs:
+ * key j's row is j), they select between VS and the tensor, whose rows end at v_dim: returns
+ * true then (the last chunk is masked). */
+bool cg_vs_rows(Kern *k, LLVMValueRef *vsb, LLVMValueRef *vss) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    *vsb = LLVMBuildGEP2(b, c->f32, k->VS, (LLVMValueRef[]){LLVMBuildNeg(b, mul(c, k->kb, cg_i64(c, k->p.VDP)), "")}, 1, "");
+    *vss = cg_i64(c, k->p.VDP);
+    if (LLVMIsAConstantInt(k->vpack_on)) return false;
+    *vsb = LLVMBuildSelect(b, k->vpack_on, *vsb, k->vbase, "vsb");
+    *vss = LLVMBuildSelect(b, k->vpack_on, *vss, k->vs2, "vss");
+    return true;
+}
+
+/* Key runs (k % r in [base, base + w)): K and V from key position base on, with stride r
+ * when w is 1, else over the compacted index. */
+void cg_kv_key_runs(Kern *k, const IrRuns *runs) {
+    Cg *c = k->c;
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    k->kpos0 = cg_i64(c, runs->base);
+    k->kbase = cg_gep(c, et, k->kbase, mul(c, k->kpos0, k->ks2));
+    k->vbase = cg_gep(c, et, k->vbase, mul(c, k->kpos0, k->vs2));
+    if (runs->width == 1) {
+        k->kstep = runs->mod;
+        k->ks2 = mul(c, k->ks2, cg_i64(c, runs->mod));
+        k->vs2 = mul(c, k->vs2, cg_i64(c, runs->mod));
+    } else {
+        k->cmod = runs->mod;
+        k->cw = runs->width;
+    }
+}
+
+/* A residue class's run: rows from task row `first` and keys from position rho, both rr apart,
+ * from the function's bases and strides in `at`. */
+void cg_kv_class(Kern *k, const Kern *at, LLVMValueRef first, LLVMValueRef rho, LLVMValueRef rr) {
+    Cg *c = k->c;
+    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    k->qbase = cg_gep(c, et, at->qbase, mul(c, first, at->qs2));
+    k->obase = cg_gep(c, et, at->obase, mul(c, first, at->os2));
+    k->kbase = cg_gep(c, et, at->kbase, mul(c, rho, at->ks2));
+    k->vbase = cg_gep(c, et, at->vbase, mul(c, rho, at->vs2));
+    k->knext = cg_gep(c, et, k->kbase, at->ks2); /* the next class's (a row on) */
+    k->vnext = cg_gep(c, et, k->vbase, at->vs2);
+    k->qs2 = mul(c, at->qs2, rr);
+    k->os2 = mul(c, at->os2, rr);
+    k->ks2 = mul(c, at->ks2, rr);
+    k->vs2 = mul(c, at->vs2, rr);
+    k->lsebase = LLVMBuildGEP2(c->b, c->f32, at->lsebase, &first, 1, "");
+    k->ls2 = rr;
+}

@@ -1,0 +1,379 @@
+/* cg_micro.c — the microkernels every template shares: register-blocked scores (from packed
+ * K^T or straight from K), the score modifier, the online-softmax step, exp of a row group's
+ * scores, P.V in register column groups, and the in-register transposes. */
+#include <math.h>
+
+#include "codegen/cg_kern.h"
+
+/* acc[r][c0 .. c0+n) = acc*alpha + sum_j p[r][j] * V[kb+j][chunk]; c0 may be a run-time
+ * chunk index; the last of the n chunks has `lastn` lanes. */
+static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, int n, int lastn) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef acc[16][16], col[16];
+    for (int i = 0; i < n; i++) col[i] = mul(c, add(c, c0, cg_i64(c, i)), cg_i64(c, p->W));
+    LLVMValueRef aslot[16][16]; /* the accumulators across the key loop */
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) aslot[r][i] = cg_alloca(c, c->vf, 1, va, "a");
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) {
+            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
+            cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, ap, va), pc->as[r], ""), aslot[r][i], va);
+        }
+    LLVMValueRef vsb = NULL, vss = NULL;
+    int vlastn = p->W;
+    if (k->vs_use) vlastn = cg_vs_rows(k, &vsb, &vss) ? lastn : p->W;
+    /* keys in a runtime loop, LU at a time (all in one W-key vector of lane bits; 2 and 4
+     * measured alike, 2 is less code) */
+    enum { LU = 2 };
+    int lu = p->W < LU || pc->rare ? 1 : LU;
+    CgLoop lt;
+    LLVMValueRef j0 = cg_loop_begin(c, &lt, mul(c, pc->t0 ? pc->t0 : cg_i64(c, 0), cg_i64(c, p->W)),
+                                    mul(c, pc->t1 ? pc->t1 : cg_i64(c, p->NT), cg_i64(c, p->W)), cg_i64(c, lu), "t");
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) acc[r][i] = cg_load(c, c->vf, aslot[r][i], va);
+    LLVMValueRef mbits[16];
+    if (pc->masked) {
+        LLVMValueRef t = LLVMBuildUDiv(b, j0, cg_i64(c, p->W), "");
+        LLVMValueRef sh = LLVMBuildTrunc(b, LLVMBuildURem(b, j0, cg_i64(c, p->W), ""), k->mbt, "");
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef idx = add(c, mul(c, pc->row[r], cg_i64(c, p->NT)), t);
+            LLVMValueRef bits = cg_load(c, k->mbt, cg_gep(c, k->mbt, k->MB, idx), 1);
+            if (k->part_rt) bits = LLVMBuildSelect(b, k->part_rt, bits, LLVMConstAllOnes(k->mbt), "");
+            mbits[r] = LLVMBuildLShr(b, bits, sh, "");
+        }
+    }
+    for (int l = 0; l < lu; l++) {
+        LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, l));
+        if (pc->masked || pc->clamp) key = cg_smin(c, key, pc->vlast);
+        LLVMValueRef vv[16];
+        if (vsb) {
+            LLVMValueRef vrow = LLVMBuildGEP2(b, c->f32, vsb, (LLVMValueRef[]){mul(c, key, vss)}, 1, "");
+            for (int i = 0; i < n; i++) vv[i] = cg_load_vec(c, ATTN_F32, vrow, col[i], i == n - 1 ? vlastn : p->W);
+        } else {
+            LLVMValueRef voff = cg_v_off(k, key);
+            for (int i = 0; i < n; i++)
+                vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
+        }
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK + l), j0)), 4));
+            /* a vector condition: a scalar one may become a branch on random mask bits */
+            LLVMValueRef bit = NULL;
+            if (pc->masked) {
+                LLVMValueRef one = LLVMBuildAnd(b, LLVMBuildLShr(b, mbits[r], LLVMConstInt(k->mbt, (unsigned)l, 0), ""), LLVMConstInt(k->mbt, 1, 0), "");
+                bit = cg_splat(c, LLVMBuildICmp(b, LLVMIntNE, one, LLVMConstNull(k->mbt), ""));
+            }
+            for (int i = 0; i < n; i++) {
+                LLVMValueRef nv = cg_fma(c, pj, vv[i], acc[r][i]);
+                acc[r][i] = pc->masked ? LLVMBuildSelect(b, bit, nv, acc[r][i], "") : nv;
+            }
+        }
+    }
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) cg_store(c, acc[r][i], aslot[r][i], va);
+    cg_loop_end(c, &lt);
+    for (int r = 0; r < p->R; r++)
+        for (int i = 0; i < n; i++) {
+            LLVMValueRef ap = cg_gep(c, c->f32, k->ACC, add(c, mul(c, pc->row[r], cg_i64(c, p->VDP)), col[i]));
+            cg_store(c, cg_load(c, c->vf, aslot[r][i], va), ap, va);
+        }
+}
+
+/* acc = acc*alpha + P V over every V chunk: passes over column groups of CG chunks (a
+ * runtime loop when there are several whole groups, the rest unrolled). */
+void cg_emit_pv(Kern *k, const IrPlan *p, PvCtx *pc) {
+    Cg *c = k->c;
+    int CG = p->pv_groups[0];
+    int whole = p->VD / p->W / CG;
+    int done = 0;
+    if (whole >= 2) {
+        CgLoop lc;
+        LLVMValueRef gi = cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "cg");
+        emit_pv_cols(k, p, pc, mul(c, gi, cg_i64(c, CG)), CG, p->W);
+        cg_loop_end(c, &lc);
+        done = whole * CG;
+    }
+    for (int c0 = done; c0 < p->VC; c0 += CG) {
+        int n = c0 + CG < p->VC ? CG : p->VC - c0;
+        emit_pv_cols(k, p, pc, cg_i64(c, c0), n, tail_lanes(p->VD, p->W, c0 + n - 1));
+    }
+}
+
+/* The softmax numerators of rows g .. g+nr-1 in place: P[r][t*W ..] = exp(s - m_r) for the
+ * vectors [t0, t1); the row's sums L[g + r] (a vector of partial sums per row, added up
+ * once the chunk is done) become L*alpha + their sum. mu[r]: the row's max (0 when it saw
+ * nothing); as[r]: its alpha, splatted. Runtime loops over rows and vectors: one exp in the
+ * code. */
+void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
+                          const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef MU = cg_alloca(c, c->f32, 16, 64, "mu"), AL = cg_alloca(c, c->f32, 16, 64, "alpha");
+    for (int r = 0; r < p->R; r++) {
+        cg_store(c, mu[r], cg_gep(c, c->f32, MU, cg_i64(c, r)), 4);
+        cg_store(c, LLVMBuildExtractElement(b, as[r], cg_i32(c, 0), ""), cg_gep(c, c->f32, AL, cg_i64(c, r)), 4);
+    }
+    LLVMValueRef sum = cg_alloca(c, c->vf, 1, va, "ps");
+    CgLoop lr, lt;
+    LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), cg_i64(c, p->R), cg_i64(c, 1), "er");
+    LLVMValueRef m = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, MU, r), 4));
+    LLVMValueRef prow = cg_gep(c, c->f32, P, mul(c, r, cg_i64(c, p->BK)));
+    cg_store(c, LLVMConstNull(c->vf), sum, va);
+    LLVMValueRef t = k->wmax == 1 ? cg_loop_begin_once(c, &lt, t0, t1, "e") : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "e");
+    LLVMValueRef pp = cg_gep(c, c->f32, prow, mul(c, t, cg_i64(c, p->W)));
+    LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, ""));
+    cg_store(c, pv, pp, va);
+    cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
+    cg_loop_end(c, &lt);
+    LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, r), cg_i64(c, p->W)));
+    LLVMValueRef al = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, AL, r), 4));
+    cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, cg_load(c, c->vf, sum, va)), lp, va);
+    cg_loop_end(c, &lr);
+}
+
+/* Scores of rows qrow[0 .. R) against nv key vectors of the packed KT from column col:
+ * s[r][t] = sum_d q[r][d] * KT[d][col + t*W], d in a runtime loop of DU-wide unrolled steps,
+ * the rest unrolled; the R x nv accumulators are the FMA chains. With one vector (nv == 1)
+ * the even and odd d steps of each row take separate chains, summed at the end, so the R
+ * rows still fill both FMA pipes (R chains alone wait on the FMA latency). */
+void cg_block_scores(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef col, int nv,
+                         LLVMValueRef (*s)[CG_MAXT]) {
+    Cg *c = k->c;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMValueRef slot[16][CG_MAXT];
+    enum { DU = 4 };
+    int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
+    int nc = nv == 1 ? 2 : nv; /* chains per row: nv, or two for one vector */
+    for (int r = 0; r < p->R; r++)
+        for (int t = 0; t < nc; t++) s[r][t] = LLVMConstNull(c->vf);
+    if (dloop) {
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) {
+                slot[r][t] = cg_alloca(c, c->vf, 1, va, "s");
+                cg_store(c, s[r][t], slot[r][t], va);
+            }
+        CgLoop ld;
+        LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dloop), cg_i64(c, DU), "d");
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+        LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, d0, cg_i64(c, p->BK)), col));
+        for (int dd = 0; dd < DU; dd++) {
+            LLVMValueRef kt[CG_MAXT];
+            for (int t = 0; t < nv; t++)
+                kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)dd * p->BK + t * p->W)), va);
+            for (int r = 0; r < p->R; r++) {
+                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], add(c, d0, cg_i64(c, dd))), 4));
+                for (int t = 0; t < nv; t++) {
+                    int ch = nv == 1 ? dd % 2 : t;
+                    s[r][ch] = cg_fma(c, qv, kt[t], s[r][ch]);
+                }
+            }
+        }
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) cg_store(c, s[r][t], slot[r][t], va);
+        cg_loop_end(c, &ld);
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+    }
+    for (int d = dloop; d < p->QK; d++) {
+        LLVMValueRef kt[CG_MAXT];
+        for (int t = 0; t < nv; t++)
+            kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK + t * p->W), col)), va);
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qrow[r], cg_i64(c, d)), 4));
+            for (int t = 0; t < nv; t++) s[r][t] = cg_fma(c, qv, kt[t], s[r][t]);
+        }
+    }
+    if (nv == 1)
+        for (int r = 0; r < p->R; r++) s[r][0] = LLVMBuildFAdd(c->b, s[r][0], s[r][1], "");
+    if (k->p.qdirect)
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nv; t++) s[r][t] = LLVMBuildFMul(c->b, s[r][t], cg_splat(c, cg_f32(c, k->f->scale)), "");
+}
+
+/* The score modifier on row `row`'s scores s against the W keys of key vector t (mv: the
+ * lanes that count). */
+LLVMValueRef cg_score_mod(Kern *k, LLVMValueRef row, LLVMValueRef t, LLVMValueRef s, LLVMValueRef mv) {
+    Cg *c = k->c;
+    cg_env_row(k, row);
+    k->env.k = cg_kvec(k, add(c, k->kb, mul(c, t, cg_i64(c, k->p.W))));
+    k->env.score = s;
+    s = cg_expr_vec(c, &k->env, k->f->score, mv);
+    k->env.score = NULL;
+    return s;
+}
+
+/* The online-softmax step of row `row` for a block whose scores have the maximum bm: stores
+ * the new max; *mu is the max to subtract (0 while the row has seen nothing, so
+ * exp(-inf - -inf) never happens); returns alpha = exp(m_old - mu), by which the caller
+ * scales the row's l and acc. */
+static LLVMValueRef softmax_step(Kern *k, LLVMValueRef row, LLVMValueRef bm, LLVMValueRef *mu) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    LLVMValueRef mp = cg_gep(c, c->f32, k->M, row);
+    LLVMValueRef m_old = cg_load(c, c->f32, mp, 4);
+    LLVMValueRef m_new = cg_fmax(c, m_old, bm);
+    LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_f32(c, -INFINITY), "");
+    *mu = LLVMBuildSelect(b, ninf, cg_f32(c, 0.0), m_new, "");
+    LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, *mu, ""));
+    cg_store(c, m_new, mp, 4);
+    return alpha;
+}
+
+/* softmax_step for rows g .. g+nr-1 (the row groups) at once: their m side by side in one
+ * vector, one vector exp for the nr alphas instead of nr scalar ones. as[r] = alpha
+ * splatted; mu[r] as softmax_step's. */
+void cg_softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValueRef *mu, LLVMValueRef *as) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    if (nr == 1 || nr > c->W) {
+        for (int r = 0; r < nr; r++) as[r] = cg_splat(c, softmax_step(k, add(c, g, cg_i64(c, r)), bm[r], &mu[r]));
+        return;
+    }
+    LLVMValueRef mp = cg_gep(c, c->f32, k->M, g);
+    LLVMValueRef m_old = cg_load(c, c->vf, mp, 4); /* M: W floats of padding */
+    LLVMValueRef bv = cg_const_like(c, c->vf, -INFINITY);
+    for (int r = 0; r < nr; r++) bv = LLVMBuildInsertElement(b, bv, bm[r], cg_i32(c, r), "");
+    LLVMValueRef m_new = cg_fmax(c, m_old, bv);
+    LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_const_like(c, c->vf, -INFINITY), "");
+    LLVMValueRef muv = LLVMBuildSelect(b, ninf, LLVMConstNull(c->vf), m_new, "");
+    LLVMValueRef alpha = cg_exp(c, LLVMBuildFSub(b, m_old, muv, ""));
+    for (int r = 0; r < nr; r++) {
+        /* only this group's lanes: the others are rows of the next groups */
+        LLVMValueRef lane = cg_i32(c, r);
+        cg_store(c, LLVMBuildExtractElement(b, m_new, lane, ""), cg_gep(c, c->f32, mp, cg_i64(c, r)), 4);
+        mu[r] = LLVMBuildExtractElement(b, muv, lane, "");
+        as[r] = cg_splat(c, LLVMBuildExtractElement(b, alpha, lane, ""));
+    }
+}
+
+/* W vectors of partial sums (part[j]: key j) to one vector of their totals (lane j: key j):
+ * log2(W) levels pairing vector i with i + n/2, each pair two shuffles and an add (2(W-1)
+ * shuffles in all, half of a full cg_transpose). */
+static LLVMValueRef reduce_rows(Cg *c, LLVMValueRef *part) {
+    int W = c->W;
+    LLVMValueRef ia[64], ib[64];
+    for (int n = W, seg = W; n > 1; n /= 2, seg /= 2) {
+        int bs = seg / 2;
+        for (int p = 0; p < W; p++) {
+            int sb = p - p % seg, o = p % seg;
+            ia[p] = cg_i32(c, o < bs ? sb + o : W + sb + o - bs);
+            ib[p] = cg_i32(c, o < bs ? sb + bs + o : W + sb + o);
+        }
+        LLVMValueRef ma = LLVMConstVector(ia, (unsigned)W), mb = LLVMConstVector(ib, (unsigned)W);
+        for (int i = 0; i < n / 2; i++) {
+            LLVMValueRef a = LLVMBuildShuffleVector(c->b, part[i], part[i + n / 2], ma, "");
+            LLVMValueRef bv = LLVMBuildShuffleVector(c->b, part[i], part[i + n / 2], mb, "");
+            part[i] = LLVMBuildFAdd(c->b, a, bv, "");
+        }
+    }
+    return part[0];
+}
+
+/* Scores of one row against W keys from K directly (no packing): a dot product per key over
+ * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
+ * keys may pass the end (a tail block). */
+LLVMValueRef cg_dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp) {
+    Cg *c = k->c;
+    const IrPlan *p = &k->p;
+    LLVMValueRef qv[CG_MAX_CHUNKS], part[64];
+    LLVMValueRef qrow = cg_q_row(k, row);
+    int nch = (p->QK + p->W - 1) / p->W;
+    for (int ch = 0; ch < nch; ch++) {
+        int n = tail_lanes(p->QK, p->W, ch);
+        if (k->p.qdirect) {
+            qv[ch] = cg_load_vec(c, ATTN_F32, qrow, cg_i64(c, ch * p->W), n);
+            continue;
+        }
+        qv[ch] = cg_load(c, c->vf, cg_gep(c, c->f32, qrow, cg_i64(c, ch * p->W)), 4);
+        /* lanes past qk_dim hold the next row's q: zero them */
+        if (n < p->W) qv[ch] = LLVMBuildSelect(c->b, cg_lane_mask(c, n), qv[ch], LLVMConstNull(c->vf), "");
+    }
+    LLVMValueRef klast = LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), "");
+    for (int j = 0; j < p->W; j++) {
+        LLVMValueRef key = add(c, first, cg_i64(c, j));
+        if (clamp) key = cg_smin(c, key, klast);
+        LLVMValueRef koff = cg_k_off(k, key);
+        cg_prefetch_key(k, row, add(c, key, cg_i64(c, 3 * p->decode_keys)));
+        /* two chains (even and odd chunks): half the FMA latency per key (decode d=128 from
+         * memory ~+6%; four chains measured slower) */
+        LLVMValueRef acc[2] = {LLVMConstNull(c->vf), LLVMConstNull(c->vf)};
+        for (int ch = 0; ch < nch; ch++) {
+            LLVMValueRef kv = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+            acc[ch % 2] = cg_fma(c, qv[ch], kv, acc[ch % 2]);
+        }
+        part[j] = nch > 1 ? LLVMBuildFAdd(c->b, acc[0], acc[1], "") : acc[0];
+    }
+    LLVMValueRef sv = reduce_rows(c, part);
+    return k->p.qdirect ? LLVMBuildFMul(c->b, sv, cg_splat(c, cg_f32(c, k->f->scale)), "") : sv;
+}
+
+/* One group of R rows against the packed KT of a full key block, unrolled over the block's
+ * vectors (every FMA chain in registers). */
+void cg_emit_group(Kern *k, LLVMValueRef g) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    const IrFunc *f = k->f;
+    enum { MAXR = 16 };
+    LLVMValueRef s[MAXR][CG_MAXT] = {{0}};
+    LLVMValueRef row[MAXR];
+    unsigned va = (unsigned)(p->W * 4);
+
+    for (int r = 0; r < p->R; r++) row[r] = add(c, g, cg_i64(c, r));
+    /* scores */
+    LLVMValueRef qrow[MAXR];
+    for (int r = 0; r < p->R; r++) qrow[r] = cg_q_row(k, row[r]);
+    cg_block_scores(k, p, qrow, cg_i64(c, 0), p->NT, s);
+    if (f->score)
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < p->NT; t++) s[r][t] = cg_score_mod(k, row[r], cg_i64(c, t), s[r][t], cg_lane_mask(c, p->W));
+    /* online softmax: the scores wait in P (the key loop of P.V reads p as broadcast scalars),
+     * exp in a runtime loop over the block's vectors (compact code) */
+    LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
+    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef mx = s[r][0];
+        for (int t = 1; t < p->NT; t++) mx = cg_fmax(c, mx, s[r][t]);
+        for (int t = 0; t < p->NT; t++)
+            cg_store(c, s[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
+        bm[r] = cg_hmax(c, mx);
+    }
+    cg_softmax_rows(k, g, p->R, bm, mu, as);
+    cg_emit_exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
+    /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
+     * accumulators stay in registers whatever v_dim is; P is reused by every pass */
+    PvCtx pc = {row, P, as, false, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
+    cg_emit_pv(k, p, &pc);
+}
+
+/* In-register cg_transpose of W rows of W floats: log2(W) rounds of interleaving row i with
+ * row i + W/2 (a perfect shuffle); after them rows[l] holds the old column l. */
+void cg_transpose(Cg *c, LLVMValueRef *rows) {
+    int W = c->W;
+    LLVMValueRef lo[64], hi[64], tmp[64];
+    for (int i = 0; i < W / 2; i++) {
+        lo[2 * i] = cg_i32(c, i);
+        lo[2 * i + 1] = cg_i32(c, W + i);
+        hi[2 * i] = cg_i32(c, W / 2 + i);
+        hi[2 * i + 1] = cg_i32(c, W + W / 2 + i);
+    }
+    LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)W), mhi = LLVMConstVector(hi, (unsigned)W);
+    for (int s = 1; s < W; s *= 2) {
+        for (int i = 0; i < W / 2; i++) {
+            tmp[2 * i] = LLVMBuildShuffleVector(c->b, rows[i], rows[i + W / 2], mlo, "");
+            tmp[2 * i + 1] = LLVMBuildShuffleVector(c->b, rows[i], rows[i + W / 2], mhi, "");
+        }
+        for (int i = 0; i < W; i++) rows[i] = tmp[i];
+    }
+}
+
+/* A row's lse from its max m and sum l: m + log(l), -inf for a row that saw nothing (l = 0;
+ * otherwise l >= 1, the max term's own 1). */
+LLVMValueRef cg_row_lse(Cg *c, LLVMValueRef m, LLVMValueRef l) {
+    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
+    LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", l, cg_f32(c, 1.0)));
+    return LLVMBuildSelect(c->b, pos, LLVMBuildFAdd(c->b, m, lg, ""), cg_f32(c, -INFINITY), "");
+}

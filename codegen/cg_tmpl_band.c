@@ -1,0 +1,463 @@
+/* cg_tmpl_band.c — the band and staircase templates: exact bands of 1-4 vectors (rows grouped W
+ * apart, every lane visible) and residue classes whose rows see a staircase of class keys. */
+#include <math.h>
+
+#include "codegen/cg_kern.h"
+
+/* ---- Exact bands ----
+ * A mask that keeps, for the row at position x, exactly the keys [x - hi - w + 1, x - hi]
+ * (w a multiple of W up to 4W: a narrow local window, the band of Sparse Transformer's
+ * strided pattern) crosses the key blocks as a staircase, and a group of adjacent rows spans
+ * w + 3 keys: at w = 64, 5 vectors of scores and P.V for 4 of work. Rows W apart have windows
+ * exactly a vector apart, so the group here is rows s, s + W, s + 2W and s + 3W of a 4W-row
+ * chunk: it reads w/W + 3 key vectors, each row its own w/W of them, every lane visible. No lane
+ * is masked, the softmax takes a row's whole window in one pass, and P.V reads each V row once
+ * for the rows that see it. The windows start at any key, so the K^T vectors are unaligned loads
+ * from a buffer of two packed 4W-key blocks (the one before the chunk's keys and the chunk's),
+ * kept as a ring of two slots with the first one mirrored after the second: each chunk packs
+ * one new block, and both of its blocks are adjacent in one of the two orders. Rows whose keys
+ * reach past [0, kv_len) or the task's key range (the first chunk of a sequence, the kv tail,
+ * ragged ends) run the general code. */
+
+/* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
+ * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]; keys past kmax (if not
+ * NULL) read key kmax instead. */
+static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef key0, LLVMValueRef col,
+                      LLVMValueRef mirror, LLVMValueRef kmax) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    int W = p->W, BB = 4 * W, CS = k->bcs;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef col2 = LLVMBuildSelect(b, mirror, add(c, col, cg_i64(c, 2 * BB)), col, "col2");
+    /* W keys at a time, each key's row read whole before the next W (a row's lines together:
+     * from memory the hardware prefetchers follow that, not a column of lines) */
+    CgLoop lk, ld;
+    LLVMValueRef jj = cg_loop_begin(c, &lk, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, W), "bkj");
+    LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, W), "bkd");
+    LLVMValueRef rows[64];
+    for (int r = 0; r < W; r++) {
+        LLVMValueRef key = add(c, key0, add(c, jj, cg_i64(c, r)));
+        if (kmax) key = cg_smin(c, key, kmax);
+        rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, cg_k_off(k, key), d0), W);
+    }
+    cg_transpose(c, rows);
+    for (int l = 0; l < W; l++) {
+        LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
+        cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
+        cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
+    }
+    cg_loop_end(c, &ld);
+    cg_loop_end(c, &lk);
+    CgLoop lj;
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, 1), "bvj");
+    LLVMValueRef vkey = add(c, key0, j);
+    LLVMValueRef src = cg_v_off(k, kmax ? cg_smin(c, vkey, kmax) : vkey);
+    for (int ch = 0; ch < p->VC; ch++) {
+        LLVMValueRef v = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src, cg_i64(c, ch * W)), W);
+        LLVMValueRef e = cg_i64(c, ch * W);
+        cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col, j), cg_i64(c, p->VDP)), e)), va);
+        cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col2, j), cg_i64(c, p->VDP)), e)), va);
+    }
+    cg_loop_end(c, &lj);
+}
+
+/* rows x n vector accumulators (slots the optimizer keeps in registers), zeroed */
+static void band_accs(Cg *c, LLVMValueRef (*acc)[4], int rows, int n, const char *name) {
+    unsigned va = (unsigned)c->W * 4;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < n; j++) {
+            acc[r][j] = cg_alloca(c, c->vf, 1, va, name);
+            cg_store(c, LLVMConstNull(c->vf), acc[r][j], va);
+        }
+}
+
+/* The scores of group s: rows row[r] = c + s + W r into the chunk's S at rows s + W r. Key
+ * vector u of the group starts at buffer column a0 + W u + sh (a0 a multiple of W, sh in
+ * [0, W) known here), taken from the two aligned vectors around it by one lane shift
+ * (valignd) rather than a load across cache lines. Row r's window is vectors r .. r + nv - 1;
+ * or, for a staircase (lastm given, sh 0), vectors 0 .. r, the last one's lanes where lastm is
+ * set (the others -inf). */
+static int band_first(bool tri, int r) { return tri ? 0 : r; }
+
+static int band_count(bool tri, int r, int nv) { return tri ? r + 1 : nv; }
+
+static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVMValueRef a0, int sh, int nv,
+                        LLVMValueRef S, LLVMValueRef s, LLVMValueRef lastm) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    enum { R = 4 };
+    bool tri = lastm != NULL;
+    if (tri) nv = R;
+    int W = p->W, BB = 4 * W, CS = k->bcs, NU = tri ? R : nv + R - 1;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef mask[64];
+    for (int i = 0; i < W; i++) mask[i] = cg_i32(c, sh + i);
+    LLVMValueRef shuf = LLVMConstVector(mask, (unsigned)W);
+    LLVMValueRef sacc[R][4];
+    band_accs(c, sacc, R, nv, "bs");
+    CgLoop ld;
+    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 4), "bd");
+    LLVMValueRef acc[R][4];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < band_count(tri, r, nv); t++) acc[r][t] = cg_load(c, c->vf, sacc[r][t], va);
+    for (int dd = 0; dd < 4; dd++) {
+        LLVMValueRef dc = add(c, d, cg_i64(c, dd));
+        LLVMValueRef at = cg_gep(c, c->f32, KTB, add(c, mul(c, dc, cg_i64(c, CS)), a0));
+        LLVMValueRef al[9], kv[8];
+        /* every third vector by an unaligned load, the others by a shift of two aligned ones:
+         * loads and shuffles in balance (band 64, 1 head: 0.398 ms against 0.428 with shifts
+         * alone and 0.416 with loads alone) */
+        for (int u = 0; u < NU + (sh > 0); u++) al[u] = cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)u * W)), va);
+        for (int u = 0; u < NU; u++) {
+            if (!sh)
+                kv[u] = al[u];
+            else if (u % 3 == 0)
+                kv[u] = cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)u * W + sh)), 4);
+            else
+                kv[u] = LLVMBuildShuffleVector(b, al[u], al[u + 1], shuf, "");
+        }
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, k->qbase, add(c, mul(c, row[r], k->qs2), dc)), 4);
+            LLVMValueRef qv = cg_splat(c, qs);
+            for (int t = 0; t < band_count(tri, r, nv); t++)
+                acc[r][t] = cg_fma(c, qv, kv[band_first(tri, r) + t], acc[r][t]);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < band_count(tri, r, nv); t++) cg_store(c, acc[r][t], sacc[r][t], va);
+    cg_loop_end(c, &ld);
+    for (int r = 0; r < R; r++) {
+        LLVMValueRef at = mul(c, add(c, s, cg_i64(c, (int64_t)r * W)), cg_i64(c, BB));
+        for (int t = 0; t < band_count(tri, r, nv); t++) {
+            LLVMValueRef v = cg_load(c, c->vf, sacc[r][t], va);
+            if (tri && t == r) v = LLVMBuildSelect(b, lastm, v, cg_splat(c, cg_f32(c, -INFINITY)), "");
+            cg_store(c, v, cg_gep(c, c->f32, S, add(c, at, cg_i64(c, (int64_t)t * W))), va);
+        }
+    }
+}
+
+/* Chunk row i's softmax over its whole window, in place (S to P): its max to M[i], its sum to
+ * L[i]. */
+static void band_softmax(Kern *k, LLVMValueRef S, LLVMValueRef M, LLVMValueRef L, LLVMValueRef i, int nv) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    int W = k->p.W, BB = 4 * W;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
+    LLVMValueRef at = cg_gep(c, c->f32, S, mul(c, i, cg_i64(c, BB)));
+    LLVMValueRef sv[4], mx = NULL;
+    for (int t = 0; t < nv; t++) {
+        sv[t] = LLVMBuildFMul(b, cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)t * W)), va), sc, "");
+        mx = mx ? cg_fmax(c, mx, sv[t]) : sv[t];
+    }
+    LLVMValueRef m = cg_hmax(c, mx);
+    LLVMValueRef mv = cg_splat(c, m), sum = NULL;
+    for (int t = 0; t < nv; t++) {
+        LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, sv[t], mv, ""));
+        cg_store(c, pv, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)t * W)), va);
+        sum = sum ? LLVMBuildFAdd(b, sum, pv, "") : pv;
+    }
+    cg_store(c, m, cg_gep(c, c->f32, M, i), 4);
+    cg_store(c, cg_hsum(c, sum), cg_gep(c, c->f32, L, i), 4);
+}
+
+/* Group s's P.V and output: rows row[r] (their scratch rows s + W r), row r's window at buffer
+ * column off0 + W r. For a staircase (lanes given), row r's window is vectors 0 .. r from off0,
+ * the last one's first `lanes` lanes, and rows whose present[r] is false are not written. */
+static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, LLVMValueRef L, const LLVMValueRef *row,
+                    const LLVMValueRef *present, LLVMValueRef off0, LLVMValueRef s, int nv, LLVMValueRef lanes) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    enum { R = 4 };
+    bool tri = lanes != NULL;
+    int W = p->W, BB = 4 * W, NU = tri ? R : nv + R - 1;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef li[R];
+    for (int r = 0; r < R; r++) li[r] = add(c, s, cg_i64(c, (int64_t)r * W));
+    /* on resume, the earlier domains' (o, lse) as one more term: o = (e^(m - M) acc + e^(lse - M)
+     * o_old) / (e^(m - M) l + e^(lse - M)), M = max(m, lse) */
+    LLVMValueRef resume = cg_resuming(k);
+    LLVMValueRef wnew[R], wold[R], den[R], mtot[R];
+    {
+        LLVMValueRef slots[R][4];
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef m = cg_load(c, c->f32, cg_gep(c, c->f32, M, li[r]), 4);
+            LLVMValueRef l = cg_load(c, c->f32, cg_gep(c, c->f32, L, li[r]), 4);
+            for (int i = 0; i < 4; i++) slots[r][i] = cg_alloca(c, c->f32, 1, 4, "bw");
+            cg_store(c, cg_f32(c, 1.0), slots[r][0], 4);
+            cg_store(c, cg_f32(c, 0.0), slots[r][1], 4);
+            cg_store(c, l, slots[r][2], 4);
+            cg_store(c, m, slots[r][3], 4);
+        }
+        LLVMBasicBlockRef brd = cg_block(c, "bres_read"), bj = cg_block(c, "bres_done");
+        LLVMBuildCondBr(b, resume, brd, bj);
+        LLVMPositionBuilderAtEnd(b, brd);
+        for (int r = 0; r < R; r++) {
+            LLVMValueRef m = cg_load(c, c->f32, slots[r][3], 4), l = cg_load(c, c->f32, slots[r][2], 4);
+            LLVMValueRef mold = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, cg_row_off(k, row[r], k->ls1, k->ls2)), 4);
+            LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, mold, cg_f32(c, -INFINITY), "");
+            LLVMValueRef m2 = cg_fmax(c, m, mold);
+            LLVMValueRef a = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, m, m2, "")), cg_f32(c, 1.0), "");
+            LLVMValueRef o = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, mold, m2, "")), cg_f32(c, 0.0), "");
+            cg_store(c, a, slots[r][0], 4);
+            cg_store(c, o, slots[r][1], 4);
+            cg_store(c, LLVMBuildFAdd(b, LLVMBuildFMul(b, a, l, ""), o, ""), slots[r][2], 4);
+            cg_store(c, LLVMBuildSelect(b, seen, m2, m, ""), slots[r][3], 4);
+        }
+        LLVMBuildBr(b, bj);
+        LLVMPositionBuilderAtEnd(b, bj);
+        for (int r = 0; r < R; r++) {
+            wnew[r] = cg_load(c, c->f32, slots[r][0], 4);
+            wold[r] = cg_load(c, c->f32, slots[r][1], 4);
+            den[r] = cg_load(c, c->f32, slots[r][2], 4);
+            mtot[r] = cg_load(c, c->f32, slots[r][3], 4);
+        }
+    }
+    /* column groups of up to 4 vectors: key vector u of the group is vector u - first(r) of row
+     * r; a staircase's last vector (u = r) only below `lanes`, so its lanes run in two loops,
+     * with and without it (no P.V for a masked key, whose V row need not exist) */
+    for (int c0 = 0; c0 < p->VC; c0 += 4) {
+        int nc = p->VC - c0 < 4 ? p->VC - c0 : 4;
+        LLVMValueRef oacc[R][4];
+        band_accs(c, oacc, R, nc, "bo");
+        for (int part = 0; part < (tri ? 2 : 1); part++) {
+            CgLoop ll;
+            LLVMValueRef l = cg_loop_begin(c, &ll, part ? lanes : cg_i64(c, 0), tri && !part ? lanes : cg_i64(c, W),
+                                           cg_i64(c, 1), "bl");
+            for (int u = 0; u < NU; u++) {
+                int rlo = tri ? u + part : (u - nv + 1 > 0 ? u - nv + 1 : 0), rhi = tri || u > R - 1 ? R - 1 : u;
+                if (rlo > rhi) continue;
+                LLVMValueRef colv = add(c, off0, add(c, cg_i64(c, (int64_t)u * W), l));
+                LLVMValueRef vrow = cg_gep(c, c->f32, VSB, mul(c, colv, cg_i64(c, p->VDP)));
+                LLVMValueRef vv[4];
+                for (int j = 0; j < nc; j++)
+                    vv[j] = cg_load(c, c->vf, cg_gep(c, c->f32, vrow, cg_i64(c, (int64_t)(c0 + j) * W)), va);
+                for (int r = rlo; r <= rhi; r++) {
+                    LLVMValueRef pidx = add(c, add(c, mul(c, li[r], cg_i64(c, BB)), cg_i64(c, (int64_t)(u - band_first(tri, r)) * W)), l);
+                    LLVMValueRef pb = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, P, pidx), 4));
+                    for (int j = 0; j < nc; j++)
+                        cg_store(c, cg_fma(c, pb, vv[j], cg_load(c, c->vf, oacc[r][j], va)), oacc[r][j], va);
+                }
+            }
+            cg_loop_end(c, &ll);
+        }
+        for (int r = 0; r < R; r++) {
+            LLVMBasicBlockRef bput = NULL;
+            if (present) {
+                LLVMBasicBlockRef bw = cg_block(c, "bput");
+                bput = cg_block(c, "bput_done");
+                LLVMBuildCondBr(b, present[r], bw, bput);
+                LLVMPositionBuilderAtEnd(b, bw);
+            }
+            LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
+            LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), den[r], ""), cg_f32(c, 0.0), "");
+            LLVMValueRef an = cg_splat(c, LLVMBuildFMul(b, wnew[r], inv, "")), ao = cg_splat(c, LLVMBuildFMul(b, wold[r], inv, ""));
+            LLVMValueRef ooff = cg_row_off(k, row[r], k->os1, k->os2);
+            for (int j = 0; j < nc; j++) {
+                LLVMValueRef at = add(c, ooff, cg_i64(c, (int64_t)(c0 + j) * W));
+                LLVMValueRef v = LLVMBuildFMul(b, cg_load(c, c->vf, oacc[r][j], va), an, "");
+                /* the old o, read only on resume, and only where it has weight */
+                LLVMBasicBlockRef bo = cg_block(c, "bold"), bn = cg_block(c, "bold_done");
+                LLVMValueRef vslot = cg_alloca(c, c->vf, 1, va, "bov");
+                cg_store(c, v, vslot, va);
+                LLVMBuildCondBr(b, resume, bo, bn);
+                LLVMPositionBuilderAtEnd(b, bo);
+                LLVMValueRef old = cg_load_vec(c, ATTN_F32, k->obase, at, W);
+                LLVMValueRef has = LLVMBuildFCmp(b, LLVMRealOGT, wold[r], cg_f32(c, 0.0), "");
+                cg_store(c, LLVMBuildSelect(b, has, cg_fma(c, ao, old, v), v, ""), vslot, va);
+                LLVMBuildBr(b, bn);
+                LLVMPositionBuilderAtEnd(b, bn);
+                v = LLVMBuildSelect(b, pos, cg_load(c, c->vf, vslot, va), LLVMConstNull(c->vf), "");
+                cg_store_vec(c, ATTN_F32, v, k->obase, at, W);
+            }
+            if (bput) {
+                LLVMBuildBr(b, bput);
+                LLVMPositionBuilderAtEnd(b, bput);
+            }
+        }
+    }
+    LLVMBasicBlockRef wl = cg_block(c, "blse_w"), nl = cg_block(c, "blse_nw");
+    LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
+    LLVMPositionBuilderAtEnd(b, wl);
+    for (int r = 0; r < R; r++) {
+        LLVMValueRef at = cg_gep(c, c->f32, k->lsebase, cg_row_off(k, row[r], k->ls1, k->ls2));
+        LLVMValueRef lse = cg_row_lse(c, mtot[r], den[r]);
+        /* an absent row's slot (a valid row's) keeps its value */
+        if (present) lse = LLVMBuildSelect(b, present[r], lse, cg_load(c, c->f32, at, 4), "");
+        cg_store(c, lse, at, 4);
+    }
+    LLVMBuildBr(b, nl);
+    LLVMPositionBuilderAtEnd(b, nl);
+}
+
+/* Rows [q0, q1) of a band kernel: the chunks whose keys all lie in range through the band
+ * groups, the rows before and after them through cg_emit_run. */
+void cg_emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q_off, int bw, int64_t bhi) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    int W = p->W, BB = 4 * W, nv = bw / W;
+    LLVMValueRef CR = cg_i64(c, BB), hi = cg_i64(c, bhi);
+    LLVMValueRef klo = cg_smax(c, k->kbeg, cg_i64(c, 0)), khi = cg_smin(c, k->kendp, k->kv_len);
+    /* chunk c (rows c .. c + 4W) reads keys [c_pos - hi - 4W, c_pos - hi + 4W) */
+    LLVMValueRef qa = cg_smin(c, cg_smax(c, q0, LLVMBuildSub(b, add(c, add(c, klo, hi), CR), q_off, "")), q1);
+    LLVMValueRef cmax = LLVMBuildSub(b, LLVMBuildSub(b, add(c, khi, hi), CR, ""), q_off, "");
+    LLVMValueRef n1 = LLVMBuildSDiv(b, LLVMBuildSub(b, q1, qa, ""), CR, "");
+    LLVMValueRef n2 = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSGE, cmax, qa, ""),
+                                      add(c, LLVMBuildSDiv(b, LLVMBuildSub(b, cmax, qa, ""), CR, ""), cg_i64(c, 1)), cg_i64(c, 0), "");
+    LLVMValueRef n = cg_smin(c, n1, n2);
+    LLVMValueRef qb = add(c, qa, mul(c, n, CR));
+    {
+        CgLoop ls;
+        LLVMValueRef seg = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, 2), cg_i64(c, 1), "bseg");
+        LLVMValueRef lo = LLVMBuildICmp(b, LLVMIntEQ, seg, cg_i64(c, 0), "");
+        cg_emit_run(k, LLVMBuildSelect(b, lo, q0, qb, ""), LLVMBuildSelect(b, lo, qa, q1, ""));
+        cg_loop_end(c, &ls);
+    }
+    /* the buffers: the ring's memory (the schedule checked it fits; the general rows are done with it) */
+    LLVMValueRef KTB = k->KTring, VSB = k->VSring;
+    k->bcs = 3 * BB;
+    LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "bsp"); /* a chunk's scores, then P */
+    LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "bm"), L = cg_alloca(c, c->f32, BB, 64, "bl");
+    LLVMBasicBlockRef bgo = cg_block(c, "band"), bdone = cg_block(c, "band_done");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, cg_i64(c, 0), ""), bgo, bdone);
+    LLVMPositionBuilderAtEnd(b, bgo);
+    LLVMValueRef kb0 = LLVMBuildSub(b, LLVMBuildSub(b, add(c, q_off, qa), hi, ""), CR, "kb0");
+    band_pack(k, KTB, VSB, kb0, cg_i64(c, 0), cg_bool(c, true), NULL);
+    CgLoop lj;
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), n, cg_i64(c, 1), "bch");
+    {
+        LLVMValueRef blk = add(c, j, cg_i64(c, 1));
+        LLVMValueRef odd = LLVMBuildTrunc(b, LLVMBuildAnd(b, blk, cg_i64(c, 1), ""), c->i1, "");
+        band_pack(k, KTB, VSB, add(c, kb0, mul(c, blk, CR)), LLVMBuildSelect(b, odd, CR, cg_i64(c, 0), ""),
+                  LLVMBuildNot(b, odd, ""), NULL);
+        LLVMValueRef base = mul(c, LLVMBuildAnd(b, j, cg_i64(c, 1), ""), CR);
+        LLVMValueRef c0 = add(c, qa, mul(c, j, CR));
+        /* scores of every group (K^T stays in L1), the softmax of every row, then P.V (V stays) */
+        /* group s's lane shift is (s + 1) mod W: the groups in the order of their shifts,
+         * each with its shift a constant (straight-line code, no switch to mispredict) */
+        for (int v = 0; v < W; v++) {
+            LLVMValueRef s = cg_i64(c, (v + W - 1) % W);
+            LLVMValueRef row[4];
+            for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
+            LLVMValueRef a0 = LLVMBuildSub(b, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), cg_i64(c, v), "a0");
+            band_scores(k, KTB, row, a0, v, nv, S, s, NULL);
+            /* the next chunk's new K and V rows (4 a group) toward L1: from memory the pack's
+             * reads of 64 rows at once stall, which the prefetchers do not foresee (band 64, 8
+             * heads from memory: -11-16%; in cache: even). Q and O rows gained nothing. */
+            cg_prefetch_keys(k, k->kbase, k->vbase, add(c, add(c, kb0, mul(c, add(c, j, cg_i64(c, 2)), CR)), mul(c, s, cg_i64(c, 4))), 4);
+        }
+        CgLoop lsm;
+        LLVMValueRef i = cg_loop_begin(c, &lsm, cg_i64(c, 0), CR, cg_i64(c, 4), "bsm");
+        for (int r = 0; r < 4; r++) band_softmax(k, S, M, L, add(c, i, cg_i64(c, r)), nv); /* 4 chains */
+        cg_loop_end(c, &lsm);
+        CgLoop lpv;
+        LLVMValueRef s = cg_loop_begin(c, &lpv, cg_i64(c, 0), cg_i64(c, W), cg_i64(c, 1), "bpv");
+        LLVMValueRef row[4];
+        for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
+        band_pv(k, VSB, S, M, L, row, NULL, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), s, nv, NULL);
+        cg_loop_end(c, &lpv);
+    }
+    cg_loop_end(c, &lj);
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, bdone);
+}
+
+/* ---- Staircases in residue classes ----
+ * A residue class's run of strided or atrous masks sees, in class keys, a staircase from a
+ * fixed key: row i sees keys [jlo, i + E]. The general code covers it with row groups of
+ * adjacent rows over a triangle of partial blocks, each evaluating the mask and rescaling an
+ * online softmax. When the run's longest window fits in 4W keys (strided 64's classes at
+ * 4096: 64 rows seeing 0 .. 63 keys), the band groups' machinery does it in one pass: the
+ * window keys packed once, and rows grouped by their key count mod W, so that a group's rows
+ * see 1, 2, 3 and 4 vectors whose last one is masked alike, a lane mask known per group. The
+ * softmax takes each row's whole window at once and P.V skips the masked lanes. */
+void cg_emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    int W = p->W, BB = 4 * W;
+    LLVMValueRef one = cg_i64(c, 1), zero = cg_i64(c, 0);
+    /* the run's keys [jlo, jend); row i's last key i + E (run rows and keys step alike) */
+    LLVMValueRef jlo = cg_smax(c, cg_keys_below(k, cg_i64(c, tlo)), cg_keys_below(k, k->kbeg));
+    LLVMValueRef jend = cg_smin(c, cg_keys_below(k, k->kendp), k->nkeys);
+    LLVMValueRef E = cg_floor_div(c, LLVMBuildSub(b, LLVMBuildSub(b, k->qpos0, cg_i64(c, thi), ""), k->kpos0, ""), k->kstep);
+    LLVMValueRef C = add(c, LLVMBuildSub(b, E, jlo, ""), one); /* row i sees C + i keys */
+    LLVMValueRef nlast = LLVMBuildSub(b, nv, one, "");
+    LLVMValueRef fits = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSLT, add(c, E, nlast), jend, ""),
+                                     LLVMBuildICmp(b, LLVMIntSLE, add(c, C, nlast), cg_i64(c, BB), ""), "tri_fits");
+    LLVMBasicBlockRef bgen = cg_block(c, "tri_general"), btri = cg_block(c, "tri"), bdone = cg_block(c, "tri_done");
+    LLVMBuildCondBr(b, fits, btri, bgen);
+    LLVMPositionBuilderAtEnd(b, bgen);
+    cg_emit_run(k, zero, nv);
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, btri);
+    LLVMValueRef resume = cg_resuming(k);
+    /* rows [0, i0) see nothing: o = 0 and lse = -inf, or on resume the earlier (o, lse) */
+    LLVMValueRef i0 = cg_smin(c, cg_smax(c, LLVMBuildSub(b, one, C, ""), zero), nv);
+    {
+        LLVMBasicBlockRef bz = cg_block(c, "tri_none"), bzd = cg_block(c, "tri_none_done");
+        LLVMBuildCondBr(b, LLVMBuildAnd(b, LLVMBuildNot(b, resume, ""), LLVMBuildICmp(b, LLVMIntSGT, i0, zero, ""), ""), bz, bzd);
+        LLVMPositionBuilderAtEnd(b, bz);
+        CgLoop li;
+        LLVMValueRef i = cg_loop_begin(c, &li, zero, i0, one, "tz");
+        LLVMValueRef ooff = cg_row_off(k, i, k->os1, k->os2);
+        for (int ch = 0; ch < p->VC; ch++) cg_store_vec(c, ATTN_F32, LLVMConstNull(c->vf), k->obase, add(c, ooff, cg_i64(c, ch * W)), W);
+        LLVMBasicBlockRef wl = cg_block(c, "tz_lse"), nl = cg_block(c, "tz_nolse");
+        LLVMBuildCondBr(b, LLVMBuildIsNotNull(b, k->lsep, ""), wl, nl);
+        LLVMPositionBuilderAtEnd(b, wl);
+        cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->lsebase, cg_row_off(k, i, k->ls1, k->ls2)), 4);
+        LLVMBuildBr(b, nl);
+        LLVMPositionBuilderAtEnd(b, nl);
+        cg_loop_end(c, &li);
+        LLVMBuildBr(b, bzd);
+        LLVMPositionBuilderAtEnd(b, bzd);
+    }
+    LLVMBasicBlockRef bsee = cg_block(c, "tri_see");
+    LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, i0, nv, ""), bsee, bdone);
+    LLVMPositionBuilderAtEnd(b, bsee);
+    LLVMValueRef KTB = k->KTring, VSB = k->VSring;
+    k->bcs = BB; /* one block */
+    LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "tsp");
+    LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "tm"), L = cg_alloca(c, c->f32, BB, 64, "tl");
+    band_pack(k, KTB, VSB, jlo, zero, cg_bool(c, false), add(c, E, nlast));
+    /* group g: the rows that see g + 1 + W t keys (t = 0..3), i = g + 1 + W t - C; those
+     * outside [0, nv) are computed on a valid row and not written */
+    LLVMValueRef row[4], present[4];
+#define TRI_ROWS(g)                                                                               \
+    for (int t = 0; t < 4; t++) {                                                                 \
+        LLVMValueRef i_ = LLVMBuildSub(b, add(c, g, cg_i64(c, 1 + (int64_t)t * W)), C, "");       \
+        present[t] = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntSGE, i_, zero, ""),                  \
+                                  LLVMBuildICmp(b, LLVMIntSLT, i_, nv, ""), "");                  \
+        row[t] = cg_smin(c, cg_smax(c, i_, zero), nlast);                                         \
+    }
+    {
+        CgLoop lg;
+        LLVMValueRef g = cg_loop_begin(c, &lg, zero, cg_i64(c, W), one, "tg");
+        TRI_ROWS(g)
+        LLVMValueRef lastm = LLVMBuildICmp(b, LLVMIntULE, cg_iota(c), cg_splat(c, g), "");
+        band_scores(k, KTB, row, zero, 0, 4, S, g, lastm);
+        /* the next class's K and V rows (4 a group) toward L1 */
+        cg_prefetch_keys(k, k->knext, k->vnext, add(c, jlo, mul(c, g, cg_i64(c, 4))), 4);
+        cg_loop_end(c, &lg);
+    }
+    {
+        CgLoop lsm;
+        LLVMValueRef g = cg_loop_begin(c, &lsm, zero, cg_i64(c, W), one, "tsm");
+        for (int t = 0; t < 4; t++) band_softmax(k, S, M, L, add(c, g, cg_i64(c, (int64_t)t * W)), t + 1);
+        cg_loop_end(c, &lsm);
+    }
+    {
+        CgLoop lpv;
+        LLVMValueRef g = cg_loop_begin(c, &lpv, zero, cg_i64(c, W), one, "tpv");
+        TRI_ROWS(g)
+        band_pv(k, VSB, S, M, L, row, present, zero, g, 4, add(c, g, one));
+        cg_loop_end(c, &lpv);
+    }
+#undef TRI_ROWS
+    LLVMBuildBr(b, bdone);
+    LLVMPositionBuilderAtEnd(b, bdone);
+}
