@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The stack bound the runtime trusts (attn_rt_desc.stack, cg_stack_bound) against the frames
+"""The stack bound the runtime trusts (attn_rt_desc.stack, the plan's stack) against the frames
 the backend really laid out: every attention block of the given specs, compiled for x86-64 to
 assembly, must have its tile (and group) function's frame plus its largest piece's within the
 bound in its header.
