@@ -325,3 +325,28 @@ const char *ir_template_name(IrTemplate t) {
 }
 
 const char *ir_role_name(IrRole r) { return r == IR_ROLE_GROUP ? "group" : "tile"; }
+
+IrFunc *ir_variant(const IrFunc *f, IrVariantKind kind, int i) {
+    for (int j = 0; j < f->nvariants; j++)
+        if (f->variants[j].kind == kind && i-- == 0) return f->variants[j].f;
+    return NULL;
+}
+
+int ir_variant_count(const IrFunc *f, IrVariantKind kind) {
+    int n = 0;
+    for (int j = 0; j < f->nvariants; j++) n += f->variants[j].kind == kind;
+    return n;
+}
+
+bool ir_variant_add(IrFunc *f, IrVariantKind kind, IrFunc *g) {
+    if (f->nvariants >= IR_MAX_VARIANTS) return false;
+    f->variants[f->nvariants++] = (IrVariant){kind, g};
+    return true;
+}
+
+void ir_variant_drop(IrFunc *f, IrVariantKind kind) {
+    int n = 0;
+    for (int j = 0; j < f->nvariants; j++)
+        if (f->variants[j].kind != kind) f->variants[n++] = f->variants[j];
+    f->nvariants = n;
+}

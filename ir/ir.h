@@ -243,6 +243,21 @@ typedef struct IrMla {
     IrAbsorb absorb;      /* the spec's `absorb = ...` */
 } IrMla;
 
+/* What a func derived from a block's func is for. */
+typedef enum IrVariantKind {
+    IR_VAR_MAIN,     /* the block as written (never in a variants list; see drv_compiled_funcs) */
+    IR_VAR_DOMAIN,   /* split: one of the disjoint key domains of a union mask, merged through LSEs */
+    IR_VAR_PERMUTED, /* permute: the same attention in rank order (a causal mask) */
+    IR_VAR_ABSORBED, /* absorb: MLA scoring against the latent cache */
+} IrVariantKind;
+
+#define IR_MAX_VARIANTS (IR_MAX_DOMAINS + 2)
+
+typedef struct IrVariant {
+    IrVariantKind kind;   /* what it is for */
+    struct IrFunc *f;     /* the func (in the same arena) */
+} IrVariant;
+
 typedef struct IrFunc {
     const char *name;      /* the attention block's name */
     int heads;             /* query heads */
@@ -266,11 +281,9 @@ typedef struct IrFunc {
     IrPlan plans[IR_ROLE_COUNT]; /* theirs, by role (plans[IR_ROLE_TILE] always) */
     IrPrune prune;         /* mask analysis, filled by the prune pass */
     IrMla mla;             /* multi-head latent attention, when present */
-    struct IrFunc *permuted; /* permute pass: the same attention in rank order (a causal mask) */
-    int perm_input;        /* the i32 input [batch, seq] holding the ranks (when permuted) */
-    int ndomains;          /* split pass: > 0 when the mask runs as disjoint key domains */
-    struct IrFunc *domains[IR_MAX_DOMAINS]; /* their funcs, merged through log-sum-exps */
-    struct IrFunc *absorbed; /* MLA: the absorbed variant (absorb pass), else NULL */
+    int perm_input;        /* the i32 input [batch, seq] holding the ranks (a permuted variant) */
+    int nvariants;         /* funcs the passes derived from this one, in the order made */
+    IrVariant variants[IR_MAX_VARIANTS];
     Arena *arena;          /* where its trees live (the module's) */
 } IrFunc;
 
@@ -286,6 +299,12 @@ IrModule *ir_module_new(void);
 void ir_module_free(IrModule *m);
 IrFunc *ir_func_new(IrModule *m, const char *name); /* appended to m->funcs; the default graph */
 IrFunc *ir_module_find(IrModule *m, const char *name);
+/* The i-th variant of `kind` of f (i from 0), or NULL; how many f has; adding one (false when
+ * the list is full); dropping every one of a kind (from a copy of f, say). */
+IrFunc *ir_variant(const IrFunc *f, IrVariantKind kind, int i);
+int ir_variant_count(const IrFunc *f, IrVariantKind kind);
+bool ir_variant_add(IrFunc *f, IrVariantKind kind, IrFunc *g);
+void ir_variant_drop(IrFunc *f, IrVariantKind kind);
 
 IrExpr *ir_const_int(Arena *a, int64_t v);
 IrExpr *ir_const_float(Arena *a, double v);

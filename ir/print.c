@@ -248,20 +248,25 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_puts(sb, "  return ");
     print_value(sb, f->output);
     sb_puts(sb, "\n}\n");
-    if (f->permuted) {
-        sb_printf(sb, "; in rank order of input %s (when its rows are permutations):\n",
-                  f->inputs[f->perm_input].name);
-        ir_print_func(sb, f->permuted);
-    }
-    for (int i = 0; i < f->ndomains; i++) {
-        sb_printf(sb, "; key domain %d of %d (disjoint; merged through log-sum-exps):\n", i + 1, f->ndomains);
-        ir_print_func(sb, f->domains[i]);
-    }
-    if (f->absorbed) {
-        const IrFunc *g = f->absorbed;
-        sb_printf(sb, "; absorbed: %%q = [w_uk[h] . q_nope | q_rope] (%d wide), "
-                      "%%k = [c_kv | k_rope] (%d wide, one head), %%v = c_kv (%d wide), "
-                      "o = %%o . w_uv[h]\n", g->qk_dim, g->qk_dim, g->v_dim);
+    /* the derived funcs (a block has at most one kind of them: a permuted one, key domains or an
+     * absorbed one) */
+    int ndom = ir_variant_count(f, IR_VAR_DOMAIN), idom = 0;
+    for (int i = 0; i < f->nvariants; i++) {
+        const IrFunc *g = f->variants[i].f;
+        switch (f->variants[i].kind) {
+        case IR_VAR_PERMUTED:
+            sb_printf(sb, "; in rank order of input %s (when its rows are permutations):\n", f->inputs[f->perm_input].name);
+            break;
+        case IR_VAR_DOMAIN:
+            sb_printf(sb, "; key domain %d of %d (disjoint; merged through log-sum-exps):\n", ++idom, ndom);
+            break;
+        case IR_VAR_ABSORBED:
+            sb_printf(sb, "; absorbed: %%q = [w_uk[h] . q_nope | q_rope] (%d wide), "
+                          "%%k = [c_kv | k_rope] (%d wide, one head), %%v = c_kv (%d wide), "
+                          "o = %%o . w_uv[h]\n", g->qk_dim, g->qk_dim, g->v_dim);
+            break;
+        case IR_VAR_MAIN: break;
+        }
         ir_print_func(sb, g);
     }
 }

@@ -166,7 +166,7 @@ static void aot_inputs(StrBuf *sb, const IrFunc *f) {
 static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const IrMla *m = &f->mla;
-    const IrFunc *up = drv_absorb_forced(f) ? NULL : f, *ab = f->absorbed;
+    const IrFunc *up = drv_absorb_forced(f) ? NULL : f, *ab = ir_variant(f, IR_VAR_ABSORBED, 0);
     sb_printf(sb, "/* attention %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, f32\n", n,
               f->heads, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim);
     sb_printf(sb, " *   q_nope [batch, %d, q_len, %d]   q_rope [batch, %d, q_len, %d]\n", f->heads, m->nope_dim,
@@ -220,31 +220,34 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, " *   v [batch, %d, kv_len, %d]   o [batch, %d, q_len, %d]\n", f->kv_heads,
               f->v_dim, f->heads, f->v_dim);
     aot_input_comments(sb, f);
-    if (f->ndomains)
+    int nd = ir_variant_count(f, IR_VAR_DOMAIN);
+    const IrFunc *perm = ir_variant(f, IR_VAR_PERMUTED, 0);
+    if (nd)
         sb_printf(sb, " * The mask runs as %d disjoint key domains, one tile function each, merged\n"
                       " * into one softmax by attn_rt_launch_domains.\n",
-                  f->ndomains);
-    if (f->permuted)
+                  nd);
+    if (perm)
         sb_printf(sb, " * A permutation mask: attn_rt_launch_permuted runs %s (the mask made causal) on\n"
                       " * rows reordered by rank, or the block as written when the call does not allow it.\n",
-                  f->permuted->name);
+                  perm->name);
     sb_puts(sb, " */\n");
     /* how the entry points launch: one descriptor, the key domains', or the permuted variant
      * with the block as written to fall back on */
-    int nd = f->ndomains ? f->ndomains : 1;
-    IrFunc *const *ds = f->ndomains ? f->domains : (IrFunc *const *)&f;
+    const IrFunc *ds[IR_MAX_DOMAINS] = {f};
+    for (int i = 0; i < nd; i++) ds[i] = ir_variant(f, IR_VAR_DOMAIN, i);
+    if (!nd) ds[nd++] = f;
     for (int i = 0; i < nd; i++) aot_desc(sb, ds[i]);
     const char *launch = arena_printf(f->arena, "attn_rt_launch(&attnc_%s_desc, ", n);
-    if (f->ndomains || f->permuted) {
+    if (ds[0] != f || perm) {
         sb_printf(sb, "static const attn_rt_desc *const attnc_%s_domains[%d] ATTNC_AOT_UNUSED = {", n, nd);
         for (int i = 0; i < nd; i++) sb_printf(sb, "%s&attnc_%s_desc", i ? ", " : "", ds[i]->name);
         sb_puts(sb, "};\n\n");
         launch = arena_printf(f->arena, "attn_rt_launch_domains(attnc_%s_domains, %d, ", n, nd);
     }
-    if (f->permuted) {
-        aot_desc(sb, f->permuted);
+    if (perm) {
+        aot_desc(sb, perm);
         launch = arena_printf(f->arena, "attn_rt_launch_permuted(&attnc_%s_desc, %d, attnc_%s_domains, %d, ",
-                              f->permuted->name, f->perm_input, n, nd);
+                              perm->name, f->perm_input, n, nd);
     }
 
     sb_printf(sb,

@@ -114,32 +114,38 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     /* MLA: the up-projected form unless absorption is forced, the absorbed one if built;
      * a union mask split into key domains: one tile function per domain */
     IrFunc *funcs[DRV_MAX_FUNCS];
-    int n = drv_compiled_funcs(f, funcs);
-    bool forced_on = drv_absorb_forced(f);
-    int perm_at = f->permuted ? n - 1 - (f->absorbed != NULL) : -1;
+    IrVariantKind kinds[DRV_MAX_FUNCS];
+    int n = drv_compiled_funcs(f, funcs, kinds);
     attn_rt_tile_fn tiles[DRV_MAX_FUNCS] = {NULL}, groups[DRV_MAX_FUNCS] = {NULL};
     if (!kern_codegen(kern, funcs, n, &target, opts, tiles, groups, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
     }
-    drv_desc_init(f, &kern->desc, kern->inputs, forced_on || f->ndomains ? NULL : tiles[0]);
-    if (!forced_on && !f->ndomains) kern->desc.group = groups[0];
-    kern->ndomains = f->ndomains;
+    /* the block's descriptor (without a tile function when only its variants run), then one
+     * per compiled function by what it is for */
+    drv_desc_init(f, &kern->desc, kern->inputs, NULL);
     kern->perm_input = -1;
-    if (perm_at >= 0) {
-        drv_desc_init(f->permuted, &kern->desc_perm, kern->inputs_perm, tiles[perm_at]);
-        kern->desc_perm.group = groups[perm_at];
-        kern->perm_input = f->perm_input;
-    }
-    for (int i = 0; i < f->ndomains; i++)
-    {
-        drv_desc_init(f->domains[i], &kern->desc_dom[i], kern->inputs_dom[i], tiles[i]);
-        kern->desc_dom[i].group = groups[i];
-    }
     kern->mla = f->mla;
-    if (f->absorbed) {
-        drv_desc_init(f->absorbed, &kern->desc_abs, kern->inputs_abs, tiles[n - 1]);
-        kern->desc_abs.group = groups[n - 1];
+    for (int i = 0; i < n; i++) {
+        attn_rt_desc *d = NULL;
+        switch (kinds[i]) {
+        case IR_VAR_MAIN: d = &kern->desc; break;
+        case IR_VAR_DOMAIN:
+            d = &kern->desc_dom[kern->ndomains];
+            drv_desc_init(funcs[i], d, kern->inputs_dom[kern->ndomains++], NULL);
+            break;
+        case IR_VAR_PERMUTED:
+            d = &kern->desc_perm;
+            drv_desc_init(funcs[i], d, kern->inputs_perm, NULL);
+            kern->perm_input = f->perm_input;
+            break;
+        case IR_VAR_ABSORBED:
+            d = &kern->desc_abs;
+            drv_desc_init(funcs[i], d, kern->inputs_abs, NULL);
+            break;
+        }
+        d->tile = tiles[i];
+        d->group = groups[i];
     }
     kern->threads = opts->threads;
     kern->compile_ms = now_ms() - t0;

@@ -157,7 +157,7 @@ bool kc_key_init(KcKey *key, IrFunc *const *funcs, int n, const CgTarget *t) {
         char name[16];
         snprintf(name, sizeof name, "_%d", i);
         anon.name = name;      /* blocks of any name that compile alike share an entry */
-        anon.absorbed = NULL;  /* printed as a func of its own when it is compiled */
+        ir_variant_drop(&anon, IR_VAR_ABSORBED); /* printed as a func of its own when it is compiled */
         sb_printf(s, "ir %d\n", i);
         ir_print_func(s, &anon);
     }

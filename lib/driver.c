@@ -105,12 +105,23 @@ bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const 
 
 bool drv_absorb_forced(const IrFunc *f) { return f->mla.present && f->mla.absorb == IR_ABSORB_ON; }
 
-int drv_compiled_funcs(IrFunc *f, IrFunc **out) {
+int drv_compiled_funcs(IrFunc *f, IrFunc **out, IrVariantKind *kinds) {
+    static const IrVariantKind order[] = {IR_VAR_DOMAIN, IR_VAR_MAIN, IR_VAR_PERMUTED, IR_VAR_ABSORBED};
     int n = 0;
-    for (int i = 0; i < f->ndomains; i++) out[n++] = f->domains[i];
-    if (!f->ndomains && !drv_absorb_forced(f)) out[n++] = f;
-    if (f->permuted) out[n++] = f->permuted;
-    if (f->absorbed) out[n++] = f->absorbed;
+    for (int o = 0; o < 4; o++) {
+        IrVariantKind kind = order[o];
+        if (kind == IR_VAR_MAIN) {
+            if (ir_variant_count(f, IR_VAR_DOMAIN) || drv_absorb_forced(f)) continue;
+            if (kinds) kinds[n] = kind;
+            out[n++] = f;
+            continue;
+        }
+        for (int i = 0; i < f->nvariants; i++) {
+            if (f->variants[i].kind != kind) continue;
+            if (kinds) kinds[n] = kind;
+            out[n++] = f->variants[i].f;
+        }
+    }
     return n;
 }
 

@@ -18,8 +18,8 @@ IrModule *drv_parse(const char *path, const char *text, const attn_options *opts
 IrFunc *drv_select(IrModule *m, const char *kernel, attn_error *err);
 
 /* Runs the pass pipeline for target `t` (up to `stop_after`, NULL for all). A union
- * mask may become several key-domain kernels (f->domains), a permutation mask gain a
- * permuted variant (f->permuted). */
+ * mask may become several key-domain kernels, a permutation mask gain a permuted variant, an
+ * MLA block an absorbed one (f->variants). */
 bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const char *stop_after,
                   StrBuf *err);
 
@@ -30,10 +30,11 @@ bool drv_absorb_forced(const IrFunc *f);
 /* Most functions an optimized block compiles to. */
 #define DRV_MAX_FUNCS (IR_MAX_DOMAINS + 2)
 
-/* The functions an optimized block compiles to (JIT and AOT alike), into out[DRV_MAX_FUNCS]:
- * its key domains, else the block itself unless it is forced absorbed; then its permuted
- * variant and its absorbed variant, if any. Returns their count. */
-int drv_compiled_funcs(IrFunc *f, IrFunc **out);
+/* The functions an optimized block compiles to (JIT and AOT alike), into out[DRV_MAX_FUNCS]
+ * with what each is for in kinds[] (may be NULL): its key domains, else the block itself
+ * (IR_VAR_MAIN) unless it is forced absorbed; then its permuted variant and its absorbed
+ * variant, if any. Returns their count. */
+int drv_compiled_funcs(IrFunc *f, IrFunc **out, IrVariantKind *kinds);
 
 /* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
  * names point into the func's arena). `tile` may be NULL (AOT). */

@@ -13,7 +13,7 @@
 #include <string.h>
 
 bool pass_absorb(IrFunc *f, PassCtx *ctx) {
-    if (!f->mla.present || f->absorbed) return true;
+    if (!f->mla.present || ir_variant(f, IR_VAR_ABSORBED, 0)) return true;
     IrAbsorb mode = ctx->absorb != IR_ABSORB_AUTO ? ctx->absorb : f->mla.absorb;
     f->mla.absorb = mode; /* the choice in effect (the option over the spec), for what builds the variants */
     if (mode == IR_ABSORB_OFF) return true;
@@ -30,7 +30,6 @@ bool pass_absorb(IrFunc *f, PassCtx *ctx) {
     g->v_dim = f->mla.kv_rank;
     g->head_map = map; /* zeroed: every head reads the one latent K/V head */
     g->head_map_expr = NULL;
-    g->absorbed = NULL;
-    f->absorbed = g;
-    return g->name != NULL;
+    g->nvariants = 0;
+    return g->name != NULL && ir_variant_add(f, IR_VAR_ABSORBED, g);
 }

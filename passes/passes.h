@@ -19,6 +19,7 @@ typedef struct Pass {
     const char *name; /* as in `attnc dump --after NAME` */
     PassFn run;       /* the pass */
     const char *what; /* one line for --help */
+    int makes;        /* the IrVariantKind of the funcs it derives, or -1 */
 } Pass;
 
 extern const Pass pass_table[]; /* in pipeline order, terminated by {NULL} */

@@ -23,7 +23,7 @@ static bool is_rank_load(const IrFunc *f, const IrExpr *e, IrVar pos, int *input
 }
 
 bool pass_permute(IrFunc *f, PassCtx *ctx) {
-    f->permuted = NULL;
+    ir_variant_drop(f, IR_VAR_PERMUTED);
     if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32) return true;
     const IrExpr *m = f->mask;
     if (m->op != IR_LE && m->op != IR_LT) return true;
@@ -40,14 +40,11 @@ bool pass_permute(IrFunc *f, PassCtx *ctx) {
     *g = *f;
     g->name = arena_printf(f->arena, "%s_ranked", f->name);
     g->mask = ir_binary(f->arena, m->op, ir_var(f->arena, IR_V_K), ir_var(f->arena, IR_V_Q));
-    g->permuted = NULL;
-    g->ndomains = 0;
-    g->absorbed = NULL;
-    if (!g->name || !g->mask) {
+    g->nvariants = 0;
+    if (!g->name || !g->mask || !ir_variant_add(f, IR_VAR_PERMUTED, g)) {
         sb_puts(ctx->err, "permute: out of memory\n");
         return false;
     }
-    f->permuted = g;
     f->perm_input = ik;
     return true;
 }

@@ -39,7 +39,7 @@ IrExpr *pass_join(Arena *a, IrExprOp op, IrExpr **terms, int n, int skip) {
 }
 
 bool pass_split(IrFunc *f, PassCtx *ctx) {
-    f->ndomains = 0;
+    ir_variant_drop(f, IR_VAR_DOMAIN);
     if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32) return true;
     Arena *a = f->arena;
     IrExpr *conj[16], *terms[IR_MAX_DOMAINS + 1];
@@ -59,14 +59,12 @@ bool pass_split(IrFunc *f, PassCtx *ctx) {
             if (!g) goto oom;
             *g = *f;
             g->name = arena_printf(a, "%s_domain%d", f->name, t);
-            g->absorbed = NULL;
-            g->ndomains = 0;
+            g->nvariants = 0;
             IrExpr *m = ir_binary(a, IR_AND, rest, terms[t]);
             if (before) m = ir_binary(a, IR_AND, m, ir_unary(a, IR_NOT, before));
             g->mask = pass_fold_expr(a, m);
             before = before ? ir_binary(a, IR_OR, before, terms[t]) : terms[t];
-            if (!g->name || !g->mask) goto oom;
-            f->domains[f->ndomains++] = g;
+            if (!g->name || !g->mask || !ir_variant_add(f, IR_VAR_DOMAIN, g)) goto oom;
         }
         return true;
     }

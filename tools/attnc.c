@@ -444,7 +444,7 @@ static IrFunc **cli_emitted(IrFunc **fs, int n, int *nout) {
     IrFunc **out = malloc(sizeof *out * (size_t)n * DRV_MAX_FUNCS);
     if (!out) return NULL;
     int m = 0;
-    for (int i = 0; i < n; i++) m += drv_compiled_funcs(fs[i], out + m);
+    for (int i = 0; i < n; i++) m += drv_compiled_funcs(fs[i], out + m, NULL);
     *nout = m;
     return out;
 }
