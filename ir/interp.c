@@ -207,6 +207,8 @@ static double load_elem(attn_dtype t, const void *base, int64_t i) {
     }
 }
 
+double ir_load_elem(attn_dtype t, const void *base, int64_t i) { return load_elem(t, base, i); }
+
 static uint16_t double_to_half(double v) {
     float fv = (float)v;
     uint32_t x;

@@ -243,6 +243,23 @@ typedef struct IrMla {
     IrAbsorb absorb;      /* the spec's `absorb = ...` */
 } IrMla;
 
+/* The backward's view of `score = EXPR` (the grad pass): its derivative in the scaled score
+ * s, and for each read of an f32 input, the derivative in the value read (the gradient of
+ * that input adds dS * d at the element read, every read its own term). */
+#define IR_MAX_GRAD_READS 8
+
+typedef struct IrGradRead {
+    IrExpr *load; /* an IR_INPUT node of f->score (an f32 input) */
+    IrExpr *d;    /* d score / d (the value it reads): FLOAT over the score's names */
+} IrGradRead;
+
+typedef struct IrGrad {
+    bool present;     /* the grad pass ran */
+    IrExpr *dscore;   /* d score / d s; NULL without a score modifier (then 1) */
+    int nreads;       /* f32 input reads of the score */
+    IrGradRead reads[IR_MAX_GRAD_READS];
+} IrGrad;
+
 /* What a func derived from a block's func is for. */
 typedef enum IrVariantKind {
     IR_VAR_MAIN,     /* the block as written (never in a variants list; see drv_compiled_funcs) */
@@ -280,6 +297,7 @@ typedef struct IrFunc {
     int nplans;            /* kernel functions (the schedule pass): 1, or 2 with a group entry */
     IrPlan plans[IR_ROLE_COUNT]; /* theirs, by role (plans[IR_ROLE_TILE] always) */
     IrPrune prune;         /* mask analysis, filled by the prune pass */
+    IrGrad grad;           /* the score's derivatives, filled by the grad pass */
     IrMla mla;             /* multi-head latent attention, when present */
     int perm_input;        /* the i32 input [batch, seq] holding the ranks (a permuted variant) */
     int nvariants;         /* funcs the passes derived from this one, in the order made */
@@ -347,6 +365,15 @@ int ir_group_size(const IrFunc *f);
 const char *ir_template_name(IrTemplate t);
 const char *ir_role_name(IrRole r);
 
+// diff.c — symbolic derivatives (the backward)
+
+/* d e / d wrt of a float expression, wrt the score variable (NULL) or one IR_INPUT node of e;
+ * zeros and ones folded; NULL when out of memory. Trees share e's nodes. */
+IrExpr *ir_diff(Arena *a, IrExpr *e, const IrExpr *wrt);
+/* Fills f->grad from f->score; false (a message in err) when the score reads f32 inputs more
+ * than IR_MAX_GRAD_READS times or memory runs out. */
+bool ir_grad_derive(IrFunc *f, StrBuf *err);
+
 // print.c
 
 /* The stable text form: `attnc dump` prints it. */
@@ -381,5 +408,27 @@ IrValue ir_eval(const IrFunc *f, const IrExpr *e, IrEnv *env);
  * writing f32 `o` (and lse if requested). Returns ATTN_ERR_INDEX on an input index out of
  * bounds, ATTN_ERR_NOMEM, or ATTN_OK. Follows the op graph (fused or not). */
 attn_status ir_interpret(const IrFunc *f, const attn_rt_args *args);
+/* Element i of a q/k/v/o array in dtype t, as a double. */
+double ir_load_elem(attn_dtype t, const void *base, int64_t i);
+
+// interp_grad.c — the backward's double-precision reference
+
+/* What a backward reads and writes besides the forward's args: dout shaped like o (contiguous
+ * [batch, heads, q_len, v_dim], f32); the gradients contiguous in double, dq like q
+ * [batch, heads, q_len, qk_dim], dk like k and dv like v ([batch, kv_heads, kv_len, ...]),
+ * dinput[i] like input i for the f32 inputs the score reads (NULL: not wanted). Zeroed by
+ * the call. */
+typedef struct IrGradArgs {
+    const float *dout;
+    double *dq, *dk, *dv;
+    double *dinput[ATTN_MAX_INPUTS];
+} IrGradArgs;
+
+/* The gradients of sum(dout * o) with respect to q, k, v and the score's f32 inputs, in double
+ * precision from the forward recomputed in double (f->grad from the grad pass). Returns
+ * ATTN_ERR_INDEX on an input index out of bounds, ATTN_ERR_NOMEM, or ATTN_OK. */
+attn_status ir_interpret_backward(const IrFunc *f, const attn_rt_args *a, const IrGradArgs *g);
+/* sum(dout * o) of the forward in double precision (what the backward differentiates). */
+attn_status ir_interpret_loss(const IrFunc *f, const attn_rt_args *a, const float *dout, double *loss);
 
 #endif

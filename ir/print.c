@@ -216,6 +216,25 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
         if (ir_prune_tri(f, &tlo, &hi))
             sb_printf(sb, "  prune staircase: keys from %lld to %lld before q\n", (long long)tlo, (long long)hi);
     }
+    if (f->grad.present) {
+        /* the backward's chain rule: dS' = dS * d score / ds; an f32 input read adds to its own
+         * gradient dS * d score / d (the value read) */
+        sb_puts(sb, "  grad dscore/ds ");
+        if (f->grad.dscore) ir_print_expr(sb, f, f->grad.dscore);
+        else sb_puts(sb, "1.0");
+        sb_puts(sb, "\n");
+        for (int i = 0; i < f->grad.nreads; i++) {
+            const IrExpr *ld = f->grad.reads[i].load;
+            sb_printf(sb, "  grad d%s[", f->inputs[ld->input].name);
+            for (int d = 0; d < ld->nargs; d++) {
+                if (d) sb_puts(sb, ", ");
+                ir_print_expr(sb, f, ld->args[d]);
+            }
+            sb_puts(sb, "] += dS * ");
+            ir_print_expr(sb, f, f->grad.reads[i].d);
+            sb_puts(sb, "\n");
+        }
+    }
     if (f->sched.vec_width) {
         sb_printf(sb, "  schedule vec_width %d, block_q %d, block_k %d, rows %d", f->sched.vec_width,
                   f->sched.block_q, f->sched.block_k, f->sched.rows);

@@ -5,6 +5,7 @@
 
 const Pass pass_table[] = {
     {"fold", pass_fold, "fold constants and simplify mask, score and head-map expressions", -1},
+    {"grad", pass_grad, "derive the score's derivatives for the backward (chain rule through score)", -1},
     {"absorb", pass_absorb, "MLA: add the variant that scores against the latent cache", IR_VAR_ABSORBED},
     {"permute", pass_permute, "permutation masks (rank[k] <= rank[q]): a causal variant in rank order", IR_VAR_PERMUTED},
     {"split", pass_split, "split union masks with a congruence into disjoint key domains", IR_VAR_DOMAIN},

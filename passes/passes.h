@@ -30,6 +30,7 @@ const Pass *pass_find(const char *name);
 bool pass_run_pipeline(IrFunc *f, PassCtx *ctx, const char *stop_after);
 
 bool pass_fold(IrFunc *f, PassCtx *ctx);
+bool pass_grad(IrFunc *f, PassCtx *ctx);
 bool pass_absorb(IrFunc *f, PassCtx *ctx);
 bool pass_permute(IrFunc *f, PassCtx *ctx);
 bool pass_split(IrFunc *f, PassCtx *ctx);

@@ -1,0 +1,235 @@
+/* test_grad: the backward's double-precision reference (ir/interp_grad.c, with the grad pass's
+ * derivatives of the score) against central finite differences of the forward, on ragged
+ * shapes, for masks, score modifiers with learnable f32 inputs, head sharing and rows that see
+ * no key; and the forward it differentiates against the f32 interpreter. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontend/frontend.h"
+#include "passes/passes.h"
+#include "tests/check.h"
+
+typedef struct Spec {
+    const char *name;
+    const char *text;
+    int64_t batch, q_len, kv_len, q_offset; /* q_offset INT64_MIN: kv_len - q_len */
+} Spec;
+
+static const Spec specs[] = {
+    {"causal", "attention a { heads = 2; head_dim = 8; v_dim = 5; mask = k <= q; }", 2, 13, 29, INT64_MIN},
+    {"alibi", "attention a { input f32 slope[heads]; heads = 3; head_dim = 4; mask = k <= q;"
+              " score = score - slope[h] * (q - k); }", 1, 9, 17, INT64_MIN},
+    {"softcap_sliding", "attention a { heads = 2; kv_heads = 1; head_dim = 8; mask = sliding(5);"
+                        " score = 3.0 * tanh(score / 3.0); }", 2, 11, 11, INT64_MIN},
+    {"bias_table", "attention a { input f32 bias[heads, 63]; heads = 2; head_dim = 4;"
+                   " mask = abs(q - k) <= 20; score = score + bias[h, min(max(q - k + 31, 0), 62)]; }",
+     1, 12, 21, INT64_MIN},
+    {"headmap_fns", "attention a { heads = 4; kv_heads = 2; kv_head = h % 2; head_dim = 4; mask = true;"
+                    " score = max(score, -0.5) + 0.25 * abs(score) + sigmoid(score) - 0.5 * exp(0.3 * score)"
+                    " + min(score, 0.4) * 0.5; }", 1, 7, 10, INT64_MIN},
+    {"no_key_rows", "attention a { heads = 1; head_dim = 4; mask = k + 6 <= q; }", 1, 9, 9, INT64_MIN},
+    {"xlnet", "attention a { input i32 rank[batch, seq]; heads = 2; head_dim = 4; mask = rank[b, k] <= rank[b, q]; }",
+     2, 8, 8, 0},
+    {"dilated_cross", "attention a { heads = 1; head_dim = 6; mask = dilated(3) && k <= q; }", 1, 14, 9, -2},
+    {"scalar_scale", "attention a { input f32 temp; heads = 1; head_dim = 4; mask = k <= q; score = score * temp; }",
+     1, 5, 8, INT64_MIN},
+};
+
+static uint64_t rng = 42;
+static double uniform(void) {
+    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(rng >> 11) / 9007199254740992.0 * 2 - 1;
+}
+
+typedef struct Case {
+    IrModule *m;
+    IrFunc *f;
+    attn_rt_args a;
+    float *q, *k, *v, *o, *dout;
+    float *in[ATTN_MAX_INPUTS];
+    int64_t nq, nk, nv, no, nin[ATTN_MAX_INPUTS];
+} Case;
+
+static int64_t dim_size(const Case *c, attn_dim_kind kind, int64_t value) {
+    switch (kind) {
+    case ATTN_DIM_BATCH: return c->a.batch;
+    case ATTN_DIM_HEADS: return c->f->heads;
+    case ATTN_DIM_KV_HEADS: return c->f->kv_heads;
+    case ATTN_DIM_Q_LEN: return c->a.q_len;
+    case ATTN_DIM_KV_LEN: return c->a.kv_len;
+    default: return value;
+    }
+}
+
+static float *fill(int64_t n, double lo, double hi) {
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + (hi - lo) * (uniform() + 1) / 2);
+    return p;
+}
+
+static bool case_init(Case *c, const Spec *s) {
+    memset(c, 0, sizeof *c);
+    StrBuf diags;
+    sb_init(&diags);
+    c->m = fe_compile(s->name, s->text, strlen(s->text), NULL, 0, &diags);
+    if (!c->m) {
+        fprintf(stderr, "%s: %s\n", s->name, sb_str(&diags));
+        sb_free(&diags);
+        return false;
+    }
+    c->f = c->m->funcs[0];
+    PassCtx ctx = {.vec_width = 16, .opt_level = 3, .err = &diags};
+    bool ok = pass_run_pipeline(c->f, &ctx, "schedule");
+    if (!ok) fprintf(stderr, "%s: %s\n", s->name, sb_str(&diags));
+    sb_free(&diags);
+    if (!ok) return false;
+    IrFunc *f = c->f;
+    attn_rt_args *a = &c->a;
+    a->batch = s->batch;
+    a->q_len = s->q_len;
+    a->kv_len = s->kv_len;
+    a->q_offset = s->q_offset == INT64_MIN ? s->kv_len - s->q_len : s->q_offset;
+    int64_t B = a->batch, H = f->heads, KVH = f->kv_heads, Lq = a->q_len, Lk = a->kv_len;
+    c->nq = B * H * Lq * f->qk_dim;
+    c->nk = B * KVH * Lk * f->qk_dim;
+    c->nv = B * KVH * Lk * f->v_dim;
+    c->no = B * H * Lq * f->v_dim;
+    c->q = fill(c->nq, -1.5, 1.5);
+    c->k = fill(c->nk, -1.5, 1.5);
+    c->v = fill(c->nv, -1, 1);
+    c->dout = fill(c->no, -1, 1);
+    c->o = calloc((size_t)c->no, sizeof(float));
+    a->q = c->q;
+    a->k = c->k;
+    a->v = c->v;
+    a->o = c->o;
+    int64_t qs[3] = {H * Lq * f->qk_dim, Lq * f->qk_dim, f->qk_dim}, ks[3] = {KVH * Lk * f->qk_dim, Lk * f->qk_dim, f->qk_dim};
+    int64_t vs[3] = {KVH * Lk * f->v_dim, Lk * f->v_dim, f->v_dim}, os[3] = {H * Lq * f->v_dim, Lq * f->v_dim, f->v_dim};
+    memcpy(a->q_stride, qs, sizeof qs);
+    memcpy(a->k_stride, ks, sizeof ks);
+    memcpy(a->v_stride, vs, sizeof vs);
+    memcpy(a->o_stride, os, sizeof os);
+    for (int i = 0; i < f->ninputs; i++) {
+        const IrInput *in = &f->inputs[i];
+        int64_t n = 1;
+        for (int d = 0; d < in->rank; d++) n *= a->input_dim[i][d] = dim_size(c, in->dim_kind[d], in->dim_value[d]);
+        c->nin[i] = n;
+        if (in->dtype == ATTN_F32) {
+            c->in[i] = fill(n, 0.05, 0.6);
+        } else {
+            /* ranks: a permutation of the keys of each batch row */
+            int32_t *r = malloc(sizeof(int32_t) * (size_t)n);
+            int64_t row = a->input_dim[i][1];
+            for (int64_t j = 0; j < n; j++) r[j] = (int32_t)(j % row);
+            for (int64_t b = 0; b < n / row; b++)
+                for (int64_t j = row - 1; j > 0; j--) {
+                    int64_t t = (int64_t)((uniform() + 1) / 2 * (double)(j + 1)) % (j + 1);
+                    int32_t x = r[b * row + j];
+                    r[b * row + j] = r[b * row + t];
+                    r[b * row + t] = x;
+                }
+            c->in[i] = (float *)r;
+        }
+        a->input[i] = c->in[i];
+    }
+    return true;
+}
+
+static void case_free(Case *c) {
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->o);
+    free(c->dout);
+    for (int i = 0; i < ATTN_MAX_INPUTS; i++) free(c->in[i]);
+    if (c->m) ir_module_free(c->m);
+}
+
+static double loss(Case *c) {
+    double l = 0;
+    EXPECT(ir_interpret_loss(c->f, &c->a, c->dout, &l) == ATTN_OK);
+    return l;
+}
+
+/* The gradient g[0 .. n) of the loss in the f32 array x, checked against central differences at
+ * up to 24 elements (the perturbation actually applied as the denominator). Returns the largest
+ * error relative to the gradient's scale. */
+static double check_fd(Case *c, const char *what, float *x, const double *g, int64_t n) {
+    double scale = 1e-12;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(g[i]));
+    double worst = 0;
+    int64_t step = n > 24 ? n / 24 : 1;
+    for (int64_t i = 0; i < n; i += step) {
+        float x0 = x[i];
+        float hi = x0 + 1e-3f, lo = x0 - 1e-3f;
+        x[i] = hi;
+        double lh = loss(c);
+        x[i] = lo;
+        double ll = loss(c);
+        x[i] = x0;
+        double fd = (lh - ll) / ((double)hi - (double)lo);
+        worst = fmax(worst, fabs(fd - g[i]) / scale);
+    }
+    if (worst > 1e-4) fprintf(stderr, "  %s: finite differences off by %.3g of the scale %.3g\n", what, worst, scale);
+    return worst;
+}
+
+int main(void) {
+    int nspecs = (int)(sizeof specs / sizeof specs[0]);
+    for (int s = 0; s < nspecs; s++) {
+        Case c;
+        if (!case_init(&c, &specs[s])) {
+            EXPECT(!"the spec compiles");
+            continue;
+        }
+        IrFunc *f = c.f;
+        EXPECT(f->grad.present);
+        /* the forward differentiated is the f32 interpreter's */
+        EXPECT(ir_interpret(f, &c.a) == ATTN_OK);
+        double lf = 0, mag = 0;
+        for (int64_t i = 0; i < c.no; i++) lf += (double)c.dout[i] * c.o[i], mag += fabs((double)c.dout[i] * c.o[i]);
+        double ld = loss(&c);
+        EXPECT(fabs(ld - lf) <= 1e-5 * (mag + 1e-12));
+        IrGradArgs g = {.dout = c.dout};
+        g.dq = malloc(sizeof(double) * (size_t)c.nq);
+        g.dk = malloc(sizeof(double) * (size_t)c.nk);
+        g.dv = malloc(sizeof(double) * (size_t)c.nv);
+        for (int i = 0; i < f->ninputs; i++)
+            if (f->inputs[i].dtype == ATTN_F32) g.dinput[i] = malloc(sizeof(double) * (size_t)c.nin[i]);
+        EXPECT(ir_interpret_backward(f, &c.a, &g) == ATTN_OK);
+        double worst = fmax(fmax(check_fd(&c, "dq", c.q, g.dq, c.nq), check_fd(&c, "dk", c.k, g.dk, c.nk)),
+                            check_fd(&c, "dv", c.v, g.dv, c.nv));
+        for (int i = 0; i < f->ninputs; i++)
+            if (g.dinput[i]) {
+                double w = check_fd(&c, f->inputs[i].name, c.in[i], g.dinput[i], c.nin[i]);
+                worst = fmax(worst, w);
+                /* the score reads it, so its gradient is not all zero */
+                double any = 0;
+                for (int64_t j = 0; j < c.nin[i]; j++) any += fabs(g.dinput[i][j]);
+                EXPECT(any > 0);
+            }
+        EXPECT(worst <= 1e-4);
+        if (strcmp(specs[s].name, "no_key_rows") == 0) {
+            /* rows 0 .. 5 see no key: their dq is exactly 0, and so are the keys no row sees */
+            for (int64_t i = 0; i < 6 * f->qk_dim; i++) EXPECT(g.dq[i] == 0);
+            for (int64_t i = (c.a.kv_len - 6) * f->qk_dim; i < c.nk; i++) EXPECT(g.dk[i] == 0);
+        }
+        printf("%-16s backward vs finite differences: %.2g of the scale\n", specs[s].name, worst);
+        free(g.dq);
+        free(g.dk);
+        free(g.dv);
+        for (int i = 0; i < ATTN_MAX_INPUTS; i++) free(g.dinput[i]);
+        case_free(&c);
+    }
+    /* a backward without the grad pass is refused */
+    {
+        IrFunc bare = {0};
+        IrGradArgs g = {0};
+        attn_rt_args a = {0};
+        EXPECT(ir_interpret_backward(&bare, &a, &g) == ATTN_ERR_ARG);
+    }
+    printf("%s\n", check_failures ? "test_grad: FAILED" : "test_grad: ok");
+    return check_failures != 0;
+}
