@@ -268,7 +268,7 @@ void ir_print_module(StrBuf *sb, const IrModule *m);
 /* Checks structural invariants; on failure appends a message to `msg` and returns false. */
 bool ir_verify_func(const IrFunc *f, StrBuf *msg);
 
-// interp.c — the double-precision reference
+// eval.c — the one evaluator of scalar expressions (constants, folding, the reference)
 
 /* Values a scalar expression reads; the tensor data is not needed for masks. */
 typedef struct IrEnv {
@@ -277,6 +277,11 @@ typedef struct IrEnv {
     double score;                      /* for score mods */
     const attn_rt_args *args;          /* runtime inputs (input[] and input_dim[]) */
     bool index_error;                  /* set when an input index was out of bounds */
+    bool const_only;                   /* compile time: variables and inputs are unknown... */
+    bool h_known;                      /* ...but h (the head map's) when this is set */
+    bool unknown;                      /* const_only: the value read something unknown */
+    bool overflow;                     /* integer overflow, or a divisor not positive: the
+                                        * value is meaningless (wrapped) */
 } IrEnv;
 
 typedef union IrValue {
@@ -284,11 +289,25 @@ typedef union IrValue {
     double f;  /* FLOAT */
 } IrValue;
 
+/* Evaluates `e` (f: the inputs' declarations, may be NULL when `e` reads none). */
 IrValue ir_eval(const IrFunc *f, const IrExpr *e, IrEnv *env);
+
+typedef enum IrEvalStatus { IR_EVAL_OK, IR_EVAL_NONCONST, IR_EVAL_OVERFLOW } IrEvalStatus;
+
+/* Evaluates a compile-time constant: `e` may read h when `h` is not NULL, nothing else. */
+IrEvalStatus ir_eval_const(const IrExpr *e, const int64_t *h, IrValue *out);
+
+/* The integer `/` and `%` of specs (Python's): floor division and the non-negative remainder,
+ * by d > 0. The only definition outside the code generator. */
+int64_t ir_floor_div(int64_t a, int64_t d);
+int64_t ir_floor_mod(int64_t a, int64_t d);
+
+// interp.c — the double-precision reference
 
 /* Runs the whole attention of `f` in double precision on validated args (f32 tensors),
  * writing f32 `o` (and lse if requested). Returns ATTN_ERR_INDEX on an input index out of
- * bounds, ATTN_ERR_NOMEM, or ATTN_OK. Follows the op graph (fused or not). */
+ * bounds, ATTN_ERR_OVERFLOW when the mask or score overflows 64-bit integers, ATTN_ERR_NOMEM,
+ * or ATTN_OK. Follows the op graph (fused or not). */
 attn_status ir_interpret(const IrFunc *f, const attn_rt_args *args);
 
 #endif

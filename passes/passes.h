@@ -45,7 +45,8 @@ bool pass_residue(const IrExpr *e, IrRuns *out);
 int pass_flatten(IrExpr *e, IrExprOp op, IrExpr **out, int n, int max);
 IrExpr *pass_join(Arena *a, IrExprOp op, IrExpr **terms, int n, int skip);
 
-/* Folds constants and simplifies one expression tree (also used by the frontend). */
-IrExpr *pass_fold_expr(Arena *a, IrExpr *e);
+/* Folds constants and simplifies one expression tree; NULL, with the reason in `err`, when out
+ * of memory or when constants overflow. */
+IrExpr *pass_fold_expr(Arena *a, IrExpr *e, StrBuf *err);
 
 #endif

@@ -28,8 +28,9 @@ typedef struct BItv {
 } BItv;
 
 typedef struct PruneCx {
-    Arena *a;  /* where new trees go */
-    IrFunc *f; /* the func analysed (its inputs get marked for summaries) */
+    Arena *a;    /* where new trees go */
+    IrFunc *f;   /* the func analysed (its inputs get marked for summaries) */
+    StrBuf *err; /* where folding explains a failure */
 } PruneCx;
 
 static bool varies(const IrExpr *e) {
@@ -481,7 +482,7 @@ static bool find_runs(PruneCx *c, IrFunc *f) {
     }
     if (pick < 0) return true;
     f->prune.runs = best;
-    f->prune.mask = pass_fold_expr(c->a, pass_join(c->a, IR_AND, conj, n, pick));
+    f->prune.mask = pass_fold_expr(c->a, pass_join(c->a, IR_AND, conj, n, pick), c->err);
     return f->prune.mask != NULL;
 }
 
@@ -489,23 +490,17 @@ bool pass_prune(IrFunc *f, PassCtx *ctx) {
     memset(&f->prune, 0, sizeof f->prune);
     /* -fno-prune analyses too (the schedule sizes tasks from k_lo alike, so the two kernels
      * differ only in pruning) but leaves enabled false: nothing else reads the results */
-    PruneCx c = {.a = f->arena, .f = f};
-    if (!find_runs(&c, f)) {
-        sb_puts(ctx->err, "prune: out of memory\n");
-        return false;
-    }
+    PruneCx c = {.a = f->arena, .f = f, .err = ctx->err};
+    if (!find_runs(&c, f)) return false; /* folding said why */
     BItv m = bitv(&c, f->prune.mask);
     KBound kb = kbounds(&c, f->prune.mask, 0);
-    f->prune.may_see = pass_fold_expr(c.a, m.may_true);
-    f->prune.all_see = pass_fold_expr(c.a, ir_unary(c.a, IR_NOT, m.may_false));
-    f->prune.k_lo = pass_fold_expr(c.a, kb.lo ? kb.lo : cint(&c, 0));
-    f->prune.k_hi = pass_fold_expr(
-        c.a, kb.hi ? kb.hi : ir_binary(c.a, IR_SUB, ir_var(c.a, IR_V_KVLEN), cint(&c, 1)));
-    if (c.a->failed || !f->prune.may_see || !f->prune.all_see || !f->prune.k_lo || !f->prune.k_hi) {
-        sb_puts(ctx->err, "prune: out of memory\n");
+    if (!(f->prune.may_see = pass_fold_expr(c.a, m.may_true, ctx->err)) ||
+        !(f->prune.all_see = pass_fold_expr(c.a, ir_unary(c.a, IR_NOT, m.may_false), ctx->err)) ||
+        !(f->prune.k_lo = pass_fold_expr(c.a, kb.lo ? kb.lo : cint(&c, 0), ctx->err)) ||
+        !(f->prune.k_hi = pass_fold_expr(
+              c.a, kb.hi ? kb.hi : ir_binary(c.a, IR_SUB, ir_var(c.a, IR_V_KVLEN), cint(&c, 1)), ctx->err)))
         return false;
-    }
-    f->prune.exact = exact_bounds(&c, f->prune.mask, 0);
+    if (!c.a->failed) f->prune.exact = exact_bounds(&c, f->prune.mask, 0);
     if (c.a->failed) {
         sb_puts(ctx->err, "prune: out of memory\n");
         return false;

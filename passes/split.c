@@ -63,9 +63,10 @@ bool pass_split(IrFunc *f, PassCtx *ctx) {
             g->ndomains = 0;
             IrExpr *m = ir_binary(a, IR_AND, rest, terms[t]);
             if (before) m = ir_binary(a, IR_AND, m, ir_unary(a, IR_NOT, before));
-            g->mask = pass_fold_expr(a, m);
+            g->mask = pass_fold_expr(a, m, ctx->err);
+            if (!g->mask) return false;
             before = before ? ir_binary(a, IR_OR, before, terms[t]) : terms[t];
-            if (!g->name || !g->mask) goto oom;
+            if (!g->name) goto oom;
             f->domains[f->ndomains++] = g;
         }
         return true;
