@@ -70,11 +70,12 @@ static void reference(void) {
         }
 }
 
-static attn_kernel *compile(const char *text, int no_cache) {
+static attn_kernel *compile_opt(const char *text, int no_cache, int opt_level) {
     attn_options o;
     attn_options_init(&o);
     o.threads = 1;
     o.no_cache = no_cache;
+    o.opt_level = opt_level;
     attn_kernel *kern = NULL;
     attn_error err;
     char *diags = NULL;
@@ -83,6 +84,8 @@ static attn_kernel *compile(const char *text, int no_cache) {
     attn_free(diags);
     return kern;
 }
+
+static attn_kernel *compile(const char *text, int no_cache) { return compile_opt(text, no_cache, 3); }
 
 /* Runs kern and returns the max abs difference from the reference (inf on error). */
 static double run(attn_kernel *kern, float *o) {
@@ -246,6 +249,23 @@ int main(void) {
         CHECK(entries(entry, sizeof entry) == 1, "one entry, no temp files left (%d files)", entries(NULL, 0));
         CHECK(file_size(entry) == size, "the entry is whole");
         expect("after two threads: warm", spec_a, 1);
+    }
+
+    /* the optimization level is part of the key: an -O0 kernel is never served for -O3 */
+    clear_dir();
+    {
+        static float o[B * H * LQ * D];
+        attn_kernel *k0 = compile_opt(spec_a, 0, 0);
+        CHECK(k0 && !attn_kernel_cache_hit(k0), "-O0 into an empty cache: a miss");
+        CHECK(run(k0, o) < 1e-4, "-O0 kernel correct");
+        attn_kernel *k3 = compile_opt(spec_a, 0, 3);
+        CHECK(k3 && !attn_kernel_cache_hit(k3), "-O3 after -O0: a miss, not the -O0 entry");
+        CHECK(entries(NULL, 0) == 2, "-O0 and -O3: two entries (found %d)", entries(NULL, 0));
+        attn_kernel *w0 = compile_opt(spec_a, 0, 0);
+        CHECK(w0 && attn_kernel_cache_hit(w0), "-O0 again: a hit");
+        attn_kernel_free(k0);
+        attn_kernel_free(k3);
+        attn_kernel_free(w0);
     }
 
     /* an unusable cache directory only costs a compile */
