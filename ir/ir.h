@@ -249,6 +249,18 @@ const char *ir_dtype_name(attn_dtype t); /* "f32", "f16", "bf16", "i32" */
 const char *ir_infix_text(IrExprOp op); /* "+", "<=", "&&"...; NULL for non-infix ops */
 bool ir_expr_uses_var(const IrExpr *e, IrVar v);
 bool ir_expr_equal(const IrExpr *a, const IrExpr *b);
+
+// mask.c — mask analysis, for the passes and the code generator
+
+/* Flattens a tree of `op` (IR_AND, IR_OR) into its terms (returns the count, which may pass
+ * max), and joins terms back, leaving out terms[skip] (-1: none). */
+int ir_mask_flatten(IrExpr *e, IrExprOp op, IrExpr **out, int n, int max);
+IrExpr *ir_mask_join(Arena *a, IrExprOp op, IrExpr **terms, int n, int skip);
+/* The comparison with its operands swapped: a < b  <=>  b > a. */
+IrExprOp ir_cmp_mirror(IrExprOp op);
+/* A residue conjunct of a mask ((q - k) % r == 0, k % r == q % r, k % r >= c, ...) as runs of
+ * keys (IrRuns); false for anything else or a residue set not worth visiting apart. */
+bool ir_mask_residue(const IrExpr *e, IrRuns *out);
 /* An exact band (prune.exact, bounds over the row alone): a row at x sees exactly the keys
  * [x - *hi - w + 1, x - *hi]; returns w (0: the mask is no such band). */
 int64_t ir_prune_band(const IrFunc *f, int64_t *hi);
