@@ -6,7 +6,7 @@
 
 #include "frontend/frontend.h"
 #include "passes/passes.h"
-#include "tests/check.h"
+#include "check.h"
 
 static IrExpr *cint(Arena *a, int64_t v) { return ir_const_int(a, v); }
 
@@ -131,6 +131,5 @@ int main(void) {
     test_fold();
     test_interpret();
     test_frontend();
-    if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);
-    return check_failures != 0;
+    return check_done("test_eval");
 }
