@@ -4,8 +4,8 @@
  *   CHECK(cond, fmt, ...)  counts a check; if cond is false, counts a failure and prints
  *                          "FAIL file:line: message" (thread-safe)
  *   EXPECT(cond)           CHECK whose message is the condition as written
- *   REQUIRE(cond, fmt, ...) CHECK, then abort() on failure: for a state a test cannot go on
- *                          from, and for fuzz targets (the fuzzer reports the crash)
+ *   REQUIRE(cond, fmt, ...) a precondition, not counted: on failure prints as CHECK does and
+ *                          aborts (out of memory, a setup step; fuzz targets' properties)
  *   check_done(name)       prints "name: N checks, M failed"; the program's exit status
  *   check_rand, check_unit, check_int, check_normal: one splitmix64 generator; its state is
  *                          the caller's (any seed), so every run draws the same numbers
@@ -53,9 +53,10 @@ __attribute__((format(printf, 3, 4), unused)) static void check_fail(const char 
 
 #define REQUIRE(cond, ...)                                               \
     do {                                                                 \
-        bool check_ok_ = (cond); /* evaluated once */                   \
-        CHECK(check_ok_, __VA_ARGS__);                                   \
-        if (!check_ok_) abort();                                         \
+        if (!(cond)) {                                                   \
+            check_fail(__FILE__, __LINE__, __VA_ARGS__);                 \
+            abort();                                                     \
+        }                                                                \
     } while (0)
 
 /* Prints the totals; returns the exit status (1 if a check failed or none ran). */
