@@ -232,7 +232,32 @@ static void too_deep(Lower *L, FeLoc loc) {
          FE_MAX_LOWER_DEPTH);
 }
 
-/* Finishes a new IR node: sets its type, counts it, checks the limits. */
+/* A node whose operands are all constants becomes a constant, computed by the evaluator the
+ * passes and the reference use: an integer overflow between constants (params included) is
+ * the spec's error, as it is in sizes, never a silently wrapped mask. */
+static Val fold_node(Lower *L, FeLoc loc, Val v) {
+    IrExpr *e = v.e;
+    if (e->op == IR_CONST || e->op == IR_VAR || e->op == IR_INPUT || e->op == IR_RANGE || e->nargs == 0)
+        return v;
+    for (int i = 0; i < e->nargs; i++)
+        if (e->args[i]->op != IR_CONST) return v;
+    IrValue r;
+    IrEvalStatus st = ir_eval_const(e, NULL, &r);
+    if (st == IR_EVAL_OVERFLOW) {
+        const char *op = e->op == IR_CALL ? ir_fn_name((IrFn)e->fn) : e->op == IR_NEG ? "-"
+                       : ir_infix_text(e->op);
+        lerr(L, loc, "integer overflow in constant expression '%s'", op ? op : "?");
+        return bad();
+    }
+    if (st != IR_EVAL_OK) return v;
+    IrExpr *c = e->type == IR_TY_FLOAT ? ir_const_float(L->arena, r.f)
+              : e->type == IR_TY_BOOL  ? ir_const_bool(L->arena, r.i != 0)
+                                       : ir_const_int(L->arena, r.i);
+    fe_check(L->c, c);
+    return (Val){c, v.depth};
+}
+
+/* Finishes a new IR node: sets its type, counts it, checks the limits, folds constants. */
 static Val node(Lower *L, FeLoc loc, IrExpr *e, IrType t, int child_depth) {
     fe_check(L->c, e);
     e->type = t;
@@ -248,7 +273,7 @@ static Val node(Lower *L, FeLoc loc, IrExpr *e, IrType t, int child_depth) {
         L->too_big = true;
         return bad();
     }
-    return v;
+    return fold_node(L, loc, v);
 }
 
 static int dmax(int a, int b) { return a > b ? a : b; }
@@ -307,127 +332,6 @@ static Val copy_val(Lower *L, FeLoc loc, Val v) {
     return (Val){copy_expr(L, v.e), v.depth};
 }
 
-// constant evaluation (integer semantics of ir.h: 64-bit, floor division, non-negative mod)
-
-typedef enum EvStatus { EV_OK, EV_NONCONST, EV_OVERFLOW } EvStatus;
-
-static int64_t floor_div(int64_t a, int64_t d) {
-    int64_t q = a / d;
-    if ((a % d != 0) && ((a < 0) != (d < 0))) q--;
-    return q;
-}
-
-static int64_t floor_mod(int64_t a, int64_t d) {
-    int64_t r = a % d;
-    if (r < 0) r += d < 0 ? -d : d;
-    return r;
-}
-
-/* Evaluates `e`; `h` (if not NULL) is the value of the variable h. */
-static EvStatus ceval(const IrExpr *e, const int64_t *h, IrValue *out) {
-    IrValue a[4];
-    if (e->op == IR_CONST) {
-        if (e->type == IR_TY_FLOAT)
-            out->f = e->fval;
-        else
-            out->i = e->ival;
-        return EV_OK;
-    }
-    if (e->op == IR_VAR) {
-        if (e->var != IR_V_H || !h) return EV_NONCONST;
-        out->i = *h;
-        return EV_OK;
-    }
-    if (e->op == IR_INPUT) return EV_NONCONST;
-    if (e->op == IR_SELECT) {
-        EvStatus st = ceval(e->args[0], h, &a[0]);
-        if (st != EV_OK) return st;
-        return ceval(e->args[a[0].i ? 1 : 2], h, out);
-    }
-    for (int i = 0; i < e->nargs && i < 4; i++) {
-        EvStatus st = ceval(e->args[i], h, &a[i]);
-        if (st != EV_OK) return st;
-    }
-    bool fl = e->nargs > 0 && e->args[0]->type == IR_TY_FLOAT;
-    switch (e->op) {
-    case IR_NEG:
-        if (fl) {
-            out->f = -a[0].f;
-        } else {
-            if (a[0].i == INT64_MIN) return EV_OVERFLOW;
-            out->i = -a[0].i;
-        }
-        return EV_OK;
-    case IR_NOT: out->i = !a[0].i; return EV_OK;
-    case IR_ITOF: out->f = (double)a[0].i; return EV_OK;
-    case IR_ADD:
-        if (fl) out->f = a[0].f + a[1].f;
-        else if (__builtin_add_overflow(a[0].i, a[1].i, &out->i)) return EV_OVERFLOW;
-        return EV_OK;
-    case IR_SUB:
-        if (fl) out->f = a[0].f - a[1].f;
-        else if (__builtin_sub_overflow(a[0].i, a[1].i, &out->i)) return EV_OVERFLOW;
-        return EV_OK;
-    case IR_MUL:
-        if (fl) out->f = a[0].f * a[1].f;
-        else if (__builtin_mul_overflow(a[0].i, a[1].i, &out->i)) return EV_OVERFLOW;
-        return EV_OK;
-    case IR_DIV:
-        if (fl) {
-            out->f = a[0].f / a[1].f;
-        } else {
-            if (a[1].i == 0 || (a[1].i == -1 && a[0].i == INT64_MIN)) return EV_OVERFLOW;
-            out->i = floor_div(a[0].i, a[1].i);
-        }
-        return EV_OK;
-    case IR_MOD:
-        if (a[1].i == 0 || a[1].i == -1) return EV_OVERFLOW;
-        out->i = floor_mod(a[0].i, a[1].i);
-        return EV_OK;
-    case IR_EQ: out->i = fl ? a[0].f == a[1].f : a[0].i == a[1].i; return EV_OK;
-    case IR_NE: out->i = fl ? a[0].f != a[1].f : a[0].i != a[1].i; return EV_OK;
-    case IR_LT: out->i = fl ? a[0].f < a[1].f : a[0].i < a[1].i; return EV_OK;
-    case IR_LE: out->i = fl ? a[0].f <= a[1].f : a[0].i <= a[1].i; return EV_OK;
-    case IR_GT: out->i = fl ? a[0].f > a[1].f : a[0].i > a[1].i; return EV_OK;
-    case IR_GE: out->i = fl ? a[0].f >= a[1].f : a[0].i >= a[1].i; return EV_OK;
-    case IR_AND: out->i = a[0].i && a[1].i; return EV_OK;
-    case IR_OR: out->i = a[0].i || a[1].i; return EV_OK;
-    case IR_CALL: {
-        if (e->type == IR_TY_INT) { /* abs, min, max of ints */
-            switch (e->fn) {
-            case IR_FN_ABS:
-                if (a[0].i == INT64_MIN) return EV_OVERFLOW;
-                out->i = a[0].i < 0 ? -a[0].i : a[0].i;
-                return EV_OK;
-            case IR_FN_MIN: out->i = a[0].i < a[1].i ? a[0].i : a[1].i; return EV_OK;
-            case IR_FN_MAX: out->i = a[0].i > a[1].i ? a[0].i : a[1].i; return EV_OK;
-            default: return EV_NONCONST;
-            }
-        }
-        double x = a[0].f;
-        switch (e->fn) {
-        case IR_FN_ABS: out->f = fabs(x); break;
-        case IR_FN_MIN: out->f = fmin(x, a[1].f); break;
-        case IR_FN_MAX: out->f = fmax(x, a[1].f); break;
-        case IR_FN_EXP: out->f = exp(x); break;
-        case IR_FN_EXP2: out->f = exp2(x); break;
-        case IR_FN_LOG: out->f = log(x); break;
-        case IR_FN_LOG2: out->f = log2(x); break;
-        case IR_FN_SQRT: out->f = sqrt(x); break;
-        case IR_FN_TANH: out->f = tanh(x); break;
-        case IR_FN_ERF: out->f = erf(x); break;
-        case IR_FN_SIGMOID: out->f = 1.0 / (1.0 + exp(-x)); break;
-        case IR_FN_SIN: out->f = sin(x); break;
-        case IR_FN_COS: out->f = cos(x); break;
-        case IR_FN_FLOOR: out->f = floor(x); break;
-        case IR_FN_CEIL: out->f = ceil(x); break;
-        default: return EV_NONCONST;
-        }
-        return EV_OK;
-    }
-    default: return EV_NONCONST;
-    }
-}
 
 // lowering
 
@@ -607,8 +511,8 @@ static const char *op_text(int op) {
 static Val const_divisor(Lower *L, FeNode *n, Val y) {
     FeNode *yn = n->args->next;
     IrValue v;
-    EvStatus st = ceval(y.e, NULL, &v);
-    if (st == EV_NONCONST) {
+    IrEvalStatus st = ir_eval_const(y.e, NULL, &v);
+    if (st == IR_EVAL_NONCONST) {
         if (n->op == IR_DIV)
             lerr(L, yn->start, "division by a runtime value (the divisor of an integer '/' must be "
                                "a constant; make an operand float for true division)");
@@ -616,7 +520,7 @@ static Val const_divisor(Lower *L, FeNode *n, Val y) {
             lerr(L, yn->start, "division by a runtime value (the divisor of '%%' must be a constant)");
         return bad();
     }
-    if (st == EV_OVERFLOW) {
+    if (st == IR_EVAL_OVERFLOW) {
         lerr(L, yn->start, "integer overflow in the divisor of '%s'", op_text(n->op));
         return bad();
     }
@@ -677,16 +581,7 @@ static Val lower_binary(Lower *L, FeNode *n) {
         if (!x.e || !y.e) return bad();
     }
     bool cmp = n->op >= IR_EQ && n->op <= IR_GE;
-    Val r = mk_binary(L, n->loc, n->op, x, y, cmp ? IR_TY_BOOL : fl ? IR_TY_FLOAT : IR_TY_INT);
-    /* constants are 64-bit and kernels would wrap silently: overflow between constants
-     * (params included) is the spec's error, as it is in sizes */
-    IrValue v;
-    if (r.e && !fl && !cmp && x.e->op == IR_CONST && y.e->op == IR_CONST &&
-        ceval(r.e, NULL, &v) == EV_OVERFLOW) {
-        lerr(L, n->loc, "integer overflow in constant expression '%s'", op);
-        return bad();
-    }
-    return r;
+    return mk_binary(L, n->loc, n->op, x, y, cmp ? IR_TY_BOOL : fl ? IR_TY_FLOAT : IR_TY_INT);
 }
 
 static Val lower_cond(Lower *L, FeNode *n) {
@@ -927,9 +822,9 @@ static bool eval_param(Sema *S, FeStmt *p) {
         return false;
     }
     IrValue val;
-    EvStatus st = ceval(v.e, NULL, &val);
-    if (st != EV_OK) {
-        fe_error(c, p->expr->start, st == EV_OVERFLOW ? "integer overflow in param '%s'"
+    IrEvalStatus st = ir_eval_const(v.e, NULL, &val);
+    if (st != IR_EVAL_OK) {
+        fe_error(c, p->expr->start, st == IR_EVAL_OVERFLOW ? "integer overflow in param '%s'"
                                                       : "param '%s' must be a compile-time constant",
                  p->name);
         p->pstate = FE_P_BAD;
@@ -961,9 +856,9 @@ static bool const_value(Sema *S, const Scope *scope, FeStmt *st, IrType want, Ir
         return false;
     }
     IrValue val;
-    EvStatus es = ceval(v.e, NULL, &val);
-    if (es != EV_OK) {
-        fe_error(c, st->expr->start, es == EV_OVERFLOW ? "integer overflow in %s"
+    IrEvalStatus es = ir_eval_const(v.e, NULL, &val);
+    if (es != IR_EVAL_OK) {
+        fe_error(c, st->expr->start, es == IR_EVAL_OVERFLOW ? "integer overflow in %s"
                                                        : "%s must be a compile-time constant",
                  st->name);
         return false;
@@ -1155,7 +1050,7 @@ static void check_input(Sema *S, const Scope *scope, FeStmt *s, IrInput *in) {
         IrValue val;
         if (v.e->type != IR_TY_INT) {
             fe_error(c, d->start, "%s must be an integer, got %s", what, type_name(v.e->type));
-        } else if (ceval(v.e, NULL, &val) != EV_OK) {
+        } else if (ir_eval_const(v.e, NULL, &val) != IR_EVAL_OK) {
             fe_error(c, d->start, "%s must be a compile-time constant", what);
         } else if (val.i <= 0) {
             fe_error(c, d->start, "%s must be positive, got %lld", what, (long long)val.i);
@@ -1323,8 +1218,8 @@ static void check_block(Sema *S, FeStmt *blk) {
             f->head_map_expr = v.e;
             for (int64_t h = 0; h < heads; h++) {
                 IrValue r;
-                EvStatus es = ceval(v.e, &h, &r);
-                if (es != EV_OK) {
+                IrEvalStatus es = ir_eval_const(v.e, &h, &r);
+                if (es != IR_EVAL_OK) {
                     fe_error(c, at, "integer overflow in kv_head for h = %lld", (long long)h);
                     break;
                 }

@@ -235,69 +235,6 @@ bool ir_expr_equal(const IrExpr *a, const IrExpr *b) {
     return true;
 }
 
-/* e = coef * q + c, q the one-row tile's position (QMIN = QMAX): sums, differences and
- * negations of QMIN, QMAX and integer constants only, no overflow; false for anything else. */
-static bool affine_row(const IrExpr *e, int64_t *coef, int64_t *c, int depth) {
-    if (depth > 64) return false;
-    int64_t c0, k0, c1, k1;
-    switch (e->op) {
-    case IR_CONST:
-        if (e->type != IR_TY_INT) return false;
-        *coef = 0, *c = e->ival;
-        return true;
-    case IR_VAR:
-        if (e->var != IR_V_QMIN && e->var != IR_V_QMAX) return false;
-        *coef = 1, *c = 0;
-        return true;
-    case IR_NEG:
-        return affine_row(e->args[0], &k0, &c0, depth + 1) && !__builtin_sub_overflow(0, k0, coef) &&
-               !__builtin_sub_overflow(0, c0, c);
-    case IR_ADD:
-    case IR_SUB:
-        if (!affine_row(e->args[0], &k0, &c0, depth + 1) || !affine_row(e->args[1], &k1, &c1, depth + 1)) return false;
-        if (e->op == IR_ADD) return !__builtin_add_overflow(k0, k1, coef) && !__builtin_add_overflow(c0, c1, c);
-        return !__builtin_sub_overflow(k0, k1, coef) && !__builtin_sub_overflow(c0, c1, c);
-    case IR_CALL:
-        /* min/max of two bounds with the same slope: the slope, and the min/max offset */
-        if ((e->fn != IR_FN_MIN && e->fn != IR_FN_MAX) || e->nargs != 2 ||
-            !affine_row(e->args[0], &k0, &c0, depth + 1) || !affine_row(e->args[1], &k1, &c1, depth + 1) || k0 != k1)
-            return false;
-        *coef = k0;
-        *c = (e->fn == IR_FN_MIN) == (c0 < c1) ? c0 : c1;
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* An exact interval whose bounds are affine in the row: k_lo = klo q + clo, k_hi = khi q + chi. */
-static bool prune_affine(const IrFunc *f, int64_t *klo, int64_t *clo, int64_t *khi, int64_t *chi) {
-    const IrPrune *pr = &f->prune;
-    return pr->enabled && pr->exact && pr->k_lo && pr->k_hi && affine_row(pr->k_lo, klo, clo, 0) &&
-           affine_row(pr->k_hi, khi, chi, 0);
-}
-
-bool ir_prune_tri(const IrFunc *f, int64_t *lo, int64_t *hi) {
-    int64_t klo, clo, khi, chi;
-    if (!prune_affine(f, &klo, &clo, &khi, &chi) || klo != 0 || khi != 1) return false;
-    /* [clo, q + chi]: bounded constants (the kernel's position arithmetic stays in range) */
-    if (chi > 0 || chi < -((int64_t)1 << 30) || clo < -((int64_t)1 << 40) || clo > ((int64_t)1 << 40)) return false;
-    *lo = clo;
-    *hi = -chi;
-    return true;
-}
-
-int64_t ir_prune_band(const IrFunc *f, int64_t *hi) {
-    int64_t klo, clo, khi, chi;
-    if (!prune_affine(f, &klo, &clo, &khi, &chi) || klo != 1 || khi != 1) return 0;
-    /* [q + clo, q + chi]: w = chi - clo + 1 keys ending -chi before q */
-    int64_t w;
-    if (__builtin_sub_overflow(chi, clo, &w) || w < 0 || w >= ((int64_t)1 << 30) || chi > 0 || chi < -((int64_t)1 << 30))
-        return 0;
-    *hi = -chi;
-    return w + 1;
-}
-
 int ir_head_kv(const IrFunc *f, int h) {
     int group = f->kv_heads > 0 ? f->heads / f->kv_heads : 1;
     if (group < 1) group = 1;

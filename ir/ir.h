@@ -348,6 +348,18 @@ const char *ir_dtype_name(attn_dtype t); /* "f32", "f16", "bf16", "i32" */
 const char *ir_infix_text(IrExprOp op); /* "+", "<=", "&&"...; NULL for non-infix ops */
 bool ir_expr_uses_var(const IrExpr *e, IrVar v);
 bool ir_expr_equal(const IrExpr *a, const IrExpr *b);
+
+// mask.c — mask analysis, for the passes and the code generator
+
+/* Flattens a tree of `op` (IR_AND, IR_OR) into its terms (returns the count, which may pass
+ * max), and joins terms back, leaving out terms[skip] (-1: none). */
+int ir_mask_flatten(IrExpr *e, IrExprOp op, IrExpr **out, int n, int max);
+IrExpr *ir_mask_join(Arena *a, IrExprOp op, IrExpr **terms, int n, int skip);
+/* The comparison with its operands swapped: a < b  <=>  b > a. */
+IrExprOp ir_cmp_mirror(IrExprOp op);
+/* A residue conjunct of a mask ((q - k) % r == 0, k % r == q % r, k % r >= c, ...) as runs of
+ * keys (IrRuns); false for anything else or a residue set not worth visiting apart. */
+bool ir_mask_residue(const IrExpr *e, IrRuns *out);
 /* An exact band (prune.exact, bounds over the row alone): a row at x sees exactly the keys
  * [x - *hi - w + 1, x - *hi]; returns w (0: the mask is no such band). */
 int64_t ir_prune_band(const IrFunc *f, int64_t *hi);
@@ -386,7 +398,7 @@ void ir_print_module(StrBuf *sb, const IrModule *m);
 /* Checks structural invariants; on failure appends a message to `msg` and returns false. */
 bool ir_verify_func(const IrFunc *f, StrBuf *msg);
 
-// interp.c — the double-precision reference
+// eval.c — the one evaluator of scalar expressions (constants, folding, the reference)
 
 /* Values a scalar expression reads; the tensor data is not needed for masks. */
 typedef struct IrEnv {
@@ -395,6 +407,11 @@ typedef struct IrEnv {
     double score;                      /* for score mods */
     const attn_rt_args *args;          /* runtime inputs (input[] and input_dim[]) */
     bool index_error;                  /* set when an input index was out of bounds */
+    bool const_only;                   /* compile time: variables and inputs are unknown... */
+    bool h_known;                      /* ...but h (the head map's) when this is set */
+    bool unknown;                      /* const_only: the value read something unknown */
+    bool overflow;                     /* integer overflow, or a divisor not positive: the
+                                        * value is meaningless (wrapped) */
 } IrEnv;
 
 typedef union IrValue {
@@ -402,11 +419,25 @@ typedef union IrValue {
     double f;  /* FLOAT */
 } IrValue;
 
+/* Evaluates `e` (f: the inputs' declarations, may be NULL when `e` reads none). */
 IrValue ir_eval(const IrFunc *f, const IrExpr *e, IrEnv *env);
+
+typedef enum IrEvalStatus { IR_EVAL_OK, IR_EVAL_NONCONST, IR_EVAL_OVERFLOW } IrEvalStatus;
+
+/* Evaluates a compile-time constant: `e` may read h when `h` is not NULL, nothing else. */
+IrEvalStatus ir_eval_const(const IrExpr *e, const int64_t *h, IrValue *out);
+
+/* The integer `/` and `%` of specs (Python's): floor division and the non-negative remainder,
+ * by d > 0. The only definition outside the code generator. */
+int64_t ir_floor_div(int64_t a, int64_t d);
+int64_t ir_floor_mod(int64_t a, int64_t d);
+
+// interp.c — the double-precision reference
 
 /* Runs the whole attention of `f` in double precision on validated args (f32 tensors),
  * writing f32 `o` (and lse if requested). Returns ATTN_ERR_INDEX on an input index out of
- * bounds, ATTN_ERR_NOMEM, or ATTN_OK. Follows the op graph (fused or not). */
+ * bounds, ATTN_ERR_OVERFLOW when the mask or score overflows 64-bit integers, ATTN_ERR_NOMEM,
+ * or ATTN_OK. Follows the op graph (fused or not). */
 attn_status ir_interpret(const IrFunc *f, const attn_rt_args *args);
 /* Element i of a q/k/v/o array in dtype t, as a double. */
 double ir_load_elem(attn_dtype t, const void *base, int64_t i);

@@ -38,16 +38,8 @@ bool pass_flash(IrFunc *f, PassCtx *ctx);
 bool pass_prune(IrFunc *f, PassCtx *ctx);
 bool pass_schedule(IrFunc *f, PassCtx *ctx);
 
-/* A residue conjunct of a mask ((q - k) % r == 0, k % r == q % r, k % r >= c, ...) as runs of
- * keys (IrRuns); false for anything else or a residue set not worth visiting apart. */
-bool pass_residue(const IrExpr *e, IrRuns *out);
-
-/* Flattens a tree of `op` (IR_AND, IR_OR) into its terms (returns the count, which may pass
- * max), and joins terms back, leaving out terms[skip] (-1: none). */
-int pass_flatten(IrExpr *e, IrExprOp op, IrExpr **out, int n, int max);
-IrExpr *pass_join(Arena *a, IrExprOp op, IrExpr **terms, int n, int skip);
-
-/* Folds constants and simplifies one expression tree (also used by the frontend). */
-IrExpr *pass_fold_expr(Arena *a, IrExpr *e);
+/* Folds constants and simplifies one expression tree; NULL, with the reason in `err`, when out
+ * of memory or when constants overflow. */
+IrExpr *pass_fold_expr(Arena *a, IrExpr *e, StrBuf *err);
 
 #endif

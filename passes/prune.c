@@ -28,8 +28,9 @@ typedef struct BItv {
 } BItv;
 
 typedef struct PruneCx {
-    Arena *a;  /* where new trees go */
-    IrFunc *f; /* the func analysed (its inputs get marked for summaries) */
+    Arena *a;    /* where new trees go */
+    IrFunc *f;   /* the func analysed (its inputs get marked for summaries) */
+    StrBuf *err; /* where folding explains a failure */
 } PruneCx;
 
 static bool varies(const IrExpr *e) {
@@ -205,11 +206,6 @@ static BItv bitv(PruneCx *c, IrExpr *e) {
 
 // key bounds
 
-/* The comparison with its operands swapped: a < b  <=>  b > a. */
-static IrExprOp mirror(IrExprOp op) {
-    return op == IR_LT ? IR_GT : op == IR_LE ? IR_GE : op == IR_GT ? IR_LT : op == IR_GE ? IR_LE : op;
-}
-
 typedef struct KBound {
     IrExpr *lo; /* INT or NULL (unbounded below) */
     IrExpr *hi; /* INT or NULL (unbounded above), inclusive */
@@ -297,7 +293,7 @@ static KBound kb_div(PruneCx *c, IrExpr *e) {
     if (!(x->op == IR_DIV && is_var(x->args[0], IR_V_K))) {
         x = e->args[1];
         u = e->args[0];
-        op = mirror(op);
+        op = ir_cmp_mirror(op);
     }
     if (!(x->op == IR_DIV && is_var(x->args[0], IR_V_K)) ||
         x->args[1]->op != IR_CONST || x->args[1]->ival < 1 || ir_expr_uses_var(u, IR_V_K))
@@ -342,7 +338,7 @@ static KBound kbounds(PruneCx *c, IrExpr *e, int depth) {
         u = ir_unary(c->a, IR_NEG, rest);
     } else {
         u = rest;
-        op = mirror(op);
+        op = ir_cmp_mirror(op);
     }
     Itv ui = itv(c, u);
     if (ui.top) return none;
@@ -389,7 +385,7 @@ static bool exact_bounds(PruneCx *c, IrExpr *e, int depth) {
     for (int i = 0; i < 2; i++) {
         /* abs(x) OP y: x OP y && -x OP y, as kb_abs splits it */
         IrExpr *x = e->args[i], *y = e->args[1 - i];
-        IrExprOp op = i ? mirror(e->op) : e->op;
+        IrExprOp op = i ? ir_cmp_mirror(e->op) : e->op;
         if (x->op == IR_CALL && x->fn == IR_FN_ABS && x->type == IR_TY_INT) {
             if (op != IR_LT && op != IR_LE) return false;
             IrExpr *a = x->args[0];
@@ -407,72 +403,18 @@ static bool exact_bounds(PruneCx *c, IrExpr *e, int depth) {
            (coef == 1 || coef == -1) && exact_term(rest, depth + 1);
 }
 
-// residue runs
-
-/* x % r with a constant r in [2, 2^20]: r, else 0. */
-static int64_t modulus(const IrExpr *x) {
-    if (x->op != IR_MOD || x->args[1]->op != IR_CONST || x->args[1]->type != IR_TY_INT) return 0;
-    int64_t r = x->args[1]->ival;
-    return r >= 2 && r <= (1 << 20) ? r : 0;
-}
-
-bool pass_residue(const IrExpr *e, IrRuns *out) {
-    if (e->op < IR_EQ || e->op > IR_GE || e->args[0]->type != IR_TY_INT) return false;
-    IrExprOp op = e->op;
-    const IrExpr *x = e->args[0], *y = e->args[1];
-    if (!modulus(x)) {
-        /* c OP k % r  ==  k % r OP' c */
-        const IrExpr *t = x;
-        x = y;
-        y = t;
-        op = mirror(op);
-    }
-    int64_t r = modulus(x);
-    if (!r) return false;
-    const IrExpr *d = x->args[0];
-    if (op == IR_EQ) {
-        /* (q - k) % r == 0, (k - q) % r == 0, k % r == q % r */
-        bool diff = d->op == IR_SUB && y->op == IR_CONST && y->ival == 0 &&
-                    ((is_var(d->args[0], IR_V_Q) && is_var(d->args[1], IR_V_K)) ||
-                     (is_var(d->args[0], IR_V_K) && is_var(d->args[1], IR_V_Q)));
-        bool pair = modulus(y) == r && ((is_var(d, IR_V_K) && is_var(y->args[0], IR_V_Q)) ||
-                                        (is_var(d, IR_V_Q) && is_var(y->args[0], IR_V_K)));
-        if (diff || pair) {
-            *out = (IrRuns){.mod = r, .base = 0, .width = 1, .with_q = true};
-            return true;
-        }
-    }
-    /* k % r OP c: the residues [lo, hi) */
-    if (!is_var(d, IR_V_K) || y->op != IR_CONST || y->type != IR_TY_INT) return false;
-    int64_t c = y->ival, lo = 0, hi = r;
-    switch (op) {
-    case IR_EQ: lo = c, hi = c + 1; break;
-    case IR_LT: hi = c; break;
-    case IR_LE: hi = c + 1; break;
-    case IR_GT: lo = c + 1; break;
-    case IR_GE: lo = c; break;
-    default: return false;
-    }
-    lo = lo < 0 ? 0 : lo;
-    hi = hi > r ? r : hi;
-    /* worth it when at most half the keys are visited (and some are) */
-    if (hi <= lo || 2 * (hi - lo) > r) return false;
-    *out = (IrRuns){.mod = r, .base = lo, .width = hi - lo, .with_q = false};
-    return true;
-}
-
 /* Moves a residue conjunct of the mask into f->prune.runs (a congruence with q first, as it
  * also strides the rows); f->prune.mask is the rest. */
 static bool find_runs(PruneCx *c, IrFunc *f) {
     IrExpr *conj[32];
-    int n = pass_flatten(f->mask, IR_AND, conj, 0, 32);
+    int n = ir_mask_flatten(f->mask, IR_AND, conj, 0, 32);
     f->prune.mask = f->mask;
     if (n > 32) return true;
     int pick = -1;
     IrRuns best = {0};
     for (int i = 0; i < n; i++) {
         IrRuns r;
-        if (!pass_residue(conj[i], &r)) continue;
+        if (!ir_mask_residue(conj[i], &r)) continue;
         if (pick < 0 || (r.with_q && !best.with_q) ||
             (r.with_q == best.with_q && r.width * best.mod < best.width * r.mod)) {
             pick = i;
@@ -481,7 +423,7 @@ static bool find_runs(PruneCx *c, IrFunc *f) {
     }
     if (pick < 0) return true;
     f->prune.runs = best;
-    f->prune.mask = pass_fold_expr(c->a, pass_join(c->a, IR_AND, conj, n, pick));
+    f->prune.mask = pass_fold_expr(c->a, ir_mask_join(c->a, IR_AND, conj, n, pick), c->err);
     return f->prune.mask != NULL;
 }
 
@@ -489,23 +431,17 @@ bool pass_prune(IrFunc *f, PassCtx *ctx) {
     memset(&f->prune, 0, sizeof f->prune);
     /* -fno-prune analyses too (the schedule sizes tasks from k_lo alike, so the two kernels
      * differ only in pruning) but leaves enabled false: nothing else reads the results */
-    PruneCx c = {.a = f->arena, .f = f};
-    if (!find_runs(&c, f)) {
-        sb_puts(ctx->err, "prune: out of memory\n");
-        return false;
-    }
+    PruneCx c = {.a = f->arena, .f = f, .err = ctx->err};
+    if (!find_runs(&c, f)) return false; /* folding said why */
     BItv m = bitv(&c, f->prune.mask);
     KBound kb = kbounds(&c, f->prune.mask, 0);
-    f->prune.may_see = pass_fold_expr(c.a, m.may_true);
-    f->prune.all_see = pass_fold_expr(c.a, ir_unary(c.a, IR_NOT, m.may_false));
-    f->prune.k_lo = pass_fold_expr(c.a, kb.lo ? kb.lo : cint(&c, 0));
-    f->prune.k_hi = pass_fold_expr(
-        c.a, kb.hi ? kb.hi : ir_binary(c.a, IR_SUB, ir_var(c.a, IR_V_KVLEN), cint(&c, 1)));
-    if (c.a->failed || !f->prune.may_see || !f->prune.all_see || !f->prune.k_lo || !f->prune.k_hi) {
-        sb_puts(ctx->err, "prune: out of memory\n");
+    if (!(f->prune.may_see = pass_fold_expr(c.a, m.may_true, ctx->err)) ||
+        !(f->prune.all_see = pass_fold_expr(c.a, ir_unary(c.a, IR_NOT, m.may_false), ctx->err)) ||
+        !(f->prune.k_lo = pass_fold_expr(c.a, kb.lo ? kb.lo : cint(&c, 0), ctx->err)) ||
+        !(f->prune.k_hi = pass_fold_expr(
+              c.a, kb.hi ? kb.hi : ir_binary(c.a, IR_SUB, ir_var(c.a, IR_V_KVLEN), cint(&c, 1)), ctx->err)))
         return false;
-    }
-    f->prune.exact = exact_bounds(&c, f->prune.mask, 0);
+    if (!c.a->failed) f->prune.exact = exact_bounds(&c, f->prune.mask, 0);
     if (c.a->failed) {
         sb_puts(ctx->err, "prune: out of memory\n");
         return false;

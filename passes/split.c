@@ -15,27 +15,11 @@
 /* A term worth a domain of its own: it has a residue conjunct the prune pass runs apart. */
 static bool has_residue(IrExpr *e) {
     IrExpr *conj[32];
-    int n = pass_flatten(e, IR_AND, conj, 0, 32);
+    int n = ir_mask_flatten(e, IR_AND, conj, 0, 32);
     IrRuns r;
     for (int i = 0; i < n && i < 32; i++)
-        if (pass_residue(conj[i], &r)) return true;
+        if (ir_mask_residue(conj[i], &r)) return true;
     return false;
-}
-
-int pass_flatten(IrExpr *e, IrExprOp op, IrExpr **out, int n, int max) {
-    if (e->op == op) {
-        n = pass_flatten(e->args[0], op, out, n, max);
-        return pass_flatten(e->args[1], op, out, n, max);
-    }
-    if (n < max) out[n] = e;
-    return n + 1;
-}
-
-IrExpr *pass_join(Arena *a, IrExprOp op, IrExpr **terms, int n, int skip) {
-    IrExpr *r = NULL;
-    for (int i = 0; i < n; i++)
-        if (i != skip) r = r ? ir_binary(a, op, r, terms[i]) : terms[i];
-    return r ? r : ir_const_bool(a, op == IR_AND);
 }
 
 bool pass_split(IrFunc *f, PassCtx *ctx) {
@@ -43,16 +27,16 @@ bool pass_split(IrFunc *f, PassCtx *ctx) {
     if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32) return true;
     Arena *a = f->arena;
     IrExpr *conj[16], *terms[IR_MAX_DOMAINS + 1];
-    int nc = pass_flatten(f->mask, IR_AND, conj, 0, 16);
+    int nc = ir_mask_flatten(f->mask, IR_AND, conj, 0, 16);
     if (nc > 16) return true;
     for (int i = 0; i < nc; i++) {
         if (conj[i]->op != IR_OR) continue;
-        int nt = pass_flatten(conj[i], IR_OR, terms, 0, IR_MAX_DOMAINS + 1);
+        int nt = ir_mask_flatten(conj[i], IR_OR, terms, 0, IR_MAX_DOMAINS + 1);
         if (nt > IR_MAX_DOMAINS) continue;
         bool worth = false;
         for (int t = 0; t < nt; t++) worth |= has_residue(terms[t]);
         if (!worth) continue;
-        IrExpr *rest = pass_join(a, IR_AND, conj, nc, i);
+        IrExpr *rest = ir_mask_join(a, IR_AND, conj, nc, i);
         IrExpr *before = NULL; /* the terms of earlier domains, excluded from later ones */
         for (int t = 0; t < nt; t++) {
             IrFunc *g = arena_alloc(a, sizeof *g);
@@ -62,9 +46,10 @@ bool pass_split(IrFunc *f, PassCtx *ctx) {
             g->nvariants = 0;
             IrExpr *m = ir_binary(a, IR_AND, rest, terms[t]);
             if (before) m = ir_binary(a, IR_AND, m, ir_unary(a, IR_NOT, before));
-            g->mask = pass_fold_expr(a, m);
+            g->mask = pass_fold_expr(a, m, ctx->err);
+            if (!g->mask) return false;
             before = before ? ir_binary(a, IR_OR, before, terms[t]) : terms[t];
-            if (!g->name || !g->mask || !ir_variant_add(f, IR_VAR_DOMAIN, g)) goto oom;
+            if (!g->name || !ir_variant_add(f, IR_VAR_DOMAIN, g)) goto oom;
         }
         return true;
     }

@@ -1,10 +1,13 @@
 /* masks.c — the hand-written masks of every example and a plain double-precision attention:
- * scores, mask, two-pass softmax (max first), weighted sum. Written from the papers and the
- * .attn files, sharing no code with the frontend, the IR interpreter or codegen. */
+ * scores, mask, the softmax of check.h (two passes, max first), weighted sum. Written from
+ * the papers and the .attn files, sharing no code with the frontend, the IR interpreter or
+ * codegen. */
 #include "masks.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+#include "check.h"
 
 /* Python's // and % (the spec's integer / and %), for a positive divisor. */
 static int64_t floordiv(int64_t a, int64_t d) {
@@ -267,7 +270,6 @@ bool ref_attention(const RefKernel *rk, MaskCtx *c, int64_t q_offset, const floa
             for (int64_t i = 0; i < Lq; i++) {
                 int64_t qpos = q_offset + i;
                 const float *qr = q + ((b * H + h) * Lq + i) * Dq;
-                double mx = -INFINITY;
                 int64_t n = 0;
                 for (int64_t j = 0; j < Lk; j++) {
                     const float *kr = k + ((b * KH + kh) * Lk + j) * Dq;
@@ -276,25 +278,17 @@ bool ref_attention(const RefKernel *rk, MaskCtx *c, int64_t q_offset, const floa
                     double sc = dot * scale;
                     if (rk->score) sc = rk->score(c, b, h, qpos, j, sc);
                     vis[j] = ref_visible(rk, c, b, h, qpos, j, sc);
-                    s[j] = sc;
-                    if (vis[j]) {
-                        n++;
-                        if (sc > mx) mx = sc;
-                    }
+                    s[j] = vis[j] ? sc : -INFINITY;
+                    n += vis[j];
                 }
+                lse[(b * H + h) * Lq + i] = check_softmax(s, Lk);
                 double *orow = o + ((b * H + h) * Lq + i) * Dv;
                 for (int d = 0; d < Dv; d++) orow[d] = 0;
-                double l = 0;
                 for (int64_t j = 0; j < Lk; j++) {
-                    if (!vis[j]) continue;
-                    double p = exp(s[j] - mx);
-                    l += p;
+                    if (!vis[j]) continue; /* (a visible key of weight 0 still meets an inf in V) */
                     const float *vr = v + ((b * KH + kh) * Lk + j) * Dv;
-                    for (int d = 0; d < Dv; d++) orow[d] += p * (double)vr[d];
+                    for (int d = 0; d < Dv; d++) orow[d] += s[j] * (double)vr[d];
                 }
-                if (n > 0)
-                    for (int d = 0; d < Dv; d++) orow[d] /= l;
-                lse[(b * H + h) * Lq + i] = n > 0 ? mx + log(l) : -INFINITY;
                 if (nvis) nvis[(b * H + h) * Lq + i] = n;
             }
         }
@@ -329,24 +323,17 @@ void ref_mla(RefMla d, int64_t B, int64_t Lq, int64_t Lk, int64_t qoff, RefMlaMa
             for (int64_t i = 0; i < Lq; i++) {
                 const float *a = qn + ((b * d.H + h) * Lq + i) * d.nope;
                 const float *ar = qr + ((b * d.H + h) * Lq + i) * d.rope;
-                double m = -INFINITY, l = 0;
                 for (int64_t j = 0; j < Lk; j++) {
                     double dot = 0;
                     for (int n = 0; n < d.nope; n++) dot += a[n] * kn[j * d.nope + n];
                     for (int n = 0; n < d.rope; n++) dot += ar[n] * (double)kr[(b * Lk + j) * d.rope + n];
                     s[j] = mask(qoff + i, j) ? dot * scale : -INFINITY;
-                    if (s[j] > m) m = s[j];
                 }
+                lse[(b * d.H + h) * Lq + i] = check_softmax(s, Lk);
                 double *out = o + ((b * d.H + h) * Lq + i) * d.dv;
                 for (int n = 0; n < d.dv; n++) out[n] = 0;
-                for (int64_t j = 0; j < Lk && m > -INFINITY; j++) {
-                    if (s[j] == -INFINITY) continue;
-                    double p = exp(s[j] - m);
-                    l += p;
-                    for (int n = 0; n < d.dv; n++) out[n] += p * v[j * d.dv + n];
-                }
-                for (int n = 0; n < d.dv; n++) out[n] = l > 0 ? out[n] / l : 0;
-                lse[(b * d.H + h) * Lq + i] = l > 0 ? m + log(l) : -INFINITY;
+                for (int64_t j = 0; j < Lk; j++)
+                    for (int n = 0; n < d.dv; n++) out[n] += s[j] * v[j * d.dv + n];
             }
         }
     free(kn);

@@ -24,27 +24,14 @@
 #include "aot_tta.h"
 #include "aot_unilm.h"
 #include "aot_xlnet.h"
+#include "check.h"
 #include "tests/masks.h"
 
 #define ATOL 1e-4
 #define RTOL 1e-4
 #define CANARY -7777.25f
 
-static int g_pass, g_fail;
 static uint64_t g_rng = 0xa07a07ULL;
-
-static uint64_t rng_next(void) {
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static float rng_normal(void) {
-    double u1 = ((double)(rng_next() >> 11) + 1.0) / 9007199254740993.0;
-    double u2 = (double)(rng_next() >> 11) / 9007199254740992.0;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
 
 static const RefKernel *ref_find(const char *kernel) {
     for (int i = 0; i < ref_nkernels; i++)
@@ -54,7 +41,7 @@ static const RefKernel *ref_find(const char *kernel) {
 
 static float *randn(int64_t n) {
     float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; p && i < n; i++) p[i] = rng_normal();
+    if (p) check_fill(p, (size_t)n, &g_rng, CHECK_NORMAL, 1.0);
     return p;
 }
 
@@ -108,12 +95,12 @@ static void fill_inputs(int64_t B, int64_t Lk, int H, int64_t tie_row, int32_t *
         src_len[b] = (int32_t)((b * 37 + Lk / 3) % (Lk + 1));
         int32_t id = 0, left = 0, *r = rank + b * Lk;
         for (int64_t i = 0; i < Lk; i++) {
-            if (doc && left-- <= 0) id++, left = 5 + (int32_t)(rng_next() % 36);
+            if (doc && left-- <= 0) id++, left = 5 + (int32_t)check_int(&g_rng, 0, 35);
             if (doc) doc[b * Lk + i] = id;
             r[i] = (int32_t)(b == tie_row ? i / 2 : i);
         }
         for (int64_t i = Lk - 1; b != tie_row && i > 0; i--) {
-            int64_t j = (int64_t)(rng_next() % (uint64_t)(i + 1));
+            int64_t j = check_int(&g_rng, 0, i);
             int32_t t = r[i];
             r[i] = r[j], r[j] = t;
         }
@@ -139,8 +126,7 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
     float *slope = malloc(sizeof(float) * (size_t)H);
     int32_t *rank = malloc(sizeof(int32_t) * (size_t)(B * Lk));
     if (!q || !k || !v || !o || !oc || !lc || !nvis || !src_len || !slope || !rank) {
-        printf("FAIL out of memory\n");
-        g_fail++;
+        CHECK(false, "out of memory");
         goto out;
     }
     for (int64_t i = 0; i < B * H * Lq * Dv; i++) o[i] = 9999.5f;
@@ -164,24 +150,18 @@ static void run_simple(Which which, int64_t B, int64_t Lq, int64_t Lk, int threa
     snprintf(what, sizeof what, "_simple threads=%d", threads);
     if (which == XLNET && Lq > Lk) {
         /* the first rows sit at negative positions: rank[b, q] is out of bounds */
-        if (st == ATTN_ERR_INDEX) {
-            g_pass++;
-        } else {
-            printf("FAIL %s: %s B=%lld q_len=%lld kv_len=%lld: %s, expected ATTN_ERR_INDEX\n", rk->kernel, what,
-                   (long long)B, (long long)Lq, (long long)Lk, attn_status_name(st));
-            g_fail++;
-        }
+        CHECK(st == ATTN_ERR_INDEX, "%s: %s B=%lld q_len=%lld kv_len=%lld: %s, expected ATTN_ERR_INDEX", rk->kernel,
+              what, (long long)B, (long long)Lq, (long long)Lk, attn_status_name(st));
         goto out;
     }
+    CHECK(st == ATTN_OK, "%s: %s B=%lld q_len=%lld kv_len=%lld: %s: %s", rk->kernel, what, (long long)B,
+          (long long)Lq, (long long)Lk, attn_status_name(st), err.message);
     if (st != ATTN_OK) {
-        printf("FAIL %s: %s B=%lld q_len=%lld kv_len=%lld: %s: %s\n", rk->kernel, what,
-               (long long)B, (long long)Lq, (long long)Lk, attn_status_name(st), err.message);
-        g_fail++;
         goto out;
     }
     ref_attention(rk, &mc, Lk - Lq, q, k, v, oc, lc, nvis);
-    if (compare(what, rk, B, Lq, Lk, o, Dv, Lq * Dv, H * Lq * Dv, NULL, oc, lc, nvis)) g_pass++;
-    else g_fail++;
+    CHECK(compare(what, rk, B, Lq, Lk, o, Dv, Lq * Dv, H * Lq * Dv, NULL, oc, lc, nvis), "%s: %s B=%lld q_len=%lld kv_len=%lld (above)",
+          rk->kernel, what, (long long)B, (long long)Lq, (long long)Lk);
 out:
     free(q), free(k), free(v), free(o), free(oc), free(lc), free(nvis), free(src_len), free(slope), free(rank);
 }
@@ -202,8 +182,7 @@ static void run_strided(int64_t B, int64_t Lq, int64_t Lk, int64_t q_offset) {
     int64_t *nvis = malloc(sizeof(int64_t) * (size_t)(B * H * Lq));
     bool *inside = calloc((size_t)qn, sizeof(bool));
     if (!qd || !kd || !vd || !qb || !kb || !vb || !ob || !lse || !oc || !lc || !nvis || !inside) {
-        printf("FAIL out of memory\n");
-        g_fail++;
+        CHECK(false, "out of memory");
         goto out;
     }
     for (int64_t i = 0; i < qn; i++) qb[i] = NAN, ob[i] = CANARY;
@@ -241,9 +220,8 @@ static void run_strided(int64_t B, int64_t Lq, int64_t Lk, int64_t q_offset) {
     attn_error err;
     attn_status st = attnc_gpt_small(&call, &err);
     if (st != ATTN_OK) {
-        printf("FAIL gpt_small: strided B=%lld q_len=%lld kv_len=%lld: %s: %s\n", (long long)B,
+        CHECK(false, "gpt_small: strided B=%lld q_len=%lld kv_len=%lld: %s: %s", (long long)B,
                (long long)Lq, (long long)Lk, attn_status_name(st), err.message);
-        g_fail++;
         goto out;
     }
     MaskCtx mc;
@@ -267,8 +245,7 @@ static void run_strided(int64_t B, int64_t Lq, int64_t Lk, int64_t q_offset) {
             break;
         }
     }
-    if (ok) g_pass++;
-    else g_fail++;
+    CHECK(ok, "gpt_small: strided B=%lld q_len=%lld kv_len=%lld (above)", (long long)B, (long long)Lq, (long long)Lk);
 out:
     free(qd), free(kd), free(vd), free(qb), free(kb), free(vb), free(ob), free(lse);
     free(oc), free(lc), free(nvis), free(inside);
@@ -362,15 +339,14 @@ static void run_all_examples(void) {
         for (size_t e = 0; e < sizeof entries / sizeof entries[0]; e++)
             if (!strcmp(entries[e].kernel, rk->kernel)) fn = entries[e].fn;
         if (!fn) {
-            printf("FAIL %s:%s has no AOT entry in test_aot.c\n", rk->file, rk->kernel);
-            g_fail++;
+            CHECK(false, "%s:%s has no AOT entry in test_aot.c", rk->file, rk->kernel);
             continue;
         }
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             /* queries at positions an input is indexed by must lie in [0, kv_len) */
             if (rk->q_indexes_input && shapes[s][1] > shapes[s][2]) continue;
-            if (run_entry(rk, fn, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 2 : 1)) g_pass++;
-            else g_fail++;
+            CHECK(run_entry(rk, fn, shapes[s][0], shapes[s][1], shapes[s][2], s % 2 ? 2 : 1), "%s:%s (above)", rk->file,
+                  rk->kernel);
         }
     }
 }
@@ -386,6 +362,5 @@ int main(void) {
     run_strided(2, 33, 100, 0);
     run_strided(1, 7, 33, -3); /* rows before the first key see nothing */
     run_strided(3, 1, 257, 256);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_done("test_aot");
 }

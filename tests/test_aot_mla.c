@@ -9,22 +9,15 @@
 #include <string.h>
 
 #include "aot_mla.h"
+#include "check.h"
 #include "tests/masks.h"
 
 static const RefMla dims = {4, 32, 8, 16, 16};
-static int g_pass, g_fail;
 static uint64_t g_rng = 0x5eed5eedULL;
-
-static float urand(void) {
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (float)((double)(g_rng >> 11) / (double)(1ull << 53) * 2 - 1);
-}
 
 static float *filled(size_t n, float scale) {
     float *p = malloc(sizeof(float) * (n ? n : 1));
-    for (size_t i = 0; p && i < n; i++) p[i] = urand() * scale;
+    if (p) check_fill(p, n, &g_rng, CHECK_UNIFORM, scale);
     return p;
 }
 
@@ -46,11 +39,7 @@ static void run(Block blk, Entry entry, int64_t B, int64_t Lq, int64_t Lk, int t
     float *qn = malloc(sizeof(float) * nq * (size_t)d.nope), *o = malloc(sizeof(float) * nq * (size_t)d.dv);
     float *lse = malloc(sizeof(float) * nq);
     double *ro = malloc(sizeof(double) * nq * (size_t)d.dv), *rl = malloc(sizeof(double) * nq);
-    if (!qn_pad || !qr || !ckv || !kr || !wuk || !wuv || !qn || !o || !lse || !ro || !rl) {
-        printf("FAIL out of memory\n");
-        g_fail++;
-        goto out;
-    }
+    REQUIRE(qn_pad && qr && ckv && kr && wuk && wuv && qn && o && lse && ro && rl, "out of memory");
     for (size_t r = 0; r < nq; r++) memcpy(qn + r * (size_t)d.nope, qn_pad + r * (size_t)row, sizeof(float) * (size_t)d.nope);
     for (size_t i = 0; i < nq * (size_t)d.dv; i++) o[i] = 9999.5f;
     ref_mla(d, B, Lq, Lk, Lk - Lq, causal, qn, qr, ckv, kr, wuk, wuv, ro, rl);
@@ -103,9 +92,8 @@ static void run(Block blk, Entry entry, int64_t B, int64_t Lq, int64_t Lk, int t
                used ? "absorbed" : "up-projected");
         ok = false;
     }
-    if (ok) g_pass++;
-    else g_fail++;
-out:
+    CHECK(ok, "%s: %s B=%lld q_len=%lld kv_len=%lld threads=%d (above)", names[blk],
+          entry == SIMPLE ? "_simple" : "call", (long long)B, (long long)Lq, (long long)Lk, threads);
     free(qn_pad), free(qr), free(ckv), free(kr), free(wuk), free(wuv), free(qn), free(o), free(lse), free(ro), free(rl);
 }
 
@@ -122,11 +110,6 @@ int main(void) {
     memset(&c, 0, sizeof c);
     attn_error err;
     attn_status st = attn_rt_launch_mla(&bad, &c, NULL, NULL, &err);
-    if (st == ATTN_ERR_ARG) g_pass++;
-    else {
-        printf("FAIL a bad MLA descriptor: %s, expected ATTN_ERR_ARG\n", attn_status_name(st));
-        g_fail++;
-    }
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    CHECK(st == ATTN_ERR_ARG, "a bad MLA descriptor: %s, expected ATTN_ERR_ARG", attn_status_name(st));
+    return check_done("test_aot_mla");
 }

@@ -33,12 +33,8 @@ static const char spec_text[] =
     "    mask = k <= q && doc[b, k] == doc[b, start[b]];\n"
     "}\n";
 
-static void fill(float *p, size_t n, unsigned seed) {
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 1103515245u + 12345u;
-        p[i] = (float)((seed >> 16) & 0x7fff) / 32768.0f - 0.5f;
-    }
-}
+/* Uniform in [-0.5, 0.5), a stream per seed. */
+static void fill(float *p, size_t n, uint64_t seed) { check_fill(p, n, &seed, CHECK_UNIFORM, 0.5); }
 
 static void reset_outputs(void) {
     for (size_t i = 0; i < sizeof omem / sizeof *omem; i++) omem[i] = CANARY;
@@ -97,13 +93,10 @@ static void expect_run(attn_kernel *kern, const attn_call *c, attn_status want, 
     attn_error err;
     memset(&err, 0x5a, sizeof err);
     attn_status s = attn_run(kern, c, &err);
-    if (s != want || err.code != s || (s != ATTN_OK && !err.message[0]) ||
-        (s != ATTN_OK && s != ATTN_ERR_INDEX && !outputs_untouched()) || !guards_untouched()) {
-        fprintf(stderr, "%s:%d: %s: got %s (%s), expected %s%s\n", __FILE__, line, what,
-                attn_status_name(s), err.message, attn_status_name(want),
-                outputs_untouched() ? "" : " (outputs written)");
-        check_failures++;
-    }
+    CHECK(s == want && err.code == s && (s == ATTN_OK || err.message[0]) &&
+              (s == ATTN_OK || s == ATTN_ERR_INDEX || outputs_untouched()) && guards_untouched(),
+          "line %d: %s: got %s (%s), expected %s%s", line, what, attn_status_name(s), err.message,
+          attn_status_name(want), outputs_untouched() ? "" : " (outputs written)");
 }
 #define RUN(c, want, what) expect_run(kern, &(c), want, what, __LINE__)
 
@@ -111,10 +104,8 @@ static attn_kernel *compile_text(const char *text, const attn_options *opts) {
     attn_kernel *kern = NULL;
     char *diags = NULL;
     attn_error err;
-    if (attn_compile("badcalls.attn", text, opts, &kern, &diags, &err) != ATTN_OK) {
-        fprintf(stderr, "compile failed: %s\n%s", err.message, diags ? diags : "");
-        check_failures++;
-    }
+    attn_status st = attn_compile("badcalls.attn", text, opts, &kern, &diags, &err);
+    CHECK(st == ATTN_OK, "compile failed: %s\n%s", err.message, diags ? diags : "");
     attn_free(diags);
     return kern;
 }
@@ -483,12 +474,10 @@ static void test_index_nested(void) {
  * descriptors with their code and write nothing. */
 static void expect_rt(attn_status s, const attn_error *err, attn_status want, const char *what, int line) {
     cases++;
-    if (s != want || err->code != s || (s != ATTN_OK && !err->message[0]) || (s != ATTN_OK && !outputs_untouched()) ||
-        !guards_untouched()) {
-        fprintf(stderr, "%s:%d: %s: got %s (%s), expected %s\n", __FILE__, line, what, attn_status_name(s),
-                err->message, attn_status_name(want));
-        check_failures++;
-    }
+    CHECK(s == want && err->code == s && (s == ATTN_OK || (err->message[0] && outputs_untouched())) &&
+              guards_untouched(),
+          "line %d: %s: got %s (%s), expected %s", line, what, attn_status_name(s), err->message,
+          attn_status_name(want));
 }
 
 static void test_runtime_entries(attn_kernel *kern) {
@@ -546,10 +535,6 @@ int main(void) {
         attn_kernel_free(kern);
     }
     test_index_nested();
-    if (check_failures) {
-        fprintf(stderr, "test_badcalls: %d of %d cases failed\n", check_failures, cases);
-        return 1;
-    }
-    printf("test_badcalls: %d cases passed\n", cases);
-    return 0;
+    printf("test_badcalls: %d cases\n", cases);
+    return check_done("test_badcalls");
 }

@@ -11,19 +11,7 @@
 #include <unistd.h>
 
 #include "attn/attn.h"
-
-static int failures, checks;
-
-#define CHECK(cond, ...)                                          \
-    do {                                                          \
-        checks++;                                                 \
-        if (!(cond)) {                                            \
-            failures++;                                           \
-            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
-            printf(__VA_ARGS__);                                  \
-            printf("\n");                                         \
-        }                                                         \
-    } while (0)
+#include "check.h"
 
 enum { B = 1, H = 4, KVH = 2, D = 32, LQ = 37, LK = 53 };
 
@@ -40,13 +28,6 @@ static float q[B * H * LQ * D], k[B * KVH * LK * D], v[B * KVH * LK * D];
 static float ref[B * H * LQ * D];
 static char dir[256];
 
-static void fill(float *x, int n, unsigned seed) {
-    for (int i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        x[i] = (float)((seed >> 8) / 16777216.0 * 2 - 1);
-    }
-}
-
 /* causal GQA in double */
 static void reference(void) {
     int off = LK - LQ;
@@ -54,27 +35,27 @@ static void reference(void) {
         for (int i = 0; i < LQ; i++) {
             const float *qi = q + ((size_t)h * LQ + i) * D;
             const float *kh = k + (size_t)(h / (H / KVH)) * LK * D, *vh = v + (size_t)(h / (H / KVH)) * LK * D;
-            double s[LK], mx = -INFINITY, sum = 0;
-            for (int j = 0; j <= i + off; j++) {
+            double s[LK];
+            for (int j = 0; j < LK; j++) {
                 double d = 0;
                 for (int x = 0; x < D; x++) d += (double)qi[x] * kh[(size_t)j * D + x];
-                s[j] = d / sqrt(D);
-                if (s[j] > mx) mx = s[j];
+                s[j] = j <= i + off ? d / sqrt(D) : -INFINITY;
             }
-            for (int j = 0; j <= i + off; j++) sum += s[j] = exp(s[j] - mx);
+            check_softmax(s, LK);
             for (int x = 0; x < D; x++) {
                 double acc = 0;
-                for (int j = 0; j <= i + off; j++) acc += s[j] * vh[(size_t)j * D + x];
-                ref[((size_t)h * LQ + i) * D + x] = (float)(acc / sum);
+                for (int j = 0; j < LK; j++) acc += s[j] * vh[(size_t)j * D + x];
+                ref[((size_t)h * LQ + i) * D + x] = (float)acc;
             }
         }
 }
 
-static attn_kernel *compile(const char *text, int no_cache) {
+static attn_kernel *compile_opt(const char *text, int no_cache, int opt_level) {
     attn_options o;
     attn_options_init(&o);
     o.threads = 1;
     o.no_cache = no_cache;
+    o.opt_level = opt_level;
     attn_kernel *kern = NULL;
     attn_error err;
     char *diags = NULL;
@@ -83,6 +64,8 @@ static attn_kernel *compile(const char *text, int no_cache) {
     attn_free(diags);
     return kern;
 }
+
+static attn_kernel *compile(const char *text, int no_cache) { return compile_opt(text, no_cache, 3); }
 
 /* Runs kern and returns the max abs difference from the reference (inf on error). */
 static double run(attn_kernel *kern, float *o) {
@@ -139,7 +122,7 @@ static void clear_dir(void) {
 }
 
 /* Compiles spec_a expecting a hit or a miss, checks its results and that the kernel is fine. */
-static void expect(const char *what, const char *text, int hit) {
+static void expect_compile(const char *what, const char *text, int hit) {
     static float o[B * H * LQ * D];
     attn_kernel *kern = compile(text, 0);
     CHECK(kern != NULL, "%s: compile failed", what);
@@ -169,17 +152,18 @@ int main(void) {
     }
     setenv("ATTNC_CACHE_DIR", dir, 1);
     unsetenv("ATTNC_NO_CACHE");
-    fill(q, B * H * LQ * D, 1);
-    fill(k, B * KVH * LK * D, 2);
-    fill(v, B * KVH * LK * D, 3);
+    uint64_t rng = 1;
+    check_fill(q, B * H * LQ * D, &rng, CHECK_UNIFORM, 1.0);
+    check_fill(k, B * KVH * LK * D, &rng, CHECK_UNIFORM, 1.0);
+    check_fill(v, B * KVH * LK * D, &rng, CHECK_UNIFORM, 1.0);
     reference();
 
     char entry[512] = "";
-    expect("cold compile", spec_a, 0);
+    expect_compile("cold compile", spec_a, 0);
     CHECK(entries(entry, sizeof entry) == 1, "one entry after a cold compile (found %d)", entries(NULL, 0));
     long size = file_size(entry);
-    expect("warm load", spec_a, 1);
-    expect("same kernel, another block name", spec_b, 1);
+    expect_compile("warm load", spec_a, 1);
+    expect_compile("same kernel, another block name", spec_b, 1);
     CHECK(entries(NULL, 0) == 1, "blocks that compile alike share one entry");
 
     /* bitwise the same results, cached or not */
@@ -195,7 +179,7 @@ int main(void) {
         attn_kernel_free(warm);
     }
     setenv("ATTNC_NO_CACHE", "1", 1);
-    expect("ATTNC_NO_CACHE=1", spec_a, 0);
+    expect_compile("ATTNC_NO_CACHE=1", spec_a, 0);
     unsetenv("ATTNC_NO_CACHE");
 
     /* corruption anywhere: payload, checksum, key, header, truncation, an empty file */
@@ -204,17 +188,17 @@ int main(void) {
         char what[64];
         flip_byte(entry, spots[i]);
         snprintf(what, sizeof what, "byte %ld flipped: rebuilt", spots[i]);
-        expect(what, spec_a, 0);
-        expect("then warm again", spec_a, 1);
+        expect_compile(what, spec_a, 0);
+        expect_compile("then warm again", spec_a, 1);
     }
     CHECK(truncate(entry, size / 3) == 0, "truncate");
-    expect("truncated: rebuilt", spec_a, 0);
+    expect_compile("truncated: rebuilt", spec_a, 0);
     CHECK(file_size(entry) == size, "the rebuilt entry is whole (%ld bytes, want %ld)", file_size(entry), size);
     CHECK(truncate(entry, 0) == 0, "truncate");
-    expect("empty file: rebuilt", spec_a, 0);
-    expect("then warm again", spec_a, 1);
+    expect_compile("empty file: rebuilt", spec_a, 0);
+    expect_compile("then warm again", spec_a, 1);
     CHECK(truncate(entry, size + 7) == 0, "extend");
-    expect("trailing bytes: rebuilt", spec_a, 0);
+    expect_compile("trailing bytes: rebuilt", spec_a, 0);
 
     /* a foreign entry: another kernel's valid entry under spec_a's file name */
     {
@@ -228,8 +212,8 @@ int main(void) {
         }
         if (d) closedir(d);
         CHECK(rename(path, entry) == 0, "move the foreign entry over %s", entry);
-        expect("foreign entry: rebuilt", spec_a, 0);
-        expect("then warm again", spec_a, 1);
+        expect_compile("foreign entry: rebuilt", spec_a, 0);
+        expect_compile("then warm again", spec_a, 1);
     }
 
     /* two threads, an empty cache */
@@ -245,16 +229,32 @@ int main(void) {
         CHECK(r1 && r2, "both threads compiled and ran correctly");
         CHECK(entries(entry, sizeof entry) == 1, "one entry, no temp files left (%d files)", entries(NULL, 0));
         CHECK(file_size(entry) == size, "the entry is whole");
-        expect("after two threads: warm", spec_a, 1);
+        expect_compile("after two threads: warm", spec_a, 1);
+    }
+
+    /* the optimization level is part of the key: an -O0 kernel is never served for -O3 */
+    clear_dir();
+    {
+        static float o[B * H * LQ * D];
+        attn_kernel *k0 = compile_opt(spec_a, 0, 0);
+        CHECK(k0 && !attn_kernel_cache_hit(k0), "-O0 into an empty cache: a miss");
+        CHECK(run(k0, o) < 1e-4, "-O0 kernel correct");
+        attn_kernel *k3 = compile_opt(spec_a, 0, 3);
+        CHECK(k3 && !attn_kernel_cache_hit(k3), "-O3 after -O0: a miss, not the -O0 entry");
+        CHECK(entries(NULL, 0) == 2, "-O0 and -O3: two entries (found %d)", entries(NULL, 0));
+        attn_kernel *w0 = compile_opt(spec_a, 0, 0);
+        CHECK(w0 && attn_kernel_cache_hit(w0), "-O0 again: a hit");
+        attn_kernel_free(k0);
+        attn_kernel_free(k3);
+        attn_kernel_free(w0);
     }
 
     /* an unusable cache directory only costs a compile */
     setenv("ATTNC_CACHE_DIR", "/proc/attnc-no-such-dir", 1);
-    expect("unwritable cache dir", spec_a, 0);
+    expect_compile("unwritable cache dir", spec_a, 0);
 
     setenv("ATTNC_CACHE_DIR", dir, 1);
     clear_dir();
     rmdir(dir);
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures != 0;
+    return check_done("test_cache");
 }

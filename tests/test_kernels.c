@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "attn/attn.h"
+#include "check.h"
 #include "lib/driver.h"
 #include "tests/masks.h"
 
@@ -37,31 +38,12 @@
 #define OUT_CANARY -7777.25f   /* outside the output views: must survive the call */
 #define OUT_GARBAGE 9999.5f    /* inside the output views before the call: must be overwritten */
 
-static int g_pass, g_fail, g_skip, g_masked_rows, g_index_cases;
+static int g_skip, g_masked_rows, g_index_cases;
 
 // ---------------------------------------------------------------------------------------------
-// Random numbers: splitmix64, Box-Muller.
+// Random numbers: check.h's generator, one stream.
 
 static uint64_t g_rng = 0x5eed1234abcdULL;
-
-static uint64_t rng_next(void) {
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static double rng_unit(void) { return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0); }
-
-static int64_t rng_int(int64_t lo, int64_t hi) { /* inclusive */
-    return lo + (int64_t)(rng_next() % (uint64_t)(hi - lo + 1));
-}
-
-static float rng_normal(void) {
-    double u1 = rng_unit(), u2 = rng_unit();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tensor views with padding and canaries.
@@ -335,7 +317,7 @@ static bool inputs_make(Inputs *ins, const RefKernel *rk, MaskCtx *mc, int64_t B
             for (int64_t b = 0; b < B; b++) {
                 /* the extremes 0 and kv_len in turn, else random */
                 int64_t pick = (b + case_no) % 4;
-                a[b] = (int32_t)(pick == 0 ? 0 : pick == 1 ? Lk : rng_int(0, Lk));
+                a[b] = (int32_t)(pick == 0 ? 0 : pick == 1 ? Lk : check_int(&g_rng, 0, Lk));
             }
             t.data = a, t.ndim = 1, t.shape[0] = B;
             mc->src_len = a;
@@ -346,15 +328,15 @@ static bool inputs_make(Inputs *ins, const RefKernel *rk, MaskCtx *mc, int64_t B
                 int32_t *row = a + b * Lk;
                 if (kind == REF_IN_DOC) { /* sorted runs; the mean run length varies by row */
                     int64_t mean = (b % 3 == 0) ? 9 : (b % 3 == 1) ? 40 : 1;
-                    int32_t id = (int32_t)rng_int(0, 3);
+                    int32_t id = (int32_t)check_int(&g_rng, 0, 3);
                     for (int64_t j = 0; j < Lk; j++) {
-                        if (j > 0 && rng_int(1, mean) == 1) id += (int32_t)rng_int(1, 2);
+                        if (j > 0 && check_int(&g_rng, 1, mean) == 1) id += (int32_t)check_int(&g_rng, 1, 2);
                         row[j] = id;
                     }
                 } else { /* a random permutation of 0..Lk-1 */
                     for (int64_t j = 0; j < Lk; j++) row[j] = (int32_t)j;
                     for (int64_t j = Lk - 1; j > 0; j--) {
-                        int64_t r = rng_int(0, j);
+                        int64_t r = check_int(&g_rng, 0, j);
                         int32_t tmp = row[j];
                         row[j] = row[r];
                         row[r] = tmp;
@@ -367,19 +349,19 @@ static bool inputs_make(Inputs *ins, const RefKernel *rk, MaskCtx *mc, int64_t B
         } else if (kind == REF_IN_N) {
             int32_t *a = malloc(sizeof(int32_t));
             if (!a) return false;
-            *a = (int32_t)rng_int(0, Lk);
+            *a = (int32_t)check_int(&g_rng, 0, Lk);
             t.data = a, t.ndim = 0;
             mc->n = *a;
         } else if (kind == REF_IN_THR) {
             float *a = malloc(sizeof(float) * (size_t)rk->heads);
             if (!a) return false;
-            for (int h = 0; h < rk->heads; h++) a[h] = (float)(0.5 + 29.5 * rng_unit());
+            for (int h = 0; h < rk->heads; h++) a[h] = (float)(0.5 + 29.5 * check_unit(&g_rng));
             t.data = a, t.ndim = 1, t.shape[0] = rk->heads;
             mc->thr = a;
         } else if (kind == REF_IN_START) {
             int32_t *a = malloc(sizeof(int32_t) * REF_START_LEN);
             if (!a) return false;
-            for (int i = 0; i < REF_START_LEN; i++) a[i] = (int32_t)rng_int(0, Lk);
+            for (int i = 0; i < REF_START_LEN; i++) a[i] = (int32_t)check_int(&g_rng, 0, Lk);
             t.data = a, t.ndim = 1, t.shape[0] = REF_START_LEN;
             mc->start = a;
         } else if (kind == REF_IN_SLOPE) {
@@ -455,9 +437,9 @@ static bool run_case(const Variant *var, attn_kernel *kern, const IrFunc *f, con
         ok = false;
         goto out_nofree_views;
     }
-    for (int64_t i = 0; i < nq; i++) q[i] = rng_normal();
-    for (int64_t i = 0; i < nk; i++) k[i] = rng_normal();
-    for (int64_t i = 0; i < nv; i++) v[i] = rng_normal();
+    check_fill(q, (size_t)nq, &g_rng, CHECK_NORMAL, 1.0);
+    check_fill(k, (size_t)nk, &g_rng, CHECK_NORMAL, 1.0);
+    check_fill(v, (size_t)nv, &g_rng, CHECK_NORMAL, 1.0);
     /* the references see exactly what the storage type keeps */
     for (int64_t i = 0; i < nq; i++) q[i] = elem_round(dt, q[i]);
     for (int64_t i = 0; i < nk; i++) k[i] = elem_round(dt, k[i]);
@@ -618,11 +600,6 @@ out_nofree_views:
 // ---------------------------------------------------------------------------------------------
 // One kernel: compile (JIT and, for the interpreter, the IR), check the descriptor, run cases.
 
-static void check(bool ok) {
-    if (ok) g_pass++;
-    else g_fail++;
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -652,7 +629,7 @@ static void *compile_variant(void *arg) {
 static void run_variant(Variant *var) {
     const RefKernel *rk = &var->ref;
     double t0 = now_s();
-    int fails0 = g_fail;
+    int fails0 = check_failures;
     attn_options opts;
     variant_options(var, &opts);
     attn_kernel *kern = var->kern;
@@ -662,7 +639,7 @@ static void run_variant(Variant *var) {
                var->err.message, var->diags ? var->diags : "");
         attn_free(var->diags);
         var->diags = NULL;
-        check(false);
+        CHECK(false, "%s (above)", var->label);
         return;
     }
     attn_free(var->diags);
@@ -678,7 +655,7 @@ static void run_variant(Variant *var) {
     if (!iok) {
         printf("FAIL %s: the IR for the interpreter: %s %s %s\n", var->label, err.message,
                sb_str(&sdiags), sb_str(&msg));
-        check(false);
+        CHECK(false, "%s (above)", var->label);
         goto done;
     }
 
@@ -696,19 +673,19 @@ static void run_variant(Variant *var) {
                var->label, d->heads, d->kv_heads, d->qk_dim, d->v_dim, dtype_name(d->dtype),
                d->ninputs, rk->heads, rk->kv_heads, rk->qk_dim, rk->v_dim, dtype_name(var->dtype),
                nin);
-        check(false);
+        CHECK(false, "%s (above)", var->label);
         goto done;
     }
     if (f->heads != rk->heads || fabs(f->scale - (rk->scale > 0 ? rk->scale : 1 / sqrt(rk->qk_dim))) > 1e-12) {
         printf("FAIL %s: IR heads=%d scale=%.9g, expected %d %.9g\n", var->label, f->heads,
                f->scale, rk->heads, rk->scale > 0 ? rk->scale : 1 / sqrt(rk->qk_dim));
-        check(false);
+        CHECK(false, "%s (above)", var->label);
     }
     for (int h = 0; h < rk->heads && f->head_map; h++)
         if (f->head_map[h] != ref_kv_head(rk, h)) {
             printf("FAIL %s: IR head_map[%d] = %d, expected %d\n", var->label, h, f->head_map[h],
                    ref_kv_head(rk, h));
-            check(false);
+            CHECK(false, "%s (above)", var->label);
             break;
         }
 
@@ -726,11 +703,12 @@ static void run_variant(Variant *var) {
             g_skip++;
             continue;
         }
-        check(run_case(var, kern, f, c, ci, false));
+        CHECK(run_case(var, kern, f, c, ci, false), "%s case %d (above)", var->label, ci);
         ran++;
     }
-    if (rk->q_indexes_input) check(run_case(var, kern, f, &index_error_case, NCASES, true));
-    printf("%s %s: %d cases, compile %.0f ms, total %.2f s\n", g_fail == fails0 ? "ok  " : "FAIL",
+    if (rk->q_indexes_input)
+        CHECK(run_case(var, kern, f, &index_error_case, NCASES, true), "%s index-error case (above)", var->label);
+    printf("%s %s: %d cases, compile %.0f ms, total %.2f s\n", check_failures == fails0 ? "ok  " : "FAIL",
            var->label, ran, attn_kernel_compile_ms(kern), now_s() - t0);
 done:
     sb_free(&sdiags);
@@ -824,7 +802,7 @@ static void run_concurrent(void) {
     if (attn_compile("conc.attn", text, &opts, &kern, &diags, &err) != ATTN_OK) {
         printf("FAIL concurrent runs: attn_compile: %s\n%s", err.message, diags ? diags : "");
         attn_free(diags);
-        check(false);
+        CHECK(false, "concurrent runs (above)");
         return;
     }
     ConcJob jobs[CONC_THREADS];
@@ -836,7 +814,7 @@ static void run_concurrent(void) {
         int64_t sizes[4] = {nq, nk, nk, nq};
         for (int i = 0; i < 4; i++) {
             bufs[t][i] = malloc(sizeof(float) * (size_t)sizes[i]);
-            for (int64_t e = 0; bufs[t][i] && e < sizes[i]; e++) bufs[t][i][e] = rng_normal();
+            for (int64_t e = 0; bufs[t][i] && e < sizes[i]; e++) bufs[t][i][e] = (float)check_normal(&g_rng);
         }
         want[t] = malloc(sizeof(double) * (size_t)nq);
         lse[t] = malloc(sizeof(double) * (size_t)(B * 4 * Lq));
@@ -878,7 +856,7 @@ static void run_concurrent(void) {
     }
     printf("%s concurrent runs: %d threads x %d runs of one kernel\n", ok ? "ok  " : "FAIL",
            CONC_THREADS, CONC_ITERS);
-    check(ok);
+    CHECK(ok, "concurrent runs (above)");
     attn_kernel_free(kern);
 }
 
@@ -893,8 +871,7 @@ static void add_variant(VariantList *l, const Variant *var) {
         int cap = l->cap ? 2 * l->cap : 64;
         Variant *nv = realloc(l->v, sizeof *nv * (size_t)cap);
         if (!nv) {
-            printf("FAIL out of memory\n");
-            g_fail++;
+            CHECK(false, "out of memory");
             return;
         }
         l->v = nv, l->cap = cap;
@@ -1250,12 +1227,8 @@ int main(int argc, char **argv) {
     printf("%d fully masked rows checked, %d index-error cases, %d cases skipped (cost or "
            "q outside an input), %.1f s\n",
            g_masked_rows, g_index_cases, g_skip, secs);
-    if (!filter && g_masked_rows == 0) {
-        printf("FAIL no case produced a fully masked row\n");
-        g_fail++;
-    }
+    CHECK(filter || g_masked_rows > 0, "no case produced a fully masked row");
     printf("worst error / bound: f32 %.3f, f16 %.3f, bf16 %.3f (1.0 is the limit)\n", g_worst[0],
            g_worst[1], g_worst[2]);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_done("test_kernels");
 }

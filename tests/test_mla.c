@@ -8,25 +8,16 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "check.h"
 #include "tests/masks.h"
 
 static uint64_t rng = 88172645463325252ull;
-static double urand(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / (double)(1ull << 53);
-}
-static void fill(float *p, size_t n, double scale) {
-    for (size_t i = 0; i < n; i++) p[i] = (float)((urand() * 2 - 1) * scale);
-}
+static void fill(float *p, size_t n, double scale) { check_fill(p, n, &rng, CHECK_UNIFORM, scale); }
 
 typedef RefMla Dims;
 typedef RefMlaMask MaskFn;
 static bool m_causal(int64_t q, int64_t k) { return k <= q; }
 static bool m_sliding(int64_t q, int64_t k) { return k <= q && q - k < 5; }
-
-static int passed, failed;
 
 static void check_case(attn_kernel *kern, Dims d, MaskFn mask, int64_t B, int64_t Lq, int64_t Lk,
                        int64_t qoff, int absorb, int threads, bool strided) {
@@ -76,14 +67,10 @@ static void check_case(attn_kernel *kern, Dims d, MaskFn mask, int64_t B, int64_
             ok = false;
     if (absorb == ATTN_ABSORB_ON && used != 1) ok = false;
     if (absorb == ATTN_ABSORB_OFF && used != 0) ok = false;
-    if (ok) {
-        passed++;
-    } else {
-        failed++;
-        fprintf(stderr, "FAIL: H %d R %d rope %d nope %d dv %d B %lld Lq %lld Lk %lld qoff %lld absorb %d used %d threads %d strided %d: %s (worst rel %g)\n",
-                d.H, d.R, d.rope, d.nope, d.dv, (long long)B, (long long)Lq, (long long)Lk,
-                (long long)qoff, absorb, used, threads, strided, st ? err.message : "mismatch", worst);
-    }
+    CHECK(ok, "H %d R %d rope %d nope %d dv %d B %lld Lq %lld Lk %lld qoff %lld absorb %d used %d threads %d "
+              "strided %d: %s (worst rel %g)",
+          d.H, d.R, d.rope, d.nope, d.dv, (long long)B, (long long)Lq, (long long)Lk, (long long)qoff, absorb, used,
+          threads, strided, st ? err.message : "mismatch", worst);
     free(qn_pad), free(qn), free(qr), free(ckv), free(kr), free(wuk), free(wuv), free(o), free(lse);
     free(ro), free(rl);
 }
@@ -96,12 +83,9 @@ static attn_kernel *compile(Dims d, const char *mask, const char *absorb) {
     attn_kernel *k = NULL;
     char *diags = NULL;
     attn_error err;
-    if (attn_compile("mla_test.attn", text, NULL, &k, &diags, &err) != ATTN_OK) {
-        fprintf(stderr, "compile failed: %s\n%s\n", err.message, diags ? diags : "");
-        attn_free(diags);
-        failed++;
-        return NULL;
-    }
+    attn_status st = attn_compile("mla_test.attn", text, NULL, &k, &diags, &err);
+    CHECK(st == ATTN_OK, "compile failed: %s\n%s", err.message, diags ? diags : "");
+    attn_free(diags);
     return k;
 }
 
@@ -132,12 +116,7 @@ int main(void) {
                            ATTN_ABSORB_SPEC, 2, false);
             }
             /* the cost model: decode absorbs, long prefill up-projects */
-            if (!attn_mla_prefers_absorbed(k, 1, 4096)) {
-                fprintf(stderr, "FAIL: auto does not absorb for decode\n");
-                failed++;
-            } else {
-                passed++;
-            }
+            CHECK(attn_mla_prefers_absorbed(k, 1, 4096), "auto does not absorb for decode");
             attn_kernel_free(k);
         }
     }
@@ -149,11 +128,11 @@ int main(void) {
         attn_mla_call c = {0};
         attn_error err;
         attn_status st = attn_run_mla(k, &c, NULL, &err);
-        st == ATTN_ERR_NULL ? passed++ : failed++;
+        CHECK(st == ATTN_ERR_NULL, "an empty MLA call: %s", attn_status_name(st));
         attn_call plain = {0};
-        attn_run(k, &plain, &err) == ATTN_ERR_ARG ? passed++ : failed++;
+        st = attn_run(k, &plain, &err);
+        CHECK(st == ATTN_ERR_ARG, "attn_run on an MLA kernel: %s", attn_status_name(st));
         attn_kernel_free(k);
     }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_done("test_mla");
 }

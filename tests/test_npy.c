@@ -39,14 +39,10 @@ static unsigned char image[1 << 17];
 static void expect_bad(const unsigned char *buf, size_t len, const char *what, int line) {
     NpyArray a;
     char msg[256] = "";
-    if (npy_parse(buf, len, &a, msg, sizeof msg)) {
-        fprintf(stderr, "%s:%d: parse succeeded, expected '%s'\n", __FILE__, line, what);
-        check_failures++;
-        npy_free(&a);
-    } else if (!strstr(msg, what)) {
-        fprintf(stderr, "%s:%d: message '%s' lacks '%s'\n", __FILE__, line, msg, what);
-        check_failures++;
-    }
+    bool parsed = npy_parse(buf, len, &a, msg, sizeof msg);
+    CHECK(!parsed && strstr(msg, what), "line %d: %s, expected '%s'", line,
+          parsed ? "parse succeeded" : msg, what);
+    if (parsed) npy_free(&a);
 }
 #define BAD(dict, nbytes, what) \
     expect_bad(image, make_image(image, 1, dict, nbytes), what, __LINE__)
@@ -172,19 +168,15 @@ static void test_mutations(void) {
     char msg[128];
     EXPECT(npy_parse(good, n, &a, msg, sizeof msg));
     npy_free(&a);
-    for (size_t len = 0; len < n; len++)
-        if (npy_parse(good, len, &a, msg, sizeof msg)) {
-            fprintf(stderr, "prefix of %zu bytes accepted\n", len);
-            check_failures++;
-            npy_free(&a);
-        }
-    unsigned seed = 12345;
+    for (size_t len = 0; len < n; len++) {
+        bool parsed = npy_parse(good, len, &a, msg, sizeof msg);
+        CHECK(!parsed, "prefix of %zu bytes accepted", len);
+        if (parsed) npy_free(&a);
+    }
+    uint64_t rng = 12345;
     for (int i = 0; i < 20000; i++) {
         memcpy(buf, good, n);
-        for (int j = 0; j < 3; j++) {
-            seed = seed * 1103515245u + 12345u;
-            buf[(seed >> 8) % 128] = (unsigned char)(seed >> 20);
-        }
+        for (int j = 0; j < 3; j++) buf[check_int(&rng, 0, 127)] = (unsigned char)check_rand(&rng);
         if (npy_parse(buf, n, &a, msg, sizeof msg)) npy_free(&a);
     }
 }
@@ -202,14 +194,10 @@ static void test_half(void) {
     EXPECT(npy_f32_to_f16(1.0f + 3.0f / 2048) == 0x3c02);
     EXPECT(npy_f16_to_f32(0x0001) == 5.960464477539063e-08f);
     EXPECT(npy_f32_to_bf16(1.0f) == 0x3f80 && npy_bf16_to_f32(0x3f80) == 1.0f);
-    for (uint32_t h = 0; h < 0x10000; h++) { /* every finite half survives a round trip */
-        if ((h & 0x7c00) == 0x7c00) continue;
-        if (npy_f32_to_f16(npy_f16_to_f32((uint16_t)h)) != h) {
-            fprintf(stderr, "half 0x%04x does not round-trip\n", h);
-            check_failures++;
-            break;
-        }
-    }
+    long bad = -1; /* every finite half survives a round trip */
+    for (uint32_t h = 0; h < 0x10000 && bad < 0; h++)
+        if ((h & 0x7c00) != 0x7c00 && npy_f32_to_f16(npy_f16_to_f32((uint16_t)h)) != h) bad = h;
+    CHECK(bad < 0, "half 0x%04lx does not round-trip", bad);
 }
 
 int main(void) {
@@ -224,10 +212,5 @@ int main(void) {
     const char *files[] = {"a.npy", "short.npy", "empty.npy", "hdr.npy"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) unlink(tmp_path(files[i]));
     rmdir(tmpdir);
-    if (check_failures) {
-        fprintf(stderr, "test_npy: %d failure(s)\n", check_failures);
-        return 1;
-    }
-    printf("test_npy: ok\n");
-    return 0;
+    return check_done("test_npy");
 }

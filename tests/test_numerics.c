@@ -12,17 +12,7 @@
 #include <sys/mman.h>
 
 #include "attn/attn.h"
-
-static int failures, checks;
-
-#define EXPECT(cond)                                                            \
-    do {                                                                        \
-        checks++;                                                               \
-        if (!(cond)) {                                                          \
-            fprintf(stderr, "%s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                         \
-        }                                                                       \
-    } while (0)
+#include "check.h"
 
 typedef enum Mask { M_ALL, M_CAUSAL, M_NONE, M_LATE } Mask; /* M_LATE: k < q - 3 */
 
@@ -35,16 +25,13 @@ typedef struct Prob {
     float *q, *k, *v, *o, *lse;
 } Prob;
 
-static unsigned rng_state = 12345;
-static float rnd(void) {
-    rng_state = rng_state * 1103515245u + 12345u;
-    return (float)((rng_state >> 8) & 0xffff) / 65536.0f - 0.5f;
-}
+static uint64_t rng_state = 12345;
 
+/* n floats uniform in [-mul / 2, mul / 2). */
 static float *alloc_fill(size_t n, float mul) {
     float *p = malloc(n * sizeof *p);
-    if (!p) abort();
-    for (size_t i = 0; i < n; i++) p[i] = rnd() * mul;
+    REQUIRE(p, "out of memory");
+    check_fill(p, n, &rng_state, CHECK_UNIFORM, 0.5 * mul);
     return p;
 }
 
@@ -63,9 +50,9 @@ static void ref_row(const Prob *p, int b, int h, int r, int64_t skip_key, double
     int kh = h / (p->H / p->KH);
     int64_t qpos = (int64_t)p->Lk - p->Lq + r;
     const float *qr = p->q + (((size_t)b * p->H + h) * p->Lq + r) * p->D;
-    double scale = 1.0 / sqrt((double)p->D), m = -INFINITY;
+    double scale = 1.0 / sqrt((double)p->D);
     double *s = malloc((size_t)p->Lk * sizeof *s);
-    if (!s) abort();
+    REQUIRE(s, "out of memory");
     for (int64_t j = 0; j < p->Lk; j++) {
         s[j] = -INFINITY;
         if (!visible(p->mask, qpos, j) || j == skip_key) continue;
@@ -73,24 +60,14 @@ static void ref_row(const Prob *p, int b, int h, int r, int64_t skip_key, double
         double dot = 0;
         for (int d = 0; d < p->D; d++) dot += (double)qr[d] * kr[d];
         s[j] = dot * scale * p->score_mul + (p->bias ? p->bias[j] : 0.0);
-        if (s[j] > m) m = s[j];
     }
+    *lse = check_softmax(s, p->Lk);
     for (int d = 0; d < p->DV; d++) o[d] = 0;
-    if (m == -INFINITY) {
-        *lse = -INFINITY;
-        free(s);
-        return;
-    }
-    double sum = 0;
     for (int64_t j = 0; j < p->Lk; j++) {
-        if (s[j] == -INFINITY) continue;
-        double e = exp(s[j] - m);
-        sum += e;
+        if (s[j] == 0) continue;
         const float *vr = p->v + (((size_t)b * p->KH + kh) * p->Lk + j) * p->DV;
-        for (int d = 0; d < p->DV; d++) o[d] += e * vr[d];
+        for (int d = 0; d < p->DV; d++) o[d] += s[j] * vr[d];
     }
-    for (int d = 0; d < p->DV; d++) o[d] /= sum;
-    *lse = m + log(sum);
     free(s);
 }
 
@@ -113,10 +90,8 @@ static attn_kernel *compile(const char *text) {
     attn_kernel *kern = NULL;
     char *diags = NULL;
     attn_error err;
-    if (attn_compile("numerics.attn", text, NULL, &kern, &diags, &err) != ATTN_OK) {
-        fprintf(stderr, "compile failed: %s\n%s%s", err.message, diags ? diags : "", text);
-        failures++;
-    }
+    attn_status st = attn_compile("numerics.attn", text, NULL, &kern, &diags, &err);
+    CHECK(st == ATTN_OK, "compile failed: %s\n%s%s", err.message, diags ? diags : "", text);
     attn_free(diags);
     return kern;
 }
@@ -141,19 +116,16 @@ static bool run(attn_kernel *kern, Prob *p, int threads) {
         .threads = threads,
     };
     attn_error err;
-    if (attn_run(kern, &c, &err) != ATTN_OK) {
-        fprintf(stderr, "attn_run: %s\n", err.message);
-        failures++;
-        return false;
-    }
-    return true;
+    attn_status st = attn_run(kern, &c, &err);
+    CHECK(st == ATTN_OK, "attn_run: %s", err.message);
+    return st == ATTN_OK;
 }
 
 /* Compares row (b, h, r) with the reference (leaving out skip_key); reports and counts. */
 static bool row_matches(const Prob *p, int b, int h, int r, int64_t skip_key, double tol,
                         const char *what) {
     double *o = malloc((size_t)p->DV * sizeof *o), lse;
-    if (!o) abort();
+    REQUIRE(o, "out of memory");
     ref_row(p, b, h, r, skip_key, o, &lse);
     size_t row = ((size_t)b * p->H + h) * p->Lq + r;
     const float *got = p->o + row * p->DV;
@@ -163,12 +135,7 @@ static bool row_matches(const Prob *p, int b, int h, int r, int64_t skip_key, do
         if (!isfinite(got[d]) || fabs(got[d] - o[d]) > tol * (1 + fabs(o[d]))) ok = false;
     if (lse == -INFINITY) ok &= glse == -INFINITY;
     else ok &= isfinite(glse) && fabs(glse - lse) <= tol * (1 + fabs(lse));
-    if (!ok) {
-        fprintf(stderr, "%s: row b%d h%d q%d: o[0] %g (ref %g), lse %g (ref %g)\n", what, b, h, r,
-                got[0], o[0], glse, lse);
-        failures++;
-    }
-    checks++;
+    CHECK(ok, "%s: row b%d h%d q%d: o[0] %g (ref %g), lse %g (ref %g)", what, b, h, r, got[0], o[0], glse, lse);
     free(o);
     return ok;
 }
@@ -317,16 +284,15 @@ static void test_long_kv(void) {
     size_t bytes = (size_t)(bstride + (int64_t)L * D) * sizeof(float);
     int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
     float *kbig = mmap(NULL, bytes, prot, flags, -1, 0), *vbig = mmap(NULL, bytes, prot, flags, -1, 0);
-    if (kbig == MAP_FAILED || vbig == MAP_FAILED) {
-        fprintf(stderr, "test_long_kv: mmap of %zu bytes failed\n", bytes);
-        failures++;
-    } else {
+    CHECK(kbig != MAP_FAILED && vbig != MAP_FAILED, "mmap of %zu bytes failed", bytes);
+    double *s = malloc(sizeof(double) * L);
+    REQUIRE(s, "out of memory");
+    if (kbig != MAP_FAILED && vbig != MAP_FAILED) {
         float *q = alloc_fill(2 * D, 1), o[2 * D], lse[2];
-        for (int b = 0; b < 2; b++)
-            for (int64_t j = 0; j < (int64_t)L * D; j++) {
-                kbig[b * bstride + j] = rnd();
-                vbig[b * bstride + j] = rnd();
-            }
+        for (int b = 0; b < 2; b++) {
+            check_fill(kbig + b * bstride, (size_t)L * D, &rng_state, CHECK_UNIFORM, 0.5);
+            check_fill(vbig + b * bstride, (size_t)L * D, &rng_state, CHECK_UNIFORM, 0.5);
+        }
         attn_call c = {
             .q = {q, 4, {2, 1, 1, D}, {0}},
             .k = {kbig, 4, {2, 1, L, D}, {bstride, (int64_t)L * D, D, 1}},
@@ -339,27 +305,22 @@ static void test_long_kv(void) {
         attn_error err;
         EXPECT(attn_run(kern, &c, &err) == ATTN_OK);
         for (int b = 0; b < 2; b++) {
-            double m = -INFINITY, sum = 0, acc[D] = {0};
-            for (int pass = 0; pass < 2; pass++)
-                for (int64_t j = 0; j < L; j++) {
-                    if (!(qpos - j < T)) continue;
-                    const float *kr = kbig + b * bstride + j * D, *vr = vbig + b * bstride + j * D;
-                    double s = 0;
-                    for (int d = 0; d < D; d++) s += (double)q[b * D + d] * kr[d];
-                    s /= sqrt((double)D);
-                    if (pass == 0) {
-                        if (s > m) m = s;
-                    } else {
-                        double e = exp(s - m);
-                        sum += e;
-                        for (int d = 0; d < D; d++) acc[d] += e * vr[d];
-                    }
-                }
-            for (int d = 0; d < D; d++) EXPECT(fabs(o[b * D + d] - acc[d] / sum) < 1e-4);
-            EXPECT(fabs(lse[b] - (m + log(sum))) < 1e-4 * (1 + fabs(m)));
+            double acc[D] = {0};
+            for (int64_t j = 0; j < L; j++) {
+                const float *kr = kbig + b * bstride + j * D;
+                double dot = 0;
+                for (int d = 0; d < D; d++) dot += (double)q[b * D + d] * kr[d];
+                s[j] = qpos - j < T ? dot / sqrt((double)D) : -INFINITY;
+            }
+            double want_lse = check_softmax(s, L);
+            for (int64_t j = 0; j < L; j++)
+                for (int d = 0; d < D && s[j] != 0; d++) acc[d] += s[j] * vbig[b * bstride + j * D + d];
+            for (int d = 0; d < D; d++) EXPECT(fabs(o[b * D + d] - acc[d]) < 1e-4);
+            EXPECT(fabs(lse[b] - want_lse) < 1e-4 * (1 + fabs(want_lse)));
         }
         free(q);
     }
+    free(s);
     if (kbig != MAP_FAILED) munmap(kbig, bytes);
     if (vbig != MAP_FAILED) munmap(vbig, bytes);
     attn_kernel_free(kern);
@@ -385,10 +346,5 @@ int main(void) {
     test_masked_rows();
     test_odd_dims();
     test_long_kv();
-    if (failures) {
-        fprintf(stderr, "test_numerics: %d of %d checks failed\n", failures, checks);
-        return 1;
-    }
-    printf("test_numerics: %d checks passed\n", checks);
-    return 0;
+    return check_done("test_numerics");
 }

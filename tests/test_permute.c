@@ -9,15 +9,9 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "check.h"
 
-static int passed, failed;
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint64_t next(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
 
 enum { H = 3, D = 20 };
 
@@ -28,7 +22,6 @@ static void reference(int64_t B, int64_t Lq, int64_t Lk, int64_t qoff, const flo
         for (int h = 0; h < H; h++)
             for (int64_t i = 0; i < Lq; i++) {
                 int32_t rq = rank[b * Lk + qoff + i];
-                double m = -INFINITY, l = 0, acc[D] = {0};
                 double s[512];
                 for (int64_t j = 0; j < Lk; j++) {
                     int32_t rk = rank[b * Lk + j];
@@ -37,16 +30,13 @@ static void reference(int64_t B, int64_t Lq, int64_t Lk, int64_t qoff, const flo
                     for (int d = 0; d < D; d++)
                         dot += q[((b * H + h) * Lq + i) * D + d] * (double)k[((b * H + h) * Lk + j) * D + d];
                     s[j] = vis ? dot / sqrt((double)D) : -INFINITY;
-                    if (s[j] > m) m = s[j];
                 }
-                for (int64_t j = 0; j < Lk && m > -INFINITY; j++) {
-                    if (s[j] == -INFINITY) continue;
-                    double p = exp(s[j] - m);
-                    l += p;
-                    for (int d = 0; d < D; d++) acc[d] += p * v[((b * H + h) * Lk + j) * D + d];
+                lse[(b * H + h) * Lq + i] = check_softmax(s, Lk);
+                for (int d = 0; d < D; d++) {
+                    double acc = 0;
+                    for (int64_t j = 0; j < Lk; j++) acc += s[j] * v[((b * H + h) * Lk + j) * D + d];
+                    o[((b * H + h) * Lq + i) * D + d] = acc;
                 }
-                for (int d = 0; d < D; d++) o[((b * H + h) * Lq + i) * D + d] = l > 0 ? acc[d] / l : 0;
-                lse[(b * H + h) * Lq + i] = l > 0 ? m + log(l) : -INFINITY;
             }
 }
 
@@ -57,12 +47,13 @@ static void check(attn_kernel *kern, bool le, int64_t B, int64_t Lq, int64_t Lk,
     float *o = malloc(nq * 2 * 4), *lse = malloc((size_t)(B * H * Lq) * 4); /* o strided: rows padded */
     double *ro = malloc(nq * 8), *rl = malloc((size_t)(B * H * Lq) * 8);
     int32_t *rank = malloc((size_t)(B * Lk) * 4);
-    for (size_t i = 0; i < nq; i++) q[i] = (float)((int64_t)(next() % 2001) - 1000) / 1000.0f;
-    for (size_t i = 0; i < nk; i++) k[i] = (float)((int64_t)(next() % 2001) - 1000) / 1000.0f, v[i] = (float)((int64_t)(next() % 2001) - 1000) / 1000.0f;
+    check_fill(q, nq, &rng, CHECK_UNIFORM, 1.0);
+    check_fill(k, nk, &rng, CHECK_UNIFORM, 1.0);
+    check_fill(v, nk, &rng, CHECK_UNIFORM, 1.0);
     for (int64_t b = 0; b < B; b++) {
         for (int64_t j = 0; j < Lk; j++) rank[b * Lk + j] = (int32_t)j;
         for (int64_t j = Lk - 1; j > 0; j--) { /* Fisher-Yates */
-            int64_t t = (int64_t)(next() % (uint64_t)(j + 1));
+            int64_t t = check_int(&rng, 0, j);
             int32_t x = rank[b * Lk + j];
             rank[b * Lk + j] = rank[b * Lk + t];
             rank[b * Lk + t] = x;
@@ -90,13 +81,8 @@ static void check(attn_kernel *kern, bool le, int64_t B, int64_t Lq, int64_t Lk,
         }
         if (isinf(rl[r]) ? !(isinf(lse[r]) && lse[r] < 0) : fabs(lse[r] - rl[r]) > 1e-4) ok = false;
     }
-    if (ok) {
-        passed++;
-    } else {
-        failed++;
-        fprintf(stderr, "FAIL: %s (%s, B %lld Lq %lld Lk %lld): %s\n", what, le ? "<=" : "<", (long long)B,
-                (long long)Lq, (long long)Lk, st ? err.message : "mismatch");
-    }
+    CHECK(ok, "%s (%s, B %lld Lq %lld Lk %lld): %s", what, le ? "<=" : "<", (long long)B, (long long)Lq,
+          (long long)Lk, st ? err.message : "mismatch");
     free(q), free(k), free(v), free(o), free(lse), free(ro), free(rl), free(rank);
 }
 
@@ -112,10 +98,7 @@ int main(void) {
             opts.no_prune = !prune;
             attn_kernel *kern;
             attn_error err;
-            if (attn_compile("x.attn", text, &opts, &kern, NULL, &err)) {
-                fprintf(stderr, "compile: %s\n", err.message);
-                return 1;
-            }
+            REQUIRE(attn_compile("x.attn", text, &opts, &kern, NULL, &err) == ATTN_OK, "compile: %s", err.message);
             check(kern, le, 1, 1, 1, false, 1, "one position");
             check(kern, le, 2, 77, 77, false, 1, "permutation");
             check(kern, le, 3, 130, 130, false, 2, "permutation, 2 threads");
@@ -123,6 +106,5 @@ int main(void) {
             check(kern, le, 2, 20, 61, false, 2, "q_len != kv_len (general kernel)");
             attn_kernel_free(kern);
         }
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return check_done("test_permute");
 }

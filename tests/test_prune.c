@@ -5,15 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "check.h"
 #include "passes/passes.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static int64_t rnd(int64_t lo, int64_t hi) { /* inclusive */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return lo + (int64_t)(rng_state % (uint64_t)(hi - lo + 1));
-}
+static int64_t rnd(int64_t lo, int64_t hi) { return check_int(&rng_state, lo, hi); } /* inclusive */
 
 static IrExpr *gen_int(Arena *a, int depth);
 
@@ -140,8 +136,7 @@ static bool run_prune(IrFunc *f) {
 }
 
 /* Precision: on the seed articles' masks the analysis must find the empty and full tiles. */
-static int precision(void) {
-    int fails = 0;
+static void precision(void) {
     IrModule *m = ir_module_new();
     Arena *a = &m->arena;
     IrExpr *q = ir_var(a, IR_V_Q), *k = ir_var(a, IR_V_K);
@@ -163,19 +158,18 @@ static int precision(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         IrFunc *f = make_func(m, cases[i].mask);
-        if (!run_prune(f)) return 1;
+        bool pruned = run_prune(f);
+        CHECK(pruned, "prune failed on %s", cases[i].name);
+        if (!pruned) continue;
         IrEnv env = {.qmin = cases[i].q0, .qmax = cases[i].q1, .kmin = cases[i].k0,
                      .kmax = cases[i].k1, .kv_len = 1000};
         bool empty = !ir_eval(f, f->prune.may_see, &env).i, full = ir_eval(f, f->prune.all_see, &env).i;
         int64_t lo = ir_eval(f, f->prune.k_lo, &env).i, hi = ir_eval(f, f->prune.k_hi, &env).i;
-        if (empty != cases[i].empty || full != cases[i].full || lo != cases[i].lo || hi != cases[i].hi) {
-            fprintf(stderr, "IMPRECISE %s: empty %d full %d bounds [%lld,%lld]\n", cases[i].name, empty,
-                    full, (long long)lo, (long long)hi);
-            fails++;
-        }
+        CHECK(empty == cases[i].empty && full == cases[i].full && lo == cases[i].lo && hi == cases[i].hi,
+              "imprecise %s: empty %d full %d bounds [%lld,%lld]", cases[i].name, empty, full, (long long)lo,
+              (long long)hi);
     }
     ir_module_free(m);
-    return fails;
 }
 
 /* An atom bounding k by q: k OP q+c, q+c OP k, abs(q - k + c) OP w, k / m OP q / m, k OP c; or,
@@ -214,9 +208,9 @@ static IrExpr *gen_bound(Arena *a, bool *plain) {
 
 /* The exact-interval claim (prune.exact: a row sees exactly [k_lo, k_hi] at QMIN = QMAX = q,
  * which lets the kernels build a row's lane bits from two numbers) against brute force; and it
- * must not be made for masks with holes. Returns the failures. */
-static int exact_tests(void) {
-    int fails = 0, exact = 0, plain_masks = 0, bands = 0, stairs = 0;
+ * must not be made for masks with holes. */
+static void exact_tests(void) {
+    int exact = 0, plain_masks = 0, bands = 0, stairs = 0;
     for (int iter = 0; iter < 2000; iter++) {
         IrModule *m = ir_module_new();
         Arena *a = &m->arena;
@@ -224,8 +218,9 @@ static int exact_tests(void) {
         IrExpr *mask = gen_bound(a, &plain);
         for (int n = (int)rnd(0, 2); n > 0; n--) mask = ir_binary(a, IR_AND, mask, gen_bound(a, &plain));
         IrFunc *f = make_func(m, mask);
-        if (!run_prune(f)) {
-            fails++;
+        bool pruned = run_prune(f);
+        CHECK(pruned, "prune failed on exact-interval mask %d", iter);
+        if (!pruned) {
             ir_module_free(m);
             continue;
         }
@@ -252,15 +247,12 @@ static int exact_tests(void) {
             }
         }
         /* every mask of the plain forms is an interval, the others are claimed to be none */
-        if (wrong || f->prune.exact != plain) {
-            StrBuf sb;
-            sb_init(&sb);
-            ir_print_expr(&sb, f, f->mask);
-            fprintf(stderr, "EXACT: mask %s: claimed %d, plain %d, %s\n", sb_str(&sb), f->prune.exact, plain,
-                    wrong ? "rows differ from [k_lo, k_hi]" : "claim");
-            sb_free(&sb);
-            fails++;
-        }
+        StrBuf sb;
+        sb_init(&sb);
+        ir_print_expr(&sb, f, f->mask);
+        CHECK(!wrong && f->prune.exact == plain, "exact: mask %s: claimed %d, plain %d, %s", sb_str(&sb),
+              f->prune.exact, plain, wrong ? "rows differ from [k_lo, k_hi]" : "claim");
+        sb_free(&sb);
         ir_module_free(m);
     }
     printf("exact intervals: %d of 2000 masks claimed (%d of the plain forms), %d of them bands, %d staircases\n",
@@ -274,19 +266,15 @@ static int exact_tests(void) {
         IrExpr *hi = ir_binary(a, IR_LE, k, ir_binary(a, IR_ADD, q, ir_const_int(a, INT64_MAX)));
         IrFunc *f = make_func(m, ir_binary(a, IR_AND, lo, hi));
         int64_t bhi = 0;
-        if (run_prune(f) && ir_prune_band(f, &bhi) != 0) {
-            fprintf(stderr, "BAND: a band claimed for overflowing bounds\n");
-            fails++;
-        }
+        CHECK(run_prune(f) && ir_prune_band(f, &bhi) == 0, "a band claimed for overflowing bounds");
         ir_module_free(m);
     }
-    return fails + (exact == 0) + (bands == 0) + (stairs == 0);
+    CHECK(exact > 0 && bands > 0 && stairs > 0, "the generator must reach exact intervals, bands and staircases");
 }
 
 int main(void) {
     for (int i = 0; i < 64; i++) arr[i] = i / 9 + (i > 40 ? 3 : 0);
     Stats st = {0};
-    int passed = 0, failed = 0;
     for (int iter = 0; iter < 3000; iter++) {
         IrModule *m = ir_module_new();
         Arena *a = &m->arena;
@@ -300,8 +288,9 @@ int main(void) {
             mask = rnd(0, 1) ? ir_binary(a, IR_AND, mask, res) : ir_binary(a, IR_AND, res, mask);
         }
         IrFunc *f = make_func(m, mask);
-        if (!f->mask || !run_prune(f)) {
-            failed++;
+        bool pruned = f->mask && run_prune(f);
+        CHECK(pruned, "prune failed on random mask %d", iter);
+        if (!pruned) {
             ir_module_free(m);
             continue;
         }
@@ -310,19 +299,14 @@ int main(void) {
             int64_t q0 = rnd(-10, 50), k0 = rnd(0, 40);
             ok &= check_tile(f, q0, q0 + rnd(0, 12), k0, k0 + rnd(0, 12), 60, &st);
         }
-        ok ? passed++ : failed++;
+        CHECK(ok, "random mask %d: unsound (above)", iter);
         ir_module_free(m);
     }
     printf("tiles %ld: empty said %ld (true %ld), full said %ld (true %ld); pairs on residue runs %ld\n",
            st.tiles, st.empty_said, st.empty_true, st.full_said, st.full_true, st.run_pairs);
     /* the generator must reach the residue-run rewriting, or the check above proves nothing */
-    if (st.run_pairs == 0) {
-        fprintf(stderr, "no random mask had residue runs\n");
-        failed++;
-    }
-    int p = precision();
-    p ? failed++ : passed++;
-    exact_tests() ? failed++ : passed++;
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    CHECK(st.run_pairs > 0, "no random mask had residue runs");
+    precision();
+    exact_tests();
+    return check_done("test_prune");
 }

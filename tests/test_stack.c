@@ -8,15 +8,9 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "check.h"
 
 enum { H = 2, L = 96, D = 256, SMALL = 128 * 1024 };
-
-static int failures;
-
-static void expect(int ok, const char *what) {
-    printf("%s: %s\n", ok ? "ok" : "FAIL", what);
-    failures += !ok;
-}
 
 static attn_tensor t4(float *p, int64_t l, int64_t d) {
     return (attn_tensor){.data = p, .ndim = 4, .shape = {1, H, l, d}};
@@ -52,38 +46,29 @@ int main(void) {
     const char *src = "attention big { heads = 2; head_dim = 256; mask = causal; }";
     attn_kernel *kern = NULL;
     attn_error err = {0};
-    if (attn_compile("big.attn", src, NULL, &kern, NULL, &err) != ATTN_OK) {
-        printf("FAIL: compile: %s\n", err.message);
-        return 1;
-    }
+    REQUIRE(attn_compile("big.attn", src, NULL, &kern, NULL, &err) == ATTN_OK, "compile: %s", err.message);
     const attn_rt_desc *d = attn_kernel_desc(kern);
-    expect(d && d->stack > SMALL, "the head_dim 256 kernel needs more stack than the small thread has");
+    CHECK(d && d->stack > SMALL, "the head_dim 256 kernel needs more stack than the small thread has");
     size_t n = (size_t)H * L * D;
     float *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
     float *ref = malloc(n * sizeof *ref), *o = malloc(n * sizeof *o);
-    if (!q || !k || !v || !ref || !o) return 1;
-    unsigned s = 7;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 1103515245u + 12345u;
-        q[i] = (float)((s >> 8) & 0xffff) / 65536.0f - 0.5f;
-        k[i] = (float)((s >> 4) & 0xffff) / 65536.0f - 0.5f;
-        v[i] = (float)((s >> 12) & 0xffff) / 65536.0f - 0.5f;
-    }
+    REQUIRE(q && k && v && ref && o, "out of memory");
+    uint64_t rng = 7;
+    check_fill(q, n, &rng, CHECK_UNIFORM, 0.5);
+    check_fill(k, n, &rng, CHECK_UNIFORM, 0.5);
+    check_fill(v, n, &rng, CHECK_UNIFORM, 0.5);
     Job j = {.kern = kern, .call = {.q = t4(q, L, D), .k = t4(k, L, D), .v = t4(v, L, D), .o = t4(ref, L, D), .threads = 1}};
     run(&j);
-    expect(j.st == ATTN_OK, "the main thread's run");
+    CHECK(j.st == ATTN_OK, "the main thread's run");
     for (int threads = 1; threads <= 2; threads++) {
         memset(o, 0, n * sizeof *o);
         Job js = j;
         js.call.o = t4(o, L, D);
         js.call.threads = threads;
         js.st = ATTN_ERR_ARG;
-        char what[128];
-        snprintf(what, sizeof what, "a %d KiB thread's run, %d thread(s)", SMALL / 1024, threads);
-        expect(run_on_thread(&js, SMALL) && js.st == ATTN_OK, what);
-        if (js.st != ATTN_OK) printf("  %s\n", js.msg);
-        snprintf(what, sizeof what, "equals the main thread's, %d thread(s)", threads);
-        expect(memcmp(o, ref, n * sizeof *o) == 0, what);
+        CHECK(run_on_thread(&js, SMALL) && js.st == ATTN_OK, "a %d KiB thread's run, %d thread(s): %s",
+              SMALL / 1024, threads, js.msg);
+        CHECK(memcmp(o, ref, n * sizeof *o) == 0, "equals the main thread's, %d thread(s)", threads);
     }
     attn_kernel_free(kern);
     free(q);
@@ -91,6 +76,5 @@ int main(void) {
     free(v);
     free(ref);
     free(o);
-    printf("%s\n", failures ? "FAILED" : "all passed");
-    return failures != 0;
+    return check_done("test_stack");
 }

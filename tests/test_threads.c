@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attn/attn.h"
+#include "check.h"
 
 enum { NSPECS = 8, B = 2, H = 4, KH = 2, D = 16, LQ = 29, LK = 45 };
 
@@ -54,23 +55,16 @@ static double c_score(int spec, int h, int64_t q, int64_t k, double s) {
 typedef struct Work {
     int spec;                 /* which spec (thread index) */
     attn_kernel *shared;      /* the kernel to run (second test) or NULL to compile */
-    unsigned seed;
+    uint64_t seed;            /* its random stream */
     float q[B * H * LQ * D], k[B * KH * LK * D], v[B * KH * LK * D], o[B * H * LQ * D];
     int32_t doc[B * LK];
-    int failures;
-    char msg[600];
 } Work;
-
-static float rnd(unsigned *s) {
-    *s = *s * 1103515245u + 12345u;
-    return (float)((*s >> 8) & 0xffff) / 65536.0f - 0.5f;
-}
 
 /* Runs the kernel on fresh data and compares every row with the reference. */
 static void run_and_check(Work *w, attn_kernel *kern, int threads) {
-    for (size_t i = 0; i < sizeof w->q / sizeof *w->q; i++) w->q[i] = rnd(&w->seed);
-    for (size_t i = 0; i < sizeof w->k / sizeof *w->k; i++) w->k[i] = rnd(&w->seed);
-    for (size_t i = 0; i < sizeof w->v / sizeof *w->v; i++) w->v[i] = rnd(&w->seed);
+    check_fill(w->q, sizeof w->q / sizeof *w->q, &w->seed, CHECK_UNIFORM, 0.5);
+    check_fill(w->k, sizeof w->k / sizeof *w->k, &w->seed, CHECK_UNIFORM, 0.5);
+    check_fill(w->v, sizeof w->v / sizeof *w->v, &w->seed, CHECK_UNIFORM, 0.5);
     for (int b = 0; b < B; b++)
         for (int k = 0; k < LK; k++) w->doc[b * LK + k] = doc_of(b, k);
     attn_input in[1];
@@ -90,18 +84,18 @@ static void run_and_check(Work *w, attn_kernel *kern, int threads) {
         .threads = threads,
     };
     attn_error err;
-    if (attn_run(kern, &c, &err) != ATTN_OK) {
-        snprintf(w->msg, sizeof w->msg, "spec %d: attn_run: %s", w->spec, err.message);
-        w->failures++;
-        return;
-    }
+    attn_status st = attn_run(kern, &c, &err);
+    CHECK(st == ATTN_OK, "spec %d: attn_run: %s", w->spec, err.message);
+    if (st != ATTN_OK) return;
+    double worst = 0; /* the largest error, where */
+    int at[4] = {0};
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
             for (int r = 0; r < LQ; r++) {
                 int64_t qpos = LK - LQ + r;
                 int kh = h / (H / KH);
                 const float *qr = w->q + ((b * H + h) * LQ + r) * D;
-                double s[LK], m = -INFINITY, sum = 0, acc[D] = {0};
+                double s[LK];
                 for (int j = 0; j < LK; j++) {
                     s[j] = -INFINITY;
                     if (!c_visible(w->spec, b, qpos, j)) continue;
@@ -109,26 +103,17 @@ static void run_and_check(Work *w, attn_kernel *kern, int threads) {
                     double dot = 0;
                     for (int d = 0; d < D; d++) dot += (double)qr[d] * kr[d];
                     s[j] = c_score(w->spec, h, qpos, j, dot / sqrt((double)D));
-                    if (s[j] > m) m = s[j];
                 }
-                for (int j = 0; j < LK; j++) {
-                    if (s[j] == -INFINITY) continue;
-                    double e = exp(s[j] - m);
-                    sum += e;
-                    for (int d = 0; d < D; d++) acc[d] += e * w->v[((b * KH + kh) * LK + j) * D + d];
-                }
+                check_softmax(s, LK);
                 for (int d = 0; d < D; d++) {
-                    double want = sum > 0 ? acc[d] / sum : 0;
-                    float got = w->o[((b * H + h) * LQ + r) * D + d];
-                    if (!(fabs(got - want) <= 1e-4)) {
-                        snprintf(w->msg, sizeof w->msg,
-                                 "spec %d threads %d: b%d h%d row %d dim %d: %g, expected %g",
-                                 w->spec, threads, b, h, r, d, got, want);
-                        w->failures++;
-                        return;
-                    }
+                    double want = 0;
+                    for (int j = 0; j < LK; j++) want += s[j] * w->v[((b * KH + kh) * LK + j) * D + d];
+                    double e = fabs(w->o[((b * H + h) * LQ + r) * D + d] - want);
+                    if (!(e <= worst)) worst = e, at[0] = b, at[1] = h, at[2] = r, at[3] = d;
                 }
             }
+    CHECK(worst <= 1e-4, "spec %d threads %d: b%d h%d row %d dim %d off by %g", w->spec, threads, at[0], at[1],
+          at[2], at[3], worst);
 }
 
 static void *worker(void *arg) {
@@ -139,13 +124,10 @@ static void *worker(void *arg) {
         snprintf(name, sizeof name, "spec%d.attn", w->spec);
         attn_error err;
         char *diags = NULL;
-        if (attn_compile(name, specs[w->spec], NULL, &kern, &diags, &err) != ATTN_OK) {
-            snprintf(w->msg, sizeof w->msg, "spec %d: %s %s", w->spec, err.message,
-                     diags ? diags : "");
-            w->failures++;
-            attn_free(diags);
-            return NULL;
-        }
+        attn_status st = attn_compile(name, specs[w->spec], NULL, &kern, &diags, &err);
+        CHECK(st == ATTN_OK, "spec %d: %s %s", w->spec, err.message, diags ? diags : "");
+        attn_free(diags);
+        if (st != ATTN_OK) return NULL;
     }
     for (int it = 0; it < (w->shared ? 12 : 3); it++) {
         run_and_check(w, kern, 1);
@@ -156,47 +138,29 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static int run_threads(Work *ws, int n) {
+static void run_threads(Work *ws, int n) {
     pthread_t t[NSPECS];
-    int failures = 0;
-    for (int i = 0; i < n; i++)
-        if (pthread_create(&t[i], NULL, worker, &ws[i]) != 0) {
-            fprintf(stderr, "pthread_create failed\n");
-            return 1;
-        }
+    for (int i = 0; i < n; i++) REQUIRE(pthread_create(&t[i], NULL, worker, &ws[i]) == 0, "pthread_create");
     for (int i = 0; i < n; i++) pthread_join(t[i], NULL);
-    for (int i = 0; i < n; i++)
-        if (ws[i].failures) {
-            fprintf(stderr, "%s\n", ws[i].msg);
-            failures += ws[i].failures;
-        }
-    return failures;
 }
 
 int main(void) {
     Work *ws = calloc(NSPECS, sizeof *ws);
-    if (!ws) return 1;
+    REQUIRE(ws, "out of memory");
     /* 8 threads, 8 specs, compiled and run at once */
     for (int i = 0; i < NSPECS; i++) ws[i] = (Work){.spec = i, .seed = 100u + (unsigned)i};
-    int failures = run_threads(ws, NSPECS);
+    run_threads(ws, NSPECS);
     /* two threads, one kernel (one with a runtime input), the same calls at once */
     for (int s = 6; s <= 7; s++) {
         attn_kernel *kern = NULL;
         attn_error err;
-        if (attn_compile(NULL, specs[s], NULL, &kern, NULL, &err) != ATTN_OK) {
-            fprintf(stderr, "compile: %s\n", err.message);
-            failures++;
-            continue;
-        }
+        attn_status st = attn_compile(NULL, specs[s], NULL, &kern, NULL, &err);
+        CHECK(st == ATTN_OK, "compile: %s", err.message);
+        if (st != ATTN_OK) continue;
         for (int i = 0; i < 2; i++) ws[i] = (Work){.spec = s, .shared = kern, .seed = 7u + (unsigned)i};
-        failures += run_threads(ws, 2);
+        run_threads(ws, 2);
         attn_kernel_free(kern);
     }
     free(ws);
-    if (failures) {
-        fprintf(stderr, "test_threads: %d failures\n", failures);
-        return 1;
-    }
-    printf("test_threads: ok\n");
-    return 0;
+    return check_done("test_threads");
 }
