@@ -18,7 +18,10 @@
  *   56+K        P bytes: a bundle of host objects (codegen.h, cg_emit_object_mem)
  * all integers little-endian. Entries are written to a temporary file in the same directory
  * and renamed over the final name, so readers never see a torn entry; anything that does not
- * check out (magic, version, sizes, key, checksum, owner) is ignored and rebuilt.
+ * check out (magic, version, sizes, key, checksum, owner) is ignored and rebuilt. An entry that
+ * is not a regular file (a FIFO, a device, a symlink) is never read nor waited on, and the header
+ * is checked against the file's size before the rest is read.
+
  */
 #ifndef ATTNC_CACHE_H
 #define ATTNC_CACHE_H
@@ -31,6 +34,7 @@
 #include "codegen/codegen.h"
 
 #define KC_FORMAT 2 /* 2: the payload is a bundle of objects */
+#define KC_MAX_PAYLOAD ((uint64_t)256 << 20) /* larger entries are refused unread */
 #define KC_MAX_FUNCS 4 /* tile functions per kernel (MLA: up-projected and absorbed; union domains) */
 
 typedef struct KcKey {

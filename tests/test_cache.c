@@ -1,13 +1,19 @@
 /* test_cache.c — the on-disk kernel cache: cold compile, warm load, blocks that compile alike,
- * corrupt, truncated and foreign entries rebuilt, the cache bypassed, and two threads filling
- * an empty cache at once. Uses its own temporary ATTNC_CACHE_DIR. */
+ * corrupt, truncated and foreign entries rebuilt, a FIFO and a 2 GiB sparse file planted as the
+ * entry, the
+ * cache bypassed, and two threads filling an empty cache at once. Uses its own temporary
+ * ATTNC_CACHE_DIR. */
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "attn/attn.h"
@@ -153,6 +159,26 @@ static void expect(const char *what, const char *text, int hit) {
     attn_kernel_free(kern);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A 2 GiB sparse file at the entry's path starting with `head` (n bytes), then `expect` must
+ * rebuild it in well under the time reading 2 GiB takes. */
+static void planted_huge(const char *entry, const unsigned char *head, size_t n, const char *what) {
+    unlink(entry);
+    FILE *f = fopen(entry, "wb");
+    CHECK(f && fwrite(head, 1, n, f) == n, "%s: write the planted file", what);
+    if (f) fclose(f);
+    CHECK(truncate(entry, 2L << 30) == 0, "%s: extend to 2 GiB", what);
+    double t0 = now_s();
+    expect(what, spec_a, 0);
+    double s = now_s() - t0;
+    CHECK(s < 3.0, "%s: %.1f s (the file was read whole?)", what, s);
+}
+
 static void *thread_compile(void *arg) {
     float *o = arg;
     attn_kernel *kern = compile(spec_a, 0);
@@ -229,6 +255,41 @@ int main(void) {
         if (d) closedir(d);
         CHECK(rename(path, entry) == 0, "move the foreign entry over %s", entry);
         expect("foreign entry: rebuilt", spec_a, 0);
+        expect("then warm again", spec_a, 1);
+    }
+
+    /* a FIFO in place of the entry: neither the lookup nor the write may wait on it (the
+     * alarm ends a hang); a symlink to a valid entry is not followed */
+    {
+        alarm(60);
+        CHECK(unlink(entry) == 0 && mkfifo(entry, 0600) == 0, "mkfifo %s", entry);
+        expect("FIFO as the entry: rebuilt", spec_a, 0);
+        struct stat st;
+        CHECK(lstat(entry, &st) == 0 && S_ISREG(st.st_mode), "the FIFO was replaced by an entry");
+        expect("then warm again", spec_a, 1);
+        char link[600];
+        snprintf(link, sizeof link, "%s.real", entry);
+        CHECK(rename(entry, link) == 0 && symlink(link, entry) == 0, "symlink the entry");
+        expect("symlink as the entry: rebuilt", spec_a, 0);
+        unlink(link);
+        alarm(0);
+    }
+
+    /* a 2 GiB sparse file: zeros, then one whose header (copied from the real entry, payload
+     * length patched) states the 2 GiB size */
+    {
+        unsigned char head[56];
+        FILE *f = fopen(entry, "rb");
+        CHECK(f && fread(head, 1, sizeof head, f) == sizeof head, "read the entry's header");
+        if (f) fclose(f);
+        unsigned char zeros[56] = {0};
+        planted_huge(entry, zeros, sizeof zeros, "2 GiB sparse file: rebuilt");
+        CHECK(file_size(entry) == size, "the rebuilt entry is whole");
+        uint64_t klen = 0, plen;
+        for (int i = 3; i >= 0; i--) klen = klen << 8 | head[12 + i];
+        plen = (2ULL << 30) - 56 - klen;
+        for (int i = 0; i < 8; i++) head[16 + i] = (unsigned char)(plen >> (8 * i));
+        planted_huge(entry, head, sizeof head, "2 GiB entry, consistent header: rebuilt");
         expect("then warm again", spec_a, 1);
     }
 
