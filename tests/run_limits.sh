@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# run_limits.sh ATTNC SRC — the command line under resource limits set by `ulimit` in a
+# subshell: a limit may cost a compile or fail the command with an error (exit status 1), never
+# kill it with a signal.
+#   ulimit -s 64   `check` and `dump` read a spec (once a 64 KiB buffer on the stack: SIGSEGV)
+set -u
+attnc=$1 src=$2
+spec=$src/examples/causal_lm.attn
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+expect() { # expect STATUS WHAT -- COMMAND...: the exit status of COMMAND
+    local want=$1 what=$2
+    shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"
+    local got=$?
+    if [ "$got" -ne "$want" ]; then
+        echo "FAIL: $what: exit $got, expected $want"
+        sed -e 's/^/    /' "$tmp/err" | tail -n 5
+        fail=$((fail + 1))
+    else
+        echo "ok: $what"
+    fi
+}
+
+expect 0 "ulimit -s 64: check" -- bash -c 'ulimit -s 64 && exec "$0" check "$1"' "$attnc" "$spec"
+expect 0 "ulimit -s 64: dump" -- bash -c 'ulimit -s 64 && exec "$0" dump "$1" --kernel cpm_lm' "$attnc" "$spec"
+expect 0 "ulimit -s 64: dump --llvm" -- bash -c 'ulimit -s 64 && exec "$0" dump "$1" --kernel cpm_lm --llvm' "$attnc" "$spec"
+expect 1 "ulimit -s 64: a bad spec" -- bash -c 'ulimit -s 64 && exec "$0" check "$1"' "$attnc" "$src/tests/bad/034_deep_expression.attn"
+
+echo "$fail failed"
+[ "$fail" -eq 0 ]
