@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef ATTNC_VERSION
@@ -297,8 +300,41 @@ static bool kc_write_all(int fd, const void *data, size_t len) {
     return true;
 }
 
+/* A temp file name of kc_store: "." then 64 hex digits, ".", 6 characters of mkstemp. */
+static bool kc_is_tmp_name(const char *name) {
+    if (name[0] != '.' || strlen(name) != 1 + 64 + 1 + 6 || name[65] != '.') return false;
+    for (int i = 1; i <= 64; i++)
+        if (!strchr("0123456789abcdef", name[i])) return false;
+    return true;
+}
+
+/* Removes temp files that writers killed mid-write left behind: the user's own regular files
+ * not modified for KC_STALE_TMP seconds (a live writer finishes in milliseconds). */
+static void kc_sweep_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        struct stat st;
+        if (!kc_is_tmp_name(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && now - st.st_mtime > KC_STALE_TMP)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+/* Whether a file of `size` bytes may be written: beyond RLIMIT_FSIZE the write would raise
+ * SIGXFSZ, whose default action kills the process (its handler is the host's to choose). */
+static bool kc_fits_fsize(uint64_t size) {
+    struct rlimit rl;
+    return getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || size <= (uint64_t)rl.rlim_cur;
+}
+
 bool kc_store(const char *dir, const KcKey *key, const void *payload, size_t len) {
-    if (!kc_mkdirs(dir)) return false;
+    if (!kc_fits_fsize((uint64_t)KC_HEADER + key->text.len + len) || !kc_mkdirs(dir)) return false;
+    kc_sweep_tmp(dir);
     char *path = kc_path(dir, key);
     StrBuf tmp;
     sb_init(&tmp);

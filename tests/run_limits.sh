@@ -3,6 +3,8 @@
 # subshell: a limit may cost a compile or fail the command with an error (exit status 1), never
 # kill it with a signal.
 #   ulimit -s 64   `check` and `dump` read a spec (once a 64 KiB buffer on the stack: SIGSEGV)
+#   ulimit -f 16   a compile whose cache entry (~33 KiB) exceeds the limit: the entry is not
+#                  written (once SIGXFSZ, exit 153, and a temp file left behind)
 set -u
 attnc=$1 src=$2
 spec=$src/examples/causal_lm.attn
@@ -27,6 +29,13 @@ expect 0 "ulimit -s 64: check" -- bash -c 'ulimit -s 64 && exec "$0" check "$1"'
 expect 0 "ulimit -s 64: dump" -- bash -c 'ulimit -s 64 && exec "$0" dump "$1" --kernel cpm_lm' "$attnc" "$spec"
 expect 0 "ulimit -s 64: dump --llvm" -- bash -c 'ulimit -s 64 && exec "$0" dump "$1" --kernel cpm_lm --llvm' "$attnc" "$spec"
 expect 1 "ulimit -s 64: a bad spec" -- bash -c 'ulimit -s 64 && exec "$0" check "$1"' "$attnc" "$src/tests/bad/034_deep_expression.attn"
+
+export ATTNC_CACHE_DIR=$tmp/cache
+expect 0 "ulimit -f 16: cold compile" -- bash -c 'ulimit -f 16 && exec "$0" bench "$1" --kernel cpm_lm --q-len 64 --kv-len 64 --threads 1' "$attnc" "$spec"
+left=$(find "$tmp/cache" -type f 2>/dev/null | wc -l)
+[ "$left" -eq 0 ] || { echo "FAIL: ulimit -f 16: $left files left in the cache"; fail=$((fail + 1)); }
+expect 0 "no limit: cold compile writes the entry" -- "$attnc" bench "$spec" --kernel cpm_lm --q-len 64 --kv-len 64 --threads 1
+[ "$(find "$tmp/cache" -name '*.attnk' | wc -l)" -eq 1 ] || { echo "FAIL: no entry written without the limit"; fail=$((fail + 1)); }
 
 echo "$fail failed"
 [ "$fail" -eq 0 ]

@@ -1,6 +1,6 @@
 /* test_cache.c — the on-disk kernel cache: cold compile, warm load, blocks that compile alike,
  * corrupt, truncated and foreign entries rebuilt, a FIFO and a 2 GiB sparse file planted as the
- * entry, the
+ * entry, a file-size limit below the entry's size, stale temp files of killed writers, the
  * cache bypassed, and two threads filling an empty cache at once. Uses its own temporary
  * ATTNC_CACHE_DIR. */
 #include <dirent.h>
@@ -291,6 +291,42 @@ int main(void) {
         for (int i = 0; i < 8; i++) head[16 + i] = (unsigned char)(plen >> (8 * i));
         planted_huge(entry, head, sizeof head, "2 GiB entry, consistent header: rebuilt");
         expect("then warm again", spec_a, 1);
+    }
+
+    /* a file-size limit below the entry's size (`ulimit -f`): the write is skipped, not killed
+     * by SIGXFSZ; no temp file is left */
+    {
+        clear_dir();
+        struct rlimit old, rl;
+        getrlimit(RLIMIT_FSIZE, &old);
+        rl = old;
+        rl.rlim_cur = (rlim_t)size / 2;
+        CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit RLIMIT_FSIZE");
+        expect("RLIMIT_FSIZE below the entry: compiled", spec_a, 0);
+        CHECK(entries(NULL, 0) == 0, "no entry nor temp file under the limit (%d files)", entries(NULL, 0));
+        CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0, "restore RLIMIT_FSIZE");
+        expect("limit lifted: cold", spec_a, 0);
+        expect("then warm", spec_a, 1);
+    }
+
+    /* temp files of writers killed mid-write: removed by the next write once an hour old,
+     * younger ones (a live writer's) kept */
+    {
+        char stale[600], fresh[600];
+        CHECK(entries(entry, sizeof entry) == 1 && unlink(entry) == 0, "remove the entry");
+        snprintf(stale, sizeof stale, "%s/.%064d.Ab3xYz", dir, 7);
+        snprintf(fresh, sizeof fresh, "%s/.%064d.Qw9eRt", dir, 8);
+        for (int i = 0; i < 2; i++) {
+            FILE *f = fopen(i ? fresh : stale, "wb");
+            CHECK(f != NULL, "create a temp file");
+            if (f) fclose(f);
+        }
+        struct timeval old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+        CHECK(utimes(stale, old) == 0, "age the stale temp file");
+        expect("cold compile with temp files around", spec_a, 0);
+        CHECK(access(stale, F_OK) != 0, "the stale temp file was removed");
+        CHECK(access(fresh, F_OK) == 0, "the fresh temp file was kept");
+        unlink(fresh);
     }
 
     /* two threads, an empty cache */
