@@ -3,6 +3,8 @@
 # subshell: a limit may cost a compile or fail the command with an error (exit status 1), never
 # kill it with a signal.
 #   ulimit -s 64   `check` and `dump` read a spec (once a 64 KiB buffer on the stack: SIGSEGV)
+#   ulimit -v      a cold compile with too little address space for LLVM: exit 1 and a message
+#                  (once std::bad_alloc in LLVM, exit 134); `build` within the documented floor
 #   ulimit -f 16   a compile whose cache entry (~33 KiB) exceeds the limit: the entry is not
 #                  written (once SIGXFSZ, exit 153, and a temp file left behind)
 set -u
@@ -36,6 +38,16 @@ left=$(find "$tmp/cache" -type f 2>/dev/null | wc -l)
 [ "$left" -eq 0 ] || { echo "FAIL: ulimit -f 16: $left files left in the cache"; fail=$((fail + 1)); }
 expect 0 "no limit: cold compile writes the entry" -- "$attnc" bench "$spec" --kernel cpm_lm --q-len 64 --kv-len 64 --threads 1
 [ "$(find "$tmp/cache" -name '*.attnk' | wc -l)" -eq 1 ] || { echo "FAIL: no entry written without the limit"; fail=$((fail + 1)); }
+
+# the floor: 128 MiB beyond what the process has mapped when the compile starts (docs/guarantees.md)
+export ATTNC_NO_CACHE=1
+for v in 200000 210000 230000 260000; do
+    expect 1 "ulimit -v $v: cold compile" -- bash -c 'ulimit -v "$2" && exec "$0" bench "$1" --kernel cpm_lm --q-len 64 --kv-len 64 --threads 1 --reps 1' "$attnc" "$spec" "$v"
+    grep -q "ulimit -v" "$tmp/err" || { echo "FAIL: ulimit -v $v: no message naming the limit"; fail=$((fail + 1)); }
+done
+expect 1 "ulimit -v 210000: build" -- bash -c 'ulimit -v 210000 && exec "$0" build "$1" --kernel cpm_lm -o "$2"' "$attnc" "$spec" "$tmp/k.o"
+expect 0 "ulimit -v 450000: build" -- bash -c 'ulimit -v 450000 && exec "$0" build "$1" --kernel cpm_lm -o "$2"' "$attnc" "$spec" "$tmp/k.o"
+unset ATTNC_NO_CACHE
 
 echo "$fail failed"
 [ "$fail" -eq 0 ]
