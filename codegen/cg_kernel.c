@@ -1261,11 +1261,12 @@ static void body_groups(Kern *k, bool masked) {
 }
 
 /* A row's lse from its max m and sum l: m + log(l), -inf for a row that saw nothing (l = 0;
- * otherwise l >= 1, the max term's own 1). */
+ * otherwise l >= 1, the max term's own 1), NaN when l is (cg_seen). */
 static LLVMValueRef row_lse(Cg *c, LLVMValueRef m, LLVMValueRef l) {
-    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
+    LLVMValueRef pos = cg_seen(c, l, 0.0);
     LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", l, cg_f32(c, 1.0)));
-    return LLVMBuildSelect(c->b, pos, LLVMBuildFAdd(c->b, m, lg, ""), cg_f32(c, -INFINITY), "");
+    LLVMValueRef lse = LLVMBuildSelect(c->b, pos, LLVMBuildFAdd(c->b, m, lg, ""), cg_f32(c, -INFINITY), "");
+    return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, l, l, ""), l, lse, "");
 }
 
 /* i1: the kernel resumes from the (o, lse) in the output (a->resume, with an lse to read). */
@@ -1335,7 +1336,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "ri");
         LLVMValueRef row = task_row(k, i);
         LLVMValueRef lse = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, row_off(k, row, k->ls1, k->ls2)), 4);
-        LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, lse, cg_f32(c, -INFINITY), "");
+        LLVMValueRef seen = cg_seen(c, lse, -INFINITY); /* a NaN lse resumes as NaN */
         cg_store(c, LLVMBuildSelect(b, seen, lse, cg_f32(c, -INFINITY), ""), cg_gep(c, c->f32, k->M, i), 4);
         LLVMValueRef l1 = LLVMBuildInsertElement(b, LLVMConstNull(c->vf), cg_f32(c, 1.0), cg_i32(c, 0), "");
         cg_store(c, LLVMBuildSelect(b, seen, l1, LLVMConstNull(c->vf), ""), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
@@ -1501,7 +1502,7 @@ static void emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), nrows, cg_i64(c, 1), "oi");
         LLVMValueRef l = cg_hsum(c, cg_load(c, c->vf, cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va));
         LLVMValueRef m = cg_load(c, c->f32, cg_gep(c, c->f32, k->M, i), 4);
-        LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
+        LLVMValueRef pos = cg_seen(c, l, 0.0);
         LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), l, ""), cg_f32(c, 0.0), "");
         LLVMValueRef is = cg_splat(c, inv);
         LLVMValueRef row = add(c, qc, i);
@@ -1737,7 +1738,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
         for (int r = 0; r < R; r++) {
             LLVMValueRef m = cg_load(c, c->f32, slots[r][3], 4), l = cg_load(c, c->f32, slots[r][2], 4);
             LLVMValueRef mold = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, row_off(k, row[r], k->ls1, k->ls2)), 4);
-            LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, mold, cg_f32(c, -INFINITY), "");
+            LLVMValueRef seen = cg_seen(c, mold, -INFINITY);
             LLVMValueRef m2 = cg_fmax(c, m, mold);
             LLVMValueRef a = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, m, m2, "")), cg_f32(c, 1.0), "");
             LLVMValueRef o = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, mold, m2, "")), cg_f32(c, 0.0), "");
@@ -1791,7 +1792,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
                 LLVMBuildCondBr(b, present[r], bw, bput);
                 LLVMPositionBuilderAtEnd(b, bw);
             }
-            LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
+            LLVMValueRef pos = cg_seen(c, den[r], 0.0);
             LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), den[r], ""), cg_f32(c, 0.0), "");
             LLVMValueRef an = cg_splat(c, LLVMBuildFMul(b, wnew[r], inv, "")), ao = cg_splat(c, LLVMBuildFMul(b, wold[r], inv, ""));
             LLVMValueRef ooff = row_off(k, row[r], k->os1, k->os2);
