@@ -235,31 +235,42 @@ static void test_mla(void) {
 }
 
 /* V near FLT_MAX: the kernels accumulate sum_j exp(s_j - m) v_j unnormalised, which stays
- * finite while max|v| * l < FLT_MAX (l = sum_j exp(s_j - m) <= the visible keys): equal scores
- * over n keys with |v| = FLT_MAX / (n + 1) give v exactly, on every path and thread count. */
-static void test_large_v(void) {
-    enum { N = 40, D = 8 };
-    attn_kernel *kern = compile("attention t { heads = 1; head_dim = 8; }");
+ * finite while max|v| * l < FLT_MAX (l = sum_j exp(s_j - m) <= n, the row's visible keys):
+ * equal scores over n keys with |v| = FLT_MAX / (n + 1) give v exactly, on 1-3 threads, in
+ * prefill (the last row sees all n keys), a band and decode with split keys. */
+static void large_v(const char *spec, int Lq, int Lk) {
+    enum { D = 8 };
+    attn_kernel *kern = compile(spec);
     if (!kern) return;
-    static float q[N * D], k[N * D], v[N * D], o[N * D], lse[N];
-    Prob p = {"large V", 1, 1, N, N, D, D, q, k, v, NULL};
-    float big = 3.4028234e38f / (N + 1);
-    for (int i = 0; i < N * D; i++) {
-        q[i] = 0.5f;
+    size_t nq = (size_t)Lq * D, nk = (size_t)Lk * D;
+    float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *o = malloc(nq * 4), *lse = malloc((size_t)Lq * 4);
+    Prob p = {spec, 1, 1, Lq, Lk, D, D, q, k, v, NULL};
+    float big = 3.4028234e38f / (float)(Lk + 1);
+    for (size_t i = 0; i < nq; i++) q[i] = 0.5f;
+    for (size_t i = 0; i < nk; i++) {
         k[i] = 0.25f;
-        v[i] = (i % 2 ? -big : big);
+        v[i] = i % 2 ? -big : big;
     }
     for (int t = 1; t <= 3; t++) {
         if (!run(kern, &p, t, o, lse)) break;
         int bad = 0;
-        for (int i = 0; i < N * D; i++)
-            if (!(fabsf(o[i] - v[i]) <= 1e-5f * big)) bad++;
+        for (size_t i = 0; i < nq; i++)
+            if (!(fabsf(o[i] - v[i % D]) <= 1e-3f * big)) bad++; /* summation rounding, not range */
         if (bad) {
-            fprintf(stderr, "large V, %d threads: %d of %d outputs off (o[0] %g, want %g)\n", t, bad, N * D, o[0], v[0]);
+            fprintf(stderr, "large V (%s, %d keys), %d threads: %d of %zu outputs off (o[0] %g, want %g)\n", spec, Lk,
+                    t, bad, nq, o[0], v[0]);
             check_failures++;
         }
     }
     attn_kernel_free(kern);
+    free(q), free(k), free(v), free(o), free(lse);
+}
+
+static void test_large_v(void) {
+    large_v("attention t { heads = 1; head_dim = 8; }", 40, 40);
+    large_v("attention t { heads = 1; head_dim = 8; mask = causal; }", 300, 300);
+    large_v("attention t { heads = 1; head_dim = 8; mask = sliding(64); }", 300, 300);
+    large_v("attention t { heads = 1; head_dim = 8; mask = causal; }", 1, 3000);
 }
 
 int main(void) {
