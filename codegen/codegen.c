@@ -599,7 +599,8 @@ bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err) {
 bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n, CgJit **out,
                    attn_rt_tile_fn *tiles, StrBuf *err) {
     *out = NULL;
-    if (!cg_address_space_ok(CG_NEED_LOAD, err)) return false;
+    /* no address-space check here: a compile's covers the link of what it compiled, and
+     * attn_compile checks before it loads from the cache */
     pthread_once(&cg_once, cg_init_llvm); /* a load may come before any compile */
     const uint8_t *p = data;
     uint32_t count = 0;
