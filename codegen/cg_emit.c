@@ -143,6 +143,10 @@ LLVMValueRef cg_fmax(Cg *c, LLVMValueRef a, LLVMValueRef b) {
     return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealOGT, a, b, ""), a, b, "");
 }
 
+LLVMValueRef cg_seen(Cg *c, LLVMValueRef x, double bound) {
+    return LLVMBuildFCmp(c->b, LLVMRealUGT, x, cg_const_like(c, LLVMTypeOf(x), bound), "");
+}
+
 /* Pairwise tree over the lanes: log2(W) shuffles, deterministic order. */
 static LLVMValueRef tree_reduce(Cg *c, LLVMValueRef v, int kind) {
     int n = c->W;

@@ -68,6 +68,11 @@ LLVMValueRef cg_smax(Cg *c, LLVMValueRef a, LLVMValueRef b);
  * kernels' contract allows) */
 LLVMValueRef cg_fmax(Cg *c, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_hmax(Cg *c, LLVMValueRef v); /* horizontal cg_fmax of a <W x float> */
+/* i1: x > bound, or x is NaN. A row's sum l (or its lse) tells a row that saw no key (l = 0,
+ * lse = -inf) from one that did; a NaN there means a visible key made a NaN, which cg_fmax may
+ * have skipped in the max but exp(s - m) carried into l: the row's o and lse are NaN. One
+ * compare per row at the end, nothing in the loops over keys. */
+LLVMValueRef cg_seen(Cg *c, LLVMValueRef x, double bound);
 LLVMValueRef cg_hsum(Cg *c, LLVMValueRef v); /* horizontal sum (pairwise tree) */
 LLVMValueRef cg_hor(Cg *c, LLVMValueRef v);  /* any lane of a <W x i1> */
 LLVMValueRef cg_lane_mask(Cg *c, int n);     /* constant <W x i1>: lanes < n */

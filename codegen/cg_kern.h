@@ -181,7 +181,7 @@ void cg_emit_group(Kern *k, LLVMValueRef g);
  * row i + W/2 (a perfect shuffle); after them rows[l] holds the old column l. */
 void cg_transpose(Cg *c, LLVMValueRef *rows);
 /* A row's lse from its max m and sum l: m + log(l), -inf for a row that saw nothing (l = 0;
- * otherwise l >= 1, the max term's own 1). */
+ * otherwise l >= 1, the max term's own 1), NaN when l is (cg_seen). */
 LLVMValueRef cg_row_lse(Cg *c, LLVMValueRef m, LLVMValueRef l);
 
 // cg_masked.c

@@ -371,9 +371,10 @@ void cg_transpose(Cg *c, LLVMValueRef *rows) {
 }
 
 /* A row's lse from its max m and sum l: m + log(l), -inf for a row that saw nothing (l = 0;
- * otherwise l >= 1, the max term's own 1). */
+ * otherwise l >= 1, the max term's own 1), NaN when l is (cg_seen). */
 LLVMValueRef cg_row_lse(Cg *c, LLVMValueRef m, LLVMValueRef l) {
-    LLVMValueRef pos = LLVMBuildFCmp(c->b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
+    LLVMValueRef pos = cg_seen(c, l, 0.0);
     LLVMValueRef lg = cg_log_pos(c, cg_intr2(c, "llvm.maxnum", l, cg_f32(c, 1.0)));
-    return LLVMBuildSelect(c->b, pos, LLVMBuildFAdd(c->b, m, lg, ""), cg_f32(c, -INFINITY), "");
+    LLVMValueRef lse = LLVMBuildSelect(c->b, pos, LLVMBuildFAdd(c->b, m, lg, ""), cg_f32(c, -INFINITY), "");
+    return LLVMBuildSelect(c->b, LLVMBuildFCmp(c->b, LLVMRealUNO, l, l, ""), l, lse, "");
 }

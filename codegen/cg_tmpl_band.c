@@ -198,7 +198,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
         for (int r = 0; r < R; r++) {
             LLVMValueRef m = cg_load(c, c->f32, slots[r][3], 4), l = cg_load(c, c->f32, slots[r][2], 4);
             LLVMValueRef mold = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, cg_row_off(k, row[r], k->ls1, k->ls2)), 4);
-            LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, mold, cg_f32(c, -INFINITY), "");
+            LLVMValueRef seen = cg_seen(c, mold, -INFINITY);
             LLVMValueRef m2 = cg_fmax(c, m, mold);
             LLVMValueRef a = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, m, m2, "")), cg_f32(c, 1.0), "");
             LLVMValueRef o = LLVMBuildSelect(b, seen, cg_exp(c, LLVMBuildFSub(b, mold, m2, "")), cg_f32(c, 0.0), "");
@@ -252,7 +252,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
                 LLVMBuildCondBr(b, present[r], bw, bput);
                 LLVMPositionBuilderAtEnd(b, bw);
             }
-            LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, den[r], cg_f32(c, 0.0), "");
+            LLVMValueRef pos = cg_seen(c, den[r], 0.0);
             LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), den[r], ""), cg_f32(c, 0.0), "");
             LLVMValueRef an = cg_splat(c, LLVMBuildFMul(b, wnew[r], inv, "")), ao = cg_splat(c, LLVMBuildFMul(b, wold[r], inv, ""));
             LLVMValueRef ooff = cg_row_off(k, row[r], k->os1, k->os2);

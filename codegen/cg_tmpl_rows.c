@@ -244,7 +244,7 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "ri");
         LLVMValueRef row = cg_task_row(k, i);
         LLVMValueRef lse = cg_load(c, c->f32, cg_gep(c, c->f32, k->lsebase, cg_row_off(k, row, k->ls1, k->ls2)), 4);
-        LLVMValueRef seen = LLVMBuildFCmp(b, LLVMRealOGT, lse, cg_f32(c, -INFINITY), "");
+        LLVMValueRef seen = cg_seen(c, lse, -INFINITY); /* a NaN lse resumes as NaN */
         cg_store(c, LLVMBuildSelect(b, seen, lse, cg_f32(c, -INFINITY), ""), cg_gep(c, c->f32, k->M, i), 4);
         LLVMValueRef l1 = LLVMBuildInsertElement(b, LLVMConstNull(c->vf), cg_f32(c, 1.0), cg_i32(c, 0), "");
         cg_store(c, LLVMBuildSelect(b, seen, l1, LLVMConstNull(c->vf), ""), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
@@ -410,7 +410,7 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), nrows, cg_i64(c, 1), "oi");
         LLVMValueRef l = cg_hsum(c, cg_load(c, c->vf, cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va));
         LLVMValueRef m = cg_load(c, c->f32, cg_gep(c, c->f32, k->M, i), 4);
-        LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, l, cg_f32(c, 0.0), "");
+        LLVMValueRef pos = cg_seen(c, l, 0.0);
         LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 1.0), l, ""), cg_f32(c, 0.0), "");
         LLVMValueRef is = cg_splat(c, inv);
         LLVMValueRef row = add(c, qc, i);

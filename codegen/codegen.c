@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <llvm-c/Analysis.h>
@@ -45,6 +46,29 @@ void cg_report_error(StrBuf *err, const char *what, LLVMErrorRef e) {
     char *msg = LLVMGetErrorMessage(e);
     sb_printf(err, "codegen: %s: %s", what, msg ? msg : "unknown error");
     LLVMDisposeErrorMessage(msg);
+}
+
+/* Bytes of address space the process has mapped (VmSize): the first field of /proc/self/statm,
+ * in pages. 0 if it cannot be read. */
+static size_t mapped_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "re");
+    unsigned long pages = 0;
+    if (f) {
+        if (fscanf(f, "%lu", &pages) != 1) pages = 0;
+        fclose(f);
+    }
+    return (size_t)pages * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+bool cg_address_space_ok(size_t need, StrBuf *err) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return true;
+    size_t mapped = mapped_bytes(), limit = (size_t)rl.rlim_cur;
+    if (mapped <= limit && limit - mapped >= need) return true;
+    sb_printf(err, "out of memory: the address-space limit (ulimit -v) is %zu MiB and %zu MiB are mapped, "
+                   "but the code generator needs %zu MiB more",
+              limit >> 20, mapped >> 20, need >> 20);
+    return false;
 }
 
 char *cg_tile_symbol(Arena *a, const IrFunc *f) { return arena_printf(a, "attnc_%s_tile", f->name); }
@@ -244,6 +268,7 @@ static LLVMModuleRef cg_build_module(LLVMContextRef ctx, IrFunc **funcs, int n, 
 
 bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const char *path,
                   StrBuf *err) {
+    if (!cg_address_space_ok(CG_NEED_COMPILE, err)) return false;
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMTargetMachineRef tm = NULL;
     LLVMModuleRef mod = cg_build_module(ctx, funcs, n, t, &tm, err);
@@ -268,6 +293,7 @@ bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const c
 }
 
 char *cg_print_llvm(IrFunc **funcs, int n, const CgTarget *t, StrBuf *err) {
+    if (!cg_address_space_ok(CG_NEED_LOAD, err)) return NULL;
     LLVMContextRef ctx = LLVMContextCreate();
     LLVMTargetMachineRef tm = NULL;
     LLVMModuleRef mod = cg_build_module(ctx, funcs, n, t, &tm, err);
@@ -510,9 +536,10 @@ static bool bundle(CgParts *ps, void **data, size_t *len, StrBuf *err) {
 
 bool cg_emit_object_mem(IrFunc **funcs, int n, const CgTarget *t, const char *const *symbols,
                         void **data, size_t *len, StrBuf *err) {
-    pthread_once(&cg_once, cg_init_llvm);
     *data = NULL;
     *len = 0;
+    if (!cg_address_space_ok(CG_NEED_COMPILE, err)) return false;
+    pthread_once(&cg_once, cg_init_llvm);
     CgTarget host = {NULL, t ? t->cpu : NULL, t ? t->features : NULL, t ? t->opt_level : 3, t ? t->threads : 0};
     Resolved r;
     target_resolve(&host, &r);
@@ -561,8 +588,10 @@ bool cg_define_libm(LLVMOrcLLJITRef jit, LLVMOrcJITDylibRef jd, StrBuf *err) {
 
 bool cg_jit_object(const void *data, size_t len, const char *const *symbols, int n, CgJit **out,
                    attn_rt_tile_fn *tiles, StrBuf *err) {
-    pthread_once(&cg_once, cg_init_llvm); /* a load may come before any compile */
     *out = NULL;
+    /* no address-space check here: a compile's covers the link of what it compiled, and
+     * attn_compile checks before it loads from the cache */
+    pthread_once(&cg_once, cg_init_llvm); /* a load may come before any compile */
     const uint8_t *p = data;
     uint32_t count = 0;
     bool ok = len >= 12 && memcmp(p, bundle_magic, 8) == 0;

@@ -32,6 +32,17 @@ void cg_jit_free(CgJit *jit);
 /* Another function of the JIT by symbol (the group functions); false if absent. */
 bool cg_jit_lookup(CgJit *jit, const char *symbol, attn_rt_tile_fn *fn);
 
+/* LLVM aborts the process when an allocation fails (std::bad_alloc cannot be caught through
+ * its C API), so every entry into it first checks that the address-space limit (RLIMIT_AS,
+ * `ulimit -v`) leaves `need` bytes beyond what the process has mapped: a conservative estimate
+ * of a compile's peak, its JIT link included, or a cached object's load (measured:
+ * docs/guarantees.md). false and a message saying so otherwise; callers report ATTN_ERR_NOMEM.
+ * cg_emit_object_mem, cg_emit_file and cg_print_llvm check themselves; cg_jit_object's caller
+ * checks CG_NEED_LOAD before a load from the cache. */
+#define CG_NEED_COMPILE ((size_t)128 << 20)
+#define CG_NEED_LOAD ((size_t)64 << 20)
+bool cg_address_space_ok(size_t need, StrBuf *err);
+
 /* Writes an object, assembly or LLVM IR file with the tile functions of `funcs`. */
 bool cg_emit_file(IrFunc **funcs, int n, const CgTarget *t, CgEmit kind, const char *path,
                   StrBuf *err);

@@ -887,6 +887,33 @@ static bool size_value(Sema *S, const Scope *scope, FeStmt *st, int64_t max, int
 
 // declarations
 
+/* Names a front end gives to the call's tensors and options: an input of the same name could
+ * not be passed (the command line's --in/--out, the Python keyword arguments). */
+static const struct {
+    const char *name, *why;
+} reserved_inputs[] = {
+    {"v", "the values tensor"}, {"o", "the output tensor"}, {"lse", "the log-sum-exp output"},
+    {"do", "the output's gradient in a backward call"}, {"dq", "a gradient of the backward call"},
+    {"dk", "a gradient of the backward call"}, {"dv", "a gradient of the backward call"},
+    {"q_nope", "an MLA tensor"}, {"q_rope", "an MLA tensor"}, {"c_kv", "an MLA tensor"},
+    {"k_rope", "an MLA tensor"}, {"w_uk", "an MLA tensor"}, {"w_uv", "an MLA tensor"},
+    {"c_kv_pages", "a paged MLA tensor"}, {"k_rope_pages", "a paged MLA tensor"},
+    {"dq_nope", "an MLA gradient"}, {"dq_rope", "an MLA gradient"}, {"dc_kv", "an MLA gradient"},
+    {"dk_rope", "an MLA gradient"}, {"dw_uk", "an MLA gradient"}, {"dw_uv", "an MLA gradient"},
+    {"q_starts", "a tensor of paged calls"}, {"k_pages", "a tensor of paged calls"},
+    {"v_pages", "a tensor of paged calls"}, {"page_table", "a tensor of paged calls"},
+    {"kv_lens", "a tensor of paged calls"}, {"k_scale", "the int8 keys' scales"},
+    {"v_scale", "the int8 values' scales"}, {"threads", "an option of the Python call"},
+    {"q_offset", "an option of the Python call"}, {"return_lse", "an option of the Python call"},
+    {"self", "the kernel object in Python"},
+};
+
+static int reserved_input(const char *name) {
+    for (size_t i = 0; i < sizeof reserved_inputs / sizeof reserved_inputs[0]; i++)
+        if (strcmp(name, reserved_inputs[i].name) == 0) return (int)i;
+    return -1;
+}
+
 static bool declare(Sema *S, Scope *scope, FeStmt *s) {
     FeCtx *c = S->c;
     s->scope = scope;
@@ -1103,6 +1130,9 @@ static void check_block(Sema *S, FeStmt *blk) {
         case FE_S_LET:
         case FE_S_PARAM: declare(S, scope, s); break;
         case FE_S_INPUT:
+            if (reserved_input(s->name) >= 0)
+                fe_error(c, s->name_loc, "input name '%s' is reserved: it names %s, so the input could not be passed",
+                         s->name, reserved_inputs[reserved_input(s->name)].why);
             if (!declare(S, scope, s)) break;
             if (f->ninputs == ATTN_MAX_INPUTS) {
                 fe_error(c, s->name_loc, "too many inputs (at most %d per attention block)",
@@ -1127,6 +1157,11 @@ static void check_block(Sema *S, FeStmt *blk) {
     }
     for (FeStmt *s = blk->body; s; s = s->next)
         if (s->kind == FE_S_INPUT && s->input >= 0) check_input(S, scope, s, &f->inputs[s->input]);
+    for (FeStmt *s = blk->body; s; s = s->next) /* 'dX' is the name of input X's gradient */
+        for (FeStmt *t = blk->body; t && s->kind == FE_S_INPUT && s->input >= 0 && s->name[0] == 'd' && reserved_input(s->name) < 0; t = t->next)
+            if (t->kind == FE_S_INPUT && t->input >= 0 && strcmp(s->name + 1, t->name) == 0)
+                fe_error(c, s->name_loc, "input name '%s' is reserved: it names the gradient of input '%s' (line %d)",
+                         s->name, t->name, t->name_loc.line);
     for (FeStmt *s = blk->body; s; s = s->next)
         if (s->kind == FE_S_PARAM && s->scope == scope) eval_param(S, s);
     bool mla_ok = mla && check_mla(S, scope, mla, &f->mla);

@@ -142,10 +142,12 @@ char *util_read_file(const char *path, size_t *len) {
     if (!f) return NULL;
     StrBuf sb;
     sb_init(&sb);
-    char buf[65536];
+    enum { CHUNK = 65536 };
+    char *buf = malloc(CHUNK); /* on the heap: callers may run on a small stack (ulimit -s 64) */
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) sb_putn(&sb, buf, n);
-    bool bad = ferror(f) || sb.failed;
+    while (buf && (n = fread(buf, 1, CHUNK, f)) > 0) sb_putn(&sb, buf, n);
+    bool bad = !buf || ferror(f) || sb.failed;
+    free(buf);
     fclose(f);
     if (bad) {
         sb_free(&sb);

@@ -25,28 +25,32 @@ static void fail(attn_error *err, attn_status code, const char *msg) {
 }
 
 /* Machine code for the n optimized funcs into kern: loaded from the on-disk cache (cache.h)
- * when an entry checks out, else compiled, stored (best effort) and linked from the object. */
-static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarget *t,
+ * when an entry checks out, else compiled, stored (best effort) and linked from the object.
+ * ATTN_ERR_NOMEM when the address-space limit leaves LLVM too little room (codegen.h). */
+static attn_status kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarget *t,
                          const attn_options *opts, attn_rt_tile_fn *tiles, attn_rt_tile_fn *groups,
                          StrBuf *msg) {
+    if (!cg_address_space_ok(CG_NEED_LOAD, msg)) return ATTN_ERR_NOMEM;
     char *dir = kc_dir(opts);
     KcKey key;
     char gsym[600];
     if (!dir || !kc_key_init(&key, funcs, n, t)) {
         free(dir);
-        if (!cg_jit(funcs, n, t, &kern->jit, tiles, msg)) return false;
+        if (!cg_address_space_ok(CG_NEED_COMPILE, msg)) return ATTN_ERR_NOMEM;
+        if (!cg_jit(funcs, n, t, &kern->jit, tiles, msg)) return ATTN_ERR_COMPILE;
         for (int i = 0; i < n; i++) {
             const char *sym = ir_group_size(funcs[i]) ? cg_tile_symbol(funcs[i]->arena, funcs[i]) : NULL;
             snprintf(gsym, sizeof gsym, "%s_group", sym ? sym : "");
             if (!sym || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
         }
-        return true;
+        return ATTN_OK;
     }
     const char *syms[KC_MAX_FUNCS];
     for (int i = 0; i < KC_MAX_FUNCS; i++) syms[i] = key.symbol[i];
     size_t len = 0;
     void *obj = kc_load(dir, &key, &len);
     bool ok = false;
+    attn_status st = ATTN_ERR_COMPILE;
     if (obj) {
         StrBuf ignored; /* an entry that will not link is rebuilt like a corrupt one */
         sb_init(&ignored);
@@ -56,7 +60,8 @@ static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarge
         free(obj);
         obj = NULL;
     }
-    if (!ok && cg_emit_object_mem(funcs, n, t, syms, &obj, &len, msg)) {
+    if (!ok && !cg_address_space_ok(CG_NEED_COMPILE, msg)) st = ATTN_ERR_NOMEM;
+    else if (!ok && cg_emit_object_mem(funcs, n, t, syms, &obj, &len, msg)) {
         kc_store(dir, &key, obj, len);
         ok = cg_jit_object(obj, len, syms, n, &kern->jit, tiles, msg);
     }
@@ -68,7 +73,7 @@ static bool kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarge
     free(obj);
     kc_key_free(&key);
     free(dir);
-    return ok;
+    return ok ? ATTN_OK : st;
 }
 
 attn_status attn_compile(const char *path, const char *text, const attn_options *opts,
@@ -117,8 +122,9 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     IrVariantKind kinds[DRV_MAX_FUNCS];
     int n = drv_compiled_funcs(f, funcs, kinds);
     attn_rt_tile_fn tiles[DRV_MAX_FUNCS] = {NULL}, groups[DRV_MAX_FUNCS] = {NULL};
-    if (!kern_codegen(kern, funcs, n, &target, opts, tiles, groups, &msg)) {
-        fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
+    attn_status cst = kern_codegen(kern, funcs, n, &target, opts, tiles, groups, &msg);
+    if (cst != ATTN_OK) {
+        fail(err, cst, sb_str(&msg));
         goto fail;
     }
     /* the block's descriptor (without a tile function when only its variants run), then one

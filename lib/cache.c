@@ -11,7 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef ATTNC_VERSION
@@ -237,36 +240,47 @@ static uint64_t get_le(const uint8_t *p, int n) {
 
 // entries
 
+static bool kc_read_all(int fd, void *data, size_t len) {
+    uint8_t *p = data;
+    while (len > 0) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        p += r;
+        len -= (size_t)r;
+    }
+    return true;
+}
+
 void *kc_load(const char *dir, const KcKey *key, size_t *len) {
     *len = 0;
     char *path = kc_path(dir, key);
     if (!path) return NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted under an entry's name must not hang the open; O_NOFOLLOW: the
+     * entry itself, not what a link points to */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
     free(path);
     if (fd < 0) return NULL;
-    uint8_t *buf = NULL, *payload = NULL;
+    uint8_t head[KC_HEADER], *buf = NULL, *payload = NULL;
     struct stat st;
     /* machine code is loaded from here: only the user's own, not writable by others */
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
-        (st.st_mode & (S_IWGRP | S_IWOTH)) || st.st_size < KC_HEADER)
+        (st.st_mode & (S_IWGRP | S_IWOTH)) || st.st_size < KC_HEADER || !kc_read_all(fd, head, KC_HEADER))
         goto done;
-    size_t size = (size_t)st.st_size;
-    if (!(buf = malloc(size))) goto done;
-    for (size_t got = 0; got < size;) {
-        ssize_t r = read(fd, buf + got, size - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) goto done;
-        got += (size_t)r;
-    }
-    uint64_t klen = get_le(buf + 12, 4), plen = get_le(buf + 16, 8);
-    if (memcmp(buf, kc_magic, 8) != 0 || get_le(buf + 8, 4) != KC_FORMAT || klen != key->text.len ||
-        plen > size || KC_HEADER + klen + plen != size ||
-        memcmp(buf + KC_HEADER, sb_str(&key->text), klen) != 0)
+    /* the header is checked before anything else is read: the size must be the one it states,
+     * for this key, and the payload within KC_MAX_PAYLOAD (a planted huge file costs nothing) */
+    uint64_t klen = get_le(head + 12, 4), plen = get_le(head + 16, 8);
+    if (memcmp(head, kc_magic, 8) != 0 || get_le(head + 8, 4) != KC_FORMAT || klen != key->text.len ||
+        plen > KC_MAX_PAYLOAD || (uint64_t)st.st_size != KC_HEADER + klen + plen)
+        goto done;
+    size_t rest = (size_t)(klen + plen);
+    if (!(buf = malloc(rest ? rest : 1)) || !kc_read_all(fd, buf, rest) ||
+        memcmp(buf, sb_str(&key->text), klen) != 0)
         goto done;
     uint8_t sum[32];
-    kc_sha256(buf + KC_HEADER + klen, plen, sum);
-    if (memcmp(sum, buf + 24, 32) != 0 || !(payload = malloc(plen ? plen : 1))) goto done;
-    memcpy(payload, buf + KC_HEADER + klen, plen);
+    kc_sha256(buf + klen, plen, sum);
+    if (memcmp(sum, head + 24, 32) != 0 || !(payload = malloc(plen ? plen : 1))) goto done;
+    memcpy(payload, buf + klen, plen);
     *len = plen;
 done:
     free(buf);
@@ -286,8 +300,41 @@ static bool kc_write_all(int fd, const void *data, size_t len) {
     return true;
 }
 
+/* A temp file name of kc_store: "." then 64 hex digits, ".", 6 characters of mkstemp. */
+static bool kc_is_tmp_name(const char *name) {
+    if (name[0] != '.' || strlen(name) != 1 + 64 + 1 + 6 || name[65] != '.') return false;
+    for (int i = 1; i <= 64; i++)
+        if (!strchr("0123456789abcdef", name[i])) return false;
+    return true;
+}
+
+/* Removes temp files that writers killed mid-write left behind: the user's own regular files
+ * not modified for KC_STALE_TMP seconds (a live writer finishes in milliseconds). */
+static void kc_sweep_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        struct stat st;
+        if (!kc_is_tmp_name(e->d_name) || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISREG(st.st_mode) && st.st_uid == geteuid() && now - st.st_mtime > KC_STALE_TMP)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
+/* Whether a file of `size` bytes may be written: beyond RLIMIT_FSIZE the write would raise
+ * SIGXFSZ, whose default action kills the process (its handler is the host's to choose). */
+static bool kc_fits_fsize(uint64_t size) {
+    struct rlimit rl;
+    return getrlimit(RLIMIT_FSIZE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || size <= (uint64_t)rl.rlim_cur;
+}
+
 bool kc_store(const char *dir, const KcKey *key, const void *payload, size_t len) {
-    if (!kc_mkdirs(dir)) return false;
+    if (!kc_fits_fsize((uint64_t)KC_HEADER + key->text.len + len) || !kc_mkdirs(dir)) return false;
+    kc_sweep_tmp(dir);
     char *path = kc_path(dir, key);
     StrBuf tmp;
     sb_init(&tmp);

@@ -18,7 +18,14 @@
  *   56+K        P bytes: a bundle of host objects (codegen.h, cg_emit_object_mem)
  * all integers little-endian. Entries are written to a temporary file in the same directory
  * and renamed over the final name, so readers never see a torn entry; anything that does not
- * check out (magic, version, sizes, key, checksum, owner) is ignored and rebuilt.
+ * check out (magic, version, sizes, key, checksum, owner) is ignored and rebuilt. An entry that
+ * is not a regular file (a FIFO, a device, a symlink) is never read nor waited on, and the header
+ * is checked against the file's size before the rest is read.
+ *
+ * A write never costs more than the compile's cache entry: it is skipped when the entry would
+ * exceed RLIMIT_FSIZE (instead of SIGXFSZ killing the process), and a failed write removes its
+ * temporary file. Temporary files (`.<hash>.XXXXXX`) of writers killed mid-write are removed by
+ * later writes once they are KC_STALE_TMP seconds old.
  */
 #ifndef ATTNC_CACHE_H
 #define ATTNC_CACHE_H
@@ -31,6 +38,8 @@
 #include "codegen/codegen.h"
 
 #define KC_FORMAT 2 /* 2: the payload is a bundle of objects */
+#define KC_MAX_PAYLOAD ((uint64_t)256 << 20) /* larger entries are refused unread */
+#define KC_STALE_TMP 3600 /* seconds after which a writer's temp file is abandoned */
 #define KC_MAX_FUNCS 4 /* tile functions per kernel (MLA: up-projected and absorbed; union domains) */
 
 typedef struct KcKey {

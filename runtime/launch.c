@@ -386,7 +386,7 @@ int64_t rt_kv_share(const attn_rt_desc *d, int64_t units) {
 
 /* o and lse of the call from the splits' partial outputs (f32 [nsplit][batch][heads][q_len]
  * x [v_dim] and x [1]): lse = log sum exp(lse_s), o = sum exp(lse_s - lse) o_s; a row no split
- * saw gets zeros and -inf (as the kernel writes it). */
+ * saw gets zeros and -inf (as the kernel writes it), a row with a NaN lse in any split NaN. */
 static void rt_merge_splits(const attn_rt_args *a, int64_t H, int64_t DV, int64_t nsplit,
                             const float *po, const float *pl) {
     int64_t rows = a->batch * H * a->q_len;
@@ -395,11 +395,15 @@ static void rt_merge_splits(const attn_rt_args *a, int64_t H, int64_t DV, int64_
             for (int64_t i = 0; i < a->q_len; i++) {
                 int64_t row = (b * H + h) * a->q_len + i;
                 float m = -INFINITY;
-                for (int64_t s = 0; s < nsplit; s++) m = fmaxf(m, pl[s * rows + row]);
+                bool nan = false; /* a split whose keys made a NaN: the row is NaN, as unsplit */
+                for (int64_t s = 0; s < nsplit; s++) {
+                    m = fmaxf(m, pl[s * rows + row]);
+                    nan |= isnan(pl[s * rows + row]);
+                }
                 float *o = (float *)a->o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2];
-                float wsum = 0;
-                for (int64_t d = 0; d < DV; d++) o[d] = 0;
-                for (int64_t s = 0; s < nsplit && m > -INFINITY; s++) {
+                float wsum = nan ? NAN : 0;
+                for (int64_t d = 0; d < DV; d++) o[d] = nan ? NAN : 0;
+                for (int64_t s = 0; s < nsplit && m > -INFINITY && !nan; s++) {
                     float l = pl[s * rows + row];
                     if (l == -INFINITY) continue;
                     float w = expf(l - m);
@@ -407,10 +411,10 @@ static void rt_merge_splits(const attn_rt_args *a, int64_t H, int64_t DV, int64_
                     const float *os = po + (s * rows + row) * DV;
                     for (int64_t d = 0; d < DV; d++) o[d] += w * os[d];
                 }
-                float inv = wsum > 0 ? 1.0f / wsum : 0.0f;
+                float inv = wsum > 0 ? 1.0f / wsum : nan ? NAN : 0.0f;
                 for (int64_t d = 0; d < DV; d++) o[d] *= inv;
                 if (a->lse)
-                    a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] = wsum > 0 ? m + logf(wsum) : -INFINITY;
+                    a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] = wsum > 0 ? m + logf(wsum) : nan ? NAN : -INFINITY;
             }
 }
 

@@ -2,7 +2,8 @@
  * building block of split-KV decode, cascade attention over a shared prefix cache and ring
  * attention. For parts i over disjoint keys with outputs o_i and log-sum-exps lse_i,
  *   lse = log sum_i exp(lse_i),   o = sum_i exp(lse_i - lse) o_i
- * is exactly the attention over the union. */
+ * is exactly the attention over the union. A part with a NaN lse (its keys made a NaN) makes
+ * the row NaN, o and lse, as one softmax over the union would. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -56,14 +57,16 @@ attn_status attn_rt_merge(const attn_tensor *o_parts, const attn_tensor *lse_par
         for (int64_t h = 0; h < shp[1]; h++)
             for (int64_t i = 0; i < shp[2]; i++) {
                 double m = -INFINITY;
+                bool nan = false; /* a part whose keys made a NaN: the row is NaN, as unsplit */
                 for (int p = 0; p < nparts; p++) {
                     const float *l = lse_parts[p].data;
                     w[p] = l[b * pl[p].stride[0] + h * pl[p].stride[1] + i * pl[p].stride[2]];
                     if (w[p] > m) m = w[p];
+                    nan |= isnan(w[p]);
                 }
-                double s = 0;
-                for (int64_t d = 0; d < shp[3]; d++) acc[d] = 0;
-                for (int p = 0; p < nparts && m > -INFINITY; p++) {
+                double s = nan ? NAN : 0;
+                for (int64_t d = 0; d < shp[3]; d++) acc[d] = nan ? NAN : 0;
+                for (int p = 0; p < nparts && m > -INFINITY && !nan; p++) {
                     if (w[p] == -INFINITY) continue; /* a part that saw no key */
                     double wp = exp(w[p] - m);
                     s += wp;
@@ -73,10 +76,10 @@ attn_status attn_rt_merge(const attn_tensor *o_parts, const attn_tensor *lse_par
                 }
                 /* written after every part is read: o may be one of the parts (in place) */
                 float *out = (float *)o->data + b * vo.stride[0] + h * vo.stride[1] + i * vo.stride[2];
-                for (int64_t d = 0; d < shp[3]; d++) out[d] = s > 0 ? (float)(acc[d] / s) : 0.0f;
+                for (int64_t d = 0; d < shp[3]; d++) out[d] = s > 0 || nan ? (float)(acc[d] / s) : 0.0f;
                 if (vl.t)
                     ((float *)lse->data)[b * vl.stride[0] + h * vl.stride[1] + i * vl.stride[2]] =
-                        s > 0 ? (float)(m + log(s)) : -INFINITY;
+                        s > 0 ? (float)(m + log(s)) : nan ? NAN : -INFINITY;
             }
     st = rt_ok(err);
 done:

@@ -4,13 +4,14 @@
 # of examples/FILE.attn, and tests/aot_mla.attn), the AArch64 cross compiler links them with the
 # runtime's sources and test_aot.c / test_aot_mla.c (no compiler library), and qemu-user runs
 # the results, which check themselves against the hand-written C masks and the MLA reference.
-# Exit 77 (skipped) only when the cross tools are missing (scripts/setup.sh installs them).
+# Exit 77 (skipped) only when the cross tools are missing (scripts/setup.sh installs them), and
+# then exit 1 (failed) in CI (environment CI=true), where every test must run.
 set -euo pipefail
 attnc=$1 src=$2
 shift 2
 cc=aarch64-linux-gnu-gcc
 command -v "$cc" >/dev/null && command -v qemu-aarch64 >/dev/null || {
-  echo "skipped: $cc or qemu-aarch64 not installed"; exit 77; }
+  echo "skipped: $cc or qemu-aarch64 not installed"; [ "${CI:-}" = true ] && exit 1; exit 77; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for file in "$@"; do

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "attn/attn.h"
 
@@ -142,6 +144,30 @@ static void test_compile_args(void) {
            diags && strstr(diags, "d.attn:1:") && strstr(diags, "error: "));
     attn_free(diags);
     diags = NULL;
+    /* an address-space limit that leaves LLVM too little room: ATTN_ERR_NOMEM, not an abort
+     * (std::bad_alloc inside LLVM); lifted, the same compile succeeds */
+    {
+        struct rlimit old, rl;
+        getrlimit(RLIMIT_AS, &old);
+        FILE *f = fopen("/proc/self/statm", "r");
+        unsigned long pages = 0;
+        if (f && fscanf(f, "%lu", &pages) != 1) pages = 0;
+        if (f) fclose(f);
+        rl = old;
+        rl.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)24 << 20);
+        cases++;
+        EXPECT(pages > 0 && setrlimit(RLIMIT_AS, &rl) == 0);
+        opts.no_cache = 1;
+        COMPILE(NULL, spec_text, &opts, ATTN_ERR_NOMEM);
+        cases++;
+        EXPECT(strstr(err.message, "ulimit -v") != NULL);
+        setrlimit(RLIMIT_AS, &old);
+        attn_kernel *k2 = compile_text(spec_text, &opts);
+        cases++;
+        EXPECT(k2 != NULL);
+        attn_kernel_free(k2);
+        opts.no_cache = 0;
+    }
     /* two blocks, no kernel named; an unknown kernel name */
     const char *two = "attention a { heads = 1; head_dim = 4; }\n"
                       "attention b { heads = 1; head_dim = 4; }\n";

@@ -1,13 +1,19 @@
 /* test_cache.c — the on-disk kernel cache: cold compile, warm load, blocks that compile alike,
- * corrupt, truncated and foreign entries rebuilt, the cache bypassed, and two threads filling
- * an empty cache at once. Uses its own temporary ATTNC_CACHE_DIR. */
+ * corrupt, truncated and foreign entries rebuilt, a FIFO and a 2 GiB sparse file planted as the
+ * entry, a file-size limit below the entry's size, stale temp files of killed writers, the
+ * cache bypassed, and two threads filling an empty cache at once. Uses its own temporary
+ * ATTNC_CACHE_DIR. */
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "attn/attn.h"
@@ -136,6 +142,31 @@ static void expect_compile(const char *what, const char *text, int hit) {
     attn_kernel_free(kern);
 }
 
+/* Bytes this process has read through read() and its kin so far (/proc/self/io rchar). */
+static long long bytes_read(void) {
+    long long n = -1;
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "rchar: %lld", &n) == 1) break;
+    if (f) fclose(f);
+    return n;
+}
+
+/* A 2 GiB sparse file at the entry's path starting with `head` (n bytes), then the compile must
+ * rebuild it without reading it whole (the bytes read, not a time: the check cannot flake). */
+static void planted_huge(const char *entry, const unsigned char *head, size_t n, const char *what) {
+    unlink(entry);
+    FILE *f = fopen(entry, "wb");
+    CHECK(f && fwrite(head, 1, n, f) == n, "%s: write the planted file", what);
+    if (f) fclose(f);
+    CHECK(truncate(entry, 2L << 30) == 0, "%s: extend to 2 GiB", what);
+    long long r0 = bytes_read();
+    expect_compile(what, spec_a, 0);
+    long long r1 = bytes_read();
+    CHECK(r0 >= 0 && r1 - r0 < (64LL << 20), "%s: %lld bytes read (the file was read whole?)", what, r1 - r0);
+}
+
 static void *thread_compile(void *arg) {
     float *o = arg;
     attn_kernel *kern = compile(spec_a, 0);
@@ -214,6 +245,77 @@ int main(void) {
         CHECK(rename(path, entry) == 0, "move the foreign entry over %s", entry);
         expect_compile("foreign entry: rebuilt", spec_a, 0);
         expect_compile("then warm again", spec_a, 1);
+    }
+
+    /* a FIFO in place of the entry: neither the lookup nor the write may wait on it (the
+     * alarm ends a hang); a symlink to a valid entry is not followed */
+    {
+        alarm(60);
+        CHECK(unlink(entry) == 0 && mkfifo(entry, 0600) == 0, "mkfifo %s", entry);
+        expect_compile("FIFO as the entry: rebuilt", spec_a, 0);
+        struct stat st;
+        CHECK(lstat(entry, &st) == 0 && S_ISREG(st.st_mode), "the FIFO was replaced by an entry");
+        expect_compile("then warm again", spec_a, 1);
+        char link[600];
+        snprintf(link, sizeof link, "%s.real", entry);
+        CHECK(rename(entry, link) == 0 && symlink(link, entry) == 0, "symlink the entry");
+        expect_compile("symlink as the entry: rebuilt", spec_a, 0);
+        unlink(link);
+        alarm(0);
+    }
+
+    /* a 2 GiB sparse file: zeros, then one whose header (copied from the real entry, payload
+     * length patched) states the 2 GiB size */
+    {
+        unsigned char head[56];
+        FILE *f = fopen(entry, "rb");
+        CHECK(f && fread(head, 1, sizeof head, f) == sizeof head, "read the entry's header");
+        if (f) fclose(f);
+        unsigned char zeros[56] = {0};
+        planted_huge(entry, zeros, sizeof zeros, "2 GiB sparse file: rebuilt");
+        CHECK(file_size(entry) == size, "the rebuilt entry is whole");
+        uint64_t klen = 0, plen;
+        for (int i = 3; i >= 0; i--) klen = klen << 8 | head[12 + i];
+        plen = (2ULL << 30) - 56 - klen;
+        for (int i = 0; i < 8; i++) head[16 + i] = (unsigned char)(plen >> (8 * i));
+        planted_huge(entry, head, sizeof head, "2 GiB entry, consistent header: rebuilt");
+        expect_compile("then warm again", spec_a, 1);
+    }
+
+    /* a file-size limit below the entry's size (`ulimit -f`): the write is skipped, not killed
+     * by SIGXFSZ; no temp file is left */
+    {
+        clear_dir();
+        struct rlimit old, rl;
+        getrlimit(RLIMIT_FSIZE, &old);
+        rl = old;
+        rl.rlim_cur = (rlim_t)size / 2;
+        CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0, "setrlimit RLIMIT_FSIZE");
+        expect_compile("RLIMIT_FSIZE below the entry: compiled", spec_a, 0);
+        CHECK(entries(NULL, 0) == 0, "no entry nor temp file under the limit (%d files)", entries(NULL, 0));
+        CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0, "restore RLIMIT_FSIZE");
+        expect_compile("limit lifted: cold", spec_a, 0);
+        expect_compile("then warm", spec_a, 1);
+    }
+
+    /* temp files of writers killed mid-write: removed by the next write once an hour old,
+     * younger ones (a live writer's) kept */
+    {
+        char stale[600], fresh[600];
+        CHECK(entries(entry, sizeof entry) == 1 && unlink(entry) == 0, "remove the entry");
+        snprintf(stale, sizeof stale, "%s/.%064d.Ab3xYz", dir, 7);
+        snprintf(fresh, sizeof fresh, "%s/.%064d.Qw9eRt", dir, 8);
+        for (int i = 0; i < 2; i++) {
+            FILE *f = fopen(i ? fresh : stale, "wb");
+            CHECK(f != NULL, "create a temp file");
+            if (f) fclose(f);
+        }
+        struct timeval old[2] = {{time(NULL) - 7200, 0}, {time(NULL) - 7200, 0}};
+        CHECK(utimes(stale, old) == 0, "age the stale temp file");
+        expect_compile("cold compile with temp files around", spec_a, 0);
+        CHECK(access(stale, F_OK) != 0, "the stale temp file was removed");
+        CHECK(access(fresh, F_OK) == 0, "the fresh temp file was kept");
+        unlink(fresh);
     }
 
     /* two threads, an empty cache */
