@@ -204,7 +204,6 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.w_uk, w_uk, 3, %d, %d, %d, 0);\n", f->heads, m->kv_rank, m->nope_dim);
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.w_uv, w_uv, 3, %d, %d, %d, 0);\n", f->heads, m->kv_rank, m->v_dim);
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.o, o, 4, batch, %d, q_len, %d);\n", f->heads, m->v_dim);
-    sb_puts(sb, "    attnc_call.q_offset = ATTN_Q_OFFSET_DEFAULT;\n");
     sb_puts(sb, "    attnc_call.threads = threads;\n");
     aot_inputs(sb, f);
     sb_printf(sb, "    return attn_rt_launch_mla(&attnc_%s_mla, &attnc_call, NULL, NULL, err);\n}\n\n", n);
@@ -273,7 +272,6 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
               f->kv_heads, f->v_dim);
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.o, o, 4, batch, %d, q_len, %d);\n", f->heads,
               f->v_dim);
-    sb_puts(sb, "    attnc_call.q_offset = ATTN_Q_OFFSET_DEFAULT;\n");
     sb_puts(sb, "    attnc_call.threads = threads;\n");
     aot_inputs(sb, f);
     sb_printf(sb, "    return %s&attnc_call, NULL, err);\n}\n\n", launch);

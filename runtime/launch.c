@@ -296,7 +296,7 @@ attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
     }
 
     int64_t q_offset = c->q_offset;
-    if (q_offset == ATTN_Q_OFFSET_DEFAULT) {
+    if (!c->q_offset_set && (q_offset == 0 || q_offset == ATTN_Q_OFFSET_DEFAULT)) {
         q_offset = Lk - Lq;
     } else if (q_offset < -RT_MAX_DIM_SIZE || q_offset > RT_MAX_DIM_SIZE) {
         return rt_error(err, ATTN_ERR_OFFSET, "q_offset is %lld, outside [-2^40, 2^40]",

@@ -169,6 +169,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         for (int i = 0; i < n && st == ATTN_OK; i++) {
             attn_call c = *call;
             c.q_offset = a.q_offset;
+            c.q_offset_set = 1;
             if (!descs[i]->tile)
                 st = rt_error(err, ATTN_ERR_NULL, "launch_domains: domain %d has no tile function", i);
             else if ((st = attn_rt_check(descs[i], &c, &args[i], err)) == ATTN_OK)
@@ -214,6 +215,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         c.o = po[i];
         c.lse = pl[i];
         c.q_offset = a.q_offset; /* resolved once: every domain sees the same positions */
+        c.q_offset_set = 1;
         st = attn_rt_launch(descs[i], &c, pool, err);
     }
     if (st == ATTN_OK) {

@@ -82,6 +82,7 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
     c.o = (attn_tensor){.data = op, .ndim = 4, .shape = {B, H, n, dv}};
     c.lse = (attn_tensor){.data = lp, .ndim = 3, .shape = {B, H, n}};
     c.q_offset = 0;
+    c.q_offset_set = 1;
     st = attn_rt_launch(d, &c, pool, err);
     if (st == ATTN_OK) {
         perm_rows(a.o, a.o_stride, op, o_st, B, H, n, dv, pos, true);

@@ -830,6 +830,7 @@ static int cmd_run(Cli *c) {
         char probe; /* a stand-in for o: validation never dereferences it */
         cli_tensor(&call.o, &probe, 4, oshape);
         call.q_offset = q_offset;
+        call.q_offset_set = c->has_q_offset;
         call.inputs = in.bind;
         call.ninputs = in.n;
         call.threads = c->opts.threads;
@@ -858,6 +859,7 @@ static int cmd_run(Cli *c) {
         cli_tensor(&mcall.o, o, 4, oshape);
         if (want_lse) cli_tensor(&mcall.lse, lse, 3, oshape);
         mcall.q_offset = q_offset;
+        mcall.q_offset_set = c->has_q_offset;
         mcall.inputs = in.bind;
         mcall.ninputs = in.n;
         mcall.threads = c->opts.threads;
@@ -1099,6 +1101,7 @@ static int cmd_bench(Cli *c) {
     char probe; /* a stand-in address for MLA: never dereferenced */
     attn_call *call = &bc.call;
     call->q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call->q_offset_set = c->has_q_offset;
     call->inputs = in.bind;
     call->ninputs = in.n;
     call->threads = c->opts.threads;
@@ -1118,6 +1121,7 @@ static int cmd_bench(Cli *c) {
         attn_tensor *mt[NBUF] = {&mc->q_nope, &mc->q_rope, &mc->c_kv, &mc->k_rope, &mc->w_uk, &mc->w_uv, &mc->o};
         for (int i = 0; i < nbuf; i++) cli_tensor(mt[i], buf[i], ndims[i], shapes[i]);
         mc->q_offset = call->q_offset;
+        mc->q_offset_set = call->q_offset_set;
         mc->inputs = in.bind;
         mc->ninputs = in.n;
         mc->threads = c->opts.threads;
@@ -1382,6 +1386,7 @@ static int cmd_mask(Cli *c) {
     cli_tensor(&call.v, &probe, 4, (int64_t[]){B, d.kv_heads, c->kv_len, d.v_dim});
     cli_tensor(&call.o, &probe, 4, (int64_t[]){B, d.heads, c->q_len, d.v_dim});
     call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call.q_offset_set = c->has_q_offset;
     call.inputs = in.bind;
     call.ninputs = in.n;
     attn_rt_args args;

@@ -1,0 +1,196 @@
+/* test_api.c — the C API's defaults and edge calls, as a user writes them:
+ *  - a zero-initialised attn_call / attn_mla_call puts the queries at the end (q_offset =
+ *    kv_len - q_len), checked against a double-precision reference on a decode (q_len 1,
+ *    kv_len 37); q_offset_set = 1 with q_offset 0 puts them at position 0. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attn/attn.h"
+#include "tests/check.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static float urand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / (double)(1ull << 53) * 2 - 1);
+}
+
+static attn_kernel *compile_opts(const char *text, const attn_options *opts) {
+    attn_kernel *k = NULL;
+    char *diags = NULL;
+    attn_error err;
+    if (attn_compile("api.attn", text, opts, &k, &diags, &err) != ATTN_OK) {
+        fprintf(stderr, "compile failed: %s\n%s\n%s\n", err.message, diags ? diags : "", text);
+        check_failures++;
+    }
+    attn_free(diags);
+    return k;
+}
+
+static attn_kernel *compile(const char *text) { return compile_opts(text, NULL); }
+
+/* Causal attention in double, H query heads on one K/V head, queries at q_offset. */
+static void ref_causal(int H, int D, int64_t Lq, int64_t Lk, int64_t q_offset, const float *q,
+                       const float *k, const float *v, double *o, double *lse) {
+    for (int h = 0; h < H; h++)
+        for (int64_t i = 0; i < Lq; i++) {
+            const float *qr = q + (h * Lq + i) * D;
+            double m = -INFINITY, s[64];
+            for (int64_t j = 0; j < Lk; j++) {
+                s[j] = -INFINITY;
+                if (j > q_offset + i) continue;
+                double dot = 0;
+                for (int d = 0; d < D; d++) dot += (double)qr[d] * k[j * D + d];
+                s[j] = dot / sqrt((double)D);
+                m = s[j] > m ? s[j] : m;
+            }
+            double sum = 0, *orow = o + (h * Lq + i) * D;
+            for (int d = 0; d < D; d++) orow[d] = 0;
+            for (int64_t j = 0; j < Lk && m > -INFINITY; j++) {
+                if (s[j] == -INFINITY) continue;
+                double e = exp(s[j] - m);
+                sum += e;
+                for (int d = 0; d < D; d++) orow[d] += e * v[j * D + d];
+            }
+            for (int d = 0; d < D && sum > 0; d++) orow[d] /= sum;
+            lse[h * Lq + i] = sum > 0 ? m + log(sum) : -INFINITY;
+        }
+}
+
+static double max_err(const float *got, const double *want, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]);
+        worst = e > worst || isnan(e) ? (isnan(e) ? INFINITY : e) : worst;
+    }
+    return worst;
+}
+
+/* A zero-initialised call (only the tensors set) runs a decode with the query at the end. */
+static void test_default_q_offset(void) {
+    enum { H = 2, D = 8, LQ = 1, LK = 37 };
+    attn_kernel *kern = compile("attention dec { heads = 2; kv_heads = 1; head_dim = 8; mask = causal; }");
+    if (!kern) return;
+    float q[H * LQ * D], k[LK * D], v[LK * D], o[H * LQ * D], lse[H * LQ];
+    for (int i = 0; i < H * LQ * D; i++) q[i] = urand() * 2;
+    for (int i = 0; i < LK * D; i++) k[i] = urand() * 2, v[i] = urand();
+    double ro[H * LQ * D], rl[H * LQ];
+    attn_call c;
+    memset(&c, 0, sizeof c);
+    c.q = (attn_tensor){q, 4, {1, H, LQ, D}, {0}};
+    c.k = (attn_tensor){k, 4, {1, 1, LK, D}, {0}};
+    c.v = (attn_tensor){v, 4, {1, 1, LK, D}, {0}};
+    c.o = (attn_tensor){o, 4, {1, H, LQ, D}, {0}};
+    c.lse = (attn_tensor){lse, 3, {1, H, LQ}, {0}};
+    attn_error err;
+    EXPECT(attn_run(kern, &c, &err) == ATTN_OK);
+    ref_causal(H, D, LQ, LK, LK - LQ, q, k, v, ro, rl);
+    EXPECT(max_err(o, ro, H * LQ * D) < 1e-5);
+    EXPECT(max_err(lse, rl, H * LQ) < 1e-5);
+    /* q_offset_set: the query at position 0 (sees key 0 only) */
+    c.q_offset_set = 1;
+    EXPECT(attn_run(kern, &c, &err) == ATTN_OK);
+    ref_causal(H, D, LQ, LK, 0, q, k, v, ro, rl);
+    EXPECT(max_err(o, ro, H * LQ * D) < 1e-5);
+    /* the sentinel of older callers still means the default, a nonzero offset is used */
+    c.q_offset_set = 0;
+    c.q_offset = ATTN_Q_OFFSET_DEFAULT;
+    EXPECT(attn_run(kern, &c, &err) == ATTN_OK);
+    ref_causal(H, D, LQ, LK, LK - LQ, q, k, v, ro, rl);
+    EXPECT(max_err(o, ro, H * LQ * D) < 1e-5);
+    c.q_offset = 5;
+    EXPECT(attn_run(kern, &c, &err) == ATTN_OK);
+    ref_causal(H, D, LQ, LK, 5, q, k, v, ro, rl);
+    EXPECT(max_err(o, ro, H * LQ * D) < 1e-5);
+    attn_kernel_free(kern);
+}
+
+/* MLA tensors of one call, row-major. */
+typedef struct Mla {
+    int64_t B, H, Lq, Lk, R, rope, nope, dv;
+    float *qn, *qr, *ckv, *kr, *wuk, *wuv, *o, *lse;
+} Mla;
+
+static float *fill(size_t n) {
+    float *p = malloc((n ? n : 1) * sizeof *p);
+    if (!p) abort();
+    for (size_t i = 0; i < n; i++) p[i] = urand();
+    return p;
+}
+
+static void mla_alloc(Mla *m) {
+    m->qn = fill((size_t)(m->B * m->H * m->Lq * m->nope));
+    m->qr = fill((size_t)(m->B * m->H * m->Lq * m->rope));
+    m->ckv = fill((size_t)(m->B * m->Lk * m->R));
+    m->kr = fill((size_t)(m->B * m->Lk * m->rope));
+    m->wuk = fill((size_t)(m->H * m->R * m->nope));
+    m->wuv = fill((size_t)(m->H * m->R * m->dv));
+    m->o = fill((size_t)(m->B * m->H * m->Lq * m->dv));
+    m->lse = fill((size_t)(m->B * m->H * m->Lq));
+}
+
+static void mla_free(Mla *m) {
+    free(m->qn), free(m->qr), free(m->ckv), free(m->kr), free(m->wuk), free(m->wuv), free(m->o), free(m->lse);
+}
+
+static attn_mla_call mla_call(const Mla *m) {
+    attn_mla_call c;
+    memset(&c, 0, sizeof c);
+    c.q_nope = (attn_tensor){m->qn, 4, {m->B, m->H, m->Lq, m->nope}, {0}};
+    c.q_rope = (attn_tensor){m->qr, 4, {m->B, m->H, m->Lq, m->rope}, {0}};
+    c.c_kv = (attn_tensor){m->ckv, 3, {m->B, m->Lk, m->R}, {0}};
+    c.k_rope = (attn_tensor){m->kr, 3, {m->B, m->Lk, m->rope}, {0}};
+    c.w_uk = (attn_tensor){m->wuk, 3, {m->H, m->R, m->nope}, {0}};
+    c.w_uv = (attn_tensor){m->wuv, 3, {m->H, m->R, m->dv}, {0}};
+    c.o = (attn_tensor){m->o, 4, {m->B, m->H, m->Lq, m->dv}, {0}};
+    c.lse = (attn_tensor){m->lse, 3, {m->B, m->H, m->Lq}, {0}};
+    return c;
+}
+
+static const char *mla_spec =
+    "attention mla_api { heads = 2; mla { kv_rank = 16; rope_dim = 8; nope_dim = 8; v_dim = 8; } mask = causal; }";
+
+/* A zero-initialised MLA call equals the call with q_offset = kv_len - q_len spelled out. */
+static void test_default_q_offset_mla(void) {
+    attn_kernel *kern = compile(mla_spec);
+    if (!kern) return;
+    Mla m = {.B = 1, .H = 2, .Lq = 1, .Lk = 37, .R = 16, .rope = 8, .nope = 8, .dv = 8};
+    mla_alloc(&m);
+    size_t no = (size_t)(m.H * m.dv);
+    float o_def[16], o_end[16], o_top[16];
+    attn_error err;
+    for (int absorb = ATTN_ABSORB_ON; absorb <= ATTN_ABSORB_OFF; absorb++) {
+        attn_mla_call c = mla_call(&m);
+        c.absorb = absorb;
+        EXPECT(attn_run_mla(kern, &c, NULL, &err) == ATTN_OK);
+        memcpy(o_def, m.o, no * sizeof(float));
+        c.q_offset = m.Lk - m.Lq;
+        EXPECT(attn_run_mla(kern, &c, NULL, &err) == ATTN_OK);
+        memcpy(o_end, m.o, no * sizeof(float));
+        c.q_offset = 0;
+        c.q_offset_set = 1;
+        EXPECT(attn_run_mla(kern, &c, NULL, &err) == ATTN_OK);
+        memcpy(o_top, m.o, no * sizeof(float));
+        EXPECT(memcmp(o_def, o_end, no * sizeof(float)) == 0);
+        EXPECT(memcmp(o_def, o_top, no * sizeof(float)) != 0);
+    }
+    mla_free(&m);
+    attn_kernel_free(kern);
+}
+
+int main(void) {
+    test_default_q_offset();
+    test_default_q_offset_mla();
+    if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);
+    else printf("api: all checks passed\n");
+    return check_failures != 0;
+}
