@@ -143,6 +143,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
     if (descs[0]->dtype != ATTN_F32)
         return rt_error(err, ATTN_ERR_DTYPE, "launch_domains: domains merge f32 outputs only");
     int64_t H = descs[0]->heads, dv = descs[0]->v_dim;
+    if (rt_empty_call(&a, H, dv, descs[0]->dtype)) return ATTN_OK;
     for (int i = 1; i < n; i++)
         if (!descs[i] || descs[i]->heads != H || descs[i]->v_dim != dv || descs[i]->dtype != ATTN_F32)
             return rt_error(err, ATTN_ERR_ARG, "launch_domains: domain %d differs from domain 0 in heads, v_dim or dtype", i);

@@ -50,6 +50,7 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
                         "launch_permuted: input %d is not an i32 rank[batch, kv_len], or the descriptors differ",
                         rank_input);
     int64_t B = a.batch, n = a.kv_len;
+    if (rt_empty_call(&a, descs[0]->heads, descs[0]->v_dim, descs[0]->dtype)) return ATTN_OK;
     /* positions are not ranks: the original */
     if (a.q_len != n || a.q_offset != 0) return attn_rt_launch_domains(descs, n_descs, call, pool, err);
     const int32_t *rank = a.input[rank_input];

@@ -1,7 +1,9 @@
 /* test_api.c — the C API's defaults and edge calls, as a user writes them:
  *  - a zero-initialised attn_call / attn_mla_call puts the queries at the end (q_offset =
  *    kv_len - q_len), checked against a double-precision reference on a decode (q_len 1,
- *    kv_len 37); q_offset_set = 1 with q_offset 0 puts them at position 0. */
+ *    kv_len 37); q_offset_set = 1 with q_offset 0 puts them at position 0;
+ *  - empty calls: kv_len = 0 gives o = 0 and lse = -inf, q_len = 0 does nothing, for plain,
+ *    union (key domains), permuted and MLA kernels, with and without runtime inputs. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <math.h>
@@ -187,9 +189,126 @@ static void test_default_q_offset_mla(void) {
     attn_kernel_free(kern);
 }
 
+static bool all_zero_neg_inf(const float *o, size_t no, const float *lse, size_t nl) {
+    for (size_t i = 0; i < no; i++)
+        if (o[i] != 0 || signbit(o[i])) return false;
+    for (size_t i = 0; i < nl; i++)
+        if (lse[i] != -INFINITY) return false;
+    return true;
+}
+
+/* kv_len = 0 and q_len = 0 through attn_run: plain, union and permutation masks. */
+static void test_empty_calls(void) {
+    static const char *specs[] = {
+        "attention e1 { heads = 4; kv_heads = 2; head_dim = 8; mask = causal; }",
+        "attention e2 { input i32 src_len[batch]; heads = 2; head_dim = 8; mask = k < src_len[b]; }",
+        "attention e3 { heads = 2; head_dim = 8; mask = sliding(4) || k < 2; }",
+        "attention e4 { input i32 rank[batch, seq]; heads = 2; head_dim = 8; mask = rank[b, k] <= rank[b, q]; }",
+        "attention e5 { heads = 2; head_dim = 8; dtype = f16; mask = causal; }",
+    };
+    for (size_t s = 0; s < sizeof specs / sizeof specs[0]; s++) {
+        attn_kernel *kern = compile(specs[s]);
+        if (!kern) continue;
+        const attn_rt_desc *d = attn_kernel_desc(kern);
+        int64_t B = 2, H = d->heads, KH = d->kv_heads, D = 8;
+        for (int pass = 0; pass < 2; pass++) {
+            int64_t Lq = pass == 0 ? 3 : 0, Lk = pass == 0 ? 0 : 5;
+            size_t no = (size_t)(B * H * Lq * D), nl = (size_t)(B * H * Lq);
+            float q[256], k[256], v[256], o[256], lse[32];
+            for (int i = 0; i < 256; i++) q[i] = o[i] = k[i] = v[i] = 7;
+            for (int i = 0; i < 32; i++) lse[i] = 7;
+            int32_t src_len[2] = {0, 0}, rank[10] = {0, 1, 2, 3, 4, 4, 3, 2, 1, 0};
+            attn_input in = {.name = s == 1 ? "src_len" : "rank"};
+            if (s == 1) in.t = (attn_tensor){src_len, 1, {B}, {0}};
+            if (s == 3) in.t = (attn_tensor){rank, 2, {B, Lk}, {0}};
+            attn_call c;
+            memset(&c, 0, sizeof c);
+            c.q = (attn_tensor){q, 4, {B, H, Lq, D}, {0}};
+            c.k = (attn_tensor){k, 4, {B, KH, Lk, D}, {0}};
+            c.v = (attn_tensor){v, 4, {B, KH, Lk, D}, {0}};
+            c.o = (attn_tensor){o, 4, {B, H, Lq, D}, {0}};
+            c.lse = (attn_tensor){lse, 3, {B, H, Lq}, {0}};
+            c.inputs = &in;
+            c.ninputs = s == 1 || s == 3;
+            for (int threads = 1; threads <= 2; threads++) {
+                c.threads = threads;
+                attn_error err;
+                attn_status st = attn_run(kern, &c, &err);
+                if (st != ATTN_OK) fprintf(stderr, "%s, q_len %lld, kv_len %lld: %s\n", specs[s], (long long)Lq,
+                                           (long long)Lk, err.message);
+                EXPECT(st == ATTN_OK);
+                if (Lq == 0) {
+                    EXPECT(o[0] == 7 && lse[0] == 7); /* nothing written */
+                } else if (s == 4) {
+                    uint16_t *h = (uint16_t *)o;
+                    bool zero = true;
+                    for (size_t i = 0; i < no; i++) zero &= h[i] == 0;
+                    EXPECT(zero);
+                    for (size_t i = 0; i < nl; i++) EXPECT(lse[i] == -INFINITY);
+                } else {
+                    EXPECT(all_zero_neg_inf(o, no, lse, nl));
+                }
+                /* without lse too */
+                attn_call c2 = c;
+                memset(&c2.lse, 0, sizeof c2.lse);
+                for (int i = 0; i < 256; i++) o[i] = 7;
+                EXPECT(attn_run(kern, &c2, &err) == ATTN_OK);
+                if (Lq && s != 4) EXPECT(all_zero_neg_inf(o, no, lse, 0));
+                /* an empty call still checks its inputs */
+                c2.ninputs = 0;
+                if (s == 1 || s == 3) EXPECT(attn_run(kern, &c2, &err) == ATTN_ERR_INPUT);
+            }
+            /* the runtime alone (a descriptor, no compiler library) */
+            if (s == 0) {
+                attn_error err;
+                EXPECT(attn_rt_launch(d, &c, NULL, &err) == ATTN_OK);
+            }
+        }
+        attn_kernel_free(kern);
+    }
+    /* a negative length is still refused */
+    attn_kernel *kern = compile(specs[0]);
+    if (kern) {
+        float x[8] = {0};
+        attn_call c;
+        memset(&c, 0, sizeof c);
+        c.q = (attn_tensor){x, 4, {1, 4, 1, 8}, {0}};
+        c.k = (attn_tensor){x, 4, {1, 2, -1, 8}, {0}};
+        c.v = (attn_tensor){x, 4, {1, 2, -1, 8}, {0}};
+        c.o = (attn_tensor){x, 4, {1, 4, 1, 8}, {0}};
+        attn_error err;
+        EXPECT(attn_run(kern, &c, &err) == ATTN_ERR_SHAPE);
+        attn_kernel_free(kern);
+    }
+}
+
+/* kv_len = 0 and q_len = 0 through attn_run_mla, both variants. */
+static void test_empty_mla(void) {
+    attn_kernel *kern = compile(mla_spec);
+    if (!kern) return;
+    for (int pass = 0; pass < 2; pass++)
+        for (int absorb = ATTN_ABSORB_ON; absorb <= ATTN_ABSORB_OFF; absorb++) {
+            Mla m = {.B = 2, .H = 2, .Lq = pass == 0 ? 3 : 0, .Lk = pass == 0 ? 0 : 4, .R = 16, .rope = 8,
+                     .nope = 8, .dv = 8};
+            mla_alloc(&m);
+            attn_mla_call c = mla_call(&m);
+            c.absorb = absorb;
+            attn_error err;
+            attn_status st = attn_run_mla(kern, &c, NULL, &err);
+            if (st) fprintf(stderr, "MLA q_len %lld kv_len %lld: %s\n", (long long)m.Lq, (long long)m.Lk, err.message);
+            EXPECT(st == ATTN_OK);
+            if (m.Lq)
+                EXPECT(all_zero_neg_inf(m.o, (size_t)(m.B * m.H * m.Lq * m.dv), m.lse, (size_t)(m.B * m.H * m.Lq)));
+            mla_free(&m);
+        }
+    attn_kernel_free(kern);
+}
+
 int main(void) {
     test_default_q_offset();
     test_default_q_offset_mla();
+    test_empty_calls();
+    test_empty_mla();
     if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);
     else printf("api: all checks passed\n");
     return check_failures != 0;
