@@ -1,4 +1,5 @@
 /* The C API of attn.h: a spec compiled once, JIT-linked, run many times from any thread. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,31 @@ static void fail(attn_error *err, attn_status code, const char *msg) {
     if (!err) return;
     err->code = code;
     snprintf(err->message, sizeof err->message, "%s", msg);
+}
+
+/* The most threads a compile takes (0: every core): the option, else ATTNC_COMPILE_THREADS,
+ * else the runs' default threads. */
+static bool compile_threads_of(const attn_options *opts, int *out, attn_error *err) {
+    *out = opts->compile_threads;
+    if (*out > 0) return true;
+    const char *env = getenv("ATTNC_COMPILE_THREADS");
+    if (env && *env) {
+        char *end;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        if (errno || *end || v < 1 || v > 4096) {
+            if (err) {
+                err->code = ATTN_ERR_ARG;
+                snprintf(err->message, sizeof err->message,
+                         "ATTNC_COMPILE_THREADS is '%.64s', expected a whole number in [1, 4096]", env);
+            }
+            return false;
+        }
+        *out = (int)v;
+        return true;
+    }
+    *out = opts->threads;
+    return true;
 }
 
 /* Machine code for the n optimized funcs into kern: loaded from the on-disk cache (cache.h)
@@ -88,10 +114,12 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
         attn_options_init(&defaults);
         opts = &defaults;
     }
-    if (opts->threads < 0 || opts->opt_level > 3) {
-        fail(err, ATTN_ERR_ARG, "attn_compile: threads must be >= 0 and opt_level <= 3");
+    if (opts->threads < 0 || opts->opt_level > 3 || opts->compile_threads < 0) {
+        fail(err, ATTN_ERR_ARG, "attn_compile: threads and compile_threads must be >= 0 and opt_level <= 3");
         return err->code;
     }
+    int compile_threads;
+    if (!compile_threads_of(opts, &compile_threads, err)) return err->code;
     double t0 = now_ms();
     StrBuf diags, msg;
     sb_init(&diags);
@@ -106,7 +134,8 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     if (!kern->module) goto fail;
     IrFunc *f = drv_select(kern->module, opts->kernel, err);
     if (!f) goto fail;
-    CgTarget target = {.cpu = opts->cpu, .opt_level = opts->opt_level < 0 ? 3 : opts->opt_level};
+    CgTarget target = {.cpu = opts->cpu, .opt_level = opts->opt_level < 0 ? 3 : opts->opt_level,
+                       .threads = compile_threads};
     if (!drv_optimize(f, opts, &target, NULL, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;

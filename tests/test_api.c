@@ -3,7 +3,9 @@
  *    kv_len - q_len), checked against a double-precision reference on a decode (q_len 1,
  *    kv_len 37); q_offset_set = 1 with q_offset 0 puts them at position 0;
  *  - empty calls: kv_len = 0 gives o = 0 and lse = -inf, q_len = 0 does nothing, for plain,
- *    union (key domains), permuted and MLA kernels, with and without runtime inputs. */
+ *    union (key domains), permuted and MLA kernels, with and without runtime inputs;
+ *  - compiles honour a thread cap: attn_options.compile_threads, ATTNC_COMPILE_THREADS and
+ *    `threads` (counted as the threads the process has while the compile runs). */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <math.h>
@@ -304,11 +306,88 @@ static void test_empty_mla(void) {
     attn_kernel_free(kern);
 }
 
+/* The number of threads of this process. */
+static int task_count(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+typedef struct Watch {
+    atomic_int stop, most;
+} Watch;
+
+static void *watch(void *arg) {
+    Watch *w = arg;
+    while (!atomic_load(&w->stop)) {
+        int n = task_count();
+        if (n > atomic_load(&w->most)) atomic_store(&w->most, n);
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+    }
+    return NULL;
+}
+
+/* The most threads the process had during a cold compile of a kernel of several pieces
+ * (besides this one and the watcher). */
+static int compile_threads_seen(const attn_options *opts) {
+    Watch w;
+    atomic_init(&w.stop, 0);
+    atomic_init(&w.most, 0);
+    int base = task_count();
+    pthread_t th;
+    if (pthread_create(&th, NULL, watch, &w) != 0) return -1;
+    attn_kernel *k = compile_opts("attention pieces { heads = 8; kv_heads = 2; head_dim = 64; "
+                                  "mask = sliding(100) || k < 4 || q % 3 == k % 3; }",
+                                  opts);
+    atomic_store(&w.stop, 1);
+    pthread_join(th, NULL);
+    attn_kernel_free(k);
+    return atomic_load(&w.most) - base - 1;
+}
+
+static void test_compile_threads(void) {
+    attn_options o;
+    attn_options_init(&o);
+    o.no_cache = 1;
+    unsetenv("ATTNC_COMPILE_THREADS");
+    int all = compile_threads_seen(&o);
+    printf("compile: %d extra threads with every core (%d cores)\n", all, attn_rt_cpu_count());
+    if (attn_rt_cpu_count() > 1) EXPECT(all >= 1); /* or this test proves nothing */
+    o.compile_threads = 1;
+    EXPECT(compile_threads_seen(&o) == 0);
+    o.compile_threads = 0;
+    o.threads = 1; /* the runs' default caps the compile too */
+    EXPECT(compile_threads_seen(&o) == 0);
+    o.threads = 0;
+    setenv("ATTNC_COMPILE_THREADS", "1", 1);
+    EXPECT(compile_threads_seen(&o) == 0);
+    o.compile_threads = 2; /* the option wins over the environment */
+    if (attn_rt_cpu_count() > 1) EXPECT(compile_threads_seen(&o) >= 1);
+    o.compile_threads = 0;
+    static const char *bad[] = {"0", "-2", "two", "1x", "99999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("ATTNC_COMPILE_THREADS", bad[i], 1);
+        attn_kernel *k = NULL;
+        attn_error err;
+        EXPECT(attn_compile("t.attn", "attention t { heads = 1; head_dim = 4; }", &o, &k, NULL, &err) ==
+               ATTN_ERR_ARG);
+        EXPECT(k == NULL && strstr(err.message, "ATTNC_COMPILE_THREADS"));
+    }
+    unsetenv("ATTNC_COMPILE_THREADS");
+    o.compile_threads = -1;
+    attn_kernel *k = NULL;
+    EXPECT(attn_compile("t.attn", "attention t { heads = 1; head_dim = 4; }", &o, &k, NULL, NULL) == ATTN_ERR_ARG);
+}
+
 int main(void) {
     test_default_q_offset();
     test_default_q_offset_mla();
     test_empty_calls();
     test_empty_mla();
+    test_compile_threads();
     if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);
     else printf("api: all checks passed\n");
     return check_failures != 0;

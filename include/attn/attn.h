@@ -14,12 +14,16 @@ typedef struct attn_options {
     const char *kernel;           /* which `attention` block; NULL if the file has one */
     const char *const *defines;   /* "NAME=VALUE" overrides of params */
     int ndefines;                 /* entries in defines */
-    int threads;                  /* default threads of runs; 0: all cores */
+    int threads;                  /* default threads of the kernel's runs (an attn_call with
+                                   * threads 0 takes it); 0: every core */
     int opt_level;                /* 0..3; 3 when negative */
     int no_prune;                 /* compute every tile, mask per element */
     const char *cpu;              /* target CPU for the JIT; NULL: the host */
     int absorb;                   /* MLA: ATTN_ABSORB_SPEC (the spec's choice), _ON or _OFF */
     int no_cache;                 /* 1: bypass the on-disk kernel cache (also env ATTNC_NO_CACHE=1) */
+    int compile_threads;          /* most threads LLVM compiles the kernel's pieces on; 0: the
+                                   * env ATTNC_COMPILE_THREADS if set (a positive integer), else
+                                   * `threads` if > 0, else every core */
 } attn_options;
 
 /* Fills `opts` with the defaults. */
