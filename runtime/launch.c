@@ -459,6 +459,17 @@ void rt_summaries_free(attn_rt_args *a) {
     }
 }
 
+attn_status rt_index_error(const attn_rt_desc *d, attn_error *err) {
+    char names[256] = "";
+    size_t len = 0;
+    for (int k = 0; d && k < d->ninputs && len < sizeof names; k++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s'%s'", k ? ", " : "", d->inputs[k].name);
+    return rt_error(err, ATTN_ERR_INDEX,
+                    "a runtime input was read outside its sizes: an index computed from the positions or "
+                    "from an input's values fell outside the input (the block reads %s)",
+                    len ? names : "no input");
+}
+
 bool rt_empty_call(const attn_rt_args *a, int64_t heads, int64_t v_dim, attn_dtype dtype) {
     if (a->q_len == 0) return true;
     if (a->kv_len > 0) return false;
@@ -562,6 +573,6 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     rt_summaries_free(&a);
     if (s != ATTN_OK) return s;
     if (atomic_load(&l.failed))
-        return rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+        return rt_index_error(d, err);
     return ATTN_OK;
 }

@@ -193,7 +193,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
             atomic_init(&dm.failed, 0);
             st = rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm, (size_t)stack, err);
             if (st == ATTN_OK && atomic_load(&dm.failed))
-                st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+                st = rt_index_error(descs[0], err);
         }
         free(scratch);
         free(busy);

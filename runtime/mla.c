@@ -262,7 +262,7 @@ static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_poo
     rt_parallel_for_n(pool, threads, r->B * r->H, task_q_concat, r);
     st = rt_parallel_for_stack(pool, r->nslots, r->B * r->H, task_up, r, (size_t)r->d->up->stack, err);
     if (st == ATTN_OK && atomic_load(&r->index_error))
-        st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+        st = rt_index_error(r->d->up, err);
 done:
     rt_summaries_free(&r->args);
     free(r->q_cat);

@@ -5,7 +5,8 @@
  *  - empty calls: kv_len = 0 gives o = 0 and lse = -inf, q_len = 0 does nothing, for plain,
  *    union (key domains), permuted and MLA kernels, with and without runtime inputs;
  *  - compiles honour a thread cap: attn_options.compile_threads, ATTNC_COMPILE_THREADS and
- *    `threads` (counted as the threads the process has while the compile runs). */
+ *    `threads` (counted as the threads the process has while the compile runs);
+ *  - an input read out of its sizes is reported with the input, the index and the position. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <math.h>
@@ -382,12 +383,39 @@ static void test_compile_threads(void) {
     EXPECT(attn_compile("t.attn", "attention t { heads = 1; head_dim = 4; }", &o, &k, NULL, NULL) == ATTN_ERR_ARG);
 }
 
+/* An index error names the input, the expression, the index, the sizes and the position. */
+static void test_index_message(void) {
+    attn_kernel *kern = compile("attention r { input i32 rank[batch, 32]; heads = 2; head_dim = 8; "
+                                "mask = rank[b, k] <= rank[b, q]; }");
+    if (!kern) return;
+    enum { L = 40 };
+    static float x[2 * L * 8], o[2 * L * 8];
+    int32_t rank[32];
+    for (int i = 0; i < 32; i++) rank[i] = i;
+    attn_input in = {.name = "rank", .t = {rank, 2, {1, 32}, {0}}};
+    attn_call c;
+    memset(&c, 0, sizeof c);
+    c.q = c.k = c.v = (attn_tensor){x, 4, {1, 2, L, 8}, {0}};
+    c.o = (attn_tensor){o, 4, {1, 2, L, 8}, {0}};
+    c.inputs = &in;
+    c.ninputs = 1;
+    attn_error err;
+    EXPECT(attn_run(kern, &c, &err) == ATTN_ERR_INDEX);
+    static const char *words[] = {"'rank'", "rank[b, k]", "[0, 32]", "sized [1, 32]", "k = 32", "q = 0", "b = 0"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (!strstr(err.message, words[i])) fprintf(stderr, "'%s' lacks '%s'\n", err.message, words[i]);
+        EXPECT(strstr(err.message, words[i]));
+    }
+    attn_kernel_free(kern);
+}
+
 int main(void) {
     test_default_q_offset();
     test_default_q_offset_mla();
     test_empty_calls();
     test_empty_mla();
     test_compile_threads();
+    test_index_message();
     if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);
     else printf("api: all checks passed\n");
     return check_failures != 0;
