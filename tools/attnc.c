@@ -164,6 +164,14 @@ static int cli_usage(Cmd cmd, const char *fmt, ...) {
 /* The exit status of a library error: 2 for bad arguments, 1 for everything else. */
 static int cli_status_exit(attn_status s) { return s == ATTN_ERR_ARG ? EXIT_USAGE : EXIT_INPUT; }
 
+/* An error of the library, with the command line's way to resolve a choice of block. */
+static int cli_select_error(const Cli *c, const attn_error *err) {
+    int rc = cli_error(cli_status_exit(err->code), "%s", err->message);
+    if (!c->opts.kernel && strstr(err->message, "several attention blocks"))
+        cli_note("pick one with --kernel NAME");
+    return rc;
+}
+
 static void cli_help_all(FILE *out) {
     fprintf(out, "attnc %s — an attention compiler\n\nusage:\n", ATTNC_VERSION);
     for (int c = 0; c < CMD_COUNT; c++) fprintf(out, "  %s\n", cli_cmds[c].usage);
@@ -402,7 +410,7 @@ static int cli_funcs(const Cli *c, IrModule *m, IrFunc **one, IrFunc ***out, int
     }
     attn_error err = {0};
     IrFunc *f = drv_select(m, c->opts.kernel, &err);
-    if (!f) return cli_error(cli_status_exit(err.code), "%s", err.message);
+    if (!f) return cli_select_error(c, &err);
     one[0] = f;
     *out = one;
     *n = 1;
@@ -674,9 +682,9 @@ static int cli_load_inputs(const Cli *c, const attn_rt_desc *d, CliInputs *in, c
         if (in->arr[j].dtype != want) {
             char decl[128];
             cli_input_decl(decl, sizeof decl, &d->inputs[j]);
-            return cli_error(EXIT_INPUT, "%s: dtype %s, but the spec declares '%s' (save it with .astype(np.%s))",
+            return cli_error(EXIT_INPUT, "%s: dtype %s, but the spec declares '%s' (the file must hold %s)",
                              b->path, npy_dtype_descr(in->arr[j].dtype), decl,
-                             want == NPY_I32 ? "int32" : "float32");
+                             want == NPY_I32 ? "int32 values, '<i4'" : "float32 values, '<f4'");
         }
         if (in->arr[j].ndim > ATTN_MAX_DIMS)
             return cli_error(EXIT_INPUT, "%s: %d dims, inputs have at most %d", b->path, in->arr[j].ndim,
@@ -735,7 +743,7 @@ static attn_kernel *cli_compile(const Cli *c, int *rc) {
     attn_status s = attn_compile(c->file, NULL, &c->opts, &k, &diags, &err);
     if (diags && *diags) fputs(diags, stderr);
     if (s != ATTN_OK) {
-        if (s != ATTN_ERR_SPEC || !diags || !*diags) cli_error(0, "%s", err.message);
+        if (s != ATTN_ERR_SPEC || !diags || !*diags) cli_select_error(c, &err);
         *rc = cli_status_exit(s);
     }
     attn_free(diags);
@@ -1045,7 +1053,7 @@ static int cmd_bench(Cli *c) {
     attn_error err = {0};
     IrFunc *f = drv_select(m, c->opts.kernel, &err);
     if (!f) {
-        rc = cli_error(cli_status_exit(err.code), "%s", err.message);
+        rc = cli_select_error(c, &err);
         goto done;
     }
     double compile_ms = 0, compile_ms_warm = -1;
@@ -1349,7 +1357,7 @@ static int cmd_mask(Cli *c) {
     attn_error err = {0};
     IrFunc *f = drv_select(m, c->opts.kernel, &err);
     if (!f) {
-        rc = cli_error(cli_status_exit(err.code), "%s", err.message);
+        rc = cli_select_error(c, &err);
         goto done;
     }
     attn_rt_desc d;
