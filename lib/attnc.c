@@ -328,6 +328,21 @@ attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used
 
 int attn_kernel_is_mla(const attn_kernel *kern) { return kern && kern->mla.present; }
 
+int attn_kernel_mla_info(const attn_kernel *kern, attn_mla_info *info) {
+    if (!kern || !kern->mla.present || !info) return 0;
+    attn_rt_mla_desc d = kern_mla_desc(kern);
+    *info = (attn_mla_info){
+        .heads = kern->desc.heads,
+        .kv_rank = d.kv_rank,
+        .rope_dim = d.rope_dim,
+        .nope_dim = d.nope_dim,
+        .v_dim = d.v_dim,
+        .has_up = d.up != NULL,
+        .has_absorbed = d.absorbed != NULL,
+    };
+    return 1;
+}
+
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kern) { return kern ? &kern->desc : NULL; }
 
 double attn_kernel_compile_ms(const attn_kernel *kern) { return kern ? kern->compile_ms : 0; }

@@ -51,6 +51,16 @@ int attn_mla_prefers_absorbed(const attn_kernel *kernel, int64_t q_len, int64_t 
 /* Whether the kernel is an MLA kernel (then attn_run is refused: use attn_run_mla). */
 int attn_kernel_is_mla(const attn_kernel *kernel);
 
+/* The sizes of an MLA kernel's tensors (see attn_mla_call) and its compiled variants. */
+typedef struct attn_mla_info {
+    int heads, kv_rank, rope_dim, nope_dim, v_dim;
+    int has_up;       /* the up-projected variant was compiled (absorb = off or auto) */
+    int has_absorbed; /* the absorbed variant was compiled (absorb = on or auto) */
+} attn_mla_info;
+
+/* Fills `info` and returns 1 for an MLA kernel; returns 0 (info untouched) otherwise. */
+int attn_kernel_mla_info(const attn_kernel *kernel, attn_mla_info *info);
+
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kernel);
 double attn_kernel_compile_ms(const attn_kernel *kernel); /* time attn_compile took */
 int attn_kernel_cache_hit(const attn_kernel *kernel);     /* 1: loaded from the disk cache */
