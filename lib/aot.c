@@ -163,7 +163,7 @@ static void aot_inputs(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "    attnc_call.inputs = attnc_in;\n    attnc_call.ninputs = %d;\n", f->ninputs);
 }
 
-/* An MLA block (SPEC §3): its variants and entry points that take the latent tensors. */
+/* An MLA block: its variants and entry points that take the latent tensors. */
 static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const IrMla *m = &f->mla;

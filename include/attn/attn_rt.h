@@ -191,10 +191,12 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
                                     const attn_rt_desc *const *descs, int n_descs,
                                     const attn_call *call, attn_rt_pool *pool, attn_error *err);
 
-/* MLA (SPEC §3): which variant runs. */
+/* MLA (multi-head latent attention): which variant runs. */
 enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
 
-/* One call of a multi-head latent attention (`mla { }`) kernel; SPEC §3 shapes. f32 only. */
+/* One call of a multi-head latent attention (`mla { }`) kernel. f32 only. Per head h the keys are
+ * [c_kv . w_uk[h] | k_rope] and the values c_kv . w_uv[h], scores scaled by the spec's scale
+ * (default 1/sqrt(nope_dim + rope_dim)). A zero-initialised call means every default. */
 typedef struct attn_mla_call {
     attn_tensor q_nope;        /* [batch, heads, q_len, nope_dim] */
     attn_tensor q_rope;        /* [batch, heads, q_len, rope_dim], RoPE already applied */
