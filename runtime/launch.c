@@ -465,8 +465,8 @@ attn_status rt_index_error(const attn_rt_desc *d, attn_error *err) {
     for (int k = 0; d && k < d->ninputs && len < sizeof names; k++)
         len += (size_t)snprintf(names + len, sizeof names - len, "%s'%s'", k ? ", " : "", d->inputs[k].name);
     return rt_error(err, ATTN_ERR_INDEX,
-                    "a runtime input was read outside its sizes: an index computed from the positions or "
-                    "from an input's values fell outside the input (the block reads %s)",
+                    "a runtime input was read out of bounds: an index computed from the positions or "
+                    "from an input's values fell outside the input (the block declares %s)",
                     len ? names : "no input");
 }
 
