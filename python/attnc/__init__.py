@@ -306,8 +306,10 @@ def _as_storage(name, x, dtype):
 
 def _first_bad(a, bad):
     """'value V at index (i, j)' of the first element where the bool array `bad` is set."""
+    if a.ndim == 0:
+        return "value %r" % (a.item(),)
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
-    return "value %r at index %s" % (a[idx].item() if a.ndim else a.item(), idx)
+    return "value %r at index %s" % (a[idx].item(), idx)
 
 
 def _input_array(name, value, dtype):
@@ -333,7 +335,8 @@ def _input_array(name, value, dtype):
         if a.dtype == np.float32:
             pass
         elif kind == "f":
-            b = a.astype(np.float32)
+            with np.errstate(over="ignore"):
+                b = a.astype(np.float32)
             bad = np.isinf(b) & np.isfinite(a)
             if bad.any():
                 raise AttnError(ATTN_ERR_INPUT, "input '%s' is f32: %s overflows float32"
@@ -351,7 +354,7 @@ def _input_array(name, value, dtype):
             raise AttnError(ATTN_ERR_INPUT, "input '%s' is f32: it takes numbers, not %s values" % (name, a.dtype))
     if a.ndim > _MAX_DIMS:
         raise AttnError(ATTN_ERR_INPUT, "input '%s': %d dims, inputs have at most %d" % (name, a.ndim, _MAX_DIMS))
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")  # (np.ascontiguousarray makes a 0-d array 1-d)
 
 
 def _tensor(a):

@@ -209,6 +209,17 @@ class TestIntegers(Case):
         self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32"], bias=np.array([1e300] + [0.0] * 5))
         self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32"], bias=np.array([2 ** 24 + 1] + [0] * 5, np.int64))
 
+    def test_scalar_inputs(self):
+        kern = attnc.compile("attention s { input i32 n; input f32 t; heads = 1; head_dim = 4; "
+                             "mask = k < n; score = score * t; }")
+        q = rand(1, 1, 3, 4)
+        o = kern(q, q, q, n=2, t=1.0)
+        self.assertTrue(np.array_equal(o, kern(q, q, q, n=np.int64(2), t=np.float32(1))))
+        for kw, word in ((dict(n=2 ** 40, t=1.0), "'n'"), (dict(n=1.5, t=1.0), "'n'"), (dict(n=2, t=1e300), "'t'")):
+            with self.assertRaises(attnc.AttnError) as cm:
+                kern(q, q, q, **kw)
+            self.assertIn(word, str(cm.exception))
+
     def test_options(self):
         q = rand(1, 2, 6, 8)
         args = dict(w=np.array([3], np.int32), bias=np.zeros(6, np.float32))
