@@ -323,6 +323,24 @@ attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
     attn_status st = attn_rt_launch_mla(&d, &c, pool, used_absorbed, err);
     kern_pool_release(kern, pool);
+    if (st == ATTN_ERR_INDEX) {
+        /* the mask's reads depend on sizes and inputs only: a stand-in call of the
+         * up-projected form (never dereferenced) locates the read */
+        const attn_rt_desc *u = &kern->desc;
+        void *p = c.q_nope.data;
+        int64_t B = c.q_nope.shape[0], Lq = c.q_nope.shape[2], Lk = c.c_kv.shape[1];
+        attn_call probe = {
+            .q = {p, 4, {B, u->heads, Lq, u->qk_dim}, {0}},
+            .k = {p, 4, {B, u->kv_heads, Lk, u->qk_dim}, {0}},
+            .v = {p, 4, {B, u->kv_heads, Lk, u->v_dim}, {0}},
+            .o = {p, 4, {B, u->heads, Lq, u->v_dim}, {0}},
+            .q_offset = c.q_offset,
+            .q_offset_set = c.q_offset_set,
+            .inputs = c.inputs,
+            .ninputs = c.ninputs,
+        };
+        kern_explain_index(kern, u, &probe, err);
+    }
     return st;
 }
 

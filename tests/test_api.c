@@ -407,6 +407,25 @@ static void test_index_message(void) {
         EXPECT(strstr(err.message, words[i]));
     }
     attn_kernel_free(kern);
+    /* an MLA kernel too, both variants */
+    kern = compile("attention m { input i32 lim[4]; heads = 2; mla { kv_rank = 16; rope_dim = 8; nope_dim = 8; "
+                   "v_dim = 8; } mask = k <= lim[q]; }");
+    if (!kern) return;
+    Mla m = {.B = 1, .H = 2, .Lq = 6, .Lk = 6, .R = 16, .rope = 8, .nope = 8, .dv = 8};
+    mla_alloc(&m);
+    int32_t lim[4] = {0, 1, 2, 3};
+    attn_input li = {.name = "lim", .t = {lim, 1, {4}, {0}}};
+    for (int absorb = ATTN_ABSORB_ON; absorb <= ATTN_ABSORB_OFF; absorb++) {
+        attn_mla_call mc = mla_call(&m);
+        mc.inputs = &li;
+        mc.ninputs = 1;
+        mc.absorb = absorb;
+        EXPECT(attn_run_mla(kern, &mc, NULL, &err) == ATTN_ERR_INDEX);
+        if (!strstr(err.message, "lim[q] at index [4]")) fprintf(stderr, "MLA: '%s'\n", err.message);
+        EXPECT(strstr(err.message, "lim[q] at index [4]") && strstr(err.message, "q = 4"));
+    }
+    mla_free(&m);
+    attn_kernel_free(kern);
 }
 
 int main(void) {
