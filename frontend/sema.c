@@ -1385,9 +1385,9 @@ static void apply_defines(Sema *S) {
                 define_param(s, def, name, ok, t, iv, fv, &found);
         }
         if (!found)
-            fe_error_cmdline(c, "unknown -D name '%s' (no param of that name)", name);
+            fe_error_cmdline(c, "unknown define '%s' (no param of that name)", name);
         else if (!ok)
-            fe_error_cmdline(c, "-D %s=%s: the value must be an int, a float, true or false", name,
+            fe_error_cmdline(c, "define %s=%s: the value must be an int, a float, true or false", name,
                              def->value ? def->value : "");
     }
 }

@@ -162,7 +162,7 @@ static void aot_inputs(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "    attnc_call.inputs = attnc_in;\n    attnc_call.ninputs = %d;\n", f->ninputs);
 }
 
-/* An MLA block (SPEC §3): its variants and entry points that take the latent tensors. */
+/* An MLA block: its variants and entry points that take the latent tensors. */
 static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const IrMla *m = &f->mla;
@@ -203,7 +203,6 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.w_uk, w_uk, 3, %d, %d, %d, 0);\n", f->heads, m->kv_rank, m->nope_dim);
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.w_uv, w_uv, 3, %d, %d, %d, 0);\n", f->heads, m->kv_rank, m->v_dim);
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.o, o, 4, batch, %d, q_len, %d);\n", f->heads, m->v_dim);
-    sb_puts(sb, "    attnc_call.q_offset = ATTN_Q_OFFSET_DEFAULT;\n");
     sb_puts(sb, "    attnc_call.threads = threads;\n");
     aot_inputs(sb, f);
     sb_printf(sb, "    return attn_rt_launch_mla(&attnc_%s_mla, &attnc_call, NULL, NULL, err);\n}\n\n", n);
@@ -275,7 +274,6 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
               f->kv_heads, f->v_dim);
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.o, o, 4, batch, %d, q_len, %d);\n", f->heads,
               f->v_dim);
-    sb_puts(sb, "    attnc_call.q_offset = ATTN_Q_OFFSET_DEFAULT;\n");
     sb_puts(sb, "    attnc_call.threads = threads;\n");
     aot_inputs(sb, f);
     sb_printf(sb, "    return %s&attnc_call, NULL, err);\n}\n\n", launch);

@@ -1,4 +1,5 @@
 /* The C API of attn.h: a spec compiled once, JIT-linked, run many times from any thread. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,31 @@ static void fail(attn_error *err, attn_status code, const char *msg) {
     if (!err) return;
     err->code = code;
     snprintf(err->message, sizeof err->message, "%s", msg);
+}
+
+/* The most threads a compile takes (0: every core): the option, else ATTNC_COMPILE_THREADS,
+ * else the runs' default threads. */
+static bool compile_threads_of(const attn_options *opts, int *out, attn_error *err) {
+    *out = opts->compile_threads;
+    if (*out > 0) return true;
+    const char *env = getenv("ATTNC_COMPILE_THREADS");
+    if (env && *env) {
+        char *end;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        if (errno || *end || v < 1 || v > 4096) {
+            if (err) {
+                err->code = ATTN_ERR_ARG;
+                snprintf(err->message, sizeof err->message,
+                         "ATTNC_COMPILE_THREADS is '%.64s', expected a whole number in [1, 4096]", env);
+            }
+            return false;
+        }
+        *out = (int)v;
+        return true;
+    }
+    *out = opts->threads;
+    return true;
 }
 
 /* Machine code for the n optimized funcs into kern: loaded from the on-disk cache (cache.h)
@@ -93,10 +119,12 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
         attn_options_init(&defaults);
         opts = &defaults;
     }
-    if (opts->threads < 0 || opts->opt_level > 3) {
-        fail(err, ATTN_ERR_ARG, "attn_compile: threads must be >= 0 and opt_level <= 3");
+    if (opts->threads < 0 || opts->opt_level > 3 || opts->compile_threads < 0) {
+        fail(err, ATTN_ERR_ARG, "attn_compile: threads and compile_threads must be >= 0 and opt_level <= 3");
         return err->code;
     }
+    int compile_threads;
+    if (!compile_threads_of(opts, &compile_threads, err)) return err->code;
     double t0 = now_ms();
     StrBuf diags, msg;
     sb_init(&diags);
@@ -111,7 +139,9 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     if (!kern->module) goto fail;
     IrFunc *f = drv_select(kern->module, opts->kernel, err);
     if (!f) goto fail;
-    CgTarget target = {.cpu = opts->cpu, .opt_level = opts->opt_level < 0 ? 3 : opts->opt_level};
+    kern->func = f;
+    CgTarget target = {.cpu = opts->cpu, .opt_level = opts->opt_level < 0 ? 3 : opts->opt_level,
+                       .threads = compile_threads};
     if (!drv_optimize(f, opts, &target, NULL, &msg)) {
         fail(err, ATTN_ERR_COMPILE, sb_str(&msg));
         goto fail;
@@ -167,6 +197,70 @@ fail:
     return err->code;
 }
 
+/* The first input read of `e` out of its sizes at env's position, in the order the reference
+ * interpreter evaluates (`&&`, `||` and `?:` short-circuit): written to msg, true if found. */
+static bool find_bad_read(const IrFunc *f, const IrExpr *e, IrEnv *env, StrBuf *msg) {
+    if (!e) return false;
+    switch (e->op) {
+    case IR_AND:
+    case IR_OR:
+        if (find_bad_read(f, e->args[0], env, msg)) return true;
+        if ((ir_eval(f, e->args[0], env).i != 0) == (e->op == IR_OR)) return false;
+        return find_bad_read(f, e->args[1], env, msg);
+    case IR_SELECT:
+        if (find_bad_read(f, e->args[0], env, msg)) return true;
+        return find_bad_read(f, e->args[ir_eval(f, e->args[0], env).i ? 1 : 2], env, msg);
+    case IR_RANGE: return false; /* pruning summaries clamp, they never fail */
+    default: break;
+    }
+    for (int i = 0; i < e->nargs; i++)
+        if (find_bad_read(f, e->args[i], env, msg)) return true;
+    if (e->op != IR_INPUT || e->input < 0 || e->input >= f->ninputs) return false;
+    int64_t idx[ATTN_MAX_DIMS];
+    bool bad = false;
+    for (int d = 0; d < e->nargs && d < ATTN_MAX_DIMS; d++) {
+        idx[d] = ir_eval(f, e->args[d], env).i;
+        bad |= idx[d] < 0 || idx[d] >= env->args->input_dim[e->input][d];
+    }
+    if (!bad) return false;
+    const char *name = f->inputs[e->input].name;
+    sb_printf(msg, "input '%s' read out of its bounds: ", name);
+    ir_print_expr(msg, f, e);
+    sb_puts(msg, " at index [");
+    for (int d = 0; d < e->nargs; d++) sb_printf(msg, "%s%lld", d ? ", " : "", (long long)idx[d]);
+    sb_printf(msg, "] of '%s' sized [", name);
+    for (int d = 0; d < e->nargs; d++)
+        sb_printf(msg, "%s%lld", d ? ", " : "", (long long)env->args->input_dim[e->input][d]);
+    sb_printf(msg, "], for query position q = %lld, key k = %lld (batch row b = %lld, head h = %lld)",
+              (long long)env->q, (long long)env->k, (long long)env->b, (long long)env->h);
+    return true;
+}
+
+/* After a run reported ATTN_ERR_INDEX: replaces the runtime's message by one naming the input,
+ * the expression, the index and the position, found by evaluating the mask and the score mod
+ * position by position (within a budget; beyond it the runtime's message stays). */
+static void kern_explain_index(const attn_kernel *kern, const attn_rt_desc *d, const attn_call *c,
+                               attn_error *err) {
+    const IrFunc *f = kern->func;
+    attn_rt_args a;
+    if (!f || !err || attn_rt_check(d, c, &a, NULL) != ATTN_OK) return;
+    StrBuf msg;
+    sb_init(&msg);
+    IrEnv env = {.q_len = a.q_len, .kv_len = a.kv_len, .args = &a};
+    int64_t budget = (int64_t)1 << 26;
+    bool found = false;
+    for (int64_t b = 0; b < a.batch && !found && budget > 0; b++)
+        for (int64_t h = 0; h < d->heads && !found && budget > 0; h++)
+            for (int64_t i = 0; i < a.q_len && !found && budget > 0; i++)
+                for (int64_t k = 0; k < a.kv_len && !found && budget > 0; k++, budget--) {
+                    env.b = b, env.h = h, env.q = a.q_offset + i, env.k = k, env.score = 0;
+                    found = find_bad_read(f, f->mask, &env, &msg) ||
+                            (ir_eval(f, f->mask, &env).i && find_bad_read(f, f->score, &env, &msg));
+                }
+    if (found && !msg.failed) snprintf(err->message, sizeof err->message, "%s", sb_str(&msg));
+    sb_free(&msg);
+}
+
 attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) {
     if (!kern || !call) {
         fail(err, ATTN_ERR_NULL, "attn_run: kernel and call are required");
@@ -187,6 +281,7 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
                          ? attn_rt_launch_permuted(&kern->desc_perm, kern->perm_input, doms, ndoms, &c, pool, err)
                          : attn_rt_launch_domains(doms, ndoms, &c, pool, err);
     kern_pool_release(kern, pool);
+    if (st == ATTN_ERR_INDEX) kern_explain_index(kern, doms[0], &c, err);
     return st;
 }
 
@@ -240,10 +335,43 @@ attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
     attn_status st = attn_rt_launch_mla(&d, &c, pool, used_absorbed, err);
     kern_pool_release(kern, pool);
+    if (st == ATTN_ERR_INDEX) {
+        /* the mask's reads depend on sizes and inputs only: a stand-in call of the
+         * up-projected form (never dereferenced) locates the read */
+        const attn_rt_desc *u = &kern->desc;
+        void *p = c.q_nope.data;
+        int64_t B = c.q_nope.shape[0], Lq = c.q_nope.shape[2], Lk = c.c_kv.shape[1];
+        attn_call probe = {
+            .q = {p, 4, {B, u->heads, Lq, u->qk_dim}, {0}},
+            .k = {p, 4, {B, u->kv_heads, Lk, u->qk_dim}, {0}},
+            .v = {p, 4, {B, u->kv_heads, Lk, u->v_dim}, {0}},
+            .o = {p, 4, {B, u->heads, Lq, u->v_dim}, {0}},
+            .q_offset = c.q_offset,
+            .q_offset_set = c.q_offset_set,
+            .inputs = c.inputs,
+            .ninputs = c.ninputs,
+        };
+        kern_explain_index(kern, u, &probe, err);
+    }
     return st;
 }
 
 int attn_kernel_is_mla(const attn_kernel *kern) { return kern && kern->mla.present; }
+
+int attn_kernel_mla_info(const attn_kernel *kern, attn_mla_info *info) {
+    if (!kern || !kern->mla.present || !info) return 0;
+    attn_rt_mla_desc d = kern_mla_desc(kern);
+    *info = (attn_mla_info){
+        .heads = kern->desc.heads,
+        .kv_rank = d.kv_rank,
+        .rope_dim = d.rope_dim,
+        .nope_dim = d.nope_dim,
+        .v_dim = d.v_dim,
+        .has_up = d.up != NULL,
+        .has_absorbed = d.absorbed != NULL,
+    };
+    return 1;
+}
 
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kern) { return kern ? &kern->desc : NULL; }
 

@@ -73,7 +73,7 @@ IrFunc *drv_select(IrModule *m, const char *kernel, attn_error *err) {
     if (err) {
         StrBuf sb;
         sb_init(&sb);
-        sb_puts(&sb, m->nfuncs ? "the file has several attention blocks; pick one with --kernel:"
+        sb_puts(&sb, m->nfuncs ? "the file has several attention blocks; name the one to compile:"
                                : "the file has no attention block");
         for (int i = 0; i < m->nfuncs; i++) sb_printf(&sb, " %s", m->funcs[i]->name);
         set_err(err, ATTN_ERR_ARG, "%s", sb_str(&sb));

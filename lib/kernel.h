@@ -8,6 +8,7 @@
 
 struct attn_kernel {
     IrModule *module;                          /* owns the IR the descriptors point into */
+    const IrFunc *func;                        /* the block compiled (its mask explains index errors) */
     CgJit *jit;                                /* owns the machine code */
     int cache_hit;                             /* the object came from the on-disk cache */
     attn_rt_desc desc;                         /* what the runtime needs (MLA: up-projected) */

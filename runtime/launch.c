@@ -31,15 +31,16 @@ static const char *rt_dim_kind_name(attn_dim_kind k) {
 
 static int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
 
-/* Checks every size is in [min, 2^40] and equal to `want` where want >= 0. */
+/* Checks every size is in [1, 2^40] (dim 2, q_len or kv_len, in [0, 2^40]) and equal to
+ * `want` where want >= 0. */
 static attn_status rt_check_shape(const char *name, const attn_tensor *t, int ndim,
                                   const char *const *dim_names, const int64_t *want,
                                   const char *const *why, attn_error *err) {
     for (int d = 0; d < ndim; d++) {
-        int64_t got = t->shape[d];
-        if (got < 1)
-            return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d (%s) is %lld, expected >= 1", name,
-                            d, dim_names[d], (long long)got);
+        int64_t got = t->shape[d], min = d == 2 ? 0 : 1;
+        if (got < min)
+            return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d (%s) is %lld, expected >= %lld", name,
+                            d, dim_names[d], (long long)got, (long long)min);
         if (got > RT_MAX_DIM_SIZE)
             return rt_error(err, ATTN_ERR_OVERFLOW, "%s: dim %d (%s) is %lld, more than 2^40",
                             name, d, dim_names[d], (long long)got);
@@ -82,6 +83,9 @@ attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t e
             return rt_error(err, ATTN_ERR_STRIDE, "%s: the last stride is %lld, expected 1",
                             name, (long long)t->stride[n - 1]);
     }
+    v->lo = v->hi = 0;
+    for (int d = 0; d < n; d++)
+        if (t->shape[d] == 0) return ATTN_OK; /* no element: no bytes */
     int64_t last = 0; /* offset of the last element, in elements */
     for (int d = 0; d < n; d++) {
         int64_t term;
@@ -102,6 +106,7 @@ attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t e
 /* An output must not write one element twice: with dims sorted by stride, each stride must
  * exceed the extent of the dims inside it (size-1 dims do not matter). */
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err) {
+    if (v->hi == 0) return ATTN_OK; /* no element */
     int n = v->t->ndim, order[ATTN_MAX_DIMS], m = 0;
     for (int d = 0; d < n; d++)
         if (v->t->shape[d] > 1) order[m++] = d;
@@ -125,6 +130,7 @@ attn_status rt_check_no_overlap(const RtView *v, attn_error *err) {
 }
 
 static bool rt_ranges_overlap(const RtView *a, const RtView *b) {
+    if (a->hi == 0 || b->hi == 0) return false; /* an empty tensor */
     uintptr_t a0 = (uintptr_t)a->t->data, a1 = a0 + (uintptr_t)a->hi;
     uintptr_t b0 = (uintptr_t)b->t->data, b1 = b0 + (uintptr_t)b->hi;
     return a0 < b1 && b0 < a1;
@@ -296,7 +302,7 @@ attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
     }
 
     int64_t q_offset = c->q_offset;
-    if (q_offset == ATTN_Q_OFFSET_DEFAULT) {
+    if (!c->q_offset_set && (q_offset == 0 || q_offset == ATTN_Q_OFFSET_DEFAULT)) {
         q_offset = Lk - Lq;
     } else if (q_offset < -RT_MAX_DIM_SIZE || q_offset > RT_MAX_DIM_SIZE) {
         return rt_error(err, ATTN_ERR_OFFSET, "q_offset is %lld, outside [-2^40, 2^40]",
@@ -457,6 +463,32 @@ void rt_summaries_free(attn_rt_args *a) {
     }
 }
 
+attn_status rt_index_error(const attn_rt_desc *d, attn_error *err) {
+    char names[256] = "";
+    size_t len = 0;
+    for (int k = 0; d && k < d->ninputs && len < sizeof names; k++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s'%s'", k ? ", " : "", d->inputs[k].name);
+    return rt_error(err, ATTN_ERR_INDEX,
+                    "a runtime input was read out of bounds: an index computed from the positions or "
+                    "from an input's values fell outside the input (the block declares %s)",
+                    len ? names : "no input");
+}
+
+bool rt_empty_call(const attn_rt_args *a, int64_t heads, int64_t v_dim, attn_dtype dtype) {
+    if (a->q_len == 0) return true;
+    if (a->kv_len > 0) return false;
+    int64_t elem = rt_dtype_size(dtype);
+    for (int64_t b = 0; b < a->batch; b++)
+        for (int64_t h = 0; h < heads; h++)
+            for (int64_t i = 0; i < a->q_len; i++) {
+                /* +0.0 is all-zero bits in f32, f16 and bf16 */
+                memset((char *)a->o + (b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2]) * elem, 0,
+                       (size_t)(v_dim * elem));
+                if (a->lse) a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] = -INFINITY;
+            }
+    return true;
+}
+
 int rt_call_threads(const attn_call *c, attn_rt_pool *pool) {
     int threads = c->threads;
     if (threads == 0) threads = pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
@@ -470,6 +502,7 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     if (s) return s;
     if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function",
                                   d->name ? d->name : "?");
+    if (rt_empty_call(&a, d->heads, d->v_dim, d->dtype)) return ATTN_OK;
     int threads = rt_call_threads(c, pool);
 
     /* short queries (decode): the heads sharing a K/V head run as one task, loading each K/V
@@ -544,6 +577,6 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     rt_summaries_free(&a);
     if (s != ATTN_OK) return s;
     if (atomic_load(&l.failed))
-        return rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+        return rt_index_error(d, err);
     return ATTN_OK;
 }

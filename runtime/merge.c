@@ -146,6 +146,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
     if (descs[0]->dtype != ATTN_F32)
         return rt_error(err, ATTN_ERR_DTYPE, "launch_domains: domains merge f32 outputs only");
     int64_t H = descs[0]->heads, dv = descs[0]->v_dim;
+    if (rt_empty_call(&a, H, dv, descs[0]->dtype)) return ATTN_OK;
     for (int i = 1; i < n; i++)
         if (!descs[i] || descs[i]->heads != H || descs[i]->v_dim != dv || descs[i]->dtype != ATTN_F32)
             return rt_error(err, ATTN_ERR_ARG, "launch_domains: domain %d differs from domain 0 in heads, v_dim or dtype", i);
@@ -172,6 +173,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         for (int i = 0; i < n && st == ATTN_OK; i++) {
             attn_call c = *call;
             c.q_offset = a.q_offset;
+            c.q_offset_set = 1;
             if (!descs[i]->tile)
                 st = rt_error(err, ATTN_ERR_NULL, "launch_domains: domain %d has no tile function", i);
             else if ((st = attn_rt_check(descs[i], &c, &args[i], err)) == ATTN_OK)
@@ -194,7 +196,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
             atomic_init(&dm.failed, 0);
             st = rt_launch_tasks(pool, threads, ntasks, rt_domains_task, &dm, (size_t)stack, err);
             if (st == ATTN_OK && atomic_load(&dm.failed))
-                st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+                st = rt_index_error(descs[0], err);
         }
         free(scratch);
         free(busy);
@@ -217,6 +219,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
         c.o = po[i];
         c.lse = pl[i];
         c.q_offset = a.q_offset; /* resolved once: every domain sees the same positions */
+        c.q_offset_set = 1;
         st = attn_rt_launch(descs[i], &c, pool, err);
     }
     if (st == ATTN_OK) {

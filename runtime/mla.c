@@ -93,9 +93,9 @@ static attn_status mla_validate(const attn_rt_mla_desc *d, const attn_mla_call *
     r->Lq = c->q_nope.shape[2];
     r->Lk = c->c_kv.shape[1];
     r->R = d->kv_rank, r->rope = d->rope_dim, r->nope = d->nope_dim, r->dv = d->v_dim;
-    if (r->B < 1 || r->Lq < 1 || r->Lk < 1 || r->B > MLA_MAX_EXTENT || r->Lq > MLA_MAX_EXTENT ||
+    if (r->B < 1 || r->Lq < 0 || r->Lk < 0 || r->B > MLA_MAX_EXTENT || r->Lq > MLA_MAX_EXTENT ||
         r->Lk > MLA_MAX_EXTENT)
-        return rt_error(err, ATTN_ERR_SHAPE, "batch, q_len and kv_len must be in [1, 2^40]");
+        return rt_error(err, ATTN_ERR_SHAPE, "batch must be in [1, 2^40], q_len and kv_len in [0, 2^40]");
     attn_status st;
     if ((st = mla_view("q_nope", &c->q_nope, 4, (int64_t[]){r->B, r->H, r->Lq, r->nope}, false, &r->qn, err)) ||
         (st = mla_view("q_rope", &c->q_rope, 4, (int64_t[]){r->B, r->H, r->Lq, r->rope}, false, &r->qr, err)) ||
@@ -173,6 +173,7 @@ static attn_status run_absorbed(MlaRun *r, const attn_mla_call *c, attn_rt_pool 
         .o = dense4(r->o_lat, r->B, r->H, r->Lq, r->R),
         .lse = c->lse,
         .q_offset = c->q_offset,
+        .q_offset_set = c->q_offset_set,
         .inputs = c->inputs,
         .ninputs = c->ninputs,
         .threads = threads,
@@ -250,6 +251,7 @@ static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_poo
         .o = c->o,
         .lse = c->lse,
         .q_offset = c->q_offset,
+        .q_offset_set = c->q_offset_set,
         .inputs = c->inputs,
         .ninputs = c->ninputs,
         .threads = threads,
@@ -260,13 +262,42 @@ static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_poo
     rt_parallel_for_n(pool, threads, r->B * r->H, task_q_concat, r);
     st = rt_parallel_for_stack(pool, r->nslots, r->B * r->H, task_up, r, (size_t)r->d->up->stack, err);
     if (st == ATTN_OK && atomic_load(&r->index_error))
-        st = rt_error(err, ATTN_ERR_INDEX, "an input value used as an index is out of bounds");
+        st = rt_index_error(r->d->up, err);
 done:
     rt_summaries_free(&r->args);
     free(r->q_cat);
     free(r->slots);
     free(r->slot_busy);
     return st;
+}
+
+// calls with no query or no key
+
+/* No query: nothing to do; no key: every row sees no key, o = 0 and lse = -inf. No kernel runs,
+ * but the runtime inputs are checked as a run would check them. */
+static attn_status mla_empty(const MlaRun *r, const attn_mla_call *c, attn_error *err) {
+    const attn_rt_desc *d = r->d->up ? r->d->up : r->d->absorbed;
+    void *p = c->q_nope.data; /* validation never dereferences these */
+    attn_call probe = {
+        .q = {p, 4, {r->B, d->heads, r->Lq, d->qk_dim}, {0}},
+        .k = {p, 4, {r->B, d->kv_heads, r->Lk, d->qk_dim}, {0}},
+        .v = {p, 4, {r->B, d->kv_heads, r->Lk, d->v_dim}, {0}},
+        .o = {p, 4, {r->B, d->heads, r->Lq, d->v_dim}, {0}},
+        .q_offset = c->q_offset,
+        .q_offset_set = c->q_offset_set,
+        .inputs = c->inputs,
+        .ninputs = c->ninputs,
+    };
+    attn_status st = attn_rt_check(d, &probe, NULL, err);
+    if (st != ATTN_OK) return st;
+    for (int64_t b = 0; b < r->B; b++)
+        for (int64_t h = 0; h < r->H; h++)
+            for (int64_t i = 0; i < r->Lq; i++) {
+                float *o = r->o.p + b * r->o.st[0] + h * r->o.st[1] + i * r->o.st[2];
+                for (int64_t j = 0; j < r->dv; j++) o[j] = 0;
+                if (r->lse.p) r->lse.p[b * r->lse.st[0] + h * r->lse.st[1] + i] = -INFINITY;
+            }
+    return rt_ok(err);
 }
 
 // the cost model
@@ -325,6 +356,7 @@ attn_status attn_rt_launch_mla(const attn_rt_mla_desc *desc, const attn_mla_call
     if (!abs && !desc->up)
         return rt_error(err, ATTN_ERR_ARG, "up-projected variant not compiled (absorb = on)");
     if (used_absorbed) *used_absorbed = abs;
+    if (r.Lq == 0 || r.Lk == 0) return mla_empty(&r, call, err);
     int threads = call->threads;
     attn_rt_pool *tmp = NULL;
     if (!pool && threads != 1) pool = tmp = attn_rt_pool_create(threads);

@@ -50,6 +50,7 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
                         "launch_permuted: input %d is not an i32 rank[batch, kv_len], or the descriptors differ",
                         rank_input);
     int64_t B = a.batch, n = a.kv_len;
+    if (rt_empty_call(&a, descs[0]->heads, descs[0]->v_dim, descs[0]->dtype)) return ATTN_OK;
     /* positions are not ranks: the original */
     if (a.q_len != n || a.q_offset != 0) return attn_rt_launch_domains(descs, n_descs, call, pool, err);
     const int32_t *rank = a.input[rank_input];
@@ -82,6 +83,7 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
     c.o = (attn_tensor){.data = op, .ndim = 4, .shape = {B, H, n, dv}};
     c.lse = (attn_tensor){.data = lp, .ndim = 3, .shape = {B, H, n}};
     c.q_offset = 0;
+    c.q_offset_set = 1;
     st = attn_rt_launch(d, &c, pool, err);
     if (st == ATTN_OK) {
         perm_rows(a.o, a.o_stride, op, o_st, B, H, n, dv, pos, true);

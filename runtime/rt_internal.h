@@ -37,6 +37,11 @@ attn_status rt_summaries_build(const attn_rt_desc *d, attn_rt_args *a, attn_erro
 void rt_summaries_free(attn_rt_args *a);
 /* An output must not write one element twice. */
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
+/* ATTN_ERR_INDEX with a message naming the inputs the block declares. */
+attn_status rt_index_error(const attn_rt_desc *d, attn_error *err);
+/* A call with no query (nothing to do) or no key (every row sees no key: o = 0, lse = -inf,
+ * written here): true when done, and no kernel runs. */
+bool rt_empty_call(const attn_rt_args *a, int64_t heads, int64_t v_dim, attn_dtype dtype);
 /* The threads a call runs on: its own count, else the pool's, else the machine's; >= 1. */
 int rt_call_threads(const attn_call *c, attn_rt_pool *pool);
 /* Consecutive units (of `units` per batch row) that read one K/V head: tasks keep them side

@@ -4,7 +4,7 @@ set -euo pipefail
 # zlib, zstd and libedit: LLVMConfig.cmake looks for them (llvm-19-dev does not depend on them)
 pkgs=(cmake make gcc g++ flex bison llvm-19-dev llvm-19-tools clang-19 libclang-rt-19-dev
       zlib1g-dev libzstd-dev libedit-dev
-      python3-numpy libopenblas-dev valgrind pkg-config
+      python3-numpy libopenblas-dev valgrind pkg-config python3-venv python3-pip python3-setuptools
       qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -27,7 +27,8 @@ for f in libattnc.so libattnc.a libattnc_rt.a libattnc_rt.so pkgconfig/attnc.pc 
          cmake/attnc/attncConfig.cmake cmake/attnc/attncTargets.cmake; do
   [ -e "$libdir/$f" ] && ok "installed lib/$f" || bad "installed lib/$f"
 done
-export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# no LD_LIBRARY_PATH: the documented commands must give programs that run from this prefix
+unset LD_LIBRARY_PATH
 
 "$prefix/bin/attnc" --help >/dev/null && ok "attnc --help" || bad "attnc --help"
 man -l "$prefix/share/man/man1/attnc.1" >/dev/null 2>&1 || groff -man -Tutf8 "$prefix/share/man/man1/attnc.1" >/dev/null 2>&1 \
@@ -43,9 +44,13 @@ export PKG_CONFIG_PATH=$libdir/pkgconfig
 if cc $flags -std=c17 -Wall -Werror "$here/install/consumer.c" -o "$tmp/pc_consumer" \
      $(pkg-config --cflags --libs attnc) -lm && "$tmp/pc_consumer"; then ok "pkg-config attnc consumer"
 else bad "pkg-config attnc consumer"; fi
-if cc $flags -std=c17 -Wall -Werror -I"$tmp/aot" "$here/install/consumer_aot.c" "$tmp/aot/installed.o" \
-     -o "$tmp/pc_aot" $(pkg-config --cflags --libs attnc_rt) -lm && "$tmp/pc_aot"; then ok "pkg-config attnc_rt AOT consumer"
+# exactly the documented command (docs/packaging.md): cc app.c x.o $(pkg-config --cflags --libs attnc_rt)
+if cc $flags "$here/install/consumer_aot.c" -I"$tmp/aot" "$tmp/aot/installed.o" \
+     -o "$tmp/pc_aot" $(pkg-config --cflags --libs attnc_rt) && "$tmp/pc_aot"; then ok "pkg-config attnc_rt AOT consumer"
 else bad "pkg-config attnc_rt AOT consumer"; fi
+# ... linked with the static runtime: no libattnc_rt.so needed at run time
+if readelf -d "$tmp/pc_aot" 2>/dev/null | grep -q 'libattnc'; then bad "pkg-config attnc_rt links statically"
+else ok "pkg-config attnc_rt links statically"; fi
 [ "$(pkg-config --modversion attnc)" = "$("$prefix/bin/attnc" --version | awk '{print $NF}')" ] \
   && ok "pkg-config version" || bad "pkg-config version ($(pkg-config --modversion attnc))"
 

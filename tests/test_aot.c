@@ -216,6 +216,7 @@ static void run_strided(int64_t B, int64_t Lq, int64_t Lk, int64_t q_offset) {
     call.lse.data = lse + 8, call.lse.ndim = 3; /* canaries before and after */
     call.lse.shape[0] = B, call.lse.shape[1] = H, call.lse.shape[2] = Lq;
     call.q_offset = q_offset;
+    call.q_offset_set = q_offset != ATTN_Q_OFFSET_DEFAULT;
     call.threads = 2;
     attn_error err;
     attn_status st = attnc_gpt_small(&call, &err);

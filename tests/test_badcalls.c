@@ -365,6 +365,7 @@ static void test_run_args(attn_kernel *kern) {
     for (int i = 0; i < 4; i++) {
         c = good_call();
         c.q_offset = ok_offs[i];
+        c.q_offset_set = 1;
         RUN(c, ATTN_OK, "q_offset in range");
     }
     /* threads and input counts */

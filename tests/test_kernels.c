@@ -469,6 +469,7 @@ static bool run_case(const Variant *var, attn_kernel *kern, const IrFunc *f, con
     call.q = vq.t, call.k = vk.t, call.v = vv.t, call.o = vo.t;
     if (c->lse) call.lse = vl.t;
     call.q_offset = c->q_offset;
+    call.q_offset_set = c->q_offset != DEF;
     call.inputs = ins.in, call.ninputs = ins.n, call.threads = c->threads;
     attn_error err;
     attn_status st = attn_run(kern, &call, &err);

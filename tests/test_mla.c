@@ -48,6 +48,7 @@ static void check_case(attn_kernel *kern, Dims d, MaskFn mask, int64_t B, int64_
         .o = {o, 4, {B, d.H, Lq, d.dv}, {0}},
         .lse = {lse, 3, {B, d.H, Lq}, {0}},
         .q_offset = qoff,
+        .q_offset_set = qoff != ATTN_Q_OFFSET_DEFAULT,
         .threads = threads,
         .absorb = absorb,
     };

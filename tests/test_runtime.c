@@ -153,8 +153,12 @@ static void test_errors(void) {
     EXPECT(check(&c, "o: dim 2 (q_len)") == ATTN_ERR_SHAPE);
     c = make_call(), c.lse.shape[1] = 1;
     EXPECT(check(&c, "lse: dim 1 (heads)") == ATTN_ERR_SHAPE);
-    c = make_call(), c.q.shape[2] = 0, c.o.shape[2] = 0;
-    EXPECT(check(&c, "q: dim 2 (q_len) is 0, expected >= 1") == ATTN_ERR_SHAPE);
+    c = make_call(), c.q.shape[2] = 0, c.o.shape[2] = 0, c.lse.shape[2] = 0;
+    EXPECT(check(&c, "") == ATTN_OK); /* q_len 0: a valid call with nothing to do */
+    c = make_call(), c.q.shape[2] = -1, c.o.shape[2] = -1;
+    EXPECT(check(&c, "q: dim 2 (q_len) is -1, expected >= 0") == ATTN_ERR_SHAPE);
+    c = make_call(), c.q.shape[0] = 0;
+    EXPECT(check(&c, "q: dim 0 (batch) is 0, expected >= 1") == ATTN_ERR_SHAPE);
     c = make_call(), c.k.shape[2] = -1;
     EXPECT(check(&c, "k") == ATTN_ERR_SHAPE);
 

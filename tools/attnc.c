@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "frontend/fe.h" /* fe_prelude_text */
 #include "lib/driver.h"
 #include "tools/npy.h"
 
@@ -63,7 +64,7 @@ static const struct {
 } cli_opts[] = {
     {"--kernel", OPT_KERNEL, true, ALL, "NAME   the attention block (when the file has several)"},
     {"-D", OPT_DEFINE, true, ALL, "NAME=VALUE   override a param (also -DNAME=VALUE)"},
-    {"--threads", OPT_THREADS, true, ALL, "T   threads of a run (default: all cores)"},
+    {"--threads", OPT_THREADS, true, ALL, "T   threads of a run, and the most a compile uses (default 0: all cores)"},
     {"-O", OPT_OPT, false, ALL, "0..3   optimization level (-O0 .. -O3, default -O3)"},
     {"-fno-prune", OPT_NO_PRUNE, false, ALL, "   compute every tile, masking per element"},
     {"--absorb", OPT_ABSORB, true, ALL, "on|off   MLA weight absorption override"},
@@ -164,6 +165,59 @@ static int cli_usage(Cmd cmd, const char *fmt, ...) {
 /* The exit status of a library error: 2 for bad arguments, 1 for everything else. */
 static int cli_status_exit(attn_status s) { return s == ATTN_ERR_ARG ? EXIT_USAGE : EXIT_INPUT; }
 
+/* An error of the library, with the command line's way to resolve a choice of block. */
+static int cli_select_error(const Cli *c, const attn_error *err) {
+    int rc = cli_error(cli_status_exit(err->code), "%s", err->message);
+    if (!c->opts.kernel && strstr(err->message, "several attention blocks"))
+        cli_note("pick one with --kernel NAME");
+    return rc;
+}
+
+/* `attnc help TOPIC`: what the documentation says (docs/language.md, docs/prelude.md,
+ * docs/mla.md, docs/packaging.md; tests/test_docs.py checks they agree). */
+static const struct {
+    const char *name, *what, *text;
+} cli_topics[] = {
+    {"tensors", "the tensors of a call and their shapes",
+     "q    [batch, heads, q_len, head_dim]\n"
+     "k    [batch, kv_heads, kv_len, head_dim]\n"
+     "v    [batch, kv_heads, kv_len, v_dim]\n"
+     "o    [batch, heads, q_len, v_dim]   (out)\n"
+     "lse  [batch, heads, q_len]          (out, optional, float32)\n"
+     "Runtime inputs have their declared shape: batch, heads, kv_heads, q_len and kv_len take the\n"
+     "call's sizes, seq is kv_len. run reads float32 (or float16) tensors and int32/float32 inputs\n"
+     "from .npy files in C order, and writes o and lse as float32. MLA blocks: 'attnc help mla'.\n"},
+    {"positions", "where queries and keys sit; rows that see no key",
+     "Keys sit at positions 0 .. kv_len-1, queries at q_offset .. q_offset+q_len-1.\n"
+     "q_offset defaults to kv_len - q_len: the queries are the last positions (--q-offset N moves\n"
+     "them; any integer in [-2^40, 2^40]). A query row that sees no key gets o = 0 and lse = -inf.\n"
+     "kv_len = 0 is valid (every row sees no key); q_len = 0 is valid and does nothing.\n"},
+    {"prelude", "the built-in masks (drawn in docs/prelude.md)", NULL},
+    {"mla", "the tensors of an mla { } block",
+     "q_nope [batch, heads, q_len, nope_dim]\n"
+     "q_rope [batch, heads, q_len, rope_dim]\n"
+     "c_kv   [batch, kv_len, kv_rank]\n"
+     "k_rope [batch, kv_len, rope_dim]\n"
+     "w_uk   [heads, kv_rank, nope_dim]\n"
+     "w_uv   [heads, kv_rank, v_dim]\n"
+     "o      [batch, heads, q_len, v_dim]   (out)\n"
+     "All float32; RoPE is applied by the caller. --absorb on|off forces a variant.\n"},
+    {"environment", "environment variables",
+     "ATTNC_CACHE_DIR        directory of the kernel cache (default $XDG_CACHE_HOME/attnc, else ~/.cache/attnc)\n"
+     "ATTNC_NO_CACHE         1: bypass the kernel cache\n"
+     "ATTNC_COMPILE_THREADS  most threads a compile uses (default: --threads if given, else all cores)\n"},
+};
+#define CLI_NTOPICS ((int)(sizeof cli_topics / sizeof cli_topics[0]))
+
+static void cli_help_topic(int t, FILE *out) {
+    if (cli_topics[t].text) {
+        fputs(cli_topics[t].text, out);
+        return;
+    }
+    fputs("Defined before every spec (a spec's own let or def of the same name shadows them):\n", out);
+    fputs(fe_prelude_text, out);
+}
+
 static void cli_help_all(FILE *out) {
     fprintf(out, "attnc %s — an attention compiler\n\nusage:\n", ATTNC_VERSION);
     for (int c = 0; c < CMD_COUNT; c++) fprintf(out, "  %s\n", cli_cmds[c].usage);
@@ -174,8 +228,9 @@ static void cli_help_all(FILE *out) {
     for (int i = 0; i < CLI_NOPTS; i++)
         if (cli_opts[i].cmds == ALL) fprintf(out, "  %s %s\n", cli_opts[i].name, cli_opts[i].help);
     fputs("\n'attnc help COMMAND' describes a command; 'attnc --version' prints the version.\n"
-          "Exit status: 0 success, 1 an error in the input, 2 bad usage.\n",
+          "Exit status: 0 success, 1 an error in the input, 2 bad usage.\n\nhelp topics ('attnc help TOPIC'):\n",
           out);
+    for (int t = 0; t < CLI_NTOPICS; t++) fprintf(out, "  %-12s %s\n", cli_topics[t].name, cli_topics[t].what);
 }
 
 static void cli_help_cmd(Cmd c, FILE *out) {
@@ -402,7 +457,7 @@ static int cli_funcs(const Cli *c, IrModule *m, IrFunc **one, IrFunc ***out, int
     }
     attn_error err = {0};
     IrFunc *f = drv_select(m, c->opts.kernel, &err);
-    if (!f) return cli_error(cli_status_exit(err.code), "%s", err.message);
+    if (!f) return cli_select_error(c, &err);
     one[0] = f;
     *out = one;
     *n = 1;
@@ -674,9 +729,9 @@ static int cli_load_inputs(const Cli *c, const attn_rt_desc *d, CliInputs *in, c
         if (in->arr[j].dtype != want) {
             char decl[128];
             cli_input_decl(decl, sizeof decl, &d->inputs[j]);
-            return cli_error(EXIT_INPUT, "%s: dtype %s, but the spec declares '%s' (save it with .astype(np.%s))",
+            return cli_error(EXIT_INPUT, "%s: dtype %s, but the spec declares '%s' (the file must hold %s)",
                              b->path, npy_dtype_descr(in->arr[j].dtype), decl,
-                             want == NPY_I32 ? "int32" : "float32");
+                             want == NPY_I32 ? "int32 values, '<i4'" : "float32 values, '<f4'");
         }
         if (in->arr[j].ndim > ATTN_MAX_DIMS)
             return cli_error(EXIT_INPUT, "%s: %d dims, inputs have at most %d", b->path, in->arr[j].ndim,
@@ -735,7 +790,7 @@ static attn_kernel *cli_compile(const Cli *c, int *rc) {
     attn_status s = attn_compile(c->file, NULL, &c->opts, &k, &diags, &err);
     if (diags && *diags) fputs(diags, stderr);
     if (s != ATTN_OK) {
-        if (s != ATTN_ERR_SPEC || !diags || !*diags) cli_error(0, "%s", err.message);
+        if (s != ATTN_ERR_SPEC || !diags || !*diags) cli_select_error(c, &err);
         *rc = cli_status_exit(s);
     }
     attn_free(diags);
@@ -830,6 +885,7 @@ static int cmd_run(Cli *c) {
         char probe; /* a stand-in for o: validation never dereferences it */
         cli_tensor(&call.o, &probe, 4, oshape);
         call.q_offset = q_offset;
+        call.q_offset_set = c->has_q_offset;
         call.inputs = in.bind;
         call.ninputs = in.n;
         call.threads = c->opts.threads;
@@ -858,6 +914,7 @@ static int cmd_run(Cli *c) {
         cli_tensor(&mcall.o, o, 4, oshape);
         if (want_lse) cli_tensor(&mcall.lse, lse, 3, oshape);
         mcall.q_offset = q_offset;
+        mcall.q_offset_set = c->has_q_offset;
         mcall.inputs = in.bind;
         mcall.ninputs = in.n;
         mcall.threads = c->opts.threads;
@@ -1043,7 +1100,7 @@ static int cmd_bench(Cli *c) {
     attn_error err = {0};
     IrFunc *f = drv_select(m, c->opts.kernel, &err);
     if (!f) {
-        rc = cli_error(cli_status_exit(err.code), "%s", err.message);
+        rc = cli_select_error(c, &err);
         goto done;
     }
     double compile_ms = 0, compile_ms_warm = -1;
@@ -1099,6 +1156,7 @@ static int cmd_bench(Cli *c) {
     char probe; /* a stand-in address for MLA: never dereferenced */
     attn_call *call = &bc.call;
     call->q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call->q_offset_set = c->has_q_offset;
     call->inputs = in.bind;
     call->ninputs = in.n;
     call->threads = c->opts.threads;
@@ -1118,6 +1176,7 @@ static int cmd_bench(Cli *c) {
         attn_tensor *mt[NBUF] = {&mc->q_nope, &mc->q_rope, &mc->c_kv, &mc->k_rope, &mc->w_uk, &mc->w_uv, &mc->o};
         for (int i = 0; i < nbuf; i++) cli_tensor(mt[i], buf[i], ndims[i], shapes[i]);
         mc->q_offset = call->q_offset;
+        mc->q_offset_set = call->q_offset_set;
         mc->inputs = in.bind;
         mc->ninputs = in.n;
         mc->threads = c->opts.threads;
@@ -1345,7 +1404,7 @@ static int cmd_mask(Cli *c) {
     attn_error err = {0};
     IrFunc *f = drv_select(m, c->opts.kernel, &err);
     if (!f) {
-        rc = cli_error(cli_status_exit(err.code), "%s", err.message);
+        rc = cli_select_error(c, &err);
         goto done;
     }
     attn_rt_desc d;
@@ -1382,6 +1441,7 @@ static int cmd_mask(Cli *c) {
     cli_tensor(&call.v, &probe, 4, (int64_t[]){B, d.kv_heads, c->kv_len, d.v_dim});
     cli_tensor(&call.o, &probe, 4, (int64_t[]){B, d.heads, c->q_len, d.v_dim});
     call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call.q_offset_set = c->has_q_offset;
     call.inputs = in.bind;
     call.ninputs = in.n;
     attn_rt_args args;
@@ -1458,7 +1518,13 @@ int main(int argc, char **argv) {
                 cli_help_cmd((Cmd)c, stdout);
                 return 0;
             }
-        return cli_usage(CMD_COUNT, "unknown command '%s'", argv[2]);
+        for (int t = 0; t < CLI_NTOPICS; t++)
+            if (!strcmp(argv[2], cli_topics[t].name)) {
+                cli_help_topic(t, stdout);
+                return 0;
+            }
+        return cli_usage(CMD_COUNT, "unknown command or topic '%s' (topics: tensors, positions, prelude, mla, environment)",
+                         argv[2]);
     }
     Cli c;
     memset(&c, 0, sizeof c);

@@ -176,7 +176,7 @@ static bool npy_header(const char *h, size_t len, NpyArray *a, char *msg, size_t
     else
         return npy_fail(msg, msglen,
                         "dtype '%s' is not supported: expected float32 '<f4', int32 '<i4' or "
-                        "float16 '<f2' (e.g. x.astype(np.float32))",
+                        "float16 '<f2'",
                         descr);
     int64_t count = 1, bytes;
     for (int d = 0; d < a->ndim; d++)

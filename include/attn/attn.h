@@ -14,12 +14,16 @@ typedef struct attn_options {
     const char *kernel;           /* which `attention` block; NULL if the file has one */
     const char *const *defines;   /* "NAME=VALUE" overrides of params */
     int ndefines;                 /* entries in defines */
-    int threads;                  /* default threads of runs; 0: all cores */
+    int threads;                  /* default threads of the kernel's runs (an attn_call with
+                                   * threads 0 takes it); 0: every core */
     int opt_level;                /* 0..3; 3 when negative */
     int no_prune;                 /* compute every tile, mask per element */
     const char *cpu;              /* target CPU for the JIT; NULL: the host */
     int absorb;                   /* MLA: ATTN_ABSORB_SPEC (the spec's choice), _ON or _OFF */
     int no_cache;                 /* 1: bypass the on-disk kernel cache (also env ATTNC_NO_CACHE=1) */
+    int compile_threads;          /* most threads LLVM compiles the kernel's pieces on; 0: the
+                                   * env ATTNC_COMPILE_THREADS if set (a positive integer), else
+                                   * `threads` if > 0, else every core */
 } attn_options;
 
 /* Fills `opts` with the defaults. */
@@ -46,6 +50,16 @@ int attn_mla_prefers_absorbed(const attn_kernel *kernel, int64_t q_len, int64_t 
 
 /* Whether the kernel is an MLA kernel (then attn_run is refused: use attn_run_mla). */
 int attn_kernel_is_mla(const attn_kernel *kernel);
+
+/* The sizes of an MLA kernel's tensors (see attn_mla_call) and its compiled variants. */
+typedef struct attn_mla_info {
+    int heads, kv_rank, rope_dim, nope_dim, v_dim;
+    int has_up;       /* the up-projected variant was compiled (absorb = off or auto) */
+    int has_absorbed; /* the absorbed variant was compiled (absorb = on or auto) */
+} attn_mla_info;
+
+/* Fills `info` and returns 1 for an MLA kernel; returns 0 (info untouched) otherwise. */
+int attn_kernel_mla_info(const attn_kernel *kernel, attn_mla_info *info);
 
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kernel);
 double attn_kernel_compile_ms(const attn_kernel *kernel); /* time attn_compile took */

@@ -59,19 +59,27 @@ typedef struct attn_input {
     attn_tensor t;     /* contiguous; rank and sizes as declared; a scalar has ndim 0 */
 } attn_input;
 
-#define ATTN_Q_OFFSET_DEFAULT INT64_MIN /* q_offset = kv_len - q_len */
+/* q_offset: the position of query row 0 (key j is at position j). By default the queries are
+ * the last q_len positions, q_offset = kv_len - q_len, and a zero-initialised call gets that:
+ * q_offset is used when q_offset_set is nonzero, or when it is neither 0 nor
+ * ATTN_Q_OFFSET_DEFAULT (so callers that set a nonzero offset without q_offset_set keep
+ * working). To put the queries at position 0, set q_offset_set = 1 (q_offset = 0). */
+#define ATTN_Q_OFFSET_DEFAULT INT64_MIN /* also means q_offset = kv_len - q_len */
 
-/* One call of an attention kernel. */
+/* One call of an attention kernel. A zero-initialised call means every default. */
 typedef struct attn_call {
     attn_tensor q;              /* [batch, heads, q_len, qk_dim] */
     attn_tensor k;              /* [batch, kv_heads, kv_len, qk_dim] */
     attn_tensor v;              /* [batch, kv_heads, kv_len, v_dim] */
     attn_tensor o;              /* out: [batch, heads, q_len, v_dim] */
     attn_tensor lse;            /* out, optional (data NULL): [batch, heads, q_len] f32 */
-    int64_t q_offset;           /* absolute position of query row 0, or ATTN_Q_OFFSET_DEFAULT */
+    int64_t q_offset;           /* position of query row 0 (see above; default kv_len - q_len) */
     const attn_input *inputs;   /* the spec's runtime inputs */
     int ninputs;                /* entries in inputs */
-    int threads;                /* 0: all cores */
+    int threads;                /* threads to run on; 0: the default (attn_run: the kernel's
+                                 * compile-time threads option; the runtime: the pool's threads,
+                                 * or every core without a pool) */
+    int q_offset_set;           /* nonzero: q_offset is used even when it is 0 */
 } attn_call;
 
 /* Where the size of one dim of a runtime input comes from. */
@@ -183,10 +191,12 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
                                     const attn_rt_desc *const *descs, int n_descs,
                                     const attn_call *call, attn_rt_pool *pool, attn_error *err);
 
-/* MLA (SPEC §3): which variant runs. */
+/* MLA (multi-head latent attention): which variant runs. */
 enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
 
-/* One call of a multi-head latent attention (`mla { }`) kernel; SPEC §3 shapes. f32 only. */
+/* One call of a multi-head latent attention (`mla { }`) kernel. f32 only. Per head h the keys are
+ * [c_kv . w_uk[h] | k_rope] and the values c_kv . w_uv[h], scores scaled by the spec's scale
+ * (default 1/sqrt(nope_dim + rope_dim)). A zero-initialised call means every default. */
 typedef struct attn_mla_call {
     attn_tensor q_nope;        /* [batch, heads, q_len, nope_dim] */
     attn_tensor q_rope;        /* [batch, heads, q_len, rope_dim], RoPE already applied */
@@ -196,11 +206,12 @@ typedef struct attn_mla_call {
     attn_tensor w_uv;          /* [heads, kv_rank, v_dim] */
     attn_tensor o;             /* out: [batch, heads, q_len, v_dim] */
     attn_tensor lse;           /* out, optional (data NULL): [batch, heads, q_len] */
-    int64_t q_offset;          /* as in attn_call */
+    int64_t q_offset;          /* as in attn_call (default kv_len - q_len) */
     const attn_input *inputs;  /* the spec's runtime inputs */
     int ninputs;               /* entries in inputs */
-    int threads;               /* 0: the kernel's default */
+    int threads;               /* as in attn_call */
     int absorb;                /* ATTN_ABSORB_SPEC: the cost model (or the spec's on/off) */
+    int q_offset_set;          /* as in attn_call */
 } attn_mla_call;
 
 /* An MLA block as the runtime runs it: its latent sizes and its compiled variants. */

@@ -12,12 +12,31 @@ A thin ctypes layer over the shared library libattnc.so (no compiled extension).
 is found through the environment variable ATTNC_LIB (a file path), then next to this package,
 then in the source tree's build/ folder, then on the system's library path.
 
-Tensors (SPEC.md section 2): q [batch, heads, q_len, qk_dim], k [batch, kv_heads, kv_len,
-qk_dim], v [batch, kv_heads, kv_len, v_dim]; the result o is [batch, heads, q_len, v_dim] and
-lse [batch, heads, q_len] (float32). Any NumPy view is accepted as it is — transposed, sliced,
-broadcast (stride 0) — as long as its last axis is contiguous, its strides are non-negative
-multiples of the item size and its data is aligned; otherwise (and for another dtype) it is
-copied first.
+Tensors of an ordinary kernel (call it as kern(q, k, v, ...)):
+  q    [batch, heads, q_len, qk_dim]        the queries
+  k    [batch, kv_heads, kv_len, qk_dim]    the keys
+  v    [batch, kv_heads, kv_len, v_dim]     the values
+  o    [batch, heads, q_len, v_dim]         the result (returned)
+  lse  [batch, heads, q_len] float32        log-sum-exp of each row's scores (return_lse=True)
+Query head h reads K/V head h // (heads // kv_heads) unless the spec maps heads itself.
+
+Positions: key j is at position j; query row i is at position q_offset + i. The default
+q_offset is kv_len - q_len: the queries are the last q_len positions (decode and prefill on a
+KV cache). A row that sees no key (its mask hides every key, or kv_len = 0) gets o = 0 and
+lse = -inf; a call with q_len = 0 does nothing and returns empty arrays.
+
+An MLA kernel (a spec with `mla { kv_rank = R; rope_dim = P; nope_dim = N; v_dim = V; }`)
+takes the latent tensors by name, all float32:
+  q_nope [batch, heads, q_len, N]    q_rope [batch, heads, q_len, P] (RoPE already applied)
+  c_kv   [batch, kv_len, R]          k_rope [batch, kv_len, P] (shared by all heads)
+  w_uk   [heads, R, N]               w_uv   [heads, R, V]
+and returns o [batch, heads, q_len, V] (and lse). Each head's keys are
+[c_kv . w_uk[h] | k_rope] and its values c_kv . w_uv[h], scaled by 1/sqrt(N + P);
+absorb=True/False picks the variant that folds w_uk and w_uv into the queries and the output.
+
+Any NumPy view is accepted as it is — transposed, sliced, broadcast (stride 0) — as long as its
+last axis is contiguous, its strides are non-negative multiples of the item size and its data
+is aligned; otherwise (and for another dtype) it is copied first.
 
 Storage types (`dtype = ...` in the spec):
   f32   float32 arrays (other float types are converted), o is float32.
@@ -25,6 +44,11 @@ Storage types (`dtype = ...` in the spec):
   bf16  NumPy has no bfloat16: pass uint16 arrays holding the raw bf16 bits (float arrays are
         converted, rounding to nearest even); o is a uint16 array of bf16 bits (to_float32()
         turns it into float32, from_float32() makes bf16 bits).
+
+Runtime inputs (`input i32 src_len[batch];` in the spec) are keyword arguments by their name,
+of the declared shape: i32 inputs take integer arrays whose values fit in int32 (floats, NaN
+and out-of-range integers are refused, never rounded or wrapped), f32 inputs take float or
+integer arrays exactly representable in float32. Kernel.input_decls lists them.
 
 Errors raise exceptions: SpecError (the spec has errors; .diagnostics holds the text, with
 carets) and AttnError (.code, an attn_status number, .status its name, and the message).
@@ -47,7 +71,9 @@ ATTN_ERR_OFFSET, ATTN_ERR_INPUT, ATTN_ERR_INDEX, ATTN_ERR_SPEC, ATTN_ERR_COMPILE
 ATTN_ERR_NOMEM, ATTN_ERR_IO, ATTN_ERR_ARG, ATTN_ERR_DTYPE = 11, 12, 13, 14
 
 _MAX_DIMS = 4
-_Q_OFFSET_DEFAULT = -(2 ** 63)
+_Q_OFFSET_LIMIT = 2 ** 40          # |q_offset| beyond is refused (ATTN_ERR_OFFSET)
+_INT_MAX = 2 ** 31 - 1             # a C int
+_ABSORB = {None: 0, "auto": 0, True: 1, "on": 1, False: 2, "off": 2}  # ATTN_ABSORB_SPEC/_ON/_OFF
 _DTYPES = {0: "f32", 1: "f16", 2: "bf16", 3: "i32"}
 _DIM_KINDS = {1: "batch", 2: "heads", 3: "kv_heads", 4: "q_len", 5: "kv_len"}
 
@@ -94,7 +120,21 @@ class _Input(ctypes.Structure):
 class _Call(ctypes.Structure):
     _fields_ = [("q", _Tensor), ("k", _Tensor), ("v", _Tensor), ("o", _Tensor), ("lse", _Tensor),
                 ("q_offset", ctypes.c_int64), ("inputs", ctypes.POINTER(_Input)),
-                ("ninputs", ctypes.c_int), ("threads", ctypes.c_int)]
+                ("ninputs", ctypes.c_int), ("threads", ctypes.c_int), ("q_offset_set", ctypes.c_int)]
+
+
+class _MlaCall(ctypes.Structure):
+    _fields_ = [("q_nope", _Tensor), ("q_rope", _Tensor), ("c_kv", _Tensor), ("k_rope", _Tensor),
+                ("w_uk", _Tensor), ("w_uv", _Tensor), ("o", _Tensor), ("lse", _Tensor),
+                ("q_offset", ctypes.c_int64), ("inputs", ctypes.POINTER(_Input)),
+                ("ninputs", ctypes.c_int), ("threads", ctypes.c_int), ("absorb", ctypes.c_int),
+                ("q_offset_set", ctypes.c_int)]
+
+
+class _MlaInfo(ctypes.Structure):
+    _fields_ = [("heads", ctypes.c_int), ("kv_rank", ctypes.c_int), ("rope_dim", ctypes.c_int),
+                ("nope_dim", ctypes.c_int), ("v_dim", ctypes.c_int), ("has_up", ctypes.c_int),
+                ("has_absorbed", ctypes.c_int)]
 
 
 class _Options(ctypes.Structure):
@@ -103,7 +143,8 @@ class _Options(ctypes.Structure):
     _fields_ = [("kernel", ctypes.c_char_p), ("defines", ctypes.POINTER(ctypes.c_char_p)),
                 ("ndefines", ctypes.c_int), ("threads", ctypes.c_int), ("opt_level", ctypes.c_int),
                 ("no_prune", ctypes.c_int), ("cpu", ctypes.c_char_p), ("absorb", ctypes.c_int),
-                ("no_cache", ctypes.c_int), ("_reserved", ctypes.c_char * 256)]
+                ("no_cache", ctypes.c_int), ("compile_threads", ctypes.c_int),
+                ("_reserved", ctypes.c_char * 256)]
 
 
 class _InputDesc(ctypes.Structure):
@@ -170,6 +211,11 @@ def load_library():
         lib.attn_compile.restype = ctypes.c_int
         lib.attn_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_Error)]
         lib.attn_run.restype = ctypes.c_int
+        lib.attn_run_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall),
+                                     ctypes.POINTER(ctypes.c_int), ctypes.POINTER(_Error)]
+        lib.attn_run_mla.restype = ctypes.c_int
+        lib.attn_kernel_mla_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaInfo)]
+        lib.attn_kernel_mla_info.restype = ctypes.c_int
         lib.attn_kernel_desc.argtypes = [ctypes.c_void_p]
         lib.attn_kernel_desc.restype = ctypes.POINTER(_Desc)
         lib.attn_kernel_compile_ms.argtypes = [ctypes.c_void_p]
@@ -209,9 +255,27 @@ def to_float32(bits):
     return (np.ascontiguousarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-# --- kernels -----------------------------------------------------------------------------------
+# --- argument conversion -----------------------------------------------------------------------
 
 _STORAGE = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "bf16": np.dtype(np.uint16)}
+
+
+def _int_arg(name, value, lo, hi, code):
+    """value as a Python int in [lo, hi]; anything else (a float, a bool, out of range) raises."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise AttnError(code, "%s must be an integer, got %r" % (name, value))
+    v = int(value)
+    if v < lo or v > hi:
+        raise AttnError(code, "%s = %d is out of range [%d, %d]" % (name, v, lo, hi))
+    return v
+
+
+def _absorb_arg(value):
+    try:
+        return _ABSORB[value]
+    except (KeyError, TypeError):
+        raise AttnError(ATTN_ERR_ARG, "absorb must be None (the spec's choice), True/'on' or False/'off', "
+                        "got %r" % (value,)) from None
 
 
 def _as_storage(name, x, dtype):
@@ -224,25 +288,81 @@ def _as_storage(name, x, dtype):
                 raise AttnError(ATTN_ERR_DTYPE, "%s: a bf16 kernel takes uint16 arrays of bf16 bits "
                                 "(or floats to convert), not %s" % (name, a.dtype))
             a = from_float32(a).reshape(a.shape)
-        elif a.dtype.kind in "fiu" and a.dtype.kind != "b":
+        elif a.dtype.kind in "fiu":
             a = a.astype(want)
         else:
             raise AttnError(ATTN_ERR_DTYPE, "%s: dtype %s, expected %s" % (name, a.dtype, want))
     if a.ndim > _MAX_DIMS:
         raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected 4" % (name, a.ndim))
     item = a.itemsize
-    ok = a.ndim == 0 or (a.ctypes.data % item == 0 and
-                         all(s >= 0 and s % item == 0 for n, s in zip(a.shape, a.strides) if n > 1) and
-                         (a.shape[-1] <= 1 or a.strides[-1] == item))
+    ok = a.ndim == 0 or a.size == 0 or (
+        a.ctypes.data % item == 0 and
+        all(s >= 0 and s % item == 0 for n, s in zip(a.shape, a.strides) if n > 1) and
+        (a.shape[-1] <= 1 or a.strides[-1] == item))
     if not ok:
         a = np.ascontiguousarray(a)
     return a
 
 
+def _first_bad(a, bad):
+    """'value V at index (i, j)' of the first element where the bool array `bad` is set."""
+    if a.ndim == 0:
+        return "value %r" % (a.item(),)
+    idx = tuple(int(i) for i in np.argwhere(bad)[0])
+    return "value %r at index %s" % (a[idx].item(), idx)
+
+
+def _input_array(name, value, dtype):
+    """A runtime input as a contiguous int32 or float32 array, converted only when no value
+    changes: i32 takes integers that fit in int32, f32 floats (finite ones stay finite) and
+    integers exactly representable in float32."""
+    a = value if isinstance(value, np.ndarray) else np.asarray(value)
+    kind = a.dtype.kind
+    if dtype == "i32":
+        if a.dtype == np.int32:
+            pass
+        elif kind in "iub":
+            if kind != "b" and a.size:
+                bad = (a < -2 ** 31) | (a > _INT_MAX)
+                if bad.any():
+                    raise AttnError(ATTN_ERR_INPUT, "input '%s' is i32: %s does not fit in int32"
+                                    % (name, _first_bad(a, bad)))
+            a = a.astype(np.int32)
+        else:
+            raise AttnError(ATTN_ERR_INPUT, "input '%s' is i32: it takes integers, not %s values "
+                            "(convert them yourself, e.g. with np.rint(x).astype(np.int32))" % (name, a.dtype))
+    else:
+        if a.dtype == np.float32:
+            pass
+        elif kind == "f":
+            with np.errstate(over="ignore"):
+                b = a.astype(np.float32)
+            bad = np.isinf(b) & np.isfinite(a)
+            if bad.any():
+                raise AttnError(ATTN_ERR_INPUT, "input '%s' is f32: %s overflows float32"
+                                % (name, _first_bad(a, bad)))
+            a = b
+        elif kind in "iub":
+            b = a.astype(np.float32)
+            # long double holds every 64-bit integer and every float32 exactly
+            bad = b.astype(np.longdouble) != a.astype(np.longdouble)
+            if bad.any():
+                raise AttnError(ATTN_ERR_INPUT, "input '%s' is f32: %s is not exactly a float32"
+                                % (name, _first_bad(a, bad)))
+            a = b
+        else:
+            raise AttnError(ATTN_ERR_INPUT, "input '%s' is f32: it takes numbers, not %s values" % (name, a.dtype))
+    if a.ndim > _MAX_DIMS:
+        raise AttnError(ATTN_ERR_INPUT, "input '%s': %d dims, inputs have at most %d" % (name, a.ndim, _MAX_DIMS))
+    return np.asarray(a, order="C")  # (np.ascontiguousarray makes a 0-d array 1-d)
+
+
 def _tensor(a):
     """The attn_tensor of a (strides in elements; size-1 dims get stride 0, the last 1)."""
     t = _Tensor()
-    t.data = a.ctypes.data
+    t.data = a.ctypes.data or None
+    if t.data is None:  # an empty array may have no buffer: any valid address will do
+        t.data = ctypes.addressof(_EMPTY)
     t.ndim = a.ndim
     item = a.itemsize
     for d in range(a.ndim):
@@ -253,17 +373,66 @@ def _tensor(a):
     return t
 
 
+_EMPTY = ctypes.c_double()
+
+# --- kernels -----------------------------------------------------------------------------------
+
+_TENSORS = ("q", "k", "v")
+_MLA_TENSORS = ("q_nope", "q_rope", "c_kv", "k_rope", "w_uk", "w_uv")
+_OPTIONS = ("q_offset", "return_lse", "threads", "absorb")
+
+
 class Kernel:
-    """A compiled attention block. Call it: kern(q, k, v, q_offset=None, return_lse=False,
-    threads=None, **inputs) -> o, or (o, lse). Attributes: name, heads, kv_heads, qk_dim,
-    v_dim, dtype ('f32', 'f16', 'bf16'), block_q, inputs (names of the runtime inputs, in spec
-    order), input_decls ({name: (dtype, dims)}), threads, compile_ms, cache_hit. Calls may come
-    from several threads at once; the GIL is released while the kernel runs."""
+    """A compiled attention block; make one with attnc.compile().
+
+    Call an ordinary kernel as
+
+        o = kern(q, k, v, q_offset=None, return_lse=False, threads=None, **inputs)
+        o, lse = kern(q, k, v, return_lse=True)
+
+      q [batch, heads, q_len, qk_dim], k [batch, kv_heads, kv_len, qk_dim],
+      v [batch, kv_heads, kv_len, v_dim]; returns o [batch, heads, q_len, v_dim] in the
+      storage type (float32, float16, or uint16 bf16 bits) and, with return_lse=True,
+      lse [batch, heads, q_len] float32.
+
+    and an MLA kernel (is_mla True) with its latent tensors, float32, by name (or in this
+    order):
+
+        o = kern(q_nope=..., q_rope=..., c_kv=..., k_rope=..., w_uk=..., w_uv=...,
+                 absorb=None, return_lse=False, q_offset=None, threads=None, **inputs)
+
+      q_nope [batch, heads, q_len, nope_dim], q_rope [batch, heads, q_len, rope_dim],
+      c_kv [batch, kv_len, kv_rank], k_rope [batch, kv_len, rope_dim],
+      w_uk [heads, kv_rank, nope_dim], w_uv [heads, kv_rank, v_dim];
+      returns o [batch, heads, q_len, v_dim] float32 (and lse). absorb: None lets the kernel
+      choose (the spec's `absorb`, or its cost model for `absorb = auto`), True runs the
+      absorbed variant, False the up-projected one (refused when that variant was not built).
+
+    Arguments of both:
+      q_offset    position of query row 0 (key j is at position j); None: kv_len - q_len,
+                  the queries are the last positions. An integer in [-2**40, 2**40].
+      return_lse  also return the log-sum-exp of each row (-inf for a row that sees no key).
+      threads     threads of this call; None: the kernel's default (compile's threads=);
+                  0: every core. An integer in [0, 2**31 - 1].
+      **inputs    the spec's runtime inputs by name (input_decls gives dtype and shape).
+
+    Attributes: name, heads, kv_heads, qk_dim, v_dim, dtype ('f32', 'f16', 'bf16'), block_q,
+    inputs (names of the runtime inputs, in spec order), input_decls ({name: (dtype, dims)}),
+    threads, compile_ms, cache_hit, is_mla, and for MLA kernels kv_rank, rope_dim, nope_dim,
+    variants (the compiled ones: 'up-projected', 'absorbed'). For MLA kernels kv_heads, qk_dim
+    and v_dim describe the up-projected form (one K/V head per query head, qk_dim = nope_dim +
+    rope_dim). str(kern) lists the tensors with their shapes.
+
+    Calls may come from several threads at once; the GIL is released while the kernel runs.
+    close() frees the machine code: it waits for the calls running on other threads, and
+    later calls raise AttnError."""
 
     def __init__(self, handle, lib, threads):
         self._lib = lib
         self._free = lib.attn_kernel_free
         self._handle = handle
+        self._cv = threading.Condition()
+        self._running = 0
         d = lib.attn_kernel_desc(handle).contents
         self.name = d.name.decode()
         self.heads, self.kv_heads, self.qk_dim, self.v_dim = d.heads, d.kv_heads, d.qk_dim, d.v_dim
@@ -278,17 +447,59 @@ class Kernel:
         self.inputs = list(self.input_decls)
         self.compile_ms = lib.attn_kernel_compile_ms(handle)
         self.cache_hit = bool(lib.attn_kernel_cache_hit(handle))
+        info = _MlaInfo()
+        self.is_mla = bool(lib.attn_kernel_mla_info(handle, ctypes.byref(info)))
+        if self.is_mla:
+            self.kv_rank, self.rope_dim, self.nope_dim = info.kv_rank, info.rope_dim, info.nope_dim
+            self.variants = tuple(n for n, on in (("up-projected", info.has_up), ("absorbed", info.has_absorbed)) if on)
+
+    def _shapes(self):
+        """(name, shape) of every tensor of a call, inputs included."""
+        if self.is_mla:
+            H, R, P, N, V = self.heads, self.kv_rank, self.rope_dim, self.nope_dim, self.v_dim
+            ts = [("q_nope", "[batch, %d, q_len, %d]" % (H, N)), ("q_rope", "[batch, %d, q_len, %d]" % (H, P)),
+                  ("c_kv", "[batch, kv_len, %d]" % R), ("k_rope", "[batch, kv_len, %d]" % P),
+                  ("w_uk", "[%d, %d, %d]" % (H, R, N)), ("w_uv", "[%d, %d, %d]" % (H, R, V)),
+                  ("o", "[batch, %d, q_len, %d]" % (H, V))]
+        else:
+            ts = [("q", "[batch, %d, q_len, %d]" % (self.heads, self.qk_dim)),
+                  ("k", "[batch, %d, kv_len, %d]" % (self.kv_heads, self.qk_dim)),
+                  ("v", "[batch, %d, kv_len, %d]" % (self.kv_heads, self.v_dim)),
+                  ("o", "[batch, %d, q_len, %d]" % (self.heads, self.v_dim))]
+        ts.append(("lse", "[batch, %d, q_len] float32" % self.heads))
+        for n, (dt, dims) in self.input_decls.items():
+            ts.append((n, "%s[%s]" % (dt, ", ".join(str(x) for x in dims))))
+        return ts
 
     def __repr__(self):
+        if self.is_mla:
+            return "<attnc.Kernel %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, f32, %s%s>" % (
+                self.name, self.heads, self.kv_rank, self.rope_dim, self.nope_dim, self.v_dim,
+                " and ".join(self.variants), "".join(", input " + n for n in self.inputs))
         return "<attnc.Kernel %s: heads %d, kv_heads %d, qk_dim %d, v_dim %d, %s%s>" % (
             self.name, self.heads, self.kv_heads, self.qk_dim, self.v_dim, self.dtype,
             "".join(", input " + n for n in self.inputs))
 
+    def __str__(self):
+        lines = [repr(self)]
+        lines += ["  %-7s %s" % (n, shape) for n, shape in self._shapes()]
+        return "\n".join(lines)
+
     def close(self):
-        """Frees the machine code now (also done when the kernel is garbage-collected)."""
-        h, self._handle = self._handle, None
+        """Frees the machine code now (also done when the kernel is garbage-collected). Waits
+        for calls running on other threads; calls made afterwards raise AttnError."""
+        with self._cv:
+            h, self._handle = self._handle, None
+            while self._running:
+                self._cv.wait()
         if h:
             self._free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def __del__(self):
         try:
@@ -296,44 +507,101 @@ class Kernel:
         except Exception:  # interpreter shutdown: nothing sensible left to do
             pass
 
-    def __call__(self, q, k, v, q_offset=None, return_lse=False, threads=None, **inputs):
-        if not self._handle:
-            raise AttnError(ATTN_ERR_NULL, "the kernel was closed")
-        qa = _as_storage("q", q, self.dtype)
-        ka = _as_storage("k", k, self.dtype)
-        va = _as_storage("v", v, self.dtype)
-        if qa.ndim != 4:
-            raise AttnError(ATTN_ERR_RANK, "q: %d dims, expected 4 [batch, heads, q_len, qk_dim]" % qa.ndim)
-        batch, _, q_len, _ = qa.shape
-        o = np.empty((batch, self.heads, q_len, self.v_dim), dtype=_STORAGE[self.dtype])
-        lse = np.empty((batch, self.heads, q_len), dtype=np.float32) if return_lse else None
-        call = _Call()
-        call.q, call.k, call.v, call.o = _tensor(qa), _tensor(ka), _tensor(va), _tensor(o)
-        if lse is not None:
-            call.lse = _tensor(lse)
-        call.q_offset = _Q_OFFSET_DEFAULT if q_offset is None else int(q_offset)
-        call.threads = self.threads if threads is None else int(threads)
-        keep = []
+    def _run(self, fn, call):
+        with self._cv:
+            if not self._handle:
+                raise AttnError(ATTN_ERR_NULL, "the kernel was closed")
+            self._running += 1
+            handle = self._handle
+        try:
+            err = _Error()
+            st = fn(handle, call, err)
+        finally:
+            with self._cv:
+                self._running -= 1
+                if not self._running:
+                    self._cv.notify_all()
+        if st != ATTN_OK:
+            raise AttnError(st, err.message.decode(errors="replace"))
+
+    def _bind_inputs(self, inputs, keep):
         arr = (_Input * max(1, len(inputs)))()
         for i, (name, value) in enumerate(inputs.items()):
             decl = self.input_decls.get(name)
             if decl is None:
                 known = ", ".join(self.inputs) or "none"
                 raise AttnError(ATTN_ERR_INPUT, "unknown input '%s' (the spec's inputs: %s)" % (name, known))
-            dt = np.int32 if decl[0] == "i32" else np.float32
-            a = np.ascontiguousarray(value, dtype=dt)
-            if a.ndim > _MAX_DIMS:
-                raise AttnError(ATTN_ERR_RANK, "%s: %d dims" % (name, a.ndim))
+            a = _input_array(name, value, decl[0])
             bname = name.encode()
             keep += [a, bname]
             arr[i].name = bname
             arr[i].t = _tensor(a)
-        call.inputs = arr
-        call.ninputs = len(inputs)
-        err = _Error()
-        st = self._lib.attn_run(self._handle, ctypes.byref(call), ctypes.byref(err))
-        if st != ATTN_OK:
-            raise AttnError(st, err.message.decode(errors="replace"))
+        keep.append(arr)
+        return arr, len(inputs)
+
+    def __call__(self, *tensors, q_offset=None, return_lse=False, threads=None, absorb=None, **named):
+        names = _MLA_TENSORS if self.is_mla else _TENSORS
+        if len(tensors) > len(names):
+            raise AttnError(ATTN_ERR_ARG, "%d tensors given, the kernel takes %d: %s"
+                            % (len(tensors), len(names), ", ".join(names)))
+        given = dict(zip(names, tensors))
+        for n in names:
+            if n in named:
+                if n in given:
+                    raise AttnError(ATTN_ERR_ARG, "tensor '%s' given twice" % n)
+                given[n] = named.pop(n)
+        missing = [n for n in names if n not in given]
+        if missing:
+            other = _TENSORS if self.is_mla else _MLA_TENSORS
+            hint = ""
+            if any(n in named for n in other):
+                hint = (" (an MLA kernel takes q_nope, q_rope, c_kv, k_rope, w_uk, w_uv)" if self.is_mla
+                        else " (q_nope, q_rope, ... are the tensors of an MLA kernel; this one takes q, k, v)")
+            raise AttnError(ATTN_ERR_NULL, "missing tensor%s %s%s" % ("s" if len(missing) > 1 else "",
+                                                                     ", ".join(missing), hint))
+        if absorb is not None and not self.is_mla:
+            raise AttnError(ATTN_ERR_ARG, "absorb applies to MLA kernels only")
+        qoff = 0 if q_offset is None else _int_arg("q_offset", q_offset, -_Q_OFFSET_LIMIT, _Q_OFFSET_LIMIT,
+                                                   ATTN_ERR_OFFSET)
+        nthreads = self.threads if threads is None else _int_arg("threads", threads, 0, _INT_MAX, ATTN_ERR_ARG)
+        keep = []
+        inputs, ninputs = self._bind_inputs(named, keep)
+        if self.is_mla:
+            arrs = [_as_storage(n, given[n], "f32") for n in names]
+            dims = (4, 4, 3, 3, 3, 3)
+            for n, a, nd in zip(names, arrs, dims):
+                if a.ndim != nd:
+                    raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected %d" % (n, a.ndim, nd))
+            batch, q_len = arrs[0].shape[0], arrs[0].shape[2]
+            o = np.empty((batch, self.heads, q_len, self.v_dim), dtype=np.float32)
+            call = _MlaCall()
+            for n, a in zip(names, arrs):
+                setattr(call, n, _tensor(a))
+            call.absorb = _absorb_arg(absorb)
+        else:
+            arrs = [_as_storage(n, given[n], self.dtype) for n in names]
+            qa = arrs[0]
+            if qa.ndim != 4:
+                raise AttnError(ATTN_ERR_RANK, "q: %d dims, expected 4 [batch, heads, q_len, qk_dim]" % qa.ndim)
+            batch, q_len = qa.shape[0], qa.shape[2]
+            o = np.empty((batch, self.heads, q_len, self.v_dim), dtype=_STORAGE[self.dtype])
+            call = _Call()
+            call.q, call.k, call.v = (_tensor(a) for a in arrs)
+        call.o = _tensor(o)
+        lse = np.empty((batch, self.heads, q_len), dtype=np.float32) if return_lse else None
+        if lse is not None:
+            call.lse = _tensor(lse)
+        call.q_offset = qoff
+        call.q_offset_set = int(q_offset is not None)
+        call.threads = nthreads
+        call.inputs = inputs
+        call.ninputs = ninputs
+        run = self._lib.attn_run_mla if self.is_mla else self._lib.attn_run
+        if self.is_mla:
+            self._run(lambda h, c, e: run(h, ctypes.byref(c), None, ctypes.byref(e)), call)
+        else:
+            self._run(lambda h, c, e: run(h, ctypes.byref(c), ctypes.byref(e)), call)
+        del keep, arrs
         return (o, lse) if return_lse else o
 
 
@@ -344,27 +612,44 @@ def _is_text(src):
 
 
 def compile(path_or_text, kernel=None, defines=None, threads=0, opt_level=3, no_prune=False,
-            cpu=None, no_cache=False):
-    """Compiles a spec (a file path, or the spec's text when it contains '{' or a newline) and
-    returns a Kernel. kernel: the `attention` block (needed when there are several); defines:
-    {name: value} overrides of params; threads: default threads of calls (0: all cores).
-    Raises SpecError for errors in the spec, AttnError otherwise."""
+            cpu=None, no_cache=False, absorb=None, compile_threads=0):
+    """Compiles a spec and returns a Kernel.
+
+    path_or_text     a file path, or the spec's text (when it contains '{' or a newline)
+    kernel           the name of the `attention` block to compile (needed when the spec has
+                     several)
+    defines          {name: value}: overrides of the spec's `param`s (int, float or bool)
+    threads          default threads of the kernel's calls; 0: every core
+    opt_level        0..3 (LLVM optimization level)
+    no_prune         compute every tile, masking per element (for debugging)
+    cpu              the CPU to compile for (an LLVM CPU name); None: this machine's
+    no_cache         bypass the on-disk kernel cache (also: environment ATTNC_NO_CACHE=1)
+    absorb           MLA only: None keeps the spec's `absorb` (auto builds both variants),
+                     True/'on' only the absorbed variant, False/'off' only the up-projected one
+    compile_threads  most threads the compile itself uses; 0: the environment variable
+                     ATTNC_COMPILE_THREADS if set, else `threads` if nonzero, else every core
+
+    Machine code is cached on disk, in $ATTNC_CACHE_DIR, else $XDG_CACHE_HOME/attnc, else
+    ~/.cache/attnc. Raises SpecError for errors in the spec, AttnError otherwise."""
     lib = load_library()
     opts = _Options()
     lib.attn_options_init(ctypes.byref(opts))
     keep = []
     if kernel is not None:
         opts.kernel = kernel.encode()
-    defs = ["%s=%s" % (n, v) for n, v in (defines or {}).items()]
+    defs = ["%s=%s" % (n, str(v).lower() if isinstance(v, bool) else v) for n, v in (defines or {}).items()]
     if defs:
         arr = (ctypes.c_char_p * len(defs))(*[d.encode() for d in defs])
         keep.append(arr)
         opts.defines = ctypes.cast(arr, ctypes.POINTER(ctypes.c_char_p))
         opts.ndefines = len(defs)
-    opts.threads = int(threads)
-    opts.opt_level = int(opt_level)
+    threads = _int_arg("threads", threads, 0, _INT_MAX, ATTN_ERR_ARG)
+    opts.threads = threads
+    opts.opt_level = _int_arg("opt_level", opt_level, 0, 3, ATTN_ERR_ARG)
     opts.no_prune = int(bool(no_prune))
     opts.no_cache = int(bool(no_cache))
+    opts.absorb = _absorb_arg(absorb)
+    opts.compile_threads = _int_arg("compile_threads", compile_threads, 0, _INT_MAX, ATTN_ERR_ARG)
     if cpu:
         opts.cpu = cpu.encode()
     if _is_text(path_or_text):
@@ -383,5 +668,8 @@ def compile(path_or_text, kernel=None, defines=None, threads=0, opt_level=3, no_
     if st == ATTN_ERR_SPEC:
         raise SpecError(diag_text, err.message.decode(errors="replace"))
     if st != ATTN_OK:
-        raise AttnError(st, err.message.decode(errors="replace"))
-    return Kernel(handle.value, lib, int(threads))
+        msg = err.message.decode(errors="replace")
+        if kernel is None and "several attention blocks" in msg:
+            msg += " (pass kernel='NAME')"
+        raise AttnError(st, msg)
+    return Kernel(handle.value, lib, threads)

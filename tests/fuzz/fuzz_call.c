@@ -221,6 +221,7 @@ static void fz_mla(FzIn *in, const attn_rt_desc *d, const attn_call *c, int64_t 
     for (int i = 0; i < (lse ? 8 : 7); i++)
         ts[i]->data = fz_u8(in) % 32 == 0 ? NULL : fz_alloc(in, ts[i], 4, &big, &ovf);
     m.q_offset = c->q_offset;
+    m.q_offset_set = c->q_offset_set;
     m.inputs = c->inputs;
     m.ninputs = c->ninputs;
     m.threads = (int)fz_range(in, 0, 2);
@@ -295,6 +296,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 1: c.q_offset = fz_range(&in, -20, 20); break;
     default: c.q_offset = ATTN_Q_OFFSET_DEFAULT; break;
     }
+    c.q_offset_set = c.q_offset != ATTN_Q_OFFSET_DEFAULT;
     c.threads = (int)fz_range(&in, 0, 2);
     if (fz_u8(&in) % 64 == 0) c.threads = -1;
 

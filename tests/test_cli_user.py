@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""test_cli_user.py ATTNC — the command line as a user meets it: empty calls (kv_len 0, q_len 0)
+run, --q-offset 0 means position 0, and the messages speak the command line's language (no
+Python advice, a hint at --kernel, "define" for -D)."""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ATTNC = os.path.abspath(sys.argv[1])
+TMP = tempfile.mkdtemp(prefix="attnc_cli_user_")
+failures = 0
+
+
+def fail(msg):
+    global failures
+    failures += 1
+    print("FAIL:", msg, file=sys.stderr)
+
+
+def attnc(*args, rc=0, err_has=(), err_lacks=()):
+    p = subprocess.run([ATTNC, *map(str, args)], capture_output=True, text=True, timeout=120)
+    what = "attnc " + " ".join(map(str, args))
+    if p.returncode != rc:
+        fail(f"{what}: exit {p.returncode}, expected {rc}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+    for s in err_has:
+        if s not in p.stderr:
+            fail(f"{what}: stderr lacks {s!r}:\n{p.stderr}")
+    for s in err_lacks:
+        if s in p.stderr:
+            fail(f"{what}: stderr has {s!r}:\n{p.stderr}")
+    return p
+
+
+def path(name):
+    return os.path.join(TMP, name)
+
+
+def save(name, a):
+    np.save(path(name), a)
+    return path(name)
+
+
+def spec(name, text):
+    with open(path(name), "w") as f:
+        f.write(text)
+    return path(name)
+
+
+rng = np.random.default_rng(3)
+g = spec("g.attn", "attention g { heads = 2; head_dim = 4; mask = causal; }\n")
+q = save("q.npy", rng.standard_normal((1, 2, 3, 4)).astype(np.float32))
+k5 = rng.standard_normal((1, 2, 5, 4)).astype(np.float32)
+v5 = rng.standard_normal((1, 2, 5, 4)).astype(np.float32)
+k, v = save("k.npy", k5), save("v.npy", v5)
+empty_kv = save("k0.npy", np.zeros((1, 2, 0, 4), np.float32))
+empty_q = save("q0.npy", np.zeros((1, 2, 0, 4), np.float32))
+o, lse = path("o.npy"), path("lse.npy")
+
+# kv_len 0: every row sees no key
+attnc("run", g, "--in", f"q={q}", "--in", f"k={empty_kv}", "--in", f"v={empty_kv}", "--out", f"o={o}",
+      "--out", f"lse={lse}")
+if os.path.exists(o):
+    oa, la = np.load(o), np.load(lse)
+    if oa.shape != (1, 2, 3, 4) or (oa != 0).any() or (la != -np.inf).any():
+        fail(f"kv_len 0: o {oa.shape} {oa.ravel()[:4]}, lse {la.ravel()}")
+    os.remove(o)
+# q_len 0: nothing to do, an empty o
+attnc("run", g, "--in", f"q={empty_q}", "--in", f"k={k}", "--in", f"v={v}", "--out", f"o={o}")
+if not os.path.exists(o) or np.load(o).shape != (1, 2, 0, 4):
+    fail("q_len 0: no empty o written")
+
+# --q-offset 0 puts query row 0 at position 0: under a causal mask it sees key 0 only
+attnc("run", g, "--in", f"q={q}", "--in", f"k={k}", "--in", f"v={v}", "--out", f"o={o}", "--q-offset", "0")
+if os.path.exists(o) and not np.allclose(np.load(o)[0, :, 0], v5[0, :, 0], atol=1e-6):
+    fail("--q-offset 0: row 0 is not v[key 0]")
+
+# messages: the command line's words, not Python's
+u = spec("u.attn", "attention u { input i32 n[batch]; heads = 2; head_dim = 4; mask = k < n[b]; }\n")
+n64 = save("n64.npy", np.array([3], np.int64))
+attnc("run", u, "--in", f"q={q}", "--in", f"k={k}", "--in", f"v={v}", "--in", f"n={n64}", rc=1,
+      err_has=["int32", "'<i4'"], err_lacks=["astype", "np."])
+two = spec("two.attn", "attention one { heads = 1; head_dim = 4; }\nattention two { heads = 1; head_dim = 4; }\n")
+attnc("check", two, rc=0)
+attnc("bench", two, "--q-len", "4", "--kv-len", "4", "--reps", "1", rc=2, err_has=["one two", "--kernel"])
+attnc("run", two, "--in", f"q={q}", rc=2, err_has=["--kernel"])
+w = spec("w.attn", "param w = 3;\nattention a { heads = 2; head_dim = 4; mask = sliding(w); }\n")
+attnc("check", w, "-D", "ww=3", rc=1, err_has=["unknown define 'ww'"])
+
+if failures:
+    print(f"test_cli_user: {failures} failure(s); files in {TMP}", file=sys.stderr)
+    sys.exit(1)
+subprocess.run(["rm", "-rf", TMP])
+print("test_cli_user: ok")
