@@ -105,7 +105,7 @@ typedef struct Cli {
     const char *after;         /* dump --after */
     bool llvm;                 /* dump --llvm */
     const char *out_file;      /* build -o */
-    CgEmit emit;               /* build --emit */
+    attn_emit emit;            /* build --emit */
     const char *header;        /* build --header */
     const char *target;        /* --target */
     Binding *ins, *outs;       /* --in, --out */
@@ -326,9 +326,9 @@ static int cli_parse(Cli *c, int argc, char **argv) {
             c->out_file = value;
             break;
         case OPT_EMIT:
-            if (strcmp(value, "obj") == 0) c->emit = CG_EMIT_OBJ;
-            else if (strcmp(value, "asm") == 0) c->emit = CG_EMIT_ASM;
-            else if (strcmp(value, "llvm") == 0) c->emit = CG_EMIT_LLVM;
+            if (strcmp(value, "obj") == 0) c->emit = ATTN_EMIT_OBJ;
+            else if (strcmp(value, "asm") == 0) c->emit = ATTN_EMIT_ASM;
+            else if (strcmp(value, "llvm") == 0) c->emit = ATTN_EMIT_LLVM;
             else return cli_usage(cmd, "--emit takes obj, asm or llvm, got '%s'", value);
             break;
         case OPT_HEADER: c->header = value; break;
@@ -506,60 +506,15 @@ done:
 
 // build
 
-/* The include guard of a header path: its file name in capitals, e.g. my.h -> MY_H. */
-static char *cli_guard(const char *path) {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    char *g = malloc(strlen(base) + 8);
-    if (!g) return NULL;
-    strcpy(g, "ATTNC_");
-    strcat(g, base);
-    return g;
-}
-
-static int cli_write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) return cli_error(EXIT_INPUT, "%s: %s", path, strerror(errno));
-    bool ok = fputs(text, f) >= 0;
-    if (fclose(f) != 0) ok = false;
-    if (!ok) return cli_error(EXIT_INPUT, "%s: write error: %s", path, strerror(errno));
-    return 0;
-}
-
 static int cmd_build(Cli *c) {
     if (!c->out_file) return cli_usage(CMD_BUILD, "build needs -o OUT");
-    int rc = 0;
-    IrModule *m = cli_load(c, &rc);
-    if (!m) return rc;
-    IrFunc **fs, *one[1];
-    int n;
-    CgTarget t = cli_target(c);
-    if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
-    for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
-    if (rc) goto done;
-    int nemit;
-    IrFunc **emit = cli_emitted(fs, n, &nemit);
-    if (!emit) {
-        rc = cli_error(EXIT_INPUT, "out of memory");
-        goto done;
-    }
-    StrBuf err;
-    sb_init(&err);
-    bool emitted = cg_emit_file(emit, nemit, &t, c->emit, c->out_file, &err);
-    free(emit);
-    if (!emitted)
-        rc = cli_error(EXIT_INPUT, "%s: %s", c->out_file, err.len ? sb_str(&err) : "code generation failed");
-    sb_free(&err);
-    if (!rc && c->header) {
-        char *guard = cli_guard(c->header);
-        char *text = guard ? drv_aot_header(fs, n, guard) : NULL;
-        rc = text ? cli_write_text(c->header, text) : cli_error(EXIT_INPUT, "out of memory");
-        free(text);
-        free(guard);
-    }
-done:
-    ir_module_free(m);
-    return rc;
+    attn_error err = {0};
+    char *diags = NULL;
+    attn_status st = attn_build(c->file, NULL, &c->opts, c->target, c->emit, c->out_file, c->header, &diags, &err);
+    if (diags) fputs(diags, stderr);
+    if (st != ATTN_OK && (st != ATTN_ERR_SPEC || !diags)) cli_error(0, "%s", err.message);
+    attn_free(diags);
+    return st == ATTN_OK ? 0 : cli_status_exit(st);
 }
 
 // tensors and inputs for run, bench and mask
