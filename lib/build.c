@@ -1,4 +1,5 @@
-/* Ahead-of-time compilation: attn_build of attn.h. */
+/* Ahead-of-time compilation (attn_build of attn.h), and what the command line asks of the
+ * pipeline besides: the pass list and the mask of a call, evaluated by the reference. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -119,4 +120,25 @@ done:
     sb_free(&msg);
     if (m) ir_module_free(m);
     return st;
+}
+
+// for the command line
+
+const char *drv_pass_name(int i, const char **what) {
+    int n = 0;
+    while (pass_table[n].name) n++;
+    if (i < 0 || i >= n) return NULL;
+    if (what) *what = pass_table[i].what;
+    return pass_table[i].name;
+}
+
+bool drv_mask_at(const IrFunc *f, const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t k,
+                 attn_status *status) {
+    IrEnv env = {.b = b, .h = h, .q = q, .k = k, .q_len = a->q_len, .kv_len = a->kv_len, .args = a};
+    bool seen = ir_eval(f, f->mask, &env).i != 0;
+    if (env.index_error || env.overflow) {
+        *status = env.index_error ? ATTN_ERR_INDEX : ATTN_ERR_OVERFLOW;
+        return false;
+    }
+    return seen;
 }

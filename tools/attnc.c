@@ -186,8 +186,8 @@ static void cli_help_cmd(Cmd c, FILE *out) {
     case CMD_DUMP:
         fputs("\npasses (for --after):\n  parse  (none: the IR the frontend produces; the default)\n",
               out);
-        for (const Pass *p = pass_table; p->name; p++)
-            fprintf(out, "  %-6s %s\n", p->name, p->what);
+        const char *name, *what;
+        for (int i = 0; (name = drv_pass_name(i, &what)); i++) fprintf(out, "  %-6s %s\n", name, what);
         break;
     case CMD_RUN:
         fputs("\nTensors are float32 .npy files in C order: q [batch, heads, q_len, head_dim],\n"
@@ -454,11 +454,13 @@ static IrFunc **cli_emitted(IrFunc **fs, int n, int *nout) {
 static int cmd_dump(Cli *c) {
     const char *stop = c->after;
     if (stop && strcmp(stop, "parse") == 0) stop = NULL;
-    if (stop && !pass_find(stop)) {
+    bool known = !stop;
+    for (int i = 0; !known && drv_pass_name(i, NULL); i++) known = strcmp(drv_pass_name(i, NULL), stop) == 0;
+    if (!known) {
         StrBuf names;
         sb_init(&names);
         sb_puts(&names, "parse");
-        for (const Pass *p = pass_table; p->name; p++) sb_printf(&names, ", %s", p->name);
+        for (int i = 0; drv_pass_name(i, NULL); i++) sb_printf(&names, ", %s", drv_pass_name(i, NULL));
         int rc = cli_usage(CMD_DUMP, "unknown pass '%s' (passes: %s)", stop, sb_str(&names));
         sb_free(&names);
         return rc;
@@ -859,31 +861,36 @@ done:
 typedef struct MaskEval {
     const IrFunc *f;          /* the spec's function, as parsed */
     const attn_rt_args *args; /* sizes, q_offset and inputs */
-    IrEnv env;
+    int64_t b, h;             /* the batch row and head evaluated */
+    attn_status status;       /* the first evaluation that failed (index, overflow), else OK */
 } MaskEval;
 
 static void mask_init(MaskEval *m, const IrFunc *f, const attn_rt_args *a, int64_t b, int64_t h) {
     memset(m, 0, sizeof *m);
     m->f = f;
     m->args = a;
-    m->env.b = b;
-    m->env.h = h;
-    m->env.q_len = a->q_len;
-    m->env.kv_len = a->kv_len;
-    m->env.args = a;
+    m->b = b;
+    m->h = h;
 }
 
 /* Is key j visible from query row i (0-based rows; positions shift by q_offset)? */
 static bool mask_at(MaskEval *m, int64_t i, int64_t j) {
-    m->env.q = m->args->q_offset + i;
-    m->env.k = j;
-    return ir_eval(m->f, m->f->mask, &m->env).i != 0;
+    attn_status st = ATTN_OK;
+    bool seen = drv_mask_at(m->f, m->args, m->b, m->h, m->args->q_offset + i, j, &st);
+    if (st != ATTN_OK && m->status == ATTN_OK) m->status = st;
+    return seen;
+}
+
+/* The error of a mask that could not be evaluated. */
+static int mask_error(attn_status st) {
+    if (st == ATTN_ERR_OVERFLOW) return cli_error(EXIT_INPUT, "the mask overflows 64-bit integers for these sizes");
+    return cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
 }
 
 /* Estimated visible pairs over all batch rows and heads; exact when at most `budget`
  * evaluations are needed (after folding away b and h when the mask does not read them). */
 static double mask_count_visible(const IrFunc *f, const attn_rt_args *a, int64_t heads, double budget,
-                                 bool *exact, bool *index_error) {
+                                 bool *exact, attn_status *status) {
     bool use_b = ir_expr_uses_var(f->mask, IR_V_B), use_h = ir_expr_uses_var(f->mask, IR_V_H);
     int64_t nb = use_b ? a->batch : 1, nh = use_h ? heads : 1;
     double rows = (double)nb * (double)nh * (double)a->q_len, total = rows * (double)a->kv_len;
@@ -908,8 +915,8 @@ static double mask_count_visible(const IrFunc *f, const attn_rt_args *a, int64_t
             visible += mask_at(&m, i, j);
             seen++;
         }
-        if (m.env.index_error) {
-            *index_error = true;
+        if (m.status != ATTN_OK) {
+            *status = m.status;
             return 0;
         }
     }
@@ -1104,10 +1111,11 @@ static int cmd_bench(Cli *c) {
     double ms = reps % 2 ? times[reps / 2] : (times[reps / 2 - 1] + times[reps / 2]) / 2;
     double ms_min = times[0];
 
-    bool exact = true, index_error = false;
-    double visible_pairs = mask_count_visible(f, &args, d->heads, 1e8, &exact, &index_error);
-    if (index_error) {
-        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+    bool exact = true;
+    attn_status mst = ATTN_OK;
+    double visible_pairs = mask_count_visible(f, &args, d->heads, 1e8, &exact, &mst);
+    if (mst != ATTN_OK) {
+        rc = mask_error(mst);
         goto done;
     }
     double all_pairs = (double)B * d->heads * (double)Lq * (double)Lk;
@@ -1367,16 +1375,15 @@ static int cmd_mask(Cli *c) {
         attn_rt_args one = args; /* batch row 0 and head 0 only */
         one.batch = 1;
         bool sampled_exact;
-        visible = mask_count_visible(f, &one, 1, (double)MASK_EXACT_LIMIT, &sampled_exact,
-                                     &view.ev.env.index_error);
+        visible = mask_count_visible(f, &one, 1, (double)MASK_EXACT_LIMIT, &sampled_exact, &view.ev.status);
     }
-    if (view.ev.env.index_error) {
-        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+    if (view.ev.status != ATTN_OK) {
+        rc = mask_error(view.ev.status);
         goto done;
     }
     mask_text(&view, f, &args, visible, exact);
-    if (view.ev.env.index_error) {
-        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+    if (view.ev.status != ATTN_OK) {
+        rc = mask_error(view.ev.status);
         goto done;
     }
     if (c->svg) rc = mask_svg(&view, f, &args, c->svg, exact);
