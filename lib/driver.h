@@ -44,4 +44,16 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
 /* The C header of an AOT object: per block a descriptor and typed entry points. */
 char *drv_aot_header(IrFunc **funcs, int n, const char *guard_name);
 
+// build.c — for the command line
+
+/* The name of the i-th pass of the pipeline and (if `what` is not NULL) its one-line
+ * description; NULL past the last. */
+const char *drv_pass_name(int i, const char **what);
+
+/* Whether query position q of batch row b, head h sees key k under f's mask, for the sizes and
+ * runtime inputs of `a` (the reference's evaluation). False with *status ATTN_ERR_INDEX (an
+ * input index out of bounds) or ATTN_ERR_OVERFLOW (64-bit overflow) when it cannot say. */
+bool drv_mask_at(const IrFunc *f, const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t k,
+                 attn_status *status);
+
 #endif

@@ -151,6 +151,10 @@ gather = spec("gather.attn", "attention g {\n    input i32 idx[seq];\n    heads 
                              "    mask = idx[idx[k]] >= 0;\n}\n")
 oob = npy_write(os.path.join(TMP, "oob.npy"), [0, 9, 0, 0], [4], "<i4")
 attnc("mask", gather, "--q-len", "4", "--kv-len", "4", "--in", f"idx={oob}", rc=1, err_has=["out of bounds"])
+# a mask whose integers overflow for these positions: an error, not a wrapped drawing
+wraps = spec("wraps.attn", "attention w { heads = 1; head_dim = 4; mask = q * 4611686018427387904 < k + 1; }\n")
+attnc("mask", wraps, "--q-len", "4", "--kv-len", "4", rc=1, err_has=["overflows 64-bit"])
+attnc("mask", wraps, "--q-len", "2", "--kv-len", "2", "--q-offset", "0", out_has=["#"])
 
 # --- run -----------------------------------------------------------------------------------
 def reference(q, k, v, B, H, KH, Lq, Lk, D, DV, visible):

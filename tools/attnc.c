@@ -106,7 +106,7 @@ typedef struct Cli {
     const char *after;         /* dump --after */
     bool llvm;                 /* dump --llvm */
     const char *out_file;      /* build -o */
-    CgEmit emit;               /* build --emit */
+    attn_emit emit;            /* build --emit */
     const char *header;        /* build --header */
     const char *target;        /* --target */
     Binding *ins, *outs;       /* --in, --out */
@@ -241,8 +241,8 @@ static void cli_help_cmd(Cmd c, FILE *out) {
     case CMD_DUMP:
         fputs("\npasses (for --after):\n  parse  (none: the IR the frontend produces; the default)\n",
               out);
-        for (const Pass *p = pass_table; p->name; p++)
-            fprintf(out, "  %-6s %s\n", p->name, p->what);
+        const char *name, *what;
+        for (int i = 0; (name = drv_pass_name(i, &what)); i++) fprintf(out, "  %-6s %s\n", name, what);
         break;
     case CMD_RUN:
         fputs("\nTensors are float32 .npy files in C order: q [batch, heads, q_len, head_dim],\n"
@@ -381,9 +381,9 @@ static int cli_parse(Cli *c, int argc, char **argv) {
             c->out_file = value;
             break;
         case OPT_EMIT:
-            if (strcmp(value, "obj") == 0) c->emit = CG_EMIT_OBJ;
-            else if (strcmp(value, "asm") == 0) c->emit = CG_EMIT_ASM;
-            else if (strcmp(value, "llvm") == 0) c->emit = CG_EMIT_LLVM;
+            if (strcmp(value, "obj") == 0) c->emit = ATTN_EMIT_OBJ;
+            else if (strcmp(value, "asm") == 0) c->emit = ATTN_EMIT_ASM;
+            else if (strcmp(value, "llvm") == 0) c->emit = ATTN_EMIT_LLVM;
             else return cli_usage(cmd, "--emit takes obj, asm or llvm, got '%s'", value);
             break;
         case OPT_HEADER: c->header = value; break;
@@ -509,11 +509,13 @@ static IrFunc **cli_emitted(IrFunc **fs, int n, int *nout) {
 static int cmd_dump(Cli *c) {
     const char *stop = c->after;
     if (stop && strcmp(stop, "parse") == 0) stop = NULL;
-    if (stop && !pass_find(stop)) {
+    bool known = !stop;
+    for (int i = 0; !known && drv_pass_name(i, NULL); i++) known = strcmp(drv_pass_name(i, NULL), stop) == 0;
+    if (!known) {
         StrBuf names;
         sb_init(&names);
         sb_puts(&names, "parse");
-        for (const Pass *p = pass_table; p->name; p++) sb_printf(&names, ", %s", p->name);
+        for (int i = 0; drv_pass_name(i, NULL); i++) sb_printf(&names, ", %s", drv_pass_name(i, NULL));
         int rc = cli_usage(CMD_DUMP, "unknown pass '%s' (passes: %s)", stop, sb_str(&names));
         sb_free(&names);
         return rc;
@@ -561,60 +563,15 @@ done:
 
 // build
 
-/* The include guard of a header path: its file name in capitals, e.g. my.h -> MY_H. */
-static char *cli_guard(const char *path) {
-    const char *base = strrchr(path, '/');
-    base = base ? base + 1 : path;
-    char *g = malloc(strlen(base) + 8);
-    if (!g) return NULL;
-    strcpy(g, "ATTNC_");
-    strcat(g, base);
-    return g;
-}
-
-static int cli_write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (!f) return cli_error(EXIT_INPUT, "%s: %s", path, strerror(errno));
-    bool ok = fputs(text, f) >= 0;
-    if (fclose(f) != 0) ok = false;
-    if (!ok) return cli_error(EXIT_INPUT, "%s: write error: %s", path, strerror(errno));
-    return 0;
-}
-
 static int cmd_build(Cli *c) {
     if (!c->out_file) return cli_usage(CMD_BUILD, "build needs -o OUT");
-    int rc = 0;
-    IrModule *m = cli_load(c, &rc);
-    if (!m) return rc;
-    IrFunc **fs, *one[1];
-    int n;
-    CgTarget t = cli_target(c);
-    if ((rc = cli_funcs(c, m, one, &fs, &n))) goto done;
-    for (int i = 0; i < n && !rc; i++) rc = cli_optimize(c, fs[i], &t, NULL);
-    if (rc) goto done;
-    int nemit;
-    IrFunc **emit = cli_emitted(fs, n, &nemit);
-    if (!emit) {
-        rc = cli_error(EXIT_INPUT, "out of memory");
-        goto done;
-    }
-    StrBuf err;
-    sb_init(&err);
-    bool emitted = cg_emit_file(emit, nemit, &t, c->emit, c->out_file, &err);
-    free(emit);
-    if (!emitted)
-        rc = cli_error(EXIT_INPUT, "%s: %s", c->out_file, err.len ? sb_str(&err) : "code generation failed");
-    sb_free(&err);
-    if (!rc && c->header) {
-        char *guard = cli_guard(c->header);
-        char *text = guard ? drv_aot_header(fs, n, guard) : NULL;
-        rc = text ? cli_write_text(c->header, text) : cli_error(EXIT_INPUT, "out of memory");
-        free(text);
-        free(guard);
-    }
-done:
-    ir_module_free(m);
-    return rc;
+    attn_error err = {0};
+    char *diags = NULL;
+    attn_status st = attn_build(c->file, NULL, &c->opts, c->target, c->emit, c->out_file, c->header, &diags, &err);
+    if (diags) fputs(diags, stderr);
+    if (st != ATTN_OK && (st != ATTN_ERR_SPEC || !diags)) cli_error(0, "%s", err.message);
+    attn_free(diags);
+    return st == ATTN_OK ? 0 : cli_status_exit(st);
 }
 
 // tensors and inputs for run, bench and mask
@@ -961,31 +918,36 @@ done:
 typedef struct MaskEval {
     const IrFunc *f;          /* the spec's function, as parsed */
     const attn_rt_args *args; /* sizes, q_offset and inputs */
-    IrEnv env;
+    int64_t b, h;             /* the batch row and head evaluated */
+    attn_status status;       /* the first evaluation that failed (index, overflow), else OK */
 } MaskEval;
 
 static void mask_init(MaskEval *m, const IrFunc *f, const attn_rt_args *a, int64_t b, int64_t h) {
     memset(m, 0, sizeof *m);
     m->f = f;
     m->args = a;
-    m->env.b = b;
-    m->env.h = h;
-    m->env.q_len = a->q_len;
-    m->env.kv_len = a->kv_len;
-    m->env.args = a;
+    m->b = b;
+    m->h = h;
 }
 
 /* Is key j visible from query row i (0-based rows; positions shift by q_offset)? */
 static bool mask_at(MaskEval *m, int64_t i, int64_t j) {
-    m->env.q = m->args->q_offset + i;
-    m->env.k = j;
-    return ir_eval(m->f, m->f->mask, &m->env).i != 0;
+    attn_status st = ATTN_OK;
+    bool seen = drv_mask_at(m->f, m->args, m->b, m->h, m->args->q_offset + i, j, &st);
+    if (st != ATTN_OK && m->status == ATTN_OK) m->status = st;
+    return seen;
+}
+
+/* The error of a mask that could not be evaluated. */
+static int mask_error(attn_status st) {
+    if (st == ATTN_ERR_OVERFLOW) return cli_error(EXIT_INPUT, "the mask overflows 64-bit integers for these sizes");
+    return cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
 }
 
 /* Estimated visible pairs over all batch rows and heads; exact when at most `budget`
  * evaluations are needed (after folding away b and h when the mask does not read them). */
 static double mask_count_visible(const IrFunc *f, const attn_rt_args *a, int64_t heads, double budget,
-                                 bool *exact, bool *index_error) {
+                                 bool *exact, attn_status *status) {
     bool use_b = ir_expr_uses_var(f->mask, IR_V_B), use_h = ir_expr_uses_var(f->mask, IR_V_H);
     int64_t nb = use_b ? a->batch : 1, nh = use_h ? heads : 1;
     double rows = (double)nb * (double)nh * (double)a->q_len, total = rows * (double)a->kv_len;
@@ -1010,8 +972,8 @@ static double mask_count_visible(const IrFunc *f, const attn_rt_args *a, int64_t
             visible += mask_at(&m, i, j);
             seen++;
         }
-        if (m.env.index_error) {
-            *index_error = true;
+        if (m.status != ATTN_OK) {
+            *status = m.status;
             return 0;
         }
     }
@@ -1208,10 +1170,11 @@ static int cmd_bench(Cli *c) {
     double ms = reps % 2 ? times[reps / 2] : (times[reps / 2 - 1] + times[reps / 2]) / 2;
     double ms_min = times[0];
 
-    bool exact = true, index_error = false;
-    double visible_pairs = mask_count_visible(f, &args, d->heads, 1e8, &exact, &index_error);
-    if (index_error) {
-        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+    bool exact = true;
+    attn_status mst = ATTN_OK;
+    double visible_pairs = mask_count_visible(f, &args, d->heads, 1e8, &exact, &mst);
+    if (mst != ATTN_OK) {
+        rc = mask_error(mst);
         goto done;
     }
     double all_pairs = (double)B * d->heads * (double)Lq * (double)Lk;
@@ -1472,16 +1435,15 @@ static int cmd_mask(Cli *c) {
         attn_rt_args one = args; /* batch row 0 and head 0 only */
         one.batch = 1;
         bool sampled_exact;
-        visible = mask_count_visible(f, &one, 1, (double)MASK_EXACT_LIMIT, &sampled_exact,
-                                     &view.ev.env.index_error);
+        visible = mask_count_visible(f, &one, 1, (double)MASK_EXACT_LIMIT, &sampled_exact, &view.ev.status);
     }
-    if (view.ev.env.index_error) {
-        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+    if (view.ev.status != ATTN_OK) {
+        rc = mask_error(view.ev.status);
         goto done;
     }
     mask_text(&view, f, &args, visible, exact);
-    if (view.ev.env.index_error) {
-        rc = cli_error(EXIT_INPUT, "an input value used as an index in the mask is out of bounds");
+    if (view.ev.status != ATTN_OK) {
+        rc = mask_error(view.ev.status);
         goto done;
     }
     if (c->svg) rc = mask_svg(&view, f, &args, c->svg, exact);

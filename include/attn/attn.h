@@ -38,6 +38,22 @@ void attn_options_init(attn_options *opts);
 attn_status attn_compile(const char *path, const char *text, const attn_options *opts,
                          attn_kernel **out, char **diagnostics, attn_error *err);
 
+/* What attn_build writes: an object file (link it with libattnc_rt), assembly or LLVM IR. */
+typedef enum attn_emit { ATTN_EMIT_OBJ = 0, ATTN_EMIT_ASM = 1, ATTN_EMIT_LLVM = 2 } attn_emit;
+
+/* Compiles ahead of time: every block of the spec at `path` (or `text`, as attn_compile), or
+ * opts->kernel alone, into one file `out_path` for `triple` (NULL: the host; opts->cpu the CPU,
+ * "generic" by default for a foreign triple) and, if `header_path` is not NULL, the C header
+ * that declares each block's descriptor and typed entry points (attnc_NAME, attnc_NAME_simple).
+ * The object needs libattnc_rt only (and -lpthread -lm), no LLVM. opts->threads and no_cache
+ * do not apply. Errors: ATTN_ERR_SPEC with diagnostics as attn_compile, ATTN_ERR_ARG (an
+ * unknown kernel, a bad option), ATTN_ERR_COMPILE (an unknown triple or CPU, code generation,
+ * an output file that cannot be written), ATTN_ERR_IO (a spec that cannot be read, the
+ * header). Thread-safe. */
+attn_status attn_build(const char *path, const char *text, const attn_options *opts, const char *triple,
+                       attn_emit emit, const char *out_path, const char *header_path, char **diagnostics,
+                       attn_error *err);
+
 /* Runs a compiled kernel. Several threads may run kernels at once. */
 attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err);
 

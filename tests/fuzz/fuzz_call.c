@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "attn/attn_rt.h"
+#include "../check.h"
 
 #define FZ_MAX_ELEMS ((int64_t)1 << 16) /* larger tensors are checked, not run */
 
@@ -65,8 +66,9 @@ static void fz_read(const void *p, size_t n) {
 /* Touches exactly what the args allow for query rows [q0, q1) of (b, h). */
 static int32_t fz_tile(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, int64_t q1) {
     const attn_rt_desc *d = fz_desc;
-    if (b < 0 || b >= a->batch || h < 0 || h >= d->heads || q0 < 0 || q0 >= q1 || q1 > a->q_len)
-        abort();
+    REQUIRE(b >= 0 && b < a->batch && h >= 0 && h < d->heads && q0 >= 0 && q0 < q1 && q1 <= a->q_len,
+            "a tile outside the call: b %lld h %lld rows [%lld, %lld)", (long long)b, (long long)h, (long long)q0,
+            (long long)q1);
     size_t e = fz_elem(d->dtype);
     const char *q = a->q, *k = a->k, *v = a->v;
     char *o = a->o;
@@ -123,7 +125,7 @@ static void *fz_alloc(FzIn *in, const attn_tensor *t, size_t elem, bool *big, bo
     }
     size_t bytes = (size_t)n * elem;
     uint8_t *p = malloc(bytes ? bytes : 1);
-    if (!p) abort();
+    REQUIRE(p, "out of memory");
     for (size_t i = 0; i < bytes; i++) p[i] = (uint8_t)(i * 131 + fz_u8(in));
     return p;
 }
@@ -183,7 +185,7 @@ static void fz_permuted(FzIn *in, const attn_rt_desc *d, const attn_rt_input_des
     const attn_rt_desc *one[1] = {d};
     attn_error err;
     attn_status st = attn_rt_launch_permuted(d, ri, one, 1, c, NULL, &err);
-    if (st != ATTN_OK && (err.code != st || !err.message[0])) abort();
+    REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "a rejection without its code or message");
 }
 
 /* An MLA call around d as the up-projected variant (SPEC §3 tensors, each allocated to exactly
@@ -234,7 +236,7 @@ static void fz_mla(FzIn *in, const attn_rt_desc *d, const attn_call *c, int64_t 
                    (m.absorb != ATTN_ABSORB_OFF && attn_rt_mla_prefers_absorbed(&md, m.q_nope.shape[2], m.c_kv.shape[1]));
         fz_desc = abs ? &ad : d;
         attn_status st = attn_rt_launch_mla(&md, &m, NULL, NULL, &err);
-        if (st != ATTN_OK && (err.code != st || !err.message[0])) abort();
+        REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "a rejection without its code or message");
     }
     for (int i = 0; i < 8; i++) free(ts[i]->data);
 }
@@ -334,23 +336,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     attn_error err;
     attn_rt_args args;
     attn_status st = attn_rt_check(&d, &c, fz_u8(&in) % 8 ? &args : NULL, &err);
-    if (st != ATTN_OK && (err.code != st || !err.message[0])) abort();
+    REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "a rejection without its code or message");
     if (st == ATTN_OK) {
         /* accepted: no tensor's byte size may overflow; a huge but valid call is not run */
-        if (overflow) {
-            fprintf(stderr, "fuzz_call: accepted a call whose byte extent overflows\n");
-            abort();
-        }
+        REQUIRE(!overflow, "accepted a call whose byte extent overflows");
         if (!too_big) {
             fz_desc = &d;
             st = attn_rt_launch(&d, &c, NULL, &err);
-            if (st != ATTN_OK) abort();
+            REQUIRE(st == ATTN_OK, "a checked call failed to launch: %s", err.message);
             if (fz_u8(&in) % 4 == 0) {
                 /* d as every one of 1..3 key domains: fused tiles with the lse slots, or
                  * partial outputs merged (too few tiles for the threads) */
                 const attn_rt_desc *doms[3] = {&d, &d, &d};
                 st = attn_rt_launch_domains(doms, (int)fz_range(&in, 1, 3), &c, NULL, &err);
-                if (st != ATTN_OK && (st != ATTN_ERR_DTYPE || d.dtype == ATTN_F32 || !err.message[0])) abort();
+                REQUIRE(st == ATTN_OK || (st == ATTN_ERR_DTYPE && d.dtype != ATTN_F32 && err.message[0]),
+                        "domains of a checked call failed: %s", err.message);
             }
             if (fz_u8(&in) % 4 == 0) fz_permuted(&in, &d, idesc, &c, B, Lk);
             if (fz_u8(&in) % 4 == 0) fz_mla(&in, &d, &c, B, Lq, Lk);

@@ -9,6 +9,7 @@
 #include "frontend/frontend.h"
 #include "ir/ir.h"
 #include "passes/passes.h"
+#include "tests/check.h"
 
 /* One frontend run; each resulting block is optimized and printed. */
 static void fuzz_one(const char *text, size_t len, const FeDefine *defs, int ndefs,
@@ -17,8 +18,7 @@ static void fuzz_one(const char *text, size_t len, const FeDefine *defs, int nde
     sb_init(&diags);
     IrModule *m = fe_compile("fuzz.attn", text, len, defs, ndefs, &diags);
     if (!m) {
-        /* a failed compile must say why */
-        if (diags.len == 0) abort();
+        REQUIRE(diags.len > 0, "a failed compile must say why");
         sb_free(&diags);
         return;
     }

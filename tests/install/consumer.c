@@ -11,33 +11,27 @@
 #include <attn/attn.h>
 #endif
 
+#include "../check.h" /* the tests' scaffolding, from the source tree: not an installed header */
+
 enum { B = 2, H = 4, KVH = 2, D = 16, L = 23 };
 
 int main(void) {
     static float q[B][H][L][D], k[B][KVH][L][D], v[B][KVH][L][D], o[B][H][L][D];
-    unsigned s = 1;
-    float *all[3] = {&q[0][0][0][0], &k[0][0][0][0], &v[0][0][0][0]};
-    size_t n[3] = {sizeof q / 4, sizeof k / 4, sizeof v / 4};
-    for (int t = 0; t < 3; t++)
-        for (size_t i = 0; i < n[t]; i++) {
-            s = s * 1664525u + 1013904223u;
-            all[t][i] = (float)((s >> 8) / 16777216.0 - 0.5);
-        }
+    uint64_t rng = 1;
+    check_fill(&q[0][0][0][0], sizeof q / 4, &rng, CHECK_UNIFORM, 0.5);
+    check_fill(&k[0][0][0][0], sizeof k / 4, &rng, CHECK_UNIFORM, 0.5);
+    check_fill(&v[0][0][0][0], sizeof v / 4, &rng, CHECK_UNIFORM, 0.5);
     attn_error err;
 #ifdef CONSUMER_AOT
-    if (attnc_installed_simple(&q[0][0][0][0], &k[0][0][0][0], &v[0][0][0][0], &o[0][0][0][0], B, L, L, 0,
-                               &err) != ATTN_OK) {
-        fprintf(stderr, "run: %s: %s\n", attn_status_name(err.code), err.message);
-        return 1;
-    }
+    REQUIRE(attnc_installed_simple(&q[0][0][0][0], &k[0][0][0][0], &v[0][0][0][0], &o[0][0][0][0], B, L, L, 0,
+                                   &err) == ATTN_OK,
+            "run: %s: %s", attn_status_name(err.code), err.message);
 #else
     static const char *spec = "attention installed { heads = 4; kv_heads = 2; head_dim = 16; mask = causal; }";
     attn_kernel *kern = NULL;
     char *diags = NULL;
-    if (attn_compile("installed.attn", spec, NULL, &kern, &diags, &err) != ATTN_OK) {
-        fprintf(stderr, "compile: %s\n%s", err.message, diags ? diags : "");
-        return 1;
-    }
+    REQUIRE(attn_compile("installed.attn", spec, NULL, &kern, &diags, &err) == ATTN_OK, "compile: %s\n%s",
+            err.message, diags ? diags : "");
     attn_call call;
     memset(&call, 0, sizeof call);
     call.q = (attn_tensor){q, 4, {B, H, L, D}, {0}};
@@ -45,10 +39,7 @@ int main(void) {
     call.v = (attn_tensor){v, 4, {B, KVH, L, D}, {0}};
     call.o = (attn_tensor){o, 4, {B, H, L, D}, {0}};
     call.q_offset = ATTN_Q_OFFSET_DEFAULT;
-    if (attn_run(kern, &call, &err) != ATTN_OK) {
-        fprintf(stderr, "run: %s: %s\n", attn_status_name(err.code), err.message);
-        return 1;
-    }
+    REQUIRE(attn_run(kern, &call, &err) == ATTN_OK, "run: %s: %s", attn_status_name(err.code), err.message);
     attn_kernel_free(kern);
 #endif
     double worst = 0;
@@ -56,23 +47,21 @@ int main(void) {
         for (int h = 0; h < H; h++)
             for (int i = 0; i < L; i++) {
                 int g = h / (H / KVH);
-                double p[L], mx = -INFINITY, sum = 0;
-                for (int j = 0; j <= i; j++) {
+                double p[L];
+                for (int j = 0; j < L; j++) {
                     double d = 0;
                     for (int x = 0; x < D; x++) d += (double)q[b][h][i][x] * k[b][g][j][x];
-                    p[j] = d / sqrt(D);
-                    mx = p[j] > mx ? p[j] : mx;
+                    p[j] = j <= i ? d / sqrt(D) : -INFINITY; /* causal */
                 }
-                for (int j = 0; j <= i; j++) sum += p[j] = exp(p[j] - mx);
+                check_softmax(p, L);
                 for (int x = 0; x < D; x++) {
                     double acc = 0;
-                    for (int j = 0; j <= i; j++) acc += p[j] * v[b][g][j][x];
-                    double e = fabs(acc / sum - o[b][h][i][x]);
+                    for (int j = 0; j < L; j++) acc += p[j] * v[b][g][j][x];
+                    double e = fabs(acc - o[b][h][i][x]);
                     worst = e > worst ? e : worst;
                 }
             }
     printf("max |attnc - reference| = %.3g\n", worst);
-    if (!(worst < 1e-5)) return 1;
-    puts("ok");
-    return 0;
+    CHECK(worst < 1e-5, "max |attnc - reference| = %.3g", worst);
+    return check_done("consumer");
 }
