@@ -231,4 +231,9 @@ void cg_emit_key_runs(Kern *k, LLVMValueRef q0, LLVMValueRef q1);
 /* Rows [q0, q1) class by class (k = q (mod r)): general runs, or staircases (plan STAIR). */
 void cg_emit_class_runs(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q_off);
 
+// cg_tmpl_grad.c
+
+/* The grad role's functions <symbol>_grad_bounds and <symbol>_grad_step. */
+bool cg_emit_grad(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symbol, StrBuf *err);
+
 #endif

@@ -25,6 +25,10 @@ bool cg_emit_tile(Cg *c, const IrFunc *f, const char *symbol, StrBuf *err) {
     }
     for (int i = 0; i < f->nplans; i++) {
         const IrPlan *pl = &f->plans[i];
+        if (pl->role == IR_ROLE_GRAD) {
+            if (!cg_emit_grad(c, f, pl, symbol, err)) return false;
+            continue;
+        }
         char sym[512];
         snprintf(sym, sizeof sym, "%s%s", symbol, pl->role == IR_ROLE_GROUP ? "_group" : "");
         Cg fc;

@@ -261,7 +261,7 @@ const char *ir_template_name(IrTemplate t) {
     return t >= 0 && t < IR_T_COUNT ? names[t] : "?";
 }
 
-const char *ir_role_name(IrRole r) { return r == IR_ROLE_GROUP ? "group" : "tile"; }
+const char *ir_role_name(IrRole r) { return r == IR_ROLE_GROUP ? "group" : r == IR_ROLE_GRAD ? "grad" : "tile"; }
 
 IrFunc *ir_variant(const IrFunc *f, IrVariantKind kind, int i) {
     for (int j = 0; j < f->nvariants; j++)

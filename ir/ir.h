@@ -149,7 +149,8 @@ typedef struct IrSchedule {
     X(BAND, "band")         /* an exact band of 1-4 vectors: rows grouped W apart */        \
     X(STAIR, "staircase")   /* residue classes whose rows see a staircase of class keys */  \
     X(KEY_RUNS, "key_runs") /* keys k % r in [base, base + w), compacted */                 \
-    X(CLASS_RUNS, "class_runs") /* residue classes k = q (mod r), each a run of rows */
+    X(CLASS_RUNS, "class_runs") /* residue classes k = q (mod r), each a run of rows */ \
+    X(GRAD_STEP, "grad_step") /* the backward's mask, score and derivatives for the runtime */
 
 typedef enum IrTemplate {
 #define X(name, text) IR_T_##name,
@@ -162,6 +163,7 @@ typedef enum IrTemplate {
 typedef enum IrRole {
     IR_ROLE_TILE,  /* one (batch, head, query tile) task: the entry every kernel has */
     IR_ROLE_GROUP, /* the query heads of one K/V head together (GQA/MQA decode) */
+    IR_ROLE_GRAD,  /* the backward's per-row bounds and per-key-vector step (runtime/grad.c) */
     IR_ROLE_COUNT
 } IrRole;
 

@@ -137,6 +137,11 @@ static void print_value(StrBuf *sb, int v) {
 /* One kernel function's plan on one line: `plan TEMPLATE role=... key=value ...`. */
 static void print_plan(StrBuf *sb, const IrPlan *p) {
     static const char *const vpack[] = {"never", "always", "runtime"};
+    if (p->kind == IR_T_GRAD_STEP) {
+        /* the runtime walks rows and keys; the code is per W keys */
+        sb_printf(sb, "  plan %s role=%s vec=%d\n", ir_template_name(p->kind), ir_role_name(p->role), p->W);
+        return;
+    }
     sb_printf(sb, "  plan %s role=%s group=%d vec=%d bk=%d rows=%d chunk=%d ring=%d few=%d decode_keys=%d "
                   "pv_groups=%d/%d qdirect=%d vpack=%s",
               ir_template_name(p->kind), ir_role_name(p->role), p->group, p->W, p->BK, p->R, p->BQ, p->NRING,

@@ -104,6 +104,21 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
                   "/* rows [q0, q1) of the %d query heads of K/V head kvh together */\n"
                   "int32_t %s_group(const attn_rt_args *a, int64_t b, int64_t kvh, int64_t q0, int64_t q1);\n",
                   G, tile);
+    /* the backward's functions and what the runtime needs with them */
+    const IrPlan *gp = ir_plan(f, IR_ROLE_GRAD);
+    if (gp && f->grad.nreads <= ATTN_RT_MAX_GRAD_READS) {
+        sb_printf(sb,
+                  "/* the backward's (attn_rt_launch_backward) */\n"
+                  "int32_t %s_grad_bounds(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t *k);\n"
+                  "int32_t %s_grad_step(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t k0, "
+                  "float *fio, int64_t *iio);\n",
+                  tile, tile);
+        sb_printf(sb, "static const int attnc_%s_head_kv[%d] ATTNC_AOT_UNUSED = {", n, f->heads);
+        for (int h = 0; h < f->heads; h++) sb_printf(sb, "%s%d", h ? ", " : "", ir_head_kv(f, h));
+        sb_puts(sb, "};\n");
+    } else {
+        gp = NULL;
+    }
     sb_puts(sb, "\n");
 
     if (f->ninputs > 0) {
@@ -125,10 +140,18 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
         sb_puts(sb, "};\n");
     }
     sb_printf(sb, "static const attn_rt_desc attnc_%s_desc ATTNC_AOT_UNUSED = {\n", n);
-    sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s, %s%s, %d, %d, %d, %lld,\n};\n\n", n, f->heads,
+    sb_printf(sb, "    \"%s\", %d, %d, %d, %d, %s, %d, %d, %s, %s, %s%s, %d, %d, %d, %lld,\n", n, f->heads,
               f->kv_heads, f->qk_dim, f->v_dim, aot_dtype_enum(f->dtype), pl->block_q, f->ninputs,
               f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile,
               G ? tile : "NULL", G ? "_group" : "", G, pl->min_block_q, pl->cut_below, (long long)pl->stack);
+    if (gp) {
+        sb_printf(sb, "    %s_grad_bounds, %s_grad_step, %d, %.9gf, attnc_%s_head_kv, %d, {", tile, tile, gp->W,
+                  f->scale, n, f->grad.nreads);
+        for (int r = 0; r < f->grad.nreads; r++) sb_printf(sb, "%s%d", r ? ", " : "", f->grad.reads[r].load->input);
+        sb_puts(sb, f->grad.nreads ? "},\n};\n\n" : "0},\n};\n\n");
+    } else {
+        sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},\n};\n\n");
+    }
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */

@@ -53,22 +53,40 @@ static bool compile_threads_of(const attn_options *opts, int *out, attn_error *e
 /* Machine code for the n optimized funcs into kern: loaded from the on-disk cache (cache.h)
  * when an entry checks out, else compiled, stored (best effort) and linked from the object.
  * ATTN_ERR_NOMEM when the address-space limit leaves LLVM too little room (codegen.h). */
+/* The functions of each func's other roles (group, grad) in the linked code, by the symbol of
+ * its tile function (syms[i], or the cg_tile_symbol names); NULL where it has none. */
+static void kern_roles(attn_kernel *kern, IrFunc **funcs, int n, const char *const *syms, KernRoles *roles) {
+    char name[600];
+    for (int i = 0; i < n; i++) {
+        const char *sym = syms ? syms[i] : cg_tile_symbol(funcs[i]->arena, funcs[i]);
+        attn_rt_tile_fn fn;
+        memset(&roles[i], 0, sizeof roles[i]);
+        /* an entry without a role's function (older) still runs without it */
+        snprintf(name, sizeof name, "%s_group", sym ? sym : "");
+        if (sym && ir_group_size(funcs[i]) && cg_jit_lookup(kern->jit, name, &fn)) roles[i].group = fn;
+        if (!sym || !ir_plan(funcs[i], IR_ROLE_GRAD)) continue;
+        attn_rt_tile_fn gb, gs;
+        snprintf(name, sizeof name, "%s_grad_bounds", sym);
+        bool ok = cg_jit_lookup(kern->jit, name, &gb);
+        snprintf(name, sizeof name, "%s_grad_step", sym);
+        if (ok && cg_jit_lookup(kern->jit, name, &gs)) {
+            roles[i].grad_bounds = (attn_rt_grad_bounds_fn)(void (*)(void))gb;
+            roles[i].grad_step = (attn_rt_grad_step_fn)(void (*)(void))gs;
+        }
+    }
+}
+
 static attn_status kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const CgTarget *t,
-                         const attn_options *opts, attn_rt_tile_fn *tiles, attn_rt_tile_fn *groups,
+                         const attn_options *opts, attn_rt_tile_fn *tiles, KernRoles *roles,
                          StrBuf *msg) {
     if (!cg_address_space_ok(CG_NEED_LOAD, msg)) return ATTN_ERR_NOMEM;
     char *dir = kc_dir(opts);
     KcKey key;
-    char gsym[600];
     if (!dir || !kc_key_init(&key, funcs, n, t)) {
         free(dir);
         if (!cg_address_space_ok(CG_NEED_COMPILE, msg)) return ATTN_ERR_NOMEM;
         if (!cg_jit(funcs, n, t, &kern->jit, tiles, msg)) return ATTN_ERR_COMPILE;
-        for (int i = 0; i < n; i++) {
-            const char *sym = ir_group_size(funcs[i]) ? cg_tile_symbol(funcs[i]->arena, funcs[i]) : NULL;
-            snprintf(gsym, sizeof gsym, "%s_group", sym ? sym : "");
-            if (!sym || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
-        }
+        kern_roles(kern, funcs, n, NULL, roles);
         return ATTN_OK;
     }
     const char *syms[KC_MAX_FUNCS];
@@ -91,11 +109,7 @@ static attn_status kern_codegen(attn_kernel *kern, IrFunc **funcs, int n, const 
         kc_store(dir, &key, obj, len);
         ok = cg_jit_object(obj, len, syms, n, &kern->jit, tiles, msg);
     }
-    for (int i = 0; ok && i < n; i++) {
-        /* an entry without the group function (older) still runs, per head */
-        snprintf(gsym, sizeof gsym, "%s_group", syms[i]);
-        if (!ir_group_size(funcs[i]) || !cg_jit_lookup(kern->jit, gsym, &groups[i])) groups[i] = NULL;
-    }
+    if (ok) kern_roles(kern, funcs, n, syms, roles);
     free(obj);
     kc_key_free(&key);
     free(dir);
@@ -151,8 +165,9 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
     IrFunc *funcs[DRV_MAX_FUNCS];
     IrVariantKind kinds[DRV_MAX_FUNCS];
     int n = drv_compiled_funcs(f, funcs, kinds);
-    attn_rt_tile_fn tiles[DRV_MAX_FUNCS] = {NULL}, groups[DRV_MAX_FUNCS] = {NULL};
-    attn_status cst = kern_codegen(kern, funcs, n, &target, opts, tiles, groups, &msg);
+    attn_rt_tile_fn tiles[DRV_MAX_FUNCS] = {NULL};
+    KernRoles roles[DRV_MAX_FUNCS];
+    attn_status cst = kern_codegen(kern, funcs, n, &target, opts, tiles, roles, &msg);
     if (cst != ATTN_OK) {
         fail(err, cst, sb_str(&msg));
         goto fail;
@@ -181,7 +196,8 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
             break;
         }
         d->tile = tiles[i];
-        d->group = groups[i];
+        d->group = roles[i].group;
+        if (roles[i].grad_step) drv_desc_grad(funcs[i], d, roles[i].grad_bounds, roles[i].grad_step);
     }
     kern->threads = opts->threads;
     kern->compile_ms = now_ms() - t0;
@@ -282,6 +298,29 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
                          : attn_rt_launch_domains(doms, ndoms, &c, pool, err);
     kern_pool_release(kern, pool);
     if (st == ATTN_ERR_INDEX) kern_explain_index(kern, doms[0], &c, err);
+    return st;
+}
+
+attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const attn_grad_call *grad,
+                              attn_error *err) {
+    if (!kern || !call || !grad) {
+        fail(err, ATTN_ERR_NULL, "attn_run_backward: kernel, call and grad are required");
+        return ATTN_ERR_NULL;
+    }
+    if (kern->mla.present) {
+        fail(err, ATTN_ERR_ARG, "the backward of an MLA kernel is not available yet");
+        return ATTN_ERR_ARG;
+    }
+    attn_call c = *call;
+    if (c.threads == 0) c.threads = kern->threads;
+    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    const attn_rt_desc *doms[IR_MAX_DOMAINS];
+    for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
+    int ndoms = kern->ndomains;
+    if (!ndoms) doms[ndoms++] = &kern->desc;
+    attn_status st = attn_rt_launch_backward_domains(doms, ndoms, &c, grad, pool, err);
+    kern_pool_release(kern, pool);
+    if (st == ATTN_ERR_INDEX) kern_explain_index(kern, &kern->desc, &c, err);
     return st;
 }
 

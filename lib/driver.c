@@ -158,3 +158,17 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
         }
     }
 }
+
+void drv_desc_grad(const IrFunc *f, attn_rt_desc *desc, attn_rt_grad_bounds_fn bounds, attn_rt_grad_step_fn step) {
+    const IrPlan *pl = ir_plan(f, IR_ROLE_GRAD);
+    int *map = arena_alloc(f->arena, sizeof(int) * (size_t)f->heads);
+    if (!pl || !map || f->grad.nreads > ATTN_RT_MAX_GRAD_READS) return; /* no backward */
+    for (int h = 0; h < f->heads; h++) map[h] = ir_head_kv(f, h);
+    desc->grad_bounds = bounds;
+    desc->grad_step = step;
+    desc->grad_lanes = pl->W;
+    desc->grad_scale = (float)f->scale;
+    desc->grad_head_kv = map;
+    desc->grad_nreads = f->grad.nreads;
+    for (int r = 0; r < f->grad.nreads; r++) desc->grad_read_input[r] = f->grad.reads[r].load->input;
+}

@@ -36,6 +36,10 @@ bool drv_absorb_forced(const IrFunc *f);
  * variant, if any. Returns their count. */
 int drv_compiled_funcs(IrFunc *f, IrFunc **out, IrVariantKind *kinds);
 
+/* The backward's part of f's descriptor: its generated functions, lanes, scale, head map and
+ * the inputs the score's f32 reads read (the head map lives in f's arena). */
+void drv_desc_grad(const IrFunc *f, attn_rt_desc *desc, attn_rt_grad_bounds_fn bounds, attn_rt_grad_step_fn step);
+
 /* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
  * names point into the func's arena). `tile` may be NULL (AOT). */
 void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inputs,

@@ -6,6 +6,13 @@
 
 #include "driver.h"
 
+/* A compiled func's functions besides its tile function (NULL: none). */
+typedef struct KernRoles {
+    attn_rt_tile_fn group;              /* the group entry */
+    attn_rt_grad_bounds_fn grad_bounds; /* the backward's */
+    attn_rt_grad_step_fn grad_step;
+} KernRoles;
+
 struct attn_kernel {
     IrModule *module;                          /* owns the IR the descriptors point into */
     const IrFunc *func;                        /* the block compiled (its mask explains index errors) */

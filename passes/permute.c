@@ -41,6 +41,7 @@ bool pass_permute(IrFunc *f, PassCtx *ctx) {
     g->name = arena_printf(f->arena, "%s_ranked", f->name);
     g->mask = ir_binary(f->arena, m->op, ir_var(f->arena, IR_V_K), ir_var(f->arena, IR_V_Q));
     g->nvariants = 0;
+    g->grad.present = false; /* the backward runs the block as written */
     if (!g->name || !g->mask || !ir_variant_add(f, IR_VAR_PERMUTED, g)) {
         sb_puts(ctx->err, "permute: out of memory\n");
         return false;

@@ -40,7 +40,7 @@ def main():
             header = open(base + ".h").read()
             for m in re.finditer(r"static const attn_rt_desc attnc_(\w+)_desc[^{]*\{\s*(.*?)\s*\};", header, re.S):
                 fields = [x.strip() for x in m.group(2).split(",") if x.strip()]
-                bound, fns = int(fields[-1]), [f for f in (fields[9], fields[10]) if f != "NULL"]  # stack: the last field
+                bound, fns = int(fields[14]), [f for f in (fields[9], fields[10]) if f != "NULL"]  # stack: field 14
                 worst = 0
                 for fn in fns:
                     pieces = [v for k, v in fr.items() if k.startswith(fn + ".")]

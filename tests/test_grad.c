@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attn/attn.h"
 #include "frontend/frontend.h"
 #include "passes/passes.h"
 #include "tests/check.h"
@@ -33,6 +34,9 @@ static const Spec specs[] = {
     {"xlnet", "attention a { input i32 rank[batch, seq]; heads = 2; head_dim = 4; mask = rank[b, k] <= rank[b, q]; }",
      2, 8, 8, 0},
     {"dilated_cross", "attention a { heads = 1; head_dim = 6; mask = dilated(3) && k <= q; }", 1, 14, 9, -2},
+    {"strided_domains", "attention a { heads = 2; head_dim = 4; mask = strided(4); }", 1, 19, 19, INT64_MIN},
+    {"fixed_domains", "attention a { heads = 2; kv_heads = 1; head_dim = 4; mask = fixed(4, 1);"
+                      " score = score * 0.7; }", 2, 13, 17, INT64_MIN},
     {"scalar_scale", "attention a { input f32 temp; heads = 1; head_dim = 4; mask = k <= q; score = score * temp; }",
      1, 5, 8, INT64_MIN},
 };
@@ -176,6 +180,92 @@ static double check_fd(Case *c, const char *what, float *x, const double *g, int
     return worst;
 }
 
+static attn_tensor tensor(void *data, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
+    attn_tensor t = {.data = data, .ndim = 4, .shape = {d0, d1, d2, d3}};
+    return t;
+}
+
+/* The kernel's backward (attn_run_backward after attn_run) against the reference g, to 1e-3
+ * of each gradient's scale, bitwise the same on 1, 2 and 3 threads. Returns the worst error. */
+static double check_kernel(Case *c, const Spec *s, const IrGradArgs *g) {
+    IrFunc *f = c->f;
+    attn_kernel *kern = NULL;
+    attn_error err = {0};
+    char *diags = NULL;
+    if (attn_compile(s->name, s->text, NULL, &kern, &diags, &err) != ATTN_OK) {
+        CHECK(0, "%s: compile: %s %s", s->name, err.message, diags ? diags : "");
+        attn_free(diags);
+        return INFINITY;
+    }
+    int64_t B = c->a.batch, H = f->heads, KVH = f->kv_heads, Lq = c->a.q_len, Lk = c->a.kv_len;
+    float *lse = malloc(sizeof(float) * (size_t)(B * H * Lq + 1));
+    float *out[3][3];
+    attn_input ins[ATTN_MAX_INPUTS], dins[ATTN_MAX_INPUTS];
+    float *din[3][ATTN_MAX_INPUTS] = {{0}};
+    int nd = 0;
+    for (int i = 0; i < f->ninputs; i++) {
+        ins[i].name = f->inputs[i].name;
+        ins[i].t = (attn_tensor){.data = c->in[i], .ndim = f->inputs[i].rank};
+        for (int d = 0; d < f->inputs[i].rank; d++) ins[i].t.shape[d] = c->a.input_dim[i][d];
+    }
+    attn_call call = {.q = tensor(c->q, B, H, Lq, f->qk_dim), .k = tensor(c->k, B, KVH, Lk, f->qk_dim),
+                      .v = tensor(c->v, B, KVH, Lk, f->v_dim), .o = tensor(c->o, B, H, Lq, f->v_dim),
+                      .lse = {.data = lse, .ndim = 3, .shape = {B, H, Lq}}, .q_offset = c->a.q_offset,
+                      .q_offset_set = 1, .inputs = ins, .ninputs = f->ninputs};
+    CHECK(attn_run(kern, &call, &err) == ATTN_OK, "%s: forward: %s", s->name, err.message);
+    double worst = 0;
+    for (int th = 1; th <= 3; th++) {
+        float *dq = out[th - 1][0] = malloc(sizeof(float) * (size_t)c->nq);
+        float *dk = out[th - 1][1] = malloc(sizeof(float) * (size_t)c->nk);
+        float *dv = out[th - 1][2] = malloc(sizeof(float) * (size_t)c->nv);
+        nd = 0;
+        for (int i = 0; i < f->ninputs; i++)
+            if (g->dinput[i]) {
+                din[th - 1][i] = malloc(sizeof(float) * (size_t)c->nin[i]);
+                dins[nd] = ins[i];
+                dins[nd].t.data = din[th - 1][i];
+                nd++;
+            }
+        attn_grad_call gc = {.dout = tensor(c->dout, B, H, Lq, f->v_dim), .dq = tensor(dq, B, H, Lq, f->qk_dim),
+                             .dk = tensor(dk, B, KVH, Lk, f->qk_dim), .dv = tensor(dv, B, KVH, Lk, f->v_dim),
+                             .dinputs = dins, .ndinputs = nd};
+        call.threads = th;
+        CHECK(attn_run_backward(kern, &call, &gc, &err) == ATTN_OK, "%s: backward: %s", s->name, err.message);
+        if (th > 1) {
+            /* deterministic: bitwise the run on one thread */
+            CHECK(memcmp(dq, out[0][0], sizeof(float) * (size_t)c->nq) == 0 &&
+                      memcmp(dk, out[0][1], sizeof(float) * (size_t)c->nk) == 0 &&
+                      memcmp(dv, out[0][2], sizeof(float) * (size_t)c->nv) == 0,
+                  "%s: %d threads differ from one", s->name, th);
+            for (int i = 0; i < f->ninputs; i++)
+                if (din[th - 1][i])
+                    CHECK(memcmp(din[th - 1][i], din[0][i], sizeof(float) * (size_t)c->nin[i]) == 0,
+                          "%s: d%s on %d threads differs from one", s->name, f->inputs[i].name, th);
+            continue;
+        }
+        typedef struct { const char *name; const float *got; const double *want; int64_t n; } Cmp;
+        Cmp t[3 + ATTN_MAX_INPUTS] = {
+            {"dq", dq, g->dq, c->nq}, {"dk", dk, g->dk, c->nk}, {"dv", dv, g->dv, c->nv}};
+        int nt = 3;
+        for (int i = 0; i < f->ninputs; i++)
+            if (din[0][i]) t[nt++] = (Cmp){f->inputs[i].name, din[0][i], g->dinput[i], c->nin[i]};
+        for (int j = 0; j < nt; j++) {
+            double scale = 1e-12, e = 0;
+            for (int64_t x = 0; x < t[j].n; x++) scale = fmax(scale, fabs(t[j].want[x]));
+            for (int64_t x = 0; x < t[j].n; x++) e = fmax(e, fabs(t[j].got[x] - t[j].want[x]) / scale);
+            CHECK(e <= 1e-3, "%s: kernel %s off by %.3g of its scale", s->name, t[j].name, e);
+            worst = fmax(worst, e);
+        }
+    }
+    for (int th = 0; th < 3; th++) {
+        for (int j = 0; j < 3; j++) free(out[th][j]);
+        for (int i = 0; i < ATTN_MAX_INPUTS; i++) free(din[th][i]);
+    }
+    free(lse);
+    attn_kernel_free(kern);
+    return worst;
+}
+
 int main(void) {
     int nspecs = (int)(sizeof specs / sizeof specs[0]);
     for (int s = 0; s < nspecs; s++) {
@@ -216,7 +306,9 @@ int main(void) {
             for (int64_t i = 0; i < 6 * f->qk_dim; i++) EXPECT(g.dq[i] == 0);
             for (int64_t i = (c.a.kv_len - 6) * f->qk_dim; i < c.nk; i++) EXPECT(g.dk[i] == 0);
         }
-        printf("%-16s backward vs finite differences: %.2g of the scale\n", specs[s].name, worst);
+        double kw = check_kernel(&c, &specs[s], &g);
+        printf("%-16s reference vs finite differences: %.2g of the scale; kernel vs reference: %.2g\n",
+               specs[s].name, worst, kw);
         free(g.dq);
         free(g.dk);
         free(g.dv);

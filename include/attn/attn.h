@@ -57,6 +57,13 @@ attn_status attn_build(const char *path, const char *text, const attn_options *o
 /* Runs a compiled kernel. Several threads may run kernels at once. */
 attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err);
 
+/* The backward of a forward call: `call` as given to attn_run, with its o and lse holding the
+ * forward's results; `grad` holds d loss / d o (dout) and receives dq, dk, dv and the wanted
+ * gradients of the f32 inputs the score reads (dinputs, by name). f32 kernels that are not
+ * MLA; deterministic for any thread count. */
+attn_status attn_run_backward(attn_kernel *kernel, const attn_call *call, const attn_grad_call *grad,
+                              attn_error *err);
+
 /* Runs an MLA kernel; `used_absorbed` (may be NULL) tells which variant ran. */
 attn_status attn_run_mla(attn_kernel *kernel, const attn_mla_call *call, int *used_absorbed,
                          attn_error *err);

@@ -132,6 +132,16 @@ typedef int32_t (*attn_rt_tile_fn)(const attn_rt_args *a, int64_t b, int64_t h, 
                                    int64_t q1);
 
 /* Everything the runtime needs to know about one compiled attention block. */
+/* The backward's generated functions (the grad role): the keys query position q of (b, h) may
+ * see, into k[0], k[1]; and for the W keys from k0, given the scaled scores in fio[0 .. W),
+ * the modified scores (-inf where hidden), d score / ds in fio[W ..), and for each f32 input
+ * read r of the score its derivative in fio[(2 + r) W ..) and the element read in iio[r W ..).
+ * Both return 1 when an input index fell outside its array. */
+typedef int32_t (*attn_rt_grad_bounds_fn)(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t *k);
+typedef int32_t (*attn_rt_grad_step_fn)(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t k0,
+                                        float *fio, int64_t *iio);
+#define ATTN_RT_MAX_GRAD_READS 8 /* f32 input reads of a score the backward follows */
+
 typedef struct attn_rt_desc {
     const char *name;                    /* the attention block's name */
     int heads, kv_heads, qk_dim, v_dim;  /* the spec's sizes */
@@ -148,6 +158,14 @@ typedef struct attn_rt_desc {
     int64_t stack;                       /* bytes of stack tile and group take at most (their
                                           * scratch): the runtime runs them only on threads with
                                           * that much free (0: little) */
+    /* The backward (grad_step NULL: none; AOT objects have none yet). */
+    attn_rt_grad_bounds_fn grad_bounds;  /* the keys a query row may see */
+    attn_rt_grad_step_fn grad_step;      /* the mask, score and derivatives of W keys */
+    int grad_lanes;                      /* W */
+    float grad_scale;                    /* the spec's scale */
+    const int *grad_head_kv;             /* [heads]: the K/V head each query head reads */
+    int grad_nreads;                     /* f32 input reads of the score */
+    int grad_read_input[ATTN_RT_MAX_GRAD_READS]; /* the input each read reads */
 } attn_rt_desc;
 
 /* A reusable thread pool. */
@@ -232,6 +250,27 @@ attn_status attn_rt_launch_mla(const attn_rt_mla_desc *desc, const attn_mla_call
 int attn_rt_mla_prefers_absorbed(const attn_rt_mla_desc *desc, int64_t q_len, int64_t kv_len);
 
 const char *attn_status_name(attn_status s);
+
+/* A backward call: d loss / d o in, the gradients out (f32; the shapes of o, q, k, v; any
+ * strides with a unit last one). dinputs: the gradients wanted of the f32 inputs the score
+ * reads, by name, each shaped like its input (contiguous). */
+typedef struct attn_grad_call {
+    attn_tensor dout;           /* [batch, heads, q_len, v_dim] */
+    attn_tensor dq;             /* out: [batch, heads, q_len, qk_dim] */
+    attn_tensor dk;             /* out: [batch, kv_heads, kv_len, qk_dim] */
+    attn_tensor dv;             /* out: [batch, kv_heads, kv_len, v_dim] */
+    const attn_input *dinputs;  /* out: name and tensor of each gradient wanted */
+    int ndinputs;               /* entries in dinputs */
+} attn_grad_call;
+
+/* The backward of the forward call c (its o and lse must hold the forward's results). The
+ * same results bit for bit whatever the number of threads. */
+attn_status attn_rt_launch_backward(const attn_rt_desc *desc, const attn_call *c, const attn_grad_call *g,
+                                    attn_rt_pool *pool, attn_error *err);
+/* The same for a mask split into disjoint key domains (attn_rt_launch_domains' descriptors):
+ * the gradients of the one softmax over all of them. */
+attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
+                                            const attn_grad_call *g, attn_rt_pool *pool, attn_error *err);
 
 #ifdef __cplusplus
 }
