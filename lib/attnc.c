@@ -301,6 +301,21 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
     return st;
 }
 
+int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
+    const attn_rt_desc *d = kern && kern->ndomains ? &kern->desc_dom[0] : kern ? &kern->desc : NULL;
+    if (!d || !d->grad_step || kern->mla.present) return -1;
+    bool seen[ATTN_MAX_INPUTS] = {false};
+    int n = 0;
+    for (int r = 0; r < d->grad_nreads; r++) {
+        int in = d->grad_read_input[r];
+        if (in < 0 || in >= ATTN_MAX_INPUTS || seen[in]) continue;
+        seen[in] = true;
+        if (idx) idx[n] = in;
+        n++;
+    }
+    return n;
+}
+
 attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const attn_grad_call *grad,
                               attn_error *err) {
     if (!kern || !call || !grad) {

@@ -52,7 +52,7 @@ static const struct {
 typedef enum OptId {
     OPT_KERNEL, OPT_DEFINE, OPT_THREADS, OPT_OPT, OPT_NO_PRUNE, OPT_ABSORB, OPT_AFTER, OPT_LLVM,
     OPT_OUT_FILE, OPT_EMIT, OPT_HEADER, OPT_TARGET, OPT_CPU, OPT_IN, OPT_OUT, OPT_Q_OFFSET,
-    OPT_BATCH, OPT_Q_LEN, OPT_KV_LEN, OPT_JSON, OPT_REPS, OPT_SVG, OPT_HELP
+    OPT_BATCH, OPT_Q_LEN, OPT_KV_LEN, OPT_JSON, OPT_REPS, OPT_SVG, OPT_GRAD, OPT_HELP
 } OptId;
 
 static const struct {
@@ -87,6 +87,8 @@ static const struct {
     {"--json", OPT_JSON, false, ON(CMD_BENCH), "   one JSON object on the last line"},
     {"--reps", OPT_REPS, true, ON(CMD_BENCH), "R   timed runs (default: ~1 s worth, at least 3)"},
     {"--svg", OPT_SVG, true, ON(CMD_MASK), "OUT.svg   also draw the mask as SVG"},
+    {"--grad", OPT_GRAD, false, ON(CMD_RUN) | ON(CMD_BENCH),
+     "   the backward: gradients dq, dk, dv, d<input> from --in do=X.npy (bench: time it)"},
     {"--help", OPT_HELP, false, ALL, "   this help"},
 };
 #define CLI_NOPTS ((int)(sizeof cli_opts / sizeof cli_opts[0]))
@@ -119,6 +121,7 @@ typedef struct Cli {
     bool json;
     int reps;                  /* 0: automatic */
     const char *svg;
+    bool grad;                 /* run/bench --grad */
 } Cli;
 
 // messages
@@ -408,6 +411,7 @@ static int cli_parse(Cli *c, int argc, char **argv) {
             *(id == OPT_BATCH ? &c->batch : id == OPT_Q_LEN ? &c->q_len : &c->kv_len) = n;
             break;
         case OPT_JSON: c->json = true; break;
+        case OPT_GRAD: c->grad = true; break;
         case OPT_REPS:
             if (!cli_parse_i64(value, 1, 1000000, &n))
                 return cli_usage(cmd, "--reps needs an integer in [1, 1000000], got '%s'", value);
@@ -778,7 +782,144 @@ static const CliTensorSpec cli_mla_tensors[] = {
 };
 #define CLI_MAX_TENSORS 6
 
+/* run --grad: q, k, v, do and the inputs in (o and lse too, else a forward run makes them);
+ * dq, dk, dv and d<input> out. */
+static int cmd_run_grad(Cli *c) {
+    int rc = 0;
+    attn_kernel *kern = cli_compile(c, &rc);
+    if (!kern) return rc;
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    enum { NT = 6 }; /* q, k, v, do, o, lse */
+    static const char *const tn[NT + 1] = {"q", "k", "v", "do", "o", "lse", NULL};
+    int gin[ATTN_MAX_INPUTS];
+    int ngin = attn_kernel_grad_inputs(kern, gin);
+    NpyArray arr[NT];
+    memset(arr, 0, sizeof arr);
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    float *out[3 + ATTN_MAX_INPUTS] = {NULL};
+    float *o = NULL, *lse = NULL;
+    attn_input dins[ATTN_MAX_INPUTS];
+    char msg[512];
+    const char *paths[NT] = {NULL};
+    if (attn_kernel_is_mla(kern) || ngin < 0) {
+        rc = cli_error(EXIT_INPUT, "'%s' has no backward (f32 kernels that are not MLA have one)", d->name);
+        goto done;
+    }
+    for (int i = 0; i < c->nouts && !rc; i++) {
+        const char *n = c->outs[i].name;
+        bool ok = !strcmp(n, "dq") || !strcmp(n, "dk") || !strcmp(n, "dv");
+        for (int j = 0; j < ngin && !ok; j++) ok = n[0] == 'd' && !strcmp(n + 1, d->inputs[gin[j]].name);
+        if (!ok) {
+            char names[256] = "dq, dk, dv";
+            size_t len = strlen(names);
+            for (int j = 0; j < ngin && len < sizeof names; j++)
+                len += (size_t)snprintf(names + len, sizeof names - len, ", d%s", d->inputs[gin[j]].name);
+            rc = cli_error(EXIT_INPUT, "--out %s: the gradients are %s", n, names);
+        }
+        for (int j = 0; j < i && !rc; j++)
+            if (!strcmp(n, c->outs[j].name)) rc = cli_error(EXIT_INPUT, "--out %s is given twice", n);
+    }
+    for (int i = 0; i < c->nins && !rc; i++)
+        for (int t = 0; t < NT; t++)
+            if (!strcmp(c->ins[i].name, tn[t])) {
+                if (paths[t]) rc = cli_error(EXIT_INPUT, "--in %s is given twice", tn[t]);
+                paths[t] = c->ins[i].path;
+            }
+    for (int t = 0; t < 4 && !rc; t++)
+        if (!paths[t]) rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (--grad needs q, k, v and do)", tn[t]);
+    if (!rc && !paths[4] != !paths[5]) rc = cli_error(EXIT_INPUT, "give both --in o= and --in lse= (or neither)");
+    for (int t = 0; t < NT && !rc; t++) {
+        if (!paths[t]) continue;
+        int nd = t == 5 ? 3 : 4;
+        if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
+        else if (arr[t].ndim != nd)
+            rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d", paths[t], tn[t], arr[t].ndim, nd);
+        else if (!cli_to_dtype(&arr[t], ATTN_F32, tn[t], paths[t]))
+            rc = EXIT_INPUT;
+    }
+    if (rc) goto done;
+    int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = arr[1].shape[2];
+    if ((rc = cli_load_inputs(c, d, &in, tn, false, NULL, NULL, B, Lq, Lk))) goto done;
+    int64_t so[4] = {B, d->heads, Lq, d->v_dim}, sq[4] = {B, d->heads, Lq, d->qk_dim},
+            sk[4] = {B, d->kv_heads, Lk, d->qk_dim}, sv[4] = {B, d->kv_heads, Lk, d->v_dim};
+    attn_error err = {0};
+    attn_call call;
+    memset(&call, 0, sizeof call);
+    cli_tensor(&call.q, arr[0].data, 4, arr[0].shape);
+    cli_tensor(&call.k, arr[1].data, 4, arr[1].shape);
+    cli_tensor(&call.v, arr[2].data, 4, arr[2].shape);
+    call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call.q_offset_set = c->has_q_offset;
+    call.inputs = in.bind;
+    call.ninputs = in.n;
+    call.threads = c->opts.threads;
+    char probe;
+    cli_tensor(&call.o, &probe, 4, so);
+    if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) { /* sizes first: nothing large allocated yet */
+        rc = cli_status_error(&err);
+        goto done;
+    }
+    if (paths[4]) {
+        cli_tensor(&call.o, arr[4].data, 4, arr[4].shape);
+        cli_tensor(&call.lse, arr[5].data, 3, arr[5].shape);
+    } else {
+        o = calloc((size_t)(B * d->heads * Lq * d->v_dim) + 1, sizeof *o);
+        lse = calloc((size_t)(B * d->heads * Lq) + 1, sizeof *lse);
+        if (!o || !lse) {
+            rc = cli_error(EXIT_INPUT, "out of memory");
+            goto done;
+        }
+        cli_tensor(&call.o, o, 4, so);
+        cli_tensor(&call.lse, lse, 3, so);
+        if (attn_run(kern, &call, &err) != ATTN_OK) {
+            rc = cli_status_error(&err);
+            goto done;
+        }
+    }
+    const int64_t *gs[3] = {sq, sk, sv};
+    for (int t = 0; t < 3 && !rc; t++)
+        if (!(out[t] = calloc((size_t)(gs[t][0] * gs[t][1] * gs[t][2] * gs[t][3]) + 1, sizeof(float))))
+            rc = cli_error(EXIT_INPUT, "out of memory");
+    attn_grad_call g;
+    memset(&g, 0, sizeof g);
+    cli_tensor(&g.dout, arr[3].data, 4, arr[3].shape);
+    cli_tensor(&g.dq, out[0], 4, sq);
+    cli_tensor(&g.dk, out[1], 4, sk);
+    cli_tensor(&g.dv, out[2], 4, sv);
+    for (int j = 0; j < ngin && !rc; j++) {
+        const attn_tensor *it = &in.bind[gin[j]].t;
+        int64_t n = 1;
+        for (int k = 0; k < it->ndim; k++) n *= it->shape[k];
+        if (!(out[3 + j] = calloc((size_t)n + 1, sizeof(float)))) rc = cli_error(EXIT_INPUT, "out of memory");
+        dins[j].name = d->inputs[gin[j]].name;
+        cli_tensor(&dins[j].t, out[3 + j], it->ndim, it->shape);
+    }
+    g.dinputs = dins;
+    g.ndinputs = ngin;
+    if (!rc && attn_run_backward(kern, &call, &g, &err) != ATTN_OK) rc = cli_status_error(&err);
+    if (!rc && c->nouts == 0) cli_note("no --out given: nothing written");
+    for (int i = 0; i < c->nouts && !rc; i++) {
+        const char *n = c->outs[i].name;
+        int t = !strcmp(n, "dq") ? 0 : !strcmp(n, "dk") ? 1 : !strcmp(n, "dv") ? 2 : -1;
+        const attn_tensor *gt = t == 0 ? &g.dq : t == 1 ? &g.dk : t == 2 ? &g.dv : NULL;
+        for (int j = 0; j < ngin && !gt; j++)
+            if (!strcmp(n + 1, d->inputs[gin[j]].name)) gt = &dins[j].t;
+        if (!npy_write(c->outs[i].path, NPY_F32, gt->data, gt->ndim, gt->shape, msg, sizeof msg))
+            rc = cli_error(EXIT_INPUT, "%s", msg);
+    }
+done:
+    for (int t = 0; t < NT; t++) npy_free(&arr[t]);
+    for (int t = 0; t < 3 + ATTN_MAX_INPUTS; t++) free(out[t]);
+    cli_inputs_free(&in);
+    free(o);
+    free(lse);
+    attn_kernel_free(kern);
+    return rc;
+}
+
 static int cmd_run(Cli *c) {
+    if (c->grad) return cmd_run_grad(c);
     for (int i = 0; i < c->nouts; i++) {
         if (strcmp(c->outs[i].name, "o") != 0 && strcmp(c->outs[i].name, "lse") != 0)
             return cli_error(EXIT_INPUT, "--out %s: outputs are o and lse", c->outs[i].name);
@@ -1023,9 +1164,12 @@ typedef struct BenchCall {
     attn_call call;
     attn_mla_call mcall;
     int absorbed; /* MLA: which variant ran */
+    bool grad;    /* time the backward (call holds the forward's o and lse) */
+    attn_grad_call g;
 } BenchCall;
 
 static attn_status bench_run(BenchCall *bc, attn_error *err) {
+    if (bc->grad) return attn_run_backward(bc->kern, &bc->call, &bc->g, err);
     return bc->mla ? attn_run_mla(bc->kern, &bc->mcall, &bc->absorbed, err) : attn_run(bc->kern, &bc->call, err);
 }
 
@@ -1056,6 +1200,7 @@ static int cmd_bench(Cli *c) {
     attn_kernel *kern = NULL;
     enum { NBUF = 7 };
     void *buf[NBUF] = {NULL};
+    float *gbuf[5] = {NULL}; /* --grad: lse, do, dq, dk, dv */
     double *times = NULL;
     CliInputs in;
     memset(&in, 0, sizeof in);
@@ -1145,6 +1290,33 @@ static int cmd_bench(Cli *c) {
         mc->absorb = c->opts.absorb;
     }
 
+    if (c->grad) {
+        if (bc.mla || attn_kernel_grad_inputs(kern, NULL) < 0) {
+            rc = cli_error(EXIT_INPUT, "'%s' has no backward (f32 kernels that are not MLA have one)", d->name);
+            goto done;
+        }
+        const int64_t *gs[5] = {so, so, sq, sk, sv};
+        for (int i = 0; i < 5; i++) {
+            size_t n = (size_t)(gs[i][0] * gs[i][1] * gs[i][2] * (i ? gs[i][3] : 1));
+            if (!(gbuf[i] = calloc(n + 1, sizeof(float)))) {
+                rc = cli_error(EXIT_INPUT, "out of memory");
+                goto done;
+            }
+            if (i == 1) cli_random_fill(gbuf[i], n, ATTN_F32, &seed);
+        }
+        cli_tensor(&call->lse, gbuf[0], 3, so);
+        /* the forward's o and lse, once, before the timed backward calls */
+        if (attn_run(kern, call, &err) != ATTN_OK) {
+            rc = cli_status_error(&err);
+            goto done;
+        }
+        bc.grad = true;
+        cli_tensor(&bc.g.dout, gbuf[1], 4, so);
+        cli_tensor(&bc.g.dq, gbuf[2], 4, sq);
+        cli_tensor(&bc.g.dk, gbuf[3], 4, sk);
+        cli_tensor(&bc.g.dv, gbuf[4], 4, sv);
+    }
+
     double t0 = cli_now_ms();
     if (bench_run(&bc, &err) != ATTN_OK) { /* warm-up */
         rc = cli_status_error(&err);
@@ -1179,7 +1351,9 @@ static int cmd_bench(Cli *c) {
     }
     double all_pairs = (double)B * d->heads * (double)Lq * (double)Lk;
     double visible = visible_pairs / all_pairs;
-    double gflops = ms > 0 ? 2.0 * (d->qk_dim + d->v_dim) * visible_pairs / (ms * 1e6) : 0;
+    /* useful flops per visible pair and head: forward 2 (qk + v); backward 2 (3 qk + 2 v) */
+    double per_pair = c->grad ? 2.0 * (3 * d->qk_dim + 2 * d->v_dim) : 2.0 * (d->qk_dim + d->v_dim);
+    double gflops = ms > 0 ? per_pair * visible_pairs / (ms * 1e6) : 0;
     int threads = c->opts.threads ? c->opts.threads : attn_rt_cpu_count();
     char warm_ms[32] = "null";
     if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
@@ -1194,10 +1368,10 @@ static int cmd_bench(Cli *c) {
                ", \"heads\": %d, \"kv_heads\": %d, \"qk_dim\": %d, \"v_dim\": %d, \"dtype\": \"%s\", "
                "\"q_offset\": %" PRId64 ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, "
                "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f, "
-               "\"compile_ms_warm\": %s%s}\n",
+               "\"compile_ms_warm\": %s, \"grad\": %s%s}\n",
                d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, ir_dtype_name(dtype),
                args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
-               warm_ms, mla_json);
+               warm_ms, c->grad ? "true" : "false", mla_json);
     } else {
         printf("kernel      %s (%s%s)\n", d->name, ir_dtype_name(dtype), mla_text);
         printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 ", kv_len %" PRId64
@@ -1208,9 +1382,10 @@ static int cmd_bench(Cli *c) {
         else printf("compile     %.1f ms cold (kernel cache off)\n", compile_ms);
         printf("time        %.3f ms median, %.3f ms min (%d runs)\n", ms, ms_min, reps);
         printf("visible     %.2f%% of query-key pairs%s\n", visible * 100, exact ? "" : " (sampled)");
-        printf("throughput  %.2f GFLOP/s (useful flops only)\n", gflops);
+        printf("throughput  %.2f GFLOP/s (useful flops only%s)\n", gflops, c->grad ? ", of the backward" : "");
     }
 done:
+    for (int i = 0; i < 5; i++) free(gbuf[i]);
     free(times);
     for (int i = 0; i < NBUF; i++) free(buf[i]);
     cli_inputs_free(&in);

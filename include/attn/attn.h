@@ -64,6 +64,11 @@ attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err
 attn_status attn_run_backward(attn_kernel *kernel, const attn_call *call, const attn_grad_call *grad,
                               attn_error *err);
 
+/* Whether the kernel has a backward: -1 if not; else the number of f32 inputs whose gradient
+ * it gives (those the score reads), their indices in the spec's input order stored in idx
+ * (ATTN_MAX_INPUTS entries at most; idx may be NULL). */
+int attn_kernel_grad_inputs(const attn_kernel *kernel, int *idx);
+
 /* Runs an MLA kernel; `used_absorbed` (may be NULL) tells which variant ran. */
 attn_status attn_run_mla(attn_kernel *kernel, const attn_mla_call *call, int *used_absorbed,
                          attn_error *err);

@@ -71,6 +71,7 @@ ATTN_ERR_OFFSET, ATTN_ERR_INPUT, ATTN_ERR_INDEX, ATTN_ERR_SPEC, ATTN_ERR_COMPILE
 ATTN_ERR_NOMEM, ATTN_ERR_IO, ATTN_ERR_ARG, ATTN_ERR_DTYPE = 11, 12, 13, 14
 
 _MAX_DIMS = 4
+_MAX_INPUTS = 16                   # ATTN_MAX_INPUTS
 _Q_OFFSET_LIMIT = 2 ** 40          # |q_offset| beyond is refused (ATTN_ERR_OFFSET)
 _INT_MAX = 2 ** 31 - 1             # a C int
 _ABSORB = {None: 0, "auto": 0, True: 1, "on": 1, False: 2, "off": 2}  # ATTN_ABSORB_SPEC/_ON/_OFF
@@ -159,7 +160,16 @@ class _Desc(ctypes.Structure):
                 ("block_q", ctypes.c_int), ("ninputs", ctypes.c_int),
                 ("inputs", ctypes.POINTER(_InputDesc)), ("tile", ctypes.c_void_p),
                 ("group", ctypes.c_void_p), ("group_size", ctypes.c_int), ("min_block_q", ctypes.c_int),
-                ("cut_below", ctypes.c_int), ("stack", ctypes.c_int64)]
+                ("cut_below", ctypes.c_int), ("stack", ctypes.c_int64),
+                ("grad_bounds", ctypes.c_void_p), ("grad_step", ctypes.c_void_p),
+                ("grad_lanes", ctypes.c_int), ("grad_scale", ctypes.c_float),
+                ("grad_head_kv", ctypes.c_void_p), ("grad_nreads", ctypes.c_int),
+                ("grad_read_input", ctypes.c_int * 8)]
+
+
+class _GradCall(ctypes.Structure):
+    _fields_ = [("dout", _Tensor), ("dq", _Tensor), ("dk", _Tensor), ("dv", _Tensor),
+                ("dinputs", ctypes.POINTER(_Input)), ("ndinputs", ctypes.c_int)]
 
 
 _lib = None
@@ -211,6 +221,11 @@ def load_library():
         lib.attn_compile.restype = ctypes.c_int
         lib.attn_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_Error)]
         lib.attn_run.restype = ctypes.c_int
+        lib.attn_run_backward.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_GradCall),
+                                          ctypes.POINTER(_Error)]
+        lib.attn_run_backward.restype = ctypes.c_int
+        lib.attn_kernel_grad_inputs.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+        lib.attn_kernel_grad_inputs.restype = ctypes.c_int
         lib.attn_run_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall),
                                      ctypes.POINTER(ctypes.c_int), ctypes.POINTER(_Error)]
         lib.attn_run_mla.restype = ctypes.c_int
@@ -445,6 +460,11 @@ class Kernel:
             dims = tuple(_DIM_KINDS.get(ind.dim_kind[j], int(ind.dim_value[j])) for j in range(ind.rank))
             self.input_decls[ind.name.decode()] = (_DTYPES[ind.dtype], dims)
         self.inputs = list(self.input_decls)
+        # the f32 inputs whose gradient the backward gives: those the score reads
+        gi = (ctypes.c_int * _MAX_INPUTS)()
+        ng = lib.attn_kernel_grad_inputs(handle, gi)
+        self.has_backward = ng >= 0
+        self.grad_inputs = [d.inputs[gi[i]].name.decode() for i in range(max(ng, 0))]
         self.compile_ms = lib.attn_kernel_compile_ms(handle)
         self.cache_hit = bool(lib.attn_kernel_cache_hit(handle))
         info = _MlaInfo()
@@ -603,6 +623,66 @@ class Kernel:
             self._run(lambda h, c, e: run(h, ctypes.byref(c), ctypes.byref(e)), call)
         del keep, arrs
         return (o, lse) if return_lse else o
+
+
+    def backward(self, q, k, v, do, o=None, lse=None, q_offset=None, threads=None, **inputs):
+        """The gradients of sum(do * o) for o = kern(q, k, v, **inputs):
+
+            dq, dk, dv, dinputs = kern.backward(q, k, v, do, o=None, lse=None, q_offset=None,
+                                                threads=None, **inputs)
+
+          do [batch, heads, q_len, v_dim]: the gradient of the output. o and lse: the forward's
+          results (kern(..., return_lse=True)); None runs the forward first. Returns float32
+          dq, dk, dv shaped like q, k, v, and dinputs, a dict from the name of each f32 input
+          the score reads (grad_inputs) to its gradient, shaped like the input (every read of
+          an element adds to it); masks, i32 inputs and constants have none.
+
+        f32 kernels that are not MLA (has_backward). The same call gives bitwise the same
+        gradients run after run and whatever the number of threads."""
+        if self.is_mla or not self.has_backward:
+            raise AttnError(ATTN_ERR_ARG, "'%s' has no backward (f32 kernels that are not MLA have one)"
+                            % self.name)
+        if o is None or lse is None:
+            o, lse = self(q, k, v, q_offset=q_offset, return_lse=True, threads=threads, **inputs)
+        qoff = 0 if q_offset is None else _int_arg("q_offset", q_offset, -_Q_OFFSET_LIMIT, _Q_OFFSET_LIMIT,
+                                                   ATTN_ERR_OFFSET)
+        nthreads = self.threads if threads is None else _int_arg("threads", threads, 0, _INT_MAX, ATTN_ERR_ARG)
+        keep = []
+        arrs = [_as_storage(n, x, "f32") for n, x in (("q", q), ("k", k), ("v", v), ("o", o), ("do", do))]
+        lse = _as_storage("lse", lse, "f32")
+        qa, ka, va = arrs[0], arrs[1], arrs[2]
+        for n, a in zip(("q", "k", "v", "o", "do"), arrs):
+            if a.ndim != 4:
+                raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected 4" % (n, a.ndim))
+        dq = np.empty(qa.shape, dtype=np.float32)
+        dk = np.empty(ka.shape, dtype=np.float32)
+        dv = np.empty(va.shape, dtype=np.float32)
+        call = _Call()
+        call.q, call.k, call.v, call.o = (_tensor(a) for a in arrs[:4])
+        call.lse = _tensor(lse)
+        call.q_offset = qoff
+        call.q_offset_set = int(q_offset is not None)
+        call.threads = nthreads
+        call.inputs, call.ninputs = self._bind_inputs(inputs, keep)
+        dinputs = {}
+        for n in self.grad_inputs:
+            if n in inputs:
+                dinputs[n] = np.zeros(np.shape(inputs[n]), dtype=np.float32)
+        darr = (_Input * max(1, len(dinputs)))()
+        for i, (n, a) in enumerate(dinputs.items()):
+            bn = n.encode()
+            keep += [bn]
+            darr[i].name = bn
+            darr[i].t = _tensor(a)
+        g = _GradCall()
+        g.dout = _tensor(arrs[4])
+        g.dq, g.dk, g.dv = _tensor(dq), _tensor(dk), _tensor(dv)
+        g.dinputs = darr
+        g.ndinputs = len(dinputs)
+        run = self._lib.attn_run_backward
+        self._run(lambda h, c, e: run(h, ctypes.byref(c), ctypes.byref(g), ctypes.byref(e)), call)
+        del keep, arrs
+        return dq, dk, dv, dinputs
 
 
 def _is_text(src):
