@@ -277,6 +277,14 @@ static void kern_explain_index(const attn_kernel *kern, const attn_rt_desc *d, c
     sb_free(&msg);
 }
 
+/* The descriptors a call runs: the key domains, or the block's alone. Returns their count. */
+static int kern_domains(const attn_kernel *kern, const attn_rt_desc **doms) {
+    for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
+    if (kern->ndomains) return kern->ndomains;
+    doms[0] = &kern->desc;
+    return 1;
+}
+
 attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) {
     if (!kern || !call) {
         fail(err, ATTN_ERR_NULL, "attn_run: kernel and call are required");
@@ -290,9 +298,7 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
     if (c.threads == 0) c.threads = kern->threads;
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
-    for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
-    int ndoms = kern->ndomains;
-    if (!ndoms) doms[ndoms++] = &kern->desc;
+    int ndoms = kern_domains(kern, doms);
     attn_status st = kern->perm_input >= 0
                          ? attn_rt_launch_permuted(&kern->desc_perm, kern->perm_input, doms, ndoms, &c, pool, err)
                          : attn_rt_launch_domains(doms, ndoms, &c, pool, err);
@@ -330,9 +336,7 @@ attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const at
     if (c.threads == 0) c.threads = kern->threads;
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
-    for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
-    int ndoms = kern->ndomains;
-    if (!ndoms) doms[ndoms++] = &kern->desc;
+    int ndoms = kern_domains(kern, doms);
     attn_status st = attn_rt_launch_backward_domains(doms, ndoms, &c, grad, pool, err);
     kern_pool_release(kern, pool);
     if (st == ATTN_ERR_INDEX) kern_explain_index(kern, &kern->desc, &c, err);
