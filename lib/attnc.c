@@ -7,6 +7,7 @@
 
 #include "cache.h"
 #include "kernel.h"
+#include "runtime/rt_internal.h" /* rt_check_call */
 
 void attn_options_init(attn_options *opts) {
     memset(opts, 0, sizeof *opts);
@@ -243,7 +244,7 @@ static void kern_explain_index(const attn_kernel *kern, const attn_rt_desc *d, c
                                attn_error *err) {
     const IrFunc *f = kern->func;
     attn_rt_args a;
-    if (!f || !err || attn_rt_check(d, c, &a, NULL) != ATTN_OK) return;
+    if (!f || !err || rt_check_call(d, c, &a, false, NULL) != ATTN_OK) return; /* MLA's stand-ins share one address */
     StrBuf msg;
     sb_init(&msg);
     IrEnv env = {.q_len = a.q_len, .kv_len = a.kv_len, .args = &a};

@@ -16,6 +16,7 @@
 
 #include "frontend/fe.h" /* fe_prelude_text */
 #include "lib/driver.h"
+#include "runtime/rt_internal.h" /* rt_check_call */
 #include "tools/npy.h"
 
 #ifndef ATTNC_VERSION
@@ -848,7 +849,7 @@ static int cmd_run(Cli *c) {
         call.threads = c->opts.threads;
         /* validate first, so a wrong shape is reported before anything large is allocated
          * (lse's sizes are o's first three) */
-        if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) {
+        if (rt_check_call(d, &call, NULL, false, &err) != ATTN_OK) { /* o is a stand-in */
             rc = cli_status_error(&err);
             goto done;
         }
@@ -1408,7 +1409,7 @@ static int cmd_mask(Cli *c) {
     call.inputs = in.bind;
     call.ninputs = in.n;
     attn_rt_args args;
-    if (attn_rt_check(&d, &call, &args, &err) != ATTN_OK) {
+    if (rt_check_call(&d, &call, &args, false, &err) != ATTN_OK) { /* stand-ins share one address */
         rc = cli_status_error(&err);
         goto done;
     }
