@@ -308,6 +308,9 @@ class TestMessages(unittest.TestCase):
                           defines={"ww": 2})
         self.assertPythonic(str(cm.exception))
         self.assertIn("ww", str(cm.exception))
+        # the location is neutral: no front end's words
+        self.assertIn("<defines>: error: unknown define 'ww'", str(cm.exception))
+        self.assertNotIn("command line", str(cm.exception))
         with self.assertRaises(attnc.AttnError) as cm:
             attnc.compile("param w = 3;\nattention a { heads = 1; head_dim = 4; mask = sliding(w); }",
                           defines={"w": "x"})
