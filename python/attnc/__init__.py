@@ -39,16 +39,22 @@ last axis is contiguous, its strides are non-negative multiples of the item size
 is aligned; otherwise (and for another dtype) it is copied first.
 
 Storage types (`dtype = ...` in the spec):
-  f32   float32 arrays (other float types are converted), o is float32.
-  f16   float16 arrays (float32/float64 are converted), o is float16.
+  f32   float32 arrays (float16 and float64 are converted, rounding to nearest), o is float32.
+  f16   float16 arrays (float32/float64 are converted, rounding to nearest), o is float16.
   bf16  NumPy has no bfloat16: pass uint16 arrays holding the raw bf16 bits (float arrays are
         converted, rounding to nearest even); o is a uint16 array of bf16 bits (to_float32()
         turns it into float32, from_float32() makes bf16 bits).
+q, k, v and the MLA tensors must be floating-point arrays (or uint16 bits for bf16): integer
+and bool arrays are refused with AttnError (ATTN_ERR_DTYPE) naming the tensor, never read
+as numbers.
 
 Runtime inputs (`input i32 src_len[batch];` in the spec) are keyword arguments by their name,
 of the declared shape: i32 inputs take integer arrays whose values fit in int32 (floats, NaN
-and out-of-range integers are refused, never rounded or wrapped), f32 inputs take float or
-integer arrays exactly representable in float32. Kernel.input_decls lists them.
+and out-of-range integers are refused, never rounded or wrapped). f32 inputs take float
+arrays, rounded to the nearest float32 (0.1 becomes 0.100000001; a value too small for
+float32, such as 1e-50, becomes 0 or a subnormal; a finite value beyond float32's range,
+such as 1e39, is refused; NaN and +-inf pass as they are), or integer arrays whose values
+float32 holds exactly (2**24 + 1 is refused). Kernel.input_decls lists them.
 
 Errors raise exceptions: SpecError (the spec has errors; .diagnostics holds the text, with
 carets) and AttnError (.code, an attn_status number, .status its name, and the message).
@@ -288,10 +294,12 @@ def _as_storage(name, x, dtype):
                 raise AttnError(ATTN_ERR_DTYPE, "%s: a bf16 kernel takes uint16 arrays of bf16 bits "
                                 "(or floats to convert), not %s" % (name, a.dtype))
             a = from_float32(a).reshape(a.shape)
-        elif a.dtype.kind in "fiu":
+        elif a.dtype.kind == "f":
             a = a.astype(want)
         else:
-            raise AttnError(ATTN_ERR_DTYPE, "%s: dtype %s, expected %s" % (name, a.dtype, want))
+            hint = " (uint16 bf16 bits are for a bf16 kernel)" if a.dtype == np.uint16 else ""
+            raise AttnError(ATTN_ERR_DTYPE, "%s: a %s kernel takes floating-point arrays (%s; other float "
+                            "types are converted), not %s%s" % (name, dtype, want, a.dtype, hint))
     if a.ndim > _MAX_DIMS:
         raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected 4" % (name, a.ndim))
     item = a.itemsize
@@ -314,8 +322,8 @@ def _first_bad(a, bad):
 
 def _input_array(name, value, dtype):
     """A runtime input as a contiguous int32 or float32 array, converted only when no value
-    changes: i32 takes integers that fit in int32, f32 floats (finite ones stay finite) and
-    integers exactly representable in float32."""
+    changes beyond rounding: i32 takes integers that fit in int32, f32 floats (rounded to
+    nearest; finite ones must stay finite) and integers exactly representable in float32."""
     a = value if isinstance(value, np.ndarray) else np.asarray(value)
     kind = a.dtype.kind
     if dtype == "i32":
@@ -393,10 +401,11 @@ class Kernel:
       q [batch, heads, q_len, qk_dim], k [batch, kv_heads, kv_len, qk_dim],
       v [batch, kv_heads, kv_len, v_dim]; returns o [batch, heads, q_len, v_dim] in the
       storage type (float32, float16, or uint16 bf16 bits) and, with return_lse=True,
-      lse [batch, heads, q_len] float32.
+      lse [batch, heads, q_len] float32. q, k, v are float arrays of the storage type (other
+      float types are converted; integer and bool arrays are refused), or for bf16 uint16 bits.
 
-    and an MLA kernel (is_mla True) with its latent tensors, float32, by name (or in this
-    order):
+    and an MLA kernel (is_mla True) with its latent tensors, float32 (other float types are
+    converted, integer arrays refused), by name (or in this order):
 
         o = kern(q_nope=..., q_rope=..., c_kv=..., k_rope=..., w_uk=..., w_uv=...,
                  absorb=None, return_lse=False, q_offset=None, threads=None, **inputs)

@@ -209,6 +209,16 @@ class TestIntegers(Case):
         self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32"], bias=np.array([1e300] + [0.0] * 5))
         self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32"], bias=np.array([2 ** 24 + 1] + [0] * 5, np.int64))
 
+    def test_f32_inputs_round_to_nearest(self):
+        # float64 values are rounded to the nearest float32; tiny ones become 0, huge ones are
+        # refused, infinities pass as they are
+        f32 = self.run_with(bias=np.full(6, 0.1, np.float32))
+        self.assertTrue(np.array_equal(self.run_with(bias=np.full(6, 0.1)), f32))
+        self.assertTrue(np.array_equal(self.run_with(bias=np.full(6, 1e-50)), self.run_with()))
+        self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32", "overflows"], bias=np.array([0.0] * 5 + [1e39]))
+        o = self.run_with(bias=np.array([-np.inf] * 3 + [0.0] * 3))
+        self.assertTrue(np.isfinite(o).all())
+
     def test_scalar_inputs(self):
         kern = attnc.compile("attention s { input i32 n; input f32 t; heads = 1; head_dim = 4; "
                              "mask = k < n; score = score * t; }")
@@ -240,6 +250,39 @@ class TestIntegers(Case):
         for kw in ({"threads": 2 ** 32 + 1}, {"compile_threads": -1}, {"opt_level": 7}, {"threads": "2"}):
             with self.assertRaises(attnc.AttnError):
                 attnc.compile("attention t { heads = 1; head_dim = 4; }", **kw)
+
+
+class TestTensorDtypes(Case):
+    """q, k, v (and MLA's tensors) must hold floats: integers are refused, never read as numbers."""
+
+    def test_integer_tensors_refused(self):
+        kern = attnc.compile("attention t { heads = 2; head_dim = 8; mask = causal; }")
+        q = rand(1, 2, 4, 8)
+        for name in ("q", "k", "v"):
+            for dt in (np.int64, np.int32, np.uint16, np.bool_):
+                t = dict(q=q, k=q, v=q)
+                t[name] = q.astype(dt)
+                with self.assertRaises(attnc.AttnError) as cm:
+                    kern(**t)
+                self.assertEqual(cm.exception.code, attnc.ATTN_ERR_DTYPE)
+                self.assertIn(name + ":", str(cm.exception))
+                self.assertIn(np.dtype(dt).name, str(cm.exception))
+        with self.assertRaises(attnc.AttnError) as cm:
+            kern(q, q.view(np.uint16)[..., ::2].copy(), q)
+        self.assertIn("bf16", str(cm.exception))
+        # float64 and float16 are converted (rounded to float32)
+        o = kern(q, q, q)
+        self.assertTrue(np.array_equal(kern(q.astype(np.float64), q, q), o))
+        self.close(kern(q.astype(np.float16), q, q), o.astype(np.float64), 1e-2)
+
+    def test_integer_mla_tensors_refused(self):
+        kern = attnc.compile(MLA_SPEC)
+        t = TestMla.tensors(None, 1, 2, 5)
+        t["c_kv"] = np.ones(t["c_kv"].shape, np.int64)
+        with self.assertRaises(attnc.AttnError) as cm:
+            kern(**t)
+        self.assertEqual(cm.exception.code, attnc.ATTN_ERR_DTYPE)
+        self.assertIn("c_kv:", str(cm.exception))
 
 
 class TestClose(unittest.TestCase):
