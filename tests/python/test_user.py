@@ -285,6 +285,46 @@ class TestTensorDtypes(Case):
         self.assertIn("c_kv:", str(cm.exception))
 
 
+class TestDocumentedIdioms(Case):
+    """What docs/language.md says about short-circuits, query-row inputs and large positions."""
+
+    def test_guard_first(self):
+        # q_len > kv_len: the first queries sit at negative positions
+        q, kv = rand(1, 2, 6, 8), rand(1, 2, 4, 8)
+        doc = np.zeros((1, 4), np.int32)
+        first = attnc.compile("attention g { input i32 doc[batch, seq]; heads = 2; head_dim = 8; "
+                              "mask = k <= q && doc[b, k] == doc[b, q]; }")
+        o = first(q, kv, kv, doc=doc)
+        self.assertTrue((o[:, :, :2] == 0).all() and (o[:, :, 2:] != 0).any())
+        last = attnc.compile("attention g { input i32 doc[batch, seq]; heads = 2; head_dim = 8; "
+                             "mask = doc[b, k] == doc[b, q] && k <= q; }")
+        with self.assertRaises(attnc.AttnError) as cm:
+            last(q, kv, kv, doc=doc)
+        self.assertEqual(cm.exception.code, attnc.ATTN_ERR_INDEX)
+        # where both run, the same result
+        q = rand(1, 2, 4, 8)
+        self.assertTrue(np.array_equal(first(q, kv, kv, doc=doc), last(q, kv, kv, doc=doc)))
+
+    def test_input_by_query_row(self):
+        kern = attnc.compile("attention r { input f32 qbias[batch, q_len]; heads = 1; head_dim = 4; "
+                             "score = score + qbias[b, q - (kv_len - q_len)] * k; }")
+        plain = attnc.compile("attention p { input f32 c; heads = 1; head_dim = 4; score = score + c * k; }")
+        q, kv = rand(1, 1, 3, 4), rand(1, 1, 7, 4)
+        qbias = np.array([[0.5, -1.0, 2.0]], np.float32)
+        o = kern(q, kv, kv, qbias=qbias)
+        for i in range(3):  # row i gets its own bias
+            self.close(o[:, :, i:i + 1], plain(q[:, :, i:i + 1], kv, kv, c=qbias[0, i], q_offset=4 + i)
+                       .astype(np.float64), 1e-6)
+
+    def test_large_positions(self):
+        q, kv = rand(1, 1, 2, 8), rand(1, 1, 64, 8)
+        far = attnc.compile("attention a { heads = 1; head_dim = 8; score = score - 0.5 * (q - k); }")
+        near = attnc.compile("attention a { heads = 1; head_dim = 8; score = score + 0.5 * (k - kv_len); }")
+        at0 = near(q, kv, kv, q_offset=0)
+        self.close(near(q, kv, kv, q_offset=10 ** 6), at0.astype(np.float64), 1e-6)
+        self.assertGreater(np.abs(far(q, kv, kv, q_offset=10 ** 6) - at0).max(), 1e-3)
+
+
 class TestClose(unittest.TestCase):
     def test_close_while_running(self):
         """close() on one thread while others run the kernel waits for them (run in a child:
