@@ -121,7 +121,12 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
         opts = &defaults;
     }
     if (opts->threads < 0 || opts->opt_level > 3 || opts->compile_threads < 0) {
-        fail(err, ATTN_ERR_ARG, "attn_compile: threads and compile_threads must be >= 0 and opt_level <= 3");
+        char m[128];
+        snprintf(m, sizeof m, "attn_compile: attn_options.%s is %d, expected %s",
+                 opts->threads < 0 ? "threads" : opts->compile_threads < 0 ? "compile_threads" : "opt_level",
+                 opts->threads < 0 ? opts->threads : opts->compile_threads < 0 ? opts->compile_threads : opts->opt_level,
+                 opts->threads < 0 || opts->compile_threads < 0 ? ">= 0" : "0..3 (negative: 3)");
+        fail(err, ATTN_ERR_ARG, m);
         return err->code;
     }
     int compile_threads;

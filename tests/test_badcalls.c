@@ -203,12 +203,30 @@ static void test_compile_args(void) {
     attn_kernel_free(kern);
     kern = NULL;
     attn_options_init(&opts);
-    /* bad option values */
+    /* bad option values: the message names the field */
     opts.threads = -1;
     COMPILE(NULL, with_param, &opts, ATTN_ERR_ARG);
+    cases++;
+    CHECK(strstr(err.message, "attn_options.threads is -1"), "threads -1: %s", err.message);
+    attn_options_init(&opts);
+    opts.compile_threads = -2;
+    COMPILE(NULL, with_param, &opts, ATTN_ERR_ARG);
+    cases++;
+    CHECK(strstr(err.message, "attn_options.compile_threads is -2"), "compile_threads -2: %s", err.message);
     attn_options_init(&opts);
     opts.opt_level = 4;
     COMPILE(NULL, with_param, &opts, ATTN_ERR_ARG);
+    cases++;
+    CHECK(strstr(err.message, "attn_options.opt_level is 4"), "opt_level 4: %s", err.message);
+    attn_options_init(&opts);
+    /* a bad define's diagnostic has a location no front end owns */
+    opts.defines = defs_unknown;
+    opts.ndefines = 1;
+    cases++;
+    EXPECT(attn_compile(NULL, with_param, &opts, &kern, &diags, &err) == ATTN_ERR_SPEC && diags &&
+           strstr(diags, "<defines>: error: unknown define 'ww'") && !strstr(diags, "command line"));
+    attn_free(diags);
+    diags = NULL;
     attn_options_init(&opts);
     /* the API's NULL tolerance */
     cases++;
