@@ -173,10 +173,6 @@ _lib_lock = threading.Lock()
 
 
 def _candidates():
-    env = os.environ.get("ATTNC_LIB")
-    if env:
-        yield env
-        return
     here = os.path.dirname(os.path.abspath(__file__))
     yield os.path.join(here, "libattnc.so")
     # installed as <libdir>/python3/dist-packages/attnc
@@ -195,6 +191,17 @@ def load_library():
     with _lib_lock:
         if _lib is not None:
             return _lib
+        env = os.environ.get("ATTNC_LIB")
+        if env:  # the user's choice: say why it failed, not to set it
+            if os.sep in env and not os.path.exists(env):
+                raise OSError("attnc: ATTNC_LIB is '%s', which does not exist (unset it to search the "
+                              "usual places)" % env)
+            try:
+                lib = ctypes.CDLL(env)
+            except OSError as e:
+                raise OSError("attnc: ATTNC_LIB is '%s', which did not load: %s" % (env, e)) from None
+            _lib = _declare(lib)
+            return _lib
         tried = []
         lib = None
         for path in _candidates():
@@ -209,33 +216,38 @@ def load_library():
         if lib is None:
             raise OSError("attnc: cannot load libattnc.so; set ATTNC_LIB to its path. Tried: "
                           + "; ".join(tried))
-        lib.attn_options_init.argtypes = [ctypes.POINTER(_Options)]
-        lib.attn_options_init.restype = None
-        lib.attn_compile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_Options),
-                                     ctypes.POINTER(ctypes.c_void_p),
-                                     ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_Error)]
-        lib.attn_compile.restype = ctypes.c_int
-        lib.attn_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_Error)]
-        lib.attn_run.restype = ctypes.c_int
-        lib.attn_run_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall),
-                                     ctypes.POINTER(ctypes.c_int), ctypes.POINTER(_Error)]
-        lib.attn_run_mla.restype = ctypes.c_int
-        lib.attn_kernel_mla_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaInfo)]
-        lib.attn_kernel_mla_info.restype = ctypes.c_int
-        lib.attn_kernel_desc.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_desc.restype = ctypes.POINTER(_Desc)
-        lib.attn_kernel_compile_ms.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_compile_ms.restype = ctypes.c_double
-        lib.attn_kernel_cache_hit.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_cache_hit.restype = ctypes.c_int
-        lib.attn_kernel_free.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_free.restype = None
-        lib.attn_free.argtypes = [ctypes.c_void_p]
-        lib.attn_free.restype = None
-        lib.attn_status_name.argtypes = [ctypes.c_int]
-        lib.attn_status_name.restype = ctypes.c_char_p
-        _lib = lib
-        return lib
+        _lib = _declare(lib)
+        return _lib
+
+
+def _declare(lib):
+    """lib with the argument and result types of the functions used."""
+    lib.attn_options_init.argtypes = [ctypes.POINTER(_Options)]
+    lib.attn_options_init.restype = None
+    lib.attn_compile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_Options),
+                                 ctypes.POINTER(ctypes.c_void_p),
+                                 ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_Error)]
+    lib.attn_compile.restype = ctypes.c_int
+    lib.attn_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_Error)]
+    lib.attn_run.restype = ctypes.c_int
+    lib.attn_run_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall),
+                                 ctypes.POINTER(ctypes.c_int), ctypes.POINTER(_Error)]
+    lib.attn_run_mla.restype = ctypes.c_int
+    lib.attn_kernel_mla_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaInfo)]
+    lib.attn_kernel_mla_info.restype = ctypes.c_int
+    lib.attn_kernel_desc.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_desc.restype = ctypes.POINTER(_Desc)
+    lib.attn_kernel_compile_ms.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_compile_ms.restype = ctypes.c_double
+    lib.attn_kernel_cache_hit.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_cache_hit.restype = ctypes.c_int
+    lib.attn_kernel_free.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_free.restype = None
+    lib.attn_free.argtypes = [ctypes.c_void_p]
+    lib.attn_free.restype = None
+    lib.attn_status_name.argtypes = [ctypes.c_int]
+    lib.attn_status_name.restype = ctypes.c_char_p
+    return lib
 
 
 def _status_name(code):
@@ -434,7 +446,7 @@ class Kernel:
 
     Calls may come from several threads at once; the GIL is released while the kernel runs.
     close() frees the machine code: it waits for the calls running on other threads, and
-    later calls raise AttnError."""
+    later calls raise AttnError (ATTN_ERR_ARG, "the kernel is closed")."""
 
     def __init__(self, handle, lib, threads):
         self._lib = lib
@@ -519,7 +531,7 @@ class Kernel:
     def _run(self, fn, call):
         with self._cv:
             if not self._handle:
-                raise AttnError(ATTN_ERR_NULL, "the kernel was closed")
+                raise AttnError(ATTN_ERR_ARG, "the kernel is closed (close() freed its code): compile it again")
             self._running += 1
             handle = self._handle
         try:

@@ -351,8 +351,8 @@ class TestClose(unittest.TestCase):
                 time.sleep(0.0005)
             kern.close()
             for t in ts: t.join()
-            assert all(r == ("ok", True) or r == ("closed", attnc.ATTN_ERR_NULL) for r in results), results
-            assert ("closed", attnc.ATTN_ERR_NULL) in results, results
+            assert all(r == ("ok", True) or r == ("closed", attnc.ATTN_ERR_ARG) for r in results), results
+            assert ("closed", attnc.ATTN_ERR_ARG) in results, results
             print("closed cleanly", len(results))
         """)
         for _ in range(3):
@@ -365,8 +365,24 @@ class TestClose(unittest.TestCase):
         with attnc.compile("attention c { heads = 1; head_dim = 4; }") as kern:
             q = rand(1, 1, 2, 4)
             kern(q, q, q)
-        with self.assertRaises(attnc.AttnError):
+        with self.assertRaises(attnc.AttnError) as cm:
             kern(q, q, q)
+        self.assertEqual(cm.exception.code, attnc.ATTN_ERR_ARG)
+        self.assertIn("the kernel is closed", str(cm.exception))
+
+    def test_attnc_lib_that_does_not_load(self):
+        """A wrong ATTNC_LIB says that path failed and why, not to set ATTNC_LIB."""
+        with tempfile.TemporaryDirectory() as d:
+            junk = os.path.join(d, "libattnc.so")
+            with open(junk, "w") as f:
+                f.write("not a library")
+            for path, why in ((os.path.join(d, "missing.so"), "does not exist"), (junk, "did not load")):
+                p = subprocess.run([sys.executable, "-c", "import attnc; attnc.load_library()"],
+                                   capture_output=True, text=True, timeout=60,
+                                   env=dict(os.environ, ATTNC_LIB=path, PYTHONPATH=os.pathsep.join(sys.path)))
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn("ATTNC_LIB is '%s', which %s" % (path, why), p.stderr)
+                self.assertNotIn("set ATTNC_LIB", p.stderr)
 
 
 class TestMessages(unittest.TestCase):
