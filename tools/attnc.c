@@ -1130,7 +1130,7 @@ static int cmd_bench(Cli *c) {
     cli_tensor(&call->v, bc.mla ? &probe : buf[2], 4, sv);
     cli_tensor(&call->o, bc.mla ? &probe : buf[3], 4, so);
     attn_rt_args args;
-    if (attn_rt_check(d, call, &args, &err) != ATTN_OK) {
+    if (rt_check_call(d, call, &args, !bc.mla, &err) != ATTN_OK) { /* MLA: stand-ins share one address */
         rc = cli_status_error(&err);
         goto done;
     }
