@@ -82,9 +82,9 @@ typedef struct attn_call {
     int64_t q_offset;           /* position of query row 0 (see above; default kv_len - q_len) */
     const attn_input *inputs;   /* the spec's runtime inputs */
     int ninputs;                /* entries in inputs */
-    int threads;                /* threads to run on; 0: the default (attn_run: the kernel's
-                                 * compile-time threads option; the runtime: the pool's threads,
-                                 * or every core without a pool) */
+    int threads;                /* threads to run on, >= 0; 0: the default (attn_run: the
+                                 * kernel's compile-time threads option; the runtime: the pool's
+                                 * threads, or every core without a pool); at most 1024 run */
     int q_offset_set;           /* nonzero: q_offset is used even when it is 0 */
 } attn_call;
 
