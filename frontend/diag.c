@@ -136,7 +136,7 @@ static bool room_for_diag(FeCtx *c, FeLoc loc) {
         sb_printf(&sb, "%s:%d:%d: error: too many errors, stopping\n", loc.src->name, loc.line,
                   loc.col);
     else
-        sb_puts(&sb, "<command line>: error: too many errors, stopping\n");
+        sb_puts(&sb, "<defines>: error: too many errors, stopping\n");
     add_diag(c, INT_MAX, INT_MAX, INT_MAX, &sb);
     c->stop = true;
     return false;
@@ -149,7 +149,7 @@ void fe_error(FeCtx *c, FeLoc loc, const char *fmt, ...) {
     if (loc.src)
         sb_printf(&sb, "%s:%d:%d: error: ", loc.src->name, loc.line, loc.col);
     else
-        sb_puts(&sb, "<command line>: error: ");
+        sb_puts(&sb, "<defines>: error: ");
     va_list ap;
     va_start(ap, fmt);
     sb_vprintf(&sb, fmt, ap);
@@ -164,7 +164,7 @@ void fe_error_cmdline(FeCtx *c, const char *fmt, ...) {
     if (!room_for_diag(c, none)) return;
     StrBuf sb;
     sb_init(&sb);
-    sb_puts(&sb, "<command line>: error: ");
+    sb_puts(&sb, "<defines>: error: ");
     va_list ap;
     va_start(ap, fmt);
     sb_vprintf(&sb, fmt, ap);

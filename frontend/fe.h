@@ -35,7 +35,7 @@ typedef struct FeSource {
 
 /* A point in a source. */
 typedef struct FeLoc {
-    const FeSource *src; /* which source; NULL for the command line */
+    const FeSource *src; /* which source; NULL for the defines */
     int line, col;       /* 1-based; col counts bytes */
     size_t off;          /* byte offset of the point */
 } FeLoc;
@@ -195,7 +195,7 @@ const char *fe_span_text(FeParse *p, FeSpan s, size_t *len);
 
 /* Reports `FILE:LINE:COL: error: MESSAGE` with the source line and a caret. */
 void fe_error(FeCtx *c, FeLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-/* Reports `<command line>: error: MESSAGE` (bad -D). */
+/* Reports `<defines>: error: MESSAGE` (a bad define: -D, defines=, attn_options.defines). */
 void fe_error_cmdline(FeCtx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The number of errors reported so far. */
 int fe_error_count(const FeCtx *c);

@@ -16,7 +16,7 @@ typedef struct FeDefine {
  * sorted by position (lines and columns 1-based, columns in bytes; tabs kept in the caret
  * line), at most 50 of them then "too many errors, stopping". A bad -D (a name that no param
  * of the file has, or a value that is not an int, a float, true or false) is reported as
- *   <command line>: error: MESSAGE\n
+ *   <defines>: error: MESSAGE\n
  * before the others. Limits, each a diagnostic: 64 MiB of text, 200 nested brackets or
  * expression levels, 1024 attention blocks, 16 inputs per block, and 100000 IR nodes or 1000
  * levels per expression after expanding lets and defs.

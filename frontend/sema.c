@@ -905,6 +905,7 @@ static const struct {
     {"kv_lens", "a tensor of paged calls"}, {"k_scale", "the int8 keys' scales"},
     {"v_scale", "the int8 values' scales"}, {"threads", "an option of the Python call"},
     {"q_offset", "an option of the Python call"}, {"return_lse", "an option of the Python call"},
+    {"absorb", "an option of the Python call"},
     {"self", "the kernel object in Python"},
 };
 

@@ -7,6 +7,7 @@
 
 #include "cache.h"
 #include "kernel.h"
+#include "runtime/rt_internal.h" /* rt_check_call */
 
 void attn_options_init(attn_options *opts) {
     memset(opts, 0, sizeof *opts);
@@ -134,7 +135,12 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
         opts = &defaults;
     }
     if (opts->threads < 0 || opts->opt_level > 3 || opts->compile_threads < 0) {
-        fail(err, ATTN_ERR_ARG, "attn_compile: threads and compile_threads must be >= 0 and opt_level <= 3");
+        char m[128];
+        snprintf(m, sizeof m, "attn_compile: attn_options.%s is %d, expected %s",
+                 opts->threads < 0 ? "threads" : opts->compile_threads < 0 ? "compile_threads" : "opt_level",
+                 opts->threads < 0 ? opts->threads : opts->compile_threads < 0 ? opts->compile_threads : opts->opt_level,
+                 opts->threads < 0 || opts->compile_threads < 0 ? ">= 0" : "0..3 (negative: 3)");
+        fail(err, ATTN_ERR_ARG, m);
         return err->code;
     }
     int compile_threads;
@@ -259,7 +265,7 @@ static void kern_explain_index(const attn_kernel *kern, const attn_rt_desc *d, c
                                attn_error *err) {
     const IrFunc *f = kern->func;
     attn_rt_args a;
-    if (!f || !err || attn_rt_check(d, c, &a, NULL) != ATTN_OK) return;
+    if (!f || !err || rt_check_call(d, c, &a, false, NULL) != ATTN_OK) return; /* MLA's stand-ins share one address */
     StrBuf msg;
     sb_init(&msg);
     IrEnv env = {.q_len = a.q_len, .kv_len = a.kv_len, .args = &a};

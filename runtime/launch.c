@@ -136,6 +136,49 @@ static bool rt_ranges_overlap(const RtView *a, const RtView *b) {
     return a0 < b1 && b0 < a1;
 }
 
+RtRange rt_view_range(const RtView *v) {
+    uintptr_t lo = (uintptr_t)v->t->data;
+    return (RtRange){v->name, lo, v->hi ? lo + (uintptr_t)v->hi : lo};
+}
+
+int rt_input_ranges(const attn_input *in, int n, RtRange *out) {
+    int m = 0;
+    for (int i = 0; in && i < n && m < ATTN_MAX_INPUTS; i++) {
+        const attn_tensor *t = &in[i].t;
+        if (!in[i].name || !t->data || t->ndim < 0 || t->ndim > ATTN_MAX_DIMS) continue;
+        int64_t count = 1;
+        bool ok = true;
+        for (int d = 0; d < t->ndim && ok; d++)
+            ok = t->shape[d] >= 0 && !__builtin_mul_overflow(count, t->shape[d], &count);
+        uintptr_t lo = (uintptr_t)t->data, hi;
+        if (!ok || __builtin_mul_overflow(count, (int64_t)4, &count) ||
+            __builtin_add_overflow(lo, (uintptr_t)count, &hi))
+            continue; /* its own check refuses it */
+        out[m++] = (RtRange){in[i].name, lo, hi};
+    }
+    return m;
+}
+
+attn_status rt_check_disjoint(const RtRange *outs, int nout, const RtRange *ins, int nin,
+                              attn_error *err) {
+    for (int i = 0; i < nout; i++)
+        for (int j = 0; j < nin; j++)
+            if (outs[i].lo < outs[i].hi && ins[j].lo < ins[j].hi && outs[i].lo < ins[j].hi &&
+                ins[j].lo < outs[i].hi)
+                return rt_error(err, ATTN_ERR_STRIDE,
+                                "%s overlaps %s: an output must not share memory with a tensor "
+                                "or input the call reads",
+                                outs[i].name, ins[j].name);
+    return ATTN_OK;
+}
+
+/* True when the tensor has no element (a size of 0 among its first ndim, in range). */
+static bool rt_tensor_empty(const attn_tensor *t) {
+    for (int d = 0; d < t->ndim && d < ATTN_MAX_DIMS; d++)
+        if (t->shape[d] == 0) return true;
+    return false;
+}
+
 static attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
     if (d->heads < 1 || d->kv_heads < 1 || d->qk_dim < 1 || d->v_dim < 1 || d->block_q < 1)
         return rt_error(err, ATTN_ERR_ARG,
@@ -187,7 +230,6 @@ static attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, at
         const attn_rt_input_desc *id = &d->inputs[j];
         const attn_input *in = bound[j];
         if (!in) return rt_error(err, ATTN_ERR_INPUT, "missing input '%s'", id->name);
-        if (!in->t.data) return rt_error(err, ATTN_ERR_NULL, "input '%s': data is NULL", id->name);
         if (in->t.ndim != id->rank)
             return rt_error(err, ATTN_ERR_INPUT, "input '%s': %d dims, expected %d", id->name,
                             in->t.ndim, id->rank);
@@ -210,6 +252,8 @@ static attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, at
                 return rt_error(err, ATTN_ERR_OVERFLOW, "input '%s': its size overflows", id->name);
             a->input_dim[j][k] = want;
         }
+        if (!in->t.data && count != 0) /* an input with no element may have NULL data */
+            return rt_error(err, ATTN_ERR_NULL, "input '%s': data is NULL", id->name);
         int64_t bytes;
         uintptr_t end;
         if (__builtin_mul_overflow(count, (int64_t)4, &bytes) ||
@@ -235,6 +279,11 @@ static attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, at
 
 attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_args *out,
                           attn_error *err) {
+    return rt_check_call(d, c, out, true, err);
+}
+
+attn_status rt_check_call(const attn_rt_desc *d, const attn_call *c, attn_rt_args *out,
+                          bool disjoint, attn_error *err) {
     rt_ok(err);
     if (!d) return rt_error(err, ATTN_ERR_NULL, "the kernel descriptor is NULL");
     if (!c) return rt_error(err, ATTN_ERR_NULL, "the call is NULL");
@@ -250,8 +299,6 @@ attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
     const attn_tensor *ts[5] = {&c->q, &c->k, &c->v, &c->o, &c->lse};
     static const char *const names[5] = {"q", "k", "v", "o", "lse"};
     bool has_lse = c->lse.data != NULL;
-    for (int i = 0; i < 4; i++)
-        if (!ts[i]->data) return rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", names[i]);
     for (int i = 0; i < 5; i++) {
         int want = i == 4 ? 3 : 4;
         if (i == 4 && !has_lse) break;
@@ -259,6 +306,10 @@ attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
             return rt_error(err, ATTN_ERR_RANK, "%s: %d dims, expected %d", names[i],
                             ts[i]->ndim, want);
     }
+    /* a tensor with no element (q_len or kv_len 0) may have NULL data: nothing is read */
+    for (int i = 0; i < 4; i++)
+        if (!ts[i]->data && !rt_tensor_empty(ts[i]))
+            return rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", names[i]);
 
     /* q fixes batch and q_len, k fixes kv_len; the spec fixes the rest. */
     const char *from_q = "as in q", *from_k = "as in k", *spec = "from the spec";
@@ -333,6 +384,13 @@ attn_status attn_rt_check(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
         a.lse_stride[1] = v[4].stride[1];
     }
     if ((s = rt_check_inputs(d, c, &a, err))) return s;
+    if (disjoint) { /* an output sharing bytes with what the call reads gives a wrong answer */
+        RtRange outs[2] = {rt_view_range(&v[3]), has_lse ? rt_view_range(&v[4]) : (RtRange){0}};
+        RtRange ins[3 + ATTN_MAX_INPUTS];
+        for (int i = 0; i < 3; i++) ins[i] = rt_view_range(&v[i]);
+        int nin = 3 + rt_input_ranges(c->inputs, c->ninputs, ins + 3);
+        if ((s = rt_check_disjoint(outs, has_lse ? 2 : 1, ins, nin, err))) return s;
+    }
     if (out) *out = a;
     return ATTN_OK;
 }

@@ -24,17 +24,18 @@
 typedef struct MlaView {
     float *p;          /* data */
     int64_t st[4];     /* strides */
+    uintptr_t lo, hi;  /* its bytes [lo, hi); lo == hi: none */
 } MlaView;
 
 static attn_status mla_view(const char *name, const attn_tensor *t, int ndim, const int64_t *want,
                             bool optional, MlaView *v, attn_error *err) {
     memset(v, 0, sizeof *v);
-    if (!t->data) {
-        if (optional) return ATTN_OK;
-        return rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", name);
-    }
+    if (!t->data && optional) return ATTN_OK;
     if (t->ndim != ndim)
         return rt_error(err, ATTN_ERR_RANK, "%s: has %d dims, expected %d", name, t->ndim, ndim);
+    bool empty = false; /* no element (q_len or kv_len 0): NULL data is fine, nothing is read */
+    for (int d = 0; d < ndim; d++) empty |= want[d] == 0;
+    if (!t->data && !empty) return rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", name);
     bool zero = true;
     for (int d = 0; d < ndim; d++) {
         if (t->shape[d] != want[d])
@@ -58,6 +59,12 @@ static attn_status mla_view(const char *name, const attn_tensor *t, int ndim, co
         }
     }
     v->p = t->data;
+    if (!empty) { /* its bytes, for the overlap check of the outputs */
+        int64_t last = 0;
+        for (int d = 0; d < ndim; d++) last += (t->shape[d] - 1) * v->st[d]; /* bounded above */
+        v->lo = (uintptr_t)t->data;
+        v->hi = v->lo + (uintptr_t)(last + 1) * sizeof(float);
+    }
     return ATTN_OK;
 }
 
@@ -84,9 +91,10 @@ static attn_status mla_validate(const attn_rt_mla_desc *d, const attn_mla_call *
                                 attn_error *err) {
     memset(r, 0, sizeof *r);
     r->d = d;
-    if (!c->q_nope.data || c->q_nope.ndim != 4)
+    /* (NULL data is checked by mla_view: a tensor with no element may have it) */
+    if (c->q_nope.ndim != 4)
         return rt_error(err, c->q_nope.data ? ATTN_ERR_RANK : ATTN_ERR_NULL, "q_nope: expected a 4-d tensor");
-    if (!c->c_kv.data || c->c_kv.ndim != 3)
+    if (c->c_kv.ndim != 3)
         return rt_error(err, c->c_kv.data ? ATTN_ERR_RANK : ATTN_ERR_NULL, "c_kv: expected a 3-d tensor");
     r->B = c->q_nope.shape[0];
     r->H = mla_heads(d);
@@ -107,6 +115,16 @@ static attn_status mla_validate(const attn_rt_mla_desc *d, const attn_mla_call *
         (st = mla_view("lse", &c->lse, 3, (int64_t[]){r->B, r->H, r->Lq}, true, &r->lse, err)))
         return st;
     if (c->threads < 0) return rt_error(err, ATTN_ERR_ARG, "threads must be >= 0");
+    /* an output sharing bytes with what the call reads gives a wrong answer */
+    RtRange outs[2] = {{"o", r->o.lo, r->o.hi}, {"lse", r->lse.lo, r->lse.hi}};
+    RtRange ins[6 + ATTN_MAX_INPUTS] = {
+        {"q_nope", r->qn.lo, r->qn.hi}, {"q_rope", r->qr.lo, r->qr.hi}, {"c_kv", r->ckv.lo, r->ckv.hi},
+        {"k_rope", r->kr.lo, r->kr.hi}, {"w_uk", r->wuk.lo, r->wuk.hi}, {"w_uv", r->wuv.lo, r->wuv.hi},
+    };
+    int nin = 6 + rt_input_ranges(c->inputs, c->ninputs, ins + 6);
+    if ((st = rt_check_disjoint(outs, 2, ins, nin, err))) return st;
+    if (r->lse.hi > r->lse.lo && r->o.lo < r->lse.hi && r->lse.lo < r->o.hi)
+        return rt_error(err, ATTN_ERR_STRIDE, "o and lse overlap in memory");
     return ATTN_OK;
 }
 
@@ -277,7 +295,7 @@ done:
  * but the runtime inputs are checked as a run would check them. */
 static attn_status mla_empty(const MlaRun *r, const attn_mla_call *c, attn_error *err) {
     const attn_rt_desc *d = r->d->up ? r->d->up : r->d->absorbed;
-    void *p = c->q_nope.data; /* validation never dereferences these */
+    void *p = (void *)r; /* a stand-in address: validation never dereferences these */
     attn_call probe = {
         .q = {p, 4, {r->B, d->heads, r->Lq, d->qk_dim}, {0}},
         .k = {p, 4, {r->B, d->kv_heads, r->Lk, d->qk_dim}, {0}},
@@ -288,7 +306,7 @@ static attn_status mla_empty(const MlaRun *r, const attn_mla_call *c, attn_error
         .inputs = c->inputs,
         .ninputs = c->ninputs,
     };
-    attn_status st = attn_rt_check(d, &probe, NULL, err);
+    attn_status st = rt_check_call(d, &probe, NULL, false, err); /* the stand-ins share p */
     if (st != ATTN_OK) return st;
     for (int64_t b = 0; b < r->B; b++)
         for (int64_t h = 0; h < r->H; h++)

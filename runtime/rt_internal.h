@@ -35,6 +35,24 @@ attn_status rt_view(RtView *v, const char *name, const attn_tensor *t, int64_t e
  * which also runs on failure). */
 attn_status rt_summaries_build(const attn_rt_desc *d, attn_rt_args *a, attn_error *err);
 void rt_summaries_free(attn_rt_args *a);
+/* attn_rt_check, without the check that o and lse share no byte with q, k, v and the inputs
+ * when `disjoint` is false (for validating calls whose tensors are stand-ins). */
+attn_status rt_check_call(const attn_rt_desc *d, const attn_call *c, attn_rt_args *out,
+                          bool disjoint, attn_error *err);
+/* The bytes [lo, hi) a tensor or input occupies (lo == hi: none), and its name. */
+typedef struct RtRange {
+    const char *name;
+    uintptr_t lo, hi;
+} RtRange;
+/* The range of a view made by rt_view. */
+RtRange rt_view_range(const RtView *v);
+/* The ranges of the runtime inputs in[0 .. n) (contiguous, 4-byte elements, sizes as given;
+ * at most ATTN_MAX_INPUTS); an input without name or data, or of a bad rank or size, has none
+ * (its own check refuses it). Returns how many were written to `out`. */
+int rt_input_ranges(const attn_input *in, int n, RtRange *out);
+/* ATTN_ERR_STRIDE, "OUT overlaps IN", when an output range shares a byte with an input range. */
+attn_status rt_check_disjoint(const RtRange *outs, int nout, const RtRange *ins, int nin,
+                              attn_error *err);
 /* An output must not write one element twice. */
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
 /* ATTN_ERR_INDEX with a message naming the inputs the block declares. */

@@ -3,7 +3,7 @@
 #
 # Each DIR/*.attn holds its expected diagnostics as comment lines
 #   # EXPECT: LINE:COL: error: MESSAGE          (the file name is prefixed when comparing)
-#   # EXPECT: <command line>: error: MESSAGE    (compared as written)
+#   # EXPECT: <defines>: error: MESSAGE         (a bad -D; compared as written)
 # and optionally extra command-line arguments as `# ARGS: -D name=value`.
 # `ATTNC check FILE [ARGS]` must exit with status 1 and print exactly the expected `error:`
 # lines, in order, on standard error (source and caret lines are not compared).
@@ -32,7 +32,7 @@ for f in "$dir"/*.attn; do
     status=$?
     actual=$(printf '%s\n' "$stderr" | while IFS= read -r line; do
         case $line in
-            "$f:"*": error: "* | "<command line>: error: "*) printf '%s\n' "$line" ;;
+            "$f:"*": error: "* | "<defines>: error: "*) printf '%s\n' "$line" ;;
         esac
     done)
     why=""

@@ -153,7 +153,7 @@ run_case directory "$dir" "$s" --in "q=$dir" "${ins[@]}"
 p=$dir/param.attn
 pins=(--in "q=$dir/q.npy" --in "k=$dir/k.npy" --in "v=$dir/v.npy")
 run_case unknown_define "unknown define 'ww'" "$p" -D ww=3 "${pins[@]}"
-run_case bad_define_value "<command line>: error:" "$p" -D w=abc "${pins[@]}"
+run_case bad_define_value "<defines>: error:" "$p" -D w=abc "${pins[@]}"
 run_case define_unknown_check "unknown define" "$p" -D nope=1 "${pins[@]}"
 
 echo "$pass passed, $fail failed"

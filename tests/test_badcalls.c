@@ -203,12 +203,30 @@ static void test_compile_args(void) {
     attn_kernel_free(kern);
     kern = NULL;
     attn_options_init(&opts);
-    /* bad option values */
+    /* bad option values: the message names the field */
     opts.threads = -1;
     COMPILE(NULL, with_param, &opts, ATTN_ERR_ARG);
+    cases++;
+    CHECK(strstr(err.message, "attn_options.threads is -1"), "threads -1: %s", err.message);
+    attn_options_init(&opts);
+    opts.compile_threads = -2;
+    COMPILE(NULL, with_param, &opts, ATTN_ERR_ARG);
+    cases++;
+    CHECK(strstr(err.message, "attn_options.compile_threads is -2"), "compile_threads -2: %s", err.message);
     attn_options_init(&opts);
     opts.opt_level = 4;
     COMPILE(NULL, with_param, &opts, ATTN_ERR_ARG);
+    cases++;
+    CHECK(strstr(err.message, "attn_options.opt_level is 4"), "opt_level 4: %s", err.message);
+    attn_options_init(&opts);
+    /* a bad define's diagnostic has a location no front end owns */
+    opts.defines = defs_unknown;
+    opts.ndefines = 1;
+    cases++;
+    EXPECT(attn_compile(NULL, with_param, &opts, &kern, &diags, &err) == ATTN_ERR_SPEC && diags &&
+           strstr(diags, "<defines>: error: unknown define 'ww'") && !strstr(diags, "command line"));
+    attn_free(diags);
+    diags = NULL;
     attn_options_init(&opts);
     /* the API's NULL tolerance */
     cases++;
@@ -434,6 +452,84 @@ static void test_run_args(attn_kernel *kern) {
     RUN(c, ATTN_OK, "doc explicit row-major strides");
 }
 
+/* An output whose bytes overlap a tensor or an input the call reads is refused, naming both
+ * (the kernel would read values it already overwrote). */
+static void test_output_overlap(attn_kernel *kern) {
+    enum { NQ = B * H * LQ * D, NK = B * KH * LK * D, NO = B * H * LQ * DV, NL = B * H * LQ };
+    static float mem[NQ + NK + NK + NO + NL + 64];
+    fill(mem, sizeof mem / sizeof *mem, 21);
+    float *q = mem, *k = q + NQ, *v = k + NK, *o = v + NK, *lse = o + NO;
+    attn_call good = good_call();
+    good.q = t4(q, B, H, LQ, D), good.k = t4(k, B, KH, LK, D), good.v = t4(v, B, KH, LK, DV);
+    good.o = t4(o, B, H, LQ, DV);
+    good.lse = (attn_tensor){.data = lse, .ndim = 3, .shape = {B, H, LQ}};
+    attn_call c = good;
+    RUN(c, ATTN_OK, "adjacent tensors");
+    struct {
+        const char *what, *message;
+        float *o, *lse;
+    } cases_[] = {
+        {"o over q", "o overlaps q", q + NQ - 1, lse},
+        {"o is k", "o overlaps k", k, lse},
+        {"o over v", "o overlaps v", v + 3, NULL},
+        {"lse over q", "lse overlaps q", o, q + 5},
+        {"lse over v", "lse overlaps v", o, v + 2},
+    };
+    for (size_t i = 0; i < sizeof cases_ / sizeof cases_[0]; i++) {
+        c = good;
+        c.o.data = cases_[i].o;
+        c.lse.data = cases_[i].lse;
+        attn_error err;
+        cases++;
+        attn_status s = attn_run(kern, &c, &err);
+        CHECK(s == ATTN_ERR_STRIDE && strstr(err.message, cases_[i].message), "%s: got %s (%s)",
+              cases_[i].what, attn_status_name(s), err.message);
+    }
+    /* an output over a runtime input */
+    static int32_t in_mem[B * LK + NO];
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < LK; j++) in_mem[b * LK + j] = j / 3;
+    c = good;
+    inputs[1].t.data = in_mem;
+    c.o.data = (float *)in_mem + B * LK;
+    RUN(c, ATTN_OK, "o just after doc");
+    c = good;
+    inputs[1].t.data = in_mem;
+    c.o.data = (float *)in_mem + B * LK - 1;
+    attn_error err;
+    cases++;
+    attn_status s = attn_run(kern, &c, &err);
+    CHECK(s == ATTN_ERR_STRIDE && strstr(err.message, "o overlaps doc"), "o over doc: got %s (%s)",
+          attn_status_name(s), err.message);
+}
+
+/* A tensor with no element (kv_len 0, q_len 0) may have NULL data: nothing is read. */
+static void test_empty_null(attn_kernel *kern) {
+    attn_call c = good_call();
+    c.k = t4(NULL, B, KH, 0, D);
+    c.v = t4(NULL, B, KH, 0, DV);
+    inputs[1].t = (attn_tensor){.data = NULL, .ndim = 2, .shape = {B, 0}};
+    RUN(c, ATTN_OK, "kv_len 0 with NULL k, v and doc");
+    bool zeros = true;
+    for (int i = 0; i < B * H * LQ * DV; i++) zeros &= omem[PAD + i] == 0;
+    for (int i = 0; i < B * H * LQ; i++) zeros &= isinf(lsemem[PAD + i]) && lsemem[PAD + i] < 0;
+    cases++;
+    CHECK(zeros, "kv_len 0: o is not zeros or lse not -inf");
+    c = good_call();
+    c.q = t4(NULL, B, H, 0, D);
+    c.o = t4(NULL, B, H, 0, DV);
+    c.lse = (attn_tensor){.data = NULL, .ndim = 3, .shape = {B, H, 0}};
+    RUN(c, ATTN_OK, "q_len 0 with NULL q, o and lse");
+    c = good_call();
+    c.q = t4(NULL, B, H, 0, D);
+    c.o = t4(omem + PAD, B, H, 0, DV);
+    c.lse.shape[2] = 0;
+    RUN(c, ATTN_OK, "q_len 0 with NULL q");
+    c = good_call();
+    c.k = t4(NULL, B, KH, 0, D);
+    RUN(c, ATTN_ERR_SHAPE, "k empty, v not");
+}
+
 /* An input value used as an index outside its array: ATTN_ERR_INDEX, and nothing written
  * outside o and lse (rows of o may be anything). */
 static void test_index(attn_kernel *kern) {
@@ -558,6 +654,8 @@ int main(void) {
     if (kern) {
         test_run_args(kern);
         test_index(kern);
+        test_output_overlap(kern);
+        test_empty_null(kern);
         test_runtime_entries(kern);
         attn_kernel_free(kern);
     }

@@ -87,7 +87,24 @@ attnc("check", two, rc=0)
 attnc("bench", two, "--q-len", "4", "--kv-len", "4", "--reps", "1", rc=2, err_has=["one two", "--kernel"])
 attnc("run", two, "--in", f"q={q}", rc=2, err_has=["--kernel"])
 w = spec("w.attn", "param w = 3;\nattention a { heads = 2; head_dim = 4; mask = sliding(w); }\n")
-attnc("check", w, "-D", "ww=3", rc=1, err_has=["unknown define 'ww'"])
+attnc("check", w, "-D", "ww=3", rc=1, err_has=["<defines>: error: unknown define 'ww'"], err_lacks=["command line"])
+
+# help texts agree with docs/cli.md: lse of MLA, float16 tensors, bench's --q-offset
+for args, words in ((("help", "mla"), ["lse    [batch, heads, q_len]"]),
+                    (("help", "run"), ["float32 or float16"]),
+                    (("help", "bench"), ["[--q-offset N]"]),
+                    (("help", "environment"), ["1..4096", "exit 2"])):
+    p = subprocess.run([ATTNC, *args], capture_output=True, text=True, timeout=60)
+    for word in words:
+        if word not in p.stdout:
+            fail(f"attnc {' '.join(args)}: lacks {word!r}:\n{p.stdout}")
+# a bad ATTNC_COMPILE_THREADS refuses the compile with exit 2, as documented
+h16 = save("q16.npy", np.ones((1, 2, 3, 4), np.float16))
+p = subprocess.run([ATTNC, "run", w, "--in", f"q={h16}", "--in", f"k={h16}", "--in", f"v={h16}"],
+                   capture_output=True, text=True, timeout=120, env=dict(os.environ, ATTNC_COMPILE_THREADS="0"))
+if p.returncode != 2 or "ATTNC_COMPILE_THREADS" not in p.stderr:
+    fail(f"ATTNC_COMPILE_THREADS=0: exit {p.returncode}, expected 2 naming it:\n{p.stderr}")
+attnc("run", w, "--in", f"q={h16}", "--in", f"k={h16}", "--in", f"v={h16}", rc=0)  # float16 for an f32 spec
 
 if failures:
     print(f"test_cli_user: {failures} failure(s); files in {TMP}", file=sys.stderr)

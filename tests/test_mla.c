@@ -90,6 +90,66 @@ static attn_kernel *compile(Dims d, const char *mask, const char *absorb) {
     return k;
 }
 
+/* Outputs that overlap a tensor the call reads are refused (they gave a wrong answer), and
+ * tensors with no element (q_len or kv_len 0) may have NULL data. */
+static void check_overlap_and_empty(attn_kernel *kern, Dims d) {
+    enum { B = 1, LQ = 2, LK = 3 };
+    size_t nqn = B * d.H * LQ * d.nope, nqr = B * d.H * LQ * d.rope, nc = B * LK * d.R, nkr = B * LK * d.rope;
+    size_t nwk = (size_t)d.H * d.R * d.nope, nwv = (size_t)d.H * d.R * d.dv, no = B * d.H * LQ * d.dv, nl = B * d.H * LQ;
+    size_t total = nqn + nqr + nc + nkr + nwk + nwv + no + nl;
+    float *mem = malloc(total * 4);
+    fill(mem, total, 0.5);
+    float *qn = mem, *qr = qn + nqn, *ckv = qr + nqr, *kr = ckv + nc, *wuk = kr + nkr, *wuv = wuk + nwk;
+    float *o = wuv + nwv, *lse = o + no;
+    for (int ab = ATTN_ABSORB_ON; ab <= ATTN_ABSORB_OFF; ab++) {
+        attn_mla_call good = {
+            .q_nope = {qn, 4, {B, d.H, LQ, d.nope}, {0}}, .q_rope = {qr, 4, {B, d.H, LQ, d.rope}, {0}},
+            .c_kv = {ckv, 3, {B, LK, d.R}, {0}}, .k_rope = {kr, 3, {B, LK, d.rope}, {0}},
+            .w_uk = {wuk, 3, {d.H, d.R, d.nope}, {0}}, .w_uv = {wuv, 3, {d.H, d.R, d.dv}, {0}},
+            .o = {o, 4, {B, d.H, LQ, d.dv}, {0}}, .lse = {lse, 3, {B, d.H, LQ}, {0}},
+            .q_offset = ATTN_Q_OFFSET_DEFAULT, .threads = 1, .absorb = ab,
+        };
+        attn_error err;
+        attn_mla_call c = good;
+        attn_status st = attn_run_mla(kern, &c, NULL, &err);
+        CHECK(st == ATTN_OK, "absorb %d: the good call: %s", ab, err.message);
+        c.o.data = ckv + 1; /* o overlaps c_kv (and what follows it) */
+        st = attn_run_mla(kern, &c, NULL, &err);
+        CHECK(st == ATTN_ERR_STRIDE && strstr(err.message, "o overlaps c_kv"), "absorb %d: o over c_kv: %s (%s)",
+              ab, attn_status_name(st), err.message);
+        c = good;
+        c.lse.data = wuk + nwk - 1; /* lse's first element is w_uk's last */
+        st = attn_run_mla(kern, &c, NULL, &err);
+        CHECK(st == ATTN_ERR_STRIDE && strstr(err.message, "lse overlaps w_uk"), "absorb %d: lse over w_uk: %s (%s)",
+              ab, attn_status_name(st), err.message);
+        /* kv_len 0: c_kv and k_rope may be NULL; every row sees no key */
+        c = good;
+        c.c_kv = (attn_tensor){NULL, 3, {B, 0, d.R}, {0}};
+        c.k_rope = (attn_tensor){NULL, 3, {B, 0, d.rope}, {0}};
+        for (size_t i = 0; i < no; i++) o[i] = 1;
+        st = attn_run_mla(kern, &c, NULL, &err);
+        bool zeros = true;
+        for (size_t i = 0; i < no; i++) zeros &= o[i] == 0;
+        for (size_t i = 0; i < nl; i++) zeros &= isinf(lse[i]) && lse[i] < 0;
+        CHECK(st == ATTN_OK && zeros, "absorb %d: kv_len 0 with NULL c_kv, k_rope: %s (%s)", ab,
+              attn_status_name(st), err.message);
+        /* q_len 0: q_nope, q_rope, o and lse may be NULL */
+        c = good;
+        c.q_nope = (attn_tensor){NULL, 4, {B, d.H, 0, d.nope}, {0}};
+        c.q_rope = (attn_tensor){NULL, 4, {B, d.H, 0, d.rope}, {0}};
+        c.o = (attn_tensor){NULL, 4, {B, d.H, 0, d.dv}, {0}};
+        c.lse = (attn_tensor){NULL, 3, {B, d.H, 0}, {0}};
+        st = attn_run_mla(kern, &c, NULL, &err);
+        CHECK(st == ATTN_OK, "absorb %d: q_len 0 with NULL tensors: %s (%s)", ab, attn_status_name(st), err.message);
+        /* a NULL tensor that has elements is still refused */
+        c = good;
+        c.k_rope.data = NULL;
+        st = attn_run_mla(kern, &c, NULL, &err);
+        CHECK(st == ATTN_ERR_NULL, "absorb %d: NULL k_rope: %s", ab, attn_status_name(st));
+    }
+    free(mem);
+}
+
 int main(void) {
     Dims shapes[] = {
         {4, 32, 8, 16, 16},   /* small */
@@ -118,6 +178,7 @@ int main(void) {
             }
             /* the cost model: decode absorbs, long prefill up-projects */
             CHECK(attn_mla_prefers_absorbed(k, 1, 4096), "auto does not absorb for decode");
+            if (s == 0 && m == 0) check_overlap_and_empty(k, d);
             attn_kernel_free(k);
         }
     }

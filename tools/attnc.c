@@ -16,6 +16,7 @@
 
 #include "frontend/fe.h" /* fe_prelude_text */
 #include "lib/driver.h"
+#include "runtime/rt_internal.h" /* rt_check_call */
 #include "tools/npy.h"
 
 #ifndef ATTNC_VERSION
@@ -39,7 +40,7 @@ static const struct {
      "compile ahead of time: an object (or asm, LLVM IR) and a C header"},
     {"run", "attnc run FILE --in NAME=X.npy ... --out NAME=Y.npy ... [--q-offset N]",
      "run a kernel on .npy tensors"},
-    {"bench", "attnc bench FILE [--batch B] [--q-len N] [--kv-len N] [--reps R] [--in NAME=X.npy] [--json]",
+    {"bench", "attnc bench FILE [--batch B] [--q-len N] [--kv-len N] [--q-offset N] [--reps R] [--in NAME=X.npy] [--json]",
      "time a kernel on random tensors"},
     {"mask", "attnc mask FILE --q-len N --kv-len N [--svg OUT.svg] [--q-offset N] [--in NAME=X.npy]",
      "draw the mask of batch row 0, head 0"},
@@ -64,7 +65,7 @@ static const struct {
 } cli_opts[] = {
     {"--kernel", OPT_KERNEL, true, ALL, "NAME   the attention block (when the file has several)"},
     {"-D", OPT_DEFINE, true, ALL, "NAME=VALUE   override a param (also -DNAME=VALUE)"},
-    {"--threads", OPT_THREADS, true, ALL, "T   threads of a run, and the most a compile uses (default 0: all cores)"},
+    {"--threads", OPT_THREADS, true, ALL, "T   threads of a run, 0..4096 (default 0: all cores), and the most a compile uses"},
     {"-O", OPT_OPT, false, ALL, "0..3   optimization level (-O0 .. -O3, default -O3)"},
     {"-fno-prune", OPT_NO_PRUNE, false, ALL, "   compute every tile, masking per element"},
     {"--absorb", OPT_ABSORB, true, ALL, "on|off   MLA weight absorption override"},
@@ -204,11 +205,13 @@ static const struct {
      "w_uk   [heads, kv_rank, nope_dim]\n"
      "w_uv   [heads, kv_rank, v_dim]\n"
      "o      [batch, heads, q_len, v_dim]   (out)\n"
+     "lse    [batch, heads, q_len]          (out, optional: the log-sum-exp of each row)\n"
      "All float32; RoPE is applied by the caller. --absorb on|off forces a variant.\n"},
     {"environment", "environment variables",
      "ATTNC_CACHE_DIR        directory of the kernel cache (default $XDG_CACHE_HOME/attnc, else ~/.cache/attnc)\n"
      "ATTNC_NO_CACHE         1: bypass the kernel cache\n"
-     "ATTNC_COMPILE_THREADS  most threads a compile uses (default: --threads if given, else all cores)\n"},
+     "ATTNC_COMPILE_THREADS  most threads a compile uses, 1..4096 (default: --threads if given, else all\n"
+     "                       cores); another value is a usage error (exit 2)\n"},
 };
 #define CLI_NTOPICS ((int)(sizeof cli_topics / sizeof cli_topics[0]))
 
@@ -248,10 +251,11 @@ static void cli_help_cmd(Cmd c, FILE *out) {
         for (int i = 0; (name = drv_pass_name(i, &what)); i++) fprintf(out, "  %-6s %s\n", name, what);
         break;
     case CMD_RUN:
-        fputs("\nTensors are float32 .npy files in C order: q [batch, heads, q_len, head_dim],\n"
-              "k [batch, kv_heads, kv_len, head_dim], v [batch, kv_heads, kv_len, v_dim]. Runtime\n"
-              "inputs are int32 or float32 as declared. Outputs: o [batch, heads, q_len, v_dim]\n"
-              "and lse [batch, heads, q_len], written as float32.\n",
+        fputs("\nTensors are float32 or float16 .npy files in C order, converted to the spec's dtype:\n"
+              "q [batch, heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],\n"
+              "v [batch, kv_heads, kv_len, v_dim] (MLA: float32 q_nope ... w_uv, 'attnc help mla').\n"
+              "Runtime inputs are int32 or float32 as declared. Outputs: o [batch, heads, q_len,\n"
+              "v_dim] and lse [batch, heads, q_len], written as float32.\n",
               out);
         break;
     case CMD_BENCH:
@@ -989,7 +993,7 @@ static int cmd_run(Cli *c) {
         call.threads = c->opts.threads;
         /* validate first, so a wrong shape is reported before anything large is allocated
          * (lse's sizes are o's first three) */
-        if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) {
+        if (rt_check_call(d, &call, NULL, false, &err) != ATTN_OK) { /* o is a stand-in */
             rc = cli_status_error(&err);
             goto done;
         }
@@ -1274,7 +1278,7 @@ static int cmd_bench(Cli *c) {
     cli_tensor(&call->v, bc.mla ? &probe : buf[2], 4, sv);
     cli_tensor(&call->o, bc.mla ? &probe : buf[3], 4, so);
     attn_rt_args args;
-    if (attn_rt_check(d, call, &args, &err) != ATTN_OK) {
+    if (rt_check_call(d, call, &args, !bc.mla, &err) != ATTN_OK) { /* MLA: stand-ins share one address */
         rc = cli_status_error(&err);
         goto done;
     }
@@ -1583,7 +1587,7 @@ static int cmd_mask(Cli *c) {
     call.inputs = in.bind;
     call.ninputs = in.n;
     attn_rt_args args;
-    if (attn_rt_check(&d, &call, &args, &err) != ATTN_OK) {
+    if (rt_check_call(&d, &call, &args, false, &err) != ATTN_OK) { /* stand-ins share one address */
         rc = cli_status_error(&err);
         goto done;
     }

@@ -23,7 +23,8 @@ typedef enum attn_status {
     ATTN_ERR_NULL = 1,      /* a required pointer is NULL */
     ATTN_ERR_RANK = 2,      /* a tensor has the wrong number of dims */
     ATTN_ERR_SHAPE = 3,     /* a size disagrees with the spec or another tensor */
-    ATTN_ERR_STRIDE = 4,    /* negative, non-unit last, or overlapping-output strides */
+    ATTN_ERR_STRIDE = 4,    /* negative or non-unit last strides, an output whose elements
+                             * overlap, or an output that overlaps a tensor or input read */
     ATTN_ERR_OVERFLOW = 5,  /* sizes or strides whose byte extent overflows */
     ATTN_ERR_OFFSET = 6,    /* q_offset out of the representable range */
     ATTN_ERR_INPUT = 7,     /* a runtime input missing, unknown, or of the wrong shape/type */
@@ -47,13 +48,16 @@ typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I32 = 
 
 /* A strided view of a tensor. Strides are in elements; all-zero strides mean row-major. */
 typedef struct attn_tensor {
-    void *data;                     /* first element */
+    void *data;                     /* first element; may be NULL when a size is 0 */
     int ndim;                       /* number of dims */
     int64_t shape[ATTN_MAX_DIMS];   /* sizes, outermost first */
     int64_t stride[ATTN_MAX_DIMS];  /* element strides; the last must be 1 (or all 0) */
 } attn_tensor;
 
-/* A runtime input of a spec (`input i32 src_len[batch];`), bound by name. */
+/* A runtime input of a spec (`input i32 src_len[batch];`), bound by name. The data must be
+ * of the declared type — int32_t for `i32`, float for `f32` — and contiguous (row-major):
+ * an attn_tensor carries no element type, so the library cannot check it, and data of another
+ * type is read as if it were the declared one. */
 typedef struct attn_input {
     const char *name;  /* as declared in the spec */
     attn_tensor t;     /* contiguous; rank and sizes as declared; a scalar has ndim 0 */
@@ -66,7 +70,9 @@ typedef struct attn_input {
  * working). To put the queries at position 0, set q_offset_set = 1 (q_offset = 0). */
 #define ATTN_Q_OFFSET_DEFAULT INT64_MIN /* also means q_offset = kv_len - q_len */
 
-/* One call of an attention kernel. A zero-initialised call means every default. */
+/* One call of an attention kernel. A zero-initialised call means every default. The outputs
+ * (o, lse) must not share a byte with q, k, v or a runtime input (ATTN_ERR_STRIDE, naming
+ * both). A tensor with no element (q_len or kv_len 0) may have NULL data. */
 typedef struct attn_call {
     attn_tensor q;              /* [batch, heads, q_len, qk_dim] */
     attn_tensor k;              /* [batch, kv_heads, kv_len, qk_dim] */
@@ -76,9 +82,9 @@ typedef struct attn_call {
     int64_t q_offset;           /* position of query row 0 (see above; default kv_len - q_len) */
     const attn_input *inputs;   /* the spec's runtime inputs */
     int ninputs;                /* entries in inputs */
-    int threads;                /* threads to run on; 0: the default (attn_run: the kernel's
-                                 * compile-time threads option; the runtime: the pool's threads,
-                                 * or every core without a pool) */
+    int threads;                /* threads to run on, >= 0; 0: the default (attn_run: the
+                                 * kernel's compile-time threads option; the runtime: the pool's
+                                 * threads, or every core without a pool); at most 1024 run */
     int q_offset_set;           /* nonzero: q_offset is used even when it is 0 */
 } attn_call;
 
@@ -214,7 +220,9 @@ enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
 
 /* One call of a multi-head latent attention (`mla { }`) kernel. f32 only. Per head h the keys are
  * [c_kv . w_uk[h] | k_rope] and the values c_kv . w_uv[h], scores scaled by the spec's scale
- * (default 1/sqrt(nope_dim + rope_dim)). A zero-initialised call means every default. */
+ * (default 1/sqrt(nope_dim + rope_dim)). A zero-initialised call means every default. As in
+ * attn_call, o and lse must not overlap another tensor or input, and tensors with no element
+ * may have NULL data. */
 typedef struct attn_mla_call {
     attn_tensor q_nope;        /* [batch, heads, q_len, nope_dim] */
     attn_tensor q_rope;        /* [batch, heads, q_len, rope_dim], RoPE already applied */

@@ -39,16 +39,22 @@ last axis is contiguous, its strides are non-negative multiples of the item size
 is aligned; otherwise (and for another dtype) it is copied first.
 
 Storage types (`dtype = ...` in the spec):
-  f32   float32 arrays (other float types are converted), o is float32.
-  f16   float16 arrays (float32/float64 are converted), o is float16.
+  f32   float32 arrays (float16 and float64 are converted, rounding to nearest), o is float32.
+  f16   float16 arrays (float32/float64 are converted, rounding to nearest), o is float16.
   bf16  NumPy has no bfloat16: pass uint16 arrays holding the raw bf16 bits (float arrays are
         converted, rounding to nearest even); o is a uint16 array of bf16 bits (to_float32()
         turns it into float32, from_float32() makes bf16 bits).
+q, k, v and the MLA tensors must be floating-point arrays (or uint16 bits for bf16): integer
+and bool arrays are refused with AttnError (ATTN_ERR_DTYPE) naming the tensor, never read
+as numbers.
 
 Runtime inputs (`input i32 src_len[batch];` in the spec) are keyword arguments by their name,
 of the declared shape: i32 inputs take integer arrays whose values fit in int32 (floats, NaN
-and out-of-range integers are refused, never rounded or wrapped), f32 inputs take float or
-integer arrays exactly representable in float32. Kernel.input_decls lists them.
+and out-of-range integers are refused, never rounded or wrapped). f32 inputs take float
+arrays, rounded to the nearest float32 (0.1 becomes 0.100000001; a value too small for
+float32, such as 1e-50, becomes 0 or a subnormal; a finite value beyond float32's range,
+such as 1e39, is refused; NaN and +-inf pass as they are), or integer arrays whose values
+float32 holds exactly (2**24 + 1 is refused). Kernel.input_decls lists them.
 
 Errors raise exceptions: SpecError (the spec has errors; .diagnostics holds the text, with
 carets) and AttnError (.code, an attn_status number, .status its name, and the message).
@@ -177,10 +183,6 @@ _lib_lock = threading.Lock()
 
 
 def _candidates():
-    env = os.environ.get("ATTNC_LIB")
-    if env:
-        yield env
-        return
     here = os.path.dirname(os.path.abspath(__file__))
     yield os.path.join(here, "libattnc.so")
     # installed as <libdir>/python3/dist-packages/attnc
@@ -199,6 +201,17 @@ def load_library():
     with _lib_lock:
         if _lib is not None:
             return _lib
+        env = os.environ.get("ATTNC_LIB")
+        if env:  # the user's choice: say why it failed, not to set it
+            if os.sep in env and not os.path.exists(env):
+                raise OSError("attnc: ATTNC_LIB is '%s', which does not exist (unset it to search the "
+                              "usual places)" % env)
+            try:
+                lib = ctypes.CDLL(env)
+            except OSError as e:
+                raise OSError("attnc: ATTNC_LIB is '%s', which did not load: %s" % (env, e)) from None
+            _lib = _declare(lib)
+            return _lib
         tried = []
         lib = None
         for path in _candidates():
@@ -213,38 +226,43 @@ def load_library():
         if lib is None:
             raise OSError("attnc: cannot load libattnc.so; set ATTNC_LIB to its path. Tried: "
                           + "; ".join(tried))
-        lib.attn_options_init.argtypes = [ctypes.POINTER(_Options)]
-        lib.attn_options_init.restype = None
-        lib.attn_compile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_Options),
-                                     ctypes.POINTER(ctypes.c_void_p),
-                                     ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_Error)]
-        lib.attn_compile.restype = ctypes.c_int
-        lib.attn_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_Error)]
-        lib.attn_run.restype = ctypes.c_int
-        lib.attn_run_backward.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_GradCall),
-                                          ctypes.POINTER(_Error)]
-        lib.attn_run_backward.restype = ctypes.c_int
-        lib.attn_kernel_grad_inputs.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
-        lib.attn_kernel_grad_inputs.restype = ctypes.c_int
-        lib.attn_run_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall),
-                                     ctypes.POINTER(ctypes.c_int), ctypes.POINTER(_Error)]
-        lib.attn_run_mla.restype = ctypes.c_int
-        lib.attn_kernel_mla_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaInfo)]
-        lib.attn_kernel_mla_info.restype = ctypes.c_int
-        lib.attn_kernel_desc.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_desc.restype = ctypes.POINTER(_Desc)
-        lib.attn_kernel_compile_ms.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_compile_ms.restype = ctypes.c_double
-        lib.attn_kernel_cache_hit.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_cache_hit.restype = ctypes.c_int
-        lib.attn_kernel_free.argtypes = [ctypes.c_void_p]
-        lib.attn_kernel_free.restype = None
-        lib.attn_free.argtypes = [ctypes.c_void_p]
-        lib.attn_free.restype = None
-        lib.attn_status_name.argtypes = [ctypes.c_int]
-        lib.attn_status_name.restype = ctypes.c_char_p
-        _lib = lib
-        return lib
+        _lib = _declare(lib)
+        return _lib
+
+
+def _declare(lib):
+    """lib with the argument and result types of the functions used."""
+    lib.attn_options_init.argtypes = [ctypes.POINTER(_Options)]
+    lib.attn_options_init.restype = None
+    lib.attn_compile.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(_Options),
+                                 ctypes.POINTER(ctypes.c_void_p),
+                                 ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(_Error)]
+    lib.attn_compile.restype = ctypes.c_int
+    lib.attn_run.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_Error)]
+    lib.attn_run.restype = ctypes.c_int
+    lib.attn_run_backward.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_GradCall),
+                                      ctypes.POINTER(_Error)]
+    lib.attn_run_backward.restype = ctypes.c_int
+    lib.attn_kernel_grad_inputs.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    lib.attn_kernel_grad_inputs.restype = ctypes.c_int
+    lib.attn_run_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall),
+                                 ctypes.POINTER(ctypes.c_int), ctypes.POINTER(_Error)]
+    lib.attn_run_mla.restype = ctypes.c_int
+    lib.attn_kernel_mla_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaInfo)]
+    lib.attn_kernel_mla_info.restype = ctypes.c_int
+    lib.attn_kernel_desc.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_desc.restype = ctypes.POINTER(_Desc)
+    lib.attn_kernel_compile_ms.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_compile_ms.restype = ctypes.c_double
+    lib.attn_kernel_cache_hit.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_cache_hit.restype = ctypes.c_int
+    lib.attn_kernel_free.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_free.restype = None
+    lib.attn_free.argtypes = [ctypes.c_void_p]
+    lib.attn_free.restype = None
+    lib.attn_status_name.argtypes = [ctypes.c_int]
+    lib.attn_status_name.restype = ctypes.c_char_p
+    return lib
 
 
 def _status_name(code):
@@ -303,10 +321,12 @@ def _as_storage(name, x, dtype):
                 raise AttnError(ATTN_ERR_DTYPE, "%s: a bf16 kernel takes uint16 arrays of bf16 bits "
                                 "(or floats to convert), not %s" % (name, a.dtype))
             a = from_float32(a).reshape(a.shape)
-        elif a.dtype.kind in "fiu":
+        elif a.dtype.kind == "f":
             a = a.astype(want)
         else:
-            raise AttnError(ATTN_ERR_DTYPE, "%s: dtype %s, expected %s" % (name, a.dtype, want))
+            hint = " (uint16 bf16 bits are for a bf16 kernel)" if a.dtype == np.uint16 else ""
+            raise AttnError(ATTN_ERR_DTYPE, "%s: a %s kernel takes floating-point arrays (%s; other float "
+                            "types are converted), not %s%s" % (name, dtype, want, a.dtype, hint))
     if a.ndim > _MAX_DIMS:
         raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected 4" % (name, a.ndim))
     item = a.itemsize
@@ -329,8 +349,8 @@ def _first_bad(a, bad):
 
 def _input_array(name, value, dtype):
     """A runtime input as a contiguous int32 or float32 array, converted only when no value
-    changes: i32 takes integers that fit in int32, f32 floats (finite ones stay finite) and
-    integers exactly representable in float32."""
+    changes beyond rounding: i32 takes integers that fit in int32, f32 floats (rounded to
+    nearest; finite ones must stay finite) and integers exactly representable in float32."""
     a = value if isinstance(value, np.ndarray) else np.asarray(value)
     kind = a.dtype.kind
     if dtype == "i32":
@@ -408,10 +428,11 @@ class Kernel:
       q [batch, heads, q_len, qk_dim], k [batch, kv_heads, kv_len, qk_dim],
       v [batch, kv_heads, kv_len, v_dim]; returns o [batch, heads, q_len, v_dim] in the
       storage type (float32, float16, or uint16 bf16 bits) and, with return_lse=True,
-      lse [batch, heads, q_len] float32.
+      lse [batch, heads, q_len] float32. q, k, v are float arrays of the storage type (other
+      float types are converted; integer and bool arrays are refused), or for bf16 uint16 bits.
 
-    and an MLA kernel (is_mla True) with its latent tensors, float32, by name (or in this
-    order):
+    and an MLA kernel (is_mla True) with its latent tensors, float32 (other float types are
+    converted, integer arrays refused), by name (or in this order):
 
         o = kern(q_nope=..., q_rope=..., c_kv=..., k_rope=..., w_uk=..., w_uv=...,
                  absorb=None, return_lse=False, q_offset=None, threads=None, **inputs)
@@ -440,7 +461,7 @@ class Kernel:
 
     Calls may come from several threads at once; the GIL is released while the kernel runs.
     close() frees the machine code: it waits for the calls running on other threads, and
-    later calls raise AttnError."""
+    later calls raise AttnError (ATTN_ERR_ARG, "the kernel is closed")."""
 
     def __init__(self, handle, lib, threads):
         self._lib = lib
@@ -530,7 +551,7 @@ class Kernel:
     def _run(self, fn, call):
         with self._cv:
             if not self._handle:
-                raise AttnError(ATTN_ERR_NULL, "the kernel was closed")
+                raise AttnError(ATTN_ERR_ARG, "the kernel is closed (close() freed its code): compile it again")
             self._running += 1
             handle = self._handle
         try:

@@ -209,6 +209,16 @@ class TestIntegers(Case):
         self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32"], bias=np.array([1e300] + [0.0] * 5))
         self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32"], bias=np.array([2 ** 24 + 1] + [0] * 5, np.int64))
 
+    def test_f32_inputs_round_to_nearest(self):
+        # float64 values are rounded to the nearest float32; tiny ones become 0, huge ones are
+        # refused, infinities pass as they are
+        f32 = self.run_with(bias=np.full(6, 0.1, np.float32))
+        self.assertTrue(np.array_equal(self.run_with(bias=np.full(6, 0.1)), f32))
+        self.assertTrue(np.array_equal(self.run_with(bias=np.full(6, 1e-50)), self.run_with()))
+        self.expect(attnc.ATTN_ERR_INPUT, ["'bias'", "f32", "overflows"], bias=np.array([0.0] * 5 + [1e39]))
+        o = self.run_with(bias=np.array([-np.inf] * 3 + [0.0] * 3))
+        self.assertTrue(np.isfinite(o).all())
+
     def test_scalar_inputs(self):
         kern = attnc.compile("attention s { input i32 n; input f32 t; heads = 1; head_dim = 4; "
                              "mask = k < n; score = score * t; }")
@@ -242,6 +252,79 @@ class TestIntegers(Case):
                 attnc.compile("attention t { heads = 1; head_dim = 4; }", **kw)
 
 
+class TestTensorDtypes(Case):
+    """q, k, v (and MLA's tensors) must hold floats: integers are refused, never read as numbers."""
+
+    def test_integer_tensors_refused(self):
+        kern = attnc.compile("attention t { heads = 2; head_dim = 8; mask = causal; }")
+        q = rand(1, 2, 4, 8)
+        for name in ("q", "k", "v"):
+            for dt in (np.int64, np.int32, np.uint16, np.bool_):
+                t = dict(q=q, k=q, v=q)
+                t[name] = q.astype(dt)
+                with self.assertRaises(attnc.AttnError) as cm:
+                    kern(**t)
+                self.assertEqual(cm.exception.code, attnc.ATTN_ERR_DTYPE)
+                self.assertIn(name + ":", str(cm.exception))
+                self.assertIn(np.dtype(dt).name, str(cm.exception))
+        with self.assertRaises(attnc.AttnError) as cm:
+            kern(q, q.view(np.uint16)[..., ::2].copy(), q)
+        self.assertIn("bf16", str(cm.exception))
+        # float64 and float16 are converted (rounded to float32)
+        o = kern(q, q, q)
+        self.assertTrue(np.array_equal(kern(q.astype(np.float64), q, q), o))
+        self.close(kern(q.astype(np.float16), q, q), o.astype(np.float64), 1e-2)
+
+    def test_integer_mla_tensors_refused(self):
+        kern = attnc.compile(MLA_SPEC)
+        t = TestMla.tensors(None, 1, 2, 5)
+        t["c_kv"] = np.ones(t["c_kv"].shape, np.int64)
+        with self.assertRaises(attnc.AttnError) as cm:
+            kern(**t)
+        self.assertEqual(cm.exception.code, attnc.ATTN_ERR_DTYPE)
+        self.assertIn("c_kv:", str(cm.exception))
+
+
+class TestDocumentedIdioms(Case):
+    """What docs/language.md says about short-circuits, query-row inputs and large positions."""
+
+    def test_guard_first(self):
+        # q_len > kv_len: the first queries sit at negative positions
+        q, kv = rand(1, 2, 6, 8), rand(1, 2, 4, 8)
+        doc = np.zeros((1, 4), np.int32)
+        first = attnc.compile("attention g { input i32 doc[batch, seq]; heads = 2; head_dim = 8; "
+                              "mask = k <= q && doc[b, k] == doc[b, q]; }")
+        o = first(q, kv, kv, doc=doc)
+        self.assertTrue((o[:, :, :2] == 0).all() and (o[:, :, 2:] != 0).any())
+        last = attnc.compile("attention g { input i32 doc[batch, seq]; heads = 2; head_dim = 8; "
+                             "mask = doc[b, k] == doc[b, q] && k <= q; }")
+        with self.assertRaises(attnc.AttnError) as cm:
+            last(q, kv, kv, doc=doc)
+        self.assertEqual(cm.exception.code, attnc.ATTN_ERR_INDEX)
+        # where both run, the same result
+        q = rand(1, 2, 4, 8)
+        self.assertTrue(np.array_equal(first(q, kv, kv, doc=doc), last(q, kv, kv, doc=doc)))
+
+    def test_input_by_query_row(self):
+        kern = attnc.compile("attention r { input f32 qbias[batch, q_len]; heads = 1; head_dim = 4; "
+                             "score = score + qbias[b, q - (kv_len - q_len)] * k; }")
+        plain = attnc.compile("attention p { input f32 c; heads = 1; head_dim = 4; score = score + c * k; }")
+        q, kv = rand(1, 1, 3, 4), rand(1, 1, 7, 4)
+        qbias = np.array([[0.5, -1.0, 2.0]], np.float32)
+        o = kern(q, kv, kv, qbias=qbias)
+        for i in range(3):  # row i gets its own bias
+            self.close(o[:, :, i:i + 1], plain(q[:, :, i:i + 1], kv, kv, c=qbias[0, i], q_offset=4 + i)
+                       .astype(np.float64), 1e-6)
+
+    def test_large_positions(self):
+        q, kv = rand(1, 1, 2, 8), rand(1, 1, 64, 8)
+        far = attnc.compile("attention a { heads = 1; head_dim = 8; score = score - 0.5 * (q - k); }")
+        near = attnc.compile("attention a { heads = 1; head_dim = 8; score = score + 0.5 * (k - kv_len); }")
+        at0 = near(q, kv, kv, q_offset=0)
+        self.close(near(q, kv, kv, q_offset=10 ** 6), at0.astype(np.float64), 1e-6)
+        self.assertGreater(np.abs(far(q, kv, kv, q_offset=10 ** 6) - at0).max(), 1e-3)
+
+
 class TestClose(unittest.TestCase):
     def test_close_while_running(self):
         """close() on one thread while others run the kernel waits for them (run in a child:
@@ -268,8 +351,8 @@ class TestClose(unittest.TestCase):
                 time.sleep(0.0005)
             kern.close()
             for t in ts: t.join()
-            assert all(r == ("ok", True) or r == ("closed", attnc.ATTN_ERR_NULL) for r in results), results
-            assert ("closed", attnc.ATTN_ERR_NULL) in results, results
+            assert all(r == ("ok", True) or r == ("closed", attnc.ATTN_ERR_ARG) for r in results), results
+            assert ("closed", attnc.ATTN_ERR_ARG) in results, results
             print("closed cleanly", len(results))
         """)
         for _ in range(3):
@@ -282,8 +365,24 @@ class TestClose(unittest.TestCase):
         with attnc.compile("attention c { heads = 1; head_dim = 4; }") as kern:
             q = rand(1, 1, 2, 4)
             kern(q, q, q)
-        with self.assertRaises(attnc.AttnError):
+        with self.assertRaises(attnc.AttnError) as cm:
             kern(q, q, q)
+        self.assertEqual(cm.exception.code, attnc.ATTN_ERR_ARG)
+        self.assertIn("the kernel is closed", str(cm.exception))
+
+    def test_attnc_lib_that_does_not_load(self):
+        """A wrong ATTNC_LIB says that path failed and why, not to set ATTNC_LIB."""
+        with tempfile.TemporaryDirectory() as d:
+            junk = os.path.join(d, "libattnc.so")
+            with open(junk, "w") as f:
+                f.write("not a library")
+            for path, why in ((os.path.join(d, "missing.so"), "does not exist"), (junk, "did not load")):
+                p = subprocess.run([sys.executable, "-c", "import attnc; attnc.load_library()"],
+                                   capture_output=True, text=True, timeout=60,
+                                   env=dict(os.environ, ATTNC_LIB=path, PYTHONPATH=os.pathsep.join(sys.path)))
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn("ATTNC_LIB is '%s', which %s" % (path, why), p.stderr)
+                self.assertNotIn("set ATTNC_LIB", p.stderr)
 
 
 class TestMessages(unittest.TestCase):
@@ -308,6 +407,9 @@ class TestMessages(unittest.TestCase):
                           defines={"ww": 2})
         self.assertPythonic(str(cm.exception))
         self.assertIn("ww", str(cm.exception))
+        # the location is neutral: no front end's words
+        self.assertIn("<defines>: error: unknown define 'ww'", str(cm.exception))
+        self.assertNotIn("command line", str(cm.exception))
         with self.assertRaises(attnc.AttnError) as cm:
             attnc.compile("param w = 3;\nattention a { heads = 1; head_dim = 4; mask = sliding(w); }",
                           defines={"w": "x"})
