@@ -182,6 +182,25 @@ attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, in
     if ((s = grad_view(&G.dout, "do", &g->dout, so, false, err)) || (s = grad_view(&G.dq, "dq", &g->dq, sq, true, err)) ||
         (s = grad_view(&G.dk, "dk", &g->dk, sk, true, err)) || (s = grad_view(&G.dv, "dv", &g->dv, sv, true, err)))
         return s;
+    /* a gradient must not overlap another one or what the backward reads */
+    {
+        RtView in[5];
+        const attn_tensor *ts[5] = {&c->q, &c->k, &c->v, &c->o, &c->lse};
+        static const char *const names[5] = {"q", "k", "v", "o", "lse"};
+        for (int i = 0; i < 5; i++)
+            if ((s = rt_view(&in[i], names[i], ts[i], i == 4 ? 4 : (int64_t)sizeof(float), err))) return s;
+        const RtView *outs[3] = {&G.dq, &G.dk, &G.dv};
+        for (int i = 0; i < 3; i++) {
+            for (int j = 0; j < i; j++)
+                if (rt_ranges_overlap(outs[i], outs[j]))
+                    return rt_error(err, ATTN_ERR_STRIDE, "%s overlaps %s", outs[i]->name, outs[j]->name);
+            if (rt_ranges_overlap(outs[i], &G.dout))
+                return rt_error(err, ATTN_ERR_STRIDE, "%s overlaps do", outs[i]->name);
+            for (int j = 0; j < 5; j++)
+                if (rt_ranges_overlap(outs[i], &in[j]))
+                    return rt_error(err, ATTN_ERR_STRIDE, "%s overlaps %s", outs[i]->name, names[j]);
+        }
+    }
     if (g->ndinputs < 0 || g->ndinputs > ATTN_MAX_INPUTS || (g->ndinputs && !g->dinputs))
         return rt_error(err, ATTN_ERR_ARG, "ndinputs is %d (0 .. %d, with dinputs)", g->ndinputs, ATTN_MAX_INPUTS);
     for (int i = 0; i < g->ndinputs; i++) {

@@ -129,7 +129,7 @@ attn_status rt_check_no_overlap(const RtView *v, attn_error *err) {
     return ATTN_OK;
 }
 
-static bool rt_ranges_overlap(const RtView *a, const RtView *b) {
+bool rt_ranges_overlap(const RtView *a, const RtView *b) {
     if (a->hi == 0 || b->hi == 0) return false; /* an empty tensor */
     uintptr_t a0 = (uintptr_t)a->t->data, a1 = a0 + (uintptr_t)a->hi;
     uintptr_t b0 = (uintptr_t)b->t->data, b1 = b0 + (uintptr_t)b->hi;

@@ -53,6 +53,8 @@ int rt_input_ranges(const attn_input *in, int n, RtRange *out);
 /* ATTN_ERR_STRIDE, "OUT overlaps IN", when an output range shares a byte with an input range. */
 attn_status rt_check_disjoint(const RtRange *outs, int nout, const RtRange *ins, int nin,
                               attn_error *err);
+/* Whether two tensors share a byte. */
+bool rt_ranges_overlap(const RtView *a, const RtView *b);
 /* An output must not write one element twice. */
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
 /* ATTN_ERR_INDEX with a message naming the inputs the block declares. */

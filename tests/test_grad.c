@@ -230,6 +230,24 @@ static double check_kernel(Case *c, const Spec *s, const IrGradArgs *g) {
                              .dk = tensor(dk, B, KVH, Lk, f->qk_dim), .dv = tensor(dv, B, KVH, Lk, f->v_dim),
                              .dinputs = dins, .ndinputs = nd};
         call.threads = th;
+        if (th == 1) {
+            /* bad calls fail before anything is written, naming the tensor */
+            attn_grad_call bad = gc;
+            bad.dq.data = c->q; /* dq over q */
+            CHECK(attn_run_backward(kern, &call, &bad, &err) == ATTN_ERR_STRIDE && strstr(err.message, "dq overlaps q"),
+                  "%s: dq over q: %s", s->name, err.message);
+            bad = gc;
+            bad.dv.data = dk; /* dv over dk */
+            CHECK(attn_run_backward(kern, &call, &bad, &err) == ATTN_ERR_STRIDE, "%s: dv over dk: %s", s->name, err.message);
+            bad = gc;
+            bad.dout.shape[2] += 1;
+            CHECK(attn_run_backward(kern, &call, &bad, &err) == ATTN_ERR_SHAPE && strstr(err.message, "do"),
+                  "%s: a long do: %s", s->name, err.message);
+            attn_call nolse = call;
+            nolse.lse.data = NULL;
+            CHECK(attn_run_backward(kern, &nolse, &gc, &err) == ATTN_ERR_NULL && strstr(err.message, "lse"),
+                  "%s: no lse: %s", s->name, err.message);
+        }
         CHECK(attn_run_backward(kern, &call, &gc, &err) == ATTN_OK, "%s: backward: %s", s->name, err.message);
         if (th > 1) {
             /* deterministic: bitwise the run on one thread */
@@ -322,6 +340,5 @@ int main(void) {
         attn_rt_args a = {0};
         EXPECT(ir_interpret_backward(&bare, &a, &g) == ATTN_ERR_ARG);
     }
-    printf("%s\n", check_failures ? "test_grad: FAILED" : "test_grad: ok");
-    return check_failures != 0;
+    return check_done("test_grad");
 }
