@@ -58,7 +58,10 @@ static attn_status mla_view(const char *name, const attn_tensor *t, int ndim, co
                 return rt_error(err, ATTN_ERR_OVERFLOW, "%s: strides overflow", name);
         }
     }
-    v->p = t->data;
+    /* an empty tensor may come without data: a stand-in address, so that the copies and products
+     * of zero elements below never offset a null pointer */
+    static const float nothing[1]; /* never written: it stands for zero elements */
+    v->p = t->data ? t->data : (float *)nothing;
     if (!empty) { /* its bytes, for the overlap check of the outputs */
         int64_t last = 0;
         for (int d = 0; d < ndim; d++) last += (t->shape[d] - 1) * v->st[d]; /* bounded above */

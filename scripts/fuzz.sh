@@ -17,6 +17,8 @@ status=0
 for f in spec call; do
     seeds=()
     [ "$f" = spec ] && seeds=("$dir/seeds/spec")
+    # the call fuzzer's past findings run first, every time
+    [ "$f" = call ] && seeds=(tests/fuzz/call-regressions)
     dict=()
     [ "$f" = spec ] && dict=(-dict=tests/fuzz/attn.dict)
     echo "fuzz_$f: ${secs}s"
