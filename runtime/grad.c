@@ -162,11 +162,11 @@ attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, in
                             d->name ? d->name : "?");
     }
     if (d && d->dtype != ATTN_F32) return rt_error(err, ATTN_ERR_DTYPE, "the backward takes f32 tensors");
-    if (c && !c->lse.data)
-        return rt_error(err, ATTN_ERR_NULL, "lse: data is NULL (the backward needs the forward's o and lse)");
     attn_rt_args a;
     attn_status s = attn_rt_check(d, c, &a, err);
     if (s) return s;
+    if (!a.lse && a.batch * d->heads * a.q_len > 0)
+        return rt_error(err, ATTN_ERR_NULL, "lse: data is NULL (the backward needs the forward's o and lse)");
     if (d->grad_lanes < 1 || d->grad_lanes > MAX_LANES || d->grad_nreads < 0 || d->grad_nreads > ATTN_RT_MAX_GRAD_READS)
         return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad backward lanes or reads", d->name ? d->name : "?");
     Grad G;
