@@ -283,8 +283,14 @@ static void kern_explain_index(const attn_kernel *kern, const attn_rt_desc *d, c
     sb_free(&msg);
 }
 
-/* The descriptors a call runs: the key domains, or the block's alone. Returns their count. */
-static int kern_domains(const attn_kernel *kern, const attn_rt_desc **doms) {
+/* What a call of a kernel that is not MLA starts with: *c, the call with the kernel's default
+ * threads; *pool, the kernel's pool for them (release with kern_pool_release); doms, the
+ * descriptors it runs (the key domains, or the block's alone), their count returned. */
+static int kern_call_begin(attn_kernel *kern, const attn_call *call, attn_call *c, attn_rt_pool **pool,
+                           const attn_rt_desc **doms) {
+    *c = *call;
+    if (c->threads == 0) c->threads = kern->threads;
+    *pool = kern_pool_acquire(kern, c->threads);
     for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
     if (kern->ndomains) return kern->ndomains;
     doms[0] = &kern->desc;
@@ -300,11 +306,10 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
         fail(err, ATTN_ERR_ARG, "attn_run: an MLA kernel takes attn_run_mla");
         return ATTN_ERR_ARG;
     }
-    attn_call c = *call;
-    if (c.threads == 0) c.threads = kern->threads;
-    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    attn_call c;
+    attn_rt_pool *pool;
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
-    int ndoms = kern_domains(kern, doms);
+    int ndoms = kern_call_begin(kern, call, &c, &pool, doms);
     attn_status st = kern->perm_input >= 0
                          ? attn_rt_launch_permuted(&kern->desc_perm, kern->perm_input, doms, ndoms, &c, pool, err)
                          : attn_rt_launch_domains(doms, ndoms, &c, pool, err);
@@ -338,11 +343,10 @@ attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const at
         fail(err, ATTN_ERR_ARG, "the backward of an MLA kernel is not available yet");
         return ATTN_ERR_ARG;
     }
-    attn_call c = *call;
-    if (c.threads == 0) c.threads = kern->threads;
-    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    attn_call c;
+    attn_rt_pool *pool;
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
-    int ndoms = kern_domains(kern, doms);
+    int ndoms = kern_call_begin(kern, call, &c, &pool, doms);
     attn_status st = attn_rt_launch_backward_domains(doms, ndoms, &c, grad, pool, err);
     kern_pool_release(kern, pool);
     if (st == ATTN_ERR_INDEX) kern_explain_index(kern, &kern->desc, &c, err);
