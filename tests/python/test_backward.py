@@ -134,6 +134,15 @@ def main():
     raises(attnc.ATTN_ERR_SHAPE, lambda: kern.backward(q, k, v, do, o=o, lse=lse[:, :, :-1], slope=slope, doc=doc),
            "short lse", "lse")
     raises(attnc.ATTN_ERR_INPUT, lambda: kern.backward(q, k, v, do, slope=slope), "missing doc", "doc")
+    # empty calls: no query (dk, dv zero) and no key (dq zero)
+    plain = attnc.compile("attention p { heads = 2; head_dim = 4; mask = k <= q; }")
+    r = rng.standard_normal
+    g0 = plain.backward(r((1, 2, 0, 4)).astype(np.float32), r((1, 2, 5, 4)).astype(np.float32),
+                        r((1, 2, 5, 4)).astype(np.float32), np.zeros((1, 2, 0, 4), np.float32))
+    check(g0[0].shape == (1, 2, 0, 4) and not g0[1].any() and not g0[2].any(), "q_len 0: dk, dv zero")
+    g1 = plain.backward(r((1, 2, 3, 4)).astype(np.float32), np.zeros((1, 2, 0, 4), np.float32),
+                        np.zeros((1, 2, 0, 4), np.float32), r((1, 2, 3, 4)).astype(np.float32))
+    check(not g1[0].any() and g1[1].shape == (1, 2, 0, 4), "kv_len 0: dq zero")
     # kernels without a backward
     half = attnc.compile("attention h { heads = 2; head_dim = 8; dtype = bf16; mask = k <= q; }")
     check(not half.has_backward, "bf16 has no backward")
