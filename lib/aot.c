@@ -145,7 +145,7 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
               f->ninputs > 0 ? arena_printf(f->arena, "attnc_%s_inputs", n) : "NULL", tile,
               G ? tile : "NULL", G ? "_group" : "", G, pl->min_block_q, pl->cut_below, (long long)pl->stack);
     if (gp) {
-        sb_printf(sb, "    %s_grad_bounds, %s_grad_step, %d, %.9gf, attnc_%s_head_kv, %d, {", tile, tile, gp->W,
+        sb_printf(sb, "    %s_grad_bounds, %s_grad_step, %d, (float)%.17g, attnc_%s_head_kv, %d, {", tile, tile, gp->W,
                   f->scale, n, f->grad.nreads);
         for (int r = 0; r < f->grad.nreads; r++) sb_printf(sb, "%s%d", r ? ", " : "", f->grad.reads[r].load->input);
         sb_puts(sb, f->grad.nreads ? "},\n};\n\n" : "0},\n};\n\n");
