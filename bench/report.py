@@ -4,7 +4,8 @@ plain C loop, an OpenBLAS materialized-attention baseline and its own un-pruned 
 kernels, all measured in this one run and printed as ratios.
 
 usage: bench/report.py [--build DIR] [--quick] [--only SECTION ...]
-sections: machine, baseline, sparsity, heads, mla, kernels
+sections: machine, baseline, sparsity, heads, mla, kernels, grad (the backward; not in the default
+set: its calls take seconds)
 """
 import argparse
 import json
@@ -146,6 +147,26 @@ def sparsity(b, tmp):
           ["mask", "visible", "ms", "GFLOP/s", "vs dense causal", "-fno-prune ms", "pruning speed-up"], rows)
 
 
+def grad(b, tmp, m):
+    """The backward (bench --grad) beside the forward, the FMA peak, two threads and -fno-prune."""
+    peak = m[("fma_peak", 1)]
+    shapes = [("causal GQA 32/8, 1024, d128", "heads = 32; kv_heads = 8; head_dim = 128; mask = causal;", 1024),
+              ("causal 4 heads, 4096, d64", "heads = 4; head_dim = 64; mask = causal;", 4096),
+              ("sliding 256, 4 heads, 4096, d64", "heads = 4; head_dim = 64; mask = sliding(256);", 4096)]
+    rows = []
+    for name, body, n in shapes:
+        spec = b.spec(f"attention k {{ {body} }}")
+        f1 = b.run(spec, n, n, 1)
+        g1 = b.run(spec, n, n, 1, extra=["--grad"])
+        g2 = b.run(spec, n, n, 2, extra=["--grad"])
+        u = b.run(spec, n, n, 1, extra=["--grad", "-fno-prune"])
+        rows.append([name, f"{f1['gflops']:.1f}", f"{g1['gflops']:.1f}", f"{100 * g1['gflops'] / peak:.0f}%",
+                     f"{g2['gflops'] / g1['gflops']:.2f}x", f"{g1['ms'] / f1['ms']:.1f}", f"{u['ms'] / g1['ms']:.1f}x"])
+    table("Backward, f32, useful GFLOP/s (forward 2(qk+v), backward 2(3qk+2v) flops per visible pair)",
+          ["shape", "forward 1T", "backward 1T", "of 1T peak", "backward 2T/1T", "backward/forward time",
+           "-fno-prune / pruned time"], rows)
+
+
 def heads(b, tmp, m):
     """Issue 4: GQA decode bound by reading K/V."""
     rows = []
@@ -211,6 +232,8 @@ def main():
             heads(b, tmp, m)
         if "mla" in want:
             mla(b, tmp)
+        if "grad" in want:
+            grad(b, tmp, m)
 
 
 if __name__ == "__main__":
