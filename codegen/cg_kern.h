@@ -9,8 +9,6 @@
 /* Head dims up to this many vectors (4096 floats on AVX-512, 1024 on NEON). */
 enum { CG_MAX_CHUNKS = 256 };
 
-/* Floats of one packed K^T block (a ring slot). */
-static inline int64_t kt_floats(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
 
 static inline int tail_lanes(int dim, int W, int c) {
     int n = dim - c * W;

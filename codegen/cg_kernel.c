@@ -126,7 +126,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symb
     /* scratch */
     k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
     k->Qs = cg_alloca(c, c->f32, (int64_t)p->BQ * p->QK + p->W, 64, "Qs");
-    k->KT = k->KTring = cg_alloca(c, c->f32, p->NRING * kt_floats(p), 64, "KT");
+    k->KT = k->KTring = cg_alloca(c, c->f32, p->NRING * ir_plan_kt_floats(p), 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
     k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");
     k->L = cg_alloca(c, c->f32, (int64_t)(p->BQ + p->R) * p->W, 64, "l"); /* a vector per row */

@@ -348,7 +348,7 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     k->vfin_slot = k->vfin_ring;
     if (p->NRING > 1) {
         rslot = LLVMBuildSRem(b, LLVMBuildSDiv(b, k->kb, cg_i64(c, p->BK), ""), cg_i64(c, p->NRING), "slot");
-        k->KT = cg_gep(c, c->f32, k->KTring, mul(c, rslot, cg_i64(c, kt_floats(p))));
+        k->KT = cg_gep(c, c->f32, k->KTring, mul(c, rslot, cg_i64(c, ir_plan_kt_floats(p))));
         if (k->p.vpack != IR_VPACK_NEVER) k->VS = cg_gep(c, c->f32, k->VSring, mul(c, rslot, cg_i64(c, (int64_t)p->BK * p->VDP)));
         k->vfin_slot = cg_gep(c, c->i1, k->vfin_ring, rslot);
         LLVMValueRef tkb = cg_load(c, c->i64, cg_gep(c, c->i64, k->tag_kb, rslot), 8);

@@ -205,6 +205,9 @@ typedef struct IrPlan {
     int cut_below;        /* tasks a thread below which the runtime cuts tall tiles */
 } IrPlan;
 
+/* Floats of one packed K^T block of a plan (a ring slot). */
+static inline int64_t ir_plan_kt_floats(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
+
 /* Index-space rewriting of a residue conjunct of the mask: the keys the kernel visits. mod 0:
  * every key. with_q: k = q (mod mod), so the rows of one residue class see only the keys of
  * that class (atrous, the strided pattern's column); else key-only: k % mod in [base, base +

@@ -76,8 +76,6 @@ static void plan_tiles(const IrFunc *f, IrPlan *p) {
     }
 }
 
-/* Floats of one packed K^T block (a ring slot). */
-static int64_t plan_kt_floats(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
 
 /* Whether the band groups can take the kernel: f32 rows read in place (qdirect), whole vectors
  * of q/k and v, the score unmodified, and the band buffers (K^T and V of `blocks` blocks of 4W
@@ -87,7 +85,7 @@ static int64_t plan_kt_floats(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p-
 static bool band_fits(const IrFunc *f, const IrPlan *p, int blocks) {
     int64_t cs = 4 * blocks * (int64_t)p->W;
     return p->qdirect && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && p->vpack != IR_VPACK_NEVER &&
-           (int64_t)p->NRING * plan_kt_floats(p) >= (int64_t)p->QK * cs && (int64_t)p->NRING * p->BK >= cs;
+           (int64_t)p->NRING * ir_plan_kt_floats(p) >= (int64_t)p->QK * cs && (int64_t)p->NRING * p->BK >= cs;
 }
 
 /* Room for what the allocas do not show: spills, calls, the pieces' frames' own overhead. */
@@ -95,7 +93,7 @@ static int64_t plan_stack(const IrPlan *p) {
     int64_t W = p->W, BB = 4 * W;
     /* the tile function's scratch (Q, the ring of K^T and V blocks, acc, m, l, the lane bits),
      * the band or staircase chunk's scores, and a row group's P in a piece */
-    int64_t big = ((int64_t)p->BQ * p->QK + W) * 4 + p->NRING * plan_kt_floats(p) * 4 + (int64_t)p->BQ * p->VDP * 4 +
+    int64_t big = ((int64_t)p->BQ * p->QK + W) * 4 + p->NRING * ir_plan_kt_floats(p) * 4 + (int64_t)p->BQ * p->VDP * 4 +
                   (p->BQ + W) * 4 + (int64_t)(p->BQ + p->R) * W * 4 + (int64_t)p->BQ * p->NT * ((W + 7) / 8) +
                   (int64_t)p->NRING * p->BK * p->VDP * 4 + (BB * BB + 2 * BB) * 4 + (int64_t)p->R * p->BK * 4;
     /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
