@@ -246,6 +246,7 @@ typedef struct IrMla {
     int nope_dim;         /* per-head non-RoPE Q/K width */
     int v_dim;            /* per-head value width */
     IrAbsorb absorb;      /* the spec's `absorb = ...` */
+    bool absorbed;        /* this func is the absorbed variant (the absorb pass made it) */
 } IrMla;
 
 /* The backward's view of `score = EXPR` (the grad pass): its derivative in the scaled score

@@ -320,7 +320,7 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
 
 int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
     const attn_rt_desc *d = kern && kern->ndomains ? &kern->desc_dom[0] : kern ? &kern->desc : NULL;
-    if (!d || !d->grad_step || kern->mla.present) return -1;
+    if (!d || !d->grad_step) return -1;
     bool seen[ATTN_MAX_INPUTS] = {false};
     int n = 0;
     for (int r = 0; r < d->grad_nreads; r++) {
@@ -340,7 +340,7 @@ attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const at
         return ATTN_ERR_NULL;
     }
     if (kern->mla.present) {
-        fail(err, ATTN_ERR_ARG, "the backward of an MLA kernel is not available yet");
+        fail(err, ATTN_ERR_ARG, "attn_run_backward: an MLA kernel takes attn_run_mla_backward");
         return ATTN_ERR_ARG;
     }
     attn_call c;
@@ -421,6 +421,25 @@ attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used
         };
         kern_explain_index(kern, u, &probe, err);
     }
+    return st;
+}
+
+attn_status attn_run_mla_backward(attn_kernel *kern, const attn_mla_call *call, const attn_mla_grad_call *grad,
+                                  attn_error *err) {
+    if (!kern || !call || !grad) {
+        fail(err, ATTN_ERR_NULL, "attn_run_mla_backward: kernel, call and grad are required");
+        return ATTN_ERR_NULL;
+    }
+    if (!kern->mla.present) {
+        fail(err, ATTN_ERR_ARG, "attn_run_mla_backward: not an MLA kernel (use attn_run_backward)");
+        return ATTN_ERR_ARG;
+    }
+    attn_rt_mla_desc d = kern_mla_desc(kern);
+    attn_mla_call c = *call;
+    if (c.threads == 0) c.threads = kern->threads;
+    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    attn_status st = attn_rt_launch_mla_backward(&d, &c, grad, pool, err);
+    kern_pool_release(kern, pool);
     return st;
 }
 

@@ -30,6 +30,7 @@ bool pass_absorb(IrFunc *f, PassCtx *ctx) {
     g->v_dim = f->mla.kv_rank;
     g->head_map = map; /* zeroed: every head reads the one latent K/V head */
     g->head_map_expr = NULL;
+    g->mla.absorbed = true;
     g->nvariants = 0;
     return g->name != NULL && ir_variant_add(f, IR_VAR_ABSORBED, g);
 }

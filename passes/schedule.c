@@ -202,8 +202,9 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->nplans = 0;
     f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G);
     if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G);
-    /* the backward: f32 storage, not MLA (whose training runs up-projected through its tensors) */
-    if (f->grad.present && f->dtype == ATTN_F32 && !f->mla.present) {
+    /* the backward: f32 storage; MLA's is its up-projected form's (training runs it through
+     * the latent tensors), never the absorbed variant's */
+    if (f->grad.present && f->dtype == ATTN_F32 && !f->mla.absorbed) {
         IrPlan g = {.role = IR_ROLE_GRAD, .kind = IR_T_GRAD_STEP};
         plan_tiles(f, &g);
         f->plans[f->nplans++] = g;

@@ -120,3 +120,24 @@ void rt_sgemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, c
         }
     }
 }
+
+/* C[M x N] += A[K x M]^T . B[K x N]: rows of B scaled and added, four rows of C at a time. */
+RT_CLONES
+void rt_sgemm_tn_acc(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                     int64_t ldb, float *C, int64_t ldc) {
+    int64_t nv = N / RT_VW * RT_VW;
+    for (int64_t i = 0; i < M; i += 4) {
+        int64_t rows = M - i < 4 ? M - i : 4;
+        for (int64_t k = 0; k < K; k++) {
+            const float *b = B + k * ldb;
+            for (int64_t r = 0; r < rows; r++) {
+                float a = A[k * lda + i + r];
+                float *c = C + (i + r) * ldc;
+                rt_vf av = RT_VSPLAT(a);
+                int64_t j = 0;
+                for (; j < nv; j += RT_VW) RT_VSTORE(c + j, RT_VLOAD(c + j) + av * RT_VLOAD(b + j));
+                for (; j < N; j++) c[j] += a * b[j];
+            }
+        }
+    }
+}

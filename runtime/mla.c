@@ -386,3 +386,192 @@ attn_status attn_rt_launch_mla(const attn_rt_mla_desc *desc, const attn_mla_call
     if (st == ATTN_OK) rt_ok(err);
     return st;
 }
+
+// the backward, up-projected
+
+/* Scratch and views of an MLA backward: the up-projected Q, K, V of every (batch row, head),
+ * dense, and the gradients the block's backward gives for them. */
+typedef struct MlaGrad {
+    MlaRun *r;
+    MlaView dout, dqn, dqr, dckv, dkr, dwuk, dwuv;
+    float *q, *k, *v, *dq, *dk, *dv;
+    atomic_int nomem; /* a task could not allocate its scratch */
+} MlaGrad;
+
+/* Q = [q_nope | q_rope], K = [c_kv . w_uk[h] | k_rope], V = c_kv . w_uv[h] for (b, h). */
+static void task_grad_up(void *ctx, int64_t t) {
+    MlaGrad *g = ctx;
+    MlaRun *r = g->r;
+    int64_t b = t / r->H, h = t % r->H, W = r->nope + r->rope;
+    float *q = g->q + t * r->Lq * W, *k = g->k + t * r->Lk * W, *v = g->v + t * r->Lk * r->dv;
+    for (int64_t i = 0; i < r->Lq; i++) {
+        memcpy(q + i * W, r->qn.p + b * r->qn.st[0] + h * r->qn.st[1] + i * r->qn.st[2], sizeof(float) * (size_t)r->nope);
+        memcpy(q + i * W + r->nope, r->qr.p + b * r->qr.st[0] + h * r->qr.st[1] + i * r->qr.st[2],
+               sizeof(float) * (size_t)r->rope);
+    }
+    const float *ckv = r->ckv.p + b * r->ckv.st[0];
+    rt_sgemm_nn(r->Lk, r->nope, r->R, ckv, r->ckv.st[1], r->wuk.p + h * r->wuk.st[0], r->wuk.st[1], k, W);
+    for (int64_t j = 0; j < r->Lk; j++)
+        memcpy(k + j * W + r->nope, r->kr.p + b * r->kr.st[0] + j * r->kr.st[1], sizeof(float) * (size_t)r->rope);
+    rt_sgemm_nn(r->Lk, r->dv, r->R, ckv, r->ckv.st[1], r->wuv.p + h * r->wuv.st[0], r->wuv.st[1], v, r->dv);
+}
+
+/* dq_nope, dq_rope of (b, h): the two parts of dQ. */
+static void task_grad_q(void *ctx, int64_t t) {
+    MlaGrad *g = ctx;
+    MlaRun *r = g->r;
+    int64_t b = t / r->H, h = t % r->H, W = r->nope + r->rope;
+    const float *dq = g->dq + t * r->Lq * W;
+    for (int64_t i = 0; i < r->Lq; i++) {
+        memcpy(g->dqn.p + b * g->dqn.st[0] + h * g->dqn.st[1] + i * g->dqn.st[2], dq + i * W,
+               sizeof(float) * (size_t)r->nope);
+        memcpy(g->dqr.p + b * g->dqr.st[0] + h * g->dqr.st[1] + i * g->dqr.st[2], dq + i * W + r->nope,
+               sizeof(float) * (size_t)r->rope);
+    }
+}
+
+/* Rows [j0, j1) of batch row b: dc_kv = sum over h of dK_nope[b,h] . w_uk[h]^T + dV[b,h] . w_uv[h]^T
+ * and dk_rope = sum over h of dK_rope[b,h], the heads in order. */
+static void task_grad_latent(void *ctx, int64_t t) {
+    MlaGrad *g = ctx;
+    MlaRun *r = g->r;
+    int64_t chunks = (r->Lk + MLA_ROWS_PER_TASK - 1) / MLA_ROWS_PER_TASK, W = r->nope + r->rope;
+    int64_t b = t / chunks, j0 = t % chunks * MLA_ROWS_PER_TASK;
+    int64_t n = r->Lk - j0 < MLA_ROWS_PER_TASK ? r->Lk - j0 : MLA_ROWS_PER_TASK;
+    float *tmp = malloc(sizeof(float) * (size_t)(n * r->R));
+    if (!tmp) {
+        atomic_store(&g->nomem, 1);
+        return;
+    }
+    float *dc = g->dckv.p + b * g->dckv.st[0] + j0 * g->dckv.st[1];
+    float *dr = g->dkr.p + b * g->dkr.st[0] + j0 * g->dkr.st[1];
+    for (int64_t j = 0; j < n; j++) {
+        memset(dc + j * g->dckv.st[1], 0, sizeof(float) * (size_t)r->R);
+        memset(dr + j * g->dkr.st[1], 0, sizeof(float) * (size_t)r->rope);
+    }
+    for (int64_t h = 0; h < r->H; h++) {
+        const float *dk = g->dk + ((b * r->H + h) * r->Lk + j0) * W;
+        const float *dv = g->dv + ((b * r->H + h) * r->Lk + j0) * r->dv;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 0)
+                rt_sgemm_nt(n, r->R, r->nope, dk, W, r->wuk.p + h * r->wuk.st[0], r->wuk.st[1], tmp, r->R);
+            else
+                rt_sgemm_nt(n, r->R, r->dv, dv, r->dv, r->wuv.p + h * r->wuv.st[0], r->wuv.st[1], tmp, r->R);
+            for (int64_t j = 0; j < n; j++)
+                for (int64_t c = 0; c < r->R; c++) dc[j * g->dckv.st[1] + c] += tmp[j * r->R + c];
+        }
+        for (int64_t j = 0; j < n; j++)
+            for (int64_t c = 0; c < r->rope; c++) dr[j * g->dkr.st[1] + c] += dk[j * W + r->nope + c];
+    }
+    free(tmp);
+}
+
+/* dw_uk[h] = sum over b of c_kv[b]^T . dK_nope[b,h], dw_uv[h] = sum over b of c_kv[b]^T . dV[b,h]. */
+static void task_grad_w(void *ctx, int64_t h) {
+    MlaGrad *g = ctx;
+    MlaRun *r = g->r;
+    int64_t W = r->nope + r->rope;
+    float *wk = g->dwuk.p + h * g->dwuk.st[0], *wv = g->dwuv.p + h * g->dwuv.st[0];
+    for (int64_t c = 0; c < r->R; c++) {
+        memset(wk + c * g->dwuk.st[1], 0, sizeof(float) * (size_t)r->nope);
+        memset(wv + c * g->dwuv.st[1], 0, sizeof(float) * (size_t)r->dv);
+    }
+    for (int64_t b = 0; b < r->B; b++) {
+        const float *ckv = r->ckv.p + b * r->ckv.st[0];
+        rt_sgemm_tn_acc(r->R, r->nope, r->Lk, ckv, r->ckv.st[1], g->dk + (b * r->H + h) * r->Lk * W, W, wk,
+                        g->dwuk.st[1]);
+        rt_sgemm_tn_acc(r->R, r->dv, r->Lk, ckv, r->ckv.st[1], g->dv + (b * r->H + h) * r->Lk * r->dv, r->dv, wv,
+                        g->dwuv.st[1]);
+    }
+}
+
+static attn_status mla_grad_views(MlaGrad *g, const attn_mla_grad_call *gc, attn_error *err) {
+    MlaRun *r = g->r;
+    attn_status st;
+    if ((st = mla_view("do", &gc->dout, 4, (int64_t[]){r->B, r->H, r->Lq, r->dv}, false, &g->dout, err)) ||
+        (st = mla_view("dq_nope", &gc->dq_nope, 4, (int64_t[]){r->B, r->H, r->Lq, r->nope}, false, &g->dqn, err)) ||
+        (st = mla_view("dq_rope", &gc->dq_rope, 4, (int64_t[]){r->B, r->H, r->Lq, r->rope}, false, &g->dqr, err)) ||
+        (st = mla_view("dc_kv", &gc->dc_kv, 3, (int64_t[]){r->B, r->Lk, r->R}, false, &g->dckv, err)) ||
+        (st = mla_view("dk_rope", &gc->dk_rope, 3, (int64_t[]){r->B, r->Lk, r->rope}, false, &g->dkr, err)) ||
+        (st = mla_view("dw_uk", &gc->dw_uk, 3, (int64_t[]){r->H, r->R, r->nope}, false, &g->dwuk, err)) ||
+        (st = mla_view("dw_uv", &gc->dw_uv, 3, (int64_t[]){r->H, r->R, r->dv}, false, &g->dwuv, err)))
+        return st;
+    /* a gradient shares no byte with another one or with what the backward reads */
+    RtRange outs[6] = {{"dq_nope", g->dqn.lo, g->dqn.hi}, {"dq_rope", g->dqr.lo, g->dqr.hi},
+                       {"dc_kv", g->dckv.lo, g->dckv.hi}, {"dk_rope", g->dkr.lo, g->dkr.hi},
+                       {"dw_uk", g->dwuk.lo, g->dwuk.hi}, {"dw_uv", g->dwuv.lo, g->dwuv.hi}};
+    RtRange ins[9] = {{"q_nope", r->qn.lo, r->qn.hi}, {"q_rope", r->qr.lo, r->qr.hi},
+                      {"c_kv", r->ckv.lo, r->ckv.hi}, {"k_rope", r->kr.lo, r->kr.hi},
+                      {"w_uk", r->wuk.lo, r->wuk.hi}, {"w_uv", r->wuv.lo, r->wuv.hi},
+                      {"o", r->o.lo, r->o.hi},        {"lse", r->lse.lo, r->lse.hi},
+                      {"do", g->dout.lo, g->dout.hi}};
+    if ((st = rt_check_disjoint(outs, 6, ins, 9, err))) return st;
+    for (int i = 1; i < 6; i++)
+        if ((st = rt_check_disjoint(outs + i, 1, outs, i, err))) return st;
+    return ATTN_OK;
+}
+
+attn_status attn_rt_launch_mla_backward(const attn_rt_mla_desc *desc, const attn_mla_call *call,
+                                        const attn_mla_grad_call *grad, attn_rt_pool *pool, attn_error *err) {
+    if (!desc || !call || !grad)
+        return rt_error(err, ATTN_ERR_NULL, "launch_mla_backward: desc, call and grad are required");
+    if ((desc->up && desc->up->dtype != ATTN_F32) || (desc->absorbed && desc->absorbed->dtype != ATTN_F32))
+        return rt_error(err, ATTN_ERR_DTYPE, "MLA kernels take f32 tensors");
+    if (!mla_desc_ok(desc))
+        return rt_error(err, ATTN_ERR_ARG, "launch_mla_backward: the variants disagree with the latent sizes (or none is given)");
+    if (!desc->up || !desc->up->grad_step)
+        return rt_error(err, ATTN_ERR_ARG,
+                        "the backward of an MLA block runs up-projected, and this kernel has no up-projected "
+                        "variant with a backward (absorb = on): compile it with absorb = off or auto");
+    MlaRun r;
+    attn_status st = mla_validate(desc, call, &r, err);
+    if (st != ATTN_OK) return st;
+    MlaGrad g;
+    memset(&g, 0, sizeof g);
+    g.r = &r;
+    if ((st = mla_grad_views(&g, grad, err))) return st;
+    int64_t W = r.nope + r.rope, BH = r.B * r.H;
+    size_t nq = (size_t)(BH * r.Lq * W), nk = (size_t)(BH * r.Lk * W), nv = (size_t)(BH * r.Lk * r.dv);
+    /* one allocation of at least a float each: the block's backward takes no NULL gradient */
+    float *buf = malloc(sizeof(float) * (2 * (nq + nk + nv) + 6));
+    if (!buf)
+        return rt_error(err, ATTN_ERR_NOMEM, "MLA backward: out of memory for %zu scratch floats", 2 * (nq + nk + nv));
+    g.q = buf, g.k = g.q + nq + 1, g.v = g.k + nk + 1, g.dq = g.v + nv + 1, g.dk = g.dq + nq + 1,
+    g.dv = g.dk + nk + 1;
+    int threads = call->threads;
+    attn_rt_pool *tmp = NULL;
+    if (!pool && threads != 1) pool = tmp = attn_rt_pool_create(threads);
+    rt_parallel_for_n(pool, threads, BH, task_grad_up, &g);
+    attn_call inner = {
+        .q = dense4(g.q, r.B, r.H, r.Lq, W),
+        .k = dense4(g.k, r.B, r.H, r.Lk, W),
+        .v = dense4(g.v, r.B, r.H, r.Lk, r.dv),
+        .o = call->o,
+        .lse = call->lse,
+        .q_offset = call->q_offset,
+        .q_offset_set = call->q_offset_set,
+        .inputs = call->inputs,
+        .ninputs = call->ninputs,
+        .threads = threads,
+    };
+    attn_grad_call ig = {
+        .dout = grad->dout,
+        .dq = dense4(g.dq, r.B, r.H, r.Lq, W),
+        .dk = dense4(g.dk, r.B, r.H, r.Lk, W),
+        .dv = dense4(g.dv, r.B, r.H, r.Lk, r.dv),
+        .dinputs = grad->dinputs,
+        .ndinputs = grad->ndinputs,
+    };
+    st = attn_rt_launch_backward(desc->up, &inner, &ig, pool, err);
+    if (st == ATTN_OK) {
+        rt_parallel_for_n(pool, threads, BH, task_grad_q, &g);
+        rt_parallel_for_n(pool, threads, r.B * ((r.Lk + MLA_ROWS_PER_TASK - 1) / MLA_ROWS_PER_TASK),
+                          task_grad_latent, &g);
+        rt_parallel_for_n(pool, threads, r.H, task_grad_w, &g);
+        if (atomic_load(&g.nomem)) st = rt_error(err, ATTN_ERR_NOMEM, "MLA backward: out of memory");
+    }
+    if (tmp) attn_rt_pool_destroy(tmp);
+    free(buf);
+    if (st == ATTN_OK) rt_ok(err);
+    return st;
+}

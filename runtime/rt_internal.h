@@ -108,5 +108,8 @@ void rt_sgemm_nn(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, c
 /* C[M x N] = A[M x K] . B[N x K]^T. */
 void rt_sgemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                  int64_t ldb, float *C, int64_t ldc);
+/* C[M x N] += A[K x M]^T . B[K x N]. */
+void rt_sgemm_tn_acc(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
+                     int64_t ldb, float *C, int64_t ldc);
 
 #endif

@@ -60,7 +60,7 @@ attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err
 /* The backward of a forward call: `call` as given to attn_run, with its o and lse holding the
  * forward's results; `grad` holds d loss / d o (dout) and receives dq, dk, dv and the wanted
  * gradients of the f32 inputs the score reads (dinputs, by name). f32 kernels that are not
- * MLA; deterministic for any thread count. */
+ * MLA (those take attn_run_mla_backward); deterministic for any thread count. */
 attn_status attn_run_backward(attn_kernel *kernel, const attn_call *call, const attn_grad_call *grad,
                               attn_error *err);
 
@@ -72,6 +72,13 @@ int attn_kernel_grad_inputs(const attn_kernel *kernel, int *idx);
 /* Runs an MLA kernel; `used_absorbed` (may be NULL) tells which variant ran. */
 attn_status attn_run_mla(attn_kernel *kernel, const attn_mla_call *call, int *used_absorbed,
                          attn_error *err);
+
+/* The backward of an MLA forward call (un-absorbed, as training runs it): `call` as given to
+ * attn_run_mla, its o and lse holding the forward's results; `grad` holds d loss / d o and
+ * receives dq_nope, dq_rope, dc_kv, dk_rope, dw_uk, dw_uv and the wanted input gradients.
+ * Needs the up-projected variant (absorb = off or auto); deterministic for any thread count. */
+attn_status attn_run_mla_backward(attn_kernel *kernel, const attn_mla_call *call, const attn_mla_grad_call *grad,
+                                  attn_error *err);
 
 /* For an MLA kernel: whether `absorb = auto` picks the absorbed variant for these sizes. */
 int attn_mla_prefers_absorbed(const attn_kernel *kernel, int64_t q_len, int64_t kv_len);

@@ -280,6 +280,30 @@ attn_status attn_rt_launch_backward(const attn_rt_desc *desc, const attn_call *c
 attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
                                             const attn_grad_call *g, attn_rt_pool *pool, attn_error *err);
 
+/* The backward of an MLA call (up-projected, as training runs it): d loss / d o in, the
+ * gradients of the latent tensors out (f32, shaped like the tensor each differentiates, any
+ * strides with a unit last one, no overlap). `call` is the forward's call, its o and lse
+ * holding the forward's results (either variant's). dinputs as in attn_grad_call. */
+typedef struct attn_mla_grad_call {
+    attn_tensor dout;           /* [batch, heads, q_len, v_dim] */
+    attn_tensor dq_nope;        /* out: [batch, heads, q_len, nope_dim] */
+    attn_tensor dq_rope;        /* out: [batch, heads, q_len, rope_dim] */
+    attn_tensor dc_kv;          /* out: [batch, kv_len, kv_rank] */
+    attn_tensor dk_rope;        /* out: [batch, kv_len, rope_dim] */
+    attn_tensor dw_uk;          /* out: [heads, kv_rank, nope_dim] */
+    attn_tensor dw_uv;          /* out: [heads, kv_rank, v_dim] */
+    const attn_input *dinputs;  /* out: name and tensor of each gradient wanted */
+    int ndinputs;               /* entries in dinputs */
+} attn_mla_grad_call;
+
+/* The backward of an MLA forward call: K and V up-projected per head, the block's backward
+ * over them, then the chain rule through w_uk, w_uv and the concatenations. Needs the
+ * up-projected variant (desc->up with its backward). Deterministic for any thread count.
+ * Takes about batch x heads x (kv_len x (nope + rope + v_dim) x 2 + q_len x (nope + rope) x 2)
+ * floats of scratch. */
+attn_status attn_rt_launch_mla_backward(const attn_rt_mla_desc *desc, const attn_mla_call *call,
+                                        const attn_mla_grad_call *grad, attn_rt_pool *pool, attn_error *err);
+
 #ifdef __cplusplus
 }
 #endif
