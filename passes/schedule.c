@@ -202,9 +202,10 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->nplans = 0;
     f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G);
     if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G);
-    /* the backward: f32 storage; MLA's is its up-projected form's (training runs it through
-     * the latent tensors), never the absorbed variant's */
-    if (f->grad.present && f->dtype == ATTN_F32 && !f->mla.absorbed) {
+    /* the backward, for any storage type (f16/bf16 blocks run it on f32 copies); MLA's is its
+     * up-projected form's (training runs it through the latent tensors), never the absorbed
+     * variant's */
+    if (f->grad.present && !f->mla.absorbed) {
         IrPlan g = {.role = IR_ROLE_GRAD, .kind = IR_T_GRAD_STEP};
         plan_tiles(f, &g);
         f->plans[f->nplans++] = g;

@@ -161,7 +161,7 @@ attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, in
             return rt_error(err, ATTN_ERR_ARG, "key domain '%s' does not match '%s'", x->name ? x->name : "?",
                             d->name ? d->name : "?");
     }
-    if (d && d->dtype != ATTN_F32) return rt_error(err, ATTN_ERR_DTYPE, "the backward takes f32 tensors");
+    if (d->dtype != ATTN_F32) return rt_backward_widened(descs, ndescs, c, g, pool, err); /* f16, bf16 */
     attn_rt_args a;
     attn_status s = attn_rt_check(d, c, &a, err);
     if (s) return s;

@@ -74,6 +74,12 @@ void rt_task_order(int64_t t, int64_t ntiles, int64_t share, int64_t *tile, int6
  * (uneven, for causal masks) work more evenly. */
 int64_t rt_cut_tiles(int64_t block_q, int64_t floor_q, int64_t units, int64_t q_len, int threads, int per);
 
+// grad_wide.c
+
+/* The backward of f16/bf16 blocks: q, k, v and o widened to f32, then the f32 backward. */
+attn_status rt_backward_widened(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
+                                const attn_grad_call *g, attn_rt_pool *pool, attn_error *err);
+
 // pool.c
 
 typedef void (*rt_task_fn)(void *ctx, int64_t task);

@@ -97,7 +97,72 @@ static void run(Block blk, Entry entry, int64_t B, int64_t Lq, int64_t Lk, int t
     free(qn_pad), free(qr), free(ckv), free(kr), free(wuk), free(wuv), free(qn), free(o), free(lse), free(ro), free(rl);
 }
 
+/* The backward through the header's descriptor (libattnc_rt alone): central differences of
+ * the AOT forward's loss sum(do . o) at a few elements of each of the six tensors; absorb = on
+ * has no backward. */
+static double aot_loss(const attn_rt_mla_desc *md, attn_mla_call *c, const float *dout, size_t no) {
+    attn_error err;
+    if (attn_rt_launch_mla(md, c, NULL, NULL, &err) != ATTN_OK) return NAN;
+    double l = 0;
+    for (size_t i = 0; i < no; i++) l += (double)dout[i] * ((const float *)c->o.data)[i];
+    return l;
+}
+
+static void backward(void) {
+    const RefMla d = dims;
+    const int64_t B = 2, Lq = 5, Lk = 9;
+    int64_t shp[6][4] = {{B, d.H, Lq, d.nope}, {B, d.H, Lq, d.rope}, {B, Lk, d.R}, {B, Lk, d.rope},
+                         {d.H, d.R, d.nope},   {d.H, d.R, d.dv}};
+    int nd[6] = {4, 4, 3, 3, 3, 3};
+    static const char *const names[6] = {"dq_nope", "dq_rope", "dc_kv", "dk_rope", "dw_uk", "dw_uv"};
+    float *t[6], *g[6];
+    size_t n[6];
+    attn_tensor tt[6], gt[6];
+    for (int i = 0; i < 6; i++) {
+        n[i] = 1;
+        for (int k = 0; k < nd[i]; k++) n[i] *= (size_t)shp[i][k];
+        t[i] = filled(n[i], i >= 4 ? 0.3f : 1.0f);
+        g[i] = filled(n[i], 1.0f);
+        REQUIRE(t[i] && g[i], "out of memory");
+        tt[i] = (attn_tensor){.data = t[i], .ndim = nd[i]};
+        gt[i] = (attn_tensor){.data = g[i], .ndim = nd[i]};
+        memcpy(tt[i].shape, shp[i], sizeof shp[i]);
+        memcpy(gt[i].shape, shp[i], sizeof shp[i]);
+    }
+    size_t no = (size_t)(B * d.H * Lq * d.dv);
+    float *o = filled(no, 1), *lse = filled((size_t)(B * d.H * Lq), 1), *dout = filled(no, 1);
+    REQUIRE(o && lse && dout, "out of memory");
+    attn_mla_call c = {.q_nope = tt[0], .q_rope = tt[1], .c_kv = tt[2], .k_rope = tt[3], .w_uk = tt[4], .w_uv = tt[5],
+                       .o = {o, 4, {B, d.H, Lq, d.dv}, {0}}, .lse = {lse, 3, {B, d.H, Lq}, {0}}, .threads = 1};
+    attn_mla_grad_call gc = {.dout = {dout, 4, {B, d.H, Lq, d.dv}, {0}}, .dq_nope = gt[0], .dq_rope = gt[1],
+                             .dc_kv = gt[2], .dk_rope = gt[3], .dw_uk = gt[4], .dw_uv = gt[5]};
+    attn_error err;
+    attn_status st = attn_rt_launch_mla(&attnc_mla_auto_mla, &c, NULL, NULL, &err);
+    if (st == ATTN_OK) st = attn_rt_launch_mla_backward(&attnc_mla_auto_mla, &c, &gc, NULL, &err);
+    CHECK(st == ATTN_OK, "AOT MLA backward: %s", err.message);
+    for (int i = 0; i < 6 && st == ATTN_OK; i++) {
+        double big = 0;
+        for (size_t e = 0; e < n[i]; e++) big = fmax(big, fabs(g[i][e]));
+        for (int s = 0; s < 3; s++) {
+            size_t e = (size_t)check_int(&g_rng, 0, (int64_t)n[i] - 1);
+            float x0 = t[i][e], h = 1e-2f;
+            t[i][e] = x0 + h;
+            double lp = aot_loss(&attnc_mla_auto_mla, &c, dout, no);
+            t[i][e] = x0 - h;
+            double lm = aot_loss(&attnc_mla_auto_mla, &c, dout, no);
+            t[i][e] = x0;
+            double fd = (lp - lm) / (2.0 * (double)h);
+            CHECK(fabs(fd - g[i][e]) <= 1e-2 * big, "AOT %s[%zu]: %g, finite differences %g", names[i], e, g[i][e], fd);
+        }
+    }
+    st = attn_rt_launch_mla_backward(&attnc_mla_on_mla, &c, &gc, NULL, &err);
+    CHECK(st == ATTN_ERR_ARG, "absorb = on backward: %s", attn_status_name(st));
+    for (int i = 0; i < 6; i++) free(t[i]), free(g[i]);
+    free(o), free(lse), free(dout);
+}
+
 int main(void) {
+    backward();
     static const int64_t shapes[][3] = {{1, 1, 1}, {2, 7, 7}, {1, 1, 100}, {3, 33, 100}, {2, 33, 7}, {1, 130, 130}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int blk = AUTO; blk <= OFF; blk++)

@@ -786,41 +786,54 @@ static const CliTensorSpec cli_mla_tensors[] = {
 };
 #define CLI_MAX_TENSORS 6
 
-/* run --grad: q, k, v, do and the inputs in (o and lse too, else a forward run makes them);
- * dq, dk, dv and d<input> out. */
+/* run --grad: q, k, v (an MLA kernel: q_nope ... w_uv), do and the inputs in (o and lse too,
+ * else a forward run makes them); the gradient of each tensor (dq, ...) and d<input> out. */
 static int cmd_run_grad(Cli *c) {
     int rc = 0;
     attn_kernel *kern = cli_compile(c, &rc);
     if (!kern) return rc;
     const attn_rt_desc *d = attn_kernel_desc(kern);
-    enum { NT = 6 }; /* q, k, v, do, o, lse */
-    static const char *const tn[NT + 1] = {"q", "k", "v", "do", "o", "lse", NULL};
+    bool mla = attn_kernel_is_mla(kern);
+    const CliTensorSpec *ts = mla ? cli_mla_tensors : cli_std_tensors;
+    int nf = mla ? 6 : 3; /* the forward's tensors, then do, o, lse */
+    int NT = nf + 3, DO = nf, O = nf + 1, LSE = nf + 2;
+    const char *tn[CLI_MAX_TENSORS + 4] = {NULL};
+    char gname[CLI_MAX_TENSORS][16]; /* dq, ... */
+    for (int t = 0; t < nf; t++) {
+        tn[t] = ts[t].name;
+        snprintf(gname[t], sizeof gname[t], "d%s", ts[t].name);
+    }
+    tn[DO] = "do", tn[O] = "o", tn[LSE] = "lse";
+    attn_dtype store = mla ? ATTN_F32 : d->dtype; /* of the forward's tensors and o; do is f32 */
     int gin[ATTN_MAX_INPUTS];
     int ngin = attn_kernel_grad_inputs(kern, gin);
-    NpyArray arr[NT];
+    NpyArray arr[CLI_MAX_TENSORS + 3];
     memset(arr, 0, sizeof arr);
     CliInputs in;
     memset(&in, 0, sizeof in);
-    float *out[3 + ATTN_MAX_INPUTS] = {NULL};
+    float *out[CLI_MAX_TENSORS + ATTN_MAX_INPUTS] = {NULL};
     float *o = NULL, *lse = NULL;
     attn_input dins[ATTN_MAX_INPUTS];
-    char msg[512];
-    const char *paths[NT] = {NULL};
-    if (attn_kernel_is_mla(kern) || ngin < 0) {
-        rc = cli_error(EXIT_INPUT, "'%s' has no backward (f32 kernels that are not MLA have one)", d->name);
+    attn_tensor gt[CLI_MAX_TENSORS];
+    char msg[512], names[256];
+    const char *paths[CLI_MAX_TENSORS + 3] = {NULL};
+    if (ngin < 0) {
+        rc = cli_error(EXIT_INPUT, "'%s' has no backward%s", d->name,
+                       mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)" : "");
         goto done;
     }
+    size_t len = 0;
+    names[0] = '\0';
+    for (int t = 0; t < nf && len < sizeof names; t++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", t ? ", " : "", gname[t]);
+    for (int j = 0; j < ngin && len < sizeof names; j++)
+        len += (size_t)snprintf(names + len, sizeof names - len, ", d%s", d->inputs[gin[j]].name);
     for (int i = 0; i < c->nouts && !rc; i++) {
         const char *n = c->outs[i].name;
-        bool ok = !strcmp(n, "dq") || !strcmp(n, "dk") || !strcmp(n, "dv");
+        bool ok = false;
+        for (int t = 0; t < nf && !ok; t++) ok = !strcmp(n, gname[t]);
         for (int j = 0; j < ngin && !ok; j++) ok = n[0] == 'd' && !strcmp(n + 1, d->inputs[gin[j]].name);
-        if (!ok) {
-            char names[256] = "dq, dk, dv";
-            size_t len = strlen(names);
-            for (int j = 0; j < ngin && len < sizeof names; j++)
-                len += (size_t)snprintf(names + len, sizeof names - len, ", d%s", d->inputs[gin[j]].name);
-            rc = cli_error(EXIT_INPUT, "--out %s: the gradients are %s", n, names);
-        }
+        if (!ok) rc = cli_error(EXIT_INPUT, "--out %s: the gradients are %s", n, names);
         for (int j = 0; j < i && !rc; j++)
             if (!strcmp(n, c->outs[j].name)) rc = cli_error(EXIT_INPUT, "--out %s is given twice", n);
     }
@@ -830,91 +843,111 @@ static int cmd_run_grad(Cli *c) {
                 if (paths[t]) rc = cli_error(EXIT_INPUT, "--in %s is given twice", tn[t]);
                 paths[t] = c->ins[i].path;
             }
-    for (int t = 0; t < 4 && !rc; t++)
-        if (!paths[t]) rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (--grad needs q, k, v and do)", tn[t]);
-    if (!rc && !paths[4] != !paths[5]) rc = cli_error(EXIT_INPUT, "give both --in o= and --in lse= (or neither)");
+    for (int t = 0; t <= DO && !rc; t++)
+        if (!paths[t])
+            rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (--grad needs %s and do)", tn[t],
+                           mla ? "q_nope, q_rope, c_kv, k_rope, w_uk, w_uv" : "q, k, v");
+    if (!rc && !paths[O] != !paths[LSE]) rc = cli_error(EXIT_INPUT, "give both --in o= and --in lse= (or neither)");
     for (int t = 0; t < NT && !rc; t++) {
         if (!paths[t]) continue;
-        int nd = t == 5 ? 3 : 4;
+        int nd = t < nf ? ts[t].ndim : t == LSE ? 3 : 4;
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
         else if (arr[t].ndim != nd)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d", paths[t], tn[t], arr[t].ndim, nd);
-        else if (!cli_to_dtype(&arr[t], ATTN_F32, tn[t], paths[t]))
+        else if (!cli_to_dtype(&arr[t], t < nf || t == O ? store : ATTN_F32, tn[t], paths[t]))
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
-    int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = arr[1].shape[2];
+    int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = mla ? arr[2].shape[1] : arr[1].shape[2];
     if ((rc = cli_load_inputs(c, d, &in, tn, false, NULL, NULL, B, Lq, Lk))) goto done;
-    int64_t so[4] = {B, d->heads, Lq, d->v_dim}, sq[4] = {B, d->heads, Lq, d->qk_dim},
-            sk[4] = {B, d->kv_heads, Lk, d->qk_dim}, sv[4] = {B, d->kv_heads, Lk, d->v_dim};
+    int64_t so[4] = {B, d->heads, Lq, d->v_dim};
     attn_error err = {0};
     attn_call call;
+    attn_mla_call mcall;
     memset(&call, 0, sizeof call);
-    cli_tensor(&call.q, arr[0].data, 4, arr[0].shape);
-    cli_tensor(&call.k, arr[1].data, 4, arr[1].shape);
-    cli_tensor(&call.v, arr[2].data, 4, arr[2].shape);
-    call.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
-    call.q_offset_set = c->has_q_offset;
-    call.inputs = in.bind;
-    call.ninputs = in.n;
-    call.threads = c->opts.threads;
-    char probe;
-    cli_tensor(&call.o, &probe, 4, so);
-    if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) { /* sizes first: nothing large allocated yet */
-        rc = cli_status_error(&err);
-        goto done;
+    memset(&mcall, 0, sizeof mcall);
+    attn_tensor *ft[CLI_MAX_TENSORS] = {&call.q, &call.k, &call.v};
+    if (mla) {
+        attn_tensor *mt[6] = {&mcall.q_nope, &mcall.q_rope, &mcall.c_kv, &mcall.k_rope, &mcall.w_uk, &mcall.w_uv};
+        memcpy(ft, mt, sizeof mt);
     }
-    if (paths[4]) {
-        cli_tensor(&call.o, arr[4].data, 4, arr[4].shape);
-        cli_tensor(&call.lse, arr[5].data, 3, arr[5].shape);
+    for (int t = 0; t < nf; t++) cli_tensor(ft[t], arr[t].data, arr[t].ndim, arr[t].shape);
+    attn_tensor *to = mla ? &mcall.o : &call.o, *tl = mla ? &mcall.lse : &call.lse;
+    call.q_offset = mcall.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    call.q_offset_set = mcall.q_offset_set = c->has_q_offset;
+    call.inputs = mcall.inputs = in.bind;
+    call.ninputs = mcall.ninputs = in.n;
+    call.threads = mcall.threads = c->opts.threads;
+    mcall.absorb = c->opts.absorb;
+    if (!mla) {
+        char probe;
+        cli_tensor(&call.o, &probe, 4, so);
+        if (attn_rt_check(d, &call, NULL, &err) != ATTN_OK) { /* sizes first: nothing large allocated yet */
+            rc = cli_status_error(&err);
+            goto done;
+        }
+    }
+    if (paths[O]) {
+        cli_tensor(to, arr[O].data, 4, arr[O].shape);
+        cli_tensor(tl, arr[LSE].data, 3, arr[LSE].shape);
     } else {
-        o = calloc((size_t)(B * d->heads * Lq * d->v_dim) + 1, sizeof *o);
+        o = calloc((size_t)(B * d->heads * Lq * d->v_dim) + 1, cli_elem_size(store));
         lse = calloc((size_t)(B * d->heads * Lq) + 1, sizeof *lse);
         if (!o || !lse) {
             rc = cli_error(EXIT_INPUT, "out of memory");
             goto done;
         }
-        cli_tensor(&call.o, o, 4, so);
-        cli_tensor(&call.lse, lse, 3, so);
-        if (attn_run(kern, &call, &err) != ATTN_OK) {
+        cli_tensor(to, o, 4, so);
+        cli_tensor(tl, lse, 3, so);
+        attn_status st = mla ? attn_run_mla(kern, &mcall, NULL, &err) : attn_run(kern, &call, &err);
+        if (st != ATTN_OK) {
             rc = cli_status_error(&err);
             goto done;
         }
     }
-    const int64_t *gs[3] = {sq, sk, sv};
-    for (int t = 0; t < 3 && !rc; t++)
-        if (!(out[t] = calloc((size_t)(gs[t][0] * gs[t][1] * gs[t][2] * gs[t][3]) + 1, sizeof(float))))
-            rc = cli_error(EXIT_INPUT, "out of memory");
-    attn_grad_call g;
-    memset(&g, 0, sizeof g);
-    cli_tensor(&g.dout, arr[3].data, 4, arr[3].shape);
-    cli_tensor(&g.dq, out[0], 4, sq);
-    cli_tensor(&g.dk, out[1], 4, sk);
-    cli_tensor(&g.dv, out[2], 4, sv);
+    /* each gradient shaped like its tensor (the call's checks hold them to the spec) */
+    for (int t = 0; t < nf && !rc; t++) {
+        int64_t n = 1;
+        for (int k = 0; k < arr[t].ndim; k++) n *= arr[t].shape[k];
+        if (!(out[t] = calloc((size_t)n + 1, sizeof(float)))) rc = cli_error(EXIT_INPUT, "out of memory");
+        cli_tensor(&gt[t], out[t], arr[t].ndim, arr[t].shape);
+    }
     for (int j = 0; j < ngin && !rc; j++) {
         const attn_tensor *it = &in.bind[gin[j]].t;
         int64_t n = 1;
         for (int k = 0; k < it->ndim; k++) n *= it->shape[k];
-        if (!(out[3 + j] = calloc((size_t)n + 1, sizeof(float)))) rc = cli_error(EXIT_INPUT, "out of memory");
+        if (!(out[nf + j] = calloc((size_t)n + 1, sizeof(float)))) rc = cli_error(EXIT_INPUT, "out of memory");
         dins[j].name = d->inputs[gin[j]].name;
-        cli_tensor(&dins[j].t, out[3 + j], it->ndim, it->shape);
+        cli_tensor(&dins[j].t, out[nf + j], it->ndim, it->shape);
     }
-    g.dinputs = dins;
-    g.ndinputs = ngin;
-    if (!rc && attn_run_backward(kern, &call, &g, &err) != ATTN_OK) rc = cli_status_error(&err);
+    if (rc) goto done;
+    attn_tensor dout;
+    cli_tensor(&dout, arr[DO].data, arr[DO].ndim, arr[DO].shape);
+    attn_status st;
+    if (mla) {
+        attn_mla_grad_call g = {.dout = dout, .dq_nope = gt[0], .dq_rope = gt[1], .dc_kv = gt[2],
+                                .dk_rope = gt[3], .dw_uk = gt[4], .dw_uv = gt[5],
+                                .dinputs = dins, .ndinputs = ngin};
+        st = attn_run_mla_backward(kern, &mcall, &g, &err);
+    } else {
+        attn_grad_call g = {.dout = dout, .dq = gt[0], .dk = gt[1], .dv = gt[2], .dinputs = dins, .ndinputs = ngin};
+        st = attn_run_backward(kern, &call, &g, &err);
+    }
+    if (st != ATTN_OK) rc = cli_status_error(&err);
     if (!rc && c->nouts == 0) cli_note("no --out given: nothing written");
     for (int i = 0; i < c->nouts && !rc; i++) {
         const char *n = c->outs[i].name;
-        int t = !strcmp(n, "dq") ? 0 : !strcmp(n, "dk") ? 1 : !strcmp(n, "dv") ? 2 : -1;
-        const attn_tensor *gt = t == 0 ? &g.dq : t == 1 ? &g.dk : t == 2 ? &g.dv : NULL;
-        for (int j = 0; j < ngin && !gt; j++)
-            if (!strcmp(n + 1, d->inputs[gin[j]].name)) gt = &dins[j].t;
-        if (!npy_write(c->outs[i].path, NPY_F32, gt->data, gt->ndim, gt->shape, msg, sizeof msg))
+        const attn_tensor *g = NULL;
+        for (int t = 0; t < nf && !g; t++)
+            if (!strcmp(n, gname[t])) g = &gt[t];
+        for (int j = 0; j < ngin && !g; j++)
+            if (!strcmp(n + 1, d->inputs[gin[j]].name)) g = &dins[j].t;
+        if (!npy_write(c->outs[i].path, NPY_F32, g->data, g->ndim, g->shape, msg, sizeof msg))
             rc = cli_error(EXIT_INPUT, "%s", msg);
     }
 done:
-    for (int t = 0; t < NT; t++) npy_free(&arr[t]);
-    for (int t = 0; t < 3 + ATTN_MAX_INPUTS; t++) free(out[t]);
+    for (int t = 0; t < CLI_MAX_TENSORS + 3; t++) npy_free(&arr[t]);
+    for (int t = 0; t < CLI_MAX_TENSORS + ATTN_MAX_INPUTS; t++) free(out[t]);
     cli_inputs_free(&in);
     free(o);
     free(lse);
@@ -1295,8 +1328,13 @@ static int cmd_bench(Cli *c) {
     }
 
     if (c->grad) {
-        if (bc.mla || attn_kernel_grad_inputs(kern, NULL) < 0) {
-            rc = cli_error(EXIT_INPUT, "'%s' has no backward (f32 kernels that are not MLA have one)", d->name);
+        if (bc.mla) {
+            rc = cli_error(EXIT_INPUT, "bench --grad: '%s' is an MLA block, whose backward it does not time yet "
+                           "(run --grad computes it)", d->name);
+            goto done;
+        }
+        if (attn_kernel_grad_inputs(kern, NULL) < 0) {
+            rc = cli_error(EXIT_INPUT, "'%s' has no backward", d->name);
             goto done;
         }
         const int64_t *gs[5] = {so, so, sq, sk, sv};

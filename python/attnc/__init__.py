@@ -178,6 +178,12 @@ class _GradCall(ctypes.Structure):
                 ("dinputs", ctypes.POINTER(_Input)), ("ndinputs", ctypes.c_int)]
 
 
+class _MlaGradCall(ctypes.Structure):
+    _fields_ = [("dout", _Tensor), ("dq_nope", _Tensor), ("dq_rope", _Tensor), ("dc_kv", _Tensor),
+                ("dk_rope", _Tensor), ("dw_uk", _Tensor), ("dw_uv", _Tensor),
+                ("dinputs", ctypes.POINTER(_Input)), ("ndinputs", ctypes.c_int)]
+
+
 _lib = None
 _lib_lock = threading.Lock()
 
@@ -243,6 +249,9 @@ def _declare(lib):
     lib.attn_run_backward.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Call), ctypes.POINTER(_GradCall),
                                       ctypes.POINTER(_Error)]
     lib.attn_run_backward.restype = ctypes.c_int
+    lib.attn_run_mla_backward.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall), ctypes.POINTER(_MlaGradCall),
+                                          ctypes.POINTER(_Error)]
+    lib.attn_run_mla_backward.restype = ctypes.c_int
     lib.attn_kernel_grad_inputs.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
     lib.attn_kernel_grad_inputs.restype = ctypes.c_int
     lib.attn_run_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaCall),
@@ -580,8 +589,9 @@ class Kernel:
         keep.append(arr)
         return arr, len(inputs)
 
-    def __call__(self, *tensors, q_offset=None, return_lse=False, threads=None, absorb=None, **named):
-        names = _MLA_TENSORS if self.is_mla else _TENSORS
+    def _gather(self, tensors, named, names):
+        """The tensors of a call, given by position (in `names` order) or by name; what is left
+        in `named` are the runtime inputs."""
         if len(tensors) > len(names):
             raise AttnError(ATTN_ERR_ARG, "%d tensors given, the kernel takes %d: %s"
                             % (len(tensors), len(names), ", ".join(names)))
@@ -600,6 +610,11 @@ class Kernel:
                         else " (q_nope, q_rope, ... are the tensors of an MLA kernel; this one takes q, k, v)")
             raise AttnError(ATTN_ERR_NULL, "missing tensor%s %s%s" % ("s" if len(missing) > 1 else "",
                                                                      ", ".join(missing), hint))
+        return given
+
+    def __call__(self, *tensors, q_offset=None, return_lse=False, threads=None, absorb=None, **named):
+        names = _MLA_TENSORS if self.is_mla else _TENSORS
+        given = self._gather(tensors, named, names)
         if absorb is not None and not self.is_mla:
             raise AttnError(ATTN_ERR_ARG, "absorb applies to MLA kernels only")
         qoff = 0 if q_offset is None else _int_arg("q_offset", q_offset, -_Q_OFFSET_LIMIT, _Q_OFFSET_LIMIT,
@@ -646,7 +661,7 @@ class Kernel:
         return (o, lse) if return_lse else o
 
 
-    def backward(self, q, k, v, do, o=None, lse=None, q_offset=None, threads=None, **inputs):
+    def backward(self, *tensors, o=None, lse=None, q_offset=None, threads=None, **named):
         """The gradients of sum(do * o) for o = kern(q, k, v, **inputs):
 
             dq, dk, dv, dinputs = kern.backward(q, k, v, do, o=None, lse=None, q_offset=None,
@@ -658,28 +673,42 @@ class Kernel:
           the score reads (grad_inputs) to its gradient, shaped like the input (every read of
           an element adds to it); masks, i32 inputs and constants have none.
 
-        f32 kernels that are not MLA (has_backward). The same call gives bitwise the same
-        gradients run after run and whatever the number of threads."""
-        if self.is_mla or not self.has_backward:
-            raise AttnError(ATTN_ERR_ARG, "'%s' has no backward (f32 kernels that are not MLA have one)"
-                            % self.name)
+        An MLA kernel takes its latent tensors and returns their gradients, computed
+        up-projected (as training runs it; the kernel needs absorb = off or auto):
+
+            (dq_nope, dq_rope, dc_kv, dk_rope, dw_uk, dw_uv, dinputs) = kern.backward(
+                q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, do, ...)
+
+        Every kernel has one, whatever its storage type (has_backward; an MLA kernel compiled
+        with absorb = on has none): q, k, v and o in the kernel's dtype, do and the gradients
+        in float32. The same call gives bitwise the same gradients run after run and whatever
+        the number of threads. Tensors may also be given by name."""
+        if not self.has_backward:
+            why = (" (an MLA kernel compiled with absorb = on has no up-projected variant)" if self.is_mla
+                   else "")
+            raise AttnError(ATTN_ERR_ARG, "'%s' has no backward%s" % (self.name, why))
+        names = (_MLA_TENSORS if self.is_mla else _TENSORS) + ("do",)
+        given = self._gather(tensors, named, names)
+        inputs = named
+        fwd = [given[n] for n in names[:-1]]
         if o is None or lse is None:
-            o, lse = self(q, k, v, q_offset=q_offset, return_lse=True, threads=threads, **inputs)
+            o, lse = self(*fwd, q_offset=q_offset, return_lse=True, threads=threads, **inputs)
         qoff = 0 if q_offset is None else _int_arg("q_offset", q_offset, -_Q_OFFSET_LIMIT, _Q_OFFSET_LIMIT,
                                                    ATTN_ERR_OFFSET)
         nthreads = self.threads if threads is None else _int_arg("threads", threads, 0, _INT_MAX, ATTN_ERR_ARG)
         keep = []
-        arrs = [_as_storage(n, x, "f32") for n, x in (("q", q), ("k", k), ("v", v), ("o", o), ("do", do))]
+        tnames = names[:-1] + ("o", "do")
+        store = "f32" if self.is_mla else self.dtype  # q, k, v, o as stored; do in f32
+        arrs = [_as_storage(n, x, "f32" if n == "do" else store) for n, x in zip(tnames, fwd + [o, given["do"]])]
         lse = _as_storage("lse", lse, "f32")
-        qa, ka, va = arrs[0], arrs[1], arrs[2]
-        for n, a in zip(("q", "k", "v", "o", "do"), arrs):
-            if a.ndim != 4:
-                raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected 4" % (n, a.ndim))
-        dq = np.empty(qa.shape, dtype=np.float32)
-        dk = np.empty(ka.shape, dtype=np.float32)
-        dv = np.empty(va.shape, dtype=np.float32)
-        call = _Call()
-        call.q, call.k, call.v, call.o = (_tensor(a) for a in arrs[:4])
+        dims = (4, 4, 3, 3, 3, 3, 4, 4) if self.is_mla else (4, 4, 4, 4, 4)
+        for n, a, nd in zip(tnames, arrs, dims):
+            if a.ndim != nd:
+                raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected %d" % (n, a.ndim, nd))
+        grads = [np.empty(a.shape, dtype=np.float32) for a in arrs[:-2]]
+        call = _MlaCall() if self.is_mla else _Call()
+        for n, a in zip(tnames[:-1], arrs[:-1]):
+            setattr(call, n, _tensor(a))
         call.lse = _tensor(lse)
         call.q_offset = qoff
         call.q_offset_set = int(q_offset is not None)
@@ -695,15 +724,16 @@ class Kernel:
             keep += [bn]
             darr[i].name = bn
             darr[i].t = _tensor(a)
-        g = _GradCall()
-        g.dout = _tensor(arrs[4])
-        g.dq, g.dk, g.dv = _tensor(dq), _tensor(dk), _tensor(dv)
+        g = _MlaGradCall() if self.is_mla else _GradCall()
+        g.dout = _tensor(arrs[-1])
+        for n, a in zip(names[:-1], grads):
+            setattr(g, "d" + n, _tensor(a))
         g.dinputs = darr
         g.ndinputs = len(dinputs)
-        run = self._lib.attn_run_backward
+        run = self._lib.attn_run_mla_backward if self.is_mla else self._lib.attn_run_backward
         self._run(lambda h, c, e: run(h, ctypes.byref(c), ctypes.byref(g), ctypes.byref(e)), call)
         del keep, arrs
-        return dq, dk, dv, dinputs
+        return tuple(grads) + (dinputs,)
 
 
 def _is_text(src):

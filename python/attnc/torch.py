@@ -26,39 +26,47 @@ def _np(t):
 
 def function(kern, q_offset=None, threads=None):
     """A callable f(q, k, v, **inputs) -> o over torch tensors that PyTorch's autograd
-    differentiates (see the module docstring). q_offset and threads as in kern(...)."""
-    if kern.is_mla or not kern.has_backward:
-        raise AttnError(ATTN_ERR_ARG, "'%s' has no backward (f32 kernels that are not MLA have one)" % kern.name)
+    differentiates (see the module docstring); for an MLA kernel
+    f(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, **inputs) -> o, differentiable in all six
+    (up-projected, as training runs MLA). q_offset and threads as in kern(...)."""
+    if not kern.has_backward:
+        raise AttnError(ATTN_ERR_ARG, "'%s' has no backward (%s)" % (
+            kern.name, "an MLA kernel needs absorb = off or auto" if kern.is_mla else "f32 kernels have one"))
+    nt = 6 if kern.is_mla else 3
 
     class _Attention(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v, names, *values):
-            arrays = {n: (_np(x) if x.is_floating_point() else x.detach().cpu().numpy()) for n, x in zip(names, values)}
-            qa, ka, va = _np(q), _np(k), _np(v)
-            o, lse = kern(qa, ka, va, q_offset=q_offset, return_lse=True, threads=threads, **arrays)
-            ctx.arrays = (qa, ka, va, o, lse, arrays)
+        def forward(ctx, names, *values):
+            tensors, extra = values[:nt], values[nt:]
+            arrays = {n: (_np(x) if x.is_floating_point() else x.detach().cpu().numpy()) for n, x in zip(names, extra)}
+            ta = [_np(t) for t in tensors]
+            o, lse = kern(*ta, q_offset=q_offset, return_lse=True, threads=threads, **arrays)
+            ctx.arrays = (ta, o, lse, arrays)
             ctx.names = names
-            ctx.like = (q, k, v) + tuple(values)
-            return torch.from_numpy(o).to(device=q.device, dtype=q.dtype)
+            ctx.like = values
+            return torch.from_numpy(o).to(device=values[0].device, dtype=values[0].dtype)
 
         @staticmethod
         def backward(ctx, do):
-            qa, ka, va, o, lse, arrays = ctx.arrays
-            dq, dk, dv, dins = kern.backward(qa, ka, va, _np(do), o=o, lse=lse, q_offset=q_offset,
-                                             threads=threads, **arrays)
+            ta, o, lse, arrays = ctx.arrays
+            res = kern.backward(*ta, _np(do), o=o, lse=lse, q_offset=q_offset, threads=threads, **arrays)
             like = ctx.like
-            grads = [torch.from_numpy(g).to(device=t.device, dtype=t.dtype) for g, t in zip((dq, dk, dv), like)]
+            grads = [torch.from_numpy(g).to(device=t.device, dtype=t.dtype) for g, t in zip(res[:nt], like)]
+            dins = res[nt]
             extra = []
-            for n, t in zip(ctx.names, like[3:]):
+            for n, t in zip(ctx.names, like[nt:]):
                 g = dins.get(n)
                 extra.append(torch.from_numpy(g).to(device=t.device, dtype=t.dtype) if g is not None
                              and t.is_floating_point() else None)
-            return (*grads, None, *extra)
+            return (None, *grads, *extra)
 
-    def attention(q, k, v, **inputs):
+    def attention(*tensors, **inputs):
+        if len(tensors) != nt:
+            raise AttnError(ATTN_ERR_ARG, "'%s' takes %d tensors, %d given" % (kern.name, nt, len(tensors)))
         names = tuple(inputs)
         values = tuple(x if torch.is_tensor(x) else torch.as_tensor(np.asarray(x)) for x in inputs.values())
-        return _Attention.apply(q, k, v, names, *values)
+        return _Attention.apply(names, *tensors, *values)
 
-    attention.__doc__ = "o = attention(q, k, v, **inputs) for attnc kernel '%s' (differentiable)" % kern.name
+    attention.__doc__ = "o = attention(%s, **inputs) for attnc kernel '%s' (differentiable)" % (
+        "q_nope, q_rope, c_kv, k_rope, w_uk, w_uv" if kern.is_mla else "q, k, v", kern.name)
     return attention

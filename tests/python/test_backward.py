@@ -5,6 +5,7 @@ reference (finite differences of the forward), bitwise the same on 1 and 2 threa
 
 usage: test_backward.py ATTNC_CLI   (ATTNC_LIB and PYTHONPATH as for test_binding.py)
 """
+import importlib
 import os
 import subprocess
 import sys
@@ -59,6 +60,92 @@ def reference(q, k, v, slope, doc, q_offset):
     p = np.where(vis[:, None], np.exp(s - np.where(np.isfinite(m), m, 0)), 0)
     l = p.sum(-1, keepdims=True)
     return np.einsum("bhqk,bhkd->bhqd", p / np.where(l > 0, l, 1), vv)
+
+
+MLA_SPEC = "attention m { heads = 2; mla { kv_rank = 16; rope_dim = 4; nope_dim = 8; v_dim = 8; } mask = k <= q; }"
+MLA_NAMES = ("q_nope", "q_rope", "c_kv", "k_rope", "w_uk", "w_uv")
+
+
+def reference_mla(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv):
+    """MLA's o in float64, up-projected: per head k = [c_kv . w_uk[h] | k_rope], v = c_kv . w_uv[h]."""
+    qn, qr, ckv, kr, wuk, wuv = (np.asarray(x, np.float64) for x in (q_nope, q_rope, c_kv, k_rope, w_uk, w_uv))
+    Lq, Lk = qn.shape[2], ckv.shape[1]
+    kn = np.einsum("bjr,hrn->bhjn", ckv, wuk)
+    vv = np.einsum("bjr,hrd->bhjd", ckv, wuv)
+    s = (np.einsum("bhqn,bhjn->bhqj", qn, kn) + np.einsum("bhqr,bjr->bhqj", qr, kr)) / np.sqrt(qn.shape[3] + qr.shape[3])
+    qp = Lk - Lq + np.arange(Lq)
+    vis = np.arange(Lk)[None, :] <= qp[:, None]
+    s = np.where(vis, s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhqj,bhjd->bhqd", p / p.sum(-1, keepdims=True), vv)
+
+
+def check_mla(rng, cli):
+    """The MLA backward: finite differences of the float64 forward, threads, the CLI, absorb = on."""
+    mla = attnc.compile(MLA_SPEC)
+    check(mla.has_backward, "MLA (absorb = auto) has a backward")
+    B, H, Lq, Lk = 2, 2, 5, 9
+    shapes = ((B, H, Lq, 8), (B, H, Lq, 4), (B, Lk, 16), (B, Lk, 4), (H, 16, 8), (H, 16, 8))
+    t = [(rng.standard_normal(s) * (0.3 if i >= 4 else 1.0)).astype(np.float32) for i, s in enumerate(shapes)]
+    do = rng.standard_normal((B, H, Lq, 8)).astype(np.float32)
+    grads = mla.backward(*t, do)
+    check(len(grads) == 7 and grads[6] == {}, "MLA backward returns six gradients and dinputs")
+    for i, (name, g) in enumerate(zip(MLA_NAMES, grads)):
+        check(g.shape == t[i].shape and g.dtype == np.float32, "d%s shape %s" % (name, g.shape))
+        scale, worst = np.abs(g).max(), 0.0
+        for _ in range(4):
+            idx = tuple(int(rng.integers(0, n)) for n in t[i].shape)
+            x = [a.astype(np.float64) for a in t]
+            x[i][idx] += 1e-5
+            lp = float((reference_mla(*x) * do).sum())
+            x[i][idx] -= 2e-5
+            lm = float((reference_mla(*x) * do).sum())
+            worst = max(worst, abs((lp - lm) / 2e-5 - g[idx]) / scale)
+        check(worst <= 1e-3, "MLA d%s vs finite differences: %.3g of the scale" % (name, worst))
+    g2 = mla.backward(*t, do=do, threads=2)
+    check(all(np.array_equal(a, b) for a, b in zip(grads[:6], g2[:6])), "MLA: 1 and 2 threads differ")
+    raises(attnc.ATTN_ERR_SHAPE, lambda: mla.backward(*t, do[:, :, :-1]), "MLA short do", "do")
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = os.path.join(tmp, "m.attn")
+        with open(spec, "w") as f:
+            f.write(MLA_SPEC)
+        args = [cli, "run", spec, "--grad"]
+        for n, a in zip(MLA_NAMES + ("do",), t + [do]):
+            np.save(os.path.join(tmp, n + ".npy"), a)
+            args += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
+        for n in MLA_NAMES:
+            args += ["--out", "d%s=%s" % (n, os.path.join(tmp, "d" + n + ".npy"))]
+        r = subprocess.run(args, capture_output=True, text=True)
+        check(r.returncode == 0, "MLA run --grad: %s" % r.stderr)
+        if r.returncode == 0:
+            got = [np.load(os.path.join(tmp, "d" + n + ".npy")) for n in MLA_NAMES]
+            check(all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, grads[:6])),
+                  "MLA: the CLI differs from Python")
+    try:
+        import torch
+        attnc_torch = importlib.import_module("attnc.torch")
+    except ImportError:
+        torch = None
+    if torch is not None:  # attnc.torch.function over an MLA kernel: autograd against PyTorch's own
+        tt = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in t]
+        ref = torch.from_numpy(reference_mla(*t))  # a check of the float64 reference's shape only
+        qn, qr, ckv, kr, wuk, wuv = tt
+        kn = torch.einsum("bjr,hrn->bhjn", ckv, wuk)
+        vv = torch.einsum("bjr,hrd->bhjd", ckv, wuv)
+        sc = (torch.einsum("bhqn,bhjn->bhqj", qn, kn) + torch.einsum("bhqr,bjr->bhqj", qr, kr)) / np.sqrt(12.0)
+        vis = torch.arange(Lk)[None, :] <= (Lk - Lq + torch.arange(Lq))[:, None]
+        o64 = torch.softmax(sc.masked_fill(~vis, float("-inf")), -1) @ vv
+        (o64 * torch.from_numpy(do).double()).sum().backward()
+        ft = [torch.tensor(a, requires_grad=True) for a in t]
+        o32 = attnc_torch.function(mla)(*ft)
+        check(o32.shape == ref.shape and torch.allclose(o32.double(), o64, atol=1e-5), "attnc.torch MLA forward")
+        (o32 * torch.from_numpy(do)).sum().backward()
+        for name, a, b in zip(MLA_NAMES, ft, tt):
+            err = float((a.grad.double() - b.grad).abs().max() / b.grad.abs().max())
+            check(err <= 1e-3, "attnc.torch MLA d%s: %.3g of the scale" % (name, err))
+    on = attnc.compile(MLA_SPEC.replace("mask", "absorb = on; mask"))
+    check(not on.has_backward, "absorb = on has no backward")
+    raises(attnc.ATTN_ERR_ARG, lambda: on.backward(*t, do), "absorb = on backward", "absorb")
 
 
 def main():
@@ -143,12 +230,25 @@ def main():
     g1 = plain.backward(r((1, 2, 3, 4)).astype(np.float32), np.zeros((1, 2, 0, 4), np.float32),
                         np.zeros((1, 2, 0, 4), np.float32), r((1, 2, 3, 4)).astype(np.float32))
     check(not g1[0].any() and g1[1].shape == (1, 2, 0, 4), "kv_len 0: dq zero")
-    # kernels without a backward
-    half = attnc.compile("attention h { heads = 2; head_dim = 8; dtype = bf16; mask = k <= q; }")
-    check(not half.has_backward, "bf16 has no backward")
-    raises(attnc.ATTN_ERR_ARG, lambda: half.backward(q[:, :2], k, v, do[:, :2]), "bf16 backward", "no backward")
-    mla = attnc.compile("attention m { heads = 2; mla { kv_rank = 16; rope_dim = 4; nope_dim = 8; v_dim = 8; } mask = k <= q; }")
-    check(not mla.has_backward, "MLA has no backward yet")
+    # 16-bit storage: the backward of the f32 kernel on the same (rounded) values
+    for dt in ("bf16", "f16"):
+        half = attnc.compile("attention h { heads = 4; kv_heads = 2; head_dim = 8; v_dim = 6; dtype = %s; mask = k <= q; }" % dt)
+        full = attnc.compile("attention h { heads = 4; kv_heads = 2; head_dim = 8; v_dim = 6; mask = k <= q; }")
+        check(half.has_backward, "%s has a backward" % dt)
+        if dt == "bf16":
+            qr, kr, vr = (attnc.to_float32(attnc.from_float32(x)).reshape(x.shape) for x in (q, k, v))
+        else:
+            qr, kr, vr = (x.astype(np.float16).astype(np.float32) for x in (q, k, v))
+        ho, hl = half(q, k, v, return_lse=True)
+        hg = half.backward(q, k, v, do, o=ho, lse=hl)
+        ho32 = attnc.to_float32(ho).reshape(ho.shape) if dt == "bf16" else ho.astype(np.float32)
+        fg = full.backward(qr, kr, vr, do, o=ho32, lse=hl)
+        check(all(g.dtype == np.float32 for g in hg[:3]), "%s gradients are float32" % dt)
+        check(all(np.array_equal(a, b) for a, b in zip(hg[:3], fg[:3])),
+              "%s backward differs from f32 on the same values" % dt)
+        hg2 = half.backward(q, k, v, do, threads=2)
+        check(all(np.array_equal(a, b) for a, b in zip(hg[:3], hg2[:3])), "%s: o recomputed, 2 threads" % dt)
+    check_mla(rng, cli)
     print("test_backward: %d checks, %d failed" % (CHECKS[0], len(FAILS)))
     return 1 if FAILS else 0
 

@@ -1,0 +1,75 @@
+/* grad_wide.c — the backward of a block that stores f16 or bf16: q, k, v and o widened to
+ * f32 copies (exactly: every f16 and bf16 value is an f32 value), then the f32 backward over
+ * them with the same generated mask, score and bounds functions (which read no tensor). The
+ * gradients are f32, as for every block. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rt_internal.h"
+
+#define WIDE_MAX_DOMAINS 16 /* key domains of a union mask (the compiler makes at most 4) */
+
+/* An IEEE binary16 value's f32 bits (subnormals, infinities and NaNs included). */
+static uint32_t f16_bits_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    if (e == 0x1f) return sign | 0x7f800000u | (m << 13); /* inf, NaN */
+    if (e == 0) {
+        if (m == 0) return sign; /* zero */
+        e = 127 - 15 + 1;        /* subnormal: normalize */
+        while (!(m & 0x400)) m <<= 1, e--;
+        return sign | (e << 23) | ((m & 0x3ff) << 13);
+    }
+    return sign | ((e + 127 - 15) << 23) | (m << 13);
+}
+
+/* One [batch, heads, rows, width] tensor of 16-bit elements at `p` with element strides st
+ * (batch, head, row), widened into dense f32 at `dst`. */
+static void widen(float *dst, const uint16_t *p, const int64_t *st, int64_t B, int64_t H, int64_t L, int64_t W,
+                  attn_dtype dt) {
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < L; i++) {
+                const uint16_t *row = p + b * st[0] + h * st[1] + i * st[2];
+                for (int64_t j = 0; j < W; j++) {
+                    uint32_t bits = dt == ATTN_BF16 ? (uint32_t)row[j] << 16 : f16_bits_to_f32(row[j]);
+                    memcpy(dst++, &bits, sizeof bits);
+                }
+            }
+}
+
+attn_status rt_backward_widened(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
+                                const attn_grad_call *g, attn_rt_pool *pool, attn_error *err) {
+    const attn_rt_desc *d = descs[0];
+    if (d->dtype != ATTN_F16 && d->dtype != ATTN_BF16)
+        return rt_error(err, ATTN_ERR_DTYPE, "the backward takes f32, f16 or bf16 storage");
+    if (ndescs > WIDE_MAX_DOMAINS) return rt_error(err, ATTN_ERR_ARG, "too many key domains (%d)", ndescs);
+    attn_rt_args a;
+    attn_status s = attn_rt_check(d, c, &a, err);
+    if (s) return s;
+    int64_t B = a.batch, H = d->heads, KH = d->kv_heads, Lq = a.q_len, Lk = a.kv_len;
+    size_t nq = (size_t)(B * H * Lq * d->qk_dim), nk = (size_t)(B * KH * Lk * d->qk_dim);
+    size_t nv = (size_t)(B * KH * Lk * d->v_dim), no = (size_t)(B * H * Lq * d->v_dim);
+    float *buf = malloc(sizeof(float) * (nq + nk + nv + no + 4));
+    if (!buf) return rt_error(err, ATTN_ERR_NOMEM, "out of memory for the f32 copies of q, k, v and o");
+    float *q = buf, *k = q + nq + 1, *v = k + nk + 1, *o = v + nv + 1;
+    widen(q, a.q, a.q_stride, B, H, Lq, d->qk_dim, d->dtype);
+    widen(k, a.k, a.k_stride, B, KH, Lk, d->qk_dim, d->dtype);
+    widen(v, a.v, a.v_stride, B, KH, Lk, d->v_dim, d->dtype);
+    widen(o, a.o, a.o_stride, B, H, Lq, d->v_dim, d->dtype);
+    attn_rt_desc wide[WIDE_MAX_DOMAINS];
+    const attn_rt_desc *wp[WIDE_MAX_DOMAINS];
+    for (int i = 0; i < ndescs; i++) {
+        wide[i] = *descs[i];
+        wide[i].dtype = ATTN_F32;
+        wp[i] = &wide[i];
+    }
+    attn_call w = *c;
+    w.q = (attn_tensor){.data = q, .ndim = 4, .shape = {B, H, Lq, d->qk_dim}};
+    w.k = (attn_tensor){.data = k, .ndim = 4, .shape = {B, KH, Lk, d->qk_dim}};
+    w.v = (attn_tensor){.data = v, .ndim = 4, .shape = {B, KH, Lk, d->v_dim}};
+    w.o = (attn_tensor){.data = o, .ndim = 4, .shape = {B, H, Lq, d->v_dim}};
+    w.q_offset = a.q_offset, w.q_offset_set = 1;
+    s = attn_rt_launch_backward_domains(wp, ndescs, &w, g, pool, err);
+    free(buf);
+    return s;
+}
