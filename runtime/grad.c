@@ -28,6 +28,7 @@ typedef struct Grad {
     int64_t psize;                  /* floats of a task's partial */
     float *partial;                 /* [tasks][psize] */
     int *failed;                    /* [tasks]: an input index was out of bounds */
+    int64_t kb, ke;                 /* the keys visited: [kb, ke); dk, dv row 0 is key kb */
 } Grad;
 
 static const float *row_ptr(const RtView *v, int64_t b, int64_t h, int64_t i) {
@@ -65,14 +66,15 @@ static void grad_task(void *ctx, int64_t task) {
     const attn_rt_desc *d = G->d;
     const attn_rt_args *a = G->a;
     int64_t KH = d->kv_heads, b = task / KH, kvh = task % KH;
-    int64_t Lq = a->q_len, Lk = a->kv_len;
+    int64_t Lq = a->q_len;
     int QK = d->qk_dim, VD = d->v_dim, W = d->grad_lanes;
     const float *q = a->q, *k = a->k, *v = a->v, *o = a->o;
     float *part = G->partial ? G->partial + task * G->psize : NULL;
     float fio[(2 + ATTN_RT_MAX_GRAD_READS) * MAX_LANES];
     int64_t iio[ATTN_RT_MAX_GRAD_READS * MAX_LANES];
     float scale = d->grad_scale;
-    for (int64_t j = 0; j < Lk; j++) {
+    int64_t kb0 = G->kb;
+    for (int64_t j = 0; j < G->ke - kb0; j++) {
         memset((float *)row_ptr(&G->dk, b, kvh, j), 0, sizeof(float) * (size_t)QK);
         memset((float *)row_ptr(&G->dv, b, kvh, j), 0, sizeof(float) * (size_t)VD);
     }
@@ -94,10 +96,10 @@ static void grad_task(void *ctx, int64_t task) {
                 G->failed[task] = 1;
                 return;
             }
-            int64_t lo = kb[0] < 0 ? 0 : kb[0], hi = kb[1] >= Lk ? Lk - 1 : kb[1];
+            int64_t lo = kb[0] < G->kb ? G->kb : kb[0], hi = kb[1] >= G->ke ? G->ke - 1 : kb[1];
             for (int64_t k0 = lo - lo % W; k0 <= hi; k0 += W) {
                 for (int l = 0; l < W; l++) {
-                    int64_t j = k0 + l < Lk ? k0 + l : Lk - 1;
+                    int64_t j = k0 + l < lo ? lo : k0 + l > hi ? hi : k0 + l; /* keys visited only */
                     fio[l] = scale * dot(qi, k + b * a->k_stride[0] + kvh * a->k_stride[1] + j * a->k_stride[2], QK);
                 }
                 if (dd->grad_step(a, b, h, qpos, k0, fio, iio)) {
@@ -113,8 +115,8 @@ static void grad_task(void *ctx, int64_t task) {
                     float ds = p * (dot(doi, vj, VD) - D);
                     float dsr = ds * fio[W + l] * scale;
                     axpy(dq, dsr, kj, QK);
-                    axpy((float *)row_ptr(&G->dk, b, kvh, j), dsr, qi, QK);
-                    axpy((float *)row_ptr(&G->dv, b, kvh, j), p, doi, VD);
+                    axpy((float *)row_ptr(&G->dk, b, kvh, j - kb0), dsr, qi, QK);
+                    axpy((float *)row_ptr(&G->dv, b, kvh, j - kb0), p, doi, VD);
                     for (int r = 0; part && r < dd->grad_nreads; r++) {
                         int in = dd->grad_read_input[r];
                         if (G->dinput[in]) part[G->poff[in] + iio[r * W + l]] += ds * fio[(2 + r) * W + l];
@@ -145,8 +147,29 @@ attn_status attn_rt_launch_backward(const attn_rt_desc *d, const attn_call *c, c
     return attn_rt_launch_backward_domains(&d, 1, c, g, pool, err);
 }
 
+static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
+                               const attn_call *cw, const attn_grad_call *g, int64_t kb, attn_rt_pool *pool,
+                               attn_error *err);
+
 attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
                                             const attn_grad_call *g, attn_rt_pool *pool, attn_error *err) {
+    return rt_backward(descs, ndescs, c, NULL, g, 0, pool, err);
+}
+
+attn_status rt_launch_backward_window(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
+                                      const attn_grad_call *g, int64_t kv_len, int64_t k_begin, attn_rt_pool *pool,
+                                      attn_error *err) {
+    if (!descs || ndescs < 1 || !descs[0]) return rt_error(err, ATTN_ERR_NULL, "no kernel descriptor");
+    attn_call w;
+    attn_status s = rt_window_call(descs[0], c, kv_len, k_begin, &w, err);
+    return s ? s : rt_backward(descs, ndescs, c, &w, g, k_begin, pool, err);
+}
+
+/* c: the call as given (its tensors checked for overlaps); cw: its key window's call
+ * (rt_window_call; NULL: none, every key) with the window from key kb. */
+static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
+                               const attn_call *cw, const attn_grad_call *g, int64_t kb, attn_rt_pool *pool,
+                               attn_error *err) {
     if (!g) return rt_error(err, ATTN_ERR_NULL, "the gradient call is NULL");
     if (!descs || ndescs < 1) return rt_error(err, ATTN_ERR_NULL, "no kernel descriptor");
     const attn_rt_desc *d = descs[0];
@@ -161,10 +184,13 @@ attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, in
             return rt_error(err, ATTN_ERR_ARG, "key domain '%s' does not match '%s'", x->name ? x->name : "?",
                             d->name ? d->name : "?");
     }
-    if (d->dtype != ATTN_F32) return rt_backward_widened(descs, ndescs, c, g, pool, err); /* f16, bf16 */
+    if (d->dtype != ATTN_F32) /* f16, bf16: widened to f32 (key windows take f32 only) */
+        return cw ? rt_error(err, ATTN_ERR_DTYPE, "a key window's backward takes f32 tensors")
+                  : rt_backward_widened(descs, ndescs, c, g, pool, err);
     attn_rt_args a;
-    attn_status s = attn_rt_check(d, c, &a, err);
+    attn_status s = cw ? rt_check_call(d, cw, &a, false, err) : attn_rt_check(d, c, &a, err);
     if (s) return s;
+    int64_t nwin = cw ? c->k.shape[2] : a.kv_len; /* keys visited */
     if (!a.lse && a.batch * d->heads * a.q_len > 0)
         return rt_error(err, ATTN_ERR_NULL, "lse: data is NULL (the backward needs the forward's o and lse)");
     if (d->grad_lanes < 1 || d->grad_lanes > MAX_LANES || d->grad_nreads < 0 || d->grad_nreads > ATTN_RT_MAX_GRAD_READS)
@@ -176,9 +202,11 @@ attn_status attn_rt_launch_backward_domains(const attn_rt_desc *const *descs, in
     G.ndom = ndescs;
     G.a = &a;
     G.g = g;
-    int64_t B = a.batch, H = d->heads, KH = d->kv_heads, Lq = a.q_len, Lk = a.kv_len;
-    int64_t so[4] = {B, H, Lq, d->v_dim}, sq[4] = {B, H, Lq, d->qk_dim}, sk[4] = {B, KH, Lk, d->qk_dim},
-            sv[4] = {B, KH, Lk, d->v_dim};
+    G.kb = cw ? kb : 0;
+    G.ke = G.kb + nwin;
+    int64_t B = a.batch, H = d->heads, KH = d->kv_heads, Lq = a.q_len;
+    int64_t so[4] = {B, H, Lq, d->v_dim}, sq[4] = {B, H, Lq, d->qk_dim}, sk[4] = {B, KH, nwin, d->qk_dim},
+            sv[4] = {B, KH, nwin, d->v_dim};
     if ((s = grad_view(&G.dout, "do", &g->dout, so, false, err)) || (s = grad_view(&G.dq, "dq", &g->dq, sq, true, err)) ||
         (s = grad_view(&G.dk, "dk", &g->dk, sk, true, err)) || (s = grad_view(&G.dv, "dv", &g->dv, sv, true, err)))
         return s;

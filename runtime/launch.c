@@ -395,6 +395,9 @@ attn_status rt_check_call(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
     return ATTN_OK;
 }
 
+static attn_status rt_launch_args(const attn_rt_desc *d, const attn_call *c, attn_rt_args *ap,
+                                  attn_rt_pool *pool, attn_error *err);
+
 /* The shared state of one launch. */
 typedef struct RtLaunch {
     const attn_rt_args *args;  /* one per key split (args[s]), or just one */
@@ -558,6 +561,85 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
     attn_rt_args a;
     attn_status s = attn_rt_check(d, c, &a, err);
     if (s) return s;
+    return rt_launch_args(d, c, &a, pool, err);
+}
+
+/* A tensor whose dim 2 holds rows [begin, begin + shape[2]) of `len` rows, as a view of all
+ * `len` rows (never read outside the rows it holds): explicit strides, the base moved back
+ * `begin` rows with integer arithmetic. */
+static attn_status rt_rebase(const char *name, const attn_tensor *t, int64_t elem, int64_t len, int64_t begin,
+                             attn_tensor *out, attn_error *err) {
+    RtView v;
+    attn_status s = rt_view(&v, name, t, elem, err);
+    if (s) return s;
+    *out = *t;
+    for (int d = 0; d < t->ndim; d++) out->stride[d] = v.stride[d];
+    out->shape[2] = len;
+    int64_t back;
+    if (t->ndim != 4 || __builtin_mul_overflow(begin, v.stride[2], &back) || __builtin_mul_overflow(back, elem, &back) ||
+        (uintptr_t)back > (uintptr_t)t->data)
+        return rt_error(err, ATTN_ERR_OVERFLOW, "%s: the window's offset overflows", name);
+    out->data = (void *)((uintptr_t)t->data - (uintptr_t)back);
+    return ATTN_OK;
+}
+
+attn_status rt_window_call(const attn_rt_desc *d, const attn_call *c, int64_t kv_len, int64_t k_begin,
+                           attn_call *out, attn_error *err) {
+    if (!d || !c) return rt_error(err, ATTN_ERR_NULL, "the kernel descriptor and the call are required");
+    if (c->k.ndim != 4 || c->v.ndim != 4)
+        return rt_error(err, ATTN_ERR_RANK, "k and v: 4 dims expected");
+    int64_t n = c->k.shape[2];
+    if (c->v.shape[2] != n)
+        return rt_error(err, ATTN_ERR_SHAPE, "v: dim 2 (kv_len) is %lld, expected %lld (as in k)",
+                        (long long)c->v.shape[2], (long long)n);
+    if (k_begin < 0 || n < 0 || kv_len < 0 || kv_len > RT_MAX_DIM_SIZE || n > kv_len - k_begin)
+        return rt_error(err, ATTN_ERR_SHAPE, "a key window [%lld, %lld) outside [0, %lld)", (long long)k_begin,
+                        (long long)(k_begin + n), (long long)kv_len);
+    /* nothing of the window may be an output */
+    int64_t elem = rt_dtype_size(d->dtype);
+    RtView v[5];
+    const attn_tensor *ts[5] = {&c->q, &c->k, &c->v, &c->o, &c->lse};
+    static const char *const names[5] = {"q", "k", "v", "o", "lse"};
+    bool has_lse = c->lse.data != NULL;
+    attn_status s;
+    for (int i = 0; i < (has_lse ? 5 : 4); i++) {
+        if (ts[i]->ndim < 1 || ts[i]->ndim > ATTN_MAX_DIMS)
+            return rt_error(err, ATTN_ERR_RANK, "%s: %d dims", names[i], ts[i]->ndim);
+        if ((s = rt_view(&v[i], names[i], ts[i], i == 4 ? 4 : elem, err))) return s;
+    }
+    RtRange outs[2] = {rt_view_range(&v[3]), has_lse ? rt_view_range(&v[4]) : (RtRange){0}};
+    RtRange ins[3 + ATTN_MAX_INPUTS];
+    for (int i = 0; i < 3; i++) ins[i] = rt_view_range(&v[i]);
+    int nin = 3 + rt_input_ranges(c->inputs, c->ninputs, ins + 3);
+    if ((s = rt_check_disjoint(outs, has_lse ? 2 : 1, ins, nin, err))) return s;
+    *out = *c;
+    if ((s = rt_rebase("k", &c->k, elem, kv_len, k_begin, &out->k, err)) ||
+        (s = rt_rebase("v", &c->v, elem, kv_len, k_begin, &out->v, err)))
+        return s;
+    return ATTN_OK;
+}
+
+attn_status rt_launch_window(const attn_rt_desc *d, const attn_call *c, int64_t kv_len, int64_t k_begin,
+                             attn_rt_pool *pool, attn_error *err) {
+    attn_call w;
+    attn_status s = rt_window_call(d, c, kv_len, k_begin, &w, err);
+    if (s) return s;
+    attn_rt_args a;
+    if ((s = rt_check_call(d, &w, &a, false, err))) return s;
+    a.k_begin = k_begin;
+    a.k_end = k_begin + c->k.shape[2];
+    if (a.k_end == a.k_begin) { /* no key: every row sees none */
+        a.kv_len = 0;
+        rt_empty_call(&a, d->heads, d->v_dim, d->dtype);
+        return rt_ok(err);
+    }
+    return rt_launch_args(d, &w, &a, pool, err);
+}
+
+static attn_status rt_launch_args(const attn_rt_desc *d, const attn_call *c, attn_rt_args *ap,
+                                  attn_rt_pool *pool, attn_error *err) {
+    attn_rt_args a = *ap;
+    attn_status s;
     if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function",
                                   d->name ? d->name : "?");
     if (rt_empty_call(&a, d->heads, d->v_dim, d->dtype)) return ATTN_OK;
@@ -589,10 +671,10 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
      * to scratch, merged through the log-sum-exps */
     attn_rt_args *sargs = NULL;
     float *scratch = NULL;
-    int64_t nsplit = 1, rows = a.batch * d->heads * a.q_len;
+    int64_t nsplit = 1, rows = a.batch * d->heads * a.q_len, nkeys = a.k_end - a.k_begin;
     if (ntasks < threads && d->dtype == ATTN_F32) {
         nsplit = (threads + ntasks - 1) / ntasks;
-        if (nsplit > a.kv_len / RT_SPLIT_MIN_KEYS) nsplit = a.kv_len / RT_SPLIT_MIN_KEYS;
+        if (nsplit > nkeys / RT_SPLIT_MIN_KEYS) nsplit = nkeys / RT_SPLIT_MIN_KEYS;
         if (nsplit > 64) nsplit = 64;
         if (nsplit > 1 && rows * (d->v_dim + 1) * nsplit > ((int64_t)1 << 26)) nsplit = 1; /* 256 MiB */
     }
@@ -612,8 +694,8 @@ attn_status attn_rt_launch(const attn_rt_desc *d, const attn_call *c, attn_rt_po
         for (int64_t s2 = 0; s2 < nsplit; s2++) {
             attn_rt_args *sa = &sargs[s2];
             *sa = a;
-            sa->k_begin = a.kv_len * s2 / nsplit;
-            sa->k_end = a.kv_len * (s2 + 1) / nsplit;
+            sa->k_begin = a.k_begin + nkeys * s2 / nsplit;
+            sa->k_end = a.k_begin + nkeys * (s2 + 1) / nsplit;
             sa->o = po + s2 * rows * d->v_dim;
             sa->o_stride[2] = d->v_dim;
             sa->o_stride[1] = a.q_len * d->v_dim;

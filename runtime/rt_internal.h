@@ -74,6 +74,28 @@ void rt_task_order(int64_t t, int64_t ntiles, int64_t share, int64_t *tile, int6
  * (uneven, for causal masks) work more evenly. */
 int64_t rt_cut_tiles(int64_t block_q, int64_t floor_q, int64_t units, int64_t q_len, int threads, int per);
 
+/* Key windows (ring attention, keys stored in shards): a call whose k and v hold only the
+ * keys at positions [k_begin, k_begin + k.shape[2]) of a sequence of kv_len keys. Masks, scores
+ * and inputs see kv_len and the keys' absolute positions; only the window's keys are visited
+ * and read. rt_window_call checks the outputs share no byte with what the call reads and makes
+ * the call whose k and v are views of all kv_len rows (their base moved back k_begin rows; only
+ * the window's rows are ever read), to be validated with rt_check_call(disjoint = false). */
+attn_status rt_window_call(const attn_rt_desc *d, const attn_call *c, int64_t kv_len, int64_t k_begin,
+                           attn_call *out, attn_error *err);
+/* attn_rt_launch over a key window: o and lse get the attention over the window's keys alone
+ * (rows that see none of them: zeros and -inf). */
+attn_status rt_launch_window(const attn_rt_desc *d, const attn_call *c, int64_t kv_len, int64_t k_begin,
+                             attn_rt_pool *pool, attn_error *err);
+
+// grad.c
+
+/* attn_rt_launch_backward_domains over a key window (as rt_launch_window): c's o and lse are
+ * the forward's over all keys; dq gets the part of the window's keys, g->dk and g->dv (shaped
+ * like the window's k and v) the window's gradients from these queries, dinputs this part. */
+attn_status rt_launch_backward_window(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
+                                      const attn_grad_call *g, int64_t kv_len, int64_t k_begin, attn_rt_pool *pool,
+                                      attn_error *err);
+
 // grad_wide.c
 
 /* The backward of f16/bf16 blocks: q, k, v and o widened to f32, then the f32 backward. */
