@@ -318,6 +318,13 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
     return st;
 }
 
+int attn_kernel_domains(const attn_kernel *kern, const attn_rt_desc **descs, int max) {
+    if (!kern || kern->mla.present) return 0;
+    int n = kern->ndomains ? kern->ndomains : 1;
+    for (int i = 0; descs && i < n && i < max; i++) descs[i] = kern->ndomains ? &kern->desc_dom[i] : &kern->desc;
+    return n;
+}
+
 int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
     const attn_rt_desc *d = kern && kern->ndomains ? &kern->desc_dom[0] : kern ? &kern->desc : NULL;
     if (!d || !d->grad_step) return -1;

@@ -96,6 +96,12 @@ typedef struct attn_mla_info {
 /* Fills `info` and returns 1 for an MLA kernel; returns 0 (info untouched) otherwise. */
 int attn_kernel_mla_info(const attn_kernel *kernel, attn_mla_info *info);
 
+/* The descriptors attn_run runs the kernel with: its disjoint key domains (a mask that was
+ * split into several), else the block's own; at most `max` are stored in `descs`. Returns their
+ * count (0 for an MLA kernel or a NULL kernel). attn_rt_launch_domains over them gives
+ * attn_run's result (a permutation mask's rank-order variant is only a faster way to it). */
+int attn_kernel_domains(const attn_kernel *kernel, const attn_rt_desc **descs, int max);
+
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kernel);
 double attn_kernel_compile_ms(const attn_kernel *kernel); /* time attn_compile took */
 int attn_kernel_cache_hit(const attn_kernel *kernel);     /* 1: loaded from the disk cache */
