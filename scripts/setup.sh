@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(cmake make gcc g++ flex bison llvm-19-dev llvm-19-tools clang-19 libclang-rt-19-dev
       zlib1g-dev libzstd-dev libedit-dev
       python3-numpy libopenblas-dev valgrind pkg-config python3-venv python3-pip python3-setuptools
-      python3-torch
+      python3-torch libopenmpi-dev openmpi-bin
       qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${pkgs[@]}"; do

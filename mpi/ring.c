@@ -1,0 +1,842 @@
+/* ring.c — ring (context-parallel) attention over MPI (libattnc_mpi).
+ *
+ * Each rank holds shards of Q, K and V. The schedule comes from the mask: every rank evaluates
+ * the kernel's key bounds (the backward's grad_bounds role, the prune pass's [k_lo, k_hi] per
+ * query) over its query rows, which gives for every (query piece, key piece) whether a key may
+ * be visible; the ranks share their rows of that matrix (an allgather). Step t of the ring
+ * (t = 1 .. R-1) sends this rank's K/V shard to rank r+t when r+t's queries may see it, and
+ * receives rank r-t's when ours may see it: pairs without a visible key are neither sent nor
+ * computed. Step t+1's messages are posted before step t computes, and the compute runs in
+ * chunks of query rows with MPI_Test between them (Open MPI progresses transfers only inside
+ * MPI calls). Each pair's partial (o, lse) is merged into the rank's result through the
+ * log-sum-exps, in step order (deterministic). The backward runs the same schedule and sends
+ * each pair's dK/dV partial back to the shard's owner, which adds them up in step order.
+ *
+ * Protocol errors never hang: sizes and validation are agreed on with collectives before the
+ * ring starts, and a failure while computing (an input index out of bounds) is recorded and
+ * the ring's messages still all go through; the ranks agree on the outcome at the end. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "attn/attn_mpi.h"
+#include "runtime/rt_internal.h"
+
+#define RING_MAX_DOM 8
+#define RING_MSG_MAX ((int64_t)1 << 30) /* bytes per MPI message (counts are int) */
+#define RING_CHUNK_ROWS 512             /* fewest query rows a compute chunk between polls has */
+enum { TAG_KV = 7301, TAG_DKV = 7302 };
+
+int attn_ring_shard(int64_t n, int ranks, int rank, attn_shard shard, int64_t begin[2], int64_t end[2]) {
+    if (n < 0 || ranks < 1 || rank < 0 || rank >= ranks || !begin || !end) return 0;
+    if (shard == ATTN_SHARD_CONTIGUOUS) {
+        begin[0] = n * rank / ranks;
+        end[0] = n * (rank + 1) / ranks;
+        return 1;
+    }
+    if (shard != ATTN_SHARD_ZIGZAG) return 0;
+    int64_t c = 2 * (int64_t)ranks, a = rank, b = c - 1 - rank;
+    begin[0] = n * a / c;
+    end[0] = n * (a + 1) / c;
+    begin[1] = n * b / c;
+    end[1] = n * (b + 1) / c;
+    return 2;
+}
+
+int64_t attn_ring_shard_rows(int64_t n, int ranks, int rank, attn_shard shard) {
+    int64_t b[2], e[2];
+    int np = attn_ring_shard(n, ranks, rank, shard, b, e);
+    if (!np) return -1;
+    int64_t rows = 0;
+    for (int i = 0; i < np; i++) rows += e[i] - b[i];
+    return rows;
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A growing list of requests. */
+typedef struct Reqs {
+    MPI_Request *r;
+    int n, cap;
+} Reqs;
+
+typedef struct Ring {
+    const attn_rt_desc *const *descs;
+    int nd;
+    const attn_ring_call *call;
+    MPI_Comm comm;
+    int R, r;
+    attn_rt_pool *pool;
+    int64_t B, H, KH, DQ, DV, q_len, kv_len, q_offset;
+    int nqp;                  /* local query pieces */
+    int64_t qb[2], qe[2], qo[2]; /* their positions [qb, qe) (rows of q_len) and first local row */
+    int64_t nq, nk;           /* local query and key rows */
+    unsigned char *vis;       /* [R][R]: query shard i may see key shard j */
+    unsigned char *sub;       /* [nd][2][R][2]: this rank's query piece x rank j's key piece */
+    Reqs rq[6];               /* K/V sends, K/V receives (two slots), dK/dV sends (two), receives */
+    attn_ring_stats st;
+    attn_status fail;         /* the first failure while computing (the ring goes on) */
+    attn_error ferr;
+} Ring;
+
+static unsigned char *sub_at(Ring *g, int dm, int qp, int j, int kp) {
+    return &g->sub[((dm * 2 + qp) * g->R + j) * 2 + kp];
+}
+
+static attn_status reqs_grow(Reqs *q, int more, attn_error *err) {
+    if (q->n + more <= q->cap) return ATTN_OK;
+    int cap = q->cap ? q->cap * 2 : 16;
+    while (cap < q->n + more) cap *= 2;
+    MPI_Request *r = realloc(q->r, sizeof *r * (size_t)cap);
+    if (!r) return rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for requests");
+    q->r = r;
+    q->cap = cap;
+    return ATTN_OK;
+}
+
+/* Posts `bytes` bytes as messages of at most RING_MSG_MAX bytes. Never fails once the request
+ * list has room (grown first), so a message a peer waits for is always posted. */
+static void post(Reqs *q, bool send, void *buf, int64_t bytes, int peer, int tag, MPI_Comm comm) {
+    for (int64_t o = 0; o < bytes; o += RING_MSG_MAX) {
+        int64_t n = bytes - o < RING_MSG_MAX ? bytes - o : RING_MSG_MAX;
+        MPI_Request *rq = &q->r[q->n++];
+        if (send)
+            MPI_Isend((char *)buf + o, (int)n, MPI_BYTE, peer, tag, comm, rq);
+        else
+            MPI_Irecv((char *)buf + o, (int)n, MPI_BYTE, peer, tag, comm, rq);
+    }
+}
+
+static int nmsgs(int64_t bytes) { return (int)((bytes + RING_MSG_MAX - 1) / RING_MSG_MAX); }
+
+enum { RQ_SEND = 0, RQ_RECV = 1, RQ_DSEND = 3, RQ_DRECV = 5, RQ_N = 6 };
+
+static bool busy(const Ring *g) {
+    for (int i = 0; i < RQ_N; i++)
+        if (g->rq[i].n) return true;
+    return false;
+}
+
+static void progress(Ring *g) {
+    int flag;
+    for (int i = 0; i < RQ_N; i++)
+        if (g->rq[i].n) MPI_Testall(g->rq[i].n, g->rq[i].r, &flag, MPI_STATUSES_IGNORE);
+}
+
+static void wait_reqs(Ring *g, Reqs *q) {
+    if (!q->n) return;
+    double t0 = now_ms();
+    MPI_Waitall(q->n, q->r, MPI_STATUSES_IGNORE);
+    g->st.ms_wait += now_ms() - t0;
+    q->n = 0;
+}
+
+/* Every rank gets the same outcome: the failure of the lowest failing rank, its message
+ * prefixed by its rank on the others. */
+static attn_status agree(Ring *g, attn_status s, attn_error *err) {
+    int flag = s ? g->R - g->r : 0, maxf = 0;
+    MPI_Allreduce(&flag, &maxf, 1, MPI_INT, MPI_MAX, g->comm);
+    if (!maxf) return ATTN_OK;
+    int root = g->R - maxf;
+    struct {
+        int code;
+        char msg[sizeof err->message];
+    } m;
+    memset(&m, 0, sizeof m);
+    if (g->r == root) {
+        m.code = (int)s;
+        memcpy(m.msg, err->message, sizeof m.msg);
+    }
+    MPI_Bcast(&m, (int)sizeof m, MPI_BYTE, root, g->comm);
+    if (g->r == root) return s;
+    m.msg[sizeof m.msg - 1] = 0;
+    return rt_error(err, (attn_status)m.code, "rank %d: %.480s", root, m.msg);
+}
+
+/* A view of rows [off, off + n) of dim 2 of t (explicit strides). */
+static attn_tensor rows_of(const attn_tensor *t, int64_t elem, int64_t off, int64_t n) {
+    attn_tensor s = *t;
+    RtView v;
+    attn_error e;
+    if (rt_view(&v, "t", t, elem, &e)) return s; /* checked before */
+    for (int d = 0; d < t->ndim; d++) s.stride[d] = v.stride[d];
+    s.shape[2] = n;
+    if (t->data) s.data = (char *)t->data + off * v.stride[2] * elem;
+    return s;
+}
+
+/* A contiguous [a, b, n, w] f32 tensor at p. */
+static attn_tensor dense4(float *p, int64_t a, int64_t b, int64_t n, int64_t w) {
+    return (attn_tensor){.data = p, .ndim = 4, .shape = {a, b, n, w}};
+}
+
+/* The K (then V) of a shard of n rows, packed: [B][KH][n][DQ] then [B][KH][n][DV]. */
+static void kv_views(Ring *g, float *buf, int64_t n, attn_tensor *k, attn_tensor *v) {
+    *k = dense4(buf, g->B, g->KH, n, g->DQ);
+    *v = dense4(buf + g->B * g->KH * n * g->DQ, g->B, g->KH, n, g->DV);
+}
+
+static int64_t kv_floats(Ring *g, int64_t n) { return g->B * g->KH * n * (g->DQ + g->DV); }
+
+/* Copies a strided f32 4-d tensor into (to = 0) or out of (to = 1) a packed one. */
+static void copy4(const attn_tensor *t, float *packed, bool out) {
+    RtView v;
+    attn_error e;
+    if (rt_view(&v, "t", t, 4, &e)) return;
+    int64_t n = 0;
+    for (int64_t a = 0; a < t->shape[0]; a++)
+        for (int64_t b = 0; b < t->shape[1]; b++)
+            for (int64_t i = 0; i < t->shape[2]; i++, n += t->shape[3]) {
+                float *row = (float *)t->data + a * v.stride[0] + b * v.stride[1] + i * v.stride[2];
+                if (out)
+                    memcpy(row, packed + n, sizeof(float) * (size_t)t->shape[3]);
+                else
+                    memcpy(packed + n, row, sizeof(float) * (size_t)t->shape[3]);
+            }
+}
+
+/* The number of key pieces of rank j and their positions and first rows. */
+static int key_pieces(Ring *g, int j, int64_t kb[2], int64_t ke[2], int64_t ko[2]) {
+    int n = attn_ring_shard(g->kv_len, g->R, j, g->call->shard, kb, ke);
+    ko[0] = 0;
+    ko[1] = ke[0] - kb[0];
+    return n;
+}
+
+static const char *const sig_names[] = {
+    "batch (q dim 0)", "heads (q dim 1)", "qk_dim (q dim 3)", "batch (k dim 0)", "kv_heads (k dim 1)",
+    "qk_dim (k dim 3)", "batch (v dim 0)", "kv_heads (v dim 1)", "v_dim (v dim 3)", "heads (o dim 1)",
+    "v_dim (o dim 3)", "whether lse is given", "q_offset_set", "q_offset", "the sharding", "the number of inputs",
+    "the kernel's heads", "the kernel's kv_heads", "the kernel's qk_dim", "the kernel's v_dim", "the key domains"};
+enum { NSIG_FIXED = 21, NSIG = NSIG_FIXED + ATTN_MAX_INPUTS * (1 + ATTN_MAX_DIMS) };
+
+/* Validation and the schedule: sizes agreed on by every rank, the visibility matrix. */
+static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd, const attn_ring_call *c,
+                              MPI_Comm comm, attn_rt_pool *pool, attn_error *err) {
+    memset(g, 0, sizeof *g);
+    g->descs = descs;
+    g->nd = nd;
+    g->call = c;
+    g->pool = pool;
+    g->comm = MPI_COMM_NULL;
+    int init = 0, fin = 0;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (!init || fin) return rt_error(err, ATTN_ERR_ARG, "ring: MPI is not initialized");
+    if (comm == MPI_COMM_NULL) return rt_error(err, ATTN_ERR_NULL, "ring: the communicator is MPI_COMM_NULL");
+    if (MPI_Comm_dup(comm, &g->comm) != MPI_SUCCESS) return rt_error(err, ATTN_ERR_ARG, "ring: bad communicator");
+    MPI_Comm_size(g->comm, &g->R);
+    MPI_Comm_rank(g->comm, &g->r);
+    g->st.ranks = g->R;
+    g->st.rank = g->r;
+    g->st.pairs_total = g->R;
+
+    /* local checks (every rank goes on to the collectives whatever it finds) */
+    attn_status s = ATTN_OK;
+    const attn_rt_desc *d = descs && nd >= 1 ? descs[0] : NULL;
+    if (!c) s = rt_error(err, ATTN_ERR_NULL, "ring: the call is NULL");
+    else if (!descs || nd < 1 || nd > RING_MAX_DOM) s = rt_error(err, ATTN_ERR_ARG, "ring: %d key domains (1 .. %d)", nd, RING_MAX_DOM);
+    for (int i = 0; !s && i < nd; i++)
+        if (!descs[i]) s = rt_error(err, ATTN_ERR_NULL, "ring: key domain %d has no descriptor", i);
+    if (!s && d->dtype != ATTN_F32)
+        s = rt_error(err, ATTN_ERR_DTYPE, "ring: '%s' stores %s tensors; ring attention takes f32 kernels",
+                     d->name ? d->name : "?", d->dtype == ATTN_F16 ? "f16" : "bf16");
+    for (int i = 0; !s && i < d->ninputs; i++)
+        for (int k = 0; !s && k < d->inputs[i].rank; k++)
+            if (d->inputs[i].dim_kind[k] == ATTN_DIM_Q_LEN)
+                s = rt_error(err, ATTN_ERR_INPUT,
+                             "ring: input '%s' is sized by q_len, which ring attention shards; declare it over "
+                             "kv_len or seq (positions), every rank passing all of it",
+                             d->inputs[i].name);
+    if (!s && (c->shard != ATTN_SHARD_CONTIGUOUS && c->shard != ATTN_SHARD_ZIGZAG))
+        s = rt_error(err, ATTN_ERR_ARG, "ring: shard is %d (contiguous %d or zigzag %d)", (int)c->shard,
+                     ATTN_SHARD_CONTIGUOUS, ATTN_SHARD_ZIGZAG);
+    if (!s) {
+        const attn_tensor *ts[4] = {&c->q, &c->k, &c->v, &c->o};
+        static const char *const nm[4] = {"q", "k", "v", "o"};
+        for (int i = 0; !s && i < 4; i++)
+            if (ts[i]->ndim != 4) s = rt_error(err, ATTN_ERR_RANK, "%s: %d dims, expected 4", nm[i], ts[i]->ndim);
+        if (!s && c->lse.data && c->lse.ndim != 3)
+            s = rt_error(err, ATTN_ERR_RANK, "lse: %d dims, expected 3", c->lse.ndim);
+        if (!s && (c->ninputs < 0 || c->ninputs > ATTN_MAX_INPUTS || (c->ninputs && !c->inputs)))
+            s = rt_error(err, ATTN_ERR_ARG, "ring: ninputs is %d (0 .. %d, with inputs)", c->ninputs, ATTN_MAX_INPUTS);
+    }
+    if ((s = agree(g, s, err))) return s;
+
+    /* the sizes every rank must agree on, as max(x) and max(-x) */
+    int64_t sig[NSIG] = {0}, red[2 * NSIG], loc[2] = {c->q.shape[2], c->k.shape[2]}, tot[2];
+    int64_t fixed[NSIG_FIXED] = {c->q.shape[0], c->q.shape[1], c->q.shape[3], c->k.shape[0], c->k.shape[1],
+                                 c->k.shape[3], c->v.shape[0], c->v.shape[1], c->v.shape[3], c->o.shape[1],
+                                 c->o.shape[3], c->lse.data != NULL, c->q_offset_set != 0, c->q_offset,
+                                 c->shard, c->ninputs, d->heads, d->kv_heads, d->qk_dim, d->v_dim, nd};
+    memcpy(sig, fixed, sizeof fixed);
+    for (int i = 0; i < c->ninputs; i++) { /* in the declaration's order */
+        int j = 0;
+        while (j < d->ninputs && (!c->inputs[i].name || strcmp(c->inputs[i].name, d->inputs[j].name) != 0)) j++;
+        if (j == d->ninputs) continue; /* refused by the launch's own check, on every rank */
+        int64_t *p = sig + NSIG_FIXED + j * (1 + ATTN_MAX_DIMS);
+        p[0] = c->inputs[i].t.ndim;
+        for (int k = 0; k < c->inputs[i].t.ndim && k < ATTN_MAX_DIMS; k++) p[1 + k] = c->inputs[i].t.shape[k];
+    }
+    for (int i = 0; i < NSIG; i++) {
+        red[i] = sig[i];
+        red[NSIG + i] = sig[i] == INT64_MIN ? INT64_MAX : -sig[i];
+    }
+    MPI_Allreduce(MPI_IN_PLACE, red, 2 * NSIG, MPI_INT64_T, MPI_MAX, g->comm);
+    MPI_Allreduce(loc, tot, 2, MPI_INT64_T, MPI_SUM, g->comm);
+    for (int i = 0; i < NSIG; i++)
+        if (red[i] != -red[NSIG + i]) {
+            char what[96];
+            if (i < NSIG_FIXED)
+                snprintf(what, sizeof what, "%s", sig_names[i]);
+            else
+                snprintf(what, sizeof what, "the %s of input '%s'", (i - NSIG_FIXED) % (1 + ATTN_MAX_DIMS) ? "size" : "rank",
+                         d->inputs[(i - NSIG_FIXED) / (1 + ATTN_MAX_DIMS)].name);
+            return rt_error(err, ATTN_ERR_SHAPE,
+                            "ring: the ranks' calls disagree on %s: %lld on one rank, %lld on another (this rank: %lld)",
+                            what, (long long)-red[NSIG + i], (long long)red[i], (long long)sig[i]);
+        }
+    g->B = c->q.shape[0];
+    g->H = d->heads;
+    g->KH = d->kv_heads;
+    g->DQ = d->qk_dim;
+    g->DV = d->v_dim;
+    g->q_len = tot[0];
+    g->kv_len = tot[1];
+    g->nq = c->q.shape[2];
+    g->nk = c->k.shape[2];
+    g->q_offset = c->q_offset;
+    if (!c->q_offset_set && (g->q_offset == 0 || g->q_offset == ATTN_Q_OFFSET_DEFAULT)) g->q_offset = g->kv_len - g->q_len;
+    g->nqp = attn_ring_shard(g->q_len, g->R, g->r, c->shard, g->qb, g->qe);
+    g->qo[0] = 0;
+    g->qo[1] = g->qe[0] - g->qb[0];
+    const char *sh = c->shard == ATTN_SHARD_ZIGZAG ? "zigzag" : "contiguous";
+    if (attn_ring_shard_rows(g->q_len, g->R, g->r, c->shard) != g->nq)
+        s = rt_error(err, ATTN_ERR_SHAPE, "q: dim 2 is %lld rows, but rank %d's %s shard of q_len %lld has %lld",
+                     (long long)g->nq, g->r, sh, (long long)g->q_len,
+                     (long long)attn_ring_shard_rows(g->q_len, g->R, g->r, c->shard));
+    else if (attn_ring_shard_rows(g->kv_len, g->R, g->r, c->shard) != g->nk)
+        s = rt_error(err, ATTN_ERR_SHAPE, "k: dim 2 is %lld rows, but rank %d's %s shard of kv_len %lld has %lld",
+                     (long long)g->nk, g->r, sh, (long long)g->kv_len,
+                     (long long)attn_ring_shard_rows(g->kv_len, g->R, g->r, c->shard));
+    /* the runtime's own checks of this rank's first pieces (every domain, its inputs) */
+    attn_rt_args a;
+    memset(&a, 0, sizeof a);
+    int64_t kb[2], ke[2], ko[2];
+    key_pieces(g, g->r, kb, ke, ko);
+    for (int i = 0; !s && i < nd; i++) {
+        attn_call w, x = {.q = rows_of(&c->q, 4, 0, g->qe[0] - g->qb[0]), .k = rows_of(&c->k, 4, 0, ke[0] - kb[0]),
+                          .v = rows_of(&c->v, 4, 0, ke[0] - kb[0]), .o = rows_of(&c->o, 4, 0, g->qe[0] - g->qb[0]),
+                          .q_offset = g->q_offset + g->qb[0], .q_offset_set = 1, .inputs = c->inputs,
+                          .ninputs = c->ninputs, .threads = c->threads};
+        if (c->lse.data) {
+            x.lse = c->lse;
+            x.lse.shape[2] = g->qe[0] - g->qb[0];
+        }
+        if (c->o.shape[2] != g->nq)
+            s = rt_error(err, ATTN_ERR_SHAPE, "o: dim 2 (q rows) is %lld, expected %lld (as in q)",
+                         (long long)c->o.shape[2], (long long)g->nq);
+        else if (c->v.shape[2] != g->nk)
+            s = rt_error(err, ATTN_ERR_SHAPE, "v: dim 2 (k rows) is %lld, expected %lld (as in k)",
+                         (long long)c->v.shape[2], (long long)g->nk);
+        else if (c->lse.data && c->lse.shape[2] != g->nq)
+            s = rt_error(err, ATTN_ERR_SHAPE, "lse: dim 2 (q rows) is %lld, expected %lld (as in q)",
+                         (long long)c->lse.shape[2], (long long)g->nq);
+        else if (!(s = rt_window_call(descs[i], &x, g->kv_len, kb[0], &w, err)))
+            s = rt_check_call(descs[i], &w, i ? NULL : &a, false, err);
+        if (!s && i && (descs[i]->heads != d->heads || descs[i]->kv_heads != d->kv_heads ||
+                        descs[i]->qk_dim != d->qk_dim || descs[i]->v_dim != d->v_dim))
+            s = rt_error(err, ATTN_ERR_ARG, "ring: key domain %d differs from domain 0 in its sizes", i);
+    }
+    if (!s && c->threads < 0) s = rt_error(err, ATTN_ERR_ARG, "threads is %d, expected >= 0", c->threads);
+    g->vis = calloc((size_t)g->R * (size_t)g->R, 1);
+    g->sub = calloc((size_t)nd * 4 * (size_t)g->R, 1);
+    if (!s && (!g->vis || !g->sub)) s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the schedule");
+    if ((s = agree(g, s, err))) return s;
+
+    /* the schedule: which (query piece, key piece) pairs may have a visible key */
+    a.q_len = g->q_len;
+    a.q_offset = g->q_offset;
+    a.kv_len = g->kv_len;
+    for (int dm = 0; dm < nd; dm++) {
+        const attn_rt_desc *dd = descs[dm];
+        for (int qp = 0; qp < g->nqp; qp++) {
+            if (g->qe[qp] == g->qb[qp] || g->kv_len == 0) continue;
+            int64_t lo = INT64_MAX, hi = INT64_MIN; /* the union of the rows' key bounds */
+            for (int64_t b = 0; b < g->B; b++)
+                for (int64_t h = 0; h < g->H; h++)
+                    for (int64_t i = g->qb[qp]; i < g->qe[qp]; i++) {
+                        int64_t kk[2] = {0, g->kv_len - 1};
+                        if (dd->grad_bounds && dd->grad_bounds(&a, b, h, g->q_offset + i, kk)) {
+                            kk[0] = 0; /* an index out of bounds: the compute reports it */
+                            kk[1] = g->kv_len - 1;
+                        }
+                        if (kk[0] < 0) kk[0] = 0;
+                        if (kk[1] > g->kv_len - 1) kk[1] = g->kv_len - 1;
+                        if (kk[0] > kk[1]) continue;
+                        lo = kk[0] < lo ? kk[0] : lo;
+                        hi = kk[1] > hi ? kk[1] : hi;
+                    }
+            for (int j = 0; j < g->R; j++) {
+                int64_t pb[2], pe[2], po[2];
+                int np = key_pieces(g, j, pb, pe, po);
+                for (int kp = 0; kp < np; kp++)
+                    if (pe[kp] > pb[kp] && lo < pe[kp] && hi >= pb[kp]) *sub_at(g, dm, qp, j, kp) = 1;
+            }
+        }
+    }
+    for (int j = 0; j < g->R; j++) {
+        unsigned char any = 0;
+        for (int dm = 0; dm < nd; dm++)
+            for (int qp = 0; qp < 2; qp++)
+                for (int kp = 0; kp < 2; kp++) any |= *sub_at(g, dm, qp, j, kp);
+        g->vis[g->r * g->R + j] = any;
+    }
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->vis, g->R, MPI_UNSIGNED_CHAR, g->comm);
+    for (int j = 0; j < g->R; j++) g->st.pairs_computed += g->vis[g->r * g->R + j];
+    for (int i = 0; i < g->R; i++) g->st.sends += i != g->r && g->vis[i * g->R + g->r];
+    return ATTN_OK;
+}
+
+static void ring_free(Ring *g) {
+    free(g->vis);
+    free(g->sub);
+    for (int i = 0; i < RQ_N; i++) free(g->rq[i].r);
+    if (g->comm != MPI_COMM_NULL) MPI_Comm_free(&g->comm);
+}
+
+static void record(Ring *g, attn_status s, const attn_error *e) {
+    if (s && !g->fail) {
+        g->fail = s;
+        g->ferr = *e;
+    }
+}
+
+/* The rows of this rank's query piece qp, in chunks between which the transfers progress. */
+static int64_t chunk_rows(Ring *g, int64_t n) {
+    if (!busy(g) || n <= RING_CHUNK_ROWS) return n > 0 ? n : 1;
+    int64_t c = (n + 7) / 8;
+    return c < RING_CHUNK_ROWS ? RING_CHUNK_ROWS : c;
+}
+
+/* Step t's messages: this rank's K/V shard to r+t, rank r-t's into slot t % 2. */
+static attn_status post_kv(Ring *g, int t, float *own, float *slot, attn_error *err) {
+    int R = g->R, dst = (g->r + t) % R, src = (g->r - t + R) % R;
+    attn_status s = ATTN_OK;
+    if (g->vis[dst * R + g->r]) {
+        int64_t bytes = kv_floats(g, g->nk) * 4;
+        if ((s = reqs_grow(&g->rq[RQ_SEND], nmsgs(bytes), err))) return s;
+        post(&g->rq[RQ_SEND], true, own, bytes, dst, TAG_KV, g->comm);
+        g->st.bytes_sent += bytes;
+    }
+    if (g->vis[g->r * R + src]) {
+        int64_t bytes = kv_floats(g, attn_ring_shard_rows(g->kv_len, R, src, g->call->shard)) * 4;
+        Reqs *q = &g->rq[RQ_RECV + t % 2];
+        if ((s = reqs_grow(q, nmsgs(bytes), err))) return s;
+        post(q, false, slot, bytes, src, TAG_KV, g->comm);
+        g->st.bytes_received += bytes;
+    }
+    return s;
+}
+
+/* Buffers of a ring run. */
+typedef struct Bufs {
+    float *own;          /* this rank's K/V, packed */
+    float *slot[2];      /* received K/V */
+    float *acc_o, *acc_l, *part_o, *part_l; /* forward: merged and one pair's (o, lse) */
+} Bufs;
+
+/* Forward pair (this rank's queries, rank j's keys in kv). */
+static void forward_pair(Ring *g, Bufs *bf, int j, const attn_tensor *K, const attn_tensor *V) {
+    const attn_ring_call *c = g->call;
+    int64_t kb[2], ke[2], ko[2];
+    int nkp = key_pieces(g, j, kb, ke, ko);
+    attn_tensor ao = dense4(bf->acc_o, g->B, g->H, g->nq, g->DV), po = dense4(bf->part_o, g->B, g->H, g->nq, g->DV);
+    attn_tensor al = {.data = bf->acc_l, .ndim = 3, .shape = {g->B, g->H, g->nq}};
+    attn_tensor pl = {.data = bf->part_l, .ndim = 3, .shape = {g->B, g->H, g->nq}};
+    for (int qp = 0; qp < g->nqp; qp++) {
+        int64_t nrows = g->qe[qp] - g->qb[qp];
+        for (int kp = 0; kp < nkp; kp++)
+            for (int dm = 0; dm < g->nd; dm++) {
+                if (!*sub_at(g, dm, qp, j, kp) || ke[kp] == kb[kp] || g->fail) continue;
+                int64_t step = chunk_rows(g, nrows);
+                for (int64_t r0 = 0; r0 < nrows && !g->fail; r0 += step) {
+                    int64_t n = nrows - r0 < step ? nrows - r0 : step, row = g->qo[qp] + r0;
+                    attn_tensor lo3 = pl, al3 = al;
+                    lo3.shape[2] = al3.shape[2] = n;
+                    lo3.stride[0] = al3.stride[0] = g->H * g->nq;
+                    lo3.stride[1] = al3.stride[1] = g->nq;
+                    lo3.stride[2] = al3.stride[2] = 1;
+                    lo3.data = bf->part_l + row;
+                    al3.data = bf->acc_l + row;
+                    attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = rows_of(K, 4, ko[kp], ke[kp] - kb[kp]),
+                                   .v = rows_of(V, 4, ko[kp], ke[kp] - kb[kp]), .o = rows_of(&po, 4, row, n),
+                                   .lse = lo3, .q_offset = g->q_offset + g->qb[qp] + r0, .q_offset_set = 1,
+                                   .inputs = c->inputs, .ninputs = c->ninputs, .threads = c->threads};
+                    attn_error e;
+                    attn_status s = rt_launch_window(g->descs[dm], &x, g->kv_len, kb[kp], g->pool, &e);
+                    progress(g);
+                    if (!s) {
+                        attn_tensor parts[2] = {rows_of(&ao, 4, row, n), x.o}, lses[2] = {al3, lo3};
+                        attn_tensor mo = parts[0], ml = al3;
+                        s = attn_rt_merge(parts, lses, 2, &mo, &ml, &e);
+                    }
+                    record(g, s, &e);
+                }
+            }
+    }
+}
+
+attn_status attn_ring_launch(const attn_rt_desc *const *descs, int ndescs, const attn_ring_call *call,
+                             MPI_Comm comm, attn_rt_pool *pool, attn_ring_stats *stats, attn_error *errp) {
+    attn_error e0, *err = errp ? errp : &e0;
+    rt_ok(err);
+    double t0 = now_ms();
+    Ring g;
+    Bufs bf;
+    memset(&bf, 0, sizeof bf);
+    attn_status s = ring_setup(&g, descs, ndescs, call, comm, pool, err);
+    if (s) goto out;
+    int R = g.R;
+    int64_t maxk = 0;
+    for (int j = 0; j < R; j++) {
+        int64_t n = attn_ring_shard_rows(g.kv_len, R, j, call->shard);
+        maxk = n > maxk ? n : maxk;
+    }
+    int64_t no = g.B * g.H * g.nq;
+    bf.own = malloc(sizeof(float) * (size_t)(kv_floats(&g, g.nk) + 1));
+    bf.slot[0] = malloc(sizeof(float) * (size_t)(kv_floats(&g, maxk) + 1));
+    bf.slot[1] = R > 2 ? malloc(sizeof(float) * (size_t)(kv_floats(&g, maxk) + 1)) : NULL;
+    bf.acc_o = malloc(sizeof(float) * (size_t)(no * (2 * g.DV + 2) + 1));
+    if (!bf.own || !bf.slot[0] || (R > 2 && !bf.slot[1]) || !bf.acc_o)
+        s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the K/V shards");
+    if ((s = agree(&g, s, err))) goto out;
+    if (!bf.slot[1]) bf.slot[1] = bf.slot[0];
+    bf.part_o = bf.acc_o + no * g.DV;
+    bf.acc_l = bf.part_o + no * g.DV;
+    bf.part_l = bf.acc_l + no;
+    for (int64_t i = 0; i < no * g.DV; i++) bf.acc_o[i] = 0;
+    for (int64_t i = 0; i < no; i++) bf.acc_l[i] = -INFINITY;
+    attn_tensor K, V;
+    kv_views(&g, bf.own, g.nk, &K, &V);
+    copy4(&call->k, bf.own, false);
+    copy4(&call->v, (float *)V.data, false);
+
+    /* step 0 computes the own shard while step 1's messages travel */
+    if (R > 1 && (s = post_kv(&g, 1, bf.own, bf.slot[1], err))) goto fatal;
+    if (g.vis[g.r * R + g.r]) forward_pair(&g, &bf, g.r, &call->k, &call->v);
+    for (int t = 1; t < R; t++) {
+        if (t + 1 < R && (s = post_kv(&g, t + 1, bf.own, bf.slot[(t + 1) % 2], err))) goto fatal;
+        int src = (g.r - t + R) % R;
+        wait_reqs(&g, &g.rq[RQ_RECV + t % 2]);
+        if (g.vis[g.r * R + src]) {
+            kv_views(&g, bf.slot[t % 2], attn_ring_shard_rows(g.kv_len, R, src, call->shard), &K, &V);
+            forward_pair(&g, &bf, src, &K, &V);
+        }
+    }
+    wait_reqs(&g, &g.rq[RQ_SEND]);
+    s = g.fail;
+    if (s) *err = g.ferr;
+    if ((s = agree(&g, s, err))) goto out;
+    copy4(&call->o, bf.acc_o, true);
+    if (call->lse.data) {
+        RtView v;
+        if ((s = rt_view(&v, "lse", &call->lse, 4, err))) goto out;
+        for (int64_t b = 0; b < g.B; b++)
+            for (int64_t h = 0; h < g.H; h++)
+                for (int64_t i = 0; i < g.nq; i++)
+                    ((float *)call->lse.data)[b * v.stride[0] + h * v.stride[1] + i * v.stride[2]] =
+                        bf.acc_l[(b * g.H + h) * g.nq + i];
+    }
+    goto out;
+fatal: /* out of memory for requests: no peer can be relied on any more */
+    MPI_Abort(g.comm, 1);
+out:
+    g.st.ms_total = now_ms() - t0;
+    if (stats) *stats = g.st;
+    free(bf.own);
+    if (bf.slot[1] != bf.slot[0]) free(bf.slot[1]);
+    free(bf.slot[0]);
+    free(bf.acc_o);
+    ring_free(&g);
+    return s ? s : rt_ok(err);
+}
+
+/* The kernel's descriptors and a pool for the call's threads (NULL: one thread). Every rank
+ * runs the same kernel, so a refusal here is the same on every rank. */
+static attn_status kernel_begin(attn_kernel *kernel, const attn_ring_call *call, const attn_rt_desc **descs, int *n,
+                                attn_rt_pool **pool, attn_error *err) {
+    *pool = NULL;
+    if (!kernel || !call) return rt_error(err, ATTN_ERR_NULL, "ring: the kernel and the call are required");
+    if (attn_kernel_is_mla(kernel))
+        return rt_error(err, ATTN_ERR_ARG, "ring: MLA kernels do not run over the ring yet");
+    *n = attn_kernel_domains(kernel, descs, RING_MAX_DOM);
+    if (*n < 1 || *n > RING_MAX_DOM) return rt_error(err, ATTN_ERR_ARG, "ring: %d key domains", *n);
+    int threads = call->threads > 0 ? call->threads : attn_rt_cpu_count();
+    if (threads > 1 && !(*pool = attn_rt_pool_create(threads)))
+        return rt_error(err, ATTN_ERR_NOMEM, "ring: no thread pool of %d threads", threads);
+    return ATTN_OK;
+}
+
+attn_status attn_ring_run(attn_kernel *kernel, const attn_ring_call *call, MPI_Comm comm, attn_ring_stats *stats,
+                          attn_error *err) {
+    const attn_rt_desc *descs[RING_MAX_DOM];
+    int n = 0;
+    attn_rt_pool *pool;
+    attn_status s = kernel_begin(kernel, call, descs, &n, &pool, err);
+    if (s) return s;
+    s = attn_ring_launch(descs, n, call, comm, pool, stats, err);
+    attn_rt_pool_destroy(pool);
+    return s;
+}
+
+/* The backward's buffers. */
+typedef struct BBufs {
+    float *own, *slot[2];     /* K/V: this rank's, received */
+    float *dq, *dq_t;         /* dq: accumulated, one piece's */
+    float *dkv, *dkv_in;      /* this rank's dK/dV: accumulated, one partial received */
+    float *part[2];           /* a peer's dK/dV partial (being sent) */
+    float *win;               /* one key piece's dK/dV */
+    int nd;                   /* gradients of inputs wanted */
+    int64_t nel[ATTN_MAX_INPUTS];
+    float *din, *din_t;       /* their sums and one call's, one after the other */
+    attn_input dins[ATTN_MAX_INPUTS];
+} BBufs;
+
+static void add(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* Backward pair (this rank's queries, rank j's keys in K, V): dq into bf->dq, rank j's dK/dV
+ * partial into `part` (packed as its K/V). */
+static void backward_pair(Ring *g, BBufs *bf, const attn_grad_call *gc, int j, const attn_tensor *K,
+                          const attn_tensor *V, float *part) {
+    const attn_ring_call *c = g->call;
+    int64_t kb[2], ke[2], ko[2];
+    int nkp = key_pieces(g, j, kb, ke, ko);
+    int64_t nkj = attn_ring_shard_rows(g->kv_len, g->R, j, c->shard);
+    memset(part, 0, sizeof(float) * (size_t)kv_floats(g, nkj));
+    attn_tensor PK, PV;
+    kv_views(g, part, nkj, &PK, &PV);
+    for (int qp = 0; qp < g->nqp; qp++) {
+        int64_t nrows = g->qe[qp] - g->qb[qp];
+        for (int kp = 0; kp < nkp; kp++) {
+            bool any = false;
+            for (int dm = 0; dm < g->nd; dm++) any |= *sub_at(g, dm, qp, j, kp);
+            int64_t len = ke[kp] - kb[kp];
+            if (!any || len == 0 || g->fail) continue;
+            int64_t step = chunk_rows(g, nrows);
+            for (int64_t r0 = 0; r0 < nrows && !g->fail; r0 += step) {
+                int64_t n = nrows - r0 < step ? nrows - r0 : step, row = g->qo[qp] + r0;
+                attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = rows_of(K, 4, ko[kp], len),
+                               .v = rows_of(V, 4, ko[kp], len), .o = rows_of(&c->o, 4, row, n),
+                               .lse = rows_of(&c->lse, 4, row, n), .q_offset = g->q_offset + g->qb[qp] + r0,
+                               .q_offset_set = 1, .inputs = c->inputs, .ninputs = c->ninputs, .threads = c->threads};
+                attn_grad_call y = {.dout = rows_of(&gc->dout, 4, row, n), .dq = dense4(bf->dq_t, g->B, g->H, n, g->DQ),
+                                    .dk = dense4(bf->win, g->B, g->KH, len, g->DQ),
+                                    .dv = dense4(bf->win + g->B * g->KH * len * g->DQ, g->B, g->KH, len, g->DV),
+                                    .dinputs = bf->dins, .ndinputs = bf->nd};
+                attn_error e;
+                attn_status s = rt_launch_backward_window(g->descs, g->nd, &x, &y, g->kv_len, kb[kp], g->pool, &e);
+                progress(g);
+                record(g, s, &e);
+                if (s) break;
+                /* dq rows, the key piece's rows of the partial, the inputs' gradients */
+                for (int64_t b = 0; b < g->B; b++)
+                    for (int64_t h = 0; h < g->H; h++)
+                        add(bf->dq + ((b * g->H + h) * g->nq + row) * g->DQ, bf->dq_t + (b * g->H + h) * n * g->DQ,
+                            n * g->DQ);
+                for (int64_t b = 0; b < g->B; b++)
+                    for (int64_t h = 0; h < g->KH; h++) {
+                        add((float *)PK.data + ((b * g->KH + h) * nkj + ko[kp]) * g->DQ,
+                            bf->win + (b * g->KH + h) * len * g->DQ, len * g->DQ);
+                        add((float *)PV.data + ((b * g->KH + h) * nkj + ko[kp]) * g->DV,
+                            bf->win + g->B * g->KH * len * g->DQ + (b * g->KH + h) * len * g->DV, len * g->DV);
+                    }
+                int64_t off = 0;
+                for (int i = 0; i < bf->nd; off += bf->nel[i], i++) add(bf->din + off, bf->din_t + off, bf->nel[i]);
+            }
+        }
+    }
+}
+
+attn_status attn_ring_launch_backward(const attn_rt_desc *const *descs, int ndescs, const attn_ring_call *call,
+                                      const attn_grad_call *grad, MPI_Comm comm, attn_rt_pool *pool,
+                                      attn_ring_stats *stats, attn_error *errp) {
+    attn_error e0, *err = errp ? errp : &e0;
+    rt_ok(err);
+    double t0 = now_ms();
+    Ring g;
+    BBufs bf;
+    memset(&bf, 0, sizeof bf);
+    attn_status s = ring_setup(&g, descs, ndescs, call, comm, pool, err);
+    if (s) goto out;
+    int R = g.R;
+    /* the backward's own checks, agreed on */
+    if (!grad) s = rt_error(err, ATTN_ERR_NULL, "ring: the gradient call is NULL");
+    for (int i = 0; !s && i < ndescs; i++)
+        if (!descs[i]->grad_step || !descs[i]->grad_bounds)
+            s = rt_error(err, ATTN_ERR_ARG, "'%s' has no backward (only f32 kernels that are not MLA do)",
+                         descs[i]->name ? descs[i]->name : "?");
+    if (!s && !call->lse.data)
+        s = rt_error(err, ATTN_ERR_NULL, "lse: data is NULL (the backward needs the forward's o and lse)");
+    if (!s) {
+        const attn_tensor *ts[4] = {&grad->dout, &grad->dq, &grad->dk, &grad->dv};
+        static const char *const nm[4] = {"do", "dq", "dk", "dv"};
+        int64_t want[4][4] = {{g.B, g.H, g.nq, g.DV}, {g.B, g.H, g.nq, g.DQ}, {g.B, g.KH, g.nk, g.DQ},
+                              {g.B, g.KH, g.nk, g.DV}};
+        for (int i = 0; !s && i < 4; i++) {
+            if (!ts[i]->data && g.nq * g.nk > 0) s = rt_error(err, ATTN_ERR_NULL, "%s: data is NULL", nm[i]);
+            else if (ts[i]->ndim != 4) s = rt_error(err, ATTN_ERR_RANK, "%s: %d dims, expected 4", nm[i], ts[i]->ndim);
+            for (int k = 0; !s && k < 4; k++)
+                if (ts[i]->shape[k] != want[i][k])
+                    s = rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d is %lld, expected %lld", nm[i], k,
+                                 (long long)ts[i]->shape[k], (long long)want[i][k]);
+            RtView v;
+            if (!s) s = rt_view(&v, nm[i], ts[i], 4, err);
+        }
+        if (!s && (grad->ndinputs < 0 || grad->ndinputs > ATTN_MAX_INPUTS || (grad->ndinputs && !grad->dinputs)))
+            s = rt_error(err, ATTN_ERR_ARG, "ndinputs is %d (0 .. %d, with dinputs)", grad->ndinputs, ATTN_MAX_INPUTS);
+        bf.nd = s ? 0 : grad->ndinputs;
+    }
+    int64_t maxk = 0, maxp = 0, ndin = 0;
+    for (int j = 0; j < R; j++) {
+        int64_t n = attn_ring_shard_rows(g.kv_len, R, j, call->shard), kb[2], ke[2], ko[2];
+        maxk = n > maxk ? n : maxk;
+        int np = key_pieces(&g, j, kb, ke, ko);
+        for (int p = 0; p < np; p++) maxp = ke[p] - kb[p] > maxp ? ke[p] - kb[p] : maxp;
+    }
+    for (int i = 0; i < bf.nd; i++) {
+        const attn_tensor *t = &grad->dinputs[i].t;
+        int64_t n = 1;
+        for (int k = 0; k < t->ndim && k < ATTN_MAX_DIMS; k++) n *= t->shape[k];
+        if (!t->data && n) s = rt_error(err, ATTN_ERR_NULL, "d%s: data is NULL", grad->dinputs[i].name);
+        bf.nel[i] = n;
+        ndin += n;
+    }
+    if (!s) {
+        size_t kvs = (size_t)kv_floats(&g, maxk) + 1;
+        bf.own = malloc(sizeof(float) * ((size_t)kv_floats(&g, g.nk) + 1));
+        bf.slot[0] = malloc(sizeof(float) * kvs);
+        bf.slot[1] = R > 2 ? malloc(sizeof(float) * kvs) : bf.slot[0];
+        bf.part[0] = malloc(sizeof(float) * kvs);
+        bf.part[1] = R > 2 ? malloc(sizeof(float) * kvs) : NULL;
+        bf.dq = calloc((size_t)(g.B * g.H * g.nq * g.DQ) + 1, sizeof(float));
+        bf.dq_t = malloc(sizeof(float) * ((size_t)(g.B * g.H * g.nq * g.DQ) + 1));
+        bf.dkv = calloc((size_t)kv_floats(&g, g.nk) + 1, sizeof(float));
+        bf.dkv_in = malloc(sizeof(float) * ((size_t)kv_floats(&g, g.nk) + 1));
+        bf.win = malloc(sizeof(float) * ((size_t)kv_floats(&g, maxp) + 1));
+        bf.din = calloc((size_t)(ndin * (R + 1)) + 1, sizeof(float));
+        bf.din_t = malloc(sizeof(float) * ((size_t)ndin + 1));
+        if (!bf.own || !bf.slot[0] || !bf.slot[1] || !bf.part[0] || (R > 2 && !bf.part[1]) || !bf.dq || !bf.dq_t ||
+            !bf.dkv || !bf.dkv_in || !bf.win || !bf.din || !bf.din_t)
+            s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the backward's buffers");
+        if (!bf.part[1]) bf.part[1] = bf.part[0];
+        int64_t off = 0;
+        for (int i = 0; i < bf.nd; off += bf.nel[i], i++) {
+            bf.dins[i] = grad->dinputs[i];
+            bf.dins[i].t.data = bf.din_t ? bf.din_t + off : NULL;
+            memset(bf.dins[i].t.stride, 0, sizeof bf.dins[i].t.stride);
+        }
+    }
+    if ((s = agree(&g, s, err))) goto out;
+    attn_tensor K, V;
+    kv_views(&g, bf.own, g.nk, &K, &V);
+    copy4(&call->k, bf.own, false);
+    copy4(&call->v, (float *)V.data, false);
+    int64_t own_bytes = kv_floats(&g, g.nk) * 4;
+
+    if (R > 1 && (s = post_kv(&g, 1, bf.own, bf.slot[1], err))) goto fatal;
+    if (g.vis[g.r * R + g.r]) {
+        backward_pair(&g, &bf, grad, g.r, &call->k, &call->v, bf.part[0]);
+        add(bf.dkv, bf.part[0], kv_floats(&g, g.nk));
+    }
+    for (int t = 1; t < R; t++) {
+        if (t + 1 < R && (s = post_kv(&g, t + 1, bf.own, bf.slot[(t + 1) % 2], err))) goto fatal;
+        int src = (g.r - t + R) % R, dst = (g.r + t) % R;
+        Reqs *dr = &g.rq[RQ_DRECV];
+        if (g.vis[dst * R + g.r]) { /* dst's queries' part of this rank's dK/dV */
+            if ((s = reqs_grow(dr, nmsgs(own_bytes), err))) goto fatal;
+            post(dr, false, bf.dkv_in, own_bytes, dst, TAG_DKV, g.comm);
+            g.st.bytes_received += own_bytes;
+        }
+        wait_reqs(&g, &g.rq[RQ_RECV + t % 2]);
+        if (g.vis[g.r * R + src]) {
+            int64_t nks = attn_ring_shard_rows(g.kv_len, R, src, call->shard);
+            kv_views(&g, bf.slot[t % 2], nks, &K, &V);
+            wait_reqs(&g, &g.rq[RQ_DSEND + t % 2]); /* the partial buffer's last message is out */
+            float *part = bf.part[t % 2];
+            backward_pair(&g, &bf, grad, src, &K, &V, part);
+            int64_t bytes = kv_floats(&g, nks) * 4;
+            Reqs *ds = &g.rq[RQ_DSEND + t % 2];
+            if ((s = reqs_grow(ds, nmsgs(bytes), err))) goto fatal;
+            post(ds, true, part, bytes, src, TAG_DKV, g.comm);
+            g.st.bytes_sent += bytes;
+        }
+        if (dr->n) {
+            wait_reqs(&g, dr);
+            add(bf.dkv, bf.dkv_in, kv_floats(&g, g.nk)); /* in step order: deterministic */
+        }
+    }
+    wait_reqs(&g, &g.rq[RQ_SEND]);
+    wait_reqs(&g, &g.rq[RQ_DSEND]);
+    wait_reqs(&g, &g.rq[RQ_DSEND + 1]);
+    s = g.fail;
+    if (s) *err = g.ferr;
+    if ((s = agree(&g, s, err))) goto out;
+    /* the inputs' gradients: every rank's sum, added in rank order */
+    if (ndin) {
+        float *all = bf.din + ndin;
+        MPI_Allgather(bf.din, (int)ndin, MPI_FLOAT, all, (int)ndin, MPI_FLOAT, g.comm);
+        int64_t off = 0;
+        for (int i = 0; i < bf.nd; off += bf.nel[i], i++)
+            for (int64_t e = 0; e < bf.nel[i]; e++) {
+                float sum = 0;
+                for (int r = 0; r < R; r++) sum += all[r * ndin + off + e];
+                ((float *)grad->dinputs[i].t.data)[e] = sum;
+            }
+    }
+    copy4(&grad->dq, bf.dq, true);
+    kv_views(&g, bf.dkv, g.nk, &K, &V);
+    copy4(&grad->dk, (float *)K.data, true);
+    copy4(&grad->dv, (float *)V.data, true);
+    goto out;
+fatal:
+    MPI_Abort(g.comm, 1);
+out:
+    g.st.ms_total = now_ms() - t0;
+    if (stats) *stats = g.st;
+    free(bf.own);
+    if (bf.slot[1] != bf.slot[0]) free(bf.slot[1]);
+    free(bf.slot[0]);
+    if (bf.part[1] != bf.part[0]) free(bf.part[1]);
+    free(bf.part[0]);
+    free(bf.dq);
+    free(bf.dq_t);
+    free(bf.dkv);
+    free(bf.dkv_in);
+    free(bf.win);
+    free(bf.din);
+    free(bf.din_t);
+    ring_free(&g);
+    return s ? s : rt_ok(err);
+}
+
+attn_status attn_ring_run_backward(attn_kernel *kernel, const attn_ring_call *call, const attn_grad_call *grad,
+                                   MPI_Comm comm, attn_ring_stats *stats, attn_error *err) {
+    const attn_rt_desc *descs[RING_MAX_DOM];
+    int n = 0;
+    attn_rt_pool *pool;
+    attn_status s = kernel_begin(kernel, call, descs, &n, &pool, err);
+    if (s) return s;
+    s = attn_ring_launch_backward(descs, n, call, grad, comm, pool, stats, err);
+    attn_rt_pool_destroy(pool);
+    return s;
+}

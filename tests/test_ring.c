@@ -1,0 +1,239 @@
+/* test_ring.c — ring attention over MPI (run under mpirun with 1 .. 4 ranks): for each kernel
+ * and both shardings, every rank computes the single-process result of the whole sequence
+ * (attn_run, attn_run_backward; those are checked against the double reference elsewhere) and
+ * the ring's, on its shards, and compares its rows: o, lse, dq, dk, dv and the gradient of an
+ * f32 input. Also: the schedule's pair counts for a sliding window, and a rank whose sizes
+ * disagree with the others' failing the call on every rank (not hanging). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn/attn_mpi.h"
+#include "check.h"
+
+static int R, me;
+
+typedef struct Case {
+    const char *name, *text;
+    int64_t batch, q_len, kv_len;
+    int max_pairs;  /* > 0: contiguous shards compute at most this many pairs (a window) */
+} Case;
+
+/* rows of a full [B, H, L, D] tensor -> this rank's shard [B, H, n, D] (packed) */
+static float *shard_of(const float *full, int64_t B, int64_t H, int64_t L, int64_t D, attn_shard sh, int64_t *n_out) {
+    int64_t b0[2], e0[2];
+    int np = attn_ring_shard(L, R, me, sh, b0, e0);
+    int64_t n = attn_ring_shard_rows(L, R, me, sh);
+    float *out = malloc(sizeof(float) * (size_t)(B * H * n * D + 1));
+    REQUIRE(out, "out of memory");
+    for (int64_t b = 0; b < B * H; b++) {
+        int64_t row = 0;
+        for (int p = 0; p < np; p++)
+            for (int64_t i = b0[p]; i < e0[p]; i++, row++)
+                memcpy(out + (b * n + row) * D, full + (b * L + i) * D, sizeof(float) * (size_t)D);
+    }
+    *n_out = n;
+    return out;
+}
+
+static double max_diff(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (isinf(a[i]) && a[i] == b[i]) continue;
+        double d = fabs((double)a[i] - b[i]) / (1 + fabs((double)b[i]));
+        if (!(d <= m)) m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+static attn_tensor t4(float *p, int64_t a, int64_t b, int64_t c, int64_t d) {
+    return (attn_tensor){.data = p, .ndim = 4, .shape = {a, b, c, d}};
+}
+static attn_tensor t3(float *p, int64_t a, int64_t b, int64_t c) {
+    return (attn_tensor){.data = p, .ndim = 3, .shape = {a, b, c}};
+}
+
+static void run_case(const Case *cs) {
+    attn_options opts;
+    attn_options_init(&opts);
+    opts.threads = 1;
+    attn_kernel *kern = NULL;
+    attn_error err;
+    char *diag = NULL;
+    REQUIRE(attn_compile(cs->name, cs->text, &opts, &kern, &diag, &err) == ATTN_OK, "%s: %s %s", cs->name,
+            err.message, diag ? diag : "");
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    int64_t B = cs->batch, H = d->heads, KH = d->kv_heads, DQ = d->qk_dim, DV = d->v_dim, Lq = cs->q_len,
+            Lk = cs->kv_len;
+    uint64_t seed = 42;
+    size_t nq = (size_t)(B * H * Lq), nk = (size_t)(B * KH * Lk);
+    float *q = malloc(sizeof(float) * nq * DQ), *k = malloc(sizeof(float) * nk * DQ), *v = malloc(sizeof(float) * nk * DV),
+          *o = malloc(sizeof(float) * nq * DV), *lse = malloc(sizeof(float) * nq), *dout = malloc(sizeof(float) * nq * DV),
+          *dq = malloc(sizeof(float) * nq * DQ), *dk = malloc(sizeof(float) * nk * DQ), *dv = malloc(sizeof(float) * nk * DV);
+    REQUIRE(q && k && v && o && lse && dout && dq && dk && dv, "out of memory");
+    check_fill(q, nq * DQ, &seed, CHECK_NORMAL, 1.0);
+    check_fill(k, nk * DQ, &seed, CHECK_NORMAL, 1.0);
+    check_fill(v, nk * DV, &seed, CHECK_NORMAL, 1.0);
+    check_fill(dout, nq * DV, &seed, CHECK_NORMAL, 1.0);
+    /* inputs: doc ids (documents of 1 .. 90 positions), a source length, slopes */
+    int32_t *doc = malloc(sizeof(int32_t) * (size_t)(B * Lk)), src_len[8];
+    float slope[64], dslope[64], dslope_ring[64];
+    for (int64_t b = 0; b < B; b++) {
+        int32_t id = 0;
+        for (int64_t i = 0, left = 0; i < Lk; i++, left--) {
+            if (left <= 0) {
+                id++;
+                left = check_int(&seed, 1, 90);
+            }
+            doc[b * Lk + i] = id;
+        }
+        src_len[b] = (int32_t)check_int(&seed, 0, Lk);
+    }
+    for (int64_t h = 0; h < H; h++) slope[h] = (float)(0.02 + 0.01 * h);
+    attn_input in[ATTN_MAX_INPUTS];
+    int nin = 0;
+    for (int i = 0; i < d->ninputs; i++) {
+        const char *nm = d->inputs[i].name;
+        if (!strcmp(nm, "doc"))
+            in[nin++] = (attn_input){"doc", {.data = doc, .ndim = 2, .shape = {B, Lk}}};
+        else if (!strcmp(nm, "src_len"))
+            in[nin++] = (attn_input){"src_len", {.data = src_len, .ndim = 1, .shape = {B}}};
+        else if (!strcmp(nm, "slope"))
+            in[nin++] = (attn_input){"slope", {.data = slope, .ndim = 1, .shape = {H}}};
+    }
+    attn_call call = {.q = t4(q, B, H, Lq, DQ), .k = t4(k, B, KH, Lk, DQ), .v = t4(v, B, KH, Lk, DV),
+                      .o = t4(o, B, H, Lq, DV), .lse = t3(lse, B, H, Lq), .inputs = in, .ninputs = nin};
+    REQUIRE(attn_run(kern, &call, &err) == ATTN_OK, "%s: %s", cs->name, err.message);
+    int ng = attn_kernel_grad_inputs(kern, NULL);
+    attn_input dins[1] = {{"slope", {.data = dslope, .ndim = 1, .shape = {H}}}};
+    int nd = ng > 0 ? 1 : 0;
+    attn_grad_call gc = {.dout = t4(dout, B, H, Lq, DV), .dq = t4(dq, B, H, Lq, DQ), .dk = t4(dk, B, KH, Lk, DQ),
+                         .dv = t4(dv, B, KH, Lk, DV), .dinputs = dins, .ndinputs = nd};
+    REQUIRE(attn_run_backward(kern, &call, &gc, &err) == ATTN_OK, "%s backward: %s", cs->name, err.message);
+
+    for (int shv = 0; shv < 2; shv++) {
+        attn_shard sh = (attn_shard)shv;
+        const char *shn = shv ? "zigzag" : "contiguous";
+        int64_t mq, mk;
+        float *sq = shard_of(q, B, H, Lq, DQ, sh, &mq), *sk = shard_of(k, B, KH, Lk, DQ, sh, &mk),
+              *sv = shard_of(v, B, KH, Lk, DV, sh, &mk), *so = shard_of(o, B, H, Lq, DV, sh, &mq),
+              *sl = shard_of(lse, B, H, Lq, 1, sh, &mq), *sdo = shard_of(dout, B, H, Lq, DV, sh, &mq),
+              *sdq = shard_of(dq, B, H, Lq, DQ, sh, &mq), *sdk = shard_of(dk, B, KH, Lk, DQ, sh, &mk),
+              *sdv = shard_of(dv, B, KH, Lk, DV, sh, &mk);
+        float *ro = malloc(sizeof(float) * (size_t)(B * H * mq * DV + 1)), *rl = malloc(sizeof(float) * (size_t)(B * H * mq + 1)),
+              *rdq = malloc(sizeof(float) * (size_t)(B * H * mq * DQ + 1)),
+              *rdk = malloc(sizeof(float) * (size_t)(B * KH * mk * DQ + 1)),
+              *rdv = malloc(sizeof(float) * (size_t)(B * KH * mk * DV + 1));
+        REQUIRE(ro && rl && rdq && rdk && rdv, "out of memory");
+        attn_ring_call rc = {.q = t4(sq, B, H, mq, DQ), .k = t4(sk, B, KH, mk, DQ), .v = t4(sv, B, KH, mk, DV),
+                             .o = t4(ro, B, H, mq, DV), .lse = t3(rl, B, H, mq), .inputs = in, .ninputs = nin,
+                             .threads = 1, .shard = sh};
+        attn_ring_stats st;
+        attn_status s = attn_ring_run(kern, &rc, MPI_COMM_WORLD, &st, &err);
+        CHECK(s == ATTN_OK, "%s %s R=%d rank %d: %s", cs->name, shn, R, me, err.message);
+        if (s == ATTN_OK) {
+            double eo = max_diff(ro, so, B * H * mq * DV), el = max_diff(rl, sl, B * H * mq);
+            CHECK(eo < 2e-5 && el < 2e-5, "%s %s R=%d rank %d: o differs by %g, lse by %g", cs->name, shn, R, me, eo, el);
+            CHECK(st.pairs_computed >= 1 && st.pairs_computed <= R && st.pairs_total == R, "%s: pairs %d of %d",
+                  cs->name, st.pairs_computed, st.pairs_total);
+            if (cs->max_pairs && sh == ATTN_SHARD_CONTIGUOUS)
+                CHECK(st.pairs_computed <= cs->max_pairs && st.sends <= cs->max_pairs - 1,
+                      "%s R=%d rank %d: %d pairs, %d sends (a window needs at most %d)", cs->name, R, me,
+                      st.pairs_computed, st.sends, cs->max_pairs);
+        }
+        if (ng >= 0) {
+            memcpy(ro, so, sizeof(float) * (size_t)(B * H * mq * DV)); /* the forward's o and lse */
+            memcpy(rl, sl, sizeof(float) * (size_t)(B * H * mq));
+            attn_input rdins[1] = {{"slope", {.data = dslope_ring, .ndim = 1, .shape = {H}}}};
+            attn_grad_call rg = {.dout = t4(sdo, B, H, mq, DV), .dq = t4(rdq, B, H, mq, DQ), .dk = t4(rdk, B, KH, mk, DQ),
+                                 .dv = t4(rdv, B, KH, mk, DV), .dinputs = rdins, .ndinputs = nd};
+            s = attn_ring_run_backward(kern, &rc, &rg, MPI_COMM_WORLD, &st, &err);
+            CHECK(s == ATTN_OK, "%s %s backward R=%d rank %d: %s", cs->name, shn, R, me, err.message);
+            if (s == ATTN_OK) {
+                double eq = max_diff(rdq, sdq, B * H * mq * DQ), ek = max_diff(rdk, sdk, B * KH * mk * DQ),
+                       ev = max_diff(rdv, sdv, B * KH * mk * DV), ei = nd ? max_diff(dslope_ring, dslope, H) : 0;
+                CHECK(eq < 1e-4 && ek < 1e-4 && ev < 1e-4 && ei < 1e-4,
+                      "%s %s backward R=%d rank %d: dq %g dk %g dv %g dslope %g", cs->name, shn, R, me, eq, ek, ev, ei);
+                /* deterministic: the same call again gives the same bits */
+                float *again = malloc(sizeof(float) * (size_t)(B * KH * mk * DQ + 1));
+                REQUIRE(again, "out of memory");
+                memcpy(again, rdk, sizeof(float) * (size_t)(B * KH * mk * DQ));
+                s = attn_ring_run_backward(kern, &rc, &rg, MPI_COMM_WORLD, NULL, &err);
+                CHECK(s == ATTN_OK && !memcmp(again, rdk, sizeof(float) * (size_t)(B * KH * mk * DQ)),
+                      "%s %s: the backward is not deterministic", cs->name, shn);
+                free(again);
+            }
+        }
+        free(sq), free(sk), free(sv), free(so), free(sl), free(sdo), free(sdq), free(sdk), free(sdv);
+        free(ro), free(rl), free(rdq), free(rdk), free(rdv);
+    }
+    free(q), free(k), free(v), free(o), free(lse), free(dout), free(dq), free(dk), free(dv), free(doc);
+    free(diag);
+    attn_kernel_free(kern);
+}
+
+/* The last rank passes three key rows too many: every rank fails with the same status. */
+static void mismatch(void) {
+    if (R < 2) return;
+    attn_options opts;
+    attn_options_init(&opts);
+    opts.threads = 1;
+    attn_kernel *kern = NULL;
+    attn_error err;
+    REQUIRE(attn_compile("mismatch", "attention c { heads = 2; head_dim = 8; mask = causal; }", &opts, &kern, NULL,
+                         &err) == ATTN_OK, "%s", err.message);
+    int64_t n = 40, mq = attn_ring_shard_rows(n, R, me, ATTN_SHARD_CONTIGUOUS), mk = mq + 3 * (me == R - 1);
+    float *buf = calloc((size_t)(2 * (mq + mk) * 8 * 2 + 2 * mq), sizeof(float));
+    REQUIRE(buf, "out of memory");
+    attn_ring_call rc = {.q = t4(buf, 1, 2, mq, 8), .k = t4(buf + 16 * mq, 1, 2, mk, 8),
+                         .v = t4(buf + 16 * (mq + mk), 1, 2, mk, 8), .o = t4(buf + 16 * (mq + 2 * mk), 1, 2, mq, 8),
+                         .threads = 1};
+    attn_status s = attn_ring_run(kern, &rc, MPI_COMM_WORLD, NULL, &err);
+    int codes[2] = {(int)s, -(int)s}, red[2];
+    MPI_Allreduce(codes, red, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    CHECK(s == ATTN_ERR_SHAPE && red[0] == -red[1], "mismatched sizes: rank %d got %s (%s)", me, attn_status_name(s),
+          err.message);
+    CHECK(strstr(err.message, "k") != NULL, "mismatched sizes: the message names k: %s", err.message);
+    if (me == 0) printf("mismatch: %s\n", err.message);
+    /* a rank with another dtype of sizes (v_dim) fails everyone too */
+    rc.v.shape[3] = me == 0 ? 9 : 8;
+    rc.k.shape[2] = rc.v.shape[2] = mq;
+    s = attn_ring_run(kern, &rc, MPI_COMM_WORLD, NULL, &err);
+    codes[0] = (int)s;
+    codes[1] = -(int)s;
+    MPI_Allreduce(codes, red, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    CHECK(s != ATTN_OK && red[0] == -red[1], "mismatched v_dim: rank %d got %s (%s)", me, attn_status_name(s),
+          err.message);
+    free(buf);
+    attn_kernel_free(kern);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    static const Case cases[] = {
+        {"causal_gqa", "attention a { heads = 4; kv_heads = 2; head_dim = 16; mask = causal; }", 2, 203, 203, 0},
+        {"sliding", "attention a { heads = 2; head_dim = 16; v_dim = 8; mask = sliding(20); }", 1, 203, 203, 2},
+        {"packed_docs",
+         "attention a { input i32 doc[batch, seq]; heads = 2; head_dim = 8; mask = k <= q && doc[b, k] == doc[b, q]; }",
+         2, 177, 177, 0},
+        {"bidirectional", "attention a { heads = 3; head_dim = 8; v_dim = 12; }", 1, 150, 203, 0},
+        {"alibi_mqa",
+         "attention a { input f32 slope[heads]; heads = 4; kv_heads = 1; head_dim = 8; mask = causal;"
+         " score = score - slope[h] * (q - k); }",
+         1, 161, 161, 0},
+        {"unilm", "attention a { input i32 src_len[batch]; heads = 2; head_dim = 8; mask = k < src_len[b] || k <= q; }",
+         2, 131, 131, 0},
+        {"xlnet_window", "attention a { heads = 2; head_dim = 8; mask = window(9) || k < 3; }", 1, 140, 140, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    mismatch();
+    char name[32];
+    snprintf(name, sizeof name, "ring R=%d rank %d", R, me);
+    int rc = check_done(name), all = 0;
+    MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return all;
+}
