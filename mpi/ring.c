@@ -285,9 +285,10 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
         p[0] = c->inputs[i].t.ndim;
         for (int k = 0; k < c->inputs[i].t.ndim && k < ATTN_MAX_DIMS; k++) p[1 + k] = c->inputs[i].t.shape[k];
     }
-    for (int i = 0; i < NSIG; i++) {
+    for (int i = 0; i < NSIG; i++) { /* clamped: -x never overflows (q_offset may be INT64_MIN) */
+        sig[i] = sig[i] < -((int64_t)1 << 62) ? -((int64_t)1 << 62) : sig[i] > ((int64_t)1 << 62) ? ((int64_t)1 << 62) : sig[i];
         red[i] = sig[i];
-        red[NSIG + i] = sig[i] == INT64_MIN ? INT64_MAX : -sig[i];
+        red[NSIG + i] = -sig[i];
     }
     MPI_Allreduce(MPI_IN_PLACE, red, 2 * NSIG, MPI_INT64_T, MPI_MAX, g->comm);
     MPI_Allreduce(loc, tot, 2, MPI_INT64_T, MPI_SUM, g->comm);

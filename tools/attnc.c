@@ -53,7 +53,8 @@ static const struct {
 typedef enum OptId {
     OPT_KERNEL, OPT_DEFINE, OPT_THREADS, OPT_OPT, OPT_NO_PRUNE, OPT_ABSORB, OPT_AFTER, OPT_LLVM,
     OPT_OUT_FILE, OPT_EMIT, OPT_HEADER, OPT_TARGET, OPT_CPU, OPT_IN, OPT_OUT, OPT_Q_OFFSET,
-    OPT_BATCH, OPT_Q_LEN, OPT_KV_LEN, OPT_JSON, OPT_REPS, OPT_SVG, OPT_GRAD, OPT_HELP
+    OPT_BATCH, OPT_Q_LEN, OPT_KV_LEN, OPT_JSON, OPT_REPS, OPT_SVG, OPT_GRAD, OPT_RING, OPT_SHARD, OPT_STATS,
+    OPT_HELP
 } OptId;
 
 static const struct {
@@ -90,6 +91,11 @@ static const struct {
     {"--svg", OPT_SVG, true, ON(CMD_MASK), "OUT.svg   also draw the mask as SVG"},
     {"--grad", OPT_GRAD, false, ON(CMD_RUN) | ON(CMD_BENCH),
      "   the backward: gradients dq, dk, dv, d<input> from --in do=X.npy (bench: time it)"},
+    {"--ring", OPT_RING, false, ON(CMD_RUN) | ON(CMD_BENCH),
+     "   under mpirun: ring attention, the sequence sharded across the ranks (docs/ring.md)"},
+    {"--shard", OPT_SHARD, true, ON(CMD_RUN) | ON(CMD_BENCH),
+     "contiguous|zigzag   how --ring shards the sequence (default contiguous)"},
+    {"--stats", OPT_STATS, false, ON(CMD_RUN), "   with --ring: per rank, the bytes sent and the pairs computed"},
     {"--help", OPT_HELP, false, ALL, "   this help"},
 };
 #define CLI_NOPTS ((int)(sizeof cli_opts / sizeof cli_opts[0]))
@@ -123,6 +129,9 @@ typedef struct Cli {
     int reps;                  /* 0: automatic */
     const char *svg;
     bool grad;                 /* run/bench --grad */
+    bool ring;                 /* run/bench --ring */
+    int shard;                 /* --shard: 0 contiguous, 1 zigzag; -1 not given */
+    bool stats;                /* run --stats */
 } Cli;
 
 // messages
@@ -416,6 +425,13 @@ static int cli_parse(Cli *c, int argc, char **argv) {
             break;
         case OPT_JSON: c->json = true; break;
         case OPT_GRAD: c->grad = true; break;
+        case OPT_RING: c->ring = true; break;
+        case OPT_STATS: c->stats = true; break;
+        case OPT_SHARD:
+            if (strcmp(value, "contiguous") && strcmp(value, "zigzag"))
+                return cli_usage(cmd, "--shard needs contiguous or zigzag, got '%s'", value);
+            c->shard = strcmp(value, "zigzag") == 0;
+            break;
         case OPT_REPS:
             if (!cli_parse_i64(value, 1, 1000000, &n))
                 return cli_usage(cmd, "--reps needs an integer in [1, 1000000], got '%s'", value);
@@ -426,6 +442,9 @@ static int cli_parse(Cli *c, int argc, char **argv) {
     }
     if (!c->file) return cli_usage(cmd, "no spec file given");
     if (c->after && c->llvm) return cli_usage(cmd, "--after and --llvm cannot be combined");
+    if (!c->ring && c->shard >= 0) return cli_usage(cmd, "--shard needs --ring");
+    if (!c->ring && c->stats) return cli_usage(cmd, "--stats needs --ring");
+    if (c->shard < 0) c->shard = 0;
     c->opts.defines = c->defines;
     c->opts.ndefines = c->ndefines;
     return 0;
@@ -1673,6 +1692,355 @@ done:
 
 // main
 
+// run --ring, bench --ring
+
+#ifdef ATTNC_HAVE_MPI
+#include "attn/attn_mpi.h"
+
+/* The ranks' agreement on a local outcome: the largest exit status of any rank (0: all fine). */
+static int ring_agree(int rc) {
+    int all = rc;
+    MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return all;
+}
+
+/* Rows of this rank's shard of a packed [A, L, D] tensor, copied to (to_full = false: from) the
+ * full one. */
+static void ring_rows(float *full, float *shard, int64_t A, int64_t L, int64_t D, int R, int rank, attn_shard sh,
+                      bool to_full) {
+    int64_t b0[2], e0[2];
+    int np = attn_ring_shard(L, R, rank, sh, b0, e0);
+    int64_t n = attn_ring_shard_rows(L, R, rank, sh);
+    for (int64_t a = 0; a < A; a++) {
+        int64_t row = 0;
+        for (int p = 0; p < np; p++, row += e0[p - 1] - b0[p - 1]) {
+            float *f = full + (a * L + b0[p]) * D, *s = shard + (a * n + row) * D;
+            size_t bytes = sizeof(float) * (size_t)((e0[p] - b0[p]) * D);
+            if (to_full)
+                memcpy(f, s, bytes);
+            else
+                memcpy(s, f, bytes);
+        }
+    }
+}
+
+/* This rank's shard of a full [A, L, D] tensor (NULL: out of memory). */
+static float *ring_shard_of(const float *full, int64_t A, int64_t L, int64_t D, int R, int rank, attn_shard sh) {
+    int64_t n = attn_ring_shard_rows(L, R, rank, sh);
+    float *s = malloc(sizeof(float) * (size_t)(A * n * D) + 1);
+    if (s && full) ring_rows((float *)full, s, A, L, D, R, rank, sh, false);
+    return s;
+}
+
+/* Rank 0 gets every rank's shard of a [A, L, D] tensor into `full`. */
+static void ring_gather(float *full, const float *mine, int64_t A, int64_t L, int64_t D, int R, int rank, attn_shard sh) {
+    if (rank != 0) {
+        int64_t n = A * attn_ring_shard_rows(L, R, rank, sh) * D;
+        for (int64_t o = 0; o < n; o += 1 << 28)
+            MPI_Send(mine + o, (int)(n - o < (1 << 28) ? n - o : (1 << 28)), MPI_FLOAT, 0, 7401, MPI_COMM_WORLD);
+        return;
+    }
+    ring_rows(full, (float *)mine, A, L, D, R, 0, sh, true);
+    for (int r = 1; r < R; r++) {
+        int64_t n = A * attn_ring_shard_rows(L, R, r, sh) * D;
+        float *buf = malloc(sizeof(float) * (size_t)n + 1);
+        for (int64_t o = 0; o < n; o += 1 << 28) /* out of memory: drained into one float */
+            MPI_Recv(buf ? buf + o : NULL, buf ? (int)(n - o < (1 << 28) ? n - o : (1 << 28)) : 0, MPI_FLOAT, r, 7401,
+                     MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (buf) ring_rows(full, buf, A, L, D, R, r, sh, true);
+        free(buf);
+    }
+}
+
+static void ring_print_stats(const attn_ring_stats *st, int R, int rank, const char *what) {
+    attn_ring_stats *all = rank == 0 ? calloc((size_t)R, sizeof *all) : NULL;
+    MPI_Gather(st, (int)sizeof *st, MPI_BYTE, all, (int)sizeof *st, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (rank != 0 || !all) return;
+    for (int r = 0; r < R; r++)
+        printf("ring %s: rank %d of %d: sent %" PRId64 " bytes (K/V to %d rank%s), received %" PRId64
+               " bytes, computed %d of %d pairs, %.3f ms (%.3f ms waiting)\n",
+               what, r, R, all[r].bytes_sent, all[r].sends, all[r].sends == 1 ? "" : "s", all[r].bytes_received,
+               all[r].pairs_computed, all[r].pairs_total, all[r].ms_total, all[r].ms_wait);
+    free(all);
+}
+
+/* run --ring [--grad]: every rank reads the full inputs and works on its shards; rank 0 gathers
+ * and writes the outputs. */
+static int ring_run(Cli *c, int R, int me) {
+    int rc = 0;
+    attn_kernel *kern = cli_compile(c, &rc);
+    const attn_rt_desc *d = kern ? attn_kernel_desc(kern) : NULL;
+    attn_shard sh = c->shard ? ATTN_SHARD_ZIGZAG : ATTN_SHARD_CONTIGUOUS;
+    enum { NT = 6 }; /* q, k, v, do, o, lse */
+    static const char *const tn[NT + 1] = {"q", "k", "v", "do", "o", "lse", NULL};
+    NpyArray arr[NT];
+    memset(arr, 0, sizeof arr);
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    const char *paths[NT] = {NULL};
+    char msg[512];
+    float *sh_t[NT] = {NULL}, *res[5 + ATTN_MAX_INPUTS] = {NULL}, *full = NULL;
+    int gin[ATTN_MAX_INPUTS], ngin = kern ? attn_kernel_grad_inputs(kern, gin) : -1;
+    attn_input dins[ATTN_MAX_INPUTS];
+    if (!rc && attn_kernel_is_mla(kern)) rc = cli_error(EXIT_INPUT, "--ring: MLA kernels do not run over the ring yet");
+    if (!rc && d->dtype != ATTN_F32) rc = cli_error(EXIT_INPUT, "--ring: '%s' is not f32; ring attention takes f32 kernels", d->name);
+    if (!rc && c->grad && ngin < 0) rc = cli_error(EXIT_INPUT, "'%s' has no backward (f32 kernels that are not MLA have one)", d->name);
+    for (int i = 0; i < c->nouts && !rc; i++) {
+        const char *n = c->outs[i].name;
+        bool ok = c->grad ? !strcmp(n, "dq") || !strcmp(n, "dk") || !strcmp(n, "dv") : !strcmp(n, "o") || !strcmp(n, "lse");
+        for (int j = 0; c->grad && j < ngin && !ok; j++) ok = n[0] == 'd' && !strcmp(n + 1, d->inputs[gin[j]].name);
+        if (!ok) rc = cli_error(EXIT_INPUT, "--out %s: not an output of %s", n, c->grad ? "--grad" : "run");
+        for (int j = 0; j < i && !rc; j++)
+            if (!strcmp(n, c->outs[j].name)) rc = cli_error(EXIT_INPUT, "--out %s is given twice", n);
+    }
+    for (int i = 0; i < c->nins && !rc; i++)
+        for (int t = 0; t < (c->grad ? NT : 3); t++)
+            if (!strcmp(c->ins[i].name, tn[t])) {
+                if (paths[t]) rc = cli_error(EXIT_INPUT, "--in %s is given twice", tn[t]);
+                paths[t] = c->ins[i].path;
+            }
+    for (int t = 0; t < (c->grad ? 4 : 3) && !rc; t++)
+        if (!paths[t]) rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy", tn[t]);
+    if (!rc && c->grad && !paths[4] != !paths[5]) rc = cli_error(EXIT_INPUT, "give both --in o= and --in lse= (or neither)");
+    for (int t = 0; t < NT && !rc; t++) {
+        if (!paths[t]) continue;
+        int nd = t == 5 ? 3 : 4;
+        if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
+        else if (arr[t].ndim != nd)
+            rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d", paths[t], tn[t], arr[t].ndim, nd);
+        else if (!cli_to_dtype(&arr[t], ATTN_F32, tn[t], paths[t]))
+            rc = EXIT_INPUT;
+    }
+    int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = arr[1].shape[2], H = d ? d->heads : 0,
+            KH = d ? d->kv_heads : 0, DQ = d ? d->qk_dim : 0, DV = d ? d->v_dim : 0;
+    if (!rc) rc = cli_load_inputs(c, d, &in, tn, false, NULL, NULL, B, Lq, Lk);
+    /* shapes: every rank checks the full tensors it read before the ring starts */
+    if (!rc) {
+        const int64_t want[NT][4] = {{-1, H, -1, DQ}, {B, KH, -1, DQ}, {B, KH, Lk, DV},
+                                     {B, H, Lq, DV}, {B, H, Lq, DV}, {B, H, Lq, 0}};
+        for (int t = 0; t < NT && !rc; t++)
+            for (int k = 0; paths[t] && k < arr[t].ndim && !rc; k++)
+                if (want[t][k] >= 0 && arr[t].shape[k] != want[t][k])
+                    rc = cli_error(EXIT_INPUT, "%s: %s dim %d is %" PRId64 ", expected %" PRId64, paths[t], tn[t], k,
+                                   arr[t].shape[k], want[t][k]);
+    }
+    int64_t mq = attn_ring_shard_rows(Lq, R, me, sh), mk = attn_ring_shard_rows(Lk, R, me, sh);
+    if (!rc) {
+        const int64_t A[NT] = {B * H, B * KH, B * KH, B * H, B * H, B * H}, L[NT] = {Lq, Lk, Lk, Lq, Lq, Lq},
+                      D[NT] = {DQ, DQ, DV, DV, DV, 1};
+        for (int t = 0; t < NT && !rc; t++)
+            if ((paths[t] || t >= 4) && !(sh_t[t] = ring_shard_of(paths[t] ? arr[t].data : NULL, A[t], L[t], D[t], R, me, sh)))
+                rc = cli_error(EXIT_INPUT, "out of memory");
+        for (int t = 0; t < 3 && !rc; t++)
+            if (!(res[t] = malloc(sizeof(float) * (size_t)(t == 0 ? B * H * mq * DQ : B * KH * mk * (t == 1 ? DQ : DV)) + 1)))
+                rc = cli_error(EXIT_INPUT, "out of memory");
+    }
+    rc = ring_agree(rc); /* a rank that failed here said why; the others follow it */
+    if (rc) goto done;
+    attn_ring_call rcall;
+    memset(&rcall, 0, sizeof rcall);
+    cli_tensor(&rcall.q, sh_t[0], 4, (int64_t[]){B, H, mq, DQ});
+    cli_tensor(&rcall.k, sh_t[1], 4, (int64_t[]){B, KH, mk, DQ});
+    cli_tensor(&rcall.v, sh_t[2], 4, (int64_t[]){B, KH, mk, DV});
+    cli_tensor(&rcall.o, sh_t[4], 4, (int64_t[]){B, H, mq, DV});
+    cli_tensor(&rcall.lse, sh_t[5], 3, (int64_t[]){B, H, mq});
+    rcall.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    rcall.q_offset_set = c->has_q_offset;
+    rcall.inputs = in.bind;
+    rcall.ninputs = in.n;
+    rcall.threads = c->opts.threads;
+    rcall.shard = sh;
+    attn_error err = {0};
+    attn_ring_stats st;
+    attn_status s = ATTN_OK;
+    if (!c->grad || !paths[4]) {
+        s = attn_ring_run(kern, &rcall, MPI_COMM_WORLD, &st, &err);
+        if (!s && c->stats) ring_print_stats(&st, R, me, "forward");
+    }
+    attn_grad_call g;
+    memset(&g, 0, sizeof g);
+    if (!s && c->grad) {
+        cli_tensor(&g.dout, sh_t[3], 4, (int64_t[]){B, H, mq, DV});
+        cli_tensor(&g.dq, res[0], 4, (int64_t[]){B, H, mq, DQ});
+        cli_tensor(&g.dk, res[1], 4, (int64_t[]){B, KH, mk, DQ});
+        cli_tensor(&g.dv, res[2], 4, (int64_t[]){B, KH, mk, DV});
+        for (int j = 0; j < ngin; j++) {
+            const attn_tensor *it = &in.bind[gin[j]].t;
+            int64_t n = 1;
+            for (int k = 0; k < it->ndim; k++) n *= it->shape[k];
+            res[5 + j] = calloc((size_t)n + 1, sizeof(float));
+            dins[j].name = d->inputs[gin[j]].name;
+            cli_tensor(&dins[j].t, res[5 + j], it->ndim, it->shape);
+        }
+        g.dinputs = dins;
+        g.ndinputs = ngin;
+        s = attn_ring_run_backward(kern, &rcall, &g, MPI_COMM_WORLD, &st, &err);
+        if (!s && c->stats) ring_print_stats(&st, R, me, "backward");
+    }
+    if (s) { /* the same status and message on every rank: rank 0 says it */
+        rc = cli_status_exit(s);
+        if (me == 0) cli_error(rc, "%s", err.message);
+        goto done;
+    }
+    if (me == 0 && c->nouts == 0) cli_note("no --out given: nothing written");
+    for (int i = 0; i < c->nouts; i++) {
+        const char *n = c->outs[i].name;
+        int64_t shape[4] = {B, H, Lq, DV}, A = B * H, L = Lq, D = DV;
+        const float *mine = sh_t[4];
+        int nd = 4;
+        if (!strcmp(n, "lse")) {
+            mine = sh_t[5];
+            nd = 3;
+            D = 1;
+        } else if (!strcmp(n, "dq")) {
+            mine = res[0];
+            shape[3] = D = DQ;
+        } else if (!strcmp(n, "dk") || !strcmp(n, "dv")) {
+            mine = res[n[1] == 'k' ? 1 : 2];
+            shape[1] = KH;
+            shape[2] = L = Lk;
+            shape[3] = D = n[1] == 'k' ? DQ : DV;
+            A = B * KH;
+        } else if (strcmp(n, "o")) { /* d<input>: the same on every rank */
+            for (int j = 0; j < ngin; j++)
+                if (!strcmp(n + 1, d->inputs[gin[j]].name) && me == 0 &&
+                    !npy_write(c->outs[i].path, NPY_F32, dins[j].t.data, dins[j].t.ndim, dins[j].t.shape, msg, sizeof msg))
+                    rc = cli_error(EXIT_INPUT, "%s", msg);
+            continue;
+        }
+        free(full);
+        full = me == 0 ? malloc(sizeof(float) * (size_t)(A * L * D) + 1) : NULL;
+        ring_gather(full, mine, A, L, D, R, me, sh);
+        if (me == 0 && full && !npy_write(c->outs[i].path, NPY_F32, full, nd, shape, msg, sizeof msg))
+            rc = cli_error(EXIT_INPUT, "%s", msg);
+        else if (me == 0 && !full)
+            rc = cli_error(EXIT_INPUT, "out of memory");
+    }
+    rc = ring_agree(rc);
+done:
+    for (int t = 0; t < NT; t++) {
+        npy_free(&arr[t]);
+        free(sh_t[t]);
+    }
+    for (int t = 0; t < 5 + ATTN_MAX_INPUTS; t++) free(res[t]);
+    free(full);
+    cli_inputs_free(&in);
+    attn_kernel_free(kern);
+    return rc;
+}
+
+/* bench --ring: the ring's forward (or --grad backward) on random tensors, each rank on its
+ * shards; rank 0 prints the median time and the largest bytes sent by a rank. */
+static int ring_bench(Cli *c, int R, int me) {
+    int rc = 0;
+    attn_kernel *kern = cli_compile(c, &rc);
+    const attn_rt_desc *d = kern ? attn_kernel_desc(kern) : NULL;
+    if (!rc && (attn_kernel_is_mla(kern) || d->dtype != ATTN_F32))
+        rc = cli_error(EXIT_INPUT, "--ring: '%s' is not an f32 kernel that is not MLA", d->name);
+    attn_shard sh = c->shard ? ATTN_SHARD_ZIGZAG : ATTN_SHARD_CONTIGUOUS;
+    int64_t B = c->batch ? c->batch : 1, Lq = c->q_len ? c->q_len : 1024, Lk = c->kv_len ? c->kv_len : Lq;
+    int64_t H = d ? d->heads : 0, KH = d ? d->kv_heads : 0, DQ = d ? d->qk_dim : 0, DV = d ? d->v_dim : 0;
+    int64_t mq = attn_ring_shard_rows(Lq, R, me, sh), mk = attn_ring_shard_rows(Lk, R, me, sh);
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    static const char *const tn[] = {"q", "k", "v", NULL};
+    if (!rc) rc = cli_load_inputs(c, d, &in, tn, true, NULL, NULL, B, Lq, Lk);
+    size_t n[9] = {(size_t)(B * H * mq * DQ), (size_t)(B * KH * mk * DQ), (size_t)(B * KH * mk * DV),
+                   (size_t)(B * H * mq * DV), (size_t)(B * H * mq), (size_t)(B * H * mq * DV),
+                   (size_t)(B * H * mq * DQ), (size_t)(B * KH * mk * DQ), (size_t)(B * KH * mk * DV)};
+    float *t[9] = {NULL};
+    uint64_t seed = 0x5eed + (uint64_t)me;
+    for (int i = 0; i < 9 && !rc; i++)
+        if (!(t[i] = malloc(sizeof(float) * n[i] + 4))) rc = cli_error(EXIT_INPUT, "out of memory");
+        else if (i < 3 || i == 5) cli_random_fill(t[i], n[i], ATTN_F32, &seed);
+    rc = ring_agree(rc);
+    attn_ring_call rcall;
+    memset(&rcall, 0, sizeof rcall);
+    if (!rc) {
+        cli_tensor(&rcall.q, t[0], 4, (int64_t[]){B, H, mq, DQ});
+        cli_tensor(&rcall.k, t[1], 4, (int64_t[]){B, KH, mk, DQ});
+        cli_tensor(&rcall.v, t[2], 4, (int64_t[]){B, KH, mk, DV});
+        cli_tensor(&rcall.o, t[3], 4, (int64_t[]){B, H, mq, DV});
+        cli_tensor(&rcall.lse, t[4], 3, (int64_t[]){B, H, mq});
+    }
+    rcall.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    rcall.q_offset_set = c->has_q_offset;
+    rcall.inputs = in.bind;
+    rcall.ninputs = in.n;
+    rcall.threads = c->opts.threads;
+    rcall.shard = sh;
+    attn_grad_call g;
+    memset(&g, 0, sizeof g);
+    cli_tensor(&g.dout, t[5], 4, (int64_t[]){B, H, mq, DV});
+    cli_tensor(&g.dq, t[6], 4, (int64_t[]){B, H, mq, DQ});
+    cli_tensor(&g.dk, t[7], 4, (int64_t[]){B, KH, mk, DQ});
+    cli_tensor(&g.dv, t[8], 4, (int64_t[]){B, KH, mk, DV});
+    attn_error err = {0};
+    attn_ring_stats st;
+    memset(&st, 0, sizeof st);
+    attn_status s = rc ? ATTN_OK : attn_ring_run(kern, &rcall, MPI_COMM_WORLD, &st, &err); /* warm-up */
+    int reps = c->reps ? c->reps : 5;
+    double *ms = calloc((size_t)reps, sizeof *ms);
+    for (int r = 0; r < reps && !rc && !s; r++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = cli_now_ms();
+        s = c->grad ? attn_ring_run_backward(kern, &rcall, &g, MPI_COMM_WORLD, &st, &err)
+                    : attn_ring_run(kern, &rcall, MPI_COMM_WORLD, &st, &err);
+        double local = cli_now_ms() - t0;
+        MPI_Allreduce(&local, &ms[r], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD); /* the slowest rank's */
+    }
+    if (!rc && s) {
+        rc = cli_status_exit(s);
+        if (me == 0) cli_error(rc, "%s", err.message);
+    }
+    if (!rc) {
+        int64_t sent = st.bytes_sent, maxsent = 0;
+        int pairs = st.pairs_computed, allpairs = 0;
+        MPI_Reduce(&sent, &maxsent, 1, MPI_INT64_T, MPI_MAX, 0, MPI_COMM_WORLD);
+        MPI_Reduce(&pairs, &allpairs, 1, MPI_INT, MPI_SUM, 0, MPI_COMM_WORLD);
+        qsort(ms, (size_t)reps, sizeof *ms, cli_cmp_double);
+        if (me == 0) {
+            double med = ms[reps / 2];
+            if (c->json)
+                printf("{\"kernel\": \"%s\", \"ring\": true, \"ranks\": %d, \"shard\": \"%s\", \"grad\": %s, "
+                       "\"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
+                       ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, \"max_bytes_sent\": %" PRId64
+                       ", \"pairs\": %d, \"pairs_total\": %d}\n",
+                       d->name, R, sh ? "zigzag" : "contiguous", c->grad ? "true" : "false", B, Lq, Lk,
+                       c->opts.threads ? c->opts.threads : attn_rt_cpu_count(), reps, med, ms[0], maxsent, allpairs, R * R);
+            else
+                printf("kernel      %s\nring        %d ranks, %s shards%s\nms          %.3f (min %.3f)\n"
+                       "sent        %" PRId64 " bytes at most by a rank\npairs       %d of %d\n",
+                       d->name, R, sh ? "zigzag" : "contiguous", c->grad ? ", backward" : "", med, ms[0], maxsent,
+                       allpairs, R * R);
+        }
+    }
+    free(ms);
+    for (int i = 0; i < 9; i++) free(t[i]);
+    cli_inputs_free(&in);
+    attn_kernel_free(kern);
+    return rc;
+}
+#endif
+
+/* run --ring, bench --ring: MPI is started only here. */
+static int cmd_ring(Cli *c) {
+#ifdef ATTNC_HAVE_MPI
+    int init = 0;
+    MPI_Initialized(&init);
+    if (!init) MPI_Init(NULL, NULL);
+    int R = 1, me = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &R);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    int rc = c->cmd == CMD_BENCH ? ring_bench(c, R, me) : ring_run(c, R, me);
+    fflush(stdout);
+    MPI_Finalize();
+    return rc;
+#else
+    return cli_error(EXIT_USAGE, "--ring: this attnc was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         cli_usage(CMD_COUNT, "no command given");
@@ -1708,6 +2076,7 @@ int main(int argc, char **argv) {
     Cli c;
     memset(&c, 0, sizeof c);
     c.cmd = CMD_COUNT;
+    c.shard = -1;
     for (int k = 0; k < CMD_COUNT; k++)
         if (!strcmp(a, cli_cmds[k].name)) c.cmd = (Cmd)k;
     if (c.cmd == CMD_COUNT)
@@ -1719,8 +2088,8 @@ int main(int argc, char **argv) {
         case CMD_CHECK: rc = cmd_check(&c); break;
         case CMD_DUMP: rc = cmd_dump(&c); break;
         case CMD_BUILD: rc = cmd_build(&c); break;
-        case CMD_RUN: rc = cmd_run(&c); break;
-        case CMD_BENCH: rc = cmd_bench(&c); break;
+        case CMD_RUN: rc = c.ring ? cmd_ring(&c) : cmd_run(&c); break;
+        case CMD_BENCH: rc = c.ring ? cmd_ring(&c) : cmd_bench(&c); break;
         case CMD_MASK: rc = cmd_mask(&c); break;
         case CMD_COUNT: break;
         }
