@@ -427,71 +427,126 @@ static int64_t chunk_rows(Ring *g, int64_t n) {
     return c < RING_CHUNK_ROWS ? RING_CHUNK_ROWS : c;
 }
 
-/* Step t's messages: this rank's K/V shard to r+t, rank r-t's into slot t % 2. */
-static attn_status post_kv(Ring *g, int t, float *own, float *slot, attn_error *err) {
+/* Step t's messages: this rank's K/V shard (K at own_k, V at own_v, each packed) to r+t, rank
+ * r-t's into slot (K then V). */
+static attn_status post_kv(Ring *g, int t, float *own_k, float *own_v, float *slot, attn_error *err) {
     int R = g->R, dst = (g->r + t) % R, src = (g->r - t + R) % R;
     attn_status s = ATTN_OK;
+    int64_t kf = g->B * g->KH * g->DQ, vf = g->B * g->KH * g->DV; /* floats of a row */
     if (g->vis[dst * R + g->r]) {
-        int64_t bytes = kv_floats(g, g->nk) * 4;
-        if ((s = reqs_grow(&g->rq[RQ_SEND], nmsgs(bytes), err))) return s;
-        post(&g->rq[RQ_SEND], true, own, bytes, dst, TAG_KV, g->comm);
-        g->st.bytes_sent += bytes;
+        int64_t kb = kf * g->nk * 4, vb = vf * g->nk * 4;
+        if ((s = reqs_grow(&g->rq[RQ_SEND], nmsgs(kb) + nmsgs(vb), err))) return s;
+        post(&g->rq[RQ_SEND], true, own_k, kb, dst, TAG_KV, g->comm);
+        post(&g->rq[RQ_SEND], true, own_v, vb, dst, TAG_KV, g->comm);
+        g->st.bytes_sent += kb + vb;
     }
     if (g->vis[g->r * R + src]) {
-        int64_t bytes = kv_floats(g, attn_ring_shard_rows(g->kv_len, R, src, g->call->shard)) * 4;
+        int64_t n = attn_ring_shard_rows(g->kv_len, R, src, g->call->shard), kb = kf * n * 4, vb = vf * n * 4;
         Reqs *q = &g->rq[RQ_RECV + t % 2];
-        if ((s = reqs_grow(q, nmsgs(bytes), err))) return s;
-        post(q, false, slot, bytes, src, TAG_KV, g->comm);
-        g->st.bytes_received += bytes;
+        if ((s = reqs_grow(q, nmsgs(kb) + nmsgs(vb), err))) return s;
+        post(q, false, slot, kb, src, TAG_KV, g->comm);
+        post(q, false, slot + kf * n, vb, src, TAG_KV, g->comm);
+        g->st.bytes_received += kb + vb;
     }
     return s;
 }
 
+/* Whether a 4-d f32 tensor is packed row-major (then sent as it is). */
+static bool packed4(const attn_tensor *t) {
+    RtView v;
+    attn_error e;
+    if (rt_view(&v, "t", t, 4, &e)) return false;
+    int64_t want = 1;
+    for (int d = 3; d >= 0; d--) {
+        if (t->shape[d] > 1 && v.stride[d] != want) return false;
+        want *= t->shape[d];
+    }
+    return true;
+}
+
+/* This rank's K and V as messages: the tensors themselves when packed, else packed copies
+ * (own[0], own[1]); only when some rank needs them. */
+static attn_status own_kv(Ring *g, float **k, float **v, float *own[2], attn_error *err) {
+    const attn_ring_call *c = g->call;
+    own[0] = own[1] = NULL;
+    *k = *v = NULL;
+    if (!g->st.sends) return ATTN_OK;
+    const attn_tensor *ts[2] = {&c->k, &c->v};
+    for (int i = 0; i < 2; i++) {
+        if (packed4(ts[i])) {
+            *(i ? v : k) = ts[i]->data;
+            continue;
+        }
+        own[i] = malloc(sizeof(float) * (size_t)(g->B * g->KH * g->nk * (i ? g->DV : g->DQ)) + 4);
+        if (!own[i]) return rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the K/V shard");
+        copy4(ts[i], own[i], false);
+        *(i ? v : k) = own[i];
+    }
+    return ATTN_OK;
+}
+
 /* Buffers of a ring run. */
 typedef struct Bufs {
-    float *own;          /* this rank's K/V, packed */
+    float *own[2];       /* this rank's K, V packed (when they are not) */
+    float *ok, *ov;      /* what is sent of them */
     float *slot[2];      /* received K/V */
-    float *acc_o, *acc_l, *part_o, *part_l; /* forward: merged and one pair's (o, lse) */
+    attn_tensor o, lse;  /* the merged result: the call's o, its lse (or lse_mem) */
+    float *lse_mem;
+    float *part_o, *part_l; /* one pair's (o, lse), merged into o and lse */
+    bool first[2];       /* query piece i has nothing merged yet */
 } Bufs;
 
-/* Forward pair (this rank's queries, rank j's keys in kv). */
+/* Forward pair (this rank's queries, rank j's keys in K, V). A query piece's first part is
+ * written to the result directly; later ones merged into it through the log-sum-exps. */
 static void forward_pair(Ring *g, Bufs *bf, int j, const attn_tensor *K, const attn_tensor *V) {
     const attn_ring_call *c = g->call;
     int64_t kb[2], ke[2], ko[2];
     int nkp = key_pieces(g, j, kb, ke, ko);
-    attn_tensor ao = dense4(bf->acc_o, g->B, g->H, g->nq, g->DV), po = dense4(bf->part_o, g->B, g->H, g->nq, g->DV);
-    attn_tensor al = {.data = bf->acc_l, .ndim = 3, .shape = {g->B, g->H, g->nq}};
+    attn_tensor po = dense4(bf->part_o, g->B, g->H, g->nq, g->DV);
     attn_tensor pl = {.data = bf->part_l, .ndim = 3, .shape = {g->B, g->H, g->nq}};
     for (int qp = 0; qp < g->nqp; qp++) {
         int64_t nrows = g->qe[qp] - g->qb[qp];
         for (int kp = 0; kp < nkp; kp++)
             for (int dm = 0; dm < g->nd; dm++) {
-                if (!*sub_at(g, dm, qp, j, kp) || ke[kp] == kb[kp] || g->fail) continue;
+                if (!*sub_at(g, dm, qp, j, kp) || ke[kp] == kb[kp] || g->fail || !nrows) continue;
+                bool first = bf->first[qp];
+                bf->first[qp] = false;
                 int64_t step = chunk_rows(g, nrows);
                 for (int64_t r0 = 0; r0 < nrows && !g->fail; r0 += step) {
                     int64_t n = nrows - r0 < step ? nrows - r0 : step, row = g->qo[qp] + r0;
-                    attn_tensor lo3 = pl, al3 = al;
-                    lo3.shape[2] = al3.shape[2] = n;
-                    lo3.stride[0] = al3.stride[0] = g->H * g->nq;
-                    lo3.stride[1] = al3.stride[1] = g->nq;
-                    lo3.stride[2] = al3.stride[2] = 1;
-                    lo3.data = bf->part_l + row;
-                    al3.data = bf->acc_l + row;
+                    attn_tensor ro = rows_of(&bf->o, 4, row, n), rl = rows_of(&bf->lse, 4, row, n);
                     attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = rows_of(K, 4, ko[kp], ke[kp] - kb[kp]),
-                                   .v = rows_of(V, 4, ko[kp], ke[kp] - kb[kp]), .o = rows_of(&po, 4, row, n),
-                                   .lse = lo3, .q_offset = g->q_offset + g->qb[qp] + r0, .q_offset_set = 1,
+                                   .v = rows_of(V, 4, ko[kp], ke[kp] - kb[kp]),
+                                   .o = first ? ro : rows_of(&po, 4, row, n), .lse = first ? rl : rows_of(&pl, 4, row, n),
+                                   .q_offset = g->q_offset + g->qb[qp] + r0, .q_offset_set = 1,
                                    .inputs = c->inputs, .ninputs = c->ninputs, .threads = c->threads};
                     attn_error e;
                     attn_status s = rt_launch_window(g->descs[dm], &x, g->kv_len, kb[kp], g->pool, &e);
                     progress(g);
-                    if (!s) {
-                        attn_tensor parts[2] = {rows_of(&ao, 4, row, n), x.o}, lses[2] = {al3, lo3};
-                        attn_tensor mo = parts[0], ml = al3;
-                        s = attn_rt_merge(parts, lses, 2, &mo, &ml, &e);
+                    if (!s && !first) {
+                        attn_tensor parts[2] = {ro, x.o}, lses[2] = {rl, x.lse};
+                        s = attn_rt_merge(parts, lses, 2, &ro, &rl, &e);
                     }
                     record(g, s, &e);
                 }
             }
+    }
+}
+
+/* Rows no pair saw: zeros and -inf. */
+static void forward_unseen(Ring *g, Bufs *bf) {
+    RtView vo, vl;
+    attn_error e;
+    if (rt_view(&vo, "o", &bf->o, 4, &e) || rt_view(&vl, "lse", &bf->lse, 4, &e)) return;
+    for (int qp = 0; qp < g->nqp; qp++) {
+        if (!bf->first[qp]) continue;
+        for (int64_t b = 0; b < g->B; b++)
+            for (int64_t h = 0; h < g->H; h++)
+                for (int64_t i = g->qo[qp]; i < g->qo[qp] + g->qe[qp] - g->qb[qp]; i++) {
+                    memset((float *)bf->o.data + b * vo.stride[0] + h * vo.stride[1] + i * vo.stride[2], 0,
+                           sizeof(float) * (size_t)g->DV);
+                    ((float *)bf->lse.data)[b * vl.stride[0] + h * vl.stride[1] + i * vl.stride[2]] = -INFINITY;
+                }
     }
 }
 
@@ -505,67 +560,69 @@ attn_status attn_ring_launch(const attn_rt_desc *const *descs, int ndescs, const
     memset(&bf, 0, sizeof bf);
     attn_status s = ring_setup(&g, descs, ndescs, call, comm, pool, err);
     if (s) goto out;
-    int R = g.R;
+    int R = g.R, nrecv = 0;
     int64_t maxk = 0;
     for (int j = 0; j < R; j++) {
         int64_t n = attn_ring_shard_rows(g.kv_len, R, j, call->shard);
-        maxk = n > maxk ? n : maxk;
+        if (j != g.r && g.vis[g.r * R + j]) {
+            maxk = n > maxk ? n : maxk;
+            nrecv++;
+        }
     }
     int64_t no = g.B * g.H * g.nq;
-    bf.own = malloc(sizeof(float) * (size_t)(kv_floats(&g, g.nk) + 1));
-    bf.slot[0] = malloc(sizeof(float) * (size_t)(kv_floats(&g, maxk) + 1));
-    bf.slot[1] = R > 2 ? malloc(sizeof(float) * (size_t)(kv_floats(&g, maxk) + 1)) : NULL;
-    bf.acc_o = malloc(sizeof(float) * (size_t)(no * (2 * g.DV + 2) + 1));
-    if (!bf.own || !bf.slot[0] || (R > 2 && !bf.slot[1]) || !bf.acc_o)
-        s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the K/V shards");
+    s = own_kv(&g, &bf.ok, &bf.ov, bf.own, err);
+    if (!s && nrecv) {
+        bf.slot[0] = malloc(sizeof(float) * (size_t)kv_floats(&g, maxk) + 4);
+        bf.slot[1] = nrecv > 1 ? malloc(sizeof(float) * (size_t)kv_floats(&g, maxk) + 4) : bf.slot[0];
+        if (!bf.slot[0] || !bf.slot[1]) s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the K/V shards");
+    }
+    bool merges = g.st.pairs_computed > 1 || g.nd > 1 || call->shard == ATTN_SHARD_ZIGZAG; /* parts to merge */
+    if (!s && merges && !(bf.part_o = malloc(sizeof(float) * (size_t)(no * (g.DV + 1)) + 4)))
+        s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the partial outputs");
+    bf.part_l = bf.part_o ? bf.part_o + no * g.DV : NULL;
+    bf.o = call->o;
+    bf.lse = call->lse;
+    if (!s && !call->lse.data) {
+        if (!(bf.lse_mem = malloc(sizeof(float) * (size_t)no + 4)))
+            s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the log-sum-exps");
+        bf.lse = (attn_tensor){.data = bf.lse_mem, .ndim = 3, .shape = {g.B, g.H, g.nq}};
+    }
     if ((s = agree(&g, s, err))) goto out;
-    if (!bf.slot[1]) bf.slot[1] = bf.slot[0];
-    bf.part_o = bf.acc_o + no * g.DV;
-    bf.acc_l = bf.part_o + no * g.DV;
-    bf.part_l = bf.acc_l + no;
-    for (int64_t i = 0; i < no * g.DV; i++) bf.acc_o[i] = 0;
-    for (int64_t i = 0; i < no; i++) bf.acc_l[i] = -INFINITY;
-    attn_tensor K, V;
-    kv_views(&g, bf.own, g.nk, &K, &V);
-    copy4(&call->k, bf.own, false);
-    copy4(&call->v, (float *)V.data, false);
+    bf.first[0] = bf.first[1] = true;
 
     /* step 0 computes the own shard while step 1's messages travel */
-    if (R > 1 && (s = post_kv(&g, 1, bf.own, bf.slot[1], err))) goto fatal;
+    if (R > 1 && (s = post_kv(&g, 1, bf.ok, bf.ov, bf.slot[0], err))) goto fatal; /* receive #0: slot 0 */
     if (g.vis[g.r * R + g.r]) forward_pair(&g, &bf, g.r, &call->k, &call->v);
-    for (int t = 1; t < R; t++) {
-        if (t + 1 < R && (s = post_kv(&g, t + 1, bf.own, bf.slot[(t + 1) % 2], err))) goto fatal;
+    for (int t = 1, got = 0; t < R; t++) {
         int src = (g.r - t + R) % R;
+        /* slots alternate between the receives (one slot: they take turns) */
+        if (t + 1 < R && (s = post_kv(&g, t + 1, bf.ok, bf.ov, bf.slot[(got + (g.vis[g.r * R + src] ? 1 : 0)) % 2], err)))
+            goto fatal;
         wait_reqs(&g, &g.rq[RQ_RECV + t % 2]);
         if (g.vis[g.r * R + src]) {
-            kv_views(&g, bf.slot[t % 2], attn_ring_shard_rows(g.kv_len, R, src, call->shard), &K, &V);
+            attn_tensor K, V;
+            kv_views(&g, bf.slot[got % 2], attn_ring_shard_rows(g.kv_len, R, src, call->shard), &K, &V);
             forward_pair(&g, &bf, src, &K, &V);
+            got++;
         }
     }
     wait_reqs(&g, &g.rq[RQ_SEND]);
     s = g.fail;
     if (s) *err = g.ferr;
     if ((s = agree(&g, s, err))) goto out;
-    copy4(&call->o, bf.acc_o, true);
-    if (call->lse.data) {
-        RtView v;
-        if ((s = rt_view(&v, "lse", &call->lse, 4, err))) goto out;
-        for (int64_t b = 0; b < g.B; b++)
-            for (int64_t h = 0; h < g.H; h++)
-                for (int64_t i = 0; i < g.nq; i++)
-                    ((float *)call->lse.data)[b * v.stride[0] + h * v.stride[1] + i * v.stride[2]] =
-                        bf.acc_l[(b * g.H + h) * g.nq + i];
-    }
+    forward_unseen(&g, &bf);
     goto out;
 fatal: /* out of memory for requests: no peer can be relied on any more */
     MPI_Abort(g.comm, 1);
 out:
     g.st.ms_total = now_ms() - t0;
     if (stats) *stats = g.st;
-    free(bf.own);
+    free(bf.own[0]);
+    free(bf.own[1]);
     if (bf.slot[1] != bf.slot[0]) free(bf.slot[1]);
     free(bf.slot[0]);
-    free(bf.acc_o);
+    free(bf.part_o);
+    free(bf.lse_mem);
     ring_free(&g);
     return s ? s : rt_ok(err);
 }
@@ -600,7 +657,8 @@ attn_status attn_ring_run(attn_kernel *kernel, const attn_ring_call *call, MPI_C
 
 /* The backward's buffers. */
 typedef struct BBufs {
-    float *own, *slot[2];     /* K/V: this rank's, received */
+    float *own[2], *ok, *ov;  /* this rank's K, V packed (when they are not), what is sent */
+    float *slot[2];           /* received K/V */
     float *dq, *dq_t;         /* dq: accumulated, one piece's */
     float *dkv, *dkv_in;      /* this rank's dK/dV: accumulated, one partial received */
     float *part[2];           /* a peer's dK/dV partial (being sent) */
@@ -724,7 +782,7 @@ attn_status attn_ring_launch_backward(const attn_rt_desc *const *descs, int ndes
     }
     if (!s) {
         size_t kvs = (size_t)kv_floats(&g, maxk) + 1;
-        bf.own = malloc(sizeof(float) * ((size_t)kv_floats(&g, g.nk) + 1));
+        s = own_kv(&g, &bf.ok, &bf.ov, bf.own, err);
         bf.slot[0] = malloc(sizeof(float) * kvs);
         bf.slot[1] = R > 2 ? malloc(sizeof(float) * kvs) : bf.slot[0];
         bf.part[0] = malloc(sizeof(float) * kvs);
@@ -736,8 +794,8 @@ attn_status attn_ring_launch_backward(const attn_rt_desc *const *descs, int ndes
         bf.win = malloc(sizeof(float) * ((size_t)kv_floats(&g, maxp) + 1));
         bf.din = calloc((size_t)(ndin * (R + 1)) + 1, sizeof(float));
         bf.din_t = malloc(sizeof(float) * ((size_t)ndin + 1));
-        if (!bf.own || !bf.slot[0] || !bf.slot[1] || !bf.part[0] || (R > 2 && !bf.part[1]) || !bf.dq || !bf.dq_t ||
-            !bf.dkv || !bf.dkv_in || !bf.win || !bf.din || !bf.din_t)
+        if (!s && (!bf.slot[0] || !bf.slot[1] || !bf.part[0] || (R > 2 && !bf.part[1]) || !bf.dq || !bf.dq_t ||
+            !bf.dkv || !bf.dkv_in || !bf.win || !bf.din || !bf.din_t))
             s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the backward's buffers");
         if (!bf.part[1]) bf.part[1] = bf.part[0];
         int64_t off = 0;
@@ -749,18 +807,15 @@ attn_status attn_ring_launch_backward(const attn_rt_desc *const *descs, int ndes
     }
     if ((s = agree(&g, s, err))) goto out;
     attn_tensor K, V;
-    kv_views(&g, bf.own, g.nk, &K, &V);
-    copy4(&call->k, bf.own, false);
-    copy4(&call->v, (float *)V.data, false);
     int64_t own_bytes = kv_floats(&g, g.nk) * 4;
 
-    if (R > 1 && (s = post_kv(&g, 1, bf.own, bf.slot[1], err))) goto fatal;
+    if (R > 1 && (s = post_kv(&g, 1, bf.ok, bf.ov, bf.slot[1], err))) goto fatal;
     if (g.vis[g.r * R + g.r]) {
         backward_pair(&g, &bf, grad, g.r, &call->k, &call->v, bf.part[0]);
         add(bf.dkv, bf.part[0], kv_floats(&g, g.nk));
     }
     for (int t = 1; t < R; t++) {
-        if (t + 1 < R && (s = post_kv(&g, t + 1, bf.own, bf.slot[(t + 1) % 2], err))) goto fatal;
+        if (t + 1 < R && (s = post_kv(&g, t + 1, bf.ok, bf.ov, bf.slot[(t + 1) % 2], err))) goto fatal;
         int src = (g.r - t + R) % R, dst = (g.r + t) % R;
         Reqs *dr = &g.rq[RQ_DRECV];
         if (g.vis[dst * R + g.r]) { /* dst's queries' part of this rank's dK/dV */
@@ -814,7 +869,8 @@ fatal:
 out:
     g.st.ms_total = now_ms() - t0;
     if (stats) *stats = g.st;
-    free(bf.own);
+    free(bf.own[0]);
+    free(bf.own[1]);
     if (bf.slot[1] != bf.slot[0]) free(bf.slot[1]);
     free(bf.slot[0]);
     if (bf.part[1] != bf.part[0]) free(bf.part[1]);
