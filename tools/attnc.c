@@ -1824,6 +1824,32 @@ static int ring_run(Cli *c, int R, int me) {
                     rc = cli_error(EXIT_INPUT, "%s: %s dim %d is %" PRId64 ", expected %" PRId64, paths[t], tn[t], k,
                                    arr[t].shape[k], want[t][k]);
     }
+    rc = ring_agree(rc); /* a rank that failed here said why; the others follow it */
+    if (!rc) { /* the ranks must have read the same sizes: compared before anything is sharded */
+        int64_t sz[NT + ATTN_MAX_INPUTS][ATTN_MAX_DIMS + 1], mx[2][NT + ATTN_MAX_INPUTS][ATTN_MAX_DIMS + 1];
+        memset(sz, 0, sizeof sz);
+        for (int t = 0; t < NT + in.n; t++) {
+            const NpyArray *a = t < NT ? &arr[t] : &in.arr[t - NT];
+            sz[t][0] = a->ndim;
+            for (int k = 0; k < a->ndim && k < ATTN_MAX_DIMS; k++) sz[t][1 + k] = a->shape[k];
+        }
+        int64_t *flat = &sz[0][0], n = (int64_t)(sizeof sz / sizeof sz[0][0]);
+        for (int64_t i = 0; i < n; i++) {
+            (&mx[0][0][0])[i] = flat[i];
+            (&mx[1][0][0])[i] = -flat[i];
+        }
+        MPI_Allreduce(MPI_IN_PLACE, mx, (int)(2 * n), MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+        for (int t = 0; t < NT + in.n && !rc; t++)
+            for (int k = 0; k <= ATTN_MAX_DIMS && !rc; k++)
+                if (mx[0][t][k] != -mx[1][t][k]) {
+                    rc = EXIT_INPUT;
+                    if (me == 0)
+                        cli_error(rc, "the ranks read inputs of different sizes: %s %s%d is %" PRId64
+                                  " on one rank and %" PRId64 " on another (every rank reads the same full inputs)",
+                                  t < NT ? tn[t] : d->inputs[t - NT].name, k ? "dim " : "rank", k ? k - 1 : 0,
+                                  -mx[1][t][k], mx[0][t][k]);
+                }
+    }
     int64_t mq = attn_ring_shard_rows(Lq, R, me, sh), mk = attn_ring_shard_rows(Lk, R, me, sh);
     if (!rc) {
         const int64_t A[NT] = {B * H, B * KH, B * KH, B * H, B * H, B * H}, L[NT] = {Lq, Lk, Lk, Lq, Lq, Lq},
