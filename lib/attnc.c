@@ -325,6 +325,24 @@ int attn_kernel_domains(const attn_kernel *kern, const attn_rt_desc **descs, int
     return n;
 }
 
+int attn_kernel_may_see(const attn_kernel *kern, const attn_rt_args *a, int64_t q0, int64_t q1, int64_t k0,
+                        int64_t k1) {
+    if (!kern || !a || !kern->func || q0 > q1 || k0 > k1) return kern && a && (q0 > q1 || k0 > k1) ? 0 : 1;
+    const IrFunc *f = kern->func;
+    /* residue runs: the trees speak of the runs' keys, not of positions */
+    if (kern->mla.present || !f->prune.enabled || !f->prune.may_see || f->prune.runs.mod) return 1;
+    bool use_b = ir_expr_uses_var(f->prune.may_see, IR_V_B), use_h = ir_expr_uses_var(f->prune.may_see, IR_V_H);
+    int64_t nb = use_b ? a->batch : 1, nh = use_h ? f->heads : 1;
+    for (int64_t b = 0; b < nb; b++)
+        for (int64_t h = 0; h < nh; h++) {
+            IrEnv env = {.b = b, .h = h, .q = q0, .k = k0, .q_len = a->q_len, .kv_len = a->kv_len,
+                         .qmin = q0, .qmax = q1, .kmin = k0, .kmax = k1, .args = a};
+            bool may = ir_eval(f, f->prune.may_see, &env).i != 0;
+            if (may || env.index_error || env.overflow) return 1;
+        }
+    return 0;
+}
+
 int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
     const attn_rt_desc *d = kern && kern->ndomains ? &kern->desc_dom[0] : kern ? &kern->desc : NULL;
     if (!d || !d->grad_step) return -1;

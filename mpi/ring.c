@@ -218,8 +218,8 @@ static const char *const sig_names[] = {
 enum { NSIG_FIXED = 21, NSIG = NSIG_FIXED + ATTN_MAX_INPUTS * (1 + ATTN_MAX_DIMS) };
 
 /* Validation and the schedule: sizes agreed on by every rank, the visibility matrix. */
-static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd, const attn_ring_call *c,
-                              MPI_Comm comm, attn_rt_pool *pool, attn_error *err) {
+static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd, const attn_kernel *kern,
+                              const attn_ring_call *c, MPI_Comm comm, attn_rt_pool *pool, attn_error *err) {
     memset(g, 0, sizeof *g);
     g->descs = descs;
     g->nd = nd;
@@ -393,6 +393,20 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
             }
         }
     }
+    /* with the kernel: its mask analysis over the pieces' ranges, runtime inputs included (a
+     * mask of packed documents needs only the ranks its documents span) */
+    for (int qp = 0; kern && qp < g->nqp; qp++)
+        for (int j = 0; j < g->R; j++) {
+            int64_t pb[2], pe[2], po[2];
+            int np = key_pieces(g, j, pb, pe, po);
+            for (int kp = 0; kp < np; kp++) {
+                unsigned char any = 0;
+                for (int dm = 0; dm < nd; dm++) any |= *sub_at(g, dm, qp, j, kp);
+                if (any && !attn_kernel_may_see(kern, &a, g->q_offset + g->qb[qp], g->q_offset + g->qe[qp] - 1, pb[kp],
+                                                pe[kp] - 1))
+                    for (int dm = 0; dm < nd; dm++) *sub_at(g, dm, qp, j, kp) = 0;
+            }
+        }
     for (int j = 0; j < g->R; j++) {
         unsigned char any = 0;
         for (int dm = 0; dm < nd; dm++)
@@ -550,15 +564,16 @@ static void forward_unseen(Ring *g, Bufs *bf) {
     }
 }
 
-attn_status attn_ring_launch(const attn_rt_desc *const *descs, int ndescs, const attn_ring_call *call,
-                             MPI_Comm comm, attn_rt_pool *pool, attn_ring_stats *stats, attn_error *errp) {
+static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, const attn_kernel *kern,
+                                const attn_ring_call *call, MPI_Comm comm, attn_rt_pool *pool, attn_ring_stats *stats,
+                                attn_error *errp) {
     attn_error e0, *err = errp ? errp : &e0;
     rt_ok(err);
     double t0 = now_ms();
     Ring g;
     Bufs bf;
     memset(&bf, 0, sizeof bf);
-    attn_status s = ring_setup(&g, descs, ndescs, call, comm, pool, err);
+    attn_status s = ring_setup(&g, descs, ndescs, kern, call, comm, pool, err);
     if (s) goto out;
     int R = g.R, nrecv = 0;
     int64_t maxk = 0;
@@ -650,7 +665,7 @@ attn_status attn_ring_run(attn_kernel *kernel, const attn_ring_call *call, MPI_C
     attn_rt_pool *pool;
     attn_status s = kernel_begin(kernel, call, descs, &n, &pool, err);
     if (s) return s;
-    s = attn_ring_launch(descs, n, call, comm, pool, stats, err);
+    s = ring_forward(descs, n, kernel, call, comm, pool, stats, err);
     attn_rt_pool_destroy(pool);
     return s;
 }
@@ -726,16 +741,16 @@ static void backward_pair(Ring *g, BBufs *bf, const attn_grad_call *gc, int j, c
     }
 }
 
-attn_status attn_ring_launch_backward(const attn_rt_desc *const *descs, int ndescs, const attn_ring_call *call,
-                                      const attn_grad_call *grad, MPI_Comm comm, attn_rt_pool *pool,
-                                      attn_ring_stats *stats, attn_error *errp) {
+static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, const attn_kernel *kern,
+                                 const attn_ring_call *call, const attn_grad_call *grad, MPI_Comm comm,
+                                 attn_rt_pool *pool, attn_ring_stats *stats, attn_error *errp) {
     attn_error e0, *err = errp ? errp : &e0;
     rt_ok(err);
     double t0 = now_ms();
     Ring g;
     BBufs bf;
     memset(&bf, 0, sizeof bf);
-    attn_status s = ring_setup(&g, descs, ndescs, call, comm, pool, err);
+    attn_status s = ring_setup(&g, descs, ndescs, kern, call, comm, pool, err);
     if (s) goto out;
     int R = g.R;
     /* the backward's own checks, agreed on */
@@ -893,7 +908,18 @@ attn_status attn_ring_run_backward(attn_kernel *kernel, const attn_ring_call *ca
     attn_rt_pool *pool;
     attn_status s = kernel_begin(kernel, call, descs, &n, &pool, err);
     if (s) return s;
-    s = attn_ring_launch_backward(descs, n, call, grad, comm, pool, stats, err);
+    s = ring_backward(descs, n, kernel, call, grad, comm, pool, stats, err);
     attn_rt_pool_destroy(pool);
     return s;
+}
+
+attn_status attn_ring_launch(const attn_rt_desc *const *descs, int ndescs, const attn_ring_call *call,
+                             MPI_Comm comm, attn_rt_pool *pool, attn_ring_stats *stats, attn_error *err) {
+    return ring_forward(descs, ndescs, NULL, call, comm, pool, stats, err);
+}
+
+attn_status attn_ring_launch_backward(const attn_rt_desc *const *descs, int ndescs, const attn_ring_call *call,
+                                      const attn_grad_call *grad, MPI_Comm comm, attn_rt_pool *pool,
+                                      attn_ring_stats *stats, attn_error *err) {
+    return ring_backward(descs, ndescs, NULL, call, grad, comm, pool, stats, err);
 }

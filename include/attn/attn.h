@@ -102,6 +102,15 @@ int attn_kernel_mla_info(const attn_kernel *kernel, attn_mla_info *info);
  * attn_run's result (a permutation mask's rank-order variant is only a faster way to it). */
 int attn_kernel_domains(const attn_kernel *kernel, const attn_rt_desc **descs, int max);
 
+/* The kernel's mask analysis over position ranges: 0 when no query at positions [q0, q1] can
+ * see a key at positions [k0, k1] (inclusive) in any batch row and head of a call with these
+ * validated arguments (attn_rt_check: sizes and runtime inputs; args->q_offset is not used),
+ * 1 when some may. Conservative: 1 whenever it cannot tell (no analysis, -fno-prune, an index
+ * out of bounds). Cost: an evaluation of the analysis' bounds per batch row and head it reads,
+ * each linear in the ranges' lengths when they read runtime inputs. */
+int attn_kernel_may_see(const attn_kernel *kernel, const attn_rt_args *args, int64_t q0, int64_t q1, int64_t k0,
+                        int64_t k1);
+
 const attn_rt_desc *attn_kernel_desc(const attn_kernel *kernel);
 double attn_kernel_compile_ms(const attn_kernel *kernel); /* time attn_compile took */
 int attn_kernel_cache_hit(const attn_kernel *kernel);     /* 1: loaded from the disk cache */

@@ -68,7 +68,9 @@ attn_status attn_ring_run(attn_kernel *kernel, const attn_ring_call *call, MPI_C
                           attn_error *err);
 
 /* The same for compiled descriptors (attn_kernel_domains' key domains, or one block), on
- * `pool` (may be NULL). */
+ * `pool` (may be NULL). Without the kernel the schedule comes from the descriptors' key bounds
+ * alone (grad_bounds; none: every pair), which do not look at runtime inputs' values: a mask of
+ * packed documents then computes every pair the causal bound allows. */
 attn_status attn_ring_launch(const attn_rt_desc *const *descs, int ndescs, const attn_ring_call *call,
                              MPI_Comm comm, attn_rt_pool *pool, attn_ring_stats *stats, attn_error *err);
 
