@@ -97,6 +97,7 @@ static void grad_task(void *ctx, int64_t task) {
                 return;
             }
             int64_t lo = kb[0] < G->kb ? G->kb : kb[0], hi = kb[1] >= G->ke ? G->ke - 1 : kb[1];
+            if (lo > hi) continue; /* no key of the window: none read */
             for (int64_t k0 = lo - lo % W; k0 <= hi; k0 += W) {
                 for (int l = 0; l < W; l++) {
                     int64_t j = k0 + l < lo ? lo : k0 + l > hi ? hi : k0 + l; /* keys visited only */
