@@ -80,6 +80,8 @@ typedef struct Ring {
     int64_t nq, nk;           /* local query and key rows */
     unsigned char *vis;       /* [R][R]: query shard i may see key shard j */
     unsigned char *sub;       /* [nd][2][R][2]: this rank's query piece x rank j's key piece */
+    int64_t *rng;             /* [nd][2][R][2][2]: the keys [lo, hi] such a sub-pair may see */
+    int64_t *need;            /* [R][R][2][2]: the keys [lo, hi] of rank j's piece rank i needs */
     Reqs rq[6];               /* K/V sends, K/V receives (two slots), dK/dV sends (two), receives */
     attn_ring_stats st;
     attn_status fail;         /* the first failure while computing (the ring goes on) */
@@ -88,6 +90,12 @@ typedef struct Ring {
 
 static unsigned char *sub_at(Ring *g, int dm, int qp, int j, int kp) {
     return &g->sub[((dm * 2 + qp) * g->R + j) * 2 + kp];
+}
+static int64_t *rng_at(Ring *g, int dm, int qp, int j, int kp) {
+    return &g->rng[(((dm * 2 + qp) * g->R + j) * 2 + kp) * 2];
+}
+static int64_t *need_at(Ring *g, int i, int j, int kp) {
+    return &g->need[((i * g->R + j) * 2 + kp) * 2];
 }
 
 static attn_status reqs_grow(Reqs *q, int more, attn_error *err) {
@@ -359,7 +367,9 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
     if (!s && c->threads < 0) s = rt_error(err, ATTN_ERR_ARG, "threads is %d, expected >= 0", c->threads);
     g->vis = calloc((size_t)g->R * (size_t)g->R, 1);
     g->sub = calloc((size_t)nd * 4 * (size_t)g->R, 1);
-    if (!s && (!g->vis || !g->sub)) s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the schedule");
+    g->rng = calloc((size_t)nd * 8 * (size_t)g->R, sizeof(int64_t));
+    g->need = malloc(sizeof(int64_t) * 4 * (size_t)g->R * (size_t)g->R);
+    if (!s && (!g->vis || !g->sub || !g->rng || !g->need)) s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the schedule");
     if ((s = agree(g, s, err))) return s;
 
     /* the schedule: which (query piece, key piece) pairs may have a visible key */
@@ -389,7 +399,11 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
                 int64_t pb[2], pe[2], po[2];
                 int np = key_pieces(g, j, pb, pe, po);
                 for (int kp = 0; kp < np; kp++)
-                    if (pe[kp] > pb[kp] && lo < pe[kp] && hi >= pb[kp]) *sub_at(g, dm, qp, j, kp) = 1;
+                    if (pe[kp] > pb[kp] && lo < pe[kp] && hi >= pb[kp]) {
+                        *sub_at(g, dm, qp, j, kp) = 1;
+                        rng_at(g, dm, qp, j, kp)[0] = lo > pb[kp] ? lo : pb[kp];
+                        rng_at(g, dm, qp, j, kp)[1] = hi < pe[kp] - 1 ? hi : pe[kp] - 1;
+                    }
             }
         }
     }
@@ -407,14 +421,27 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
                     for (int dm = 0; dm < nd; dm++) *sub_at(g, dm, qp, j, kp) = 0;
             }
         }
-    for (int j = 0; j < g->R; j++) {
-        unsigned char any = 0;
-        for (int dm = 0; dm < nd; dm++)
-            for (int qp = 0; qp < 2; qp++)
-                for (int kp = 0; kp < 2; kp++) any |= *sub_at(g, dm, qp, j, kp);
-        g->vis[g->r * g->R + j] = any;
-    }
-    MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->vis, g->R, MPI_UNSIGNED_CHAR, g->comm);
+    /* the keys of each piece this rank needs: the union of its visible sub-pairs' ranges; the
+     * ranks share them, so each sends only the keys the others' queries may see */
+    for (int j = 0; j < g->R; j++)
+        for (int kp = 0; kp < 2; kp++) {
+            int64_t *nr = need_at(g, g->r, j, kp);
+            nr[0] = INT64_MAX;
+            nr[1] = INT64_MIN;
+            for (int dm = 0; dm < nd; dm++)
+                for (int qp = 0; qp < 2; qp++)
+                    if (*sub_at(g, dm, qp, j, kp)) {
+                        const int64_t *x = rng_at(g, dm, qp, j, kp);
+                        nr[0] = x[0] < nr[0] ? x[0] : nr[0];
+                        nr[1] = x[1] > nr[1] ? x[1] : nr[1];
+                    }
+        }
+    MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, g->need, 4 * g->R, MPI_INT64_T, g->comm);
+    for (int i = 0; i < g->R; i++)
+        for (int j = 0; j < g->R; j++) {
+            const int64_t *a0 = need_at(g, i, j, 0), *a1 = need_at(g, i, j, 1);
+            g->vis[i * g->R + j] = a0[0] <= a0[1] || a1[0] <= a1[1];
+        }
     for (int j = 0; j < g->R; j++) g->st.pairs_computed += g->vis[g->r * g->R + j];
     for (int i = 0; i < g->R; i++) g->st.sends += i != g->r && g->vis[i * g->R + g->r];
     return ATTN_OK;
@@ -423,6 +450,8 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
 static void ring_free(Ring *g) {
     free(g->vis);
     free(g->sub);
+    free(g->rng);
+    free(g->need);
     for (int i = 0; i < RQ_N; i++) free(g->rq[i].r);
     if (g->comm != MPI_COMM_NULL) MPI_Comm_free(&g->comm);
 }
@@ -441,28 +470,97 @@ static int64_t chunk_rows(Ring *g, int64_t n) {
     return c < RING_CHUNK_ROWS ? RING_CHUNK_ROWS : c;
 }
 
-/* Step t's messages: this rank's K/V shard (K at own_k, V at own_v, each packed) to r+t, rank
- * r-t's into slot (K then V). */
+/* Rows of rank j's K/V as rank i receives them: per piece the keys [start, start + rows)
+ * (rows 0: none), from row src of j's shard; packed one piece after the other, K then V, each
+ * [batch][kv_heads][rows][dim], at koff and voff (floats). `full`: the whole pieces. */
+typedef struct Trim {
+    int64_t start[2], rows[2], src[2], koff[2], voff[2], floats;
+} Trim;
+
+static void trim_of(Ring *g, int i, int j, bool full, Trim *t) {
+    int64_t kb[2], ke[2], ko[2];
+    int np = key_pieces(g, j, kb, ke, ko);
+    memset(t, 0, sizeof *t);
+    for (int kp = 0; kp < np; kp++) {
+        const int64_t *nr = need_at(g, i, j, kp);
+        int64_t lo = full ? kb[kp] : nr[0], hi = full ? ke[kp] - 1 : nr[1];
+        if (lo > hi) continue;
+        t->start[kp] = lo;
+        t->rows[kp] = hi - lo + 1;
+        t->src[kp] = ko[kp] + lo - kb[kp];
+        t->koff[kp] = t->floats;
+        t->floats += g->B * g->KH * t->rows[kp] * g->DQ;
+        t->voff[kp] = t->floats;
+        t->floats += g->B * g->KH * t->rows[kp] * g->DV;
+    }
+}
+
+/* Posts the rows of a trim: sent from a packed [batch * kv_heads][n][dim] tensor (rows
+ * t->src ..), or received packed. One message of a strided type per piece, K and V. */
+static attn_status post_trim(Ring *g, Reqs *q, bool send, const Trim *t, float *k, float *v, float *packed, int64_t n,
+                             int peer, int tag, attn_error *err) {
+    attn_status s = reqs_grow(q, 4, err);
+    if (s) return s;
+    int64_t BK = g->B * g->KH;
+    for (int kp = 0; kp < 2; kp++) {
+        if (!t->rows[kp]) continue;
+        for (int x = 0; x < 2; x++) {
+            int64_t dim = x ? g->DV : g->DQ;
+            MPI_Datatype ty;
+            if (send) {
+                MPI_Type_vector((int)BK, (int)(t->rows[kp] * dim), (int)(n * dim), MPI_FLOAT, &ty);
+                MPI_Type_commit(&ty);
+                MPI_Isend((x ? v : k) + t->src[kp] * dim, 1, ty, peer, tag, g->comm, &q->r[q->n++]);
+            } else {
+                MPI_Type_contiguous((int)(t->rows[kp] * dim), MPI_FLOAT, &ty);
+                MPI_Type_commit(&ty);
+                MPI_Irecv(packed + (x ? t->voff[kp] : t->koff[kp]), (int)BK, ty, peer, tag, g->comm, &q->r[q->n++]);
+            }
+            MPI_Type_free(&ty); /* freed when the message is done */
+        }
+    }
+    return ATTN_OK;
+}
+
+/* Step t's messages: the rows of this rank's K/V shard (own_k, own_v packed) rank r+t needs,
+ * and those of rank r-t's this rank needs, into slot. */
 static attn_status post_kv(Ring *g, int t, float *own_k, float *own_v, float *slot, attn_error *err) {
     int R = g->R, dst = (g->r + t) % R, src = (g->r - t + R) % R;
     attn_status s = ATTN_OK;
-    int64_t kf = g->B * g->KH * g->DQ, vf = g->B * g->KH * g->DV; /* floats of a row */
+    Trim tr;
     if (g->vis[dst * R + g->r]) {
-        int64_t kb = kf * g->nk * 4, vb = vf * g->nk * 4;
-        if ((s = reqs_grow(&g->rq[RQ_SEND], nmsgs(kb) + nmsgs(vb), err))) return s;
-        post(&g->rq[RQ_SEND], true, own_k, kb, dst, TAG_KV, g->comm);
-        post(&g->rq[RQ_SEND], true, own_v, vb, dst, TAG_KV, g->comm);
-        g->st.bytes_sent += kb + vb;
+        trim_of(g, dst, g->r, false, &tr);
+        if ((s = post_trim(g, &g->rq[RQ_SEND], true, &tr, own_k, own_v, NULL, g->nk, dst, TAG_KV, err))) return s;
+        g->st.bytes_sent += tr.floats * 4;
     }
     if (g->vis[g->r * R + src]) {
-        int64_t n = attn_ring_shard_rows(g->kv_len, R, src, g->call->shard), kb = kf * n * 4, vb = vf * n * 4;
-        Reqs *q = &g->rq[RQ_RECV + t % 2];
-        if ((s = reqs_grow(q, nmsgs(kb) + nmsgs(vb), err))) return s;
-        post(q, false, slot, kb, src, TAG_KV, g->comm);
-        post(q, false, slot + kf * n, vb, src, TAG_KV, g->comm);
-        g->st.bytes_received += kb + vb;
+        trim_of(g, g->r, src, false, &tr);
+        if ((s = post_trim(g, &g->rq[RQ_RECV + t % 2], false, &tr, NULL, NULL, slot, 0, src, TAG_KV, err))) return s;
+        g->st.bytes_received += tr.floats * 4;
     }
     return s;
+}
+
+/* The K/V views of a trim: of the caller's tensors (own) or of a packed buffer. */
+typedef struct KVV {
+    attn_tensor k[2], v[2];
+    int64_t start[2], rows[2];
+} KVV;
+
+static void kvv_of(Ring *g, const Trim *t, const float *packed, const attn_tensor *k, const attn_tensor *v, KVV *o) {
+    memset(o, 0, sizeof *o);
+    for (int kp = 0; kp < 2; kp++) {
+        o->start[kp] = t->start[kp];
+        o->rows[kp] = t->rows[kp];
+        if (!t->rows[kp]) continue;
+        if (packed) {
+            o->k[kp] = dense4((float *)packed + t->koff[kp], g->B, g->KH, t->rows[kp], g->DQ);
+            o->v[kp] = dense4((float *)packed + t->voff[kp], g->B, g->KH, t->rows[kp], g->DV);
+        } else {
+            o->k[kp] = rows_of(k, 4, t->src[kp], t->rows[kp]);
+            o->v[kp] = rows_of(v, 4, t->src[kp], t->rows[kp]);
+        }
+    }
 }
 
 /* Whether a 4-d f32 tensor is packed row-major (then sent as it is). */
@@ -512,30 +610,27 @@ typedef struct Bufs {
 
 /* Forward pair (this rank's queries, rank j's keys in K, V). A query piece's first part is
  * written to the result directly; later ones merged into it through the log-sum-exps. */
-static void forward_pair(Ring *g, Bufs *bf, int j, const attn_tensor *K, const attn_tensor *V) {
+static void forward_pair(Ring *g, Bufs *bf, int j, const KVV *kv) {
     const attn_ring_call *c = g->call;
-    int64_t kb[2], ke[2], ko[2];
-    int nkp = key_pieces(g, j, kb, ke, ko);
     attn_tensor po = dense4(bf->part_o, g->B, g->H, g->nq, g->DV);
     attn_tensor pl = {.data = bf->part_l, .ndim = 3, .shape = {g->B, g->H, g->nq}};
     for (int qp = 0; qp < g->nqp; qp++) {
         int64_t nrows = g->qe[qp] - g->qb[qp];
-        for (int kp = 0; kp < nkp; kp++)
+        for (int kp = 0; kp < 2; kp++)
             for (int dm = 0; dm < g->nd; dm++) {
-                if (!*sub_at(g, dm, qp, j, kp) || ke[kp] == kb[kp] || g->fail || !nrows) continue;
+                if (!*sub_at(g, dm, qp, j, kp) || !kv->rows[kp] || g->fail || !nrows) continue;
                 bool first = bf->first[qp];
                 bf->first[qp] = false;
                 int64_t step = chunk_rows(g, nrows);
                 for (int64_t r0 = 0; r0 < nrows && !g->fail; r0 += step) {
                     int64_t n = nrows - r0 < step ? nrows - r0 : step, row = g->qo[qp] + r0;
                     attn_tensor ro = rows_of(&bf->o, 4, row, n), rl = rows_of(&bf->lse, 4, row, n);
-                    attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = rows_of(K, 4, ko[kp], ke[kp] - kb[kp]),
-                                   .v = rows_of(V, 4, ko[kp], ke[kp] - kb[kp]),
+                    attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = kv->k[kp], .v = kv->v[kp],
                                    .o = first ? ro : rows_of(&po, 4, row, n), .lse = first ? rl : rows_of(&pl, 4, row, n),
                                    .q_offset = g->q_offset + g->qb[qp] + r0, .q_offset_set = 1,
                                    .inputs = c->inputs, .ninputs = c->ninputs, .threads = c->threads};
                     attn_error e;
-                    attn_status s = rt_launch_window(g->descs[dm], &x, g->kv_len, kb[kp], g->pool, &e);
+                    attn_status s = rt_launch_window(g->descs[dm], &x, g->kv_len, kv->start[kp], g->pool, &e);
                     progress(g);
                     if (!s && !first) {
                         attn_tensor parts[2] = {ro, x.o}, lses[2] = {rl, x.lse};
@@ -607,7 +702,13 @@ static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, co
 
     /* step 0 computes the own shard while step 1's messages travel */
     if (R > 1 && (s = post_kv(&g, 1, bf.ok, bf.ov, bf.slot[0], err))) goto fatal; /* receive #0: slot 0 */
-    if (g.vis[g.r * R + g.r]) forward_pair(&g, &bf, g.r, &call->k, &call->v);
+    KVV kv;
+    Trim tr;
+    if (g.vis[g.r * R + g.r]) {
+        trim_of(&g, g.r, g.r, true, &tr);
+        kvv_of(&g, &tr, NULL, &call->k, &call->v, &kv);
+        forward_pair(&g, &bf, g.r, &kv);
+    }
     for (int t = 1, got = 0; t < R; t++) {
         int src = (g.r - t + R) % R;
         /* slots alternate between the receives (one slot: they take turns) */
@@ -615,9 +716,9 @@ static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, co
             goto fatal;
         wait_reqs(&g, &g.rq[RQ_RECV + t % 2]);
         if (g.vis[g.r * R + src]) {
-            attn_tensor K, V;
-            kv_views(&g, bf.slot[got % 2], attn_ring_shard_rows(g.kv_len, R, src, call->shard), &K, &V);
-            forward_pair(&g, &bf, src, &K, &V);
+            trim_of(&g, g.r, src, false, &tr);
+            kvv_of(&g, &tr, bf.slot[got % 2], NULL, NULL, &kv);
+            forward_pair(&g, &bf, src, &kv);
             got++;
         }
     }
@@ -690,55 +791,61 @@ static void add(float *y, const float *x, int64_t n) {
 
 /* Backward pair (this rank's queries, rank j's keys in K, V): dq into bf->dq, rank j's dK/dV
  * partial into `part` (packed as its K/V). */
-static void backward_pair(Ring *g, BBufs *bf, const attn_grad_call *gc, int j, const attn_tensor *K,
-                          const attn_tensor *V, float *part) {
+static void backward_pair(Ring *g, BBufs *bf, const attn_grad_call *gc, int j, const KVV *kv, const Trim *tr,
+                          float *part) {
     const attn_ring_call *c = g->call;
-    int64_t kb[2], ke[2], ko[2];
-    int nkp = key_pieces(g, j, kb, ke, ko);
-    int64_t nkj = attn_ring_shard_rows(g->kv_len, g->R, j, c->shard);
-    memset(part, 0, sizeof(float) * (size_t)kv_floats(g, nkj));
-    attn_tensor PK, PV;
-    kv_views(g, part, nkj, &PK, &PV);
+    int64_t BK = g->B * g->KH;
+    memset(part, 0, sizeof(float) * (size_t)tr->floats);
     for (int qp = 0; qp < g->nqp; qp++) {
         int64_t nrows = g->qe[qp] - g->qb[qp];
-        for (int kp = 0; kp < nkp; kp++) {
+        for (int kp = 0; kp < 2; kp++) {
             bool any = false;
             for (int dm = 0; dm < g->nd; dm++) any |= *sub_at(g, dm, qp, j, kp);
-            int64_t len = ke[kp] - kb[kp];
+            int64_t len = kv->rows[kp];
             if (!any || len == 0 || g->fail) continue;
             int64_t step = chunk_rows(g, nrows);
             for (int64_t r0 = 0; r0 < nrows && !g->fail; r0 += step) {
                 int64_t n = nrows - r0 < step ? nrows - r0 : step, row = g->qo[qp] + r0;
-                attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = rows_of(K, 4, ko[kp], len),
-                               .v = rows_of(V, 4, ko[kp], len), .o = rows_of(&c->o, 4, row, n),
-                               .lse = rows_of(&c->lse, 4, row, n), .q_offset = g->q_offset + g->qb[qp] + r0,
-                               .q_offset_set = 1, .inputs = c->inputs, .ninputs = c->ninputs, .threads = c->threads};
+                attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = kv->k[kp], .v = kv->v[kp],
+                               .o = rows_of(&c->o, 4, row, n), .lse = rows_of(&c->lse, 4, row, n),
+                               .q_offset = g->q_offset + g->qb[qp] + r0, .q_offset_set = 1, .inputs = c->inputs,
+                               .ninputs = c->ninputs, .threads = c->threads};
                 attn_grad_call y = {.dout = rows_of(&gc->dout, 4, row, n), .dq = dense4(bf->dq_t, g->B, g->H, n, g->DQ),
                                     .dk = dense4(bf->win, g->B, g->KH, len, g->DQ),
-                                    .dv = dense4(bf->win + g->B * g->KH * len * g->DQ, g->B, g->KH, len, g->DV),
+                                    .dv = dense4(bf->win + BK * len * g->DQ, g->B, g->KH, len, g->DV),
                                     .dinputs = bf->dins, .ndinputs = bf->nd};
                 attn_error e;
-                attn_status s = rt_launch_backward_window(g->descs, g->nd, &x, &y, g->kv_len, kb[kp], g->pool, &e);
+                attn_status s =
+                    rt_launch_backward_window(g->descs, g->nd, &x, &y, g->kv_len, kv->start[kp], g->pool, &e);
                 progress(g);
                 record(g, s, &e);
                 if (s) break;
-                /* dq rows, the key piece's rows of the partial, the inputs' gradients */
+                /* dq rows, the key piece's rows of the partial (the trim's layout), the inputs' */
                 for (int64_t b = 0; b < g->B; b++)
                     for (int64_t h = 0; h < g->H; h++)
                         add(bf->dq + ((b * g->H + h) * g->nq + row) * g->DQ, bf->dq_t + (b * g->H + h) * n * g->DQ,
                             n * g->DQ);
-                for (int64_t b = 0; b < g->B; b++)
-                    for (int64_t h = 0; h < g->KH; h++) {
-                        add((float *)PK.data + ((b * g->KH + h) * nkj + ko[kp]) * g->DQ,
-                            bf->win + (b * g->KH + h) * len * g->DQ, len * g->DQ);
-                        add((float *)PV.data + ((b * g->KH + h) * nkj + ko[kp]) * g->DV,
-                            bf->win + g->B * g->KH * len * g->DQ + (b * g->KH + h) * len * g->DV, len * g->DV);
-                    }
+                add(part + tr->koff[kp], bf->win, BK * len * g->DQ);
+                add(part + tr->voff[kp], bf->win + BK * len * g->DQ, BK * len * g->DV);
                 int64_t off = 0;
                 for (int i = 0; i < bf->nd; off += bf->nel[i], i++) add(bf->din + off, bf->din_t + off, bf->nel[i]);
             }
         }
     }
+}
+
+/* Adds a partial dK/dV in a trim's layout to this rank's, packed [batch * kv_heads][nk][dim]
+ * (dK, then dV). */
+static void add_trim(Ring *g, float *dkv, const float *part, const Trim *tr) {
+    int64_t BK = g->B * g->KH;
+    float *dv = dkv + BK * g->nk * g->DQ;
+    for (int kp = 0; kp < 2; kp++)
+        for (int64_t bh = 0; tr->rows[kp] && bh < BK; bh++) {
+            add(dkv + (bh * g->nk + tr->src[kp]) * g->DQ, part + tr->koff[kp] + bh * tr->rows[kp] * g->DQ,
+                tr->rows[kp] * g->DQ);
+            add(dv + (bh * g->nk + tr->src[kp]) * g->DV, part + tr->voff[kp] + bh * tr->rows[kp] * g->DV,
+                tr->rows[kp] * g->DV);
+        }
 }
 
 static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, const attn_kernel *kern,
@@ -822,30 +929,33 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
     }
     if ((s = agree(&g, s, err))) goto out;
     attn_tensor K, V;
-    int64_t own_bytes = kv_floats(&g, g.nk) * 4;
-
+    KVV kv;
+    Trim tr, tin;
     if (R > 1 && (s = post_kv(&g, 1, bf.ok, bf.ov, bf.slot[1], err))) goto fatal;
     if (g.vis[g.r * R + g.r]) {
-        backward_pair(&g, &bf, grad, g.r, &call->k, &call->v, bf.part[0]);
-        add(bf.dkv, bf.part[0], kv_floats(&g, g.nk));
+        trim_of(&g, g.r, g.r, true, &tr);
+        kvv_of(&g, &tr, NULL, &call->k, &call->v, &kv);
+        backward_pair(&g, &bf, grad, g.r, &kv, &tr, bf.part[0]);
+        add_trim(&g, bf.dkv, bf.part[0], &tr);
     }
     for (int t = 1; t < R; t++) {
         if (t + 1 < R && (s = post_kv(&g, t + 1, bf.ok, bf.ov, bf.slot[(t + 1) % 2], err))) goto fatal;
         int src = (g.r - t + R) % R, dst = (g.r + t) % R;
         Reqs *dr = &g.rq[RQ_DRECV];
-        if (g.vis[dst * R + g.r]) { /* dst's queries' part of this rank's dK/dV */
-            if ((s = reqs_grow(dr, nmsgs(own_bytes), err))) goto fatal;
-            post(dr, false, bf.dkv_in, own_bytes, dst, TAG_DKV, g.comm);
-            g.st.bytes_received += own_bytes;
+        if (g.vis[dst * R + g.r]) { /* dst's queries' part of this rank's dK/dV: the rows it got */
+            trim_of(&g, dst, g.r, false, &tin);
+            if ((s = reqs_grow(dr, nmsgs(tin.floats * 4), err))) goto fatal;
+            post(dr, false, bf.dkv_in, tin.floats * 4, dst, TAG_DKV, g.comm);
+            g.st.bytes_received += tin.floats * 4;
         }
         wait_reqs(&g, &g.rq[RQ_RECV + t % 2]);
         if (g.vis[g.r * R + src]) {
-            int64_t nks = attn_ring_shard_rows(g.kv_len, R, src, call->shard);
-            kv_views(&g, bf.slot[t % 2], nks, &K, &V);
+            trim_of(&g, g.r, src, false, &tr);
+            kvv_of(&g, &tr, bf.slot[t % 2], NULL, NULL, &kv);
             wait_reqs(&g, &g.rq[RQ_DSEND + t % 2]); /* the partial buffer's last message is out */
             float *part = bf.part[t % 2];
-            backward_pair(&g, &bf, grad, src, &K, &V, part);
-            int64_t bytes = kv_floats(&g, nks) * 4;
+            backward_pair(&g, &bf, grad, src, &kv, &tr, part);
+            int64_t bytes = tr.floats * 4;
             Reqs *ds = &g.rq[RQ_DSEND + t % 2];
             if ((s = reqs_grow(ds, nmsgs(bytes), err))) goto fatal;
             post(ds, true, part, bytes, src, TAG_DKV, g.comm);
@@ -853,7 +963,7 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
         }
         if (dr->n) {
             wait_reqs(&g, dr);
-            add(bf.dkv, bf.dkv_in, kv_floats(&g, g.nk)); /* in step order: deterministic */
+            add_trim(&g, bf.dkv, bf.dkv_in, &tin); /* in step order: deterministic */
         }
     }
     wait_reqs(&g, &g.rq[RQ_SEND]);
