@@ -138,10 +138,24 @@ static void progress(Ring *g) {
         if (g->rq[i].n) MPI_Testall(g->rq[i].n, g->rq[i].r, &flag, MPI_STATUSES_IGNORE);
 }
 
+/* Waits for requests without spinning: MPI_Testall, then a nap of RING_NAP_US. Open MPI's
+ * blocking waits busy-poll, which on a machine with more ranks than cores takes the core from
+ * the ranks still computing; a nap costs a waiting rank at most that much latency. */
+#define RING_NAP_US 50
+static void nap_wait(int n, MPI_Request *r) {
+    int done = 0;
+    for (;;) {
+        MPI_Testall(n, r, &done, MPI_STATUSES_IGNORE);
+        if (done) return;
+        struct timespec ts = {0, RING_NAP_US * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void wait_reqs(Ring *g, Reqs *q) {
     if (!q->n) return;
     double t0 = now_ms();
-    MPI_Waitall(q->n, q->r, MPI_STATUSES_IGNORE);
+    nap_wait(q->n, q->r);
     g->st.ms_wait += now_ms() - t0;
     q->n = 0;
 }
@@ -150,7 +164,9 @@ static void wait_reqs(Ring *g, Reqs *q) {
  * prefixed by its rank on the others. */
 static attn_status agree(Ring *g, attn_status s, attn_error *err) {
     int flag = s ? g->R - g->r : 0, maxf = 0;
-    MPI_Allreduce(&flag, &maxf, 1, MPI_INT, MPI_MAX, g->comm);
+    MPI_Request rq;
+    MPI_Iallreduce(&flag, &maxf, 1, MPI_INT, MPI_MAX, g->comm, &rq);
+    nap_wait(1, &rq); /* a rank done early does not spin while the others compute */
     if (!maxf) return ATTN_OK;
     int root = g->R - maxf;
     struct {
