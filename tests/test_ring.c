@@ -142,6 +142,9 @@ static void run_case(const Case *cs) {
                 CHECK(st.pairs_computed <= cs->max_pairs && st.sends <= cs->max_pairs - 1,
                       "%s R=%d rank %d: %d pairs, %d sends (a window needs at most %d)", cs->name, R, me,
                       st.pairs_computed, st.sends, cs->max_pairs);
+            if (!strcmp(cs->name, "sliding") && sh == ATTN_SHARD_CONTIGUOUS) /* sliding(20): 19 keys travel */
+                CHECK(st.bytes_sent <= 4 * B * KH * 19 * (DQ + DV), "sliding R=%d rank %d: sent %lld bytes, more than 19 keys",
+                      R, me, (long long)st.bytes_sent);
         }
         if (ng >= 0) {
             memcpy(ro, so, sizeof(float) * (size_t)(B * H * mq * DV)); /* the forward's o and lse */
