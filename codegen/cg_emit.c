@@ -405,6 +405,22 @@ static LLVMValueRef from_f32(Cg *c, attn_dtype t, LLVMValueRef v) {
     }
 }
 
+/* f32 values (scalar or vector) rounded to the nearest bf16 (ties to even), still as f32;
+ * NaN stays NaN, and what rounds past the largest bf16 becomes inf. */
+LLVMValueRef cg_round_bf16(Cg *c, LLVMValueRef x) {
+    LLVMBuilderRef b = c->b;
+    LLVMTypeRef ft = LLVMTypeOf(x);
+    bool vec = LLVMGetTypeKind(ft) == LLVMVectorTypeKind;
+    LLVMTypeRef it = vec ? c->vi32 : c->i32;
+    LLVMValueRef k1 = cg_i32(c, 1), k16 = cg_i32(c, 16), kr = cg_i32(c, 0x7fff), km = cg_i32(c, (int32_t)0xffff0000u);
+    if (vec) k1 = cg_splat(c, k1), k16 = cg_splat(c, k16), kr = cg_splat(c, kr), km = cg_splat(c, km);
+    LLVMValueRef bits = LLVMBuildBitCast(b, x, it, "");
+    LLVMValueRef lsb = LLVMBuildAnd(b, LLVMBuildLShr(b, bits, k16, ""), k1, "");
+    LLVMValueRef r = LLVMBuildAnd(b, LLVMBuildAdd(b, bits, LLVMBuildAdd(b, kr, lsb, ""), ""), km, "");
+    LLVMValueRef nan = LLVMBuildFCmp(b, LLVMRealUNO, x, x, "");
+    return LLVMBuildSelect(b, nan, x, LLVMBuildBitCast(b, r, ft, ""), "bf16r");
+}
+
 LLVMValueRef cg_load_elem(Cg *c, attn_dtype t, LLVMValueRef base, LLVMValueRef idx) {
     LLVMTypeRef et = cg_elem_type(c, t);
     LLVMValueRef v = cg_load(c, et, cg_gep(c, et, base, idx), t == ATTN_F32 ? 4 : 2);

@@ -76,6 +76,9 @@ LLVMValueRef cg_seen(Cg *c, LLVMValueRef x, double bound);
 LLVMValueRef cg_hsum(Cg *c, LLVMValueRef v); /* horizontal sum (pairwise tree) */
 LLVMValueRef cg_hor(Cg *c, LLVMValueRef v);  /* any lane of a <W x i1> */
 LLVMValueRef cg_lane_mask(Cg *c, int n);     /* constant <W x i1>: lanes < n */
+/* f32 values (scalar or vector) rounded to the nearest bf16 (ties to even), still as f32;
+ * NaN stays NaN, and what rounds past the largest bf16 becomes inf. */
+LLVMValueRef cg_round_bf16(Cg *c, LLVMValueRef x);
 
 /* exp/exp2 of a float or <W x float>, inlined (no libm). */
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);

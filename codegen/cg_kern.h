@@ -15,6 +15,14 @@ static inline int tail_lanes(int dim, int W, int c) {
     return n < W ? n : W;
 }
 
+/* Floats of the scaled Q rows of a chunk (Qs); compute = int8 keeps their quantized copy
+ * this far after them, and the rows' scales after that. */
+static inline int64_t cg_qi_off(const IrPlan *p) { return (int64_t)p->BQ * p->QK + p->W; }
+
+/* Where the K^T block's int8 extras live (ir_plan_kt_floats): the mean key, the keys' scales. */
+static inline int64_t cg_kt_mu_off(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
+static inline int64_t cg_kt_sk_off(const IrPlan *p) { return cg_kt_mu_off(p) + (int64_t)(p->QK + p->W) / p->W * p->W; }
+
 static inline LLVMValueRef field(Cg *c, LLVMValueRef a, size_t off, LLVMTypeRef ty) {
     return cg_load(c, ty, cg_gep(c, c->i8, a, cg_i64(c, (int64_t)off)), 8);
 }
@@ -89,6 +97,17 @@ typedef struct PvCtx {
 
 /* Bound on the key vectors of a block the generator handles at once (block_k <= 4W). */
 enum { CG_MAXT = 8 };
+
+// cg_micro.c (precision)
+
+/* An operand of Q.K^T or P.V as the plan's compute multiplies it: rounded to bf16 (compute
+ * bf16 and int8's P.V), unchanged for f32. */
+LLVMValueRef cg_operand(Kern *k, LLVMValueRef v);
+/* compute = int8: the packed K^T block's keys [0, kn) smoothed (the block's mean key
+ * subtracted, kept beside it) and quantized per key (scales kept beside it). */
+void cg_quantize_kt(Kern *k, LLVMValueRef kn);
+/* compute = int8: row i of the chunk's scaled Q (in Qs) quantized after it, with its scale. */
+void cg_quantize_q(Kern *k, LLVMValueRef i);
 
 // cg_piece.c
 

@@ -54,7 +54,7 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
         } else {
             LLVMValueRef voff = cg_v_off(k, key);
             for (int i = 0; i < n; i++)
-                vv[i] = cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
+                vv[i] = cg_operand(k, cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W));
         }
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK + l), j0)), 4));
@@ -123,7 +123,8 @@ void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, 
     cg_store(c, LLVMConstNull(c->vf), sum, va);
     LLVMValueRef t = k->wmax == 1 ? cg_loop_begin_once(c, &lt, t0, t1, "e") : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "e");
     LLVMValueRef pp = cg_gep(c, c->f32, prow, mul(c, t, cg_i64(c, p->W)));
-    LLVMValueRef pv = cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, ""));
+    /* the weights P.V multiplies (bf16 for compute bf16/int8) are the ones the row sums add */
+    LLVMValueRef pv = cg_operand(k, cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, "")));
     cg_store(c, pv, pp, va);
     cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
     cg_loop_end(c, &lt);
@@ -131,6 +132,34 @@ void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, 
     LLVMValueRef al = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, AL, r), 4));
     cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, cg_load(c, c->vf, sum, va)), lp, va);
     cg_loop_end(c, &lr);
+}
+
+/* compute = int8: s[r][t] holds the exact dot products of row r's quantized q with the
+ * quantized keys; the scores are s * (q scale * key scale) + q . (the block's mean key), the
+ * mean's share in f32 (so the smoothing changes no score). qf: the rows' f32 scaled q. */
+static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLVMValueRef (*s)[CG_MAXT]) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    LLVMValueRef mu = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_mu_off(p)));
+    LLVMValueRef sk = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, cg_kt_sk_off(p)), col));
+    LLVMValueRef skv[CG_MAXT];
+    for (int t = 0; t < nv; t++) skv[t] = cg_load(c, c->vf, cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W)), 4);
+    LLVMValueRef q0 = LLVMBuildPtrToInt(b, k->Qs, c->i64, "");
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef bytes = LLVMBuildSub(b, LLVMBuildPtrToInt(b, qf[r], c->i64, ""), q0, "");
+        LLVMValueRef row = LLVMBuildUDiv(b, bytes, cg_i64(c, (int64_t)p->QK * 4), "");
+        LLVMValueRef sq = cg_load(c, c->f32, cg_gep(c, c->f32, k->Qs, add(c, row, cg_i64(c, 2 * cg_qi_off(p)))), 4);
+        LLVMValueRef corr = LLVMConstNull(c->vf);
+        for (int ch = 0; ch * p->W < p->QK; ch++) {
+            int n = tail_lanes(p->QK, p->W, ch);
+            LLVMValueRef qv = cg_load(c, c->vf, cg_gep(c, c->f32, qf[r], cg_i64(c, (int64_t)ch * p->W)), 4);
+            if (n < p->W) qv = LLVMBuildSelect(b, cg_lane_mask(c, n), qv, LLVMConstNull(c->vf), "");
+            corr = cg_fma(c, qv, cg_load(c, c->vf, cg_gep(c, c->f32, mu, cg_i64(c, (int64_t)ch * p->W)), 4), corr);
+        }
+        LLVMValueRef cs = cg_splat(c, cg_hsum(c, corr)), sqs = cg_splat(c, sq);
+        for (int t = 0; t < nv; t++) s[r][t] = cg_fma(c, s[r][t], LLVMBuildFMul(b, sqs, skv[t], ""), cs);
+    }
 }
 
 /* Scores of rows qrow[0 .. R) against nv key vectors of the packed KT from column col:
@@ -146,6 +175,11 @@ void cg_block_scores(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef 
     enum { DU = 4 };
     int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
     int nc = nv == 1 ? 2 : nv; /* chains per row: nv, or two for one vector */
+    LLVMValueRef qf[16]; /* the f32 rows (int8: qrow becomes the quantized ones) */
+    for (int r = 0; r < p->R; r++) {
+        qf[r] = qrow[r];
+        if (p->compute == IR_COMPUTE_INT8) qrow[r] = cg_gep(c, c->f32, qrow[r], cg_i64(c, cg_qi_off(p)));
+    }
     for (int r = 0; r < p->R; r++)
         for (int t = 0; t < nc; t++) s[r][t] = LLVMConstNull(c->vf);
     if (dloop) {
@@ -188,9 +222,94 @@ void cg_block_scores(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef 
     }
     if (nv == 1)
         for (int r = 0; r < p->R; r++) s[r][0] = LLVMBuildFAdd(c->b, s[r][0], s[r][1], "");
+    if (p->compute == IR_COMPUTE_INT8) int8_scores(k, qf, col, nv, s);
+    for (int r = 0; r < p->R; r++) qrow[r] = qf[r];
     if (k->p.qdirect)
         for (int r = 0; r < p->R; r++)
             for (int t = 0; t < nv; t++) s[r][t] = LLVMBuildFMul(c->b, s[r][t], cg_splat(c, cg_f32(c, k->f->scale)), "");
+}
+
+/* An operand of Q.K^T or P.V as the plan's compute multiplies it: rounded to bf16 (compute
+ * bf16 and int8's P.V), unchanged for f32. */
+LLVMValueRef cg_operand(Kern *k, LLVMValueRef v) {
+    return k->p.compute == IR_COMPUTE_F32 ? v : cg_round_bf16(k->c, v);
+}
+
+/* compute = int8: row i of the chunk's scaled Q (in Qs) quantized after it, with its scale:
+ * q ~ sq * round(q / sq), sq = max|q| / 127. */
+void cg_quantize_q(Kern *k, LLVMValueRef i) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    LLVMValueRef src = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
+    LLVMValueRef dst = cg_gep(c, c->f32, src, cg_i64(c, cg_qi_off(p)));
+    LLVMValueRef v[CG_MAX_CHUNKS], mx = LLVMConstNull(c->vf);
+    int nch = (p->QK + p->W - 1) / p->W;
+    for (int ch = 0; ch < nch; ch++) {
+        int n = tail_lanes(p->QK, p->W, ch);
+        v[ch] = cg_load(c, c->vf, cg_gep(c, c->f32, src, cg_i64(c, (int64_t)ch * p->W)), 4);
+        if (n < p->W) v[ch] = LLVMBuildSelect(b, cg_lane_mask(c, n), v[ch], LLVMConstNull(c->vf), "");
+        mx = cg_fmax(c, mx, cg_intr1(c, "llvm.fabs", v[ch]));
+    }
+    LLVMValueRef m = cg_hmax(c, mx);
+    LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, m, cg_f32(c, 0.0), "");
+    LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 127.0), m, ""), cg_f32(c, 0.0), "");
+    cg_store(c, LLVMBuildFDiv(b, m, cg_f32(c, 127.0), ""), cg_gep(c, c->f32, k->Qs, add(c, i, cg_i64(c, 2 * cg_qi_off(p)))), 4);
+    LLVMValueRef iv = cg_splat(c, inv);
+    for (int ch = 0; ch < nch; ch++)
+        cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, v[ch], iv, "")), cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W)), 4);
+}
+
+/* compute = int8: the packed K^T block's key vectors [0, ceil(kn / W)) smoothed and quantized:
+ * KT[d][j] = round((K[j][d] - mu[d]) / sk[j]), mu the mean of those keys (any vector would
+ * do: the scores add q . mu back exactly), sk[j] = max_d |K[j][d] - mu[d]| / 127. */
+void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    unsigned va = (unsigned)p->W * 4;
+    LLVMValueRef mu = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_mu_off(p)));
+    LLVMValueRef sk = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_sk_off(p)));
+    LLVMValueRef nvk = LLVMBuildSDiv(b, add(c, kn, cg_i64(c, p->W - 1)), cg_i64(c, p->W), "");
+    LLVMValueRef valid[CG_MAXT], mx[CG_MAXT];
+    LLVMValueRef ninv = LLVMBuildFDiv(b, cg_f32(c, 1.0), LLVMBuildSIToFP(b, mul(c, nvk, cg_i64(c, p->W)), c->f32, ""), "");
+    for (int t = 0; t < p->NT; t++) {
+        valid[t] = cg_splat(c, LLVMBuildICmp(b, LLVMIntSLT, cg_i64(c, t), nvk, ""));
+        cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W)), va);
+    }
+    CgLoop ld;
+    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qd");
+    LLVMValueRef row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
+    LLVMValueRef kt[CG_MAXT], sum = LLVMConstNull(c->vf);
+    for (int t = 0; t < p->NT; t++) {
+        kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W)), va);
+        sum = LLVMBuildFAdd(b, sum, LLVMBuildSelect(b, valid[t], kt[t], LLVMConstNull(c->vf), ""), "");
+    }
+    LLVMValueRef m = LLVMBuildFMul(b, cg_hsum(c, sum), ninv, "");
+    cg_store(c, m, cg_gep(c, c->f32, mu, d), 4);
+    LLVMValueRef ms = cg_splat(c, m);
+    for (int t = 0; t < p->NT; t++) {
+        LLVMValueRef x = LLVMBuildFSub(b, kt[t], ms, "");
+        cg_store(c, x, cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W)), va);
+        LLVMValueRef sp = cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W));
+        cg_store(c, cg_fmax(c, cg_load(c, c->vf, sp, va), cg_intr1(c, "llvm.fabs", x)), sp, va);
+    }
+    cg_loop_end(c, &ld);
+    LLVMValueRef inv[CG_MAXT];
+    for (int t = 0; t < p->NT; t++) {
+        LLVMValueRef sp = cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W));
+        mx[t] = cg_load(c, c->vf, sp, va);
+        LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, mx[t], LLVMConstNull(c->vf), "");
+        inv[t] = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_const_like(c, c->vf, 127.0), mx[t], ""), LLVMConstNull(c->vf), "");
+        cg_store(c, LLVMBuildFDiv(b, mx[t], cg_const_like(c, c->vf, 127.0), ""), sp, va);
+    }
+    d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qq");
+    row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
+    for (int t = 0; t < p->NT; t++) {
+        LLVMValueRef at = cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W));
+        cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, cg_load(c, c->vf, at, va), inv[t], "")), at, va);
+    }
+    cg_loop_end(c, &ld);
 }
 
 /* The score modifier on row `row`'s scores s against the W keys of key vector t (mv: the
@@ -302,6 +421,7 @@ LLVMValueRef cg_dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool c
         LLVMValueRef acc[2] = {LLVMConstNull(c->vf), LLVMConstNull(c->vf)};
         for (int ch = 0; ch < nch; ch++) {
             LLVMValueRef kv = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+            if (p->compute == IR_COMPUTE_BF16) kv = cg_round_bf16(c, kv);
             acc[ch % 2] = cg_fma(c, qv[ch], kv, acc[ch % 2]);
         }
         part[j] = nch > 1 ? LLVMBuildFAdd(c->b, acc[0], acc[1], "") : acc[0];

@@ -55,7 +55,7 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     LLVMValueRef dst = copy ? cg_gep(c, c->f32, k->VS, mul(c, j, cg_i64(c, p->VDP))) : NULL;
     LLVMValueRef z = cg_load(c, c->vi32, zs, va);
     for (int ch = 0; ch < p->VC; ch++) {
-        LLVMValueRef v = cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+        LLVMValueRef v = cg_operand(k, cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch)));
         if (copy) cg_store(c, v, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
         z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
     }
@@ -110,6 +110,8 @@ static void body_pack(Kern *k, bool unused) {
             LLVMValueRef rows[64];
             /* keys past the end repeat the last one: their lanes are masked in every use */
             for (int r = 0; r < p->W; r++) rows[r] = cg_load_vec(c, k->dt, k->kbase, add(c, koff[r], d0), n);
+            if (p->compute == IR_COMPUTE_BF16)
+                for (int r = 0; r < p->W; r++) rows[r] = cg_round_bf16(c, rows[r]);
             cg_transpose(c, rows);
             for (int l = 0; l < n; l++) {
                 LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
@@ -119,6 +121,7 @@ static void body_pack(Kern *k, bool unused) {
         }
         cg_loop_end(c, &lj);
     }
+    if (p->compute == IR_COMPUTE_INT8) cg_quantize_kt(k, kn);
     if (k->p.vpack == IR_VPACK_NEVER) {
         vcheck(k, kn, klast);
         return;
@@ -226,8 +229,11 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef sc = cg_splat(c, cg_f32(c, f->scale));
         for (int ch = 0; !k->p.qdirect && ch * p->W < p->QK; ch++) {
             LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
-            cg_store(c, LLVMBuildFMul(b, v, sc, ""), cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
+            LLVMValueRef qv = LLVMBuildFMul(b, v, sc, "");
+            if (p->compute == IR_COMPUTE_BF16) qv = cg_round_bf16(c, qv);
+            cg_store(c, qv, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
         }
+        if (p->compute == IR_COMPUTE_INT8) cg_quantize_q(k, i);
         cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->M, i), 4);
         cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
         for (int ch = 0; ch < p->VC; ch++)

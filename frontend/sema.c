@@ -951,11 +951,11 @@ static void declare_def(Sema *S, Scope *scope, FeStmt *s) {
 // attention blocks
 
 enum { ST_HEADS, ST_KV_HEADS, ST_KV_HEAD, ST_HEAD_DIM, ST_V_DIM, ST_SCALE, ST_MASK, ST_SCORE,
-       ST_DTYPE, ST_ABSORB, ST_COUNT };
+       ST_DTYPE, ST_ABSORB, ST_COMPUTE, ST_KV_DTYPE, ST_COUNT };
 
 static const char *const stmt_names[ST_COUNT] = {
     "heads", "kv_heads", "kv_head", "head_dim", "v_dim", "scale", "mask", "score", "dtype",
-    "absorb"};
+    "absorb", "compute", "kv_dtype"};
 
 static const char *const mla_names[] = {"kv_rank", "rope_dim", "nope_dim", "v_dim"};
 
@@ -1105,6 +1105,31 @@ static int word_value(Sema *S, FeStmt *st, const char *const *words, int n, cons
     return -1;
 }
 
+/* `compute = f32 | bf16 | int8;` and `kv_dtype = f32 | f16 | bf16 | int8;` (after dtype). */
+static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtype, bool mla) {
+    f->kv_dtype = f->dtype;
+    if (compute) {
+        static const char *const words[] = {"f32", "bf16", "int8"};
+        static const IrCompute vals[] = {IR_COMPUTE_F32, IR_COMPUTE_BF16, IR_COMPUTE_INT8};
+        int k = word_value(S, compute, words, 3, "f32, bf16 or int8");
+        if (k >= 0) f->compute = vals[k];
+        if (k > 0 && mla) fe_error(S->c, compute->expr->start, "MLA blocks compute in f32 only");
+    }
+    if (kv_dtype) {
+        static const char *const words[] = {"f32", "f16", "bf16", "int8"};
+        static const attn_dtype vals[] = {ATTN_F32, ATTN_F16, ATTN_BF16, ATTN_I8};
+        int k = word_value(S, kv_dtype, words, 4, "f32, f16, bf16 or int8");
+        if (k >= 0 && vals[k] != f->dtype) {
+            if (mla)
+                fe_error(S->c, kv_dtype->expr->start, "MLA blocks store an f32 latent cache only");
+            else if (f->dtype != ATTN_F32)
+                fe_error(S->c, kv_dtype->expr->start, "a 'kv_dtype' other than the block's dtype needs 'dtype = f32'");
+            else
+                f->kv_dtype = vals[k];
+        }
+    }
+}
+
 static void check_block(Sema *S, FeStmt *blk) {
     FeCtx *c = S->c;
     IrFunc *f = fe_check(c, ir_func_new(c->mod, blk->name));
@@ -1223,6 +1248,7 @@ static void check_block(Sema *S, FeStmt *blk) {
     if (mla && f->dtype != ATTN_F32)
         fe_error(c, st[ST_DTYPE]->expr ? st[ST_DTYPE]->expr->start : st[ST_DTYPE]->loc,
                  "MLA blocks store f32 tensors only");
+    check_precision(S, f, st[ST_COMPUTE], st[ST_KV_DTYPE], mla != NULL);
     if (mla_ok) {
         head_dim = f->mla.nope_dim + f->mla.rope_dim;
         v_dim = f->mla.v_dim;

@@ -79,6 +79,7 @@ IrFunc *ir_func_new(IrModule *m, const char *name) {
     f->name = arena_strdup(&m->arena, name);
     f->arena = &m->arena;
     f->dtype = ATTN_F32;
+    f->kv_dtype = ATTN_F32;
     f->mask = ir_const_bool(&m->arena, true);
     ir_default_graph(f);
     return f;

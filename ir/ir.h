@@ -167,6 +167,10 @@ typedef enum IrRole {
     IR_ROLE_COUNT
 } IrRole;
 
+/* How Q.K^T and P.V multiply (`compute = ...`): f32; operands rounded to bf16 with f32
+ * accumulation; or Q and K quantized to int8 (K smoothed per packed block) with P.V in bf16. */
+typedef enum IrCompute { IR_COMPUTE_F32, IR_COMPUTE_BF16, IR_COMPUTE_INT8 } IrCompute;
+
 /* V rows copied to f32 scratch by the pack piece (P.V then reads them from there). */
 typedef enum IrVPack {
     IR_VPACK_NEVER,   /* P.V reads the tensor */
@@ -203,10 +207,16 @@ typedef struct IrPlan {
     int block_q;          /* query rows per task */
     int min_block_q;      /* the runtime never cuts a task below this many rows */
     int cut_below;        /* tasks a thread below which the runtime cuts tall tiles */
+    IrCompute compute;    /* how Q.K^T and P.V multiply */
+    attn_dtype kvdt;      /* storage of K and V */
 } IrPlan;
 
 /* Floats of one packed K^T block of a plan (a ring slot). */
-static inline int64_t ir_plan_kt_floats(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
+static inline int64_t ir_plan_kt_floats(const IrPlan *p) {
+    /* int8: the block's mean key (QK floats, padded to a vector) and its keys' scales (BK) after it */
+    int64_t extra = p->compute == IR_COMPUTE_INT8 ? (int64_t)(p->QK + p->W) / p->W * p->W + p->BK : 0;
+    return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK + extra;
+}
 
 /* Index-space rewriting of a residue conjunct of the mask: the keys the kernel visits. mod 0:
  * every key. with_q: k = q (mod mod), so the rows of one residue class see only the keys of
@@ -288,6 +298,8 @@ typedef struct IrFunc {
     int qk_dim;            /* Q/K head dim */
     int v_dim;             /* V/O head dim */
     attn_dtype dtype;      /* storage type of q, k, v, o */
+    attn_dtype kv_dtype;   /* storage type of k, v (`kv_dtype = ...`; dtype by default) */
+    IrCompute compute;     /* `compute = ...` */
     double scale;          /* multiplies q . k */
     int *head_map;         /* [heads]: the K/V head each query head reads */
     IrExpr *head_map_expr; /* the spec's `kv_head = ...` over h, or NULL for contiguous groups */
@@ -350,7 +362,8 @@ int ir_fn_arity(IrFn fn);
 const char *ir_var_name(IrVar v);
 const char *ir_tensor_op_name(IrOpKind k);
 const char *ir_type_name(IrType t); /* "bool", "int", "float" */
-const char *ir_dtype_name(attn_dtype t); /* "f32", "f16", "bf16", "i32" */
+const char *ir_dtype_name(attn_dtype t); /* "f32", "f16", "bf16", "i32", "int8" */
+const char *ir_compute_name(IrCompute c); /* "f32", "bf16", "int8" */
 const char *ir_infix_text(IrExprOp op); /* "+", "<=", "&&"...; NULL for non-infix ops */
 bool ir_expr_uses_var(const IrExpr *e, IrVar v);
 bool ir_expr_equal(const IrExpr *a, const IrExpr *b);

@@ -9,12 +9,17 @@ const char *ir_type_name(IrType t) {
     return t == IR_TY_BOOL ? "bool" : t == IR_TY_INT ? "int" : "float";
 }
 
+const char *ir_compute_name(IrCompute c) {
+    return c == IR_COMPUTE_BF16 ? "bf16" : c == IR_COMPUTE_INT8 ? "int8" : "f32";
+}
+
 const char *ir_dtype_name(attn_dtype t) {
     switch (t) {
     case ATTN_F32: return "f32";
     case ATTN_F16: return "f16";
     case ATTN_BF16: return "bf16";
     case ATTN_I32: return "i32";
+    case ATTN_I8: return "int8";
     }
     return "?";
 }
@@ -149,14 +154,18 @@ static void print_plan(StrBuf *sb, const IrPlan *p) {
     if (p->vpack == IR_VPACK_RUNTIME) sb_printf(sb, "/%d", p->vpack_sets);
     if (p->kind == IR_T_BAND) sb_printf(sb, " w=%d hi=%lld", p->band_w, (long long)p->band_hi);
     if (p->kind == IR_T_STAIR) sb_printf(sb, " stair=%lld..%lld", (long long)p->tri_lo, (long long)p->tri_hi);
+    sb_printf(sb, " compute=%s kv=%s", ir_compute_name(p->compute), ir_dtype_name(p->kvdt));
     sb_printf(sb, " stack=%lld block_q=%d min_block_q=%d cut_below=%d\n", (long long)p->stack, p->block_q,
               p->min_block_q, p->cut_below);
 }
 
 void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "attention @%s {\n", f->name);
-    sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s\n", f->heads, f->kv_heads,
+    sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s", f->heads, f->kv_heads,
               f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
+    if (f->compute != IR_COMPUTE_F32) sb_printf(sb, ", compute %s", ir_compute_name(f->compute));
+    if (f->kv_dtype != f->dtype) sb_printf(sb, ", kv_dtype %s", ir_dtype_name(f->kv_dtype));
+    sb_puts(sb, "\n");
     if (f->mla.present)
         sb_printf(sb, "  mla kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, absorb %s\n",
                   f->mla.kv_rank, f->mla.rope_dim, f->mla.nope_dim, f->mla.v_dim,

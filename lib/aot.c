@@ -38,6 +38,7 @@ static const char *aot_dtype_enum(attn_dtype t) {
     case ATTN_F16: return "ATTN_F16";
     case ATTN_BF16: return "ATTN_BF16";
     case ATTN_I32: return "ATTN_I32";
+    case ATTN_I8: return "ATTN_I8";
     }
     return "ATTN_F32";
 }

@@ -96,6 +96,8 @@ static int64_t plan_stack(const IrPlan *p) {
     int64_t big = ((int64_t)p->BQ * p->QK + W) * 4 + p->NRING * ir_plan_kt_floats(p) * 4 + (int64_t)p->BQ * p->VDP * 4 +
                   (p->BQ + W) * 4 + (int64_t)(p->BQ + p->R) * W * 4 + (int64_t)p->BQ * p->NT * ((W + 7) / 8) +
                   (int64_t)p->NRING * p->BK * p->VDP * 4 + (BB * BB + 2 * BB) * 4 + (int64_t)p->R * p->BK * 4;
+    /* int8: the quantized copy of Q and its rows' scales */
+    if (p->compute == IR_COMPUTE_INT8) big += ((int64_t)p->BQ * p->QK + 2 * W + p->BQ) * 4;
     /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
     return big + big / 8 + 16 * 1024 + IR_STACK_SPILLS;
 }
@@ -105,13 +107,17 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G) {
     IrPlan p = {0};
     p.role = role;
     p.group = role == IR_ROLE_GROUP ? G : 0;
+    p.compute = f->compute;
+    p.kvdt = f->kv_dtype;
     plan_tiles(f, &p);
     bool have_runs = f->prune.enabled && f->prune.runs.mod >= 2;
     /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
      * do little else per row; a residue class's rows, r rows apart, mostly see one key block:
      * strided 64's class domain -8%, atrous -1.5%): f32 only, and not in a kernel with a group
      * entry, whose pieces the tile function shares */
-    p.qdirect = f->dtype == ATTN_F32 && role == IR_ROLE_TILE && !G;
+    p.qdirect = f->dtype == ATTN_F32 && f->compute == IR_COMPUTE_F32 && role == IR_ROLE_TILE && !G;
+    /* int8 scores need the packed block's mean key and scales: always pack */
+    if (f->compute == IR_COMPUTE_INT8) p.few_rows = 0;
     /* the tile function of a kernel with a group entry meets few rows only in the tail of a
      * long prefill: it packs K for them too and has no few-rows piece to compile */
     if (role == IR_ROLE_TILE && G) p.few_rows = 0;
@@ -204,8 +210,8 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G);
     /* the backward, for any storage type (f16/bf16 blocks run it on f32 copies); MLA's is its
      * up-projected form's (training runs it through the latent tensors), never the absorbed
-     * variant's */
-    if (f->grad.present && !f->mla.absorbed) {
+     * variant's; f32 compute with K/V stored as the block's dtype only */
+    if (f->grad.present && !f->mla.absorbed && f->compute == IR_COMPUTE_F32 && f->kv_dtype == f->dtype) {
         IrPlan g = {.role = IR_ROLE_GRAD, .kind = IR_T_GRAD_STEP};
         plan_tiles(f, &g);
         f->plans[f->nplans++] = g;

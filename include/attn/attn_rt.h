@@ -44,7 +44,8 @@ typedef struct attn_error {
 } attn_error;
 
 /* Element types of tensors and inputs. */
-typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I32 = 3 } attn_dtype;
+/* ATTN_I8: int8 K/V of a `kv_dtype = int8` cache, with their f32 scales (k_scale, v_scale). */
+typedef enum attn_dtype { ATTN_F32 = 0, ATTN_F16 = 1, ATTN_BF16 = 2, ATTN_I32 = 3, ATTN_I8 = 4 } attn_dtype;
 
 /* A strided view of a tensor. Strides are in elements; all-zero strides mean row-major. */
 typedef struct attn_tensor {
