@@ -685,7 +685,7 @@ class Kernel:
         the number of threads. Tensors may also be given by name."""
         if not self.has_backward:
             why = (" (an MLA kernel compiled with absorb = on has no up-projected variant)" if self.is_mla
-                   else "")
+                   else " (compute = bf16/int8 and a kv_dtype other than dtype are forward only)")
             raise AttnError(ATTN_ERR_ARG, "'%s' has no backward%s" % (self.name, why))
         names = (_MLA_TENSORS if self.is_mla else _TENSORS) + ("do",)
         given = self._gather(tensors, named, names)
