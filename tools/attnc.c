@@ -1428,14 +1428,15 @@ static int cmd_bench(Cli *c) {
     if (c->json) {
         printf("{\"kernel\": \"%s\", \"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
                ", \"heads\": %d, \"kv_heads\": %d, \"qk_dim\": %d, \"v_dim\": %d, \"dtype\": \"%s\", "
+               "\"compute\": \"%s\", \"kv_dtype\": \"%s\", "
                "\"q_offset\": %" PRId64 ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, "
                "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f, "
                "\"compile_ms_warm\": %s, \"grad\": %s%s}\n",
                d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, ir_dtype_name(dtype),
-               args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
+               ir_compute_name(f->compute), ir_dtype_name(bc.mla ? ATTN_F32 : f->kv_dtype), args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
                warm_ms, c->grad ? "true" : "false", mla_json);
     } else {
-        printf("kernel      %s (%s%s)\n", d->name, ir_dtype_name(dtype), mla_text);
+        printf("kernel      %s (%s, compute %s%s)\n", d->name, ir_dtype_name(dtype), ir_compute_name(f->compute), mla_text);
         printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 ", kv_len %" PRId64
                ", head_dim %d, v_dim %d, q_offset %" PRId64 "\n",
                B, d->heads, d->kv_heads, Lq, Lk, d->qk_dim, d->v_dim, args.q_offset);
