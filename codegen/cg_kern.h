@@ -39,7 +39,8 @@ typedef struct Kern {
     const IrFunc *f;
     IrPlan p;
     CgEnv env;
-    attn_dtype dt;
+    attn_dtype dt;                             /* storage of q and o */
+    attn_dtype kvdt;                           /* storage of k and v (the plan's) */
     LLVMValueRef qbase, kbase, vbase, obase;   /* tensor pointers at (b, head) */
     LLVMValueRef qs2, ks2, vs2, os2;           /* row strides */
     LLVMValueRef Qs, KT, ACC, M, L, MB;        /* scratch */

@@ -94,12 +94,12 @@ void cg_env_row(Kern *k, LLVMValueRef i) {
  * memory with little else in flight): the G rows of a group split a key's lines, so each key's
  * prefetches spread over the row passes instead of a burst per block that fills the miss
  * buffers and stalls. Prefetches never fault: no bounds needed. */
-static int line_elems(const Kern *k) { return 64 / (k->dt == ATTN_F32 ? 4 : 2); }
+static int line_elems(const Kern *k) { return 64 / (k->kvdt == ATTN_F32 ? 4 : 2); }
 
 /* Read prefetches (to L1) of `lines` cache lines of elements from `at`. */
 void cg_prefetch_lines(Kern *k, LLVMValueRef at, int lines) {
     Cg *c = k->c;
-    LLVMTypeRef et = cg_elem_type(c, k->dt), pt = c->ptr;
+    LLVMTypeRef et = cg_elem_type(c, k->kvdt), pt = c->ptr; /* line_elems' */
     for (int i = 0; i < lines; i++) {
         LLVMValueRef args[4] = {cg_gep(c, et, at, cg_i64(c, (int64_t)i * line_elems(k))), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
         cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
@@ -114,7 +114,7 @@ static void prefetch_kv(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef 
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
-    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    LLVMTypeRef et = cg_elem_type(c, k->kvdt);
     LLVMValueRef share = LLVMBuildURem(b, row, cg_i64(c, k->gsize), "");
     struct { LLVMValueRef base, stride; int lines; } t[2] = {{kb, k->ks2, cg_row_lines(k, p->QK)}, {vb, k->vs2, cg_row_lines(k, p->VD)}};
     for (int w = 0; w < 2; w++) {
@@ -146,10 +146,10 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
     LLVMValueRef kv_len = field(c, a, offsetof(attn_rt_args, kv_len), c->i64);
     LLVMValueRef q_off = field(c, a, offsetof(attn_rt_args, q_offset), c->i64);
 #define STRIDE(fld, i) field(c, a, offsetof(attn_rt_args, fld) + 8 * (i), c->i64)
-    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    LLVMTypeRef et = cg_elem_type(c, k->dt), kvt = cg_elem_type(c, k->kvdt);
     k->qbase = cg_gep(c, et, qp, add(c, mul(c, bi, STRIDE(q_stride, 0)), mul(c, h, STRIDE(q_stride, 1))));
-    k->kbase = cg_gep(c, et, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
-    k->vbase = cg_gep(c, et, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
+    k->kbase = cg_gep(c, kvt, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
+    k->vbase = cg_gep(c, kvt, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
     k->obase = cg_gep(c, et, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
     k->qs1 = STRIDE(q_stride, 1);
     k->os1 = STRIDE(o_stride, 1);
@@ -198,7 +198,7 @@ bool cg_vs_rows(Kern *k, LLVMValueRef *vsb, LLVMValueRef *vss) {
  * when w is 1, else over the compacted index. */
 void cg_kv_key_runs(Kern *k, const IrRuns *runs) {
     Cg *c = k->c;
-    LLVMTypeRef et = cg_elem_type(c, k->dt);
+    LLVMTypeRef et = cg_elem_type(c, k->kvdt);
     k->kpos0 = cg_i64(c, runs->base);
     k->kbase = cg_gep(c, et, k->kbase, mul(c, k->kpos0, k->ks2));
     k->vbase = cg_gep(c, et, k->vbase, mul(c, k->kpos0, k->vs2));
@@ -219,10 +219,11 @@ void cg_kv_class(Kern *k, const Kern *at, LLVMValueRef first, LLVMValueRef rho, 
     LLVMTypeRef et = cg_elem_type(c, k->dt);
     k->qbase = cg_gep(c, et, at->qbase, mul(c, first, at->qs2));
     k->obase = cg_gep(c, et, at->obase, mul(c, first, at->os2));
-    k->kbase = cg_gep(c, et, at->kbase, mul(c, rho, at->ks2));
-    k->vbase = cg_gep(c, et, at->vbase, mul(c, rho, at->vs2));
-    k->knext = cg_gep(c, et, k->kbase, at->ks2); /* the next class's (a row on) */
-    k->vnext = cg_gep(c, et, k->vbase, at->vs2);
+    LLVMTypeRef kvt = cg_elem_type(c, k->kvdt);
+    k->kbase = cg_gep(c, kvt, at->kbase, mul(c, rho, at->ks2));
+    k->vbase = cg_gep(c, kvt, at->vbase, mul(c, rho, at->vs2));
+    k->knext = cg_gep(c, kvt, k->kbase, at->ks2); /* the next class's (a row on) */
+    k->vnext = cg_gep(c, kvt, k->vbase, at->vs2);
     k->qs2 = mul(c, at->qs2, rr);
     k->os2 = mul(c, at->os2, rr);
     k->ks2 = mul(c, at->ks2, rr);

@@ -54,7 +54,7 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
         } else {
             LLVMValueRef voff = cg_v_off(k, key);
             for (int i = 0; i < n; i++)
-                vv[i] = cg_operand(k, cg_load_vec(c, k->dt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W));
+                vv[i] = cg_operand(k, cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W));
         }
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK + l), j0)), 4));
@@ -420,7 +420,7 @@ LLVMValueRef cg_dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool c
          * memory ~+6%; four chains measured slower) */
         LLVMValueRef acc[2] = {LLVMConstNull(c->vf), LLVMConstNull(c->vf)};
         for (int ch = 0; ch < nch; ch++) {
-            LLVMValueRef kv = cg_load_vec(c, k->dt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+            LLVMValueRef kv = cg_load_vec(c, k->kvdt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
             if (p->compute == IR_COMPUTE_BF16) kv = cg_round_bf16(c, kv);
             acc[ch % 2] = cg_fma(c, qv[ch], kv, acc[ch % 2]);
         }

@@ -55,7 +55,7 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     LLVMValueRef dst = copy ? cg_gep(c, c->f32, k->VS, mul(c, j, cg_i64(c, p->VDP))) : NULL;
     LLVMValueRef z = cg_load(c, c->vi32, zs, va);
     for (int ch = 0; ch < p->VC; ch++) {
-        LLVMValueRef v = cg_operand(k, cg_load_vec(c, k->dt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch)));
+        LLVMValueRef v = cg_operand(k, cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch)));
         if (copy) cg_store(c, v, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
         z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
     }
@@ -109,7 +109,7 @@ static void body_pack(Kern *k, bool unused) {
             LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
             LLVMValueRef rows[64];
             /* keys past the end repeat the last one: their lanes are masked in every use */
-            for (int r = 0; r < p->W; r++) rows[r] = cg_load_vec(c, k->dt, k->kbase, add(c, koff[r], d0), n);
+            for (int r = 0; r < p->W; r++) rows[r] = cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[r], d0), n);
             if (p->compute == IR_COMPUTE_BF16)
                 for (int r = 0; r < p->W; r++) rows[r] = cg_round_bf16(c, rows[r]);
             cg_transpose(c, rows);

@@ -1124,9 +1124,10 @@ static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtyp
                 fe_error(S->c, kv_dtype->expr->start, "MLA blocks store an f32 latent cache only");
             else if (f->dtype != ATTN_F32)
                 fe_error(S->c, kv_dtype->expr->start, "a 'kv_dtype' other than the block's dtype needs 'dtype = f32'");
-            else /* not generated yet: refuse rather than read K/V as the wrong type */
-                fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = %s' under 'dtype = f32' is not supported yet",
-                         words[k]);
+            else if (vals[k] == ATTN_I8) /* not generated yet: refuse rather than read K/V as the wrong type */
+                fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = int8' is not supported yet (f16 and bf16 are)");
+            else
+                f->kv_dtype = vals[k];
         }
     }
 }

@@ -149,10 +149,11 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
         sb_printf(sb, "    %s_grad_bounds, %s_grad_step, %d, (float)%.17g, attnc_%s_head_kv, %d, {", tile, tile, gp->W,
                   f->scale, n, f->grad.nreads);
         for (int r = 0; r < f->grad.nreads; r++) sb_printf(sb, "%s%d", r ? ", " : "", f->grad.reads[r].load->input);
-        sb_puts(sb, f->grad.nreads ? "},\n};\n\n" : "0},\n};\n\n");
+        sb_puts(sb, f->grad.nreads ? "}," : "0},");
     } else {
-        sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},\n};\n\n");
+        sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},");
     }
+    sb_printf(sb, " %s,\n};\n\n", aot_dtype_enum(f->kv_dtype == f->dtype ? ATTN_F32 : f->kv_dtype));
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */
@@ -235,9 +236,12 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
 static void aot_block(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
+    const char *kv_elem = f->kv_dtype == ATTN_F32 ? "float" : "uint16_t";
 
-    sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s\n", n,
+    sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s", n,
               f->heads, f->kv_heads, f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
+    if (f->kv_dtype != f->dtype) sb_printf(sb, ", kv_dtype %s (k and v)", ir_dtype_name(f->kv_dtype));
+    sb_puts(sb, "\n");
     sb_printf(sb, " *   q [batch, %d, q_len, %d]   k [batch, %d, kv_len, %d]\n", f->heads,
               f->qk_dim, f->kv_heads, f->qk_dim);
     sb_printf(sb, " *   v [batch, %d, kv_len, %d]   o [batch, %d, q_len, %d]\n", f->kv_heads,
@@ -283,11 +287,11 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb,
               "/* Runs '%s' on contiguous row-major tensors%s; q_offset = kv_len - q_len.\n"
               " * threads 0: all cores. */\n",
-              n, f->dtype == ATTN_F32 ? "" : " (elements are raw 16-bit values)");
+              n, f->dtype == ATTN_F32 && f->kv_dtype == ATTN_F32 ? "" : " (16-bit elements are raw bits)");
     sb_printf(sb,
               "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const %s *q, const %s *k, const %s *v, "
               "%s *o,\n    int64_t batch, int64_t q_len, int64_t kv_len,",
-              n, elem, elem, elem, elem);
+              n, elem, kv_elem, kv_elem, elem);
     aot_params(sb, f);
     sb_puts(sb, "    attn_call attnc_call;\n    memset(&attnc_call, 0, sizeof attnc_call);\n");
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q, q, 4, batch, %d, q_len, %d);\n", f->heads,

@@ -187,6 +187,9 @@ static attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
     if (d->dtype != ATTN_F32 && d->dtype != ATTN_F16 && d->dtype != ATTN_BF16)
         return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad tensor dtype %d",
                         d->name ? d->name : "?", (int)d->dtype);
+    if (d->kv_dtype != ATTN_F32 && (d->dtype != ATTN_F32 || (d->kv_dtype != ATTN_F16 && d->kv_dtype != ATTN_BF16)))
+        return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad K/V dtype %d under dtype %d",
+                        d->name ? d->name : "?", (int)d->kv_dtype, (int)d->dtype);
     if (d->ninputs < 0 || d->ninputs > ATTN_MAX_INPUTS || (d->ninputs > 0 && !d->inputs))
         return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad input table",
                         d->name ? d->name : "?");
@@ -341,10 +344,10 @@ attn_status rt_check_call(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
         if ((s = rt_check_shape("lse", &c->lse, 3, rt_lse_dims, w, why, err))) return s;
     }
 
-    int64_t elem = rt_dtype_size(d->dtype);
+    int64_t elem = rt_dtype_size(d->dtype), kv_elem = rt_dtype_size(d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype);
     RtView v[5];
     for (int i = 0; i < (has_lse ? 5 : 4); i++)
-        if ((s = rt_view(&v[i], names[i], ts[i], i == 4 ? 4 : elem, err))) return s;
+        if ((s = rt_view(&v[i], names[i], ts[i], i == 4 ? 4 : (i == 1 || i == 2) ? kv_elem : elem, err))) return s;
     if ((s = rt_check_no_overlap(&v[3], err))) return s;
     if (has_lse) {
         if ((s = rt_check_no_overlap(&v[4], err))) return s;

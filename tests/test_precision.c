@@ -26,7 +26,10 @@ typedef struct Case {
     int B, H, KH, Lq, Lk, D;
     double cap;        /* soft-capping: score = cap * tanh(score / cap) (0: none) */
     attn_dtype dtype;  /* storage */
+    attn_dtype kv;     /* K/V storage (`kv_dtype`), ATTN_F32: as dtype */
 } Case;
+
+static attn_dtype kv_of(const Case *c) { return c->kv != ATTN_F32 ? c->kv : c->dtype; }
 
 static uint64_t rng = 20261207;
 
@@ -95,9 +98,9 @@ typedef struct Data {
 
 static void make_data(const Case *c, bool outliers, Data *d) {
     size_t nq = (size_t)c->B * c->H * c->Lq * c->D, nk = (size_t)c->B * c->KH * c->Lk * c->D;
-    size_t es = c->dtype == ATTN_F32 ? 4 : 2;
+    size_t es = c->dtype == ATTN_F32 ? 4 : 2, kes = kv_of(c) == ATTN_F32 ? 4 : 2;
     d->q = malloc(nq * 4), d->k = malloc(nk * 4), d->v = malloc(nk * 4);
-    d->qs = malloc(nq * es), d->ks = malloc(nk * es), d->vs = malloc(nk * es), d->os = malloc(nq * es);
+    d->qs = malloc(nq * es), d->ks = malloc(nk * kes), d->vs = malloc(nk * kes), d->os = malloc(nq * es);
     d->ref = malloc(nq * sizeof *d->ref);
     REQUIRE(d->q && d->k && d->v && d->qs && d->ks && d->vs && d->os && d->ref, "out of memory");
     check_fill(d->q, nq, &rng, CHECK_NORMAL, 1.0);
@@ -110,8 +113,8 @@ static void make_data(const Case *c, bool outliers, Data *d) {
             else if (ch < 8) d->k[i] *= 5.0f;
         }
     for (size_t i = 0; i < nq; i++) d->q[i] = store(c->dtype, d->qs, i, d->q[i]);
-    for (size_t i = 0; i < nk; i++) d->k[i] = store(c->dtype, d->ks, i, d->k[i]);
-    for (size_t i = 0; i < nk; i++) d->v[i] = store(c->dtype, d->vs, i, d->v[i]);
+    for (size_t i = 0; i < nk; i++) d->k[i] = store(kv_of(c), d->ks, i, d->k[i]);
+    for (size_t i = 0; i < nk; i++) d->v[i] = store(kv_of(c), d->vs, i, d->v[i]);
     for (int b = 0; b < c->B; b++) d->src_len[b] = (int32_t)(c->Lk / 3 + 17 * b);
 }
 
@@ -156,12 +159,13 @@ static const char *dtype_text(attn_dtype t) { return t == ATTN_BF16 ? "bf16" : t
 
 static attn_kernel *compile(const Case *c, const char *compute) {
     char text[512];
-    char score[64] = "";
+    char score[64] = "", kv[32] = "";
+    if (c->kv != ATTN_F32) snprintf(kv, sizeof kv, "kv_dtype = %s;", dtype_text(c->kv));
     if (c->cap > 0) snprintf(score, sizeof score, "score = %g * tanh(score / %g);", c->cap, c->cap);
     snprintf(text, sizeof text,
-             "attention t { %s heads = %d; kv_heads = %d; head_dim = %d; mask = %s; %s dtype = %s; compute = %s; }",
+             "attention t { %s heads = %d; kv_heads = %d; head_dim = %d; mask = %s; %s dtype = %s; %s compute = %s; }",
              c->mask == M_SRCLEN ? "input i32 src_len[batch];" : "", c->H, c->KH, c->D, mask_text(c->mask), score,
-             dtype_text(c->dtype), compute);
+             dtype_text(c->dtype), kv, compute);
     attn_kernel *kern = NULL;
     char *diags = NULL;
     attn_error err;
@@ -194,7 +198,7 @@ static bool run_case(const Case *c, Data *d, const char *compute, double *cos_ou
     attn_error err;
     attn_status st = attn_run(kern, &call, &err);
     CHECK(st == ATTN_OK, "%s %s: attn_run: %s", c->name, compute, err.message);
-    if (strcmp(compute, "f32") != 0) { /* the backward is f32 compute only: a clear refusal */
+    if (strcmp(compute, "f32") != 0 || c->kv != ATTN_F32) { /* the backward is f32 compute only: a clear refusal */
         size_t nq = (size_t)c->B * c->H * c->Lq * c->D;
         float *buf = calloc(nq * 2, sizeof *buf);
         REQUIRE(buf, "out of memory");
@@ -226,6 +230,11 @@ static void test_case(const Case *c) {
         reference(c, &d);
         double cf, lf;
         if (!run_case(c, &d, "f32", &cf, &lf)) goto next;
+        if (c->kv != ATTN_F32) { /* 16-bit K/V read as stored: f32 compute stays exact */
+            printf("%-22s %-8s f32  kv %-4s  cos %.7f  rel_l1 %.2e\n", c->name, outl ? "outlier" : "normal",
+                   dtype_text(c->kv), cf, lf);
+            CHECK(lf <= 2e-6, "%s: f32 compute on %s K/V: rel_l1 %.3g", c->name, dtype_text(c->kv), lf);
+        }
         static const char *const modes[] = {"bf16", "int8"};
         static const double min_cos[] = {0.9999, 0.999}, max_l1[] = {1e-2, 3e-2};
         for (int m = 0; m < 2; m++) {
@@ -247,15 +256,19 @@ static void test_case(const Case *c) {
 
 int main(void) {
     static const Case cases[] = {
-        {"causal", M_CAUSAL, 1, 4, 4, 301, 301, 64, 0, ATTN_F32},
-        {"causal d80 bf16", M_CAUSAL, 1, 2, 2, 157, 157, 80, 0, ATTN_BF16},
-        {"causal d40 f16", M_CAUSAL, 1, 2, 1, 133, 133, 40, 0, ATTN_F16},
-        {"sliding", M_SLIDING, 1, 2, 2, 333, 333, 64, 0, ATTN_F32},
-        {"strided", M_STRIDED, 1, 2, 2, 290, 290, 32, 0, ATTN_F32},
-        {"src_len input", M_SRCLEN, 2, 2, 2, 120, 190, 64, 0, ATTN_F32},
-        {"gqa 8/2 d128", M_CAUSAL, 1, 8, 2, 97, 211, 128, 0, ATTN_F32},
-        {"gqa decode 8/2", M_CAUSAL, 2, 8, 2, 1, 1001, 128, 0, ATTN_F32},
-        {"softcap 30", M_CAUSAL, 1, 4, 2, 203, 203, 72, 30.0, ATTN_F32},
+        {"causal", M_CAUSAL, 1, 4, 4, 301, 301, 64, 0, ATTN_F32, ATTN_F32},
+        {"causal d80 bf16", M_CAUSAL, 1, 2, 2, 157, 157, 80, 0, ATTN_BF16, ATTN_F32},
+        {"causal d40 f16", M_CAUSAL, 1, 2, 1, 133, 133, 40, 0, ATTN_F16, ATTN_F32},
+        {"sliding", M_SLIDING, 1, 2, 2, 333, 333, 64, 0, ATTN_F32, ATTN_F32},
+        {"strided", M_STRIDED, 1, 2, 2, 290, 290, 32, 0, ATTN_F32, ATTN_F32},
+        {"src_len input", M_SRCLEN, 2, 2, 2, 120, 190, 64, 0, ATTN_F32, ATTN_F32},
+        {"gqa 8/2 d128", M_CAUSAL, 1, 8, 2, 97, 211, 128, 0, ATTN_F32, ATTN_F32},
+        {"gqa decode 8/2", M_CAUSAL, 2, 8, 2, 1, 1001, 128, 0, ATTN_F32, ATTN_F32},
+        {"softcap 30", M_CAUSAL, 1, 4, 2, 203, 203, 72, 30.0, ATTN_F32, ATTN_F32},
+        {"kv bf16 causal", M_CAUSAL, 1, 4, 2, 145, 145, 64, 0, ATTN_F32, ATTN_BF16},
+        {"kv f16 strided", M_STRIDED, 1, 2, 2, 260, 260, 48, 0, ATTN_F32, ATTN_F16},
+        {"kv bf16 decode 8/2", M_CAUSAL, 2, 8, 2, 1, 777, 128, 0, ATTN_F32, ATTN_BF16},
+        {"kv f16 sliding", M_SLIDING, 1, 2, 1, 250, 250, 64, 0, ATTN_F32, ATTN_F16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_case(&cases[i]);
     return check_done("test_precision");
