@@ -154,9 +154,9 @@ static void print_plan(StrBuf *sb, const IrPlan *p) {
     if (p->vpack == IR_VPACK_RUNTIME) sb_printf(sb, "/%d", p->vpack_sets);
     if (p->kind == IR_T_BAND) sb_printf(sb, " w=%d hi=%lld", p->band_w, (long long)p->band_hi);
     if (p->kind == IR_T_STAIR) sb_printf(sb, " stair=%lld..%lld", (long long)p->tri_lo, (long long)p->tri_hi);
-    sb_printf(sb, " compute=%s kv=%s", ir_compute_name(p->compute), ir_dtype_name(p->kvdt));
-    sb_printf(sb, " stack=%lld block_q=%d min_block_q=%d cut_below=%d\n", (long long)p->stack, p->block_q,
+    sb_printf(sb, " stack=%lld block_q=%d min_block_q=%d cut_below=%d", (long long)p->stack, p->block_q,
               p->min_block_q, p->cut_below);
+    sb_printf(sb, " compute=%s kv=%s\n", ir_compute_name(p->compute), ir_dtype_name(p->kvdt));
 }
 
 void ir_print_func(StrBuf *sb, const IrFunc *f) {

@@ -260,7 +260,8 @@ static void cli_help_cmd(Cmd c, FILE *out) {
         for (int i = 0; (name = drv_pass_name(i, &what)); i++) fprintf(out, "  %-6s %s\n", name, what);
         break;
     case CMD_RUN:
-        fputs("\nTensors are float32 or float16 .npy files in C order, converted to the spec's dtype:\n"
+        fputs("\nTensors are float32 or float16 .npy files in C order, converted to the spec's dtype\n"
+              "(k and v to its kv_dtype when it has one):\n"
               "q [batch, heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],\n"
               "v [batch, kv_heads, kv_len, v_dim] (MLA: float32 q_nope ... w_uv, 'attnc help mla').\n"
               "Runtime inputs are int32 or float32 as declared. Outputs: o [batch, heads, q_len,\n"
@@ -1016,7 +1017,8 @@ static int cmd_run(Cli *c) {
         else if (arr[t].ndim != ts[t].ndim)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], ts[t].name, arr[t].ndim,
                            ts[t].ndim, ts[t].layout);
-        else if (!cli_to_dtype(&arr[t], dtype, ts[t].name, paths[t]))
+        else if (!cli_to_dtype(&arr[t], !mla && (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype,
+                               ts[t].name, paths[t])) /* k and v: the kernel's kv_dtype */
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
@@ -1300,13 +1302,14 @@ static int cmd_bench(Cli *c) {
     uint64_t seed = 42;
     for (int i = 0; i < nbuf; i++) {
         const int64_t *s = shapes[i];
-        buf[i] = cli_alloc_tensor(s[0], s[1], s[2], ndims[i] == 4 ? s[3] : 1, elem, &counts[i]);
+        attn_dtype bt = !bc.mla && (i == 1 || i == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype; /* k, v */
+        buf[i] = cli_alloc_tensor(s[0], s[1], s[2], ndims[i] == 4 ? s[3] : 1, cli_elem_size(bt), &counts[i]);
         if (!buf[i]) {
             rc = cli_error(EXIT_INPUT, "cannot allocate the tensors for batch %" PRId64 ", q_len %" PRId64
                                        ", kv_len %" PRId64, B, Lq, Lk);
             goto done;
         }
-        if (i < nbuf - 1) cli_random_fill(buf[i], counts[i], dtype, &seed);
+        if (i < nbuf - 1) cli_random_fill(buf[i], counts[i], bt, &seed);
         else memset(buf[i], 0, counts[i] * elem);
     }
     if (bc.mla) { /* keep the latent projections near unit scale: weights / sqrt(kv_rank) */

@@ -38,7 +38,7 @@ Any NumPy view is accepted as it is — transposed, sliced, broadcast (stride 0)
 last axis is contiguous, its strides are non-negative multiples of the item size and its data
 is aligned; otherwise (and for another dtype) it is copied first.
 
-Storage types (`dtype = ...` in the spec):
+Storage types (`dtype = ...` in the spec; k and v follow `kv_dtype = ...` when it is given):
   f32   float32 arrays (float16 and float64 are converted, rounding to nearest), o is float32.
   f16   float16 arrays (float32/float64 are converted, rounding to nearest), o is float16.
   bf16  NumPy has no bfloat16: pass uint16 arrays holding the raw bf16 bits (float arrays are
@@ -81,7 +81,7 @@ _MAX_INPUTS = 16                   # ATTN_MAX_INPUTS
 _Q_OFFSET_LIMIT = 2 ** 40          # |q_offset| beyond is refused (ATTN_ERR_OFFSET)
 _INT_MAX = 2 ** 31 - 1             # a C int
 _ABSORB = {None: 0, "auto": 0, True: 1, "on": 1, False: 2, "off": 2}  # ATTN_ABSORB_SPEC/_ON/_OFF
-_DTYPES = {0: "f32", 1: "f16", 2: "bf16", 3: "i32"}
+_DTYPES = {0: "f32", 1: "f16", 2: "bf16", 3: "i32", 4: "int8"}
 _DIM_KINDS = {1: "batch", 2: "heads", 3: "kv_heads", 4: "q_len", 5: "kv_len"}
 
 
@@ -170,7 +170,7 @@ class _Desc(ctypes.Structure):
                 ("grad_bounds", ctypes.c_void_p), ("grad_step", ctypes.c_void_p),
                 ("grad_lanes", ctypes.c_int), ("grad_scale", ctypes.c_float),
                 ("grad_head_kv", ctypes.c_void_p), ("grad_nreads", ctypes.c_int),
-                ("grad_read_input", ctypes.c_int * 8)]
+                ("grad_read_input", ctypes.c_int * 8), ("kv_dtype", ctypes.c_int)]
 
 
 class _GradCall(ctypes.Structure):
@@ -461,7 +461,7 @@ class Kernel:
                   0: every core. An integer in [0, 2**31 - 1].
       **inputs    the spec's runtime inputs by name (input_decls gives dtype and shape).
 
-    Attributes: name, heads, kv_heads, qk_dim, v_dim, dtype ('f32', 'f16', 'bf16'), block_q,
+    Attributes: name, heads, kv_heads, qk_dim, v_dim, dtype ('f32', 'f16', 'bf16'), kv_dtype, block_q,
     inputs (names of the runtime inputs, in spec order), input_decls ({name: (dtype, dims)}),
     threads, compile_ms, cache_hit, is_mla, and for MLA kernels kv_rank, rope_dim, nope_dim,
     variants (the compiled ones: 'up-projected', 'absorbed'). For MLA kernels kv_heads, qk_dim
@@ -482,6 +482,8 @@ class Kernel:
         self.name = d.name.decode()
         self.heads, self.kv_heads, self.qk_dim, self.v_dim = d.heads, d.kv_heads, d.qk_dim, d.v_dim
         self.dtype = _DTYPES.get(d.dtype, str(d.dtype))
+        # storage of k and v: the spec's kv_dtype (0 in the descriptor: as dtype)
+        self.kv_dtype = _DTYPES.get(d.kv_dtype, str(d.kv_dtype)) if d.kv_dtype else self.dtype
         self.block_q = d.block_q
         self.threads = threads
         self.input_decls = {}
@@ -635,7 +637,7 @@ class Kernel:
                 setattr(call, n, _tensor(a))
             call.absorb = _absorb_arg(absorb)
         else:
-            arrs = [_as_storage(n, given[n], self.dtype) for n in names]
+            arrs = [_as_storage(n, given[n], self.kv_dtype if n in ("k", "v") else self.dtype) for n in names]
             qa = arrs[0]
             if qa.ndim != 4:
                 raise AttnError(ATTN_ERR_RANK, "q: %d dims, expected 4 [batch, heads, q_len, qk_dim]" % qa.ndim)

@@ -229,6 +229,26 @@ class TestKernels(Case):
             kern(q.astype(np.int16), k, v)  # bf16 wants uint16 bits or floats
         self.assertEqual(cm.exception.code, attnc.ATTN_ERR_DTYPE)
 
+    def test_precision_modes(self):
+        # compute = bf16 / int8 take the same arrays; kv_dtype = bf16 takes bf16 bits (or floats) for k, v
+        q, k, v = rand(1, 4, 33, 64), rand(1, 2, 50, 64), rand(1, 2, 50, 64)
+        ro, _ = reference(q, k, v, causal)
+        for comp, tol in (("bf16", 2e-2), ("int8", 6e-2)):
+            kern = attnc.compile("attention p { heads = 4; kv_heads = 2; head_dim = 64; mask = causal; "
+                                 "compute = %s; }" % comp)
+            o = kern(q, k, v)
+            self.assertEqual(o.dtype, np.float32)
+            self.close(o, ro, tol)
+            self.assertGreater(np.abs(o - ro).max(), 1e-5)  # it did round
+            self.assertFalse(kern.has_backward)
+        kern = attnc.compile("attention p { heads = 4; kv_heads = 2; head_dim = 64; mask = causal; "
+                             "kv_dtype = bf16; }")
+        self.assertEqual((kern.dtype, kern.kv_dtype), ("f32", "bf16"))
+        kb, vb = attnc.from_float32(k), attnc.from_float32(v)
+        rb, _ = reference(q, attnc.to_float32(kb), attnc.to_float32(vb), causal)
+        self.close(kern(q, kb, vb), rb, 2e-5)
+        self.close(kern(q, k, v), rb, 2e-5)  # floats converted to bf16
+
     def test_bf16_conversion(self):
         x = np.array([1.0, -2.5, 3.1415927, 1e-30, 65504.0, np.inf, -np.inf], np.float32)
         self.assertTrue(np.allclose(attnc.to_float32(attnc.from_float32(x)), x, rtol=1 / 128, atol=1e-30))
