@@ -365,6 +365,7 @@ LLVMTypeRef cg_elem_type(Cg *c, attn_dtype t) {
     switch (t) {
     case ATTN_F16: return c->f16;
     case ATTN_BF16: return c->i16;
+    case ATTN_I8: return c->i8;
     default: return c->f32;
     }
 }
@@ -374,6 +375,7 @@ static LLVMValueRef to_f32(Cg *c, attn_dtype t, LLVMValueRef v, LLVMTypeRef ft) 
     bool vec = LLVMGetTypeKind(ft) == LLVMVectorTypeKind;
     switch (t) {
     case ATTN_F16: return LLVMBuildFPExt(b, v, ft, "");
+    case ATTN_I8: return LLVMBuildSIToFP(b, v, ft, "");
     case ATTN_BF16: {
         LLVMTypeRef it = vec ? c->vi32 : c->i32;
         LLVMValueRef w = LLVMBuildZExt(b, v, it, "");
@@ -423,7 +425,7 @@ LLVMValueRef cg_round_bf16(Cg *c, LLVMValueRef x) {
 
 LLVMValueRef cg_load_elem(Cg *c, attn_dtype t, LLVMValueRef base, LLVMValueRef idx) {
     LLVMTypeRef et = cg_elem_type(c, t);
-    LLVMValueRef v = cg_load(c, et, cg_gep(c, et, base, idx), t == ATTN_F32 ? 4 : 2);
+    LLVMValueRef v = cg_load(c, et, cg_gep(c, et, base, idx), t == ATTN_F32 ? 4 : t == ATTN_I8 ? 1 : 2);
     return to_f32(c, t, v, c->f32);
 }
 
@@ -431,7 +433,7 @@ LLVMValueRef cg_load_vec(Cg *c, attn_dtype t, LLVMValueRef base, LLVMValueRef id
     LLVMTypeRef et = cg_elem_type(c, t);
     LLVMTypeRef vt = LLVMVectorType(et, (unsigned)c->W);
     LLVMValueRef p = cg_gep(c, et, base, idx);
-    unsigned align = t == ATTN_F32 ? 4 : 2;
+    unsigned align = t == ATTN_F32 ? 4 : t == ATTN_I8 ? 1 : 2;
     LLVMValueRef v;
     if (n >= c->W) {
         v = cg_load(c, vt, p, align);
@@ -447,7 +449,7 @@ void cg_store_vec(Cg *c, attn_dtype t, LLVMValueRef v, LLVMValueRef base, LLVMVa
                   int n) {
     LLVMTypeRef et = cg_elem_type(c, t);
     LLVMValueRef p = cg_gep(c, et, base, idx);
-    unsigned align = t == ATTN_F32 ? 4 : 2;
+    unsigned align = t == ATTN_F32 ? 4 : t == ATTN_I8 ? 1 : 2;
     v = from_f32(c, t, v);
     if (n >= c->W) {
         cg_store(c, v, p, align);

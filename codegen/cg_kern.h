@@ -41,6 +41,7 @@ typedef struct Kern {
     CgEnv env;
     attn_dtype dt;                             /* storage of q and o */
     attn_dtype kvdt;                           /* storage of k and v (the plan's) */
+    LLVMValueRef ksc, vsc;                     /* int8 K/V: k_scale and v_scale at (b, kv head), by key position */
     LLVMValueRef qbase, kbase, vbase, obase;   /* tensor pointers at (b, head) */
     LLVMValueRef qs2, ks2, vs2, os2;           /* row strides */
     LLVMValueRef Qs, KT, ACC, M, L, MB;        /* scratch */
@@ -149,6 +150,11 @@ int cg_row_lines(const Kern *k, int n);
 void cg_prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key);
 /* The K and V rows of keys [first, first + n) (whole rows: row 0 of a group) from bases kb, vb. */
 void cg_prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef first, int n);
+
+/* int8 K/V: K (v false) or V's scale of key index j (f32 scalar); NULL for other storage. */
+LLVMValueRef cg_kv_scale(Kern *k, bool v, LLVMValueRef j);
+/* x (a vector of key index j's K or V row) times its scale: int8 K/V only. */
+LLVMValueRef cg_kv_scaled(Kern *k, bool v, LLVMValueRef j, LLVMValueRef x);
 
 void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMValueRef kvh, LLVMValueRef *q_len,
                 LLVMValueRef *kv_len, LLVMValueRef *q_off, LLVMValueRef *lsep, LLVMValueRef *lsebase);

@@ -3,6 +3,7 @@
  * index's row through the run's compaction and stride); a new K/V layout (pages, ragged
  * batches) changes this file and the argument checks, not the templates. */
 #include <stddef.h>
+#include <string.h>
 
 #include "codegen/cg_kern.h"
 
@@ -94,7 +95,7 @@ void cg_env_row(Kern *k, LLVMValueRef i) {
  * memory with little else in flight): the G rows of a group split a key's lines, so each key's
  * prefetches spread over the row passes instead of a burst per block that fills the miss
  * buffers and stalls. Prefetches never fault: no bounds needed. */
-static int line_elems(const Kern *k) { return 64 / (k->kvdt == ATTN_F32 ? 4 : 2); }
+static int line_elems(const Kern *k) { return 64 / (k->kvdt == ATTN_F32 ? 4 : k->kvdt == ATTN_I8 ? 1 : 2); }
 
 /* Read prefetches (to L1) of `lines` cache lines of elements from `at`. */
 void cg_prefetch_lines(Kern *k, LLVMValueRef at, int lines) {
@@ -168,6 +169,18 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
     LLVMValueRef lse_off = add(c, mul(c, bi, STRIDE(lse_stride, 0)), mul(c, h, STRIDE(lse_stride, 1)));
     LLVMValueRef lsebase = LLVMBuildGEP2(b, c->f32, lsep, &lse_off, 1, "");
 #undef STRIDE
+    if (k->kvdt == ATTN_I8) {
+        /* the scale inputs, contiguous [batch, kv_heads, kv_len] */
+        for (int i = 0; i < k->f->ninputs; i++) {
+            bool isk = strcmp(k->f->inputs[i].name, "k_scale") == 0, isv = strcmp(k->f->inputs[i].name, "v_scale") == 0;
+            if (!isk && !isv) continue;
+            LLVMValueRef base = field(c, a, offsetof(attn_rt_args, input) + 8 * (size_t)i, c->ptr);
+            LLVMValueRef len = field(c, a, offsetof(attn_rt_args, input_dim) + 8 * ((size_t)i * ATTN_MAX_DIMS + 2), c->i64);
+            LLVMValueRef nkvh = cg_i64(c, k->f->kv_heads);
+            LLVMValueRef at = LLVMBuildGEP2(b, c->f32, base, (LLVMValueRef[]){mul(c, add(c, mul(c, bi, nkvh), kvh), len)}, 1, "");
+            *(isk ? &k->ksc : &k->vsc) = at;
+        }
+    }
     *q_len_out = q_len;
     *kv_len_out = kv_len;
     *q_off_out = q_off;
@@ -230,4 +243,17 @@ void cg_kv_class(Kern *k, const Kern *at, LLVMValueRef first, LLVMValueRef rho, 
     k->vs2 = mul(c, at->vs2, rr);
     k->lsebase = LLVMBuildGEP2(c->b, c->f32, at->lsebase, &first, 1, "");
     k->ls2 = rr;
+}
+
+/* int8 K/V: K (v false) or V's scale of key index j (f32 scalar); NULL for other storage. */
+LLVMValueRef cg_kv_scale(Kern *k, bool v, LLVMValueRef j) {
+    Cg *c = k->c;
+    if (k->kvdt != ATTN_I8) return NULL;
+    return cg_load(c, c->f32, LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, (LLVMValueRef[]){cg_kpos(k, j)}, 1, ""), 4);
+}
+
+/* x (a vector of key index j's K or V row) times its scale: int8 K/V only. */
+LLVMValueRef cg_kv_scaled(Kern *k, bool v, LLVMValueRef j, LLVMValueRef x) {
+    if (k->kvdt != ATTN_I8) return x;
+    return LLVMBuildFMul(k->c->b, x, cg_splat(k->c, cg_kv_scale(k, v, j)), "");
 }

@@ -54,7 +54,7 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
         } else {
             LLVMValueRef voff = cg_v_off(k, key);
             for (int i = 0; i < n; i++)
-                vv[i] = cg_operand(k, cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W));
+                vv[i] = cg_operand(k, cg_kv_scaled(k, true, key, cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W)));
         }
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK + l), j0)), 4));
@@ -424,7 +424,7 @@ LLVMValueRef cg_dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool c
             if (p->compute == IR_COMPUTE_BF16) kv = cg_round_bf16(c, kv);
             acc[ch % 2] = cg_fma(c, qv[ch], kv, acc[ch % 2]);
         }
-        part[j] = nch > 1 ? LLVMBuildFAdd(c->b, acc[0], acc[1], "") : acc[0];
+        part[j] = cg_kv_scaled(k, false, key, nch > 1 ? LLVMBuildFAdd(c->b, acc[0], acc[1], "") : acc[0]);
     }
     LLVMValueRef sv = reduce_rows(c, part);
     return k->p.qdirect ? LLVMBuildFMul(c->b, sv, cg_splat(c, cg_f32(c, k->f->scale)), "") : sv;

@@ -51,11 +51,12 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     cg_store(c, LLVMConstNull(c->vi32), zs, va);
     CgLoop lj;
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), copy ? "vp" : "vc");
-    LLVMValueRef voff = cg_v_off(k, cg_smin(c, add(c, k->kb, j), klast));
+    LLVMValueRef vkey = cg_smin(c, add(c, k->kb, j), klast), voff = cg_v_off(k, vkey);
     LLVMValueRef dst = copy ? cg_gep(c, c->f32, k->VS, mul(c, j, cg_i64(c, p->VDP))) : NULL;
     LLVMValueRef z = cg_load(c, c->vi32, zs, va);
     for (int ch = 0; ch < p->VC; ch++) {
-        LLVMValueRef v = cg_operand(k, cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch)));
+        LLVMValueRef v = cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+        v = cg_operand(k, cg_kv_scaled(k, true, vkey, v));
         if (copy) cg_store(c, v, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
         z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v, c->vi32, ""), expo, ""));
     }
@@ -95,10 +96,11 @@ static void body_pack(Kern *k, bool unused) {
          * repeat the last one); whole chunks of d in a runtime loop, a tail chunk after it */
         CgLoop lj;
         LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, p->W), "kj");
-        LLVMValueRef koff[64];
+        LLVMValueRef koff[64], kid[64];
         for (int r = 0; r < p->W; r++) {
             LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
-            koff[r] = cg_k_off(k, cg_smin(c, key, klast));
+            kid[r] = cg_smin(c, key, klast);
+            koff[r] = cg_k_off(k, kid[r]);
         }
         int whole = p->QK / p->W;
         for (int part = 0; part < 2; part++) {
@@ -109,7 +111,8 @@ static void body_pack(Kern *k, bool unused) {
             LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
             LLVMValueRef rows[64];
             /* keys past the end repeat the last one: their lanes are masked in every use */
-            for (int r = 0; r < p->W; r++) rows[r] = cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[r], d0), n);
+            for (int r = 0; r < p->W; r++)
+                rows[r] = cg_kv_scaled(k, false, kid[r], cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[r], d0), n));
             if (p->compute == IR_COMPUTE_BF16)
                 for (int r = 0; r < p->W; r++) rows[r] = cg_round_bf16(c, rows[r]);
             cg_transpose(c, rows);

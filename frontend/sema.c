@@ -1124,10 +1124,16 @@ static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtyp
                 fe_error(S->c, kv_dtype->expr->start, "MLA blocks store an f32 latent cache only");
             else if (f->dtype != ATTN_F32)
                 fe_error(S->c, kv_dtype->expr->start, "a 'kv_dtype' other than the block's dtype needs 'dtype = f32'");
-            else if (vals[k] == ATTN_I8) /* not generated yet: refuse rather than read K/V as the wrong type */
-                fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = int8' is not supported yet (f16 and bf16 are)");
+            else if (vals[k] == ATTN_I8 && f->ninputs + 2 > ATTN_MAX_INPUTS)
+                fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = int8' adds the inputs k_scale and v_scale: "
+                         "at most %d inputs of its own", ATTN_MAX_INPUTS - 2);
             else
                 f->kv_dtype = vals[k];
+            /* int8 K/V: one f32 scale per token and K/V head, runtime inputs like any other */
+            static const char *const scales[2] = {"k_scale", "v_scale"};
+            for (int i = 0; i < 2 && f->kv_dtype == ATTN_I8; i++)
+                f->inputs[f->ninputs++] = (IrInput){.name = scales[i], .dtype = ATTN_F32, .rank = 3,
+                                                    .dim_kind = {ATTN_DIM_BATCH, ATTN_DIM_KV_HEADS, ATTN_DIM_KV_LEN}};
         }
     }
 }

@@ -236,7 +236,7 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
 static void aot_block(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
-    const char *kv_elem = f->kv_dtype == ATTN_F32 ? "float" : "uint16_t";
+    const char *kv_elem = f->kv_dtype == ATTN_F32 ? "float" : f->kv_dtype == ATTN_I8 ? "int8_t" : "uint16_t";
 
     sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s", n,
               f->heads, f->kv_heads, f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));

@@ -29,7 +29,7 @@ static const char *rt_dim_kind_name(attn_dim_kind k) {
     return "?";
 }
 
-static int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+static int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
 /* Checks every size is in [1, 2^40] (dim 2, q_len or kv_len, in [0, 2^40]) and equal to
  * `want` where want >= 0. */
@@ -187,7 +187,7 @@ static attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
     if (d->dtype != ATTN_F32 && d->dtype != ATTN_F16 && d->dtype != ATTN_BF16)
         return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad tensor dtype %d",
                         d->name ? d->name : "?", (int)d->dtype);
-    if (d->kv_dtype != ATTN_F32 && (d->dtype != ATTN_F32 || (d->kv_dtype != ATTN_F16 && d->kv_dtype != ATTN_BF16)))
+    if (d->kv_dtype != ATTN_F32 && (d->dtype != ATTN_F32 || (d->kv_dtype != ATTN_F16 && d->kv_dtype != ATTN_BF16 && d->kv_dtype != ATTN_I8)))
         return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad K/V dtype %d under dtype %d",
                         d->name ? d->name : "?", (int)d->kv_dtype, (int)d->dtype);
     if (d->ninputs < 0 || d->ninputs > ATTN_MAX_INPUTS || (d->ninputs > 0 && !d->inputs))

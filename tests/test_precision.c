@@ -89,16 +89,33 @@ static float load(attn_dtype t, const void *src, size_t i) {
     return ((const float *)src)[i];
 }
 
+static const char *dtype_text(attn_dtype t);
+
 typedef struct Data {
     float *q, *k, *v; /* the stored values, as floats (the reference reads these) */
     void *qs, *ks, *vs, *os;
     int32_t src_len[4];
+    float *ksc, *vsc; /* int8 K/V: one scale per token and K/V head */
     double *ref;
 } Data;
 
+/* int8 K/V: each row of D values quantized with its own scale max|x| / 127; x becomes the
+ * dequantized values (what the kernel computes with). */
+static void quantize_rows(float *x, int8_t *q, float *scale, size_t rows, int D) {
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * (size_t)D, m = 0;
+        for (int i = 0; i < D; i++) m = fmaxf(m, fabsf(xr[i]));
+        scale[r] = m > 0 ? m / 127.0f : 1.0f;
+        for (int i = 0; i < D; i++) {
+            q[r * (size_t)D + (size_t)i] = (int8_t)lrintf(xr[i] / scale[r]);
+            xr[i] = (float)q[r * (size_t)D + (size_t)i] * scale[r];
+        }
+    }
+}
+
 static void make_data(const Case *c, bool outliers, Data *d) {
     size_t nq = (size_t)c->B * c->H * c->Lq * c->D, nk = (size_t)c->B * c->KH * c->Lk * c->D;
-    size_t es = c->dtype == ATTN_F32 ? 4 : 2, kes = kv_of(c) == ATTN_F32 ? 4 : 2;
+    size_t es = c->dtype == ATTN_F32 ? 4 : 2, kes = kv_of(c) == ATTN_F32 ? 4 : kv_of(c) == ATTN_I8 ? 1 : 2;
     d->q = malloc(nq * 4), d->k = malloc(nk * 4), d->v = malloc(nk * 4);
     d->qs = malloc(nq * es), d->ks = malloc(nk * kes), d->vs = malloc(nk * kes), d->os = malloc(nq * es);
     d->ref = malloc(nq * sizeof *d->ref);
@@ -113,13 +130,23 @@ static void make_data(const Case *c, bool outliers, Data *d) {
             else if (ch < 8) d->k[i] *= 5.0f;
         }
     for (size_t i = 0; i < nq; i++) d->q[i] = store(c->dtype, d->qs, i, d->q[i]);
-    for (size_t i = 0; i < nk; i++) d->k[i] = store(kv_of(c), d->ks, i, d->k[i]);
-    for (size_t i = 0; i < nk; i++) d->v[i] = store(kv_of(c), d->vs, i, d->v[i]);
+    d->ksc = d->vsc = NULL;
+    if (kv_of(c) == ATTN_I8) {
+        size_t rows = nk / (size_t)c->D;
+        d->ksc = malloc(rows * sizeof *d->ksc), d->vsc = malloc(rows * sizeof *d->vsc);
+        REQUIRE(d->ksc && d->vsc, "out of memory");
+        quantize_rows(d->k, d->ks, d->ksc, rows, c->D);
+        quantize_rows(d->v, d->vs, d->vsc, rows, c->D);
+    } else {
+        for (size_t i = 0; i < nk; i++) d->k[i] = store(kv_of(c), d->ks, i, d->k[i]);
+        for (size_t i = 0; i < nk; i++) d->v[i] = store(kv_of(c), d->vs, i, d->v[i]);
+    }
     for (int b = 0; b < c->B; b++) d->src_len[b] = (int32_t)(c->Lk / 3 + 17 * b);
 }
 
 static void free_data(Data *d) {
     free(d->q), free(d->k), free(d->v), free(d->qs), free(d->ks), free(d->vs), free(d->os), free(d->ref);
+    free(d->ksc), free(d->vsc);
 }
 
 /* The whole output in double precision. */
@@ -155,7 +182,9 @@ static void reference(const Case *c, Data *d) {
     free(s);
 }
 
-static const char *dtype_text(attn_dtype t) { return t == ATTN_BF16 ? "bf16" : t == ATTN_F16 ? "f16" : "f32"; }
+static const char *dtype_text(attn_dtype t) {
+    return t == ATTN_BF16 ? "bf16" : t == ATTN_F16 ? "f16" : t == ATTN_I8 ? "int8" : "f32";
+}
 
 static attn_kernel *compile(const Case *c, const char *compute) {
     char text[512];
@@ -176,14 +205,19 @@ static attn_kernel *compile(const Case *c, const char *compute) {
 }
 
 static attn_call make_call(const Case *c, Data *d, attn_input *in) {
-    *in = (attn_input){.name = "src_len", .t = {.data = d->src_len, .ndim = 1, .shape = {c->B}}};
+    int n = 0;
+    if (c->mask == M_SRCLEN) in[n++] = (attn_input){.name = "src_len", .t = {.data = d->src_len, .ndim = 1, .shape = {c->B}}};
+    if (d->ksc) {
+        in[n++] = (attn_input){.name = "k_scale", .t = {.data = d->ksc, .ndim = 3, .shape = {c->B, c->KH, c->Lk}}};
+        in[n++] = (attn_input){.name = "v_scale", .t = {.data = d->vsc, .ndim = 3, .shape = {c->B, c->KH, c->Lk}}};
+    }
     attn_call call = {
         .q = {d->qs, 4, {c->B, c->H, c->Lq, c->D}, {0}},
         .k = {d->ks, 4, {c->B, c->KH, c->Lk, c->D}, {0}},
         .v = {d->vs, 4, {c->B, c->KH, c->Lk, c->D}, {0}},
         .o = {d->os, 4, {c->B, c->H, c->Lq, c->D}, {0}},
-        .inputs = c->mask == M_SRCLEN ? in : NULL,
-        .ninputs = c->mask == M_SRCLEN ? 1 : 0,
+        .inputs = n ? in : NULL,
+        .ninputs = n,
         .threads = 2,
     };
     return call;
@@ -193,8 +227,8 @@ static attn_call make_call(const Case *c, Data *d, attn_input *in) {
 static bool run_case(const Case *c, Data *d, const char *compute, double *cos_out, double *l1_out) {
     attn_kernel *kern = compile(c, compute);
     if (!kern) return false;
-    attn_input in;
-    attn_call call = make_call(c, d, &in);
+    attn_input in[3];
+    attn_call call = make_call(c, d, in);
     attn_error err;
     attn_status st = attn_run(kern, &call, &err);
     CHECK(st == ATTN_OK, "%s %s: attn_run: %s", c->name, compute, err.message);
@@ -269,6 +303,10 @@ int main(void) {
         {"kv f16 strided", M_STRIDED, 1, 2, 2, 260, 260, 48, 0, ATTN_F32, ATTN_F16},
         {"kv bf16 decode 8/2", M_CAUSAL, 2, 8, 2, 1, 777, 128, 0, ATTN_F32, ATTN_BF16},
         {"kv f16 sliding", M_SLIDING, 1, 2, 1, 250, 250, 64, 0, ATTN_F32, ATTN_F16},
+        {"kv int8 causal", M_CAUSAL, 1, 4, 2, 150, 150, 64, 0, ATTN_F32, ATTN_I8},
+        {"kv int8 decode 8/2", M_CAUSAL, 2, 8, 2, 1, 900, 128, 0, ATTN_F32, ATTN_I8},
+        {"kv int8 strided", M_STRIDED, 1, 2, 2, 230, 230, 40, 0, ATTN_F32, ATTN_I8},
+        {"kv int8 src_len", M_SRCLEN, 2, 2, 1, 77, 140, 64, 0, ATTN_F32, ATTN_I8},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_case(&cases[i]);
     return check_done("test_precision");

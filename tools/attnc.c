@@ -604,7 +604,7 @@ static int cmd_build(Cli *c) {
 
 // tensors and inputs for run, bench and mask
 
-static size_t cli_elem_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+static size_t cli_elem_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
 
 /* Converts a float32 or float16 .npy array in place to the kernel's storage type. */
@@ -613,7 +613,16 @@ static bool cli_to_dtype(NpyArray *a, attn_dtype want, const char *name, const c
         cli_error(EXIT_INPUT, "%s: %s must be float32, not int32", path, name);
         return false;
     }
-    if ((want == ATTN_F32 && a->dtype == NPY_F32) || (want == ATTN_F16 && a->dtype == NPY_F16)) return true;
+    if (want == ATTN_I8 && a->dtype != NPY_I8) {
+        cli_error(EXIT_INPUT, "%s: %s must be int8 for a kernel with kv_dtype = int8 (its scales in --in %s_scale=...), not %s",
+                  path, name, name, npy_dtype_descr(a->dtype));
+        return false;
+    }
+    if (want != ATTN_I8 && a->dtype == NPY_I8) {
+        cli_error(EXIT_INPUT, "%s: %s must be float32 or float16, not int8 (int8 is for the K/V of kv_dtype = int8)", path, name);
+        return false;
+    }
+    if ((want == ATTN_F32 && a->dtype == NPY_F32) || (want == ATTN_F16 && a->dtype == NPY_F16) || want == ATTN_I8) return true;
     size_t n = (size_t)a->count;
     void *out = malloc(n * cli_elem_size(want) + 1);
     if (!out) {
@@ -1203,6 +1212,7 @@ static void cli_random_fill(void *data, size_t n, attn_dtype t, uint64_t *state)
         float x = (float)((double)(z >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
         if (t == ATTN_F32) ((float *)data)[i] = x;
         else if (t == ATTN_F16) ((uint16_t *)data)[i] = npy_f32_to_f16(x);
+        else if (t == ATTN_I8) ((int8_t *)data)[i] = (int8_t)(x * 127.0f);
         else ((uint16_t *)data)[i] = npy_f32_to_bf16(x);
     }
 }

@@ -29,13 +29,14 @@ static bool npy_fail(char *msg, size_t msglen, const char *fmt, ...) {
     return false;
 }
 
-size_t npy_dtype_size(NpyDtype t) { return t == NPY_F16 ? 2 : 4; }
+size_t npy_dtype_size(NpyDtype t) { return t == NPY_I8 ? 1 : t == NPY_F16 ? 2 : 4; }
 
 const char *npy_dtype_descr(NpyDtype t) {
     switch (t) {
     case NPY_F32: return "<f4";
     case NPY_I32: return "<i4";
     case NPY_F16: return "<f2";
+    case NPY_I8: return "|i1";
     }
     return "?";
 }
@@ -170,13 +171,14 @@ static bool npy_header(const char *h, size_t len, NpyArray *a, char *msg, size_t
     if (strcmp(descr, "<f4") == 0 || strcmp(descr, "=f4") == 0) a->dtype = NPY_F32;
     else if (strcmp(descr, "<i4") == 0 || strcmp(descr, "=i4") == 0) a->dtype = NPY_I32;
     else if (strcmp(descr, "<f2") == 0 || strcmp(descr, "=f2") == 0) a->dtype = NPY_F16;
+    else if (strcmp(descr, "|i1") == 0 || strcmp(descr, "<i1") == 0 || strcmp(descr, "=i1") == 0) a->dtype = NPY_I8;
     else if (descr[0] == '>')
         return npy_fail(msg, msglen, "big-endian dtype '%s' is not supported (use '<%s')", descr,
                         descr + 1);
     else
         return npy_fail(msg, msglen,
-                        "dtype '%s' is not supported: expected float32 '<f4', int32 '<i4' or "
-                        "float16 '<f2'",
+                        "dtype '%s' is not supported: expected float32 '<f4', int32 '<i4', "
+                        "float16 '<f2' or int8 '|i1'",
                         descr);
     int64_t count = 1, bytes;
     for (int d = 0; d < a->ndim; d++)

@@ -12,7 +12,7 @@
 #define NPY_MAX_DIMS 8
 #define NPY_MAX_HEADER 65536 /* longer headers are refused */
 
-typedef enum NpyDtype { NPY_F32, NPY_I32, NPY_F16 } NpyDtype;
+typedef enum NpyDtype { NPY_F32, NPY_I32, NPY_F16, NPY_I8 } NpyDtype;
 
 typedef struct NpyArray {
     NpyDtype dtype;               /* element type */
@@ -24,7 +24,7 @@ typedef struct NpyArray {
 
 /* Bytes per element of `t`. */
 size_t npy_dtype_size(NpyDtype t);
-/* The descr string of `t`: "<f4", "<i4" or "<f2". */
+/* The descr string of `t`: "<f4", "<i4", "<f2" or "|i1". */
 const char *npy_dtype_descr(NpyDtype t);
 
 /* Parses a whole .npy image. On failure returns false and writes a reason to msg[msglen]. */

@@ -173,8 +173,9 @@ typedef struct attn_rt_desc {
     const int *grad_head_kv;             /* [heads]: the K/V head each query head reads */
     int grad_nreads;                     /* f32 input reads of the score */
     int grad_read_input[ATTN_RT_MAX_GRAD_READS]; /* the input each read reads */
-    /* Storage type of k and v when it differs from dtype (`kv_dtype = ...`: ATTN_F16 or
-     * ATTN_BF16 under an f32 dtype); ATTN_F32 (0) means "as dtype". */
+    /* Storage type of k and v when it differs from dtype (`kv_dtype = ...`: ATTN_F16, ATTN_BF16
+     * or ATTN_I8 under an f32 dtype; ATTN_I8 scales come as the inputs k_scale and v_scale);
+     * ATTN_F32 (0) means "as dtype". */
     attn_dtype kv_dtype;
 } attn_rt_desc;
 

@@ -39,6 +39,8 @@ last axis is contiguous, its strides are non-negative multiples of the item size
 is aligned; otherwise (and for another dtype) it is copied first.
 
 Storage types (`dtype = ...` in the spec; k and v follow `kv_dtype = ...` when it is given):
+  int8  (kv_dtype only) int8 arrays for k and v, with float32 scales k_scale and v_scale
+        [batch, kv_heads, kv_len] passed as keyword arguments like any runtime input.
   f32   float32 arrays (float16 and float64 are converted, rounding to nearest), o is float32.
   f16   float16 arrays (float32/float64 are converted, rounding to nearest), o is float16.
   bf16  NumPy has no bfloat16: pass uint16 arrays holding the raw bf16 bits (float arrays are
@@ -299,7 +301,8 @@ def to_float32(bits):
 
 # --- argument conversion -----------------------------------------------------------------------
 
-_STORAGE = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "bf16": np.dtype(np.uint16)}
+_STORAGE = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "bf16": np.dtype(np.uint16),
+            "int8": np.dtype(np.int8)}
 
 
 def _int_arg(name, value, lo, hi, code):
@@ -325,6 +328,9 @@ def _as_storage(name, x, dtype):
     want = _STORAGE[dtype]
     a = x if isinstance(x, np.ndarray) else np.asarray(x)
     if a.dtype != want:
+        if dtype == "int8":
+            raise AttnError(ATTN_ERR_DTYPE, "%s: a kernel with kv_dtype = int8 takes int8 arrays (their scales "
+                            "as %s_scale=...), not %s" % (name, name, a.dtype))
         if dtype == "bf16":
             if a.dtype.kind != "f":
                 raise AttnError(ATTN_ERR_DTYPE, "%s: a bf16 kernel takes uint16 arrays of bf16 bits "

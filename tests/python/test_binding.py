@@ -248,6 +248,18 @@ class TestKernels(Case):
         rb, _ = reference(q, attnc.to_float32(kb), attnc.to_float32(vb), causal)
         self.close(kern(q, kb, vb), rb, 2e-5)
         self.close(kern(q, k, v), rb, 2e-5)  # floats converted to bf16
+        kern = attnc.compile("attention p { heads = 4; kv_heads = 2; head_dim = 64; mask = causal; "
+                             "kv_dtype = int8; }")
+        self.assertEqual(kern.kv_dtype, "int8")
+        self.assertEqual(kern.inputs[-2:], ["k_scale", "v_scale"])
+        ks, vs = np.abs(k).max(-1) / 127, np.abs(v).max(-1) / 127
+        k8, v8 = (np.rint(x / s[..., None]).astype(np.int8) for x, s in ((k, ks), (v, vs)))
+        r8, _ = reference(q, k8 * ks[..., None], v8 * vs[..., None], causal)
+        self.close(kern(q, k8, v8, k_scale=ks, v_scale=vs), r8, 2e-5)
+        self.assertLess(np.abs(r8 - ro).max(), 0.1)  # int8 K/V: close to the f32 attention
+        with self.assertRaises(attnc.AttnError) as cm:
+            kern(q, k, v, k_scale=ks, v_scale=vs)  # floats are not quantized silently
+        self.assertEqual(cm.exception.code, attnc.ATTN_ERR_DTYPE)
 
     def test_bf16_conversion(self):
         x = np.array([1.0, -2.5, 3.1415927, 1e-30, 65504.0, np.inf, -np.inf], np.float32)
