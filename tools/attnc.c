@@ -1367,7 +1367,7 @@ static int cmd_bench(Cli *c) {
             goto done;
         }
         if (attn_kernel_grad_inputs(kern, NULL) < 0) {
-            rc = cli_error(EXIT_INPUT, "'%s' has no backward", d->name);
+            rc = cli_error(EXIT_INPUT, "'%s' has no backward (compute = bf16/int8 and a kv_dtype other than dtype are forward only)", d->name);
             goto done;
         }
         const int64_t *gs[5] = {so, so, sq, sk, sv};

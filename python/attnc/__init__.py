@@ -687,7 +687,8 @@ class Kernel:
             (dq_nope, dq_rope, dc_kv, dk_rope, dw_uk, dw_uv, dinputs) = kern.backward(
                 q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, do, ...)
 
-        Every kernel has one, whatever its storage type (has_backward; an MLA kernel compiled
+        Every kernel with compute = f32 and K/V in its dtype has one, whatever that dtype
+        (has_backward; an MLA kernel compiled
         with absorb = on has none): q, k, v and o in the kernel's dtype, do and the gradients
         in float32. The same call gives bitwise the same gradients run after run and whatever
         the number of threads. Tensors may also be given by name."""
