@@ -1107,7 +1107,6 @@ static int word_value(Sema *S, FeStmt *st, const char *const *words, int n, cons
 
 /* `compute = f32 | bf16 | int8;` and `kv_dtype = f32 | f16 | bf16 | int8;` (after dtype). */
 static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtype, bool mla) {
-    f->kv_dtype = f->dtype;
     if (compute) {
         static const char *const words[] = {"f32", "bf16", "int8"};
         static const IrCompute vals[] = {IR_COMPUTE_F32, IR_COMPUTE_BF16, IR_COMPUTE_INT8};

@@ -298,7 +298,8 @@ typedef struct IrFunc {
     int qk_dim;            /* Q/K head dim */
     int v_dim;             /* V/O head dim */
     attn_dtype dtype;      /* storage type of q, k, v, o */
-    attn_dtype kv_dtype;   /* storage type of k, v (`kv_dtype = ...`; dtype by default) */
+    attn_dtype kv_dtype;   /* storage type of k, v when narrower than an f32 dtype (`kv_dtype = ...`:
+                            * f16, bf16, int8); ATTN_F32 means as dtype (ir_kv_dtype) */
     IrCompute compute;     /* `compute = ...` */
     double scale;          /* multiplies q . k */
     int *head_map;         /* [heads]: the K/V head each query head reads */
@@ -322,6 +323,9 @@ typedef struct IrFunc {
     IrVariant variants[IR_MAX_VARIANTS];
     Arena *arena;          /* where its trees live (the module's) */
 } IrFunc;
+
+/* The storage type of k and v. */
+static inline attn_dtype ir_kv_dtype(const IrFunc *f) { return f->kv_dtype != ATTN_F32 ? f->kv_dtype : f->dtype; }
 
 typedef struct IrModule {
     Arena arena;       /* owns everything below */

@@ -164,7 +164,7 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s", f->heads, f->kv_heads,
               f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
     if (f->compute != IR_COMPUTE_F32) sb_printf(sb, ", compute %s", ir_compute_name(f->compute));
-    if (f->kv_dtype != f->dtype) sb_printf(sb, ", kv_dtype %s", ir_dtype_name(f->kv_dtype));
+    if (f->kv_dtype != ATTN_F32) sb_printf(sb, ", kv_dtype %s", ir_dtype_name(f->kv_dtype));
     sb_puts(sb, "\n");
     if (f->mla.present)
         sb_printf(sb, "  mla kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, absorb %s\n",

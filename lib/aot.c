@@ -153,7 +153,7 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
     } else {
         sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},");
     }
-    sb_printf(sb, " %s,\n};\n\n", aot_dtype_enum(f->kv_dtype == f->dtype ? ATTN_F32 : f->kv_dtype));
+    sb_printf(sb, " %s,\n};\n\n", aot_dtype_enum(f->kv_dtype));
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */
@@ -236,11 +236,12 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
 static void aot_block(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
-    const char *kv_elem = f->kv_dtype == ATTN_F32 ? "float" : f->kv_dtype == ATTN_I8 ? "int8_t" : "uint16_t";
+    attn_dtype kvt = ir_kv_dtype(f);
+    const char *kv_elem = kvt == ATTN_F32 ? "float" : kvt == ATTN_I8 ? "int8_t" : "uint16_t";
 
     sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s", n,
               f->heads, f->kv_heads, f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
-    if (f->kv_dtype != f->dtype) sb_printf(sb, ", kv_dtype %s (k and v)", ir_dtype_name(f->kv_dtype));
+    if (f->kv_dtype != ATTN_F32) sb_printf(sb, ", kv_dtype %s (k and v)", ir_dtype_name(f->kv_dtype));
     sb_puts(sb, "\n");
     sb_printf(sb, " *   q [batch, %d, q_len, %d]   k [batch, %d, kv_len, %d]\n", f->heads,
               f->qk_dim, f->kv_heads, f->qk_dim);

@@ -24,7 +24,7 @@ static bool is_rank_load(const IrFunc *f, const IrExpr *e, IrVar pos, int *input
 
 bool pass_permute(IrFunc *f, PassCtx *ctx) {
     ir_variant_drop(f, IR_VAR_PERMUTED);
-    if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32 || f->kv_dtype != f->dtype) return true;
+    if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32 || f->kv_dtype != ATTN_F32) return true;
     const IrExpr *m = f->mask;
     if (m->op != IR_LE && m->op != IR_LT) return true;
     int ik, iq;

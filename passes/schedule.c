@@ -108,14 +108,14 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G) {
     p.role = role;
     p.group = role == IR_ROLE_GROUP ? G : 0;
     p.compute = f->compute;
-    p.kvdt = f->kv_dtype;
+    p.kvdt = ir_kv_dtype(f);
     plan_tiles(f, &p);
     bool have_runs = f->prune.enabled && f->prune.runs.mod >= 2;
     /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
      * do little else per row; a residue class's rows, r rows apart, mostly see one key block:
      * strided 64's class domain -8%, atrous -1.5%): f32 only, and not in a kernel with a group
      * entry, whose pieces the tile function shares */
-    p.qdirect = f->dtype == ATTN_F32 && f->kv_dtype == ATTN_F32 && f->compute == IR_COMPUTE_F32 && role == IR_ROLE_TILE && !G;
+    p.qdirect = f->dtype == ATTN_F32 && ir_kv_dtype(f) == ATTN_F32 && f->compute == IR_COMPUTE_F32 && role == IR_ROLE_TILE && !G;
     /* int8 scores need the packed block's mean key and scales: always pack */
     if (f->compute == IR_COMPUTE_INT8) p.few_rows = 0;
     /* the tile function of a kernel with a group entry meets few rows only in the tail of a
@@ -129,7 +129,7 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G) {
      * time for f32 (the one dtype P.V reads alike from both), never otherwise. Rows `bytes`
      * apart fall on 64 >> ctz(bytes / 64) sets: more than 8 a set when bytes is a multiple of
      * 64 * m, m the least power of two above 512 / BK. */
-    p.vpack = have_runs ? IR_VPACK_ALWAYS : f->kv_dtype == ATTN_F32 ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
+    p.vpack = have_runs ? IR_VPACK_ALWAYS : ir_kv_dtype(f) == ATTN_F32 ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
     int m = 1;
     while (m * p.BK <= 512) m *= 2;
     p.vpack_sets = 64 * m;
@@ -211,7 +211,7 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     /* the backward, for any storage type (f16/bf16 blocks run it on f32 copies); MLA's is its
      * up-projected form's (training runs it through the latent tensors), never the absorbed
      * variant's; f32 compute with K/V stored as the block's dtype only */
-    if (f->grad.present && !f->mla.absorbed && f->compute == IR_COMPUTE_F32 && f->kv_dtype == f->dtype) {
+    if (f->grad.present && !f->mla.absorbed && f->compute == IR_COMPUTE_F32 && f->kv_dtype == ATTN_F32) {
         IrPlan g = {.role = IR_ROLE_GRAD, .kind = IR_T_GRAD_STEP};
         plan_tiles(f, &g);
         f->plans[f->nplans++] = g;

@@ -24,7 +24,7 @@ static bool has_residue(IrExpr *e) {
 
 bool pass_split(IrFunc *f, PassCtx *ctx) {
     ir_variant_drop(f, IR_VAR_DOMAIN);
-    if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32 || f->kv_dtype != f->dtype) return true;
+    if (ctx->no_prune || f->mla.present || f->dtype != ATTN_F32 || f->kv_dtype != ATTN_F32) return true;
     Arena *a = f->arena;
     IrExpr *conj[16], *terms[IR_MAX_DOMAINS + 1];
     int nc = ir_mask_flatten(f->mask, IR_AND, conj, 0, 16);

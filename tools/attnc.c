@@ -1446,7 +1446,7 @@ static int cmd_bench(Cli *c) {
                "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f, "
                "\"compile_ms_warm\": %s, \"grad\": %s%s}\n",
                d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, ir_dtype_name(dtype),
-               ir_compute_name(f->compute), ir_dtype_name(bc.mla ? ATTN_F32 : f->kv_dtype), args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
+               ir_compute_name(f->compute), ir_dtype_name(bc.mla ? ATTN_F32 : ir_kv_dtype(f)), args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
                warm_ms, c->grad ? "true" : "false", mla_json);
     } else {
         printf("kernel      %s (%s, compute %s%s)\n", d->name, ir_dtype_name(dtype), ir_compute_name(f->compute), mla_text);
