@@ -108,6 +108,10 @@ LLVMValueRef cg_operand(Kern *k, LLVMValueRef v);
 /* compute = int8: the packed K^T block's keys [0, kn) smoothed (the block's mean key
  * subtracted, kept beside it) and quantized per key (scales kept beside it). */
 void cg_quantize_kt(Kern *k, LLVMValueRef kn);
+/* compute = bf16 on bf16 dot products (plan qk_bf16dot): row i of Qs as words of bf16 pairs;
+ * transposed K rows (d0 + l over the keys) as such words into KT from column col. */
+void cg_pair_q(Kern *k, LLVMValueRef i);
+void cg_pair_kt(Kern *k, LLVMValueRef *rows, int n, LLVMValueRef d0, LLVMValueRef col);
 /* compute = int8: row i of the chunk's scaled Q (in Qs) quantized after it, with its scale. */
 void cg_quantize_q(Kern *k, LLVMValueRef i);
 

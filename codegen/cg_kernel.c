@@ -127,7 +127,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symb
     /* scratch */
     k->mbt = LLVMIntTypeInContext(c->ctx, (unsigned)p->W);
     /* int8: the quantized rows after the scaled ones (cg_qi_off), then the rows' scales */
-    k->Qs = cg_alloca(c, c->f32, p->compute == IR_COMPUTE_INT8 ? 2 * cg_qi_off(p) + p->BQ + p->W : cg_qi_off(p), 64, "Qs");
+    k->Qs = cg_alloca(c, c->f32, p->compute == IR_COMPUTE_INT8 || p->qk_bf16dot ? 2 * cg_qi_off(p) + p->BQ + p->W : cg_qi_off(p), 64, "Qs");
     k->KT = k->KTring = cg_alloca(c, c->f32, p->NRING * ir_plan_kt_floats(p), 64, "KT");
     k->ACC = cg_alloca(c, c->f32, (int64_t)p->BQ * p->VDP, 64, "acc");
     k->M = cg_alloca(c, c->f32, p->BQ + p->W, 64, "m");

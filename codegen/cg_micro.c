@@ -162,6 +162,117 @@ static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLV
     }
 }
 
+/* Words of two bf16 values from f32 vectors already rounded to bf16 (of any lane count): x's
+ * in the low half (the even d), y's in the high half. */
+static LLVMValueRef bf16_pairs(Cg *c, LLVMValueRef x, LLVMValueRef y) {
+    LLVMBuilderRef b = c->b;
+    unsigned n = LLVMGetVectorSize(LLVMTypeOf(x));
+    LLVMTypeRef it = LLVMVectorType(c->i32, n);
+    LLVMValueRef k16[64], km[64];
+    for (unsigned i = 0; i < n; i++) k16[i] = cg_i32(c, 16), km[i] = cg_i32(c, (int32_t)0xffff0000u);
+    LLVMValueRef lo = LLVMBuildLShr(b, LLVMBuildBitCast(b, x, it, ""), LLVMConstVector(k16, n), "");
+    LLVMValueRef hi = LLVMBuildAnd(b, LLVMBuildBitCast(b, y, it, ""), LLVMConstVector(km, n), "");
+    return LLVMBuildOr(b, lo, hi, "bfw");
+}
+
+/* compute = bf16 on bf16 dot products: row i of the chunk's (rounded) Qs as words of two bf16
+ * after it (cg_qi_off), for the packed-K scores. */
+void cg_pair_q(Kern *k, LLVMValueRef i) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    LLVMValueRef src = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
+    LLVMValueRef dst = cg_gep(c, c->f32, src, cg_i64(c, cg_qi_off(p)));
+    LLVMValueRef ev[32], od[32];
+    for (int l = 0; l < p->W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
+    LLVMValueRef me = LLVMConstVector(ev, (unsigned)p->W / 2), mo = LLVMConstVector(od, (unsigned)p->W / 2);
+    for (int ch = 0; ch * p->W < p->QK; ch++) {
+        int n = tail_lanes(p->QK, p->W, ch);
+        LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, src, cg_i64(c, (int64_t)ch * p->W)), 4);
+        if (n < p->W) v = LLVMBuildSelect(b, cg_lane_mask(c, n), v, LLVMConstNull(c->vf), "");
+        LLVMValueRef w = bf16_pairs(c, LLVMBuildShuffleVector(b, v, v, me, ""), LLVMBuildShuffleVector(b, v, v, mo, ""));
+        cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W / 2)), 4);
+    }
+}
+
+/* compute = bf16 K^T packing: transposed rows (rows[l]: d0 + l over the keys, rounded) of
+ * n d values to words of pairs at KT[(d0 + l) / 2][col .. col + W). */
+void cg_pair_kt(Kern *k, LLVMValueRef *rows, int n, LLVMValueRef d0, LLVMValueRef col) {
+    Cg *c = k->c;
+    const IrPlan *p = &k->p;
+    for (int l = 0; l < n; l += 2) {
+        LLVMValueRef w = bf16_pairs(c, rows[l], rows[l + 1]);
+        LLVMValueRef dp = LLVMBuildSDiv(c->b, add(c, d0, cg_i64(c, l)), cg_i64(c, 2), "");
+        cg_store(c, w, cg_gep(c, c->f32, k->KT, add(c, mul(c, dp, cg_i64(c, p->BK)), col)), (unsigned)p->W * 4);
+    }
+}
+
+/* compute = bf16 on bf16 dot products: cg_block_scores over the words of pairs of d (d in a
+ * runtime loop of DU-wide unrolled steps, as there). */
+static void block_scores_dp(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef col, int nv,
+                            LLVMValueRef (*s)[CG_MAXT]) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)p->W * 2);
+    LLVMValueRef slot[16][CG_MAXT], qp[16];
+    enum { DU = 4 };
+    int np = (p->QK + 1) / 2;
+    int dloop = np >= 2 * DU ? np / DU * DU : 0;
+    int nc = nv == 1 ? 2 : nv;
+    for (int r = 0; r < p->R; r++) {
+        qp[r] = cg_gep(c, c->f32, qrow[r], cg_i64(c, cg_qi_off(p)));
+        for (int t = 0; t < nc; t++) s[r][t] = LLVMConstNull(c->vf);
+    }
+#define DP(acc, qw, kw)                                                                              \
+    cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0,                                          \
+            (LLVMValueRef[]){acc, LLVMBuildBitCast(b, qw, bt, ""), LLVMBuildBitCast(b, kw, bt, "")}, 3)
+    CgLoop ld;
+    LLVMValueRef d0 = NULL;
+    if (dloop) {
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) {
+                slot[r][t] = cg_alloca(c, c->vf, 1, va, "s");
+                cg_store(c, s[r][t], slot[r][t], va);
+            }
+        d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dloop), cg_i64(c, DU), "dp");
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+    }
+    for (int d = dloop ? 0 : 0; d < (dloop ? DU : np); d++) {
+        LLVMValueRef dd = dloop ? add(c, d0, cg_i64(c, d)) : cg_i64(c, d);
+        LLVMValueRef kt[CG_MAXT];
+        LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, dd, cg_i64(c, p->BK)), col));
+        for (int t = 0; t < nv; t++) kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)t * p->W)), va);
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qp[r], dd), 4));
+            for (int t = 0; t < nv; t++) {
+                int ch = nv == 1 ? d % 2 : t;
+                s[r][ch] = DP(s[r][ch], qv, kt[t]);
+            }
+        }
+    }
+    if (dloop) {
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) cg_store(c, s[r][t], slot[r][t], va);
+        cg_loop_end(c, &ld);
+        for (int r = 0; r < p->R; r++)
+            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+        for (int d = dloop; d < np; d++) {
+            LLVMValueRef kt[CG_MAXT];
+            LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK), col));
+            for (int t = 0; t < nv; t++) kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)t * p->W)), va);
+            for (int r = 0; r < p->R; r++) {
+                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qp[r], cg_i64(c, d)), 4));
+                for (int t = 0; t < nv; t++) s[r][nv == 1 ? d % 2 : t] = DP(s[r][nv == 1 ? d % 2 : t], qv, kt[t]);
+            }
+        }
+    }
+#undef DP
+    if (nv == 1)
+        for (int r = 0; r < p->R; r++) s[r][0] = LLVMBuildFAdd(b, s[r][0], s[r][1], "");
+}
+
 /* Scores of rows qrow[0 .. R) against nv key vectors of the packed KT from column col:
  * s[r][t] = sum_d q[r][d] * KT[d][col + t*W], d in a runtime loop of DU-wide unrolled steps,
  * the rest unrolled; the R x nv accumulators are the FMA chains. With one vector (nv == 1)
@@ -174,6 +285,10 @@ void cg_block_scores(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef 
     LLVMValueRef slot[16][CG_MAXT];
     enum { DU = 4 };
     int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
+    if (p->qk_bf16dot) {
+        block_scores_dp(k, p, qrow, col, nv, s);
+        return;
+    }
     int nc = nv == 1 ? 2 : nv; /* chains per row: nv, or two for one vector */
     LLVMValueRef qf[16]; /* the f32 rows (int8: qrow becomes the quantized ones) */
     for (int r = 0; r < p->R; r++) {

@@ -116,7 +116,8 @@ static void body_pack(Kern *k, bool unused) {
             if (p->compute == IR_COMPUTE_BF16)
                 for (int r = 0; r < p->W; r++) rows[r] = cg_round_bf16(c, rows[r]);
             cg_transpose(c, rows);
-            for (int l = 0; l < n; l++) {
+            for (int l = 0; l < n && p->qk_bf16dot; l += n) cg_pair_kt(k, rows, n, d0, j0);
+            for (int l = 0; l < n && !p->qk_bf16dot; l++) {
                 LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
                 cg_store(c, rows[l], dst, (unsigned)p->W * 4);
             }
@@ -237,6 +238,7 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             cg_store(c, qv, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
         }
         if (p->compute == IR_COMPUTE_INT8) cg_quantize_q(k, i);
+        if (p->qk_bf16dot) cg_pair_q(k, i);
         cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->M, i), 4);
         cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
         for (int ch = 0; ch < p->VC; ch++)

@@ -143,6 +143,27 @@ static int resolved_width(const Resolved *r) {
     return w;
 }
 
+/* Whether an x86 target has AVX512-BF16's vdpbf16ps: its feature string, else its CPU's name. */
+static bool resolved_bf16dot(const Resolved *r) {
+    if (strncmp(r->triple, "x86_64", 6) != 0 || resolved_width(r) != 16) return false;
+    int f = feature(r->features, "avx512bf16");
+    if (f) return f == 1;
+    static const char *const cpus[] = {"cooperlake", "sapphirerapids", "emeraldrapids", "graniterapids",
+                                       "diamondrapids", "znver4", "znver5", NULL};
+    for (int i = 0; cpus[i]; i++)
+        if (r->cpu && strncmp(r->cpu, cpus[i], strlen(cpus[i])) == 0) return true;
+    return false;
+}
+
+bool cg_target_bf16dot(const CgTarget *t) {
+    pthread_once(&cg_once, cg_init_llvm);
+    Resolved r;
+    target_resolve(t, &r);
+    bool y = resolved_bf16dot(&r);
+    target_free(&r);
+    return y;
+}
+
 int cg_target_vec_width(const CgTarget *t, StrBuf *err) {
     pthread_once(&cg_once, cg_init_llvm);
     Resolved r;

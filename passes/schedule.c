@@ -97,18 +97,19 @@ static int64_t plan_stack(const IrPlan *p) {
                   (p->BQ + W) * 4 + (int64_t)(p->BQ + p->R) * W * 4 + (int64_t)p->BQ * p->NT * ((W + 7) / 8) +
                   (int64_t)p->NRING * p->BK * p->VDP * 4 + (BB * BB + 2 * BB) * 4 + (int64_t)p->R * p->BK * 4;
     /* int8: the quantized copy of Q and its rows' scales */
-    if (p->compute == IR_COMPUTE_INT8) big += ((int64_t)p->BQ * p->QK + 2 * W + p->BQ) * 4;
+    if (p->compute == IR_COMPUTE_INT8 || p->qk_bf16dot) big += ((int64_t)p->BQ * p->QK + 2 * W + p->BQ) * 4;
     /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
     return big + big / 8 + 16 * 1024 + IR_STACK_SPILLS;
 }
 
 /* The plan of the entry `role` (G: the group's heads, 0 without a group entry). */
-static IrPlan plan_fn(const IrFunc *f, IrRole role, int G) {
+static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, bool ctx_bf16dot) {
     IrPlan p = {0};
     p.role = role;
     p.group = role == IR_ROLE_GROUP ? G : 0;
     p.compute = f->compute;
     p.kvdt = ir_kv_dtype(f);
+    p.qk_bf16dot = f->compute == IR_COMPUTE_BF16 && ctx_bf16dot && f->sched.vec_width == 16;
     plan_tiles(f, &p);
     bool have_runs = f->prune.enabled && f->prune.runs.mod >= 2;
     /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
@@ -206,8 +207,8 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     }
     int G = group_heads(f);
     f->nplans = 0;
-    f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G);
-    if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G);
+    f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G, ctx->bf16dot);
+    if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G, ctx->bf16dot);
     /* the backward, for any storage type (f16/bf16 blocks run it on f32 copies); MLA's is its
      * up-projected form's (training runs it through the latent tensors), never the absorbed
      * variant's; f32 compute with K/V stored as the block's dtype only */
