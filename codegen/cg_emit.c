@@ -423,6 +423,19 @@ LLVMValueRef cg_round_bf16(Cg *c, LLVMValueRef x) {
     return LLVMBuildSelect(b, nan, x, LLVMBuildBitCast(b, r, ft, ""), "bf16r");
 }
 
+/* Words of two bf16 values from f32 vectors already rounded to bf16 (of any lane count): x's
+ * in the low half (the even d), y's in the high half. */
+LLVMValueRef cg_bf16_pairs(Cg *c, LLVMValueRef x, LLVMValueRef y) {
+    LLVMBuilderRef b = c->b;
+    unsigned n = LLVMGetVectorSize(LLVMTypeOf(x));
+    LLVMTypeRef it = LLVMVectorType(c->i32, n);
+    LLVMValueRef k16[64], km[64];
+    for (unsigned i = 0; i < n; i++) k16[i] = cg_i32(c, 16), km[i] = cg_i32(c, (int32_t)0xffff0000u);
+    LLVMValueRef lo = LLVMBuildLShr(b, LLVMBuildBitCast(b, x, it, ""), LLVMConstVector(k16, n), "");
+    LLVMValueRef hi = LLVMBuildAnd(b, LLVMBuildBitCast(b, y, it, ""), LLVMConstVector(km, n), "");
+    return LLVMBuildOr(b, lo, hi, "bfw");
+}
+
 LLVMValueRef cg_load_elem(Cg *c, attn_dtype t, LLVMValueRef base, LLVMValueRef idx) {
     LLVMTypeRef et = cg_elem_type(c, t);
     LLVMValueRef v = cg_load(c, et, cg_gep(c, et, base, idx), t == ATTN_F32 ? 4 : t == ATTN_I8 ? 1 : 2);

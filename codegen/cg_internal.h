@@ -79,6 +79,9 @@ LLVMValueRef cg_lane_mask(Cg *c, int n);     /* constant <W x i1>: lanes < n */
 /* f32 values (scalar or vector) rounded to the nearest bf16 (ties to even), still as f32;
  * NaN stays NaN, and what rounds past the largest bf16 becomes inf. */
 LLVMValueRef cg_round_bf16(Cg *c, LLVMValueRef x);
+/* Words of two bf16 values from f32 vectors already rounded to bf16 (of any lane count): x's
+ * in the low half, y's in the high half (a vdpbf16ps operand's pair). */
+LLVMValueRef cg_bf16_pairs(Cg *c, LLVMValueRef x, LLVMValueRef y);
 
 /* exp/exp2 of a float or <W x float>, inlined (no libm). */
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);

@@ -19,6 +19,10 @@ static inline int tail_lanes(int dim, int W, int c) {
  * this far after them, and the rows' scales after that. */
 static inline int64_t cg_qi_off(const IrPlan *p) { return (int64_t)p->BQ * p->QK + p->W; }
 
+/* Floats of a row group's softmax weights P ([R][BK]); bf16 dot products keep them also as
+ * words of two keys' bf16 after them ([R][BK / 2]). */
+static inline int64_t cg_p_floats(const IrPlan *p) { return (int64_t)p->R * p->BK * (p->qk_bf16dot ? 3 : 2) / 2; }
+
 /* Where the K^T block's int8 extras live (ir_plan_kt_floats): the mean key, the keys' scales. */
 static inline int64_t cg_kt_mu_off(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
 static inline int64_t cg_kt_sk_off(const IrPlan *p) { return cg_kt_mu_off(p) + (int64_t)(p->QK + p->W) / p->W * p->W; }

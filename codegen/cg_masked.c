@@ -96,7 +96,7 @@ void cg_emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, 
     LLVMBasicBlockRef body = cg_block(c, "win"), done = cg_block(c, "win_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, t0, t1, ""), body, done);
     LLVMPositionBuilderAtEnd(b, body);
-    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "pw");
+    LLVMValueRef P = cg_alloca(c, c->f32, cg_p_floats(p), 64, "pw");
     LLVMValueRef mxs[MAXR], qrow[MAXR];
     for (int r = 0; r < p->R; r++) {
         mxs[r] = cg_alloca(c, c->vf, 1, va, "mx");

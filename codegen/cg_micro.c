@@ -44,13 +44,42 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
             mbits[r] = LLVMBuildLShr(b, bits, sh, "");
         }
     }
+    /* bf16 dot products: VS holds words of two keys' bf16 (v_rows) */
+    bool paired = p->qk_bf16dot && vsb;
+    if (paired && !pc->masked && !pc->clamp && lu == 2) {
+        /* a pair of keys a step: acc += (p[j], p[j + 1]) . (V[j][x], V[j + 1][x]) */
+        LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)p->W * 2);
+        LLVMValueRef half = LLVMBuildLShr(b, j0, cg_i64(c, 1), "");
+        LLVMValueRef vrow = cg_gep(c, c->f32, k->VS, mul(c, half, cg_i64(c, p->VDP)));
+        LLVMValueRef vw[16];
+        for (int i = 0; i < n; i++) vw[i] = LLVMBuildBitCast(b, cg_load(c, c->vf, cg_gep(c, c->f32, vrow, col[i]), va), bt, "");
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef at = add(c, cg_i64(c, (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2)), half);
+            LLVMValueRef pw = LLVMBuildBitCast(b, cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, at), 4)), bt, "");
+            for (int i = 0; i < n; i++)
+                acc[r][i] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0, (LLVMValueRef[]){acc[r][i], pw, vw[i]}, 3);
+        }
+        lu = 0; /* no key left for the loop below */
+    }
     for (int l = 0; l < lu; l++) {
         LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, l));
         if (pc->masked || pc->clamp) key = cg_smin(c, key, pc->vlast);
         LLVMValueRef vv[16];
-        if (vsb) {
+        if (paired) {
+            /* one key of a pair: its bf16 half of each word */
+            LLVMValueRef rel = LLVMBuildSub(b, key, k->kb, "");
+            LLVMValueRef vrow = cg_gep(c, c->f32, k->VS, mul(c, LLVMBuildLShr(b, rel, cg_i64(c, 1), ""), cg_i64(c, p->VDP)));
+            LLVMValueRef odd = cg_splat(c, LLVMBuildTrunc(b, LLVMBuildAnd(b, rel, cg_i64(c, 1), ""), c->i1, ""));
+            for (int i = 0; i < n; i++) {
+                LLVMValueRef w = cg_load(c, c->vi32, cg_gep(c, c->f32, vrow, col[i]), va);
+                LLVMValueRef hi = LLVMBuildAnd(b, w, cg_splat(c, cg_i32(c, (int32_t)0xffff0000u)), "");
+                LLVMValueRef lo = LLVMBuildShl(b, w, cg_splat(c, cg_i32(c, 16)), "");
+                vv[i] = LLVMBuildBitCast(b, LLVMBuildSelect(b, odd, hi, lo, ""), c->vf, "");
+            }
+        } else if (vsb) {
             LLVMValueRef vrow = LLVMBuildGEP2(b, c->f32, vsb, (LLVMValueRef[]){mul(c, key, vss)}, 1, "");
-            for (int i = 0; i < n; i++) vv[i] = cg_load_vec(c, ATTN_F32, vrow, col[i], i == n - 1 ? vlastn : p->W);
+            /* VS, or (chosen at run time) the f32 tensor: round as the pack does (idempotent) */
+            for (int i = 0; i < n; i++) vv[i] = cg_operand(k, cg_load_vec(c, ATTN_F32, vrow, col[i], i == n - 1 ? vlastn : p->W));
         } else {
             LLVMValueRef voff = cg_v_off(k, key);
             for (int i = 0; i < n; i++)
@@ -126,6 +155,14 @@ void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, 
     /* the weights P.V multiplies (bf16 for compute bf16/int8) are the ones the row sums add */
     LLVMValueRef pv = cg_operand(k, cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, "")));
     cg_store(c, pv, pp, va);
+    if (p->qk_bf16dot) { /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]) */
+        LLVMValueRef ev[32], od[32];
+        for (int l = 0; l < p->W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
+        LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(ev, (unsigned)p->W / 2), ""),
+                                    LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(od, (unsigned)p->W / 2), ""));
+        LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK), add(c, mul(c, r, cg_i64(c, p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2)))));
+        cg_store(c, w, pw, 4);
+    }
     cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
     cg_loop_end(c, &lt);
     LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, r), cg_i64(c, p->W)));
@@ -162,19 +199,6 @@ static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLV
     }
 }
 
-/* Words of two bf16 values from f32 vectors already rounded to bf16 (of any lane count): x's
- * in the low half (the even d), y's in the high half. */
-static LLVMValueRef bf16_pairs(Cg *c, LLVMValueRef x, LLVMValueRef y) {
-    LLVMBuilderRef b = c->b;
-    unsigned n = LLVMGetVectorSize(LLVMTypeOf(x));
-    LLVMTypeRef it = LLVMVectorType(c->i32, n);
-    LLVMValueRef k16[64], km[64];
-    for (unsigned i = 0; i < n; i++) k16[i] = cg_i32(c, 16), km[i] = cg_i32(c, (int32_t)0xffff0000u);
-    LLVMValueRef lo = LLVMBuildLShr(b, LLVMBuildBitCast(b, x, it, ""), LLVMConstVector(k16, n), "");
-    LLVMValueRef hi = LLVMBuildAnd(b, LLVMBuildBitCast(b, y, it, ""), LLVMConstVector(km, n), "");
-    return LLVMBuildOr(b, lo, hi, "bfw");
-}
-
 /* compute = bf16 on bf16 dot products: row i of the chunk's (rounded) Qs as words of two bf16
  * after it (cg_qi_off), for the packed-K scores. */
 void cg_pair_q(Kern *k, LLVMValueRef i) {
@@ -190,7 +214,7 @@ void cg_pair_q(Kern *k, LLVMValueRef i) {
         int n = tail_lanes(p->QK, p->W, ch);
         LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, src, cg_i64(c, (int64_t)ch * p->W)), 4);
         if (n < p->W) v = LLVMBuildSelect(b, cg_lane_mask(c, n), v, LLVMConstNull(c->vf), "");
-        LLVMValueRef w = bf16_pairs(c, LLVMBuildShuffleVector(b, v, v, me, ""), LLVMBuildShuffleVector(b, v, v, mo, ""));
+        LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, v, v, me, ""), LLVMBuildShuffleVector(b, v, v, mo, ""));
         cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W / 2)), 4);
     }
 }
@@ -201,7 +225,7 @@ void cg_pair_kt(Kern *k, LLVMValueRef *rows, int n, LLVMValueRef d0, LLVMValueRe
     Cg *c = k->c;
     const IrPlan *p = &k->p;
     for (int l = 0; l < n; l += 2) {
-        LLVMValueRef w = bf16_pairs(c, rows[l], rows[l + 1]);
+        LLVMValueRef w = cg_bf16_pairs(c, rows[l], rows[l + 1]);
         LLVMValueRef dp = LLVMBuildSDiv(c->b, add(c, d0, cg_i64(c, l)), cg_i64(c, 2), "");
         cg_store(c, w, cg_gep(c, c->f32, k->KT, add(c, mul(c, dp, cg_i64(c, p->BK)), col)), (unsigned)p->W * 4);
     }
@@ -568,7 +592,7 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
     /* online softmax: the scores wait in P (the key loop of P.V reads p as broadcast scalars),
      * exp in a runtime loop over the block's vectors (compact code) */
     LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
-    LLVMValueRef P = cg_alloca(c, c->f32, (int64_t)p->R * p->BK, 64, "p");
+    LLVMValueRef P = cg_alloca(c, c->f32, cg_p_floats(p), 64, "p");
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef mx = s[r][0];
         for (int t = 1; t < p->NT; t++) mx = cg_fmax(c, mx, s[r][t]);

@@ -50,6 +50,29 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
     cg_store(c, LLVMConstNull(c->vi32), zs, va);
     CgLoop lj;
+    if (copy && p->qk_bf16dot) {
+        /* P.V on bf16 dot products: VS[j / 2][x] = (V[j][x], V[j + 1][x]) as bf16 words */
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 2), "vpp");
+        LLVMValueRef key0 = cg_smin(c, add(c, k->kb, j), klast), key1 = cg_smin(c, add(c, add(c, k->kb, j), cg_i64(c, 1)), klast);
+        LLVMValueRef off0 = cg_v_off(k, key0), off1 = cg_v_off(k, key1);
+        LLVMValueRef dst = cg_gep(c, c->f32, k->VS, mul(c, LLVMBuildLShr(b, j, cg_i64(c, 1), ""), cg_i64(c, p->VDP)));
+        LLVMValueRef z = cg_load(c, c->vi32, zs, va);
+        for (int ch = 0; ch < p->VC; ch++) {
+            int n = tail_lanes(p->VD, p->W, ch);
+            LLVMValueRef v0 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off0, cg_i64(c, ch * p->W)), n);
+            LLVMValueRef v1 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off1, cg_i64(c, ch * p->W)), n);
+            v0 = cg_operand(k, cg_kv_scaled(k, true, key0, v0));
+            v1 = cg_operand(k, cg_kv_scaled(k, true, key1, v1));
+            cg_store(c, cg_bf16_pairs(c, v0, v1), cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
+            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v0, c->vi32, ""), expo, ""));
+            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v1, c->vi32, ""), expo, ""));
+        }
+        cg_store(c, z, zs, va);
+        cg_loop_end(c, &lj);
+        LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, cg_load(c, c->vi32, zs, va), expo, ""));
+        cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
+        return;
+    }
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 1), copy ? "vp" : "vc");
     LLVMValueRef vkey = cg_smin(c, add(c, k->kb, j), klast), voff = cg_v_off(k, vkey);
     LLVMValueRef dst = copy ? cg_gep(c, c->f32, k->VS, mul(c, j, cg_i64(c, p->VDP))) : NULL;
