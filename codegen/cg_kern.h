@@ -21,7 +21,7 @@ static inline int64_t cg_qi_off(const IrPlan *p) { return (int64_t)p->BQ * p->QK
 
 /* Floats of a row group's softmax weights P ([R][BK]); bf16 dot products keep them also as
  * words of two keys' bf16 after them ([R][BK / 2]). */
-static inline int64_t cg_p_floats(const IrPlan *p) { return (int64_t)p->R * p->BK * (p->qk_bf16dot ? 3 : 2) / 2; }
+static inline int64_t cg_p_floats(const IrPlan *p) { return (int64_t)p->R * p->BK * (p->pv_bf16dot ? 3 : 2) / 2; }
 
 /* Where the K^T block's int8 extras live (ir_plan_kt_floats): the mean key, the keys' scales. */
 static inline int64_t cg_kt_mu_off(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }

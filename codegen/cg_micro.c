@@ -45,7 +45,7 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
         }
     }
     /* bf16 dot products: VS holds words of two keys' bf16 (v_rows) */
-    bool paired = p->qk_bf16dot && vsb;
+    bool paired = p->pv_bf16dot && vsb;
     if (paired && !pc->masked && !pc->clamp && lu == 2) {
         /* a pair of keys a step: acc += (p[j], p[j + 1]) . (V[j][x], V[j + 1][x]) */
         LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)p->W * 2);
@@ -155,7 +155,7 @@ void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, 
     /* the weights P.V multiplies (bf16 for compute bf16/int8) are the ones the row sums add */
     LLVMValueRef pv = cg_operand(k, cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, "")));
     cg_store(c, pv, pp, va);
-    if (p->qk_bf16dot) { /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]) */
+    if (p->pv_bf16dot) { /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]) */
         LLVMValueRef ev[32], od[32];
         for (int l = 0; l < p->W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
         LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(ev, (unsigned)p->W / 2), ""),

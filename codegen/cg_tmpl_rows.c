@@ -50,7 +50,7 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     LLVMValueRef zs = cg_alloca(c, c->vi32, 1, va, "vz");
     cg_store(c, LLVMConstNull(c->vi32), zs, va);
     CgLoop lj;
-    if (copy && p->qk_bf16dot) {
+    if (copy && p->pv_bf16dot) {
         /* P.V on bf16 dot products: VS[j / 2][x] = (V[j][x], V[j + 1][x]) as bf16 words */
         LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 2), "vpp");
         LLVMValueRef key0 = cg_smin(c, add(c, k->kb, j), klast), key1 = cg_smin(c, add(c, add(c, k->kb, j), cg_i64(c, 1)), klast);

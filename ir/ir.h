@@ -209,9 +209,9 @@ typedef struct IrPlan {
     int cut_below;        /* tasks a thread below which the runtime cuts tall tiles */
     IrCompute compute;    /* how Q.K^T and P.V multiply */
     bool qk_bf16dot;      /* compute bf16 on bf16 pair dot products (vdpbf16ps): packed-K scores, K^T
-                           * packed as words of two bf16 (d even, d odd) per key, q likewise; and
-                           * P.V, V always packed to VS as words of two keys' bf16 per column, p
-                           * as words of two keys' weights */
+                           * packed as words of two bf16 (d even, d odd) per key, q likewise */
+    bool pv_bf16dot;      /* compute bf16/int8: P.V on vdpbf16ps, V always packed to VS as words
+                           * of two keys' bf16 per column, p as words of two keys' weights */
     attn_dtype kvdt;      /* storage of K and V */
 } IrPlan;
 

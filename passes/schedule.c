@@ -110,6 +110,7 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, bool ctx_bf16dot) {
     p.compute = f->compute;
     p.kvdt = ir_kv_dtype(f);
     p.qk_bf16dot = f->compute == IR_COMPUTE_BF16 && ctx_bf16dot && f->sched.vec_width == 16;
+    p.pv_bf16dot = f->compute != IR_COMPUTE_F32 && ctx_bf16dot && f->sched.vec_width == 16;
     plan_tiles(f, &p);
     bool have_runs = f->prune.enabled && f->prune.runs.mod >= 2;
     /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
@@ -131,7 +132,7 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, bool ctx_bf16dot) {
      * apart fall on 64 >> ctz(bytes / 64) sets: more than 8 a set when bytes is a multiple of
      * 64 * m, m the least power of two above 512 / BK. */
     p.vpack = have_runs ? IR_VPACK_ALWAYS : ir_kv_dtype(f) == ATTN_F32 ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
-    if (p.qk_bf16dot) p.vpack = IR_VPACK_ALWAYS; /* V rows paired once per block */
+    if (p.pv_bf16dot) p.vpack = IR_VPACK_ALWAYS; /* V rows paired once per block */
     int m = 1;
     while (m * p.BK <= 512) m *= 2;
     p.vpack_sets = 64 * m;
