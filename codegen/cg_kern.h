@@ -26,6 +26,8 @@ static inline int64_t cg_p_floats(const IrPlan *p) { return (int64_t)p->R * p->B
 /* Where the K^T block's int8 extras live (ir_plan_kt_floats): the mean key, the keys' scales. */
 static inline int64_t cg_kt_mu_off(const IrPlan *p) { return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK; }
 static inline int64_t cg_kt_sk_off(const IrPlan *p) { return cg_kt_mu_off(p) + (int64_t)(p->QK + p->W) / p->W * p->W; }
+/* VNNI: the keys' sums of their int8 values (i32), after the scales */
+static inline int64_t cg_kt_cs_off(const IrPlan *p) { return cg_kt_sk_off(p) + p->BK; }
 
 static inline LLVMValueRef field(Cg *c, LLVMValueRef a, size_t off, LLVMTypeRef ty) {
     return cg_load(c, ty, cg_gep(c, c->i8, a, cg_i64(c, (int64_t)off)), 8);

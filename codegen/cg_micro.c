@@ -231,70 +231,76 @@ void cg_pair_kt(Kern *k, LLVMValueRef *rows, int n, LLVMValueRef d0, LLVMValueRe
     }
 }
 
-/* compute = bf16 on bf16 dot products: cg_block_scores over the words of pairs of d (d in a
- * runtime loop of DU-wide unrolled steps, as there). */
+/* One dot-product step of block_scores_dp: bf16 pairs (vdpbf16ps, f32 lanes) or u8 x s8
+ * quads (vpdpbusd, i32 lanes). */
+static LLVMValueRef dp_step(Cg *c, bool vnni, LLVMValueRef acc, LLVMValueRef qw, LLVMValueRef kw) {
+    LLVMBuilderRef b = c->b;
+    if (vnni)
+        return cg_intr(c, "llvm.x86.avx512.vpdpbusd.512", NULL, 0,
+                       (LLVMValueRef[]){acc, LLVMBuildBitCast(b, qw, c->vi32, ""), LLVMBuildBitCast(b, kw, c->vi32, "")}, 3);
+    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)c->W * 2);
+    return cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0,
+                   (LLVMValueRef[]){acc, LLVMBuildBitCast(b, qw, bt, ""), LLVMBuildBitCast(b, kw, bt, "")}, 3);
+}
+
+/* cg_block_scores on dot-product instructions over words of d values (the K^T block and the
+ * chunk's q packed so, q's words after Qs at cg_qi_off): pairs of bf16 (f32 sums) or, with
+ * `vnni`, quads of int8 against q's u8 (q + 128; i32 sums, the offset not yet taken off);
+ * the words in a runtime loop of DU-wide unrolled steps, as there. */
 static void block_scores_dp(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef col, int nv,
-                            LLVMValueRef (*s)[CG_MAXT]) {
+                            LLVMValueRef (*s)[CG_MAXT], bool vnni) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     unsigned va = (unsigned)(p->W * 4);
-    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)p->W * 2);
+    LLVMTypeRef at = vnni ? c->vi32 : c->vf;
     LLVMValueRef slot[16][CG_MAXT], qp[16];
     enum { DU = 4 };
-    int np = (p->QK + 1) / 2;
+    int np = vnni ? (p->QK + 3) / 4 : (p->QK + 1) / 2;
     int dloop = np >= 2 * DU ? np / DU * DU : 0;
     int nc = nv == 1 ? 2 : nv;
     for (int r = 0; r < p->R; r++) {
         qp[r] = cg_gep(c, c->f32, qrow[r], cg_i64(c, cg_qi_off(p)));
-        for (int t = 0; t < nc; t++) s[r][t] = LLVMConstNull(c->vf);
+        for (int t = 0; t < nc; t++) s[r][t] = LLVMConstNull(at);
     }
-#define DP(acc, qw, kw)                                                                              \
-    cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0,                                          \
-            (LLVMValueRef[]){acc, LLVMBuildBitCast(b, qw, bt, ""), LLVMBuildBitCast(b, kw, bt, "")}, 3)
     CgLoop ld;
     LLVMValueRef d0 = NULL;
     if (dloop) {
         for (int r = 0; r < p->R; r++)
             for (int t = 0; t < nc; t++) {
-                slot[r][t] = cg_alloca(c, c->vf, 1, va, "s");
+                slot[r][t] = cg_alloca(c, at, 1, va, "s");
                 cg_store(c, s[r][t], slot[r][t], va);
             }
         d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dloop), cg_i64(c, DU), "dp");
         for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
+            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, at, slot[r][t], va);
     }
-    for (int d = dloop ? 0 : 0; d < (dloop ? DU : np); d++) {
-        LLVMValueRef dd = dloop ? add(c, d0, cg_i64(c, d)) : cg_i64(c, d);
-        LLVMValueRef kt[CG_MAXT];
-        LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, dd, cg_i64(c, p->BK)), col));
-        for (int t = 0; t < nv; t++) kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)t * p->W)), va);
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qp[r], dd), 4));
-            for (int t = 0; t < nv; t++) {
-                int ch = nv == 1 ? d % 2 : t;
-                s[r][ch] = DP(s[r][ch], qv, kt[t]);
-            }
+    for (int pass = 0; pass < 2; pass++) {
+        /* pass 0: the loop body (or every word without a loop); pass 1: the words after it */
+        int from = pass ? dloop : 0, to = pass ? np : dloop ? DU : np;
+        if (pass && !dloop) break;
+        if (pass) {
+            for (int r = 0; r < p->R; r++)
+                for (int t = 0; t < nc; t++) cg_store(c, s[r][t], slot[r][t], va);
+            cg_loop_end(c, &ld);
+            for (int r = 0; r < p->R; r++)
+                for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, at, slot[r][t], va);
         }
-    }
-    if (dloop) {
-        for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < nc; t++) cg_store(c, s[r][t], slot[r][t], va);
-        cg_loop_end(c, &ld);
-        for (int r = 0; r < p->R; r++)
-            for (int t = 0; t < nc; t++) s[r][t] = cg_load(c, c->vf, slot[r][t], va);
-        for (int d = dloop; d < np; d++) {
+        for (int d = from; d < to; d++) {
+            LLVMValueRef dd = dloop && !pass ? add(c, d0, cg_i64(c, d)) : cg_i64(c, d);
             LLVMValueRef kt[CG_MAXT];
-            LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, (int64_t)d * p->BK), col));
+            LLVMValueRef ktb = cg_gep(c, c->f32, k->KT, add(c, mul(c, dd, cg_i64(c, p->BK)), col));
             for (int t = 0; t < nv; t++) kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, ktb, cg_i64(c, (int64_t)t * p->W)), va);
             for (int r = 0; r < p->R; r++) {
-                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qp[r], cg_i64(c, d)), 4));
-                for (int t = 0; t < nv; t++) s[r][nv == 1 ? d % 2 : t] = DP(s[r][nv == 1 ? d % 2 : t], qv, kt[t]);
+                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qp[r], dd), 4));
+                for (int t = 0; t < nv; t++) {
+                    int ch = nv == 1 ? d % 2 : t;
+                    s[r][ch] = dp_step(c, vnni, s[r][ch], qv, kt[t]);
+                }
             }
         }
     }
-#undef DP
     if (nv == 1)
-        for (int r = 0; r < p->R; r++) s[r][0] = LLVMBuildFAdd(b, s[r][0], s[r][1], "");
+        for (int r = 0; r < p->R; r++) s[r][0] = vnni ? add(c, s[r][0], s[r][1]) : LLVMBuildFAdd(b, s[r][0], s[r][1], "");
 }
 
 /* Scores of rows qrow[0 .. R) against nv key vectors of the packed KT from column col:
@@ -310,7 +316,19 @@ void cg_block_scores(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMValueRef 
     enum { DU = 4 };
     int dloop = p->QK >= 2 * DU ? p->QK / DU * DU : 0;
     if (p->qk_bf16dot) {
-        block_scores_dp(k, p, qrow, col, nv, s);
+        block_scores_dp(k, p, qrow, col, nv, s, false);
+        return;
+    }
+    if (p->qk_vnni) {
+        /* sum (q + 128) k - 128 sum k: the exact integer dot products, as floats */
+        block_scores_dp(k, p, qrow, col, nv, s, true);
+        LLVMValueRef cs = cg_gep(c, c->f32, k->KT, add(c, cg_i64(c, cg_kt_cs_off(p)), col));
+        for (int t = 0; t < nv; t++) {
+            LLVMValueRef off = LLVMBuildShl(c->b, cg_load(c, c->vi32, cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W)), va),
+                                            cg_splat(c, cg_i32(c, 7)), "");
+            for (int r = 0; r < p->R; r++) s[r][t] = LLVMBuildSIToFP(c->b, LLVMBuildSub(c->b, s[r][t], off, ""), c->vf, "");
+        }
+        int8_scores(k, qrow, col, nv, s);
         return;
     }
     int nc = nv == 1 ? 2 : nv; /* chains per row: nv, or two for one vector */
@@ -395,8 +413,27 @@ void cg_quantize_q(Kern *k, LLVMValueRef i) {
     LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 127.0), m, ""), cg_f32(c, 0.0), "");
     cg_store(c, LLVMBuildFDiv(b, m, cg_f32(c, 127.0), ""), cg_gep(c, c->f32, k->Qs, add(c, i, cg_i64(c, 2 * cg_qi_off(p)))), 4);
     LLVMValueRef iv = cg_splat(c, inv);
-    for (int ch = 0; ch < nch; ch++)
-        cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, v[ch], iv, "")), cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W)), 4);
+    for (int ch = 0; ch < nch; ch++) {
+        LLVMValueRef qi = cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, v[ch], iv, ""));
+        if (!p->qk_vnni) {
+            cg_store(c, qi, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W)), 4);
+            continue;
+        }
+        /* VNNI: words of four u8 (q + 128) over d .. d+3; lanes past qk_dim are q = 0 */
+        LLVMValueRef x = LLVMBuildAnd(b, add(c, LLVMBuildFPToSI(b, qi, c->vi32, ""), cg_splat(c, cg_i32(c, 128))),
+                                      cg_splat(c, cg_i32(c, 0xff)), "");
+        int nw = p->W / 4;
+        LLVMValueRef w = NULL, idx[16];
+        for (int i = 0; i < 4; i++) {
+            for (int m = 0; m < nw; m++) idx[m] = cg_i32(c, 4 * m + i);
+            LLVMValueRef bi = LLVMBuildShuffleVector(b, x, x, LLVMConstVector(idx, (unsigned)nw), "");
+            LLVMValueRef sh[16];
+            for (int m = 0; m < nw; m++) sh[m] = cg_i32(c, 8 * i);
+            bi = LLVMBuildShl(b, bi, LLVMConstVector(sh, (unsigned)nw), "");
+            w = w ? LLVMBuildOr(b, w, bi, "") : bi;
+        }
+        cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * nw)), 4);
+    }
 }
 
 /* compute = int8: the packed K^T block's key vectors [0, ceil(kn / W)) smoothed and quantized:
@@ -447,6 +484,28 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef at = cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W));
         cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, cg_load(c, c->vf, at, va), inv[t], "")), at, va);
+    }
+    cg_loop_end(c, &ld);
+    if (!p->qk_vnni) return;
+    /* VNNI: in place, KT[dq][j] = the int8 values of d = 4 dq .. 4 dq + 3 (0 past qk_dim) as one
+     * word, and the keys' sums (row dq is written after rows 4 dq .. 4 dq + 3 are read) */
+    LLVMValueRef cs = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_cs_off(p)));
+    for (int t = 0; t < p->NT; t++) cg_store(c, LLVMConstNull(c->vi32), cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W)), va);
+    LLVMValueRef dq = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, (p->QK + 3) / 4), cg_i64(c, 1), "vq");
+    for (int t = 0; t < p->NT; t++) {
+        LLVMValueRef w = LLVMConstNull(c->vi32), sum = LLVMConstNull(c->vi32);
+        for (int i = 0; i < 4; i++) {
+            LLVMValueRef d4 = add(c, mul(c, dq, cg_i64(c, 4)), cg_i64(c, i));
+            LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, d4, cg_i64(c, p->QK), "");
+            LLVMValueRef src = cg_gep(c, c->f32, k->KT, add(c, mul(c, cg_smin(c, d4, cg_i64(c, p->QK - 1)), cg_i64(c, p->BK)), cg_i64(c, (int64_t)t * p->W)));
+            LLVMValueRef x = LLVMBuildFPToSI(b, cg_load(c, c->vf, src, va), c->vi32, "");
+            x = LLVMBuildSelect(b, cg_splat(c, valid), x, LLVMConstNull(c->vi32), "");
+            sum = add(c, sum, x);
+            w = LLVMBuildOr(b, w, LLVMBuildShl(b, LLVMBuildAnd(b, x, cg_splat(c, cg_i32(c, 0xff)), ""), cg_splat(c, cg_i32(c, 8 * i)), ""), "");
+        }
+        cg_store(c, w, cg_gep(c, c->f32, k->KT, add(c, mul(c, dq, cg_i64(c, p->BK)), cg_i64(c, (int64_t)t * p->W))), va);
+        LLVMValueRef csp = cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W));
+        cg_store(c, add(c, cg_load(c, c->vi32, csp, va), sum), csp, va);
     }
     cg_loop_end(c, &ld);
 }

@@ -155,6 +155,28 @@ static bool resolved_bf16dot(const Resolved *r) {
     return false;
 }
 
+/* Whether an x86 target has AVX512-VNNI's vpdpbusd: its feature string, else its CPU's name. */
+static bool resolved_vnni(const Resolved *r) {
+    if (strncmp(r->triple, "x86_64", 6) != 0 || resolved_width(r) != 16) return false;
+    int f = feature(r->features, "avx512vnni");
+    if (f) return f == 1;
+    static const char *const cpus[] = {"cascadelake", "cooperlake", "icelake", "tigerlake", "rocketlake",
+                                       "sapphirerapids", "emeraldrapids", "graniterapids", "diamondrapids",
+                                       "znver4", "znver5", NULL};
+    for (int i = 0; cpus[i]; i++)
+        if (r->cpu && strncmp(r->cpu, cpus[i], strlen(cpus[i])) == 0) return true;
+    return false;
+}
+
+bool cg_target_vnni(const CgTarget *t) {
+    pthread_once(&cg_once, cg_init_llvm);
+    Resolved r;
+    target_resolve(t, &r);
+    bool y = resolved_vnni(&r);
+    target_free(&r);
+    return y;
+}
+
 bool cg_target_bf16dot(const CgTarget *t) {
     pthread_once(&cg_once, cg_init_llvm);
     Resolved r;

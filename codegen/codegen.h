@@ -10,6 +10,8 @@ typedef enum CgEmit { CG_EMIT_OBJ, CG_EMIT_ASM, CG_EMIT_LLVM } CgEmit;
 typedef struct CgTarget CgTarget;
 /* Whether the target has AVX512-BF16's bf16 dot products (vdpbf16ps on 16 f32 lanes). */
 bool cg_target_bf16dot(const CgTarget *t);
+/* Whether the target has AVX512-VNNI's int8 dot products (vpdpbusd on 16 i32 lanes). */
+bool cg_target_vnni(const CgTarget *t);
 
 typedef struct CgTarget {
     const char *triple;   /* NULL: the host */

@@ -210,6 +210,8 @@ typedef struct IrPlan {
     IrCompute compute;    /* how Q.K^T and P.V multiply */
     bool qk_bf16dot;      /* compute bf16 on bf16 pair dot products (vdpbf16ps): packed-K scores, K^T
                            * packed as words of two bf16 (d even, d odd) per key, q likewise */
+    bool qk_vnni;         /* compute int8: packed-K scores on AVX512-VNNI's vpdpbusd, K^T as words of
+                           * four int8 (d .. d+3) per key, q as four u8 (q + 128) */
     bool pv_bf16dot;      /* compute bf16/int8: P.V on vdpbf16ps, V always packed to VS as words
                            * of two keys' bf16 per column, p as words of two keys' weights */
     attn_dtype kvdt;      /* storage of K and V */
@@ -217,8 +219,9 @@ typedef struct IrPlan {
 
 /* Floats of one packed K^T block of a plan (a ring slot). */
 static inline int64_t ir_plan_kt_floats(const IrPlan *p) {
-    /* int8: the block's mean key (QK floats, padded to a vector) and its keys' scales (BK) after it */
-    int64_t extra = p->compute == IR_COMPUTE_INT8 ? (int64_t)(p->QK + p->W) / p->W * p->W + p->BK : 0;
+    /* int8: the block's mean key (QK floats, padded to a vector), its keys' scales (BK) and (VNNI)
+     * sums (BK) after it */
+    int64_t extra = p->compute == IR_COMPUTE_INT8 ? (int64_t)(p->QK + p->W) / p->W * p->W + 2 * p->BK : 0;
     return (int64_t)(p->QK > 0 ? p->QK : 1) * p->BK + extra;
 }
 

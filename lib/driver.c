@@ -89,6 +89,7 @@ bool drv_optimize(IrFunc *f, const attn_options *opts, const CgTarget *t, const 
     PassCtx ctx = {
         .vec_width = w,
         .bf16dot = cg_target_bf16dot(t),
+        .vnni = cg_target_vnni(t),
         .opt_level = opts && opts->opt_level >= 0 ? opts->opt_level : 3,
         .no_prune = opts && opts->no_prune,
         .absorb = !opts ? IR_ABSORB_AUTO : opts->absorb == ATTN_ABSORB_ON ? IR_ABSORB_ON

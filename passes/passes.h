@@ -8,6 +8,7 @@
 typedef struct PassCtx {
     int vec_width;  /* f32 lanes of the target's widest vector */
     bool bf16dot;   /* the target has bf16 dot products (AVX512-BF16's vdpbf16ps) */
+    bool vnni;      /* the target has int8 dot products (AVX512-VNNI's vpdpbusd) */
     int opt_level;  /* 0..3 */
     bool no_prune;  /* -fno-prune */
     IrAbsorb absorb; /* --absorb on|off overrides the spec; AUTO keeps it */

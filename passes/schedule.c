@@ -103,14 +103,17 @@ static int64_t plan_stack(const IrPlan *p) {
 }
 
 /* The plan of the entry `role` (G: the group's heads, 0 without a group entry). */
-static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, bool ctx_bf16dot) {
+static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, const PassCtx *ctx) {
     IrPlan p = {0};
     p.role = role;
     p.group = role == IR_ROLE_GROUP ? G : 0;
     p.compute = f->compute;
     p.kvdt = ir_kv_dtype(f);
-    p.qk_bf16dot = f->compute == IR_COMPUTE_BF16 && ctx_bf16dot && f->sched.vec_width == 16;
-    p.pv_bf16dot = f->compute != IR_COMPUTE_F32 && ctx_bf16dot && f->sched.vec_width == 16;
+    /* the target's dot-product instructions (16 f32 lanes) */
+    bool w16 = f->sched.vec_width == 16;
+    p.qk_bf16dot = f->compute == IR_COMPUTE_BF16 && ctx->bf16dot && w16;
+    p.qk_vnni = f->compute == IR_COMPUTE_INT8 && ctx->vnni && w16;
+    p.pv_bf16dot = f->compute != IR_COMPUTE_F32 && ctx->bf16dot && w16;
     plan_tiles(f, &p);
     bool have_runs = f->prune.enabled && f->prune.runs.mod >= 2;
     /* scores read q from the tensor, with no scaled copy to make per chunk (a band's chunks
@@ -209,8 +212,8 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     }
     int G = group_heads(f);
     f->nplans = 0;
-    f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G, ctx->bf16dot);
-    if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G, ctx->bf16dot);
+    f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G, ctx);
+    if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G, ctx);
     /* the backward, for any storage type (f16/bf16 blocks run it on f32 copies); MLA's is its
      * up-projected form's (training runs it through the latent tensors), never the absorbed
      * variant's; f32 compute with K/V stored as the block's dtype only */
