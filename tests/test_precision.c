@@ -274,10 +274,11 @@ static void test_case(const Case *c) {
         }
         static const char *const modes[] = {"bf16", "int8"};
         static const double min_cos[] = {0.9999, 0.999}, max_l1[] = {1e-2, 3e-2};
-        /* also for CPUs without bf16 dot products (the converting path): AVX-512 (bf16, int8), AVX2 */
+        /* normal inputs also for CPUs without dot products (the converting and emulation paths):
+         * AVX-512 (bf16, int8), AVX2 (bf16) */
         static const char *const cpus[] = {NULL, "skylake-avx512", "haswell"};
         for (int m = 0; m < 2; m++)
-        for (int ci = 0; ci < (m == 0 ? 3 : 2); ci++) {
+        for (int ci = 0; ci < (outl ? 1 : m == 0 ? 3 : 2); ci++) {
             double cs, l1;
             if (!run_case(c, &d, modes[m], cpus[ci], &cs, &l1)) continue;
             printf("%-22s %-8s %-4s storage %-4s  cos %.7f  rel_l1 %.2e  (f32: %.2e)%s%s\n", c->name,
