@@ -23,8 +23,9 @@ static void body_few(Kern *k, bool unused) {
         k->wmax = sub;
         LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
         LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
-        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), nrows, cg_i64(c, 1), "dr");
-        cg_emit_group_loop(k, r, 1, false, true, v0, v1); /* full blocks only (cg_emit_run) */
+        int dr = p->decode_rows > 1 ? p->decode_rows : 1; /* rows a pass (padding repeats the last) */
+        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), dr > 1 ? k->npad : nrows, cg_i64(c, dr), "dr");
+        cg_emit_group_loop(k, r, dr, false, true, v0, v1); /* full blocks only (cg_emit_run) */
         cg_loop_end(c, &lr);
         cg_loop_end(c, &ls);
     } else {

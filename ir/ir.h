@@ -212,6 +212,8 @@ typedef struct IrPlan {
                            * packed as words of two bf16 (d even, d odd) per key, q likewise */
     bool qk_vnni;         /* compute int8: packed-K scores on AVX512-VNNI's vpdpbusd, K^T as words of
                            * four int8 (d .. d+3) per key, q as four u8 (q + 128) */
+    int decode_rows;      /* role GROUP: rows a pass of the few-rows path takes together (1: row by
+                           * row; more share each key's loads and conversions of 16-bit/int8 K/V) */
     bool pv_bf16dot;      /* compute bf16/int8: P.V on vdpbf16ps, V always packed to VS as words
                            * of two keys' bf16 per column, p as words of two keys' weights */
     attn_dtype kvdt;      /* storage of K and V */

@@ -156,6 +156,7 @@ static void print_plan(StrBuf *sb, const IrPlan *p) {
     if (p->kind == IR_T_STAIR) sb_printf(sb, " stair=%lld..%lld", (long long)p->tri_lo, (long long)p->tri_hi);
     sb_printf(sb, " stack=%lld block_q=%d min_block_q=%d cut_below=%d", (long long)p->stack, p->block_q,
               p->min_block_q, p->cut_below);
+    if (p->decode_rows > 1) sb_printf(sb, " decode_rows=%d", p->decode_rows);
     sb_printf(sb, " compute=%s%s%s kv=%s\n", ir_compute_name(p->compute),
               p->qk_bf16dot ? "/dpbf16" : p->pv_bf16dot ? "/pv-dpbf16" : "", p->qk_vnni ? "/vnni" : "",
               ir_dtype_name(p->kvdt));

@@ -65,7 +65,10 @@ static void plan_tiles(const IrFunc *f, IrPlan *p) {
     /* decode sub-blocks: K and V rows in half of L1 (~16 KiB), a multiple of W within the
      * block (d=128: 16 keys, d=64: 32); prefetches run three ahead (measured against 1, 2, 4
      * and 6: a few % better than two) */
-    int sub = 4096 / (f->qk_dim + f->v_dim) / p->W;
+    /* (in f32 bytes; 16-bit and int8 K/V take as many bytes a sub-block, 2x and 4x the keys, so
+     * the prefetches run as many bytes ahead) */
+    int kv_bytes = p->kvdt == ATTN_I8 ? 1 : p->kvdt == ATTN_F32 ? 4 : 2;
+    int sub = 4096 * (4 / kv_bytes) / (f->qk_dim + f->v_dim) / p->W;
     sub = sub < 1 ? 1 : sub > p->NT ? p->NT : sub;
     p->decode_keys = sub * p->W;
     /* P.V column groups: half the register file (32 zmm / 16 ymm or xmm) */
@@ -135,7 +138,10 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, const PassCtx *ctx) {
      * apart fall on 64 >> ctz(bytes / 64) sets: more than 8 a set when bytes is a multiple of
      * 64 * m, m the least power of two above 512 / BK. */
     p.vpack = have_runs ? IR_VPACK_ALWAYS : ir_kv_dtype(f) == ATTN_F32 ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
-    if (p.pv_bf16dot) p.vpack = IR_VPACK_ALWAYS; /* V rows paired once per block */
+    if (p.pv_bf16dot) p.vpack = IR_VPACK_ALWAYS;
+    /* the group entry's decode: f32 K/V row by row (each row's pass over a sub-block hits L1);
+     * narrower K/V (or operands to round) in passes of R rows, which convert each key once */
+    p.decode_rows = role == IR_ROLE_GROUP && (ir_kv_dtype(f) != ATTN_F32 || f->compute != IR_COMPUTE_F32) ? p.R : 1; /* V rows paired once per block */
     int m = 1;
     while (m * p.BK <= 512) m *= 2;
     p.vpack_sets = 64 * m;
