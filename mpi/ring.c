@@ -272,6 +272,9 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
     if (!s && d->dtype != ATTN_F32)
         s = rt_error(err, ATTN_ERR_DTYPE, "ring: '%s' stores %s tensors; ring attention takes f32 kernels",
                      d->name ? d->name : "?", d->dtype == ATTN_F16 ? "f16" : "bf16");
+    if (!s && d->kv_dtype != ATTN_F32)
+        s = rt_error(err, ATTN_ERR_DTYPE, "ring: '%s' stores K/V narrower than f32 (kv_dtype); ring attention takes f32 kernels",
+                     d->name ? d->name : "?");
     for (int i = 0; !s && i < d->ninputs; i++)
         for (int k = 0; !s && k < d->inputs[i].rank; k++)
             if (d->inputs[i].dim_kind[k] == ATTN_DIM_Q_LEN)
