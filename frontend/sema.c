@@ -1105,6 +1105,43 @@ static int word_value(Sema *S, FeStmt *st, const char *const *words, int n, cons
     return -1;
 }
 
+/* `kv_cache = paged(P);` (P a power of two, 8..256) or `kv_cache = contiguous;`: the page size
+ * into f->page_size (0: contiguous). A paged block takes no input sized by the sequence (each
+ * sequence of a ragged batch has its own lengths) and no MLA (not yet). */
+static void check_kv_cache(Sema *S, FeStmt *s, IrFunc *f, bool mla) {
+    FeCtx *c = S->c;
+    FeNode *e = s->expr;
+    if (e->kind == FE_N_NAME && strcmp(e->name, "contiguous") == 0) return;
+    if (e->kind != FE_N_CALL || strcmp(e->name, "paged") != 0 || e->nargs != 1 || e->args->kind != FE_N_INT) {
+        fe_error(c, e->start, "kv_cache must be 'paged(P)' with P a power of two from 8 to 256, or 'contiguous'");
+        return;
+    }
+    int64_t p = e->args->ival;
+    if (p < 8 || p > 256 || (p & (p - 1)) != 0) {
+        fe_error(c, e->args->start, "page size %lld: it must be a power of two from 8 to 256", (long long)p);
+        return;
+    }
+    if (mla) {
+        fe_error(c, s->name_loc, "paged KV caches of MLA blocks are not supported yet");
+        return;
+    }
+    if (f->dtype != ATTN_F32) {
+        fe_error(c, s->name_loc, "paged KV caches store f32 tensors only (dtype is %s)", ir_dtype_name(f->dtype));
+        return;
+    }
+    for (int i = 0; i < f->ninputs; i++)
+        for (int d = 0; d < f->inputs[i].rank; d++) {
+            attn_dim_kind k = f->inputs[i].dim_kind[d];
+            if (k == ATTN_DIM_Q_LEN || k == ATTN_DIM_KV_LEN) {
+                fe_error(c, s->name_loc, "input '%s' is sized by a sequence length, which a paged block does not "
+                         "have (each sequence of the batch has its own); index by 'batch', heads or constants",
+                         f->inputs[i].name);
+                return;
+            }
+        }
+    f->page_size = (int)p;
+}
+
 static void check_block(Sema *S, FeStmt *blk) {
     FeCtx *c = S->c;
     IrFunc *f = fe_check(c, ir_func_new(c->mod, blk->name));
@@ -1112,14 +1149,18 @@ static void check_block(Sema *S, FeStmt *blk) {
     Scope *scope = fe_alloc(c, sizeof *scope);
     scope->parent = &S->global;
     FeStmt *st[ST_COUNT] = {NULL};
-    FeStmt *mla = NULL;
+    FeStmt *mla = NULL, *kv_cache = NULL;
 
     /* declarations first: statements may use names declared after them */
     for (FeStmt *s = blk->body; s; s = s->next) {
         switch (s->kind) {
         case FE_S_ASSIGN: {
             int k = stmt_index(s->name);
-            if (k < 0)
+            if (k < 0 && strcmp(s->name, "kv_cache") == 0) {
+                if (kv_cache)
+                    fe_error(c, s->name_loc, "duplicate 'kv_cache' statement (first at line %d)", kv_cache->loc.line);
+                kv_cache = s;
+            } else if (k < 0)
                 unknown_stmt(S, s, false);
             else if (st[k])
                 fe_error(c, s->name_loc, "duplicate '%s' statement (first at line %d)", s->name,
@@ -1223,6 +1264,7 @@ static void check_block(Sema *S, FeStmt *blk) {
     if (mla && f->dtype != ATTN_F32)
         fe_error(c, st[ST_DTYPE]->expr ? st[ST_DTYPE]->expr->start : st[ST_DTYPE]->loc,
                  "MLA blocks store f32 tensors only");
+    if (kv_cache) check_kv_cache(S, kv_cache, f, mla != NULL);
     if (mla_ok) {
         head_dim = f->mla.nope_dim + f->mla.rope_dim;
         v_dim = f->mla.v_dim;

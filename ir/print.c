@@ -157,6 +157,7 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "attention @%s {\n", f->name);
     sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s\n", f->heads, f->kv_heads,
               f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
+    if (f->page_size) sb_printf(sb, "  kv_cache paged(%d)\n", f->page_size);
     if (f->mla.present)
         sb_printf(sb, "  mla kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, absorb %s\n",
                   f->mla.kv_rank, f->mla.rope_dim, f->mla.nope_dim, f->mla.v_dim,
