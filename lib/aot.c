@@ -148,10 +148,11 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
         sb_printf(sb, "    %s_grad_bounds, %s_grad_step, %d, (float)%.17g, attnc_%s_head_kv, %d, {", tile, tile, gp->W,
                   f->scale, n, f->grad.nreads);
         for (int r = 0; r < f->grad.nreads; r++) sb_printf(sb, "%s%d", r ? ", " : "", f->grad.reads[r].load->input);
-        sb_puts(sb, f->grad.nreads ? "},\n};\n\n" : "0},\n};\n\n");
+        sb_puts(sb, f->grad.nreads ? "}," : "0},");
     } else {
-        sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},\n};\n\n");
+        sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},");
     }
+    sb_printf(sb, " %d,\n};\n\n", f->page_size);
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */

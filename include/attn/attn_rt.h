@@ -172,6 +172,8 @@ typedef struct attn_rt_desc {
     const int *grad_head_kv;             /* [heads]: the K/V head each query head reads */
     int grad_nreads;                     /* f32 input reads of the score */
     int grad_read_input[ATTN_RT_MAX_GRAD_READS]; /* the input each read reads */
+    int page_size;                       /* `kv_cache = paged(P);`: P, run with attn_rt_launch_paged;
+                                          * 0: contiguous K/V (attn_rt_launch) */
 } attn_rt_desc;
 
 /* A reusable thread pool. */
@@ -256,6 +258,55 @@ attn_status attn_rt_launch_mla(const attn_rt_mla_desc *desc, const attn_mla_call
 
 /* Whether `absorb = auto` picks the absorbed variant for these sizes. */
 int attn_rt_mla_prefers_absorbed(const attn_rt_mla_desc *desc, int64_t q_len, int64_t kv_len);
+
+/* A call of a paged kernel (`kv_cache = paged(P);`): a ragged batch of sequences whose keys and
+ * values live in pages of P rows. Sequence b owns query rows q_starts[b] .. q_starts[b+1]-1
+ * (n_b of them) and keys 0 .. kv_lens[b]-1, key j in row j % P of page page_table[b, j / P];
+ * its queries sit at positions kv_lens[b] - n_b + i, and in the mask and score `b` is the
+ * sequence, `q_len` and `kv_len` its n_b and kv_lens[b]. f32 tensors (any strides with a unit
+ * last one); the index tensors are int32 and contiguous. Before anything is written the call
+ * checks q_starts (0 first, never decreasing, total_q last: ATTN_ERR_SHAPE), each length
+ * (n_b <= kv_lens[b] <= max_pages * P: ATTN_ERR_SHAPE) and every page a sequence reads (in
+ * [0, num_pages): ATTN_ERR_INDEX); table entries past a sequence's last page are never read.
+ * A zero-initialised call means every default; lse is optional (NULL data). */
+typedef struct attn_paged_call {
+    attn_tensor q;             /* [total_q, heads, qk_dim] */
+    attn_tensor k_pages;       /* [num_pages, P, kv_heads, qk_dim] */
+    attn_tensor v_pages;       /* [num_pages, P, kv_heads, v_dim] */
+    attn_tensor page_table;    /* i32 [batch, max_pages] */
+    attn_tensor kv_lens;       /* i32 [batch] */
+    attn_tensor q_starts;      /* i32 [batch + 1] */
+    attn_tensor o;             /* out: [total_q, heads, v_dim] */
+    attn_tensor lse;           /* out, optional (data NULL): [total_q, heads] */
+    const attn_input *inputs;  /* the spec's runtime inputs (sized by batch = sequences) */
+    int ninputs;               /* entries in inputs */
+    int threads;               /* as in attn_call */
+} attn_paged_call;
+
+/* Runs a paged kernel over a ragged batch: descs[0 .. n) are the block's key domains (one
+ * descriptor for most blocks), all with the same page_size > 0. Long sequences with few query
+ * rows (decode) have their keys split over threads and merged through log-sum-exps. */
+attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const attn_paged_call *call,
+                                 attn_rt_pool *pool, attn_error *err);
+
+/* A serving engine's cache append: writes each sequence's new K/V rows into its pages.
+ * Sequence b's new rows are k_new/v_new rows new_starts[b] .. new_starts[b+1]-1 (n_b of them)
+ * and go to its positions kv_lens[b] - n_b + i, so kv_lens already counts them (the lengths
+ * the next paged call takes). Checked like a paged call (ATTN_ERR_SHAPE, ATTN_ERR_INDEX) before
+ * anything is written; two rows written to one page slot are ATTN_ERR_INDEX. Page size and
+ * head sizes come from the page tensors. */
+typedef struct attn_paged_append {
+    attn_dtype dtype;          /* element type of k_new, v_new and the pages: ATTN_F32 (0), F16, BF16 */
+    attn_tensor k_new;         /* [total_new, kv_heads, qk_dim] */
+    attn_tensor v_new;         /* [total_new, kv_heads, v_dim] */
+    attn_tensor new_starts;    /* i32 [batch + 1] */
+    attn_tensor k_pages;       /* in/out: [num_pages, P, kv_heads, qk_dim] */
+    attn_tensor v_pages;       /* in/out: [num_pages, P, kv_heads, v_dim] */
+    attn_tensor page_table;    /* i32 [batch, max_pages] */
+    attn_tensor kv_lens;       /* i32 [batch], the new rows included */
+} attn_paged_append;
+
+attn_status attn_rt_paged_append(const attn_paged_append *call, attn_error *err);
 
 const char *attn_status_name(attn_status s);
 
