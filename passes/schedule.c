@@ -123,7 +123,7 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G) {
      * time for f32 (the one dtype P.V reads alike from both), never otherwise. Rows `bytes`
      * apart fall on 64 >> ctz(bytes / 64) sets: more than 8 a set when bytes is a multiple of
      * 64 * m, m the least power of two above 512 / BK. */
-    p.vpack = have_runs ? IR_VPACK_ALWAYS : f->dtype == ATTN_F32 ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
+    p.vpack = have_runs ? IR_VPACK_ALWAYS : f->dtype == ATTN_F32 && !f->page_size ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
     int m = 1;
     while (m * p.BK <= 512) m *= 2;
     p.vpack_sets = 64 * m;

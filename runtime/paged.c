@@ -1,11 +1,9 @@
 /* paged.c — paged KV caches and ragged batches: the checks of a paged call, its tasks per
  * (sequence, query head or K/V group, query tile, key chunk), and the cache append.
  *
- * The kernel is the block's own tile (or group) function: the keys of one page are P rows
- * with a constant stride, so a page is visited with the K/V bases rebased onto it (key j of the
- * page at the page's row j - j0) and k_begin/k_end its keys; the pages of a task are chained
- * through `resume` (the kernel continues from the (o, lse) it wrote over the earlier pages).
- * Pages that follow each other in memory are visited as one run. A task visits only the keys
+ * The kernel is the block's tile (or group) function, generated for pages: it reads key j
+ * through the sequence's page-table row (attn_rt_args.pages), so a task is one call over its
+ * keys [k_begin, k_end) however its pages lie, with no copy. A task visits only the keys
  * its rows may see (the block's bounds function, when it has one), so a sliding window reads
  * its last pages only. Long sequences with few query rows (decode) are split into key chunks
  * whose partial (o, lse) are merged through log-sum-exps, so a mix of long and short sequences
@@ -22,6 +20,7 @@
 #define PG_MAX_DIM ((int64_t)1 << 40)
 #define PG_SPLIT_MIN_KEYS 256 /* fewer keys per chunk do not pay for the merge */
 #define PG_SPLIT_MAX 64
+#define PG_CHUNK_KEYS 128 /* keys a grouped task visits for every K/V head before the next ones */
 #define PG_SCRATCH_MAX ((int64_t)1 << 26) /* floats of partial outputs (256 MiB) */
 
 static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
@@ -107,7 +106,7 @@ static attn_status pg_check_batch(const char *sname, const attn_tensor *starts, 
 // the call
 
 typedef struct PgTask {
-    int64_t b, u, q0, q1; /* sequence, unit (query head, or K/V head: grouped), rows [q0, q1) */
+    int64_t b, u0, u1, q0, q1; /* sequence, units [u0, u1) (query heads, or K/V heads: grouped), rows [q0, q1) */
     int64_t k0, k1;       /* keys [k0, k1); k0 >= k1: none visible */
     int64_t part;         /* -1: writes o; else its partial output at part_o + part * gh * rows * DV */
     int64_t lse_off;      /* its lse rows in lse_buf (gh x rows) */
@@ -116,7 +115,7 @@ typedef struct PgTask {
 } PgTask;
 
 typedef struct PgGroup {  /* a split task's chunks, merged after */
-    int64_t b, u, q0, q1, first_task, nparts;
+    int64_t b, u0, u1, q0, q1, first_task, nparts;
 } PgGroup;
 
 typedef struct PgRun {
@@ -128,7 +127,6 @@ typedef struct PgRun {
     const int32_t *starts, *table, *lens;
     int64_t MP, P, H, KH, DQ, DV, G; /* G: heads a grouped unit computes (1: none) */
     int unit_heads[4096];  /* grouped: the G query heads of K/V head u at [u G, u G + G) */
-    bool merge_runs;      /* consecutive pages are consecutive rows */
     PgTask *tasks;
     int64_t ntasks;
     PgGroup *groups;
@@ -180,7 +178,7 @@ static void pg_task_run(void *ctx, int64_t t) {
     int64_t b = tk->b, rows = tk->q1 - tk->q0;
     bool grouped = pg_grouped(r, b);
     /* buffers hold grouped tasks' rows by absolute head ([H][rows]), the others' as [1][rows] */
-    int64_t gh = grouped ? r->G : 1, h0 = grouped ? 0 : tk->u;
+    int64_t gh = grouped ? r->G : 1, h0 = grouped ? 0 : tk->u0;
     attn_rt_args a;
     pg_seq_args(r, b, &a);
     float *lse = r->lse_buf + tk->lse_off;
@@ -199,33 +197,39 @@ static void pg_task_run(void *ctx, int64_t t) {
         a.o_stride[1] = r->vo.stride[1];
         a.o_stride[2] = r->vo.stride[0];
     }
-    const int32_t *tb = r->table + b * r->MP;
-    int64_t P = r->P;
+    /* the kernel reads keys [k0, k1) through the sequence's page-table row */
+    a.pages = r->table + b * r->MP;
+    a.k = r->c->k_pages.data;
+    a.v = r->c->v_pages.data;
+    a.k_page_stride = r->vk.stride[0];
+    a.v_page_stride = r->vv.stride[0];
+    /* the K/V heads of a sequence's page lie side by side: a task over several (grouped decode)
+     * visits its keys a chunk at a time, every head's part of it, so the pages stream through
+     * in order; each head's calls chained through resume */
+    int64_t chunk = tk->u1 - tk->u0 > 1 ? (PG_CHUNK_KEYS + r->P - 1) / r->P * r->P : tk->k1 - tk->k0;
     bool first = true;
-    for (int64_t j = tk->k0; j < tk->k1;) {
-        int64_t p = j / P, pg = tb[p], end = (p + 1) * P;
-        while (r->merge_runs && end < tk->k1 && tb[end / P] == pg + (end / P - p)) end += P;
-        if (end > tk->k1) end = tk->k1;
-        /* key j' of the run is row j' - p P of page pg */
-        a.k = pg_off(r->c->k_pages.data, pg * r->vk.stride[0] - p * P * r->vk.stride[1]);
-        a.v = pg_off(r->c->v_pages.data, pg * r->vv.stride[0] - p * P * r->vv.stride[1]);
-        a.k_begin = j;
-        a.k_end = end;
-        for (int d = 0; d < r->n; d++) {
-            attn_rt_tile_fn fn = grouped ? r->descs[d]->group : r->descs[d]->tile;
-            a.resume = !first;
-            if (fn(&a, b, tk->u, tk->q0, tk->q1) != 0) {
-                atomic_store_explicit(&r->failed, 1, memory_order_relaxed);
-                return;
+    for (int64_t c0 = tk->k0; c0 < tk->k1;) {
+        int64_t c1 = (c0 / chunk + 1) * chunk;
+        if (c1 > tk->k1) c1 = tk->k1;
+        a.k_begin = c0;
+        a.k_end = c1;
+        for (int64_t u = tk->u0; u < tk->u1; u++)
+            for (int d = 0; d < r->n; d++) {
+                attn_rt_tile_fn fn = grouped ? r->descs[d]->group : r->descs[d]->tile;
+                a.resume = c0 > tk->k0 || d > 0; /* later chunks and key domains continue from (o, lse) */
+                if (fn(&a, b, u, tk->q0, tk->q1) != 0) {
+                    atomic_store_explicit(&r->failed, 1, memory_order_relaxed);
+                    return;
+                }
             }
-            first = false;
-        }
-        j = end;
+        first = false;
+        c0 = c1;
     }
     if (first) { /* no key visible: o = 0, lse = -inf */
+        for (int64_t u = tk->u0; u < tk->u1; u++)
         for (int64_t g = 0; g < gh; g++)
             for (int64_t i = 0; i < rows; i++) {
-                int64_t h = pg_head(r, grouped, tk->u, g);
+                int64_t h = pg_head(r, grouped, u, g);
                 float *o = po ? po + ((h - h0) * rows + i) * r->DV
                               : (float *)a.o + h * a.o_stride[1] + (tk->q0 + i) * a.o_stride[2];
                 memset(o, 0, sizeof(float) * (size_t)r->DV);
@@ -234,9 +238,10 @@ static void pg_task_run(void *ctx, int64_t t) {
     }
     if (!po && r->c->lse.data) {
         float *out = r->c->lse.data;
+        for (int64_t u = tk->u0; u < tk->u1; u++)
         for (int64_t g = 0; g < gh; g++)
             for (int64_t i = 0; i < rows; i++) {
-                int64_t h = pg_head(r, grouped, tk->u, g);
+                int64_t h = pg_head(r, grouped, u, g);
                 out[(r->starts[b] + tk->q0 + i) * r->vl.stride[0] + h * r->vl.stride[1]] = lse[(h - h0) * rows + i];
             }
     }
@@ -248,10 +253,11 @@ static void pg_merge_run(void *ctx, int64_t gi) {
     const PgGroup *g = &r->groups[gi];
     int64_t b = g->b, rows = g->q1 - g->q0;
     bool grouped = pg_grouped(r, b);
-    int64_t gh = grouped ? r->G : 1, h0 = grouped ? 0 : g->u, DV = r->DV;
+    int64_t gh = grouped ? r->G : 1, h0 = grouped ? 0 : g->u0, DV = r->DV;
+    for (int64_t u = g->u0; u < g->u1; u++)
     for (int64_t y = 0; y < gh; y++)
         for (int64_t i = 0; i < rows; i++) {
-            int64_t row = r->starts[b] + g->q0 + i, h = pg_head(r, grouped, g->u, y), x = h - h0;
+            int64_t row = r->starts[b] + g->q0 + i, h = pg_head(r, grouped, u, y), x = h - h0;
             float m = -INFINITY;
             bool nan = false;
             for (int64_t s = 0; s < g->nparts; s++) {
@@ -286,14 +292,15 @@ static int pg_cost_cmp(const void *x, const void *y) {
 }
 
 /* The keys rows [q0, q1) of unit u of sequence b may see, [*lo, *hi) (within [0, L)). */
-static void pg_bounds(const PgRun *r, const attn_rt_args *a, int64_t b, bool grouped, int64_t u, int64_t gh,
-                      int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
+static void pg_bounds(const PgRun *r, const attn_rt_args *a, int64_t b, bool grouped, int64_t u0, int64_t u1,
+                      int64_t gh, int64_t q0, int64_t q1, int64_t *lo, int64_t *hi) {
     int64_t L = a->kv_len;
     *lo = 0;
     *hi = L;
     for (int d = 0; d < r->n; d++)
         if (!r->descs[d]->grad_bounds) return;
     int64_t l = L, h = 0;
+    for (int64_t u = u0; u < u1; u++)
     for (int64_t x = 0; x < gh; x++)
         for (int64_t i = q0; i < q1; i++)
             for (int d = 0; d < r->n; d++) {
@@ -394,7 +401,6 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
     r.table = c->page_table.data;
     r.lens = c->kv_lens.data;
     r.MP = c->page_table.shape[1];
-    r.merge_runs = r.vk.stride[0] == r.P * r.vk.stride[1] && r.vv.stride[0] == r.P * r.vv.stride[1];
     r.G = 1;
     /* grouped decode needs to know which query heads a group computes: the head map */
     if (d0->group && d0->group_size > 1 && d0->heads == (int64_t)d0->group_size * d0->kv_heads && d0->grad_head_kv &&
@@ -438,13 +444,15 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
         int64_t bq = grouped ? (d0->block_q / r.G > 1 ? d0->block_q / r.G : 1) : d0->block_q;
         attn_rt_args a;
         pg_seq_args(&r, b, &a);
-        for (int64_t u = 0; u < units; u++)
+        /* grouped (few rows): one task covers every K/V head, whose rows share the pages */
+        for (int64_t u = 0; u < (grouped ? 1 : units); u++)
             for (int64_t q0 = 0; q0 < nb; q0 += bq) {
                 PgTask *tk = &tasks[nt];
-                tk->b = b, tk->u = u, tk->q0 = q0, tk->q1 = q0 + bq < nb ? q0 + bq : nb;
-                pg_bounds(&r, &a, b, grouped, u, gh, tk->q0, tk->q1, &tk->k0, &tk->k1);
+                tk->b = b, tk->u0 = u, tk->u1 = grouped ? units : u + 1;
+                tk->q0 = q0, tk->q1 = q0 + bq < nb ? q0 + bq : nb;
+                pg_bounds(&r, &a, b, grouped, tk->u0, tk->u1, gh, tk->q0, tk->q1, &tk->k0, &tk->k1);
                 tk->part = -1;
-                tk->cost = (double)(tk->q1 - tk->q0) * (double)gh * (double)(tk->k1 - tk->k0 + 16);
+                tk->cost = (double)(tk->q1 - tk->q0) * (double)(gh * (tk->u1 - tk->u0)) * (double)(tk->k1 - tk->k0 + 16);
                 tk->order = nt;
                 work += tk->cost;
                 lse_total += pg_span(&r, b, tk->q1 - tk->q0);
@@ -503,7 +511,7 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
             int64_t gh = pg_grouped(&r, orig.b) ? r.G : 1, rows = orig.q1 - orig.q0;
             tasks[end] = orig; /* the chunks, contiguous from `end` */
             PgGroup *g = &groups[gi++];
-            *g = (PgGroup){orig.b, orig.u, orig.q0, orig.q1, end, m};
+            *g = (PgGroup){orig.b, orig.u0, orig.u1, orig.q0, orig.q1, end, m};
             for (int64_t s2 = 0; s2 < m; s2++) {
                 PgTask *tk = &tasks[end + s2];
                 *tk = orig;
@@ -514,7 +522,7 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
                 if (tk->k1 > orig.k1) tk->k1 = orig.k1;
                 if (tk->k0 > tk->k1) tk->k0 = tk->k1;
                 tk->part = part++;
-                tk->cost = (double)rows * (double)gh * (double)(tk->k1 - tk->k0 + 16);
+                tk->cost = (double)rows * (double)(gh * (orig.u1 - orig.u0)) * (double)(tk->k1 - tk->k0 + 16);
                 tk->order = orig.order;
                 if (s2 > 0) lse_total += pg_span(&r, orig.b, rows);
             }

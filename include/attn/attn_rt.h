@@ -128,6 +128,11 @@ typedef struct attn_rt_args {
      * other keys (a disjoint key domain, a cached prefix): o and lse are read per row, then
      * overwritten with the attention over both key sets. Needs lse; f32 outputs. */
     int64_t resume;
+    /* Paged kernels (attn_rt_desc.page_size P > 0): key j is row j % P of page pages[j / P],
+     * its K at k + pages[j / P] * k_page_stride + (j % P) * k_stride[2] + head * k_stride[1]
+     * (V alike); pages holds the batch row's page-table row (k_stride[0] is unused). */
+    const int32_t *pages;
+    int64_t k_page_stride, v_page_stride;
 } attn_rt_args;
 
 /* Computes query rows [q0, q1) of batch row b, query head h. Returns 0, or 1 when an input
