@@ -20,7 +20,7 @@
 #define PG_MAX_DIM ((int64_t)1 << 40)
 #define PG_SPLIT_MIN_KEYS 256 /* fewer keys per chunk do not pay for the merge */
 #define PG_SPLIT_MAX 64
-#define PG_CHUNK_KEYS 16 /* keys (whole pages) a grouped task visits for every K/V head before the next */
+#define PG_CHUNK_KEYS 64 /* keys (whole pages) a grouped task visits for every K/V head before the next */
 #define PG_SCRATCH_MAX ((int64_t)1 << 26) /* floats of partial outputs (256 MiB) */
 
 static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
