@@ -122,6 +122,8 @@ attnc("check", spec("bad_p.attn", "attention a { heads = 2; head_dim = 8; kv_cac
       err_has=("bad_p.attn:1:", "power of two"))
 attnc("dump", paged, out_has=("kv_cache paged(8)",))
 
+attnc("mask", paged, "--q-len", 3, "--kv-len", 5, out_has=("###..", "####.", "#####"))
+
 # bench: kv_bytes for paged and contiguous kernels
 p = attnc("bench", paged, "--batch", 5, "--q-len", 1, "--kv-len", 300, "--kv-len-min", 20, "--reps", 3, "--json",
           "--threads", 1)

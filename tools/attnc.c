@@ -267,14 +267,20 @@ static void cli_help_cmd(Cmd c, FILE *out) {
               "q [batch, heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],\n"
               "v [batch, kv_heads, kv_len, v_dim] (MLA: float32 q_nope ... w_uv, 'attnc help mla').\n"
               "Runtime inputs are int32 or float32 as declared. Outputs: o [batch, heads, q_len,\n"
-              "v_dim] and lse [batch, heads, q_len], written as float32.\n",
+              "v_dim] and lse [batch, heads, q_len], written as float32.\n"
+              "A paged block (kv_cache = paged(P)) reads q [total_q, heads, head_dim], k_pages,\n"
+              "v_pages [num_pages, P, kv_heads, dim] and int32 page_table [batch, max_pages],\n"
+              "kv_lens [batch], q_starts [batch + 1]; o [total_q, heads, v_dim], lse [total_q, heads].\n",
               out);
         break;
     case CMD_BENCH:
         fputs("\nq, k, v are random (fixed seed). Runtime inputs not given with --in are zeros.\n"
               "ms is the median of the timed runs; gflops counts 2*(head_dim+v_dim) flops per\n"
               "visible query-key pair and head; visible is the fraction of pairs the mask lets\n"
-              "through (sampled when there are more than 1e8 pairs to evaluate).\n",
+              "through (sampled when there are more than 1e8 pairs to evaluate); kv_bytes is the\n"
+              "K/V (MLA: latent) storage the call covers, so kv_bytes / ms is its read bandwidth.\n"
+              "A paged block (kv_cache = paged(P)) runs --batch sequences of lengths drawn in\n"
+              "[--kv-len-min, --kv-len], min(q-len, length) query rows each, pages shuffled.\n",
               out);
         break;
     case CMD_MASK:
@@ -1889,6 +1895,7 @@ static int cmd_mask(Cli *c) {
     attn_rt_desc d;
     attn_rt_input_desc idesc[ATTN_MAX_INPUTS];
     drv_desc_init(f, &d, idesc, NULL);
+    d.page_size = 0; /* a paged block: the mask of sequence 0 with these lengths, as a contiguous call */
     /* batch: from the first --in input with a batch dim, else 1 */
     int64_t B = 1;
     for (int i = 0; i < c->nins && B == 1; i++) {
