@@ -1121,10 +1121,11 @@ static void check_kv_cache(Sema *S, FeStmt *s, IrFunc *f, bool mla) {
         fe_error(c, e->args->start, "page size %lld: it must be a power of two from 8 to 256", (long long)p);
         return;
     }
-    if (mla) {
-        fe_error(c, s->name_loc, "paged KV caches of MLA blocks are not supported yet");
+    if (mla && f->mla.absorb == IR_ABSORB_OFF) {
+        fe_error(c, s->name_loc, "a paged MLA block runs absorbed (scores against the latent pages): drop 'absorb = off'");
         return;
     }
+    if (mla) f->mla.absorb = IR_ABSORB_ON; /* the up-projected variant would need per-head K/V pages */
     if (f->dtype != ATTN_F32) {
         fe_error(c, s->name_loc, "paged KV caches store f32 tensors only (dtype is %s)", ir_dtype_name(f->dtype));
         return;

@@ -356,6 +356,9 @@ attn_status attn_run_paged(attn_kernel *kern, const attn_paged_call *call, attn_
         return rt_error(err, ATTN_ERR_ARG, "attn_run_paged: '%s' is not a paged kernel (it has no kv_cache = "
                         "paged(P)): it takes attn_run%s", kern->desc.name, kern->mla.present ? "_mla" : "");
     }
+    if (kern->mla.present)
+        return rt_error(err, ATTN_ERR_ARG, "attn_run_paged: '%s' is an MLA kernel: it takes attn_run_paged_mla",
+                        kern->desc.name);
     attn_paged_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;
     attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
@@ -364,6 +367,22 @@ attn_status attn_run_paged(attn_kernel *kern, const attn_paged_call *call, attn_
     for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
     if (!kern->ndomains) doms[0] = &kern->desc;
     attn_status st = attn_rt_launch_paged(doms, ndoms, &c, pool, err);
+    kern_pool_release(kern, pool);
+    return st;
+}
+
+static attn_rt_mla_desc kern_mla_desc(const attn_kernel *kern);
+
+attn_status attn_run_paged_mla(attn_kernel *kern, const attn_paged_mla_call *call, attn_error *err) {
+    if (!kern || !call) return rt_error(err, ATTN_ERR_NULL, "attn_run_paged_mla: kernel and call are required");
+    if (!kern->mla.present || !kern->desc.page_size)
+        return rt_error(err, ATTN_ERR_ARG, "attn_run_paged_mla: '%s' is not a paged MLA kernel (an 'mla { }' block "
+                        "with kv_cache = paged(P))", kern->desc.name);
+    attn_rt_mla_desc d = kern_mla_desc(kern);
+    attn_paged_mla_call c = *call;
+    if (c.threads == 0) c.threads = kern->threads;
+    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    attn_status st = attn_rt_launch_paged_mla(&d, &c, pool, err);
     kern_pool_release(kern, pool);
     return st;
 }
@@ -449,6 +468,9 @@ attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used
         fail(err, ATTN_ERR_ARG, "attn_run_mla: not an MLA kernel");
         return ATTN_ERR_ARG;
     }
+    if (kern->desc.page_size)
+        return rt_error(err, ATTN_ERR_ARG, "attn_run_mla: '%s' is a paged MLA kernel (kv_cache = paged(%d)): it takes "
+                        "attn_run_paged_mla", kern->desc.name, kern->desc.page_size);
     attn_rt_mla_desc d = kern_mla_desc(kern);
     attn_mla_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;

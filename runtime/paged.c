@@ -663,3 +663,135 @@ attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
     }
     return ATTN_OK;
 }
+
+// paged MLA (absorbed)
+
+typedef struct PgMla {
+    int64_t T, H, R, rope, nope, dv, P, U, W;
+    RtView qn, qr, ckv, kr, wuk, wuv, o;
+    const int32_t *used;  /* the pages the batch reads, in order (U of them) */
+    float *q_cat, *k_cat, *o_lat;
+} PgMla;
+
+static void pgm_q(void *ctx, int64_t h) { /* q_cat[:, h] = [q_nope[:, h] . w_uk[h]^T | q_rope[:, h]] */
+    PgMla *m = ctx;
+    const float *qn = (const float *)m->qn.t->data + h * m->qn.stride[1];
+    rt_sgemm_nt(m->T, m->R, m->nope, qn, m->qn.stride[0], (const float *)m->wuk.t->data + h * m->wuk.stride[0],
+                m->wuk.stride[1], m->q_cat + h * m->W, m->H * m->W);
+    for (int64_t t = 0; t < m->T; t++)
+        memcpy(m->q_cat + (t * m->H + h) * m->W + m->R,
+               (const float *)m->qr.t->data + t * m->qr.stride[0] + h * m->qr.stride[1], sizeof(float) * (size_t)m->rope);
+}
+
+static void pgm_k(void *ctx, int64_t i) { /* page i of k_cat: the rows of used page used[i] */
+    PgMla *m = ctx;
+    int64_t pg = m->used[i];
+    for (int64_t r = 0; r < m->P; r++) {
+        float *dst = m->k_cat + (i * m->P + r) * m->W;
+        memcpy(dst, (const float *)m->ckv.t->data + pg * m->ckv.stride[0] + r * m->ckv.stride[1],
+               sizeof(float) * (size_t)m->R);
+        memcpy(dst + m->R, (const float *)m->kr.t->data + pg * m->kr.stride[0] + r * m->kr.stride[1],
+               sizeof(float) * (size_t)m->rope);
+    }
+}
+
+static void pgm_o(void *ctx, int64_t h) { /* o[:, h] = o_lat[:, h] . w_uv[h] */
+    PgMla *m = ctx;
+    rt_sgemm_nn(m->T, m->dv, m->R, m->o_lat + h * m->R, m->H * m->R, (const float *)m->wuv.t->data + h * m->wuv.stride[0],
+                m->wuv.stride[1], (float *)m->o.t->data + h * m->o.stride[1], m->o.stride[0]);
+}
+
+attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *d, const attn_paged_mla_call *c, attn_rt_pool *pool,
+                                     attn_error *err) {
+    rt_ok(err);
+    if (!d || !c) return rt_error(err, ATTN_ERR_NULL, "paged MLA: the descriptor and the call are required");
+    if (!d->absorbed) return rt_error(err, ATTN_ERR_ARG, "paged MLA: the absorbed variant was not compiled");
+    const attn_rt_desc *da = d->absorbed;
+    attn_status s = pg_check_descs(&da, 1, err);
+    if (s) return s;
+    if (c->threads < 0) return rt_error(err, ATTN_ERR_ARG, "threads is %d, expected >= 0 (0: all cores)", c->threads);
+    PgMla m;
+    memset(&m, 0, sizeof m);
+    m.H = da->heads, m.R = d->kv_rank, m.rope = d->rope_dim, m.nope = d->nope_dim, m.dv = d->v_dim, m.P = da->page_size;
+    m.W = m.R + m.rope;
+    static const char *const qd[] = {"total_q", "heads", "nope_dim"}, *const rd[] = {"total_q", "heads", "rope_dim"},
+                             *const cd[] = {"num_pages", "page_size", "kv_rank"},
+                             *const kd[] = {"num_pages", "page_size", "rope_dim"},
+                             *const ud[] = {"heads", "kv_rank", "nope_dim"}, *const vd[] = {"heads", "kv_rank", "v_dim"},
+                             *const od[] = {"total_q", "heads", "v_dim"}, *const ld[] = {"total_q", "heads"};
+    RtView vl, vs, vt, vn;
+    if ((s = pg_tensor(&m.qn, "q_nope", &c->q_nope, 3, (int64_t[]){-1, m.H, m.nope}, qd, 4, err))) return s;
+    m.T = c->q_nope.shape[0];
+    if ((s = pg_tensor(&m.qr, "q_rope", &c->q_rope, 3, (int64_t[]){m.T, m.H, m.rope}, rd, 4, err))) return s;
+    if ((s = pg_tensor(&m.ckv, "c_kv_pages", &c->c_kv_pages, 3, (int64_t[]){-1, m.P, m.R}, cd, 4, err))) return s;
+    int64_t NP = c->c_kv_pages.shape[0];
+    if ((s = pg_tensor(&m.kr, "k_rope_pages", &c->k_rope_pages, 3, (int64_t[]){NP, m.P, m.rope}, kd, 4, err))) return s;
+    if ((s = pg_tensor(&m.wuk, "w_uk", &c->w_uk, 3, (int64_t[]){m.H, m.R, m.nope}, ud, 4, err))) return s;
+    if ((s = pg_tensor(&m.wuv, "w_uv", &c->w_uv, 3, (int64_t[]){m.H, m.R, m.dv}, vd, 4, err))) return s;
+    if ((s = pg_check_batch("q_starts", &c->q_starts, &c->page_table, &c->kv_lens, m.T, NP, m.P, &vs, &vt, &vn, err)))
+        return s;
+    if ((s = pg_tensor(&m.o, "o", &c->o, 3, (int64_t[]){m.T, m.H, m.dv}, od, 4, err))) return s;
+    if ((s = rt_check_no_overlap(&m.o, err))) return s;
+    bool has_lse = c->lse.data != NULL;
+    if (has_lse) {
+        if ((s = pg_tensor(&vl, "lse", &c->lse, 2, (int64_t[]){m.T, m.H}, ld, 4, err))) return s;
+        if ((s = rt_check_no_overlap(&vl, err))) return s;
+        if (rt_ranges_overlap(&m.o, &vl)) return rt_error(err, ATTN_ERR_STRIDE, "o and lse overlap in memory");
+    }
+    {
+        RtRange outs[2] = {rt_view_range(&m.o), has_lse ? rt_view_range(&vl) : (RtRange){0}};
+        RtRange ins[9 + ATTN_MAX_INPUTS] = {rt_view_range(&m.qn), rt_view_range(&m.qr), rt_view_range(&m.ckv),
+                                            rt_view_range(&m.kr), rt_view_range(&m.wuk), rt_view_range(&m.wuv),
+                                            rt_view_range(&vs), rt_view_range(&vt), rt_view_range(&vn)};
+        int nin = 9 + rt_input_ranges(c->inputs, c->ninputs, ins + 9);
+        if ((s = rt_check_disjoint(outs, has_lse ? 2 : 1, ins, nin, err))) return s;
+    }
+    if (m.T == 0) return ATTN_OK;
+    /* the pages the batch reads, renumbered 0 .. U-1 in a table of the same shape */
+    int64_t B = c->kv_lens.shape[0], MP = c->page_table.shape[1];
+    const int32_t *tb = c->page_table.data, *ln = c->kv_lens.data;
+    int32_t *map = malloc(sizeof(int32_t) * (size_t)(NP ? NP : 1)), *used = malloc(sizeof(int32_t) * (size_t)(NP ? NP : 1));
+    int32_t *table = calloc((size_t)(B * MP > 0 ? B * MP : 1), sizeof(int32_t));
+    if (!map || !used || !table) {
+        free(map), free(used), free(table);
+        return rt_error(err, ATTN_ERR_NOMEM, "paged MLA: out of memory for the page map");
+    }
+    for (int64_t i = 0; i < NP; i++) map[i] = -1;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t j = 0; j < (ln[b] + m.P - 1) / m.P; j++) {
+            int32_t pg = tb[b * MP + j];
+            if (map[pg] < 0) map[pg] = (int32_t)m.U, used[m.U++] = pg;
+            table[b * MP + j] = map[pg];
+        }
+    m.used = used;
+    int threads = c->threads > 0 ? c->threads : pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
+    m.q_cat = malloc(sizeof(float) * (size_t)(m.T * m.H * m.W));
+    m.k_cat = malloc(sizeof(float) * (size_t)((m.U ? m.U : 1) * m.P * m.W));
+    m.o_lat = malloc(sizeof(float) * (size_t)(m.T * m.H * m.R));
+    if (!m.q_cat || !m.k_cat || !m.o_lat) {
+        s = rt_error(err, ATTN_ERR_NOMEM, "paged MLA: out of memory for the absorbed scratch");
+        goto done;
+    }
+    if ((s = rt_launch_tasks(pool, threads, m.H, pgm_q, &m, 0, err)) ||
+        (s = rt_launch_tasks(pool, threads, m.U, pgm_k, &m, 0, err)))
+        goto done;
+    attn_paged_call in;
+    memset(&in, 0, sizeof in);
+    in.q = (attn_tensor){.data = m.q_cat, .ndim = 3, .shape = {m.T, m.H, m.W}};
+    in.k_pages = (attn_tensor){.data = m.k_cat, .ndim = 4, .shape = {m.U, m.P, 1, m.W}};
+    in.v_pages = (attn_tensor){.data = m.k_cat, .ndim = 4, .shape = {m.U, m.P, 1, m.R},
+                               .stride = {m.P * m.W, m.W, m.W, 1}};
+    in.page_table = (attn_tensor){.data = table, .ndim = 2, .shape = {B, MP}};
+    in.kv_lens = c->kv_lens;
+    in.q_starts = c->q_starts;
+    in.o = (attn_tensor){.data = m.o_lat, .ndim = 3, .shape = {m.T, m.H, m.R}};
+    in.lse = c->lse;
+    in.inputs = c->inputs;
+    in.ninputs = c->ninputs;
+    in.threads = threads;
+    if ((s = attn_rt_launch_paged(&da, 1, &in, pool, err))) goto done;
+    s = rt_launch_tasks(pool, threads, m.H, pgm_o, &m, 0, err);
+done:
+    free(map), free(used), free(table), free(m.q_cat), free(m.k_cat), free(m.o_lat);
+    return s;
+}

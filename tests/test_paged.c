@@ -377,6 +377,108 @@ static void append_case(uint64_t *rng) {
     ir_module_free(m);
 }
 
+/* A paged MLA block (absorbed) against the contiguous MLA kernel of the same spec run
+ * sequence by sequence on its gathered latent rows (that kernel is checked against the double
+ * reference by test_mla); NaN in unused pages; a bad page refused. */
+static void mla_case(uint64_t *rng) {
+    enum { H = 4, R = 32, ROPE = 8, NOPE = 16, DV = 16, P = 8, B = 4, MP = 8 };
+    const char *body = "heads = 4; mla { kv_rank = 32; rope_dim = 8; nope_dim = 16; v_dim = 16; } mask = causal;";
+    char text[512];
+    snprintf(text, sizeof text, "attention m { %s kv_cache = paged(%d); }", body, P);
+    attn_options opts;
+    attn_options_init(&opts);
+    attn_kernel *kp = NULL, *kc = NULL;
+    attn_error err;
+    REQUIRE(attn_compile("pm.attn", text, &opts, &kp, NULL, &err) == ATTN_OK, "paged MLA: %s", err.message);
+    snprintf(text, sizeof text, "attention m { %s absorb = on; }", body);
+    REQUIRE(attn_compile("cm.attn", text, &opts, &kc, NULL, &err) == ATTN_OK, "MLA: %s", err.message);
+    int32_t lens[B] = {1, 8, 37, 20}, starts[B + 1] = {0, 1, 3, 4, 9}, table[B * MP];
+    int T = starts[B], NP = 16;
+    float *ckv = malloc(sizeof(float) * NP * P * R), *kr = malloc(sizeof(float) * NP * P * ROPE);
+    for (int i = 0; i < NP * P * R; i++) ckv[i] = NAN;
+    for (int i = 0; i < NP * P * ROPE; i++) kr[i] = NAN;
+    for (int i = 0; i < B * MP; i++) table[i] = -9;
+    int next = 0, perm[16];
+    for (int i = 0; i < NP; i++) perm[i] = (i * 7 + 3) % NP; /* shuffled */
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < (lens[b] + P - 1) / P; j++) {
+            table[b * MP + j] = perm[next++];
+            for (int r = 0; r < P && j * P + r < lens[b]; r++) {
+                check_fill(ckv + ((size_t)table[b * MP + j] * P + r) * R, R, rng, CHECK_NORMAL, 1.0);
+                check_fill(kr + ((size_t)table[b * MP + j] * P + r) * ROPE, ROPE, rng, CHECK_NORMAL, 1.0);
+            }
+        }
+    float qn[9 * H * NOPE], qr[9 * H * ROPE], wuk[H * R * NOPE], wuv[H * R * DV], o[9 * H * DV], lse[9 * H];
+    check_fill(qn, sizeof qn / 4, rng, CHECK_NORMAL, 1.0);
+    check_fill(qr, sizeof qr / 4, rng, CHECK_NORMAL, 1.0);
+    check_fill(wuk, sizeof wuk / 4, rng, CHECK_NORMAL, 0.2);
+    check_fill(wuv, sizeof wuv / 4, rng, CHECK_NORMAL, 0.2);
+    attn_paged_mla_call c;
+    memset(&c, 0, sizeof c);
+    c.q_nope = (attn_tensor){qn, 3, {T, H, NOPE}, {0}};
+    c.q_rope = (attn_tensor){qr, 3, {T, H, ROPE}, {0}};
+    c.c_kv_pages = (attn_tensor){ckv, 3, {NP, P, R}, {0}};
+    c.k_rope_pages = (attn_tensor){kr, 3, {NP, P, ROPE}, {0}};
+    c.w_uk = (attn_tensor){wuk, 3, {H, R, NOPE}, {0}};
+    c.w_uv = (attn_tensor){wuv, 3, {H, R, DV}, {0}};
+    c.page_table = (attn_tensor){table, 2, {B, MP}, {0}};
+    c.kv_lens = (attn_tensor){lens, 1, {B}, {0}};
+    c.q_starts = (attn_tensor){starts, 1, {B + 1}, {0}};
+    c.o = (attn_tensor){o, 3, {T, H, DV}, {0}};
+    c.lse = (attn_tensor){lse, 2, {T, H}, {0}};
+    c.threads = 2;
+    attn_status st = attn_run_paged_mla(kp, &c, &err);
+    CHECK(st == ATTN_OK, "paged MLA: %s", err.message);
+    double worst = 0;
+    for (int b = 0; st == ATTN_OK && b < B; b++) {
+        int n = starts[b + 1] - starts[b], L = lens[b];
+        float *cc = malloc(sizeof(float) * (size_t)L * R), *kk = malloc(sizeof(float) * (size_t)L * ROPE);
+        float *q1 = malloc(sizeof(float) * (size_t)H * n * NOPE), *q2 = malloc(sizeof(float) * (size_t)H * n * ROPE);
+        float *o1 = malloc(sizeof(float) * (size_t)H * n * DV), *l1 = malloc(sizeof(float) * (size_t)H * n);
+        for (int j = 0; j < L; j++) {
+            memcpy(cc + (size_t)j * R, ckv + ((size_t)table[b * MP + j / P] * P + j % P) * R, sizeof(float) * R);
+            memcpy(kk + (size_t)j * ROPE, kr + ((size_t)table[b * MP + j / P] * P + j % P) * ROPE, sizeof(float) * ROPE);
+        }
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) {
+                memcpy(q1 + ((size_t)h * n + i) * NOPE, qn + ((size_t)(starts[b] + i) * H + h) * NOPE, sizeof(float) * NOPE);
+                memcpy(q2 + ((size_t)h * n + i) * ROPE, qr + ((size_t)(starts[b] + i) * H + h) * ROPE, sizeof(float) * ROPE);
+            }
+        attn_mla_call mc;
+        memset(&mc, 0, sizeof mc);
+        mc.q_nope = (attn_tensor){q1, 4, {1, H, n, NOPE}, {0}};
+        mc.q_rope = (attn_tensor){q2, 4, {1, H, n, ROPE}, {0}};
+        mc.c_kv = (attn_tensor){cc, 3, {1, L, R}, {0}};
+        mc.k_rope = (attn_tensor){kk, 3, {1, L, ROPE}, {0}};
+        mc.w_uk = c.w_uk, mc.w_uv = c.w_uv;
+        mc.o = (attn_tensor){o1, 4, {1, H, n, DV}, {0}};
+        mc.lse = (attn_tensor){l1, 3, {1, H, n}, {0}};
+        REQUIRE(attn_run_mla(kc, &mc, NULL, &err) == ATTN_OK, "contiguous MLA: %s", err.message);
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) {
+                double e = fabs(lse[(starts[b] + i) * H + h] - l1[h * n + i]);
+                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+                for (int d = 0; d < DV; d++) {
+                    e = fabs(o[((size_t)(starts[b] + i) * H + h) * DV + d] - o1[((size_t)h * n + i) * DV + d]);
+                    if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+                }
+            }
+        free(cc), free(kk), free(q1), free(q2), free(o1), free(l1);
+    }
+    CHECK(worst < 1e-4, "paged MLA against contiguous: max error %g", worst);
+    table[2 * MP + 4] = NP; /* sequence 2's fifth page */
+    CHECK(attn_run_paged_mla(kp, &c, &err) == ATTN_ERR_INDEX, "paged MLA bad page: %s", err.message);
+    attn_paged_call pc;
+    memset(&pc, 0, sizeof pc);
+    CHECK(attn_run_paged(kp, &pc, &err) == ATTN_ERR_ARG, "attn_run_paged of a paged MLA kernel: %s", err.message);
+    attn_mla_call mc0;
+    memset(&mc0, 0, sizeof mc0);
+    CHECK(attn_run_mla(kp, &mc0, NULL, &err) == ATTN_ERR_ARG, "attn_run_mla of a paged MLA kernel: %s", err.message);
+    free(ckv), free(kr);
+    attn_kernel_free(kp);
+    attn_kernel_free(kc);
+}
+
 int main(void) {
     uint64_t rng = 18;
     static const Spec specs[] = {
@@ -397,5 +499,6 @@ int main(void) {
         mixed_case("gqa causal, every page size", specs[0].text, P, 8, 2, 32, 32, 0, &rng);
     bad_tables(&rng);
     append_case(&rng);
+    mla_case(&rng);
     return check_done("test_paged");
 }

@@ -61,6 +61,10 @@ attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err
  * attn_run refuses a paged kernel and attn_run_paged a contiguous one (ATTN_ERR_ARG). */
 attn_status attn_run_paged(attn_kernel *kernel, const attn_paged_call *call, attn_error *err);
 
+/* Runs a paged MLA kernel (an `mla { }` block with kv_cache = paged(P); absorbed) over a ragged
+ * batch of latent pages (see attn_paged_mla_call). */
+attn_status attn_run_paged_mla(attn_kernel *kernel, const attn_paged_mla_call *call, attn_error *err);
+
 /* The page size P of a paged kernel, 0 for a contiguous one. */
 int attn_kernel_page_size(const attn_kernel *kernel);
 

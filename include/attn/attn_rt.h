@@ -294,6 +294,27 @@ typedef struct attn_paged_call {
 attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const attn_paged_call *call,
                                  attn_rt_pool *pool, attn_error *err);
 
+/* A call of a paged MLA block: the latent cache in pages (c_kv_pages [num_pages, P, kv_rank],
+ * k_rope_pages [num_pages, P, rope_dim]) and the ragged batch of attn_paged_call; q_nope
+ * [total_q, heads, nope_dim], q_rope [total_q, heads, rope_dim], w_uk, w_uv as attn_mla_call,
+ * o [total_q, heads, v_dim], lse [total_q, heads] (optional). It runs absorbed (the scores
+ * against the latent rows): the cache's pages are read once per call into the absorbed
+ * kernel's [c_kv | k_rope] rows. f32, checked before anything is written as a paged call is. */
+typedef struct attn_paged_mla_call {
+    attn_tensor q_nope, q_rope;
+    attn_tensor c_kv_pages, k_rope_pages;
+    attn_tensor w_uk, w_uv;
+    attn_tensor page_table, kv_lens, q_starts; /* as in attn_paged_call */
+    attn_tensor o, lse;
+    const attn_input *inputs;
+    int ninputs;
+    int threads;
+} attn_paged_mla_call;
+
+/* Runs a paged MLA block (its absorbed variant, desc->absorbed, paged). */
+attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *desc, const attn_paged_mla_call *call,
+                                     attn_rt_pool *pool, attn_error *err);
+
 /* A serving engine's cache append: writes each sequence's new K/V rows into its pages.
  * Sequence b's new rows are k_new/v_new rows new_starts[b] .. new_starts[b+1]-1 (n_b of them)
  * and go to its positions kv_lens[b] - n_b + i, so kv_lens already counts them (the lengths
