@@ -67,6 +67,7 @@ typedef struct Kern {
     LLVMValueRef vfin_slot;                    /* i1 slot or NULL: the block's V rows are all finite */
     LLVMValueRef qc;                           /* the chunk's first row (of the task) */
     LLVMValueRef kbeg, kendp;                  /* a->k_begin, a->k_end: the key positions to visit */
+    LLVMValueRef pages, kps, vps;              /* paged K/V: a->pages (i32 *), the page strides; NULL otherwise */
     LLVMValueRef resume;                       /* a->resume (i64) */
     /* The group entry: task row r is query q0 + r % nq of head gtab[r / nq]; the tensor bases
      * are at head 0 and a row's address adds head * (head stride). */

@@ -110,6 +110,19 @@ void cg_prefetch_lines(Kern *k, LLVMValueRef at, int lines) {
 /* Cache lines of a row of n elements. */
 int cg_row_lines(const Kern *k, int n) { return (n + line_elems(k) - 1) / line_elems(k); }
 
+/* Paged K/V: the element offset of key position `pos` (scalar, within the call's keys) from
+ * the K or V base: its page's start (pages[pos / P] times the page stride `ps`) plus its row
+ * in the page (`rs` apart). */
+static LLVMValueRef page_off(Kern *k, LLVMValueRef pos, LLVMValueRef ps, LLVMValueRef rs) {
+    Cg *c = k->c;
+    int64_t P = k->f->page_size;
+    int sh = 0;
+    while (((int64_t)1 << sh) < P) sh++;
+    LLVMValueRef pi = LLVMBuildAShr(c->b, pos, cg_i64(c, sh), "");
+    LLVMValueRef pg = LLVMBuildSExt(c->b, cg_load(c, c->i32, cg_gep(c, c->i32, k->pages, pi), 4), c->i64, "page");
+    return add(c, mul(c, pg, ps), mul(c, LLVMBuildAnd(c->b, pos, cg_i64(c, P - 1), ""), rs));
+}
+
 /* cg_prefetch_key from the K/V bases kb and vb (another residue class's). */
 static void prefetch_kv(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef row, LLVMValueRef key) {
     Cg *c = k->c;
@@ -117,11 +130,17 @@ static void prefetch_kv(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef 
     const IrPlan *p = &k->p;
     LLVMTypeRef et = cg_elem_type(c, k->kvdt);
     LLVMValueRef share = LLVMBuildURem(b, row, cg_i64(c, k->gsize), "");
-    struct { LLVMValueRef base, stride; int lines; } t[2] = {{kb, k->ks2, cg_row_lines(k, p->QK)}, {vb, k->vs2, cg_row_lines(k, p->VD)}};
+    struct { LLVMValueRef base, stride, pstride; int lines; } t[2] = {{kb, k->ks2, k->kps, cg_row_lines(k, p->QK)},
+                                                                       {vb, k->vs2, k->vps, cg_row_lines(k, p->VD)}};
+    /* paged: a key past the sequence's last one would read the page table past its pages; its
+     * last key is prefetched instead (keys past the call's, in the sequence, are fine: the
+     * next call's) */
+    LLVMValueRef pkey = k->pages ? cg_smax(c, cg_smin(c, key, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), "")), cg_i64(c, 0)) : NULL;
     for (int w = 0; w < 2; w++) {
         int m = (t[w].lines + k->gsize - 1) / k->gsize;
         LLVMValueRef first = mul(c, mul(c, share, cg_i64(c, m)), cg_i64(c, line_elems(k)));
-        cg_prefetch_lines(k, cg_gep(c, et, t[w].base, add(c, mul(c, cg_krow(k, key), t[w].stride), first)), m);
+        LLVMValueRef off = k->pages ? page_off(k, pkey, t[w].pstride, t[w].stride) : mul(c, cg_krow(k, key), t[w].stride);
+        cg_prefetch_lines(k, cg_gep(c, et, t[w].base, add(c, off, first)), m);
     }
 }
 
@@ -162,6 +181,11 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
         LLVMValueRef ke = field(c, a, offsetof(attn_rt_args, k_end), c->i64);
         k->kendp = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntSLE, ke, cg_i64(c, 0), ""), kv_len, ke, "kend");
     }
+    if (k->f->page_size) { /* paged K/V: keys through the batch row's page-table row */
+        k->pages = field(c, a, offsetof(attn_rt_args, pages), c->ptr);
+        k->kps = field(c, a, offsetof(attn_rt_args, k_page_stride), c->i64);
+        k->vps = field(c, a, offsetof(attn_rt_args, v_page_stride), c->i64);
+    }
     k->qs2 = STRIDE(q_stride, 2);
     k->ks2 = STRIDE(k_stride, 2);
     k->vs2 = STRIDE(v_stride, 2);
@@ -188,9 +212,14 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
     *lsebase_out = lsebase;
 }
 
-/* Element offset of key index j's K row, and V row, from the run's bases. */
-LLVMValueRef cg_k_off(Kern *k, LLVMValueRef j) { return mul(k->c, cg_krow(k, j), k->ks2); }
-LLVMValueRef cg_v_off(Kern *k, LLVMValueRef j) { return mul(k->c, cg_krow(k, j), k->vs2); }
+/* Element offset of key index j's K row, and V row, from the run's bases (paged: through the
+ * page table; paged kernels have no residue runs, so index j is position j). */
+LLVMValueRef cg_k_off(Kern *k, LLVMValueRef j) {
+    return k->pages ? page_off(k, j, k->kps, k->ks2) : mul(k->c, cg_krow(k, j), k->ks2);
+}
+LLVMValueRef cg_v_off(Kern *k, LLVMValueRef j) {
+    return k->pages ? page_off(k, j, k->vps, k->vs2) : mul(k->c, cg_krow(k, j), k->vs2);
+}
 
 /* Where P.V reads the block's V rows (vs_use): f32 row `key` at *vsb + key * *vss, VS shifted
  * back by the block's start. When vpack_on is known only at run time (f32, no residue runs:

@@ -32,7 +32,7 @@ static int kern_slots(Kern *k, LLVMValueRef **s) {
     LLVMValueRef *all[] = {&k->qbase, &k->kbase, &k->vbase, &k->obase, &k->qs2, &k->ks2, &k->vs2,
         &k->os2, &k->Qs, &k->KT, &k->VS, &k->vpack_on, &k->ACC, &k->M, &k->L, &k->MB, &k->RF, &k->qlo, &k->last, &k->npad,
         &k->kb, &k->kv_len, &k->qpos0, &k->kpos0, &k->nkeys, &k->lsebase, &k->ls2, &k->lsep,
-        &k->part_rt, &k->vfin_slot, &k->qc, &k->kbeg, &k->kendp, &k->resume, &k->gtab, &k->gq0,
+        &k->part_rt, &k->vfin_slot, &k->qc, &k->kbeg, &k->kendp, &k->resume, &k->pages, &k->kps, &k->vps, &k->gtab, &k->gq0,
         &k->gnq, &k->qs1, &k->os1, &k->ls1, &k->part, &k->env.args, &k->env.b, &k->env.q_len,
         &k->env.kv_len, &k->env.qmin, &k->env.qmax, &k->env.kmin, &k->env.kmax,
         &k->env.err_slot, &k->env.dummy, &k->ksc, &k->vsc,

@@ -1137,6 +1137,49 @@ static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtyp
     }
 }
 
+/* `kv_cache = paged(P);` (P a power of two, 8..256) or `kv_cache = contiguous;`: the page size
+ * into f->page_size (0: contiguous). A paged block takes no input sized by the sequence (each
+ * sequence of a ragged batch has its own lengths) and no MLA (not yet). */
+static void check_kv_cache(Sema *S, FeStmt *s, IrFunc *f, bool mla) {
+    FeCtx *c = S->c;
+    FeNode *e = s->expr;
+    if (e->kind == FE_N_NAME && strcmp(e->name, "contiguous") == 0) return;
+    if (e->kind != FE_N_CALL || strcmp(e->name, "paged") != 0 || e->nargs != 1 || e->args->kind != FE_N_INT) {
+        fe_error(c, e->start, "kv_cache must be 'paged(P)' with P a power of two from 8 to 256, or 'contiguous'");
+        return;
+    }
+    int64_t p = e->args->ival;
+    if (p < 8 || p > 256 || (p & (p - 1)) != 0) {
+        fe_error(c, e->args->start, "page size %lld: it must be a power of two from 8 to 256", (long long)p);
+        return;
+    }
+    if (mla && f->mla.absorb == IR_ABSORB_OFF) {
+        fe_error(c, s->name_loc, "a paged MLA block runs absorbed (scores against the latent pages): drop 'absorb = off'");
+        return;
+    }
+    if (mla) f->mla.absorb = IR_ABSORB_ON; /* the up-projected variant would need per-head K/V pages */
+    if (f->dtype != ATTN_F32) {
+        fe_error(c, s->name_loc, "paged KV caches store f32 tensors only (dtype is %s)", ir_dtype_name(f->dtype));
+        return;
+    }
+    if (f->compute != IR_COMPUTE_F32 || f->kv_dtype != ATTN_F32) {
+        fe_error(c, s->name_loc, "paged KV caches compute in f32 over f32 pages only (drop 'compute' and "
+                 "'kv_dtype', or use a contiguous cache)");
+        return;
+    }
+    for (int i = 0; i < f->ninputs; i++)
+        for (int d = 0; d < f->inputs[i].rank; d++) {
+            attn_dim_kind k = f->inputs[i].dim_kind[d];
+            if (k == ATTN_DIM_Q_LEN || k == ATTN_DIM_KV_LEN) {
+                fe_error(c, s->name_loc, "input '%s' is sized by a sequence length, which a paged block does not "
+                         "have (each sequence of the batch has its own); index by 'batch', heads or constants",
+                         f->inputs[i].name);
+                return;
+            }
+        }
+    f->page_size = (int)p;
+}
+
 static void check_block(Sema *S, FeStmt *blk) {
     FeCtx *c = S->c;
     IrFunc *f = fe_check(c, ir_func_new(c->mod, blk->name));
@@ -1144,14 +1187,18 @@ static void check_block(Sema *S, FeStmt *blk) {
     Scope *scope = fe_alloc(c, sizeof *scope);
     scope->parent = &S->global;
     FeStmt *st[ST_COUNT] = {NULL};
-    FeStmt *mla = NULL;
+    FeStmt *mla = NULL, *kv_cache = NULL;
 
     /* declarations first: statements may use names declared after them */
     for (FeStmt *s = blk->body; s; s = s->next) {
         switch (s->kind) {
         case FE_S_ASSIGN: {
             int k = stmt_index(s->name);
-            if (k < 0)
+            if (k < 0 && strcmp(s->name, "kv_cache") == 0) {
+                if (kv_cache)
+                    fe_error(c, s->name_loc, "duplicate 'kv_cache' statement (first at line %d)", kv_cache->loc.line);
+                kv_cache = s;
+            } else if (k < 0)
                 unknown_stmt(S, s, false);
             else if (st[k])
                 fe_error(c, s->name_loc, "duplicate '%s' statement (first at line %d)", s->name,
@@ -1256,6 +1303,7 @@ static void check_block(Sema *S, FeStmt *blk) {
         fe_error(c, st[ST_DTYPE]->expr ? st[ST_DTYPE]->expr->start : st[ST_DTYPE]->loc,
                  "MLA blocks store f32 tensors only");
     check_precision(S, f, st[ST_COMPUTE], st[ST_KV_DTYPE], mla != NULL);
+    if (kv_cache) check_kv_cache(S, kv_cache, f, mla != NULL);
     if (mla_ok) {
         head_dim = f->mla.nope_dim + f->mla.rope_dim;
         v_dim = f->mla.v_dim;

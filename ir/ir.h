@@ -315,6 +315,7 @@ typedef struct IrFunc {
     IrExpr *head_map_expr; /* the spec's `kv_head = ...` over h, or NULL for contiguous groups */
     IrExpr *mask;          /* BOOL over q, k, h, b, lengths, inputs; never NULL (const true) */
     IrExpr *score;         /* FLOAT over score, ...; NULL when the spec has no `score =` */
+    int page_size;         /* `kv_cache = paged(P);`: P (keys per page, ragged batches); 0: contiguous */
     int ninputs;           /* runtime inputs */
     IrInput inputs[ATTN_MAX_INPUTS];
     int nops;              /* tensor ops, in order */

@@ -169,6 +169,7 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     if (f->compute != IR_COMPUTE_F32) sb_printf(sb, ", compute %s", ir_compute_name(f->compute));
     if (f->kv_dtype != ATTN_F32) sb_printf(sb, ", kv_dtype %s", ir_dtype_name(f->kv_dtype));
     sb_puts(sb, "\n");
+    if (f->page_size) sb_printf(sb, "  kv_cache paged(%d)\n", f->page_size);
     if (f->mla.present)
         sb_printf(sb, "  mla kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, absorb %s\n",
                   f->mla.kv_rank, f->mla.rope_dim, f->mla.nope_dim, f->mla.v_dim,

@@ -153,7 +153,7 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
     } else {
         sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},");
     }
-    sb_printf(sb, " %s,\n};\n\n", aot_dtype_enum(f->kv_dtype));
+    sb_printf(sb, " %s, %d,\n};\n\n", aot_dtype_enum(f->kv_dtype), f->page_size);
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */
@@ -233,6 +233,8 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "    return attn_rt_launch_mla(&attnc_%s_mla, &attnc_call, NULL, NULL, err);\n}\n\n", n);
 }
 
+static void aot_paged(StrBuf *sb, const IrFunc *f, const IrFunc *const *ds, int nd);
+
 static void aot_block(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
@@ -277,6 +279,10 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
         launch = arena_printf(f->arena, "attn_rt_launch_permuted(&attnc_%s_desc, %d, attnc_%s_domains, %d, ",
                               perm->name, f->perm_input, n, nd);
     }
+    if (f->page_size) {
+        aot_paged(sb, f, ds, nd);
+        return;
+    }
 
     sb_printf(sb,
               "/* Runs '%s' on any strided tensors (see attn_call); threads start per call. */\n"
@@ -306,6 +312,42 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
     sb_puts(sb, "    attnc_call.threads = threads;\n");
     aot_inputs(sb, f);
     sb_printf(sb, "    return %s&attnc_call, NULL, err);\n}\n\n", launch);
+}
+
+/* A paged block's entry points: the ragged batch of attn_paged_call. */
+static void aot_paged(StrBuf *sb, const IrFunc *f, const IrFunc *const *ds, int nd) {
+    const char *n = f->name;
+    if (ds[0] == f) /* one descriptor: the array attn_rt_launch_paged takes */
+        sb_printf(sb, "static const attn_rt_desc *const attnc_%s_domains[1] ATTNC_AOT_UNUSED = {&attnc_%s_desc};\n\n", n, n);
+    sb_printf(sb,
+              "/* Runs paged '%s' (pages of %d keys) over a ragged batch: q [total_q, %d, %d], k_pages\n"
+              " * [num_pages, %d, %d, %d], v_pages [num_pages, %d, %d, %d], page_table [batch, max_pages],\n"
+              " * kv_lens [batch], q_starts [batch + 1] (int32), o [total_q, %d, %d] (see attn_paged_call);\n"
+              " * threads start per call. */\n"
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s(const attn_paged_call *call, attn_error *err) {\n"
+              "    return attn_rt_launch_paged(attnc_%s_domains, %d, call, NULL, err);\n}\n\n",
+              n, f->page_size, f->heads, f->qk_dim, f->page_size, f->kv_heads, f->qk_dim, f->page_size, f->kv_heads,
+              f->v_dim, f->heads, f->v_dim, n, n, nd);
+    sb_printf(sb, "/* Runs paged '%s' on contiguous row-major tensors. threads 0: all cores. */\n", n);
+    sb_printf(sb,
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const float *q, const float *k_pages, "
+              "const float *v_pages,\n    const int32_t *page_table, const int32_t *kv_lens, const int32_t *q_starts, "
+              "float *o, int64_t batch,\n    int64_t total_q, int64_t num_pages, int64_t max_pages,",
+              n);
+    aot_params(sb, f);
+    sb_puts(sb, "    attn_paged_call attnc_call;\n    memset(&attnc_call, 0, sizeof attnc_call);\n");
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q, q, 3, total_q, %d, %d, 0);\n", f->heads, f->qk_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.k_pages, k_pages, 4, num_pages, %d, %d, %d);\n", f->page_size,
+              f->kv_heads, f->qk_dim);
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.v_pages, v_pages, 4, num_pages, %d, %d, %d);\n", f->page_size,
+              f->kv_heads, f->v_dim);
+    sb_puts(sb, "    attnc_aot_tensor(&attnc_call.page_table, page_table, 2, batch, max_pages, 0, 0);\n"
+                "    attnc_aot_tensor(&attnc_call.kv_lens, kv_lens, 1, batch, 0, 0, 0);\n"
+                "    attnc_aot_tensor(&attnc_call.q_starts, q_starts, 1, batch + 1, 0, 0, 0);\n");
+    sb_printf(sb, "    attnc_aot_tensor(&attnc_call.o, o, 3, total_q, %d, %d, 0);\n", f->heads, f->v_dim);
+    sb_puts(sb, "    attnc_call.threads = threads;\n");
+    aot_inputs(sb, f);
+    sb_printf(sb, "    return attn_rt_launch_paged(attnc_%s_domains, %d, &attnc_call, NULL, err);\n}\n\n", n, nd);
 }
 
 char *drv_aot_header(IrFunc **funcs, int n, const char *guard_name) {

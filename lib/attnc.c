@@ -306,6 +306,10 @@ attn_status attn_run(attn_kernel *kern, const attn_call *call, attn_error *err) 
         fail(err, ATTN_ERR_ARG, "attn_run: an MLA kernel takes attn_run_mla");
         return ATTN_ERR_ARG;
     }
+    if (kern->desc.page_size) {
+        return rt_error(err, ATTN_ERR_ARG, "attn_run: '%s' is a paged kernel (kv_cache = paged(%d)): it takes "
+                        "attn_run_paged", kern->desc.name, kern->desc.page_size);
+    }
     attn_call c;
     attn_rt_pool *pool;
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
@@ -342,6 +346,48 @@ int attn_kernel_may_see(const attn_kernel *kern, const attn_rt_args *a, int64_t 
         }
     return 0;
 }
+
+attn_status attn_run_paged(attn_kernel *kern, const attn_paged_call *call, attn_error *err) {
+    if (!kern || !call) {
+        fail(err, ATTN_ERR_NULL, "attn_run_paged: kernel and call are required");
+        return ATTN_ERR_NULL;
+    }
+    if (!kern->desc.page_size) {
+        return rt_error(err, ATTN_ERR_ARG, "attn_run_paged: '%s' is not a paged kernel (it has no kv_cache = "
+                        "paged(P)): it takes attn_run%s", kern->desc.name, kern->mla.present ? "_mla" : "");
+    }
+    if (kern->mla.present)
+        return rt_error(err, ATTN_ERR_ARG, "attn_run_paged: '%s' is an MLA kernel: it takes attn_run_paged_mla",
+                        kern->desc.name);
+    attn_paged_call c = *call;
+    if (c.threads == 0) c.threads = kern->threads;
+    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    const attn_rt_desc *doms[IR_MAX_DOMAINS];
+    int ndoms = kern->ndomains ? kern->ndomains : 1;
+    for (int i = 0; i < kern->ndomains; i++) doms[i] = &kern->desc_dom[i];
+    if (!kern->ndomains) doms[0] = &kern->desc;
+    attn_status st = attn_rt_launch_paged(doms, ndoms, &c, pool, err);
+    kern_pool_release(kern, pool);
+    return st;
+}
+
+static attn_rt_mla_desc kern_mla_desc(const attn_kernel *kern);
+
+attn_status attn_run_paged_mla(attn_kernel *kern, const attn_paged_mla_call *call, attn_error *err) {
+    if (!kern || !call) return rt_error(err, ATTN_ERR_NULL, "attn_run_paged_mla: kernel and call are required");
+    if (!kern->mla.present || !kern->desc.page_size)
+        return rt_error(err, ATTN_ERR_ARG, "attn_run_paged_mla: '%s' is not a paged MLA kernel (an 'mla { }' block "
+                        "with kv_cache = paged(P))", kern->desc.name);
+    attn_rt_mla_desc d = kern_mla_desc(kern);
+    attn_paged_mla_call c = *call;
+    if (c.threads == 0) c.threads = kern->threads;
+    attn_rt_pool *pool = kern_pool_acquire(kern, c.threads);
+    attn_status st = attn_rt_launch_paged_mla(&d, &c, pool, err);
+    kern_pool_release(kern, pool);
+    return st;
+}
+
+int attn_kernel_page_size(const attn_kernel *kern) { return kern ? kern->desc.page_size : 0; }
 
 int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
     const attn_rt_desc *d = kern && kern->ndomains ? &kern->desc_dom[0] : kern ? &kern->desc : NULL;
@@ -430,6 +476,9 @@ attn_status attn_run_mla(attn_kernel *kern, const attn_mla_call *call, int *used
         fail(err, ATTN_ERR_ARG, "attn_run_mla: not an MLA kernel");
         return ATTN_ERR_ARG;
     }
+    if (kern->desc.page_size)
+        return rt_error(err, ATTN_ERR_ARG, "attn_run_mla: '%s' is a paged MLA kernel (kv_cache = paged(%d)): it takes "
+                        "attn_run_paged_mla", kern->desc.name, kern->desc.page_size);
     attn_rt_mla_desc d = kern_mla_desc(kern);
     attn_mla_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;

@@ -409,7 +409,7 @@ static bool find_runs(PruneCx *c, IrFunc *f) {
     IrExpr *conj[32];
     int n = ir_mask_flatten(f->mask, IR_AND, conj, 0, 32);
     f->prune.mask = f->mask;
-    if (n > 32) return true;
+    if (n > 32 || f->page_size) return true; /* paged K/V: no residue runs (keys page by page) */
     int pick = -1;
     IrRuns best = {0};
     for (int i = 0; i < n; i++) {

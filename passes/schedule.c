@@ -137,7 +137,7 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, const PassCtx *ctx) {
      * time for f32 (the one dtype P.V reads alike from both), never otherwise. Rows `bytes`
      * apart fall on 64 >> ctz(bytes / 64) sets: more than 8 a set when bytes is a multiple of
      * 64 * m, m the least power of two above 512 / BK. */
-    p.vpack = have_runs ? IR_VPACK_ALWAYS : ir_kv_dtype(f) == ATTN_F32 ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
+    p.vpack = have_runs ? IR_VPACK_ALWAYS : ir_kv_dtype(f) == ATTN_F32 && !f->page_size ? IR_VPACK_RUNTIME : IR_VPACK_NEVER;
     if (p.pv_bf16dot) p.vpack = IR_VPACK_ALWAYS;
     /* the group entry's decode: f32 K/V row by row (each row's pass over a sub-block hits L1);
      * narrower K/V (or operands to round) in passes of R rows, which convert each key once */

@@ -179,7 +179,7 @@ static bool rt_tensor_empty(const attn_tensor *t) {
     return false;
 }
 
-static attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
+attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
     if (d->heads < 1 || d->kv_heads < 1 || d->qk_dim < 1 || d->v_dim < 1 || d->block_q < 1)
         return rt_error(err, ATTN_ERR_ARG,
                         "descriptor '%s': heads, kv_heads, qk_dim, v_dim and block_q must be >= 1",
@@ -205,7 +205,7 @@ static attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
 }
 
 /* Binds call->inputs to the descriptor's declarations, filling args->input and input_dim. */
-static attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a,
+attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a,
                                    attn_error *err) {
     const attn_input *bound[ATTN_MAX_INPUTS] = {0};
     for (int i = 0; i < c->ninputs; i++) {
@@ -292,6 +292,9 @@ attn_status rt_check_call(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
     if (!c) return rt_error(err, ATTN_ERR_NULL, "the call is NULL");
     attn_status s = rt_check_desc(d, err);
     if (s) return s;
+    if (d->page_size > 0)
+        return rt_error(err, ATTN_ERR_ARG, "'%s' is a paged kernel (kv_cache = paged(%d)): run it with a paged call "
+                        "(attn_run_paged, attn_rt_launch_paged)", d->name ? d->name : "?", d->page_size);
     if (c->threads < 0)
         return rt_error(err, ATTN_ERR_ARG, "threads is %d, expected >= 0 (0: all cores)",
                         c->threads);

@@ -57,6 +57,11 @@ attn_status rt_check_disjoint(const RtRange *outs, int nout, const RtRange *ins,
 bool rt_ranges_overlap(const RtView *a, const RtView *b);
 /* An output must not write one element twice. */
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
+/* Binds call->inputs (only inputs, ninputs) to the descriptor's declarations, filling
+ * args->input and input_dim (sizes from args->batch, q_len, kv_len). */
+attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a, attn_error *err);
+/* The descriptor's own sanity (sizes, dtype, input table, stack). */
+attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err);
 /* ATTN_ERR_INDEX with a message naming the inputs the block declares. */
 attn_status rt_index_error(const attn_rt_desc *d, attn_error *err);
 /* A call with no query (nothing to do) or no key (every row sees no key: o = 0, lse = -inf,

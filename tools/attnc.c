@@ -40,7 +40,7 @@ static const struct {
      "compile ahead of time: an object (or asm, LLVM IR) and a C header"},
     {"run", "attnc run FILE --in NAME=X.npy ... --out NAME=Y.npy ... [--q-offset N]",
      "run a kernel on .npy tensors"},
-    {"bench", "attnc bench FILE [--batch B] [--q-len N] [--kv-len N] [--q-offset N] [--reps R] [--in NAME=X.npy] [--json]",
+    {"bench", "attnc bench FILE [--batch B] [--q-len N] [--kv-len N] [--kv-len-min M] [--q-offset N] [--reps R] [--in NAME=X.npy] [--json]",
      "time a kernel on random tensors"},
     {"mask", "attnc mask FILE --q-len N --kv-len N [--svg OUT.svg] [--q-offset N] [--in NAME=X.npy]",
      "draw the mask of batch row 0, head 0"},
@@ -53,8 +53,8 @@ static const struct {
 typedef enum OptId {
     OPT_KERNEL, OPT_DEFINE, OPT_THREADS, OPT_OPT, OPT_NO_PRUNE, OPT_ABSORB, OPT_AFTER, OPT_LLVM,
     OPT_OUT_FILE, OPT_EMIT, OPT_HEADER, OPT_TARGET, OPT_CPU, OPT_IN, OPT_OUT, OPT_Q_OFFSET,
-    OPT_BATCH, OPT_Q_LEN, OPT_KV_LEN, OPT_JSON, OPT_REPS, OPT_SVG, OPT_GRAD, OPT_RING, OPT_SHARD, OPT_STATS,
-    OPT_HELP
+    OPT_BATCH, OPT_Q_LEN, OPT_KV_LEN, OPT_KV_LEN_MIN, OPT_JSON, OPT_REPS, OPT_SVG, OPT_GRAD, OPT_RING, OPT_SHARD,
+    OPT_STATS, OPT_HELP
 } OptId;
 
 static const struct {
@@ -86,6 +86,8 @@ static const struct {
     {"--batch", OPT_BATCH, true, ON(CMD_BENCH), "B   batch size (default 1)"},
     {"--q-len", OPT_Q_LEN, true, ON(CMD_BENCH) | ON(CMD_MASK), "N   query rows (bench default 1024)"},
     {"--kv-len", OPT_KV_LEN, true, ON(CMD_BENCH) | ON(CMD_MASK), "N   keys (bench default 1024)"},
+    {"--kv-len-min", OPT_KV_LEN_MIN, true, ON(CMD_BENCH),
+     "M   paged kernels: each sequence's length drawn uniformly in [M, kv-len] (default kv-len)"},
     {"--json", OPT_JSON, false, ON(CMD_BENCH), "   one JSON object on the last line"},
     {"--reps", OPT_REPS, true, ON(CMD_BENCH), "R   timed runs (default: ~1 s worth, at least 3)"},
     {"--svg", OPT_SVG, true, ON(CMD_MASK), "OUT.svg   also draw the mask as SVG"},
@@ -125,6 +127,7 @@ typedef struct Cli {
     bool has_q_offset;
     int64_t q_offset;
     int64_t batch, q_len, kv_len; /* 0: not given */
+    int64_t kv_len_min;        /* bench of a paged kernel: 0 (kv_len) or the shortest sequence */
     bool json;
     int reps;                  /* 0: automatic */
     const char *svg;
@@ -265,14 +268,20 @@ static void cli_help_cmd(Cmd c, FILE *out) {
               "q [batch, heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],\n"
               "v [batch, kv_heads, kv_len, v_dim] (MLA: float32 q_nope ... w_uv, 'attnc help mla').\n"
               "Runtime inputs are int32 or float32 as declared. Outputs: o [batch, heads, q_len,\n"
-              "v_dim] and lse [batch, heads, q_len], written as float32.\n",
+              "v_dim] and lse [batch, heads, q_len], written as float32.\n"
+              "A paged block (kv_cache = paged(P)) reads q [total_q, heads, head_dim], k_pages,\n"
+              "v_pages [num_pages, P, kv_heads, dim] and int32 page_table [batch, max_pages],\n"
+              "kv_lens [batch], q_starts [batch + 1]; o [total_q, heads, v_dim], lse [total_q, heads].\n",
               out);
         break;
     case CMD_BENCH:
         fputs("\nq, k, v are random (fixed seed). Runtime inputs not given with --in are zeros.\n"
               "ms is the median of the timed runs; gflops counts 2*(head_dim+v_dim) flops per\n"
               "visible query-key pair and head; visible is the fraction of pairs the mask lets\n"
-              "through (sampled when there are more than 1e8 pairs to evaluate).\n",
+              "through (sampled when there are more than 1e8 pairs to evaluate); kv_bytes is the\n"
+              "K/V (MLA: latent) storage the call covers, so kv_bytes / ms is its read bandwidth.\n"
+              "A paged block (kv_cache = paged(P)) runs --batch sequences of lengths drawn in\n"
+              "[--kv-len-min, --kv-len], min(q-len, length) query rows each, pages shuffled.\n",
               out);
         break;
     case CMD_MASK:
@@ -420,9 +429,10 @@ static int cli_parse(Cli *c, int argc, char **argv) {
         case OPT_BATCH:
         case OPT_Q_LEN:
         case OPT_KV_LEN:
+        case OPT_KV_LEN_MIN:
             if (!cli_parse_i64(value, 1, CLI_MAX_LEN, &n))
                 return cli_usage(cmd, "%s needs a positive integer, got '%s'", cli_opts[k].name, value);
-            *(id == OPT_BATCH ? &c->batch : id == OPT_Q_LEN ? &c->q_len : &c->kv_len) = n;
+            *(id == OPT_BATCH ? &c->batch : id == OPT_Q_LEN ? &c->q_len : id == OPT_KV_LEN ? &c->kv_len : &c->kv_len_min) = n;
             break;
         case OPT_JSON: c->json = true; break;
         case OPT_GRAD: c->grad = true; break;
@@ -985,6 +995,89 @@ done:
     return rc;
 }
 
+/* run of a paged kernel: q, k_pages, v_pages (float32), page_table, kv_lens, q_starts (int32)
+ * and the inputs in; o [total_q, heads, v_dim] and lse [total_q, heads] out. */
+static int cmd_run_paged(Cli *c, attn_kernel *kern) {
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    enum { NT = 6 };
+    static const char *const tn[NT + 1] = {"q", "k_pages", "v_pages", "page_table", "kv_lens", "q_starts", NULL};
+    static const char *const layout[NT] = {"[total_q, heads, head_dim]", "[num_pages, page_size, kv_heads, head_dim]",
+                                           "[num_pages, page_size, kv_heads, v_dim]", "int32 [batch, max_pages]",
+                                           "int32 [batch]", "int32 [batch + 1]"};
+    static const int nd[NT] = {3, 4, 4, 2, 1, 1};
+    const char *paths[NT] = {NULL};
+    NpyArray arr[NT];
+    memset(arr, 0, sizeof arr);
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    float *o = NULL, *lse = NULL;
+    char msg[512];
+    int rc = 0;
+    if (c->has_q_offset)
+        return cli_error(EXIT_INPUT, "--q-offset does not apply to the paged kernel '%s': sequence b's queries are "
+                         "its last positions, kv_lens[b] - n_b ..", d->name);
+    for (int i = 0; i < c->nins && !rc; i++)
+        for (int t = 0; t < NT; t++)
+            if (!strcmp(c->ins[i].name, tn[t])) {
+                if (paths[t]) rc = cli_error(EXIT_INPUT, "--in %s is given twice", tn[t]);
+                paths[t] = c->ins[i].path;
+            }
+    for (int t = 0; t < NT && !rc; t++)
+        if (!paths[t])
+            rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (%s; '%s' is a paged kernel)", tn[t], layout[t], d->name);
+    for (int t = 0; t < NT && !rc; t++) {
+        if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
+        else if (arr[t].ndim != nd[t])
+            rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], tn[t], arr[t].ndim, nd[t],
+                           layout[t]);
+        else if (t >= 3 && arr[t].dtype != NPY_I32)
+            rc = cli_error(EXIT_INPUT, "%s: %s must be int32 ('<i4'), not %s", paths[t], tn[t],
+                           npy_dtype_descr(arr[t].dtype));
+        else if (t < 3 && !cli_to_dtype(&arr[t], ATTN_F32, tn[t], paths[t]))
+            rc = EXIT_INPUT;
+    }
+    if (rc) goto done;
+    int64_t B = arr[4].shape[0], T = arr[0].shape[0];
+    if ((rc = cli_load_inputs(c, d, &in, tn, false, NULL, NULL, B, 0, 0))) goto done;
+    int64_t oshape[3] = {T, d->heads, d->v_dim};
+    if (T > ((int64_t)1 << 36) / d->heads / d->v_dim) {
+        rc = cli_error(EXIT_INPUT, "the output for %" PRId64 " query rows is too large", T);
+        goto done;
+    }
+    o = calloc((size_t)(T * d->heads * d->v_dim) + 1, sizeof *o);
+    lse = calloc((size_t)(T * d->heads) + 1, sizeof *lse);
+    if (!o || !lse) {
+        rc = cli_error(EXIT_INPUT, "out of memory");
+        goto done;
+    }
+    attn_paged_call call;
+    memset(&call, 0, sizeof call);
+    attn_tensor *ct[NT] = {&call.q, &call.k_pages, &call.v_pages, &call.page_table, &call.kv_lens, &call.q_starts};
+    for (int t = 0; t < NT; t++) cli_tensor(ct[t], arr[t].data, arr[t].ndim, arr[t].shape);
+    cli_tensor(&call.o, o, 3, oshape);
+    cli_tensor(&call.lse, lse, 2, oshape);
+    call.inputs = in.bind;
+    call.ninputs = in.n;
+    call.threads = c->opts.threads;
+    attn_error err = {0};
+    if (attn_run_paged(kern, &call, &err) != ATTN_OK) {
+        rc = cli_status_error(&err);
+        goto done;
+    }
+    if (c->nouts == 0) cli_note("no --out given: nothing written");
+    for (int i = 0; i < c->nouts && !rc; i++) {
+        bool is_o = strcmp(c->outs[i].name, "o") == 0;
+        if (!npy_write(c->outs[i].path, NPY_F32, is_o ? o : lse, is_o ? 3 : 2, oshape, msg, sizeof msg))
+            rc = cli_error(EXIT_INPUT, "%s", msg);
+    }
+done:
+    for (int t = 0; t < NT; t++) npy_free(&arr[t]);
+    cli_inputs_free(&in);
+    free(o);
+    free(lse);
+    return rc;
+}
+
 static int cmd_run(Cli *c) {
     if (c->grad) return cmd_run_grad(c);
     for (int i = 0; i < c->nouts; i++) {
@@ -997,6 +1090,11 @@ static int cmd_run(Cli *c) {
     int rc = 0;
     attn_kernel *kern = cli_compile(c, &rc);
     if (!kern) return rc;
+    if (attn_kernel_page_size(kern)) {
+        rc = cmd_run_paged(c, kern);
+        attn_kernel_free(kern);
+        return rc;
+    }
     const attn_rt_desc *d = attn_kernel_desc(kern);
     bool mla = attn_kernel_is_mla(kern);
     const CliTensorSpec *ts = mla ? cli_mla_tensors : cli_std_tensors;
@@ -1202,6 +1300,14 @@ static int cli_cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* 64 random bits (splitmix64). */
+static uint64_t cli_rand64(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 /* Fills n elements of type t with uniform values in [-1, 1) from a fixed-seed generator. */
 static void cli_random_fill(void *data, size_t n, attn_dtype t, uint64_t *state) {
     for (size_t i = 0; i < n; i++) {
@@ -1261,6 +1367,174 @@ static attn_kernel *cli_bench_compile(const Cli *c, int *rc, double *cold_ms, do
     return k;
 }
 
+/* bench of a paged kernel: a ragged batch of B sequences, each of a length drawn uniformly in
+ * [kv-len-min, kv-len] (fixed seed) with min(q-len, length) queries, its pages shuffled. */
+static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double compile_ms, double compile_ms_warm) {
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    int64_t B = c->batch ? c->batch : 1, N = c->q_len ? c->q_len : 1024, L = c->kv_len ? c->kv_len : 1024;
+    int64_t M = c->kv_len_min ? c->kv_len_min : L, P = d->page_size, H = d->heads, KH = d->kv_heads;
+    if (M > L) return cli_usage(CMD_BENCH, "--kv-len-min (%" PRId64 ") exceeds --kv-len (%" PRId64 ")", M, L);
+    if (c->grad) return cli_error(EXIT_INPUT, "'%s' has no backward (paged kernels are for inference)", d->name);
+    if (c->has_q_offset)
+        return cli_error(EXIT_INPUT, "--q-offset does not apply to the paged kernel '%s'", d->name);
+    int rc = 0;
+    int32_t *lens = NULL, *starts = NULL, *table = NULL;
+    int64_t *perm = NULL;
+    float *q = NULL, *kp = NULL, *vp = NULL, *o = NULL;
+    double *times = NULL;
+    CliInputs in;
+    memset(&in, 0, sizeof in);
+    attn_error err = {0};
+    uint64_t seed = 42;
+    int64_t T = 0, NP = 0, MP = 1, kv_keys = 0;
+    lens = malloc(sizeof *lens * (size_t)B);
+    starts = malloc(sizeof *starts * (size_t)(B + 1));
+    if (!lens || !starts || B > ((int64_t)1 << 24)) {
+        rc = cli_error(EXIT_INPUT, "batch %" PRId64 " is too large", B);
+        goto done;
+    }
+    starts[0] = 0;
+    for (int64_t b = 0; b < B; b++) {
+        uint64_t z = cli_rand64(&seed);
+        lens[b] = (int32_t)(M + (int64_t)(z % (uint64_t)(L - M + 1)));
+        int64_t n = N < lens[b] ? N : lens[b];
+        T += n;
+        starts[b + 1] = (int32_t)T;
+        int64_t pages = (lens[b] + P - 1) / P;
+        NP += pages;
+        MP = pages > MP ? pages : MP;
+        kv_keys += lens[b];
+        if (T > INT32_MAX || NP > INT32_MAX) {
+            rc = cli_error(EXIT_INPUT, "the batch is too large");
+            goto done;
+        }
+    }
+    size_t nk = 0, nv = 0, nq = 0;
+    table = calloc((size_t)(B * MP), sizeof *table);
+    perm = malloc(sizeof *perm * (size_t)(NP ? NP : 1));
+    kp = cli_alloc_tensor(NP, P, KH, d->qk_dim, sizeof(float), &nk);
+    vp = cli_alloc_tensor(NP, P, KH, d->v_dim, sizeof(float), &nv);
+    q = cli_alloc_tensor(T, H, d->qk_dim, 1, sizeof(float), &nq);
+    o = calloc((size_t)(T * H * d->v_dim) + 1, sizeof *o);
+    if (!table || !perm || !kp || !vp || !q || !o) {
+        rc = cli_error(EXIT_INPUT, "cannot allocate the pages for batch %" PRId64 ", kv_len %" PRId64, B, L);
+        goto done;
+    }
+    cli_random_fill(kp, nk, ATTN_F32, &seed);
+    cli_random_fill(vp, nv, ATTN_F32, &seed);
+    cli_random_fill(q, nq, ATTN_F32, &seed);
+    for (int64_t i = 0; i < NP; i++) perm[i] = i;
+    for (int64_t i = NP - 1; i > 0; i--) { /* shuffled pages */
+        uint64_t z = cli_rand64(&seed);
+        int64_t j = (int64_t)(z % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int64_t b = 0, next = 0; b < B; b++)
+        for (int64_t j = 0; j < (lens[b] + P - 1) / P; j++) table[b * MP + j] = (int32_t)perm[next++];
+    if ((rc = cli_load_inputs(c, d, &in, NULL, true, NULL, NULL, B, 0, 0))) goto done;
+    attn_paged_call call;
+    memset(&call, 0, sizeof call);
+    cli_tensor(&call.q, q, 3, (int64_t[]){T, H, d->qk_dim});
+    cli_tensor(&call.k_pages, kp, 4, (int64_t[]){NP, P, KH, d->qk_dim});
+    cli_tensor(&call.v_pages, vp, 4, (int64_t[]){NP, P, KH, d->v_dim});
+    cli_tensor(&call.page_table, table, 2, (int64_t[]){B, MP});
+    cli_tensor(&call.kv_lens, lens, 1, (int64_t[]){B});
+    cli_tensor(&call.q_starts, starts, 1, (int64_t[]){B + 1});
+    cli_tensor(&call.o, o, 3, (int64_t[]){T, H, d->v_dim});
+    call.inputs = in.bind;
+    call.ninputs = in.n;
+    call.threads = c->opts.threads;
+    double t0 = cli_now_ms();
+    if (attn_run_paged(kern, &call, &err) != ATTN_OK) { /* warm-up */
+        rc = cli_status_error(&err);
+        goto done;
+    }
+    double warm = cli_now_ms() - t0;
+    int reps = c->reps;
+    if (!reps) {
+        double r = warm > 0 ? ceil(1000.0 / warm) : 1000;
+        reps = r < 3 ? 3 : r > 1000 ? 1000 : (int)r;
+    }
+    if (!(times = malloc((size_t)reps * sizeof *times))) {
+        rc = cli_error(EXIT_INPUT, "out of memory");
+        goto done;
+    }
+    for (int r = 0; r < reps; r++) {
+        double s0 = cli_now_ms();
+        attn_run_paged(kern, &call, &err);
+        times[r] = cli_now_ms() - s0;
+    }
+    qsort(times, (size_t)reps, sizeof *times, cli_cmp_double);
+    double ms = reps % 2 ? times[reps / 2] : (times[reps / 2 - 1] + times[reps / 2]) / 2, ms_min = times[0];
+
+    /* visible pairs, sequence by sequence (sampled over keys past 2^24 evaluations) */
+    attn_rt_args args;
+    memset(&args, 0, sizeof args);
+    args.batch = B;
+    for (int i = 0; i < in.n; i++) {
+        args.input[i] = in.bind[i].t.data;
+        for (int k = 0; k < in.bind[i].t.ndim; k++) args.input_dim[i][k] = in.bind[i].t.shape[k];
+    }
+    bool use_h = ir_expr_uses_var(f->mask, IR_V_H);
+    int64_t nh = use_h ? H : 1;
+    double evals = 0, all_pairs = 0, visible_pairs = 0;
+    for (int64_t b = 0; b < B; b++) evals += (double)(starts[b + 1] - starts[b]) * (double)nh * lens[b];
+    int64_t step = evals > (double)(1 << 24) ? (int64_t)ceil(evals / (double)(1 << 24)) : 1;
+    MaskEval m;
+    for (int64_t b = 0; b < B; b++) {
+        int64_t n = starts[b + 1] - starts[b];
+        args.q_len = n, args.kv_len = lens[b], args.q_offset = lens[b] - n;
+        all_pairs += (double)H * (double)n * lens[b];
+        for (int64_t h = 0; h < nh; h++) {
+            mask_init(&m, f, &args, b, h);
+            for (int64_t i = 0; i < n; i++) {
+                double seen = 0, vis = 0;
+                for (int64_t j = step / 2; j < lens[b]; j += step) {
+                    vis += mask_at(&m, i, j);
+                    seen++;
+                }
+                if (seen > 0) visible_pairs += vis / seen * (double)lens[b] * (double)(H / nh);
+            }
+            if (m.status != ATTN_OK) {
+                rc = mask_error(m.status);
+                goto done;
+            }
+        }
+    }
+    double visible = all_pairs > 0 ? visible_pairs / all_pairs : 0;
+    double gflops = ms > 0 ? 2.0 * (d->qk_dim + d->v_dim) * visible_pairs / (ms * 1e6) : 0;
+    double kv_bytes = (double)kv_keys * (double)KH * (double)(d->qk_dim + d->v_dim) * 4.0;
+    int threads = c->opts.threads ? c->opts.threads : attn_rt_cpu_count();
+    char warm_ms[32] = "null";
+    if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
+    if (c->json) {
+        printf("{\"kernel\": \"%s\", \"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
+               ", \"kv_len_min\": %" PRId64 ", \"total_q\": %" PRId64 ", \"keys\": %" PRId64 ", \"page_size\": %" PRId64
+               ", \"heads\": %d, \"kv_heads\": %d, \"qk_dim\": %d, \"v_dim\": %d, \"dtype\": \"f32\", "
+               "\"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, \"gflops\": %.4f, \"visible\": %.6f, "
+               "\"visible_exact\": %s, \"compile_ms\": %.3f, \"compile_ms_warm\": %s, \"grad\": false, "
+               "\"kv_bytes\": %.0f, \"paged\": true}\n",
+               d->name, B, N, L, M, T, kv_keys, P, d->heads, d->kv_heads, d->qk_dim, d->v_dim, threads, reps, ms,
+               ms_min, gflops, visible, step == 1 ? "true" : "false", compile_ms, warm_ms, kv_bytes);
+    } else {
+        printf("kernel      %s (f32, paged %" PRId64 ")\n", d->name, P);
+        printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 " (%" PRId64 " rows), kv_len %" PRId64
+               "..%" PRId64 " (%" PRId64 " keys), head_dim %d, v_dim %d\n",
+               B, d->heads, d->kv_heads, N, T, M, L, kv_keys, d->qk_dim, d->v_dim);
+        printf("threads     %d\n", threads);
+        if (compile_ms_warm >= 0) printf("compile     %.1f ms cold, %.1f ms warm (kernel cache)\n", compile_ms, compile_ms_warm);
+        else printf("compile     %.1f ms cold (kernel cache off)\n", compile_ms);
+        printf("time        %.3f ms median, %.3f ms min (%d runs)\n", ms, ms_min, reps);
+        printf("visible     %.2f%% of query-key pairs%s\n", visible * 100, step == 1 ? "" : " (sampled)");
+        printf("throughput  %.2f GFLOP/s (useful flops only)\n", gflops);
+        printf("kv read     %.1f MB of K/V, %.2f GB/s\n", kv_bytes / 1e6, ms > 0 ? kv_bytes / (ms * 1e6) : 0);
+    }
+done:
+    free(lens), free(starts), free(table), free(perm), free(q), free(kp), free(vp), free(o), free(times);
+    cli_inputs_free(&in);
+    return rc;
+}
+
 static int cmd_bench(Cli *c) {
     int64_t B = c->batch ? c->batch : 1, Lq = c->q_len ? c->q_len : 1024, Lk = c->kv_len ? c->kv_len : 1024;
     int rc = 0;
@@ -1281,6 +1555,14 @@ static int cmd_bench(Cli *c) {
     }
     double compile_ms = 0, compile_ms_warm = -1;
     if (!(kern = cli_bench_compile(c, &rc, &compile_ms, &compile_ms_warm))) goto done;
+    if (attn_kernel_page_size(kern)) {
+        rc = cmd_bench_paged(c, f, kern, compile_ms, compile_ms_warm);
+        goto done;
+    }
+    if (c->kv_len_min) {
+        rc = cli_usage(CMD_BENCH, "--kv-len-min is for paged kernels (kv_cache = paged(P))");
+        goto done;
+    }
     const attn_rt_desc *d = attn_kernel_desc(kern);
     BenchCall bc;
     memset(&bc, 0, sizeof bc);
@@ -1430,6 +1712,11 @@ static int cmd_bench(Cli *c) {
     double per_pair = c->grad ? 2.0 * (3 * d->qk_dim + 2 * d->v_dim) : 2.0 * (d->qk_dim + d->v_dim);
     double gflops = ms > 0 ? per_pair * visible_pairs / (ms * 1e6) : 0;
     int threads = c->opts.threads ? c->opts.threads : attn_rt_cpu_count();
+    /* the K/V (MLA: latent) storage the call covers */
+    attn_dtype kvt = ir_kv_dtype(f); /* int8 K/V: one byte an element, and an f32 scale per row of K and of V */
+    double kv_elem = (double)cli_elem_size(kvt), kv_scales = kvt == ATTN_I8 ? 8.0 : 0.0;
+    double kv_bytes = bc.mla ? (double)B * (double)Lk * (double)(f->mla.kv_rank + f->mla.rope_dim) * 4.0
+                             : (double)B * d->kv_heads * (double)Lk * ((double)(d->qk_dim + d->v_dim) * kv_elem + kv_scales);
     char warm_ms[32] = "null";
     if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
     char mla_json[64] = "", mla_text[64] = "";
@@ -1444,10 +1731,10 @@ static int cmd_bench(Cli *c) {
                "\"compute\": \"%s\", \"kv_dtype\": \"%s\", "
                "\"q_offset\": %" PRId64 ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, "
                "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f, "
-               "\"compile_ms_warm\": %s, \"grad\": %s%s}\n",
+               "\"compile_ms_warm\": %s, \"grad\": %s, \"kv_bytes\": %.0f%s}\n",
                d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, ir_dtype_name(dtype),
                ir_compute_name(f->compute), ir_dtype_name(bc.mla ? ATTN_F32 : ir_kv_dtype(f)), args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
-               warm_ms, c->grad ? "true" : "false", mla_json);
+               warm_ms, c->grad ? "true" : "false", kv_bytes, mla_json);
     } else {
         printf("kernel      %s (%s, compute %s%s)\n", d->name, ir_dtype_name(dtype), ir_compute_name(f->compute), mla_text);
         printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 ", kv_len %" PRId64
@@ -1459,6 +1746,7 @@ static int cmd_bench(Cli *c) {
         printf("time        %.3f ms median, %.3f ms min (%d runs)\n", ms, ms_min, reps);
         printf("visible     %.2f%% of query-key pairs%s\n", visible * 100, exact ? "" : " (sampled)");
         printf("throughput  %.2f GFLOP/s (useful flops only%s)\n", gflops, c->grad ? ", of the backward" : "");
+        printf("kv read     %.1f MB of K/V, %.2f GB/s\n", kv_bytes / 1e6, ms > 0 ? kv_bytes / (ms * 1e6) : 0);
     }
 done:
     for (int i = 0; i < 5; i++) free(gbuf[i]);
@@ -1624,6 +1912,7 @@ static int cmd_mask(Cli *c) {
     attn_rt_desc d;
     attn_rt_input_desc idesc[ATTN_MAX_INPUTS];
     drv_desc_init(f, &d, idesc, NULL);
+    d.page_size = 0; /* a paged block: the mask of sequence 0 with these lengths, as a contiguous call */
     /* batch: from the first --in input with a batch dim, else 1 */
     int64_t B = 1;
     for (int i = 0; i < c->nins && B == 1; i++) {

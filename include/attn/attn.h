@@ -57,6 +57,17 @@ attn_status attn_build(const char *path, const char *text, const attn_options *o
 /* Runs a compiled kernel. Several threads may run kernels at once. */
 attn_status attn_run(attn_kernel *kernel, const attn_call *call, attn_error *err);
 
+/* Runs a paged kernel (`kv_cache = paged(P);`) over a ragged batch (see attn_paged_call).
+ * attn_run refuses a paged kernel and attn_run_paged a contiguous one (ATTN_ERR_ARG). */
+attn_status attn_run_paged(attn_kernel *kernel, const attn_paged_call *call, attn_error *err);
+
+/* Runs a paged MLA kernel (an `mla { }` block with kv_cache = paged(P); absorbed) over a ragged
+ * batch of latent pages (see attn_paged_mla_call). */
+attn_status attn_run_paged_mla(attn_kernel *kernel, const attn_paged_mla_call *call, attn_error *err);
+
+/* The page size P of a paged kernel, 0 for a contiguous one. */
+int attn_kernel_page_size(const attn_kernel *kernel);
+
 /* The backward of a forward call: `call` as given to attn_run, with its o and lse holding the
  * forward's results; `grad` holds d loss / d o (dout) and receives dq, dk, dv and the wanted
  * gradients of the f32 inputs the score reads (dinputs, by name). f32 kernels that are not

@@ -129,6 +129,11 @@ typedef struct attn_rt_args {
      * other keys (a disjoint key domain, a cached prefix): o and lse are read per row, then
      * overwritten with the attention over both key sets. Needs lse; f32 outputs. */
     int64_t resume;
+    /* Paged kernels (attn_rt_desc.page_size P > 0): key j is row j % P of page pages[j / P],
+     * its K at k + pages[j / P] * k_page_stride + (j % P) * k_stride[2] + head * k_stride[1]
+     * (V alike); pages holds the batch row's page-table row (k_stride[0] is unused). */
+    const int32_t *pages;
+    int64_t k_page_stride, v_page_stride;
 } attn_rt_args;
 
 /* Computes query rows [q0, q1) of batch row b, query head h. Returns 0, or 1 when an input
@@ -177,6 +182,8 @@ typedef struct attn_rt_desc {
      * or ATTN_I8 under an f32 dtype; ATTN_I8 scales come as the inputs k_scale and v_scale);
      * ATTN_F32 (0) means "as dtype". */
     attn_dtype kv_dtype;
+    int page_size;                       /* `kv_cache = paged(P);`: P, run with attn_rt_launch_paged;
+                                          * 0: contiguous K/V (attn_rt_launch) */
 } attn_rt_desc;
 
 /* A reusable thread pool. */
@@ -261,6 +268,76 @@ attn_status attn_rt_launch_mla(const attn_rt_mla_desc *desc, const attn_mla_call
 
 /* Whether `absorb = auto` picks the absorbed variant for these sizes. */
 int attn_rt_mla_prefers_absorbed(const attn_rt_mla_desc *desc, int64_t q_len, int64_t kv_len);
+
+/* A call of a paged kernel (`kv_cache = paged(P);`): a ragged batch of sequences whose keys and
+ * values live in pages of P rows. Sequence b owns query rows q_starts[b] .. q_starts[b+1]-1
+ * (n_b of them) and keys 0 .. kv_lens[b]-1, key j in row j % P of page page_table[b, j / P];
+ * its queries sit at positions kv_lens[b] - n_b + i, and in the mask and score `b` is the
+ * sequence, `q_len` and `kv_len` its n_b and kv_lens[b]. f32 tensors (any strides with a unit
+ * last one); the index tensors are int32 and contiguous. Before anything is written the call
+ * checks q_starts (0 first, never decreasing, total_q last: ATTN_ERR_SHAPE), each length
+ * (n_b <= kv_lens[b] <= max_pages * P: ATTN_ERR_SHAPE) and every page a sequence reads (in
+ * [0, num_pages): ATTN_ERR_INDEX); table entries past a sequence's last page are never read.
+ * A zero-initialised call means every default; lse is optional (NULL data). */
+typedef struct attn_paged_call {
+    attn_tensor q;             /* [total_q, heads, qk_dim] */
+    attn_tensor k_pages;       /* [num_pages, P, kv_heads, qk_dim] */
+    attn_tensor v_pages;       /* [num_pages, P, kv_heads, v_dim] */
+    attn_tensor page_table;    /* i32 [batch, max_pages] */
+    attn_tensor kv_lens;       /* i32 [batch] */
+    attn_tensor q_starts;      /* i32 [batch + 1] */
+    attn_tensor o;             /* out: [total_q, heads, v_dim] */
+    attn_tensor lse;           /* out, optional (data NULL): [total_q, heads] */
+    const attn_input *inputs;  /* the spec's runtime inputs (sized by batch = sequences) */
+    int ninputs;               /* entries in inputs */
+    int threads;               /* as in attn_call */
+} attn_paged_call;
+
+/* Runs a paged kernel over a ragged batch: descs[0 .. n) are the block's key domains (one
+ * descriptor for most blocks), all with the same page_size > 0. Long sequences with few query
+ * rows (decode) have their keys split over threads and merged through log-sum-exps. */
+attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const attn_paged_call *call,
+                                 attn_rt_pool *pool, attn_error *err);
+
+/* A call of a paged MLA block: the latent cache in pages (c_kv_pages [num_pages, P, kv_rank],
+ * k_rope_pages [num_pages, P, rope_dim]) and the ragged batch of attn_paged_call; q_nope
+ * [total_q, heads, nope_dim], q_rope [total_q, heads, rope_dim], w_uk, w_uv as attn_mla_call,
+ * o [total_q, heads, v_dim], lse [total_q, heads] (optional). It runs absorbed (the scores
+ * against the latent rows): the cache's pages are read once per call into the absorbed
+ * kernel's [c_kv | k_rope] rows. f32, checked before anything is written as a paged call is. */
+typedef struct attn_paged_mla_call {
+    attn_tensor q_nope, q_rope;
+    attn_tensor c_kv_pages, k_rope_pages;
+    attn_tensor w_uk, w_uv;
+    attn_tensor page_table, kv_lens, q_starts; /* as in attn_paged_call */
+    attn_tensor o, lse;
+    const attn_input *inputs;
+    int ninputs;
+    int threads;
+} attn_paged_mla_call;
+
+/* Runs a paged MLA block (its absorbed variant, desc->absorbed, paged). */
+attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *desc, const attn_paged_mla_call *call,
+                                     attn_rt_pool *pool, attn_error *err);
+
+/* A serving engine's cache append: writes each sequence's new K/V rows into its pages.
+ * Sequence b's new rows are k_new/v_new rows new_starts[b] .. new_starts[b+1]-1 (n_b of them)
+ * and go to its positions kv_lens[b] - n_b + i, so kv_lens already counts them (the lengths
+ * the next paged call takes). Checked like a paged call (ATTN_ERR_SHAPE, ATTN_ERR_INDEX) before
+ * anything is written; two rows written to one page slot are ATTN_ERR_INDEX. Page size and
+ * head sizes come from the page tensors. */
+typedef struct attn_paged_append {
+    attn_dtype dtype;          /* element type of k_new, v_new and the pages: ATTN_F32 (0), F16, BF16 */
+    attn_tensor k_new;         /* [total_new, kv_heads, qk_dim] */
+    attn_tensor v_new;         /* [total_new, kv_heads, v_dim] */
+    attn_tensor new_starts;    /* i32 [batch + 1] */
+    attn_tensor k_pages;       /* in/out: [num_pages, P, kv_heads, qk_dim] */
+    attn_tensor v_pages;       /* in/out: [num_pages, P, kv_heads, v_dim] */
+    attn_tensor page_table;    /* i32 [batch, max_pages] */
+    attn_tensor kv_lens;       /* i32 [batch], the new rows included */
+} attn_paged_append;
+
+attn_status attn_rt_paged_append(const attn_paged_append *call, attn_error *err);
 
 const char *attn_status_name(attn_status s);
 

@@ -69,7 +69,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["compile", "Kernel", "AttnError", "SpecError", "load_library", "to_float32",
+__all__ = ["compile", "Kernel", "AttnError", "SpecError", "load_library", "to_float32", "paged_append",
            "from_float32", "ATTN_ERR_SPEC"]
 
 # attn_status (attn_rt.h)
@@ -172,7 +172,19 @@ class _Desc(ctypes.Structure):
                 ("grad_bounds", ctypes.c_void_p), ("grad_step", ctypes.c_void_p),
                 ("grad_lanes", ctypes.c_int), ("grad_scale", ctypes.c_float),
                 ("grad_head_kv", ctypes.c_void_p), ("grad_nreads", ctypes.c_int),
-                ("grad_read_input", ctypes.c_int * 8), ("kv_dtype", ctypes.c_int)]
+                ("grad_read_input", ctypes.c_int * 8), ("kv_dtype", ctypes.c_int),
+                ("page_size", ctypes.c_int)]
+
+
+class _PagedCall(ctypes.Structure):
+    _fields_ = [("q", _Tensor), ("k_pages", _Tensor), ("v_pages", _Tensor), ("page_table", _Tensor),
+                ("kv_lens", _Tensor), ("q_starts", _Tensor), ("o", _Tensor), ("lse", _Tensor),
+                ("inputs", ctypes.POINTER(_Input)), ("ninputs", ctypes.c_int), ("threads", ctypes.c_int)]
+
+
+class _PagedAppend(ctypes.Structure):
+    _fields_ = [("dtype", ctypes.c_int), ("k_new", _Tensor), ("v_new", _Tensor), ("new_starts", _Tensor),
+                ("k_pages", _Tensor), ("v_pages", _Tensor), ("page_table", _Tensor), ("kv_lens", _Tensor)]
 
 
 class _GradCall(ctypes.Structure):
@@ -261,6 +273,12 @@ def _declare(lib):
     lib.attn_run_mla.restype = ctypes.c_int
     lib.attn_kernel_mla_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_MlaInfo)]
     lib.attn_kernel_mla_info.restype = ctypes.c_int
+    lib.attn_run_paged.argtypes = [ctypes.c_void_p, ctypes.POINTER(_PagedCall), ctypes.POINTER(_Error)]
+    lib.attn_run_paged.restype = ctypes.c_int
+    lib.attn_kernel_page_size.argtypes = [ctypes.c_void_p]
+    lib.attn_kernel_page_size.restype = ctypes.c_int
+    lib.attn_rt_paged_append.argtypes = [ctypes.POINTER(_PagedAppend), ctypes.POINTER(_Error)]
+    lib.attn_rt_paged_append.restype = ctypes.c_int
     lib.attn_kernel_desc.argtypes = [ctypes.c_void_p]
     lib.attn_kernel_desc.restype = ctypes.POINTER(_Desc)
     lib.attn_kernel_compile_ms.argtypes = [ctypes.c_void_p]
@@ -459,6 +477,20 @@ class Kernel:
       choose (the spec's `absorb`, or its cost model for `absorb = auto`), True runs the
       absorbed variant, False the up-projected one (refused when that variant was not built).
 
+    and a paged kernel (page_size > 0: `kv_cache = paged(P);`) with a ragged batch:
+
+        o = kern(q, k_pages, v_pages, page_table=..., kv_lens=..., q_starts=None,
+                 return_lse=False, threads=None, **inputs)
+
+      q [total_q, heads, qk_dim] (the sequences' query rows one after another),
+      k_pages [num_pages, P, kv_heads, qk_dim], v_pages [num_pages, P, kv_heads, v_dim]
+      (float32), page_table [batch, max_pages], kv_lens [batch], q_starts [batch + 1]
+      (integers; q_starts None: one query row per sequence, decode). Sequence b owns rows
+      q_starts[b] .. q_starts[b+1]-1 and keys 0 .. kv_lens[b]-1, key j in row j % P of page
+      page_table[b, j // P]; its queries are its last positions. Returns o [total_q, heads,
+      v_dim] float32 (and lse [total_q, heads]). attnc.paged_append writes new K/V rows into
+      the pages.
+
     Arguments of both:
       q_offset    position of query row 0 (key j is at position j); None: kv_len - q_len,
                   the queries are the last positions. An integer in [-2**40, 2**40].
@@ -467,7 +499,7 @@ class Kernel:
                   0: every core. An integer in [0, 2**31 - 1].
       **inputs    the spec's runtime inputs by name (input_decls gives dtype and shape).
 
-    Attributes: name, heads, kv_heads, qk_dim, v_dim, dtype ('f32', 'f16', 'bf16'), kv_dtype, block_q,
+    Attributes: name, page_size (0: contiguous K/V), heads, kv_heads, qk_dim, v_dim, dtype ('f32', 'f16', 'bf16'), kv_dtype, block_q,
     inputs (names of the runtime inputs, in spec order), input_decls ({name: (dtype, dims)}),
     threads, compile_ms, cache_hit, is_mla, and for MLA kernels kv_rank, rope_dim, nope_dim,
     variants (the compiled ones: 'up-projected', 'absorbed'). For MLA kernels kv_heads, qk_dim
@@ -505,6 +537,7 @@ class Kernel:
         self.grad_inputs = [d.inputs[gi[i]].name.decode() for i in range(max(ng, 0))]
         self.compile_ms = lib.attn_kernel_compile_ms(handle)
         self.cache_hit = bool(lib.attn_kernel_cache_hit(handle))
+        self.page_size = lib.attn_kernel_page_size(handle)
         info = _MlaInfo()
         self.is_mla = bool(lib.attn_kernel_mla_info(handle, ctypes.byref(info)))
         if self.is_mla:
@@ -597,6 +630,54 @@ class Kernel:
         keep.append(arr)
         return arr, len(inputs)
 
+    def _call_paged(self, tensors, return_lse, threads, named):
+        names = ("q", "k_pages", "v_pages")
+        if len(tensors) > 3:
+            raise AttnError(ATTN_ERR_ARG, "%d tensors given, a paged kernel takes q, k_pages, v_pages" % len(tensors))
+        given = dict(zip(names, tensors))
+        for n in names + ("page_table", "kv_lens", "q_starts"):
+            if n in named:
+                if n in given:
+                    raise AttnError(ATTN_ERR_ARG, "tensor '%s' given twice" % n)
+                given[n] = named.pop(n)
+        missing = [n for n in names + ("page_table", "kv_lens") if given.get(n) is None]
+        if missing:
+            raise AttnError(ATTN_ERR_NULL, "missing %s (a paged kernel takes q, k_pages, v_pages, page_table=, "
+                            "kv_lens= and q_starts=)" % ", ".join(missing))
+        nthreads = self.threads if threads is None else _int_arg("threads", threads, 0, _INT_MAX, ATTN_ERR_ARG)
+        keep = []
+        inputs, ninputs = self._bind_inputs(named, keep)
+        arrs = [_as_storage(n, given[n], "f32") for n in names]
+        idx = {}
+        for n in ("page_table", "kv_lens", "q_starts"):
+            if given.get(n) is not None:
+                idx[n] = _input_array(n, given[n], "i32")
+        q = arrs[0]
+        if q.ndim != 3:
+            raise AttnError(ATTN_ERR_RANK, "q: %d dims, expected 3 [total_q, heads, qk_dim]" % q.ndim)
+        if "q_starts" not in idx:  # one query row per sequence: decode
+            batch = idx["kv_lens"].shape[0] if idx["kv_lens"].ndim else 0
+            if q.shape[0] != batch:
+                raise AttnError(ATTN_ERR_SHAPE, "q has %d rows and there are %d sequences: give q_starts= "
+                                "(sequence b owns rows q_starts[b] .. q_starts[b+1]-1)" % (q.shape[0], batch))
+            idx["q_starts"] = np.arange(batch + 1, dtype=np.int32)
+        o = np.empty((q.shape[0], self.heads, self.v_dim), dtype=np.float32)
+        lse = np.empty((q.shape[0], self.heads), dtype=np.float32) if return_lse else None
+        call = _PagedCall()
+        call.q, call.k_pages, call.v_pages = (_tensor(a) for a in arrs)
+        for n, a in idx.items():
+            setattr(call, n, _tensor(a))
+        call.o = _tensor(o)
+        if lse is not None:
+            call.lse = _tensor(lse)
+        call.threads = nthreads
+        call.inputs = inputs
+        call.ninputs = ninputs
+        run = self._lib.attn_run_paged
+        self._run(lambda h, c, e: run(h, ctypes.byref(c), ctypes.byref(e)), call)
+        del keep, arrs, idx
+        return (o, lse) if return_lse else o
+
     def _gather(self, tensors, named, names):
         """The tensors of a call, given by position (in `names` order) or by name; what is left
         in `named` are the runtime inputs."""
@@ -621,6 +702,11 @@ class Kernel:
         return given
 
     def __call__(self, *tensors, q_offset=None, return_lse=False, threads=None, absorb=None, **named):
+        if self.page_size:
+            if q_offset is not None or absorb is not None:
+                raise AttnError(ATTN_ERR_ARG, "q_offset and absorb do not apply to a paged kernel: sequence b's "
+                                "queries are its last positions")
+            return self._call_paged(tensors, return_lse, threads, named)
         names = _MLA_TENSORS if self.is_mla else _TENSORS
         given = self._gather(tensors, named, names)
         if absorb is not None and not self.is_mla:
@@ -743,6 +829,39 @@ class Kernel:
         self._run(lambda h, c, e: run(h, ctypes.byref(c), ctypes.byref(g), ctypes.byref(e)), call)
         del keep, arrs
         return tuple(grads) + (dinputs,)
+
+
+def paged_append(k_new, v_new, k_pages, v_pages, page_table, kv_lens, new_starts=None):
+    """Writes a step's new K/V rows into their pages, in place (a serving engine's cache append).
+
+    k_new [total_new, kv_heads, qk_dim] and v_new [total_new, kv_heads, v_dim] hold the new rows
+    of every sequence one after another: sequence b's are rows new_starts[b] .. new_starts[b+1]-1
+    (new_starts None: one row per sequence). They go to sequence b's positions
+    kv_lens[b] - n_b + i, so kv_lens already counts them (the lengths the next paged call takes).
+    k_pages [num_pages, P, kv_heads, qk_dim] and v_pages [num_pages, P, kv_heads, v_dim] are
+    float32 arrays updated in place (C-contiguous or with a unit last stride); page_table
+    [batch, max_pages], kv_lens [batch] and new_starts [batch + 1] are integers. Checked as a
+    paged call is, before anything is written (AttnError: ATTN_ERR_SHAPE, ATTN_ERR_INDEX, and
+    ATTN_ERR_INDEX when two rows would go to one page slot)."""
+    lib = load_library()
+    for n, a in (("k_pages", k_pages), ("v_pages", v_pages)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
+            raise AttnError(ATTN_ERR_DTYPE, "%s must be a float32 numpy array (it is written in place)" % n)
+        if a.ndim and a.shape[-1] > 1 and a.strides[-1] != 4:
+            raise AttnError(ATTN_ERR_STRIDE, "%s: the last dim must be contiguous (it is written in place)" % n)
+    kn, vn = _as_storage("k_new", k_new, "f32"), _as_storage("v_new", v_new, "f32")
+    table, lens = _input_array("page_table", page_table, "i32"), _input_array("kv_lens", kv_lens, "i32")
+    if new_starts is None:
+        new_starts = np.arange((lens.shape[0] if lens.ndim else 0) + 1, dtype=np.int32)
+    starts = _input_array("new_starts", new_starts, "i32")
+    c = _PagedAppend()
+    c.dtype = 0
+    c.k_new, c.v_new, c.new_starts = _tensor(kn), _tensor(vn), _tensor(starts)
+    c.k_pages, c.v_pages, c.page_table, c.kv_lens = _tensor(k_pages), _tensor(v_pages), _tensor(table), _tensor(lens)
+    err = _Error()
+    st = lib.attn_rt_paged_append(ctypes.byref(c), ctypes.byref(err))
+    if st != ATTN_OK:
+        raise AttnError(st, err.message.decode(errors="replace"))
 
 
 def _is_text(src):
