@@ -268,7 +268,7 @@ void cg_emit_class_runs(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef 
 
 // cg_tmpl_grad.c
 
-/* The grad role's functions <symbol>_grad_bounds and <symbol>_grad_step. */
+/* The grad role's functions <symbol>_grad_bounds, <symbol>_grad_step and <symbol>_grad_keys. */
 bool cg_emit_grad(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symbol, StrBuf *err);
 
 #endif

@@ -9,7 +9,10 @@
  *     for the W keys k0 .. k0+W-1 of the query at q: fio[0..W) holds the scaled scores s on
  *     entry and gets the modified scores (-inf where the mask hides the key or it is past
  *     kv_len); fio[W..2W) d score / ds; for each f32 input read r of the score,
- *     fio[(2+r)W ..) the derivative in the value read and iio[rW ..) the element's index.
+ *     fio[(2+r)W ..) the derivative in the value read and iio[rW ..) the element's index;
+ *   int32_t <tile>_grad_keys(const attn_rt_args *a, int64_t b, int64_t h, int64_t q,
+ *                            const int64_t *k, float *fio, int64_t *iio)
+ *     the same for the W keys at positions k[0 .. W) (any: the residue runs' keys).
  *
  * Both return 1 when an input index fell outside its array (lanes the mask hides excepted). */
 #include <math.h>
@@ -20,9 +23,12 @@
 #include "codegen/cg_kern.h"
 
 /* The function `name` of the grad role: (a, b, h, q, extra args...) -> i32, its entry block
- * open; env set up for row q. The step takes (k0, fio, iio), the bounds (k). */
-static LLVMValueRef grad_fn(Cg *c, CgEnv *env, const IrFunc *f, const char *name, bool step) {
-    LLVMTypeRef params[7] = {c->ptr, c->i64, c->i64, c->i64, step ? c->i64 : c->ptr, c->ptr, c->ptr};
+ * open; env set up for row q. The step takes (k0, fio, iio), the keys (k, fio, iio), the
+ * bounds (k). */
+enum { GRAD_BOUNDS, GRAD_STEP, GRAD_KEYS };
+static LLVMValueRef grad_fn(Cg *c, CgEnv *env, const IrFunc *f, const char *name, int kind) {
+    bool step = kind != GRAD_BOUNDS;
+    LLVMTypeRef params[7] = {c->ptr, c->i64, c->i64, c->i64, kind == GRAD_STEP ? c->i64 : c->ptr, c->ptr, c->ptr};
     LLVMTypeRef fty = LLVMFunctionType(c->i32, params, step ? 7 : 5, 0);
     c->fn = LLVMAddFunction(c->mod, name, fty);
     c->stack = 0;
@@ -54,11 +60,12 @@ static void grad_ret(Cg *c, CgEnv *env) {
 
 static bool emit_bounds(Cg *c, const IrFunc *f, const char *name) {
     CgEnv env;
-    grad_fn(c, &env, f, name, false);
+    grad_fn(c, &env, f, name, GRAD_BOUNDS);
     LLVMValueRef out = LLVMGetParam(c->fn, 4);
     LLVMValueRef lo = cg_i64(c, 0), hi = LLVMBuildSub(c->b, env.kv_len, cg_i64(c, 1), "");
-    /* bounds of positions (residue runs' trees speak of their own keys: every key then) */
-    if (f->prune.enabled && f->prune.runs.mod < 2) {
+    /* bounds of positions (with residue runs, of the mask without its residue conjunct: the
+     * runtime keeps the keys of the runs, or grad_step masks the others) */
+    if (f->prune.enabled) {
         LLVMValueRef all = cg_lane_mask(c, c->W);
         lo = cg_smax(c, lo, cg_expr(c, &env, f->prune.k_lo, all).v);
         hi = cg_smin(c, hi, cg_expr(c, &env, f->prune.k_hi, all).v);
@@ -69,14 +76,14 @@ static bool emit_bounds(Cg *c, const IrFunc *f, const char *name) {
     return true;
 }
 
-static bool emit_step(Cg *c, const IrFunc *f, const char *name) {
+static bool emit_step(Cg *c, const IrFunc *f, const char *name, int kind) {
     CgEnv env;
-    grad_fn(c, &env, f, name, true);
+    grad_fn(c, &env, f, name, kind);
     LLVMBuilderRef b = c->b;
     LLVMValueRef k0 = LLVMGetParam(c->fn, 4), fio = LLVMGetParam(c->fn, 5), iio = LLVMGetParam(c->fn, 6);
     unsigned va = 4;
     int W = c->W;
-    env.k = LLVMBuildAdd(b, cg_splat(c, k0), cg_iota(c), "");
+    env.k = kind == GRAD_STEP ? LLVMBuildAdd(b, cg_splat(c, k0), cg_iota(c), "") : cg_load(c, c->vi64, k0, 8);
     LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, env.k, cg_splat(c, env.kv_len), "");
     LLVMValueRef raw = cg_load(c, c->vf, fio, va);
     /* the mask first: the score is evaluated (and its inputs read) for the keys it lets through */
@@ -109,12 +116,13 @@ static bool emit_step(Cg *c, const IrFunc *f, const char *name) {
 
 bool cg_emit_grad(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symbol, StrBuf *err) {
     char name[560];
-    for (int i = 0; i < 2; i++) {
-        snprintf(name, sizeof name, "%s_grad_%s", symbol, i ? "step" : "bounds");
+    static const char *const names[3] = {"bounds", "step", "keys"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof name, "%s_grad_%s", symbol, names[i]);
         Cg fc;
         cg_fn_open(c, &fc);
         cg_init_types(&fc, plan->W);
-        bool ok = i ? emit_step(&fc, f, name) : emit_bounds(&fc, f, name);
+        bool ok = i ? emit_step(&fc, f, name, i) : emit_bounds(&fc, f, name);
         if (!cg_fn_close(c, &fc, fc.fn, false, false, err) || !ok) return false;
     }
     return true;

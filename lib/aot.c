@@ -112,8 +112,10 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
                   "/* the backward's (attn_rt_launch_backward) */\n"
                   "int32_t %s_grad_bounds(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t *k);\n"
                   "int32_t %s_grad_step(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t k0, "
+                  "float *fio, int64_t *iio);\n"
+                  "int32_t %s_grad_keys(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, const int64_t *k, "
                   "float *fio, int64_t *iio);\n",
-                  tile, tile);
+                  tile, tile, tile);
         sb_printf(sb, "static const int attnc_%s_head_kv[%d] ATTNC_AOT_UNUSED = {", n, f->heads);
         for (int h = 0; h < f->heads; h++) sb_printf(sb, "%s%d", h ? ", " : "", ir_head_kv(f, h));
         sb_puts(sb, "};\n");
@@ -153,7 +155,15 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
     } else {
         sb_puts(sb, "    NULL, NULL, 0, 0.0f, NULL, 0, {0},");
     }
-    sb_printf(sb, " %s, %d,\n};\n\n", aot_dtype_enum(f->kv_dtype), f->page_size);
+    sb_printf(sb, " %s, %d,", aot_dtype_enum(f->kv_dtype), f->page_size);
+    /* the backward's exact masks and residue runs */
+    int ex = gp ? drv_grad_exact(f) : 0, runs = gp && f->prune.enabled && f->prune.runs.mod >= 2 && f->prune.runs.mod <= INT32_MAX;
+    sb_printf(sb, " %d, %d, %d, %d, %d, ", ex, runs ? (int)f->prune.runs.mod : 0, runs ? (int)f->prune.runs.base : 0,
+              runs ? (int)f->prune.runs.width : 0, runs ? (int)f->prune.runs.with_q : 0);
+    if (gp)
+        sb_printf(sb, "%s_grad_keys,\n};\n\n", tile);
+    else
+        sb_puts(sb, "NULL,\n};\n\n");
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */

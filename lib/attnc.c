@@ -73,6 +73,9 @@ static void kern_roles(attn_kernel *kern, IrFunc **funcs, int n, const char *con
         if (ok && cg_jit_lookup(kern->jit, name, &gs)) {
             roles[i].grad_bounds = (attn_rt_grad_bounds_fn)(void (*)(void))gb;
             roles[i].grad_step = (attn_rt_grad_step_fn)(void (*)(void))gs;
+            attn_rt_tile_fn gk;
+            snprintf(name, sizeof name, "%s_grad_keys", sym);
+            if (cg_jit_lookup(kern->jit, name, &gk)) roles[i].grad_keys = (attn_rt_grad_keys_fn)(void (*)(void))gk;
         }
     }
 }
@@ -203,7 +206,7 @@ attn_status attn_compile(const char *path, const char *text, const attn_options 
         }
         d->tile = tiles[i];
         d->group = roles[i].group;
-        if (roles[i].grad_step) drv_desc_grad(funcs[i], d, roles[i].grad_bounds, roles[i].grad_step);
+        if (roles[i].grad_step) drv_desc_grad(funcs[i], d, roles[i].grad_bounds, roles[i].grad_step, roles[i].grad_keys);
     }
     kern->threads = opts->threads;
     kern->compile_ms = now_ms() - t0;

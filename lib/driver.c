@@ -163,7 +163,13 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
     }
 }
 
-void drv_desc_grad(const IrFunc *f, attn_rt_desc *desc, attn_rt_grad_bounds_fn bounds, attn_rt_grad_step_fn step) {
+int drv_grad_exact(const IrFunc *f) {
+    return f->prune.enabled && f->prune.exact && !f->score && !f->grad.dscore && f->grad.nreads == 0 &&
+           f->prune.runs.mod <= INT32_MAX;
+}
+
+void drv_desc_grad(const IrFunc *f, attn_rt_desc *desc, attn_rt_grad_bounds_fn bounds, attn_rt_grad_step_fn step,
+                   attn_rt_grad_keys_fn keys) {
     const IrPlan *pl = ir_plan(f, IR_ROLE_GRAD);
     int *map = arena_alloc(f->arena, sizeof(int) * (size_t)f->heads);
     if (!pl || !map || f->grad.nreads > ATTN_RT_MAX_GRAD_READS) return; /* no backward */
@@ -175,4 +181,12 @@ void drv_desc_grad(const IrFunc *f, attn_rt_desc *desc, attn_rt_grad_bounds_fn b
     desc->grad_head_kv = map;
     desc->grad_nreads = f->grad.nreads;
     for (int r = 0; r < f->grad.nreads; r++) desc->grad_read_input[r] = f->grad.reads[r].load->input;
+    desc->grad_exact = drv_grad_exact(f);
+    desc->grad_keys = keys;
+    if ((desc->grad_exact || keys) && f->prune.enabled && f->prune.runs.mod >= 2 && f->prune.runs.mod <= INT32_MAX) {
+        desc->grad_runs_mod = (int)f->prune.runs.mod;
+        desc->grad_runs_base = (int)f->prune.runs.base;
+        desc->grad_runs_width = (int)f->prune.runs.width;
+        desc->grad_runs_with_q = f->prune.runs.with_q;
+    }
 }

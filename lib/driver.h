@@ -38,7 +38,11 @@ int drv_compiled_funcs(IrFunc *f, IrFunc **out, IrVariantKind *kinds);
 
 /* The backward's part of f's descriptor: its generated functions, lanes, scale, head map and
  * the inputs the score's f32 reads read (the head map lives in f's arena). */
-void drv_desc_grad(const IrFunc *f, attn_rt_desc *desc, attn_rt_grad_bounds_fn bounds, attn_rt_grad_step_fn step);
+/* Whether f's backward needs no grad_step: its mask is exactly the prune pass's key bounds of a
+ * row (prune.exact) within its residue runs, and it has no score modifier. */
+int drv_grad_exact(const IrFunc *f);
+void drv_desc_grad(const IrFunc *f, attn_rt_desc *desc, attn_rt_grad_bounds_fn bounds, attn_rt_grad_step_fn step,
+                   attn_rt_grad_keys_fn keys);
 
 /* Fills the runtime descriptor of an optimized func (inputs[] must hold f->ninputs entries;
  * names point into the func's arena). `tile` may be NULL (AOT). */

@@ -11,6 +11,7 @@ typedef struct KernRoles {
     attn_rt_tile_fn group;              /* the group entry */
     attn_rt_grad_bounds_fn grad_bounds; /* the backward's */
     attn_rt_grad_step_fn grad_step;
+    attn_rt_grad_keys_fn grad_keys;
 } KernRoles;
 
 struct attn_kernel {

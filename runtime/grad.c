@@ -35,16 +35,8 @@ static const float *row_ptr(const RtView *v, int64_t b, int64_t h, int64_t i) {
     return (const float *)v->t->data + b * v->stride[0] + h * v->stride[1] + i * v->stride[2];
 }
 
-/* The inner loops, vectorized for the CPU at hand (AVX-512, AVX2 or the baseline, picked when
- * the library loads); 16 partial sums in a fixed order, so a result does not depend on the
- * thread that computes it. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
-#define RT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define RT_CLONES
-#endif
-
-RT_CLONES static float dot(const float *x, const float *y, int n) {
+/* D = rowsum(dO * O): 16 partial sums in a fixed order. */
+static float dot(const float *x, const float *y, int n) {
     float s[16] = {0};
     int i = 0;
     for (; i + 16 <= n; i += 16)
@@ -55,78 +47,346 @@ RT_CLONES static float dot(const float *x, const float *y, int n) {
     return s[0];
 }
 
-RT_CLONES static void axpy(float *y, float a, const float *x, int n) {
-    for (int i = 0; i < n; i++) y[i] += a * x[i];
+enum { MAX_LANES = 16, BQ = RT_GBQ, BK = RT_GBK, FAIL_INDEX = 1, FAIL_NOMEM = 2 };
+
+/* Carves n elements of `size` bytes, 64-byte aligned, from *at (a NULL base only counts). */
+static void *carve(char *base, size_t *at, size_t n, size_t size) {
+    size_t o = (*at + 63) & ~(size_t)63;
+    *at = o + n * size;
+    return base ? base + o : NULL;
 }
 
-enum { MAX_LANES = 16 };
+/* The keys a pass visits, in a compacted index u (the residue runs of the mask, as the forward
+ * visits them): mod 0, every key (u is the position); else the position of u is
+ * first + mod * (u / width) + u % width (width 1: one residue class, first its residue). */
+typedef struct KeyMap {
+    int64_t mod, first, width;
+} KeyMap;
 
+static int64_t floor_div(int64_t x, int64_t m) { return x / m - (x % m < 0); }
+
+static int64_t key_pos(const KeyMap *m, int64_t u) {
+    return m->mod ? m->first + m->mod * (u / m->width) + u % m->width : u;
+}
+
+/* How many keys of the map lie below position x. */
+static int64_t keys_below(const KeyMap *m, int64_t x) {
+    int64_t n;
+    if (!m->mod) {
+        n = x;
+    } else {
+        int64_t dd = x - m->first, per = floor_div(dd, m->mod), rem = dd - per * m->mod;
+        n = per * m->width + (rem < m->width ? rem : m->width);
+    }
+    return n < 0 ? 0 : n;
+}
+
+/* A task's scratch (one allocation) and what it works on. */
+typedef struct Task {
+    Grad *G;
+    int64_t task, b, kvh;
+    int ng;
+    float *part;
+    int *hs;
+    float *lsev, *Dv, *Kt, *Vt, *S, *smod, *dfds, *dP, *P, *ds, *dss, *rd, *zero, *dump;
+    int64_t *lo, *hi, *blo, *bhi, *ri, *kpos;
+    const float **qrow, **dorow, **krow, **vrow, **ktrow, **vtrow, **pcol, **dscol, **dssrow;
+    float **dqrow, **srow, **dprow, **dkrow, **dvrow;
+    int *vlo, *vhi;
+} Task;
+
+/* The rows i = i0 + istep * t (t < nrows) of the query heads of the group against the keys of
+ * `km`, for key domain dd: key blocks of BK keys in order; for each, every block of BQ rows of
+ * every query head of the group that may see it (the rows' key bounds from grad_bounds),
+ * through the register-blocked products of grad_kern.c:
+ *   S = Q·Kᵀ; the mask and score by grad_step (or, for a mask that is exactly its bounds and
+ *   residue runs, without a score modifier, the bounds alone); dP = dO·Vᵀ; P, dS; dV += Pᵀ·dO;
+ *   dK += dSᵀ·Q; dQ += dS·K.
+ * The task owns the dk, dv rows of its K/V head and the dq rows of its query heads: the products
+ * accumulate into them, key blocks in order. Returns a FAIL_ code or 0. */
+static int grad_pass(Task *T, const attn_rt_desc *dd, int64_t i0, int64_t istep, int64_t nrows, const KeyMap *km,
+                     bool exact) {
+    Grad *G = T->G;
+    const attn_rt_desc *d = G->d;
+    const attn_rt_args *a = G->a;
+    int64_t b = T->b, kvh = T->kvh, Lq = a->q_len, Lk = a->kv_len;
+    int QK = d->qk_dim, VD = d->v_dim, W = d->grad_lanes, ng = T->ng, nr_dd = dd->grad_nreads;
+    const float *q = a->q, *k = a->k, *v = a->v;
+    float scale = d->grad_scale, *S = T->S, *smod = T->smod, *dfds = T->dfds, *dP = T->dP, *P = T->P, *ds = T->ds,
+          *dss = T->dss, *rd = T->rd, *part = T->part;
+    int64_t *lo = T->lo, *hi = T->hi, *blo = T->blo, *bhi = T->bhi, *ri = T->ri;
+    int *vlo = T->vlo, *vhi = T->vhi;
+    int64_t nqb = (nrows + BQ - 1) / BQ, nk = keys_below(km, G->ke), kfirst = keys_below(km, G->kb);
+    float fio[(2 + ATTN_RT_MAX_GRAD_READS) * MAX_LANES];
+    int64_t iio[ATTN_RT_MAX_GRAD_READS * MAX_LANES];
+    /* the rows' key bounds (in the map's index), and each row block's hull of them */
+    for (int g = 0; g < ng; g++)
+        for (int64_t qb = 0; qb < nqb; qb++) {
+            int64_t bl = INT64_MAX, bh = -1;
+            for (int64_t t = qb * BQ; t < nrows && t < (qb + 1) * BQ; t++) {
+                int64_t i = i0 + istep * t, kb[2] = {Lk, -1};
+                if (T->lsev[g * Lq + i] != -INFINITY) { /* a row that saw no key adds nothing */
+                    if (dd->grad_bounds(a, b, T->hs[g], a->q_offset + i, kb)) return FAIL_INDEX;
+                    if (kb[0] < G->kb) kb[0] = G->kb; /* the keys visited only */
+                    if (kb[1] > G->ke - 1) kb[1] = G->ke - 1;
+                    if (kb[0] <= kb[1]) {
+                        kb[0] = keys_below(km, kb[0]);
+                        kb[1] = keys_below(km, kb[1] + 1) - 1;
+                    }
+                }
+                lo[g * Lq + t] = kb[0];
+                hi[g * Lq + t] = kb[1];
+                if (kb[0] <= kb[1]) {
+                    bl = kb[0] < bl ? kb[0] : bl;
+                    bh = kb[1] > bh ? kb[1] : bh;
+                }
+            }
+            blo[g * nqb + qb] = bl;
+            bhi[g * nqb + qb] = bh;
+        }
+    for (int64_t j0 = kfirst; j0 < nk; j0 += BK) {
+        int jn = (int)(nk - j0 < BK ? nk - j0 : BK);
+        int64_t j1 = j0 + jn - 1;
+        bool any = false;
+        for (int64_t x = 0; x < ng * nqb && !any; x++) any = blo[x] <= j1 && bhi[x] >= j0;
+        if (!any) continue; /* no query sees this key block */
+        /* K's and V's rows (zero past the last key) and Kᵀ, Vᵀ; dK and dV go straight to the
+         * task's own dk, dv rows */
+        for (int t = 0; t < BK; t++) {
+            int64_t kp = t < jn ? key_pos(km, j0 + t) : Lk; /* past the keys: hidden */
+            T->kpos[t] = kp;
+            T->krow[t] = t < jn ? k + b * a->k_stride[0] + kvh * a->k_stride[1] + kp * a->k_stride[2] : T->zero;
+            T->vrow[t] = t < jn ? v + b * a->v_stride[0] + kvh * a->v_stride[1] + kp * a->v_stride[2] : T->zero;
+            T->dkrow[t] = t < jn ? (float *)row_ptr(&G->dk, b, kvh, kp - G->kb) : T->dump;
+            T->dvrow[t] = t < jn ? (float *)row_ptr(&G->dv, b, kvh, kp - G->kb) : T->dump;
+        }
+        rt_grad_transpose(T->Kt, T->krow, QK);
+        rt_grad_transpose(T->Vt, T->vrow, VD);
+        for (int g = 0; g < ng; g++) {
+            int64_t h = T->hs[g];
+            for (int64_t qb = 0; qb < nqb; qb++) {
+                if (blo[g * nqb + qb] > j1 || bhi[g * nqb + qb] < j0) continue;
+                int64_t t0 = qb * BQ;
+                int ni = (int)(nrows - t0 < BQ ? nrows - t0 : BQ), r0 = BQ, r1 = 0;
+                for (int r = 0; r < BQ; r++) {
+                    int64_t l = r < ni ? lo[g * Lq + t0 + r] : Lk, u = r < ni ? hi[g * Lq + t0 + r] : -1;
+                    if (l > u || l > j1 || u < j0) {
+                        vlo[r] = BK, vhi[r] = -1;
+                        continue;
+                    }
+                    vlo[r] = (int)(l > j0 ? l - j0 : 0);
+                    vhi[r] = (int)(u < j1 ? u - j0 : jn - 1);
+                    r0 = r < r0 ? r : r0;
+                    r1 = r + 1;
+                }
+                r0 &= ~3;
+                r1 = (r1 + 3) & ~3;
+                int nr = r1 - r0;
+                for (int r = r0; r < r1; r++) {
+                    bool in = r < ni;
+                    int64_t i = i0 + istep * (t0 + r);
+                    T->qrow[r] = in ? q + b * a->q_stride[0] + h * a->q_stride[1] + i * a->q_stride[2] : T->zero;
+                    T->dorow[r] = in ? row_ptr(&G->dout, b, h, i) : T->zero;
+                    T->dqrow[r] = in ? (float *)row_ptr(&G->dq, b, h, i) : T->dump;
+                }
+                float lsr[BQ], Dr[BQ];
+                for (int r = r0; r < r1; r++) {
+                    int64_t i = i0 + istep * (t0 + r);
+                    lsr[r] = r < ni ? T->lsev[g * Lq + i] : 0.0f;
+                    Dr[r] = r < ni ? T->Dv[g * Lq + i] : 0.0f;
+                }
+                /* what each group of 4 rows and 4 keys needs: the rows' keys (S, dP: the vectors
+                 * holding them; dQ: them), the keys' rows (dV, dK) */
+                int rcol[BQ / 2], rkey[BQ / 2], krows[BK / 2];
+                for (int x = 0; x < BK / 4; x++) krows[2 * x] = BQ, krows[2 * x + 1] = 0;
+                for (int gq = r0 / 4; gq < r1 / 4; gq++) {
+                    int mn = BK, mx = -1;
+                    for (int r = 4 * gq; r < 4 * gq + 4; r++) {
+                        if (vlo[r] > vhi[r]) continue;
+                        mn = vlo[r] < mn ? vlo[r] : mn;
+                        mx = vhi[r] > mx ? vhi[r] : mx;
+                        for (int x = vlo[r] / 4; x <= vhi[r] / 4; x++) {
+                            krows[2 * x] = r - r0 < krows[2 * x] ? r - r0 : krows[2 * x];
+                            krows[2 * x + 1] = r - r0 + 1;
+                        }
+                    }
+                    int o2 = 2 * (gq - r0 / 4);
+                    if (mn > mx) mn = 0, mx = -1;
+                    rkey[o2] = mn;
+                    rkey[o2 + 1] = mx + 1;
+                    rcol[o2] = mn & ~15;
+                    rcol[o2 + 1] = (mx + 16) & ~15;
+                }
+                for (int x = 0; x < BK / 4; x++)
+                    if (krows[2 * x] > krows[2 * x + 1]) krows[2 * x] = krows[2 * x + 1] = 0;
+                rt_grad_mm(T->srow + r0, 0, T->qrow + r0, 1, (const float *const *)T->ktrow, QK, BK, nr, NULL, rcol);
+                if (!exact) {
+                    /* the mask and score of the generated code, W keys a call, over each
+                     * row's visible span (keys of runs by their positions) */
+                    for (int r = r0; r < r1; r++) {
+                        if (vlo[r] > vhi[r]) continue;
+                        int64_t qpos = a->q_offset + i0 + istep * (t0 + r);
+                        for (int c = vlo[r] - vlo[r] % W; c <= vhi[r]; c += W) {
+                            for (int l = 0; l < W; l++) fio[l] = c + l < BK ? scale * S[r * BK + c + l] : 0.0f;
+                            if (km->mod ? dd->grad_keys(a, b, h, qpos, T->kpos + c, fio, iio)
+                                        : dd->grad_step(a, b, h, qpos, j0 + c, fio, iio))
+                                return FAIL_INDEX;
+                            for (int l = 0; l < W && c + l < BK; l++) {
+                                smod[r * BK + c + l] = fio[l];
+                                dfds[r * BK + c + l] = fio[W + l];
+                                for (int x = 0; x < nr_dd; x++) {
+                                    rd[((size_t)x * BQ + r) * BK + c + l] = fio[(2 + x) * W + l];
+                                    ri[((size_t)x * BQ + r) * BK + c + l] = iio[x * W + l];
+                                }
+                            }
+                        }
+                    }
+                }
+                rt_grad_mm(T->dprow + r0, 0, T->dorow + r0, 1, (const float *const *)T->vtrow, VD, BK, nr, NULL, rcol);
+                rt_grad_rows(nr, S + r0 * BK, exact ? NULL : smod + r0 * BK, exact ? NULL : dfds + r0 * BK,
+                             dP + r0 * BK, scale, lsr + r0, Dr + r0, vlo + r0, vhi + r0, P + r0 * BK,
+                             part && nr_dd ? ds + r0 * BK : NULL, dss + r0 * BK);
+                /* the inputs' gradients: dS * d score / d x at the element read */
+                for (int x = 0; part && x < nr_dd; x++) {
+                    int in = dd->grad_read_input[x];
+                    if (!G->dinput[in]) continue;
+                    float *pin = part + G->poff[in];
+                    for (int r = r0; r < r1; r++)
+                        for (int c = vlo[r]; c <= vhi[r]; c++)
+                            if (smod[r * BK + c] != -INFINITY)
+                                pin[ri[((size_t)x * BQ + r) * BK + c]] += ds[r * BK + c] * rd[((size_t)x * BQ + r) * BK + c];
+                }
+                for (int j = 0; j < BK; j++) {
+                    T->pcol[j] = P + r0 * BK + j;
+                    T->dscol[j] = dss + r0 * BK + j;
+                }
+                rt_grad_mm(T->dvrow, 1, T->pcol, BK, T->dorow + r0, nr, VD, BK, krows, NULL);
+                rt_grad_mm(T->dkrow, 1, T->dscol, BK, T->qrow + r0, nr, QK, BK, krows, NULL);
+                rt_grad_mm(T->dqrow + r0, 1, T->dssrow + r0, 1, T->krow, BK, QK, nr, rkey, NULL);
+            }
+        }
+    }
+    return 0;
+}
+
+/* One task: the (batch row, K/V head) of `task`, every key domain in order. All sums run in the
+ * same order whatever thread runs the task. */
 static void grad_task(void *ctx, int64_t task) {
     Grad *G = ctx;
     const attn_rt_desc *d = G->d;
     const attn_rt_args *a = G->a;
+    Task T = {.G = G, .task = task};
     int64_t KH = d->kv_heads, b = task / KH, kvh = task % KH;
+    T.b = b;
+    T.kvh = kvh;
     int64_t Lq = a->q_len;
-    int QK = d->qk_dim, VD = d->v_dim, W = d->grad_lanes;
-    const float *q = a->q, *k = a->k, *v = a->v, *o = a->o;
-    float *part = G->partial ? G->partial + task * G->psize : NULL;
-    float fio[(2 + ATTN_RT_MAX_GRAD_READS) * MAX_LANES];
-    int64_t iio[ATTN_RT_MAX_GRAD_READS * MAX_LANES];
-    float scale = d->grad_scale;
-    int64_t kb0 = G->kb;
-    for (int64_t j = 0; j < G->ke - kb0; j++) {
+    int QK = d->qk_dim, VD = d->v_dim;
+    const float *o = a->o;
+    T.part = G->partial ? G->partial + task * G->psize : NULL;
+    for (int64_t j = 0; j < G->ke - G->kb; j++) {
         memset((float *)row_ptr(&G->dk, b, kvh, j), 0, sizeof(float) * (size_t)QK);
         memset((float *)row_ptr(&G->dv, b, kvh, j), 0, sizeof(float) * (size_t)VD);
     }
-    for (int64_t h = 0; h < d->heads; h++) {
-        if (d->grad_head_kv[h] != kvh) continue;
-        for (int64_t i = 0; i < Lq; i++) {
-            float *dq = (float *)row_ptr(&G->dq, b, h, i);
-            memset(dq, 0, sizeof(float) * (size_t)QK);
-            float lse = a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i];
-            if (lse == -INFINITY) continue; /* a row that saw no key adds nothing */
-            const float *qi = q + b * a->q_stride[0] + h * a->q_stride[1] + i * a->q_stride[2];
-            const float *oi = o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2];
-            const float *doi = row_ptr(&G->dout, b, h, i);
-            float D = dot(doi, oi, VD);
-            int64_t qpos = a->q_offset + i, kb[2];
-            for (int dm = 0; dm < G->ndom; dm++) {
-            const attn_rt_desc *dd = G->dom[dm];
-            if (dd->grad_bounds(a, b, h, qpos, kb)) {
-                G->failed[task] = 1;
+    int ng = 0;
+    for (int64_t h = 0; h < d->heads; h++) ng += d->grad_head_kv[h] == kvh;
+    int64_t nqb = (Lq + BQ - 1) / BQ;
+    int NR = 0; /* reads followed by some domain */
+    for (int dm = 0; dm < G->ndom; dm++) NR = G->dom[dm]->grad_nreads > NR ? G->dom[dm]->grad_nreads : NR;
+    int DM = QK > VD ? QK : VD;
+    /* the scratch, in one piece */
+    char *mem = NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t at = 0;
+        T.hs = carve(mem, &at, (size_t)(ng > 0 ? ng : 1), sizeof(int));
+        T.lsev = carve(mem, &at, (size_t)(ng * Lq), sizeof(float));
+        T.Dv = carve(mem, &at, (size_t)(ng * Lq), sizeof(float));
+        T.lo = carve(mem, &at, (size_t)(ng * Lq), sizeof(int64_t));
+        T.hi = carve(mem, &at, (size_t)(ng * Lq), sizeof(int64_t));
+        T.blo = carve(mem, &at, (size_t)(ng * nqb), sizeof(int64_t));
+        T.bhi = carve(mem, &at, (size_t)(ng * nqb), sizeof(int64_t));
+        T.Kt = carve(mem, &at, (size_t)QK * BK, sizeof(float));
+        T.Vt = carve(mem, &at, (size_t)VD * BK, sizeof(float));
+        T.S = carve(mem, &at, BQ * BK, sizeof(float));
+        T.smod = carve(mem, &at, BQ * BK, sizeof(float));
+        T.dfds = carve(mem, &at, BQ * BK, sizeof(float));
+        T.dP = carve(mem, &at, BQ * BK, sizeof(float));
+        T.P = carve(mem, &at, BQ * BK, sizeof(float));
+        T.ds = carve(mem, &at, BQ * BK, sizeof(float));
+        T.dss = carve(mem, &at, BQ * BK, sizeof(float));
+        T.rd = carve(mem, &at, (size_t)NR * BQ * BK, sizeof(float));
+        T.ri = carve(mem, &at, (size_t)NR * BQ * BK, sizeof(int64_t));
+        T.kpos = carve(mem, &at, BK + MAX_LANES, sizeof(int64_t));
+        T.zero = carve(mem, &at, (size_t)DM, sizeof(float));
+        T.dump = carve(mem, &at, (size_t)DM, sizeof(float));
+        T.qrow = carve(mem, &at, BQ, sizeof(float *));
+        T.dorow = carve(mem, &at, BQ, sizeof(float *));
+        T.dqrow = carve(mem, &at, BQ, sizeof(float *));
+        T.srow = carve(mem, &at, BQ, sizeof(float *));
+        T.dprow = carve(mem, &at, BQ, sizeof(float *));
+        T.dssrow = carve(mem, &at, BQ, sizeof(float *));
+        T.krow = carve(mem, &at, BK, sizeof(float *));
+        T.vrow = carve(mem, &at, BK, sizeof(float *));
+        T.pcol = carve(mem, &at, BK, sizeof(float *));
+        T.dscol = carve(mem, &at, BK, sizeof(float *));
+        T.dkrow = carve(mem, &at, BK, sizeof(float *));
+        T.dvrow = carve(mem, &at, BK, sizeof(float *));
+        T.ktrow = carve(mem, &at, (size_t)QK, sizeof(float *));
+        T.vtrow = carve(mem, &at, (size_t)VD, sizeof(float *));
+        T.vlo = carve(mem, &at, BQ, sizeof(int));
+        T.vhi = carve(mem, &at, BQ, sizeof(int));
+        if (pass == 0) {
+            mem = calloc(1, at + 64);
+            if (!mem) {
+                G->failed[task] = FAIL_NOMEM;
                 return;
-            }
-            int64_t lo = kb[0] < G->kb ? G->kb : kb[0], hi = kb[1] >= G->ke ? G->ke - 1 : kb[1];
-            if (lo > hi) continue; /* no key of the window: none read */
-            for (int64_t k0 = lo - lo % W; k0 <= hi; k0 += W) {
-                for (int l = 0; l < W; l++) {
-                    int64_t j = k0 + l < lo ? lo : k0 + l > hi ? hi : k0 + l; /* keys visited only */
-                    fio[l] = scale * dot(qi, k + b * a->k_stride[0] + kvh * a->k_stride[1] + j * a->k_stride[2], QK);
-                }
-                if (dd->grad_step(a, b, h, qpos, k0, fio, iio)) {
-                    G->failed[task] = 1;
-                    return;
-                }
-                for (int l = 0; l < W; l++) {
-                    int64_t j = k0 + l;
-                    if (fio[l] == -INFINITY || j < lo || j > hi) continue;
-                    const float *kj = k + b * a->k_stride[0] + kvh * a->k_stride[1] + j * a->k_stride[2];
-                    const float *vj = v + b * a->v_stride[0] + kvh * a->v_stride[1] + j * a->v_stride[2];
-                    float p = expf(fio[l] - lse);
-                    float ds = p * (dot(doi, vj, VD) - D);
-                    float dsr = ds * fio[W + l] * scale;
-                    axpy(dq, dsr, kj, QK);
-                    axpy((float *)row_ptr(&G->dk, b, kvh, j - kb0), dsr, qi, QK);
-                    axpy((float *)row_ptr(&G->dv, b, kvh, j - kb0), p, doi, VD);
-                    for (int r = 0; part && r < dd->grad_nreads; r++) {
-                        int in = dd->grad_read_input[r];
-                        if (G->dinput[in]) part[G->poff[in] + iio[r * W + l]] += ds * fio[(2 + r) * W + l];
-                    }
-                }
-            }
             }
         }
     }
+    for (int64_t h = 0; h < d->heads; h++)
+        if (d->grad_head_kv[h] == kvh) T.hs[T.ng++] = (int)h;
+    for (int r = 0; r < BQ; r++) {
+        T.srow[r] = T.S + r * BK;
+        T.dprow[r] = T.dP + r * BK;
+        T.dssrow[r] = T.dss + r * BK;
+    }
+    for (int c = 0; c < QK; c++) T.ktrow[c] = T.Kt + (size_t)c * BK;
+    for (int c = 0; c < VD; c++) T.vtrow[c] = T.Vt + (size_t)c * BK;
+    /* the rows' lse and D; dq starts at 0 (a row that sees no key keeps it) */
+    for (int g = 0; g < ng; g++) {
+        int64_t h = T.hs[g];
+        for (int64_t i = 0; i < Lq; i++) {
+            memset((float *)row_ptr(&G->dq, b, h, i), 0, sizeof(float) * (size_t)QK);
+            float l = a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i];
+            T.lsev[g * Lq + i] = l;
+            T.Dv[g * Lq + i] = l == -INFINITY ? 0.0f
+                                              : dot(row_ptr(&G->dout, b, h, i),
+                                                    o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2], VD);
+        }
+    }
+    int fail = 0;
+    for (int dm = 0; dm < G->ndom && !fail; dm++) {
+        const attn_rt_desc *dd = G->dom[dm];
+        bool exact = dd->grad_exact != 0;
+        KeyMap km = {0, 0, 1};
+        if (dd->grad_runs_mod < 2 || (!exact && !dd->grad_keys)) {
+            fail = grad_pass(&T, dd, 0, 1, Lq, &km, exact);
+        } else if (!dd->grad_runs_with_q) {
+            /* the keys of some residues only (the fixed pattern's summary keys), every row */
+            km = (KeyMap){dd->grad_runs_mod, dd->grad_runs_base, dd->grad_runs_width};
+            fail = grad_pass(&T, dd, 0, 1, Lq, &km, exact);
+        } else {
+            /* k = q (mod m): the rows of each residue class against the keys of that class */
+            int64_t m = dd->grad_runs_mod;
+            for (int64_t c = 0; c < m && !fail; c++) {
+                int64_t first = ((c - a->q_offset) % m + m) % m; /* the first row of class c */
+                if (first >= Lq) continue;
+                km = (KeyMap){m, c, 1};
+                fail = grad_pass(&T, dd, first, m, (Lq - 1 - first) / m + 1, &km, exact);
+            }
+        }
+    }
+    if (fail) G->failed[task] = fail;
+    free(mem);
 }
 
 /* Gradient tensors: f32, the shape given, any strides with a unit last one, no overlap. */
@@ -268,7 +528,8 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
     }
     s = rt_launch_tasks(pool, rt_call_threads(c, pool), ntasks, grad_task, &G, 0, err);
     for (int64_t t = 0; !s && t < ntasks; t++)
-        if (G.failed[t]) s = rt_index_error(d, err);
+        if (G.failed[t] == FAIL_NOMEM) s = rt_error(err, ATTN_ERR_NOMEM, "out of memory for the backward's blocks");
+        else if (G.failed[t]) s = rt_index_error(d, err);
     for (int in = 0; !s && in < d->ninputs; in++) {
         if (!G.dinput[in]) continue;
         /* in task order: the same sums whatever thread ran which task */

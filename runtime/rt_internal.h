@@ -145,4 +145,23 @@ void rt_sgemm_nt(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, c
 void rt_sgemm_tn_acc(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, const float *B,
                      int64_t ldb, float *C, int64_t ldc);
 
+// grad_kern.c
+
+#define RT_GBQ 64 /* query rows of a backward block */
+#define RT_GBK 64 /* keys of a backward block */
+/* C[i][c] (+)= sum_t cp[i][t * ts] * bp[t][c] for rows i < rows (a multiple of 4), columns
+ * c < n, t < T: one register-blocked product for all of the backward's (C, cp and bp are row
+ * pointers; accumulate 0 overwrites C). tr and cr, when not NULL, narrow each group of 4 rows
+ * g to t in [tr[2g], tr[2g+1]) and c in [cr[2g], cr[2g+1]) (multiples of 16, or n). */
+void rt_grad_mm(float *const *C, int accumulate, const float *const *cp, int64_t ts, const float *const *bp,
+                int T, int n, int rows, const int *tr, const int *cr);
+/* Bt[c][t] = rows[t][c] for c < n, t < RT_GBK (Bt's rows RT_GBK floats apart). */
+void rt_grad_transpose(float *Bt, const float *const *rows, int n);
+/* The elementwise step of rows [RT_GBK] of a block: a key c of row i is visible when
+ * vlo[i] <= c <= vhi[i] and (with smod, the modified scores) smod > -inf; its score is smod,
+ * else scale * S. P = exp(score - lse[i]), ds = P (dP - D[i]), dss = ds * dfds * scale (dfds
+ * NULL: 1); every hidden key gets 0. ds may be NULL (not wanted). */
+void rt_grad_rows(int rows, const float *S, const float *smod, const float *dfds, const float *dP, float scale,
+                  const float *lse, const float *D, const int *vlo, const int *vhi, float *P, float *ds, float *dss);
+
 #endif

@@ -741,8 +741,8 @@ static void bundle_tests(void) {
     if (data[0] && len[0] >= 12) memcpy(&count, (char *)data[0] + 8, 4);
     /* the tile and group functions, the tile function's pack/partial/full pieces and the
      * group's few-rows piece (the group's own pack/partial/full are the tile's), and the
-     * backward's bounds and step functions */
-    CHECK(data[0] && memcmp(data[0], "ATTNCOBJ", 8) == 0 && count == 8, "bundle of %u objects, want 8", count);
+     * backward's bounds, step and keys functions */
+    CHECK(data[0] && memcmp(data[0], "ATTNCOBJ", 8) == 0 && count == 9, "bundle of %u objects, want 9", count);
     attn_rt_tile_fn tile = NULL, group = NULL;
     CgJit *jit = NULL;
     CHECK(data[0] && cg_jit_object(data[0], len[0], &sym, 1, &jit, &tile, &err) && tile, "link: %s", sb_str(&err));

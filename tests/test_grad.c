@@ -39,6 +39,24 @@ static const Spec specs[] = {
                       " score = score * 0.7; }", 2, 13, 17, INT64_MIN},
     {"scalar_scale", "attention a { input f32 temp; heads = 1; head_dim = 4; mask = k <= q; score = score * temp; }",
      1, 5, 8, INT64_MIN},
+    /* several blocks of rows and keys, ragged, dims not whole vectors: the exact staircase and
+     * band without grad_step (causal, sliding), with it (ALiBi, a strided union), rows that see
+     * nothing past a key offset */
+    {"causal_blocks", "attention a { heads = 4; kv_heads = 2; head_dim = 24; v_dim = 40; mask = causal; }",
+     1, 150, 203, INT64_MIN},
+    {"sliding_blocks", "attention a { heads = 2; head_dim = 16; mask = sliding(37); }", 2, 190, 190, INT64_MIN},
+    {"alibi_blocks", "attention a { input f32 slope[heads]; heads = 2; head_dim = 20; mask = k <= q;"
+                     " score = score - slope[h] * (q - k); }", 1, 131, 140, INT64_MIN},
+    {"strided_blocks", "attention a { heads = 2; kv_heads = 1; head_dim = 33; mask = strided(8); }", 1, 140, 140,
+     INT64_MIN},
+    {"dilated_blocks", "attention a { heads = 2; kv_heads = 1; head_dim = 16; mask = dilated(3) && window(70); }",
+     1, 150, 170, 7},
+    /* residue runs with a score modifier: grad_step at the runs' keys */
+    {"fixed_softcap_blocks", "attention a { heads = 2; head_dim = 8; mask = fixed(16, 3);"
+                             " score = 2.0 * tanh(score / 2.0); }", 1, 150, 150, INT64_MIN},
+    {"dilated_alibi_blocks", "attention a { input f32 slope[heads]; heads = 2; head_dim = 8;"
+                             " mask = dilated(2) && k <= q; score = score - slope[h] * (q - k) * 0.05; }", 1, 140, 150, -3},
+    {"late_rows_blocks", "attention a { heads = 1; head_dim = 17; mask = k + 70 <= q; }", 1, 200, 200, INT64_MIN},
 };
 
 static uint64_t rng = 42;
@@ -213,6 +231,19 @@ static double check_kernel(Case *c, const Spec *s, const IrGradArgs *g) {
                       .lse = {.data = lse, .ndim = 3, .shape = {B, H, Lq}}, .q_offset = c->a.q_offset,
                       .q_offset_set = 1, .inputs = ins, .ninputs = f->ninputs};
     CHECK(attn_run(kern, &call, &err) == ATTN_OK, "%s: forward: %s", s->name, err.message);
+    /* a causal or sliding mask without a score modifier needs no grad_step (its bounds are the
+     * mask); anything with a score does */
+    const attn_rt_desc *rd = attn_kernel_desc(kern);
+    if (strstr(s->name, "causal_") || strstr(s->name, "sliding_"))
+        CHECK(rd && rd->grad_exact, "%s: the exact path is not taken", s->name);
+    if (f->score) CHECK(rd && !rd->grad_exact, "%s: a score modifier on the exact path", s->name);
+    /* a residue class (k = q mod 3) visited as the forward does: by class, rows and keys */
+    if (strstr(s->name, "dilated_alibi"))
+        CHECK(rd && !rd->grad_exact && rd->grad_keys && rd->grad_runs_mod == 2 && rd->grad_runs_with_q,
+              "%s: not by residue class", s->name);
+    else if (strstr(s->name, "dilated_"))
+        CHECK(rd && rd->grad_exact && rd->grad_runs_mod == 3 && rd->grad_runs_with_q, "%s: not by residue class",
+              s->name);
     double worst = 0;
     for (int th = 1; th <= 3; th++) {
         float *dq = out[th - 1][0] = malloc(sizeof(float) * (size_t)c->nq);

@@ -152,6 +152,9 @@ typedef int32_t (*attn_rt_tile_fn)(const attn_rt_args *a, int64_t b, int64_t h, 
 typedef int32_t (*attn_rt_grad_bounds_fn)(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t *k);
 typedef int32_t (*attn_rt_grad_step_fn)(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, int64_t k0,
                                         float *fio, int64_t *iio);
+/* grad_step for the W keys at positions k[0 .. W) (not consecutive: residue runs). */
+typedef int32_t (*attn_rt_grad_keys_fn)(const attn_rt_args *a, int64_t b, int64_t h, int64_t q, const int64_t *k,
+                                        float *fio, int64_t *iio);
 #define ATTN_RT_MAX_GRAD_READS 8 /* f32 input reads of a score the backward follows */
 
 typedef struct attn_rt_desc {
@@ -184,6 +187,16 @@ typedef struct attn_rt_desc {
     attn_dtype kv_dtype;
     int page_size;                       /* `kv_cache = paged(P);`: P, run with attn_rt_launch_paged;
                                           * 0: contiguous K/V (attn_rt_launch) */
+    int grad_exact;                      /* nonzero: a row sees exactly the keys of its
+                                          * grad_bounds that are in the residue runs below, and
+                                          * the score is s (no modifier): the backward needs no
+                                          * grad_step call */
+    int grad_runs_mod;                   /* 0, or the mask's residue runs' modulus m (>= 2):
+                                          * with_q, only keys k = q (mod m) are visible; else
+                                          * only k % m in [base, base + width) */
+    int grad_runs_base, grad_runs_width, grad_runs_with_q;
+    attn_rt_grad_keys_fn grad_keys;      /* grad_step at given key positions (NULL: the runs
+                                          * are used only where grad_exact is set) */
 } attn_rt_desc;
 
 /* A reusable thread pool. */

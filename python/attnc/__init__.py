@@ -173,7 +173,10 @@ class _Desc(ctypes.Structure):
                 ("grad_lanes", ctypes.c_int), ("grad_scale", ctypes.c_float),
                 ("grad_head_kv", ctypes.c_void_p), ("grad_nreads", ctypes.c_int),
                 ("grad_read_input", ctypes.c_int * 8), ("kv_dtype", ctypes.c_int),
-                ("page_size", ctypes.c_int)]
+                ("page_size", ctypes.c_int), ("grad_exact", ctypes.c_int),
+                ("grad_runs_mod", ctypes.c_int), ("grad_runs_base", ctypes.c_int),
+                ("grad_runs_width", ctypes.c_int), ("grad_runs_with_q", ctypes.c_int),
+                ("grad_keys", ctypes.c_void_p)]
 
 
 class _PagedCall(ctypes.Structure):
