@@ -165,6 +165,20 @@ def grad(b, tmp, m):
     table("Backward, f32, useful GFLOP/s (forward 2(qk+v), backward 2(3qk+2v) flops per visible pair)",
           ["shape", "forward 1T", "backward 1T", "of 1T peak", "backward 2T/1T", "backward/forward time",
            "-fno-prune / pruned time"], rows)
+    # every mask family's backward beside the dense causal one (4096^2, 4 heads, d64)
+    rows = []
+    base = None
+    for name, mask in (("dense causal", "causal"), ("sliding 256", "sliding(256)"),
+                       ("atrous 8 in 1024 window", "window(512) && dilated(8)"), ("strided 64", "strided(64)"),
+                       ("fixed 64/8", "fixed(64, 8)"), ("T-TA (k != q)", "k != q"),
+                       ("ALiBi causal (learnable slopes)", "causal; input f32 slope[heads]; score = score - slope[h] * (q - k)")):
+        spec = b.spec(f"attention k {{ heads = 4; head_dim = 64; mask = {mask}; }}")
+        slope = {"slope": b.npy("slope", np.full(4, 0.05, np.float32))} if "slope" in mask else None
+        r = b.run(spec, 4096, 4096, 1, extra=["--grad"], inputs=slope)
+        base = base or r["gflops"]
+        rows.append([name, f"{100 * r['visible']:.1f}%", f"{r['ms']:.1f}", f"{r['gflops']:.1f}", f"{r['gflops'] / base:.2f}x"])
+    table("Backward by mask, 4096 x 4096, 4 heads, d64, 1 thread (useful GFLOP/s)",
+          ["mask", "visible", "ms", "GFLOP/s", "vs dense causal"], rows)
 
 
 def heads(b, tmp, m):
