@@ -111,8 +111,9 @@ static void body_pack(Kern *k, bool unused) {
     const IrPlan *p = &k->p;
     /* the block's keys before the chunk's end only (a tail block packs its W-vectors of keys);
      * into a ring, the whole block before the run's end, so that the next chunks (whose end
-     * lies further) find it as they need it */
-    LLVMValueRef kend = p->NRING > 1 ? k->nkeys : k->kv_len;
+     * lies further) find it as they need it, but never past the task's keys (k_end: a key
+     * window holds no row after it) */
+    LLVMValueRef kend = p->NRING > 1 ? cg_smin(c, k->nkeys, cg_keys_below(k, k->kendp)) : k->kv_len;
     LLVMValueRef kn = cg_smin(c, LLVMBuildSub(b, kend, k->kb, ""), cg_i64(c, p->BK));
     LLVMValueRef klast = LLVMBuildSub(b, kend, cg_i64(c, 1), "");
     {
