@@ -208,7 +208,7 @@ void cg_softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValu
 /* Scores of one row against W keys from K directly (no packing): a dot product per key over
  * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
  * keys may pass the end (a tail block). */
-LLVMValueRef cg_dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp);
+void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool clamp, LLVMValueRef *out);
 /* One group of R rows against the packed KT of a full key block, unrolled over the block's
  * vectors (every FMA chain in registers). */
 void cg_emit_group(Kern *k, LLVMValueRef g);

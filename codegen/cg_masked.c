@@ -27,7 +27,9 @@ static void win_scores(Kern *k, const IrPlan *p, LLVMValueRef *row, LLVMValueRef
     LLVMValueRef col = mul(c, tp, cg_i64(c, p->W));
     LLVMValueRef s[16][CG_MAXT];
     if (dot) {
-        for (int r = 0; r < p->R; r++) s[r][0] = cg_dot_scores(k, row[r], add(c, k->kb, col), masked);
+        LLVMValueRef sv[16];
+        cg_dot_scores(k, p->R, row, add(c, k->kb, col), masked, sv);
+        for (int r = 0; r < p->R; r++) s[r][0] = sv[r];
     } else {
         cg_block_scores(k, p, qrow, col, per, s);
     }

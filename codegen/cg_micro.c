@@ -567,65 +567,111 @@ void cg_softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValu
 }
 
 /* W vectors of partial sums (part[j]: key j) to one vector of their totals (lane j: key j):
- * log2(W) levels pairing vector i with i + n/2, each pair two shuffles and an add (2(W-1)
- * shuffles in all, half of a full cg_transpose). */
-static LLVMValueRef reduce_rows(Cg *c, LLVMValueRef *part) {
-    int W = c->W;
+ * log2(W) levels pairing vector i with i + n/2 (level n), each pair two shuffles and an add
+ * (2(W-1) shuffles in all, half of a full cg_transpose). dot_tree evaluates it depth first. */
+/* The reduction step of level n (n vectors, i paired with i + n/2) on a and b. */
+static LLVMValueRef reduce_pair(Cg *c, int n, LLVMValueRef a, LLVMValueRef bv) {
+    int W = c->W, bs = n / 2;
     LLVMValueRef ia[64], ib[64];
-    for (int n = W, seg = W; n > 1; n /= 2, seg /= 2) {
-        int bs = seg / 2;
-        for (int p = 0; p < W; p++) {
-            int sb = p - p % seg, o = p % seg;
-            ia[p] = cg_i32(c, o < bs ? sb + o : W + sb + o - bs);
-            ib[p] = cg_i32(c, o < bs ? sb + bs + o : W + sb + o);
-        }
-        LLVMValueRef ma = LLVMConstVector(ia, (unsigned)W), mb = LLVMConstVector(ib, (unsigned)W);
-        for (int i = 0; i < n / 2; i++) {
-            LLVMValueRef a = LLVMBuildShuffleVector(c->b, part[i], part[i + n / 2], ma, "");
-            LLVMValueRef bv = LLVMBuildShuffleVector(c->b, part[i], part[i + n / 2], mb, "");
-            part[i] = LLVMBuildFAdd(c->b, a, bv, "");
-        }
+    for (int p = 0; p < W; p++) {
+        int sb = p - p % n, o = p % n;
+        ia[p] = cg_i32(c, o < bs ? sb + o : W + sb + o - bs);
+        ib[p] = cg_i32(c, o < bs ? sb + bs + o : W + sb + o);
     }
-    return part[0];
+    LLVMValueRef x = LLVMBuildShuffleVector(c->b, a, bv, LLVMConstVector(ia, (unsigned)W), "");
+    LLVMValueRef y = LLVMBuildShuffleVector(c->b, a, bv, LLVMConstVector(ib, (unsigned)W), "");
+    return LLVMBuildFAdd(c->b, x, y, "");
 }
 
-/* Scores of one row against W keys from K directly (no packing): a dot product per key over
- * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
- * keys may pass the end (a tail block). */
-LLVMValueRef cg_dot_scores(Kern *k, LLVMValueRef row, LLVMValueRef first, bool clamp) {
+typedef struct {
+    Kern *k;
+    int nr, nch;
+    LLVMValueRef *row, first, klast;
+    LLVMValueRef (*qv)[CG_MAX_CHUNKS];
+    LLVMValueRef *qrow;
+    bool clamp, qmem;
+} DotCtx;
+
+/* Row r's q chunk ch from q row pointer qrow. */
+static LLVMValueRef q_chunk(Kern *k, LLVMValueRef qrow, int ch) {
     Cg *c = k->c;
     const IrPlan *p = &k->p;
-    LLVMValueRef qv[CG_MAX_CHUNKS], part[64];
-    LLVMValueRef qrow = cg_q_row(k, row);
+    int n = tail_lanes(p->QK, p->W, ch);
+    if (k->p.qdirect) return cg_load_vec(c, ATTN_F32, qrow, cg_i64(c, ch * p->W), n);
+    LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, qrow, cg_i64(c, ch * p->W)), 4);
+    /* lanes past qk_dim hold the next row's q: zero them */
+    if (n < p->W) v = LLVMBuildSelect(c->b, cg_lane_mask(c, n), v, LLVMConstNull(c->vf), "");
+    return v;
+}
+
+/* An opaque copy of pointer x: loads through it are not merged with loads through x (nor
+ * hoisted out of the key loop), so each FMA reads its q chunk from L1 as a memory operand
+ * instead of R rows' q (R x d/W vectors) competing for registers with the keys' widened
+ * chunks (4 rows, d 128: 32 vectors, the whole register file: spills of every chunk). */
+static LLVMValueRef opaque_ptr(Cg *c, LLVMValueRef x) {
+    LLVMTypeRef ft = LLVMFunctionType(c->ptr, &c->ptr, 1, 0);
+    LLVMValueRef asmv = LLVMGetInlineAsm(ft, "", 0, "=r,0", 4, 0, 0, LLVMInlineAsmDialectATT, 0);
+    return LLVMBuildCall2(c->b, ft, asmv, &x, 1, "");
+}
+
+/* Key `j`'s partial sums for every row: its K row loaded (and widened) once, then one FMA a
+ * row and chunk (several rows: q from memory, see opaque_ptr). */
+static void dot_key(DotCtx *d, int j, LLVMValueRef *out) {
+    Kern *k = d->k;
+    Cg *c = k->c;
+    const IrPlan *p = &k->p;
+    LLVMValueRef key = add(c, d->first, cg_i64(c, j));
+    if (d->clamp) key = cg_smin(c, key, d->klast);
+    LLVMValueRef koff = cg_k_off(k, key);
+    for (int r = 0; r < d->nr; r++) cg_prefetch_key(k, d->row[r], add(c, key, cg_i64(c, 3 * p->decode_keys)));
+    /* two chains a row (even and odd chunks): half the FMA latency per key (decode d=128 from
+     * memory ~+6%; four chains measured slower) */
+    LLVMValueRef acc[16][2], qp[16];
+    for (int r = 0; r < d->nr; r++) acc[r][0] = acc[r][1] = LLVMConstNull(c->vf);
+    for (int r = 0; r < d->nr && d->qmem; r++) qp[r] = opaque_ptr(c, d->qrow[r]);
+    for (int ch = 0; ch < d->nch; ch++) {
+        LLVMValueRef kv = cg_load_vec(c, k->kvdt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+        if (p->compute == IR_COMPUTE_BF16) kv = cg_round_bf16(c, kv);
+        for (int r = 0; r < d->nr; r++)
+            acc[r][ch % 2] = cg_fma(c, d->qmem ? q_chunk(k, qp[r], ch) : d->qv[r][ch], kv, acc[r][ch % 2]);
+    }
+    for (int r = 0; r < d->nr; r++)
+        out[r] = cg_kv_scaled(k, false, key, d->nch > 1 ? LLVMBuildFAdd(c->b, acc[r][0], acc[r][1], "") : acc[r][0]);
+}
+
+/* Entry i of the reduction's level of m vectors, for every row, depth first: the keys come in
+ * the order the tree consumes them, so at most log2(W) partial vectors a row are live (the
+ * same sums as a level at a time, bit for bit). */
+static void dot_tree(DotCtx *d, int m, int i, LLVMValueRef *out) {
+    Cg *c = d->k->c;
+    if (m == c->W) {
+        dot_key(d, i, out);
+        return;
+    }
+    LLVMValueRef a[16], bv[16];
+    dot_tree(d, 2 * m, i, a);
+    dot_tree(d, 2 * m, i + m, bv);
+    for (int r = 0; r < d->nr; r++) out[r] = reduce_pair(c, 2 * m, a[r], bv[r]);
+}
+
+/* Scores of nr rows against W keys from K directly (no packing): a dot product per key over
+ * the d chunks (each K chunk loaded once for all the rows), then a reduction turns the W
+ * partial vectors of a row into one score vector. `clamp`: keys may pass the end (a tail
+ * block). */
+void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool clamp, LLVMValueRef *out) {
+    Cg *c = k->c;
+    const IrPlan *p = &k->p;
     int nch = (p->QK + p->W - 1) / p->W;
-    for (int ch = 0; ch < nch; ch++) {
-        int n = tail_lanes(p->QK, p->W, ch);
-        if (k->p.qdirect) {
-            qv[ch] = cg_load_vec(c, ATTN_F32, qrow, cg_i64(c, ch * p->W), n);
-            continue;
-        }
-        qv[ch] = cg_load(c, c->vf, cg_gep(c, c->f32, qrow, cg_i64(c, ch * p->W)), 4);
-        /* lanes past qk_dim hold the next row's q: zero them */
-        if (n < p->W) qv[ch] = LLVMBuildSelect(c->b, cg_lane_mask(c, n), qv[ch], LLVMConstNull(c->vf), "");
+    LLVMValueRef qv[16][CG_MAX_CHUNKS], qrow[16];
+    for (int r = 0; r < nr; r++) {
+        qrow[r] = cg_q_row(k, row[r]);
+        for (int ch = 0; ch < nch && nr == 1; ch++) qv[r][ch] = q_chunk(k, qrow[r], ch);
     }
-    LLVMValueRef klast = LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), "");
-    for (int j = 0; j < p->W; j++) {
-        LLVMValueRef key = add(c, first, cg_i64(c, j));
-        if (clamp) key = cg_smin(c, key, klast);
-        LLVMValueRef koff = cg_k_off(k, key);
-        cg_prefetch_key(k, row, add(c, key, cg_i64(c, 3 * p->decode_keys)));
-        /* two chains (even and odd chunks): half the FMA latency per key (decode d=128 from
-         * memory ~+6%; four chains measured slower) */
-        LLVMValueRef acc[2] = {LLVMConstNull(c->vf), LLVMConstNull(c->vf)};
-        for (int ch = 0; ch < nch; ch++) {
-            LLVMValueRef kv = cg_load_vec(c, k->kvdt, k->kbase, add(c, koff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
-            if (p->compute == IR_COMPUTE_BF16) kv = cg_round_bf16(c, kv);
-            acc[ch % 2] = cg_fma(c, qv[ch], kv, acc[ch % 2]);
-        }
-        part[j] = cg_kv_scaled(k, false, key, nch > 1 ? LLVMBuildFAdd(c->b, acc[0], acc[1], "") : acc[0]);
-    }
-    LLVMValueRef sv = reduce_rows(c, part);
-    return k->p.qdirect ? LLVMBuildFMul(c->b, sv, cg_splat(c, cg_f32(c, k->f->scale)), "") : sv;
+    bool qmem = nr > 1;
+    DotCtx d = {k, nr, nch, row, first, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), ""), qv, qrow, clamp, qmem};
+    dot_tree(&d, 1, 0, out);
+    if (k->p.qdirect)
+        for (int r = 0; r < nr; r++) out[r] = LLVMBuildFMul(c->b, out[r], cg_splat(c, cg_f32(c, k->f->scale)), "");
 }
 
 /* One group of R rows against the packed KT of a full key block, unrolled over the block's
