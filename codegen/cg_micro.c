@@ -590,6 +590,7 @@ typedef struct {
     LLVMValueRef (*qv)[CG_MAX_CHUNKS];
     LLVMValueRef *qrow;
     bool clamp, qmem;
+    LLVMValueRef *leaf; /* one row: every key's partial sums, computed in key order */
 } DotCtx;
 
 /* Row r's q chunk ch from q row pointer qrow. */
@@ -645,7 +646,8 @@ static void dot_key(DotCtx *d, int j, LLVMValueRef *out) {
 static void dot_tree(DotCtx *d, int m, int i, LLVMValueRef *out) {
     Cg *c = d->k->c;
     if (m == c->W) {
-        dot_key(d, i, out);
+        if (d->leaf) out[0] = d->leaf[i];
+        else dot_key(d, i, out);
         return;
     }
     LLVMValueRef a[16], bv[16];
@@ -668,7 +670,13 @@ void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool 
         for (int ch = 0; ch < nch && nr == 1; ch++) qv[r][ch] = q_chunk(k, qrow[r], ch);
     }
     bool qmem = nr > 1;
-    DotCtx d = {k, nr, nch, row, first, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), ""), qv, qrow, clamp, qmem};
+    DotCtx d = {k, nr, nch, row, first, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), ""), qv, qrow, clamp, qmem, NULL};
+    LLVMValueRef leaf[64];
+    if (nr == 1) {
+        /* one row (f32 K/V): the keys in order, as the hardware prefetcher streams them */
+        for (int j = 0; j < p->W; j++) dot_key(&d, j, &leaf[j]);
+        d.leaf = leaf;
+    }
     dot_tree(&d, 1, 0, out);
     if (k->p.qdirect)
         for (int r = 0; r < nr; r++) out[r] = LLVMBuildFMul(c->b, out[r], cg_splat(c, cg_f32(c, k->f->scale)), "");
