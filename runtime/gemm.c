@@ -10,13 +10,6 @@
 #define RT_VW 16 /* floats per vector value (64 bytes; split in two on AVX2) */
 typedef float rt_vf __attribute__((vector_size(RT_VW * sizeof(float)), aligned(4), may_alias));
 
-#if defined(__x86_64__) && defined(__ELF__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-#define RT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define RT_CLONES
-#endif
-
 /* macros, not functions: no vector value ever crosses a call (an ABI that varies by clone) */
 #define RT_VLOAD(p) (*(const rt_vf *)(p))
 #define RT_VSTORE(p, v) (*(rt_vf *)(p) = (v))

@@ -15,13 +15,6 @@
 typedef float vf __attribute__((vector_size(VW * sizeof(float)), aligned(4), may_alias));
 typedef int32_t vi __attribute__((vector_size(VW * sizeof(int32_t)), aligned(4), may_alias));
 
-#if defined(__x86_64__) && defined(__ELF__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
-#define RT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define RT_CLONES
-#endif
-
 /* macros, not functions: no vector value crosses a call (an ABI that varies by clone) */
 #define VLOAD(p) (*(const vf *)(p))
 #define VSTORE(p, v) (*(vf *)(p) = (v))

@@ -8,6 +8,16 @@
 
 #include "attn/attn_rt.h"
 
+/* The runtime's vector loops (the MLA products, the backward's blocks) are compiled for
+ * AVX-512, AVX2 and the baseline, and the loader picks one (no -march flags, no LLVM);
+ * sanitizer builds compile the baseline alone. */
+#if defined(__x86_64__) && defined(__ELF__) && !defined(__SANITIZE_ADDRESS__) && \
+    !defined(__SANITIZE_THREAD__)
+#define RT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RT_CLONES
+#endif
+
 // status.c
 
 /* Records `code` and a formatted message in `err` (which may be NULL); returns `code`. */

@@ -2070,6 +2070,26 @@ static void ring_print_stats(const attn_ring_stats *st, int R, int rank, const c
 
 /* run --ring [--grad]: every rank reads the full inputs and works on its shards; rank 0 gathers
  * and writes the outputs. */
+/* A rank's ring call: its shards of q, k, v, o and lse in t (NULL: no tensor, the call only
+ * carries the options), the inputs and the options of the command line. */
+static void ring_call_init(attn_ring_call *rc, const Cli *c, const CliInputs *in, attn_shard sh, float *const *t,
+                           int64_t B, int64_t H, int64_t KH, int64_t mq, int64_t mk, int64_t DQ, int64_t DV) {
+    memset(rc, 0, sizeof *rc);
+    if (t) {
+        cli_tensor(&rc->q, t[0], 4, (int64_t[]){B, H, mq, DQ});
+        cli_tensor(&rc->k, t[1], 4, (int64_t[]){B, KH, mk, DQ});
+        cli_tensor(&rc->v, t[2], 4, (int64_t[]){B, KH, mk, DV});
+        cli_tensor(&rc->o, t[3], 4, (int64_t[]){B, H, mq, DV});
+        cli_tensor(&rc->lse, t[4], 3, (int64_t[]){B, H, mq});
+    }
+    rc->q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+    rc->q_offset_set = c->has_q_offset;
+    rc->inputs = in->bind;
+    rc->ninputs = in->n;
+    rc->threads = c->opts.threads;
+    rc->shard = sh;
+}
+
 static int ring_run(Cli *c, int R, int me) {
     int rc = 0;
     attn_kernel *kern = cli_compile(c, &rc);
@@ -2168,18 +2188,8 @@ static int ring_run(Cli *c, int R, int me) {
     rc = ring_agree(rc); /* a rank that failed here said why; the others follow it */
     if (rc) goto done;
     attn_ring_call rcall;
-    memset(&rcall, 0, sizeof rcall);
-    cli_tensor(&rcall.q, sh_t[0], 4, (int64_t[]){B, H, mq, DQ});
-    cli_tensor(&rcall.k, sh_t[1], 4, (int64_t[]){B, KH, mk, DQ});
-    cli_tensor(&rcall.v, sh_t[2], 4, (int64_t[]){B, KH, mk, DV});
-    cli_tensor(&rcall.o, sh_t[4], 4, (int64_t[]){B, H, mq, DV});
-    cli_tensor(&rcall.lse, sh_t[5], 3, (int64_t[]){B, H, mq});
-    rcall.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
-    rcall.q_offset_set = c->has_q_offset;
-    rcall.inputs = in.bind;
-    rcall.ninputs = in.n;
-    rcall.threads = c->opts.threads;
-    rcall.shard = sh;
+    ring_call_init(&rcall, c, &in, sh, (float *const[]){sh_t[0], sh_t[1], sh_t[2], sh_t[4], sh_t[5]}, B, H, KH, mq,
+                   mk, DQ, DV);
     attn_error err = {0};
     attn_ring_stats st;
     attn_status s = ATTN_OK;
@@ -2285,20 +2295,8 @@ static int ring_bench(Cli *c, int R, int me) {
         else if (i < 3 || i == 5) cli_random_fill(t[i], n[i], ATTN_F32, &seed);
     rc = ring_agree(rc);
     attn_ring_call rcall;
-    memset(&rcall, 0, sizeof rcall);
-    if (!rc) {
-        cli_tensor(&rcall.q, t[0], 4, (int64_t[]){B, H, mq, DQ});
-        cli_tensor(&rcall.k, t[1], 4, (int64_t[]){B, KH, mk, DQ});
-        cli_tensor(&rcall.v, t[2], 4, (int64_t[]){B, KH, mk, DV});
-        cli_tensor(&rcall.o, t[3], 4, (int64_t[]){B, H, mq, DV});
-        cli_tensor(&rcall.lse, t[4], 3, (int64_t[]){B, H, mq});
-    }
-    rcall.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
-    rcall.q_offset_set = c->has_q_offset;
-    rcall.inputs = in.bind;
-    rcall.ninputs = in.n;
-    rcall.threads = c->opts.threads;
-    rcall.shard = sh;
+    ring_call_init(&rcall, c, &in, sh, rc ? NULL : (float *const[]){t[0], t[1], t[2], t[3], t[4]}, B, H, KH, mq, mk,
+                   DQ, DV);
     attn_grad_call g;
     memset(&g, 0, sizeof g);
     cli_tensor(&g.dout, t[5], 4, (int64_t[]){B, H, mq, DV});
