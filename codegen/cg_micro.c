@@ -664,11 +664,11 @@ void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool 
     Cg *c = k->c;
     const IrPlan *p = &k->p;
     int nch = (p->QK + p->W - 1) / p->W;
-    LLVMValueRef qv[16][CG_MAX_CHUNKS], qrow[16];
-    for (int r = 0; r < nr; r++) {
-        qrow[r] = cg_q_row(k, row[r]);
-        for (int ch = 0; ch < nch && nr == 1; ch++) qv[r][ch] = q_chunk(k, qrow[r], ch);
-    }
+    /* q in registers for one row only (several rows read it from memory: qmem), so one
+     * row's chunks: this function's frame stays small (the compiler runs on small stacks) */
+    LLVMValueRef qv[1][CG_MAX_CHUNKS], qrow[16];
+    for (int r = 0; r < nr; r++) qrow[r] = cg_q_row(k, row[r]);
+    for (int ch = 0; ch < nch && nr == 1; ch++) qv[0][ch] = q_chunk(k, qrow[0], ch);
     bool qmem = nr > 1;
     DotCtx d = {k, nr, nch, row, first, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), ""), qv, qrow, clamp, qmem, NULL};
     LLVMValueRef leaf[64];
