@@ -1300,6 +1300,34 @@ static int cli_cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Times run(ctx) as bench does: one warm-up call (its failure is reported, nothing timed),
+ * then *reps calls (0: as many as fill about a second, 3 to 1000; *reps gets the count); the
+ * median and the fastest call in ms. Returns 0 or the exit status, the error said. */
+static int cli_time_calls(attn_status (*run)(void *ctx, attn_error *err), void *ctx, int *reps, double *ms,
+                          double *ms_min) {
+    attn_error err = {0};
+    double t0 = cli_now_ms();
+    if (run(ctx, &err) != ATTN_OK) return cli_status_error(&err);
+    double warm = cli_now_ms() - t0;
+    if (!*reps) {
+        double r = warm > 0 ? ceil(1000.0 / warm) : 1000;
+        *reps = r < 3 ? 3 : r > 1000 ? 1000 : (int)r;
+    }
+    double *times = malloc((size_t)*reps * sizeof *times);
+    if (!times) return cli_error(EXIT_INPUT, "out of memory");
+    for (int r = 0; r < *reps; r++) {
+        double s = cli_now_ms();
+        run(ctx, &err);
+        times[r] = cli_now_ms() - s;
+    }
+    qsort(times, (size_t)*reps, sizeof *times, cli_cmp_double);
+    int n = *reps;
+    *ms = n % 2 ? times[n / 2] : (times[n / 2 - 1] + times[n / 2]) / 2;
+    *ms_min = times[0];
+    free(times);
+    return 0;
+}
+
 /* 64 random bits (splitmix64). */
 static uint64_t cli_rand64(uint64_t *state) {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
@@ -1343,7 +1371,19 @@ typedef struct BenchCall {
     attn_grad_call g;
 } BenchCall;
 
-static attn_status bench_run(BenchCall *bc, attn_error *err) {
+/* One paged call, as bench repeats it. */
+typedef struct PagedRun {
+    attn_kernel *kern;
+    const attn_paged_call *call;
+} PagedRun;
+
+static attn_status bench_paged_run(void *ctx, attn_error *err) {
+    const PagedRun *p = ctx;
+    return attn_run_paged(p->kern, p->call, err);
+}
+
+static attn_status bench_run(void *ctx, attn_error *err) {
+    BenchCall *bc = ctx;
     if (bc->grad) return attn_run_backward(bc->kern, &bc->call, &bc->g, err);
     return bc->mla ? attn_run_mla(bc->kern, &bc->mcall, &bc->absorbed, err) : attn_run(bc->kern, &bc->call, err);
 }
@@ -1381,10 +1421,8 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     int32_t *lens = NULL, *starts = NULL, *table = NULL;
     int64_t *perm = NULL;
     float *q = NULL, *kp = NULL, *vp = NULL, *o = NULL;
-    double *times = NULL;
     CliInputs in;
     memset(&in, 0, sizeof in);
-    attn_error err = {0};
     uint64_t seed = 42;
     int64_t T = 0, NP = 0, MP = 1, kv_keys = 0;
     lens = malloc(sizeof *lens * (size_t)B);
@@ -1444,28 +1482,9 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     call.inputs = in.bind;
     call.ninputs = in.n;
     call.threads = c->opts.threads;
-    double t0 = cli_now_ms();
-    if (attn_run_paged(kern, &call, &err) != ATTN_OK) { /* warm-up */
-        rc = cli_status_error(&err);
-        goto done;
-    }
-    double warm = cli_now_ms() - t0;
     int reps = c->reps;
-    if (!reps) {
-        double r = warm > 0 ? ceil(1000.0 / warm) : 1000;
-        reps = r < 3 ? 3 : r > 1000 ? 1000 : (int)r;
-    }
-    if (!(times = malloc((size_t)reps * sizeof *times))) {
-        rc = cli_error(EXIT_INPUT, "out of memory");
-        goto done;
-    }
-    for (int r = 0; r < reps; r++) {
-        double s0 = cli_now_ms();
-        attn_run_paged(kern, &call, &err);
-        times[r] = cli_now_ms() - s0;
-    }
-    qsort(times, (size_t)reps, sizeof *times, cli_cmp_double);
-    double ms = reps % 2 ? times[reps / 2] : (times[reps / 2 - 1] + times[reps / 2]) / 2, ms_min = times[0];
+    double ms, ms_min;
+    if ((rc = cli_time_calls(bench_paged_run, &(PagedRun){kern, &call}, &reps, &ms, &ms_min))) goto done;
 
     /* visible pairs, sequence by sequence (sampled over keys past 2^24 evaluations) */
     attn_rt_args args;
@@ -1530,7 +1549,7 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
         printf("kv read     %.1f MB of K/V, %.2f GB/s\n", kv_bytes / 1e6, ms > 0 ? kv_bytes / (ms * 1e6) : 0);
     }
 done:
-    free(lens), free(starts), free(table), free(perm), free(q), free(kp), free(vp), free(o), free(times);
+    free(lens), free(starts), free(table), free(perm), free(q), free(kp), free(vp), free(o);
     cli_inputs_free(&in);
     return rc;
 }
@@ -1544,7 +1563,6 @@ static int cmd_bench(Cli *c) {
     enum { NBUF = 7 };
     void *buf[NBUF] = {NULL};
     float *gbuf[5] = {NULL}; /* --grad: lse, do, dq, dk, dv */
-    double *times = NULL;
     CliInputs in;
     memset(&in, 0, sizeof in);
     attn_error err = {0};
@@ -1674,30 +1692,9 @@ static int cmd_bench(Cli *c) {
         cli_tensor(&bc.g.dv, gbuf[4], 4, sv);
     }
 
-    double t0 = cli_now_ms();
-    if (bench_run(&bc, &err) != ATTN_OK) { /* warm-up */
-        rc = cli_status_error(&err);
-        goto done;
-    }
-    double warm = cli_now_ms() - t0;
     int reps = c->reps;
-    if (!reps) {
-        double r = warm > 0 ? ceil(1000.0 / warm) : 1000;
-        reps = r < 3 ? 3 : r > 1000 ? 1000 : (int)r;
-    }
-    times = malloc((size_t)reps * sizeof *times);
-    if (!times) {
-        rc = cli_error(EXIT_INPUT, "out of memory");
-        goto done;
-    }
-    for (int r = 0; r < reps; r++) {
-        double s = cli_now_ms();
-        bench_run(&bc, &err);
-        times[r] = cli_now_ms() - s;
-    }
-    qsort(times, (size_t)reps, sizeof *times, cli_cmp_double);
-    double ms = reps % 2 ? times[reps / 2] : (times[reps / 2 - 1] + times[reps / 2]) / 2;
-    double ms_min = times[0];
+    double ms, ms_min;
+    if ((rc = cli_time_calls(bench_run, &bc, &reps, &ms, &ms_min))) goto done;
 
     bool exact = true;
     attn_status mst = ATTN_OK;
@@ -1750,7 +1747,6 @@ static int cmd_bench(Cli *c) {
     }
 done:
     for (int i = 0; i < 5; i++) free(gbuf[i]);
-    free(times);
     for (int i = 0; i < NBUF; i++) free(buf[i]);
     cli_inputs_free(&in);
     attn_kernel_free(kern);
