@@ -218,17 +218,35 @@ static int slot_take(MlaRun *r) {
         }
 }
 
-static void task_up(void *ctx, int64_t t) {
-    MlaRun *r = ctx;
-    int64_t b = t / r->H, h = t % r->H, Wk = r->nope + r->rope;
-    int s = slot_take(r);
-    float *kb = r->slots + (int64_t)s * r->slot_floats, *vb = kb + r->Lk * Wk;
+/* (b, h)'s up-projected keys [c_kv . w_uk[h] | k_rope] into kb (rows nope + rope wide) and
+ * values c_kv . w_uv[h] into vb (rows v_dim wide). */
+static void mla_up_kv(const MlaRun *r, int64_t b, int64_t h, float *kb, float *vb) {
+    int64_t Wk = r->nope + r->rope;
     const float *ckv = r->ckv.p + b * r->ckv.st[0];
     rt_sgemm_nn(r->Lk, r->nope, r->R, ckv, r->ckv.st[1], r->wuk.p + h * r->wuk.st[0], r->wuk.st[1], kb, Wk);
     for (int64_t j = 0; j < r->Lk; j++)
         memcpy(kb + j * Wk + r->nope, r->kr.p + b * r->kr.st[0] + j * r->kr.st[1],
                sizeof(float) * (size_t)r->rope);
     rt_sgemm_nn(r->Lk, r->dv, r->R, ckv, r->ckv.st[1], r->wuv.p + h * r->wuv.st[0], r->wuv.st[1], vb, r->dv);
+}
+
+/* (b, h)'s queries [q_nope | q_rope] into dst (rows nope + rope wide). */
+static void mla_q_cat(const MlaRun *r, int64_t b, int64_t h, float *dst) {
+    int64_t W = r->nope + r->rope;
+    for (int64_t i = 0; i < r->Lq; i++) {
+        memcpy(dst + i * W, r->qn.p + b * r->qn.st[0] + h * r->qn.st[1] + i * r->qn.st[2],
+               sizeof(float) * (size_t)r->nope);
+        memcpy(dst + i * W + r->nope, r->qr.p + b * r->qr.st[0] + h * r->qr.st[1] + i * r->qr.st[2],
+               sizeof(float) * (size_t)r->rope);
+    }
+}
+
+static void task_up(void *ctx, int64_t t) {
+    MlaRun *r = ctx;
+    int64_t b = t / r->H, h = t % r->H, Wk = r->nope + r->rope;
+    int s = slot_take(r);
+    float *kb = r->slots + (int64_t)s * r->slot_floats, *vb = kb + r->Lk * Wk;
+    mla_up_kv(r, b, h, kb, vb);
     attn_rt_args a = r->args; /* batch and head strides of k/v are 0: this head's scratch */
     a.k = kb;
     a.v = vb;
@@ -241,13 +259,7 @@ static void task_up(void *ctx, int64_t t) {
 
 static void task_q_concat(void *ctx, int64_t t) {
     MlaRun *r = ctx;
-    int64_t b = t / r->H, h = t % r->H, W = r->nope + r->rope;
-    for (int64_t i = 0; i < r->Lq; i++) {
-        float *dst = r->q_cat + ((b * r->H + h) * r->Lq + i) * W;
-        memcpy(dst, r->qn.p + b * r->qn.st[0] + h * r->qn.st[1] + i * r->qn.st[2], sizeof(float) * (size_t)r->nope);
-        memcpy(dst + r->nope, r->qr.p + b * r->qr.st[0] + h * r->qr.st[1] + i * r->qr.st[2],
-               sizeof(float) * (size_t)r->rope);
-    }
+    mla_q_cat(r, t / r->H, t % r->H, r->q_cat + t * r->Lq * (r->nope + r->rope));
 }
 
 static attn_status run_unabsorbed(MlaRun *r, const attn_mla_call *c, attn_rt_pool *pool, int threads,
@@ -402,18 +414,9 @@ typedef struct MlaGrad {
 static void task_grad_up(void *ctx, int64_t t) {
     MlaGrad *g = ctx;
     MlaRun *r = g->r;
-    int64_t b = t / r->H, h = t % r->H, W = r->nope + r->rope;
-    float *q = g->q + t * r->Lq * W, *k = g->k + t * r->Lk * W, *v = g->v + t * r->Lk * r->dv;
-    for (int64_t i = 0; i < r->Lq; i++) {
-        memcpy(q + i * W, r->qn.p + b * r->qn.st[0] + h * r->qn.st[1] + i * r->qn.st[2], sizeof(float) * (size_t)r->nope);
-        memcpy(q + i * W + r->nope, r->qr.p + b * r->qr.st[0] + h * r->qr.st[1] + i * r->qr.st[2],
-               sizeof(float) * (size_t)r->rope);
-    }
-    const float *ckv = r->ckv.p + b * r->ckv.st[0];
-    rt_sgemm_nn(r->Lk, r->nope, r->R, ckv, r->ckv.st[1], r->wuk.p + h * r->wuk.st[0], r->wuk.st[1], k, W);
-    for (int64_t j = 0; j < r->Lk; j++)
-        memcpy(k + j * W + r->nope, r->kr.p + b * r->kr.st[0] + j * r->kr.st[1], sizeof(float) * (size_t)r->rope);
-    rt_sgemm_nn(r->Lk, r->dv, r->R, ckv, r->ckv.st[1], r->wuv.p + h * r->wuv.st[0], r->wuv.st[1], v, r->dv);
+    int64_t W = r->nope + r->rope;
+    mla_q_cat(r, t / r->H, t % r->H, g->q + t * r->Lq * W);
+    mla_up_kv(r, t / r->H, t % r->H, g->k + t * r->Lk * W, g->v + t * r->Lk * r->dv);
 }
 
 /* dq_nope, dq_rope of (b, h): the two parts of dQ. */
