@@ -45,7 +45,9 @@ typedef struct Kern {
     const IrFunc *f;
     IrPlan p;
     CgEnv env;
-    attn_dtype dt;                             /* storage of q and o */
+    attn_dtype dt;                             /* storage of q (and o, but see odt) */
+    attn_dtype odt;                            /* storage of o: dt, f32 for paged kernels (the runtime
+                                                * converts their f32 partial rows) */
     attn_dtype kvdt;                           /* storage of k and v (the plan's) */
     LLVMValueRef ksc, vsc;                     /* int8 K/V: k_scale and v_scale at (b, kv head), by key position */
     LLVMValueRef qbase, kbase, vbase, obase;   /* tensor pointers at (b, head) */

@@ -58,6 +58,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symb
     k->f = f;
     k->p = *plan;
     k->dt = f->dtype;
+    k->odt = f->page_size ? ATTN_F32 : f->dtype;
     k->kvdt = plan->kvdt;
     const IrPlan *p = &k->p;
     LLVMBuilderRef b = c->b;

@@ -166,11 +166,11 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
     LLVMValueRef kv_len = field(c, a, offsetof(attn_rt_args, kv_len), c->i64);
     LLVMValueRef q_off = field(c, a, offsetof(attn_rt_args, q_offset), c->i64);
 #define STRIDE(fld, i) field(c, a, offsetof(attn_rt_args, fld) + 8 * (i), c->i64)
-    LLVMTypeRef et = cg_elem_type(c, k->dt), kvt = cg_elem_type(c, k->kvdt);
+    LLVMTypeRef et = cg_elem_type(c, k->dt), ot = cg_elem_type(c, k->odt), kvt = cg_elem_type(c, k->kvdt);
     k->qbase = cg_gep(c, et, qp, add(c, mul(c, bi, STRIDE(q_stride, 0)), mul(c, h, STRIDE(q_stride, 1))));
     k->kbase = cg_gep(c, kvt, kp, add(c, mul(c, bi, STRIDE(k_stride, 0)), mul(c, kvh, STRIDE(k_stride, 1))));
     k->vbase = cg_gep(c, kvt, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
-    k->obase = cg_gep(c, et, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
+    k->obase = cg_gep(c, ot, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
     k->qs1 = STRIDE(q_stride, 1);
     k->os1 = STRIDE(o_stride, 1);
     k->ls1 = STRIDE(lse_stride, 1);
@@ -194,14 +194,16 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
     LLVMValueRef lsebase = LLVMBuildGEP2(b, c->f32, lsep, &lse_off, 1, "");
 #undef STRIDE
     if (k->kvdt == ATTN_I8) {
-        /* the scale inputs, contiguous [batch, kv_heads, kv_len] */
+        /* the scale inputs, contiguous [batch, kv_heads, kv_len]; paged: [num_pages, P, kv_heads],
+         * from kv head kvh (cg_kv_scale adds the key's page and row) */
         for (int i = 0; i < k->f->ninputs; i++) {
             bool isk = strcmp(k->f->inputs[i].name, "k_scale") == 0, isv = strcmp(k->f->inputs[i].name, "v_scale") == 0;
             if (!isk && !isv) continue;
             LLVMValueRef base = field(c, a, offsetof(attn_rt_args, input) + 8 * (size_t)i, c->ptr);
             LLVMValueRef len = field(c, a, offsetof(attn_rt_args, input_dim) + 8 * ((size_t)i * ATTN_MAX_DIMS + 2), c->i64);
             LLVMValueRef nkvh = cg_i64(c, k->f->kv_heads);
-            LLVMValueRef at = LLVMBuildGEP2(b, c->f32, base, (LLVMValueRef[]){mul(c, add(c, mul(c, bi, nkvh), kvh), len)}, 1, "");
+            LLVMValueRef off = k->pages ? kvh : mul(c, add(c, mul(c, bi, nkvh), kvh), len);
+            LLVMValueRef at = LLVMBuildGEP2(b, c->f32, base, &off, 1, "");
             *(isk ? &k->ksc : &k->vsc) = at;
         }
     }
@@ -260,7 +262,7 @@ void cg_kv_class(Kern *k, const Kern *at, LLVMValueRef first, LLVMValueRef rho, 
     Cg *c = k->c;
     LLVMTypeRef et = cg_elem_type(c, k->dt);
     k->qbase = cg_gep(c, et, at->qbase, mul(c, first, at->qs2));
-    k->obase = cg_gep(c, et, at->obase, mul(c, first, at->os2));
+    k->obase = cg_gep(c, cg_elem_type(c, k->odt), at->obase, mul(c, first, at->os2));
     LLVMTypeRef kvt = cg_elem_type(c, k->kvdt);
     k->kbase = cg_gep(c, kvt, at->kbase, mul(c, rho, at->ks2));
     k->vbase = cg_gep(c, kvt, at->vbase, mul(c, rho, at->vs2));
@@ -278,7 +280,9 @@ void cg_kv_class(Kern *k, const Kern *at, LLVMValueRef first, LLVMValueRef rho, 
 LLVMValueRef cg_kv_scale(Kern *k, bool v, LLVMValueRef j) {
     Cg *c = k->c;
     if (k->kvdt != ATTN_I8) return NULL;
-    return cg_load(c, c->f32, LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, (LLVMValueRef[]){cg_kpos(k, j)}, 1, ""), 4);
+    int64_t kh = k->f->kv_heads;
+    LLVMValueRef off = k->pages ? page_off(k, j, cg_i64(c, k->f->page_size * kh), cg_i64(c, kh)) : cg_kpos(k, j);
+    return cg_load(c, c->f32, LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, &off, 1, ""), 4);
 }
 
 /* x (a vector of key index j's K or V row) times its scale: int8 K/V only. */

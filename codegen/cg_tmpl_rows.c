@@ -286,7 +286,7 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         cg_store(c, LLVMBuildSelect(b, seen, l1, LLVMConstNull(c->vf), ""), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
         LLVMValueRef ooff = cg_row_off(k, row, k->os1, k->os2);
         for (int ch = 0; ch < p->VC; ch++) {
-            LLVMValueRef ov = cg_load_vec(c, k->dt, k->obase, add(c, ooff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+            LLVMValueRef ov = cg_load_vec(c, k->odt, k->obase, add(c, ooff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
             ov = LLVMBuildSelect(b, seen, ov, LLVMConstNull(c->vf), "");
             cg_store(c, ov, cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
         }
@@ -455,7 +455,7 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
             LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, k->ACC, add(c, mul(c, i, cg_i64(c, p->VDP)), cg_i64(c, ch * p->W))), va);
             /* select, not multiply: a NaN acc of an unseen row must still give 0 */
             v = LLVMBuildSelect(b, pos, LLVMBuildFMul(b, v, is, ""), LLVMConstNull(c->vf), "");
-            cg_store_vec(c, k->dt, v, k->obase, add(c, ooff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
+            cg_store_vec(c, k->odt, v, k->obase, add(c, ooff, cg_i64(c, ch * p->W)), tail_lanes(p->VD, p->W, ch));
         }
         LLVMBasicBlockRef wl = cg_block(c, "lse");
         LLVMBasicBlockRef nl = cg_block(c, "nolse");

@@ -1139,7 +1139,7 @@ static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtyp
 
 /* `kv_cache = paged(P);` (P a power of two, 8..256) or `kv_cache = contiguous;`: the page size
  * into f->page_size (0: contiguous). A paged block takes no input sized by the sequence (each
- * sequence of a ragged batch has its own lengths) and no MLA (not yet). */
+ * sequence of a ragged batch has its own lengths); int8 pages' scales are sized by the pages. */
 static void check_kv_cache(Sema *S, FeStmt *s, IrFunc *f, bool mla) {
     FeCtx *c = S->c;
     FeNode *e = s->expr;
@@ -1158,15 +1158,15 @@ static void check_kv_cache(Sema *S, FeStmt *s, IrFunc *f, bool mla) {
         return;
     }
     if (mla) f->mla.absorb = IR_ABSORB_ON; /* the up-projected variant would need per-head K/V pages */
-    if (f->dtype != ATTN_F32) {
-        fe_error(c, s->name_loc, "paged KV caches store f32 tensors only (dtype is %s)", ir_dtype_name(f->dtype));
-        return;
-    }
-    if (f->compute != IR_COMPUTE_F32 || f->kv_dtype != ATTN_F32) {
-        fe_error(c, s->name_loc, "paged KV caches compute in f32 over f32 pages only (drop 'compute' and "
-                 "'kv_dtype', or use a contiguous cache)");
-        return;
-    }
+    /* int8 pages: one scale per token and K/V head, laid out like the pages without their last
+     * dim, [num_pages, P, kv_heads] */
+    for (int i = 0; i < f->ninputs && f->kv_dtype == ATTN_I8; i++)
+        if (strcmp(f->inputs[i].name, "k_scale") == 0 || strcmp(f->inputs[i].name, "v_scale") == 0) {
+            IrInput *in = &f->inputs[i];
+            in->dim_kind[0] = ATTN_DIM_PAGES;
+            in->dim_kind[1] = ATTN_DIM_CONST, in->dim_value[1] = p;
+            in->dim_kind[2] = ATTN_DIM_KV_HEADS;
+        }
     for (int i = 0; i < f->ninputs; i++)
         for (int d = 0; d < f->inputs[i].rank; d++) {
             attn_dim_kind k = f->inputs[i].dim_kind[d];

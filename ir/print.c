@@ -31,6 +31,7 @@ static const char *dim_name(attn_dim_kind k) {
     case ATTN_DIM_KV_HEADS: return "kv_heads";
     case ATTN_DIM_Q_LEN: return "q_len";
     case ATTN_DIM_KV_LEN: return "kv_len";
+    case ATTN_DIM_PAGES: return "num_pages";
     case ATTN_DIM_CONST: return NULL;
     }
     return "?";

@@ -52,6 +52,7 @@ static const char *aot_dim_enum(attn_dim_kind k) {
     case ATTN_DIM_KV_HEADS: return "ATTN_DIM_KV_HEADS";
     case ATTN_DIM_Q_LEN: return "ATTN_DIM_Q_LEN";
     case ATTN_DIM_KV_LEN: return "ATTN_DIM_KV_LEN";
+    case ATTN_DIM_PAGES: return "ATTN_DIM_PAGES";
     }
     return "ATTN_DIM_CONST";
 }
@@ -64,12 +65,13 @@ static void aot_dim_expr(StrBuf *sb, const IrFunc *f, const IrInput *in, int d) 
     case ATTN_DIM_KV_HEADS: sb_printf(sb, "%d", f->kv_heads); break;
     case ATTN_DIM_Q_LEN: sb_puts(sb, "q_len"); break;
     case ATTN_DIM_KV_LEN: sb_puts(sb, "kv_len"); break;
+    case ATTN_DIM_PAGES: sb_puts(sb, "num_pages"); break;
     default: sb_printf(sb, "%lld", (long long)in->dim_value[d]); break;
     }
 }
 
 static void aot_input_decl(StrBuf *sb, const IrInput *in) {
-    static const char *const dim_text[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len"};
+    static const char *const dim_text[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len", "num_pages"};
     sb_printf(sb, "input %s %s", ir_dtype_name(in->dtype), in->name);
     if (in->rank == 0) return;
     sb_puts(sb, "[");

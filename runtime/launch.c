@@ -25,6 +25,7 @@ static const char *rt_dim_kind_name(attn_dim_kind k) {
     case ATTN_DIM_KV_HEADS: return "kv_heads";
     case ATTN_DIM_Q_LEN: return "q_len";
     case ATTN_DIM_KV_LEN: return "kv_len";
+    case ATTN_DIM_PAGES: return "num_pages";
     }
     return "?";
 }
@@ -205,7 +206,7 @@ attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
 }
 
 /* Binds call->inputs to the descriptor's declarations, filling args->input and input_dim. */
-attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a,
+attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a, int64_t num_pages,
                                    attn_error *err) {
     const attn_input *bound[ATTN_MAX_INPUTS] = {0};
     for (int i = 0; i < c->ninputs; i++) {
@@ -245,6 +246,7 @@ attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_a
             case ATTN_DIM_KV_HEADS: want = d->kv_heads; break;
             case ATTN_DIM_Q_LEN: want = a->q_len; break;
             case ATTN_DIM_KV_LEN: want = a->kv_len; break;
+            case ATTN_DIM_PAGES: want = num_pages; break;
             default: want = id->dim_value[k]; break;
             }
             if (in->t.shape[k] != want)
@@ -389,7 +391,7 @@ attn_status rt_check_call(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
         a.lse_stride[0] = v[4].stride[0];
         a.lse_stride[1] = v[4].stride[1];
     }
-    if ((s = rt_check_inputs(d, c, &a, err))) return s;
+    if ((s = rt_check_inputs(d, c, &a, -1, err))) return s;
     if (disjoint) { /* an output sharing bytes with what the call reads gives a wrong answer */
         RtRange outs[2] = {rt_view_range(&v[3]), has_lse ? rt_view_range(&v[4]) : (RtRange){0}};
         RtRange ins[3 + ATTN_MAX_INPUTS];

@@ -23,7 +23,29 @@
 #define PG_CHUNK_KEYS 64 /* keys (whole pages) a grouped task visits for every K/V head before the next */
 #define PG_SCRATCH_MAX ((int64_t)1 << 26) /* floats of partial outputs (256 MiB) */
 
-static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : 4; }
+static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
+
+/* f32 to bf16 and f16 bits, rounding to nearest even (as the kernels store them). */
+static uint16_t pg_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static uint16_t pg_to_f16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t a = u & 0x7fffffffu;
+    if (a >= 0x7f800000u) return sign | 0x7c00 | (a > 0x7f800000u ? 0x200 : 0);
+    if (a >= 0x477ff000u) return sign | 0x7c00; /* 65520 and up round to inf */
+    if (a >= 0x38800000u) { /* normal: rebias the exponent, round the mantissa */
+        uint32_t h = a - (112u << 23);
+        return sign | (uint16_t)((h + 0xfffu + ((h >> 13) & 1)) >> 13);
+    }
+    return sign | (uint16_t)nearbyintf(fabsf(x) * 16777216.0f); /* subnormal: units of 2^-24 */
+}
 
 /* A float tensor: rank, sizes (want[d] >= 0 must match), strides and extent. */
 static attn_status pg_tensor(RtView *v, const char *name, const attn_tensor *t, int ndim, const int64_t *want,
@@ -108,7 +130,7 @@ static attn_status pg_check_batch(const char *sname, const attn_tensor *starts, 
 typedef struct PgTask {
     int64_t b, u0, u1, q0, q1; /* sequence, units [u0, u1) (query heads, or K/V heads: grouped), rows [q0, q1) */
     int64_t k0, k1;       /* keys [k0, k1); k0 >= k1: none visible */
-    int64_t part;         /* -1: writes o; else its partial output at part_o + part * gh * rows * DV */
+    int64_t part;         /* -1: writes o; else its partial output (f32) at part_o + part, gh * rows * DV */
     int64_t lse_off;      /* its lse rows in lse_buf (gh x rows) */
     double cost;
     int64_t order;        /* creation order (ties) */
@@ -126,6 +148,8 @@ typedef struct PgRun {
     RtView vq, vk, vv, vo, vl;
     const int32_t *starts, *table, *lens;
     int64_t MP, P, H, KH, DQ, DV, G; /* G: heads a grouped unit computes (1: none) */
+    int64_t qel;          /* bytes of a q and o element (the kernel's dtype) */
+    attn_dtype dtype;     /* of q and o: o is written by the merge unless f32 */
     int unit_heads[4096];  /* grouped: the G query heads of K/V head u at [u G, u G + G) */
     PgTask *tasks;
     int64_t ntasks;
@@ -133,12 +157,15 @@ typedef struct PgRun {
     int64_t ngroups;
     float *part_o;        /* split tasks' partial o, [gh][rows][DV] each */
     float *lse_buf;       /* every task's lse rows */
-    int64_t part_stride;  /* floats of one partial o (the largest gh * rows * DV) */
     atomic_int failed;
 } PgRun;
 
 static const void *pg_off(const void *base, int64_t elems) { /* may point outside: rebased */
     return (const void *)((uintptr_t)base + (uintptr_t)(elems * 4));
+}
+
+static const void *pg_off_el(const void *base, int64_t elems, int64_t el) {
+    return (const void *)((uintptr_t)base + (uintptr_t)(elems * el));
 }
 
 /* The per-sequence arguments of sequence b. */
@@ -148,7 +175,7 @@ static void pg_seq_args(const PgRun *r, int64_t b, attn_rt_args *a) {
     a->q_len = n;
     a->kv_len = L;
     a->q_offset = L - n;
-    a->q = pg_off(r->c->q.data, s0 * r->vq.stride[0]);
+    a->q = pg_off_el(r->c->q.data, s0 * r->vq.stride[0], r->qel);
     a->q_stride[0] = 0;
     a->q_stride[1] = r->vq.stride[1];
     a->q_stride[2] = r->vq.stride[0];
@@ -185,7 +212,7 @@ static void pg_task_run(void *ctx, int64_t t) {
     a.lse = (float *)pg_off(lse, -(h0 * rows + tk->q0));
     a.lse_stride[0] = 0;
     a.lse_stride[1] = rows;
-    float *po = tk->part >= 0 ? r->part_o + tk->part * r->part_stride : NULL;
+    float *po = tk->part >= 0 ? r->part_o + tk->part : NULL;
     if (po) {
         a.o = (void *)pg_off(po, -(h0 * rows + tk->q0) * r->DV);
         a.o_stride[0] = 0;
@@ -265,20 +292,27 @@ static void pg_merge_run(void *ctx, int64_t gi) {
                 m = fmaxf(m, l);
                 nan |= isnan(l);
             }
-            float *o = (float *)r->c->o.data + row * r->vo.stride[0] + h * r->vo.stride[1];
-            for (int64_t d = 0; d < DV; d++) o[d] = nan ? NAN : 0;
+            float w[PG_SPLIT_MAX];
+            const float *os[PG_SPLIT_MAX];
             float wsum = nan ? NAN : 0;
+            int np = 0;
             for (int64_t s = 0; s < g->nparts && m > -INFINITY && !nan; s++) {
                 const PgTask *tk = &r->tasks[g->first_task + s];
                 float l = r->lse_buf[tk->lse_off + x * rows + i];
                 if (l == -INFINITY) continue;
-                float w = expf(l - m);
-                wsum += w;
-                const float *os = r->part_o + tk->part * r->part_stride + (x * rows + i) * DV;
-                for (int64_t d = 0; d < DV; d++) o[d] += w * os[d];
+                w[np] = expf(l - m);
+                wsum += w[np];
+                os[np++] = r->part_o + tk->part + (x * rows + i) * DV;
             }
             float inv = wsum > 0 ? 1.0f / wsum : nan ? NAN : 0.0f;
-            for (int64_t d = 0; d < DV; d++) o[d] *= inv;
+            char *o = (char *)r->c->o.data + (row * r->vo.stride[0] + h * r->vo.stride[1]) * r->qel;
+            for (int64_t d = 0; d < DV; d++) {
+                float acc = nan ? NAN : 0;
+                for (int s = 0; s < np; s++) acc += w[s] * os[s][d];
+                acc *= inv;
+                if (r->dtype == ATTN_F32) ((float *)o)[d] = acc;
+                else ((uint16_t *)o)[d] = r->dtype == ATTN_BF16 ? pg_to_bf16(acc) : pg_to_f16(acc);
+            }
             if (r->c->lse.data)
                 ((float *)r->c->lse.data)[row * r->vl.stride[0] + h * r->vl.stride[1]] =
                     wsum > 0 ? m + logf(wsum) : nan ? NAN : -INFINITY;
@@ -328,11 +362,10 @@ static attn_status pg_check_descs(const attn_rt_desc *const *descs, int n, attn_
         if (d->page_size <= 0)
             return rt_error(err, ATTN_ERR_ARG, "'%s' is not a paged kernel (no kv_cache = paged(P)): run it with attn_run "
                             "or attn_rt_launch", d->name ? d->name : "?");
-        if (d->dtype != ATTN_F32)
-            return rt_error(err, ATTN_ERR_DTYPE, "'%s': paged kernels store f32 tensors only", d->name ? d->name : "?");
         if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function", d->name ? d->name : "?");
         if (d->heads != descs[0]->heads || d->kv_heads != descs[0]->kv_heads || d->qk_dim != descs[0]->qk_dim ||
-            d->v_dim != descs[0]->v_dim || d->page_size != descs[0]->page_size || d->ninputs != descs[0]->ninputs)
+            d->v_dim != descs[0]->v_dim || d->page_size != descs[0]->page_size || d->ninputs != descs[0]->ninputs ||
+            d->dtype != descs[0]->dtype || d->kv_dtype != descs[0]->kv_dtype)
             return rt_error(err, ATTN_ERR_ARG, "paged launch: descriptor %d differs from descriptor 0", i);
         for (int j = 0; j < d->ninputs; j++)
             for (int k = 0; k < d->inputs[j].rank; k++)
@@ -359,19 +392,22 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
     r.n = n;
     r.c = c;
     r.H = d0->heads, r.KH = d0->kv_heads, r.DQ = d0->qk_dim, r.DV = d0->v_dim, r.P = d0->page_size;
+    r.dtype = d0->dtype;
+    r.qel = pg_elem(d0->dtype);
+    int64_t kvel = pg_elem(d0->kv_dtype != ATTN_F32 ? d0->kv_dtype : d0->dtype);
     static const char *const qd[] = {"total_q", "heads", "qk_dim"}, *const od[] = {"total_q", "heads", "v_dim"},
                              *const ld[] = {"total_q", "heads"},
                              *const kd[] = {"num_pages", "page_size", "kv_heads", "qk_dim"},
                              *const vd[] = {"num_pages", "page_size", "kv_heads", "v_dim"};
-    if ((s = pg_tensor(&r.vq, "q", &c->q, 3, (int64_t[]){-1, r.H, r.DQ}, qd, 4, err))) return s;
+    if ((s = pg_tensor(&r.vq, "q", &c->q, 3, (int64_t[]){-1, r.H, r.DQ}, qd, r.qel, err))) return s;
     int64_t T = c->q.shape[0];
-    if ((s = pg_tensor(&r.vk, "k_pages", &c->k_pages, 4, (int64_t[]){-1, r.P, r.KH, r.DQ}, kd, 4, err))) return s;
+    if ((s = pg_tensor(&r.vk, "k_pages", &c->k_pages, 4, (int64_t[]){-1, r.P, r.KH, r.DQ}, kd, kvel, err))) return s;
     int64_t NP = c->k_pages.shape[0];
-    if ((s = pg_tensor(&r.vv, "v_pages", &c->v_pages, 4, (int64_t[]){NP, r.P, r.KH, r.DV}, vd, 4, err))) return s;
+    if ((s = pg_tensor(&r.vv, "v_pages", &c->v_pages, 4, (int64_t[]){NP, r.P, r.KH, r.DV}, vd, kvel, err))) return s;
     RtView vs, vt, vn;
     if ((s = pg_check_batch("q_starts", &c->q_starts, &c->page_table, &c->kv_lens, T, NP, r.P, &vs, &vt, &vn, err)))
         return s;
-    if ((s = pg_tensor(&r.vo, "o", &c->o, 3, (int64_t[]){T, r.H, r.DV}, od, 4, err))) return s;
+    if ((s = pg_tensor(&r.vo, "o", &c->o, 3, (int64_t[]){T, r.H, r.DV}, od, r.qel, err))) return s;
     if ((s = rt_check_no_overlap(&r.vo, err))) return s;
     bool has_lse = c->lse.data != NULL;
     if (has_lse) {
@@ -394,7 +430,7 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
         memset(&ic, 0, sizeof ic);
         ic.inputs = c->inputs;
         ic.ninputs = c->ninputs;
-        if ((s = rt_check_inputs(d0, &ic, &r.base, err))) return s;
+        if ((s = rt_check_inputs(d0, &ic, &r.base, NP, err))) return s;
     }
     if (T == 0) return ATTN_OK;
     r.starts = c->q_starts.data;
@@ -461,7 +497,7 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
     }
 
     /* split the heavy tasks with few rows (decode) into key chunks of whole pages */
-    int64_t ngroups = 0, nparts = 0, part_stride = 0;
+    int64_t ngroups = 0, nparts = 0, part_floats = 0;
     double target = work / (4.0 * threads);
     int64_t *chunks = calloc((size_t)(nt ? nt : 1), sizeof *chunks);
     if (!chunks) {
@@ -481,16 +517,25 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
         m = (keys + per - 1) / per;
         if (m < 2) continue;
         int64_t span = pg_span(&r, tk->b, rows) * r.DV;
-        if ((nparts + m) * (span > part_stride ? span : part_stride) > PG_SCRATCH_MAX) break;
+        if (part_floats + m * span > PG_SCRATCH_MAX) break;
         chunks[t] = m;
         nparts += m;
         ngroups++;
-        part_stride = span > part_stride ? span : part_stride;
+        part_floats += m * span;
     }
+    /* 16-bit q and o: every task writes f32 rows (as a split's chunks do) that the merge
+     * converts, so a grouped task's chunks and key domains resume from f32 */
+    for (int64_t t = 0; r.dtype != ATTN_F32 && t < nt; t++)
+        if (!chunks[t]) {
+            chunks[t] = 1;
+            nparts++;
+            ngroups++;
+            part_floats += pg_span(&r, tasks[t].b, tasks[t].q1 - tasks[t].q0) * r.DV;
+        }
     if (ngroups) {
         PgTask *more = realloc(tasks, sizeof *tasks * (size_t)(nt + nparts));
         PgGroup *groups = malloc(sizeof *groups * (size_t)ngroups);
-        float *po = malloc(sizeof(float) * (size_t)(nparts * part_stride));
+        float *po = malloc(sizeof(float) * (size_t)(part_floats ? part_floats : 1));
         if (!more || !groups || !po) {
             free(more ? more : tasks);
             free(groups);
@@ -501,7 +546,6 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
         tasks = more;
         r.groups = groups;
         r.part_o = po;
-        r.part_stride = part_stride;
         /* a split task becomes its chunks, side by side at the end; the first keeps its slot */
         int64_t end = nt, gi = 0, part = 0;
         for (int64_t t = 0; t < nt; t++) {
@@ -521,7 +565,8 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
                 tk->k1 = s2 == m - 1 ? orig.k1 : a0 + (s2 + 1) * per;
                 if (tk->k1 > orig.k1) tk->k1 = orig.k1;
                 if (tk->k0 > tk->k1) tk->k0 = tk->k1;
-                tk->part = part++;
+                tk->part = part;
+                part += pg_span(&r, orig.b, rows) * r.DV;
                 tk->cost = (double)rows * (double)(gh * (orig.u1 - orig.u0)) * (double)(tk->k1 - tk->k0 + 16);
                 tk->order = orig.order;
                 if (s2 > 0) lse_total += pg_span(&r, orig.b, rows);
@@ -597,34 +642,60 @@ static int pg_cmp_i64(const void *x, const void *y) {
     return a < b ? -1 : a > b;
 }
 
+/* int8 pages: one row of n f32 values quantized into dst (scale max|x| / 127, 0 for a zero row). */
+static float pg_quantize(const float *x, int64_t n, int8_t *dst) {
+    float mx = 0;
+    for (int64_t d = 0; d < n; d++) mx = fmaxf(mx, fabsf(x[d]));
+    float scale = mx / 127.0f, inv = mx > 0 ? 127.0f / mx : 0.0f;
+    for (int64_t d = 0; d < n; d++) {
+        float v = nearbyintf(x[d] * inv);
+        dst[d] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return scale;
+}
+
 attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
     rt_ok(err);
     if (!c) return rt_error(err, ATTN_ERR_NULL, "the append call is NULL");
-    if (c->dtype != ATTN_F32 && c->dtype != ATTN_F16 && c->dtype != ATTN_BF16)
-        return rt_error(err, ATTN_ERR_DTYPE, "append: dtype %d, expected f32, f16 or bf16", (int)c->dtype);
-    int64_t el = pg_elem(c->dtype);
+    if (c->dtype != ATTN_F32 && c->dtype != ATTN_F16 && c->dtype != ATTN_BF16 && c->dtype != ATTN_I8)
+        return rt_error(err, ATTN_ERR_DTYPE, "append: dtype %d, expected f32, f16, bf16 or int8", (int)c->dtype);
+    bool i8 = c->dtype == ATTN_I8;
+    int64_t el = pg_elem(c->dtype), nel = i8 ? 4 : el; /* pages', new rows' (int8: f32 rows, quantized) */
     static const char *const kd[] = {"num_pages", "page_size", "kv_heads", "qk_dim"},
                              *const vd[] = {"num_pages", "page_size", "kv_heads", "v_dim"},
-                             *const nk[] = {"total_new", "kv_heads", "qk_dim"}, *const nv[] = {"total_new", "kv_heads", "v_dim"};
-    RtView vk, vv, vkn, vvn, vs, vt, vl;
+                             *const nk[] = {"total_new", "kv_heads", "qk_dim"}, *const nv[] = {"total_new", "kv_heads", "v_dim"},
+                             *const sd[] = {"num_pages", "page_size", "kv_heads"};
+    RtView vk, vv, vkn, vvn, vs, vt, vl, vks, vvs;
     attn_status s;
     if ((s = pg_tensor(&vk, "k_pages", &c->k_pages, 4, (int64_t[]){-1, -1, -1, -1}, kd, el, err))) return s;
     int64_t NP = c->k_pages.shape[0], P = c->k_pages.shape[1], KH = c->k_pages.shape[2], DQ = c->k_pages.shape[3];
     if (P < 1) return rt_error(err, ATTN_ERR_SHAPE, "k_pages: dim 1 (page_size) is 0");
     if ((s = pg_tensor(&vv, "v_pages", &c->v_pages, 4, (int64_t[]){NP, P, KH, -1}, vd, el, err))) return s;
     int64_t DV = c->v_pages.shape[3];
-    if ((s = pg_tensor(&vkn, "k_new", &c->k_new, 3, (int64_t[]){-1, KH, DQ}, nk, el, err))) return s;
+    if ((s = pg_tensor(&vkn, "k_new", &c->k_new, 3, (int64_t[]){-1, KH, DQ}, nk, nel, err))) return s;
     int64_t T = c->k_new.shape[0];
-    if ((s = pg_tensor(&vvn, "v_new", &c->v_new, 3, (int64_t[]){T, KH, DV}, nv, el, err))) return s;
+    if ((s = pg_tensor(&vvn, "v_new", &c->v_new, 3, (int64_t[]){T, KH, DV}, nv, nel, err))) return s;
+    if (i8) {
+        if ((s = pg_tensor(&vks, "k_scale", &c->k_scale, 3, (int64_t[]){NP, P, KH}, sd, 4, err))) return s;
+        if ((s = pg_tensor(&vvs, "v_scale", &c->v_scale, 3, (int64_t[]){NP, P, KH}, sd, 4, err))) return s;
+    }
     if ((s = pg_check_batch("new_starts", &c->new_starts, &c->page_table, &c->kv_lens, T, NP, P, &vs, &vt, &vl, err)))
         return s;
     if ((s = rt_check_no_overlap(&vk, err)) || (s = rt_check_no_overlap(&vv, err))) return s;
+    if (i8 && ((s = rt_check_no_overlap(&vks, err)) || (s = rt_check_no_overlap(&vvs, err)))) return s;
     {
-        RtRange outs[2] = {rt_view_range(&vk), rt_view_range(&vv)};
+        int nout = i8 ? 4 : 2;
+        RtRange outs[4] = {rt_view_range(&vk), rt_view_range(&vv), i8 ? rt_view_range(&vks) : (RtRange){0},
+                           i8 ? rt_view_range(&vvs) : (RtRange){0}};
         RtRange ins[5] = {rt_view_range(&vkn), rt_view_range(&vvn), rt_view_range(&vs), rt_view_range(&vt),
                           rt_view_range(&vl)};
-        if ((s = rt_check_disjoint(outs, 2, ins, 5, err))) return s;
-        if (rt_ranges_overlap(&vk, &vv)) return rt_error(err, ATTN_ERR_STRIDE, "k_pages and v_pages overlap in memory");
+        if ((s = rt_check_disjoint(outs, nout, ins, 5, err))) return s;
+        const RtView *ov[4] = {&vk, &vv, &vks, &vvs};
+        static const char *const on[4] = {"k_pages", "v_pages", "k_scale", "v_scale"};
+        for (int x = 0; x < nout; x++)
+            for (int y = x + 1; y < nout; y++)
+                if (rt_ranges_overlap(ov[x], ov[y]))
+                    return rt_error(err, ATTN_ERR_STRIDE, "%s and %s overlap in memory", on[x], on[y]);
     }
     int64_t B = c->kv_lens.shape[0], MP = c->page_table.shape[1];
     const int32_t *st = c->new_starts.data, *tb = c->page_table.data, *ln = c->kv_lens.data;
@@ -649,15 +720,36 @@ attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
             }
         free(slot);
     }
+    /* int8: a row with an inf or NaN has no int8 form (its scale would spoil every element) */
+    for (int64_t row = 0; i8 && row < T; row++)
+        for (int64_t h = 0; h < KH; h++)
+            for (int w = 0; w < 2; w++) {
+                const float *x = (const float *)c->k_new.data + row * vkn.stride[0] + h * vkn.stride[1];
+                if (w) x = (const float *)c->v_new.data + row * vvn.stride[0] + h * vvn.stride[1];
+                for (int64_t d = 0; d < (w ? DV : DQ); d++)
+                    if (!isfinite(x[d]))
+                        return rt_error(err, ATTN_ERR_ARG, "append: %s[%lld, %lld, %lld] is %g: int8 pages hold finite "
+                                        "values only", w ? "v_new" : "k_new", (long long)row, (long long)h, (long long)d,
+                                        (double)x[d]);
+            }
     for (int64_t b = 0; b < B; b++) {
         int64_t n = st[b + 1] - st[b];
         for (int64_t i = 0; i < n; i++) {
             int64_t pos = ln[b] - n + i, pg = tb[b * MP + pos / P], row = st[b] + i;
             for (int64_t h = 0; h < KH; h++) {
-                memcpy((char *)c->k_pages.data + (pg * vk.stride[0] + pos % P * vk.stride[1] + h * vk.stride[2]) * el,
-                       (const char *)c->k_new.data + (row * vkn.stride[0] + h * vkn.stride[1]) * el, (size_t)(DQ * el));
-                memcpy((char *)c->v_pages.data + (pg * vv.stride[0] + pos % P * vv.stride[1] + h * vv.stride[2]) * el,
-                       (const char *)c->v_new.data + (row * vvn.stride[0] + h * vvn.stride[1]) * el, (size_t)(DV * el));
+                char *kdst = (char *)c->k_pages.data + (pg * vk.stride[0] + pos % P * vk.stride[1] + h * vk.stride[2]) * el;
+                char *vdst = (char *)c->v_pages.data + (pg * vv.stride[0] + pos % P * vv.stride[1] + h * vv.stride[2]) * el;
+                const char *ksrc = (const char *)c->k_new.data + (row * vkn.stride[0] + h * vkn.stride[1]) * nel;
+                const char *vsrc = (const char *)c->v_new.data + (row * vvn.stride[0] + h * vvn.stride[1]) * nel;
+                if (!i8) {
+                    memcpy(kdst, ksrc, (size_t)(DQ * el));
+                    memcpy(vdst, vsrc, (size_t)(DV * el));
+                    continue;
+                }
+                ((float *)c->k_scale.data)[pg * vks.stride[0] + pos % P * vks.stride[1] + h * vks.stride[2]] =
+                    pg_quantize((const float *)ksrc, DQ, (int8_t *)kdst);
+                ((float *)c->v_scale.data)[pg * vvs.stride[0] + pos % P * vvs.stride[1] + h * vvs.stride[2]] =
+                    pg_quantize((const float *)vsrc, DV, (int8_t *)vdst);
             }
         }
     }

@@ -69,7 +69,9 @@ bool rt_ranges_overlap(const RtView *a, const RtView *b);
 attn_status rt_check_no_overlap(const RtView *v, attn_error *err);
 /* Binds call->inputs (only inputs, ninputs) to the descriptor's declarations, filling
  * args->input and input_dim (sizes from args->batch, q_len, kv_len). */
-attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a, attn_error *err);
+/* num_pages: the size of ATTN_DIM_PAGES dims (paged calls; -1 elsewhere: such an input is refused) */
+attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_args *a, int64_t num_pages,
+                            attn_error *err);
 /* The descriptor's own sanity (sizes, dtype, input table, stack). */
 attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err);
 /* ATTN_ERR_INDEX with a message naming the inputs the block declares. */

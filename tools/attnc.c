@@ -676,7 +676,7 @@ static int cli_find_desc_input(const attn_rt_desc *d, const char *name) {
 }
 
 static void cli_input_decl(char *buf, size_t cap, const attn_rt_input_desc *in) {
-    static const char *const dims[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len"};
+    static const char *const dims[] = {"", "batch", "heads", "kv_heads", "q_len", "kv_len", "num_pages"};
     int n = snprintf(buf, cap, "input %s %s", ir_dtype_name(in->dtype), in->name);
     for (int d = 0; d < in->rank && n > 0 && (size_t)n < cap; d++) {
         if (in->dim_kind[d] == ATTN_DIM_CONST)

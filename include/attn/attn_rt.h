@@ -92,7 +92,8 @@ typedef struct attn_call {
 /* Where the size of one dim of a runtime input comes from. */
 typedef enum attn_dim_kind {
     ATTN_DIM_CONST = 0, ATTN_DIM_BATCH, ATTN_DIM_HEADS, ATTN_DIM_KV_HEADS,
-    ATTN_DIM_Q_LEN, ATTN_DIM_KV_LEN
+    ATTN_DIM_Q_LEN, ATTN_DIM_KV_LEN,
+    ATTN_DIM_PAGES /* num_pages of a paged call (the int8 pages' k_scale, v_scale) */
 } attn_dim_kind;
 
 typedef struct attn_rt_input_desc {
@@ -286,8 +287,10 @@ int attn_rt_mla_prefers_absorbed(const attn_rt_mla_desc *desc, int64_t q_len, in
  * values live in pages of P rows. Sequence b owns query rows q_starts[b] .. q_starts[b+1]-1
  * (n_b of them) and keys 0 .. kv_lens[b]-1, key j in row j % P of page page_table[b, j / P];
  * its queries sit at positions kv_lens[b] - n_b + i, and in the mask and score `b` is the
- * sequence, `q_len` and `kv_len` its n_b and kv_lens[b]. f32 tensors (any strides with a unit
- * last one); the index tensors are int32 and contiguous. Before anything is written the call
+ * sequence, `q_len` and `kv_len` its n_b and kv_lens[b]. q and o in the kernel's dtype, the pages
+ * in its kv_dtype (any strides with a unit last one; `kv_dtype = int8` pages come with the
+ * runtime inputs k_scale and v_scale, f32 [num_pages, P, kv_heads]); the index tensors are int32
+ * and contiguous. Before anything is written the call
  * checks q_starts (0 first, never decreasing, total_q last: ATTN_ERR_SHAPE), each length
  * (n_b <= kv_lens[b] <= max_pages * P: ATTN_ERR_SHAPE) and every page a sequence reads (in
  * [0, num_pages): ATTN_ERR_INDEX); table entries past a sequence's last page are never read.
@@ -338,9 +341,14 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *desc, const attn_pa
  * and go to its positions kv_lens[b] - n_b + i, so kv_lens already counts them (the lengths
  * the next paged call takes). Checked like a paged call (ATTN_ERR_SHAPE, ATTN_ERR_INDEX) before
  * anything is written; two rows written to one page slot are ATTN_ERR_INDEX. Page size and
- * head sizes come from the page tensors. */
+ * head sizes come from the page tensors.
+ * dtype ATTN_I8 (`kv_dtype = int8` pages): k_new and v_new are f32 rows, each quantized per
+ * token and K/V head as the kernels read them, scale = max|row| / 127 (0 for a zero row) and
+ * element round-to-nearest(x / scale), the int8 elements into the pages and the scales into
+ * k_scale / v_scale [num_pages, P, kv_heads] (f32, contiguous; required for int8, unused else). */
 typedef struct attn_paged_append {
-    attn_dtype dtype;          /* element type of k_new, v_new and the pages: ATTN_F32 (0), F16, BF16 */
+    attn_dtype dtype;          /* element type of the pages: ATTN_F32 (0), F16, BF16 (k_new, v_new
+                                * alike) or I8 (k_new, v_new f32) */
     attn_tensor k_new;         /* [total_new, kv_heads, qk_dim] */
     attn_tensor v_new;         /* [total_new, kv_heads, v_dim] */
     attn_tensor new_starts;    /* i32 [batch + 1] */
@@ -348,6 +356,8 @@ typedef struct attn_paged_append {
     attn_tensor v_pages;       /* in/out: [num_pages, P, kv_heads, v_dim] */
     attn_tensor page_table;    /* i32 [batch, max_pages] */
     attn_tensor kv_lens;       /* i32 [batch], the new rows included */
+    attn_tensor k_scale;       /* in/out, int8 only: f32 [num_pages, P, kv_heads] */
+    attn_tensor v_scale;       /* in/out, int8 only: f32 [num_pages, P, kv_heads] */
 } attn_paged_append;
 
 attn_status attn_rt_paged_append(const attn_paged_append *call, attn_error *err);
