@@ -340,12 +340,16 @@ static void aot_paged(StrBuf *sb, const IrFunc *f, const IrFunc *const *ds, int 
               "    return attn_rt_launch_paged(attnc_%s_domains, %d, call, NULL, err);\n}\n\n",
               n, f->page_size, f->heads, f->qk_dim, f->page_size, f->kv_heads, f->qk_dim, f->page_size, f->kv_heads,
               f->v_dim, f->heads, f->v_dim, n, n, nd);
-    sb_printf(sb, "/* Runs paged '%s' on contiguous row-major tensors. threads 0: all cores. */\n", n);
+    const char *elem = f->dtype == ATTN_F32 ? "float" : "uint16_t";
+    attn_dtype kvt = ir_kv_dtype(f);
+    const char *kv_elem = kvt == ATTN_F32 ? "float" : kvt == ATTN_I8 ? "int8_t" : "uint16_t";
+    sb_printf(sb, "/* Runs paged '%s' on contiguous row-major tensors%s. threads 0: all cores. */\n", n,
+              f->dtype == ATTN_F32 && kvt == ATTN_F32 ? "" : " (16-bit elements are raw bits)");
     sb_printf(sb,
-              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const float *q, const float *k_pages, "
-              "const float *v_pages,\n    const int32_t *page_table, const int32_t *kv_lens, const int32_t *q_starts, "
-              "float *o, int64_t batch,\n    int64_t total_q, int64_t num_pages, int64_t max_pages,",
-              n);
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const %s *q, const %s *k_pages, "
+              "const %s *v_pages,\n    const int32_t *page_table, const int32_t *kv_lens, const int32_t *q_starts, "
+              "%s *o, int64_t batch,\n    int64_t total_q, int64_t num_pages, int64_t max_pages,",
+              n, elem, kv_elem, kv_elem, elem);
     aot_params(sb, f);
     sb_puts(sb, "    attn_paged_call attnc_call;\n    memset(&attnc_call, 0, sizeof attnc_call);\n");
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q, q, 3, total_q, %d, %d, 0);\n", f->heads, f->qk_dim);

@@ -10,6 +10,36 @@
 
 enum { H = 4, KH = 2, D = 16, P = 8, B = 4, MP = 6, NP = 20 };
 
+/* The largest error of o against a double reference (mask causal && k >= lim[b]). */
+static double max_error(const float *q, const float *kp, const float *vp, const int32_t *table, const int32_t *lens,
+                        const int32_t *starts, const int32_t *lim, const float *o) {
+    double worst = 0;
+    for (int b = 0; b < B; b++) {
+        int n = starts[b + 1] - starts[b], L = lens[b];
+        for (int i = 0; i < n; i++)
+            for (int h = 0; h < H; h++) {
+                double s[64], acc[D] = {0};
+                int pos = L - n + i, kvh = h / (H / KH);
+                const float *qr = q + ((size_t)(starts[b] + i) * H + h) * D;
+                for (int j = 0; j < L; j++) {
+                    const float *kr = kp + (((size_t)table[b * MP + j / P] * P + j % P) * KH + kvh) * D;
+                    double dot = 0;
+                    for (int d = 0; d < D; d++) dot += (double)qr[d] * kr[d];
+                    s[j] = j <= pos && j >= lim[b] ? dot / sqrt((double)D) : -INFINITY;
+                }
+                check_softmax(s, L);
+                for (int j = 0; j < L; j++)
+                    for (int d = 0; d < D && s[j] > 0; d++)
+                        acc[d] += s[j] * vp[(((size_t)table[b * MP + j / P] * P + j % P) * KH + kvh) * D + d];
+                for (int d = 0; d < D; d++) {
+                    double e = fabs(o[((size_t)(starts[b] + i) * H + h) * D + d] - acc[d]);
+                    if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+                }
+            }
+    }
+    return worst;
+}
+
 int main(void) {
     uint64_t rng = 5;
     int32_t lens[B] = {1, 8, 30, 40}, starts[B + 1] = {0, 1, 9, 12, 13}, lim[B] = {0, 3, 0, 20};
@@ -38,31 +68,29 @@ int main(void) {
     attn_error err;
     attn_status st = attnc_aotpaged_simple(q, kp, vp, table, lens, starts, o, B, T, NP, MP, lim, 2, &err);
     REQUIRE(st == ATTN_OK, "attnc_aotpaged_simple: %s", err.message);
-    double worst = 0;
-    for (int b = 0; b < B; b++) {
-        int n = starts[b + 1] - starts[b], L = lens[b];
-        for (int i = 0; i < n; i++)
-            for (int h = 0; h < H; h++) {
-                double s[64], acc[D] = {0};
-                int pos = L - n + i, kvh = h / (H / KH);
-                const float *qr = q + ((size_t)(starts[b] + i) * H + h) * D;
-                for (int j = 0; j < L; j++) {
-                    const float *kr = kp + (((size_t)table[b * MP + j / P] * P + j % P) * KH + kvh) * D;
-                    double dot = 0;
-                    for (int d = 0; d < D; d++) dot += (double)qr[d] * kr[d];
-                    s[j] = j <= pos && j >= lim[b] ? dot / sqrt((double)D) : -INFINITY;
-                }
-                check_softmax(s, L);
-                for (int j = 0; j < L; j++)
-                    for (int d = 0; d < D && s[j] > 0; d++)
-                        acc[d] += s[j] * vp[(((size_t)table[b * MP + j / P] * P + j % P) * KH + kvh) * D + d];
-                for (int d = 0; d < D; d++) {
-                    double e = fabs(o[((size_t)(starts[b] + i) * H + h) * D + d] - acc[d]);
-                    if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
-                }
-            }
+    CHECK(max_error(q, kp, vp, table, lens, starts, lim, o) < 1e-4, "max error %g",
+          max_error(q, kp, vp, table, lens, starts, lim, o));
+    /* int8 pages: each row quantized with its scale (NaN scales in unused rows), the reference on
+     * the dequantized values, causal (lim 0) */
+    int8_t *kq = malloc((size_t)NP * P * KH * D), *vq = malloc((size_t)NP * P * KH * D);
+    float ksc[NP * P * KH], vsc[NP * P * KH];
+    for (int r = 0; r < NP * P * KH; r++) {
+        float mk = 0, mv = 0;
+        for (int d = 0; d < D; d++) mk = fmaxf(mk, fabsf(kp[r * D + d])), mv = fmaxf(mv, fabsf(vp[r * D + d]));
+        ksc[r] = mk / 127, vsc[r] = mv / 127; /* NaN rows: NaN scales */
+        for (int d = 0; d < D; d++) {
+            kq[r * D + d] = mk > 0 ? (int8_t)lrintf(kp[r * D + d] / ksc[r]) : 0;
+            vq[r * D + d] = mv > 0 ? (int8_t)lrintf(vp[r * D + d] / vsc[r]) : 0;
+        }
     }
-    CHECK(worst < 1e-4, "max error %g", worst);
+    float *kd = malloc(sizeof(float) * NP * P * KH * D), *vd = malloc(sizeof(float) * NP * P * KH * D);
+    for (int i = 0; i < NP * P * KH * D; i++) kd[i] = kq[i] * ksc[i / D], vd[i] = vq[i] * vsc[i / D];
+    int32_t zero[B] = {0};
+    st = attnc_aotpaged8_simple(q, kq, vq, table, lens, starts, o, B, T, NP, MP, ksc, vsc, 2, &err);
+    REQUIRE(st == ATTN_OK, "attnc_aotpaged8_simple: %s", err.message);
+    CHECK(max_error(q, kd, vd, table, lens, starts, zero, o) < 1e-4, "int8 pages: max error %g",
+          max_error(q, kd, vd, table, lens, starts, zero, o));
+    free(kq), free(vq), free(kd), free(vd);
     /* the call entry with a bad table: refused, o untouched */
     table[3 * MP + 5] = NP;
     for (int i = 0; i < T * H * D; i++) o[i] = 3.0f;
