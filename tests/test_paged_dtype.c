@@ -306,6 +306,11 @@ static void mixed_case(const char *label, const char *body, const Mode *m, int P
         ir_module_free(mod);
         return;
     }
+    /* the runtime visits only the keys a task may see and decodes the query heads of a K/V head
+     * together through these, whatever the storage and compute */
+    const attn_rt_desc *dd = attn_kernel_desc(kern);
+    CHECK(dd->grad_bounds && dd->grad_head_kv && (H / KH < 4 || (dd->group && dd->group_size == H / KH)),
+          "%s: no key bounds or head groups for the paged runtime", name);
     enum { B = 7 };
     int n[B] = {0, 1, 1, P, 1, 37, 3}, L[B] = {0, 1, P, P, 1500 + (int)check_int(&rng, 0, 600), 300, 90};
     attn_input in[1];
