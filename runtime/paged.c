@@ -20,7 +20,8 @@
 #define PG_MAX_DIM ((int64_t)1 << 40)
 #define PG_SPLIT_MIN_KEYS 256 /* fewer keys per chunk do not pay for the merge */
 #define PG_SPLIT_MAX 64
-#define PG_CHUNK_KEYS 64 /* keys (whole pages) a grouped task visits for every K/V head before the next */
+#define PG_CHUNK_KEYS 64 /* f32 keys (whole pages) a grouped task visits for every K/V head before the next;
+                          * narrower K/V: as many bytes (16-bit: 128 keys, int8: 256) */
 #define PG_SCRATCH_MAX ((int64_t)1 << 26) /* floats of partial outputs (256 MiB) */
 
 static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
@@ -148,7 +149,7 @@ typedef struct PgRun {
     RtView vq, vk, vv, vo, vl;
     const int32_t *starts, *table, *lens;
     int64_t MP, P, H, KH, DQ, DV, G; /* G: heads a grouped unit computes (1: none) */
-    int64_t qel;          /* bytes of a q and o element (the kernel's dtype) */
+    int64_t qel, kvel;    /* bytes of a q and o element (the kernel's dtype), of a K/V element */
     attn_dtype dtype;     /* of q and o: o is written by the merge unless f32 */
     int unit_heads[4096];  /* grouped: the G query heads of K/V head u at [u G, u G + G) */
     PgTask *tasks;
@@ -233,7 +234,8 @@ static void pg_task_run(void *ctx, int64_t t) {
     /* the K/V heads of a sequence's page lie side by side: a task over several (grouped decode)
      * visits its keys a chunk at a time, every head's part of it, so the pages stream through
      * in order; each head's calls chained through resume */
-    int64_t chunk = tk->u1 - tk->u0 > 1 ? (PG_CHUNK_KEYS + r->P - 1) / r->P * r->P : tk->k1 - tk->k0;
+    int64_t ck = PG_CHUNK_KEYS * 4 / r->kvel;
+    int64_t chunk = tk->u1 - tk->u0 > 1 ? (ck + r->P - 1) / r->P * r->P : tk->k1 - tk->k0;
     bool first = true;
     for (int64_t c0 = tk->k0; c0 < tk->k1;) {
         int64_t c1 = (c0 / chunk + 1) * chunk;
@@ -394,7 +396,7 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
     r.H = d0->heads, r.KH = d0->kv_heads, r.DQ = d0->qk_dim, r.DV = d0->v_dim, r.P = d0->page_size;
     r.dtype = d0->dtype;
     r.qel = pg_elem(d0->dtype);
-    int64_t kvel = pg_elem(d0->kv_dtype != ATTN_F32 ? d0->kv_dtype : d0->dtype);
+    int64_t kvel = r.kvel = pg_elem(d0->kv_dtype != ATTN_F32 ? d0->kv_dtype : d0->dtype);
     static const char *const qd[] = {"total_q", "heads", "qk_dim"}, *const od[] = {"total_q", "heads", "v_dim"},
                              *const ld[] = {"total_q", "heads"},
                              *const kd[] = {"num_pages", "page_size", "kv_heads", "qk_dim"},
