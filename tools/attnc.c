@@ -696,6 +696,7 @@ static int64_t cli_input_dim(const attn_rt_desc *desc, const attn_rt_input_desc 
     case ATTN_DIM_KV_HEADS: return desc->kv_heads;
     case ATTN_DIM_Q_LEN: return Lq;
     case ATTN_DIM_KV_LEN: return Lk;
+    case ATTN_DIM_PAGES: return Lk; /* paged calls (no kv_len dims): Lk is num_pages */
     default: return in->dim_value[d];
     }
 }
@@ -995,85 +996,131 @@ done:
     return rc;
 }
 
-/* run of a paged kernel: q, k_pages, v_pages (float32), page_table, kv_lens, q_starts (int32)
- * and the inputs in; o [total_q, heads, v_dim] and lse [total_q, heads] out. */
+/* run of a paged kernel: q, k_pages, v_pages (float32, or float16; int8 pages for kv_dtype =
+ * int8, with the inputs k_scale and v_scale), page_table, kv_lens, q_starts (int32) and the
+ * inputs in (a paged MLA block: q_nope, q_rope, c_kv_pages, k_rope_pages, w_uk, w_uv for q, k
+ * and v); o [total_q, heads, v_dim] and lse [total_q, heads] out, float32. */
 static int cmd_run_paged(Cli *c, attn_kernel *kern) {
     const attn_rt_desc *d = attn_kernel_desc(kern);
-    enum { NT = 6 };
-    static const char *const tn[NT + 1] = {"q", "k_pages", "v_pages", "page_table", "kv_lens", "q_starts", NULL};
-    static const char *const layout[NT] = {"[total_q, heads, head_dim]", "[num_pages, page_size, kv_heads, head_dim]",
-                                           "[num_pages, page_size, kv_heads, v_dim]", "int32 [batch, max_pages]",
-                                           "int32 [batch]", "int32 [batch + 1]"};
-    static const int nd[NT] = {3, 4, 4, 2, 1, 1};
+    attn_mla_info mi;
+    bool mla = attn_kernel_mla_info(kern, &mi) != 0;
+    enum { NT = 9 };
+    static const char *const tstd[NT + 1] = {"q", "k_pages", "v_pages", "page_table", "kv_lens", "q_starts", NULL};
+    static const char *const tmla[NT + 1] = {"page_table", "kv_lens", "q_starts", "q_nope", "q_rope", "c_kv_pages",
+                                             "k_rope_pages", "w_uk", "w_uv", NULL};
+    static const char *const lstd[NT] = {"[total_q, heads, head_dim]", "[num_pages, page_size, kv_heads, head_dim]",
+                                         "[num_pages, page_size, kv_heads, v_dim]", "int32 [batch, max_pages]",
+                                         "int32 [batch]", "int32 [batch + 1]"};
+    static const char *const lmla[NT] = {"int32 [batch, max_pages]", "int32 [batch]", "int32 [batch + 1]",
+                                         "[total_q, heads, nope_dim]", "[total_q, heads, rope_dim]",
+                                         "[num_pages, page_size, kv_rank]", "[num_pages, page_size, rope_dim]",
+                                         "[heads, kv_rank, nope_dim]", "[heads, kv_rank, v_dim]"};
+    static const int ndstd[NT] = {3, 4, 4, 2, 1, 1}, ndmla[NT] = {2, 1, 1, 3, 3, 3, 3, 3, 3};
+    const char *const *tn = mla ? tmla : tstd, *const *layout = mla ? lmla : lstd;
+    const int *nd = mla ? ndmla : ndstd;
+    int nt = mla ? 9 : 6, TABLE = mla ? 0 : 3; /* the three index tensors from TABLE on */
+    attn_dtype dt = mla ? ATTN_F32 : d->dtype, kvt = mla ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
+    int64_t H = d->heads, DV = mla ? mi.v_dim : d->v_dim;
     const char *paths[NT] = {NULL};
     NpyArray arr[NT];
     memset(arr, 0, sizeof arr);
     CliInputs in;
     memset(&in, 0, sizeof in);
-    float *o = NULL, *lse = NULL;
+    void *o = NULL;
+    float *lse = NULL, *o32 = NULL;
     char msg[512];
     int rc = 0;
     if (c->has_q_offset)
         return cli_error(EXIT_INPUT, "--q-offset does not apply to the paged kernel '%s': sequence b's queries are "
                          "its last positions, kv_lens[b] - n_b ..", d->name);
     for (int i = 0; i < c->nins && !rc; i++)
-        for (int t = 0; t < NT; t++)
+        for (int t = 0; t < nt; t++)
             if (!strcmp(c->ins[i].name, tn[t])) {
                 if (paths[t]) rc = cli_error(EXIT_INPUT, "--in %s is given twice", tn[t]);
                 paths[t] = c->ins[i].path;
             }
-    for (int t = 0; t < NT && !rc; t++)
+    for (int t = 0; t < nt && !rc; t++)
         if (!paths[t])
-            rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (%s; '%s' is a paged kernel)", tn[t], layout[t], d->name);
-    for (int t = 0; t < NT && !rc; t++) {
+            rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (%s; '%s' is a paged%s kernel)", tn[t], layout[t],
+                           d->name, mla ? " MLA" : "");
+    for (int t = 0; t < nt && !rc; t++) {
+        bool index = t >= TABLE && t < TABLE + 3, kv = !mla && (t == 1 || t == 2);
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
         else if (arr[t].ndim != nd[t])
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], tn[t], arr[t].ndim, nd[t],
                            layout[t]);
-        else if (t >= 3 && arr[t].dtype != NPY_I32)
+        else if (index && arr[t].dtype != NPY_I32)
             rc = cli_error(EXIT_INPUT, "%s: %s must be int32 ('<i4'), not %s", paths[t], tn[t],
                            npy_dtype_descr(arr[t].dtype));
-        else if (t < 3 && !cli_to_dtype(&arr[t], ATTN_F32, tn[t], paths[t]))
+        else if (!index && !cli_to_dtype(&arr[t], kv ? kvt : dt, tn[t], paths[t]))
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
-    int64_t B = arr[4].shape[0], T = arr[0].shape[0];
+    int64_t B = arr[TABLE + 1].shape[0], T = arr[mla ? 3 : 0].shape[0];
     if ((rc = cli_load_inputs(c, d, &in, tn, false, NULL, NULL, B, 0, 0))) goto done;
-    int64_t oshape[3] = {T, d->heads, d->v_dim};
-    if (T > ((int64_t)1 << 36) / d->heads / d->v_dim) {
+    int64_t oshape[3] = {T, H, DV};
+    if (T > ((int64_t)1 << 36) / H / DV) {
         rc = cli_error(EXIT_INPUT, "the output for %" PRId64 " query rows is too large", T);
         goto done;
     }
-    o = calloc((size_t)(T * d->heads * d->v_dim) + 1, sizeof *o);
-    lse = calloc((size_t)(T * d->heads) + 1, sizeof *lse);
+    o = calloc((size_t)(T * H * DV) + 1, cli_elem_size(dt));
+    lse = calloc((size_t)(T * H) + 1, sizeof *lse);
     if (!o || !lse) {
         rc = cli_error(EXIT_INPUT, "out of memory");
         goto done;
     }
-    attn_paged_call call;
-    memset(&call, 0, sizeof call);
-    attn_tensor *ct[NT] = {&call.q, &call.k_pages, &call.v_pages, &call.page_table, &call.kv_lens, &call.q_starts};
-    for (int t = 0; t < NT; t++) cli_tensor(ct[t], arr[t].data, arr[t].ndim, arr[t].shape);
-    cli_tensor(&call.o, o, 3, oshape);
-    cli_tensor(&call.lse, lse, 2, oshape);
-    call.inputs = in.bind;
-    call.ninputs = in.n;
-    call.threads = c->opts.threads;
     attn_error err = {0};
-    if (attn_run_paged(kern, &call, &err) != ATTN_OK) {
+    attn_status st;
+    if (mla) {
+        attn_paged_mla_call call;
+        memset(&call, 0, sizeof call);
+        attn_tensor *ct[NT] = {&call.page_table, &call.kv_lens, &call.q_starts, &call.q_nope, &call.q_rope,
+                               &call.c_kv_pages, &call.k_rope_pages, &call.w_uk, &call.w_uv};
+        for (int t = 0; t < nt; t++) cli_tensor(ct[t], arr[t].data, arr[t].ndim, arr[t].shape);
+        cli_tensor(&call.o, o, 3, oshape);
+        cli_tensor(&call.lse, lse, 2, oshape);
+        call.inputs = in.bind;
+        call.ninputs = in.n;
+        call.threads = c->opts.threads;
+        st = attn_run_paged_mla(kern, &call, &err);
+    } else {
+        attn_paged_call call;
+        memset(&call, 0, sizeof call);
+        attn_tensor *ct[NT] = {&call.q, &call.k_pages, &call.v_pages, &call.page_table, &call.kv_lens, &call.q_starts};
+        for (int t = 0; t < nt; t++) cli_tensor(ct[t], arr[t].data, arr[t].ndim, arr[t].shape);
+        cli_tensor(&call.o, o, 3, oshape);
+        cli_tensor(&call.lse, lse, 2, oshape);
+        call.inputs = in.bind;
+        call.ninputs = in.n;
+        call.threads = c->opts.threads;
+        st = attn_run_paged(kern, &call, &err);
+    }
+    if (st != ATTN_OK) {
         rc = cli_status_error(&err);
         goto done;
+    }
+    if (dt != ATTN_F32) {
+        size_t n = (size_t)(T * H * DV);
+        o32 = malloc(n * sizeof *o32 + 1);
+        if (!o32) {
+            rc = cli_error(EXIT_INPUT, "out of memory");
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++)
+            o32[i] = dt == ATTN_F16 ? npy_f16_to_f32(((uint16_t *)o)[i]) : npy_bf16_to_f32(((uint16_t *)o)[i]);
     }
     if (c->nouts == 0) cli_note("no --out given: nothing written");
     for (int i = 0; i < c->nouts && !rc; i++) {
         bool is_o = strcmp(c->outs[i].name, "o") == 0;
-        if (!npy_write(c->outs[i].path, NPY_F32, is_o ? o : lse, is_o ? 3 : 2, oshape, msg, sizeof msg))
+        if (!npy_write(c->outs[i].path, NPY_F32, is_o ? (o32 ? (void *)o32 : o) : (void *)lse, is_o ? 3 : 2, oshape, msg,
+                       sizeof msg))
             rc = cli_error(EXIT_INPUT, "%s", msg);
     }
 done:
     for (int t = 0; t < NT; t++) npy_free(&arr[t]);
     cli_inputs_free(&in);
     free(o);
+    free(o32);
     free(lse);
     return rc;
 }
@@ -1375,11 +1422,12 @@ typedef struct BenchCall {
 typedef struct PagedRun {
     attn_kernel *kern;
     const attn_paged_call *call;
+    const attn_paged_mla_call *mcall; /* a paged MLA block's, or NULL */
 } PagedRun;
 
 static attn_status bench_paged_run(void *ctx, attn_error *err) {
     const PagedRun *p = ctx;
-    return attn_run_paged(p->kern, p->call, err);
+    return p->mcall ? attn_run_paged_mla(p->kern, p->mcall, err) : attn_run_paged(p->kern, p->call, err);
 }
 
 static attn_status bench_run(void *ctx, attn_error *err) {
@@ -1408,11 +1456,20 @@ static attn_kernel *cli_bench_compile(const Cli *c, int *rc, double *cold_ms, do
 }
 
 /* bench of a paged kernel: a ragged batch of B sequences, each of a length drawn uniformly in
- * [kv-len-min, kv-len] (fixed seed) with min(q-len, length) queries, its pages shuffled. */
+ * [kv-len-min, kv-len] (fixed seed) with min(q-len, length) queries, its pages shuffled; q, o
+ * and the pages in the block's dtype and kv_dtype (int8 pages: their scales as the inputs
+ * k_scale and v_scale, zeros unless given). A paged MLA block: q_nope, q_rope, c_kv_pages,
+ * k_rope_pages, w_uk, w_uv. */
 static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double compile_ms, double compile_ms_warm) {
     const attn_rt_desc *d = attn_kernel_desc(kern);
+    attn_mla_info mi;
+    bool mla = attn_kernel_mla_info(kern, &mi) != 0;
     int64_t B = c->batch ? c->batch : 1, N = c->q_len ? c->q_len : 1024, L = c->kv_len ? c->kv_len : 1024;
-    int64_t M = c->kv_len_min ? c->kv_len_min : L, P = d->page_size, H = d->heads, KH = d->kv_heads;
+    int64_t M = c->kv_len_min ? c->kv_len_min : L, P = d->page_size, H = d->heads, KH = mla ? 1 : d->kv_heads;
+    attn_dtype dt = mla ? ATTN_F32 : d->dtype, kvt = mla ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
+    /* K and V rows (MLA: the latent c_kv and k_rope rows), the flops' qk and v dims */
+    int64_t KD = mla ? mi.kv_rank : d->qk_dim, VD = mla ? mi.rope_dim : d->v_dim;
+    int64_t DQ = mla ? mi.nope_dim + mi.rope_dim : d->qk_dim, DV = mla ? mi.v_dim : d->v_dim;
     if (M > L) return cli_usage(CMD_BENCH, "--kv-len-min (%" PRId64 ") exceeds --kv-len (%" PRId64 ")", M, L);
     if (c->grad) return cli_error(EXIT_INPUT, "'%s' has no backward (paged kernels are for inference)", d->name);
     if (c->has_q_offset)
@@ -1420,7 +1477,8 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     int rc = 0;
     int32_t *lens = NULL, *starts = NULL, *table = NULL;
     int64_t *perm = NULL;
-    float *q = NULL, *kp = NULL, *vp = NULL, *o = NULL;
+    void *q = NULL, *kp = NULL, *vp = NULL, *o = NULL;
+    float *q2 = NULL, *wuk = NULL, *wuv = NULL;
     CliInputs in;
     memset(&in, 0, sizeof in);
     uint64_t seed = 42;
@@ -1447,20 +1505,34 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
             goto done;
         }
     }
-    size_t nk = 0, nv = 0, nq = 0;
+    size_t nk = 0, nv = 0, nq = 0, nq2 = 0, nuk = 0, nuv = 0;
+    size_t qel = cli_elem_size(dt), kvel = cli_elem_size(kvt);
     table = calloc((size_t)(B * MP), sizeof *table);
     perm = malloc(sizeof *perm * (size_t)(NP ? NP : 1));
-    kp = cli_alloc_tensor(NP, P, KH, d->qk_dim, sizeof(float), &nk);
-    vp = cli_alloc_tensor(NP, P, KH, d->v_dim, sizeof(float), &nv);
-    q = cli_alloc_tensor(T, H, d->qk_dim, 1, sizeof(float), &nq);
-    o = calloc((size_t)(T * H * d->v_dim) + 1, sizeof *o);
-    if (!table || !perm || !kp || !vp || !q || !o) {
+    kp = cli_alloc_tensor(NP, P, KH, KD, kvel, &nk);
+    vp = cli_alloc_tensor(NP, P, KH, VD, kvel, &nv);
+    q = cli_alloc_tensor(T, H, mla ? mi.nope_dim : DQ, 1, qel, &nq);
+    o = calloc((size_t)(T * H * DV) + 1, qel);
+    if (mla) {
+        q2 = cli_alloc_tensor(T, H, mi.rope_dim, 1, sizeof(float), &nq2);
+        wuk = cli_alloc_tensor(H, mi.kv_rank, mi.nope_dim, 1, sizeof(float), &nuk);
+        wuv = cli_alloc_tensor(H, mi.kv_rank, mi.v_dim, 1, sizeof(float), &nuv);
+    }
+    if (!table || !perm || !kp || !vp || !q || !o || (mla && (!q2 || !wuk || !wuv))) {
         rc = cli_error(EXIT_INPUT, "cannot allocate the pages for batch %" PRId64 ", kv_len %" PRId64, B, L);
         goto done;
     }
-    cli_random_fill(kp, nk, ATTN_F32, &seed);
-    cli_random_fill(vp, nv, ATTN_F32, &seed);
-    cli_random_fill(q, nq, ATTN_F32, &seed);
+    cli_random_fill(kp, nk, kvt, &seed);
+    cli_random_fill(vp, nv, kvt, &seed);
+    cli_random_fill(q, nq, dt, &seed);
+    if (mla) { /* the latent projections near unit scale: weights / sqrt(kv_rank) */
+        cli_random_fill(q2, nq2, ATTN_F32, &seed);
+        cli_random_fill(wuk, nuk, ATTN_F32, &seed);
+        cli_random_fill(wuv, nuv, ATTN_F32, &seed);
+        float ws = 1.0f / sqrtf((float)mi.kv_rank);
+        for (size_t i = 0; i < nuk; i++) wuk[i] *= ws;
+        for (size_t i = 0; i < nuv; i++) wuv[i] *= ws;
+    }
     for (int64_t i = 0; i < NP; i++) perm[i] = i;
     for (int64_t i = NP - 1; i > 0; i--) { /* shuffled pages */
         uint64_t z = cli_rand64(&seed);
@@ -1469,22 +1541,40 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     }
     for (int64_t b = 0, next = 0; b < B; b++)
         for (int64_t j = 0; j < (lens[b] + P - 1) / P; j++) table[b * MP + j] = (int32_t)perm[next++];
-    if ((rc = cli_load_inputs(c, d, &in, NULL, true, NULL, NULL, B, 0, 0))) goto done;
+    if ((rc = cli_load_inputs(c, d, &in, NULL, true, NULL, NULL, B, 0, NP))) goto done;
     attn_paged_call call;
+    attn_paged_mla_call mcall;
     memset(&call, 0, sizeof call);
-    cli_tensor(&call.q, q, 3, (int64_t[]){T, H, d->qk_dim});
-    cli_tensor(&call.k_pages, kp, 4, (int64_t[]){NP, P, KH, d->qk_dim});
-    cli_tensor(&call.v_pages, vp, 4, (int64_t[]){NP, P, KH, d->v_dim});
+    memset(&mcall, 0, sizeof mcall);
+    if (mla) {
+        cli_tensor(&mcall.q_nope, q, 3, (int64_t[]){T, H, mi.nope_dim});
+        cli_tensor(&mcall.q_rope, q2, 3, (int64_t[]){T, H, mi.rope_dim});
+        cli_tensor(&mcall.c_kv_pages, kp, 3, (int64_t[]){NP, P, mi.kv_rank});
+        cli_tensor(&mcall.k_rope_pages, vp, 3, (int64_t[]){NP, P, mi.rope_dim});
+        cli_tensor(&mcall.w_uk, wuk, 3, (int64_t[]){H, mi.kv_rank, mi.nope_dim});
+        cli_tensor(&mcall.w_uv, wuv, 3, (int64_t[]){H, mi.kv_rank, mi.v_dim});
+        cli_tensor(&mcall.page_table, table, 2, (int64_t[]){B, MP});
+        cli_tensor(&mcall.kv_lens, lens, 1, (int64_t[]){B});
+        cli_tensor(&mcall.q_starts, starts, 1, (int64_t[]){B + 1});
+        cli_tensor(&mcall.o, o, 3, (int64_t[]){T, H, DV});
+        mcall.inputs = in.bind;
+        mcall.ninputs = in.n;
+        mcall.threads = c->opts.threads;
+    }
+    cli_tensor(&call.q, q, 3, (int64_t[]){T, H, DQ});
+    cli_tensor(&call.k_pages, kp, 4, (int64_t[]){NP, P, KH, KD});
+    cli_tensor(&call.v_pages, vp, 4, (int64_t[]){NP, P, KH, VD});
     cli_tensor(&call.page_table, table, 2, (int64_t[]){B, MP});
     cli_tensor(&call.kv_lens, lens, 1, (int64_t[]){B});
     cli_tensor(&call.q_starts, starts, 1, (int64_t[]){B + 1});
-    cli_tensor(&call.o, o, 3, (int64_t[]){T, H, d->v_dim});
+    cli_tensor(&call.o, o, 3, (int64_t[]){T, H, DV});
     call.inputs = in.bind;
     call.ninputs = in.n;
     call.threads = c->opts.threads;
     int reps = c->reps;
     double ms, ms_min;
-    if ((rc = cli_time_calls(bench_paged_run, &(PagedRun){kern, &call}, &reps, &ms, &ms_min))) goto done;
+    if ((rc = cli_time_calls(bench_paged_run, &(PagedRun){kern, &call, mla ? &mcall : NULL}, &reps, &ms, &ms_min)))
+        goto done;
 
     /* visible pairs, sequence by sequence (sampled over keys past 2^24 evaluations) */
     attn_rt_args args;
@@ -1521,25 +1611,29 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
         }
     }
     double visible = all_pairs > 0 ? visible_pairs / all_pairs : 0;
-    double gflops = ms > 0 ? 2.0 * (d->qk_dim + d->v_dim) * visible_pairs / (ms * 1e6) : 0;
-    double kv_bytes = (double)kv_keys * (double)KH * (double)(d->qk_dim + d->v_dim) * 4.0;
+    double gflops = ms > 0 ? 2.0 * (double)(DQ + DV) * visible_pairs / (ms * 1e6) : 0;
+    /* the K/V (MLA: latent) bytes the call covers; int8 pages: a 4-byte scale per row of K and of V */
+    double kv_bytes = (double)kv_keys * (double)KH * ((double)(KD + VD) * (double)kvel + (kvt == ATTN_I8 ? 8.0 : 0.0));
     int threads = c->opts.threads ? c->opts.threads : attn_rt_cpu_count();
     char warm_ms[32] = "null";
     if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
     if (c->json) {
         printf("{\"kernel\": \"%s\", \"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
                ", \"kv_len_min\": %" PRId64 ", \"total_q\": %" PRId64 ", \"keys\": %" PRId64 ", \"page_size\": %" PRId64
-               ", \"heads\": %d, \"kv_heads\": %d, \"qk_dim\": %d, \"v_dim\": %d, \"dtype\": \"f32\", "
+               ", \"heads\": %d, \"kv_heads\": %" PRId64 ", \"qk_dim\": %" PRId64 ", \"v_dim\": %" PRId64
+               ", \"dtype\": \"%s\", \"compute\": \"%s\", \"kv_dtype\": \"%s\", "
                "\"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, \"gflops\": %.4f, \"visible\": %.6f, "
                "\"visible_exact\": %s, \"compile_ms\": %.3f, \"compile_ms_warm\": %s, \"grad\": false, "
-               "\"kv_bytes\": %.0f, \"paged\": true}\n",
-               d->name, B, N, L, M, T, kv_keys, P, d->heads, d->kv_heads, d->qk_dim, d->v_dim, threads, reps, ms,
-               ms_min, gflops, visible, step == 1 ? "true" : "false", compile_ms, warm_ms, kv_bytes);
+               "\"kv_bytes\": %.0f, \"paged\": true%s}\n",
+               d->name, B, N, L, M, T, kv_keys, P, d->heads, KH, DQ, DV, ir_dtype_name(dt), ir_compute_name(f->compute),
+               ir_dtype_name(kvt), threads, reps, ms, ms_min, gflops, visible, step == 1 ? "true" : "false", compile_ms,
+               warm_ms, kv_bytes, mla ? ", \"mla\": true, \"absorbed\": true" : "");
     } else {
-        printf("kernel      %s (f32, paged %" PRId64 ")\n", d->name, P);
+        printf("kernel      %s (%s, kv %s, compute %s, paged %" PRId64 "%s)\n", d->name, ir_dtype_name(dt),
+               ir_dtype_name(kvt), ir_compute_name(f->compute), P, mla ? ", MLA absorbed" : "");
         printf("shape       batch %" PRId64 ", heads %d (kv %d), q_len %" PRId64 " (%" PRId64 " rows), kv_len %" PRId64
-               "..%" PRId64 " (%" PRId64 " keys), head_dim %d, v_dim %d\n",
-               B, d->heads, d->kv_heads, N, T, M, L, kv_keys, d->qk_dim, d->v_dim);
+               "..%" PRId64 " (%" PRId64 " keys), head_dim %" PRId64 ", v_dim %" PRId64 "\n",
+               B, d->heads, (int)KH, N, T, M, L, kv_keys, DQ, DV);
         printf("threads     %d\n", threads);
         if (compile_ms_warm >= 0) printf("compile     %.1f ms cold, %.1f ms warm (kernel cache)\n", compile_ms, compile_ms_warm);
         else printf("compile     %.1f ms cold (kernel cache off)\n", compile_ms);
@@ -1549,7 +1643,7 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
         printf("kv read     %.1f MB of K/V, %.2f GB/s\n", kv_bytes / 1e6, ms > 0 ? kv_bytes / (ms * 1e6) : 0);
     }
 done:
-    free(lens), free(starts), free(table), free(perm), free(q), free(kp), free(vp), free(o);
+    free(lens), free(starts), free(table), free(perm), free(q), free(kp), free(vp), free(o), free(q2), free(wuk), free(wuv);
     cli_inputs_free(&in);
     return rc;
 }
