@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """test_cli_paged.py ATTNC — the command line on paged kernels (kv_cache = paged(P)): run on
 .npy pages against a float64 NumPy reference (shuffled pages, garbage in unused pages and the
-table's padding), bad tables, bench --kv-len-min and kv_bytes in bench --json, check and dump."""
+table's padding), in f32, with int8 pages and their scales and with bf16 storage, a paged MLA
+block, bad tables and scales, bench --kv-len-min and kv_bytes in bench --json (int8 scales and
+MLA latent pages included), check and dump."""
 import json
 import os
 import subprocess
@@ -74,7 +76,7 @@ for n, a in files.items():
 ins = [f"--in={n}={path(n + '.npy')}" for n in files]
 
 
-def reference():
+def reference(kp=kp, vp=vp, q=q):
     o = np.zeros((T, H, D))
     lse = np.zeros((T, H))
     for b in range(B):
@@ -102,6 +104,96 @@ if os.path.exists(path("o.npy")):
         fail(f"run: shapes {got_o.shape} {got_l.shape}")
     elif not (np.abs(got_o - ro).max() < 1e-4 and np.abs(got_l - rl).max() < 1e-4):
         fail(f"run: max error o {np.abs(got_o - ro).max()}, lse {np.abs(got_l - rl).max()}")
+
+# int8 pages: each (token, head) row quantized with its scale; unused rows hold garbage bytes and
+# NaN scales. The reference runs on the dequantized values.
+with np.errstate(invalid="ignore"):
+    ksc = (np.abs(kp).max(axis=3) / 127).astype(np.float32)  # NaN rows: NaN scales
+    vsc = (np.abs(vp).max(axis=3) / 127).astype(np.float32)
+    k8 = np.where(np.isnan(kp), 77, np.rint(kp / ksc[..., None])).astype(np.int8)
+    v8 = np.where(np.isnan(vp), -5, np.rint(vp / vsc[..., None])).astype(np.int8)
+int8 = spec("paged8.attn", "attention dec8 { heads = %d; kv_heads = %d; head_dim = %d; mask = causal; "
+            "kv_cache = paged(%d); kv_dtype = int8; }\n" % (H, KH, D, P))
+for n, a in {"k8": k8, "v8": v8, "ksc": ksc, "vsc": vsc}.items():
+    np.save(path(n + ".npy"), a)
+ins8 = [a for a in ins if not a.startswith(("--in=k_pages=", "--in=v_pages="))] + [
+    "--in=k_pages=" + path("k8.npy"), "--in=v_pages=" + path("v8.npy"),
+    "--in=k_scale=" + path("ksc.npy"), "--in=v_scale=" + path("vsc.npy")]
+attnc("run", int8, *ins8, "--out", "o=" + path("o8.npy"), "--out", "lse=" + path("lse8.npy"), "--threads", 2)
+if os.path.exists(path("o8.npy")):
+    ro, rl = reference(k8 * ksc[..., None].astype(np.float64), v8 * vsc[..., None].astype(np.float64))
+    got_o, got_l = np.load(path("o8.npy")), np.load(path("lse8.npy"))
+    if not (np.abs(got_o - ro).max() < 1e-4 and np.abs(got_l - rl).max() < 1e-4):
+        fail(f"run int8 pages: max error o {np.abs(got_o - ro).max()}, lse {np.abs(got_l - rl).max()}")
+# bad scales: a wrong shape, a wrong dtype, a missing one; float pages for int8
+np.save(path("ksc_bad.npy"), ksc[:, :, :1])
+np.save(path("ksc_f64.npy"), ksc.astype(np.float64))
+swap = lambda lst, key, new: [a if not a.startswith(key) else new for a in lst]
+attnc("run", int8, *swap(ins8, "--in=k_scale=", "--in=k_scale=" + path("ksc_bad.npy")), "--out", "o=" + path("o9.npy"),
+      rc=1, err_has=("k_scale",))
+attnc("run", int8, *swap(ins8, "--in=v_scale=", "--in=v_scale=" + path("ksc_f64.npy")), "--out", "o=" + path("o9.npy"),
+      rc=1, err_has=("v_scale",))
+attnc("run", int8, *[a for a in ins8 if not a.startswith("--in=v_scale=")], "--out", "o=" + path("o9.npy"), rc=1,
+      err_has=("v_scale",))
+attnc("run", int8, *swap(ins8, "--in=k_pages=", "--in=k_pages=" + path("k_pages.npy")), "--out", "o=" + path("o9.npy"),
+      rc=1, err_has=("k_pages", "int8"))
+
+# bf16 storage: q and the pages rounded to bf16 (the reference on the rounded values), o in bf16
+def bf16(a):
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return u.astype(np.uint32).view(np.float32)
+
+
+b16 = spec("paged16.attn", "attention dec16 { heads = %d; kv_heads = %d; head_dim = %d; mask = causal; "
+           "kv_cache = paged(%d); dtype = bf16; }\n" % (H, KH, D, P))
+attnc("run", b16, *ins, "--out", "o=" + path("o16.npy"), "--threads", 2)
+if os.path.exists(path("o16.npy")):
+    with np.errstate(invalid="ignore"):
+        ro, _ = reference(bf16(kp), bf16(vp), bf16(q))
+    got = np.load(path("o16.npy"))
+    if not (got.dtype == np.float32 and np.all(np.abs(got - ro) <= np.abs(ro) / 256 + 1e-4)):
+        fail(f"run bf16 storage: max error {np.abs(got - ro).max()}")
+
+# paged MLA: the latent pages, absorbed, against the float64 reference
+R, ROPE, NOPE, DVM, HM = 32, 8, 16, 16, 4
+mla = spec("pmla.attn", "attention pm { heads = %d; mla { kv_rank = %d; rope_dim = %d; nope_dim = %d; v_dim = %d; } "
+           "mask = causal; kv_cache = paged(%d); }\n" % (HM, R, ROPE, NOPE, DVM, P))
+ckv = np.full((NP, P, R), np.nan, dtype=np.float32)
+krp = np.full((NP, P, ROPE), np.nan, dtype=np.float32)
+for b in range(B):
+    for j in range(npages[b]):
+        rows = min(P, int(lens[b]) - j * P)
+        ckv[table[b, j], :rows] = rng.standard_normal((rows, R))
+        krp[table[b, j], :rows] = rng.standard_normal((rows, ROPE))
+qn = rng.standard_normal((T, HM, NOPE)).astype(np.float32)
+qr = rng.standard_normal((T, HM, ROPE)).astype(np.float32)
+wuk = (rng.standard_normal((HM, R, NOPE)) * 0.2).astype(np.float32)
+wuv = (rng.standard_normal((HM, R, DVM)) * 0.2).astype(np.float32)
+mfiles = {"q_nope": qn, "q_rope": qr, "c_kv_pages": ckv, "k_rope_pages": krp, "w_uk": wuk, "w_uv": wuv}
+for n, a in mfiles.items():
+    np.save(path(n + ".npy"), a)
+mins = [a for a in ins if a.startswith(("--in=page_table=", "--in=kv_lens=", "--in=q_starts="))] + [
+    f"--in={n}={path(n + '.npy')}" for n in mfiles]
+attnc("run", mla, *mins, "--out", "o=" + path("om.npy"), "--out", "lse=" + path("lm.npy"), "--threads", 2)
+if os.path.exists(path("om.npy")):
+    ro, rl = np.zeros((T, HM, DVM)), np.zeros((T, HM))
+    for b in range(B):
+        L, n = int(lens[b]), int(nq[b])
+        c = np.stack([ckv[table[b, j // P], j % P] for j in range(L)]).astype(np.float64)
+        kr = np.stack([krp[table[b, j // P], j % P] for j in range(L)]).astype(np.float64)
+        for i in range(n):
+            t = starts[b] + i
+            for h in range(HM):
+                s = ((c @ wuk[h]) @ qn[t, h] + kr @ qr[t, h]) / np.sqrt(NOPE + ROPE)
+                s[np.arange(L) > L - n + i] = -np.inf
+                w = np.exp(s - s.max())
+                ro[t, h] = (w @ (c @ wuv[h])) / w.sum()
+                rl[t, h] = s.max() + np.log(w.sum())
+    got_o, got_l = np.load(path("om.npy")), np.load(path("lm.npy"))
+    if not (np.abs(got_o - ro).max() < 1e-4 and np.abs(got_l - rl).max() < 1e-4):
+        fail(f"run paged MLA: max error o {np.abs(got_o - ro).max()}, lse {np.abs(got_l - rl).max()}")
+attnc("run", mla, *ins, "--out", "o=" + path("om2.npy"), rc=1, err_has=("q_nope",))
 
 # bad tables: the call's message, exit 1
 bad = table.copy()
@@ -143,6 +235,17 @@ try:
         fail(f"bench contiguous kv_bytes: {j}")
 except (ValueError, KeyError, IndexError) as e:
     fail(f"bench contiguous --json: {e}: {p.stdout}")
+# int8 pages: one byte an element and a 4-byte scale per row of K and of V; MLA: latent rows
+for sp, per_key, extra in ((int8, KH * (2 * D + 8), {"kv_dtype": "int8"}), (b16, KH * 2 * D * 2, {"dtype": "bf16"}),
+                           (mla, (R + ROPE) * 4, {"mla": True})):
+    p = attnc("bench", sp, "--batch", 3, "--q-len", 2, "--kv-len", 90, "--kv-len-min", 10, "--reps", 3, "--json",
+              "--threads", 2)
+    try:
+        j = json.loads(p.stdout.strip().splitlines()[-1])
+        if j["kv_bytes"] != j["keys"] * per_key or j["ms"] <= 0 or any(j.get(k) != v for k, v in extra.items()):
+            fail(f"bench {sp} kv_bytes: {j}")
+    except (ValueError, KeyError, IndexError) as e:
+        fail(f"bench {sp} --json: {e}: {p.stdout}")
 attnc("bench", contig, "--kv-len-min", 4, "--reps", 1, rc=2, err_has=("paged",))
 attnc("bench", paged, "--kv-len", 10, "--kv-len-min", 40, "--reps", 1, rc=2, err_has=("--kv-len-min",))
 

@@ -729,7 +729,7 @@ static int cli_load_inputs(const Cli *c, const attn_rt_desc *d, CliInputs *in, c
         }
         if (given[j]) return cli_error(EXIT_INPUT, "--in %s is given twice", b->name);
         given[j] = true;
-        if (!npy_read(b->path, &in->arr[j], msg, sizeof msg)) return cli_error(EXIT_INPUT, "%s", msg);
+        if (!npy_read(b->path, &in->arr[j], msg, sizeof msg)) return cli_error(EXIT_INPUT, "--in %s: %s", b->name, msg);
         NpyDtype want = d->inputs[j].dtype == ATTN_I32 ? NPY_I32 : NPY_F32;
         if (in->arr[j].dtype != want) {
             char decl[128];
@@ -1045,7 +1045,7 @@ static int cmd_run_paged(Cli *c, attn_kernel *kern) {
                            d->name, mla ? " MLA" : "");
     for (int t = 0; t < nt && !rc; t++) {
         bool index = t >= TABLE && t < TABLE + 3, kv = !mla && (t == 1 || t == 2);
-        if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
+        if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "--in %s: %s", tn[t], msg);
         else if (arr[t].ndim != nd[t])
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], tn[t], arr[t].ndim, nd[t],
                            layout[t]);
