@@ -40,7 +40,8 @@ is aligned; otherwise (and for another dtype) it is copied first.
 
 Storage types (`dtype = ...` in the spec; k and v follow `kv_dtype = ...` when it is given):
   int8  (kv_dtype only) int8 arrays for k and v, with float32 scales k_scale and v_scale
-        [batch, kv_heads, kv_len] passed as keyword arguments like any runtime input.
+        [batch, kv_heads, kv_len] (paged: [num_pages, P, kv_heads]) passed as keyword
+        arguments like any runtime input.
   f32   float32 arrays (float16 and float64 are converted, rounding to nearest), o is float32.
   f16   float16 arrays (float32/float64 are converted, rounding to nearest), o is float16.
   bf16  NumPy has no bfloat16: pass uint16 arrays holding the raw bf16 bits (float arrays are
@@ -84,7 +85,7 @@ _Q_OFFSET_LIMIT = 2 ** 40          # |q_offset| beyond is refused (ATTN_ERR_OFFS
 _INT_MAX = 2 ** 31 - 1             # a C int
 _ABSORB = {None: 0, "auto": 0, True: 1, "on": 1, False: 2, "off": 2}  # ATTN_ABSORB_SPEC/_ON/_OFF
 _DTYPES = {0: "f32", 1: "f16", 2: "bf16", 3: "i32", 4: "int8"}
-_DIM_KINDS = {1: "batch", 2: "heads", 3: "kv_heads", 4: "q_len", 5: "kv_len"}
+_DIM_KINDS = {1: "batch", 2: "heads", 3: "kv_heads", 4: "q_len", 5: "kv_len", 6: "num_pages"}
 
 
 class AttnError(Exception):
@@ -185,9 +186,17 @@ class _PagedCall(ctypes.Structure):
                 ("inputs", ctypes.POINTER(_Input)), ("ninputs", ctypes.c_int), ("threads", ctypes.c_int)]
 
 
+class _PagedMlaCall(ctypes.Structure):
+    _fields_ = [("q_nope", _Tensor), ("q_rope", _Tensor), ("c_kv_pages", _Tensor), ("k_rope_pages", _Tensor),
+                ("w_uk", _Tensor), ("w_uv", _Tensor), ("page_table", _Tensor), ("kv_lens", _Tensor),
+                ("q_starts", _Tensor), ("o", _Tensor), ("lse", _Tensor),
+                ("inputs", ctypes.POINTER(_Input)), ("ninputs", ctypes.c_int), ("threads", ctypes.c_int)]
+
+
 class _PagedAppend(ctypes.Structure):
     _fields_ = [("dtype", ctypes.c_int), ("k_new", _Tensor), ("v_new", _Tensor), ("new_starts", _Tensor),
-                ("k_pages", _Tensor), ("v_pages", _Tensor), ("page_table", _Tensor), ("kv_lens", _Tensor)]
+                ("k_pages", _Tensor), ("v_pages", _Tensor), ("page_table", _Tensor), ("kv_lens", _Tensor),
+                ("k_scale", _Tensor), ("v_scale", _Tensor)]
 
 
 class _GradCall(ctypes.Structure):
@@ -278,6 +287,8 @@ def _declare(lib):
     lib.attn_kernel_mla_info.restype = ctypes.c_int
     lib.attn_run_paged.argtypes = [ctypes.c_void_p, ctypes.POINTER(_PagedCall), ctypes.POINTER(_Error)]
     lib.attn_run_paged.restype = ctypes.c_int
+    lib.attn_run_paged_mla.argtypes = [ctypes.c_void_p, ctypes.POINTER(_PagedMlaCall), ctypes.POINTER(_Error)]
+    lib.attn_run_paged_mla.restype = ctypes.c_int
     lib.attn_kernel_page_size.argtypes = [ctypes.c_void_p]
     lib.attn_kernel_page_size.restype = ctypes.c_int
     lib.attn_rt_paged_append.argtypes = [ctypes.POINTER(_PagedAppend), ctypes.POINTER(_Error)]
@@ -486,13 +497,18 @@ class Kernel:
                  return_lse=False, threads=None, **inputs)
 
       q [total_q, heads, qk_dim] (the sequences' query rows one after another),
-      k_pages [num_pages, P, kv_heads, qk_dim], v_pages [num_pages, P, kv_heads, v_dim]
-      (float32), page_table [batch, max_pages], kv_lens [batch], q_starts [batch + 1]
+      k_pages [num_pages, P, kv_heads, qk_dim], v_pages [num_pages, P, kv_heads, v_dim],
+      page_table [batch, max_pages], kv_lens [batch], q_starts [batch + 1]
       (integers; q_starts None: one query row per sequence, decode). Sequence b owns rows
       q_starts[b] .. q_starts[b+1]-1 and keys 0 .. kv_lens[b]-1, key j in row j % P of page
       page_table[b, j // P]; its queries are its last positions. Returns o [total_q, heads,
-      v_dim] float32 (and lse [total_q, heads]). attnc.paged_append writes new K/V rows into
-      the pages.
+      v_dim] (and lse [total_q, heads] float32). q and o are in the storage type, the pages in
+      kv_dtype's as for k and v above; int8 pages take k_scale= and v_scale=, float32
+      [num_pages, P, kv_heads] (one scale per token and K/V head). attnc.paged_append writes new
+      K/V rows into the pages (int8: quantized, with their scales). A paged MLA kernel takes
+      q_nope, q_rope [total_q, heads, dim], c_kv_pages [num_pages, P, kv_rank], k_rope_pages
+      [num_pages, P, rope_dim], w_uk, w_uv (float32) and the same page_table, kv_lens,
+      q_starts; it runs absorbed and returns o [total_q, heads, v_dim] float32.
 
     Arguments of both:
       q_offset    position of query row 0 (key j is at position j); None: kv_len - q_len,
@@ -545,6 +561,8 @@ class Kernel:
         self.is_mla = bool(lib.attn_kernel_mla_info(handle, ctypes.byref(info)))
         if self.is_mla:
             self.kv_rank, self.rope_dim, self.nope_dim = info.kv_rank, info.rope_dim, info.nope_dim
+            # the up-projected form's sizes (a paged block's descriptor is its absorbed variant's)
+            self.kv_heads, self.qk_dim, self.v_dim = self.heads, info.nope_dim + info.rope_dim, info.v_dim
             self.variants = tuple(n for n, on in (("up-projected", info.has_up), ("absorbed", info.has_absorbed)) if on)
 
     def _shapes(self):
@@ -634,9 +652,16 @@ class Kernel:
         return arr, len(inputs)
 
     def _call_paged(self, tensors, return_lse, threads, named):
-        names = ("q", "k_pages", "v_pages")
-        if len(tensors) > 3:
-            raise AttnError(ATTN_ERR_ARG, "%d tensors given, a paged kernel takes q, k_pages, v_pages" % len(tensors))
+        if self.is_mla:
+            names = ("q_nope", "q_rope", "c_kv_pages", "k_rope_pages", "w_uk", "w_uv")
+            dims = (3, 3, 3, 3, 3, 3)
+            layout = "q_nope, q_rope, c_kv_pages, k_rope_pages, w_uk, w_uv"
+        else:
+            names = ("q", "k_pages", "v_pages")
+            dims = (3, 4, 4)
+            layout = "q, k_pages, v_pages"
+        if len(tensors) > len(names):
+            raise AttnError(ATTN_ERR_ARG, "%d tensors given, a paged kernel takes %s" % (len(tensors), layout))
         given = dict(zip(names, tensors))
         for n in names + ("page_table", "kv_lens", "q_starts"):
             if n in named:
@@ -645,29 +670,38 @@ class Kernel:
                 given[n] = named.pop(n)
         missing = [n for n in names + ("page_table", "kv_lens") if given.get(n) is None]
         if missing:
-            raise AttnError(ATTN_ERR_NULL, "missing %s (a paged kernel takes q, k_pages, v_pages, page_table=, "
-                            "kv_lens= and q_starts=)" % ", ".join(missing))
+            raise AttnError(ATTN_ERR_NULL, "missing %s (a paged kernel takes %s, page_table=, "
+                            "kv_lens= and q_starts=)" % (", ".join(missing), layout))
         nthreads = self.threads if threads is None else _int_arg("threads", threads, 0, _INT_MAX, ATTN_ERR_ARG)
+        for n in ("k_scale", "v_scale"):  # int8 pages' scales: float arrays, never integers read as scales
+            if self.kv_dtype == "int8" and n in named:
+                a = named[n] if isinstance(named[n], np.ndarray) else np.asarray(named[n])
+                if a.dtype.kind != "f":
+                    raise AttnError(ATTN_ERR_INPUT, "input '%s' holds the int8 pages' float32 scales "
+                                    "[num_pages, %d, %d], not %s values" % (n, self.page_size, self.kv_heads, a.dtype))
         keep = []
         inputs, ninputs = self._bind_inputs(named, keep)
-        arrs = [_as_storage(n, given[n], "f32") for n in names]
+        store = lambda n: "f32" if self.is_mla else self.kv_dtype if n in ("k_pages", "v_pages") else self.dtype
+        arrs = [_as_storage(n, given[n], store(n)) for n in names]
+        for n, a, nd in zip(names, arrs, dims):
+            if a.ndim != nd:
+                raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected %d" % (n, a.ndim, nd))
         idx = {}
         for n in ("page_table", "kv_lens", "q_starts"):
             if given.get(n) is not None:
                 idx[n] = _input_array(n, given[n], "i32")
         q = arrs[0]
-        if q.ndim != 3:
-            raise AttnError(ATTN_ERR_RANK, "q: %d dims, expected 3 [total_q, heads, qk_dim]" % q.ndim)
         if "q_starts" not in idx:  # one query row per sequence: decode
             batch = idx["kv_lens"].shape[0] if idx["kv_lens"].ndim else 0
             if q.shape[0] != batch:
-                raise AttnError(ATTN_ERR_SHAPE, "q has %d rows and there are %d sequences: give q_starts= "
-                                "(sequence b owns rows q_starts[b] .. q_starts[b+1]-1)" % (q.shape[0], batch))
+                raise AttnError(ATTN_ERR_SHAPE, "%s has %d rows and there are %d sequences: give q_starts= "
+                                "(sequence b owns rows q_starts[b] .. q_starts[b+1]-1)" % (names[0], q.shape[0], batch))
             idx["q_starts"] = np.arange(batch + 1, dtype=np.int32)
-        o = np.empty((q.shape[0], self.heads, self.v_dim), dtype=np.float32)
+        o = np.empty((q.shape[0], self.heads, self.v_dim), dtype=_STORAGE["f32" if self.is_mla else self.dtype])
         lse = np.empty((q.shape[0], self.heads), dtype=np.float32) if return_lse else None
-        call = _PagedCall()
-        call.q, call.k_pages, call.v_pages = (_tensor(a) for a in arrs)
+        call = _PagedMlaCall() if self.is_mla else _PagedCall()
+        for n, a in zip(names, arrs):
+            setattr(call, n, _tensor(a))
         for n, a in idx.items():
             setattr(call, n, _tensor(a))
         call.o = _tensor(o)
@@ -676,7 +710,7 @@ class Kernel:
         call.threads = nthreads
         call.inputs = inputs
         call.ninputs = ninputs
-        run = self._lib.attn_run_paged
+        run = self._lib.attn_run_paged_mla if self.is_mla else self._lib.attn_run_paged
         self._run(lambda h, c, e: run(h, ctypes.byref(c), ctypes.byref(e)), call)
         del keep, arrs, idx
         return (o, lse) if return_lse else o
@@ -834,7 +868,11 @@ class Kernel:
         return tuple(grads) + (dinputs,)
 
 
-def paged_append(k_new, v_new, k_pages, v_pages, page_table, kv_lens, new_starts=None):
+_PAGE_DTYPES = {np.dtype(np.float32): ("f32", 0), np.dtype(np.float16): ("f16", 1),
+                np.dtype(np.uint16): ("bf16", 2), np.dtype(np.int8): ("int8", 4)}
+
+
+def paged_append(k_new, v_new, k_pages, v_pages, page_table, kv_lens, new_starts=None, k_scale=None, v_scale=None):
     """Writes a step's new K/V rows into their pages, in place (a serving engine's cache append).
 
     k_new [total_new, kv_heads, qk_dim] and v_new [total_new, kv_heads, v_dim] hold the new rows
@@ -842,25 +880,43 @@ def paged_append(k_new, v_new, k_pages, v_pages, page_table, kv_lens, new_starts
     (new_starts None: one row per sequence). They go to sequence b's positions
     kv_lens[b] - n_b + i, so kv_lens already counts them (the lengths the next paged call takes).
     k_pages [num_pages, P, kv_heads, qk_dim] and v_pages [num_pages, P, kv_heads, v_dim] are
-    float32 arrays updated in place (C-contiguous or with a unit last stride); page_table
-    [batch, max_pages], kv_lens [batch] and new_starts [batch + 1] are integers. Checked as a
-    paged call is, before anything is written (AttnError: ATTN_ERR_SHAPE, ATTN_ERR_INDEX, and
-    ATTN_ERR_INDEX when two rows would go to one page slot)."""
+    updated in place (C-contiguous or with a unit last stride); their dtype is the cache's:
+    float32, float16, uint16 (bf16 bits) or int8. New rows are converted to it (floats; bf16
+    pages also take uint16 bits). int8 pages need k_scale and v_scale, float32 arrays
+    [num_pages, P, kv_heads] written in place too: each new row (float) is quantized with its
+    own scale, max|row| / 127, as an int8 kernel reads it. page_table [batch, max_pages],
+    kv_lens [batch] and new_starts [batch + 1] are integers. Checked as a paged call is, before
+    anything is written (AttnError: ATTN_ERR_SHAPE, ATTN_ERR_INDEX, and ATTN_ERR_INDEX when two
+    rows would go to one page slot; ATTN_ERR_ARG for an inf or NaN bound for int8 pages)."""
     lib = load_library()
-    for n, a in (("k_pages", k_pages), ("v_pages", v_pages)):
-        if not isinstance(a, np.ndarray) or a.dtype != np.float32:
-            raise AttnError(ATTN_ERR_DTYPE, "%s must be a float32 numpy array (it is written in place)" % n)
-        if a.ndim and a.shape[-1] > 1 and a.strides[-1] != 4:
+    if not isinstance(k_pages, np.ndarray) or k_pages.dtype not in _PAGE_DTYPES:
+        raise AttnError(ATTN_ERR_DTYPE, "k_pages must be a numpy array of float32, float16, uint16 (bf16 bits) or "
+                        "int8 (it is written in place)")
+    dtype, code = _PAGE_DTYPES[k_pages.dtype]
+    outs = [("k_pages", k_pages), ("v_pages", v_pages)]
+    if dtype == "int8":
+        outs += [("k_scale", k_scale), ("v_scale", v_scale)]
+    elif k_scale is not None or v_scale is not None:
+        raise AttnError(ATTN_ERR_ARG, "k_scale and v_scale are for int8 pages (these are %s)" % k_pages.dtype)
+    for n, a in outs:
+        want = np.float32 if n.endswith("scale") else k_pages.dtype
+        if not isinstance(a, np.ndarray) or a.dtype != want:
+            raise AttnError(ATTN_ERR_DTYPE, "%s must be a %s numpy array (it is written in place)"
+                            % (n, np.dtype(want).name))
+        if a.ndim and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
             raise AttnError(ATTN_ERR_STRIDE, "%s: the last dim must be contiguous (it is written in place)" % n)
-    kn, vn = _as_storage("k_new", k_new, "f32"), _as_storage("v_new", v_new, "f32")
+    new_type = "f32" if dtype == "int8" else dtype
+    kn, vn = _as_storage("k_new", k_new, new_type), _as_storage("v_new", v_new, new_type)
     table, lens = _input_array("page_table", page_table, "i32"), _input_array("kv_lens", kv_lens, "i32")
     if new_starts is None:
         new_starts = np.arange((lens.shape[0] if lens.ndim else 0) + 1, dtype=np.int32)
     starts = _input_array("new_starts", new_starts, "i32")
     c = _PagedAppend()
-    c.dtype = 0
+    c.dtype = code
     c.k_new, c.v_new, c.new_starts = _tensor(kn), _tensor(vn), _tensor(starts)
     c.k_pages, c.v_pages, c.page_table, c.kv_lens = _tensor(k_pages), _tensor(v_pages), _tensor(table), _tensor(lens)
+    if dtype == "int8":
+        c.k_scale, c.v_scale = _tensor(k_scale), _tensor(v_scale)
     err = _Error()
     st = lib.attn_rt_paged_append(ctypes.byref(c), ctypes.byref(err))
     if st != ATTN_OK:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Paged kernels from Python: kern(q, k_pages, v_pages, page_table=, kv_lens=, q_starts=)
 against a float64 NumPy reference (shuffled pages, NaN in unused pages), decode without
-q_starts, attnc.paged_append filling the pages a step at a time, and bad calls.
+q_starts, attnc.paged_append filling the pages a step at a time (f32, and int8 pages with their
+scales, f16 and bf16 pages), bf16 storage, a paged MLA block, and bad calls.
 
 usage: test_paged.py   (ATTNC_LIB and PYTHONPATH as for test_binding.py)
 """
@@ -62,7 +63,7 @@ def fill_direct():
             vp[table[b, j // P], j % P] = v_seq[b][j]
 
 
-def reference(qq, st):
+def reference(qq, st, k_seq=k_seq, v_seq=v_seq):
     o = np.zeros((qq.shape[0], H, DV))
     lse = np.zeros((qq.shape[0], H))
     for b in range(B):
@@ -114,6 +115,105 @@ raises(attnc.ATTN_ERR_NULL, lambda: kern(qd, kp, vp, kv_lens=lens), "no page_tab
 raises(attnc.ATTN_ERR_ARG, lambda: kern(qd, kp, vp, page_table=table, kv_lens=lens, q_offset=0), "q_offset")
 raises(attnc.ATTN_ERR_INDEX, lambda: attnc.paged_append(qd[:, :KH], qd[:, :KH, :DV], kp, vp, bad, lens),
        "append to a page out of range")
+
+# int8 pages filled by paged_append (each row quantized with its scale), then a call; the
+# reference on the dequantized rows read back through the table
+spec8 = ("attention t8 { heads = %d; kv_heads = %d; head_dim = %d; v_dim = %d; mask = sliding(20); "
+         "kv_cache = paged(%d); kv_dtype = int8; }" % (H, KH, D, DV, P))
+k8 = attnc.compile(spec8)
+check(k8.kv_dtype == "int8" and k8.input_decls.get("k_scale") == ("f32", ("num_pages", P, "kv_heads")),
+      "int8 kernel: %s %s" % (k8.kv_dtype, k8.input_decls))
+kp8 = np.full((NP, P, KH, D), 99, dtype=np.int8)
+vp8 = np.full((NP, P, KH, DV), -99, dtype=np.int8)
+ks8 = np.full((NP, P, KH), np.nan, dtype=np.float32)
+vs8 = np.full((NP, P, KH), np.nan, dtype=np.float32)
+raises(attnc.ATTN_ERR_DTYPE, lambda: attnc.paged_append(qd[:, :KH], qd[:, :KH, :DV], kp8, vp8, table, lens),
+       "int8 append without scales")
+attnc.paged_append(np.concatenate([k_seq[b][:pre[b]] for b in range(B)]).astype(np.float64),
+                   np.concatenate([v_seq[b][:pre[b]] for b in range(B)]), kp8, vp8, table, pre,
+                   new_starts=np.concatenate([[0], np.cumsum(pre)]), k_scale=ks8, v_scale=vs8)
+attnc.paged_append(np.stack([k_seq[b][-1] for b in range(B)]), np.stack([v_seq[b][-1] for b in range(B)]),
+                   kp8, vp8, table, lens, k_scale=ks8, v_scale=vs8)
+
+
+def read_back(pages, scales):
+    return [np.stack([pages[table[b, j // P], j % P].astype(np.float64) * scales[table[b, j // P], j % P][:, None]
+                      for j in range(int(lens[b]))]) for b in range(B)]
+
+
+kd, vd = read_back(kp8, ks8), read_back(vp8, vs8)
+want_k = [np.rint(k / (np.abs(k).max(axis=-1, keepdims=True) / 127)) for k in k_seq]
+check(all(np.array_equal(np.stack([kp8[table[b, j // P], j % P] for j in range(int(lens[b]))]), want_k[b])
+          for b in range(B)), "int8 append: not max/127 quantization")
+o8 = k8(q, kp8, vp8, page_table=table, kv_lens=lens, q_starts=starts, k_scale=ks8, v_scale=vs8, threads=2)
+r8, _ = reference(q, starts, kd, vd)
+check(np.abs(o8 - r8).max() < 1e-4, "int8 pages: max error %g" % np.abs(o8 - r8).max())
+r32, _ = reference(q, starts)
+l1 = np.abs(o8 - r32).sum() / np.abs(r32).sum()
+check(l1 < 3e-2, "int8 pages against unquantized K/V: rel L1 %g" % l1)
+raises(attnc.ATTN_ERR_DTYPE, lambda: k8(qd, kp, vp, page_table=table, kv_lens=lens, k_scale=ks8, v_scale=vs8),
+       "float pages for an int8 kernel")
+raises(attnc.ATTN_ERR_INPUT, lambda: k8(qd, kp8, vp8, page_table=table, kv_lens=lens, k_scale=ks8), "no v_scale")
+raises(attnc.ATTN_ERR_INPUT, lambda: k8(qd, kp8, vp8, page_table=table, kv_lens=lens, k_scale=ks8[:, :, :1],
+                                        v_scale=vs8), "k_scale of a bad shape")
+raises(attnc.ATTN_ERR_INPUT, lambda: k8(qd, kp8, vp8, page_table=table, kv_lens=lens, k_scale=kp8[..., 0],
+                                        v_scale=vs8), "int8 k_scale")
+try:
+    k8(qd, kp8, vp8, page_table=table, kv_lens=lens, k_scale=ks8[:-1], v_scale=vs8)
+    check(False, "k_scale with too few pages: no error")
+except attnc.AttnError as e:
+    check("k_scale" in str(e), "k_scale with too few pages: %s" % e)
+
+# f16 pages through paged_append, and bf16 storage (q, pages and o as bf16 bits)
+for dt, npt in (("f16", np.float16), ("bf16", np.uint16)):
+    kk = attnc.compile(spec8.replace("attention t8", "attention t" + dt).replace("kv_dtype = int8", "dtype = " + dt))
+    kp16 = np.full((NP, P, KH, D), 0x7e00, dtype=np.uint16).view(npt)  # NaN (f16) / a finite bf16
+    vp16 = np.full((NP, P, KH, DV), 0x7fc0, dtype=np.uint16).view(npt)
+    attnc.paged_append(np.concatenate(k_seq), np.concatenate(v_seq), kp16, vp16, table, lens,
+                       new_starts=np.concatenate([[0], np.cumsum(lens)]))
+    conv = (lambda a: a.astype(np.float64)) if dt == "f16" else (lambda a: attnc.to_float32(a).astype(np.float64))
+    ks = [np.stack([conv(kp16[table[b, j // P], j % P]) for j in range(int(lens[b]))]) for b in range(B)]
+    vs = [np.stack([conv(vp16[table[b, j // P], j % P]) for j in range(int(lens[b]))]) for b in range(B)]
+    qs = q.astype(np.float16) if dt == "f16" else attnc.from_float32(q)
+    o16 = kk(qs, kp16, vp16, page_table=table, kv_lens=lens, q_starts=starts, threads=2)
+    check(o16.dtype == npt, "%s: o dtype %s" % (dt, o16.dtype))
+    r16, _ = reference(conv(qs), starts, ks, vs)
+    err = np.abs(conv(o16) - r16) - np.abs(r16) / (1024 if dt == "f16" else 256)
+    check(err.max() < 1e-4, "%s storage: max error %g past o's rounding" % (dt, err.max()))
+
+# paged MLA: the latent pages, absorbed
+R, ROPE, NOPE, DVM = 32, 8, 16, 16
+km = attnc.compile("attention pm { heads = %d; mla { kv_rank = %d; rope_dim = %d; nope_dim = %d; v_dim = %d; } "
+                   "mask = causal; kv_cache = paged(%d); }" % (H, R, ROPE, NOPE, DVM, P))
+check(km.is_mla and km.page_size == P and km.v_dim == DVM, "paged MLA kernel: %r" % km)
+ckv = np.full((NP, P, R), np.nan, dtype=np.float32)
+krp = np.full((NP, P, ROPE), np.nan, dtype=np.float32)
+c_seq = [rng.standard_normal((int(L), R)) for L in lens]
+r_seq = [rng.standard_normal((int(L), ROPE)) for L in lens]
+for b in range(B):
+    for j in range(int(lens[b])):
+        ckv[table[b, j // P], j % P] = c_seq[b][j]
+        krp[table[b, j // P], j % P] = r_seq[b][j]
+qn = rng.standard_normal((T, H, NOPE)).astype(np.float32)
+qr = rng.standard_normal((T, H, ROPE)).astype(np.float32)
+wuk = (rng.standard_normal((H, R, NOPE)) * 0.2).astype(np.float32)
+wuv = (rng.standard_normal((H, R, DVM)) * 0.2).astype(np.float32)
+om, lm = km(qn, qr, ckv, krp, wuk, wuv, page_table=table, kv_lens=lens, q_starts=starts, return_lse=True)
+rm = np.zeros((T, H, DVM))
+for b in range(B):
+    L, n = int(lens[b]), int(nq[b])
+    c = c_seq[b].astype(np.float32).astype(np.float64)
+    kr = r_seq[b].astype(np.float32).astype(np.float64)
+    for i in range(n):
+        for h in range(H):
+            sc = ((c @ wuk[h]) @ qn[starts[b] + i, h] + kr @ qr[starts[b] + i, h]) / np.sqrt(NOPE + ROPE)
+            sc[np.arange(L) > L - n + i] = -np.inf
+            w = np.exp(sc - sc.max())
+            rm[starts[b] + i, h] = w @ (c @ wuv[h]) / w.sum()
+check(om.shape == (T, H, DVM) and np.abs(om - rm).max() < 1e-4, "paged MLA: max error %g" % np.abs(om - rm).max())
+raises(attnc.ATTN_ERR_NULL, lambda: km(qn, qr, ckv, page_table=table, kv_lens=lens, q_starts=starts),
+       "paged MLA without k_rope_pages")
+
 plain = attnc.compile("attention p { heads = 2; head_dim = 8; }")
 check(plain.page_size == 0, "contiguous page_size")
 print("test_paged.py: %d failures" % len(FAILS))
