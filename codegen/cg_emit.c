@@ -241,6 +241,44 @@ LLVMValueRef cg_exp2(Cg *c, LLVMValueRef x) {
     return LLVMBuildSelect(c->b, tiny, cg_const_like(c, ft, 0.0), r, "");
 }
 
+/* exp(x) of softmax weights rounded to bf16 next (compute bf16/int8), x <= 0 or NaN: 2^t,
+ * t = x log2e = n + f with f in [-1/2, 1/2], 2^f by a degree-4 polynomial (relative error
+ * 2.7e-6, fitted to 2^f's relative error) and the rounding of t (at most 4e-6 for x >= -88):
+ * below 6e-6 in all, against the 2^-9 of the bf16 rounding after it. t is clamped to -127,
+ * whose 2^n is the bit pattern 0, so x <= -88.03 (and -inf) gives exactly 0; NaN propagates.
+ * With `scalef` (AVX-512) n comes from vrndscaleps and 2^n from vscalefps, three
+ * instructions fewer; t is then clamped to -151, also exactly 0 (p 2^-151 rounds to 0), and
+ * t in (-151, -126) gives subnormals the bf16 conversion flushes to 0. */
+LLVMValueRef cg_exp_bf16(Cg *c, LLVMValueRef x, bool scalef) {
+    LLVMBuilderRef b = c->b;
+    LLVMTypeRef ft = LLVMTypeOf(x);
+    bool vec = LLVMGetTypeKind(ft) == LLVMVectorTypeKind;
+    LLVMTypeRef it = vec ? c->vi32 : c->i32;
+    scalef = scalef && vec && c->W == 16;
+    LLVMValueRef t = LLVMBuildFMul(b, x, cg_const_like(c, ft, 1.44269504088896341), "");
+    t = fsel_lt(c, t, scalef ? -151.0 : -127.0, cg_const_like(c, ft, scalef ? -151.0 : -127.0));
+    static const double P[5] = {0.009570101276040077, 0.05591786280274391, 0.240247443318367,
+                                0.6931217908859253, 0.9999992847442627};
+    LLVMValueRef n, tm = NULL;
+    if (scalef) {
+        n = cg_intr1(c, "llvm.rint", t);
+    } else {
+        const double magic = 12582912.0; /* 1.5 * 2^23: adding it rounds to an integer in the low bits */
+        tm = LLVMBuildFAdd(b, t, cg_const_like(c, ft, magic), "");
+        n = LLVMBuildFSub(b, tm, cg_const_like(c, ft, magic), "");
+    }
+    LLVMValueRef f = LLVMBuildFSub(b, t, n, "");
+    LLVMValueRef p = cg_const_like(c, ft, P[0]);
+    for (int i = 1; i < 5; i++) p = cg_fma(c, p, f, cg_const_like(c, ft, P[i]));
+    if (scalef) {
+        LLVMValueRef args[5] = {p, n, LLVMGetUndef(ft), LLVMConstInt(c->i16, 0xffff, 0), cg_i32(c, 4)};
+        return cg_intr(c, "llvm.x86.avx512.mask.scalef.ps.512", NULL, 0, args, 5);
+    }
+    LLVMValueRef e = LLVMBuildAdd(b, LLVMBuildShl(b, LLVMBuildBitCast(b, tm, it, ""), int_like(c, it, 23), ""),
+                                  int_like(c, it, 0x3f800000), "");
+    return LLVMBuildFMul(b, p, LLVMBuildBitCast(b, e, ft, ""), "");
+}
+
 /* log of a positive normal float (the kernels' row sums l >= 1): x = m 2^e with m in
  * [sqrt(1/2), sqrt(2)), log m = 2 atanh(t), t = (m - 1)/(m + 1), |t| <= 0.172, by its odd series
  * to t^9 (truncation < 4e-10, so float rounding dominates: ~1 ulp). Inline, unlike libm's logf. */

@@ -133,42 +133,76 @@ void cg_emit_pv(Kern *k, const IrPlan *p, PvCtx *pc) {
  * vectors [t0, t1); the row's sums L[g + r] (a vector of partial sums per row, added up
  * once the chunk is done) become L*alpha + their sum. mu[r]: the row's max (0 when it saw
  * nothing); as[r]: its alpha, splatted. Runtime loops over rows and vectors: one exp in the
- * code. */
-void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
-                          const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
+ * code. compute bf16/int8: the weights are rounded to bf16 (an exp accurate to that,
+ * cg_exp_bf16), and on bf16 dot products written as words of two keys after P (a plain bf16
+ * array: vcvtneps2bf16) and summed by vdpbf16ps against ones; `f32` also keeps them as f32 in
+ * P (the masked P.V reads those; the full blocks' paired P.V only the words). */
+static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
+                     const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1, bool f32) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     unsigned va = (unsigned)(p->W * 4);
+    bool dp = p->pv_bf16dot && p->W == 16;
+    LLVMTypeRef v8 = LLVMVectorType(c->f32, 8), bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), 16);
+    LLVMTypeRef st = dp ? v8 : c->vf;
     LLVMValueRef MU = cg_alloca(c, c->f32, 16, 64, "mu"), AL = cg_alloca(c, c->f32, 16, 64, "alpha");
     for (int r = 0; r < p->R; r++) {
         cg_store(c, mu[r], cg_gep(c, c->f32, MU, cg_i64(c, r)), 4);
         cg_store(c, LLVMBuildExtractElement(b, as[r], cg_i32(c, 0), ""), cg_gep(c, c->f32, AL, cg_i64(c, r)), 4);
     }
-    LLVMValueRef sum = cg_alloca(c, c->vf, 1, va, "ps");
+    LLVMValueRef sum = cg_alloca(c, st, 1, va, "ps");
     CgLoop lr, lt;
     LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), cg_i64(c, p->R), cg_i64(c, 1), "er");
     LLVMValueRef m = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, MU, r), 4));
     LLVMValueRef prow = cg_gep(c, c->f32, P, mul(c, r, cg_i64(c, p->BK)));
-    cg_store(c, LLVMConstNull(c->vf), sum, va);
+    cg_store(c, LLVMConstNull(st), sum, va);
     LLVMValueRef t = k->wmax == 1 ? cg_loop_begin_once(c, &lt, t0, t1, "e") : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "e");
     LLVMValueRef pp = cg_gep(c, c->f32, prow, mul(c, t, cg_i64(c, p->W)));
-    /* the weights P.V multiplies (bf16 for compute bf16/int8) are the ones the row sums add */
-    LLVMValueRef pv = cg_operand(k, cg_exp(c, LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, "")));
-    cg_store(c, pv, pp, va);
-    if (p->pv_bf16dot) { /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]) */
-        LLVMValueRef ev[32], od[32];
-        for (int l = 0; l < p->W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
-        LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(ev, (unsigned)p->W / 2), ""),
-                                    LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(od, (unsigned)p->W / 2), ""));
+    LLVMValueRef x = LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, "");
+    if (dp) {
+        /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]): the weights as consecutive bf16 */
+        LLVMValueRef e = cg_exp_bf16(c, x, true);
+        LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &e, 1);
         LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK), add(c, mul(c, r, cg_i64(c, p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2)))));
-        cg_store(c, w, pw, 4);
+        cg_store(c, h, pw, 32);
+        LLVMValueRef one2[8]; /* words of two bf16 1.0 */
+        for (int l = 0; l < 8; l++) one2[l] = cg_i32(c, 0x3f803f80);
+        LLVMValueRef ones = LLVMBuildBitCast(b, LLVMConstVector(one2, 8), bt, "");
+        cg_store(c, cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.256", NULL, 0, (LLVMValueRef[]){cg_load(c, v8, sum, va), h, ones}, 3), sum, va);
+        if (f32) {
+            LLVMValueRef w = LLVMBuildZExt(b, LLVMBuildBitCast(b, h, LLVMVectorType(c->i16, 16), ""), c->vi32, "");
+            cg_store(c, LLVMBuildBitCast(b, LLVMBuildShl(b, w, cg_splat(c, cg_i32(c, 16)), ""), c->vf, ""), pp, va);
+        }
+    } else {
+        /* the weights P.V multiplies (bf16 for compute bf16/int8) are the ones the row sums add */
+        LLVMValueRef pv = p->compute == IR_COMPUTE_F32 ? cg_exp(c, x) : cg_round_bf16(c, cg_exp_bf16(c, x, false));
+        cg_store(c, pv, pp, va);
+        if (p->pv_bf16dot) { /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]) */
+            LLVMValueRef ev[32], od[32];
+            for (int l = 0; l < p->W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
+            LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(ev, (unsigned)p->W / 2), ""),
+                                        LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(od, (unsigned)p->W / 2), ""));
+            LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK), add(c, mul(c, r, cg_i64(c, p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2)))));
+            cg_store(c, w, pw, 4);
+        }
+        cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
     }
-    cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
     cg_loop_end(c, &lt);
     LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, r), cg_i64(c, p->W)));
     LLVMValueRef al = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, AL, r), 4));
-    cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, cg_load(c, c->vf, sum, va)), lp, va);
+    LLVMValueRef sv = cg_load(c, st, sum, va);
+    if (dp) {
+        LLVMValueRef wi[16];
+        for (int l = 0; l < 16; l++) wi[l] = cg_i32(c, l);
+        sv = LLVMBuildShuffleVector(b, sv, LLVMConstNull(v8), LLVMConstVector(wi, 16), "");
+    }
+    cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, sv), lp, va);
     cg_loop_end(c, &lr);
+}
+
+void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
+                      const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
+    exp_rows(k, p, g, P, mu, as, t0, t1, true);
 }
 
 /* compute = int8: s[r][t] holds the exact dot products of row r's quantized q with the
@@ -714,7 +748,8 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
         bm[r] = cg_hmax(c, mx);
     }
     cg_softmax_rows(k, g, p->R, bm, mu, as);
-    cg_emit_exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
+    /* the paired P.V of a full block (P.V on VS words) reads only the bf16 words */
+    exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT), !(p->pv_bf16dot && k->vs_use));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
     PvCtx pc = {row, P, as, false, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
