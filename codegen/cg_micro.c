@@ -44,9 +44,11 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
             mbits[r] = LLVMBuildLShr(b, bits, sh, "");
         }
     }
-    /* bf16 dot products: VS holds words of two keys' bf16 (v_rows) */
+    /* bf16 dot products: VS holds words of two keys' bf16 (v_rows), for every key of the
+     * block (past the end: copies of the last row, whose weights are 0), so the unmasked
+     * code of a partial block (clamp) takes pairs too */
     bool paired = p->pv_bf16dot && vsb;
-    if (paired && !pc->masked && !pc->clamp && lu == 2) {
+    if (paired && !pc->masked && lu == 2) {
         /* a pair of keys a step: acc += (p[j], p[j + 1]) . (V[j][x], V[j + 1][x]) */
         LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)p->W * 2);
         LLVMValueRef half = LLVMBuildLShr(b, j0, cg_i64(c, 1), "");

@@ -52,8 +52,10 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
     cg_store(c, LLVMConstNull(c->vi32), zs, va);
     CgLoop lj;
     if (copy && p->pv_bf16dot) {
-        /* P.V on bf16 dot products: VS[j / 2][x] = (V[j][x], V[j + 1][x]) as bf16 words */
-        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, 2), "vpp");
+        /* P.V on bf16 dot products: VS[j / 2][x] = (V[j][x], V[j + 1][x]) as bf16 words, over
+         * the whole block (past the end the last row again), so that the paired P.V may run
+         * over any window of the block's vectors: the weights of the keys past the end are 0 */
+        LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, p->BK), cg_i64(c, 2), "vpp");
         LLVMValueRef key0 = cg_smin(c, add(c, k->kb, j), klast), key1 = cg_smin(c, add(c, add(c, k->kb, j), cg_i64(c, 1)), klast);
         LLVMValueRef off0 = cg_v_off(k, key0), off1 = cg_v_off(k, key1);
         LLVMValueRef dst = cg_gep(c, c->f32, k->VS, mul(c, LLVMBuildLShr(b, j, cg_i64(c, 1), ""), cg_i64(c, p->VDP)));
