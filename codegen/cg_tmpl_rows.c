@@ -59,20 +59,31 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
         LLVMValueRef key0 = cg_smin(c, add(c, k->kb, j), klast), key1 = cg_smin(c, add(c, add(c, k->kb, j), cg_i64(c, 1)), klast);
         LLVMValueRef off0 = cg_v_off(k, key0), off1 = cg_v_off(k, key1);
         LLVMValueRef dst = cg_gep(c, c->f32, k->VS, mul(c, LLVMBuildLShr(b, j, cg_i64(c, 1), ""), cg_i64(c, p->VDP)));
+        /* vcvtne2ps2bf16 rounds both rows at once (bf16 of v0 in the low half), a word
+         * shuffle interleaves them; the finiteness check on the bf16 values (which may have
+         * rounded up to inf): their largest exponent field, 16 bits a lane */
+        LLVMTypeRef w16 = LLVMVectorType(c->i16, 32);
         LLVMValueRef z = cg_load(c, c->vi32, zs, va);
+        LLVMValueRef il[32], e16[32];
+        for (int l = 0; l < 16; l++) il[2 * l] = cg_i32(c, l), il[2 * l + 1] = cg_i32(c, 16 + l);
+        for (int l = 0; l < 32; l++) e16[l] = LLVMConstInt(c->i16, 0x7f80, 0);
+        LLVMValueRef ilv = LLVMConstVector(il, 32), ex16 = LLVMConstVector(e16, 32);
         for (int ch = 0; ch < p->VC; ch++) {
             int n = tail_lanes(p->VD, p->W, ch);
             LLVMValueRef v0 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off0, cg_i64(c, ch * p->W)), n);
             LLVMValueRef v1 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off1, cg_i64(c, ch * p->W)), n);
-            v0 = cg_operand(k, cg_kv_scaled(k, true, key0, v0));
-            v1 = cg_operand(k, cg_kv_scaled(k, true, key1, v1));
-            cg_store(c, cg_bf16_pairs(c, v0, v1), cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
-            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v0, c->vi32, ""), expo, ""));
-            z = cg_intr2(c, "llvm.umax", z, LLVMBuildAnd(b, LLVMBuildBitCast(b, v1, c->vi32, ""), expo, ""));
+            v0 = cg_kv_scaled(k, true, key0, v0);
+            v1 = cg_kv_scaled(k, true, key1, v1);
+            LLVMValueRef w = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){v1, v0}, 2), w16, "");
+            w = LLVMBuildShuffleVector(b, w, w, ilv, "");
+            cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
+            z = LLVMBuildBitCast(b, cg_intr2(c, "llvm.umax", LLVMBuildBitCast(b, z, w16, ""), LLVMBuildAnd(b, w, ex16, "")), c->vi32, "");
         }
         cg_store(c, z, zs, va);
         cg_loop_end(c, &lj);
-        LLVMValueRef bad = cg_hor(c, LLVMBuildICmp(b, LLVMIntEQ, cg_load(c, c->vi32, zs, va), expo, ""));
+        LLVMValueRef z16 = LLVMBuildBitCast(b, cg_load(c, c->vi32, zs, va), w16, "");
+        LLVMValueRef bad16 = LLVMBuildICmp(b, LLVMIntEQ, z16, ex16, "");
+        LLVMValueRef bad = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildBitCast(b, bad16, c->i32, ""), cg_i32(c, 0), "");
         cg_store(c, LLVMBuildNot(b, bad, ""), k->vfin_slot, 1);
         return;
     }
@@ -102,6 +113,38 @@ static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
     v_rows(k, kn, klast, false);
     LLVMBuildBr(c->b, bgo);
     LLVMPositionBuilderAtEnd(c->b, bgo);
+}
+
+/* compute = bf16 on bf16 dot products, a whole chunk of 16 dims of 16 keys (rows[r]: key
+ * j0 + r): KT[d0 / 2 + i][j0 + r] = (K[r][d0 + 2i], K[r][d0 + 2i + 1]) as bf16. A key's row
+ * in bf16 is already its words of pairs, so vcvtne2ps2bf16 makes words of two keys a vector
+ * (key v low, v + 8 high) and three rounds exchanging a vector index bit with a lane bit
+ * transpose the 8 x 16 words (8 conversions and 24 shuffles, where rounding, a 16 x 16
+ * transpose and the pairing took ~200 instructions). */
+static void pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef j0) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    LLVMValueRef w[8];
+    for (int v = 0; v < 8; v++)
+        w[v] = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){rows[v + 8], rows[v]}, 2), c->vi32, "");
+    for (int bit = 1; bit < 8; bit *= 2) {
+        LLVMValueRef i0[16], i1[16];
+        for (int l = 0; l < 16; l++) {
+            i0[l] = cg_i32(c, l & bit ? 16 + (l ^ bit) : l);
+            i1[l] = cg_i32(c, l & bit ? 16 + l : l ^ bit);
+        }
+        LLVMValueRef m0 = LLVMConstVector(i0, 16), m1 = LLVMConstVector(i1, 16);
+        for (int v = 0; v < 8; v++) {
+            if (v & bit) continue;
+            LLVMValueRef a = w[v], bv = w[v | bit];
+            w[v] = LLVMBuildShuffleVector(b, a, bv, m0, "");
+            w[v | bit] = LLVMBuildShuffleVector(b, a, bv, m1, "");
+        }
+    }
+    LLVMValueRef dp0 = LLVMBuildSDiv(b, d0, cg_i64(c, 2), "");
+    for (int i = 0; i < 8; i++)
+        cg_store(c, w[i], cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, dp0, cg_i64(c, i)), cg_i64(c, p->BK)), j0)), 64);
 }
 
 /* K of a key block packed transposed for the row groups; V rows copied to VS (vpack_on); for
@@ -140,6 +183,11 @@ static void body_pack(Kern *k, bool unused) {
             /* keys past the end repeat the last one: their lanes are masked in every use */
             for (int r = 0; r < p->W; r++)
                 rows[r] = cg_kv_scaled(k, false, kid[r], cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[r], d0), n));
+            if (p->qk_bf16dot && n == 16 && p->W == 16) {
+                pair_kt16(k, rows, d0, j0);
+                if (!part) cg_loop_end(c, &lc);
+                continue;
+            }
             if (p->compute == IR_COMPUTE_BF16)
                 for (int r = 0; r < p->W; r++) rows[r] = cg_round_bf16(c, rows[r]);
             cg_transpose(c, rows);
