@@ -474,7 +474,10 @@ void cg_quantize_q(Kern *k, LLVMValueRef i) {
 
 /* compute = int8: the packed K^T block's key vectors [0, ceil(kn / W)) smoothed and quantized:
  * KT[d][j] = round((K[j][d] - mu[d]) / sk[j]), mu the mean of those keys (any vector would
- * do: the scores add q . mu back exactly), sk[j] = max_d |K[j][d] - mu[d]| / 127. */
+ * do: the scores add q . mu back exactly), sk[j] = max_d |K[j][d] - mu[d]| / 127. One pass
+ * takes the means, smooths in place and keeps the keys' maxima in registers; a second
+ * quantizes: to f32 integers (emulation), or with VNNI straight to the words of four int8
+ * dims (vcvtps2dq rounds to nearest even, as rint) and the keys' sums. */
 void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
@@ -483,11 +486,12 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     LLVMValueRef mu = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_mu_off(p)));
     LLVMValueRef sk = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_sk_off(p)));
     LLVMValueRef nvk = LLVMBuildSDiv(b, add(c, kn, cg_i64(c, p->W - 1)), cg_i64(c, p->W), "");
-    LLVMValueRef valid[CG_MAXT], mx[CG_MAXT];
+    LLVMValueRef valid[CG_MAXT], mx[CG_MAXT], mxs[CG_MAXT];
     LLVMValueRef ninv = LLVMBuildFDiv(b, cg_f32(c, 1.0), LLVMBuildSIToFP(b, mul(c, nvk, cg_i64(c, p->W)), c->f32, ""), "");
     for (int t = 0; t < p->NT; t++) {
         valid[t] = cg_splat(c, LLVMBuildICmp(b, LLVMIntSLT, cg_i64(c, t), nvk, ""));
-        cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W)), va);
+        mxs[t] = cg_alloca(c, c->vf, 1, va, "skmax"); /* promoted to registers across the loop */
+        cg_store(c, LLVMConstNull(c->vf), mxs[t], va);
     }
     CgLoop ld;
     LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qd");
@@ -503,47 +507,56 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef x = LLVMBuildFSub(b, kt[t], ms, "");
         cg_store(c, x, cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W)), va);
-        LLVMValueRef sp = cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W));
-        cg_store(c, cg_fmax(c, cg_load(c, c->vf, sp, va), cg_intr1(c, "llvm.fabs", x)), sp, va);
+        cg_store(c, cg_fmax(c, cg_load(c, c->vf, mxs[t], va), cg_intr1(c, "llvm.fabs", x)), mxs[t], va);
     }
     cg_loop_end(c, &ld);
     LLVMValueRef inv[CG_MAXT];
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef sp = cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W));
-        mx[t] = cg_load(c, c->vf, sp, va);
+        mx[t] = cg_load(c, c->vf, mxs[t], va);
         LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, mx[t], LLVMConstNull(c->vf), "");
         inv[t] = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_const_like(c, c->vf, 127.0), mx[t], ""), LLVMConstNull(c->vf), "");
         cg_store(c, LLVMBuildFDiv(b, mx[t], cg_const_like(c, c->vf, 127.0), ""), sp, va);
     }
-    d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qq");
-    row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
-    for (int t = 0; t < p->NT; t++) {
-        LLVMValueRef at = cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W));
-        cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, cg_load(c, c->vf, at, va), inv[t], "")), at, va);
+    if (!p->qk_vnni) {
+        d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qq");
+        row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
+        for (int t = 0; t < p->NT; t++) {
+            LLVMValueRef at = cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W));
+            cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, cg_load(c, c->vf, at, va), inv[t], "")), at, va);
+        }
+        cg_loop_end(c, &ld);
+        return;
     }
-    cg_loop_end(c, &ld);
-    if (!p->qk_vnni) return;
     /* VNNI: in place, KT[dq][j] = the int8 values of d = 4 dq .. 4 dq + 3 (0 past qk_dim) as one
      * word, and the keys' sums (row dq is written after rows 4 dq .. 4 dq + 3 are read) */
     LLVMValueRef cs = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_cs_off(p)));
-    for (int t = 0; t < p->NT; t++) cg_store(c, LLVMConstNull(c->vi32), cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W)), va);
+    LLVMValueRef css[CG_MAXT];
+    for (int t = 0; t < p->NT; t++) {
+        css[t] = cg_alloca(c, c->vi32, 1, va, "ksum");
+        cg_store(c, LLVMConstNull(c->vi32), css[t], va);
+    }
+    bool ragged = p->QK % 4 != 0;
     LLVMValueRef dq = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, (p->QK + 3) / 4), cg_i64(c, 1), "vq");
     for (int t = 0; t < p->NT; t++) {
-        LLVMValueRef w = LLVMConstNull(c->vi32), sum = LLVMConstNull(c->vi32);
+        LLVMValueRef w = LLVMConstNull(c->vi32), sum = cg_load(c, c->vi32, css[t], va);
         for (int i = 0; i < 4; i++) {
             LLVMValueRef d4 = add(c, mul(c, dq, cg_i64(c, 4)), cg_i64(c, i));
-            LLVMValueRef valid = LLVMBuildICmp(b, LLVMIntSLT, d4, cg_i64(c, p->QK), "");
-            LLVMValueRef src = cg_gep(c, c->f32, k->KT, add(c, mul(c, cg_smin(c, d4, cg_i64(c, p->QK - 1)), cg_i64(c, p->BK)), cg_i64(c, (int64_t)t * p->W)));
-            LLVMValueRef x = LLVMBuildFPToSI(b, cg_load(c, c->vf, src, va), c->vi32, "");
-            x = LLVMBuildSelect(b, cg_splat(c, valid), x, LLVMConstNull(c->vi32), "");
+            LLVMValueRef src = cg_gep(c, c->f32, k->KT, add(c, mul(c, ragged ? cg_smin(c, d4, cg_i64(c, p->QK - 1)) : d4, cg_i64(c, p->BK)), cg_i64(c, (int64_t)t * p->W)));
+            LLVMValueRef y = LLVMBuildFMul(b, cg_load(c, c->vf, src, va), inv[t], "");
+            LLVMValueRef x = c->W == 16 ? cg_intr(c, "llvm.x86.avx512.mask.cvtps2dq.512", NULL, 0,
+                                                  (LLVMValueRef[]){y, LLVMGetUndef(c->vi32), LLVMConstInt(c->i16, 0xffff, 0), cg_i32(c, 8)}, 4)
+                                        : LLVMBuildFPToSI(b, cg_intr1(c, "llvm.rint", y), c->vi32, "");
+            if (ragged) x = LLVMBuildSelect(b, cg_splat(c, LLVMBuildICmp(b, LLVMIntSLT, d4, cg_i64(c, p->QK), "")), x, LLVMConstNull(c->vi32), "");
             sum = add(c, sum, x);
-            w = LLVMBuildOr(b, w, LLVMBuildShl(b, LLVMBuildAnd(b, x, cg_splat(c, cg_i32(c, 0xff)), ""), cg_splat(c, cg_i32(c, 8 * i)), ""), "");
+            if (i < 3) x = LLVMBuildAnd(b, x, cg_splat(c, cg_i32(c, 0xff)), "");
+            w = i ? LLVMBuildOr(b, w, LLVMBuildShl(b, x, cg_splat(c, cg_i32(c, 8 * i)), ""), "") : x;
         }
         cg_store(c, w, cg_gep(c, c->f32, k->KT, add(c, mul(c, dq, cg_i64(c, p->BK)), cg_i64(c, (int64_t)t * p->W))), va);
-        LLVMValueRef csp = cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W));
-        cg_store(c, add(c, cg_load(c, c->vi32, csp, va), sum), csp, va);
+        cg_store(c, sum, css[t], va);
     }
     cg_loop_end(c, &ld);
+    for (int t = 0; t < p->NT; t++) cg_store(c, cg_load(c, c->vi32, css[t], va), cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W)), va);
 }
 
 /* The score modifier on row `row`'s scores s against the W keys of key vector t (mv: the
