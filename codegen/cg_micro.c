@@ -207,6 +207,49 @@ void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, 
     exp_rows(k, p, g, P, mu, as, t0, t1, true);
 }
 
+/* Horizontal sums (or cg_fmax maxima) of n vectors at once, n a power of two up to W: pairs
+ * of vectors merge into one holding each one's halves added (log2 n levels, 3 instructions a
+ * pair), then the n parts of W/n lanes reduce in place; part r (lanes r W/n ..) holds vector
+ * r's total in every lane. n = 4 on 16 lanes: 13 instructions where n tree reductions took 32. */
+static LLVMValueRef reduce_parts(Cg *c, LLVMValueRef *vs, int n, bool max) {
+    LLVMBuilderRef b = c->b;
+    int W = c->W;
+    LLVMValueRef v[64];
+    for (int i = 0; i < n; i++) v[i] = vs[i];
+    for (int k = 1, cnt = n; cnt > 1; k *= 2, cnt /= 2) {
+        /* every vector holds k parts of s lanes: pairs become 2k parts of s/2 */
+        int sz = W / k, h = sz / 2;
+        LLVMValueRef ix[64], iy[64];
+        for (int L = 0; L < W; L++) {
+            int P = L / h, o = L % h, base = P < k ? P * sz : W + (P - k) * sz;
+            ix[L] = cg_i32(c, base + o);
+            iy[L] = cg_i32(c, base + h + o);
+        }
+        LLVMValueRef mx = LLVMConstVector(ix, (unsigned)W), my = LLVMConstVector(iy, (unsigned)W);
+        for (int i = 0; i < cnt / 2; i++) {
+            LLVMValueRef x = LLVMBuildShuffleVector(b, v[2 * i], v[2 * i + 1], mx, "");
+            LLVMValueRef y = LLVMBuildShuffleVector(b, v[2 * i], v[2 * i + 1], my, "");
+            v[i] = max ? cg_fmax(c, x, y) : LLVMBuildFAdd(b, x, y, "");
+        }
+    }
+    for (int h = W / n / 2; h >= 1; h /= 2) {
+        LLVMValueRef ix[64];
+        for (int L = 0; L < W; L++) ix[L] = cg_i32(c, L ^ h);
+        LLVMValueRef y = LLVMBuildShuffleVector(b, v[0], v[0], LLVMConstVector(ix, (unsigned)W), "");
+        v[0] = max ? cg_fmax(c, v[0], y) : LLVMBuildFAdd(b, v[0], y, "");
+    }
+    return v[0];
+}
+
+/* Lane `lane` of v in every lane. */
+static LLVMValueRef splat_lane(Cg *c, LLVMValueRef v, int lane) {
+    LLVMValueRef ix[64];
+    for (int L = 0; L < c->W; L++) ix[L] = cg_i32(c, lane);
+    return LLVMBuildShuffleVector(c->b, v, v, LLVMConstVector(ix, (unsigned)c->W), "");
+}
+
+static bool pow2_upto(int n, int W) { return n >= 2 && n <= W && (n & (n - 1)) == 0; }
+
 /* compute = int8: s[r][t] holds the exact dot products of row r's quantized q with the
  * quantized keys; the scores are s * (q scale * key scale) + q . (the block's mean key), the
  * mean's share in f32 (so the smoothing changes no score). qf: the rows' f32 scaled q. */
@@ -219,18 +262,23 @@ static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLV
     LLVMValueRef skv[CG_MAXT];
     for (int t = 0; t < nv; t++) skv[t] = cg_load(c, c->vf, cg_gep(c, c->f32, sk, cg_i64(c, (int64_t)t * p->W)), 4);
     LLVMValueRef q0 = LLVMBuildPtrToInt(b, k->Qs, c->i64, "");
+    LLVMValueRef corr[16];
     for (int r = 0; r < p->R; r++) {
-        LLVMValueRef bytes = LLVMBuildSub(b, LLVMBuildPtrToInt(b, qf[r], c->i64, ""), q0, "");
-        LLVMValueRef row = LLVMBuildUDiv(b, bytes, cg_i64(c, (int64_t)p->QK * 4), "");
-        LLVMValueRef sq = cg_load(c, c->f32, cg_gep(c, c->f32, k->Qs, add(c, row, cg_i64(c, 2 * cg_qi_off(p)))), 4);
-        LLVMValueRef corr = LLVMConstNull(c->vf);
+        corr[r] = LLVMConstNull(c->vf);
         for (int ch = 0; ch * p->W < p->QK; ch++) {
             int n = tail_lanes(p->QK, p->W, ch);
             LLVMValueRef qv = cg_load(c, c->vf, cg_gep(c, c->f32, qf[r], cg_i64(c, (int64_t)ch * p->W)), 4);
             if (n < p->W) qv = LLVMBuildSelect(b, cg_lane_mask(c, n), qv, LLVMConstNull(c->vf), "");
-            corr = cg_fma(c, qv, cg_load(c, c->vf, cg_gep(c, c->f32, mu, cg_i64(c, (int64_t)ch * p->W)), 4), corr);
+            corr[r] = cg_fma(c, qv, cg_load(c, c->vf, cg_gep(c, c->f32, mu, cg_i64(c, (int64_t)ch * p->W)), 4), corr[r]);
         }
-        LLVMValueRef cs = cg_splat(c, cg_hsum(c, corr)), sqs = cg_splat(c, sq);
+    }
+    /* the rows' q . mu reduced together */
+    LLVMValueRef all = pow2_upto(p->R, p->W) ? reduce_parts(c, corr, p->R, false) : NULL;
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef bytes = LLVMBuildSub(b, LLVMBuildPtrToInt(b, qf[r], c->i64, ""), q0, "");
+        LLVMValueRef row = LLVMBuildUDiv(b, bytes, cg_i64(c, (int64_t)p->QK * 4), "");
+        LLVMValueRef sq = cg_load(c, c->f32, cg_gep(c, c->f32, k->Qs, add(c, row, cg_i64(c, 2 * cg_qi_off(p)))), 4);
+        LLVMValueRef cs = all ? splat_lane(c, all, r * (p->W / p->R)) : cg_splat(c, cg_hsum(c, corr[r])), sqs = cg_splat(c, sq);
         for (int t = 0; t < nv; t++) s[r][t] = cg_fma(c, s[r][t], LLVMBuildFMul(b, sqs, skv[t], ""), cs);
     }
 }
@@ -591,6 +639,8 @@ static LLVMValueRef softmax_step(Kern *k, LLVMValueRef row, LLVMValueRef bm, LLV
 /* softmax_step for rows g .. g+nr-1 (the row groups) at once: their m side by side in one
  * vector, one vector exp for the nr alphas instead of nr scalar ones. as[r] = alpha
  * splatted; mu[r] as softmax_step's. */
+static void softmax_rows_v(Kern *k, LLVMValueRef g, int nr, LLVMValueRef bv, LLVMValueRef *mu, LLVMValueRef *as);
+
 void cg_softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValueRef *mu, LLVMValueRef *as) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
@@ -598,10 +648,17 @@ void cg_softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValu
         for (int r = 0; r < nr; r++) as[r] = cg_splat(c, softmax_step(k, add(c, g, cg_i64(c, r)), bm[r], &mu[r]));
         return;
     }
-    LLVMValueRef mp = cg_gep(c, c->f32, k->M, g);
-    LLVMValueRef m_old = cg_load(c, c->vf, mp, 4); /* M: W floats of padding */
     LLVMValueRef bv = cg_const_like(c, c->vf, -INFINITY);
     for (int r = 0; r < nr; r++) bv = LLVMBuildInsertElement(b, bv, bm[r], cg_i32(c, r), "");
+    softmax_rows_v(k, g, nr, bv, mu, as);
+}
+
+/* cg_softmax_rows on the block maxima side by side (lane r: row g + r; -inf past nr). */
+static void softmax_rows_v(Kern *k, LLVMValueRef g, int nr, LLVMValueRef bv, LLVMValueRef *mu, LLVMValueRef *as) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    LLVMValueRef mp = cg_gep(c, c->f32, k->M, g);
+    LLVMValueRef m_old = cg_load(c, c->vf, mp, 4); /* M: W floats of padding */
     LLVMValueRef m_new = cg_fmax(c, m_old, bv);
     LLVMValueRef ninf = LLVMBuildFCmp(b, LLVMRealOEQ, m_new, cg_const_like(c, c->vf, -INFINITY), "");
     LLVMValueRef muv = LLVMBuildSelect(b, ninf, LLVMConstNull(c->vf), m_new, "");
@@ -755,14 +812,23 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
      * exp in a runtime loop over the block's vectors (compact code) */
     LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
     LLVMValueRef P = cg_alloca(c, c->f32, cg_p_floats(p), 64, "p");
+    LLVMValueRef mxv[MAXR];
     for (int r = 0; r < p->R; r++) {
-        LLVMValueRef mx = s[r][0];
-        for (int t = 1; t < p->NT; t++) mx = cg_fmax(c, mx, s[r][t]);
+        mxv[r] = s[r][0];
+        for (int t = 1; t < p->NT; t++) mxv[r] = cg_fmax(c, mxv[r], s[r][t]);
         for (int t = 0; t < p->NT; t++)
             cg_store(c, s[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
-        bm[r] = cg_hmax(c, mx);
     }
-    cg_softmax_rows(k, g, p->R, bm, mu, as);
+    if (pow2_upto(p->R, p->W)) {
+        /* the rows' maxima reduced together, then lane r = row r's */
+        LLVMValueRef all = reduce_parts(c, mxv, p->R, true), ix[64];
+        for (int l = 0; l < p->W; l++) ix[l] = cg_i32(c, l < p->R ? l * (p->W / p->R) : p->W);
+        LLVMValueRef bv = LLVMBuildShuffleVector(b, all, cg_const_like(c, c->vf, -INFINITY), LLVMConstVector(ix, (unsigned)p->W), "");
+        softmax_rows_v(k, g, p->R, bv, mu, as);
+    } else {
+        for (int r = 0; r < p->R; r++) bm[r] = cg_hmax(c, mxv[r]);
+        cg_softmax_rows(k, g, p->R, bm, mu, as);
+    }
     /* the paired P.V of a full block (P.V on VS words) reads only the bf16 words */
     exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT), !(p->pv_bf16dot && k->vs_use));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
