@@ -241,21 +241,19 @@ LLVMValueRef cg_exp2(Cg *c, LLVMValueRef x) {
     return LLVMBuildSelect(c->b, tiny, cg_const_like(c, ft, 0.0), r, "");
 }
 
-/* exp(x) of softmax weights rounded to bf16 next (compute bf16/int8), x <= 0 or NaN: 2^t,
- * t = x log2e = n + f with f in [-1/2, 1/2], 2^f by a degree-4 polynomial (relative error
- * 2.7e-6, fitted to 2^f's relative error) and the rounding of t (at most 4e-6 for x >= -88):
- * below 6e-6 in all, against the 2^-9 of the bf16 rounding after it. t is clamped to -127,
- * whose 2^n is the bit pattern 0, so x <= -88.03 (and -inf) gives exactly 0; NaN propagates.
- * With `scalef` (AVX-512) n comes from vrndscaleps and 2^n from vscalefps, three
- * instructions fewer; t is then clamped to -151, also exactly 0 (p 2^-151 rounds to 0), and
- * t in (-151, -126) gives subnormals the bf16 conversion flushes to 0. */
-LLVMValueRef cg_exp_bf16(Cg *c, LLVMValueRef x, bool scalef) {
+/* 2^t = exp(x) for t = x log2e, of softmax weights rounded to bf16 next (compute bf16/int8),
+ * t <= 0 or NaN: t = n + f with f in [-1/2, 1/2], 2^f by a degree-4 polynomial (relative
+ * error 2.7e-6, fitted to 2^f's relative error), against the 2^-9 of the bf16 rounding after
+ * it. t is clamped to -127, whose 2^n is the bit pattern 0, so t <= -127 (and -inf) gives
+ * exactly 0; NaN propagates. With `scalef` (AVX-512) n comes from vrndscaleps and 2^n from
+ * vscalefps, three instructions fewer; t is then clamped to -151, also exactly 0 (p 2^-151
+ * rounds to 0), and t in (-151, -126) gives subnormals the bf16 conversion flushes to 0. */
+LLVMValueRef cg_exp2_bf16(Cg *c, LLVMValueRef t, bool scalef) {
     LLVMBuilderRef b = c->b;
-    LLVMTypeRef ft = LLVMTypeOf(x);
+    LLVMTypeRef ft = LLVMTypeOf(t);
     bool vec = LLVMGetTypeKind(ft) == LLVMVectorTypeKind;
     LLVMTypeRef it = vec ? c->vi32 : c->i32;
     scalef = scalef && vec && c->W == 16;
-    LLVMValueRef t = LLVMBuildFMul(b, x, cg_const_like(c, ft, 1.44269504088896341), "");
     t = fsel_lt(c, t, scalef ? -151.0 : -127.0, cg_const_like(c, ft, scalef ? -151.0 : -127.0));
     static const double P[5] = {0.009570101276040077, 0.05591786280274391, 0.240247443318367,
                                 0.6931217908859253, 0.9999992847442627};

@@ -86,9 +86,9 @@ LLVMValueRef cg_bf16_pairs(Cg *c, LLVMValueRef x, LLVMValueRef y);
 /* exp/exp2 of a float or <W x float>, inlined (no libm). */
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_exp2(Cg *c, LLVMValueRef x);
-/* exp of softmax weights about to be rounded to bf16 (x <= 0 or NaN): relative error below
- * 6e-6, exactly 0 below -88; `scalef`: AVX-512's vscalefps (same values above 2^-126). */
-LLVMValueRef cg_exp_bf16(Cg *c, LLVMValueRef x, bool scalef);
+/* 2^t of softmax weights about to be rounded to bf16 (t <= 0 or NaN): relative error below
+ * 3e-6, exactly 0 from -127 down; `scalef`: AVX-512's vscalefps (same values above 2^-126). */
+LLVMValueRef cg_exp2_bf16(Cg *c, LLVMValueRef t, bool scalef);
 LLVMValueRef cg_tanh(Cg *c, LLVMValueRef x);
 LLVMValueRef cg_log_pos(Cg *c, LLVMValueRef x); /* scalar f32 x > 0, normal */
 /* A float libm function of one float applied lane by lane (scalar call per lane). */

@@ -156,14 +156,18 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
     CgLoop lr, lt;
     LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), cg_i64(c, p->R), cg_i64(c, 1), "er");
     LLVMValueRef m = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, MU, r), 4));
+    /* compute bf16/int8: exp(s - m) = 2^(s log2e - m log2e), one FMA (its error, 2^-24 |m|
+     * log2e, is far below the scores' own from the bf16 or int8 operands) */
+    LLVMValueRef log2e = cg_const_like(c, c->vf, 1.44269504088896341);
+    LLVMValueRef mlog = LLVMBuildFNeg(b, LLVMBuildFMul(b, m, log2e, ""), "");
     LLVMValueRef prow = cg_gep(c, c->f32, P, mul(c, r, cg_i64(c, p->BK)));
     cg_store(c, LLVMConstNull(st), sum, va);
     LLVMValueRef t = k->wmax == 1 ? cg_loop_begin_once(c, &lt, t0, t1, "e") : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "e");
     LLVMValueRef pp = cg_gep(c, c->f32, prow, mul(c, t, cg_i64(c, p->W)));
-    LLVMValueRef x = LLVMBuildFSub(b, cg_load(c, c->vf, pp, va), m, "");
+    LLVMValueRef sv = cg_load(c, c->vf, pp, va);
     if (dp) {
         /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]): the weights as consecutive bf16 */
-        LLVMValueRef e = cg_exp_bf16(c, x, true);
+        LLVMValueRef e = cg_exp2_bf16(c, cg_fma(c, sv, log2e, mlog), true);
         LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &e, 1);
         LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK), add(c, mul(c, r, cg_i64(c, p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2)))));
         cg_store(c, h, pw, 32);
@@ -177,7 +181,8 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
         }
     } else {
         /* the weights P.V multiplies (bf16 for compute bf16/int8) are the ones the row sums add */
-        LLVMValueRef pv = p->compute == IR_COMPUTE_F32 ? cg_exp(c, x) : cg_round_bf16(c, cg_exp_bf16(c, x, false));
+        LLVMValueRef pv = p->compute == IR_COMPUTE_F32 ? cg_exp(c, LLVMBuildFSub(b, sv, m, ""))
+                                                       : cg_round_bf16(c, cg_exp2_bf16(c, cg_fma(c, sv, log2e, mlog), false));
         cg_store(c, pv, pp, va);
         if (p->pv_bf16dot) { /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]) */
             LLVMValueRef ev[32], od[32];
@@ -192,13 +197,13 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
     cg_loop_end(c, &lt);
     LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, r), cg_i64(c, p->W)));
     LLVMValueRef al = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, AL, r), 4));
-    LLVMValueRef sv = cg_load(c, st, sum, va);
+    LLVMValueRef tot = cg_load(c, st, sum, va);
     if (dp) {
         LLVMValueRef wi[16];
         for (int l = 0; l < 16; l++) wi[l] = cg_i32(c, l);
-        sv = LLVMBuildShuffleVector(b, sv, LLVMConstNull(v8), LLVMConstVector(wi, 16), "");
+        tot = LLVMBuildShuffleVector(b, tot, LLVMConstNull(v8), LLVMConstVector(wi, 16), "");
     }
-    cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, sv), lp, va);
+    cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, tot), lp, va);
     cg_loop_end(c, &lr);
 }
 
