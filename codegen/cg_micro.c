@@ -136,11 +136,11 @@ void cg_emit_pv(Kern *k, const IrPlan *p, PvCtx *pc) {
  * once the chunk is done) become L*alpha + their sum. mu[r]: the row's max (0 when it saw
  * nothing); as[r]: its alpha, splatted. Runtime loops over rows and vectors: one exp in the
  * code. compute bf16/int8: the weights are rounded to bf16 (an exp accurate to that,
- * cg_exp_bf16), and on bf16 dot products written as words of two keys after P (a plain bf16
- * array: vcvtneps2bf16) and summed by vdpbf16ps against ones; `f32` also keeps them as f32 in
- * P (the masked P.V reads those; the full blocks' paired P.V only the words). */
+ * cg_exp2_bf16), and on bf16 dot products written as words of two keys after P (a plain bf16
+ * array: vcvtneps2bf16) and summed by vdpbf16ps against ones, besides the f32 copy in P (the
+ * masked P.V reads those; the full blocks' paired P.V only the words: exp_regs). */
 static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
-                     const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1, bool f32) {
+                     const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     unsigned va = (unsigned)(p->W * 4);
@@ -175,10 +175,8 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
         for (int l = 0; l < 8; l++) one2[l] = cg_i32(c, 0x3f803f80);
         LLVMValueRef ones = LLVMBuildBitCast(b, LLVMConstVector(one2, 8), bt, "");
         cg_store(c, cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.256", NULL, 0, (LLVMValueRef[]){cg_load(c, v8, sum, va), h, ones}, 3), sum, va);
-        if (f32) {
-            LLVMValueRef w = LLVMBuildZExt(b, LLVMBuildBitCast(b, h, LLVMVectorType(c->i16, 16), ""), c->vi32, "");
-            cg_store(c, LLVMBuildBitCast(b, LLVMBuildShl(b, w, cg_splat(c, cg_i32(c, 16)), ""), c->vf, ""), pp, va);
-        }
+        LLVMValueRef w = LLVMBuildZExt(b, LLVMBuildBitCast(b, h, LLVMVectorType(c->i16, 16), ""), c->vi32, "");
+        cg_store(c, LLVMBuildBitCast(b, LLVMBuildShl(b, w, cg_splat(c, cg_i32(c, 16)), ""), c->vf, ""), pp, va);
     } else {
         /* the weights P.V multiplies (bf16 for compute bf16/int8) are the ones the row sums add */
         LLVMValueRef pv = p->compute == IR_COMPUTE_F32 ? cg_exp(c, LLVMBuildFSub(b, sv, m, ""))
@@ -207,9 +205,38 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
     cg_loop_end(c, &lr);
 }
 
+/* exp_rows for a full block on bf16 dot products, straight from the score registers s[r][t]
+ * (every row and vector unrolled: the R NT exps interleave, no scores through memory); only
+ * the bf16 words of P are written (the paired P.V reads nothing else). */
+static void exp_regs(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, LLVMValueRef (*s)[CG_MAXT],
+                     const LLVMValueRef *mu, const LLVMValueRef *as) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    unsigned va = (unsigned)(p->W * 4);
+    LLVMTypeRef v8 = LLVMVectorType(c->f32, 8), bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), 16);
+    LLVMValueRef log2e = cg_const_like(c, c->vf, 1.44269504088896341), one2[8], wi[16];
+    for (int l = 0; l < 8; l++) one2[l] = cg_i32(c, 0x3f803f80); /* words of two bf16 1.0 */
+    for (int l = 0; l < 16; l++) wi[l] = cg_i32(c, l);
+    LLVMValueRef ones = LLVMBuildBitCast(b, LLVMConstVector(one2, 8), bt, "");
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef mlog = LLVMBuildFNeg(b, LLVMBuildFMul(b, cg_splat(c, mu[r]), log2e, ""), "");
+        LLVMValueRef sum = LLVMConstNull(v8);
+        for (int t = 0; t < p->NT; t++) {
+            LLVMValueRef e = cg_exp2_bf16(c, cg_fma(c, s[r][t], log2e, mlog), true);
+            LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &e, 1);
+            int64_t at = (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2) + (int64_t)t * (p->W / 2);
+            cg_store(c, h, cg_gep(c, c->f32, P, cg_i64(c, at)), 32);
+            sum = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.256", NULL, 0, (LLVMValueRef[]){sum, h, ones}, 3);
+        }
+        LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, cg_i64(c, r)), cg_i64(c, p->W)));
+        LLVMValueRef tot = LLVMBuildShuffleVector(b, sum, LLVMConstNull(v8), LLVMConstVector(wi, 16), "");
+        cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), as[r], tot), lp, va);
+    }
+}
+
 void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
                       const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
-    exp_rows(k, p, g, P, mu, as, t0, t1, true);
+    exp_rows(k, p, g, P, mu, as, t0, t1);
 }
 
 /* Horizontal sums (or cg_fmax maxima) of n vectors at once, n a power of two up to W: pairs
@@ -818,10 +845,12 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
     LLVMValueRef as[MAXR], mu[MAXR] = {0}, bm[MAXR];
     LLVMValueRef P = cg_alloca(c, c->f32, cg_p_floats(p), 64, "p");
     LLVMValueRef mxv[MAXR];
+    /* bf16 dot products: the exps from the registers (exp_regs), P.V reads only the words */
+    bool regs = p->pv_bf16dot && k->vs_use && p->W == 16;
     for (int r = 0; r < p->R; r++) {
         mxv[r] = s[r][0];
         for (int t = 1; t < p->NT; t++) mxv[r] = cg_fmax(c, mxv[r], s[r][t]);
-        for (int t = 0; t < p->NT; t++)
+        for (int t = 0; t < p->NT && !regs; t++)
             cg_store(c, s[r][t], cg_gep(c, c->f32, P, cg_i64(c, (int64_t)r * p->BK + t * p->W)), va);
     }
     if (pow2_upto(p->R, p->W)) {
@@ -834,8 +863,8 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
         for (int r = 0; r < p->R; r++) bm[r] = cg_hmax(c, mxv[r]);
         cg_softmax_rows(k, g, p->R, bm, mu, as);
     }
-    /* the paired P.V of a full block (P.V on VS words) reads only the bf16 words */
-    exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT), !(p->pv_bf16dot && k->vs_use));
+    if (regs) exp_regs(k, p, g, P, s, mu, as);
+    else exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
     PvCtx pc = {row, P, as, false, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
