@@ -130,7 +130,8 @@ void cg_emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, 
     for (int r = 0; r < p->R; r++) bm[r] = cg_hmax(c, cg_load(c, c->vf, mxs[r], va));
     cg_softmax_rows(k, g, p->R, bm, mu, as);
     cg_emit_exp_rows(k, p, g, P, mu, as, t0, t1);
-    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false};
+    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false, NULL};
+    if (dot) pc.pf_ahead = cg_decode_ahead(k); /* the V rows' lines (the scores prefetched K's) */
     if (masked && k->vfin_slot) {
         /* hidden lanes have p = 0 exactly, so with finite V rows the plain update adds
          * nothing for them: the lane selects are only for NaN/inf in V */
