@@ -156,7 +156,9 @@ void cg_prefetch_part(Kern *k, bool v, LLVMValueRef key, LLVMValueRef first, int
     Cg *c = k->c;
     LLVMValueRef off;
     if (k->pages) {
-        LLVMValueRef pkey = cg_smax(c, cg_smin(c, key, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), "")), cg_i64(c, 0));
+        /* the sequence's last key (env.kv_len), not the call's (kv_len): a grouped paged task's
+         * calls visit a chunk of keys at a time, and the next chunk's are worth fetching */
+        LLVMValueRef pkey = cg_smax(c, cg_smin(c, key, LLVMBuildSub(c->b, k->env.kv_len, cg_i64(c, 1), "")), cg_i64(c, 0));
         off = v ? cg_v_off(k, pkey) : cg_k_off(k, pkey);
     } else {
         off = v ? cg_v_off(k, key) : cg_k_off(k, key);
