@@ -105,6 +105,7 @@ typedef struct PvCtx {
     bool clamp;             /* keys may pass the end (unmasked code in a partial block) */
     bool rare;              /* the fallback for inf/NaN in V: one key per step, less code */
     LLVMValueRef pf_ahead;  /* decode: prefetch the V columns of the key this far ahead (NULL: none) */
+    bool vfolded;           /* int8 V: P holds the weights times the keys' V scales already */
 } PvCtx;
 
 /* Bound on the key vectors of a block the generator handles at once (block_k <= 4W). */
@@ -174,6 +175,9 @@ void cg_prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef fi
 LLVMValueRef cg_kv_scale(Kern *k, bool v, LLVMValueRef j);
 /* x (a vector of key index j's K or V row) times its scale: int8 K/V only. */
 LLVMValueRef cg_kv_scaled(Kern *k, bool v, LLVMValueRef j, LLVMValueRef x);
+/* int8 K/V with contiguous key positions, compute f32: the K (v false) or V scales of the W
+ * keys from index `first` as a vector (they must exist); NULL otherwise. */
+LLVMValueRef cg_kv_scale_vec(Kern *k, bool v, LLVMValueRef first);
 
 void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMValueRef kvh, LLVMValueRef *q_len,
                 LLVMValueRef *kv_len, LLVMValueRef *q_off, LLVMValueRef *lsep, LLVMValueRef *lsebase);
