@@ -315,13 +315,14 @@ LLVMValueRef cg_kv_scaled(Kern *k, bool v, LLVMValueRef j, LLVMValueRef x) {
     return LLVMBuildFMul(k->c->b, x, cg_splat(k->c, cg_kv_scale(k, v, j)), "");
 }
 
-/* int8 K/V whose key indices are positions one apart (no residue runs), scores and weights in
- * f32: the K (v false) or V scales of the W keys from index `first` as one vector, so decode
- * scales a vector of scores, or of P.V's weights, instead of every K or V vector; NULL
- * otherwise (the caller scales each row). The W keys must exist (a full block). */
+/* int8 K/V in a contiguous cache whose key indices are positions one apart (no residue runs),
+ * scores and weights in f32: the K (v false) or V scales of the W keys from index `first` as
+ * one vector, so decode scales a vector of scores, or of P.V's weights, instead of every K or
+ * V vector; NULL otherwise (paged scales lie kv_heads apart, page by page: the caller scales
+ * each row). The W keys must exist (a full block). */
 LLVMValueRef cg_kv_scale_vec(Kern *k, bool v, LLVMValueRef first) {
     Cg *c = k->c;
-    if (k->kvdt != ATTN_I8 || k->cw > 1 || k->kstep != 1 || k->p.compute != IR_COMPUTE_F32) return NULL;
+    if (k->kvdt != ATTN_I8 || k->pages || k->cw > 1 || k->kstep != 1 || k->p.compute != IR_COMPUTE_F32) return NULL;
     LLVMValueRef at = LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, (LLVMValueRef[]){cg_kpos(k, first)}, 1, "");
     return cg_load(c, c->vf, at, 4);
 }
