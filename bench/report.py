@@ -4,8 +4,8 @@ plain C loop, an OpenBLAS materialized-attention baseline and its own un-pruned 
 kernels, all measured in this one run and printed as ratios.
 
 usage: bench/report.py [--build DIR] [--quick] [--only SECTION ...]
-sections: machine, baseline, sparsity, heads, mla, kernels, grad (the backward; not in the default
-set: its calls take seconds)
+sections: machine, baseline, sparsity, heads, decode, mla, kernels, grad (the backward; not in the
+default set: its calls take seconds)
 """
 import argparse
 import json
@@ -210,6 +210,38 @@ def heads(b, tmp, m):
           ["shape", "threads", "ms", "GB/s of K/V", "of streaming read"], rows)
 
 
+def decode(b, tmp, m):
+    """Decode at the memory limit: K/V bytes per ms against the streaming read of this run."""
+    L = 8192 if b.quick else 65536
+    base = "heads = 32; kv_heads = 8; head_dim = 128; mask = causal;"
+    rows, ms = [], {}
+
+    def row(name, r, t):
+        gbs = r["kv_bytes"] / (r["ms_min"] * 1e6)
+        ref = m[("stream_read_mem", t)]
+        rows.append([name, t, f"{r['ms_min']:.3f}", f"{gbs:.1f}", f"{gbs / ref:.2f}"])
+
+    for kvdt in ("f32", "bf16", "int8"):
+        spec = b.spec(f"attention k {{ {base} kv_dtype = {kvdt}; }}")
+        r = b.run(spec, 1, L, 1)
+        ms[kvdt] = r["ms_min"]
+        row(f"contiguous, kv_dtype {kvdt}, kv {L}", r, 1)
+    paged = b.spec(f"attention k {{ {base} kv_cache = paged(16); }}")
+    r = b.run(paged, 1, L, 1)
+    ms["paged"] = r["ms_min"]
+    row(f"paged(16), kv {L}", r, 1)
+    n = 16 if b.quick else 64
+    for t in (1, 2):
+        r = b.run(paged, 1, 8192, t, batch=n, extra=["--kv-len-min", "512"])
+        row(f"paged(16), {n} sequences of 512..8192 keys", r, t)
+    table("Decode, GQA 32/8 d128 f32 (K/V bytes / ms_min against the streaming read of this run)",
+          ["call", "threads", "ms", "GB/s of K/V", "of streaming read"], rows)
+    table("Decode time ratios (1 thread)", ["ratio", "value"],
+          [["f32 K/V / bf16 K/V", f"{ms['f32'] / ms['bf16']:.2f}x"],
+           ["bf16 K/V / int8 K/V", f"{ms['bf16'] / ms['int8']:.2f}x"],
+           ["paged / contiguous (f32)", f"{ms['paged'] / ms['f32']:.2f}"]])
+
+
 def mla(b, tmp):
     """Issue 4: DeepSeek-V2 MLA, absorbed vs up-projected, and where auto switches."""
     spec = b.spec("attention dsv2 { heads = 128; mla { kv_rank = 512; rope_dim = 64; nope_dim = 128; v_dim = 128; } mask = causal; }")
@@ -234,7 +266,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", default=None)
     a = ap.parse_args()
-    want = set(a.only or ["machine", "baseline", "sparsity", "heads", "mla"])
+    want = set(a.only or ["machine", "baseline", "sparsity", "heads", "decode", "mla"])
     with tempfile.TemporaryDirectory() as tmp:
         b = Bench(a.build, tmp, a.quick)
         m = machine(b, tmp)
@@ -244,6 +276,8 @@ def main():
             sparsity(b, tmp)
         if "heads" in want:
             heads(b, tmp, m)
+        if "decode" in want:
+            decode(b, tmp, m)
         if "mla" in want:
             mla(b, tmp)
         if "grad" in want:

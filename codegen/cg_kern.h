@@ -104,6 +104,8 @@ typedef struct PvCtx {
     LLVMValueRef t0, t1;    /* the key vectors to visit, [t0, t1): NULL for all NT */
     bool clamp;             /* keys may pass the end (unmasked code in a partial block) */
     bool rare;              /* the fallback for inf/NaN in V: one key per step, less code */
+    LLVMValueRef pf_ahead;  /* decode: prefetch the V columns of the key this far ahead (NULL: none) */
+    bool vfolded;           /* int8 V: P holds the weights times the keys' V scales already */
 } PvCtx;
 
 /* Bound on the key vectors of a block the generator handles at once (block_k <= 4W). */
@@ -161,6 +163,11 @@ void cg_prefetch_lines(Kern *k, LLVMValueRef at, int lines);
 /* Cache lines of a row of n elements. */
 int cg_row_lines(const Kern *k, int n);
 void cg_prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key);
+/* How many keys ahead decode prefetches K and V (an i64). */
+LLVMValueRef cg_decode_ahead(Kern *k);
+/* Decode's stream ahead: prefetches to L2 of key `key`'s K (v false) or V row elements
+ * [first, first + n). */
+void cg_prefetch_part(Kern *k, bool v, LLVMValueRef key, LLVMValueRef first, int n);
 /* The K and V rows of keys [first, first + n) (whole rows: row 0 of a group) from bases kb, vb. */
 void cg_prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef first, int n);
 
@@ -168,6 +175,9 @@ void cg_prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef fi
 LLVMValueRef cg_kv_scale(Kern *k, bool v, LLVMValueRef j);
 /* x (a vector of key index j's K or V row) times its scale: int8 K/V only. */
 LLVMValueRef cg_kv_scaled(Kern *k, bool v, LLVMValueRef j, LLVMValueRef x);
+/* int8 K/V with contiguous key positions, compute f32: the K (v false) or V scales of the W
+ * keys from index `first` as a vector (they must exist); NULL otherwise. */
+LLVMValueRef cg_kv_scale_vec(Kern *k, bool v, LLVMValueRef first);
 
 void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMValueRef kvh, LLVMValueRef *q_len,
                 LLVMValueRef *kv_len, LLVMValueRef *q_off, LLVMValueRef *lsep, LLVMValueRef *lsebase);

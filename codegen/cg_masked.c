@@ -130,7 +130,22 @@ void cg_emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, 
     for (int r = 0; r < p->R; r++) bm[r] = cg_hmax(c, cg_load(c, c->vf, mxs[r], va));
     cg_softmax_rows(k, g, p->R, bm, mu, as);
     cg_emit_exp_rows(k, p, g, P, mu, as, t0, t1);
-    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false};
+    PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false, NULL, false};
+    if (dot) pc.pf_ahead = cg_decode_ahead(k); /* the V rows' lines (the scores prefetched K's) */
+    if (dot && !masked && cg_kv_scale_vec(k, true, k->kb)) {
+        /* int8 V (full blocks): the weights times their keys' V scales, a vector a row and key
+         * vector, instead of every V vector times its scale in P.V (the row sums l took the
+         * weights as they are) */
+        CgLoop lt;
+        LLVMValueRef t = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "vsc");
+        LLVMValueRef sv = cg_kv_scale_vec(k, true, add(c, k->kb, mul(c, t, cg_i64(c, p->W))));
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef at = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), mul(c, t, cg_i64(c, p->W))));
+            cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, at, va), sv, ""), at, va);
+        }
+        cg_loop_end(c, &lt);
+        pc.vfolded = true;
+    }
     if (masked && k->vfin_slot) {
         /* hidden lanes have p = 0 exactly, so with finite V rows the plain update adds
          * nothing for them: the lane selects are only for NaN/inf in V */

@@ -2,6 +2,7 @@
  * K^T or straight from K), the score modifier, the online-softmax step, exp of a row group's
  * scores, P.V in register column groups, and the in-register transposes. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "codegen/cg_kern.h"
 
@@ -83,9 +84,12 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
             /* VS, or (chosen at run time) the f32 tensor: round as the pack does (idempotent) */
             for (int i = 0; i < n; i++) vv[i] = cg_operand(k, cg_load_vec(c, ATTN_F32, vrow, col[i], i == n - 1 ? vlastn : p->W));
         } else {
+            if (pc->pf_ahead) cg_prefetch_part(k, true, add(c, key, pc->pf_ahead), col[0], n * p->W < p->VD ? n * p->W : p->VD);
             LLVMValueRef voff = cg_v_off(k, key);
-            for (int i = 0; i < n; i++)
-                vv[i] = cg_operand(k, cg_kv_scaled(k, true, key, cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W)));
+            for (int i = 0; i < n; i++) {
+                LLVMValueRef x = cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
+                vv[i] = cg_operand(k, pc->vfolded ? x : cg_kv_scaled(k, true, key, x));
+            }
         }
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef pj = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, add(c, cg_i64(c, (int64_t)r * p->BK + l), j0)), 4));
@@ -729,6 +733,8 @@ typedef struct {
     LLVMValueRef *qrow;
     bool clamp, qmem;
     LLVMValueRef *leaf; /* one row: every key's partial sums, computed in key order */
+    LLVMValueRef pf;    /* keys ahead to prefetch K at */
+    LLVMValueRef ksv;   /* int8 K: the W keys' scales, applied to the scores (NULL: per key) */
 } DotCtx;
 
 /* Row r's q chunk ch from q row pointer qrow. */
@@ -762,7 +768,9 @@ static void dot_key(DotCtx *d, int j, LLVMValueRef *out) {
     LLVMValueRef key = add(c, d->first, cg_i64(c, j));
     if (d->clamp) key = cg_smin(c, key, d->klast);
     LLVMValueRef koff = cg_k_off(k, key);
-    for (int r = 0; r < d->nr; r++) cg_prefetch_key(k, d->row[r], add(c, key, cg_i64(c, 3 * p->decode_keys)));
+    /* the K row's lines, to L2, a few sub-blocks ahead (P.V prefetches the V row's: both spread
+     * over the block's work) */
+    if (d->pf) cg_prefetch_part(k, false, add(c, key, d->pf), cg_i64(c, 0), p->QK);
     /* two chains a row (even and odd chunks): half the FMA latency per key (decode d=128 from
      * memory ~+6%; four chains measured slower) */
     LLVMValueRef acc[16][2], qp[16];
@@ -775,7 +783,10 @@ static void dot_key(DotCtx *d, int j, LLVMValueRef *out) {
             acc[r][ch % 2] = cg_fma(c, d->qmem ? q_chunk(k, qp[r], ch) : d->qv[r][ch], kv, acc[r][ch % 2]);
     }
     for (int r = 0; r < d->nr; r++)
-        out[r] = cg_kv_scaled(k, false, key, d->nch > 1 ? LLVMBuildFAdd(c->b, acc[r][0], acc[r][1], "") : acc[r][0]);
+    {
+        LLVMValueRef sum = d->nch > 1 ? LLVMBuildFAdd(c->b, acc[r][0], acc[r][1], "") : acc[r][0];
+        out[r] = d->ksv ? sum : cg_kv_scaled(k, false, key, sum);
+    }
 }
 
 /* Entry i of the reduction's level of m vectors, for every row, depth first: the keys come in
@@ -808,7 +819,8 @@ void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool 
     for (int r = 0; r < nr; r++) qrow[r] = cg_q_row(k, row[r]);
     for (int ch = 0; ch < nch && nr == 1; ch++) qv[0][ch] = q_chunk(k, qrow[0], ch);
     bool qmem = nr > 1;
-    DotCtx d = {k, nr, nch, row, first, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), ""), qv, qrow, clamp, qmem, NULL};
+    DotCtx d = {k, nr, nch, row, first, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), ""), qv, qrow, clamp, qmem, NULL,
+                cg_decode_ahead(k), clamp ? NULL : cg_kv_scale_vec(k, false, first)};
     LLVMValueRef leaf[64];
     if (nr == 1) {
         /* one row (f32 K/V): the keys in order, as the hardware prefetcher streams them */
@@ -816,6 +828,7 @@ void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool 
         d.leaf = leaf;
     }
     dot_tree(&d, 1, 0, out);
+    for (int r = 0; r < nr && d.ksv; r++) out[r] = LLVMBuildFMul(c->b, out[r], d.ksv, "");
     if (k->p.qdirect)
         for (int r = 0; r < nr; r++) out[r] = LLVMBuildFMul(c->b, out[r], cg_splat(c, cg_f32(c, k->f->scale)), "");
 }
@@ -867,7 +880,7 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
     else exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
-    PvCtx pc = {row, P, as, false, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false};
+    PvCtx pc = {row, P, as, false, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false, NULL, false};
     cg_emit_pv(k, p, &pc);
 }
 

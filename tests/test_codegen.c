@@ -558,6 +558,17 @@ static void head_tests(void) {
                 snprintf(label, sizeof label, "%s/heads%zu/via%d", cases[c].name, s, via);
                 run_case(&cases[c], &bt, &sh, label);
             }
+        /* decode (one row a head) over ragged key counts: 1..17 (inside and just past one vector
+         * of keys), past a sub-block and a block, strided; the group function's passes of rows
+         * and their prefetches past the last key */
+        static const int64_t lens[] = {2, 3, 5, 7, 8, 9, 13, 15, 16, 17, 31, 33, 63, 65, 129, 257};
+        for (size_t s = 0; s < sizeof lens / sizeof lens[0]; s++)
+            for (int via = bt.group ? 1 : 2; via <= 3; via++) {
+                Shape sh = {1 + (int64_t)(s % 2), 1, lens[s], INT64_MIN, (int)(s % 3 == 2), 0, via};
+                char label[128];
+                snprintf(label, sizeof label, "%s/decode%d/via%d", cases[c].name, (int)lens[s], via);
+                run_case(&cases[c], &bt, &sh, label);
+            }
         unbuild(&bt);
     }
     /* an index error inside a key split or a group is still reported */

@@ -315,6 +315,12 @@ int main(void) {
         {"kv int8 decode 8/2", M_CAUSAL, 2, 8, 2, 1, 900, 128, 0, ATTN_F32, ATTN_I8},
         {"kv int8 strided", M_STRIDED, 1, 2, 2, 230, 230, 40, 0, ATTN_F32, ATTN_I8},
         {"kv int8 src_len", M_SRCLEN, 2, 2, 1, 77, 140, 64, 0, ATTN_F32, ATTN_I8},
+        /* decode over ragged key counts: a vector and one key, a block and one (the full
+         * blocks' scales by the vector, the tail's per key), a window */
+        {"kv int8 decode 4/1 kv 17", M_CAUSAL, 2, 4, 1, 1, 17, 128, 0, ATTN_F32, ATTN_I8},
+        {"kv int8 decode 8/2 kv 65", M_CAUSAL, 1, 8, 2, 1, 65, 64, 0, ATTN_F32, ATTN_I8},
+        {"kv int8 sliding decode", M_SLIDING, 1, 8, 2, 1, 301, 64, 0, ATTN_F32, ATTN_I8},
+        {"kv bf16 decode 4/1 kv 33", M_CAUSAL, 2, 4, 1, 1, 33, 128, 0, ATTN_F32, ATTN_BF16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_case(&cases[i]);
     return check_done("test_precision");
