@@ -4,9 +4,12 @@
  *   dS' = dS * d score / ds, dQ = scale dS' K, dK = scale dS'^T Q, d<input> += dS * d score / d x.
  * The spec's part (the mask, the score, its derivatives, the rows' key bounds) is generated code
  * (the grad role: attn_rt_desc.grad_bounds / grad_step, W keys a call); this file walks rows and
- * keys. A task is one (batch row, K/V head): it owns that head's dk, dv and the dq rows of its
- * query heads, so nothing is written by two tasks; the inputs' gradients go to a partial per
- * task, added up in task order. The result is the same bit for bit whatever the thread count. */
+ * keys. A task is one key range of one (batch row, K/V head): it owns the dk, dv rows of its
+ * keys and, for the first range, the dq rows of the head's query heads; a later range adds its
+ * share of dq into a partial of its own, and the partials are added to dq range by range
+ * afterwards. The inputs' gradients go to a partial per task, added up in task order. How the
+ * keys are cut into ranges depends on the call's shape, mask and inputs only, never on the
+ * thread count: the result is the same bit for bit whatever the thread count. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +32,12 @@ typedef struct Grad {
     float *partial;                 /* [tasks][psize] */
     int *failed;                    /* [tasks]: an input index was out of bounds */
     int64_t kb, ke;                 /* the keys visited: [kb, ke); dk, dv row 0 is key kb */
+    int ns;                         /* key ranges of a (batch row, K/V head) pair */
+    int64_t *kcut;                  /* [pairs][ns + 1]: range s is keys [kcut[s], kcut[s + 1]) */
+    int64_t *rlo, *rhi;             /* [pairs][ns]: the rows whose keys reach range s */
+    int64_t *qoff;                  /* [pairs][ns]: range s's partial dq in dqpart (s > 0) */
+    float *dqpart;
+    float *D;                       /* [batch][heads][q_len]: rowsum(dO * O) */
 } Grad;
 
 static const float *row_ptr(const RtView *v, int64_t b, int64_t h, int64_t i) {
@@ -85,6 +94,10 @@ static int64_t keys_below(const KeyMap *m, int64_t x) {
 typedef struct Task {
     Grad *G;
     int64_t task, b, kvh;
+    int64_t k0, k1;   /* the keys of the task's range */
+    int64_t rlo, rhi; /* dqp's rows (range s > 0) */
+    bool later;       /* a range after the first: dq goes to dqp, the range's partial */
+    float *dqp;
     int ng;
     float *part;
     int *hs;
@@ -94,6 +107,15 @@ typedef struct Task {
     float **dqrow, **srow, **dprow, **dkrow, **dvrow;
     int *vlo, *vhi;
 } Task;
+
+/* Where row i of query head h (the group's g-th) adds its dq: dq itself for the first key
+ * range, else the range's partial (a row outside it sees none of the range's keys and adds
+ * only zeros: the task's dump row takes them). */
+static float *dq_row(Task *T, int g, int64_t h, int64_t i) {
+    if (!T->later) return (float *)row_ptr(&T->G->dq, T->b, h, i);
+    if (i < T->rlo || i >= T->rhi) return T->dump;
+    return T->dqp + ((size_t)g * (size_t)(T->rhi - T->rlo) + (size_t)(i - T->rlo)) * (size_t)T->G->d->qk_dim;
+}
 
 /* The rows i = i0 + istep * t (t < nrows) of the query heads of the group against the keys of
  * `km`, for key domain dd: key blocks of BK keys in order; for each, every block of BQ rows of
@@ -116,7 +138,7 @@ static int grad_pass(Task *T, const attn_rt_desc *dd, int64_t i0, int64_t istep,
           *dss = T->dss, *rd = T->rd, *part = T->part;
     int64_t *lo = T->lo, *hi = T->hi, *blo = T->blo, *bhi = T->bhi, *ri = T->ri;
     int *vlo = T->vlo, *vhi = T->vhi;
-    int64_t nqb = (nrows + BQ - 1) / BQ, nk = keys_below(km, G->ke), kfirst = keys_below(km, G->kb);
+    int64_t nqb = (nrows + BQ - 1) / BQ, nk = keys_below(km, T->k1), kfirst = keys_below(km, T->k0);
     float fio[(2 + ATTN_RT_MAX_GRAD_READS) * MAX_LANES];
     int64_t iio[ATTN_RT_MAX_GRAD_READS * MAX_LANES];
     /* the rows' key bounds (in the map's index), and each row block's hull of them */
@@ -127,8 +149,8 @@ static int grad_pass(Task *T, const attn_rt_desc *dd, int64_t i0, int64_t istep,
                 int64_t i = i0 + istep * t, kb[2] = {Lk, -1};
                 if (T->lsev[g * Lq + i] != -INFINITY) { /* a row that saw no key adds nothing */
                     if (dd->grad_bounds(a, b, T->hs[g], a->q_offset + i, kb)) return FAIL_INDEX;
-                    if (kb[0] < G->kb) kb[0] = G->kb; /* the keys visited only */
-                    if (kb[1] > G->ke - 1) kb[1] = G->ke - 1;
+                    if (kb[0] < T->k0) kb[0] = T->k0; /* the task's keys only */
+                    if (kb[1] > T->k1 - 1) kb[1] = T->k1 - 1;
                     if (kb[0] <= kb[1]) {
                         kb[0] = keys_below(km, kb[0]);
                         kb[1] = keys_below(km, kb[1] + 1) - 1;
@@ -187,7 +209,7 @@ static int grad_pass(Task *T, const attn_rt_desc *dd, int64_t i0, int64_t istep,
                     int64_t i = i0 + istep * (t0 + r);
                     T->qrow[r] = in ? q + b * a->q_stride[0] + h * a->q_stride[1] + i * a->q_stride[2] : T->zero;
                     T->dorow[r] = in ? row_ptr(&G->dout, b, h, i) : T->zero;
-                    T->dqrow[r] = in ? (float *)row_ptr(&G->dq, b, h, i) : T->dump;
+                    T->dqrow[r] = in ? dq_row(T, g, h, i) : T->dump;
                 }
                 float lsr[BQ], Dr[BQ];
                 for (int r = r0; r < r1; r++) {
@@ -269,21 +291,28 @@ static int grad_pass(Task *T, const attn_rt_desc *dd, int64_t i0, int64_t istep,
     return 0;
 }
 
-/* One task: the (batch row, K/V head) of `task`, every key domain in order. All sums run in the
- * same order whatever thread runs the task. */
+/* One task: key range `task % ns` of the (batch row, K/V head) pair `task / ns`, every key
+ * domain in order. All sums run in the same order whatever thread runs the task. */
 static void grad_task(void *ctx, int64_t task) {
     Grad *G = ctx;
     const attn_rt_desc *d = G->d;
     const attn_rt_args *a = G->a;
     Task T = {.G = G, .task = task};
-    int64_t KH = d->kv_heads, b = task / KH, kvh = task % KH;
+    int64_t KH = d->kv_heads, pair = task / G->ns, sp = task % G->ns, b = pair / KH, kvh = pair % KH;
     T.b = b;
     T.kvh = kvh;
+    T.k0 = G->kcut[pair * (G->ns + 1) + sp];
+    T.k1 = G->kcut[pair * (G->ns + 1) + sp + 1];
+    if (sp > 0) {
+        T.later = true;
+        T.rlo = G->rlo[pair * G->ns + sp];
+        T.rhi = G->rhi[pair * G->ns + sp];
+        T.dqp = T.rhi > T.rlo ? G->dqpart + G->qoff[pair * G->ns + sp] : NULL; /* NULL: no row reaches it */
+    }
     int64_t Lq = a->q_len;
     int QK = d->qk_dim, VD = d->v_dim;
-    const float *o = a->o;
     T.part = G->partial ? G->partial + task * G->psize : NULL;
-    for (int64_t j = 0; j < G->ke - G->kb; j++) {
+    for (int64_t j = T.k0 - G->kb; j < T.k1 - G->kb; j++) {
         memset((float *)row_ptr(&G->dk, b, kvh, j), 0, sizeof(float) * (size_t)QK);
         memset((float *)row_ptr(&G->dv, b, kvh, j), 0, sizeof(float) * (size_t)VD);
     }
@@ -344,6 +373,7 @@ static void grad_task(void *ctx, int64_t task) {
     }
     for (int64_t h = 0; h < d->heads; h++)
         if (d->grad_head_kv[h] == kvh) T.hs[T.ng++] = (int)h;
+    if (T.dqp) memset(T.dqp, 0, sizeof(float) * (size_t)(ng * (T.rhi - T.rlo) * QK));
     for (int r = 0; r < BQ; r++) {
         T.srow[r] = T.S + r * BK;
         T.dprow[r] = T.dP + r * BK;
@@ -355,12 +385,9 @@ static void grad_task(void *ctx, int64_t task) {
     for (int g = 0; g < ng; g++) {
         int64_t h = T.hs[g];
         for (int64_t i = 0; i < Lq; i++) {
-            memset((float *)row_ptr(&G->dq, b, h, i), 0, sizeof(float) * (size_t)QK);
-            float l = a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i];
-            T.lsev[g * Lq + i] = l;
-            T.Dv[g * Lq + i] = l == -INFINITY ? 0.0f
-                                              : dot(row_ptr(&G->dout, b, h, i),
-                                                    o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2], VD);
+            if (!T.later) memset((float *)row_ptr(&G->dq, b, h, i), 0, sizeof(float) * (size_t)QK);
+            T.lsev[g * Lq + i] = a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i];
+            T.Dv[g * Lq + i] = G->D[(b * d->heads + h) * Lq + i];
         }
     }
     int fail = 0;
@@ -387,6 +414,132 @@ static void grad_task(void *ctx, int64_t task) {
     }
     if (fail) G->failed[task] = fail;
     free(mem);
+}
+
+/* How a (batch row, K/V head) pair's keys are cut into ranges, one task each: pairs enough
+ * for GRAD_TASKS tasks need no cut; else ceil(GRAD_TASKS / pairs) ranges (at most one a key
+ * block), cut at key blocks so that each holds about the same number of visible (row, key)
+ * pairs by the rows' key bounds. Shape, mask and inputs decide it, never the thread count. */
+enum { GRAD_TASKS = 4 };
+
+static int grad_ranges(int64_t pairs, int64_t nkeys) {
+    int64_t nkb = (nkeys + BK - 1) / BK, ns = pairs >= GRAD_TASKS ? 1 : (GRAD_TASKS + pairs - 1) / (pairs > 0 ? pairs : 1);
+    return (int)(ns < nkb ? ns : nkb > 0 ? nkb : 1);
+}
+
+/* G->kcut, rlo, rhi, qoff for G->ns ranges of every pair; the partials' floats in *nq.
+ * Returns a FAIL_ code or 0. */
+static int grad_plan(Grad *G, int64_t pairs, int64_t *nq) {
+    const attn_rt_desc *d = G->d;
+    const attn_rt_args *a = G->a;
+    int ns = G->ns;
+    int64_t Lq = a->q_len, nw = G->ke - G->kb, KH = d->kv_heads;
+    *nq = 0;
+    for (int64_t p = 0; p < pairs; p++) {
+        int64_t *cut = G->kcut + p * (ns + 1), *rl = G->rlo + p * ns, *rh = G->rhi + p * ns;
+        cut[0] = G->kb;
+        cut[ns] = G->ke;
+        for (int s = 0; s < ns; s++) rl[s] = Lq, rh[s] = 0;
+        if (ns == 1) continue;
+        int64_t b = p / KH, kvh = p % KH, ng = 0;
+        /* the rows' key bounds, every domain: a count of rows per key (as differences) */
+        int64_t *w = calloc((size_t)nw + 1, sizeof(int64_t));
+        int64_t *rb = malloc(sizeof(int64_t) * (size_t)(3 * G->ndom * d->heads * Lq + 1));
+        if (!w || !rb) {
+            free(w);
+            free(rb);
+            return FAIL_NOMEM;
+        }
+        int64_t nb = 0;
+        for (int64_t h = 0; h < d->heads; h++) {
+            if (d->grad_head_kv[h] != kvh) continue;
+            ng++;
+            for (int64_t i = 0; i < Lq; i++) {
+                if (a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] == -INFINITY) continue;
+                for (int dm = 0; dm < G->ndom; dm++) {
+                    int64_t kb[2] = {a->kv_len, -1};
+                    if (G->dom[dm]->grad_bounds(a, b, h, a->q_offset + i, kb)) {
+                        free(w);
+                        free(rb);
+                        return FAIL_INDEX;
+                    }
+                    kb[0] = (kb[0] > G->kb ? kb[0] : G->kb) - G->kb;
+                    kb[1] = (kb[1] < G->ke - 1 ? kb[1] : G->ke - 1) - G->kb;
+                    if (kb[0] > kb[1]) continue;
+                    w[kb[0]]++;
+                    w[kb[1] + 1]--;
+                    rb[3 * nb] = i, rb[3 * nb + 1] = kb[0] + G->kb, rb[3 * nb + 2] = kb[1] + G->kb;
+                    nb++;
+                }
+            }
+        }
+        /* cuts at key blocks, each range about total / ns visible pairs */
+        int64_t total = 0, run = 0, acc = 0;
+        for (int64_t j = 0; j < nw; j++) run += w[j], total += run;
+        run = 0;
+        int s = 1;
+        for (int64_t j = 0; j < nw && s < ns; j++) {
+            run += w[j];
+            acc += run;
+            if ((j + 1) % BK == 0 && acc * ns >= total * s) cut[s++] = G->kb + j + 1;
+        }
+        for (; s < ns; s++) cut[s] = G->ke; /* the rest: empty */
+        /* each range's rows: those whose bounds reach it */
+        for (int64_t x = 0; x < nb; x++) {
+            int64_t i = rb[3 * x], lo = rb[3 * x + 1], hi = rb[3 * x + 2];
+            for (int r = 0; r < ns; r++)
+                if (lo < cut[r + 1] && hi >= cut[r]) {
+                    rl[r] = i < rl[r] ? i : rl[r];
+                    rh[r] = i + 1 > rh[r] ? i + 1 : rh[r];
+                }
+        }
+        for (int r = 1; r < ns; r++) {
+            if (rl[r] >= rh[r]) rl[r] = rh[r] = 0;
+            G->qoff[p * ns + r] = *nq;
+            *nq += ng * (rh[r] - rl[r]) * d->qk_dim;
+        }
+        free(w);
+        free(rb);
+    }
+    return 0;
+}
+
+/* D = rowsum(dO * O) of the rows of (batch row, query head) x; 0 where a row sees no key. */
+static void d_task(void *ctx, int64_t x) {
+    Grad *G = ctx;
+    const attn_rt_args *a = G->a;
+    const float *o = a->o;
+    int64_t H = G->d->heads, b = x / H, h = x % H, Lq = a->q_len;
+    for (int64_t i = 0; i < Lq; i++)
+        G->D[x * Lq + i] = a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] == -INFINITY
+                               ? 0.0f
+                               : dot(row_ptr(&G->dout, b, h, i),
+                                     o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2], G->d->v_dim);
+}
+
+/* dq += the later ranges' partials, range by range: task x is query head row block x. */
+typedef struct DqSum {
+    Grad *G;
+    int64_t nrb; /* row blocks of a head */
+} DqSum;
+
+static void dq_sum_task(void *ctx, int64_t x) {
+    DqSum *S = ctx;
+    Grad *G = S->G;
+    const attn_rt_desc *d = G->d;
+    int64_t H = d->heads, KH = d->kv_heads, Lq = G->a->q_len, rb = x % S->nrb, bh = x / S->nrb, b = bh / H,
+            h = bh % H, kvh = d->grad_head_kv[h], pair = b * KH + kvh, g = 0;
+    for (int64_t j = 0; j < h; j++) g += d->grad_head_kv[j] == kvh;
+    int QK = d->qk_dim, ns = G->ns;
+    for (int64_t i = rb * BQ; i < Lq && i < (rb + 1) * BQ; i++) {
+        float *dq = (float *)row_ptr(&G->dq, b, h, i);
+        for (int s = 1; s < ns; s++) {
+            int64_t rl = G->rlo[pair * ns + s], rh = G->rhi[pair * ns + s];
+            if (i < rl || i >= rh) continue;
+            const float *p = G->dqpart + G->qoff[pair * ns + s] + ((size_t)g * (size_t)(rh - rl) + (size_t)(i - rl)) * QK;
+            for (int c = 0; c < QK; c++) dq[c] += p[c];
+        }
+    }
 }
 
 /* Gradient tensors: f32, the shape given, any strides with a unit last one, no overlap. */
@@ -518,18 +671,38 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
         G.poff[in] = G.psize;
         G.psize += n;
     }
-    int64_t ntasks = B * KH;
+    int64_t pairs = B * KH, nqp = 0;
+    G.ns = grad_ranges(pairs, nwin);
+    int64_t ntasks = pairs * G.ns;
     G.failed = calloc((size_t)(ntasks > 0 ? ntasks : 1), sizeof(int));
+    G.kcut = malloc(sizeof(int64_t) * (size_t)(pairs * (G.ns + 1) + 1));
+    G.rlo = malloc(sizeof(int64_t) * (size_t)(3 * ntasks + 1));
+    G.rhi = G.rlo ? G.rlo + ntasks : NULL;
+    G.qoff = G.rlo ? G.rlo + 2 * ntasks : NULL;
+    G.D = malloc(sizeof(float) * (size_t)(B * H * Lq + 1));
     if (G.psize) G.partial = calloc((size_t)(ntasks * G.psize), sizeof(float));
-    if (!G.failed || (G.psize && !G.partial)) {
+    int fail = !G.failed || !G.kcut || !G.rlo || !G.D || (G.psize && !G.partial) ? FAIL_NOMEM : grad_plan(&G, pairs, &nqp);
+    if (!fail && nqp && !(G.dqpart = malloc(sizeof(float) * (size_t)nqp))) fail = FAIL_NOMEM;
+    if (fail) {
         free(G.failed);
         free(G.partial);
-        return rt_error(err, ATTN_ERR_NOMEM, "out of memory for the backward's partial sums");
+        free(G.kcut);
+        free(G.rlo);
+        free(G.dqpart);
+        free(G.D);
+        return fail == FAIL_INDEX ? rt_index_error(d, err)
+                                  : rt_error(err, ATTN_ERR_NOMEM, "out of memory for the backward's partial sums");
     }
-    s = rt_launch_tasks(pool, rt_call_threads(c, pool), ntasks, grad_task, &G, 0, err);
+    int threads = rt_call_threads(c, pool);
+    s = rt_launch_tasks(pool, threads, B * H, d_task, &G, 0, err);
+    if (!s) s = rt_launch_tasks(pool, threads, ntasks, grad_task, &G, 0, err);
     for (int64_t t = 0; !s && t < ntasks; t++)
         if (G.failed[t] == FAIL_NOMEM) s = rt_error(err, ATTN_ERR_NOMEM, "out of memory for the backward's blocks");
         else if (G.failed[t]) s = rt_index_error(d, err);
+    if (!s && nqp) {
+        DqSum S = {&G, (Lq + BQ - 1) / BQ};
+        s = rt_launch_tasks(pool, threads, B * H * S.nrb, dq_sum_task, &S, 0, err);
+    }
     for (int in = 0; !s && in < d->ninputs; in++) {
         if (!G.dinput[in]) continue;
         /* in task order: the same sums whatever thread ran which task */
@@ -541,5 +714,9 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
     }
     free(G.failed);
     free(G.partial);
+    free(G.kcut);
+    free(G.rlo);
+    free(G.dqpart);
+    free(G.D);
     return s ? s : rt_ok(err);
 }

@@ -57,6 +57,15 @@ static const Spec specs[] = {
     {"dilated_alibi_blocks", "attention a { input f32 slope[heads]; heads = 2; head_dim = 8;"
                              " mask = dilated(2) && k <= q; score = score - slope[h] * (q - k) * 0.05; }", 1, 140, 150, -3},
     {"late_rows_blocks", "attention a { heads = 1; head_dim = 17; mask = k + 70 <= q; }", 1, 200, 200, INT64_MIN},
+    /* one (batch row, K/V head) pair: its keys cut into ranges, each a task, dq summed from the
+     * ranges' partials (MQA with one batch row; a window, whose rows reach few ranges; ALiBi's
+     * input gradient from every range) */
+    {"mqa_causal_blocks", "attention a { heads = 3; kv_heads = 1; head_dim = 20; v_dim = 12; mask = causal; }",
+     1, 130, 260, INT64_MIN},
+    {"mqa_softcap_blocks", "attention a { heads = 3; kv_heads = 1; head_dim = 8; mask = sliding(40);"
+                           " score = 4.0 * tanh(score / 4.0); }", 1, 200, 200, INT64_MIN},
+    {"mqa_alibi_blocks", "attention a { input f32 slope[heads]; heads = 2; kv_heads = 1; head_dim = 8;"
+                         " mask = k <= q; score = score - slope[h] * (q - k) * 0.05; }", 1, 140, 200, INT64_MIN},
 };
 
 static uint64_t rng = 42;
