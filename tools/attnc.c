@@ -1414,8 +1414,9 @@ typedef struct BenchCall {
     attn_call call;
     attn_mla_call mcall;
     int absorbed; /* MLA: which variant ran */
-    bool grad;    /* time the backward (call holds the forward's o and lse) */
+    bool grad;    /* time the backward (call, or mcall for MLA, holds the forward's o and lse) */
     attn_grad_call g;
+    attn_mla_grad_call mg;
 } BenchCall;
 
 /* One paged call, as bench repeats it. */
@@ -1432,7 +1433,9 @@ static attn_status bench_paged_run(void *ctx, attn_error *err) {
 
 static attn_status bench_run(void *ctx, attn_error *err) {
     BenchCall *bc = ctx;
-    if (bc->grad) return attn_run_backward(bc->kern, &bc->call, &bc->g, err);
+    if (bc->grad)
+        return bc->mla ? attn_run_mla_backward(bc->kern, &bc->mcall, &bc->mg, err)
+                       : attn_run_backward(bc->kern, &bc->call, &bc->g, err);
     return bc->mla ? attn_run_mla(bc->kern, &bc->mcall, &bc->absorbed, err) : attn_run(bc->kern, &bc->call, err);
 }
 
@@ -1656,7 +1659,7 @@ static int cmd_bench(Cli *c) {
     attn_kernel *kern = NULL;
     enum { NBUF = 7 };
     void *buf[NBUF] = {NULL};
-    float *gbuf[5] = {NULL}; /* --grad: lse, do, dq, dk, dv */
+    float *gbuf[NBUF + 1] = {NULL}; /* --grad: lse, do, then dq, dk, dv (MLA: dq_nope ... dw_uv) */
     CliInputs in;
     memset(&in, 0, sizeof in);
     attn_error err = {0};
@@ -1755,35 +1758,50 @@ static int cmd_bench(Cli *c) {
     }
 
     if (c->grad) {
-        if (bc.mla) {
-            rc = cli_error(EXIT_INPUT, "bench --grad: '%s' is an MLA block, whose backward it does not time yet "
-                           "(run --grad computes it)", d->name);
-            goto done;
-        }
         if (attn_kernel_grad_inputs(kern, NULL) < 0) {
-            rc = cli_error(EXIT_INPUT, "'%s' has no backward (compute = bf16/int8 and a kv_dtype other than dtype are forward only)", d->name);
+            rc = cli_error(EXIT_INPUT, "'%s' has no backward%s", d->name,
+                           bc.mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)"
+                                  : " (compute = bf16/int8 and a kv_dtype other than dtype are forward only)");
             goto done;
         }
-        const int64_t *gs[5] = {so, so, sq, sk, sv};
-        for (int i = 0; i < 5; i++) {
-            size_t n = (size_t)(gs[i][0] * gs[i][1] * gs[i][2] * (i ? gs[i][3] : 1));
+        /* lse, do, then a gradient shaped like each tensor the forward reads */
+        int ng = bc.mla ? 6 : 3;
+        const int64_t *gs[2 + 6] = {so, so, sq, sk, sv};
+        int gnd[2 + 6] = {3, 4, 4, 4, 4};
+        for (int i = 0; bc.mla && i < 6; i++) gs[2 + i] = shapes[i], gnd[2 + i] = ndims[i];
+        for (int i = 0; i < 2 + ng; i++) {
+            size_t n = 1;
+            for (int k = 0; k < gnd[i]; k++) n *= (size_t)gs[i][k];
             if (!(gbuf[i] = calloc(n + 1, sizeof(float)))) {
                 rc = cli_error(EXIT_INPUT, "out of memory");
                 goto done;
             }
             if (i == 1) cli_random_fill(gbuf[i], n, ATTN_F32, &seed);
         }
-        cli_tensor(&call->lse, gbuf[0], 3, so);
         /* the forward's o and lse, once, before the timed backward calls */
-        if (attn_run(kern, call, &err) != ATTN_OK) {
+        attn_status st;
+        if (bc.mla) {
+            cli_tensor(&bc.mcall.lse, gbuf[0], 3, so);
+            st = attn_run_mla(kern, &bc.mcall, NULL, &err);
+        } else {
+            cli_tensor(&call->lse, gbuf[0], 3, so);
+            st = attn_run(kern, call, &err);
+        }
+        if (st != ATTN_OK) {
             rc = cli_status_error(&err);
             goto done;
         }
         bc.grad = true;
-        cli_tensor(&bc.g.dout, gbuf[1], 4, so);
-        cli_tensor(&bc.g.dq, gbuf[2], 4, sq);
-        cli_tensor(&bc.g.dk, gbuf[3], 4, sk);
-        cli_tensor(&bc.g.dv, gbuf[4], 4, sv);
+        if (bc.mla) {
+            attn_tensor *mt[6] = {&bc.mg.dq_nope, &bc.mg.dq_rope, &bc.mg.dc_kv, &bc.mg.dk_rope, &bc.mg.dw_uk, &bc.mg.dw_uv};
+            cli_tensor(&bc.mg.dout, gbuf[1], 4, so);
+            for (int i = 0; i < 6; i++) cli_tensor(mt[i], gbuf[2 + i], ndims[i], shapes[i]);
+        } else {
+            cli_tensor(&bc.g.dout, gbuf[1], 4, so);
+            cli_tensor(&bc.g.dq, gbuf[2], 4, sq);
+            cli_tensor(&bc.g.dk, gbuf[3], 4, sk);
+            cli_tensor(&bc.g.dv, gbuf[4], 4, sv);
+        }
     }
 
     int reps = c->reps;
@@ -1840,7 +1858,7 @@ static int cmd_bench(Cli *c) {
         printf("kv read     %.1f MB of K/V, %.2f GB/s\n", kv_bytes / 1e6, ms > 0 ? kv_bytes / (ms * 1e6) : 0);
     }
 done:
-    for (int i = 0; i < 5; i++) free(gbuf[i]);
+    for (int i = 0; i < NBUF + 1; i++) free(gbuf[i]);
     for (int i = 0; i < NBUF; i++) free(buf[i]);
     cli_inputs_free(&in);
     attn_kernel_free(kern);

@@ -6,6 +6,7 @@ reference (finite differences of the forward), bitwise the same on 1 and 2 threa
 usage: test_backward.py ATTNC_CLI   (ATTNC_LIB and PYTHONPATH as for test_binding.py)
 """
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -121,6 +122,28 @@ def check_mla(rng, cli):
             got = [np.load(os.path.join(tmp, "d" + n + ".npy")) for n in MLA_NAMES]
             check(all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, grads[:6])),
                   "MLA: the CLI differs from Python")
+        # bench --grad times the MLA backward; its gflops count 2 (3 (nope + rope) + 2 v_dim) per
+        # visible pair and head, the forward's 2 (nope + rope + v_dim)
+        runs = {}
+        for grad in (False, True):
+            r = subprocess.run([cli, "bench", spec, "--q-len", "40", "--kv-len", "48", "--reps", "2", "--json"]
+                               + (["--grad"] if grad else []), capture_output=True, text=True)
+            check(r.returncode == 0, "MLA bench%s: %s" % (" --grad" if grad else "", r.stderr))
+            if r.returncode == 0:
+                runs[grad] = json.loads(r.stdout.strip().splitlines()[-1])
+        if len(runs) == 2:
+            f, b = runs[False], runs[True]
+            check(b["grad"] is True and b["mla"] is True and b["absorbed"] is False and f["grad"] is False,
+                  "MLA bench --grad JSON: %s" % b)
+            pairs = b["visible"] * 2 * 40 * 48
+            for j, per in ((f, 2 * (12 + 8)), (b, 2 * (3 * 12 + 2 * 8))):
+                check(abs(j["gflops"] * j["ms"] * 1e6 - per * pairs) <= 0.02 * per * pairs,
+                      "MLA bench%s gflops: %s" % (" --grad" if j["grad"] else "", j))
+        with open(spec, "w") as f:
+            f.write(MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; absorb = on;"))
+        r = subprocess.run([cli, "bench", spec, "--grad", "--q-len", "8", "--kv-len", "8"], capture_output=True,
+                           text=True)
+        check(r.returncode == 1 and "no backward" in r.stderr, "MLA absorb = on bench --grad: %s" % r.stderr)
     try:
         import torch
         attnc_torch = importlib.import_module("attnc.torch")
