@@ -423,7 +423,8 @@ static void grad_task(void *ctx, int64_t task) {
 enum { GRAD_TASKS = 4 };
 
 static int grad_ranges(int64_t pairs, int64_t nkeys) {
-    int64_t nkb = (nkeys + BK - 1) / BK, ns = pairs >= GRAD_TASKS ? 1 : (GRAD_TASKS + pairs - 1) / (pairs > 0 ? pairs : 1);
+    int64_t nkb = (nkeys + BK - 1) / BK;
+    int64_t ns = pairs >= GRAD_TASKS ? 1 : (GRAD_TASKS + pairs - 1) / (pairs > 0 ? pairs : 1);
     return (int)(ns < nkb ? ns : nkb > 0 ? nkb : 1);
 }
 
@@ -536,7 +537,8 @@ static void dq_sum_task(void *ctx, int64_t x) {
         for (int s = 1; s < ns; s++) {
             int64_t rl = G->rlo[pair * ns + s], rh = G->rhi[pair * ns + s];
             if (i < rl || i >= rh) continue;
-            const float *p = G->dqpart + G->qoff[pair * ns + s] + ((size_t)g * (size_t)(rh - rl) + (size_t)(i - rl)) * QK;
+            const float *p =
+                G->dqpart + G->qoff[pair * ns + s] + ((size_t)g * (size_t)(rh - rl) + (size_t)(i - rl)) * QK;
             for (int c = 0; c < QK; c++) dq[c] += p[c];
         }
     }
@@ -681,7 +683,8 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
     G.qoff = G.rlo ? G.rlo + 2 * ntasks : NULL;
     G.D = malloc(sizeof(float) * (size_t)(B * H * Lq + 1));
     if (G.psize) G.partial = calloc((size_t)(ntasks * G.psize), sizeof(float));
-    int fail = !G.failed || !G.kcut || !G.rlo || !G.D || (G.psize && !G.partial) ? FAIL_NOMEM : grad_plan(&G, pairs, &nqp);
+    int fail = !G.failed || !G.kcut || !G.rlo || !G.D || (G.psize && !G.partial) ? FAIL_NOMEM
+                                                                                 : grad_plan(&G, pairs, &nqp);
     if (!fail && nqp && !(G.dqpart = malloc(sizeof(float) * (size_t)nqp))) fail = FAIL_NOMEM;
     if (fail) {
         free(G.failed);
