@@ -291,6 +291,15 @@ static int grad_pass(Task *T, const attn_rt_desc *dd, int64_t i0, int64_t istep,
     return 0;
 }
 
+/* D = rowsum(dO * O) of row i of query head h; 0 where the row sees no key. */
+static float row_d(const Grad *G, int64_t b, int64_t h, int64_t i) {
+    const attn_rt_args *a = G->a;
+    const float *o = a->o;
+    if (a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] == -INFINITY) return 0.0f;
+    return dot(row_ptr(&G->dout, b, h, i), o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2],
+               G->d->v_dim);
+}
+
 /* One task: key range `task % ns` of the (batch row, K/V head) pair `task / ns`, every key
  * domain in order. All sums run in the same order whatever thread runs the task. */
 static void grad_task(void *ctx, int64_t task) {
@@ -387,7 +396,7 @@ static void grad_task(void *ctx, int64_t task) {
         for (int64_t i = 0; i < Lq; i++) {
             if (!T.later) memset((float *)row_ptr(&G->dq, b, h, i), 0, sizeof(float) * (size_t)QK);
             T.lsev[g * Lq + i] = a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i];
-            T.Dv[g * Lq + i] = G->D[(b * d->heads + h) * Lq + i];
+            T.Dv[g * Lq + i] = G->D ? G->D[(b * d->heads + h) * Lq + i] : row_d(G, b, h, i);
         }
     }
     int fail = 0;
@@ -505,17 +514,11 @@ static int grad_plan(Grad *G, int64_t pairs, int64_t *nq) {
     return 0;
 }
 
-/* D = rowsum(dO * O) of the rows of (batch row, query head) x; 0 where a row sees no key. */
+/* D = rowsum(dO * O) of the rows of (batch row, query head) x, for the key ranges to share. */
 static void d_task(void *ctx, int64_t x) {
     Grad *G = ctx;
-    const attn_rt_args *a = G->a;
-    const float *o = a->o;
-    int64_t H = G->d->heads, b = x / H, h = x % H, Lq = a->q_len;
-    for (int64_t i = 0; i < Lq; i++)
-        G->D[x * Lq + i] = a->lse[b * a->lse_stride[0] + h * a->lse_stride[1] + i] == -INFINITY
-                               ? 0.0f
-                               : dot(row_ptr(&G->dout, b, h, i),
-                                     o + b * a->o_stride[0] + h * a->o_stride[1] + i * a->o_stride[2], G->d->v_dim);
+    int64_t H = G->d->heads, Lq = G->a->q_len;
+    for (int64_t i = 0; i < Lq; i++) G->D[x * Lq + i] = row_d(G, x / H, x % H, i);
 }
 
 /* dq += the later ranges' partials, range by range: task x is query head row block x. */
@@ -681,10 +684,10 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
     G.rlo = malloc(sizeof(int64_t) * (size_t)(3 * ntasks + 1));
     G.rhi = G.rlo ? G.rlo + ntasks : NULL;
     G.qoff = G.rlo ? G.rlo + 2 * ntasks : NULL;
-    G.D = malloc(sizeof(float) * (size_t)(B * H * Lq + 1));
+    if (G.ns > 1) G.D = malloc(sizeof(float) * (size_t)(B * H * Lq + 1)); /* else each task computes its own */
     if (G.psize) G.partial = calloc((size_t)(ntasks * G.psize), sizeof(float));
-    int fail = !G.failed || !G.kcut || !G.rlo || !G.D || (G.psize && !G.partial) ? FAIL_NOMEM
-                                                                                 : grad_plan(&G, pairs, &nqp);
+    int fail = !G.failed || !G.kcut || !G.rlo || (G.ns > 1 && !G.D) || (G.psize && !G.partial);
+    fail = fail ? FAIL_NOMEM : grad_plan(&G, pairs, &nqp);
     if (!fail && nqp && !(G.dqpart = malloc(sizeof(float) * (size_t)nqp))) fail = FAIL_NOMEM;
     if (fail) {
         free(G.failed);
@@ -697,7 +700,7 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
                                   : rt_error(err, ATTN_ERR_NOMEM, "out of memory for the backward's partial sums");
     }
     int threads = rt_call_threads(c, pool);
-    s = rt_launch_tasks(pool, threads, B * H, d_task, &G, 0, err);
+    s = G.D ? rt_launch_tasks(pool, threads, B * H, d_task, &G, 0, err) : ATTN_OK;
     if (!s) s = rt_launch_tasks(pool, threads, ntasks, grad_task, &G, 0, err);
     for (int64_t t = 0; !s && t < ntasks; t++)
         if (G.failed[t] == FAIL_NOMEM) s = rt_error(err, ATTN_ERR_NOMEM, "out of memory for the backward's blocks");
