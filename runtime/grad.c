@@ -596,7 +596,8 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
         const attn_rt_desc *x = descs[i];
         if (!x) return rt_error(err, ATTN_ERR_NULL, "the kernel descriptor is NULL");
         if (!x->grad_step || !x->grad_bounds)
-            return rt_error(err, ATTN_ERR_ARG, "'%s' has no backward (only f32 kernels that are not MLA do)",
+            return rt_error(err, ATTN_ERR_ARG, "'%s' has no backward (blocks with compute = f32 have one; MLA blocks: "
+                            "attn_rt_launch_mla_backward)",
                             x->name ? x->name : "?");
         if (x->heads != d->heads || x->kv_heads != d->kv_heads || x->qk_dim != d->qk_dim || x->v_dim != d->v_dim ||
             x->grad_lanes != d->grad_lanes || x->ninputs != d->ninputs)
