@@ -2,17 +2,20 @@
 """test_cli.py ATTNC — the attnc command line (SPEC §4): exit codes, usage errors, check, dump,
 mask (text and SVG), run on .npy files against a pure-Python reference, bench --json.
 Uses only the standard library (it writes and reads .npy itself)."""
+import atexit
 import json
 import math
 import os
 import random
 import struct
+import shutil
 import subprocess
 import sys
 import tempfile
 
 ATTNC = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="attnc_cli_")
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 failures = 0
 
 

@@ -4,8 +4,10 @@
 table's padding), in f32, with int8 pages and their scales and with bf16 storage, a paged MLA
 block, bad tables and scales, bench --kv-len-min and kv_bytes in bench --json (int8 scales and
 MLA latent pages included), check and dump."""
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,7 @@ import numpy as np
 
 ATTNC = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="attnc_cli_paged_")
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 failures = 0
 
 

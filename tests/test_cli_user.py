@@ -2,7 +2,9 @@
 """test_cli_user.py ATTNC — the command line as a user meets it: empty calls (kv_len 0, q_len 0)
 run, --q-offset 0 means position 0, and the messages speak the command line's language (no
 Python advice, a hint at --kernel, "define" for -D)."""
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,6 +13,7 @@ import numpy as np
 
 ATTNC = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="attnc_cli_user_")
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 failures = 0
 
 

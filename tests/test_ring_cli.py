@@ -3,8 +3,10 @@
 shardings) writes the same outputs as a single-process `attnc run`, forward and --grad
 (dq, dk, dv and the gradient of an f32 input); --stats prints a line per rank; a rank whose
 input sizes differ from the others' makes every rank fail with a clear error, no hang."""
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,6 +16,7 @@ import numpy as np
 ATTNC, MPIRUN = sys.argv[1], sys.argv[2]
 failures = 0
 tmp = tempfile.mkdtemp(prefix="attnc_ring_")
+atexit.register(shutil.rmtree, tmp, ignore_errors=True)
 env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMPI_MCA_rmaps_base_oversubscribe="1")
 env.setdefault("ATTNC_CACHE_DIR", os.path.join(tmp, "cache"))
