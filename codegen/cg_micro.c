@@ -304,8 +304,13 @@ static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLV
         for (int ch = 0; ch * p->W < p->QK; ch++) {
             int n = tail_lanes(p->QK, p->W, ch);
             LLVMValueRef qv = cg_load(c, c->vf, cg_gep(c, c->f32, qf[r], cg_i64(c, (int64_t)ch * p->W)), 4);
-            if (n < p->W) qv = LLVMBuildSelect(b, cg_lane_mask(c, n), qv, LLVMConstNull(c->vf), "");
-            corr[r] = cg_fma(c, qv, cg_load(c, c->vf, cg_gep(c, c->f32, mu, cg_i64(c, (int64_t)ch * p->W)), 4), corr[r]);
+            LLVMValueRef mv = cg_load(c, c->vf, cg_gep(c, c->f32, mu, cg_i64(c, (int64_t)ch * p->W)), 4);
+            /* past qk_dim both: the mean's padding is never written (0 * a NaN there is NaN) */
+            if (n < p->W) {
+                qv = LLVMBuildSelect(b, cg_lane_mask(c, n), qv, LLVMConstNull(c->vf), "");
+                mv = LLVMBuildSelect(b, cg_lane_mask(c, n), mv, LLVMConstNull(c->vf), "");
+            }
+            corr[r] = cg_fma(c, qv, mv, corr[r]);
         }
     }
     /* the rows' q . mu reduced together */
