@@ -79,6 +79,7 @@ typedef struct Kern {
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
     int wmax;                                  /* windows of at most this many key vectors (0: NT) */
+    LLVMValueRef dqx, dqsum[16];               /* DPBF16/VNNI decode: the group's q pieces (cg_dot_q) */
     bool vs_use;                               /* P.V may read VS (in the pieces after the pack piece) */
     LLVMValueRef VS;                           /* [BK][VDP] f32: the block's V rows (vpack) */
     /* NRING > 1: KT, VS and vfin_slot point at the block's slot of these rings, tagged with
@@ -175,9 +176,11 @@ void cg_prefetch_keys(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef fi
 LLVMValueRef cg_kv_scale(Kern *k, bool v, LLVMValueRef j);
 /* x (a vector of key index j's K or V row) times its scale: int8 K/V only. */
 LLVMValueRef cg_kv_scaled(Kern *k, bool v, LLVMValueRef j, LLVMValueRef x);
-/* int8 K/V with contiguous key positions, compute f32: the K (v false) or V scales of the W
+/* int8 K/V with contiguous key positions: the K (v false) or V scales of the W
  * keys from index `first` as a vector (they must exist); NULL otherwise. */
 LLVMValueRef cg_kv_scale_vec(Kern *k, bool v, LLVMValueRef first);
+/* The W keys' scales from `first` in any layout (klast: clamp the keys to it; NULL: none). */
+LLVMValueRef cg_kv_scales(Kern *k, bool v, LLVMValueRef first, LLVMValueRef klast);
 
 void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMValueRef kvh, LLVMValueRef *q_len,
                 LLVMValueRef *kv_len, LLVMValueRef *q_off, LLVMValueRef *lsep, LLVMValueRef *lsebase);
@@ -221,6 +224,9 @@ void cg_softmax_rows(Kern *k, LLVMValueRef g, int nr, LLVMValueRef *bm, LLVMValu
  * the d chunks, then a reduction turns the W partial vectors into one score vector. `clamp`:
  * keys may pass the end (a tail block). */
 void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool clamp, LLVMValueRef *out);
+/* DPBF16/VNNI decode: the q pieces of rows row[0 .. nr) for cg_dot_scores (k->dqx, k->dqsum),
+ * made once for a window of key vectors; cg_dot_scores makes its own while k->dqx is NULL. */
+void cg_dot_q(Kern *k, int nr, LLVMValueRef *row);
 /* One group of R rows against the packed KT of a full key block, unrolled over the block's
  * vectors (every FMA chain in registers). */
 void cg_emit_group(Kern *k, LLVMValueRef g);

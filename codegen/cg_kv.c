@@ -315,14 +315,53 @@ LLVMValueRef cg_kv_scaled(Kern *k, bool v, LLVMValueRef j, LLVMValueRef x) {
     return LLVMBuildFMul(k->c->b, x, cg_splat(k->c, cg_kv_scale(k, v, j)), "");
 }
 
-/* int8 K/V in a contiguous cache whose key indices are positions one apart (no residue runs),
- * scores and weights in f32: the K (v false) or V scales of the W keys from index `first` as
- * one vector, so decode scales a vector of scores, or of P.V's weights, instead of every K or
- * V vector; NULL otherwise (paged scales lie kv_heads apart, page by page: the caller scales
- * each row). The W keys must exist (a full block). */
+/* int8 K/V in a contiguous cache whose key indices are positions one apart (no residue runs):
+ * the K (v false) or V scales of the W keys from index `first` as one vector, so decode scales
+ * a vector of scores, or of P.V's weights, instead of every K or V vector; NULL otherwise
+ * (paged scales lie kv_heads apart, page by page: the caller scales each row, or gathers them,
+ * cg_kv_scales). The W keys must exist (a full block). */
 LLVMValueRef cg_kv_scale_vec(Kern *k, bool v, LLVMValueRef first) {
     Cg *c = k->c;
-    if (k->kvdt != ATTN_I8 || k->pages || k->cw > 1 || k->kstep != 1 || k->p.compute != IR_COMPUTE_F32) return NULL;
+    if (k->kvdt != ATTN_I8 || k->pages || k->cw > 1 || k->kstep != 1) return NULL;
     LLVMValueRef at = LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, (LLVMValueRef[]){cg_kpos(k, first)}, 1, "");
     return cg_load(c, c->vf, at, 4);
+}
+
+/* int8 K/V: the scales of the W keys from index `first` as one vector, in any layout (a vector
+ * load where cg_kv_scale_vec has one; paged, a gather from the keys' one or two pages; else
+ * key by key); with `klast` (a tail block) the keys past it take its scale. */
+LLVMValueRef cg_kv_scales(Kern *k, bool v, LLVMValueRef first, LLVMValueRef klast) {
+    Cg *c = k->c;
+    LLVMValueRef sv = klast ? NULL : cg_kv_scale_vec(k, v, first);
+    if (sv) return sv;
+    int64_t P = k->f->page_size, kh = k->f->kv_heads;
+    if (k->pages && !klast && P % c->W == 0) {
+        /* paged: the W keys lie in at most two pages (P >= W): two page-table lookups, then the
+         * scales (kv_heads apart within a page) gathered */
+        LLVMBuilderRef b = c->b;
+        int sh = 0;
+        while (((int64_t)1 << sh) < P) sh++;
+        LLVMValueRef lastk = add(c, first, cg_i64(c, c->W - 1)), pg[2];
+        LLVMValueRef keys[2] = {first, lastk};
+        for (int i = 0; i < 2; i++) {
+            LLVMValueRef pi = LLVMBuildAShr(b, keys[i], cg_i64(c, sh), "");
+            pg[i] = cg_splat(c, LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, k->pages, pi), 4), c->i64, "page"));
+        }
+        LLVMValueRef kv = add(c, cg_splat(c, first), cg_iota(c));
+        LLVMValueRef same = LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildAShr(b, kv, cg_splat(c, cg_i64(c, sh)), ""),
+                                          cg_splat(c, LLVMBuildAShr(b, first, cg_i64(c, sh), "")), "");
+        LLVMValueRef off = add(c, mul(c, LLVMBuildSelect(b, same, pg[0], pg[1], ""), cg_splat(c, cg_i64(c, P * kh))),
+                               mul(c, LLVMBuildAnd(b, kv, cg_splat(c, cg_i64(c, P - 1)), ""), cg_splat(c, cg_i64(c, kh))));
+        LLVMValueRef ptrs = LLVMBuildGEP2(b, c->f32, v ? k->vsc : k->ksc, &off, 1, "");
+        LLVMTypeRef tys[2] = {c->vf, LLVMTypeOf(ptrs)};
+        return cg_intr(c, "llvm.masked.gather", tys, 2,
+                       (LLVMValueRef[]){ptrs, cg_i32(c, 4), cg_lane_mask(c, c->W), LLVMGetUndef(c->vf)}, 4);
+    }
+    sv = LLVMGetUndef(c->vf);
+    for (int l = 0; l < c->W; l++) {
+        LLVMValueRef key = add(c, first, cg_i64(c, l));
+        if (klast) key = cg_smin(c, key, klast);
+        sv = LLVMBuildInsertElement(c->b, sv, cg_kv_scale(k, v, key), cg_i32(c, l), "");
+    }
+    return sv;
 }

@@ -105,12 +105,14 @@ void cg_emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, 
         cg_store(c, cg_const_like(c, c->vf, -INFINITY), mxs[r], va);
         qrow[r] = cg_q_row(k, row[r]);
     }
+    if (dot && p->decode_dot != IR_DECODE_FMA) cg_dot_q(k, p->R, row); /* once for the window */
     if (dot) {
         CgLoop lt;
         LLVMValueRef tp = k->wmax == 1 ? cg_loop_begin_once(c, &lt, t0, t1, "wt")
                                        : cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "wt");
         win_scores(k, p, row, qrow, tp, 1, masked, true, mxs, P);
         cg_loop_end(c, &lt);
+        k->dqx = NULL;
     } else {
         /* pairs over the even part of the window, then its odd vector alone */
         LLVMValueRef pend = add(c, t0, LLVMBuildAnd(b, LLVMBuildSub(b, t1, t0, ""), cg_i64(c, -2), ""));
@@ -132,16 +134,26 @@ void cg_emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, 
     cg_emit_exp_rows(k, p, g, P, mu, as, t0, t1);
     PvCtx pc = {row, P, as, masked, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), t0, t1, false, false, NULL, false};
     if (dot) pc.pf_ahead = cg_decode_ahead(k); /* the V rows' lines (the scores prefetched K's) */
-    if (dot && !masked && cg_kv_scale_vec(k, true, k->kb)) {
+    if (dot && !masked && k->kvdt == ATTN_I8 && (cg_kv_scale_vec(k, true, k->kb) || p->compute != IR_COMPUTE_F32)) {
         /* int8 V (full blocks): the weights times their keys' V scales, a vector a row and key
          * vector, instead of every V vector times its scale in P.V (the row sums l took the
-         * weights as they are) */
+         * weights as they are). compute bf16/int8: the products rounded to bf16 again (the
+         * operands P.V multiplies; V's integers are exact), also as the words of pairs */
         CgLoop lt;
         LLVMValueRef t = cg_loop_begin(c, &lt, t0, t1, cg_i64(c, 1), "vsc");
-        LLVMValueRef sv = cg_kv_scale_vec(k, true, add(c, k->kb, mul(c, t, cg_i64(c, p->W))));
+        LLVMValueRef sv = cg_kv_scales(k, true, add(c, k->kb, mul(c, t, cg_i64(c, p->W))), NULL);
         for (int r = 0; r < p->R; r++) {
             LLVMValueRef at = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)r * p->BK), mul(c, t, cg_i64(c, p->W))));
-            cg_store(c, LLVMBuildFMul(b, cg_load(c, c->vf, at, va), sv, ""), at, va);
+            LLVMValueRef w = LLVMBuildFMul(b, cg_load(c, c->vf, at, va), sv, "");
+            if (p->pv_bf16dot && p->W == 16) {
+                /* the paired P.V reads only the words */
+                LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &w, 1);
+                LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2))));
+                cg_store(c, h, pw, 32);
+                continue;
+            }
+            if (p->compute != IR_COMPUTE_F32) w = cg_round_bf16(c, w);
+            cg_store(c, w, at, va);
         }
         cg_loop_end(c, &lt);
         pc.vfolded = true;

@@ -63,6 +63,62 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
                 acc[r][i] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0, (LLVMValueRef[]){acc[r][i], pw, vw[i]}, 3);
         }
         lu = 0; /* no key left for the loop below */
+    } else if (p->pv_bf16dot && !vsb && !pc->masked && lu == 2 && (k->kvdt != ATTN_I8 || pc->vfolded)) {
+        /* decode (V from the tensor): a pair of keys a step on vdpbf16ps, their rows made words of
+         * two keys' bf16 per column (bf16 V interleaved as it is; other storage through f32, int8
+         * exactly: its scales are in the weights) */
+        LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)p->W * 2), w16 = LLVMVectorType(c->i16, 32);
+        LLVMValueRef il[32];
+        for (int l = 0; l < 16; l++) il[2 * l] = cg_i32(c, l), il[2 * l + 1] = cg_i32(c, 16 + l);
+        LLVMValueRef ilv = LLVMConstVector(il, 32), hi[32];
+        for (int l = 0; l < 16; l++) hi[2 * l] = cg_i32(c, 2 * l + 1), hi[2 * l + 1] = cg_i32(c, 32 + 2 * l + 1);
+        LLVMValueRef hiv = LLVMConstVector(hi, 32);
+        LLVMValueRef key0 = add(c, k->kb, j0), key1 = add(c, key0, cg_i64(c, 1));
+        if (pc->clamp) key0 = cg_smin(c, key0, pc->vlast), key1 = cg_smin(c, key1, pc->vlast);
+        if (pc->pf_ahead) {
+            int pn = n * p->W < p->VD ? n * p->W : p->VD;
+            cg_prefetch_part(k, true, add(c, key0, pc->pf_ahead), col[0], pn);
+            cg_prefetch_part(k, true, add(c, key1, pc->pf_ahead), col[0], pn);
+        }
+        LLVMValueRef off0 = cg_v_off(k, key0), off1 = cg_v_off(k, key1), vw[16];
+        for (int i = 0; i < n; i++) {
+            int nl = i == n - 1 ? lastn : p->W;
+            LLVMValueRef w;
+            if (k->kvdt == ATTN_BF16) {
+                LLVMTypeRef ht = LLVMVectorType(c->i16, 16);
+                LLVMValueRef h[2], offs[2] = {off0, off1};
+                for (int u = 0; u < 2; u++) {
+                    LLVMValueRef at = cg_gep(c, c->i16, k->vbase, add(c, offs[u], col[i]));
+                    if (nl >= p->W) {
+                        h[u] = cg_load(c, ht, at, 2);
+                    } else {
+                        LLVMTypeRef tys[2] = {ht, c->ptr};
+                        h[u] = cg_intr(c, "llvm.masked.load", tys, 2, (LLVMValueRef[]){at, cg_i32(c, 2), cg_lane_mask(c, nl), LLVMConstNull(ht)}, 4);
+                    }
+                }
+                w = LLVMBuildShuffleVector(b, h[0], h[1], ilv, "");
+            } else if (k->kvdt == ATTN_I8) {
+                /* the integers' f32 are bf16 already: the high words of the two rows' f32,
+                 * interleaved (one vpermt2w) */
+                LLVMValueRef v0 = LLVMBuildBitCast(b, cg_load_vec(c, k->kvdt, k->vbase, add(c, off0, col[i]), nl), w16, "");
+                LLVMValueRef v1 = LLVMBuildBitCast(b, cg_load_vec(c, k->kvdt, k->vbase, add(c, off1, col[i]), nl), w16, "");
+                w = LLVMBuildShuffleVector(b, v0, v1, hiv, "");
+            } else {
+                LLVMValueRef v0 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off0, col[i]), nl);
+                LLVMValueRef v1 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off1, col[i]), nl);
+                w = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){v1, v0}, 2), w16, "");
+                w = LLVMBuildShuffleVector(b, w, w, ilv, "");
+            }
+            vw[i] = LLVMBuildBitCast(b, w, bt, "");
+        }
+        LLVMValueRef half = LLVMBuildLShr(b, j0, cg_i64(c, 1), "");
+        for (int r = 0; r < p->R; r++) {
+            LLVMValueRef at = add(c, cg_i64(c, (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2)), half);
+            LLVMValueRef pw = LLVMBuildBitCast(b, cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, at), 4)), bt, "");
+            for (int i = 0; i < n; i++)
+                acc[r][i] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0, (LLVMValueRef[]){acc[r][i], pw, vw[i]}, 3);
+        }
+        lu = 0;
     }
     for (int l = 0; l < lu; l++) {
         LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, l));
@@ -88,7 +144,8 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
             LLVMValueRef voff = cg_v_off(k, key);
             for (int i = 0; i < n; i++) {
                 LLVMValueRef x = cg_load_vec(c, k->kvdt, k->vbase, add(c, voff, col[i]), i == n - 1 ? lastn : p->W);
-                vv[i] = cg_operand(k, pc->vfolded ? x : cg_kv_scaled(k, true, key, x));
+                /* int8 V with its scales in the weights: integers, exact in bf16 */
+                vv[i] = pc->vfolded ? x : cg_operand(k, cg_kv_scaled(k, true, key, x));
             }
         }
         for (int r = 0; r < p->R; r++) {
@@ -727,8 +784,11 @@ static LLVMValueRef reduce_pair(Cg *c, int n, LLVMValueRef a, LLVMValueRef bv) {
     }
     LLVMValueRef x = LLVMBuildShuffleVector(c->b, a, bv, LLVMConstVector(ia, (unsigned)W), "");
     LLVMValueRef y = LLVMBuildShuffleVector(c->b, a, bv, LLVMConstVector(ib, (unsigned)W), "");
+    if (LLVMGetTypeKind(LLVMGetElementType(LLVMTypeOf(a))) == LLVMIntegerTypeKind) return LLVMBuildAdd(c->b, x, y, "");
     return LLVMBuildFAdd(c->b, x, y, "");
 }
+
+static LLVMValueRef opaque_ptr(Cg *c, LLVMValueRef x);
 
 typedef struct {
     Kern *k;
@@ -740,7 +800,152 @@ typedef struct {
     LLVMValueRef *leaf; /* one row: every key's partial sums, computed in key order */
     LLVMValueRef pf;    /* keys ahead to prefetch K at */
     LLVMValueRef ksv;   /* int8 K: the W keys' scales, applied to the scores (NULL: per key) */
+    IrDecodeDot mode;   /* the plan's decode_dot */
+    LLVMValueRef qx;    /* DPBF16/VNNI: the rows' q as dot-product operands (dot_q), 64 bytes a
+                         * chunk of DC dims */
+    int dch;            /* DPBF16/VNNI: chunks of 32 (bf16 pairs) or 64 (int8) dims */
 } DotCtx;
+
+/* Dims of a half-vector piece of a K row in the decode's dot products: 32 int8 (vpdpbusd) or 16
+ * bf16 (vdpbf16ps); a vector holds one piece of each of two keys. */
+static int piece_dims(IrDecodeDot m) { return m == IR_DECODE_VNNI ? 32 : 16; }
+
+/* <n x i1>: the first m lanes. */
+static LLVMValueRef lanes_upto(Cg *c, int n, int m) {
+    LLVMValueRef v[64];
+    for (int i = 0; i < n; i++) v[i] = LLVMConstInt(c->i1, i < m, 0);
+    return LLVMConstVector(v, (unsigned)n);
+}
+
+/* 32 bytes of a row of `bytes`-byte elements from `at`: piece pc of qk_dim (zero past it: a
+ * masked load, nothing past the row read). */
+static LLVMValueRef piece_load(Kern *k, LLVMValueRef at, int pc, int bytes) {
+    Cg *c = k->c;
+    int n = 32 / bytes, left = k->p.QK - pc * n;
+    LLVMTypeRef et = bytes == 1 ? c->i8 : c->i16, vt = LLVMVectorType(et, (unsigned)n);
+    LLVMValueRef ptr = cg_gep(c, et, at, cg_i64(c, (int64_t)pc * n));
+    if (left >= n) return cg_load(c, vt, ptr, (unsigned)bytes);
+    LLVMTypeRef tys[2] = {vt, c->ptr};
+    LLVMValueRef args[4] = {ptr, cg_i32(c, bytes), lanes_upto(c, n, left), LLVMConstNull(vt)};
+    return cg_intr(c, "llvm.masked.load", tys, 2, args, 4);
+}
+
+/* Two half vectors (of any element type) as one <16 x i32>: x low, y high. */
+static LLVMValueRef concat_i32(Cg *c, LLVMValueRef x, LLVMValueRef y) {
+    unsigned n = LLVMGetVectorSize(LLVMTypeOf(x));
+    LLVMValueRef ix[64];
+    for (unsigned i = 0; i < 2 * n; i++) ix[i] = cg_i32(c, (int)i);
+    return LLVMBuildBitCast(c->b, LLVMBuildShuffleVector(c->b, x, y, LLVMConstVector(ix, 2 * n), ""), c->vi32, "");
+}
+
+/* DPBF16/VNNI decode: the rows' q pieces for the dot products into d->qx (a vector a piece: the
+ * piece twice, for the two keys a vector holds): bf16 pairs (cg_pair_q's) or the signed int8 q
+ * (cg_quantize_q's u8 words q + 128 flipped back: K is the unsigned operand), zero past qk_dim;
+ * *qsum (VNNI): each row's 128 * sum(q), which the unsigned K (k + 128) adds to its dot product. */
+static void dot_q(DotCtx *d, LLVMValueRef *qsum) {
+    Kern *k = d->k;
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    bool vnni = d->mode == IR_DECODE_VNNI;
+    int pd = piece_dims(d->mode), n = vnni ? 32 : 16;
+    d->dch = (p->QK + pd - 1) / pd;
+    if (k->dqx) { /* made for the window (cg_dot_q) */
+        d->qx = k->dqx;
+        for (int r = 0; r < d->nr && vnni; r++) qsum[r] = k->dqsum[r];
+        return;
+    }
+    d->qx = cg_alloca(c, c->vi32, (int64_t)d->nr * d->dch, 64, "qx");
+    LLVMTypeRef et = vnni ? c->i8 : c->i16, vt = LLVMVectorType(et, (unsigned)n);
+    LLVMValueRef x80 = LLVMConstInt(c->i8, 0x80, 0), flip[32];
+    for (int i = 0; i < 32; i++) flip[i] = x80;
+    LLVMValueRef ones = cg_splat(c, cg_i32(c, 0x01010101));
+    for (int r = 0; r < d->nr; r++) {
+        LLVMValueRef src = cg_gep(c, c->f32, d->qrow[r], cg_i64(c, cg_qi_off(p))), acc = LLVMConstNull(c->vi32);
+        for (int pc = 0; pc < d->dch; pc++) {
+            LLVMValueRef v = cg_load(c, vt, cg_gep(c, et, src, cg_i64(c, (int64_t)pc * n)), 4);
+            if (vnni) v = LLVMBuildXor(b, v, LLVMConstVector(flip, 32), "");
+            int left = p->QK - pc * pd;
+            /* past qk_dim: not written by this row's quantizer (or pairing) */
+            if (left < n) v = LLVMBuildSelect(b, lanes_upto(c, n, left), v, LLVMConstNull(vt), "");
+            LLVMValueRef w = concat_i32(c, v, v);
+            if (vnni) acc = cg_intr(c, "llvm.x86.avx512.vpdpbusd.512", NULL, 0, (LLVMValueRef[]){acc, ones, w}, 3);
+            cg_store(c, w, cg_gep(c, c->vi32, d->qx, cg_i64(c, (int64_t)r * d->dch + pc)), 64);
+        }
+        if (vnni) {
+            /* the piece went in twice */
+            LLVMTypeRef it = c->vi32;
+            LLVMValueRef sum = cg_intr(c, "llvm.vector.reduce.add", &it, 1, &acc, 1);
+            qsum[r] = cg_splat(c, LLVMBuildShl(b, sum, cg_i32(c, 6), ""));
+        }
+    }
+}
+
+void cg_dot_q(Kern *k, int nr, LLVMValueRef *row) {
+    LLVMValueRef qrow[16];
+    for (int r = 0; r < nr; r++) qrow[r] = cg_q_row(k, row[r]);
+    DotCtx d = {.k = k, .nr = nr, .row = row, .qrow = qrow, .mode = k->p.decode_dot};
+    k->dqx = NULL;
+    dot_q(&d, k->dqsum);
+    k->dqx = d.qx;
+}
+
+/* DPBF16/VNNI: keys ka's and kb's dot products with every row, as the reduction's level of
+ * pairs wants them (lanes 0..W/2: ka's partial sums, the rest kb's; f32, or i32 for VNNI): their
+ * K rows a piece of each a vector, the unsigned operand of vpdpbusd (k + 128: the signed int8
+ * flipped), or 32 bf16 (bf16 K as it is; other storage rounded to bf16 by vcvtne2ps2bf16,
+ * int8 exactly: its scales come after). */
+static void dot_pair_dp(DotCtx *d, int ka, int kb, LLVMValueRef *out) {
+    Kern *k = d->k;
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    bool vnni = d->mode == IR_DECODE_VNNI;
+    LLVMValueRef key[2], koff[2];
+    int kk[2] = {ka, kb};
+    for (int u = 0; u < 2; u++) {
+        key[u] = add(c, d->first, cg_i64(c, kk[u]));
+        if (d->clamp) key[u] = cg_smin(c, key[u], d->klast);
+        koff[u] = cg_k_off(k, key[u]);
+        /* the K row's lines, to L2, a few sub-blocks ahead (P.V prefetches the V row's) */
+        if (d->pf) cg_prefetch_part(k, false, add(c, key[u], d->pf), cg_i64(c, 0), p->QK);
+    }
+    LLVMValueRef acc[16], qp = d->nr > 1 ? opaque_ptr(c, d->qx) : d->qx;
+    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), 32);
+    for (int r = 0; r < d->nr; r++) acc[r] = LLVMConstNull(vnni ? c->vi32 : c->vf);
+    LLVMValueRef x80 = cg_splat(c, cg_i32(c, (int32_t)0x80808080u));
+    for (int pc = 0; pc < d->dch; pc++) {
+        LLVMValueRef kw;
+        if (vnni || k->kvdt == ATTN_BF16) {
+            int bytes = vnni ? 1 : 2;
+            LLVMTypeRef et = vnni ? c->i8 : c->i16;
+            kw = concat_i32(c, piece_load(k, cg_gep(c, et, k->kbase, koff[0]), pc, bytes),
+                            piece_load(k, cg_gep(c, et, k->kbase, koff[1]), pc, bytes));
+            if (vnni) kw = LLVMBuildXor(b, kw, x80, "");
+        } else {
+            /* 16 dims of each key as f32, rounded to bf16 together (ka's the low half) */
+            int d0 = pc * 16, n = p->QK - d0 < 16 ? p->QK - d0 : 16;
+            LLVMValueRef h0 = cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[0], cg_i64(c, d0)), n);
+            LLVMValueRef h1 = cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[1], cg_i64(c, d0)), n);
+            kw = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){h1, h0}, 2), c->vi32, "");
+        }
+        for (int r = 0; r < d->nr; r++) {
+            LLVMValueRef qv = cg_load(c, c->vi32, cg_gep(c, c->vi32, qp, cg_i64(c, (int64_t)r * d->dch + pc)), 64);
+            if (vnni)
+                acc[r] = cg_intr(c, "llvm.x86.avx512.vpdpbusd.512", NULL, 0, (LLVMValueRef[]){acc[r], kw, qv}, 3);
+            else
+                acc[r] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0,
+                                 (LLVMValueRef[]){acc[r], LLVMBuildBitCast(b, qv, bt, ""), LLVMBuildBitCast(b, kw, bt, "")}, 3);
+        }
+    }
+    if (!d->ksv && k->kvdt == ATTN_I8) {
+        /* int8 K under compute bf16 with the scales key by key (paged, or a tail block) */
+        LLVMValueRef sv = LLVMGetUndef(c->vf);
+        for (int l = 0; l < c->W; l++) sv = LLVMBuildInsertElement(b, sv, cg_kv_scale(k, false, key[l < c->W / 2 ? 0 : 1]), cg_i32(c, l), "");
+        for (int r = 0; r < d->nr; r++) acc[r] = LLVMBuildFMul(b, acc[r], sv, "");
+    }
+    for (int r = 0; r < d->nr; r++) out[r] = acc[r];
+}
 
 /* Row r's q chunk ch from q row pointer qrow. */
 static LLVMValueRef q_chunk(Kern *k, LLVMValueRef qrow, int ch) {
@@ -799,6 +1004,10 @@ static void dot_key(DotCtx *d, int j, LLVMValueRef *out) {
  * same sums as a level at a time, bit for bit). */
 static void dot_tree(DotCtx *d, int m, int i, LLVMValueRef *out) {
     Cg *c = d->k->c;
+    if (d->mode != IR_DECODE_FMA && 2 * m == c->W) {
+        dot_pair_dp(d, i, i + m, out); /* the level of pairs, from the keys' dot products */
+        return;
+    }
     if (m == c->W) {
         if (d->leaf) out[0] = d->leaf[i];
         else dot_key(d, i, out);
@@ -825,14 +1034,28 @@ void cg_dot_scores(Kern *k, int nr, LLVMValueRef *row, LLVMValueRef first, bool 
     for (int ch = 0; ch < nch && nr == 1; ch++) qv[0][ch] = q_chunk(k, qrow[0], ch);
     bool qmem = nr > 1;
     DotCtx d = {k, nr, nch, row, first, LLVMBuildSub(c->b, k->kv_len, cg_i64(c, 1), ""), qv, qrow, clamp, qmem, NULL,
-                cg_decode_ahead(k), clamp ? NULL : cg_kv_scale_vec(k, false, first)};
+                cg_decode_ahead(k), clamp ? NULL : cg_kv_scale_vec(k, false, first), p->decode_dot, NULL, 0};
+    LLVMValueRef qsum[16];
+    if (d.mode != IR_DECODE_FMA) dot_q(&d, qsum);
+    /* VNNI: integer sums, the K scales a vector after the reduction */
+    if (d.mode == IR_DECODE_VNNI && !d.ksv) d.ksv = cg_kv_scales(k, false, first, clamp ? d.klast : NULL);
     LLVMValueRef leaf[64];
-    if (nr == 1) {
+    if (nr == 1 && d.mode == IR_DECODE_FMA) {
         /* one row (f32 K/V): the keys in order, as the hardware prefetcher streams them */
         for (int j = 0; j < p->W; j++) dot_key(&d, j, &leaf[j]);
         d.leaf = leaf;
     }
     dot_tree(&d, 1, 0, out);
+    if (d.mode == IR_DECODE_VNNI) {
+        /* the exact integer dot products (|q k| <= 127 * 128 * d < 2^24: exact in f32 too), each
+         * row's times its q scale and the keys' scales */
+        for (int r = 0; r < nr; r++) {
+            LLVMValueRef s = LLVMBuildSIToFP(c->b, LLVMBuildSub(c->b, out[r], qsum[r], ""), c->vf, "");
+            LLVMValueRef sq = cg_load(c, c->f32, cg_gep(c, c->f32, k->Qs, add(c, row[r], cg_i64(c, 2 * cg_qi_off(p)))), 4);
+            out[r] = LLVMBuildFMul(c->b, s, LLVMBuildFMul(c->b, cg_splat(c, sq), d.ksv, ""), "");
+        }
+        return;
+    }
     for (int r = 0; r < nr && d.ksv; r++) out[r] = LLVMBuildFMul(c->b, out[r], d.ksv, "");
     if (k->p.qdirect)
         for (int r = 0; r < nr; r++) out[r] = LLVMBuildFMul(c->b, out[r], cg_splat(c, cg_f32(c, k->f->scale)), "");

@@ -184,6 +184,13 @@ typedef enum IrVPack {
  * pieces' frames. */
 #define IR_STACK_SPILLS (32 * 1024)
 
+/* How the few-rows path (decode) multiplies Q.K^T and P.V. */
+typedef enum IrDecodeDot {
+    IR_DECODE_FMA,    /* f32 FMAs (compute bf16: on operands rounded to bf16) */
+    IR_DECODE_DPBF16, /* compute bf16: vdpbf16ps on K rows as bf16 pairs, P.V on pairs of keys */
+    IR_DECODE_VNNI,   /* compute int8 over an int8 cache: vpdpbusd on the cached K rows, P.V bf16 */
+} IrDecodeDot;
+
 typedef struct IrPlan {
     IrRole role;          /* which entry this is */
     IrTemplate kind;      /* its template */
@@ -217,6 +224,7 @@ typedef struct IrPlan {
     bool pv_bf16dot;      /* compute bf16/int8: P.V on vdpbf16ps, V always packed to VS as words
                            * of two keys' bf16 per column, p as words of two keys' weights */
     attn_dtype kvdt;      /* storage of K and V */
+    IrDecodeDot decode_dot; /* the few-rows path's dot products */
 } IrPlan;
 
 /* Floats of one packed K^T block of a plan (a ring slot). */

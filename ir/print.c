@@ -158,6 +158,8 @@ static void print_plan(StrBuf *sb, const IrPlan *p) {
     sb_printf(sb, " stack=%lld block_q=%d min_block_q=%d cut_below=%d", (long long)p->stack, p->block_q,
               p->min_block_q, p->cut_below);
     if (p->decode_rows > 1) sb_printf(sb, " decode_rows=%d", p->decode_rows);
+    if (p->decode_dot == IR_DECODE_DPBF16) sb_puts(sb, " decode=dpbf16");
+    if (p->decode_dot == IR_DECODE_VNNI) sb_puts(sb, " decode=vnni");
     sb_printf(sb, " compute=%s%s%s kv=%s\n", ir_compute_name(p->compute),
               p->qk_bf16dot ? "/dpbf16" : p->pv_bf16dot ? "/pv-dpbf16" : "", p->qk_vnni ? "/vnni" : "",
               ir_dtype_name(p->kvdt));

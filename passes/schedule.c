@@ -101,6 +101,8 @@ static int64_t plan_stack(const IrPlan *p) {
                   (int64_t)p->NRING * p->BK * p->VDP * 4 + (BB * BB + 2 * BB) * 4 + (int64_t)p->R * p->BK * 4;
     /* int8: the quantized copy of Q and its rows' scales */
     if (p->compute == IR_COMPUTE_INT8 || p->qk_bf16dot) big += ((int64_t)p->BQ * p->QK + 2 * W + p->BQ) * 4;
+    /* decode on dot products: a row group's q pieces (64 bytes per 32 int8 or 16 bf16 dims) */
+    if (p->decode_dot != IR_DECODE_FMA) big += (int64_t)p->R * ((p->QK + 15) / 16) * 64;
     /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
     return big + big / 8 + 16 * 1024 + IR_STACK_SPILLS;
 }
@@ -124,8 +126,15 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, const PassCtx *ctx) {
      * strided 64's class domain -8%, atrous -1.5%): f32 only, and not in a kernel with a group
      * entry, whose pieces the tile function shares */
     p.qdirect = f->dtype == ATTN_F32 && ir_kv_dtype(f) == ATTN_F32 && f->compute == IR_COMPUTE_F32 && role == IR_ROLE_TILE && !G;
-    /* int8 scores need the packed block's mean key and scales: always pack */
-    if (f->compute == IR_COMPUTE_INT8) p.few_rows = 0;
+    /* the few-rows path (decode) on dot-product instructions: compute bf16 on vdpbf16ps (q and
+     * each K row as bf16 pairs, P.V on pairs of keys); compute int8 over an int8 cache on
+     * vpdpbusd straight on the cached K rows (their own per-token scales: the rows are not
+     * requantized, nor smoothed), P.V in bf16. Head dims up to 1024 (the rows' q words live in
+     * the frame). */
+    if (w16 && f->qk_dim <= 1024 && p.qk_bf16dot) p.decode_dot = IR_DECODE_DPBF16;
+    if (w16 && f->qk_dim <= 1024 && p.qk_vnni && p.kvdt == ATTN_I8) p.decode_dot = IR_DECODE_VNNI;
+    /* int8 scores elsewhere need the packed block's mean key and scales: always pack */
+    if (f->compute == IR_COMPUTE_INT8 && p.decode_dot != IR_DECODE_VNNI) p.few_rows = 0;
     /* the tile function of a kernel with a group entry meets few rows only in the tail of a
      * long prefill: it packs K for them too and has no few-rows piece to compile */
     if (role == IR_ROLE_TILE && G) p.few_rows = 0;
