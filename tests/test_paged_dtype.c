@@ -501,10 +501,14 @@ int main(void) {
         {"compute bf16 dtype bf16", "compute = bf16; dtype = bf16;", ATTN_BF16, ATTN_BF16, 1},
     };
     int nspecs = (int)(sizeof specs / sizeof specs[0]);
-    /* every mask family with int8 pages and bf16 storage; the other modes on two families */
+    /* every mask family with int8 pages and bf16 storage, and under the compute modes whose
+     * decode takes dot products straight from the pages (int8 pages under compute = int8: VNNI,
+     * bf16 pages under compute = bf16: vdpbf16ps) the first four (MHA, MQA, a window, soft-capping,
+     * a score modifier, ragged head dims); the other modes on two families */
     for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++)
         for (int i = 0; i < nspecs; i++) {
-            if (mi >= 2 && i != 0 && i != 3) continue;
+            bool dot = strstr(modes[mi].name, "compute int8 kv int8") || strstr(modes[mi].name, "compute bf16 dtype bf16");
+            if (mi >= 2 && i != 0 && i != 3 && !(dot && i < 4)) continue;
             const int *d = specs[i].dims;
             mixed_case(specs[i].label, specs[i].text, &modes[mi], 16, d[0], d[1], d[2], d[3], specs[i].which, false);
             if (modes[mi].approx && i == 0) /* the bounds hold with outlier channels in K too */
@@ -518,5 +522,9 @@ int main(void) {
     append_case(ATTN_I8, true);
     append_case(ATTN_BF16, false);
     append_case(ATTN_F16, false);
+    /* int8 pages under compute = int8: scales gathered a page or two at a time (P >= 16), or key
+     * by key (P 8) */
+    mixed_case("gqa causal, P 8", specs[0].text, &modes[7], 8, 8, 2, 32, 32, 0, false);
+    mixed_case("gqa causal, P 64", specs[0].text, &modes[7], 64, 8, 2, 32, 32, 0, false);
     return check_done("test_paged_dtype");
 }

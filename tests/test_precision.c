@@ -275,15 +275,18 @@ static void test_case(const Case *c) {
         static const char *const modes[] = {"bf16", "int8"};
         static const double min_cos[] = {0.9999, 0.999}, max_l1[] = {1e-2, 3e-2};
         /* normal inputs also for CPUs without dot products (the converting and emulation paths):
-         * AVX-512 (bf16, int8), AVX2 (bf16) */
-        static const char *const cpus[] = {NULL, "skylake-avx512", "haswell"};
+         * AVX-512 (bf16, int8), AVX2 (bf16); and over an int8 cache, int8 on VNNI without
+         * AVX512-BF16 (decode: VNNI scores, P.V on f32 FMAs) */
+        static const char *const cpus[2][3] = {{NULL, "skylake-avx512", "haswell"}, {NULL, "skylake-avx512", "icelake-server"}};
         for (int m = 0; m < 2; m++)
-        for (int ci = 0; ci < (outl ? 1 : m == 0 ? 3 : 2); ci++) {
+        for (int ci = 0; ci < (outl ? 1 : 3); ci++) {
             double cs, l1;
-            if (!run_case(c, &d, modes[m], cpus[ci], &cs, &l1)) continue;
+            const char *cpu = cpus[m][ci];
+            if (m == 1 && ci == 2 && c->kv != ATTN_I8) continue; /* the VNNI decode needs an int8 cache */
+            if (!run_case(c, &d, modes[m], cpu, &cs, &l1)) continue;
             printf("%-22s %-8s %-4s storage %-4s  cos %.7f  rel_l1 %.2e  (f32: %.2e)%s%s\n", c->name,
-                   outl ? "outlier" : "normal", modes[m], dtype_text(c->dtype), cs, l1, lf, cpus[ci] ? "  cpu " : "",
-                   cpus[ci] ? cpus[ci] : "");
+                   outl ? "outlier" : "normal", modes[m], dtype_text(c->dtype), cs, l1, lf, cpu ? "  cpu " : "",
+                   cpu ? cpu : "");
             CHECK(cs >= min_cos[m] && l1 <= max_l1[m], "%s %s (%s K): cos %.7f rel_l1 %.3g out of bounds", c->name,
                   modes[m], outl ? "outlier" : "normal", cs, l1);
             /* the statement has an effect: an f32 kernel stays closer to the reference (f32
@@ -321,6 +324,14 @@ int main(void) {
         {"kv int8 decode 8/2 kv 65", M_CAUSAL, 1, 8, 2, 1, 65, 64, 0, ATTN_F32, ATTN_I8},
         {"kv int8 sliding decode", M_SLIDING, 1, 8, 2, 1, 301, 64, 0, ATTN_F32, ATTN_I8},
         {"kv bf16 decode 4/1 kv 33", M_CAUSAL, 2, 4, 1, 1, 33, 128, 0, ATTN_F32, ATTN_BF16},
+        /* decode on dot products straight from the cache (int8: VNNI, bf16: vdpbf16ps): MQA
+         * and soft-capping with a head dim that ends in a partial piece for int8 (80 = 2 x 32 +
+         * 16), MHA (the tile function's few rows, lane masks and all) over three query rows, a
+         * window and d 40 (partial pieces of both: 32 + 8, 2 x 16 + 8), two rows of GQA */
+        {"kv int8 decode MQA d80 cap", M_CAUSAL, 1, 6, 1, 1, 523, 80, 30.0, ATTN_F32, ATTN_I8},
+        {"kv bf16 decode MHA 3 rows", M_SLIDING, 1, 2, 2, 3, 301, 40, 0, ATTN_F32, ATTN_BF16},
+        {"kv int8 decode MHA 3 rows", M_SLIDING, 1, 2, 2, 3, 301, 40, 0, ATTN_F32, ATTN_I8},
+        {"kv int8 decode 8/2 q2", M_CAUSAL, 1, 8, 2, 2, 1000, 128, 0, ATTN_F32, ATTN_I8},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_case(&cases[i]);
     return check_done("test_precision");
