@@ -221,11 +221,13 @@ def decode(b, tmp, m):
         ref = m[("stream_read_mem", t)]
         rows.append([name, t, f"{r['ms_min']:.3f}", f"{gbs:.1f}", f"{gbs / ref:.2f}"])
 
-    for kvdt in ("f32", "bf16", "int8"):
-        spec = b.spec(f"attention k {{ {base} kv_dtype = {kvdt}; }}")
+    # compute f32 on each storage, then the compute modes whose decode takes dot products straight
+    # from the cache (bf16: vdpbf16ps; int8 over an int8 cache: vpdpbusd, where the CPU has them)
+    for kvdt, comp in (("f32", "f32"), ("bf16", "f32"), ("int8", "f32"), ("bf16", "bf16"), ("int8", "int8")):
+        spec = b.spec(f"attention k {{ {base} kv_dtype = {kvdt}; compute = {comp}; }}")
         r = b.run(spec, 1, L, 1)
-        ms[kvdt] = r["ms_min"]
-        row(f"contiguous, kv_dtype {kvdt}, kv {L}", r, 1)
+        ms[kvdt if comp == "f32" else f"{kvdt}/{comp}"] = r["ms_min"]
+        row(f"contiguous, kv_dtype {kvdt}, compute {comp}, kv {L}", r, 1)
     paged = b.spec(f"attention k {{ {base} kv_cache = paged(16); }}")
     r = b.run(paged, 1, L, 1)
     ms["paged"] = r["ms_min"]
@@ -239,6 +241,9 @@ def decode(b, tmp, m):
     table("Decode time ratios (1 thread)", ["ratio", "value"],
           [["f32 K/V / bf16 K/V", f"{ms['f32'] / ms['bf16']:.2f}x"],
            ["bf16 K/V / int8 K/V", f"{ms['bf16'] / ms['int8']:.2f}x"],
+           ["bf16 K/V / int8 K/V + compute int8", f"{ms['bf16'] / ms['int8/int8']:.2f}x"],
+           ["bf16 K/V + compute bf16 / int8 K/V + compute int8", f"{ms['bf16/bf16'] / ms['int8/int8']:.2f}x"],
+           ["bf16 K/V / bf16 K/V + compute bf16", f"{ms['bf16'] / ms['bf16/bf16']:.2f}x"],
            ["paged / contiguous (f32)", f"{ms['paged'] / ms['f32']:.2f}"]])
 
 
