@@ -87,8 +87,9 @@ static void put_row(attn_dtype kv, const float *x, int D, void *st, size_t at, f
     float m = 0;
     for (int d = 0; d < D; d++) m = fmaxf(m, fabsf(x[d]));
     *scale = m / 127.0f;
+    float inv = m > 0 ? 127.0f / m : 0.0f; /* the documented rounding: round(x * (127 / m)), to even */
     for (int d = 0; d < D; d++) {
-        int8_t qv = (int8_t)(m > 0 ? lrintf(x[d] * 127.0f / m) : 0);
+        int8_t qv = (int8_t)lrintf(x[d] * inv);
         ((int8_t *)st)[at + (size_t)d] = qv;
         val[d] = (float)qv * *scale;
     }
