@@ -21,13 +21,14 @@
 
 /* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
  * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]; keys past kmax (if not
- * NULL) read key kmax instead. */
+ * NULL) read key kmax instead. bf16: pairs of V rows, the next key clamped to klast. */
 static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef key0, LLVMValueRef col,
-                      LLVMValueRef mirror, LLVMValueRef kmax) {
+                      LLVMValueRef mirror, LLVMValueRef kmax, LLVMValueRef klast) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     int W = p->W, BB = 4 * W, CS = k->bcs;
+    bool dp = p->compute == IR_COMPUTE_BF16;
     unsigned va = (unsigned)W * 4;
     LLVMValueRef col2 = LLVMBuildSelect(b, mirror, add(c, col, cg_i64(c, 2 * BB)), col, "col2");
     /* W keys at a time, each key's row read whole before the next W (a row's lines together:
@@ -42,10 +43,12 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
         rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, cg_k_off(k, key), d0), W);
     }
     cg_transpose(c, rows);
-    for (int l = 0; l < W; l++) {
-        LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
-        cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
-        cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
+    for (int l = 0; l < W; l += dp ? 2 : 1) {
+        /* bf16: K^T row (d0 + l) / 2 holds words of dims (d0 + l, d0 + l + 1), rounded */
+        LLVMValueRef x = dp ? cg_bf16_pairs(c, cg_round_bf16(c, rows[l]), cg_round_bf16(c, rows[l + 1])) : rows[l];
+        LLVMValueRef rowi = mul(c, dp ? LLVMBuildSDiv(b, add(c, d0, cg_i64(c, l)), cg_i64(c, 2), "") : add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
+        cg_store(c, x, cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
+        cg_store(c, x, cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
     }
     cg_loop_end(c, &ld);
     cg_loop_end(c, &lk);
@@ -53,13 +56,47 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, 1), "bvj");
     LLVMValueRef vkey = add(c, key0, j);
     LLVMValueRef src = cg_v_off(k, kmax ? cg_smin(c, vkey, kmax) : vkey);
+    /* bf16: VSB[col + j] holds words of keys j and j + 1 (a pair from every column, so a
+     * window starting at an odd column reads pairs too); the last key of the block pairs
+     * with the next one, read from the tensor (clamped: past the keys it is never used) */
+    LLVMValueRef src2 = NULL;
+    if (dp) {
+        LLVMValueRef nkey = add(c, vkey, cg_i64(c, 1));
+        src2 = cg_v_off(k, cg_smin(c, nkey, klast));
+    }
     for (int ch = 0; ch < p->VC; ch++) {
         LLVMValueRef v = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src, cg_i64(c, ch * W)), W);
+        if (dp)
+            v = cg_bf16_pairs(c, cg_round_bf16(c, v),
+                              cg_round_bf16(c, cg_load_vec(c, ATTN_F32, k->vbase, add(c, src2, cg_i64(c, ch * W)), W)));
         LLVMValueRef e = cg_i64(c, ch * W);
         cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col, j), cg_i64(c, p->VDP)), e)), va);
         cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col2, j), cg_i64(c, p->VDP)), e)), va);
     }
     cg_loop_end(c, &lj);
+}
+
+/* compute = bf16: rows [first, first + n) of q (from qbase, row stride qs2) scaled and rounded
+ * to bf16 as the general code's Q copy, as words of dim pairs at QW[i][QK / 2]. */
+static void band_qw(Kern *k, LLVMValueRef QW, LLVMValueRef first, LLVMValueRef n) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    int W = p->W;
+    LLVMValueRef ev[32], od[32];
+    for (int l = 0; l < W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
+    LLVMValueRef me = LLVMConstVector(ev, (unsigned)W / 2), mo = LLVMConstVector(od, (unsigned)W / 2);
+    LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
+    CgLoop li;
+    LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), n, cg_i64(c, 1), "bq");
+    LLVMValueRef src = mul(c, add(c, first, i), k->qs2);
+    LLVMValueRef dst = cg_gep(c, c->f32, QW, mul(c, i, cg_i64(c, p->QK / 2)));
+    for (int ch = 0; ch * W < p->QK; ch++) {
+        LLVMValueRef v = cg_round_bf16(c, LLVMBuildFMul(b, cg_load_vec(c, ATTN_F32, k->qbase, add(c, src, cg_i64(c, ch * W)), W), sc, ""));
+        LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, v, v, me, ""), LLVMBuildShuffleVector(b, v, v, mo, ""));
+        cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * W / 2)), 4);
+    }
+    cg_loop_end(c, &li);
 }
 
 /* rows x n vector accumulators (slots the optimizer keeps in registers), zeroed */
@@ -83,7 +120,7 @@ static int band_first(bool tri, int r) { return tri ? 0 : r; }
 static int band_count(bool tri, int r, int nv) { return tri ? r + 1 : nv; }
 
 static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVMValueRef a0, int sh, int nv,
-                        LLVMValueRef S, LLVMValueRef s, LLVMValueRef lastm) {
+                        LLVMValueRef S, LLVMValueRef s, LLVMValueRef lastm, LLVMValueRef QW, const LLVMValueRef *qi) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
@@ -97,8 +134,12 @@ static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVM
     LLVMValueRef shuf = LLVMConstVector(mask, (unsigned)W);
     LLVMValueRef sacc[R][4];
     band_accs(c, sacc, R, nv, "bs");
+    /* bf16 (QW given): d runs over K^T's rows of dim pairs, q's words of the scaled, rounded
+     * row from QW (row qi[r]) */
+    bool dp = QW != NULL;
+    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)W * 2);
     CgLoop ld;
-    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 4), "bd");
+    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dp ? p->QK / 2 : p->QK), cg_i64(c, 4), "bd");
     LLVMValueRef acc[R][4];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < band_count(tri, r, nv); t++) acc[r][t] = cg_load(c, c->vf, sacc[r][t], va);
@@ -119,6 +160,14 @@ static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVM
                 kv[u] = LLVMBuildShuffleVector(b, al[u], al[u + 1], shuf, "");
         }
         for (int r = 0; r < R; r++) {
+            if (dp) {
+                LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, QW, add(c, mul(c, qi[r], cg_i64(c, p->QK / 2)), dc)), 4);
+                LLVMValueRef qv = LLVMBuildBitCast(b, cg_splat(c, qs), bt, "");
+                for (int t = 0; t < band_count(tri, r, nv); t++)
+                    acc[r][t] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0,
+                                        (LLVMValueRef[]){acc[r][t], qv, LLVMBuildBitCast(b, kv[band_first(tri, r) + t], bt, "")}, 3);
+                continue;
+            }
             LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, k->qbase, add(c, mul(c, row[r], k->qs2), dc)), 4);
             LLVMValueRef qv = cg_splat(c, qs);
             for (int t = 0; t < band_count(tri, r, nv); t++)
@@ -145,6 +194,33 @@ static void band_softmax(Kern *k, LLVMValueRef S, LLVMValueRef M, LLVMValueRef L
     LLVMBuilderRef b = c->b;
     int W = k->p.W, BB = 4 * W;
     unsigned va = (unsigned)W * 4;
+    if (k->p.compute == IR_COMPUTE_BF16) {
+        /* bf16: the scores are scaled already (q was); the weights as the general code makes
+         * them (exp accurate to bf16, rounded by vcvtneps2bf16), written over the row's
+         * scores as words of two keys, and the row sum adds the rounded weights */
+        LLVMTypeRef v8 = LLVMVectorType(c->f32, 8);
+        LLVMValueRef at = cg_gep(c, c->f32, S, mul(c, i, cg_i64(c, BB)));
+        LLVMValueRef sv[4], mx = NULL;
+        for (int t = 0; t < nv; t++) {
+            sv[t] = cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)t * W)), va);
+            mx = mx ? cg_fmax(c, mx, sv[t]) : sv[t];
+        }
+        LLVMValueRef m = cg_hmax(c, mx);
+        LLVMValueRef log2e = cg_const_like(c, c->vf, 1.44269504088896341);
+        LLVMValueRef mlog = LLVMBuildFNeg(b, LLVMBuildFMul(b, cg_splat(c, m), log2e, ""), "");
+        LLVMValueRef sum = NULL;
+        for (int t = 0; t < nv; t++) {
+            LLVMValueRef e = cg_exp2_bf16(c, cg_fma(c, sv[t], log2e, mlog), true);
+            LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &e, 1);
+            cg_store(c, LLVMBuildBitCast(b, h, v8, ""), cg_gep(c, c->f32, at, cg_i64(c, (int64_t)t * W / 2)), 32);
+            LLVMValueRef w = LLVMBuildZExt(b, LLVMBuildBitCast(b, h, LLVMVectorType(c->i16, (unsigned)W), ""), c->vi32, "");
+            LLVMValueRef pv = LLVMBuildBitCast(b, LLVMBuildShl(b, w, cg_splat(c, cg_i32(c, 16)), ""), c->vf, "");
+            sum = sum ? LLVMBuildFAdd(b, sum, pv, "") : pv;
+        }
+        cg_store(c, m, cg_gep(c, c->f32, M, i), 4);
+        cg_store(c, cg_hsum(c, sum), cg_gep(c, c->f32, L, i), 4);
+        return;
+    }
     LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
     LLVMValueRef at = cg_gep(c, c->f32, S, mul(c, i, cg_i64(c, BB)));
     LLVMValueRef sv[4], mx = NULL;
@@ -175,6 +251,8 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
     bool tri = lanes != NULL;
     int W = p->W, BB = 4 * W, NU = tri ? R : nv + R - 1;
     unsigned va = (unsigned)W * 4;
+    bool dp = p->compute == IR_COMPUTE_BF16;
+    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)W * 2);
     LLVMValueRef li[R];
     for (int r = 0; r < R; r++) li[r] = add(c, s, cg_i64(c, (int64_t)r * W));
     /* on resume, the earlier domains' (o, lse) as one more term: o = (e^(m - M) acc + e^(lse - M)
@@ -223,7 +301,41 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
         int nc = p->VC - c0 < 4 ? p->VC - c0 : 4;
         LLVMValueRef oacc[R][4];
         band_accs(c, oacc, R, nc, "bo");
-        for (int part = 0; part < (tri ? 2 : 1); part++) {
+        for (int part = 0; dp && part < (tri ? 3 : 1); part++) {
+            /* bf16: pairs of keys a step (lane pair l2: keys 2 l2, 2 l2 + 1 of a vector), P's
+             * words of row r at S[li[r]][(u - first(r)) W / 2 + l2], V's at VSB[column]. A
+             * staircase's last vector (u = r) has `lanes` keys: pairs below lanes / 2 for rows
+             * r >= u (part 0), the rest for rows r > u (part 2), and for an odd `lanes` its
+             * half pair (part 1: row u, the masked key's V half zeroed, its weight being 0) */
+            LLVMValueRef half = tri ? LLVMBuildLShr(b, lanes, cg_i64(c, 1), "") : NULL;
+            LLVMValueRef odd = tri ? LLVMBuildTrunc(b, lanes, c->i1, "") : NULL;
+            LLVMValueRef lb = part == 0 ? cg_i64(c, 0) : part == 1 ? half : add(c, half, LLVMBuildZExt(b, odd, c->i64, ""));
+            LLVMValueRef le = !tri || part == 2 ? cg_i64(c, W / 2) : part == 0 ? half : add(c, half, LLVMBuildZExt(b, odd, c->i64, ""));
+            CgLoop ll;
+            LLVMValueRef l2 = cg_loop_begin(c, &ll, lb, le, cg_i64(c, 1), "bl2");
+            for (int u = 0; u < NU; u++) {
+                int rlo = tri ? u + (part == 2) : (u - nv + 1 > 0 ? u - nv + 1 : 0), rhi = tri || u > R - 1 ? R - 1 : u;
+                if (rlo > rhi) continue;
+                LLVMValueRef colv = add(c, off0, add(c, cg_i64(c, (int64_t)u * W), add(c, l2, l2)));
+                LLVMValueRef vrow = cg_gep(c, c->f32, VSB, mul(c, colv, cg_i64(c, p->VDP)));
+                LLVMValueRef vw[4], vm[4];
+                for (int j = 0; j < nc; j++) {
+                    LLVMValueRef w = cg_load(c, c->vi32, cg_gep(c, c->f32, vrow, cg_i64(c, (int64_t)(c0 + j) * W)), va);
+                    vw[j] = LLVMBuildBitCast(b, w, bt, "");
+                    vm[j] = part == 1 ? LLVMBuildBitCast(b, LLVMBuildAnd(b, w, cg_splat(c, cg_i32(c, 0xffff)), ""), bt, "") : vw[j];
+                }
+                for (int r = rlo; r <= rhi; r++) {
+                    LLVMValueRef *vv = r == u ? vm : vw;
+                    LLVMValueRef pidx = add(c, add(c, mul(c, li[r], cg_i64(c, BB)), cg_i64(c, (int64_t)(u - band_first(tri, r)) * W / 2)), l2);
+                    LLVMValueRef pb = LLVMBuildBitCast(b, cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, P, pidx), 4)), bt, "");
+                    for (int j = 0; j < nc; j++)
+                        cg_store(c, cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0,
+                                            (LLVMValueRef[]){cg_load(c, c->vf, oacc[r][j], va), pb, vv[j]}, 3), oacc[r][j], va);
+                }
+            }
+            cg_loop_end(c, &ll);
+        }
+        for (int part = 0; !dp && part < (tri ? 2 : 1); part++) {
             CgLoop ll;
             LLVMValueRef l = cg_loop_begin(c, &ll, part ? lanes : cg_i64(c, 0), tri && !part ? lanes : cg_i64(c, W),
                                            cg_i64(c, 1), "bl");
@@ -302,6 +414,7 @@ void cg_emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q
     int W = p->W, BB = 4 * W, nv = bw / W;
     LLVMValueRef CR = cg_i64(c, BB), hi = cg_i64(c, bhi);
     LLVMValueRef klo = cg_smax(c, k->kbeg, cg_i64(c, 0)), khi = cg_smin(c, k->kendp, k->kv_len);
+    LLVMValueRef klast = LLVMBuildSub(b, khi, cg_i64(c, 1), "klast"); /* keys past it are never read */
     /* chunk c (rows c .. c + 4W) reads keys [c_pos - hi - 4W, c_pos - hi + 4W) */
     LLVMValueRef qa = cg_smin(c, cg_smax(c, q0, LLVMBuildSub(b, add(c, add(c, klo, hi), CR), q_off, "")), q1);
     LLVMValueRef cmax = LLVMBuildSub(b, LLVMBuildSub(b, add(c, khi, hi), CR, ""), q_off, "");
@@ -322,20 +435,23 @@ void cg_emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q
     k->bcs = 3 * BB;
     LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "bsp"); /* a chunk's scores, then P */
     LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "bm"), L = cg_alloca(c, c->f32, BB, 64, "bl");
+    bool dp = p->compute == IR_COMPUTE_BF16;
+    LLVMValueRef QW = dp ? cg_alloca(c, c->f32, (int64_t)BB * p->QK / 2, 64, "bqw") : NULL;
     LLVMBasicBlockRef bgo = cg_block(c, "band"), bdone = cg_block(c, "band_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, cg_i64(c, 0), ""), bgo, bdone);
     LLVMPositionBuilderAtEnd(b, bgo);
     LLVMValueRef kb0 = LLVMBuildSub(b, LLVMBuildSub(b, add(c, q_off, qa), hi, ""), CR, "kb0");
-    band_pack(k, KTB, VSB, kb0, cg_i64(c, 0), cg_bool(c, true), NULL);
+    band_pack(k, KTB, VSB, kb0, cg_i64(c, 0), cg_bool(c, true), NULL, klast);
     CgLoop lj;
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), n, cg_i64(c, 1), "bch");
     {
         LLVMValueRef blk = add(c, j, cg_i64(c, 1));
         LLVMValueRef odd = LLVMBuildTrunc(b, LLVMBuildAnd(b, blk, cg_i64(c, 1), ""), c->i1, "");
         band_pack(k, KTB, VSB, add(c, kb0, mul(c, blk, CR)), LLVMBuildSelect(b, odd, CR, cg_i64(c, 0), ""),
-                  LLVMBuildNot(b, odd, ""), NULL);
+                  LLVMBuildNot(b, odd, ""), NULL, klast);
         LLVMValueRef base = mul(c, LLVMBuildAnd(b, j, cg_i64(c, 1), ""), CR);
         LLVMValueRef c0 = add(c, qa, mul(c, j, CR));
+        if (dp) band_qw(k, QW, c0, CR);
         /* scores of every group (K^T stays in L1), the softmax of every row, then P.V (V stays) */
         /* group s's lane shift is (s + 1) mod W: the groups in the order of their shifts,
          * each with its shift a constant (straight-line code, no switch to mispredict) */
@@ -344,7 +460,9 @@ void cg_emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q
             LLVMValueRef row[4];
             for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
             LLVMValueRef a0 = LLVMBuildSub(b, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), cg_i64(c, v), "a0");
-            band_scores(k, KTB, row, a0, v, nv, S, s, NULL);
+            LLVMValueRef qi[4];
+            for (int r = 0; r < 4; r++) qi[r] = add(c, s, cg_i64(c, (int64_t)r * W));
+            band_scores(k, KTB, row, a0, v, nv, S, s, NULL, QW, qi);
             /* the next chunk's new K and V rows (4 a group) toward L1: from memory the pack's
              * reads of 64 rows at once stall, which the prefetchers do not foresee (band 64, 8
              * heads from memory: -11-16%; in cache: even). Q and O rows gained nothing. */
@@ -423,7 +541,10 @@ void cg_emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
     k->bcs = BB; /* one block */
     LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "tsp");
     LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "tm"), L = cg_alloca(c, c->f32, BB, 64, "tl");
-    band_pack(k, KTB, VSB, jlo, zero, cg_bool(c, false), add(c, E, nlast));
+    bool dp = p->compute == IR_COMPUTE_BF16;
+    LLVMValueRef QW = dp ? cg_alloca(c, c->f32, (int64_t)BB * p->QK / 2, 64, "tqw") : NULL;
+    band_pack(k, KTB, VSB, jlo, zero, cg_bool(c, false), add(c, E, nlast), add(c, E, nlast));
+    if (dp) band_qw(k, QW, zero, nv);
     /* group g: the rows that see g + 1 + W t keys (t = 0..3), i = g + 1 + W t - C; those
      * outside [0, nv) are computed on a valid row and not written */
     LLVMValueRef row[4], present[4];
@@ -439,7 +560,7 @@ void cg_emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
         LLVMValueRef g = cg_loop_begin(c, &lg, zero, cg_i64(c, W), one, "tg");
         TRI_ROWS(g)
         LLVMValueRef lastm = LLVMBuildICmp(b, LLVMIntULE, cg_iota(c), cg_splat(c, g), "");
-        band_scores(k, KTB, row, zero, 0, 4, S, g, lastm);
+        band_scores(k, KTB, row, zero, 0, 4, S, g, lastm, QW, row);
         /* the next class's K and V rows (4 a group) toward L1 */
         cg_prefetch_keys(k, k->knext, k->vnext, add(c, jlo, mul(c, g, cg_i64(c, 4))), 4);
         cg_loop_end(c, &lg);

@@ -85,9 +85,11 @@ static void plan_tiles(const IrFunc *f, IrPlan *p) {
  * keys: 3 for a band, 1 for a staircase) in the ring's memory, so the band path adds no stack
  * but the chunk's scores (a band at d64: 3 slots of the ring's 6, d128 all 3; not d256, whose
  * ring is one slot). */
-static bool band_fits(const IrFunc *f, const IrPlan *p, int blocks) {
+static bool band_fits(const IrFunc *f, const IrPlan *p, int blocks, int G) {
     int64_t cs = 4 * blocks * (int64_t)p->W;
-    return p->qdirect && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && p->vpack != IR_VPACK_NEVER &&
+    /* compute = bf16 on bf16 dot products: the same rows of f32 q, scaled and rounded per chunk */
+    bool bf16 = p->qk_bf16dot && p->pv_bf16dot && !f->page_size && f->dtype == ATTN_F32 && p->kvdt == ATTN_F32 && p->role == IR_ROLE_TILE && !G;
+    return (p->qdirect || bf16) && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && p->vpack != IR_VPACK_NEVER &&
            (int64_t)p->NRING * ir_plan_kt_floats(p) >= (int64_t)p->QK * cs && (int64_t)p->NRING * p->BK >= cs;
 }
 
@@ -103,6 +105,8 @@ static int64_t plan_stack(const IrPlan *p) {
     if (p->compute == IR_COMPUTE_INT8 || p->qk_bf16dot) big += ((int64_t)p->BQ * p->QK + 2 * W + p->BQ) * 4;
     /* decode on dot products: a row group's q pieces (64 bytes per 32 int8 or 16 bf16 dims) */
     if (p->decode_dot != IR_DECODE_FMA) big += (int64_t)p->R * ((p->QK + 15) / 16) * 64;
+    /* bf16 band or staircase: its chunk's q as bf16 words */
+    if (p->qk_bf16dot && (p->kind == IR_T_BAND || p->kind == IR_T_STAIR)) big += BB * p->QK / 2 * 4;
     /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
     return big + big / 8 + 16 * 1024 + IR_STACK_SPILLS;
 }
@@ -159,7 +163,7 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, const PassCtx *ctx) {
     p.vpack_sets = 64 * m;
     p.kind = IR_T_ROWS;
     if (role == IR_ROLE_TILE && !have_runs) {
-        int64_t hi = 0, w = band_fits(f, &p, 3) ? ir_prune_band(f, &hi) : 0;
+        int64_t hi = 0, w = band_fits(f, &p, 3, G) ? ir_prune_band(f, &hi) : 0;
         if (f->prune.runs.mod < 2 && w >= p.W && w <= 4 * p.W && w % p.W == 0) {
             p.kind = IR_T_BAND;
             p.band_w = (int)w;
@@ -168,7 +172,7 @@ static IrPlan plan_fn(const IrFunc *f, IrRole role, int G, const PassCtx *ctx) {
     } else if (role == IR_ROLE_TILE && !f->prune.runs.with_q) {
         p.kind = IR_T_KEY_RUNS;
     } else if (role == IR_ROLE_TILE) {
-        p.kind = band_fits(f, &p, 1) && ir_prune_tri(f, &p.tri_lo, &p.tri_hi) ? IR_T_STAIR : IR_T_CLASS_RUNS;
+        p.kind = band_fits(f, &p, 1, G) && ir_prune_tri(f, &p.tri_lo, &p.tri_hi) ? IR_T_STAIR : IR_T_CLASS_RUNS;
     }
     p.stack = plan_stack(&p);
     p.block_q = f->sched.block_q;
