@@ -258,6 +258,9 @@ void cg_emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot);
 
 /* i1: the kernel resumes from the (o, lse) in the output (a->resume, with an lse to read). */
 LLVMValueRef cg_resuming(Kern *k);
+/* compute = bf16 on 16-lane bf16 dot products: rows[r] (key j0 + r's dims d0 .. d0 + 16, f32)
+ * rounded and stored as words of dim pairs, KT[(d0 / 2 + i) * stride + j0 + r]. */
+void cg_pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef KT, LLVMValueRef stride, LLVMValueRef j0);
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
 void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1);
 

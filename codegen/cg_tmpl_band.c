@@ -42,13 +42,17 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
         if (kmax) key = cg_smin(c, key, kmax);
         rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, cg_k_off(k, key), d0), W);
     }
-    cg_transpose(c, rows);
-    for (int l = 0; l < W; l += dp ? 2 : 1) {
+    if (dp) {
         /* bf16: K^T row (d0 + l) / 2 holds words of dims (d0 + l, d0 + l + 1), rounded */
-        LLVMValueRef x = dp ? cg_bf16_pairs(c, cg_round_bf16(c, rows[l]), cg_round_bf16(c, rows[l + 1])) : rows[l];
-        LLVMValueRef rowi = mul(c, dp ? LLVMBuildSDiv(b, add(c, d0, cg_i64(c, l)), cg_i64(c, 2), "") : add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
-        cg_store(c, x, cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
-        cg_store(c, x, cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
+        cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col, jj));
+        cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col2, jj));
+    } else {
+        cg_transpose(c, rows);
+        for (int l = 0; l < W; l++) {
+            LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
+            cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
+            cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
+        }
     }
     cg_loop_end(c, &ld);
     cg_loop_end(c, &lk);
@@ -66,9 +70,14 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
     }
     for (int ch = 0; ch < p->VC; ch++) {
         LLVMValueRef v = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src, cg_i64(c, ch * W)), W);
-        if (dp)
-            v = cg_bf16_pairs(c, cg_round_bf16(c, v),
-                              cg_round_bf16(c, cg_load_vec(c, ATTN_F32, k->vbase, add(c, src2, cg_i64(c, ch * W)), W)));
+        if (dp) { /* vcvtne2ps2bf16 rounds both rows (the key's low), a word shuffle interleaves them */
+            LLVMValueRef v1 = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src2, cg_i64(c, ch * W)), W);
+            LLVMValueRef il[32];
+            for (int l = 0; l < 16; l++) il[2 * l] = cg_i32(c, l), il[2 * l + 1] = cg_i32(c, 16 + l);
+            LLVMTypeRef w16 = LLVMVectorType(c->i16, 32);
+            LLVMValueRef w = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){v1, v}, 2), w16, "");
+            v = LLVMBuildBitCast(b, LLVMBuildShuffleVector(b, w, w, LLVMConstVector(il, 32), ""), c->vf, "");
+        }
         LLVMValueRef e = cg_i64(c, ch * W);
         cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col, j), cg_i64(c, p->VDP)), e)), va);
         cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col2, j), cg_i64(c, p->VDP)), e)), va);
@@ -83,18 +92,15 @@ static void band_qw(Kern *k, LLVMValueRef QW, LLVMValueRef first, LLVMValueRef n
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     int W = p->W;
-    LLVMValueRef ev[32], od[32];
-    for (int l = 0; l < W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
-    LLVMValueRef me = LLVMConstVector(ev, (unsigned)W / 2), mo = LLVMConstVector(od, (unsigned)W / 2);
     LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), n, cg_i64(c, 1), "bq");
     LLVMValueRef src = mul(c, add(c, first, i), k->qs2);
     LLVMValueRef dst = cg_gep(c, c->f32, QW, mul(c, i, cg_i64(c, p->QK / 2)));
     for (int ch = 0; ch * W < p->QK; ch++) {
-        LLVMValueRef v = cg_round_bf16(c, LLVMBuildFMul(b, cg_load_vec(c, ATTN_F32, k->qbase, add(c, src, cg_i64(c, ch * W)), W), sc, ""));
-        LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, v, v, me, ""), LLVMBuildShuffleVector(b, v, v, mo, ""));
-        cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * W / 2)), 4);
+        /* vcvtneps2bf16: consecutive bf16, i.e. the words of dim pairs */
+        LLVMValueRef v = LLVMBuildFMul(b, cg_load_vec(c, ATTN_F32, k->qbase, add(c, src, cg_i64(c, ch * W)), W), sc, "");
+        cg_store(c, cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &v, 1), cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * W / 2)), 4);
     }
     cg_loop_end(c, &li);
 }

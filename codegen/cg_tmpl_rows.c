@@ -116,15 +116,14 @@ static void vcheck(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
 }
 
 /* compute = bf16 on bf16 dot products, a whole chunk of 16 dims of 16 keys (rows[r]: key
- * j0 + r): KT[d0 / 2 + i][j0 + r] = (K[r][d0 + 2i], K[r][d0 + 2i + 1]) as bf16. A key's row
+ * j0 + r): KT[(d0 / 2 + i) * stride + j0 + r] = (K[r][d0 + 2i], K[r][d0 + 2i + 1]) as bf16. A key's row
  * in bf16 is already its words of pairs, so vcvtne2ps2bf16 makes words of two keys a vector
  * (key v low, v + 8 high) and three rounds exchanging a vector index bit with a lane bit
  * transpose the 8 x 16 words (8 conversions and 24 shuffles, where rounding, a 16 x 16
  * transpose and the pairing took ~200 instructions). */
-static void pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef j0) {
+void cg_pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef KT, LLVMValueRef stride, LLVMValueRef j0) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
-    const IrPlan *p = &k->p;
     LLVMValueRef w[8];
     for (int v = 0; v < 8; v++)
         w[v] = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){rows[v + 8], rows[v]}, 2), c->vi32, "");
@@ -144,7 +143,7 @@ static void pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef
     }
     LLVMValueRef dp0 = LLVMBuildSDiv(b, d0, cg_i64(c, 2), "");
     for (int i = 0; i < 8; i++)
-        cg_store(c, w[i], cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, dp0, cg_i64(c, i)), cg_i64(c, p->BK)), j0)), 64);
+        cg_store(c, w[i], cg_gep(c, c->f32, KT, add(c, mul(c, add(c, dp0, cg_i64(c, i)), stride), j0)), 64);
 }
 
 /* K of a key block packed transposed for the row groups; V rows copied to VS (vpack_on); for
@@ -184,7 +183,7 @@ static void body_pack(Kern *k, bool unused) {
             for (int r = 0; r < p->W; r++)
                 rows[r] = cg_kv_scaled(k, false, kid[r], cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[r], d0), n));
             if (p->qk_bf16dot && n == 16 && p->W == 16) {
-                pair_kt16(k, rows, d0, j0);
+                cg_pair_kt16(k, rows, d0, k->KT, cg_i64(c, p->BK), j0);
                 if (!part) cg_loop_end(c, &lc);
                 continue;
             }
