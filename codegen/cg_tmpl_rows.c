@@ -305,6 +305,19 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         LLVMValueRef qoff = cg_row_off(k, cg_task_row(k, i), k->qs1, k->qs2);
         LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
         LLVMValueRef sc = cg_splat(c, cg_f32(c, f->scale));
+        if (!k->p.qdirect) {
+            /* the row QPF ahead toward L1: rows of a residue class are r rows apart, each its
+             * own lines, which the hardware prefetchers do not foresee */
+            enum { QPF = 6 };
+            LLVMValueRef ahead = cg_row_off(k, cg_task_row(k, add(c, i, cg_i64(c, QPF))), k->qs1, k->qs2);
+            LLVMValueRef at = cg_gep(c, cg_elem_type(c, k->dt), k->qbase, ahead);
+            LLVMTypeRef pt = c->ptr;
+            int bytes = p->QK * (k->dt == ATTN_F32 ? 4 : 2);
+            for (int l = 0; l * 64 < bytes; l++) {
+                LLVMValueRef args[4] = {cg_gep(c, c->i8, at, cg_i64(c, (int64_t)l * 64)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+                cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+            }
+        }
         for (int ch = 0; !k->p.qdirect && ch * p->W < p->QK; ch++) {
             LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
             LLVMValueRef qv = LLVMBuildFMul(b, v, sc, "");
