@@ -601,19 +601,12 @@ void cg_quantize_q(Kern *k, LLVMValueRef i) {
             cg_store(c, qi, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W)), 4);
             continue;
         }
-        /* VNNI: words of four u8 (q + 128) over d .. d+3; lanes past qk_dim are q = 0 */
-        LLVMValueRef x = LLVMBuildAnd(b, add(c, LLVMBuildFPToSI(b, qi, c->vi32, ""), cg_splat(c, cg_i32(c, 128))),
-                                      cg_splat(c, cg_i32(c, 0xff)), "");
+        /* VNNI: words of four u8 (q + 128) over d .. d+3; lanes past qk_dim are q = 0. The
+         * lanes' low bytes in order are those words (little-endian): one truncation */
+        LLVMValueRef x = add(c, LLVMBuildFPToSI(b, qi, c->vi32, ""), cg_splat(c, cg_i32(c, 128)));
         int nw = p->W / 4;
-        LLVMValueRef w = NULL, idx[16];
-        for (int i = 0; i < 4; i++) {
-            for (int m = 0; m < nw; m++) idx[m] = cg_i32(c, 4 * m + i);
-            LLVMValueRef bi = LLVMBuildShuffleVector(b, x, x, LLVMConstVector(idx, (unsigned)nw), "");
-            LLVMValueRef sh[16];
-            for (int m = 0; m < nw; m++) sh[m] = cg_i32(c, 8 * i);
-            bi = LLVMBuildShl(b, bi, LLVMConstVector(sh, (unsigned)nw), "");
-            w = w ? LLVMBuildOr(b, w, bi, "") : bi;
-        }
+        LLVMValueRef w = LLVMBuildBitCast(b, LLVMBuildTrunc(b, x, LLVMVectorType(c->i8, (unsigned)p->W), ""),
+                                          LLVMVectorType(c->i32, (unsigned)nw), "");
         cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * nw)), 4);
     }
 }
