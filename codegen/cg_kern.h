@@ -37,7 +37,8 @@ static inline LLVMValueRef mul(Cg *c, LLVMValueRef x, LLVMValueRef y) { return L
 
 static inline LLVMValueRef add(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(c->b, x, y, ""); }
 
-enum { FRAME_SLOTS = 64 }; /* values a piece's frame can hold (kern_slots) */
+enum { FRAME_SLOTS = 64 };
+enum { CG_PG_MAX = 8 }; /* pages of a decode sub-block (64 keys, pages of 8) */ /* values a piece's frame can hold (kern_slots) */
 
 /* State of the function being built, shared by its pieces. */
 typedef struct Kern {
@@ -70,6 +71,13 @@ typedef struct Kern {
     LLVMValueRef qc;                           /* the chunk's first row (of the task) */
     LLVMValueRef kbeg, kendp;                  /* a->k_begin, a->k_end: the key positions to visit */
     LLVMValueRef pages, kps, vps;              /* paged K/V: a->pages (i32 *), the page strides; NULL otherwise */
+    /* Paged decode on whole pages (cg_page_hoist): pgn > 0 while a sub-block's pages were
+     * looked up once; key indices are then relative to its first key (kpos0), and key j's row
+     * is pg[w][j / P] + (j mod P) * stride (pgn 1: pg[w][0] + j * stride, from key0's row).
+     * w: K, V, the int8 scales, and K and V of the sub-block prefetched ahead. */
+    int pgn;
+    LLVMValueRef pg[5][CG_PG_MAX];
+    LLVMValueRef pgtab;                        /* pgn > 2: [5][CG_PG_MAX] i64, pg's values */
     LLVMValueRef resume;                       /* a->resume (i64) */
     /* The group entry: task row r is query q0 + r % nq of head gtab[r / nq]; the tensor bases
      * are at head 0 and a row's address adds head * (head stride). */
@@ -185,6 +193,13 @@ LLVMValueRef cg_kv_scales(Kern *k, bool v, LLVMValueRef first, LLVMValueRef klas
 void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMValueRef kvh, LLVMValueRef *q_len,
                 LLVMValueRef *kv_len, LLVMValueRef *q_off, LLVMValueRef *lsep, LLVMValueRef *lsebase);
 /* Element offset of key index j's K row, and V row, from the run's bases. */
+/* Paged decode: whether the n keys from position key0 lie on whole pages the fast path can
+ * take (pgn 1: one page holds them all; else they start a page); cg_page_hoist looks up
+ * their pages (and those of the keys cg_decode_ahead later, clamped to the sequence) once,
+ * for cg_k_off, cg_v_off, cg_kv_scale and cg_prefetch_part on indices relative to key0. */
+int cg_page_count(const Kern *k, int n);
+LLVMValueRef cg_page_fits(Kern *k, LLVMValueRef key0, int n);
+void cg_page_hoist(Kern *k, LLVMValueRef key0, int n, LLVMValueRef klast);
 LLVMValueRef cg_k_off(Kern *k, LLVMValueRef j);
 LLVMValueRef cg_v_off(Kern *k, LLVMValueRef j);
 /* Where P.V reads the block's V rows from VS (row `key` at *vsb + key * *vss); true when that

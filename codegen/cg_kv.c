@@ -114,14 +114,76 @@ int cg_row_lines(const Kern *k, int n) { return (n + line_elems(k) - 1) / line_e
 /* Paged K/V: the element offset of key position `pos` (scalar, within the call's keys) from
  * the K or V base: its page's start (pages[pos / P] times the page stride `ps`) plus its row
  * in the page (`rs` apart). */
+static int page_shift(const Kern *k) {
+    int sh = 0;
+    while (((int64_t)1 << sh) < k->f->page_size) sh++;
+    return sh;
+}
+
+/* The page (i64) holding key position pos: pages[pos / P]. */
+static LLVMValueRef page_of(Kern *k, LLVMValueRef pos) {
+    Cg *c = k->c;
+    LLVMValueRef pi = LLVMBuildAShr(c->b, pos, cg_i64(c, page_shift(k)), "");
+    return LLVMBuildSExt(c->b, cg_load(c, c->i32, cg_gep(c, c->i32, k->pages, pi), 4), c->i64, "page");
+}
+
 static LLVMValueRef page_off(Kern *k, LLVMValueRef pos, LLVMValueRef ps, LLVMValueRef rs) {
     Cg *c = k->c;
+    return add(c, mul(c, page_of(k, pos), ps), mul(c, LLVMBuildAnd(c->b, pos, cg_i64(c, k->f->page_size - 1), ""), rs));
+}
+
+int cg_page_count(const Kern *k, int n) {
     int64_t P = k->f->page_size;
-    int sh = 0;
-    while (((int64_t)1 << sh) < P) sh++;
-    LLVMValueRef pi = LLVMBuildAShr(c->b, pos, cg_i64(c, sh), "");
-    LLVMValueRef pg = LLVMBuildSExt(c->b, cg_load(c, c->i32, cg_gep(c, c->i32, k->pages, pi), 4), c->i64, "page");
-    return add(c, mul(c, pg, ps), mul(c, LLVMBuildAnd(c->b, pos, cg_i64(c, P - 1), ""), rs));
+    return P >= n ? 1 : (int)((n + P - 1) / P);
+}
+
+LLVMValueRef cg_page_fits(Kern *k, LLVMValueRef key0, int n) {
+    Cg *c = k->c;
+    int64_t P = k->f->page_size;
+    LLVMValueRef in = LLVMBuildAnd(c->b, key0, cg_i64(c, P - 1), "");
+    if (cg_page_count(k, n) == 1) return LLVMBuildICmp(c->b, LLVMIntSLE, add(c, in, cg_i64(c, n)), cg_i64(c, P), "onepage");
+    return LLVMBuildICmp(c->b, LLVMIntEQ, in, cg_i64(c, 0), "pagestart");
+}
+
+/* klast: the call's last key (a short last sub-block reads no page past it); the prefetched
+ * keys are clamped to the sequence's last key (env.kv_len), as cg_prefetch_part's. */
+void cg_page_hoist(Kern *k, LLVMValueRef key0, int n, LLVMValueRef klast) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    int np = cg_page_count(k, n);
+    int64_t P = k->f->page_size, kh = k->f->kv_heads;
+    LLVMValueRef slast = LLVMBuildSub(b, k->env.kv_len, cg_i64(c, 1), "");
+    LLVMValueRef ahead = add(c, key0, cg_decode_ahead(k));
+    for (int i = 0; i < np; i++) {
+        LLVMValueRef pos = np == 1 ? key0 : cg_smin(c, add(c, key0, cg_i64(c, i * P)), klast);
+        LLVMValueRef pg = page_of(k, pos);
+        LLVMValueRef row = np == 1 ? LLVMBuildAnd(b, key0, cg_i64(c, P - 1), "") : cg_i64(c, 0);
+        k->pg[0][i] = add(c, mul(c, pg, k->kps), mul(c, row, k->ks2));
+        k->pg[1][i] = add(c, mul(c, pg, k->vps), mul(c, row, k->vs2));
+        k->pg[2][i] = add(c, mul(c, pg, cg_i64(c, P * kh)), mul(c, row, cg_i64(c, kh)));
+        LLVMValueRef ppos = cg_smax(c, cg_smin(c, add(c, ahead, cg_i64(c, i * P)), slast), cg_i64(c, 0));
+        LLVMValueRef ppg = page_of(k, ppos);
+        LLVMValueRef prow = np == 1 ? LLVMBuildAnd(b, ppos, cg_i64(c, P - 1), "") : cg_i64(c, 0);
+        k->pg[3][i] = add(c, mul(c, ppg, k->kps), mul(c, prow, k->ks2));
+        k->pg[4][i] = add(c, mul(c, ppg, k->vps), mul(c, prow, k->vs2));
+    }
+    if (np > 2) {
+        k->pgtab = cg_alloca(c, c->i64, 5 * CG_PG_MAX, 8, "pgtab");
+        for (int w = 0; w < 5; w++)
+            for (int i = 0; i < np; i++) cg_store(c, k->pg[w][i], cg_gep(c, c->i64, k->pgtab, cg_i64(c, w * CG_PG_MAX + i)), 8);
+    }
+    k->pgn = np;
+}
+
+/* Element offset of relative key j's row in table w (cg_page_hoist), rows rs apart. */
+static LLVMValueRef page_pick(Kern *k, int w, LLVMValueRef j, LLVMValueRef rs) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    if (k->pgn == 1) return add(c, k->pg[w][0], mul(c, j, rs));
+    LLVMValueRef i = LLVMBuildAShr(b, j, cg_i64(c, page_shift(k)), ""), base;
+    if (k->pgn == 2) base = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntNE, i, cg_i64(c, 0), ""), k->pg[w][1], k->pg[w][0], "");
+    else base = cg_load(c, c->i64, cg_gep(c, c->i64, k->pgtab, add(c, i, cg_i64(c, w * CG_PG_MAX))), 8);
+    return add(c, base, mul(c, LLVMBuildAnd(b, j, cg_i64(c, k->f->page_size - 1), ""), rs));
 }
 
 /* Prefetches (to L1) row `row`'s share of the K and V lines of key `key` from the K/V bases kb
@@ -149,13 +211,17 @@ static void prefetch_kv(Kern *k, LLVMValueRef kb, LLVMValueRef vb, LLVMValueRef 
 void cg_prefetch_key(Kern *k, LLVMValueRef row, LLVMValueRef key) { prefetch_kv(k, k->kbase, k->vbase, row, key); }
 
 /* Decode's stream ahead: prefetches to L2 of key `key`'s K (v false) or V row, elements
- * [first, first + n) (paged: a key past the sequence's end prefetches its last key instead).
+ * [first, first + n) (paged: a key past the sequence's end prefetches its last key instead;
+ * on hoisted pages, key is cg_decode_ahead past a key of the sub-block, relative to it).
  * To L2, not L1: software prefetches to L1 hold the few L1 miss buffers for the whole trip to
  * memory (GQA 32/8 d128 kv 65536 f32, 1 thread: 8.5 -> 13.6 GB/s against a 21.3 GB/s stream). */
 void cg_prefetch_part(Kern *k, bool v, LLVMValueRef key, LLVMValueRef first, int n) {
     Cg *c = k->c;
     LLVMValueRef off;
-    if (k->pages) {
+    if (k->pgn) {
+        /* the sub-block's keys from 0, the prefetched ones cg_decode_ahead on: their pages */
+        off = page_pick(k, v ? 4 : 3, LLVMBuildSub(c->b, key, cg_decode_ahead(k), ""), v ? k->vs2 : k->ks2);
+    } else if (k->pages) {
         /* the sequence's last key (env.kv_len), not the call's (kv_len): a grouped paged task's
          * calls visit a chunk of keys at a time, and the next chunk's are worth fetching */
         LLVMValueRef pkey = cg_smax(c, cg_smin(c, key, LLVMBuildSub(c->b, k->env.kv_len, cg_i64(c, 1), "")), cg_i64(c, 0));
@@ -241,9 +307,11 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
 /* Element offset of key index j's K row, and V row, from the run's bases (paged: through the
  * page table; paged kernels have no residue runs, so index j is position j). */
 LLVMValueRef cg_k_off(Kern *k, LLVMValueRef j) {
+    if (k->pgn) return page_pick(k, 0, j, k->ks2);
     return k->pages ? page_off(k, j, k->kps, k->ks2) : mul(k->c, cg_krow(k, j), k->ks2);
 }
 LLVMValueRef cg_v_off(Kern *k, LLVMValueRef j) {
+    if (k->pgn) return page_pick(k, 1, j, k->vs2);
     return k->pages ? page_off(k, j, k->vps, k->vs2) : mul(k->c, cg_krow(k, j), k->vs2);
 }
 
@@ -305,7 +373,9 @@ LLVMValueRef cg_kv_scale(Kern *k, bool v, LLVMValueRef j) {
     Cg *c = k->c;
     if (k->kvdt != ATTN_I8) return NULL;
     int64_t kh = k->f->kv_heads;
-    LLVMValueRef off = k->pages ? page_off(k, j, cg_i64(c, k->f->page_size * kh), cg_i64(c, kh)) : cg_kpos(k, j);
+    LLVMValueRef off = k->pgn     ? page_pick(k, 2, j, cg_i64(c, kh))
+                       : k->pages ? page_off(k, j, cg_i64(c, k->f->page_size * kh), cg_i64(c, kh))
+                                  : cg_kpos(k, j);
     return cg_load(c, c->f32, LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, &off, 1, ""), 4);
 }
 
