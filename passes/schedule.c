@@ -44,11 +44,13 @@ static void plan_tiles(const IrFunc *f, IrPlan *p) {
     p->VDP = p->VC * p->W;
     p->BK = f->sched.block_k > 0 ? (f->sched.block_k + p->W - 1) / p->W * p->W : p->W;
     if (p->BK > 4 * p->W) p->BK = 4 * p->W;
-    /* paged decode (the group entry) in blocks of up to 32 keys: the runtime's calls visit 32
-     * f32 keys of every K/V head in turn (runtime/paged.c PG_CHUNK_KEYS, whole blocks), so the
-     * heads' rows of a page, which lie side by side, are read close together (GQA 32/8 d128 P
-     * 16 kv 65536, 1 thread: ~-15% against 64 keys a call; 16 measured no better than 32) */
-    if (p->role == IR_ROLE_GROUP && f->page_size && p->BK > 32 && 32 / p->W * p->W >= p->W) p->BK = 32 / p->W * p->W;
+    /* paged decode (the group entry) in blocks of up to 128 bytes of a K element's storage (32
+     * f32 keys, 64 16-bit ones): the runtime's calls visit as many keys of every K/V head in
+     * turn (runtime/paged.c PG_CHUNK_KEYS, whole blocks), so that the heads' rows of a page,
+     * which lie side by side, are read close together (GQA 32/8 d128 f32 P 16 kv 65536, 1
+     * thread: ~-15% against 64 keys a call; 16 measured no better than 32) */
+    int kvb = p->kvdt == ATTN_I8 ? 1 : p->kvdt == ATTN_F32 ? 4 : 2, cap = 128 / kvb / p->W * p->W;
+    if (p->role == IR_ROLE_GROUP && f->page_size && p->BK > cap && cap >= p->W) p->BK = cap;
     p->NT = p->BK / p->W;
     p->R = f->sched.rows > 0 ? f->sched.rows : 4;
     if (p->R > 16) p->R = 16;
