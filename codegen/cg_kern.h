@@ -198,6 +198,8 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
  * their pages (and those of the keys cg_decode_ahead later, clamped to the sequence) once,
  * for cg_k_off, cg_v_off, cg_kv_scale and cg_prefetch_part on indices relative to key0. */
 int cg_page_count(const Kern *k, int n);
+/* Paged grouped decode reads its sub-blocks so (the blocks where they fit; else packed). */
+bool cg_pages_whole(const Kern *k);
 LLVMValueRef cg_page_fits(Kern *k, LLVMValueRef key0, int n);
 void cg_page_hoist(Kern *k, LLVMValueRef key0, int n, LLVMValueRef klast);
 LLVMValueRef cg_k_off(Kern *k, LLVMValueRef j);

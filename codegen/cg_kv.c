@@ -132,6 +132,8 @@ static LLVMValueRef page_off(Kern *k, LLVMValueRef pos, LLVMValueRef ps, LLVMVal
     return add(c, mul(c, page_of(k, pos), ps), mul(c, LLVMBuildAnd(c->b, pos, cg_i64(c, k->f->page_size - 1), ""), rs));
 }
 
+bool cg_pages_whole(const Kern *k) { return k->pages && k->grouped && cg_page_count(k, k->p.decode_keys) <= CG_PG_MAX; }
+
 int cg_page_count(const Kern *k, int n) {
     int64_t P = k->f->page_size;
     return P >= n ? 1 : (int)((n + P - 1) / P);

@@ -24,17 +24,12 @@ static void body_few(Kern *k, bool unused) {
         LLVMValueRef v0 = cg_loop_begin(c, &ls, cg_i64(c, 0), cg_i64(c, p->NT), cg_i64(c, sub), "dsub");
         LLVMValueRef v1 = add(c, v0, cg_i64(c, sub));
         int dr = p->decode_rows > 1 ? p->decode_rows : 1; /* rows a pass (padding repeats the last) */
-        LLVMBasicBlockRef bjoin = NULL;
-        if (k->pages && cg_page_count(k, p->decode_keys) <= CG_PG_MAX) {
-            /* paged: a sub-block on whole pages looks its pages up once for all its K and V
-             * rows and the prefetches (a lookup per row was ~360 instructions more a sub-block
-             * than contiguous decode); its keys count from its first, addressed as contiguous
-             * ones. The others (a window's start within a page) look up every row below. */
+        if (cg_pages_whole(k)) {
+            /* paged: the block's sub-blocks lie on whole pages (cg_emit_run sends the others
+             * to the packed path): each looks its pages up once for all its K and V rows and
+             * the prefetches (a lookup per row was ~360 instructions more a sub-block than
+             * contiguous decode), its keys counted from its first, addressed as contiguous ones */
             LLVMValueRef key0 = add(c, k->kb, mul(c, v0, cg_i64(c, p->W)));
-            LLVMBasicBlockRef bfast = cg_block(c, "pages_whole"), bslow = cg_block(c, "pages_rows");
-            bjoin = cg_block(c, "pages_done");
-            LLVMBuildCondBr(c->b, cg_page_fits(k, key0, p->decode_keys), bfast, bslow);
-            LLVMPositionBuilderAtEnd(c->b, bfast);
             LLVMValueRef kb = k->kb, kpos0 = k->kpos0, kv_len = k->kv_len;
             cg_page_hoist(k, key0, p->decode_keys, LLVMBuildSub(c->b, kv_len, cg_i64(c, 1), ""));
             k->kb = cg_i64(c, 0);
@@ -42,20 +37,14 @@ static void body_few(Kern *k, bool unused) {
             k->kv_len = LLVMBuildSub(c->b, kv_len, key0, "");
             /* the sub-block's vectors (the block's last sub-block may be shorter) */
             LLVMValueRef nv = p->NT % sub == 0 ? cg_i64(c, sub) : cg_smin(c, cg_i64(c, sub), LLVMBuildSub(c->b, cg_i64(c, p->NT), v0, ""));
-            CgLoop lf;
-            LLVMValueRef r = cg_loop_begin(c, &lf, cg_i64(c, 0), dr > 1 ? k->npad : nrows, cg_i64(c, dr), "drp");
+            LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), dr > 1 ? k->npad : nrows, cg_i64(c, dr), "drp");
             cg_emit_group_loop(k, r, dr, false, true, cg_i64(c, 0), nv);
-            cg_loop_end(c, &lf);
+            cg_loop_end(c, &lr);
             k->kb = kb, k->kpos0 = kpos0, k->kv_len = kv_len, k->pgn = 0;
-            LLVMBuildBr(c->b, bjoin);
-            LLVMPositionBuilderAtEnd(c->b, bslow);
-        }
-        LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), dr > 1 ? k->npad : nrows, cg_i64(c, dr), "dr");
-        cg_emit_group_loop(k, r, dr, false, true, v0, v1); /* full blocks only (cg_emit_run) */
-        cg_loop_end(c, &lr);
-        if (bjoin) {
-            LLVMBuildBr(c->b, bjoin);
-            LLVMPositionBuilderAtEnd(c->b, bjoin);
+        } else {
+            LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), dr > 1 ? k->npad : nrows, cg_i64(c, dr), "dr");
+            cg_emit_group_loop(k, r, dr, false, true, v0, v1); /* full blocks only (cg_emit_run) */
+            cg_loop_end(c, &lr);
         }
         cg_loop_end(c, &ls);
     } else {
@@ -484,6 +473,13 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     }
     cg_frame_fill(k, true);
     if (k->grouped) few = LLVMBuildAnd(b, few, LLVMBuildNot(b, part, ""), "");
+    /* paged: a block whose decode sub-blocks lie on whole pages (not one starting within a
+     * page where a window starts: the runtime starts the calls after it on a page) */
+    if (k->grouped && cg_pages_whole(k)) {
+        int sub = p->decode_keys / p->W;
+        for (int v0 = 0; v0 < p->NT; v0 += sub)
+            few = LLVMBuildAnd(b, few, cg_page_fits(k, add(c, k->kb, cg_i64(c, (int64_t)v0 * p->W)), p->decode_keys), "");
+    }
     LLVMBuildCondBr(b, few, bdot, bpack);
     LLVMPositionBuilderAtEnd(b, bdot);
     if (k->grouped) {

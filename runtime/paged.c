@@ -239,10 +239,13 @@ static void pg_task_run(void *ctx, int64_t t) {
      * visits its keys a chunk at a time, every head's part of it, so the pages stream through
      * in order; each head's calls chained through resume */
     int64_t ck = PG_CHUNK_KEYS * 4 / r->kvel;
-    int64_t chunk = tk->u1 - tk->u0 > 1 ? (ck + r->P - 1) / r->P * r->P : tk->k1 - tk->k0;
+    int64_t chunk = tk->u1 - tk->u0 > 1 ? (ck + r->P - 1) / r->P * r->P : 0;
     bool first = true;
     for (int64_t c0 = tk->k0; c0 < tk->k1;) {
-        int64_t c1 = (c0 / chunk + 1) * chunk;
+        /* chunks end on pages; one unit's keys in one call, but for a first one ending on a
+         * page (a window's start within a page): the decode of a block reads its pages whole
+         * when the block starts on a page (or within one it does not leave), else packs it */
+        int64_t c1 = chunk ? (c0 / chunk + 1) * chunk : grouped && c0 % r->P ? (c0 / r->P + 1) * r->P : tk->k1;
         if (c1 > tk->k1) c1 = tk->k1;
         a.k_begin = c0;
         a.k_end = c1;
