@@ -461,10 +461,10 @@ int main(void) {
         int which = !specs[i].input ? 0 : strcmp(specs[i].input, "src") == 0 ? 1 : 2;
         mixed_case(specs[i].label, specs[i].text, 16, dims[i][0], dims[i][1], dims[i][2], dims[i][3], which, &rng);
     }
-    /* decode reads a sub-block's K/V rows through its pages looked up once when they hold it
-     * whole (one page, or whole pages), else row by row: grouped decode over every page size
-     * (sub-blocks of 64 keys at d32: 8 pages of 8 .. a part of one of 256), and a sliding
-     * window of one K/V head, whose blocks start where the window does (within a page) */
+    /* grouped decode reads a sub-block's K/V rows through its pages looked up once when they
+     * hold it whole (one page, or whole pages), else packs the block: every page size
+     * (sub-blocks of 32 keys at d32: 4 pages of 8 .. a part of one of 256), and a sliding
+     * window of one K/V head, whose first block starts where the window does (within a page) */
     for (int P = 8; P <= 256; P *= 2) {
         mixed_case("gqa causal, every page size", specs[0].text, P, 8, 2, 32, 32, 0, &rng);
         mixed_case("mqa sliding window, every page size", "heads = 4; kv_heads = 1; head_dim = 16; mask = sliding(300);",

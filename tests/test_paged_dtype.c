@@ -518,7 +518,7 @@ int main(void) {
     /* other page sizes */
     mixed_case("gqa causal, P 8", specs[0].text, &modes[0], 8, 8, 2, 32, 32, 0, false);
     mixed_case("gqa causal, P 64", specs[0].text, &modes[1], 64, 8, 2, 32, 32, 0, false);
-    /* a window's blocks start within a page: int8 scales and 16-bit rows on both decode paths */
+    /* a window whose first block starts within a page: int8 scales and 16-bit rows, packed and on whole pages */
     static const char *sliding = "heads = 4; kv_heads = 1; head_dim = 16; mask = sliding(300);";
     mixed_case("mqa sliding, P 8", sliding, &modes[0], 8, 4, 1, 16, 16, 0, false);
     mixed_case("mqa sliding, P 128", sliding, &modes[0], 128, 4, 1, 16, 16, 0, false);
