@@ -400,14 +400,23 @@ LLVMValueRef cg_kv_scale_vec(Kern *k, bool v, LLVMValueRef first) {
 }
 
 /* int8 K/V: the scales of the W keys from index `first` as one vector, in any layout (a vector
- * load where cg_kv_scale_vec has one; paged, a gather from the keys' one or two pages; else
- * key by key); with `klast` (a tail block) the keys past it take its scale. */
+ * load where cg_kv_scale_vec has one; paged, a gather from the keys' one or two pages, or from
+ * the one page cg_page_hoist looked up; else key by key); with `klast` (a tail block) the keys
+ * past it take its scale. */
 LLVMValueRef cg_kv_scales(Kern *k, bool v, LLVMValueRef first, LLVMValueRef klast) {
     Cg *c = k->c;
     LLVMValueRef sv = klast ? NULL : cg_kv_scale_vec(k, v, first);
     if (sv) return sv;
     int64_t P = k->f->page_size, kh = k->f->kv_heads;
-    if (k->pages && !klast && P % c->W == 0) {
+    if (k->pgn == 1 && !klast) {
+        /* pages looked up once (cg_page_hoist): the W keys' scales kv_heads apart from the first's */
+        LLVMValueRef off = add(c, cg_splat(c, k->pg[2][0]), mul(c, add(c, cg_splat(c, first), cg_iota(c)), cg_splat(c, cg_i64(c, kh))));
+        LLVMValueRef ptrs = LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, &off, 1, "");
+        LLVMTypeRef tys[2] = {c->vf, LLVMTypeOf(ptrs)};
+        return cg_intr(c, "llvm.masked.gather", tys, 2,
+                       (LLVMValueRef[]){ptrs, cg_i32(c, 4), cg_lane_mask(c, c->W), LLVMGetUndef(c->vf)}, 4);
+    }
+    if (k->pages && !k->pgn && !klast && P % c->W == 0) {
         /* paged: the W keys lie in at most two pages (P >= W): two page-table lookups, then the
          * scales (kv_heads apart within a page) gathered */
         LLVMBuilderRef b = c->b;
