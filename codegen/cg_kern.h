@@ -37,8 +37,8 @@ static inline LLVMValueRef mul(Cg *c, LLVMValueRef x, LLVMValueRef y) { return L
 
 static inline LLVMValueRef add(Cg *c, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildAdd(c->b, x, y, ""); }
 
-enum { FRAME_SLOTS = 64 };
-enum { CG_PG_MAX = 8 }; /* pages of a decode sub-block (64 keys, pages of 8) */ /* values a piece's frame can hold (kern_slots) */
+enum { FRAME_SLOTS = 64 }; /* values a piece's frame can hold (kern_slots) */
+enum { CG_PG_MAX = 8 };     /* pages of a decode sub-block (64 keys, pages of 8) */
 
 /* State of the function being built, shared by its pieces. */
 typedef struct Kern {
