@@ -2,6 +2,7 @@
  * Values that depend only on the row (q, h, b, lengths) stay scalar and are broadcast where
  * they meet the key lanes; the prune pass's tile tests are evaluated the same way. */
 #include <stddef.h>
+#include <stdint.h>
 
 #include "codegen/cg_internal.h"
 
@@ -182,6 +183,43 @@ static LLVMValueRef and_mask(Cg *c, LLVMValueRef active, CgVal cond, bool negate
     return LLVMBuildAnd(c->b, active, v, "");
 }
 
+static const LLVMIntPredicate cmp_pred[] = {LLVMIntEQ, LLVMIntNE, LLVMIntSLT, LLVMIntSLE, LLVMIntSGT, LLVMIntSGE};
+
+/* The i32 value whose sign extension v is (an i32 input's element or a constant that fits),
+ * scalar or vector; NULL if v is none of those. */
+static LLVMValueRef peel_i32(Cg *c, LLVMValueRef v) {
+    if (LLVMIsAConstantInt(v)) {
+        long long x = LLVMConstIntGetSExtValue(v);
+        return x >= INT32_MIN && x <= INT32_MAX ? cg_i32(c, (int32_t)x) : NULL;
+    }
+    if (!LLVMIsASExtInst(v)) return NULL;
+    LLVMValueRef s = LLVMGetOperand(v, 0);
+    LLVMTypeRef t = LLVMTypeOf(s);
+    if (LLVMGetTypeKind(t) == LLVMVectorTypeKind) t = LLVMGetElementType(t);
+    return t == c->i32 ? s : NULL;
+}
+
+/* k against a row-uniform value u over the key lanes in i32 vectors instead of i64 ones (k =
+ * kbase + lane, so k < u is lane < clamp(u - kbase, -1, W), the lanes being 0..W-1: exact for
+ * any u). NULL: compare as usual. */
+static LLVMValueRef narrow_cmp(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
+    LLVMBuilderRef b = c->b;
+    const IrExpr *a0 = e->args[0], *a1 = e->args[1];
+    if (a0->type != IR_TY_INT || a1->type != IR_TY_INT) return NULL;
+    LLVMIntPredicate pred = cmp_pred[(int)e->op - (int)IR_EQ];
+    bool k0 = a0->op == IR_VAR && a0->var == IR_V_K, k1 = a1->op == IR_VAR && a1->var == IR_V_K;
+    const IrExpr *o = k0 ? a1 : a0;
+    if (!env->kbase || k0 == k1 || ir_expr_uses_var(o, IR_V_K) || ir_expr_uses_var(o, IR_V_SCORE)) return NULL;
+    CgVal u = cg_expr(c, env, o, active);
+    if (u.vary) unreachable();
+    LLVMValueRef d = cg_smin(c, cg_smax(c, LLVMBuildSub(b, u.v, env->kbase, ""), cg_i64(c, -1)), cg_i64(c, c->W));
+    LLVMValueRef dv = cg_splat(c, LLVMBuildTrunc(b, d, c->i32, ""));
+    LLVMValueRef lanes[64];
+    for (int i = 0; i < c->W; i++) lanes[i] = cg_i32(c, i);
+    LLVMValueRef iota = LLVMConstVector(lanes, (unsigned)c->W);
+    return k0 ? LLVMBuildICmp(b, pred, iota, dv, "") : LLVMBuildICmp(b, pred, dv, iota, "");
+}
+
 CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
     LLVMBuilderRef b = c->b;
     CgVal r = {NULL, false};
@@ -255,6 +293,10 @@ CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
     }
     default: break;
     }
+    if (e->op >= IR_EQ && e->op <= IR_GE) {
+        LLVMValueRef v = narrow_cmp(c, env, e, active);
+        if (v) return (CgVal){v, true};
+    }
     /* binary arithmetic and comparisons */
     CgVal x = cg_expr(c, env, e->args[0], active);
     CgVal y = cg_expr(c, env, e->args[1], active);
@@ -263,6 +305,7 @@ CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
         x = to_float(c, e->args[0], x);
         y = to_float(c, e->args[1], y);
     }
+    CgVal x0 = x, y0 = y;
     unify(c, &x, &y);
     r.vary = x.vary;
     LLVMTypeRef t = LLVMTypeOf(x.v);
@@ -293,8 +336,15 @@ CgVal cg_expr(Cg *c, CgEnv *env, const IrExpr *e, LLVMValueRef active) {
         static const LLVMIntPredicate up[] = {LLVMIntEQ, LLVMIntNE, LLVMIntULT, LLVMIntULE, LLVMIntUGT, LLVMIntUGE};
         static const LLVMRealPredicate fp[] = {LLVMRealOEQ, LLVMRealUNE, LLVMRealOLT, LLVMRealOLE, LLVMRealOGT, LLVMRealOGE};
         int k = (int)e->op - (int)IR_EQ;
-        if (fl) r.v = LLVMBuildFCmp(b, fp[k], x.v, y.v, "");
-        else r.v = LLVMBuildICmp(b, isbool ? up[k] : ip[k], x.v, y.v, "");
+        LLVMValueRef x32 = fl || isbool ? NULL : peel_i32(c, x0.v), y32 = x32 ? peel_i32(c, y0.v) : NULL;
+        if (fl) {
+            r.v = LLVMBuildFCmp(b, fp[k], x.v, y.v, "");
+        } else if (x32 && y32 && r.vary) {
+            /* i32 input elements (doc[b, k] == doc[b, q]) compared as they are: 16 lanes a vector */
+            r.v = LLVMBuildICmp(b, ip[k], x0.vary ? x32 : cg_splat(c, x32), y0.vary ? y32 : cg_splat(c, y32), "");
+        } else {
+            r.v = LLVMBuildICmp(b, isbool ? up[k] : ip[k], x.v, y.v, "");
+        }
         break;
     }
     default: unreachable();

@@ -134,6 +134,7 @@ typedef struct CgEnv {
     LLVMValueRef q, h, b, q_len, kv_len; /* uniform i64 */
     LLVMValueRef qmin, qmax, kmin, kmax;  /* uniform i64: the tile, for the prune trees */
     LLVMValueRef k;           /* <W x i64> key positions */
+    LLVMValueRef kbase;       /* i64 or NULL: k is kbase + <0, 1, .., W-1> */
     LLVMValueRef score;       /* <W x float>, or NULL outside a score mod */
     LLVMValueRef err_slot;    /* i1 alloca: an input index was out of bounds */
     LLVMValueRef dummy;       /* 8 zero bytes: what an out-of-bounds load reads instead */

@@ -157,6 +157,8 @@ LLVMValueRef cg_q_row(Kern *k, LLVMValueRef i);
 /* The K/V row (from the run's bases) of key index j >= 0: a scalar or a vector. */
 LLVMValueRef cg_krow(Kern *k, LLVMValueRef j);
 LLVMValueRef cg_kvec(Kern *k, LLVMValueRef first);
+/* The first position of cg_kvec(k, first) when its lanes are consecutive positions, else NULL. */
+LLVMValueRef cg_kvec_base(Kern *k, LLVMValueRef first);
 LLVMValueRef cg_kpos(Kern *k, LLVMValueRef key);
 /* floor(x / m) for a constant m > 0 */
 LLVMValueRef cg_floor_div(Cg *c, LLVMValueRef x, int64_t m);

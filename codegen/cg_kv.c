@@ -51,6 +51,10 @@ LLVMValueRef cg_kvec(Kern *k, LLVMValueRef first) {
     return add(c, cg_splat(c, k->kpos0), v);
 }
 
+LLVMValueRef cg_kvec_base(Kern *k, LLVMValueRef first) {
+    return k->cw <= 1 && k->kstep == 1 ? add(k->c, k->kpos0, first) : NULL;
+}
+
 LLVMValueRef cg_kpos(Kern *k, LLVMValueRef key) {
     return add(k->c, k->kpos0, mul(k->c, cg_krow(k, key), cg_i64(k->c, k->kstep)));
 }

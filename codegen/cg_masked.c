@@ -248,14 +248,16 @@ void cg_emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
         env->qmax = qmax;
         return;
     }
-    LLVMValueRef kv[8], valid[8];
+    LLVMValueRef kv[8], kbase[8], valid[8];
     for (int t = 0; t < p->NT; t++) {
         LLVMValueRef idx = add(c, cg_splat(c, add(c, k->kb, cg_i64(c, t * p->W))), cg_iota(c));
         valid[t] = LLVMBuildICmp(b, LLVMIntSLT, idx, cg_splat(c, k->kv_len), "");
         kv[t] = cg_kvec(k, add(c, k->kb, cg_i64(c, t * p->W)));
+        kbase[t] = cg_kvec_base(k, add(c, k->kb, cg_i64(c, t * p->W)));
         if (eval) {
             /* key-only input reads (doc[b, k], rank[b, k]) once per block, not per row */
             k->env.k = kv[t];
+            k->env.kbase = kbase[t];
             k->env.tag = t;
             cg_expr_hoist(c, &k->env, k->mask, valid[t]);
         }
@@ -268,6 +270,7 @@ void cg_emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
         LLVMValueRef m = valid[t];
         if (eval) {
             k->env.k = kv[t];
+            k->env.kbase = kbase[t];
             k->env.tag = t;
             m = LLVMBuildAnd(b, cg_expr_vec(c, &k->env, k->mask, valid[t]), valid[t], "");
         }
@@ -282,4 +285,5 @@ void cg_emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot) {
     cg_loop_end(c, &li);
     k->env.ncache = 0;
     k->env.tag = -1;
+    k->env.kbase = NULL;
 }
