@@ -2,10 +2,10 @@
  * inputs and on K with outlier channels (a large bias shared by every token in a few channels,
  * a wider spread in a few others): cosine similarity and relative L1 error of the whole output
  * within the documented bounds (bf16: >= 0.9999 and <= 1e-2; int8: >= 0.999 and <= 3e-2), for
- * causal, sliding, strided (residue classes), a runtime-input mask, GQA (prefill and decode),
- * a soft-capped score and ragged shapes, with f32, f16 and bf16 storage. Each case also checks
- * that the compute mode changed the result (an f32 kernel would match to ~1e-7), and that a
- * backward call on such a kernel is refused. Prints the figures docs/precision.md quotes. */
+ * causal, sliding, strided (residue classes), runtime-input masks (a prefix, packed documents),
+ * GQA (prefill and decode), a soft-capped score and ragged shapes, with f32, f16 and bf16
+ * storage. Each case also checks that the compute mode changed the result (an f32 kernel would
+ * match to ~1e-7), and that a backward call on such a kernel is refused. Prints the figures docs/precision.md quotes. */
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,7 +16,7 @@
 #include "attn/attn.h"
 #include "check.h"
 
-typedef enum Mask { M_CAUSAL, M_SLIDING, M_STRIDED, M_SRCLEN, M_STRIDED64, M_SLIDING48 } Mask;
+typedef enum Mask { M_CAUSAL, M_SLIDING, M_STRIDED, M_SRCLEN, M_STRIDED64, M_SLIDING48, M_DOCS } Mask;
 
 enum { WIN = 100, STRIDE = 16 };
 
@@ -33,6 +33,10 @@ static attn_dtype kv_of(const Case *c) { return c->kv != ATTN_F32 ? c->kv : c->d
 
 static uint64_t rng = 20261207;
 
+/* packed documents: ragged segments of DOC positions, shifted with the batch row */
+enum { DOC = 150, MAXDOC = 4 * 512 };
+static int32_t doc_of(int b, int64_t pos) { return (int32_t)((pos + 29 * b) / DOC); }
+
 static bool visible(const Case *c, const int32_t *src_len, int b, int64_t q, int64_t k) {
     switch (c->mask) {
     case M_CAUSAL: return k <= q;
@@ -41,6 +45,7 @@ static bool visible(const Case *c, const int32_t *src_len, int b, int64_t q, int
     case M_STRIDED64: return k <= q && (q - k < 64 || (q - k) % 64 == 0);
     case M_SLIDING48: return k <= q && q - k < 48;
     case M_SRCLEN: return k < src_len[b] || k <= q;
+    case M_DOCS: return doc_of(b, k) == doc_of(b, q) && k <= q;
     }
     return false;
 }
@@ -53,6 +58,7 @@ static const char *mask_text(Mask m) {
     case M_STRIDED64: return "strided(64)";
     case M_SLIDING48: return "sliding(48)";
     case M_SRCLEN: return "k < src_len[b] || k <= q";
+    case M_DOCS: return "doc[b, k] == doc[b, q] && k <= q";
     }
     return "true";
 }
@@ -99,6 +105,7 @@ typedef struct Data {
     float *q, *k, *v; /* the stored values, as floats (the reference reads these) */
     void *qs, *ks, *vs, *os;
     int32_t src_len[4];
+    int32_t doc[MAXDOC]; /* [B][Lk] */
     float *ksc, *vsc; /* int8 K/V: one scale per token and K/V head */
     double *ref;
 } Data;
@@ -146,6 +153,9 @@ static void make_data(const Case *c, bool outliers, Data *d) {
         for (size_t i = 0; i < nk; i++) d->v[i] = store(kv_of(c), d->vs, i, d->v[i]);
     }
     for (int b = 0; b < c->B; b++) d->src_len[b] = (int32_t)(c->Lk / 3 + 17 * b);
+    REQUIRE(c->mask != M_DOCS || c->B * c->Lk <= MAXDOC, "doc ids: too many positions");
+    for (int b = 0; c->mask == M_DOCS && b < c->B; b++)
+        for (int j = 0; j < c->Lk; j++) d->doc[b * c->Lk + j] = doc_of(b, j);
 }
 
 static void free_data(Data *d) {
@@ -197,7 +207,7 @@ static attn_kernel *compile(const Case *c, const char *compute, const char *cpu)
     if (c->cap > 0) snprintf(score, sizeof score, "score = %g * tanh(score / %g);", c->cap, c->cap);
     snprintf(text, sizeof text,
              "attention t { %s heads = %d; kv_heads = %d; head_dim = %d; mask = %s; %s dtype = %s; %s compute = %s; }",
-             c->mask == M_SRCLEN ? "input i32 src_len[batch];" : "", c->H, c->KH, c->D, mask_text(c->mask), score,
+             c->mask == M_SRCLEN ? "input i32 src_len[batch];" : c->mask == M_DOCS ? "input i32 doc[batch, seq];" : "", c->H, c->KH, c->D, mask_text(c->mask), score,
              dtype_text(c->dtype), kv, compute);
     attn_kernel *kern = NULL;
     char *diags = NULL;
@@ -214,6 +224,7 @@ static attn_kernel *compile(const Case *c, const char *compute, const char *cpu)
 static attn_call make_call(const Case *c, Data *d, attn_input *in) {
     int n = 0;
     if (c->mask == M_SRCLEN) in[n++] = (attn_input){.name = "src_len", .t = {.data = d->src_len, .ndim = 1, .shape = {c->B}}};
+    if (c->mask == M_DOCS) in[n++] = (attn_input){.name = "doc", .t = {.data = d->doc, .ndim = 2, .shape = {c->B, c->Lk}}};
     if (d->ksc) {
         in[n++] = (attn_input){.name = "k_scale", .t = {.data = d->ksc, .ndim = 3, .shape = {c->B, c->KH, c->Lk}}};
         in[n++] = (attn_input){.name = "v_scale", .t = {.data = d->vsc, .ndim = 3, .shape = {c->B, c->KH, c->Lk}}};
@@ -358,6 +369,9 @@ int main(void) {
          * more keys than queries: the rows start past key 0) */
         {"strided 64", M_STRIDED64, 1, 2, 2, 333, 333, 64, 0, ATTN_F32, ATTN_F32},
         {"sliding 48 cross", M_SLIDING48, 1, 2, 2, 201, 347, 48, 0, ATTN_F32, ATTN_F32},
+        /* packed documents (causal within ragged segments): the segment test in i32 lanes, in
+         * chunks of 64 rows through the ring of packed blocks */
+        {"packed docs", M_DOCS, 2, 2, 2, 333, 333, 64, 0, ATTN_F32, ATTN_F32},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) test_case(&cases[i]);
     return check_done("test_precision");
