@@ -194,7 +194,6 @@ LLVMValueRef cg_kv_scales(Kern *k, bool v, LLVMValueRef first, LLVMValueRef klas
 
 void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMValueRef kvh, LLVMValueRef *q_len,
                 LLVMValueRef *kv_len, LLVMValueRef *q_off, LLVMValueRef *lsep, LLVMValueRef *lsebase);
-/* Element offset of key index j's K row, and V row, from the run's bases. */
 /* Paged decode: whether the n keys from position key0 lie on whole pages the fast path can
  * take (pgn 1: one page holds them all; else they start a page); cg_page_hoist looks up
  * their pages (and those of the keys cg_decode_ahead later, clamped to the sequence) once,
@@ -204,6 +203,7 @@ int cg_page_count(const Kern *k, int n);
 bool cg_pages_whole(const Kern *k);
 LLVMValueRef cg_page_fits(Kern *k, LLVMValueRef key0, int n);
 void cg_page_hoist(Kern *k, LLVMValueRef key0, int n, LLVMValueRef klast);
+/* Element offset of key index j's K row, and V row, from the run's bases. */
 LLVMValueRef cg_k_off(Kern *k, LLVMValueRef j);
 LLVMValueRef cg_v_off(Kern *k, LLVMValueRef j);
 /* Where P.V reads the block's V rows from VS (row `key` at *vsb + key * *vss); true when that

@@ -115,9 +115,7 @@ void cg_prefetch_lines(Kern *k, LLVMValueRef at, int lines) { prefetch_lines(k, 
 /* Cache lines of a row of n elements. */
 int cg_row_lines(const Kern *k, int n) { return (n + line_elems(k) - 1) / line_elems(k); }
 
-/* Paged K/V: the element offset of key position `pos` (scalar, within the call's keys) from
- * the K or V base: its page's start (pages[pos / P] times the page stride `ps`) plus its row
- * in the page (`rs` apart). */
+/* log2 of the page size P */
 static int page_shift(const Kern *k) {
     int sh = 0;
     while (((int64_t)1 << sh) < k->f->page_size) sh++;
@@ -131,6 +129,9 @@ static LLVMValueRef page_of(Kern *k, LLVMValueRef pos) {
     return LLVMBuildSExt(c->b, cg_load(c, c->i32, cg_gep(c, c->i32, k->pages, pi), 4), c->i64, "page");
 }
 
+/* Paged K/V: the element offset of key position `pos` (scalar, within the call's keys) from
+ * the K or V base: its page's start (pages[pos / P] times the page stride `ps`) plus its row
+ * in the page (`rs` apart). */
 static LLVMValueRef page_off(Kern *k, LLVMValueRef pos, LLVMValueRef ps, LLVMValueRef rs) {
     Cg *c = k->c;
     return add(c, mul(c, page_of(k, pos), ps), mul(c, LLVMBuildAnd(c->b, pos, cg_i64(c, k->f->page_size - 1), ""), rs));
@@ -403,6 +404,14 @@ LLVMValueRef cg_kv_scale_vec(Kern *k, bool v, LLVMValueRef first) {
     return cg_load(c, c->vf, at, 4);
 }
 
+/* The K (v false) or V scales at element offsets off (<W x i64>), gathered. */
+static LLVMValueRef gather_scales(Kern *k, bool v, LLVMValueRef off) {
+    Cg *c = k->c;
+    LLVMValueRef ptrs = LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, &off, 1, "");
+    LLVMTypeRef tys[2] = {c->vf, LLVMTypeOf(ptrs)};
+    return cg_intr(c, "llvm.masked.gather", tys, 2, (LLVMValueRef[]){ptrs, cg_i32(c, 4), cg_lane_mask(c, c->W), LLVMGetUndef(c->vf)}, 4);
+}
+
 /* int8 K/V: the scales of the W keys from index `first` as one vector, in any layout (a vector
  * load where cg_kv_scale_vec has one; paged, a gather from the keys' one or two pages, or from
  * the one page cg_page_hoist looked up; else key by key); with `klast` (a tail block) the keys
@@ -415,32 +424,20 @@ LLVMValueRef cg_kv_scales(Kern *k, bool v, LLVMValueRef first, LLVMValueRef klas
     if (k->pgn == 1 && !klast) {
         /* pages looked up once (cg_page_hoist): the W keys' scales kv_heads apart from the first's */
         LLVMValueRef off = add(c, cg_splat(c, k->pg[2][0]), mul(c, add(c, cg_splat(c, first), cg_iota(c)), cg_splat(c, cg_i64(c, kh))));
-        LLVMValueRef ptrs = LLVMBuildGEP2(c->b, c->f32, v ? k->vsc : k->ksc, &off, 1, "");
-        LLVMTypeRef tys[2] = {c->vf, LLVMTypeOf(ptrs)};
-        return cg_intr(c, "llvm.masked.gather", tys, 2,
-                       (LLVMValueRef[]){ptrs, cg_i32(c, 4), cg_lane_mask(c, c->W), LLVMGetUndef(c->vf)}, 4);
+        return gather_scales(k, v, off);
     }
     if (k->pages && !k->pgn && !klast && P % c->W == 0) {
         /* paged: the W keys lie in at most two pages (P >= W): two page-table lookups, then the
          * scales (kv_heads apart within a page) gathered */
         LLVMBuilderRef b = c->b;
-        int sh = 0;
-        while (((int64_t)1 << sh) < P) sh++;
-        LLVMValueRef lastk = add(c, first, cg_i64(c, c->W - 1)), pg[2];
-        LLVMValueRef keys[2] = {first, lastk};
-        for (int i = 0; i < 2; i++) {
-            LLVMValueRef pi = LLVMBuildAShr(b, keys[i], cg_i64(c, sh), "");
-            pg[i] = cg_splat(c, LLVMBuildSExt(b, cg_load(c, c->i32, cg_gep(c, c->i32, k->pages, pi), 4), c->i64, "page"));
-        }
+        int sh = page_shift(k);
+        LLVMValueRef pg[2] = {cg_splat(c, page_of(k, first)), cg_splat(c, page_of(k, add(c, first, cg_i64(c, c->W - 1))))};
         LLVMValueRef kv = add(c, cg_splat(c, first), cg_iota(c));
         LLVMValueRef same = LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildAShr(b, kv, cg_splat(c, cg_i64(c, sh)), ""),
                                           cg_splat(c, LLVMBuildAShr(b, first, cg_i64(c, sh), "")), "");
         LLVMValueRef off = add(c, mul(c, LLVMBuildSelect(b, same, pg[0], pg[1], ""), cg_splat(c, cg_i64(c, P * kh))),
                                mul(c, LLVMBuildAnd(b, kv, cg_splat(c, cg_i64(c, P - 1)), ""), cg_splat(c, cg_i64(c, kh))));
-        LLVMValueRef ptrs = LLVMBuildGEP2(b, c->f32, v ? k->vsc : k->ksc, &off, 1, "");
-        LLVMTypeRef tys[2] = {c->vf, LLVMTypeOf(ptrs)};
-        return cg_intr(c, "llvm.masked.gather", tys, 2,
-                       (LLVMValueRef[]){ptrs, cg_i32(c, 4), cg_lane_mask(c, c->W), LLVMGetUndef(c->vf)}, 4);
+        return gather_scales(k, v, off);
     }
     sv = LLVMGetUndef(c->vf);
     for (int l = 0; l < c->W; l++) {

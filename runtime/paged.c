@@ -20,12 +20,13 @@
 #define PG_MAX_DIM ((int64_t)1 << 40)
 #define PG_SPLIT_MIN_KEYS 256 /* fewer keys per chunk do not pay for the merge */
 #define PG_SPLIT_MAX 64
-#define PG_CHUNK_KEYS 32 /* f32 keys (whole pages) a grouped task visits for every K/V head before the next;
-                          * narrower K/V: as many bytes (16-bit: 64 keys, int8: 128); a multiple of the
-                          * group entry's key blocks (passes/schedule.c: as many bytes, up to 64
-                          * keys), which a chunk's calls then see whole. The K/V heads of a key lie side by side in its page:
-                          * the fewer keys a call, the closer together a page's rows are read (GQA
-                          * 32/8 d128 f32 P 16, 1 thread: 32 keys ~15% faster than 64; 128 slower) */
+/* f32 keys (whole pages) a grouped task visits for every K/V head before the next; narrower
+ * K/V: as many bytes (16-bit: 64 keys, int8: 128); a multiple of the group entry's key blocks
+ * (passes/schedule.c: as many bytes, up to 64 keys), which a chunk's calls then see whole. The
+ * K/V heads of a key lie side by side in its page: the fewer keys a call, the closer together
+ * a page's rows are read (GQA 32/8 d128 f32 P 16, 1 thread: 32 keys ~15% faster than 64; 128
+ * slower) */
+#define PG_CHUNK_KEYS 32
 #define PG_SCRATCH_MAX ((int64_t)1 << 26) /* floats of partial outputs (256 MiB) */
 
 static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
