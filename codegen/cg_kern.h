@@ -277,6 +277,9 @@ void cg_emit_rowmasks(Kern *k, bool eval, LLVMValueRef any_slot);
 
 /* i1: the kernel resumes from the (o, lse) in the output (a->resume, with an lse to read). */
 LLVMValueRef cg_resuming(Kern *k);
+/* Where P's bf16 words of row r start at word `word` (two keys' weights a word), after its R
+ * rows of f32 weights (the paired P.V's operands). */
+LLVMValueRef cg_pw_at(Cg *c, const IrPlan *p, LLVMValueRef P, LLVMValueRef r, LLVMValueRef word);
 /* compute = bf16 on 16-lane bf16 dot products: rows[r] (key j0 + r's dims d0 .. d0 + 16, f32)
  * rounded and stored as words of dim pairs, KT[(d0 / 2 + i) * stride + j0 + r]. */
 void cg_pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef KT, LLVMValueRef stride, LLVMValueRef j0);

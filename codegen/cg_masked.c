@@ -148,7 +148,7 @@ void cg_emit_group_loop(Kern *k, LLVMValueRef g, int nr, bool masked, bool dot, 
             if (p->pv_bf16dot && p->W == 16) {
                 /* the paired P.V reads only the words */
                 LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &w, 1);
-                LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2))));
+                LLVMValueRef pw = cg_pw_at(c, p, P, cg_i64(c, r), mul(c, t, cg_i64(c, p->W / 2)));
                 cg_store(c, h, pw, 32);
                 continue;
             }

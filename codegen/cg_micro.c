@@ -6,6 +6,25 @@
 
 #include "codegen/cg_kern.h"
 
+/* Where P's bf16 words of row r start at word `word` (a word: two keys' weights): after the
+ * R rows of f32 weights, BK / 2 floats a row. */
+LLVMValueRef cg_pw_at(Cg *c, const IrPlan *p, LLVMValueRef P, LLVMValueRef r, LLVMValueRef word) {
+    return cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK), add(c, mul(c, r, cg_i64(c, p->BK / 2)), word)));
+}
+
+/* acc[r][i] += (p[j], p[j + 1]) . vw[i] for every row, j = 2 half: one pair of keys of the
+ * paired P.V (vw: the pair's V words of the n column vectors). */
+static void pv_pair_step(Kern *k, const IrPlan *p, LLVMValueRef P, LLVMValueRef half, int n, const LLVMValueRef *vw,
+                         LLVMValueRef (*acc)[16]) {
+    Cg *c = k->c;
+    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)p->W * 2);
+    for (int r = 0; r < p->R; r++) {
+        LLVMValueRef pw = LLVMBuildBitCast(c->b, cg_splat(c, cg_load(c, c->f32, cg_pw_at(c, p, P, cg_i64(c, r), half), 4)), bt, "");
+        for (int i = 0; i < n; i++)
+            acc[r][i] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0, (LLVMValueRef[]){acc[r][i], pw, vw[i]}, 3);
+    }
+}
+
 /* acc[r][c0 .. c0+n) = acc*alpha + sum_j p[r][j] * V[kb+j][chunk]; c0 may be a run-time
  * chunk index; the last of the n chunks has `lastn` lanes. */
 static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, int n, int lastn) {
@@ -56,12 +75,7 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
         LLVMValueRef vrow = cg_gep(c, c->f32, k->VS, mul(c, half, cg_i64(c, p->VDP)));
         LLVMValueRef vw[16];
         for (int i = 0; i < n; i++) vw[i] = LLVMBuildBitCast(b, cg_load(c, c->vf, cg_gep(c, c->f32, vrow, col[i]), va), bt, "");
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef at = add(c, cg_i64(c, (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2)), half);
-            LLVMValueRef pw = LLVMBuildBitCast(b, cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, at), 4)), bt, "");
-            for (int i = 0; i < n; i++)
-                acc[r][i] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0, (LLVMValueRef[]){acc[r][i], pw, vw[i]}, 3);
-        }
+        pv_pair_step(k, p, pc->P, half, n, vw, acc);
         lu = 0; /* no key left for the loop below */
     } else if (p->pv_bf16dot && !vsb && !pc->masked && lu == 2 && (k->kvdt != ATTN_I8 || pc->vfolded)) {
         /* decode (V from the tensor): a pair of keys a step on vdpbf16ps, their rows made words of
@@ -111,13 +125,7 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
             }
             vw[i] = LLVMBuildBitCast(b, w, bt, "");
         }
-        LLVMValueRef half = LLVMBuildLShr(b, j0, cg_i64(c, 1), "");
-        for (int r = 0; r < p->R; r++) {
-            LLVMValueRef at = add(c, cg_i64(c, (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2)), half);
-            LLVMValueRef pw = LLVMBuildBitCast(b, cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, pc->P, at), 4)), bt, "");
-            for (int i = 0; i < n; i++)
-                acc[r][i] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0, (LLVMValueRef[]){acc[r][i], pw, vw[i]}, 3);
-        }
+        pv_pair_step(k, p, pc->P, LLVMBuildLShr(b, j0, cg_i64(c, 1), ""), n, vw, acc);
         lu = 0;
     }
     for (int l = 0; l < lu; l++) {
@@ -192,6 +200,26 @@ void cg_emit_pv(Kern *k, const IrPlan *p, PvCtx *pc) {
     }
 }
 
+/* compute bf16/int8 on 16-lane bf16 dot products: the weights 2^t of 16 exponents t (the
+ * bf16-accurate exp) rounded to bf16 (vcvtneps2bf16), and their sum added to the 8 lanes of
+ * *sum (vdpbf16ps against words of two bf16 1.0: the row sums add the rounded weights). */
+static LLVMValueRef bf16_weights(Cg *c, LLVMValueRef t, LLVMValueRef *sum) {
+    LLVMValueRef one2[8];
+    for (int l = 0; l < 8; l++) one2[l] = cg_i32(c, 0x3f803f80);
+    LLVMValueRef ones = LLVMBuildBitCast(c->b, LLVMConstVector(one2, 8), LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), 16), "");
+    LLVMValueRef e = cg_exp2_bf16(c, t, true);
+    LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &e, 1);
+    *sum = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.256", NULL, 0, (LLVMValueRef[]){*sum, h, ones}, 3);
+    return h;
+}
+
+/* bf16_weights' 8-lane sum as 16 lanes, the upper 8 zero. */
+static LLVMValueRef widen_sum8(Cg *c, LLVMValueRef s8) {
+    LLVMValueRef wi[16];
+    for (int l = 0; l < 16; l++) wi[l] = cg_i32(c, l);
+    return LLVMBuildShuffleVector(c->b, s8, LLVMConstNull(LLVMTypeOf(s8)), LLVMConstVector(wi, 16), "");
+}
+
 /* The softmax numerators of rows g .. g+nr-1 in place: P[r][t*W ..] = exp(s - m_r) for the
  * vectors [t0, t1); the row's sums L[g + r] (a vector of partial sums per row, added up
  * once the chunk is done) become L*alpha + their sum. mu[r]: the row's max (0 when it saw
@@ -200,13 +228,13 @@ void cg_emit_pv(Kern *k, const IrPlan *p, PvCtx *pc) {
  * cg_exp2_bf16), and on bf16 dot products written as words of two keys after P (a plain bf16
  * array: vcvtneps2bf16) and summed by vdpbf16ps against ones, besides the f32 copy in P (the
  * masked P.V reads those; the full blocks' paired P.V only the words: exp_regs). */
-static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
-                     const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
+void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
+                      const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     unsigned va = (unsigned)(p->W * 4);
     bool dp = p->pv_bf16dot && p->W == 16;
-    LLVMTypeRef v8 = LLVMVectorType(c->f32, 8), bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), 16);
+    LLVMTypeRef v8 = LLVMVectorType(c->f32, 8);
     LLVMTypeRef st = dp ? v8 : c->vf;
     LLVMValueRef MU = cg_alloca(c, c->f32, 16, 64, "mu"), AL = cg_alloca(c, c->f32, 16, 64, "alpha");
     for (int r = 0; r < p->R; r++) {
@@ -228,14 +256,10 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
     LLVMValueRef sv = cg_load(c, c->vf, pp, va);
     if (dp) {
         /* PW[r][(t W + 2i) / 2] = (p[2i], p[2i + 1]): the weights as consecutive bf16 */
-        LLVMValueRef e = cg_exp2_bf16(c, cg_fma(c, sv, log2e, mlog), true);
-        LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &e, 1);
-        LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK), add(c, mul(c, r, cg_i64(c, p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2)))));
-        cg_store(c, h, pw, 32);
-        LLVMValueRef one2[8]; /* words of two bf16 1.0 */
-        for (int l = 0; l < 8; l++) one2[l] = cg_i32(c, 0x3f803f80);
-        LLVMValueRef ones = LLVMBuildBitCast(b, LLVMConstVector(one2, 8), bt, "");
-        cg_store(c, cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.256", NULL, 0, (LLVMValueRef[]){cg_load(c, v8, sum, va), h, ones}, 3), sum, va);
+        LLVMValueRef s8 = cg_load(c, v8, sum, va);
+        LLVMValueRef h = bf16_weights(c, cg_fma(c, sv, log2e, mlog), &s8);
+        cg_store(c, h, cg_pw_at(c, p, P, r, mul(c, t, cg_i64(c, p->W / 2))), 32);
+        cg_store(c, s8, sum, va);
         LLVMValueRef w = LLVMBuildZExt(b, LLVMBuildBitCast(b, h, LLVMVectorType(c->i16, 16), ""), c->vi32, "");
         cg_store(c, LLVMBuildBitCast(b, LLVMBuildShl(b, w, cg_splat(c, cg_i32(c, 16)), ""), c->vf, ""), pp, va);
     } else {
@@ -248,7 +272,7 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
             for (int l = 0; l < p->W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
             LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(ev, (unsigned)p->W / 2), ""),
                                         LLVMBuildShuffleVector(b, pv, pv, LLVMConstVector(od, (unsigned)p->W / 2), ""));
-            LLVMValueRef pw = cg_gep(c, c->f32, P, add(c, cg_i64(c, (int64_t)p->R * p->BK), add(c, mul(c, r, cg_i64(c, p->BK / 2)), mul(c, t, cg_i64(c, p->W / 2)))));
+            LLVMValueRef pw = cg_pw_at(c, p, P, r, mul(c, t, cg_i64(c, p->W / 2)));
             cg_store(c, w, pw, 4);
         }
         cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sum, va), pv, ""), sum, va);
@@ -257,47 +281,32 @@ static void exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, c
     LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, r), cg_i64(c, p->W)));
     LLVMValueRef al = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, AL, r), 4));
     LLVMValueRef tot = cg_load(c, st, sum, va);
-    if (dp) {
-        LLVMValueRef wi[16];
-        for (int l = 0; l < 16; l++) wi[l] = cg_i32(c, l);
-        tot = LLVMBuildShuffleVector(b, tot, LLVMConstNull(v8), LLVMConstVector(wi, 16), "");
-    }
+    if (dp) tot = widen_sum8(c, tot);
     cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), al, tot), lp, va);
     cg_loop_end(c, &lr);
 }
 
-/* exp_rows for a full block on bf16 dot products, straight from the score registers s[r][t]
- * (every row and vector unrolled: the R NT exps interleave, no scores through memory); only
- * the bf16 words of P are written (the paired P.V reads nothing else). */
+/* cg_emit_exp_rows for a full block on bf16 dot products, straight from the score registers
+ * s[r][t] (every row and vector unrolled: the R NT exps interleave, no scores through memory);
+ * only the bf16 words of P are written (the paired P.V reads nothing else). */
 static void exp_regs(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, LLVMValueRef (*s)[CG_MAXT],
                      const LLVMValueRef *mu, const LLVMValueRef *as) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     unsigned va = (unsigned)(p->W * 4);
-    LLVMTypeRef v8 = LLVMVectorType(c->f32, 8), bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), 16);
-    LLVMValueRef log2e = cg_const_like(c, c->vf, 1.44269504088896341), one2[8], wi[16];
-    for (int l = 0; l < 8; l++) one2[l] = cg_i32(c, 0x3f803f80); /* words of two bf16 1.0 */
-    for (int l = 0; l < 16; l++) wi[l] = cg_i32(c, l);
-    LLVMValueRef ones = LLVMBuildBitCast(b, LLVMConstVector(one2, 8), bt, "");
+    LLVMTypeRef v8 = LLVMVectorType(c->f32, 8);
+    LLVMValueRef log2e = cg_const_like(c, c->vf, 1.44269504088896341);
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef mlog = LLVMBuildFNeg(b, LLVMBuildFMul(b, cg_splat(c, mu[r]), log2e, ""), "");
         LLVMValueRef sum = LLVMConstNull(v8);
         for (int t = 0; t < p->NT; t++) {
-            LLVMValueRef e = cg_exp2_bf16(c, cg_fma(c, s[r][t], log2e, mlog), true);
-            LLVMValueRef h = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &e, 1);
-            int64_t at = (int64_t)p->R * p->BK + (int64_t)r * (p->BK / 2) + (int64_t)t * (p->W / 2);
-            cg_store(c, h, cg_gep(c, c->f32, P, cg_i64(c, at)), 32);
-            sum = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.256", NULL, 0, (LLVMValueRef[]){sum, h, ones}, 3);
+            LLVMValueRef h = bf16_weights(c, cg_fma(c, s[r][t], log2e, mlog), &sum);
+            cg_store(c, h, cg_pw_at(c, p, P, cg_i64(c, r), cg_i64(c, (int64_t)t * (p->W / 2))), 32);
         }
         LLVMValueRef lp = cg_gep(c, c->f32, k->L, mul(c, add(c, g, cg_i64(c, r)), cg_i64(c, p->W)));
-        LLVMValueRef tot = LLVMBuildShuffleVector(b, sum, LLVMConstNull(v8), LLVMConstVector(wi, 16), "");
+        LLVMValueRef tot = widen_sum8(c, sum);
         cg_store(c, cg_fma(c, cg_load(c, c->vf, lp, va), as[r], tot), lp, va);
     }
-}
-
-void cg_emit_exp_rows(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, const LLVMValueRef *mu,
-                      const LLVMValueRef *as, LLVMValueRef t0, LLVMValueRef t1) {
-    exp_rows(k, p, g, P, mu, as, t0, t1);
 }
 
 /* Horizontal sums (or cg_fmax maxima) of n vectors at once, n a power of two up to W: pairs
@@ -1098,7 +1107,7 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
         cg_softmax_rows(k, g, p->R, bm, mu, as);
     }
     if (regs) exp_regs(k, p, g, P, s, mu, as);
-    else exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
+    else cg_emit_exp_rows(k, p, g, P, mu, as, cg_i64(c, 0), cg_i64(c, p->NT));
     /* acc = acc*alpha + P V, in passes over column groups of CG chunks so that R*CG
      * accumulators stay in registers whatever v_dim is; P is reused by every pass */
     PvCtx pc = {row, P, as, false, LLVMBuildSub(b, k->kv_len, cg_i64(c, 1), ""), NULL, NULL, false, false, NULL, false};
