@@ -472,6 +472,14 @@ LLVMValueRef cg_bf16_pairs(Cg *c, LLVMValueRef x, LLVMValueRef y) {
     return LLVMBuildOr(b, lo, hi, "bfw");
 }
 
+LLVMValueRef cg_bf16_interleave(Cg *c, LLVMValueRef x, LLVMValueRef y) {
+    LLVMValueRef il[32];
+    for (int l = 0; l < 16; l++) il[2 * l] = cg_i32(c, l), il[2 * l + 1] = cg_i32(c, 16 + l);
+    LLVMValueRef w = LLVMBuildBitCast(c->b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){y, x}, 2),
+                                      LLVMVectorType(c->i16, 32), "");
+    return LLVMBuildShuffleVector(c->b, w, w, LLVMConstVector(il, 32), "");
+}
+
 LLVMValueRef cg_load_elem(Cg *c, attn_dtype t, LLVMValueRef base, LLVMValueRef idx) {
     LLVMTypeRef et = cg_elem_type(c, t);
     LLVMValueRef v = cg_load(c, et, cg_gep(c, et, base, idx), t == ATTN_F32 ? 4 : t == ATTN_I8 ? 1 : 2);

@@ -82,6 +82,9 @@ LLVMValueRef cg_round_bf16(Cg *c, LLVMValueRef x);
 /* Words of two bf16 values from f32 vectors already rounded to bf16 (of any lane count): x's
  * in the low half, y's in the high half (a vdpbf16ps operand's pair). */
 LLVMValueRef cg_bf16_pairs(Cg *c, LLVMValueRef x, LLVMValueRef y);
+/* AVX512-BF16, 16 lanes: x and y rounded to bf16 (vcvtne2ps2bf16) as <32 x i16> words of
+ * (x[i], y[i]), x low: cg_bf16_pairs of unrounded rows in two instructions. */
+LLVMValueRef cg_bf16_interleave(Cg *c, LLVMValueRef x, LLVMValueRef y);
 
 /* exp/exp2 of a float or <W x float>, inlined (no libm). */
 LLVMValueRef cg_exp(Cg *c, LLVMValueRef x);

@@ -120,8 +120,7 @@ static void emit_pv_cols(Kern *k, const IrPlan *p, PvCtx *pc, LLVMValueRef c0, i
             } else {
                 LLVMValueRef v0 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off0, col[i]), nl);
                 LLVMValueRef v1 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off1, col[i]), nl);
-                w = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){v1, v0}, 2), w16, "");
-                w = LLVMBuildShuffleVector(b, w, w, ilv, "");
+                w = cg_bf16_interleave(c, v0, v1);
             }
             vw[i] = LLVMBuildBitCast(b, w, bt, "");
         }

@@ -72,11 +72,7 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
         LLVMValueRef v = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src, cg_i64(c, ch * W)), W);
         if (dp) { /* vcvtne2ps2bf16 rounds both rows (the key's low), a word shuffle interleaves them */
             LLVMValueRef v1 = cg_load_vec(c, ATTN_F32, k->vbase, add(c, src2, cg_i64(c, ch * W)), W);
-            LLVMValueRef il[32];
-            for (int l = 0; l < 16; l++) il[2 * l] = cg_i32(c, l), il[2 * l + 1] = cg_i32(c, 16 + l);
-            LLVMTypeRef w16 = LLVMVectorType(c->i16, 32);
-            LLVMValueRef w = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){v1, v}, 2), w16, "");
-            v = LLVMBuildBitCast(b, LLVMBuildShuffleVector(b, w, w, LLVMConstVector(il, 32), ""), c->vf, "");
+            v = LLVMBuildBitCast(b, cg_bf16_interleave(c, v, v1), c->vf, "");
         }
         LLVMValueRef e = cg_i64(c, ch * W);
         cg_store(c, v, cg_gep(c, c->f32, VSB, add(c, mul(c, add(c, col, j), cg_i64(c, p->VDP)), e)), va);

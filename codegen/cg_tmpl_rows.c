@@ -83,18 +83,16 @@ static void v_rows(Kern *k, LLVMValueRef kn, LLVMValueRef klast, bool copy) {
          * rounded up to inf): their largest exponent field, 16 bits a lane */
         LLVMTypeRef w16 = LLVMVectorType(c->i16, 32);
         LLVMValueRef z = cg_load(c, c->vi32, zs, va);
-        LLVMValueRef il[32], e16[32];
-        for (int l = 0; l < 16; l++) il[2 * l] = cg_i32(c, l), il[2 * l + 1] = cg_i32(c, 16 + l);
+        LLVMValueRef e16[32];
         for (int l = 0; l < 32; l++) e16[l] = LLVMConstInt(c->i16, 0x7f80, 0);
-        LLVMValueRef ilv = LLVMConstVector(il, 32), ex16 = LLVMConstVector(e16, 32);
+        LLVMValueRef ex16 = LLVMConstVector(e16, 32);
         for (int ch = 0; ch < p->VC; ch++) {
             int n = tail_lanes(p->VD, p->W, ch);
             LLVMValueRef v0 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off0, cg_i64(c, ch * p->W)), n);
             LLVMValueRef v1 = cg_load_vec(c, k->kvdt, k->vbase, add(c, off1, cg_i64(c, ch * p->W)), n);
             v0 = cg_kv_scaled(k, true, key0, v0);
             v1 = cg_kv_scaled(k, true, key1, v1);
-            LLVMValueRef w = LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512bf16.cvtne2ps2bf16.512", NULL, 0, (LLVMValueRef[]){v1, v0}, 2), w16, "");
-            w = LLVMBuildShuffleVector(b, w, w, ilv, "");
+            LLVMValueRef w = cg_bf16_interleave(c, v0, v1);
             cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), va);
             z = LLVMBuildBitCast(b, cg_intr2(c, "llvm.umax", LLVMBuildBitCast(b, z, w16, ""), LLVMBuildAnd(b, w, ex16, "")), c->vi32, "");
         }
