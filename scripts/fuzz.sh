@@ -8,13 +8,13 @@ secs=${1:-60}
 dir=build-fuzz
 CC=clang-19 CXX=clang++-19 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DATTNC_FUZZ=ON -DBUILD_TESTING=OFF >/dev/null
-cmake --build "$dir" -j2 --target fuzz_spec fuzz_call
+cmake --build "$dir" -j2 --target fuzz_spec fuzz_call fuzz_paged
 # The seed corpus of the spec fuzzer: every example and bad spec, copied fresh (not kept in git).
 rm -rf "$dir/seeds"
-mkdir -p "$dir/seeds/spec" "$dir/corpus/spec" "$dir/corpus/call" "$dir/artifacts"
+mkdir -p "$dir/seeds/spec" "$dir/corpus/spec" "$dir/corpus/call" "$dir/corpus/paged" "$dir/artifacts"
 cp examples/*.attn tests/bad/*.attn tests/dump/*.attn "$dir/seeds/spec/" 2>/dev/null || true
 status=0
-for f in spec call; do
+for f in spec call paged; do
     seeds=()
     [ "$f" = spec ] && seeds=("$dir/seeds/spec")
     # the call fuzzer's past findings run first, every time
