@@ -780,7 +780,7 @@ static void pgm_q(void *ctx, int64_t h) { /* q_cat[:, h] = [q_nope[:, h] . w_uk[
     const float *qn = (const float *)m->qn.t->data + h * m->qn.stride[1];
     rt_sgemm_nt(m->T, m->R, m->nope, qn, m->qn.stride[0], (const float *)m->wuk.t->data + h * m->wuk.stride[0],
                 m->wuk.stride[1], m->q_cat + h * m->W, m->H * m->W);
-    for (int64_t t = 0; t < m->T; t++)
+    for (int64_t t = 0; t < m->T && m->rope; t++) /* rope_dim 0: q_rope may be NULL */
         memcpy(m->q_cat + (t * m->H + h) * m->W + m->R,
                (const float *)m->qr.t->data + t * m->qr.stride[0] + h * m->qr.stride[1], sizeof(float) * (size_t)m->rope);
 }
@@ -792,8 +792,9 @@ static void pgm_k(void *ctx, int64_t i) { /* page i of k_cat: the rows of used p
         float *dst = m->k_cat + (i * m->P + r) * m->W;
         memcpy(dst, (const float *)m->ckv.t->data + pg * m->ckv.stride[0] + r * m->ckv.stride[1],
                sizeof(float) * (size_t)m->R);
-        memcpy(dst + m->R, (const float *)m->kr.t->data + pg * m->kr.stride[0] + r * m->kr.stride[1],
-               sizeof(float) * (size_t)m->rope);
+        if (m->rope) /* rope_dim 0: k_rope_pages may be NULL */
+            memcpy(dst + m->R, (const float *)m->kr.t->data + pg * m->kr.stride[0] + r * m->kr.stride[1],
+                   sizeof(float) * (size_t)m->rope);
     }
 }
 
