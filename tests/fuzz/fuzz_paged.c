@@ -10,7 +10,9 @@
  * of its sequence and heads, the K and V rows of the keys it is given through the page table
  * (each page index checked against the pool), every input element; so ASan reports any call
  * accepted that should have been refused. A refused call must name its error and have written
- * nothing: o, lse and the pages are compared with copies. */
+ * nothing: o, lse and the pages are compared with copies. A quarter of the inputs make a
+ * paged MLA call instead (attn_rt_launch_paged_mla: latent pages, projections, the absorbed
+ * descriptor's tile over the runtime's own [c_kv | k_rope] rows). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -190,8 +192,61 @@ static void fz_append(FzIn *in, int64_t KH, int64_t DQ, int64_t DV, attn_dtype k
     free(ap.kv_lens.data), free(ap.new_starts.data), free(ap.page_table.data);
 }
 
+/* A paged MLA call of H heads over latent pages (kv_rank R, rope_dim rope): the absorbed
+ * descriptor is one K/V head over [c_kv | k_rope] rows, R + rope wide, values the first R. */
+static void fz_mla(FzIn *in) {
+    int64_t H = fz_range(in, 1, 4), R = fz_range(in, 1, 6), rope = fz_range(in, 0, 3), nope = fz_range(in, 1, 4);
+    int64_t dv = fz_range(in, 1, 4), P = (int64_t)1 << fz_range(in, 0, 3);
+    int head_kv[4] = {0};
+    attn_rt_desc ad;
+    memset(&ad, 0, sizeof ad);
+    ad.name = "fuzz_paged_mla";
+    ad.heads = (int)H, ad.kv_heads = 1, ad.qk_dim = (int)(R + rope), ad.v_dim = (int)R, ad.dtype = ATTN_F32;
+    ad.page_size = (int)P, ad.block_q = (int)fz_range(in, 1, 5), ad.grad_head_kv = head_kv, ad.tile = fz_tile;
+    if (H > 1 && fz_u8(in) % 2) ad.group = fz_group, ad.group_size = (int)H;
+    if (fz_u8(in) % 32 == 31) ad.qk_dim = (int)fz_range(in, 1, 9); /* not the absorbed shape */
+    attn_rt_mla_desc md = {(int)R, (int)rope, (int)nope, (int)dv, NULL, fz_u8(in) % 64 == 63 ? NULL : &ad};
+    int64_t B = fz_range(in, 1, 4), MP = fz_range(in, 1, 4), NP = fz_range(in, 1, 6), T = 0;
+    attn_paged_mla_call c;
+    memset(&c, 0, sizeof c);
+    fz_batch(in, B, MP, P, NP, &c.kv_lens, &c.q_starts, &c.page_table, &T);
+    attn_tensor *ts[8] = {&c.q_nope, &c.q_rope, &c.c_kv_pages, &c.k_rope_pages, &c.w_uk, &c.w_uv, &c.o, &c.lse};
+    fz_tensor(in, ts[0], 3, (int64_t[]){T, H, nope, 1}); /* 4 sizes: ndim may be fuzzed up */
+    fz_tensor(in, ts[1], 3, (int64_t[]){T, H, rope, 1});
+    fz_tensor(in, ts[2], 3, (int64_t[]){NP, P, R, 1});
+    fz_tensor(in, ts[3], 3, (int64_t[]){NP, P, rope, 1});
+    fz_tensor(in, ts[4], 3, (int64_t[]){H, R, nope, 1});
+    fz_tensor(in, ts[5], 3, (int64_t[]){H, R, dv, 1});
+    fz_tensor(in, ts[6], 3, (int64_t[]){T, H, dv, 1});
+    bool lse = fz_u8(in) & 1, big = false, ovf = false;
+    if (lse) fz_tensor(in, ts[7], 2, (int64_t[]){T, H, 1, 1});
+    for (int i = 0; i < (lse ? 8 : 7); i++)
+        ts[i]->data = fz_u8(in) % 32 == 31 ? NULL : fz_alloc(in, ts[i], 4, &big, &ovf);
+    c.threads = (int)fz_range(in, 0, 3);
+    if (!big) {
+        size_t ob = c.o.data ? fz_bytes(&c.o, 4) : 0, lb = lse && c.lse.data ? fz_bytes(&c.lse, 4) : 0;
+        void *oc = fz_copy(c.o.data, ob), *lc = fz_copy(c.lse.data, lb);
+        fz_desc = &ad;
+        fz_pages = NP; /* the runtime's renumbered pages are fewer */
+        attn_error err;
+        attn_status st = attn_rt_launch_paged_mla(&md, &c, NULL, &err);
+        REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "a paged MLA call refused without its code or message");
+        if (st != ATTN_OK) {
+            REQUIRE(!ob || !memcmp(oc, c.o.data, ob), "a refused paged MLA call wrote o (%s)", err.message);
+            REQUIRE(!lb || !memcmp(lc, c.lse.data, lb), "a refused paged MLA call wrote lse (%s)", err.message);
+        }
+        free(oc), free(lc);
+    }
+    for (int i = 0; i < 8; i++) free(ts[i]->data);
+    free(c.kv_lens.data), free(c.q_starts.data), free(c.page_table.data);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FzIn in = {data, data + size};
+    if (fz_u8(&in) % 4 == 3) {
+        fz_mla(&in);
+        return 0;
+    }
     attn_rt_desc d;
     memset(&d, 0, sizeof d);
     d.name = "fuzz_paged";
