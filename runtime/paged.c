@@ -20,14 +20,21 @@
 #define PG_MAX_DIM ((int64_t)1 << 40)
 #define PG_SPLIT_MIN_KEYS 256 /* fewer keys per chunk do not pay for the merge */
 #define PG_SPLIT_MAX 64
-/* f32 keys (whole pages) a grouped task visits for every K/V head before the next; narrower
+/* f32 keys a grouped task visits for every K/V head before the next (see pg_chunk); narrower
  * K/V: as many bytes (16-bit: 64 keys, int8: 128); a multiple of the group entry's key blocks
  * (passes/schedule.c: as many bytes, up to 64 keys), which a chunk's calls then see whole. The
  * K/V heads of a key lie side by side in its page: the fewer keys a call, the closer together
  * a page's rows are read (GQA 32/8 d128 f32 P 16, 1 thread: 32 keys ~15% faster than 64; 128
  * slower) */
 #define PG_CHUNK_KEYS 32
+
 #define PG_SCRATCH_MAX ((int64_t)1 << 26) /* floats of partial outputs (256 MiB) */
+
+/* The keys of a chunk: ck of them when they tile a page (a page of at least ck, a multiple of
+ * it: so with the powers of two of specs), else whole pages covering ck. Calls of whole large
+ * pages read each head's rows far apart in time: GQA 32/8 d128 f32 kv 65536, 1 thread, paged /
+ * contiguous time was 1.47, 1.82 and 2.0 at pages of 64, 128 and 256 with a call a page. */
+static int64_t pg_chunk(int64_t ck, int64_t P) { return P % ck == 0 ? ck : (ck + P - 1) / P * P; }
 
 static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
@@ -240,7 +247,7 @@ static void pg_task_run(void *ctx, int64_t t) {
      * visits its keys a chunk at a time, every head's part of it, so the pages stream through
      * in order; each head's calls chained through resume */
     int64_t ck = PG_CHUNK_KEYS * 4 / r->kvel;
-    int64_t chunk = tk->u1 - tk->u0 > 1 ? (ck + r->P - 1) / r->P * r->P : 0;
+    int64_t chunk = tk->u1 - tk->u0 > 1 ? pg_chunk(ck, r->P) : 0;
     bool first = true;
     for (int64_t c0 = tk->k0; c0 < tk->k1;) {
         /* chunks end on pages; one unit's keys in one call, but for a first one ending on a

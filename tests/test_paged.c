@@ -464,9 +464,13 @@ int main(void) {
     /* grouped decode reads a sub-block's K/V rows through its pages looked up once when they
      * hold it whole (one page, or whole pages), else packs the block: every page size
      * (sub-blocks of 32 keys at d32: 4 pages of 8 .. a part of one of 256), and a sliding
-     * window of one K/V head, whose first block starts where the window does (within a page) */
+     * window of one K/V head, whose first block starts where the window does (within a page);
+     * grouped tasks call a K/V head for 32 keys at a time, within a page from 32 keys on, and a
+     * grouped window's first call ends where such a chunk does */
     for (int P = 8; P <= 256; P *= 2) {
         mixed_case("gqa causal, every page size", specs[0].text, P, 8, 2, 32, 32, 0, &rng);
+        mixed_case("gqa sliding window, every page size", "heads = 4; kv_heads = 2; head_dim = 32; mask = sliding(100);",
+                   P, 4, 2, 32, 32, 0, &rng);
         mixed_case("mqa sliding window, every page size", "heads = 4; kv_heads = 1; head_dim = 16; mask = sliding(300);",
                    P, 4, 1, 16, 16, 0, &rng);
     }
