@@ -232,6 +232,10 @@ def decode(b, tmp, m):
     r = b.run(paged, 1, L, 1)
     ms["paged"] = r["ms_min"]
     row(f"paged(16), kv {L}", r, 1)
+    for P in (64, 256):  # larger pages: the same 32-key calls, a head's rows closer together
+        r = b.run(b.spec(f"attention k {{ {base} kv_cache = paged({P}); }}"), 1, L, 1)
+        ms[f"paged{P}"] = r["ms_min"]
+        row(f"paged({P}), kv {L}", r, 1)
     n = 16 if b.quick else 64
     for t in (1, 2):
         r = b.run(paged, 1, 8192, t, batch=n, extra=["--kv-len-min", "512"])
@@ -244,7 +248,9 @@ def decode(b, tmp, m):
            ["bf16 K/V / int8 K/V + compute int8", f"{ms['bf16'] / ms['int8/int8']:.2f}x"],
            ["bf16 K/V + compute bf16 / int8 K/V + compute int8", f"{ms['bf16/bf16'] / ms['int8/int8']:.2f}x"],
            ["bf16 K/V / bf16 K/V + compute bf16", f"{ms['bf16'] / ms['bf16/bf16']:.2f}x"],
-           ["paged / contiguous (f32)", f"{ms['paged'] / ms['f32']:.2f}"]])
+           ["paged / contiguous (f32)", f"{ms['paged'] / ms['f32']:.2f}"],
+           ["paged(64) / contiguous (f32)", f"{ms['paged64'] / ms['f32']:.2f}"],
+           ["paged(256) / contiguous (f32)", f"{ms['paged256'] / ms['f32']:.2f}"]])
 
 
 def mla(b, tmp):
