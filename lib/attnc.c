@@ -394,7 +394,9 @@ int attn_kernel_page_size(const attn_kernel *kern) { return kern ? kern->desc.pa
 
 int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
     const attn_rt_desc *d = kern && kern->ndomains ? &kern->desc_dom[0] : kern ? &kern->desc : NULL;
-    if (!d || !d->grad_step) return -1;
+    /* a paged block's grad role only gives the runtime its key bounds: paged caches are for
+     * inference */
+    if (!d || !d->grad_step || d->page_size > 0) return -1;
     bool seen[ATTN_MAX_INPUTS] = {false};
     int n = 0;
     for (int r = 0; r < d->grad_nreads; r++) {
@@ -415,6 +417,13 @@ attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const at
     }
     if (kern->mla.present) {
         fail(err, ATTN_ERR_ARG, "attn_run_backward: an MLA kernel takes attn_run_mla_backward");
+        return ATTN_ERR_ARG;
+    }
+    if (kern->func && kern->func->page_size) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "'%s' has no backward: it reads a paged cache (kv_cache = paged(%d)), which is "
+                 "for inference", kern->func->name, kern->func->page_size);
+        fail(err, ATTN_ERR_ARG, msg);
         return ATTN_ERR_ARG;
     }
     if (kern->func && (kern->func->compute != IR_COMPUTE_F32 || kern->func->kv_dtype != ATTN_F32)) {
@@ -517,6 +526,13 @@ attn_status attn_run_mla_backward(attn_kernel *kern, const attn_mla_call *call, 
     }
     if (!kern->mla.present) {
         fail(err, ATTN_ERR_ARG, "attn_run_mla_backward: not an MLA kernel (use attn_run_backward)");
+        return ATTN_ERR_ARG;
+    }
+    if (kern->func && kern->func->page_size) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "'%s' has no backward: it reads a paged cache (kv_cache = paged(%d)), which is "
+                 "for inference", kern->func->name, kern->func->page_size);
+        fail(err, ATTN_ERR_ARG, msg);
         return ATTN_ERR_ARG;
     }
     attn_rt_mla_desc d = kern_mla_desc(kern);

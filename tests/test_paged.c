@@ -255,6 +255,13 @@ static void bad_tables(uint64_t *rng) {
     CHECK(attn_run(kern, &cc, &err) == ATTN_ERR_ARG && strstr(err.message, "paged"), "attn_run of a paged kernel: %s",
           err.message);
     CHECK(attn_kernel_page_size(kern) == 8, "page size %d", attn_kernel_page_size(kern));
+    /* paged caches are for inference: no backward */
+    CHECK(attn_kernel_grad_inputs(kern, NULL) == -1, "a paged kernel reports a backward (%d)",
+          attn_kernel_grad_inputs(kern, NULL));
+    attn_grad_call gc;
+    memset(&gc, 0, sizeof gc);
+    CHECK(attn_run_backward(kern, &cc, &gc, &err) == ATTN_ERR_ARG && strstr(err.message, "no backward"),
+          "attn_run_backward of a paged kernel: %s", err.message);
     attn_kernel *plain = NULL;
     attn_options opts;
     attn_options_init(&opts);

@@ -859,7 +859,8 @@ static int cmd_run_grad(Cli *c) {
     const char *paths[CLI_MAX_TENSORS + 3] = {NULL};
     if (ngin < 0) {
         rc = cli_error(EXIT_INPUT, "'%s' has no backward%s", d->name,
-                       mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)"
+                       attn_kernel_page_size(kern) ? " (paged kernels are for inference)"
+                       : mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)"
                            : " (compute = bf16/int8 and a kv_dtype other than dtype are forward only)");
         goto done;
     }

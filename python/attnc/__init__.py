@@ -816,7 +816,8 @@ class Kernel:
         in float32. The same call gives bitwise the same gradients run after run and whatever
         the number of threads. Tensors may also be given by name."""
         if not self.has_backward:
-            why = (" (an MLA kernel compiled with absorb = on has no up-projected variant)" if self.is_mla
+            why = (" (paged caches are for inference)" if self.page_size
+                   else " (an MLA kernel compiled with absorb = on has no up-projected variant)" if self.is_mla
                    else " (compute = bf16/int8 and a kv_dtype other than dtype are forward only)")
             raise AttnError(ATTN_ERR_ARG, "'%s' has no backward%s" % (self.name, why))
         names = (_MLA_TENSORS if self.is_mla else _TENSORS) + ("do",)

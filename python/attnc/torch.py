@@ -31,7 +31,8 @@ def function(kern, q_offset=None, threads=None):
     (up-projected, as training runs MLA). q_offset and threads as in kern(...)."""
     if not kern.has_backward:
         raise AttnError(ATTN_ERR_ARG, "'%s' has no backward (%s)" % (
-            kern.name, "an MLA kernel needs absorb = off or auto" if kern.is_mla else "compute = bf16/int8 and a kv_dtype other than dtype are forward only"))
+            kern.name, "paged caches are for inference" if kern.page_size
+            else "an MLA kernel needs absorb = off or auto" if kern.is_mla else "compute = bf16/int8 and a kv_dtype other than dtype are forward only"))
     nt = 6 if kern.is_mla else 3
 
     class _Attention(torch.autograd.Function):

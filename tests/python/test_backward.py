@@ -271,6 +271,22 @@ def main():
               "%s backward differs from f32 on the same values" % dt)
         hg2 = half.backward(q, k, v, do, threads=2)
         check(all(np.array_equal(a, b) for a, b in zip(hg[:3], hg2[:3])), "%s: o recomputed, 2 threads" % dt)
+    # paged caches are for inference: no backward, from Python, C or the command line
+    pg = attnc.compile("attention g { heads = 2; head_dim = 4; mask = k <= q; kv_cache = paged(8); }")
+    check(not pg.has_backward and pg.grad_inputs == [], "a paged kernel has no backward")
+    x4 = r((1, 2, 3, 4)).astype(np.float32)
+    raises(attnc.ATTN_ERR_ARG, lambda: pg.backward(x4, x4, x4, x4), "paged backward", "no backward")
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = os.path.join(tmp, "g.attn")
+        with open(spec, "w") as f:
+            f.write("attention g { heads = 2; head_dim = 4; mask = k <= q; kv_cache = paged(8); }")
+        ins = []
+        for n in ("q", "k", "v", "do"):
+            np.save(os.path.join(tmp, n + ".npy"), x4)
+            ins += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
+        r2 = subprocess.run([cli, "run", spec, "--grad"] + ins + ["--out", "dq=" + os.path.join(tmp, "dq.npy")],
+                            capture_output=True, text=True)
+        check(r2.returncode == 1 and "no backward" in r2.stderr, "paged run --grad: %d %s" % (r2.returncode, r2.stderr))
     check_mla(rng, cli)
     print("test_backward: %d checks, %d failed" % (CHECKS[0], len(FAILS)))
     return 1 if FAILS else 0
