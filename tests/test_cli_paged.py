@@ -251,6 +251,11 @@ for sp, per_key, extra in ((int8, KH * (2 * D + 8), {"kv_dtype": "int8"}), (b16,
         fail(f"bench {sp} --json: {e}: {p.stdout}")
 attnc("bench", contig, "--kv-len-min", 4, "--reps", 1, rc=2, err_has=("paged",))
 attnc("bench", paged, "--kv-len", 10, "--kv-len-min", 40, "--reps", 1, rc=2, err_has=("--kv-len-min",))
+# kv_lens are int32: a length past 2^31 - 1 is refused, never wrapped (2^32 became 0 keys)
+for L in (2 ** 32, 2 ** 31):
+    attnc("bench", paged, "--q-len", 1, "--kv-len", L, "--reps", 1, "--json", rc=2, err_has=("--kv-len",))
+attnc("bench", paged, "--q-len", 1, "--kv-len", 2 ** 32 + 8, "--kv-len-min", 2 ** 32, "--reps", 1, rc=2,
+      err_has=("--kv-len",))
 
 print("test_cli_paged: %s" % ("FAILED" if failures else "ok"))
 sys.exit(1 if failures else 0)

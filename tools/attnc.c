@@ -1475,6 +1475,9 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     int64_t KD = mla ? mi.kv_rank : d->qk_dim, VD = mla ? mi.rope_dim : d->v_dim;
     int64_t DQ = mla ? mi.nope_dim + mi.rope_dim : d->qk_dim, DV = mla ? mi.v_dim : d->v_dim;
     if (M > L) return cli_usage(CMD_BENCH, "--kv-len-min (%" PRId64 ") exceeds --kv-len (%" PRId64 ")", M, L);
+    if (L > INT32_MAX) /* kv_lens and the page table are int32 */
+        return cli_usage(CMD_BENCH, "--kv-len %" PRId64 " is too long for a paged kernel (its kv_lens are int32: at most "
+                         "%d)", L, INT32_MAX);
     if (c->grad) return cli_error(EXIT_INPUT, "'%s' has no backward (paged kernels are for inference)", d->name);
     if (c->has_q_offset)
         return cli_error(EXIT_INPUT, "--q-offset does not apply to the paged kernel '%s'", d->name);
