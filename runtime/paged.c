@@ -85,7 +85,7 @@ static attn_status pg_tensor(RtView *v, const char *name, const attn_tensor *t, 
 static attn_status pg_index(RtView *v, const char *name, const attn_tensor *t, int ndim, const int64_t *want,
                             const char *const *dims, attn_error *err) {
     attn_status s = pg_tensor(v, name, t, ndim, want, dims, 4, err);
-    if (s) return s;
+    if (s || v->hi == 0) return s; /* no element (an empty batch): any strides */
     int64_t st = 1;
     for (int d = ndim - 1; d >= 0; d--) {
         if (t->shape[d] != 1 && v->stride[d] != st)

@@ -106,6 +106,15 @@ attnc.paged_append(np.stack([k_seq[b][-1] for b in range(B)]), np.stack([v_seq[b
 od2 = kern(qd, kp, vp, page_table=table, kv_lens=lens)
 check(np.abs(od2 - rd).max() < 1e-4, "after paged_append: max error %g" % np.abs(od2 - rd).max())
 
+# an empty batch (no sequence, no row) and an append of nothing: valid, nothing written
+e = kern(qd[:0], kp, vp, page_table=table[:0], kv_lens=lens[:0], q_starts=np.zeros(1, np.int32), return_lse=True)
+check(e[0].shape == (0, H, DV) and e[1].shape == (0, H), "empty batch: %s %s" % (e[0].shape, e[1].shape))
+e = kern(qd[:0], kp, vp, page_table=table[:0], kv_lens=lens[:0])
+check(e.shape == (0, H, DV), "empty decode batch: %s" % (e.shape,))
+kp_before = kp.copy()
+attnc.paged_append(qd[:0, :KH], qd[:0, :KH, :DV], kp, vp, table[:0], lens[:0])
+check(np.array_equal(kp, kp_before, equal_nan=True), "empty append wrote")
+
 # bad calls
 bad = table.copy()
 bad[2, 1] = NP
