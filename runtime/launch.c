@@ -32,13 +32,13 @@ static const char *rt_dim_kind_name(attn_dim_kind k) {
 
 static int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
-/* Checks every size is in [1, 2^40] (dim 2, q_len or kv_len, in [0, 2^40]) and equal to
- * `want` where want >= 0. */
+/* Checks every size is in [1, 2^40] (dims 0 and 2, batch and q_len or kv_len, in [0, 2^40]:
+ * an empty call is valid) and equal to `want` where want >= 0. */
 static attn_status rt_check_shape(const char *name, const attn_tensor *t, int ndim,
                                   const char *const *dim_names, const int64_t *want,
                                   const char *const *why, attn_error *err) {
     for (int d = 0; d < ndim; d++) {
-        int64_t got = t->shape[d], min = d == 2 ? 0 : 1;
+        int64_t got = t->shape[d], min = d == 0 || d == 2 ? 0 : 1;
         if (got < min)
             return rt_error(err, ATTN_ERR_SHAPE, "%s: dim %d (%s) is %lld, expected >= %lld", name,
                             d, dim_names[d], (long long)got, (long long)min);
@@ -267,7 +267,7 @@ attn_status rt_check_inputs(const attn_rt_desc *d, const attn_call *c, attn_rt_a
                             id->name);
         bool all_zero = true;
         for (int k = 0; k < id->rank; k++) all_zero &= in->t.stride[k] == 0;
-        if (!all_zero) {
+        if (!all_zero && count != 0) { /* an input with no element needs no layout */
             int64_t rm[ATTN_MAX_DIMS];
             rt_row_major(id->rank, in->t.shape, rm); /* cannot overflow: count did not */
             for (int k = 0; k < id->rank; k++)
@@ -544,7 +544,7 @@ attn_status rt_index_error(const attn_rt_desc *d, attn_error *err) {
 }
 
 bool rt_empty_call(const attn_rt_args *a, int64_t heads, int64_t v_dim, attn_dtype dtype) {
-    if (a->q_len == 0) return true;
+    if (a->q_len == 0 || a->batch == 0) return true;
     if (a->kv_len > 0) return false;
     int64_t elem = rt_dtype_size(dtype);
     for (int64_t b = 0; b < a->batch; b++)

@@ -104,9 +104,9 @@ static attn_status mla_validate(const attn_rt_mla_desc *d, const attn_mla_call *
     r->Lq = c->q_nope.shape[2];
     r->Lk = c->c_kv.shape[1];
     r->R = d->kv_rank, r->rope = d->rope_dim, r->nope = d->nope_dim, r->dv = d->v_dim;
-    if (r->B < 1 || r->Lq < 0 || r->Lk < 0 || r->B > MLA_MAX_EXTENT || r->Lq > MLA_MAX_EXTENT ||
+    if (r->B < 0 || r->Lq < 0 || r->Lk < 0 || r->B > MLA_MAX_EXTENT || r->Lq > MLA_MAX_EXTENT ||
         r->Lk > MLA_MAX_EXTENT)
-        return rt_error(err, ATTN_ERR_SHAPE, "batch must be in [1, 2^40], q_len and kv_len in [0, 2^40]");
+        return rt_error(err, ATTN_ERR_SHAPE, "batch, q_len and kv_len must be in [0, 2^40]");
     attn_status st;
     if ((st = mla_view("q_nope", &c->q_nope, 4, (int64_t[]){r->B, r->H, r->Lq, r->nope}, false, &r->qn, err)) ||
         (st = mla_view("q_rope", &c->q_rope, 4, (int64_t[]){r->B, r->H, r->Lq, r->rope}, false, &r->qr, err)) ||

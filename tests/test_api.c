@@ -213,9 +213,9 @@ static void test_empty_calls(void) {
         attn_kernel *kern = compile(specs[s]);
         if (!kern) continue;
         const attn_rt_desc *d = attn_kernel_desc(kern);
-        int64_t B = 2, H = d->heads, KH = d->kv_heads, D = 8;
-        for (int pass = 0; pass < 2; pass++) {
-            int64_t Lq = pass == 0 ? 3 : 0, Lk = pass == 0 ? 0 : 5;
+        int64_t H = d->heads, KH = d->kv_heads, D = 8;
+        for (int pass = 0; pass < 3; pass++) { /* kv_len 0, q_len 0, batch 0 */
+            int64_t B = pass == 2 ? 0 : 2, Lq = pass == 1 ? 0 : 3, Lk = pass == 0 ? 0 : 5;
             size_t no = (size_t)(B * H * Lq * D), nl = (size_t)(B * H * Lq);
             float q[256], k[256], v[256], o[256], lse[32];
             for (int i = 0; i < 256; i++) q[i] = o[i] = k[i] = v[i] = 7;
@@ -240,7 +240,7 @@ static void test_empty_calls(void) {
                 if (st != ATTN_OK) fprintf(stderr, "%s, q_len %lld, kv_len %lld: %s\n", specs[s], (long long)Lq,
                                            (long long)Lk, err.message);
                 EXPECT(st == ATTN_OK);
-                if (Lq == 0) {
+                if (Lq == 0 || B == 0) {
                     EXPECT(o[0] == 7 && lse[0] == 7); /* nothing written */
                 } else if (s == 4) {
                     uint16_t *h = (uint16_t *)o;
@@ -256,7 +256,15 @@ static void test_empty_calls(void) {
                 memset(&c2.lse, 0, sizeof c2.lse);
                 for (int i = 0; i < 256; i++) o[i] = 7;
                 EXPECT(attn_run(kern, &c2, &err) == ATTN_OK);
-                if (Lq && s != 4) EXPECT(all_zero_neg_inf(o, no, lse, 0));
+                if (Lq && B && s != 4) EXPECT(all_zero_neg_inf(o, no, lse, 0));
+                if (B == 0 && s != 4) { /* the backward of an empty batch: nothing to write */
+                    float dq[8] = {7}, dk[8] = {7}, dv[8] = {7};
+                    attn_grad_call g = {.dout = c.o, .dq = {dq, 4, {0, H, Lq, D}, {0}},
+                                        .dk = {dk, 4, {0, KH, Lk, D}, {0}}, .dv = {dv, 4, {0, KH, Lk, D}, {0}}};
+                    attn_status gs = attn_run_backward(kern, &c, &g, &err);
+                    if (gs != ATTN_OK) fprintf(stderr, "%s, batch 0 backward: %s\n", specs[s], err.message);
+                    EXPECT(gs == ATTN_OK && dq[0] == 7);
+                }
                 /* an empty call still checks its inputs */
                 c2.ninputs = 0;
                 if (s == 1 || s == 3) EXPECT(attn_run(kern, &c2, &err) == ATTN_ERR_INPUT);
@@ -289,9 +297,9 @@ static void test_empty_calls(void) {
 static void test_empty_mla(void) {
     attn_kernel *kern = compile(mla_spec);
     if (!kern) return;
-    for (int pass = 0; pass < 2; pass++)
+    for (int pass = 0; pass < 3; pass++) /* kv_len 0, q_len 0, batch 0 */
         for (int absorb = ATTN_ABSORB_ON; absorb <= ATTN_ABSORB_OFF; absorb++) {
-            Mla m = {.B = 2, .H = 2, .Lq = pass == 0 ? 3 : 0, .Lk = pass == 0 ? 0 : 4, .R = 16, .rope = 8,
+            Mla m = {.B = pass == 2 ? 0 : 2, .H = 2, .Lq = pass == 1 ? 0 : 3, .Lk = pass == 0 ? 0 : 4, .R = 16, .rope = 8,
                      .nope = 8, .dv = 8};
             mla_alloc(&m);
             attn_mla_call c = mla_call(&m);
@@ -300,7 +308,7 @@ static void test_empty_mla(void) {
             attn_status st = attn_run_mla(kern, &c, NULL, &err);
             if (st) fprintf(stderr, "MLA q_len %lld kv_len %lld: %s\n", (long long)m.Lq, (long long)m.Lk, err.message);
             EXPECT(st == ATTN_OK);
-            if (m.Lq)
+            if (m.Lq && m.B)
                 EXPECT(all_zero_neg_inf(m.o, (size_t)(m.B * m.H * m.Lq * m.dv), m.lse, (size_t)(m.B * m.H * m.Lq)));
             mla_free(&m);
         }

@@ -74,6 +74,15 @@ if os.path.exists(o):
 attnc("run", g, "--in", f"q={empty_q}", "--in", f"k={k}", "--in", f"v={v}", "--out", f"o={o}")
 if not os.path.exists(o) or np.load(o).shape != (1, 2, 0, 4):
     fail("q_len 0: no empty o written")
+# batch 0: nothing to do, empty o and lse (forward and backward)
+b0 = save("b0.npy", np.zeros((0, 2, 3, 4), np.float32))
+attnc("run", g, "--in", f"q={b0}", "--in", f"k={b0}", "--in", f"v={b0}", "--out", f"o={o}", "--out", f"lse={lse}")
+if not os.path.exists(o) or np.load(o).shape != (0, 2, 3, 4) or np.load(lse).shape != (0, 2, 3):
+    fail("batch 0: no empty o and lse written")
+attnc("run", g, "--grad", "--in", f"q={b0}", "--in", f"k={b0}", "--in", f"v={b0}", "--in", f"do={b0}",
+      "--out", f"dk={o}")
+if not os.path.exists(o) or np.load(o).shape != (0, 2, 3, 4):
+    fail("batch 0: no empty dk written")
 
 # --q-offset 0 puts query row 0 at position 0: under a causal mask it sees key 0 only
 attnc("run", g, "--in", f"q={q}", "--in", f"k={k}", "--in", f"v={v}", "--out", f"o={o}", "--q-offset", "0")

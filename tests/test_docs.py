@@ -134,7 +134,7 @@ for var in re.findall(r"^(ATTNC_\w+)", attnc("help", "environment").stdout, re.M
         if var not in text:
             fail(f"attnc help environment: {var} is not documented in {rel}")
 positions = attnc("help", "positions").stdout
-for phrase in ("kv_len - q_len", "-inf", "kv_len = 0", "q_len = 0"):
+for phrase in ("kv_len - q_len", "-inf", "kv_len = 0", "q_len = 0", "batch = 0"):
     if phrase not in positions or phrase not in read("docs/language.md"):
         fail(f"positions: '{phrase}' missing from attnc help positions or docs/language.md")
 

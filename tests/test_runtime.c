@@ -157,8 +157,14 @@ static void test_errors(void) {
     EXPECT(check(&c, "") == ATTN_OK); /* q_len 0: a valid call with nothing to do */
     c = make_call(), c.q.shape[2] = -1, c.o.shape[2] = -1;
     EXPECT(check(&c, "q: dim 2 (q_len) is -1, expected >= 0") == ATTN_ERR_SHAPE);
-    c = make_call(), c.q.shape[0] = 0;
-    EXPECT(check(&c, "q: dim 0 (batch) is 0, expected >= 1") == ATTN_ERR_SHAPE);
+    {
+        attn_input in0[2];
+        c = make_call_with(in0), c.q.shape[0] = 0, c.k.shape[0] = 0, c.v.shape[0] = 0, c.o.shape[0] = 0;
+        c.lse.shape[0] = 0, in0[0].t.shape[0] = 0, in0[1].t.shape[0] = 0;
+        EXPECT(check(&c, "") == ATTN_OK); /* batch 0: a valid call with nothing to do */
+    }
+    c = make_call(), c.q.shape[0] = -1;
+    EXPECT(check(&c, "q: dim 0 (batch) is -1, expected >= 0") == ATTN_ERR_SHAPE);
     c = make_call(), c.k.shape[2] = -1;
     EXPECT(check(&c, "k") == ATTN_ERR_SHAPE);
 

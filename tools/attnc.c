@@ -207,7 +207,7 @@ static const struct {
      "Keys sit at positions 0 .. kv_len-1, queries at q_offset .. q_offset+q_len-1.\n"
      "q_offset defaults to kv_len - q_len: the queries are the last positions (--q-offset N moves\n"
      "them; any integer in [-2^40, 2^40]). A query row that sees no key gets o = 0 and lse = -inf.\n"
-     "kv_len = 0 is valid (every row sees no key); q_len = 0 is valid and does nothing.\n"},
+     "kv_len = 0 is valid (every row sees no key); q_len = 0 or batch = 0 is valid and does nothing.\n"},
     {"prelude", "the built-in masks (drawn in docs/prelude.md)", NULL},
     {"mla", "the tensors of an mla { } block",
      "q_nope [batch, heads, q_len, nope_dim]\n"

@@ -23,7 +23,7 @@ Query head h reads K/V head h // (heads // kv_heads) unless the spec maps heads 
 Positions: key j is at position j; query row i is at position q_offset + i. The default
 q_offset is kv_len - q_len: the queries are the last q_len positions (decode and prefill on a
 KV cache). A row that sees no key (its mask hides every key, or kv_len = 0) gets o = 0 and
-lse = -inf; a call with q_len = 0 does nothing and returns empty arrays.
+lse = -inf; a call with q_len = 0 or batch = 0 does nothing and returns empty arrays.
 
 An MLA kernel (a spec with `mla { kv_rank = R; rope_dim = P; nope_dim = N; v_dim = V; }`)
 takes the latent tensors by name, all float32:
