@@ -426,11 +426,10 @@ attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const at
         fail(err, ATTN_ERR_ARG, msg);
         return ATTN_ERR_ARG;
     }
-    if (kern->func && (kern->func->compute != IR_COMPUTE_F32 || kern->func->kv_dtype != ATTN_F32)) {
+    if (kern->func && kern->func->compute != IR_COMPUTE_F32) {
         char msg[256];
-        snprintf(msg, sizeof msg, "'%s' has no backward: it computes in %s with %s K/V (the backward is for "
-                 "compute = f32 with K/V stored as the block's dtype)", kern->func->name,
-                 ir_compute_name(kern->func->compute), ir_dtype_name(ir_kv_dtype(kern->func)));
+        snprintf(msg, sizeof msg, "'%s' has no backward: it computes in %s (the backward is for compute = f32; "
+                 "8-bit and bf16 compute are for inference)", kern->func->name, ir_compute_name(kern->func->compute));
         fail(err, ATTN_ERR_ARG, msg);
         return ATTN_ERR_ARG;
     }

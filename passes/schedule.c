@@ -282,12 +282,12 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
     f->nplans = 0;
     f->plans[f->nplans++] = plan_fn(f, IR_ROLE_TILE, G, ctx);
     if (G) f->plans[f->nplans++] = plan_fn(f, IR_ROLE_GROUP, G, ctx);
-    /* the backward, for any storage type (f16/bf16 blocks run it on f32 copies); MLA's is its
-     * up-projected form's (training runs it through the latent tensors), never the absorbed
-     * variant's; f32 compute with K/V stored as the block's dtype only. Paged blocks always have
+    /* the backward, for any storage type (f16/bf16 blocks, and K/V stored in another kv_dtype,
+     * run it on f32 copies); MLA's is its up-projected form's (training runs it through the
+     * latent tensors), never the absorbed variant's; f32 compute only. Paged blocks always have
      * the role: the runtime reads their key bounds and head map from it (tasks visit only the
      * keys they may see; decode groups the query heads sharing a K/V head) */
-    if (f->grad.present && ((!f->mla.absorbed && f->compute == IR_COMPUTE_F32 && f->kv_dtype == ATTN_F32) || f->page_size)) {
+    if (f->grad.present && ((!f->mla.absorbed && f->compute == IR_COMPUTE_F32) || f->page_size)) {
         IrPlan g = {.role = IR_ROLE_GRAD, .kind = IR_T_GRAD_STEP};
         plan_tiles(f, &g);
         f->plans[f->nplans++] = g;

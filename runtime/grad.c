@@ -596,15 +596,16 @@ static attn_status rt_backward(const attn_rt_desc *const *descs, int ndescs, con
         const attn_rt_desc *x = descs[i];
         if (!x) return rt_error(err, ATTN_ERR_NULL, "the kernel descriptor is NULL");
         if (!x->grad_step || !x->grad_bounds)
-            return rt_error(err, ATTN_ERR_ARG, "'%s' has no backward (blocks with compute = f32 have one; MLA blocks: "
-                            "attn_rt_launch_mla_backward)",
+            return rt_error(err, ATTN_ERR_ARG, "'%s' has no backward (blocks with contiguous K/V and compute = f32 have "
+                            "one; MLA blocks: attn_rt_launch_mla_backward)",
                             x->name ? x->name : "?");
         if (x->heads != d->heads || x->kv_heads != d->kv_heads || x->qk_dim != d->qk_dim || x->v_dim != d->v_dim ||
             x->grad_lanes != d->grad_lanes || x->ninputs != d->ninputs)
             return rt_error(err, ATTN_ERR_ARG, "key domain '%s' does not match '%s'", x->name ? x->name : "?",
                             d->name ? d->name : "?");
     }
-    if (d->dtype != ATTN_F32) /* f16, bf16: widened to f32 (key windows take f32 only) */
+    if (d->dtype != ATTN_F32 || d->kv_dtype != ATTN_F32) /* f16, bf16, int8 K/V: widened to f32 (key windows
+                                                          * take f32 only) */
         return cw ? rt_error(err, ATTN_ERR_DTYPE, "a key window's backward takes f32 tensors")
                   : rt_backward_widened(descs, ndescs, c, g, pool, err);
     attn_rt_args a;

@@ -861,7 +861,7 @@ static int cmd_run_grad(Cli *c) {
         rc = cli_error(EXIT_INPUT, "'%s' has no backward%s", d->name,
                        attn_kernel_page_size(kern) ? " (paged kernels are for inference)"
                        : mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)"
-                           : " (compute = bf16/int8 and a kv_dtype other than dtype are forward only)");
+                           : " (compute = bf16/int8 is for inference)");
         goto done;
     }
     size_t len = 0;
@@ -896,7 +896,10 @@ static int cmd_run_grad(Cli *c) {
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
         else if (arr[t].ndim != nd)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d", paths[t], tn[t], arr[t].ndim, nd);
-        else if (!cli_to_dtype(&arr[t], t < nf || t == O ? store : ATTN_F32, tn[t], paths[t]))
+        else if (!cli_to_dtype(&arr[t],
+                               !mla && (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype /* k, v */
+                               : t < nf || t == O ? store : ATTN_F32,
+                               tn[t], paths[t]))
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
@@ -1765,7 +1768,7 @@ static int cmd_bench(Cli *c) {
         if (attn_kernel_grad_inputs(kern, NULL) < 0) {
             rc = cli_error(EXIT_INPUT, "'%s' has no backward%s", d->name,
                            bc.mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)"
-                                  : " (compute = bf16/int8 and a kv_dtype other than dtype are forward only)");
+                                  : " (compute = bf16/int8 is for inference)");
             goto done;
         }
         /* lse, do, then a gradient shaped like each tensor the forward reads */

@@ -70,8 +70,10 @@ int attn_kernel_page_size(const attn_kernel *kernel);
 
 /* The backward of a forward call: `call` as given to attn_run, with its o and lse holding the
  * forward's results; `grad` holds d loss / d o (dout) and receives dq, dk, dv and the wanted
- * gradients of the f32 inputs the score reads (dinputs, by name). f32 kernels that are not
- * MLA (those take attn_run_mla_backward); deterministic for any thread count. */
+ * gradients of the f32 inputs the score reads (dinputs, by name). Kernels with compute = f32
+ * and contiguous K/V that are not MLA (those take attn_run_mla_backward), whatever their dtype
+ * and kv_dtype (16-bit and int8 K/V run on f32 copies; dk, dv are the copies' gradients);
+ * others fail with ATTN_ERR_ARG. Deterministic for any thread count. */
 attn_status attn_run_backward(attn_kernel *kernel, const attn_call *call, const attn_grad_call *grad,
                               attn_error *err);
 

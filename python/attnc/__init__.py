@@ -810,15 +810,16 @@ class Kernel:
             (dq_nope, dq_rope, dc_kv, dk_rope, dw_uk, dw_uv, dinputs) = kern.backward(
                 q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, do, ...)
 
-        Every kernel with compute = f32 and K/V in its dtype has one, whatever that dtype
-        (has_backward; an MLA kernel compiled
-        with absorb = on has none): q, k, v and o in the kernel's dtype, do and the gradients
-        in float32. The same call gives bitwise the same gradients run after run and whatever
+        Every kernel with contiguous K/V and compute = f32 has one, whatever its dtype and
+        kv_dtype (has_backward; paged kernels and an MLA kernel compiled with absorb = on have
+        none): q and o in the kernel's dtype, k and v in its kv_dtype (int8 with k_scale= and
+        v_scale=; dk and dv are then the gradients of the dequantized K and V), do and the
+        gradients in float32. The same call gives bitwise the same gradients run after run and whatever
         the number of threads. Tensors may also be given by name."""
         if not self.has_backward:
             why = (" (paged caches are for inference)" if self.page_size
                    else " (an MLA kernel compiled with absorb = on has no up-projected variant)" if self.is_mla
-                   else " (compute = bf16/int8 and a kv_dtype other than dtype are forward only)")
+                   else " (compute = bf16/int8 is for inference)")
             raise AttnError(ATTN_ERR_ARG, "'%s' has no backward%s" % (self.name, why))
         names = (_MLA_TENSORS if self.is_mla else _TENSORS) + ("do",)
         given = self._gather(tensors, named, names)
@@ -831,8 +832,10 @@ class Kernel:
         nthreads = self.threads if threads is None else _int_arg("threads", threads, 0, _INT_MAX, ATTN_ERR_ARG)
         keep = []
         tnames = names[:-1] + ("o", "do")
-        store = "f32" if self.is_mla else self.dtype  # q, k, v, o as stored; do in f32
-        arrs = [_as_storage(n, x, "f32" if n == "do" else store) for n, x in zip(tnames, fwd + [o, given["do"]])]
+        # q, k, v, o as stored (k and v in kv_dtype); do in f32
+        store = lambda n: ("f32" if self.is_mla or n == "do" else self.kv_dtype if n in ("k", "v")
+                           else self.dtype)
+        arrs = [_as_storage(n, x, store(n)) for n, x in zip(tnames, fwd + [o, given["do"]])]
         lse = _as_storage("lse", lse, "f32")
         dims = (4, 4, 3, 3, 3, 3, 4, 4) if self.is_mla else (4, 4, 4, 4, 4)
         for n, a, nd in zip(tnames, arrs, dims):

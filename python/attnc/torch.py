@@ -32,7 +32,7 @@ def function(kern, q_offset=None, threads=None):
     if not kern.has_backward:
         raise AttnError(ATTN_ERR_ARG, "'%s' has no backward (%s)" % (
             kern.name, "paged caches are for inference" if kern.page_size
-            else "an MLA kernel needs absorb = off or auto" if kern.is_mla else "compute = bf16/int8 and a kv_dtype other than dtype are forward only"))
+            else "an MLA kernel needs absorb = off or auto" if kern.is_mla else "compute = bf16/int8 is for inference"))
     nt = 6 if kern.is_mla else 3
 
     class _Attention(torch.autograd.Function):
@@ -40,7 +40,8 @@ def function(kern, q_offset=None, threads=None):
         def forward(ctx, names, *values):
             tensors, extra = values[:nt], values[nt:]
             arrays = {n: (_np(x) if x.is_floating_point() else x.detach().cpu().numpy()) for n, x in zip(names, extra)}
-            ta = [_np(t) for t in tensors]
+            # int8 K/V (kv_dtype = int8) stay int8: their scales come among the inputs
+            ta = [_np(t) if t.is_floating_point() else t.detach().cpu().numpy() for t in tensors]
             o, lse = kern(*ta, q_offset=q_offset, return_lse=True, threads=threads, **arrays)
             ctx.arrays = (ta, o, lse, arrays)
             ctx.names = names
@@ -52,7 +53,8 @@ def function(kern, q_offset=None, threads=None):
             ta, o, lse, arrays = ctx.arrays
             res = kern.backward(*ta, _np(do), o=o, lse=lse, q_offset=q_offset, threads=threads, **arrays)
             like = ctx.like
-            grads = [torch.from_numpy(g).to(device=t.device, dtype=t.dtype) for g, t in zip(res[:nt], like)]
+            grads = [torch.from_numpy(g).to(device=t.device, dtype=t.dtype) if t.is_floating_point() else None
+                     for g, t in zip(res[:nt], like)]
             dins = res[nt]
             extra = []
             for n, t in zip(ctx.names, like[nt:]):

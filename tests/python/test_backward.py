@@ -271,6 +271,52 @@ def main():
               "%s backward differs from f32 on the same values" % dt)
         hg2 = half.backward(q, k, v, do, threads=2)
         check(all(np.array_equal(a, b) for a, b in zip(hg[:3], hg2[:3])), "%s: o recomputed, 2 threads" % dt)
+    # K/V stored apart from the block's dtype (kv_dtype = f16 | bf16 | int8, compute = f32): the
+    # backward of the f32 kernel on the same (dequantized) values, from Python and the command line
+    full = attnc.compile("attention h { heads = 4; kv_heads = 2; head_dim = 8; v_dim = 6; mask = k <= q; }")
+    for kvt in ("f16", "bf16", "int8"):
+        nar = attnc.compile("attention h { heads = 4; kv_heads = 2; head_dim = 8; v_dim = 6; kv_dtype = %s; "
+                            "mask = k <= q; }" % kvt)
+        check(nar.has_backward, "kv_dtype = %s has a backward" % kvt)
+        ins = {}
+        if kvt == "int8":
+            ks, vs = np.abs(k).max(-1) / 127, np.abs(v).max(-1) / 127
+            kn, vn = np.rint(k / ks[..., None]).astype(np.int8), np.rint(v / vs[..., None]).astype(np.int8)
+            ins = dict(k_scale=ks.astype(np.float32), v_scale=vs.astype(np.float32))
+            kr, vr = kn.astype(np.float32) * ins["k_scale"][..., None], vn.astype(np.float32) * ins["v_scale"][..., None]
+        elif kvt == "bf16":
+            kn, vn = attnc.from_float32(k).reshape(k.shape), attnc.from_float32(v).reshape(v.shape)
+            kr, vr = attnc.to_float32(kn).reshape(k.shape), attnc.to_float32(vn).reshape(v.shape)
+        else:
+            kn, vn = k.astype(np.float16), v.astype(np.float16)
+            kr, vr = kn.astype(np.float32), vn.astype(np.float32)
+        try:
+            no, nl = nar(q, kn, vn, return_lse=True, **ins)
+            ng = nar.backward(q, kn, vn, do, o=no, lse=nl, **ins)
+            fg = full.backward(q, kr, vr, do, o=no, lse=nl)
+            check(all(g.dtype == np.float32 and g.shape == x.shape for g, x in zip(ng[:3], (q, k, v))),
+                  "kv_dtype = %s: gradients float32 shaped like q, k, v" % kvt)
+            check(all(np.array_equal(a, b) for a, b in zip(ng[:3], fg[:3])),
+                  "kv_dtype = %s backward differs from f32 on the same values" % kvt)
+            ng2 = nar.backward(q, kn, vn, do, threads=2, **ins)
+            check(all(np.array_equal(a, b) for a, b in zip(ng[:3], ng2[:3])), "kv_dtype = %s: o recomputed" % kvt)
+        except attnc.AttnError as e:
+            check(False, "kv_dtype = %s backward: %s" % (kvt, e))
+        if kvt != "f16":
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            spec = os.path.join(tmp, "h.attn")
+            with open(spec, "w") as f:
+                f.write("attention h { heads = 4; kv_heads = 2; head_dim = 8; v_dim = 6; kv_dtype = f16; mask = k <= q; }")
+            args = []
+            for n, a in (("q", q), ("k", kn), ("v", vn), ("do", do)):
+                np.save(os.path.join(tmp, n + ".npy"), a)
+                args += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
+            r2 = subprocess.run([cli, "run", spec, "--grad"] + args + ["--out", "dk=" + os.path.join(tmp, "dk.npy")],
+                                capture_output=True, text=True)
+            check(r2.returncode == 0, "kv_dtype = f16 run --grad: %s" % r2.stderr)
+            if r2.returncode == 0:
+                check(np.array_equal(np.load(os.path.join(tmp, "dk.npy")), ng[1]), "kv_dtype = f16: CLI dk differs")
     # paged caches are for inference: no backward, from Python, C or the command line
     pg = attnc.compile("attention g { heads = 2; head_dim = 4; mask = k <= q; kv_cache = paged(8); }")
     check(not pg.has_backward and pg.grad_inputs == [], "a paged kernel has no backward")
