@@ -203,6 +203,72 @@ int cg_target_vec_width(const CgTarget *t, StrBuf *err) {
     return w;
 }
 
+/* The x86 CPU names LLVM 19 knows (`llc -march=x86-64 -mcpu=help`), and those of them without
+ * 64-bit mode. LLVM takes an unknown name with a warning and compiles for no CPU; for x86-64
+ * code that, like a 32-bit CPU, aborts the process inside LLVM ("64-bit code requested on a
+ * subtarget that doesn't support it"), which the C API gives no way to catch. make_tm refuses
+ * both first. The names checked are LLVM 19's: another LLVM may know others, so there an
+ * unknown name only gets +64bit (LLVM's warning, no abort). */
+static const char *const x86_cpus_llvm19[] = {
+        "alderlake", "amdfam10", "arrowlake", "arrowlake-s", "arrowlake_s", "athlon", "athlon-4", "athlon-fx",
+        "athlon-mp", "athlon-tbird", "athlon-xp", "athlon64", "athlon64-sse3", "atom", "atom_sse4_2",
+        "atom_sse4_2_movbe", "barcelona", "bdver1", "bdver2", "bdver3", "bdver4", "bonnell", "broadwell",
+        "btver1", "btver2", "c3", "c3-2", "cannonlake", "cascadelake", "clearwaterforest", "cooperlake",
+        "core-avx-i", "core-avx2", "core2", "core_2_duo_sse4_1", "core_2_duo_ssse3", "core_2nd_gen_avx",
+        "core_3rd_gen_avx", "core_4th_gen_avx", "core_4th_gen_avx_tsx", "core_5th_gen_avx",
+        "core_5th_gen_avx_tsx", "core_aes_pclmulqdq", "core_i7_sse4_2", "corei7", "corei7-avx",
+        "emeraldrapids", "generic", "geode", "goldmont", "goldmont-plus", "goldmont_plus", "gracemont",
+        "grandridge", "graniterapids", "graniterapids-d", "graniterapids_d", "haswell", "i386", "i486", "i586",
+        "i686", "icelake-client", "icelake-server", "icelake_client", "icelake_server", "ivybridge", "k6",
+        "k6-2", "k6-3", "k8", "k8-sse3", "knl", "knm", "lakemont", "lunarlake", "meteorlake", "mic_avx512",
+        "nehalem", "nocona", "opteron", "opteron-sse3", "pantherlake", "penryn", "pentium", "pentium-m",
+        "pentium-mmx", "pentium2", "pentium3", "pentium3m", "pentium4", "pentium4m", "pentium_4",
+        "pentium_4_sse3", "pentium_ii", "pentium_iii", "pentium_iii_no_xmm_regs", "pentium_m", "pentium_mmx",
+        "pentium_pro", "pentiumpro", "prescott", "raptorlake", "rocketlake", "sandybridge", "sapphirerapids",
+        "sierraforest", "silvermont", "skx", "skylake", "skylake-avx512", "skylake_avx512", "slm", "tigerlake",
+        "tremont", "westmere", "winchip-c6", "winchip2", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4",
+        "yonah", "znver1", "znver2", "znver3", "znver4", "znver5", NULL};
+static const char *const x86_cpus_32bit[] = {
+        "athlon", "athlon-4", "athlon-mp", "athlon-tbird", "athlon-xp", "c3", "c3-2", "geode", "i386", "i486",
+        "i586", "i686", "k6", "k6-2", "k6-3", "lakemont", "pentium", "pentium-m", "pentium-mmx", "pentium2",
+        "pentium3", "pentium3m", "pentium4", "pentium4m", "pentium_4", "pentium_4_sse3", "pentium_ii",
+        "pentium_iii", "pentium_iii_no_xmm_regs", "pentium_m", "pentium_mmx", "pentium_pro", "pentiumpro",
+        "prescott", "winchip-c6", "winchip2", "yonah", NULL};
+
+static bool name_in(const char *const *list, const char *name) {
+    for (int i = 0; list[i]; i++)
+        if (strcmp(list[i], name) == 0) return true;
+    return false;
+}
+
+/* Checks an explicit CPU for an x86 triple (see above); false with the error said. `plus64`:
+ * the features need +64bit (another LLVM than 19, a name this table does not hold). */
+static bool x86_cpu_ok(const Resolved *r, bool *plus64, StrBuf *err) {
+    *plus64 = false;
+    bool x64 = strncmp(r->triple, "x86_64", 6) == 0 || strncmp(r->triple, "amd64", 5) == 0;
+    bool x86 = x64 || (r->triple[0] == 'i' && r->triple[1] >= '3' && r->triple[1] <= '9' &&
+                       strncmp(r->triple + 2, "86", 2) == 0);
+    if (!x86) return true;
+    unsigned major = 0, minor = 0, patch = 0;
+    LLVMGetVersion(&major, &minor, &patch);
+    if (!name_in(x86_cpus_llvm19, r->cpu)) {
+        if (major != 19) {
+            *plus64 = x64;
+            return true;
+        }
+        sb_printf(err, "codegen: unknown CPU '%s' for '%s' (x86 CPUs are names such as x86-64, x86-64-v3, "
+                  "x86-64-v4, haswell, skylake-avx512, sapphirerapids, znver4; `llc -march=x86-64 -mcpu=help` "
+                  "lists them)", r->cpu, r->triple);
+        return false;
+    }
+    if (x64 && name_in(x86_cpus_32bit, r->cpu)) {
+        sb_printf(err, "codegen: CPU '%s' has no 64-bit mode: it cannot run code for '%s' (use an x86-64 CPU, "
+                  "or an i686 triple)", r->cpu, r->triple);
+        return false;
+    }
+    return true;
+}
+
 /* A target machine whose code generator runs at -O<level> (0..3). */
 static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, int ol, StrBuf *err) {
     LLVMTargetRef target;
@@ -213,10 +279,22 @@ static LLVMTargetMachineRef make_tm(const CgTarget *t, Resolved *r, int ol, StrB
         return NULL;
     }
     if (msg) LLVMDisposeMessage(msg);
+    bool plus64 = false;
+    if (t && t->cpu && !x86_cpu_ok(r, &plus64, err)) return NULL;
+    char *feat = NULL; /* +64bit before the caller's features (r is shared: not changed) */
+    if (plus64) {
+        size_t n = strlen(r->features) + 8;
+        if (!(feat = malloc(n))) {
+            sb_puts(err, "codegen: out of memory");
+            return NULL;
+        }
+        snprintf(feat, n, "+64bit%s%s", r->features[0] ? "," : "", r->features);
+    }
     LLVMCodeGenOptLevel lv = ol <= 0 ? LLVMCodeGenLevelNone : ol == 1 ? LLVMCodeGenLevelLess
                            : ol == 2 ? LLVMCodeGenLevelDefault : LLVMCodeGenLevelAggressive;
-    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, r->triple, r->cpu, r->features, lv,
+    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, r->triple, r->cpu, feat ? feat : r->features, lv,
                                                       LLVMRelocPIC, LLVMCodeModelDefault);
+    free(feat);
     if (!tm) sb_printf(err, "codegen: cannot create a target machine for '%s' (cpu '%s')", r->triple, r->cpu);
     return tm;
 }

@@ -99,6 +99,29 @@ int main(void) {
     CHECK(st == ATTN_ERR_ARG && strstr(err.message, "third"), "an unknown kernel: %s", err.message);
     st = build(spec, NULL, "no-such-arch-triple", ATTN_EMIT_OBJ, "k.o", NULL, NULL, &err);
     CHECK(st == ATTN_ERR_COMPILE && err.message[0], "an unknown triple: %s %s", attn_status_name(st), err.message);
+    /* an unknown CPU, and a 32-bit one for x86-64 code: errors, never an abort inside LLVM */
+    {
+        attn_options oc;
+        attn_options_init(&oc);
+        oc.kernel = "first";
+        oc.cpu = "no-such-cpu";
+        st = build(spec, &oc, "x86_64-unknown-linux-gnu", ATTN_EMIT_OBJ, "k.o", NULL, NULL, &err);
+        CHECK(st == ATTN_ERR_COMPILE && strstr(err.message, "no-such-cpu"), "an unknown CPU: %s %s",
+              attn_status_name(st), err.message);
+        oc.cpu = "i686";
+        st = build(spec, &oc, "x86_64-unknown-linux-gnu", ATTN_EMIT_OBJ, "k.o", NULL, NULL, &err);
+        CHECK(st == ATTN_ERR_COMPILE && strstr(err.message, "i686"), "a 32-bit CPU for x86-64: %s %s",
+              attn_status_name(st), err.message);
+        oc.cpu = "x86-64-v3";
+        st = build(spec, &oc, "x86_64-unknown-linux-gnu", ATTN_EMIT_OBJ, "k.o", NULL, NULL, &err);
+        CHECK(st == ATTN_OK, "x86-64-v3: %s", err.message);
+        attn_kernel *kern = NULL;
+        oc.cpu = "no-such-cpu";
+        st = attn_compile("build.attn", spec, &oc, &kern, NULL, &err);
+        CHECK(st == ATTN_ERR_COMPILE && !kern && strstr(err.message, "no-such-cpu"), "JIT for an unknown CPU: %s %s",
+              attn_status_name(st), err.message);
+        attn_kernel_free(kern);
+    }
     st = build(spec, NULL, NULL, (attn_emit)7, "k.o", NULL, NULL, &err);
     CHECK(st == ATTN_ERR_ARG, "a bad emit kind: %s", attn_status_name(st));
     st = attn_build("build.attn", spec, NULL, NULL, ATTN_EMIT_OBJ, NULL, NULL, NULL, &err);

@@ -95,6 +95,10 @@ attnc("mask", good, "--q-len", "0", "--kv-len", "4", rc=2)
 attnc("bench", good, "--batch", "x", rc=2)
 attnc("build", good, rc=2, err_has=["-o OUT"])
 attnc("build", good, "-o", os.path.join(TMP, "x.o"), "--emit", "exe", rc=2)
+# a CPU LLVM does not know (or a 32-bit one for x86-64 code): an error, never an abort
+attnc("build", good, "-o", os.path.join(TMP, "x.o"), "--target", "x86_64-unknown-linux-gnu", "--cpu", "no-such-cpu",
+      rc=1, err_has=["no-such-cpu"])
+attnc("dump", good, "--llvm", "--target", "x86_64-unknown-linux-gnu", "--cpu", "pentium4", rc=1, err_has=["pentium4"])
 attnc("dump", good, "--after", "nosuchpass", rc=2, err_has=["unknown pass", "parse", "fold"])
 attnc("dump", good, "--after", "fold", "--llvm", rc=2)
 attnc("run", good, "--in", "q", rc=2, err_has=["NAME=FILE.npy"])
