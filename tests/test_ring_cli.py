@@ -128,6 +128,23 @@ if p.returncode != 1 or not re.search(r"attnc: error: the ranks read inputs of d
 if os.path.exists(path("o_bad.npy")):
     fail("kv_len differing on rank 1: an output was written")
 
+# bench --ring --json: the fields every bench --json has (kernel, batch, q_len, kv_len, threads,
+# ms, ms_min, gflops, visible, compile_ms, kv_bytes), forward and --grad
+import json
+for extra, per_pair in (([], 2 * (16 + 16)), (["--grad"], 2 * (3 * 16 + 2 * 16))):
+    p = run([ATTNC, "bench", spec, "--ring", "--q-len", "96", "--reps", "2", "--threads", "1", "--json", *extra], 2)
+    try:
+        j = json.loads(p.stdout.strip().splitlines()[-1])
+        want = {"kernel", "batch", "q_len", "kv_len", "threads", "ms", "ms_min", "gflops", "visible", "compile_ms",
+                "kv_bytes", "ring", "ranks"}
+        if p.returncode != 0 or not want <= set(j):
+            fail(f"bench --ring --json {extra}: missing {want - set(j)}: {p.stdout} {p.stderr}")
+        elif j["kv_bytes"] != 1 * 2 * 96 * (16 + 16) * 4 or not 0.5 <= j["visible"] <= 0.52 or \
+                abs(j["gflops"] - per_pair * j["visible"] * 4 * 96 * 96 / (j["ms"] * 1e6)) > 1e-3 * j["gflops"] + 1e-3:
+            fail(f"bench --ring --json {extra}: {j}")
+    except (ValueError, IndexError) as e:
+        fail(f"bench --ring --json {extra}: {e}: {p.stdout} {p.stderr}")
+
 # usage: --shard and --stats need --ring
 for extra in (["--shard", "zigzag"], ["--stats"]):
     p = run([ATTNC, "run", spec, *ins, *extra])

@@ -2388,7 +2388,8 @@ done:
  * shards; rank 0 prints the median time and the largest bytes sent by a rank. */
 static int ring_bench(Cli *c, int R, int me) {
     int rc = 0;
-    attn_kernel *kern = cli_compile(c, &rc);
+    double compile_ms = 0, compile_ms_warm = -1; /* as bench: cold (cache bypassed), then warm */
+    attn_kernel *kern = cli_bench_compile(c, &rc, &compile_ms, &compile_ms_warm);
     const attn_rt_desc *d = kern ? attn_kernel_desc(kern) : NULL;
     if (!rc && (attn_kernel_is_mla(kern) || d->dtype != ATTN_F32))
         rc = cli_error(EXIT_INPUT, "--ring: '%s' is not an f32 kernel that is not MLA", d->name);
@@ -2444,17 +2445,52 @@ static int ring_bench(Cli *c, int R, int me) {
         qsort(ms, (size_t)reps, sizeof *ms, cli_cmp_double);
         if (me == 0) {
             double med = ms[reps / 2];
+            /* the whole sequence's visible pairs, useful flops and K/V bytes, as bench counts them */
+            double visible_pairs = 0, all_pairs = (double)B * (double)H * (double)Lq * (double)Lk;
+            bool exact = true;
+            attn_status mst = ATTN_OK;
+            int lrc = 0;
+            IrModule *m = cli_load(c, &lrc);
+            attn_error merr = {0};
+            IrFunc *f = m ? drv_select(m, c->opts.kernel, &merr) : NULL;
+            if (f) {
+                char probe; /* stand-ins: the tensors are never touched */
+                attn_call pc;
+                attn_rt_args args;
+                memset(&pc, 0, sizeof pc);
+                cli_tensor(&pc.q, &probe, 4, (int64_t[]){B, H, Lq, DQ});
+                cli_tensor(&pc.k, &probe, 4, (int64_t[]){B, KH, Lk, DQ});
+                cli_tensor(&pc.v, &probe, 4, (int64_t[]){B, KH, Lk, DV});
+                cli_tensor(&pc.o, &probe, 4, (int64_t[]){B, H, Lq, DV});
+                pc.q_offset = c->has_q_offset ? c->q_offset : ATTN_Q_OFFSET_DEFAULT;
+                pc.q_offset_set = c->has_q_offset;
+                pc.inputs = in.bind;
+                pc.ninputs = in.n;
+                if (rt_check_call(d, &pc, &args, false, &merr) == ATTN_OK)
+                    visible_pairs = mask_count_visible(f, &args, H, 1e8, &exact, &mst);
+            }
+            ir_module_free(m);
+            double visible = all_pairs > 0 && mst == ATTN_OK ? visible_pairs / all_pairs : 0;
+            double per_pair = c->grad ? 2.0 * (3 * DQ + 2 * DV) : 2.0 * (DQ + DV);
+            double gflops = med > 0 ? per_pair * visible_pairs / (med * 1e6) : 0;
+            double kv_bytes = (double)B * (double)KH * (double)Lk * (double)(DQ + DV) * 4.0;
+            char warm_ms[32] = "null";
+            if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
             if (c->json)
                 printf("{\"kernel\": \"%s\", \"ring\": true, \"ranks\": %d, \"shard\": \"%s\", \"grad\": %s, "
                        "\"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
-                       ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, \"max_bytes_sent\": %" PRId64
-                       ", \"pairs\": %d, \"pairs_total\": %d}\n",
+                       ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, \"gflops\": %.4f, "
+                       "\"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f, \"compile_ms_warm\": %s, "
+                       "\"kv_bytes\": %.0f, \"max_bytes_sent\": %" PRId64 ", \"pairs\": %d, \"pairs_total\": %d}\n",
                        d->name, R, sh ? "zigzag" : "contiguous", c->grad ? "true" : "false", B, Lq, Lk,
-                       c->opts.threads ? c->opts.threads : attn_rt_cpu_count(), reps, med, ms[0], maxsent, allpairs, R * R);
+                       c->opts.threads ? c->opts.threads : attn_rt_cpu_count(), reps, med, ms[0], gflops, visible,
+                       exact ? "true" : "false", compile_ms, warm_ms, kv_bytes, maxsent, allpairs, R * R);
             else
                 printf("kernel      %s\nring        %d ranks, %s shards%s\nms          %.3f (min %.3f)\n"
+                       "visible     %.2f%% of query-key pairs%s\nthroughput  %.2f GFLOP/s (useful flops only%s)\n"
                        "sent        %" PRId64 " bytes at most by a rank\npairs       %d of %d\n",
-                       d->name, R, sh ? "zigzag" : "contiguous", c->grad ? ", backward" : "", med, ms[0], maxsent,
+                       d->name, R, sh ? "zigzag" : "contiguous", c->grad ? ", backward" : "", med, ms[0],
+                       visible * 100, exact ? "" : " (sampled)", gflops, c->grad ? ", of the backward" : "", maxsent,
                        allpairs, R * R);
         }
     }
