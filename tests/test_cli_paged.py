@@ -238,6 +238,13 @@ try:
         fail(f"bench contiguous kv_bytes: {j}")
 except (ValueError, KeyError, IndexError) as e:
     fail(f"bench contiguous --json: {e}: {p.stdout}")
+# tensors beyond this machine's memory: a clear error (exit 1), not a process the system kills
+ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+L = int(1.5 * ram / (2 * (16 + 8) * 4)) + 1  # K and V of contig (f32) alone: 1.5x the memory
+attnc("bench", contig, "--q-len", 1, "--kv-len", L, "--reps", 1, rc=1, err_has=("memory",))
+nb = max(1, -(-int(1.5 * ram / (KH * 2 * D * 4)) // 10 ** 9))
+attnc("bench", paged, "--batch", nb, "--q-len", 1, "--kv-len", int(1.5 * ram / (KH * 2 * D * 4) / nb) + P, "--reps", 1,
+      rc=1, err_has=("memory",))
 # int8 pages: one byte an element and a 4-byte scale per row of K and of V; MLA: latent rows
 for sp, per_key, extra in ((int8, KH * (2 * D + 8), {"kv_dtype": "int8"}), (b16, KH * 2 * D * 2, {"dtype": "bf16"}),
                            (mla, (R + ROPE) * 4, {"mla": True})):

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "frontend/fe.h" /* fe_prelude_text */
 #include "lib/driver.h"
@@ -1402,6 +1403,18 @@ static void cli_random_fill(void *data, size_t n, attn_dtype t, uint64_t *state)
     }
 }
 
+/* 0 when `bytes` of tensors fit in this machine's memory, else the error said (exit 1): bench
+ * fills its tensors at once, and past the memory the system would kill the process (an
+ * overcommitted malloc succeeds), never a clean error. */
+static int cli_fits_memory(double bytes, const char *what) {
+    long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || psize <= 0) return 0;
+    double ram = (double)pages * (double)psize;
+    if (bytes <= ram) return 0;
+    return cli_error(EXIT_INPUT, "%s need %.1f GB, more than this machine's %.1f GB of memory", what, bytes / 1e9,
+                     ram / 1e9);
+}
+
 static void *cli_alloc_tensor(int64_t a, int64_t b, int64_t c, int64_t d, size_t elem, size_t *count) {
     int64_t n;
     if (__builtin_mul_overflow(a, b, &n) || __builtin_mul_overflow(n, c, &n) || __builtin_mul_overflow(n, d, &n) ||
@@ -1517,6 +1530,12 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     }
     size_t nk = 0, nv = 0, nq = 0, nq2 = 0, nuk = 0, nuv = 0;
     size_t qel = cli_elem_size(dt), kvel = cli_elem_size(kvt);
+    {
+        double pages = (double)NP * (double)P * (double)KH * (double)(KD + VD) * (double)kvel;
+        double rows = (double)T * (double)H * ((double)(mla ? mi.nope_dim + mi.rope_dim : DQ) + (double)DV) * (double)qel;
+        double weights = mla ? (double)H * (double)mi.kv_rank * (double)(mi.nope_dim + mi.v_dim) * 4.0 : 0;
+        if ((rc = cli_fits_memory(pages + rows + weights, "the pages and query rows"))) goto done;
+    }
     table = calloc((size_t)(B * MP), sizeof *table);
     perm = malloc(sizeof *perm * (size_t)(NP ? NP : 1));
     kp = cli_alloc_tensor(NP, P, KH, KD, kvel, &nk);
@@ -1714,6 +1733,16 @@ static int cmd_bench(Cli *c) {
     }
     size_t elem = cli_elem_size(dtype), counts[NBUF];
     uint64_t seed = 42;
+    {
+        double bytes = 0;
+        for (int i = 0; i < nbuf; i++) {
+            const int64_t *s = shapes[i];
+            attn_dtype bt = !bc.mla && (i == 1 || i == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype;
+            double n = (double)s[0] * (double)s[1] * (double)s[2] * (double)(ndims[i] == 4 ? s[3] : 1);
+            bytes += n * (double)cli_elem_size(bt) * (c->grad ? 1.0 + 4.0 / (double)cli_elem_size(bt) : 1.0);
+        }
+        if ((rc = cli_fits_memory(bytes, "the tensors"))) goto done;
+    }
     for (int i = 0; i < nbuf; i++) {
         const int64_t *s = shapes[i];
         attn_dtype bt = !bc.mla && (i == 1 || i == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype; /* k, v */
