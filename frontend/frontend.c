@@ -14,6 +14,12 @@ IrModule *fe_compile(const char *filename, const char *text, size_t len, const F
     }
     arena_init(&c->ast);
     c->prelude = (FeSource){"<prelude>", fe_prelude_text, strlen(fe_prelude_text), 0};
+    if (text && len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+        /* a leading UTF-8 byte order mark, as some editors write: skipped like C compilers
+         * do, so columns and source lines start after it */
+        text += 3;
+        len -= 3;
+    }
     c->file = (FeSource){filename ? filename : "<input>", text ? text : "", text ? len : 0, 1};
     c->defs = defs;
     c->ndefs = defs ? ndefs : 0;

@@ -307,6 +307,20 @@ attnc("bench", good, "--q-len", "64", "--kv-len", "64", "--batch", "2", "--reps"
 p = attnc("bench", unilm, "--q-len", "8", "--kv-len", "8", "--reps", "3", "--json", err_has=["zeros"])
 attnc("bench", unilm, "--q-len", "8", "--kv-len", "8", "--reps", "3", "--in", f"src_len={src_bad}", rc=1)
 
+# --- source encoding -------------------------------------------------------------------------
+# A leading UTF-8 byte order mark (as some editors write) is skipped, as C compilers do; the
+# columns of diagnostics do not count it. A BOM anywhere else is still a stray byte.
+bom = os.path.join(TMP, "bom.attn")
+with open(bom, "wb") as f:
+    f.write(b"\xef\xbb\xbfattention bom { heads = 2; head_dim = 4; mask = causal; }\n")
+attnc("check", bom)
+with open(bom, "wb") as f:
+    f.write(b"\xef\xbb\xbfattention bom { heads = 2; head_dim = 4; mask = k; }\n")
+attnc("check", bom, rc=1, err_has=[f"{bom}:1:49: error: "])
+with open(bom, "wb") as f:
+    f.write(b"attention bom { heads = 2; \xef\xbb\xbfhead_dim = 4; }\n")
+attnc("check", bom, rc=1, err_has=[f"{bom}:1:28: error: non-ASCII"])
+
 if failures:
     print(f"test_cli: {failures} failure(s); files in {TMP}", file=sys.stderr)
     sys.exit(1)
