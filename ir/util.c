@@ -145,13 +145,15 @@ char *util_read_file(const char *path, size_t *len) {
     enum { CHUNK = 65536 };
     char *buf = malloc(CHUNK); /* on the heap: callers may run on a small stack (ulimit -s 64) */
     size_t n;
+    errno = 0;
     while (buf && (n = fread(buf, 1, CHUNK, f)) > 0) sb_putn(&sb, buf, n);
-    bool bad = !buf || ferror(f) || sb.failed;
+    /* keep fread's reason (EISDIR for a directory) for the caller's message */
+    int why = !buf || sb.failed ? ENOMEM : ferror(f) ? (errno ? errno : EIO) : 0;
     free(buf);
     fclose(f);
-    if (bad) {
+    if (why) {
         sb_free(&sb);
-        errno = EIO;
+        errno = why;
         return NULL;
     }
     if (len) *len = sb.len;

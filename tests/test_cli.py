@@ -321,6 +321,11 @@ with open(bom, "wb") as f:
     f.write(b"attention bom { heads = 2; \xef\xbb\xbfhead_dim = 4; }\n")
 attnc("check", bom, rc=1, err_has=[f"{bom}:1:28: error: non-ASCII"])
 
+# A spec path that names a directory says so (not a generic I/O error); status 1 like a
+# missing file.
+attnc("check", TMP, rc=1, err_has=["Is a directory"])
+attnc("check", os.path.join(TMP, "missing.attn"), rc=1, err_has=["No such file"])
+
 if failures:
     print(f"test_cli: {failures} failure(s); files in {TMP}", file=sys.stderr)
     sys.exit(1)
