@@ -133,6 +133,22 @@ for var in re.findall(r"^(ATTNC_\w+)", attnc("help", "environment").stdout, re.M
     for rel, text in (("docs/attnc.1", man_text()), ("docs/packaging.md", read("docs/packaging.md"))):
         if var not in text:
             fail(f"attnc help environment: {var} is not documented in {rel}")
+# --- every statement of an attention block has a row in docs/language.md ----------------------
+sema = read("frontend/sema.c")
+m = re.search(r"stmt_names\[ST_COUNT\] = \{(.*?)\};", sema, re.S)
+stmts = re.findall(r'"(\w+)"', m.group(1)) if m else []
+if len(stmts) < 10:
+    fail("frontend/sema.c: cannot find the statement names")
+lang = read("docs/language.md")
+table = lang.split("## Statements of an `attention` block", 1)[-1].split("\n## ", 1)[0]
+for st in stmts + ["kv_cache", "input", "param", "let", "mla"]:
+    if not re.search(r"^\| `%s\b" % st, table, re.M) and f"/ `{st} " not in table:
+        fail(f"docs/language.md: statement '{st}' has no row in the statements table")
+# defaults that differ for MLA blocks are stated there too
+for phrase in ("nope_dim+rope_dim", "unless `mla`"):
+    if phrase not in table:
+        fail(f"docs/language.md: the statements table lacks '{phrase}'")
+
 positions = attnc("help", "positions").stdout
 for phrase in ("kv_len - q_len", "-inf", "kv_len = 0", "q_len = 0", "batch = 0"):
     if phrase not in positions or phrase not in read("docs/language.md"):
