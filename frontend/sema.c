@@ -1387,7 +1387,8 @@ static void check_block(Sema *S, FeStmt *blk) {
 
 // -D overrides
 
-static bool parse_define(const char *v, IrType *t, int64_t *iv, double *fv) {
+/* Parses a -D value; on failure *why (if set) says what is wrong beyond "not a value". */
+static bool parse_define(const char *v, IrType *t, int64_t *iv, double *fv, const char **why) {
     if (!v || !*v) return false;
     if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) {
         *t = IR_TY_BOOL;
@@ -1411,6 +1412,9 @@ static bool parse_define(const char *v, IrType *t, int64_t *iv, double *fv) {
     errno = 0;
     if (intlike) {
         long long x = strtoll(v, &end, 10);
+        if (!*end && errno == ERANGE)
+            *why = x < 0 ? "integer too small (the smallest is -9223372036854775808)"
+                         : "integer too large (the largest is 9223372036854775807)";
         if (*end || errno == ERANGE) return false;
         *t = IR_TY_INT;
         *iv = x;
@@ -1427,6 +1431,7 @@ static bool parse_define(const char *v, IrType *t, int64_t *iv, double *fv) {
         strcat(buf, end + 1);
         x = strtod(buf, &end);
     }
+    if (!*end && !isfinite(x)) *why = "float out of range";
     if (*end || !isfinite(x)) return false;
     *t = IR_TY_FLOAT;
     *fv = x;
@@ -1456,7 +1461,8 @@ static void apply_defines(Sema *S) {
         IrType t = IR_TY_INT;
         int64_t iv = 0;
         double fv = 0;
-        bool ok = parse_define(def->value, &t, &iv, &fv);
+        const char *why = NULL;
+        bool ok = parse_define(def->value, &t, &iv, &fv, &why);
         int found = 0;
         for (FeStmt *it = c->items; it; it = it->next) {
             if (it->kind != FE_S_ATTENTION) {
@@ -1468,6 +1474,8 @@ static void apply_defines(Sema *S) {
         }
         if (!found)
             fe_error_cmdline(c, "unknown define '%s' (no param of that name)", name);
+        else if (!ok && why)
+            fe_error_cmdline(c, "define %s=%s: %s", name, def->value, why);
         else if (!ok)
             fe_error_cmdline(c, "define %s=%s: the value must be an int, a float, true or false", name,
                              def->value ? def->value : "");
