@@ -388,7 +388,19 @@ static void undefined(Lower *L, FeNode *n, const char *name, const char *kind) {
         for (size_t i = 0; i < s->names.cap; i++)
             if (s->names.slots[i].key) suggest_add(&sg, s->names.slots[i].key);
     for (int i = 0; i < IR_FN_COUNT; i++) suggest_add(&sg, fn_table[i].name);
-    lerr(L, loc, "undefined %s '%s'%s", kind, name, suggest_text(L->c, &sg));
+    /* A top-level let or def resolves its free names in the block that uses it (an input one
+     * block declares and another lacks): say which use, or the user cannot tell the block. */
+    const char *where = "";
+    if (L->nstack > 0 && L->stack[0].use.src == &L->c->file) {
+        for (const FeStmt *it = L->c->items; it; it = it->next) {
+            if (it == L->stack[0].s) {
+                where = fe_check(L->c, arena_printf(&L->c->ast, " (in '%s', used at line %d)",
+                                                    it->name, L->stack[0].use.line));
+                break;
+            }
+        }
+    }
+    lerr(L, loc, "undefined %s '%s'%s%s", kind, name, suggest_text(L->c, &sg), where);
 }
 
 /* Pushes a let or def on the expansion stack; reports recursion. */
