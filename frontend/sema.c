@@ -663,6 +663,13 @@ static Val lower_call(Lower *L, FeNode *n) {
     for (int i = 0; i < L->nbinds; i++)
         if (strcmp(L->binds[i].name, n->name) == 0) value = true;
     FeStmt *s = value ? NULL : scope_find(L->scope, n->name);
+    if (!value && s && s->kind == FE_S_INPUT) {
+        if (s->ndims == 0)
+            lerr(L, n->loc, "'%s' is a scalar input, not a function; use it as %s", n->name, n->name);
+        else
+            lerr(L, n->loc, "'%s' is an input, not a function; index it as %s[...]", n->name, n->name);
+        return bad();
+    }
     if (value || (s && s->kind != FE_S_DEF)) {
         lerr(L, n->loc, "'%s' is not a function", n->name);
         return bad();
