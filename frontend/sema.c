@@ -1336,7 +1336,8 @@ static void check_block(Sema *S, FeStmt *blk) {
         IrValue v;
         if (const_value(S, scope, st[ST_SCALE], IR_TY_FLOAT, &v)) {
             if (!isfinite(v.f))
-                fe_error(c, st[ST_SCALE]->expr->start, "scale must be finite, got %g", v.f);
+                fe_error(c, st[ST_SCALE]->expr->start, "scale must be finite, got %g",
+                         isnan(v.f) ? NAN : v.f); /* "nan", never "-nan" */
             else
                 f->scale = v.f;
         }
