@@ -976,6 +976,17 @@ def compile(path_or_text, kernel=None, defines=None, threads=0, opt_level=3, no_
         opts.cpu = cpu.encode()
     if _is_text(path_or_text):
         path, text = b"<string>", path_or_text.encode()
+        if b"\0" in text:
+            # the C API reads a NUL-terminated string: report the NUL as the front end does in
+            # a file rather than compile the text before it
+            at = text.index(b"\0")
+            line = text.count(b"\n", 0, at) + 1
+            start = text.rfind(b"\n", 0, at) + 1
+            end = text.find(b"\n", at)
+            src = text[start:end if end >= 0 else len(text)].replace(b"\0", b"?")
+            diag = "<string>:%d:%d: error: invalid control character (byte 0x00)\n%s\n%s^\n" % (
+                line, at - start + 1, src.decode(errors="replace"), " " * (at - start))
+            raise SpecError(diag, "<string>: the spec has errors")
     else:
         path, text = os.fsencode(path_or_text), None
     handle = ctypes.c_void_p()

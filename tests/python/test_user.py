@@ -418,6 +418,14 @@ class TestMessages(unittest.TestCase):
         attnc.compile("param on = false;\nattention a { heads = 1; head_dim = 4; mask = on || k <= q; }",
                       defines={"on": True})
 
+    def test_nul_in_spec_text(self):
+        # the C API takes a NUL-terminated string: a NUL in the text must not cut the spec short
+        # (the rest would be ignored silently); it is a spec error at its place, as in a file
+        text = "attention a { heads = 1; head_dim = 4; }\n  \x00 attention b { garbage"
+        with self.assertRaises(attnc.SpecError) as cm:
+            attnc.compile(text)
+        self.assertIn("<string>:2:3: error: invalid control character (byte 0x00)", str(cm.exception))
+
     def test_index_error_names_input_and_position(self):
         kern = attnc.compile("""
             attention r {
