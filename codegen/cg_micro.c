@@ -390,21 +390,19 @@ static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLV
 }
 
 /* compute = bf16 on bf16 dot products: row i of the chunk's (rounded) Qs as words of two bf16
- * after it (cg_qi_off), for the packed-K scores. */
+ * after it (cg_qi_off), for the packed-K scores: vcvtneps2bf16 makes consecutive bf16, i.e.
+ * the words of dim pairs (exactly: the row is rounded already). */
 void cg_pair_q(Kern *k, LLVMValueRef i) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     LLVMValueRef src = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
     LLVMValueRef dst = cg_gep(c, c->f32, src, cg_i64(c, cg_qi_off(p)));
-    LLVMValueRef ev[32], od[32];
-    for (int l = 0; l < p->W / 2; l++) ev[l] = cg_i32(c, 2 * l), od[l] = cg_i32(c, 2 * l + 1);
-    LLVMValueRef me = LLVMConstVector(ev, (unsigned)p->W / 2), mo = LLVMConstVector(od, (unsigned)p->W / 2);
     for (int ch = 0; ch * p->W < p->QK; ch++) {
         int n = tail_lanes(p->QK, p->W, ch);
         LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, src, cg_i64(c, (int64_t)ch * p->W)), 4);
         if (n < p->W) v = LLVMBuildSelect(b, cg_lane_mask(c, n), v, LLVMConstNull(c->vf), "");
-        LLVMValueRef w = cg_bf16_pairs(c, LLVMBuildShuffleVector(b, v, v, me, ""), LLVMBuildShuffleVector(b, v, v, mo, ""));
+        LLVMValueRef w = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &v, 1);
         cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W / 2)), 4);
     }
 }
