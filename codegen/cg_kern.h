@@ -128,6 +128,13 @@ LLVMValueRef cg_operand(Kern *k, LLVMValueRef v);
 /* compute = int8: the packed K^T block's keys [0, kn) smoothed (the block's mean key
  * subtracted, kept beside it) and quantized per key (scales kept beside it). */
 void cg_quantize_kt(Kern *k, LLVMValueRef kn);
+/* The same on the block at kt (rows `stride` floats apart), its mean key, scales and (VNNI)
+ * sums to mu, sk, cs. */
+void cg_quantize_block(Kern *k, LLVMValueRef kt, int64_t stride, LLVMValueRef kn, LLVMValueRef mu, LLVMValueRef sk,
+                       LLVMValueRef cs);
+/* One dot-product step: bf16 pairs (vdpbf16ps, f32 lanes) or, with `vnni`, u8 q x s8 k quads
+ * (vpdpbusd, i32 lanes). */
+LLVMValueRef cg_dp_step(Cg *c, bool vnni, LLVMValueRef acc, LLVMValueRef qw, LLVMValueRef kw);
 /* compute = bf16 on bf16 dot products (plan qk_bf16dot): row i of Qs as words of bf16 pairs;
  * transposed K rows (d0 + l over the keys) as such words into KT from column col. */
 void cg_pair_q(Kern *k, LLVMValueRef i);
@@ -283,6 +290,9 @@ LLVMValueRef cg_pw_at(Cg *c, const IrPlan *p, LLVMValueRef P, LLVMValueRef r, LL
 /* compute = bf16 on 16-lane bf16 dot products: rows[r] (key j0 + r's dims d0 .. d0 + 16, f32)
  * rounded and stored as words of dim pairs, KT[(d0 / 2 + i) * stride + j0 + r]. */
 void cg_pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef KT, LLVMValueRef stride, LLVMValueRef j0);
+/* Row i of the chunk's Q from element qoff of q: scaled into Qs, quantized or paired as the
+ * plan's compute multiplies it; the row at element `ahead` prefetched (NULL: none). */
+void cg_copy_q(Kern *k, LLVMValueRef i, LLVMValueRef qoff, LLVMValueRef ahead);
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
 void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1);
 

@@ -419,9 +419,7 @@ void cg_pair_kt(Kern *k, LLVMValueRef *rows, int n, LLVMValueRef d0, LLVMValueRe
     }
 }
 
-/* One dot-product step of block_scores_dp: bf16 pairs (vdpbf16ps, f32 lanes) or u8 x s8
- * quads (vpdpbusd, i32 lanes). */
-static LLVMValueRef dp_step(Cg *c, bool vnni, LLVMValueRef acc, LLVMValueRef qw, LLVMValueRef kw) {
+LLVMValueRef cg_dp_step(Cg *c, bool vnni, LLVMValueRef acc, LLVMValueRef qw, LLVMValueRef kw) {
     LLVMBuilderRef b = c->b;
     if (vnni)
         return cg_intr(c, "llvm.x86.avx512.vpdpbusd.512", NULL, 0,
@@ -482,7 +480,7 @@ static void block_scores_dp(Kern *k, const IrPlan *p, LLVMValueRef *qrow, LLVMVa
                 LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, qp[r], dd), 4));
                 for (int t = 0; t < nv; t++) {
                     int ch = nv == 1 ? d % 2 : t;
-                    s[r][ch] = dp_step(c, vnni, s[r][ch], qv, kt[t]);
+                    s[r][ch] = cg_dp_step(c, vnni, s[r][ch], qv, kt[t]);
                 }
             }
         }
@@ -618,18 +616,19 @@ void cg_quantize_q(Kern *k, LLVMValueRef i) {
 }
 
 /* compute = int8: the packed K^T block's key vectors [0, ceil(kn / W)) smoothed and quantized:
- * KT[d][j] = round((K[j][d] - mu[d]) / sk[j]), mu the mean of those keys (any vector would
+ * kt[d][j] = round((K[j][d] - mu[d]) / sk[j]), mu the mean of those keys (any vector would
  * do: the scores add q . mu back exactly), sk[j] = max_d |K[j][d] - mu[d]| / 127. One pass
  * takes the means, smooths in place and keeps the keys' maxima in registers; a second
  * quantizes: to f32 integers (emulation), or with VNNI straight to the words of four int8
- * dims (vcvtps2dq rounds to nearest even, as rint) and the keys' sums. */
-void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
+ * dims (vcvtps2dq rounds to nearest even, as rint) and the keys' sums. kt: the block's first
+ * column, rows `stride` floats apart; mu, sk, cs: where its mean key, its keys' scales and
+ * (VNNI) sums go. */
+void cg_quantize_block(Kern *k, LLVMValueRef kt, int64_t stride, LLVMValueRef kn, LLVMValueRef mu, LLVMValueRef sk,
+                       LLVMValueRef cs) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     unsigned va = (unsigned)p->W * 4;
-    LLVMValueRef mu = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_mu_off(p)));
-    LLVMValueRef sk = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_sk_off(p)));
     LLVMValueRef nvk = LLVMBuildSDiv(b, add(c, kn, cg_i64(c, p->W - 1)), cg_i64(c, p->W), "");
     LLVMValueRef valid[CG_MAXT], mx[CG_MAXT], mxs[CG_MAXT];
     LLVMValueRef ninv = LLVMBuildFDiv(b, cg_f32(c, 1.0), LLVMBuildSIToFP(b, mul(c, nvk, cg_i64(c, p->W)), c->f32, ""), "");
@@ -640,17 +639,17 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     }
     CgLoop ld;
     LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qd");
-    LLVMValueRef row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
-    LLVMValueRef kt[CG_MAXT], sum = LLVMConstNull(c->vf);
+    LLVMValueRef row = cg_gep(c, c->f32, kt, mul(c, d, cg_i64(c, stride)));
+    LLVMValueRef kv[CG_MAXT], sum = LLVMConstNull(c->vf);
     for (int t = 0; t < p->NT; t++) {
-        kt[t] = cg_load(c, c->vf, cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W)), va);
-        sum = LLVMBuildFAdd(b, sum, LLVMBuildSelect(b, valid[t], kt[t], LLVMConstNull(c->vf), ""), "");
+        kv[t] = cg_load(c, c->vf, cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W)), va);
+        sum = LLVMBuildFAdd(b, sum, LLVMBuildSelect(b, valid[t], kv[t], LLVMConstNull(c->vf), ""), "");
     }
     LLVMValueRef m = LLVMBuildFMul(b, cg_hsum(c, sum), ninv, "");
     cg_store(c, m, cg_gep(c, c->f32, mu, d), 4);
     LLVMValueRef ms = cg_splat(c, m);
     for (int t = 0; t < p->NT; t++) {
-        LLVMValueRef x = LLVMBuildFSub(b, kt[t], ms, "");
+        LLVMValueRef x = LLVMBuildFSub(b, kv[t], ms, "");
         cg_store(c, x, cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W)), va);
         cg_store(c, cg_fmax(c, cg_load(c, c->vf, mxs[t], va), cg_intr1(c, "llvm.fabs", x)), mxs[t], va);
     }
@@ -665,7 +664,7 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     }
     if (!p->qk_vnni) {
         d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qq");
-        row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
+        row = cg_gep(c, c->f32, kt, mul(c, d, cg_i64(c, stride)));
         for (int t = 0; t < p->NT; t++) {
             LLVMValueRef at = cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W));
             cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, cg_load(c, c->vf, at, va), inv[t], "")), at, va);
@@ -675,7 +674,6 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     }
     /* VNNI: in place, KT[dq][j] = the int8 values of d = 4 dq .. 4 dq + 3 (0 past qk_dim) as one
      * word, and the keys' sums (row dq is written after rows 4 dq .. 4 dq + 3 are read) */
-    LLVMValueRef cs = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_cs_off(p)));
     LLVMValueRef css[CG_MAXT];
     for (int t = 0; t < p->NT; t++) {
         css[t] = cg_alloca(c, c->vi32, 1, va, "ksum");
@@ -687,7 +685,7 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
         LLVMValueRef w = LLVMConstNull(c->vi32), sum = cg_load(c, c->vi32, css[t], va);
         for (int i = 0; i < 4; i++) {
             LLVMValueRef d4 = add(c, mul(c, dq, cg_i64(c, 4)), cg_i64(c, i));
-            LLVMValueRef src = cg_gep(c, c->f32, k->KT, add(c, mul(c, ragged ? cg_smin(c, d4, cg_i64(c, p->QK - 1)) : d4, cg_i64(c, p->BK)), cg_i64(c, (int64_t)t * p->W)));
+            LLVMValueRef src = cg_gep(c, c->f32, kt, add(c, mul(c, ragged ? cg_smin(c, d4, cg_i64(c, p->QK - 1)) : d4, cg_i64(c, stride)), cg_i64(c, (int64_t)t * p->W)));
             LLVMValueRef y = LLVMBuildFMul(b, cg_load(c, c->vf, src, va), inv[t], "");
             LLVMValueRef x = c->W == 16 ? cg_intr(c, "llvm.x86.avx512.mask.cvtps2dq.512", NULL, 0,
                                                   (LLVMValueRef[]){y, LLVMGetUndef(c->vi32), LLVMConstInt(c->i16, 0xffff, 0), cg_i32(c, 8)}, 4)
@@ -697,11 +695,21 @@ void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
             if (i < 3) x = LLVMBuildAnd(b, x, cg_splat(c, cg_i32(c, 0xff)), "");
             w = i ? LLVMBuildOr(b, w, LLVMBuildShl(b, x, cg_splat(c, cg_i32(c, 8 * i)), ""), "") : x;
         }
-        cg_store(c, w, cg_gep(c, c->f32, k->KT, add(c, mul(c, dq, cg_i64(c, p->BK)), cg_i64(c, (int64_t)t * p->W))), va);
+        cg_store(c, w, cg_gep(c, c->f32, kt, add(c, mul(c, dq, cg_i64(c, stride)), cg_i64(c, (int64_t)t * p->W))), va);
         cg_store(c, sum, css[t], va);
     }
     cg_loop_end(c, &ld);
     for (int t = 0; t < p->NT; t++) cg_store(c, cg_load(c, c->vi32, css[t], va), cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W)), va);
+}
+
+/* cg_quantize_block on the block in KT (rows BK apart), its extras where cg_kt_*_off put them. */
+void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
+    Cg *c = k->c;
+    const IrPlan *p = &k->p;
+    LLVMValueRef at[3];
+    int64_t offs[3] = {cg_kt_mu_off(p), cg_kt_sk_off(p), cg_kt_cs_off(p)};
+    for (int i = 0; i < 3; i++) at[i] = cg_gep(c, c->f32, k->KT, cg_i64(c, offs[i]));
+    cg_quantize_block(k, k->KT, p->BK, kn, at[0], at[1], at[2]);
 }
 
 /* The score modifier on row `row`'s scores s against the W keys of key vector t (mv: the

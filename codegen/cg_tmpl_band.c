@@ -17,18 +17,65 @@
  * kept as a ring of two slots with the first one mirrored after the second: each chunk packs
  * one new block, and both of its blocks are adjacent in one of the two orders. Rows whose keys
  * reach past [0, kv_len) or the task's key range (the first chunk of a sequence, the kv tail,
- * ragged ends) run the general code. */
+ * ragged ends) run the general code.
+ * compute = bf16 and int8 (on the target's dot products) run the same groups, q copied per
+ * chunk as the general code does: bf16 K^T as words of dim pairs; int8 K^T as words of four
+ * int8 dims, each 4W-key block smoothed and quantized as the general code's packed blocks
+ * (its mean key, the keys' scales and sums kept beside the ring), so that a band row, whose
+ * window spans two blocks, adds to each lane the q . mu of its own key's block. */
+
+/* compute = int8: where the band buffers keep a block's mean key (slot 0 or 1; a staircase's
+ * one block has slot 0), and the columns' key scales and (VNNI) sums: after K^T's QK rows, so
+ * that one block (a staircase's) has them where cg_kt_*_off put a packed block's. */
+static LLVMValueRef band_mu(Kern *k, LLVMValueRef KTB, LLVMValueRef slot) {
+    const IrPlan *p = &k->p;
+    int64_t qkp = (int64_t)(p->QK + p->W) / p->W * p->W;
+    return cg_gep(k->c, k->c->f32, KTB, add(k->c, cg_i64(k->c, (int64_t)p->QK * k->bcs), mul(k->c, slot, cg_i64(k->c, qkp))));
+}
+
+static LLVMValueRef band_sk(Kern *k, LLVMValueRef KTB) {
+    return band_mu(k, KTB, cg_i64(k->c, k->bcs > 4 * k->p.W ? 2 : 1));
+}
+
+static LLVMValueRef band_cs(Kern *k, LLVMValueRef KTB) { return cg_gep(k->c, k->c->f32, band_sk(k, KTB), cg_i64(k->c, k->bcs)); }
+
+/* compute = int8: the f32 K^T block just packed at column col smoothed and quantized in place
+ * (its mean to slot col / 4W), then its words, scales and sums copied to col2 (the mirror). */
+static void band_quantize(Kern *k, LLVMValueRef KTB, LLVMValueRef col, LLVMValueRef col2, bool mirror) {
+    Cg *c = k->c;
+    const IrPlan *p = &k->p;
+    int W = p->W, BB = 4 * W, CS = k->bcs;
+    unsigned va = (unsigned)W * 4;
+    LLVMValueRef sk = band_sk(k, KTB), cs = band_cs(k, KTB);
+    LLVMValueRef slot = LLVMBuildSDiv(c->b, col, cg_i64(c, BB), "");
+    cg_quantize_block(k, cg_gep(c, c->f32, KTB, col), CS, cg_i64(c, BB), band_mu(k, KTB, slot), cg_gep(c, c->f32, sk, col),
+                      cg_gep(c, c->f32, cs, col));
+    if (!mirror) return;
+    CgLoop ld;
+    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK / 4 + 2), cg_i64(c, 1), "bqm");
+    /* rows of words, then the scales and the sums */
+    LLVMValueRef words = LLVMBuildICmp(c->b, LLVMIntSLT, d, cg_i64(c, p->QK / 4), "");
+    LLVMValueRef extra = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, d, cg_i64(c, p->QK / 4), ""), sk, cs, "");
+    LLVMValueRef row = LLVMBuildSelect(c->b, words, cg_gep(c, c->f32, KTB, mul(c, d, cg_i64(c, CS))), extra, "");
+    for (int t = 0; t < 4; t++) {
+        LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, row, add(c, col, cg_i64(c, (int64_t)t * W))), va);
+        cg_store(c, v, cg_gep(c, c->f32, row, add(c, col2, cg_i64(c, (int64_t)t * W))), va);
+    }
+    cg_loop_end(c, &ld);
+}
 
 /* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
  * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]; keys past kmax (if not
- * NULL) read key kmax instead. bf16: pairs of V rows, the next key clamped to klast. */
+ * NULL) read key kmax instead. bf16 and int8 compute: K^T as their scores read it (words of
+ * dim pairs; of four int8 dims, with the block's mean, scales and sums), V as pairs of rows,
+ * the next key clamped to klast. */
 static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef key0, LLVMValueRef col,
                       LLVMValueRef mirror, LLVMValueRef kmax, LLVMValueRef klast) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     int W = p->W, BB = 4 * W, CS = k->bcs;
-    bool dp = p->compute == IR_COMPUTE_BF16;
+    bool dp = p->compute != IR_COMPUTE_F32, i8 = p->compute == IR_COMPUTE_INT8;
     unsigned va = (unsigned)W * 4;
     LLVMValueRef col2 = LLVMBuildSelect(b, mirror, add(c, col, cg_i64(c, 2 * BB)), col, "col2");
     /* W keys at a time, each key's row read whole before the next W (a row's lines together:
@@ -42,20 +89,22 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
         if (kmax) key = cg_smin(c, key, kmax);
         rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, cg_k_off(k, key), d0), W);
     }
-    if (dp) {
+    if (p->compute == IR_COMPUTE_BF16) {
         /* bf16: K^T row (d0 + l) / 2 holds words of dims (d0 + l, d0 + l + 1), rounded */
         cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col, jj));
         cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col2, jj));
     } else {
+        /* f32, and int8's f32 block before band_quantize (at col only) */
         cg_transpose(c, rows);
         for (int l = 0; l < W; l++) {
             LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
             cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
-            cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
+            if (!i8) cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
         }
     }
     cg_loop_end(c, &ld);
     cg_loop_end(c, &lk);
+    if (i8) band_quantize(k, KTB, col, col2, !LLVMIsConstant(mirror) || LLVMConstIntGetZExtValue(mirror));
     CgLoop lj;
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, 1), "bvj");
     LLVMValueRef vkey = add(c, key0, j);
@@ -81,22 +130,26 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
     cg_loop_end(c, &lj);
 }
 
-/* compute = bf16: rows [first, first + n) of q (from qbase, row stride qs2) scaled and rounded
- * to bf16 as the general code's Q copy, as words of dim pairs at QW[i][QK / 2]. */
-static void band_qw(Kern *k, LLVMValueRef QW, LLVMValueRef first, LLVMValueRef n) {
+/* compute bf16/int8: rows [first, first + n) of q (row stride qs2) into the chunk's Qs as the
+ * general code copies them (cg_copy_q); int8: each row's q . mu of the block means mu0 and
+ * mu1 (NULL: one block) to CB[i] and CB[4W + i], the share of the scores that smoothing took. */
+static void band_q(Kern *k, LLVMValueRef first, LLVMValueRef n, LLVMValueRef mu0, LLVMValueRef mu1, LLVMValueRef CB) {
     Cg *c = k->c;
-    LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
-    int W = p->W;
-    LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
+    enum { QPF = 6 }; /* rows ahead to prefetch: a residue class's are r rows apart */
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), n, cg_i64(c, 1), "bq");
-    LLVMValueRef src = mul(c, add(c, first, i), k->qs2);
-    LLVMValueRef dst = cg_gep(c, c->f32, QW, mul(c, i, cg_i64(c, p->QK / 2)));
-    for (int ch = 0; ch * W < p->QK; ch++) {
-        /* vcvtneps2bf16: consecutive bf16, i.e. the words of dim pairs */
-        LLVMValueRef v = LLVMBuildFMul(b, cg_load_vec(c, ATTN_F32, k->qbase, add(c, src, cg_i64(c, ch * W)), W), sc, "");
-        cg_store(c, cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &v, 1), cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * W / 2)), 4);
+    LLVMValueRef row = add(c, first, i);
+    cg_copy_q(k, i, mul(c, row, k->qs2), mul(c, add(c, row, cg_i64(c, QPF)), k->qs2));
+    LLVMValueRef mus[2] = {mu0, mu1};
+    for (int m = 0; m < 2 && p->compute == IR_COMPUTE_INT8 && mus[m]; m++) {
+        LLVMValueRef acc = LLVMConstNull(c->vf);
+        for (int ch = 0; ch * p->W < p->QK; ch++) {
+            LLVMValueRef at = cg_i64(c, (int64_t)ch * p->W);
+            LLVMValueRef qv = cg_load(c, c->vf, cg_gep(c, c->f32, k->Qs, add(c, mul(c, i, cg_i64(c, p->QK)), at)), 4);
+            acc = cg_fma(c, qv, cg_load(c, c->vf, cg_gep(c, c->f32, mus[m], at), 4), acc);
+        }
+        cg_store(c, cg_hsum(c, acc), cg_gep(c, c->f32, CB, add(c, i, cg_i64(c, (int64_t)m * 4 * p->W))), 4);
     }
     cg_loop_end(c, &li);
 }
@@ -111,80 +164,118 @@ static void band_accs(Cg *c, LLVMValueRef (*acc)[4], int rows, int n, const char
         }
 }
 
-/* The scores of group s: rows row[r] = c + s + W r into the chunk's S at rows s + W r. Key
- * vector u of the group starts at buffer column a0 + W u + sh (a0 a multiple of W, sh in
- * [0, W) known here), taken from the two aligned vectors around it by one lane shift
- * (valignd) rather than a load across cache lines. Row r's window is vectors r .. r + nv - 1;
- * or, for a staircase (lastm given, sh 0), vectors 0 .. r, the last one's lanes where lastm is
- * set (the others -inf). */
+/* A group of 4 rows. Key vector u of the group starts at buffer column a0 + W u + sh. Row r's
+ * window is vectors r .. r + nv - 1; or, for a staircase (lastm given, sh 0), vectors 0 .. r,
+ * the last one's lanes where lastm is set (the others -inf). */
+typedef struct BandGroup {
+    LLVMValueRef row[4];  /* the rows in q's tensor (f32 reads them in place) */
+    LLVMValueRef qi[4];   /* the rows in the chunk (their Qs, int8's corrections) */
+    LLVMValueRef s;       /* row r's scores go to scratch row s + W r */
+    LLVMValueRef a0;      /* a multiple of W */
+    LLVMValueRef lastm;   /* staircase: the last vector's visible lanes; NULL for a band */
+    int sh;               /* the lane shift, in [0, W) */
+    int cut;              /* int8: the group's keys from this one (u W + lane) are the later block's */
+} BandGroup;
+
 static int band_first(bool tri, int r) { return tri ? 0 : r; }
 
 static int band_count(bool tri, int r, int nv) { return tri ? r + 1 : nv; }
 
-static void band_scores(Kern *k, LLVMValueRef KTB, const LLVMValueRef *row, LLVMValueRef a0, int sh, int nv,
-                        LLVMValueRef S, LLVMValueRef s, LLVMValueRef lastm, LLVMValueRef QW, const LLVMValueRef *qi) {
+/* compute = int8: the scores of row r's vector t (key vector u) from the exact integer dot
+ * products acc (i32): s_q s_k acc + q . mu, mu the mean of the block each lane's key is in
+ * (CB: row qi's q . mu of the two blocks, cg_qi_off: its s_q; skv: the keys' s_k). */
+static LLVMValueRef band_i8_score(Kern *k, const BandGroup *g, LLVMValueRef CB, int r, int u, LLVMValueRef acc, LLVMValueRef skv) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    int W = p->W;
+    LLVMValueRef sq = cg_load(c, c->f32, cg_gep(c, c->f32, k->Qs, add(c, g->qi[r], cg_i64(c, 2 * cg_qi_off(p)))), 4);
+    LLVMValueRef cm[2];
+    for (int m = 0; m < 2; m++)
+        cm[m] = cg_splat(c, cg_load(c, c->f32, cg_gep(c, c->f32, CB, add(c, g->qi[r], cg_i64(c, (int64_t)m * 4 * W))), 4));
+    int from = g->cut - u * W; /* the lanes from here on are the later block's */
+    LLVMValueRef corr = from >= W ? cm[0] : from <= 0 ? cm[1] : LLVMBuildSelect(b, LLVMBuildNot(b, cg_lane_mask(c, from), ""), cm[1], cm[0], "");
+    LLVMValueRef x = LLVMBuildSIToFP(b, acc, c->vf, "");
+    return cg_fma(c, x, LLVMBuildFMul(b, cg_splat(c, sq), skv, ""), corr);
+}
+
+/* The scores of group g into the chunk's S at its scratch rows, each key vector taken from
+ * the two aligned vectors around it by one lane shift (valignd) or an unaligned load, rather
+ * than loads across cache lines alone. CB: int8's corrections (band_q). */
+static void band_scores(Kern *k, LLVMValueRef KTB, const BandGroup *g, int nv, LLVMValueRef S, LLVMValueRef CB) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     enum { R = 4 };
-    bool tri = lastm != NULL;
+    bool tri = g->lastm != NULL, i8 = p->compute == IR_COMPUTE_INT8, dp = p->compute != IR_COMPUTE_F32;
     if (tri) nv = R;
-    int W = p->W, BB = 4 * W, CS = k->bcs, NU = tri ? R : nv + R - 1;
+    int W = p->W, BB = 4 * W, CS = k->bcs, NU = tri ? R : nv + R - 1, sh = g->sh;
     unsigned va = (unsigned)W * 4;
     LLVMValueRef mask[64];
     for (int i = 0; i < W; i++) mask[i] = cg_i32(c, sh + i);
     LLVMValueRef shuf = LLVMConstVector(mask, (unsigned)W);
-    LLVMValueRef sacc[R][4];
+    LLVMTypeRef at = i8 ? c->vi32 : c->vf;
+    LLVMValueRef sacc[R][4], skv[8];
     band_accs(c, sacc, R, nv, "bs");
-    /* bf16 (QW given): d runs over K^T's rows of dim pairs, q's words of the scaled, rounded
-     * row from QW (row qi[r]) */
-    bool dp = QW != NULL;
-    LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)W * 2);
+    if (i8) {
+        /* the sums start at -128 sum k' of their lane's key: vpdpbusd adds it with q' + 128 */
+        for (int u = 0; u < NU; u++) {
+            LLVMValueRef col = add(c, g->a0, cg_i64(c, (int64_t)u * W + sh));
+            skv[u] = cg_load(c, c->vf, cg_gep(c, c->f32, band_sk(k, KTB), col), 4);
+            LLVMValueRef cs = cg_load(c, c->vi32, cg_gep(c, c->f32, band_cs(k, KTB), col), 4);
+            LLVMValueRef off = LLVMBuildNeg(b, LLVMBuildShl(b, cs, cg_splat(c, cg_i32(c, 7)), ""), "");
+            for (int r = 0; r < R; r++)
+                if (u >= band_first(tri, r) && u - band_first(tri, r) < band_count(tri, r, nv)) cg_store(c, off, sacc[r][u - band_first(tri, r)], va);
+        }
+    }
+    /* bf16, int8: d runs over K^T's rows of words (of dim pairs, of four dims), q's words of
+     * row qi[r] after Qs (cg_qi_off) */
+    int nd = i8 ? p->QK / 4 : dp ? p->QK / 2 : p->QK;
     CgLoop ld;
-    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, dp ? p->QK / 2 : p->QK), cg_i64(c, 4), "bd");
+    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, nd), cg_i64(c, 4), "bd");
     LLVMValueRef acc[R][4];
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < band_count(tri, r, nv); t++) acc[r][t] = cg_load(c, c->vf, sacc[r][t], va);
+        for (int t = 0; t < band_count(tri, r, nv); t++) acc[r][t] = cg_load(c, at, sacc[r][t], va);
     for (int dd = 0; dd < 4; dd++) {
         LLVMValueRef dc = add(c, d, cg_i64(c, dd));
-        LLVMValueRef at = cg_gep(c, c->f32, KTB, add(c, mul(c, dc, cg_i64(c, CS)), a0));
+        LLVMValueRef kat = cg_gep(c, c->f32, KTB, add(c, mul(c, dc, cg_i64(c, CS)), g->a0));
         LLVMValueRef al[9], kv[8];
         /* every third vector by an unaligned load, the others by a shift of two aligned ones:
          * loads and shuffles in balance (band 64, 1 head: 0.398 ms against 0.428 with shifts
          * alone and 0.416 with loads alone) */
-        for (int u = 0; u < NU + (sh > 0); u++) al[u] = cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)u * W)), va);
+        for (int u = 0; u < NU + (sh > 0); u++) al[u] = cg_load(c, c->vf, cg_gep(c, c->f32, kat, cg_i64(c, (int64_t)u * W)), va);
         for (int u = 0; u < NU; u++) {
             if (!sh)
                 kv[u] = al[u];
             else if (u % 3 == 0)
-                kv[u] = cg_load(c, c->vf, cg_gep(c, c->f32, at, cg_i64(c, (int64_t)u * W + sh)), 4);
+                kv[u] = cg_load(c, c->vf, cg_gep(c, c->f32, kat, cg_i64(c, (int64_t)u * W + sh)), 4);
             else
                 kv[u] = LLVMBuildShuffleVector(b, al[u], al[u + 1], shuf, "");
         }
         for (int r = 0; r < R; r++) {
             if (dp) {
-                LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, QW, add(c, mul(c, qi[r], cg_i64(c, p->QK / 2)), dc)), 4);
-                LLVMValueRef qv = LLVMBuildBitCast(b, cg_splat(c, qs), bt, "");
-                for (int t = 0; t < band_count(tri, r, nv); t++)
-                    acc[r][t] = cg_intr(c, "llvm.x86.avx512bf16.dpbf16ps.512", NULL, 0,
-                                        (LLVMValueRef[]){acc[r][t], qv, LLVMBuildBitCast(b, kv[band_first(tri, r) + t], bt, "")}, 3);
+                LLVMValueRef qw = cg_gep(c, c->f32, k->Qs, add(c, mul(c, g->qi[r], cg_i64(c, p->QK)), add(c, dc, cg_i64(c, cg_qi_off(p)))));
+                LLVMValueRef qv = cg_splat(c, cg_load(c, c->f32, qw, 4));
+                for (int t = 0; t < band_count(tri, r, nv); t++) acc[r][t] = cg_dp_step(c, i8, acc[r][t], qv, kv[band_first(tri, r) + t]);
                 continue;
             }
-            LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, k->qbase, add(c, mul(c, row[r], k->qs2), dc)), 4);
+            LLVMValueRef qs = cg_load(c, c->f32, cg_gep(c, c->f32, k->qbase, add(c, mul(c, g->row[r], k->qs2), dc)), 4);
             LLVMValueRef qv = cg_splat(c, qs);
             for (int t = 0; t < band_count(tri, r, nv); t++)
                 acc[r][t] = cg_fma(c, qv, kv[band_first(tri, r) + t], acc[r][t]);
         }
     }
     for (int r = 0; r < R; r++)
-        for (int t = 0; t < band_count(tri, r, nv); t++) cg_store(c, acc[r][t], sacc[r][t], va);
+        for (int t = 0; t < band_count(tri, r, nv); t++) cg_store(c, LLVMBuildBitCast(b, acc[r][t], at, ""), sacc[r][t], va);
     cg_loop_end(c, &ld);
     for (int r = 0; r < R; r++) {
-        LLVMValueRef at = mul(c, add(c, s, cg_i64(c, (int64_t)r * W)), cg_i64(c, BB));
+        LLVMValueRef srow = mul(c, add(c, g->s, cg_i64(c, (int64_t)r * W)), cg_i64(c, BB));
         for (int t = 0; t < band_count(tri, r, nv); t++) {
-            LLVMValueRef v = cg_load(c, c->vf, sacc[r][t], va);
-            if (tri && t == r) v = LLVMBuildSelect(b, lastm, v, cg_splat(c, cg_f32(c, -INFINITY)), "");
-            cg_store(c, v, cg_gep(c, c->f32, S, add(c, at, cg_i64(c, (int64_t)t * W))), va);
+            int u = band_first(tri, r) + t;
+            LLVMValueRef v = cg_load(c, at, sacc[r][t], va);
+            if (i8) v = band_i8_score(k, g, CB, r, u, v, skv[u]);
+            if (tri && t == r) v = LLVMBuildSelect(b, g->lastm, v, cg_splat(c, cg_f32(c, -INFINITY)), "");
+            cg_store(c, v, cg_gep(c, c->f32, S, add(c, srow, cg_i64(c, (int64_t)t * W))), va);
         }
     }
 }
@@ -196,8 +287,8 @@ static void band_softmax(Kern *k, LLVMValueRef S, LLVMValueRef M, LLVMValueRef L
     LLVMBuilderRef b = c->b;
     int W = k->p.W, BB = 4 * W;
     unsigned va = (unsigned)W * 4;
-    if (k->p.compute == IR_COMPUTE_BF16) {
-        /* bf16: the scores are scaled already (q was); the weights as the general code makes
+    if (k->p.compute != IR_COMPUTE_F32) {
+        /* bf16, int8: the scores are scaled already (q was); the weights as the general code makes
          * them (exp accurate to bf16, rounded by vcvtneps2bf16), written over the row's
          * scores as words of two keys, and the row sum adds the rounded weights */
         LLVMTypeRef v8 = LLVMVectorType(c->f32, 8);
@@ -253,7 +344,7 @@ static void band_pv(Kern *k, LLVMValueRef VSB, LLVMValueRef P, LLVMValueRef M, L
     bool tri = lanes != NULL;
     int W = p->W, BB = 4 * W, NU = tri ? R : nv + R - 1;
     unsigned va = (unsigned)W * 4;
-    bool dp = p->compute == IR_COMPUTE_BF16;
+    bool dp = p->compute != IR_COMPUTE_F32;
     LLVMTypeRef bt = LLVMVectorType(LLVMBFloatTypeInContext(c->ctx), (unsigned)W * 2);
     LLVMValueRef li[R];
     for (int r = 0; r < R; r++) li[r] = add(c, s, cg_i64(c, (int64_t)r * W));
@@ -437,8 +528,8 @@ void cg_emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q
     k->bcs = 3 * BB;
     LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "bsp"); /* a chunk's scores, then P */
     LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "bm"), L = cg_alloca(c, c->f32, BB, 64, "bl");
-    bool dp = p->compute == IR_COMPUTE_BF16;
-    LLVMValueRef QW = dp ? cg_alloca(c, c->f32, (int64_t)BB * p->QK / 2, 64, "bqw") : NULL;
+    bool dp = p->compute != IR_COMPUTE_F32, i8 = p->compute == IR_COMPUTE_INT8;
+    LLVMValueRef CB = i8 ? cg_alloca(c, c->f32, 2 * BB, 64, "bcb") : NULL; /* band_q's corrections */
     LLVMBasicBlockRef bgo = cg_block(c, "band"), bdone = cg_block(c, "band_done");
     LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGT, n, cg_i64(c, 0), ""), bgo, bdone);
     LLVMPositionBuilderAtEnd(b, bgo);
@@ -453,18 +544,22 @@ void cg_emit_band_task(Kern *k, LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef q
                   LLVMBuildNot(b, odd, ""), NULL, klast);
         LLVMValueRef base = mul(c, LLVMBuildAnd(b, j, cg_i64(c, 1), ""), CR);
         LLVMValueRef c0 = add(c, qa, mul(c, j, CR));
-        if (dp) band_qw(k, QW, c0, CR);
+        if (dp)
+            band_q(k, c0, CR, i8 ? band_mu(k, KTB, LLVMBuildAnd(b, j, cg_i64(c, 1), "")) : NULL,
+                   i8 ? band_mu(k, KTB, LLVMBuildAnd(b, blk, cg_i64(c, 1), "")) : NULL, CB);
         /* scores of every group (K^T stays in L1), the softmax of every row, then P.V (V stays) */
         /* group s's lane shift is (s + 1) mod W: the groups in the order of their shifts,
          * each with its shift a constant (straight-line code, no switch to mispredict) */
         for (int v = 0; v < W; v++) {
             LLVMValueRef s = cg_i64(c, (v + W - 1) % W);
-            LLVMValueRef row[4];
-            for (int r = 0; r < 4; r++) row[r] = add(c, add(c, c0, s), cg_i64(c, (int64_t)r * W));
-            LLVMValueRef a0 = LLVMBuildSub(b, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), cg_i64(c, v), "a0");
-            LLVMValueRef qi[4];
-            for (int r = 0; r < 4; r++) qi[r] = add(c, s, cg_i64(c, (int64_t)r * W));
-            band_scores(k, KTB, row, a0, v, nv, S, s, NULL, QW, qi);
+            /* key vector 0 starts (v ? v : W) + 4W - bw columns past the earlier block's */
+            BandGroup g = {.s = s, .sh = v, .cut = bw - (v ? v : W)};
+            for (int r = 0; r < 4; r++) {
+                g.qi[r] = add(c, s, cg_i64(c, (int64_t)r * W));
+                g.row[r] = add(c, c0, g.qi[r]);
+            }
+            g.a0 = LLVMBuildSub(b, add(c, base, add(c, s, cg_i64(c, 1 + BB - bw))), cg_i64(c, v), "a0");
+            band_scores(k, KTB, &g, nv, S, CB);
             /* the next chunk's new K and V rows (4 a group) toward L1: from memory the pack's
              * reads of 64 rows at once stall, which the prefetchers do not foresee (band 64, 8
              * heads from memory: -11-16%; in cache: even). Q and O rows gained nothing. */
@@ -543,10 +638,10 @@ void cg_emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
     k->bcs = BB; /* one block */
     LLVMValueRef S = cg_alloca(c, c->f32, (int64_t)BB * BB, 64, "tsp");
     LLVMValueRef M = cg_alloca(c, c->f32, BB, 64, "tm"), L = cg_alloca(c, c->f32, BB, 64, "tl");
-    bool dp = p->compute == IR_COMPUTE_BF16;
-    LLVMValueRef QW = dp ? cg_alloca(c, c->f32, (int64_t)BB * p->QK / 2, 64, "tqw") : NULL;
+    bool i8 = p->compute == IR_COMPUTE_INT8;
+    LLVMValueRef CB = i8 ? cg_alloca(c, c->f32, 2 * BB, 64, "tcb") : NULL; /* band_q's corrections */
     band_pack(k, KTB, VSB, jlo, zero, cg_bool(c, false), add(c, E, nlast), add(c, E, nlast));
-    if (dp) band_qw(k, QW, zero, nv);
+    if (p->compute != IR_COMPUTE_F32) band_q(k, zero, nv, i8 ? band_mu(k, KTB, zero) : NULL, NULL, CB);
     /* group g: the rows that see g + 1 + W t keys (t = 0..3), i = g + 1 + W t - C; those
      * outside [0, nv) are computed on a valid row and not written */
     LLVMValueRef row[4], present[4];
@@ -561,8 +656,10 @@ void cg_emit_tri_run(Kern *k, LLVMValueRef nv, int64_t tlo, int64_t thi) {
         CgLoop lg;
         LLVMValueRef g = cg_loop_begin(c, &lg, zero, cg_i64(c, W), one, "tg");
         TRI_ROWS(g)
-        LLVMValueRef lastm = LLVMBuildICmp(b, LLVMIntULE, cg_iota(c), cg_splat(c, g), "");
-        band_scores(k, KTB, row, zero, 0, 4, S, g, lastm, QW, row);
+        BandGroup bg = {.s = g, .a0 = zero, .cut = 8 * W}; /* one block */
+        bg.lastm = LLVMBuildICmp(b, LLVMIntULE, cg_iota(c), cg_splat(c, g), "");
+        for (int t = 0; t < 4; t++) bg.row[t] = bg.qi[t] = row[t];
+        band_scores(k, KTB, &bg, 4, S, CB);
         /* the next class's K and V rows (4 a group) toward L1 */
         cg_prefetch_keys(k, k->knext, k->vnext, add(c, jlo, mul(c, g, cg_i64(c, 4))), 4);
         cg_loop_end(c, &lg);

@@ -283,6 +283,34 @@ LLVMValueRef cg_resuming(Kern *k) {
                         "resuming");
 }
 
+/* Row i of the chunk's Q from element qoff of q: scaled to f32 in Qs (rounded to bf16 for
+ * compute bf16), then quantized (int8) or made words of bf16 pairs (bf16 dot products) after
+ * it; the row at element `ahead` prefetched toward L1 (NULL: none). */
+void cg_copy_q(Kern *k, LLVMValueRef i, LLVMValueRef qoff, LLVMValueRef ahead) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
+    LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
+    if (ahead) {
+        LLVMValueRef at = cg_gep(c, cg_elem_type(c, k->dt), k->qbase, ahead);
+        LLVMTypeRef pt = c->ptr;
+        int bytes = p->QK * (k->dt == ATTN_F32 ? 4 : 2);
+        for (int l = 0; l * 64 < bytes; l++) {
+            LLVMValueRef args[4] = {cg_gep(c, c->i8, at, cg_i64(c, (int64_t)l * 64)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
+            cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
+        }
+    }
+    for (int ch = 0; ch * p->W < p->QK; ch++) {
+        LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+        LLVMValueRef qv = LLVMBuildFMul(b, v, sc, "");
+        if (p->compute == IR_COMPUTE_BF16) qv = cg_round_bf16(c, qv);
+        cg_store(c, qv, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
+    }
+    if (p->compute == IR_COMPUTE_INT8) cg_quantize_q(k, i);
+    if (p->qk_bf16dot) cg_pair_q(k, i);
+}
+
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
 void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     Cg *c = k->c;
@@ -320,29 +348,11 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         CgLoop li;
         LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), k->npad, cg_i64(c, 1), "qi");
         LLVMValueRef qoff = cg_row_off(k, cg_task_row(k, i), k->qs1, k->qs2);
-        LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
-        LLVMValueRef sc = cg_splat(c, cg_f32(c, f->scale));
-        if (!k->p.qdirect) {
-            /* the row QPF ahead toward L1: rows of a residue class are r rows apart, each its
-             * own lines, which the hardware prefetchers do not foresee */
-            enum { QPF = 6 };
-            LLVMValueRef ahead = cg_row_off(k, cg_task_row(k, add(c, i, cg_i64(c, QPF))), k->qs1, k->qs2);
-            LLVMValueRef at = cg_gep(c, cg_elem_type(c, k->dt), k->qbase, ahead);
-            LLVMTypeRef pt = c->ptr;
-            int bytes = p->QK * (k->dt == ATTN_F32 ? 4 : 2);
-            for (int l = 0; l * 64 < bytes; l++) {
-                LLVMValueRef args[4] = {cg_gep(c, c->i8, at, cg_i64(c, (int64_t)l * 64)), cg_i32(c, 0), cg_i32(c, 3), cg_i32(c, 1)};
-                cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
-            }
-        }
-        for (int ch = 0; !k->p.qdirect && ch * p->W < p->QK; ch++) {
-            LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
-            LLVMValueRef qv = LLVMBuildFMul(b, v, sc, "");
-            if (p->compute == IR_COMPUTE_BF16) qv = cg_round_bf16(c, qv);
-            cg_store(c, qv, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
-        }
-        if (p->compute == IR_COMPUTE_INT8) cg_quantize_q(k, i);
-        if (p->qk_bf16dot) cg_pair_q(k, i);
+        /* the row QPF ahead toward L1: rows of a residue class are r rows apart, each its own
+         * lines, which the hardware prefetchers do not foresee */
+        enum { QPF = 6 };
+        LLVMValueRef ahead = cg_row_off(k, cg_task_row(k, add(c, i, cg_i64(c, QPF))), k->qs1, k->qs2);
+        if (!k->p.qdirect) cg_copy_q(k, i, qoff, ahead);
         cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->M, i), 4);
         cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
         for (int ch = 0; ch < p->VC; ch++)

@@ -121,11 +121,16 @@ static void plan_tiles(const IrFunc *f, IrPlan *p) {
  * but the chunk's scores (a band at d64: 3 slots of the ring's 6, d128 all 3; not d256, whose
  * ring is one slot). */
 static bool band_fits(const IrFunc *f, const IrPlan *p, int blocks, int G) {
-    int64_t cs = 4 * blocks * (int64_t)p->W;
-    /* compute = bf16 on bf16 dot products: the same rows of f32 q, scaled and rounded per chunk */
-    bool bf16 = p->qk_bf16dot && p->pv_bf16dot && !f->page_size && f->dtype == ATTN_F32 && p->kvdt == ATTN_F32 && p->role == IR_ROLE_TILE && !G;
-    return (p->qdirect || bf16) && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && p->vpack != IR_VPACK_NEVER &&
-           (int64_t)p->NRING * ir_plan_kt_floats(p) >= (int64_t)p->QK * cs && (int64_t)p->NRING * p->BK >= cs;
+    int64_t cs = 4 * blocks * (int64_t)p->W, need = (int64_t)p->QK * cs;
+    /* compute = bf16 on bf16 dot products, int8 on VNNI (P.V on bf16 ones): the same rows of
+     * f32 q, copied per chunk into Qs as the general code does; int8 packs 4W-key blocks
+     * (one block's mean key, two for a band's two blocks, and its columns' scales and sums) */
+    bool i8 = p->qk_vnni && p->NT == 4;
+    bool dots = (p->qk_bf16dot || i8) && p->pv_bf16dot && !f->page_size && f->dtype == ATTN_F32 && p->kvdt == ATTN_F32 &&
+                p->role == IR_ROLE_TILE && !G && p->BQ >= 4 * p->W;
+    if (i8) need += (blocks > 1 ? 2 : 1) * (int64_t)(p->QK + p->W) / p->W * p->W + 2 * cs;
+    return (p->qdirect || dots) && !f->score && p->QK % p->W == 0 && p->VD % p->W == 0 && p->vpack != IR_VPACK_NEVER &&
+           (int64_t)p->NRING * ir_plan_kt_floats(p) >= need && (int64_t)p->NRING * p->BK >= cs;
 }
 
 /* Room for what the allocas do not show: spills, calls, the pieces' frames' own overhead. */
@@ -140,8 +145,8 @@ static int64_t plan_stack(const IrPlan *p) {
     if (p->compute == IR_COMPUTE_INT8 || p->qk_bf16dot) big += ((int64_t)p->BQ * p->QK + 2 * W + p->BQ) * 4;
     /* decode on dot products: a row group's q pieces (64 bytes per 32 int8 or 16 bf16 dims) */
     if (p->decode_dot != IR_DECODE_FMA) big += (int64_t)p->R * ((p->QK + 15) / 16) * 64;
-    /* bf16 band or staircase: its chunk's q as bf16 words */
-    if (p->qk_bf16dot && (p->kind == IR_T_BAND || p->kind == IR_T_STAIR)) big += BB * p->QK / 2 * 4;
+    /* int8 band or staircase: its chunk's rows' q . mu of two blocks */
+    if (p->qk_vnni && (p->kind == IR_T_BAND || p->kind == IR_T_STAIR)) big += 2 * BB * 4;
     /* the small ones (accumulator slots, the frame, tags) within an eighth and 16 KiB */
     return big + big / 8 + 16 * 1024 + IR_STACK_SPILLS;
 }
