@@ -125,13 +125,15 @@ enum { CG_MAXT = 8 };
 /* An operand of Q.K^T or P.V as the plan's compute multiplies it: rounded to bf16 (compute
  * bf16 and int8's P.V), unchanged for f32. */
 LLVMValueRef cg_operand(Kern *k, LLVMValueRef v);
-/* compute = int8: the packed K^T block's keys [0, kn) smoothed (the block's mean key
- * subtracted, kept beside it) and quantized per key (scales kept beside it). */
+/* compute = int8 without VNNI: the packed K^T block's keys [0, kn) smoothed (the block's mean
+ * key subtracted, kept beside it) and quantized per key (scales kept beside it). */
 void cg_quantize_kt(Kern *k, LLVMValueRef kn);
-/* The same on the block at kt (rows `stride` floats apart), its mean key, scales and (VNNI)
- * sums to mu, sk, cs. */
-void cg_quantize_block(Kern *k, LLVMValueRef kt, int64_t stride, LLVMValueRef kn, LLVMValueRef mu, LLVMValueRef sk,
-                       LLVMValueRef cs);
+/* compute = int8 on VNNI (16 lanes): keys [key0, key0 + kn) of K (past kmax, if given, kmax
+ * again) smoothed and quantized straight from K's rows, as cg_quantize_kt does a packed f32
+ * block: words of four int8 dims at kt[dq][j] (rows `stride` apart; again `dup` columns on,
+ * if given), the mean key, the keys' scales and sums. */
+void cg_pack_kt_vnni(Kern *k, LLVMValueRef key0, LLVMValueRef kmax, LLVMValueRef kn, LLVMValueRef kt, int64_t stride,
+                     LLVMValueRef dup, LLVMValueRef mu, LLVMValueRef sk, LLVMValueRef cs);
 /* One dot-product step: bf16 pairs (vdpbf16ps, f32 lanes) or, with `vnni`, u8 q x s8 k quads
  * (vpdpbusd, i32 lanes). */
 LLVMValueRef cg_dp_step(Cg *c, bool vnni, LLVMValueRef acc, LLVMValueRef qw, LLVMValueRef kw);
@@ -256,6 +258,11 @@ void cg_dot_q(Kern *k, int nr, LLVMValueRef *row);
 /* One group of R rows against the packed KT of a full key block, unrolled over the block's
  * vectors (every FMA chain in registers). */
 void cg_emit_group(Kern *k, LLVMValueRef g);
+/* Horizontal sums (or cg_fmax maxima) of n vectors at once, n a power of two up to W: pairs
+ * of vectors merge into one holding each one's halves added (log2 n levels, 3 instructions a
+ * pair), then the n parts of W/n lanes reduce in place; part r (lanes r W/n ..) holds vector
+ * r's total in every lane. n = 4 on 16 lanes: 13 instructions where n tree reductions took 32. */
+LLVMValueRef cg_reduce_parts(Cg *c, LLVMValueRef *vs, int n, bool max);
 /* In-register transpose of W rows of W floats: log2(W) rounds of interleaving row i with
  * row i + W/2 (a perfect shuffle); after them rows[l] holds the old column l. */
 void cg_transpose(Cg *c, LLVMValueRef *rows);

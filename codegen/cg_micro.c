@@ -308,11 +308,7 @@ static void exp_regs(Kern *k, const IrPlan *p, LLVMValueRef g, LLVMValueRef P, L
     }
 }
 
-/* Horizontal sums (or cg_fmax maxima) of n vectors at once, n a power of two up to W: pairs
- * of vectors merge into one holding each one's halves added (log2 n levels, 3 instructions a
- * pair), then the n parts of W/n lanes reduce in place; part r (lanes r W/n ..) holds vector
- * r's total in every lane. n = 4 on 16 lanes: 13 instructions where n tree reductions took 32. */
-static LLVMValueRef reduce_parts(Cg *c, LLVMValueRef *vs, int n, bool max) {
+LLVMValueRef cg_reduce_parts(Cg *c, LLVMValueRef *vs, int n, bool max) {
     LLVMBuilderRef b = c->b;
     int W = c->W;
     LLVMValueRef v[64];
@@ -379,7 +375,7 @@ static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLV
         }
     }
     /* the rows' q . mu reduced together */
-    LLVMValueRef all = pow2_upto(p->R, p->W) ? reduce_parts(c, corr, p->R, false) : NULL;
+    LLVMValueRef all = pow2_upto(p->R, p->W) ? cg_reduce_parts(c, corr, p->R, false) : NULL;
     for (int r = 0; r < p->R; r++) {
         LLVMValueRef bytes = LLVMBuildSub(b, LLVMBuildPtrToInt(b, qf[r], c->i64, ""), q0, "");
         LLVMValueRef row = LLVMBuildUDiv(b, bytes, cg_i64(c, (int64_t)p->QK * 4), "");
@@ -615,20 +611,19 @@ void cg_quantize_q(Kern *k, LLVMValueRef i) {
     }
 }
 
-/* compute = int8: the packed K^T block's key vectors [0, ceil(kn / W)) smoothed and quantized:
- * kt[d][j] = round((K[j][d] - mu[d]) / sk[j]), mu the mean of those keys (any vector would
- * do: the scores add q . mu back exactly), sk[j] = max_d |K[j][d] - mu[d]| / 127. One pass
- * takes the means, smooths in place and keeps the keys' maxima in registers; a second
- * quantizes: to f32 integers (emulation), or with VNNI straight to the words of four int8
- * dims (vcvtps2dq rounds to nearest even, as rint) and the keys' sums. kt: the block's first
- * column, rows `stride` floats apart; mu, sk, cs: where its mean key, its keys' scales and
- * (VNNI) sums go. */
-void cg_quantize_block(Kern *k, LLVMValueRef kt, int64_t stride, LLVMValueRef kn, LLVMValueRef mu, LLVMValueRef sk,
-                       LLVMValueRef cs) {
+/* compute = int8 without VNNI (emulation): the packed K^T block's key vectors [0, ceil(kn / W))
+ * smoothed and quantized in place: KT[d][j] = round((K[j][d] - mu[d]) / sk[j]), mu the mean of
+ * those keys (any vector would do: the scores add q . mu back exactly), sk[j] = max_d |K[j][d]
+ * - mu[d]| / 127, both kept beside the block (cg_kt_*_off); f32 integers the scores multiply
+ * exactly. One pass takes the means, smooths in place and keeps the keys' maxima in
+ * registers; a second quantizes. */
+void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     unsigned va = (unsigned)p->W * 4;
+    LLVMValueRef mu = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_mu_off(p)));
+    LLVMValueRef sk = cg_gep(c, c->f32, k->KT, cg_i64(c, cg_kt_sk_off(p)));
     LLVMValueRef nvk = LLVMBuildSDiv(b, add(c, kn, cg_i64(c, p->W - 1)), cg_i64(c, p->W), "");
     LLVMValueRef valid[CG_MAXT], mx[CG_MAXT], mxs[CG_MAXT];
     LLVMValueRef ninv = LLVMBuildFDiv(b, cg_f32(c, 1.0), LLVMBuildSIToFP(b, mul(c, nvk, cg_i64(c, p->W)), c->f32, ""), "");
@@ -639,7 +634,7 @@ void cg_quantize_block(Kern *k, LLVMValueRef kt, int64_t stride, LLVMValueRef kn
     }
     CgLoop ld;
     LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qd");
-    LLVMValueRef row = cg_gep(c, c->f32, kt, mul(c, d, cg_i64(c, stride)));
+    LLVMValueRef row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
     LLVMValueRef kv[CG_MAXT], sum = LLVMConstNull(c->vf);
     for (int t = 0; t < p->NT; t++) {
         kv[t] = cg_load(c, c->vf, cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W)), va);
@@ -662,55 +657,119 @@ void cg_quantize_block(Kern *k, LLVMValueRef kt, int64_t stride, LLVMValueRef kn
         inv[t] = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_const_like(c, c->vf, 127.0), mx[t], ""), LLVMConstNull(c->vf), "");
         cg_store(c, LLVMBuildFDiv(b, mx[t], cg_const_like(c, c->vf, 127.0), ""), sp, va);
     }
-    if (!p->qk_vnni) {
-        d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qq");
-        row = cg_gep(c, c->f32, kt, mul(c, d, cg_i64(c, stride)));
-        for (int t = 0; t < p->NT; t++) {
-            LLVMValueRef at = cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W));
-            cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, cg_load(c, c->vf, at, va), inv[t], "")), at, va);
-        }
-        cg_loop_end(c, &ld);
-        return;
-    }
-    /* VNNI: in place, KT[dq][j] = the int8 values of d = 4 dq .. 4 dq + 3 (0 past qk_dim) as one
-     * word, and the keys' sums (row dq is written after rows 4 dq .. 4 dq + 3 are read) */
-    LLVMValueRef css[CG_MAXT];
+    d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, 1), "qq");
+    row = cg_gep(c, c->f32, k->KT, mul(c, d, cg_i64(c, p->BK)));
     for (int t = 0; t < p->NT; t++) {
-        css[t] = cg_alloca(c, c->vi32, 1, va, "ksum");
-        cg_store(c, LLVMConstNull(c->vi32), css[t], va);
-    }
-    bool ragged = p->QK % 4 != 0;
-    LLVMValueRef dq = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, (p->QK + 3) / 4), cg_i64(c, 1), "vq");
-    for (int t = 0; t < p->NT; t++) {
-        LLVMValueRef w = LLVMConstNull(c->vi32), sum = cg_load(c, c->vi32, css[t], va);
-        for (int i = 0; i < 4; i++) {
-            LLVMValueRef d4 = add(c, mul(c, dq, cg_i64(c, 4)), cg_i64(c, i));
-            LLVMValueRef src = cg_gep(c, c->f32, kt, add(c, mul(c, ragged ? cg_smin(c, d4, cg_i64(c, p->QK - 1)) : d4, cg_i64(c, stride)), cg_i64(c, (int64_t)t * p->W)));
-            LLVMValueRef y = LLVMBuildFMul(b, cg_load(c, c->vf, src, va), inv[t], "");
-            LLVMValueRef x = c->W == 16 ? cg_intr(c, "llvm.x86.avx512.mask.cvtps2dq.512", NULL, 0,
-                                                  (LLVMValueRef[]){y, LLVMGetUndef(c->vi32), LLVMConstInt(c->i16, 0xffff, 0), cg_i32(c, 8)}, 4)
-                                        : LLVMBuildFPToSI(b, cg_intr1(c, "llvm.rint", y), c->vi32, "");
-            if (ragged) x = LLVMBuildSelect(b, cg_splat(c, LLVMBuildICmp(b, LLVMIntSLT, d4, cg_i64(c, p->QK), "")), x, LLVMConstNull(c->vi32), "");
-            sum = add(c, sum, x);
-            if (i < 3) x = LLVMBuildAnd(b, x, cg_splat(c, cg_i32(c, 0xff)), "");
-            w = i ? LLVMBuildOr(b, w, LLVMBuildShl(b, x, cg_splat(c, cg_i32(c, 8 * i)), ""), "") : x;
-        }
-        cg_store(c, w, cg_gep(c, c->f32, kt, add(c, mul(c, dq, cg_i64(c, stride)), cg_i64(c, (int64_t)t * p->W))), va);
-        cg_store(c, sum, css[t], va);
+        LLVMValueRef at = cg_gep(c, c->f32, row, cg_i64(c, (int64_t)t * p->W));
+        cg_store(c, cg_intr1(c, "llvm.rint", LLVMBuildFMul(b, cg_load(c, c->vf, at, va), inv[t], "")), at, va);
     }
     cg_loop_end(c, &ld);
-    for (int t = 0; t < p->NT; t++) cg_store(c, cg_load(c, c->vi32, css[t], va), cg_gep(c, c->f32, cs, cg_i64(c, (int64_t)t * p->W)), va);
 }
 
-/* cg_quantize_block on the block in KT (rows BK apart), its extras where cg_kt_*_off put them. */
-void cg_quantize_kt(Kern *k, LLVMValueRef kn) {
+/* cg_pack_kt_vnni: the n x W-lane chunks of key r (kid[r]) of K, less the mean key mu (f32 or
+ * int8/16-bit storage, read as the pack reads it). */
+static void key_chunks(Kern *k, LLVMValueRef kid, const LLVMValueRef *mu, LLVMValueRef *x) {
     Cg *c = k->c;
     const IrPlan *p = &k->p;
-    LLVMValueRef at[3];
-    int64_t offs[3] = {cg_kt_mu_off(p), cg_kt_sk_off(p), cg_kt_cs_off(p)};
-    for (int i = 0; i < 3; i++) at[i] = cg_gep(c, c->f32, k->KT, cg_i64(c, offs[i]));
-    cg_quantize_block(k, k->KT, p->BK, kn, at[0], at[1], at[2]);
+    LLVMValueRef off = cg_k_off(k, kid);
+    for (int ch = 0; ch * p->W < p->QK; ch++) {
+        LLVMValueRef v = cg_load_vec(c, k->kvdt, k->kbase, add(c, off, cg_i64(c, (int64_t)ch * p->W)), tail_lanes(p->QK, p->W, ch));
+        v = cg_kv_scaled(k, false, kid, v);
+        x[ch] = mu ? LLVMBuildFSub(c->b, v, mu[ch], "") : v;
+    }
 }
+
+/* Words of four int8 dims of one key from its quantized chunks y (i32 lanes, |y| <= 127), four
+ * chunks a vector: vpackssdw and vpacksswb leave, in 128-bit lane L, chunk e's dims 4L .. 4L +
+ * 3 as dword 4L + e, i.e. word 4e + L of the four chunks. */
+static LLVMValueRef pack_words(Cg *c, LLVMValueRef *y, int n) {
+    LLVMBuilderRef b = c->b;
+    LLVMValueRef z = LLVMConstNull(c->vi32), h[2];
+    for (int i = 0; i < 2; i++)
+        h[i] = cg_intr(c, "llvm.x86.avx512.packssdw.512", NULL, 0, (LLVMValueRef[]){2 * i < n ? y[2 * i] : z, 2 * i + 1 < n ? y[2 * i + 1] : z}, 2);
+    return LLVMBuildBitCast(b, cg_intr(c, "llvm.x86.avx512.packsswb.512", NULL, 0, h, 2), c->vf, "");
+}
+
+/* compute = int8 on VNNI (16 lanes): keys [key0, key0 + kn) of K (past kmax, if given, key
+ * kmax again) as cg_quantize_kt leaves a packed block: smoothed by the mean of its ceil(kn /
+ * W) W keys, quantized per key, here as words of four int8 dims at kt[dq][W t + r] (rows
+ * `stride` floats apart; again `dup` columns on when given), the mean to mu, the scales and
+ * sums (of the int8 values, VNNI's offset) to sk[..] and cs[..] (and dup on). In the keys' own layout, not transposed: a key's maximum by
+ * one reduction of W keys' vectors, its words by two packs of four chunks, and one transpose
+ * of W keys' words, where the f32 block took a transpose per W dims and a reduction per dim. */
+void cg_pack_kt_vnni(Kern *k, LLVMValueRef key0, LLVMValueRef kmax, LLVMValueRef kn, LLVMValueRef kt, int64_t stride,
+                     LLVMValueRef dup, LLVMValueRef mu, LLVMValueRef sk, LLVMValueRef cs) {
+    Cg *c = k->c;
+    LLVMBuilderRef b = c->b;
+    const IrPlan *p = &k->p;
+    enum { W = 16 };
+    unsigned va = W * 4;
+    int nch = (p->QK + W - 1) / W, nw = (p->QK + 3) / 4;
+    LLVMValueRef nvk = LLVMBuildSDiv(b, add(c, kn, cg_i64(c, W - 1)), cg_i64(c, W), "");
+    /* the mean of the block's whole vectors of keys */
+    LLVMValueRef sums[CG_MAX_CHUNKS], x[CG_MAX_CHUNKS], mv[CG_MAX_CHUNKS];
+    for (int ch = 0; ch < nch; ch++) {
+        sums[ch] = cg_alloca(c, c->vf, 1, va, "ksum");
+        cg_store(c, LLVMConstNull(c->vf), sums[ch], va);
+    }
+    CgLoop lj, lt;
+    LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), mul(c, nvk, cg_i64(c, W)), cg_i64(c, 1), "km");
+    LLVMValueRef key = add(c, key0, j);
+    key_chunks(k, kmax ? cg_smin(c, key, kmax) : key, NULL, x);
+    for (int ch = 0; ch < nch; ch++) cg_store(c, LLVMBuildFAdd(b, cg_load(c, c->vf, sums[ch], va), x[ch], ""), sums[ch], va);
+    cg_loop_end(c, &lj);
+    LLVMValueRef ninv = cg_splat(c, LLVMBuildFDiv(b, cg_f32(c, 1.0), LLVMBuildSIToFP(b, mul(c, nvk, cg_i64(c, W)), c->f32, ""), ""));
+    for (int ch = 0; ch < nch; ch++) {
+        mv[ch] = LLVMBuildFMul(b, cg_load(c, c->vf, sums[ch], va), ninv, "");
+        cg_store(c, mv[ch], cg_gep(c, c->f32, mu, cg_i64(c, (int64_t)ch * W)), 4);
+    }
+    /* W keys at a time: their maxima, scales, words (transposed) and sums */
+    LLVMValueRef t = cg_loop_begin(c, &lt, cg_i64(c, 0), nvk, cg_i64(c, 1), "kq");
+    LLVMValueRef col = mul(c, t, cg_i64(c, W)), kid[W], mx[W];
+    for (int r = 0; r < W; r++) {
+        LLVMValueRef kr = add(c, key0, add(c, col, cg_i64(c, r)));
+        kid[r] = kmax ? cg_smin(c, kr, kmax) : kr;
+        key_chunks(k, kid[r], mv, x);
+        mx[r] = LLVMConstNull(c->vf);
+        for (int ch = 0; ch < nch; ch++) mx[r] = cg_fmax(c, mx[r], cg_intr1(c, "llvm.fabs", x[ch]));
+    }
+    LLVMValueRef m = cg_reduce_parts(c, mx, W, true); /* lane r: key r's */
+    LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, m, LLVMConstNull(c->vf), "");
+    LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_const_like(c, c->vf, 127.0), m, ""), LLVMConstNull(c->vf), "");
+    LLVMValueRef scale = LLVMBuildFDiv(b, m, cg_const_like(c, c->vf, 127.0), "");
+    LLVMValueRef ones = cg_splat(c, cg_i32(c, 0x01010101)), ksum = LLVMConstNull(c->vi32);
+    for (int g = 0; g * 4 < nch; g++) {
+        LLVMValueRef w[W];
+        for (int r = 0; r < W; r++) {
+            key_chunks(k, kid[r], mv, x);
+            LLVMValueRef iv = splat_lane(c, inv, r), y[4];
+            for (int e = 0; e < 4 && 4 * g + e < nch; e++) {
+                LLVMValueRef z = LLVMBuildFMul(b, x[4 * g + e], iv, "");
+                y[e] = cg_intr(c, "llvm.x86.avx512.mask.cvtps2dq.512", NULL, 0,
+                               (LLVMValueRef[]){z, LLVMGetUndef(c->vi32), LLVMConstInt(c->i16, 0xffff, 0), cg_i32(c, 8)}, 4);
+            }
+            w[r] = pack_words(c, y, nch - 4 * g < 4 ? nch - 4 * g : 4);
+        }
+        cg_transpose(c, w); /* w[q]: dword q of every key */
+        for (int q = 0; q < W; q++) {
+            int word = 16 * g + 4 * (q % 4) + q / 4;
+            if (word >= nw) continue;
+            LLVMValueRef wi = LLVMBuildBitCast(b, w[q], c->vi32, "");
+            ksum = cg_intr(c, "llvm.x86.avx512.vpdpbusd.512", NULL, 0, (LLVMValueRef[]){ksum, ones, wi}, 3);
+            LLVMValueRef at = cg_gep(c, c->f32, kt, add(c, cg_i64(c, (int64_t)word * stride), col));
+            cg_store(c, w[q], at, va);
+            if (dup) cg_store(c, w[q], cg_gep(c, c->f32, at, dup), va);
+        }
+    }
+    LLVMValueRef outs[2][2] = {{sk, scale}, {cs, ksum}};
+    for (int o = 0; o < 2; o++) {
+        LLVMValueRef at = cg_gep(c, c->f32, outs[o][0], col);
+        cg_store(c, outs[o][1], at, va);
+        if (dup) cg_store(c, outs[o][1], cg_gep(c, c->f32, at, dup), va);
+    }
+    cg_loop_end(c, &lt);
+}
+
 
 /* The score modifier on row `row`'s scores s against the W keys of key vector t (mv: the
  * lanes that count). */
@@ -1103,7 +1162,7 @@ void cg_emit_group(Kern *k, LLVMValueRef g) {
     }
     if (pow2_upto(p->R, p->W)) {
         /* the rows' maxima reduced together, then lane r = row r's */
-        LLVMValueRef all = reduce_parts(c, mxv, p->R, true), ix[64];
+        LLVMValueRef all = cg_reduce_parts(c, mxv, p->R, true), ix[64];
         for (int l = 0; l < p->W; l++) ix[l] = cg_i32(c, l < p->R ? l * (p->W / p->R) : p->W);
         LLVMValueRef bv = LLVMBuildShuffleVector(b, all, cg_const_like(c, c->vf, -INFINITY), LLVMConstVector(ix, (unsigned)p->W), "");
         softmax_rows_v(k, g, p->R, bv, mu, as);

@@ -25,8 +25,9 @@
  * window spans two blocks, adds to each lane the q . mu of its own key's block. */
 
 /* compute = int8: where the band buffers keep a block's mean key (slot 0 or 1; a staircase's
- * one block has slot 0), and the columns' key scales and (VNNI) sums: after K^T's QK rows, so
- * that one block (a staircase's) has them where cg_kt_*_off put a packed block's. */
+ * one block has slot 0), and the columns' key scales and (VNNI) sums: after QK rows of K^T
+ * (of which the words take a quarter), so that one block (a staircase's) has them where
+ * cg_kt_*_off put a packed block's. */
 static LLVMValueRef band_mu(Kern *k, LLVMValueRef KTB, LLVMValueRef slot) {
     const IrPlan *p = &k->p;
     int64_t qkp = (int64_t)(p->QK + p->W) / p->W * p->W;
@@ -38,31 +39,6 @@ static LLVMValueRef band_sk(Kern *k, LLVMValueRef KTB) {
 }
 
 static LLVMValueRef band_cs(Kern *k, LLVMValueRef KTB) { return cg_gep(k->c, k->c->f32, band_sk(k, KTB), cg_i64(k->c, k->bcs)); }
-
-/* compute = int8: the f32 K^T block just packed at column col smoothed and quantized in place
- * (its mean to slot col / 4W), then its words, scales and sums copied to col2 (the mirror). */
-static void band_quantize(Kern *k, LLVMValueRef KTB, LLVMValueRef col, LLVMValueRef col2, bool mirror) {
-    Cg *c = k->c;
-    const IrPlan *p = &k->p;
-    int W = p->W, BB = 4 * W, CS = k->bcs;
-    unsigned va = (unsigned)W * 4;
-    LLVMValueRef sk = band_sk(k, KTB), cs = band_cs(k, KTB);
-    LLVMValueRef slot = LLVMBuildSDiv(c->b, col, cg_i64(c, BB), "");
-    cg_quantize_block(k, cg_gep(c, c->f32, KTB, col), CS, cg_i64(c, BB), band_mu(k, KTB, slot), cg_gep(c, c->f32, sk, col),
-                      cg_gep(c, c->f32, cs, col));
-    if (!mirror) return;
-    CgLoop ld;
-    LLVMValueRef d = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK / 4 + 2), cg_i64(c, 1), "bqm");
-    /* rows of words, then the scales and the sums */
-    LLVMValueRef words = LLVMBuildICmp(c->b, LLVMIntSLT, d, cg_i64(c, p->QK / 4), "");
-    LLVMValueRef extra = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntEQ, d, cg_i64(c, p->QK / 4), ""), sk, cs, "");
-    LLVMValueRef row = LLVMBuildSelect(c->b, words, cg_gep(c, c->f32, KTB, mul(c, d, cg_i64(c, CS))), extra, "");
-    for (int t = 0; t < 4; t++) {
-        LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, row, add(c, col, cg_i64(c, (int64_t)t * W))), va);
-        cg_store(c, v, cg_gep(c, c->f32, row, add(c, col2, cg_i64(c, (int64_t)t * W))), va);
-    }
-    cg_loop_end(c, &ld);
-}
 
 /* Packs 4W keys from key0 into the band buffers at column col (and col + 8W when mirror):
  * KTB[d][col + j] = K[key0 + j][d], VSB[col + j][:] = V[key0 + j]; keys past kmax (if not
@@ -78,33 +54,38 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
     bool dp = p->compute != IR_COMPUTE_F32, i8 = p->compute == IR_COMPUTE_INT8;
     unsigned va = (unsigned)W * 4;
     LLVMValueRef col2 = LLVMBuildSelect(b, mirror, add(c, col, cg_i64(c, 2 * BB)), col, "col2");
-    /* W keys at a time, each key's row read whole before the next W (a row's lines together:
-     * from memory the hardware prefetchers follow that, not a column of lines) */
-    CgLoop lk, ld;
-    LLVMValueRef jj = cg_loop_begin(c, &lk, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, W), "bkj");
-    LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, W), "bkd");
-    LLVMValueRef rows[64];
-    for (int r = 0; r < W; r++) {
-        LLVMValueRef key = add(c, key0, add(c, jj, cg_i64(c, r)));
-        if (kmax) key = cg_smin(c, key, kmax);
-        rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, cg_k_off(k, key), d0), W);
-    }
-    if (p->compute == IR_COMPUTE_BF16) {
-        /* bf16: K^T row (d0 + l) / 2 holds words of dims (d0 + l, d0 + l + 1), rounded */
-        cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col, jj));
-        cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col2, jj));
+    if (i8) {
+        LLVMValueRef dup = LLVMIsConstant(mirror) && !LLVMConstIntGetZExtValue(mirror) ? NULL : LLVMBuildSub(b, col2, col, "");
+        cg_pack_kt_vnni(k, key0, kmax, cg_i64(c, BB), cg_gep(c, c->f32, KTB, col), CS, dup,
+                        band_mu(k, KTB, LLVMBuildSDiv(b, col, cg_i64(c, BB), "")), cg_gep(c, c->f32, band_sk(k, KTB), col),
+                        cg_gep(c, c->f32, band_cs(k, KTB), col));
     } else {
-        /* f32, and int8's f32 block before band_quantize (at col only) */
-        cg_transpose(c, rows);
-        for (int l = 0; l < W; l++) {
-            LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
-            cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
-            if (!i8) cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
+        /* W keys at a time, each key's row read whole before the next W (a row's lines
+         * together: from memory the hardware prefetchers follow that, not a column of lines) */
+        CgLoop lk, ld;
+        LLVMValueRef jj = cg_loop_begin(c, &lk, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, W), "bkj");
+        LLVMValueRef d0 = cg_loop_begin(c, &ld, cg_i64(c, 0), cg_i64(c, p->QK), cg_i64(c, W), "bkd");
+        LLVMValueRef rows[64];
+        for (int r = 0; r < W; r++) {
+            LLVMValueRef key = add(c, key0, add(c, jj, cg_i64(c, r)));
+            if (kmax) key = cg_smin(c, key, kmax);
+            rows[r] = cg_load_vec(c, ATTN_F32, k->kbase, add(c, cg_k_off(k, key), d0), W);
         }
+        if (dp) {
+            /* bf16: K^T row (d0 + l) / 2 holds words of dims (d0 + l, d0 + l + 1), rounded */
+            cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col, jj));
+            cg_pair_kt16(k, rows, d0, KTB, cg_i64(c, CS), add(c, col2, jj));
+        } else {
+            cg_transpose(c, rows);
+            for (int l = 0; l < W; l++) {
+                LLVMValueRef rowi = mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, CS));
+                cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col, jj))), va);
+                cg_store(c, rows[l], cg_gep(c, c->f32, KTB, add(c, rowi, add(c, col2, jj))), va);
+            }
+        }
+        cg_loop_end(c, &ld);
+        cg_loop_end(c, &lk);
     }
-    cg_loop_end(c, &ld);
-    cg_loop_end(c, &lk);
-    if (i8) band_quantize(k, KTB, col, col2, !LLVMIsConstant(mirror) || LLVMConstIntGetZExtValue(mirror));
     CgLoop lj;
     LLVMValueRef j = cg_loop_begin(c, &lj, cg_i64(c, 0), cg_i64(c, BB), cg_i64(c, 1), "bvj");
     LLVMValueRef vkey = add(c, key0, j);

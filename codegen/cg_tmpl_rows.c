@@ -163,6 +163,49 @@ void cg_pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef KT,
         cg_store(c, w[i], cg_gep(c, c->f32, KT, add(c, mul(c, add(c, dp0, cg_i64(c, i)), stride), j0)), 64);
 }
 
+/* K of the block's keys [0, kn) packed transposed, W keys at a time: KT[d][j] = K[kb + j][d]
+ * (keys past klast repeat it: their lanes are masked in every use); whole chunks of d in a
+ * runtime loop, a tail chunk after it. */
+static void pack_kt(Kern *k, LLVMValueRef kn, LLVMValueRef klast) {
+    Cg *c = k->c;
+    const IrPlan *p = &k->p;
+    CgLoop lj;
+    LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, p->W), "kj");
+    LLVMValueRef koff[64], kid[64];
+    for (int r = 0; r < p->W; r++) {
+        LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
+        kid[r] = cg_smin(c, key, klast);
+        koff[r] = cg_k_off(k, kid[r]);
+    }
+    int whole = p->QK / p->W;
+    for (int part = 0; part < 2; part++) {
+        int n = part ? p->QK - whole * p->W : p->W;
+        if (n <= 0 || (!part && whole == 0)) continue;
+        CgLoop lc;
+        LLVMValueRef ch = part ? cg_i64(c, whole) : cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "kc");
+        LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
+        LLVMValueRef rows[64];
+        /* keys past the end repeat the last one: their lanes are masked in every use */
+        for (int r = 0; r < p->W; r++)
+            rows[r] = cg_kv_scaled(k, false, kid[r], cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[r], d0), n));
+        if (p->qk_bf16dot && n == 16 && p->W == 16) {
+            cg_pair_kt16(k, rows, d0, k->KT, cg_i64(c, p->BK), j0);
+            if (!part) cg_loop_end(c, &lc);
+            continue;
+        }
+        if (p->compute == IR_COMPUTE_BF16)
+            for (int r = 0; r < p->W; r++) rows[r] = cg_round_bf16(c, rows[r]);
+        cg_transpose(c, rows);
+        for (int l = 0; l < n && p->qk_bf16dot; l += n) cg_pair_kt(k, rows, n, d0, j0);
+        for (int l = 0; l < n && !p->qk_bf16dot; l++) {
+            LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
+            cg_store(c, rows[l], dst, (unsigned)p->W * 4);
+        }
+        if (!part) cg_loop_end(c, &lc);
+    }
+    cg_loop_end(c, &lj);
+}
+
 /* K of a key block packed transposed for the row groups; V rows copied to VS (vpack_on); for
  * a partial block, whether its V rows are all finite (*vfin_slot). */
 static void body_pack(Kern *k, bool unused) {
@@ -177,46 +220,16 @@ static void body_pack(Kern *k, bool unused) {
     LLVMValueRef kend = p->NRING > 1 ? cg_smin(c, k->nkeys, cg_keys_below(k, k->kendp)) : k->kv_len;
     LLVMValueRef kn = cg_smin(c, LLVMBuildSub(b, kend, k->kb, ""), cg_i64(c, p->BK));
     LLVMValueRef klast = LLVMBuildSub(b, kend, cg_i64(c, 1), "");
-    {
-        /* pack K transposed, W keys at a time: KT[d][j] = K[kb + j][d] (keys past the end
-         * repeat the last one); whole chunks of d in a runtime loop, a tail chunk after it */
-        CgLoop lj;
-        LLVMValueRef j0 = cg_loop_begin(c, &lj, cg_i64(c, 0), kn, cg_i64(c, p->W), "kj");
-        LLVMValueRef koff[64], kid[64];
-        for (int r = 0; r < p->W; r++) {
-            LLVMValueRef key = add(c, add(c, k->kb, j0), cg_i64(c, r));
-            kid[r] = cg_smin(c, key, klast);
-            koff[r] = cg_k_off(k, kid[r]);
-        }
-        int whole = p->QK / p->W;
-        for (int part = 0; part < 2; part++) {
-            int n = part ? p->QK - whole * p->W : p->W;
-            if (n <= 0 || (!part && whole == 0)) continue;
-            CgLoop lc;
-            LLVMValueRef ch = part ? cg_i64(c, whole) : cg_loop_begin(c, &lc, cg_i64(c, 0), cg_i64(c, whole), cg_i64(c, 1), "kc");
-            LLVMValueRef d0 = mul(c, ch, cg_i64(c, p->W));
-            LLVMValueRef rows[64];
-            /* keys past the end repeat the last one: their lanes are masked in every use */
-            for (int r = 0; r < p->W; r++)
-                rows[r] = cg_kv_scaled(k, false, kid[r], cg_load_vec(c, k->kvdt, k->kbase, add(c, koff[r], d0), n));
-            if (p->qk_bf16dot && n == 16 && p->W == 16) {
-                cg_pair_kt16(k, rows, d0, k->KT, cg_i64(c, p->BK), j0);
-                if (!part) cg_loop_end(c, &lc);
-                continue;
-            }
-            if (p->compute == IR_COMPUTE_BF16)
-                for (int r = 0; r < p->W; r++) rows[r] = cg_round_bf16(c, rows[r]);
-            cg_transpose(c, rows);
-            for (int l = 0; l < n && p->qk_bf16dot; l += n) cg_pair_kt(k, rows, n, d0, j0);
-            for (int l = 0; l < n && !p->qk_bf16dot; l++) {
-                LLVMValueRef dst = cg_gep(c, c->f32, k->KT, add(c, mul(c, add(c, d0, cg_i64(c, l)), cg_i64(c, p->BK)), j0));
-                cg_store(c, rows[l], dst, (unsigned)p->W * 4);
-            }
-            if (!part) cg_loop_end(c, &lc);
-        }
-        cg_loop_end(c, &lj);
+    if (p->qk_vnni) {
+        /* VNNI: quantized straight from K's rows, in place of the f32 block */
+        LLVMValueRef ex[3];
+        int64_t offs[3] = {cg_kt_mu_off(p), cg_kt_sk_off(p), cg_kt_cs_off(p)};
+        for (int i = 0; i < 3; i++) ex[i] = cg_gep(c, c->f32, k->KT, cg_i64(c, offs[i]));
+        cg_pack_kt_vnni(k, k->kb, klast, kn, k->KT, p->BK, NULL, ex[0], ex[1], ex[2]);
+    } else {
+        pack_kt(k, kn, klast);
+        if (p->compute == IR_COMPUTE_INT8) cg_quantize_kt(k, kn);
     }
-    if (p->compute == IR_COMPUTE_INT8) cg_quantize_kt(k, kn);
     if (k->p.vpack == IR_VPACK_NEVER) {
         vcheck(k, kn, klast);
         return;
