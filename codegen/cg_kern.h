@@ -137,12 +137,12 @@ void cg_pack_kt_vnni(Kern *k, LLVMValueRef key0, LLVMValueRef kmax, LLVMValueRef
 /* One dot-product step: bf16 pairs (vdpbf16ps, f32 lanes) or, with `vnni`, u8 q x s8 k quads
  * (vpdpbusd, i32 lanes). */
 LLVMValueRef cg_dp_step(Cg *c, bool vnni, LLVMValueRef acc, LLVMValueRef qw, LLVMValueRef kw);
-/* compute = bf16 on bf16 dot products (plan qk_bf16dot): row i of Qs as words of bf16 pairs;
- * transposed K rows (d0 + l over the keys) as such words into KT from column col. */
-void cg_pair_q(Kern *k, LLVMValueRef i);
+/* compute = bf16 on bf16 dot products (plan qk_bf16dot): transposed K rows (d0 + l over the
+ * keys) as words of bf16 pairs into KT from column col. */
 void cg_pair_kt(Kern *k, LLVMValueRef *rows, int n, LLVMValueRef d0, LLVMValueRef col);
-/* compute = int8: row i of the chunk's scaled Q (in Qs) quantized after it, with its scale. */
-void cg_quantize_q(Kern *k, LLVMValueRef i);
+/* compute = int8: row i of the chunk's Q, from its scaled f32 chunks v, quantized after Qs's
+ * rows (cg_qi_off) with its scale. */
+void cg_quantize_q(Kern *k, LLVMValueRef i, const LLVMValueRef *v);
 
 // cg_piece.c
 
@@ -297,9 +297,10 @@ LLVMValueRef cg_pw_at(Cg *c, const IrPlan *p, LLVMValueRef P, LLVMValueRef r, LL
 /* compute = bf16 on 16-lane bf16 dot products: rows[r] (key j0 + r's dims d0 .. d0 + 16, f32)
  * rounded and stored as words of dim pairs, KT[(d0 / 2 + i) * stride + j0 + r]. */
 void cg_pair_kt16(Kern *k, LLVMValueRef *rows, LLVMValueRef d0, LLVMValueRef KT, LLVMValueRef stride, LLVMValueRef j0);
-/* Row i of the chunk's Q from element qoff of q: scaled into Qs, quantized or paired as the
- * plan's compute multiplies it; the row at element `ahead` prefetched (NULL: none). */
-void cg_copy_q(Kern *k, LLVMValueRef i, LLVMValueRef qoff, LLVMValueRef ahead);
+/* Row i of the chunk's Q from element qoff of q: quantized or paired as the plan's compute
+ * multiplies it, and its scaled f32 chunks into Qs (f32) and/or v (if not NULL); the row at
+ * element `ahead` prefetched (NULL: none). */
+void cg_copy_q(Kern *k, LLVMValueRef i, LLVMValueRef qoff, LLVMValueRef ahead, bool f32, LLVMValueRef *v);
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
 void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1);
 

@@ -385,24 +385,6 @@ static void int8_scores(Kern *k, LLVMValueRef *qf, LLVMValueRef col, int nv, LLV
     }
 }
 
-/* compute = bf16 on bf16 dot products: row i of the chunk's (rounded) Qs as words of two bf16
- * after it (cg_qi_off), for the packed-K scores: vcvtneps2bf16 makes consecutive bf16, i.e.
- * the words of dim pairs (exactly: the row is rounded already). */
-void cg_pair_q(Kern *k, LLVMValueRef i) {
-    Cg *c = k->c;
-    LLVMBuilderRef b = c->b;
-    const IrPlan *p = &k->p;
-    LLVMValueRef src = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
-    LLVMValueRef dst = cg_gep(c, c->f32, src, cg_i64(c, cg_qi_off(p)));
-    for (int ch = 0; ch * p->W < p->QK; ch++) {
-        int n = tail_lanes(p->QK, p->W, ch);
-        LLVMValueRef v = cg_load(c, c->vf, cg_gep(c, c->f32, src, cg_i64(c, (int64_t)ch * p->W)), 4);
-        if (n < p->W) v = LLVMBuildSelect(b, cg_lane_mask(c, n), v, LLVMConstNull(c->vf), "");
-        LLVMValueRef w = cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &v, 1);
-        cg_store(c, w, cg_gep(c, c->f32, dst, cg_i64(c, (int64_t)ch * p->W / 2)), 4);
-    }
-}
-
 /* compute = bf16 K^T packing: transposed rows (rows[l]: d0 + l over the keys, rounded) of
  * n d values to words of pairs at KT[(d0 + l) / 2][col .. col + W). */
 void cg_pair_kt(Kern *k, LLVMValueRef *rows, int n, LLVMValueRef d0, LLVMValueRef col) {
@@ -574,22 +556,16 @@ LLVMValueRef cg_operand(Kern *k, LLVMValueRef v) {
     return k->p.compute == IR_COMPUTE_F32 ? v : cg_round_bf16(k->c, v);
 }
 
-/* compute = int8: row i of the chunk's scaled Q (in Qs) quantized after it, with its scale:
- * q ~ sq * round(q / sq), sq = max|q| / 127. */
-void cg_quantize_q(Kern *k, LLVMValueRef i) {
+/* compute = int8: row i of the chunk's Q, its scaled f32 chunks v (0 past qk_dim), quantized
+ * after Qs's rows (cg_qi_off), with its scale: q ~ sq * round(q / sq), sq = max|q| / 127. */
+void cg_quantize_q(Kern *k, LLVMValueRef i, const LLVMValueRef *v) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
-    LLVMValueRef src = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
-    LLVMValueRef dst = cg_gep(c, c->f32, src, cg_i64(c, cg_qi_off(p)));
-    LLVMValueRef v[CG_MAX_CHUNKS], mx = LLVMConstNull(c->vf);
+    LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, add(c, mul(c, i, cg_i64(c, p->QK)), cg_i64(c, cg_qi_off(p))));
+    LLVMValueRef mx = LLVMConstNull(c->vf);
     int nch = (p->QK + p->W - 1) / p->W;
-    for (int ch = 0; ch < nch; ch++) {
-        int n = tail_lanes(p->QK, p->W, ch);
-        v[ch] = cg_load(c, c->vf, cg_gep(c, c->f32, src, cg_i64(c, (int64_t)ch * p->W)), 4);
-        if (n < p->W) v[ch] = LLVMBuildSelect(b, cg_lane_mask(c, n), v[ch], LLVMConstNull(c->vf), "");
-        mx = cg_fmax(c, mx, cg_intr1(c, "llvm.fabs", v[ch]));
-    }
+    for (int ch = 0; ch < nch; ch++) mx = cg_fmax(c, mx, cg_intr1(c, "llvm.fabs", v[ch]));
     LLVMValueRef m = cg_hmax(c, mx);
     LLVMValueRef pos = LLVMBuildFCmp(b, LLVMRealOGT, m, cg_f32(c, 0.0), "");
     LLVMValueRef inv = LLVMBuildSelect(b, pos, LLVMBuildFDiv(b, cg_f32(c, 127.0), m, ""), cg_f32(c, 0.0), "");
@@ -905,7 +881,7 @@ static LLVMValueRef concat_i32(Cg *c, LLVMValueRef x, LLVMValueRef y) {
 }
 
 /* DPBF16/VNNI decode: the rows' q pieces for the dot products into d->qx (a vector a piece: the
- * piece twice, for the two keys a vector holds): bf16 pairs (cg_pair_q's) or the signed int8 q
+ * piece twice, for the two keys a vector holds): bf16 pairs (cg_copy_q's) or the signed int8 q
  * (cg_quantize_q's u8 words q + 128 flipped back: K is the unsigned operand), zero past qk_dim;
  * *qsum (VNNI): each row's 128 * sum(q), which the unsigned K (k + 128) adds to its dot product. */
 static void dot_q(DotCtx *d, LLVMValueRef *qsum) {

@@ -112,24 +112,22 @@ static void band_pack(Kern *k, LLVMValueRef KTB, LLVMValueRef VSB, LLVMValueRef 
 }
 
 /* compute bf16/int8: rows [first, first + n) of q (row stride qs2) into the chunk's Qs as the
- * general code copies them (cg_copy_q); int8: each row's q . mu of the block means mu0 and
- * mu1 (NULL: one block) to CB[i] and CB[4W + i], the share of the scores that smoothing took. */
+ * general code copies them (cg_copy_q), but for the f32 rows; int8: each row's q . mu of the
+ * block means mu0 and mu1 (NULL: one block) to CB[i] and CB[4W + i], the share of the scores
+ * that smoothing took. */
 static void band_q(Kern *k, LLVMValueRef first, LLVMValueRef n, LLVMValueRef mu0, LLVMValueRef mu1, LLVMValueRef CB) {
     Cg *c = k->c;
     const IrPlan *p = &k->p;
     enum { QPF = 6 }; /* rows ahead to prefetch: a residue class's are r rows apart */
     CgLoop li;
     LLVMValueRef i = cg_loop_begin(c, &li, cg_i64(c, 0), n, cg_i64(c, 1), "bq");
-    LLVMValueRef row = add(c, first, i);
-    cg_copy_q(k, i, mul(c, row, k->qs2), mul(c, add(c, row, cg_i64(c, QPF)), k->qs2));
+    LLVMValueRef row = add(c, first, i), qv[CG_MAX_CHUNKS];
+    cg_copy_q(k, i, mul(c, row, k->qs2), mul(c, add(c, row, cg_i64(c, QPF)), k->qs2), false, qv);
     LLVMValueRef mus[2] = {mu0, mu1};
     for (int m = 0; m < 2 && p->compute == IR_COMPUTE_INT8 && mus[m]; m++) {
         LLVMValueRef acc = LLVMConstNull(c->vf);
-        for (int ch = 0; ch * p->W < p->QK; ch++) {
-            LLVMValueRef at = cg_i64(c, (int64_t)ch * p->W);
-            LLVMValueRef qv = cg_load(c, c->vf, cg_gep(c, c->f32, k->Qs, add(c, mul(c, i, cg_i64(c, p->QK)), at)), 4);
-            acc = cg_fma(c, qv, cg_load(c, c->vf, cg_gep(c, c->f32, mus[m], at), 4), acc);
-        }
+        for (int ch = 0; ch * p->W < p->QK; ch++)
+            acc = cg_fma(c, qv[ch], cg_load(c, c->vf, cg_gep(c, c->f32, mus[m], cg_i64(c, (int64_t)ch * p->W)), 4), acc);
         cg_store(c, cg_hsum(c, acc), cg_gep(c, c->f32, CB, add(c, i, cg_i64(c, (int64_t)m * 4 * p->W))), 4);
     }
     cg_loop_end(c, &li);

@@ -296,15 +296,16 @@ LLVMValueRef cg_resuming(Kern *k) {
                         "resuming");
 }
 
-/* Row i of the chunk's Q from element qoff of q: scaled to f32 in Qs (rounded to bf16 for
- * compute bf16), then quantized (int8) or made words of bf16 pairs (bf16 dot products) after
- * it; the row at element `ahead` prefetched toward L1 (NULL: none). */
-void cg_copy_q(Kern *k, LLVMValueRef i, LLVMValueRef qoff, LLVMValueRef ahead) {
+/* Row i of the chunk's Q from element qoff of q: quantized (int8) or as words of bf16 pairs
+ * (bf16 dot products) after Qs's rows (cg_qi_off); its chunks scaled to f32 (rounded to bf16
+ * for compute bf16) into Qs if `f32` (the scores read it, but for the band's: -5% there), and
+ * into v if given; the row at element `ahead` prefetched toward L1 (NULL: none). */
+void cg_copy_q(Kern *k, LLVMValueRef i, LLVMValueRef qoff, LLVMValueRef ahead, bool f32, LLVMValueRef *v) {
     Cg *c = k->c;
     LLVMBuilderRef b = c->b;
     const IrPlan *p = &k->p;
     LLVMValueRef dst = cg_gep(c, c->f32, k->Qs, mul(c, i, cg_i64(c, p->QK)));
-    LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale));
+    LLVMValueRef sc = cg_splat(c, cg_f32(c, k->f->scale)), qv[CG_MAX_CHUNKS];
     if (ahead) {
         LLVMValueRef at = cg_gep(c, cg_elem_type(c, k->dt), k->qbase, ahead);
         LLVMTypeRef pt = c->ptr;
@@ -314,14 +315,20 @@ void cg_copy_q(Kern *k, LLVMValueRef i, LLVMValueRef qoff, LLVMValueRef ahead) {
             cg_intr(c, "llvm.prefetch", &pt, 1, args, 4);
         }
     }
-    for (int ch = 0; ch * p->W < p->QK; ch++) {
-        LLVMValueRef v = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
-        LLVMValueRef qv = LLVMBuildFMul(b, v, sc, "");
-        if (p->compute == IR_COMPUTE_BF16) qv = cg_round_bf16(c, qv);
-        cg_store(c, qv, cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
+    int nch = (p->QK + p->W - 1) / p->W;
+    for (int ch = 0; ch < nch; ch++) {
+        LLVMValueRef x = cg_load_vec(c, k->dt, k->qbase, add(c, qoff, cg_i64(c, ch * p->W)), tail_lanes(p->QK, p->W, ch));
+        qv[ch] = LLVMBuildFMul(b, x, sc, "");
+        /* bf16 dot products: vcvtneps2bf16 rounds as cg_round_bf16 does and makes consecutive
+         * bf16, i.e. the words of dim pairs (lanes past qk_dim are 0) */
+        if (p->qk_bf16dot)
+            cg_store(c, cg_intr(c, "llvm.x86.avx512bf16.cvtneps2bf16.512", NULL, 0, &qv[ch], 1),
+                     cg_gep(c, c->f32, dst, cg_i64(c, cg_qi_off(p) + (int64_t)ch * p->W / 2)), 4);
+        if (p->compute == IR_COMPUTE_BF16) qv[ch] = cg_round_bf16(c, qv[ch]);
+        if (f32) cg_store(c, qv[ch], cg_gep(c, c->f32, dst, cg_i64(c, ch * p->W)), 4);
+        if (v) v[ch] = qv[ch];
     }
-    if (p->compute == IR_COMPUTE_INT8) cg_quantize_q(k, i);
-    if (p->qk_bf16dot) cg_pair_q(k, i);
+    if (p->compute == IR_COMPUTE_INT8) cg_quantize_q(k, i, qv);
 }
 
 /* Rows [r0, r1) of the current run: chunks of BQ rows, each over the run's keys. */
@@ -365,7 +372,7 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
          * lines, which the hardware prefetchers do not foresee */
         enum { QPF = 6 };
         LLVMValueRef ahead = cg_row_off(k, cg_task_row(k, add(c, i, cg_i64(c, QPF))), k->qs1, k->qs2);
-        if (!k->p.qdirect) cg_copy_q(k, i, qoff, ahead);
+        if (!k->p.qdirect) cg_copy_q(k, i, qoff, ahead, true, NULL);
         cg_store(c, cg_f32(c, -INFINITY), cg_gep(c, c->f32, k->M, i), 4);
         cg_store(c, LLVMConstNull(c->vf), cg_gep(c, c->f32, k->L, mul(c, i, cg_i64(c, p->W))), va);
         for (int ch = 0; ch < p->VC; ch++)
