@@ -280,8 +280,10 @@ bool pass_schedule(IrFunc *f, PassCtx *ctx) {
         /* a class's rows see few keys (a causal run of 64 for strided 64), so partial blocks'
          * windows are 1-2 vectors wide: 8 register rows keep 16 FMA chains in flight where 4
          * rows had 8 (strided 64's class domain, 1 head -5%, atrous 8 in 1024, 4 heads -3%;
-         * 12 and 16 rows slower, d128 even) */
-        f->sched.rows = 8;
+         * 12 and 16 rows slower, d128 even). Not int8 on VNNI, whose 8 rows' 4 vectors of i32
+         * sums overflow the registers and whose words are a quarter as many steps: 4 rows
+         * (atrous 8 in 1024, 4 heads, interleaved: -3% at the p10 of the runs, -6% median) */
+        f->sched.rows = f->compute == IR_COMPUTE_INT8 && ctx->vnni && w == 16 ? 4 : 8;
     }
     int G = group_heads(f);
     f->nplans = 0;
