@@ -409,6 +409,16 @@ int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
     return n;
 }
 
+/* A paged kernel has no backward (its cache is for inference): true with the error said. */
+static bool paged_no_backward(const attn_kernel *kern, attn_error *err) {
+    if (!kern->func || !kern->func->page_size) return false;
+    char msg[256];
+    snprintf(msg, sizeof msg, "'%s' has no backward: it reads a paged cache (kv_cache = paged(%d)), which is "
+             "for inference", kern->func->name, kern->func->page_size);
+    fail(err, ATTN_ERR_ARG, msg);
+    return true;
+}
+
 attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const attn_grad_call *grad,
                               attn_error *err) {
     if (!kern || !call || !grad) {
@@ -419,13 +429,7 @@ attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const at
         fail(err, ATTN_ERR_ARG, "attn_run_backward: an MLA kernel takes attn_run_mla_backward");
         return ATTN_ERR_ARG;
     }
-    if (kern->func && kern->func->page_size) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "'%s' has no backward: it reads a paged cache (kv_cache = paged(%d)), which is "
-                 "for inference", kern->func->name, kern->func->page_size);
-        fail(err, ATTN_ERR_ARG, msg);
-        return ATTN_ERR_ARG;
-    }
+    if (paged_no_backward(kern, err)) return ATTN_ERR_ARG;
     if (kern->func && kern->func->compute != IR_COMPUTE_F32) {
         char msg[256];
         snprintf(msg, sizeof msg, "'%s' has no backward: it computes in %s (the backward is for compute = f32; "
@@ -527,13 +531,7 @@ attn_status attn_run_mla_backward(attn_kernel *kern, const attn_mla_call *call, 
         fail(err, ATTN_ERR_ARG, "attn_run_mla_backward: not an MLA kernel (use attn_run_backward)");
         return ATTN_ERR_ARG;
     }
-    if (kern->func && kern->func->page_size) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "'%s' has no backward: it reads a paged cache (kv_cache = paged(%d)), which is "
-                 "for inference", kern->func->name, kern->func->page_size);
-        fail(err, ATTN_ERR_ARG, msg);
-        return ATTN_ERR_ARG;
-    }
+    if (paged_no_backward(kern, err)) return ATTN_ERR_ARG;
     attn_rt_mla_desc d = kern_mla_desc(kern);
     attn_mla_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;
