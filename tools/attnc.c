@@ -617,6 +617,12 @@ static int cmd_build(Cli *c) {
 
 static size_t cli_elem_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
+/* The element type of a standard call's tensor t (0 q, 1 k, 2 v, then the rest) of kernel d
+ * computing in `dtype`: k and v in the block's kv_dtype where it has one (MLA: none). */
+static attn_dtype cli_call_dtype(const attn_rt_desc *d, bool mla, int t, attn_dtype dtype) {
+    return !mla && (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype;
+}
+
 
 /* Converts a float32 or float16 .npy array in place to the kernel's storage type. */
 static bool cli_to_dtype(NpyArray *a, attn_dtype want, const char *name, const char *path) {
@@ -897,10 +903,8 @@ static int cmd_run_grad(Cli *c) {
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
         else if (arr[t].ndim != nd)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d", paths[t], tn[t], arr[t].ndim, nd);
-        else if (!cli_to_dtype(&arr[t],
-                               !mla && (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype /* k, v */
-                               : t < nf || t == O ? store : ATTN_F32,
-                               tn[t], paths[t]))
+        else if (!cli_to_dtype(&arr[t], cli_call_dtype(d, mla, t, t < nf || t == O ? store : ATTN_F32), tn[t],
+                               paths[t]))
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
@@ -1176,8 +1180,7 @@ static int cmd_run(Cli *c) {
         else if (arr[t].ndim != ts[t].ndim)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], ts[t].name, arr[t].ndim,
                            ts[t].ndim, ts[t].layout);
-        else if (!cli_to_dtype(&arr[t], !mla && (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype,
-                               ts[t].name, paths[t])) /* k and v: the kernel's kv_dtype */
+        else if (!cli_to_dtype(&arr[t], cli_call_dtype(d, mla, t, dtype), ts[t].name, paths[t]))
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
@@ -1737,7 +1740,7 @@ static int cmd_bench(Cli *c) {
         double bytes = 0;
         for (int i = 0; i < nbuf; i++) {
             const int64_t *s = shapes[i];
-            attn_dtype bt = !bc.mla && (i == 1 || i == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype;
+            attn_dtype bt = cli_call_dtype(d, bc.mla, i, dtype);
             double n = (double)s[0] * (double)s[1] * (double)s[2] * (double)(ndims[i] == 4 ? s[3] : 1);
             bytes += n * (double)cli_elem_size(bt) * (c->grad ? 1.0 + 4.0 / (double)cli_elem_size(bt) : 1.0);
         }
@@ -1745,7 +1748,7 @@ static int cmd_bench(Cli *c) {
     }
     for (int i = 0; i < nbuf; i++) {
         const int64_t *s = shapes[i];
-        attn_dtype bt = !bc.mla && (i == 1 || i == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype; /* k, v */
+        attn_dtype bt = cli_call_dtype(d, bc.mla, i, dtype);
         buf[i] = cli_alloc_tensor(s[0], s[1], s[2], ndims[i] == 4 ? s[3] : 1, cli_elem_size(bt), &counts[i]);
         if (!buf[i]) {
             rc = cli_error(EXIT_INPUT, "cannot allocate the tensors for batch %" PRId64 ", q_len %" PRId64
