@@ -139,17 +139,37 @@ static void fz_batch(FzIn *in, int64_t B, int64_t MP, int64_t P, int64_t NP, att
     *total = T;
 }
 
-/* A copy of a tensor's block (of `bytes`), to compare after a refused call. */
-static void *fz_copy(const void *p, size_t bytes) {
-    void *c = malloc(bytes ? bytes : 1);
-    REQUIRE(c, "out of memory");
-    if (p) memcpy(c, p, bytes);
-    return c;
+/* The outputs of a call, copied before it runs: a refused call must name its error and leave
+ * them as they were. */
+typedef struct FzSnap {
+    int n;
+    const attn_tensor *t[6];
+    const char *name[6];
+    void *copy[6];
+    size_t bytes[6];
+} FzSnap;
+
+/* Copies the blocks of tensors t[0 .. n) (elements of el[i] bytes; NULL data: nothing). */
+static void fz_snap(FzSnap *s, int n, const attn_tensor *const *t, const char *const *name, const size_t *el) {
+    s->n = n;
+    for (int i = 0; i < n; i++) {
+        int64_t k = t[i]->data ? fz_extent(t[i], el[i]) : 0;
+        s->t[i] = t[i], s->name[i] = name[i], s->bytes[i] = k > 0 ? (size_t)k * el[i] : 0;
+        s->copy[i] = malloc(s->bytes[i] ? s->bytes[i] : 1);
+        REQUIRE(s->copy[i], "out of memory");
+        if (s->bytes[i]) memcpy(s->copy[i], t[i]->data, s->bytes[i]);
+    }
 }
 
-static size_t fz_bytes(const attn_tensor *t, size_t elem) {
-    int64_t n = fz_extent(t, elem);
-    return n > 0 ? (size_t)n * elem : 0;
+/* After `what` returned st: accepted, or refused with its code and message and nothing
+ * written; frees the copies. */
+static void fz_snap_check(FzSnap *s, const char *what, attn_status st, const attn_error *err) {
+    REQUIRE(st == ATTN_OK || (err->code == st && err->message[0]), "%s refused without its code or message", what);
+    for (int i = 0; i < s->n; i++) {
+        REQUIRE(st == ATTN_OK || !s->bytes[i] || !memcmp(s->copy[i], s->t[i]->data, s->bytes[i]),
+                "%s, refused (%s), wrote %s", what, err->message, s->name[i]);
+        free(s->copy[i]);
+    }
 }
 
 /* An append into pools of NP pages (their own blocks, sized by the append's dtype, which is
@@ -177,16 +197,11 @@ static void fz_append(FzIn *in, int64_t KH, int64_t DQ, int64_t DV, attn_dtype k
     for (int i = 0; i < (scales ? 6 : 4); i++)
         ts[i]->data = fz_u8(in) % 32 == 31 ? NULL : fz_alloc(in, ts[i], el[i], &big, &ovf);
     if (!big) {
-        size_t nb[6] = {0};
-        void *copy[6];
-        for (int i = 0; i < 6; i++) copy[i] = fz_copy(ts[i]->data, nb[i] = ts[i]->data ? fz_bytes(ts[i], el[i]) : 0);
+        static const char *const outs[4] = {"k_pages", "v_pages", "k_scale", "v_scale"};
+        FzSnap snap;
+        fz_snap(&snap, 4, (const attn_tensor *const *)ts + 2, outs, el + 2);
         attn_error err;
-        attn_status st = attn_rt_paged_append(&ap, &err);
-        REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "an append refused without its code or message");
-        for (int i = 2; i < 6 && st != ATTN_OK; i++)
-            REQUIRE(!nb[i] || !memcmp(copy[i], ts[i]->data, nb[i]), "a refused append wrote into tensor %d (%s)", i,
-                    err.message);
-        for (int i = 0; i < 6; i++) free(copy[i]);
+        fz_snap_check(&snap, "an append", attn_rt_paged_append(&ap, &err), &err);
     }
     for (int i = 0; i < 6; i++) free(ts[i]->data);
     free(ap.kv_lens.data), free(ap.new_starts.data), free(ap.page_table.data);
@@ -224,18 +239,13 @@ static void fz_mla(FzIn *in) {
         ts[i]->data = fz_u8(in) % 32 == 31 ? NULL : fz_alloc(in, ts[i], 4, &big, &ovf);
     c.threads = (int)fz_range(in, 0, 3);
     if (!big) {
-        size_t ob = c.o.data ? fz_bytes(&c.o, 4) : 0, lb = lse && c.lse.data ? fz_bytes(&c.lse, 4) : 0;
-        void *oc = fz_copy(c.o.data, ob), *lc = fz_copy(c.lse.data, lb);
+        FzSnap snap;
+        fz_snap(&snap, lse ? 2 : 1, (const attn_tensor *[]){&c.o, &c.lse}, (const char *[]){"o", "lse"},
+                (size_t[]){4, 4});
         fz_desc = &ad;
         fz_pages = NP; /* the runtime's renumbered pages are fewer */
         attn_error err;
-        attn_status st = attn_rt_launch_paged_mla(&md, &c, NULL, &err);
-        REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "a paged MLA call refused without its code or message");
-        if (st != ATTN_OK) {
-            REQUIRE(!ob || !memcmp(oc, c.o.data, ob), "a refused paged MLA call wrote o (%s)", err.message);
-            REQUIRE(!lb || !memcmp(lc, c.lse.data, lb), "a refused paged MLA call wrote lse (%s)", err.message);
-        }
-        free(oc), free(lc);
+        fz_snap_check(&snap, "a paged MLA call", attn_rt_launch_paged_mla(&md, &c, NULL, &err), &err);
     }
     for (int i = 0; i < 8; i++) free(ts[i]->data);
     free(c.kv_lens.data), free(c.q_starts.data), free(c.page_table.data);
@@ -315,19 +325,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     c.threads = (int)fz_range(&in, 0, 3);
 
     if (!big) {
-        size_t ob = c.o.data ? fz_bytes(&c.o, e) : 0, lb = lse && c.lse.data ? fz_bytes(&c.lse, 4) : 0;
-        void *oc = fz_copy(c.o.data, ob), *lc = fz_copy(c.lse.data, lb);
+        FzSnap snap;
+        fz_snap(&snap, lse ? 2 : 1, (const attn_tensor *[]){&c.o, &c.lse}, (const char *[]){"o", "lse"},
+                (size_t[]){e, 4});
         fz_desc = &d;
         fz_pages = c.k_pages.shape[0];
         const attn_rt_desc *descs[2] = {&d, &d};
         attn_error err;
-        attn_status st = attn_rt_launch_paged(descs, (int)fz_range(&in, 1, 2), &c, NULL, &err);
-        REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "a paged call refused without its code or message");
-        if (st != ATTN_OK) {
-            REQUIRE(!ob || !memcmp(oc, c.o.data, ob), "a refused paged call wrote o (%s)", err.message);
-            REQUIRE(!lb || !memcmp(lc, c.lse.data, lb), "a refused paged call wrote lse (%s)", err.message);
-        }
-        free(oc), free(lc);
+        fz_snap_check(&snap, "a paged call", attn_rt_launch_paged(descs, (int)fz_range(&in, 1, 2), &c, NULL, &err), &err);
         if (fz_u8(&in) % 2 && d.page_size > 0) fz_append(&in, KH, DQ, DV, d.kv_dtype != ATTN_F32 ? d.kv_dtype : d.dtype, B, MP, P, NP);
     }
     for (int i = 0; i < 5; i++) free(ts[i]->data);
