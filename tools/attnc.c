@@ -1535,7 +1535,7 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     size_t qel = cli_elem_size(dt), kvel = cli_elem_size(kvt);
     {
         double pages = (double)NP * (double)P * (double)KH * (double)(KD + VD) * (double)kvel;
-        double rows = (double)T * (double)H * ((double)(mla ? mi.nope_dim + mi.rope_dim : DQ) + (double)DV) * (double)qel;
+        double rows = (double)T * (double)H * ((double)DQ + (double)DV) * (double)qel;
         double weights = mla ? (double)H * (double)mi.kv_rank * (double)(mi.nope_dim + mi.v_dim) * 4.0 : 0;
         if ((rc = cli_fits_memory(pages + rows + weights, "the pages and query rows"))) goto done;
     }
