@@ -39,7 +39,32 @@ FeNode *fe_unary(FeParse *p, int op, FeSpan op_at, FeNode *x) {
     return n;
 }
 
+static FeNode *binary(FeParse *p, int op, FeSpan op_at, FeNode *x, FeNode *y);
+
+/* Appends y to the chain t of `op` nodes keeping its depth logarithmic: y joins t's right
+ * subtree while that is shallower than the left one (a binary counter), else t and y become
+ * the two sides of a new node. The leaves stay in order. */
+static FeNode *chain_append(FeParse *p, int op, FeSpan op_at, FeNode *t, FeNode *y) {
+    if (t->kind != FE_N_BINARY || t->op != op || t->args->next->depth >= t->args->depth)
+        return binary(p, op, op_at, t, y);
+    FeNode *l = t->args;
+    l->next = chain_append(p, op, op_at, l->next, y);
+    set_depth(p, t, max_depth(l, l->next));
+    return t;
+}
+
+/* A generated mask may list hundreds of cases joined by || (or &&), one level deeper a term
+ * as the grammar groups them, past FE_MAX_NEST. Both operators are associative and evaluate
+ * their operands left to right however they are grouped, so a chain deeper than FE_CHAIN_DEPTH
+ * is regrouped as it is parsed into a tree of logarithmic depth (shorter ones keep their
+ * shape, as dump prints them). + and * are not regrouped: float sums round by their order. */
 FeNode *fe_binary(FeParse *p, int op, FeSpan op_at, FeNode *x, FeNode *y) {
+    if ((op == IR_OR || op == IR_AND) && x->kind == FE_N_BINARY && x->op == op && x->depth >= FE_CHAIN_DEPTH)
+        return chain_append(p, op, op_at, x, y);
+    return binary(p, op, op_at, x, y);
+}
+
+static FeNode *binary(FeParse *p, int op, FeSpan op_at, FeNode *x, FeNode *y) {
     FeNode *n = fe_leaf(p, FE_N_BINARY, op_at);
     n->op = op;
     n->start = x->start;

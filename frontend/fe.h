@@ -14,6 +14,7 @@
 enum {
     FE_MAX_ERRORS = 50,        /* diagnostics before "too many errors" */
     FE_MAX_NEST = 200,         /* open brackets, and depth of one source expression */
+    FE_CHAIN_DEPTH = 16,       /* || and && chains deeper are regrouped (ast.c) */
     FE_MAX_EXPAND = 64,        /* lets and defs being expanded inside each other */
     FE_MAX_LOWER_DEPTH = 1000, /* depth of an expression after expansion */
     FE_MAX_NODES = 100000,     /* IR nodes of one statement after expansion */

@@ -118,6 +118,39 @@ if p.returncode != 2 or "ATTNC_COMPILE_THREADS" not in p.stderr:
     fail(f"ATTNC_COMPILE_THREADS=0: exit {p.returncode}, expected 2 naming it:\n{p.stderr}")
 attnc("run", w, "--in", f"q={h16}", "--in", f"k={h16}", "--in", f"v={h16}", rc=0)  # float16 for an f32 spec
 
+# a generated mask: hundreds of cases joined by || (or &&), past the nesting limit of 200
+# levels a chain would reach as the grammar groups it; the visible pairs and o are checked
+offs = sorted(rng.choice(120, size=60, replace=False).tolist())
+ors = " || ".join(f"q - k == {d}" for d in offs * 5)  # 300 terms (each offset 5 times)
+gaps = sorted(rng.choice(120, size=250, replace=True).tolist())
+ands = " && ".join(["k <= q"] + [f"q - k != {d}" for d in gaps])
+n = 70
+qn = rng.standard_normal((1, 2, n, 4)).astype(np.float32)
+kn = rng.standard_normal((1, 2, n, 4)).astype(np.float32)
+vn = rng.standard_normal((1, 2, n, 4)).astype(np.float32)
+qi, ki, vi = save("qn.npy", qn), save("kn.npy", kn), save("vn.npy", vn)
+d = np.arange(n)[:, None] - np.arange(n)[None, :]
+for name, text, want in (("ors", ors, np.isin(d, offs)), ("ands", ands, (d >= 0) & ~np.isin(d, gaps))):
+    f = spec(name + ".attn", f"attention {name} {{ heads = 2; head_dim = 4; mask = {text}; }}\n")
+    p = attnc("mask", f, "--q-len", n, "--kv-len", n)
+    grid = [ln for ln in p.stdout.splitlines() if len(ln) == n and set(ln) <= set("#.")]
+    if np.array([[c == "#" for c in ln] for ln in grid]).reshape(-1).tolist() != want.reshape(-1).tolist():
+        fail(f"{name}: the mask's visible pairs differ from the expression's")
+    if os.path.exists(o):
+        os.remove(o)
+    attnc("run", f, "--in", f"q={qi}", "--in", f"k={ki}", "--in", f"v={vi}", "--out", f"o={o}")
+    if os.path.exists(o):
+        s = np.einsum("bhqd,bhkd->bhqk", qn.astype(np.float64), kn.astype(np.float64)) / 2.0
+        s = np.where(want, s, -np.inf)
+        m = np.max(s, axis=-1, keepdims=True)
+        e = np.where(want, np.exp(s - np.where(np.isfinite(m), m, 0)), 0.0)
+        den = e.sum(-1, keepdims=True)
+        ref = np.einsum("bhqk,bhkd->bhqd", np.divide(e, den, out=np.zeros_like(e), where=den > 0), vn)
+        err = np.abs(np.load(o) - ref).max()
+        if err > 1e-5:
+            fail(f"{name}: o differs from the reference by {err}")
+        os.remove(o)
+
 if failures:
     print(f"test_cli_user: {failures} failure(s); files in {TMP}", file=sys.stderr)
     sys.exit(1)
