@@ -145,6 +145,18 @@ for extra, per_pair in (([], 2 * (16 + 16)), (["--grad"], 2 * (3 * 16 + 2 * 16))
     except (ValueError, IndexError) as e:
         fail(f"bench --ring --json {extra}: {e}: {p.stdout} {p.stderr}")
 
+# a mask that reads an input out of range where the kernel prunes but the count of visible pairs
+# looks: bench --ring fails as bench does (it reported visible 0)
+oob = path("oob.attn")
+with open(oob, "w") as f:
+    f.write("attention oob { heads = 2; head_dim = 16; input i32 pos[kv_len];\n"
+            "    mask = pos[max(q - k + 4, 0)] >= 0 && q - k < 4 && k <= q; }\n")
+for ranks in (None, 2):
+    args = [ATTNC, "bench", oob, "--q-len", "256", "--reps", "1", "--threads", "1", "--json"]
+    p = run(args + (["--ring"] if ranks else []), ranks)
+    if p.returncode != 1 or "out of bounds" not in p.stderr:
+        fail(f"bench{' --ring' if ranks else ''} of a mask read out of range: exit {p.returncode}, {p.stderr!r}")
+
 # usage: --shard and --stats need --ring
 for extra in (["--shard", "zigzag"], ["--stats"]):
     p = run([ATTNC, "run", spec, *ins, *extra])

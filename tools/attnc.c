@@ -2498,17 +2498,22 @@ static int ring_bench(Cli *c, int R, int me) {
                 pc.q_offset_set = c->has_q_offset;
                 pc.inputs = in.bind;
                 pc.ninputs = in.n;
-                if (rt_check_call(d, &pc, &args, false, &merr) == ATTN_OK)
+                if ((mst = rt_check_call(d, &pc, &args, false, &merr)) == ATTN_OK)
                     visible_pairs = mask_count_visible(f, &args, H, 1e8, &exact, &mst);
+                else
+                    rc = cli_error(cli_status_exit(mst), "%s", merr.message);
+            } else {
+                rc = lrc ? lrc : cli_error(EXIT_INPUT, "%s", merr.message);
             }
             ir_module_free(m);
-            double visible = all_pairs > 0 && mst == ATTN_OK ? visible_pairs / all_pairs : 0;
+            if (!rc && mst != ATTN_OK) rc = mask_error(mst); /* as bench: a mask read out of range */
+            double visible = all_pairs > 0 ? visible_pairs / all_pairs : 0;
             double per_pair = c->grad ? 2.0 * (3 * DQ + 2 * DV) : 2.0 * (DQ + DV);
             double gflops = med > 0 ? per_pair * visible_pairs / (med * 1e6) : 0;
             double kv_bytes = (double)B * (double)KH * (double)Lk * (double)(DQ + DV) * 4.0;
             char warm_ms[32] = "null";
             if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
-            if (c->json)
+            if (!rc && c->json)
                 printf("{\"kernel\": \"%s\", \"ring\": true, \"ranks\": %d, \"shard\": \"%s\", \"grad\": %s, "
                        "\"batch\": %" PRId64 ", \"q_len\": %" PRId64 ", \"kv_len\": %" PRId64
                        ", \"threads\": %d, \"reps\": %d, \"ms\": %.6f, \"ms_min\": %.6f, \"gflops\": %.4f, "
@@ -2517,7 +2522,7 @@ static int ring_bench(Cli *c, int R, int me) {
                        d->name, R, sh ? "zigzag" : "contiguous", c->grad ? "true" : "false", B, Lq, Lk,
                        c->opts.threads ? c->opts.threads : attn_rt_cpu_count(), reps, med, ms[0], gflops, visible,
                        exact ? "true" : "false", compile_ms, warm_ms, kv_bytes, maxsent, allpairs, R * R);
-            else
+            else if (!rc)
                 printf("kernel      %s\nring        %d ranks, %s shards%s\nms          %.3f (min %.3f)\n"
                        "visible     %.2f%% of query-key pairs%s\nthroughput  %.2f GFLOP/s (useful flops only%s)\n"
                        "sent        %" PRId64 " bytes at most by a rank\npairs       %d of %d\n",
