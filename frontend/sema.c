@@ -1131,16 +1131,24 @@ static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtyp
         static const IrCompute vals[] = {IR_COMPUTE_F32, IR_COMPUTE_BF16, IR_COMPUTE_INT8};
         int k = word_value(S, compute, words, 3, "f32, bf16 or int8");
         if (k >= 0) f->compute = vals[k];
-        if (k > 0 && mla) fe_error(S->c, compute->expr->start, "MLA blocks compute in f32 only");
     }
     if (kv_dtype) {
         static const char *const words[] = {"f32", "f16", "bf16", "int8"};
         static const attn_dtype vals[] = {ATTN_F32, ATTN_F16, ATTN_BF16, ATTN_I8};
         int k = word_value(S, kv_dtype, words, 4, "f32, f16, bf16 or int8");
-        if (k >= 0 && vals[k] != f->dtype) {
-            if (mla)
-                fe_error(S->c, kv_dtype->expr->start, "MLA blocks store an f32 latent cache only");
-            else if (f->dtype != ATTN_F32)
+        if (k >= 0 && mla) {
+            /* the latent cache c_kv, k_rope: f->dtype is the f32 of the variants' scratch */
+            if (vals[k] == ATTN_I8)
+                fe_error(S->c, kv_dtype->expr->start, "an MLA latent cache cannot be int8: 'kv_dtype = int8' comes with "
+                         "the scale inputs k_scale and v_scale of K and V, which an MLA block does not have "
+                         "(expected f32, f16 or bf16)");
+            else if (vals[k] == ATTN_F32 && f->mla.dtype != ATTN_F32)
+                fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = f32' on an MLA block needs 'dtype = f32' (the "
+                         "latent cache is stored in dtype or narrower)");
+            else if (vals[k] != f->mla.dtype)
+                f->mla.kv_dtype = vals[k];
+        } else if (k >= 0 && vals[k] != f->dtype) {
+            if (f->dtype != ATTN_F32)
                 fe_error(S->c, kv_dtype->expr->start, "a 'kv_dtype' other than the block's dtype needs 'dtype = f32'");
             else if (vals[k] == ATTN_I8 && f->ninputs + 2 > ATTN_MAX_INPUTS)
                 fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = int8' adds the inputs k_scale and v_scale: "
@@ -1318,9 +1326,10 @@ static void check_block(Sema *S, FeStmt *blk) {
         else if (k >= 0)
             f->mla.absorb = mvals[k];
     }
-    if (mla && f->dtype != ATTN_F32)
-        fe_error(c, st[ST_DTYPE]->expr ? st[ST_DTYPE]->expr->start : st[ST_DTYPE]->loc,
-                 "MLA blocks store f32 tensors only");
+    if (mla) { /* the storage of the MLA tensors; its variants run on f32 copies */
+        f->mla.dtype = f->dtype;
+        f->dtype = ATTN_F32;
+    }
     check_precision(S, f, st[ST_COMPUTE], st[ST_KV_DTYPE], mla != NULL);
     if (kv_cache) check_kv_cache(S, kv_cache, f, mla != NULL);
     if (mla_ok) {

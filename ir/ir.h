@@ -274,6 +274,9 @@ typedef struct IrMla {
     int v_dim;            /* per-head value width */
     IrAbsorb absorb;      /* the spec's `absorb = ...` */
     bool absorbed;        /* this func is the absorbed variant (the absorb pass made it) */
+    attn_dtype dtype;     /* storage of q_nope, q_rope, w_uk, w_uv, o (`dtype = ...`; the func's own
+                           * dtype is f32: its kernels run on f32 copies) */
+    attn_dtype kv_dtype;  /* storage of c_kv, k_rope when it differs (`kv_dtype = ...`); f32: as dtype */
 } IrMla;
 
 /* The backward's view of `score = EXPR` (the grad pass): its derivative in the scaled score

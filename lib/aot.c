@@ -204,8 +204,12 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const IrMla *m = &f->mla;
     const IrFunc *up = drv_absorb_forced(f) ? NULL : f, *ab = ir_variant(f, IR_VAR_ABSORBED, 0);
-    sb_printf(sb, "/* attention %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, f32\n", n,
-              f->heads, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim);
+    attn_dtype kvt = m->kv_dtype != ATTN_F32 ? m->kv_dtype : m->dtype;
+    const char *elem = m->dtype == ATTN_F32 ? "float" : "uint16_t", *kelem = kvt == ATTN_F32 ? "float" : "uint16_t";
+    sb_printf(sb, "/* attention %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, dtype %s, "
+              "c_kv and k_rope %s%s\n", n, f->heads, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim,
+              ir_dtype_name(m->dtype), ir_dtype_name(kvt),
+              m->dtype == ATTN_F32 && kvt == ATTN_F32 ? "" : " (16-bit elements are raw bits)");
     sb_printf(sb, " *   q_nope [batch, %d, q_len, %d]   q_rope [batch, %d, q_len, %d]\n", f->heads, m->nope_dim,
               f->heads, m->rope_dim);
     sb_printf(sb, " *   c_kv [batch, kv_len, %d]   k_rope [batch, kv_len, %d]\n", m->kv_rank, m->rope_dim);
@@ -216,10 +220,11 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
               up ? "up-projected" : "", up && ab ? " and " : "", ab ? "absorbed" : "");
     if (up) aot_desc(sb, up);
     if (ab) aot_desc(sb, ab);
-    sb_printf(sb, "static const attn_rt_mla_desc attnc_%s_mla ATTNC_AOT_UNUSED = {\n    %d, %d, %d, %d, %s, %s,\n};\n\n",
+    sb_printf(sb, "static const attn_rt_mla_desc attnc_%s_mla ATTNC_AOT_UNUSED = {\n    %d, %d, %d, %d, %s, %s, %s, %s,\n};\n\n",
               n, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim,
               up ? arena_printf(f->arena, "&attnc_%s_desc", up->name) : "NULL",
-              ab ? arena_printf(f->arena, "&attnc_%s_desc", ab->name) : "NULL");
+              ab ? arena_printf(f->arena, "&attnc_%s_desc", ab->name) : "NULL", aot_dtype_enum(m->dtype),
+              aot_dtype_enum(m->kv_dtype));
     sb_printf(sb,
               "/* Runs '%s' on any strided tensors (see attn_mla_call); threads start per call. */\n"
               "static inline ATTNC_AOT_UNUSED attn_status attnc_%s(const attn_mla_call *call, attn_error *err) {\n"
@@ -227,10 +232,10 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
               n, n, n);
     sb_printf(sb,
               "/* Runs '%s' on contiguous row-major tensors; q_offset = kv_len - q_len. threads 0: all cores. */\n"
-              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const float *q_nope, const float *q_rope,\n"
-              "    const float *c_kv, const float *k_rope, const float *w_uk, const float *w_uv, float *o,\n"
+              "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const %s *q_nope, const %s *q_rope,\n"
+              "    const %s *c_kv, const %s *k_rope, const %s *w_uk, const %s *w_uv, %s *o,\n"
               "    int64_t batch, int64_t q_len, int64_t kv_len,",
-              n, n);
+              n, n, elem, elem, kelem, kelem, elem, elem, elem);
     aot_params(sb, f);
     sb_puts(sb, "    attn_mla_call attnc_call;\n    memset(&attnc_call, 0, sizeof attnc_call);\n");
     sb_printf(sb, "    attnc_aot_tensor(&attnc_call.q_nope, q_nope, 4, batch, %d, q_len, %d);\n", f->heads, m->nope_dim);

@@ -473,6 +473,8 @@ static attn_rt_mla_desc kern_mla_desc(const attn_kernel *kern) {
         .v_dim = kern->mla.v_dim,
         .up = kern->desc.tile ? &kern->desc : NULL,
         .absorbed = kern->desc_abs.tile ? &kern->desc_abs : NULL,
+        .dtype = kern->mla.dtype,
+        .kv_dtype = kern->mla.kv_dtype,
     };
 }
 
@@ -532,6 +534,13 @@ attn_status attn_run_mla_backward(attn_kernel *kern, const attn_mla_call *call, 
         return ATTN_ERR_ARG;
     }
     if (paged_no_backward(kern, err)) return ATTN_ERR_ARG;
+    if (kern->func && kern->func->compute != IR_COMPUTE_F32) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "'%s' has no backward: it computes in %s (the backward is for compute = f32; "
+                 "8-bit and bf16 compute are for inference)", kern->func->name, ir_compute_name(kern->func->compute));
+        fail(err, ATTN_ERR_ARG, msg);
+        return ATTN_ERR_ARG;
+    }
     attn_rt_mla_desc d = kern_mla_desc(kern);
     attn_mla_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;
@@ -554,6 +563,8 @@ int attn_kernel_mla_info(const attn_kernel *kern, attn_mla_info *info) {
         .v_dim = d.v_dim,
         .has_up = d.up != NULL,
         .has_absorbed = d.absorbed != NULL,
+        .dtype = d.dtype,
+        .kv_dtype = d.kv_dtype != ATTN_F32 ? d.kv_dtype : d.dtype,
     };
     return 1;
 }

@@ -11,19 +11,6 @@
 
 #define WIDE_MAX_DOMAINS 16 /* key domains of a union mask (the compiler makes at most 4) */
 
-/* An IEEE binary16 value's f32 bits (subnormals, infinities and NaNs included). */
-static uint32_t f16_bits_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    if (e == 0x1f) return sign | 0x7f800000u | (m << 13); /* inf, NaN */
-    if (e == 0) {
-        if (m == 0) return sign; /* zero */
-        e = 127 - 15 + 1;        /* subnormal: normalize */
-        while (!(m & 0x400)) m <<= 1, e--;
-        return sign | (e << 23) | ((m & 0x3ff) << 13);
-    }
-    return sign | ((e + 127 - 15) << 23) | (m << 13);
-}
-
 /* One [batch, heads, rows, width] tensor at `p` of type dt with element strides st (batch,
  * head, row), widened into dense f32 at `dst`; int8 rows are multiplied by their scale in
  * `scale` (contiguous [batch, heads, rows]). */
@@ -43,7 +30,7 @@ static void widen(float *dst, const void *p, const int64_t *st, int64_t B, int64
                 } else {
                     const uint16_t *row = (const uint16_t *)p + off;
                     for (int64_t j = 0; j < W; j++) {
-                        uint32_t bits = dt == ATTN_BF16 ? (uint32_t)row[j] << 16 : f16_bits_to_f32(row[j]);
+                        uint32_t bits = dt == ATTN_BF16 ? (uint32_t)row[j] << 16 : rt_f16_bits_to_f32(row[j]);
                         memcpy(dst++, &bits, sizeof bits);
                     }
                 }

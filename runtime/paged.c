@@ -39,14 +39,14 @@ static int64_t pg_chunk(int64_t ck, int64_t P) { return P % ck == 0 ? ck : (ck +
 static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
 /* f32 to bf16 and f16 bits, rounding to nearest even (as the kernels store them). */
-static uint16_t pg_to_bf16(float x) {
+uint16_t rt_f32_to_bf16(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
-static uint16_t pg_to_f16(float x) {
+uint16_t rt_f32_to_f16(float x) {
     uint32_t u;
     memcpy(&u, &x, 4);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
@@ -58,6 +58,40 @@ static uint16_t pg_to_f16(float x) {
         return sign | (uint16_t)((h + 0xfffu + ((h >> 13) & 1)) >> 13);
     }
     return sign | (uint16_t)nearbyintf(fabsf(x) * 16777216.0f); /* subnormal: units of 2^-24 */
+}
+
+/* An IEEE binary16 value's f32 bits (subnormals, infinities and NaNs included). */
+uint32_t rt_f16_bits_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    if (e == 0x1f) return sign | 0x7f800000u | (m << 13); /* inf, NaN */
+    if (e == 0) {
+        if (m == 0) return sign; /* zero */
+        e = 127 - 15 + 1;        /* subnormal: normalize */
+        while (!(m & 0x400)) m <<= 1, e--;
+        return sign | (e << 23) | ((m & 0x3ff) << 13);
+    }
+    return sign | ((e + 127 - 15) << 23) | (m << 13);
+}
+
+void rt_widen_row(float *dst, const void *p, int64_t off, int64_t n, attn_dtype dt) {
+    if (dt == ATTN_F32) {
+        memcpy(dst, (const float *)p + off, sizeof(float) * (size_t)n);
+        return;
+    }
+    const uint16_t *row = (const uint16_t *)p + off;
+    for (int64_t j = 0; j < n; j++) {
+        uint32_t bits = dt == ATTN_BF16 ? (uint32_t)row[j] << 16 : rt_f16_bits_to_f32(row[j]);
+        memcpy(dst + j, &bits, sizeof bits);
+    }
+}
+
+void rt_narrow_row(void *p, int64_t off, const float *src, int64_t n, attn_dtype dt) {
+    if (dt == ATTN_F32) {
+        memcpy((float *)p + off, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    uint16_t *row = (uint16_t *)p + off;
+    for (int64_t j = 0; j < n; j++) row[j] = dt == ATTN_BF16 ? rt_f32_to_bf16(src[j]) : rt_f32_to_f16(src[j]);
 }
 
 /* A float tensor: rank, sizes (want[d] >= 0 must match), strides and extent. */
@@ -328,7 +362,7 @@ static void pg_merge_run(void *ctx, int64_t gi) {
                 for (int s = 0; s < np; s++) acc += w[s] * os[s][d];
                 acc *= inv;
                 if (r->dtype == ATTN_F32) ((float *)o)[d] = acc;
-                else ((uint16_t *)o)[d] = r->dtype == ATTN_BF16 ? pg_to_bf16(acc) : pg_to_f16(acc);
+                else ((uint16_t *)o)[d] = r->dtype == ATTN_BF16 ? rt_f32_to_bf16(acc) : rt_f32_to_f16(acc);
             }
             if (r->c->lse.data)
                 ((float *)r->c->lse.data)[row * r->vl.stride[0] + h * r->vl.stride[1]] =
@@ -775,21 +809,48 @@ attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
 
 // paged MLA (absorbed)
 
+/* 16-bit storage (the descriptor's dtype for q_nope, q_rope, w_uk, w_uv, o; kv_dtype for the
+ * pages) is widened exactly into the f32 scratch the absorbed kernel reads, a head's rows of
+ * q_nope and its weights into a task's buffer before a product; o is computed in f32 and rounded
+ * to nearest even as it is stored. */
 typedef struct PgMla {
     int64_t T, H, R, rope, nope, dv, P, U, W;
+    attn_dtype dt, kt;    /* storage of the tensors and of the pages */
     RtView qn, qr, ckv, kr, wuk, wuv, o;
     const int32_t *used;  /* the pages the batch reads, in order (U of them) */
     float *q_cat, *k_cat, *o_lat;
+    atomic_int nomem;     /* a task could not allocate its buffer */
 } PgMla;
+
+/* rows x cols f32 values of a dt tensor from element offset off, rows ld apart: the data itself
+ * (f32: *ld_out = ld) or its copy into tmp (*ld_out = cols). */
+static const float *pgm_mat(const void *p, attn_dtype dt, int64_t off, int64_t ld, int64_t rows, int64_t cols,
+                            float *tmp, int64_t *ld_out) {
+    if (dt == ATTN_F32) {
+        *ld_out = ld;
+        return (const float *)p + off;
+    }
+    for (int64_t i = 0; i < rows; i++) rt_widen_row(tmp + i * cols, p, off + i * ld, cols, dt);
+    *ld_out = cols;
+    return tmp;
+}
 
 static void pgm_q(void *ctx, int64_t h) { /* q_cat[:, h] = [q_nope[:, h] . w_uk[h]^T | q_rope[:, h]] */
     PgMla *m = ctx;
-    const float *qn = (const float *)m->qn.t->data + h * m->qn.stride[1];
-    rt_sgemm_nt(m->T, m->R, m->nope, qn, m->qn.stride[0], (const float *)m->wuk.t->data + h * m->wuk.stride[0],
-                m->wuk.stride[1], m->q_cat + h * m->W, m->H * m->W);
+    float *tmp = NULL;
+    int64_t lq, lk;
+    if (m->dt != ATTN_F32 && !(tmp = malloc(sizeof(float) * (size_t)((m->T + m->R) * m->nope)))) {
+        atomic_store(&m->nomem, 1);
+        return;
+    }
+    const float *qn = pgm_mat(m->qn.t->data, m->dt, h * m->qn.stride[1], m->qn.stride[0], m->T, m->nope, tmp, &lq);
+    const float *wk = pgm_mat(m->wuk.t->data, m->dt, h * m->wuk.stride[0], m->wuk.stride[1], m->R, m->nope,
+                              tmp ? tmp + m->T * m->nope : NULL, &lk);
+    rt_sgemm_nt(m->T, m->R, m->nope, qn, lq, wk, lk, m->q_cat + h * m->W, m->H * m->W);
     for (int64_t t = 0; t < m->T && m->rope; t++) /* rope_dim 0: q_rope may be NULL */
-        memcpy(m->q_cat + (t * m->H + h) * m->W + m->R,
-               (const float *)m->qr.t->data + t * m->qr.stride[0] + h * m->qr.stride[1], sizeof(float) * (size_t)m->rope);
+        rt_widen_row(m->q_cat + (t * m->H + h) * m->W + m->R, m->qr.t->data, t * m->qr.stride[0] + h * m->qr.stride[1],
+                     m->rope, m->dt);
+    free(tmp);
 }
 
 static void pgm_k(void *ctx, int64_t i) { /* page i of k_cat: the rows of used page used[i] */
@@ -797,18 +858,26 @@ static void pgm_k(void *ctx, int64_t i) { /* page i of k_cat: the rows of used p
     int64_t pg = m->used[i];
     for (int64_t r = 0; r < m->P; r++) {
         float *dst = m->k_cat + (i * m->P + r) * m->W;
-        memcpy(dst, (const float *)m->ckv.t->data + pg * m->ckv.stride[0] + r * m->ckv.stride[1],
-               sizeof(float) * (size_t)m->R);
+        rt_widen_row(dst, m->ckv.t->data, pg * m->ckv.stride[0] + r * m->ckv.stride[1], m->R, m->kt);
         if (m->rope) /* rope_dim 0: k_rope_pages may be NULL */
-            memcpy(dst + m->R, (const float *)m->kr.t->data + pg * m->kr.stride[0] + r * m->kr.stride[1],
-                   sizeof(float) * (size_t)m->rope);
+            rt_widen_row(dst + m->R, m->kr.t->data, pg * m->kr.stride[0] + r * m->kr.stride[1], m->rope, m->kt);
     }
 }
 
 static void pgm_o(void *ctx, int64_t h) { /* o[:, h] = o_lat[:, h] . w_uv[h] */
     PgMla *m = ctx;
-    rt_sgemm_nn(m->T, m->dv, m->R, m->o_lat + h * m->R, m->H * m->R, (const float *)m->wuv.t->data + h * m->wuv.stride[0],
-                m->wuv.stride[1], (float *)m->o.t->data + h * m->o.stride[1], m->o.stride[0]);
+    float *tmp = NULL;
+    int64_t lv;
+    if (m->dt != ATTN_F32 && !(tmp = malloc(sizeof(float) * (size_t)((m->R + m->T) * m->dv)))) {
+        atomic_store(&m->nomem, 1);
+        return;
+    }
+    const float *wv = pgm_mat(m->wuv.t->data, m->dt, h * m->wuv.stride[0], m->wuv.stride[1], m->R, m->dv, tmp, &lv);
+    float *o = tmp ? tmp + m->R * m->dv : (float *)m->o.t->data + h * m->o.stride[1];
+    rt_sgemm_nn(m->T, m->dv, m->R, m->o_lat + h * m->R, m->H * m->R, wv, lv, o, tmp ? m->dv : m->o.stride[0]);
+    for (int64_t t = 0; tmp && t < m->T; t++)
+        rt_narrow_row(m->o.t->data, t * m->o.stride[0] + h * m->o.stride[1], o + t * m->dv, m->dv, m->dt);
+    free(tmp);
 }
 
 attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *d, const attn_paged_mla_call *c, attn_rt_pool *pool,
@@ -818,29 +887,31 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *d, const attn_paged
     if (!d->absorbed) return rt_error(err, ATTN_ERR_ARG, "paged MLA: the absorbed variant was not compiled");
     const attn_rt_desc *da = d->absorbed;
     attn_status s = pg_check_descs(&da, 1, err);
-    if (s) return s;
+    if (s || (s = rt_mla_check_dtypes(d, err))) return s;
     if (c->threads < 0) return rt_error(err, ATTN_ERR_ARG, "threads is %d, expected >= 0 (0: all cores)", c->threads);
     PgMla m;
     memset(&m, 0, sizeof m);
     m.H = da->heads, m.R = d->kv_rank, m.rope = d->rope_dim, m.nope = d->nope_dim, m.dv = d->v_dim, m.P = da->page_size;
     m.W = m.R + m.rope;
+    m.dt = d->dtype, m.kt = d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+    int64_t el = pg_elem(m.dt), kel = pg_elem(m.kt);
     static const char *const qd[] = {"total_q", "heads", "nope_dim"}, *const rd[] = {"total_q", "heads", "rope_dim"},
                              *const cd[] = {"num_pages", "page_size", "kv_rank"},
                              *const kd[] = {"num_pages", "page_size", "rope_dim"},
                              *const ud[] = {"heads", "kv_rank", "nope_dim"}, *const vd[] = {"heads", "kv_rank", "v_dim"},
                              *const od[] = {"total_q", "heads", "v_dim"}, *const ld[] = {"total_q", "heads"};
     RtView vl, vs, vt, vn;
-    if ((s = pg_tensor(&m.qn, "q_nope", &c->q_nope, 3, (int64_t[]){-1, m.H, m.nope}, qd, 4, err))) return s;
+    if ((s = pg_tensor(&m.qn, "q_nope", &c->q_nope, 3, (int64_t[]){-1, m.H, m.nope}, qd, el, err))) return s;
     m.T = c->q_nope.shape[0];
-    if ((s = pg_tensor(&m.qr, "q_rope", &c->q_rope, 3, (int64_t[]){m.T, m.H, m.rope}, rd, 4, err))) return s;
-    if ((s = pg_tensor(&m.ckv, "c_kv_pages", &c->c_kv_pages, 3, (int64_t[]){-1, m.P, m.R}, cd, 4, err))) return s;
+    if ((s = pg_tensor(&m.qr, "q_rope", &c->q_rope, 3, (int64_t[]){m.T, m.H, m.rope}, rd, el, err))) return s;
+    if ((s = pg_tensor(&m.ckv, "c_kv_pages", &c->c_kv_pages, 3, (int64_t[]){-1, m.P, m.R}, cd, kel, err))) return s;
     int64_t NP = c->c_kv_pages.shape[0];
-    if ((s = pg_tensor(&m.kr, "k_rope_pages", &c->k_rope_pages, 3, (int64_t[]){NP, m.P, m.rope}, kd, 4, err))) return s;
-    if ((s = pg_tensor(&m.wuk, "w_uk", &c->w_uk, 3, (int64_t[]){m.H, m.R, m.nope}, ud, 4, err))) return s;
-    if ((s = pg_tensor(&m.wuv, "w_uv", &c->w_uv, 3, (int64_t[]){m.H, m.R, m.dv}, vd, 4, err))) return s;
+    if ((s = pg_tensor(&m.kr, "k_rope_pages", &c->k_rope_pages, 3, (int64_t[]){NP, m.P, m.rope}, kd, kel, err))) return s;
+    if ((s = pg_tensor(&m.wuk, "w_uk", &c->w_uk, 3, (int64_t[]){m.H, m.R, m.nope}, ud, el, err))) return s;
+    if ((s = pg_tensor(&m.wuv, "w_uv", &c->w_uv, 3, (int64_t[]){m.H, m.R, m.dv}, vd, el, err))) return s;
     if ((s = pg_check_batch("q_starts", &c->q_starts, &c->page_table, &c->kv_lens, m.T, NP, m.P, &vs, &vt, &vn, err)))
         return s;
-    if ((s = pg_tensor(&m.o, "o", &c->o, 3, (int64_t[]){m.T, m.H, m.dv}, od, 4, err))) return s;
+    if ((s = pg_tensor(&m.o, "o", &c->o, 3, (int64_t[]){m.T, m.H, m.dv}, od, el, err))) return s;
     if ((s = rt_check_no_overlap(&m.o, err))) return s;
     bool has_lse = c->lse.data != NULL;
     if (has_lse) {
@@ -885,6 +956,10 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *d, const attn_paged
     if ((s = rt_launch_tasks(pool, threads, m.H, pgm_q, &m, 0, err)) ||
         (s = rt_launch_tasks(pool, threads, m.U, pgm_k, &m, 0, err)))
         goto done;
+    if (atomic_load(&m.nomem)) {
+        s = rt_error(err, ATTN_ERR_NOMEM, "paged MLA: out of memory for the widened weights");
+        goto done;
+    }
     attn_paged_call in;
     memset(&in, 0, sizeof in);
     in.q = (attn_tensor){.data = m.q_cat, .ndim = 3, .shape = {m.T, m.H, m.W}};
@@ -901,6 +976,7 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *d, const attn_paged
     in.threads = threads;
     if ((s = attn_rt_launch_paged(&da, 1, &in, pool, err))) goto done;
     s = rt_launch_tasks(pool, threads, m.H, pgm_o, &m, 0, err);
+    if (!s && atomic_load(&m.nomem)) s = rt_error(err, ATTN_ERR_NOMEM, "paged MLA: out of memory for the widened weights");
 done:
     free(map), free(used), free(table), free(m.q_cat), free(m.k_cat), free(m.o_lat);
     return s;

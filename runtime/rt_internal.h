@@ -113,6 +113,21 @@ attn_status rt_launch_backward_window(const attn_rt_desc *const *descs, int ndes
                                       const attn_grad_call *g, int64_t kv_len, int64_t k_begin, attn_rt_pool *pool,
                                       attn_error *err);
 
+// paged.c: element conversions, shared by every path that widens or narrows 16-bit storage
+
+uint16_t rt_f32_to_bf16(float x);       /* rounding to nearest even */
+uint16_t rt_f32_to_f16(float x);        /* rounding to nearest even; 65520 and up: inf */
+uint32_t rt_f16_bits_to_f32(uint16_t h); /* exact */
+/* n elements of type dt (f32, f16 or bf16) at element offset off of p, as exact f32 into dst. */
+void rt_widen_row(float *dst, const void *p, int64_t off, int64_t n, attn_dtype dt);
+/* n f32 values into type dt at element offset off of p, rounding to nearest even. */
+void rt_narrow_row(void *p, int64_t off, const float *src, int64_t n, attn_dtype dt);
+
+// mla.c
+
+/* An MLA descriptor's storage types (f32, f16, bf16; no int8 latent) and its variants' (f32). */
+attn_status rt_mla_check_dtypes(const attn_rt_mla_desc *d, attn_error *err);
+
 // grad_wide.c
 
 /* The backward of f16/bf16 blocks: q, k, v and o widened to f32, then the f32 backward. */

@@ -104,6 +104,8 @@ typedef struct attn_mla_info {
     int heads, kv_rank, rope_dim, nope_dim, v_dim;
     int has_up;       /* the up-projected variant was compiled (absorb = off or auto) */
     int has_absorbed; /* the absorbed variant was compiled (absorb = on or auto) */
+    attn_dtype dtype;    /* element type of q_nope, q_rope, w_uk, w_uv and o: f32, f16 or bf16 */
+    attn_dtype kv_dtype; /* of the latent cache c_kv and k_rope (the pages of a paged block) */
 } attn_mla_info;
 
 /* Fills `info` and returns 1 for an MLA kernel; returns 0 (info untouched) otherwise. */

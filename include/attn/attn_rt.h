@@ -244,11 +244,13 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
 /* MLA (multi-head latent attention): which variant runs. */
 enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
 
-/* One call of a multi-head latent attention (`mla { }`) kernel. f32 only. Per head h the keys are
+/* One call of a multi-head latent attention (`mla { }`) kernel. Per head h the keys are
  * [c_kv . w_uk[h] | k_rope] and the values c_kv . w_uv[h], scores scaled by the spec's scale
  * (default 1/sqrt(nope_dim + rope_dim)). A zero-initialised call means every default. As in
  * attn_call, o and lse must not overlap another tensor or input, and tensors with no element
- * may have NULL data. */
+ * may have NULL data. q_nope, q_rope, w_uk, w_uv and o are in the kernel's dtype
+ * (attn_rt_mla_desc.dtype), c_kv and k_rope in its kv_dtype (as dtype when ATTN_F32); lse is
+ * f32. The math runs on exact f32 copies; o is rounded to nearest even. */
 typedef struct attn_mla_call {
     attn_tensor q_nope;        /* [batch, heads, q_len, nope_dim] */
     attn_tensor q_rope;        /* [batch, heads, q_len, rope_dim], RoPE already applied */
@@ -271,6 +273,10 @@ typedef struct attn_rt_mla_desc {
     int kv_rank, rope_dim, nope_dim, v_dim;
     const attn_rt_desc *up;       /* the up-projected variant (heads = kv_heads, nope + rope wide), or NULL */
     const attn_rt_desc *absorbed; /* the absorbed variant (one K/V head over [c_kv | k_rope]), or NULL */
+    /* Storage of the call's tensors: dtype (ATTN_F32, F16, BF16) for q_nope, q_rope, w_uk, w_uv
+     * and o; kv_dtype for the latent cache c_kv and k_rope (ATTN_F32 (0): as dtype). The
+     * variants themselves run on f32 copies (their dtype is ATTN_F32). */
+    attn_dtype dtype, kv_dtype;
 } attn_rt_mla_desc;
 
 /* Runs an MLA block: the projections around the compiled flash kernels. call->absorb chooses
@@ -320,7 +326,8 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
  * [total_q, heads, nope_dim], q_rope [total_q, heads, rope_dim], w_uk, w_uv as attn_mla_call,
  * o [total_q, heads, v_dim], lse [total_q, heads] (optional). It runs absorbed (the scores
  * against the latent rows): the cache's pages are read once per call into the absorbed
- * kernel's [c_kv | k_rope] rows. f32, checked before anything is written as a paged call is. */
+ * kernel's [c_kv | k_rope] rows. The tensors in the descriptor's dtype, the pages in its
+ * kv_dtype (as attn_mla_call); checked before anything is written as a paged call is. */
 typedef struct attn_paged_mla_call {
     attn_tensor q_nope, q_rope;
     attn_tensor c_kv_pages, k_rope_pages;
