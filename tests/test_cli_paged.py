@@ -198,6 +198,55 @@ if os.path.exists(path("om.npy")):
         fail(f"run paged MLA: max error o {np.abs(got_o - ro).max()}, lse {np.abs(got_l - rl).max()}")
 attnc("run", mla, *ins, "--out", "o=" + path("om2.npy"), rc=1, err_has=("q_nope",))
 
+# MLA in 16-bit storage: bf16 tensors with f16 latent pages, and the contiguous block alike; the
+# float32 .npy inputs are rounded to the storage, o is the f32 result rounded once to bf16
+mla16 = spec("pmla16.attn", "attention pm { heads = %d; mla { kv_rank = %d; rope_dim = %d; nope_dim = %d; "
+             "v_dim = %d; } mask = causal; dtype = bf16; kv_dtype = f16; kv_cache = paged(%d); }\n"
+             % (HM, R, ROPE, NOPE, DVM, P))
+attnc("run", mla16, *mins, "--out", "o=" + path("om16.npy"), "--threads", 2)
+if os.path.exists(path("om16.npy")):
+    qn16, qr16, wuk16, wuv16 = bf16(qn), bf16(qr), bf16(wuk), bf16(wuv)
+    ckv16, krp16 = ckv.astype(np.float16).astype(np.float64), krp.astype(np.float16).astype(np.float64)
+    ro = np.zeros((T, HM, DVM))
+    for b in range(B):
+        L, n = int(lens[b]), int(nq[b])
+        c = np.stack([ckv16[table[b, j // P], j % P] for j in range(L)])
+        kr = np.stack([krp16[table[b, j // P], j % P] for j in range(L)])
+        for i in range(n):
+            t = starts[b] + i
+            for h in range(HM):
+                s = ((c @ wuk16[h]) @ qn16[t, h] + kr @ qr16[t, h]) / np.sqrt(NOPE + ROPE)
+                s[np.arange(L) > L - n + i] = -np.inf
+                w = np.exp(s - s.max())
+                ro[t, h] = (w @ (c @ wuv16[h])) / w.sum()
+    got = np.load(path("om16.npy"))
+    if not (got.dtype == np.float32 and np.all(np.abs(got - ro) <= np.abs(ro) / 256 + 1e-4)):
+        fail(f"run paged MLA bf16 / f16 latent: max error {np.abs(got - ro).max()}")
+# contiguous: the latent of sequence 3 (40 keys, one query) as batch row 0
+S3, L3 = int(starts[3]), int(lens[3])
+cont = {"q_nope": qn[S3:S3 + 1][None].transpose(0, 2, 1, 3), "q_rope": qr[S3:S3 + 1][None].transpose(0, 2, 1, 3),
+        "c_kv": np.stack([ckv[table[3, j // P], j % P] for j in range(L3)])[None],
+        "k_rope": np.stack([krp[table[3, j // P], j % P] for j in range(L3)])[None], "w_uk": wuk, "w_uv": wuv}
+for n, a in cont.items():
+    np.save(path("c_" + n + ".npy"), np.ascontiguousarray(a, dtype=np.float32))
+cins = [f"--in={n}={path('c_' + n + '.npy')}" for n in cont]
+mlac = spec("cmla16.attn", "attention cm { heads = %d; mla { kv_rank = %d; rope_dim = %d; nope_dim = %d; "
+            "v_dim = %d; } mask = causal; dtype = bf16; kv_dtype = f16; }\n" % (HM, R, ROPE, NOPE, DVM))
+for absorb in ("on", "off"):
+    attnc("run", mlac, *cins, "--out", "o=" + path("oc16.npy"), "--absorb", absorb)
+    if os.path.exists(path("oc16.npy")):
+        got, want = np.load(path("oc16.npy"))[0, :, 0], ro[S3]
+        if not (got.dtype == np.float32 and np.all(np.abs(got - want) <= np.abs(want) / 256 + 1e-4)):
+            fail(f"run MLA bf16 / f16 latent --absorb {absorb}: max error {np.abs(got - want).max()}")
+p = attnc("bench", mlac, "--q-len", 1, "--kv-len", 50, "--reps", 3, "--json", "--threads", 1)
+r = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {}
+if r.get("dtype") != "bf16" or r.get("kv_dtype") != "f16" or r.get("kv_bytes") != 50 * (R + ROPE) * 2:
+    fail(f"bench of an MLA bf16 block with an f16 latent: {r}")
+p = attnc("bench", mla16, "--q-len", 1, "--kv-len", 50, "--batch", 2, "--reps", 3, "--json", "--threads", 1)
+r = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {}
+if r.get("dtype") != "bf16" or r.get("kv_dtype") != "f16":
+    fail(f"bench of a paged MLA bf16 block with f16 latent pages: {r}")
+
 # bad tables: the call's message, exit 1
 bad = table.copy()
 bad[2, 1] = NP

@@ -617,10 +617,20 @@ static int cmd_build(Cli *c) {
 
 static size_t cli_elem_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
-/* The element type of a standard call's tensor t (0 q, 1 k, 2 v, then the rest) of kernel d
- * computing in `dtype`: k and v in the block's kv_dtype where it has one (MLA: none). */
-static attn_dtype cli_call_dtype(const attn_rt_desc *d, bool mla, int t, attn_dtype dtype) {
-    return !mla && (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype;
+/* The storage type of a kernel's tensors (an MLA block's q_nope, q_rope, w_uk, w_uv, o). */
+static attn_dtype cli_store_dtype(const attn_kernel *kern) {
+    attn_mla_info mi;
+    return attn_kernel_mla_info(kern, &mi) ? mi.dtype : attn_kernel_desc(kern)->dtype;
+}
+
+/* The element type of a call's tensor t (0 q, 1 k, 2 v, then the rest; MLA: 0 q_nope, 1 q_rope,
+ * 2 c_kv, 3 k_rope, then the rest) of the kernel computing in `dtype`: k and v (c_kv and
+ * k_rope) in the block's kv_dtype where it has one. */
+static attn_dtype cli_call_dtype(const attn_kernel *kern, int t, attn_dtype dtype) {
+    attn_mla_info mi;
+    if (attn_kernel_mla_info(kern, &mi)) return (t == 2 || t == 3) && dtype == mi.dtype ? mi.kv_dtype : dtype;
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    return (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype;
 }
 
 
@@ -851,7 +861,7 @@ static int cmd_run_grad(Cli *c) {
         snprintf(gname[t], sizeof gname[t], "d%s", ts[t].name);
     }
     tn[DO] = "do", tn[O] = "o", tn[LSE] = "lse";
-    attn_dtype store = mla ? ATTN_F32 : d->dtype; /* of the forward's tensors and o; do is f32 */
+    attn_dtype store = cli_store_dtype(kern); /* of the forward's tensors and o; do is f32 */
     int gin[ATTN_MAX_INPUTS];
     int ngin = attn_kernel_grad_inputs(kern, gin);
     NpyArray arr[CLI_MAX_TENSORS + 3];
@@ -867,7 +877,7 @@ static int cmd_run_grad(Cli *c) {
     if (ngin < 0) {
         rc = cli_error(EXIT_INPUT, "'%s' has no backward%s", d->name,
                        attn_kernel_page_size(kern) ? " (paged kernels are for inference)"
-                       : mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)"
+                       : mla ? " (an MLA kernel needs compute = f32 and its up-projected variant: absorb = off or auto)"
                            : " (compute = bf16/int8 is for inference)");
         goto done;
     }
@@ -903,7 +913,7 @@ static int cmd_run_grad(Cli *c) {
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
         else if (arr[t].ndim != nd)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d", paths[t], tn[t], arr[t].ndim, nd);
-        else if (!cli_to_dtype(&arr[t], cli_call_dtype(d, mla, t, t < nf || t == O ? store : ATTN_F32), tn[t],
+        else if (!cli_to_dtype(&arr[t], cli_call_dtype(kern, t, t < nf || t == O ? store : ATTN_F32), tn[t],
                                paths[t]))
             rc = EXIT_INPUT;
     }
@@ -1028,7 +1038,7 @@ static int cmd_run_paged(Cli *c, attn_kernel *kern) {
     const char *const *tn = mla ? tmla : tstd, *const *layout = mla ? lmla : lstd;
     const int *nd = mla ? ndmla : ndstd;
     int nt = mla ? 9 : 6, TABLE = mla ? 0 : 3; /* the three index tensors from TABLE on */
-    attn_dtype dt = mla ? ATTN_F32 : d->dtype, kvt = mla ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
+    attn_dtype dt = cli_store_dtype(kern), kvt = mla ? mi.kv_dtype : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
     int64_t H = d->heads, DV = mla ? mi.v_dim : d->v_dim;
     const char *paths[NT] = {NULL};
     NpyArray arr[NT];
@@ -1053,7 +1063,7 @@ static int cmd_run_paged(Cli *c, attn_kernel *kern) {
             rc = cli_error(EXIT_INPUT, "missing --in %s=FILE.npy (%s; '%s' is a paged%s kernel)", tn[t], layout[t],
                            d->name, mla ? " MLA" : "");
     for (int t = 0; t < nt && !rc; t++) {
-        bool index = t >= TABLE && t < TABLE + 3, kv = !mla && (t == 1 || t == 2);
+        bool index = t >= TABLE && t < TABLE + 3, kv = mla ? t == 5 || t == 6 : t == 1 || t == 2;
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "--in %s: %s", tn[t], msg);
         else if (arr[t].ndim != nd[t])
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], tn[t], arr[t].ndim, nd[t],
@@ -1155,7 +1165,7 @@ static int cmd_run(Cli *c) {
     bool mla = attn_kernel_is_mla(kern);
     const CliTensorSpec *ts = mla ? cli_mla_tensors : cli_std_tensors;
     int nt = mla ? 6 : 3;
-    attn_dtype dtype = mla ? ATTN_F32 : d->dtype; /* MLA kernels take f32 */
+    attn_dtype dtype = cli_store_dtype(kern);
     const char *names[CLI_MAX_TENSORS + 1] = {NULL}, *paths[CLI_MAX_TENSORS] = {NULL};
     NpyArray arr[CLI_MAX_TENSORS];
     memset(arr, 0, sizeof arr);
@@ -1180,7 +1190,7 @@ static int cmd_run(Cli *c) {
         else if (arr[t].ndim != ts[t].ndim)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d: %s", paths[t], ts[t].name, arr[t].ndim,
                            ts[t].ndim, ts[t].layout);
-        else if (!cli_to_dtype(&arr[t], cli_call_dtype(d, mla, t, dtype), ts[t].name, paths[t]))
+        else if (!cli_to_dtype(&arr[t], cli_call_dtype(kern, t, dtype), ts[t].name, paths[t]))
             rc = EXIT_INPUT;
     }
     if (rc) goto done;
@@ -1406,6 +1416,15 @@ static void cli_random_fill(void *data, size_t n, attn_dtype t, uint64_t *state)
     }
 }
 
+/* Multiplies n values of type t (f32, f16 or bf16) by w, rounding to t. */
+static void cli_scale(void *data, size_t n, attn_dtype t, float w) {
+    for (size_t i = 0; i < n; i++) {
+        if (t == ATTN_F32) ((float *)data)[i] *= w;
+        else if (t == ATTN_F16) ((uint16_t *)data)[i] = npy_f32_to_f16(npy_f16_to_f32(((uint16_t *)data)[i]) * w);
+        else ((uint16_t *)data)[i] = npy_f32_to_bf16(npy_bf16_to_f32(((uint16_t *)data)[i]) * w);
+    }
+}
+
 /* 0 when `bytes` of tensors fit in this machine's memory, else the error said (exit 1): bench
  * fills its tensors at once, and past the memory the system would kill the process (an
  * overcommitted malloc succeeds), never a clean error. */
@@ -1489,7 +1508,7 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     bool mla = attn_kernel_mla_info(kern, &mi) != 0;
     int64_t B = c->batch ? c->batch : 1, N = c->q_len ? c->q_len : 1024, L = c->kv_len ? c->kv_len : 1024;
     int64_t M = c->kv_len_min ? c->kv_len_min : L, P = d->page_size, H = d->heads, KH = mla ? 1 : d->kv_heads;
-    attn_dtype dt = mla ? ATTN_F32 : d->dtype, kvt = mla ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
+    attn_dtype dt = cli_store_dtype(kern), kvt = mla ? mi.kv_dtype : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
     /* K and V rows (MLA: the latent c_kv and k_rope rows), the flops' qk and v dims */
     int64_t KD = mla ? mi.kv_rank : d->qk_dim, VD = mla ? mi.rope_dim : d->v_dim;
     int64_t DQ = mla ? mi.nope_dim + mi.rope_dim : d->qk_dim, DV = mla ? mi.v_dim : d->v_dim;
@@ -1504,7 +1523,7 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     int32_t *lens = NULL, *starts = NULL, *table = NULL;
     int64_t *perm = NULL;
     void *q = NULL, *kp = NULL, *vp = NULL, *o = NULL;
-    float *q2 = NULL, *wuk = NULL, *wuv = NULL;
+    void *q2 = NULL, *wuk = NULL, *wuv = NULL;
     CliInputs in;
     memset(&in, 0, sizeof in);
     uint64_t seed = 42;
@@ -1536,7 +1555,7 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     {
         double pages = (double)NP * (double)P * (double)KH * (double)(KD + VD) * (double)kvel;
         double rows = (double)T * (double)H * ((double)DQ + (double)DV) * (double)qel;
-        double weights = mla ? (double)H * (double)mi.kv_rank * (double)(mi.nope_dim + mi.v_dim) * 4.0 : 0;
+        double weights = mla ? (double)H * (double)mi.kv_rank * (double)(mi.nope_dim + mi.v_dim) * (double)qel : 0;
         if ((rc = cli_fits_memory(pages + rows + weights, "the pages and query rows"))) goto done;
     }
     table = calloc((size_t)(B * MP), sizeof *table);
@@ -1546,9 +1565,9 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     q = cli_alloc_tensor(T, H, mla ? mi.nope_dim : DQ, 1, qel, &nq);
     o = calloc((size_t)(T * H * DV) + 1, qel);
     if (mla) {
-        q2 = cli_alloc_tensor(T, H, mi.rope_dim, 1, sizeof(float), &nq2);
-        wuk = cli_alloc_tensor(H, mi.kv_rank, mi.nope_dim, 1, sizeof(float), &nuk);
-        wuv = cli_alloc_tensor(H, mi.kv_rank, mi.v_dim, 1, sizeof(float), &nuv);
+        q2 = cli_alloc_tensor(T, H, mi.rope_dim, 1, qel, &nq2);
+        wuk = cli_alloc_tensor(H, mi.kv_rank, mi.nope_dim, 1, qel, &nuk);
+        wuv = cli_alloc_tensor(H, mi.kv_rank, mi.v_dim, 1, qel, &nuv);
     }
     if (!table || !perm || !kp || !vp || !q || !o || (mla && (!q2 || !wuk || !wuv))) {
         rc = cli_error(EXIT_INPUT, "cannot allocate the pages for batch %" PRId64 ", kv_len %" PRId64, B, L);
@@ -1558,12 +1577,12 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     cli_random_fill(vp, nv, kvt, &seed);
     cli_random_fill(q, nq, dt, &seed);
     if (mla) { /* the latent projections near unit scale: weights / sqrt(kv_rank) */
-        cli_random_fill(q2, nq2, ATTN_F32, &seed);
-        cli_random_fill(wuk, nuk, ATTN_F32, &seed);
-        cli_random_fill(wuv, nuv, ATTN_F32, &seed);
+        cli_random_fill(q2, nq2, dt, &seed);
+        cli_random_fill(wuk, nuk, dt, &seed);
+        cli_random_fill(wuv, nuv, dt, &seed);
         float ws = 1.0f / sqrtf((float)mi.kv_rank);
-        for (size_t i = 0; i < nuk; i++) wuk[i] *= ws;
-        for (size_t i = 0; i < nuv; i++) wuv[i] *= ws;
+        cli_scale(wuk, nuk, dt, ws);
+        cli_scale(wuv, nuv, dt, ws);
     }
     for (int64_t i = 0; i < NP; i++) perm[i] = i;
     for (int64_t i = NP - 1; i > 0; i--) { /* shuffled pages */
@@ -1717,7 +1736,7 @@ static int cmd_bench(Cli *c) {
     /* the tensors: q, k, v, o; or for MLA q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, o */
     int64_t H = d->heads, shapes[NBUF][4];
     int ndims[NBUF], nbuf;
-    attn_dtype dtype = bc.mla ? ATTN_F32 : d->dtype;
+    attn_dtype dtype = cli_store_dtype(kern);
     if (bc.mla) {
         const IrMla *ml = &f->mla;
         int64_t R = ml->kv_rank, rope = ml->rope_dim, nope = ml->nope_dim, dv = ml->v_dim;
@@ -1740,7 +1759,7 @@ static int cmd_bench(Cli *c) {
         double bytes = 0;
         for (int i = 0; i < nbuf; i++) {
             const int64_t *s = shapes[i];
-            attn_dtype bt = cli_call_dtype(d, bc.mla, i, dtype);
+            attn_dtype bt = cli_call_dtype(kern, i, dtype);
             double n = (double)s[0] * (double)s[1] * (double)s[2] * (double)(ndims[i] == 4 ? s[3] : 1);
             bytes += n * (double)cli_elem_size(bt) * (c->grad ? 1.0 + 4.0 / (double)cli_elem_size(bt) : 1.0);
         }
@@ -1748,7 +1767,7 @@ static int cmd_bench(Cli *c) {
     }
     for (int i = 0; i < nbuf; i++) {
         const int64_t *s = shapes[i];
-        attn_dtype bt = cli_call_dtype(d, bc.mla, i, dtype);
+        attn_dtype bt = cli_call_dtype(kern, i, dtype);
         buf[i] = cli_alloc_tensor(s[0], s[1], s[2], ndims[i] == 4 ? s[3] : 1, cli_elem_size(bt), &counts[i]);
         if (!buf[i]) {
             rc = cli_error(EXIT_INPUT, "cannot allocate the tensors for batch %" PRId64 ", q_len %" PRId64
@@ -1760,8 +1779,7 @@ static int cmd_bench(Cli *c) {
     }
     if (bc.mla) { /* keep the latent projections near unit scale: weights / sqrt(kv_rank) */
         float w = 1.0f / sqrtf((float)f->mla.kv_rank);
-        for (int i = 4; i < 6; i++)
-            for (size_t j = 0; j < counts[i]; j++) ((float *)buf[i])[j] *= w;
+        for (int i = 4; i < 6; i++) cli_scale(buf[i], counts[i], dtype, w);
     }
 
     /* validate the sizes and inputs as a call would (for MLA on the up-projected shapes) and
@@ -1799,7 +1817,7 @@ static int cmd_bench(Cli *c) {
     if (c->grad) {
         if (attn_kernel_grad_inputs(kern, NULL) < 0) {
             rc = cli_error(EXIT_INPUT, "'%s' has no backward%s", d->name,
-                           bc.mla ? " (an MLA kernel needs its up-projected variant: absorb = off or auto)"
+                           bc.mla ? " (an MLA kernel needs compute = f32 and its up-projected variant: absorb = off or auto)"
                                   : " (compute = bf16/int8 is for inference)");
             goto done;
         }
@@ -1863,7 +1881,10 @@ static int cmd_bench(Cli *c) {
     /* the K/V (MLA: latent) storage the call covers */
     attn_dtype kvt = ir_kv_dtype(f); /* int8 K/V: one byte an element, and an f32 scale per row of K and of V */
     double kv_elem = (double)cli_elem_size(kvt), kv_scales = kvt == ATTN_I8 ? 8.0 : 0.0;
-    double kv_bytes = bc.mla ? (double)B * (double)Lk * (double)(f->mla.kv_rank + f->mla.rope_dim) * 4.0
+    attn_mla_info mi = {0};
+    if (bc.mla) attn_kernel_mla_info(kern, &mi);
+    double kv_bytes = bc.mla ? (double)B * (double)Lk * (double)(f->mla.kv_rank + f->mla.rope_dim) *
+                                   (double)cli_elem_size(mi.kv_dtype)
                              : (double)B * d->kv_heads * (double)Lk * ((double)(d->qk_dim + d->v_dim) * kv_elem + kv_scales);
     char warm_ms[32] = "null";
     if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
@@ -1881,7 +1902,7 @@ static int cmd_bench(Cli *c) {
                "\"gflops\": %.4f, \"visible\": %.6f, \"visible_exact\": %s, \"compile_ms\": %.3f, "
                "\"compile_ms_warm\": %s, \"grad\": %s, \"kv_bytes\": %.0f%s}\n",
                d->name, B, Lq, Lk, d->heads, d->kv_heads, d->qk_dim, d->v_dim, ir_dtype_name(dtype),
-               ir_compute_name(f->compute), ir_dtype_name(bc.mla ? ATTN_F32 : ir_kv_dtype(f)), args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
+               ir_compute_name(f->compute), ir_dtype_name(bc.mla ? mi.kv_dtype : ir_kv_dtype(f)), args.q_offset, threads, reps, ms, ms_min, gflops, visible, exact ? "true" : "false", compile_ms,
                warm_ms, c->grad ? "true" : "false", kv_bytes, mla_json);
     } else {
         printf("kernel      %s (%s, compute %s%s)\n", d->name, ir_dtype_name(dtype), ir_compute_name(f->compute), mla_text);
