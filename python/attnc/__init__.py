@@ -26,7 +26,7 @@ KV cache). A row that sees no key (its mask hides every key, or kv_len = 0) gets
 lse = -inf; a call with q_len = 0 or batch = 0 does nothing and returns empty arrays.
 
 An MLA kernel (a spec with `mla { kv_rank = R; rope_dim = P; nope_dim = N; v_dim = V; }`)
-takes the latent tensors by name, all float32:
+takes the latent tensors by name, in the storage types below (c_kv and k_rope follow kv_dtype):
   q_nope [batch, heads, q_len, N]    q_rope [batch, heads, q_len, P] (RoPE already applied)
   c_kv   [batch, kv_len, R]          k_rope [batch, kv_len, P] (shared by all heads)
   w_uk   [heads, R, N]               w_uv   [heads, R, V]
@@ -144,7 +144,7 @@ class _MlaCall(ctypes.Structure):
 class _MlaInfo(ctypes.Structure):
     _fields_ = [("heads", ctypes.c_int), ("kv_rank", ctypes.c_int), ("rope_dim", ctypes.c_int),
                 ("nope_dim", ctypes.c_int), ("v_dim", ctypes.c_int), ("has_up", ctypes.c_int),
-                ("has_absorbed", ctypes.c_int)]
+                ("has_absorbed", ctypes.c_int), ("dtype", ctypes.c_int), ("kv_dtype", ctypes.c_int)]
 
 
 class _Options(ctypes.Structure):
@@ -564,6 +564,9 @@ class Kernel:
             # the up-projected form's sizes (a paged block's descriptor is its absorbed variant's)
             self.kv_heads, self.qk_dim, self.v_dim = self.heads, info.nope_dim + info.rope_dim, info.v_dim
             self.variants = tuple(n for n, on in (("up-projected", info.has_up), ("absorbed", info.has_absorbed)) if on)
+            # storage: q_nope, q_rope, w_uk, w_uv and o in dtype, the latent (c_kv, k_rope) in kv_dtype
+            self.dtype = _DTYPES.get(info.dtype, str(info.dtype))
+            self.kv_dtype = _DTYPES.get(info.kv_dtype, str(info.kv_dtype))
 
     def _shapes(self):
         """(name, shape) of every tensor of a call, inputs included."""
@@ -585,8 +588,9 @@ class Kernel:
 
     def __repr__(self):
         if self.is_mla:
-            return "<attnc.Kernel %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, f32, %s%s>" % (
-                self.name, self.heads, self.kv_rank, self.rope_dim, self.nope_dim, self.v_dim,
+            kv = ", latent %s" % self.kv_dtype if self.kv_dtype != self.dtype else ""
+            return "<attnc.Kernel %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, %s%s, %s%s>" % (
+                self.name, self.heads, self.kv_rank, self.rope_dim, self.nope_dim, self.v_dim, self.dtype, kv,
                 " and ".join(self.variants), "".join(", input " + n for n in self.inputs))
         return "<attnc.Kernel %s: heads %d, kv_heads %d, qk_dim %d, v_dim %d, %s%s>" % (
             self.name, self.heads, self.kv_heads, self.qk_dim, self.v_dim, self.dtype,
@@ -681,7 +685,8 @@ class Kernel:
                                     "[num_pages, %d, %d], not %s values" % (n, self.page_size, self.kv_heads, a.dtype))
         keep = []
         inputs, ninputs = self._bind_inputs(named, keep)
-        store = lambda n: "f32" if self.is_mla else self.kv_dtype if n in ("k_pages", "v_pages") else self.dtype
+        kv_names = ("c_kv_pages", "k_rope_pages", "k_pages", "v_pages")
+        store = lambda n: self.kv_dtype if n in kv_names else self.dtype
         arrs = [_as_storage(n, given[n], store(n)) for n in names]
         for n, a, nd in zip(names, arrs, dims):
             if a.ndim != nd:
@@ -697,7 +702,7 @@ class Kernel:
                 raise AttnError(ATTN_ERR_SHAPE, "%s has %d rows and there are %d sequences: give q_starts= "
                                 "(sequence b owns rows q_starts[b] .. q_starts[b+1]-1)" % (names[0], q.shape[0], batch))
             idx["q_starts"] = np.arange(batch + 1, dtype=np.int32)
-        o = np.empty((q.shape[0], self.heads, self.v_dim), dtype=_STORAGE["f32" if self.is_mla else self.dtype])
+        o = np.empty((q.shape[0], self.heads, self.v_dim), dtype=_STORAGE[self.dtype])
         lse = np.empty((q.shape[0], self.heads), dtype=np.float32) if return_lse else None
         call = _PagedMlaCall() if self.is_mla else _PagedCall()
         for n, a in zip(names, arrs):
@@ -754,13 +759,13 @@ class Kernel:
         keep = []
         inputs, ninputs = self._bind_inputs(named, keep)
         if self.is_mla:
-            arrs = [_as_storage(n, given[n], "f32") for n in names]
+            arrs = [_as_storage(n, given[n], self.kv_dtype if n in ("c_kv", "k_rope") else self.dtype) for n in names]
             dims = (4, 4, 3, 3, 3, 3)
             for n, a, nd in zip(names, arrs, dims):
                 if a.ndim != nd:
                     raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected %d" % (n, a.ndim, nd))
             batch, q_len = arrs[0].shape[0], arrs[0].shape[2]
-            o = np.empty((batch, self.heads, q_len, self.v_dim), dtype=np.float32)
+            o = np.empty((batch, self.heads, q_len, self.v_dim), dtype=_STORAGE[self.dtype])
             call = _MlaCall()
             for n, a in zip(names, arrs):
                 setattr(call, n, _tensor(a))
@@ -804,8 +809,9 @@ class Kernel:
           the score reads (grad_inputs) to its gradient, shaped like the input (every read of
           an element adds to it); masks, i32 inputs and constants have none.
 
-        An MLA kernel takes its latent tensors and returns their gradients, computed
-        up-projected (as training runs it; the kernel needs absorb = off or auto):
+        An MLA kernel takes its latent tensors and returns their gradients (float32), computed
+        up-projected (as training runs it; the kernel needs absorb = off or auto; c_kv and k_rope
+        in its kv_dtype, the others and o in its dtype):
 
             (dq_nope, dq_rope, dc_kv, dk_rope, dw_uk, dw_uv, dinputs) = kern.backward(
                 q_nope, q_rope, c_kv, k_rope, w_uk, w_uv, do, ...)
@@ -818,7 +824,8 @@ class Kernel:
         the number of threads. Tensors may also be given by name."""
         if not self.has_backward:
             why = (" (paged caches are for inference)" if self.page_size
-                   else " (an MLA kernel compiled with absorb = on has no up-projected variant)" if self.is_mla
+                   else " (an MLA kernel needs compute = f32 and its up-projected variant: absorb = off or auto)"
+                   if self.is_mla
                    else " (compute = bf16/int8 is for inference)")
             raise AttnError(ATTN_ERR_ARG, "'%s' has no backward%s" % (self.name, why))
         names = (_MLA_TENSORS if self.is_mla else _TENSORS) + ("do",)
@@ -833,7 +840,7 @@ class Kernel:
         keep = []
         tnames = names[:-1] + ("o", "do")
         # q, k, v, o as stored (k and v in kv_dtype); do in f32
-        store = lambda n: ("f32" if self.is_mla or n == "do" else self.kv_dtype if n in ("k", "v")
+        store = lambda n: ("f32" if n == "do" else self.kv_dtype if n in ("k", "v", "c_kv", "k_rope")
                            else self.dtype)
         arrs = [_as_storage(n, x, store(n)) for n, x in zip(tnames, fwd + [o, given["do"]])]
         lse = _as_storage("lse", lse, "f32")

@@ -81,6 +81,75 @@ def reference_mla(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv):
     return np.einsum("bhqj,bhjd->bhqd", p / p.sum(-1, keepdims=True), vv)
 
 
+def check_mla_16bit(rng):
+    """MLA in bf16 storage with an f16 latent: the forward against the float64 reference on the
+    stored values (o rounded once to bf16: within |o|/256), the backward against finite
+    differences of it (computed on the same values; o's rounding moves each gradient by less
+    than 1% of its scale), paged alike, wrong element types refused naming the tensor, and
+    compute = bf16 without a backward."""
+    spec = MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; dtype = bf16; kv_dtype = f16;")
+    mla = attnc.compile(spec)
+    check(mla.dtype == "bf16" and mla.kv_dtype == "f16" and mla.has_backward and "bf16, latent f16" in repr(mla),
+          "MLA bf16 / f16 latent: %r" % mla)
+    B, H, Lq, Lk = 2, 2, 5, 37
+    shapes = ((B, H, Lq, 8), (B, H, Lq, 4), (B, Lk, 16), (B, Lk, 4), (H, 16, 8), (H, 16, 8))
+    t = [(rng.standard_normal(s) * (0.3 if i >= 4 else 1.0)).astype(np.float32) for i, s in enumerate(shapes)]
+    # the stored values: bf16 bits, the latent in float16
+    st = [t[i].astype(np.float16) if i in (2, 3) else attnc.from_float32(t[i]).reshape(t[i].shape) for i in range(6)]
+    vals = [a.astype(np.float64) if a.dtype == np.float16 else attnc.to_float32(a).astype(np.float64) for a in st]
+    ref = reference_mla(*vals)
+    for absorb in (True, False):
+        o = mla(*t, absorb=absorb)  # float32 arrays, rounded to the storage on the way in
+        of = attnc.to_float32(o).astype(np.float64)
+        check(o.dtype == np.uint16 and np.all(np.abs(of - ref) <= np.abs(ref) / 256 + 1e-4),
+              "MLA bf16 absorb %s: max error %g" % (absorb, np.abs(of - ref).max()))
+        o2 = mla(*st, absorb=absorb)
+        check(np.array_equal(o, o2), "MLA bf16: the stored arrays and the float32 ones give different o")
+    do = rng.standard_normal((B, H, Lq, 8)).astype(np.float32)
+    grads = mla.backward(*st, do)
+    for i, (name, g) in enumerate(zip(MLA_NAMES, grads)):
+        scale, worst = np.abs(g).max(), 0.0
+        for _ in range(4):
+            idx = tuple(int(rng.integers(0, n)) for n in t[i].shape)
+            x = [a.copy() for a in vals]
+            x[i][idx] += 1e-5
+            lp = float((reference_mla(*x) * do).sum())
+            x[i][idx] -= 2e-5
+            lm = float((reference_mla(*x) * do).sum())
+            worst = max(worst, abs((lp - lm) / 2e-5 - g[idx]) / scale)
+        check(g.dtype == np.float32 and worst <= 1e-2, "MLA bf16 d%s vs finite differences: %.3g of the scale"
+              % (name, worst))
+    bad = list(st)
+    bad[2] = np.zeros((B, Lk, 16), dtype=np.int32)
+    raises(attnc.ATTN_ERR_DTYPE, lambda: mla(*bad), "MLA int32 c_kv", "c_kv")
+    bad = list(st)
+    bad[2] = np.zeros((B, Lk, 16), np.uint16)
+    raises(attnc.ATTN_ERR_DTYPE, lambda: mla(*bad), "MLA uint16 bits as an f16 c_kv", "c_kv")
+    bad = list(st)
+    bad[4] = np.zeros((H, 16, 8), dtype=np.int8)
+    raises(attnc.ATTN_ERR_DTYPE, lambda: mla(*bad), "MLA int8 w_uk", "w_uk")
+    # paged: the same latent in pages of 8 rows, batch row 1's 37 keys, its last 5 queries
+    P = 8
+    pm = attnc.compile(spec.replace("mask = k <= q;", "mask = k <= q; kv_cache = paged(8);"))
+    npg = (Lk + P - 1) // P
+    perm = rng.permutation(npg)
+    ckv_p = np.zeros((npg, P, 16), np.float16)
+    kr_p = np.zeros((npg, P, 4), np.float16)
+    for j in range(Lk):
+        ckv_p[perm[j // P], j % P], kr_p[perm[j // P], j % P] = st[2][1, j], st[3][1, j]
+    qn = st[0][1].transpose(1, 0, 2).copy()
+    qr = st[1][1].transpose(1, 0, 2).copy()
+    op = pm(qn, qr, ckv_p, kr_p, st[4], st[5], page_table=perm[None].astype(np.int32),
+            kv_lens=np.array([Lk], np.int32), q_starts=np.array([0, Lq], np.int32))
+    opf = attnc.to_float32(op).astype(np.float64)
+    want = ref[1].transpose(1, 0, 2)
+    check(op.dtype == np.uint16 and np.all(np.abs(opf - want) <= np.abs(want) / 256 + 1e-4),
+          "paged MLA bf16: max error %g" % np.abs(opf - want).max())
+    cb = attnc.compile(MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; compute = bf16;"))
+    check(not cb.has_backward, "MLA compute = bf16 has no backward")
+    raises(attnc.ATTN_ERR_ARG, lambda: cb.backward(*t, do), "MLA compute bf16 backward", "no backward")
+
+
 def check_mla(rng, cli):
     """The MLA backward: finite differences of the float64 forward, threads, the CLI, absorb = on."""
     mla = attnc.compile(MLA_SPEC)
@@ -334,6 +403,7 @@ def main():
                             capture_output=True, text=True)
         check(r2.returncode == 1 and "no backward" in r2.stderr, "paged run --grad: %d %s" % (r2.returncode, r2.stderr))
     check_mla(rng, cli)
+    check_mla_16bit(rng)
     print("test_backward: %d checks, %d failed" % (CHECKS[0], len(FAILS)))
     return 1 if FAILS else 0
 
