@@ -161,8 +161,72 @@ static void backward(void) {
     free(o), free(lse), free(dout);
 }
 
+/* bf16 tensors with an f16 latent through the typed simple entry: against the reference on the
+ * stored values, o rounded once to bf16 (half an ulp: 2^-8 relative). The values are made
+ * exact in both types by keeping 8 significant bits and exponents near 1. */
+static uint16_t bf16_bits(float x) { /* x has at most 8 significant bits */
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)(u >> 16);
+}
+
+static uint16_t f16_bits(float x) { /* x normal in f16 with at most 11 significant bits */
+    int e;
+    double m = frexp(fabs(x), &e);
+    if (x == 0) return 0;
+    return (uint16_t)((x < 0 ? 0x8000 : 0) | (e + 14) << 10 | (int)ldexp(2 * m - 1, 10));
+}
+
+static float bits_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void sixteen_bit(int64_t B, int64_t Lq, int64_t Lk) {
+    const RefMla d = dims;
+    CHECK(attnc_mla_bf16_mla.dtype == ATTN_BF16 && attnc_mla_bf16_mla.kv_dtype == ATTN_F16, "the bf16 block's dtypes");
+    size_t n[6] = {(size_t)(B * d.H * Lq * d.nope), (size_t)(B * d.H * Lq * d.rope), (size_t)(B * Lk * d.R),
+                   (size_t)(B * Lk * d.rope), (size_t)(d.H * d.R * d.nope), (size_t)(d.H * d.R * d.dv)};
+    float *f[6];
+    uint16_t *s[6];
+    for (int i = 0; i < 6; i++) {
+        f[i] = filled(n[i], i >= 4 ? 0.3f : 1.0f);
+        s[i] = malloc(2 * n[i] + 2);
+        REQUIRE(f[i] && s[i], "out of memory");
+        for (size_t e = 0; e < n[i]; e++) {
+            float x = f[i][e];
+            if (fabsf(x) < 1.0f / 1024) x = 0; /* normal in f16 */
+            int ex;
+            double m = frexp(x, &ex);
+            f[i][e] = x = (float)ldexp(nearbyint(ldexp(m, 8)), ex - 8); /* 8 significant bits */
+            s[i][e] = i == 2 || i == 3 ? f16_bits(x) : bf16_bits(x);
+        }
+    }
+    size_t no = (size_t)(B * d.H * Lq * d.dv);
+    uint16_t *o = malloc(2 * no + 2);
+    double *ro = malloc(8 * no + 8), *rl = malloc(8 * (size_t)(B * d.H * Lq) + 8);
+    REQUIRE(o && ro && rl, "out of memory");
+    ref_mla(d, B, Lq, Lk, Lk - Lq, causal, f[0], f[1], f[2], f[3], f[4], f[5], ro, rl);
+    attn_error err;
+    attn_status st = attnc_mla_bf16_simple(s[0], s[1], s[2], s[3], s[4], s[5], o, B, Lq, Lk, 2, &err);
+    size_t bad = 0, first = 0;
+    if (st == ATTN_OK)
+        for (size_t i = 0; i < no; i++)
+            if (!(fabs(bits_f32(o[i]) - ro[i]) <= 2e-4 + (2e-4 + 1.0 / 256) * fabs(ro[i])) && !bad++) first = i;
+    CHECK(st == ATTN_OK && bad == 0, "AOT bf16 / f16 latent B=%lld q_len=%lld kv_len=%lld: %s, %zu elements off "
+          "(o[%zu] %g, expected %g)", (long long)B, (long long)Lq, (long long)Lk, st ? err.message : "ok", bad, first,
+          st ? 0.0 : bits_f32(o[first]), ro[first]);
+    for (int i = 0; i < 6; i++) free(f[i]), free(s[i]);
+    free(o), free(ro), free(rl);
+}
+
 int main(void) {
     backward();
+    sixteen_bit(1, 1, 1);
+    sixteen_bit(2, 1, 100);
+    sixteen_bit(1, 33, 130);
     static const int64_t shapes[][3] = {{1, 1, 1}, {2, 7, 7}, {1, 1, 100}, {3, 33, 100}, {2, 33, 7}, {1, 130, 130}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int blk = AUTO; blk <= OFF; blk++)
