@@ -15,7 +15,7 @@ for any number of threads.
 import numpy as np
 import torch
 
-from . import ATTN_ERR_ARG, AttnError
+from . import ATTN_ERR_ARG, AttnError, to_float32
 
 __all__ = ["function"]
 
@@ -32,7 +32,7 @@ def function(kern, q_offset=None, threads=None):
     if not kern.has_backward:
         raise AttnError(ATTN_ERR_ARG, "'%s' has no backward (%s)" % (
             kern.name, "paged caches are for inference" if kern.page_size
-            else "an MLA kernel needs absorb = off or auto" if kern.is_mla else "compute = bf16/int8 is for inference"))
+            else "an MLA kernel needs compute = f32 and absorb = off or auto" if kern.is_mla else "compute = bf16/int8 is for inference"))
     nt = 6 if kern.is_mla else 3
 
     class _Attention(torch.autograd.Function):
@@ -46,7 +46,9 @@ def function(kern, q_offset=None, threads=None):
             ctx.arrays = (ta, o, lse, arrays)
             ctx.names = names
             ctx.like = values
-            return torch.from_numpy(o).to(device=values[0].device, dtype=values[0].dtype)
+            # a bf16 kernel's o is uint16 bits (torch takes no uint16 array): as float32 first
+            of = to_float32(o) if o.dtype == np.uint16 else o
+            return torch.from_numpy(of).to(device=values[0].device, dtype=values[0].dtype)
 
         @staticmethod
         def backward(ctx, do):

@@ -148,6 +148,14 @@ def check_mla_16bit(rng):
     cb = attnc.compile(MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; compute = bf16;"))
     check(not cb.has_backward, "MLA compute = bf16 has no backward")
     raises(attnc.ATTN_ERR_ARG, lambda: cb.backward(*t, do), "MLA compute bf16 backward", "no backward")
+    if importlib.util.find_spec("torch") is not None:  # attnc.torch: o comes back as float values
+        import torch
+        import attnc.torch as attnc_torch
+        tt = [torch.from_numpy(a).requires_grad_() for a in t]
+        o = attnc_torch.function(mla)(*tt)
+        check(np.array_equal(o.detach().numpy(), attnc.to_float32(mla(*t))), "attnc.torch MLA bf16: o differs")
+        o.backward(torch.from_numpy(do))
+        check(np.array_equal(tt[2].grad.numpy(), mla.backward(*st, do)[2]), "attnc.torch MLA bf16: dc_kv differs")
 
 
 def check_mla(rng, cli):
