@@ -113,7 +113,7 @@ attn_status rt_launch_backward_window(const attn_rt_desc *const *descs, int ndes
                                       const attn_grad_call *g, int64_t kv_len, int64_t k_begin, attn_rt_pool *pool,
                                       attn_error *err);
 
-// paged.c: element conversions, shared by every path that widens or narrows 16-bit storage
+// convert.c: element conversions, shared by every path that widens or narrows 16-bit storage
 
 uint16_t rt_f32_to_bf16(float x);       /* rounding to nearest even */
 uint16_t rt_f32_to_f16(float x);        /* rounding to nearest even; 65520 and up: inf */
