@@ -219,7 +219,9 @@ static const struct {
      "w_uv   [heads, kv_rank, v_dim]\n"
      "o      [batch, heads, q_len, v_dim]   (out)\n"
      "lse    [batch, heads, q_len]          (out, optional: the log-sum-exp of each row)\n"
-     "All float32; RoPE is applied by the caller. --absorb on|off forces a variant.\n"},
+     "In the block's dtype (c_kv and k_rope in its kv_dtype; run converts float32 or float16 files\n"
+     "and writes o and lse as float32); RoPE is applied by the caller. --absorb on|off forces a\n"
+     "variant.\n"},
     {"environment", "environment variables",
      "ATTNC_CACHE_DIR        directory of the kernel cache (default $XDG_CACHE_HOME/attnc, else ~/.cache/attnc)\n"
      "ATTNC_NO_CACHE         1: bypass the kernel cache\n"
@@ -267,7 +269,7 @@ static void cli_help_cmd(Cmd c, FILE *out) {
         fputs("\nTensors are float32 or float16 .npy files in C order, converted to the spec's dtype\n"
               "(k and v to its kv_dtype when it has one):\n"
               "q [batch, heads, q_len, head_dim], k [batch, kv_heads, kv_len, head_dim],\n"
-              "v [batch, kv_heads, kv_len, v_dim] (MLA: float32 q_nope ... w_uv, 'attnc help mla').\n"
+              "v [batch, kv_heads, kv_len, v_dim] (MLA: q_nope ... w_uv, 'attnc help mla').\n"
               "Runtime inputs are int32 or float32 as declared. Outputs: o [batch, heads, q_len,\n"
               "v_dim] and lse [batch, heads, q_len], written as float32.\n"
               "A paged block (kv_cache = paged(P)) reads q [total_q, heads, head_dim], k_pages,\n"

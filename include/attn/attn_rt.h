@@ -410,7 +410,9 @@ typedef struct attn_mla_grad_call {
 
 /* The backward of an MLA forward call: K and V up-projected per head, the block's backward
  * over them, then the chain rule through w_uk, w_uv and the concatenations. Needs the
- * up-projected variant (desc->up with its backward). Deterministic for any thread count.
+ * up-projected variant (desc->up with its backward: compute = f32). 16-bit tensors (the
+ * descriptor's dtype and kv_dtype, o included) are widened to exact f32 copies first; dout and
+ * the gradients are f32. Deterministic for any thread count.
  * Takes about batch x heads x (kv_len x (nope + rope + v_dim) x 2 + q_len x (nope + rope) x 2)
  * floats of scratch. */
 attn_status attn_rt_launch_mla_backward(const attn_rt_mla_desc *desc, const attn_mla_call *call,
