@@ -161,7 +161,7 @@ static void check_contig(attn_kernel *kern, Dims d, attn_dtype dt, attn_dtype kv
 
 /* A paged call: sequences of lengths lens (n_b query rows each, the last positions), their
  * latent rows in shuffled pages of P rows, against the reference per sequence. */
-static void check_paged(attn_kernel *kern, Dims d, attn_dtype dt, attn_dtype kvt, int P) {
+static void check_paged(attn_kernel *kern, Dims d, attn_dtype dt, attn_dtype kvt, int P, int compute) {
     enum { B = 3 };
     int lens[B] = {1, 37, 130}, nq[B] = {1, 1, 37}, starts[B + 1] = {0};
     for (int b = 0; b < B; b++) starts[b + 1] = starts[b] + nq[b];
@@ -220,7 +220,7 @@ static void check_paged(attn_kernel *kern, Dims d, attn_dtype dt, attn_dtype kvt
         char what[128];
         snprintf(what, sizeof what, "paged P %d dtype %s kv %s sequence %d (n %d, kv_len %d)", P, dt_name(dt),
                  dt_name(kvt), b, n, L);
-        compare(what, o1, ro, (size_t)d.H * n * d.dv, dt, 0, l1, rl, (size_t)d.H * n);
+        compare(what, o1, ro, (size_t)d.H * n * d.dv, dt, compute, l1, rl, (size_t)d.H * n);
         free(cc), free(kk), free(q1), free(q2), free(ro), free(rl), free(o1), free(l1);
     }
     free(table), free(ckv), free(kr), free(qn), free(qr), free(wuk), free(wuv), free(lse), free(o);
@@ -340,16 +340,17 @@ int main(void) {
         attn_kernel_free(k);
     }
     /* paged: a bf16 block with its latent pages in bf16, an f32 one with f16 pages */
-    struct { const char *text; attn_dtype dt, kvt; int P; } pages[] = {
-        {"dtype = bf16; kv_cache = paged(16);", ATTN_BF16, ATTN_BF16, 16},
-        {"kv_dtype = f16; kv_cache = paged(32);", ATTN_F32, ATTN_F16, 32},
-        {"dtype = f16; kv_dtype = bf16; kv_cache = paged(8);", ATTN_F16, ATTN_BF16, 8},
-        {"compute = bf16; kv_dtype = bf16; kv_cache = paged(16);", ATTN_F32, ATTN_BF16, 16},
+    struct { const char *text; attn_dtype dt, kvt; int P, compute; } pages[] = {
+        {"dtype = bf16; kv_cache = paged(16);", ATTN_BF16, ATTN_BF16, 16, 0},
+        {"kv_dtype = f16; kv_cache = paged(32);", ATTN_F32, ATTN_F16, 32, 0},
+        {"dtype = f16; kv_dtype = bf16; kv_cache = paged(8);", ATTN_F16, ATTN_BF16, 8, 0},
+        {"compute = bf16; kv_dtype = bf16; kv_cache = paged(16);", ATTN_F32, ATTN_BF16, 16, 1},
+        {"compute = int8; dtype = bf16; kv_cache = paged(16);", ATTN_BF16, ATTN_BF16, 16, 2},
     };
     for (size_t p = 0; p < sizeof pages / sizeof pages[0]; p++) {
         k = compile(small, pages[p].text);
         if (!k) continue;
-        if (p < 3) check_paged(k, small, pages[p].dt, pages[p].kvt, pages[p].P);
+        check_paged(k, small, pages[p].dt, pages[p].kvt, pages[p].P, pages[p].compute);
         attn_kernel_free(k);
     }
     /* the backward of bf16 storage */
