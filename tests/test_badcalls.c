@@ -640,6 +640,15 @@ static void test_runtime_entries(attn_kernel *kern) {
     other.dtype = ATTN_F16;
     md.up = &other;
     RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_DTYPE, "mla: f16 variant");
+    /* the storage types: f32, f16 or bf16, and no int8 latent (it would have no scales) */
+    md.up = d;
+    md.kv_dtype = ATTN_I8;
+    RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_DTYPE, "mla: int8 latent");
+    RT(attn_rt_launch_mla_backward(&md, &m, &(attn_mla_grad_call){0}, NULL, &err), ATTN_ERR_DTYPE,
+       "mla backward: int8 latent");
+    md.kv_dtype = ATTN_F32;
+    md.dtype = ATTN_I32;
+    RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_DTYPE, "mla: i32 dtype");
 #undef RT
 }
 
