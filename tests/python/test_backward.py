@@ -139,6 +139,14 @@ def check_mla_16bit(rng):
         ckv_p[perm[j // P], j % P], kr_p[perm[j // P], j % P] = st[2][1, j], st[3][1, j]
     qn = st[0][1].transpose(1, 0, 2).copy()
     qr = st[1][1].transpose(1, 0, 2).copy()
+    # the append fills latent pages as one K/V head's: rows 30.. of the cache appended afresh
+    ckv_p2, kr_p2 = ckv_p.copy(), kr_p.copy()
+    for j in range(30, Lk):
+        ckv_p2[perm[j // P], j % P], kr_p2[perm[j // P], j % P] = 0, 0
+    attnc.paged_append(st[2][1, 30:, None], st[3][1, 30:, None], ckv_p2.reshape(npg, P, 1, 16),
+                       kr_p2.reshape(npg, P, 1, 4), perm[None].astype(np.int32), np.array([Lk], np.int32),
+                       new_starts=np.array([0, Lk - 30], np.int32))
+    check(np.array_equal(ckv_p, ckv_p2) and np.array_equal(kr_p, kr_p2), "paged_append of f16 latent rows")
     op = pm(qn, qr, ckv_p, kr_p, st[4], st[5], page_table=perm[None].astype(np.int32),
             kv_lens=np.array([Lk], np.int32), q_starts=np.array([0, Lq], np.int32))
     opf = attnc.to_float32(op).astype(np.float64)
