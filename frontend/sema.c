@@ -1148,11 +1148,11 @@ static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtyp
             else if (vals[k] != f->mla.dtype)
                 f->mla.kv_dtype = vals[k];
         } else if (k >= 0 && vals[k] != f->dtype) {
-            if (f->dtype != ATTN_F32)
-                fe_error(S->c, kv_dtype->expr->start, "a 'kv_dtype' other than the block's dtype needs 'dtype = f32'");
-            else if (vals[k] == ATTN_I8 && f->ninputs + 2 > ATTN_MAX_INPUTS)
+            if (vals[k] == ATTN_I8 && f->ninputs + 2 > ATTN_MAX_INPUTS)
                 fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = int8' adds the inputs k_scale and v_scale: "
                          "at most %d inputs of its own", ATTN_MAX_INPUTS - 2);
+            else if (vals[k] == ATTN_F32)
+                f->kv_f32 = true; /* f32 K/V under a 16-bit dtype */
             else
                 f->kv_dtype = vals[k];
             /* int8 K/V: one f32 scale per token and K/V head, runtime inputs like any other */

@@ -318,8 +318,9 @@ typedef struct IrFunc {
     int qk_dim;            /* Q/K head dim */
     int v_dim;             /* V/O head dim */
     attn_dtype dtype;      /* storage type of q, k, v, o */
-    attn_dtype kv_dtype;   /* storage type of k, v when narrower than an f32 dtype (`kv_dtype = ...`:
-                            * f16, bf16, int8); ATTN_F32 means as dtype (ir_kv_dtype) */
+    attn_dtype kv_dtype;   /* storage type of k, v when it differs from dtype (`kv_dtype = ...`:
+                            * f16, bf16, int8); ATTN_F32 means as dtype (ir_kv_dtype) unless kv_f32 */
+    bool kv_f32;           /* `kv_dtype = f32;` under a 16-bit dtype: k, v stored in f32 */
     IrCompute compute;     /* `compute = ...` */
     double scale;          /* multiplies q . k */
     int *head_map;         /* [heads]: the K/V head each query head reads */
@@ -346,7 +347,9 @@ typedef struct IrFunc {
 } IrFunc;
 
 /* The storage type of k and v. */
-static inline attn_dtype ir_kv_dtype(const IrFunc *f) { return f->kv_dtype != ATTN_F32 ? f->kv_dtype : f->dtype; }
+static inline attn_dtype ir_kv_dtype(const IrFunc *f) {
+    return f->kv_f32 ? ATTN_F32 : f->kv_dtype != ATTN_F32 ? f->kv_dtype : f->dtype;
+}
 
 typedef struct IrModule {
     Arena arena;       /* owns everything below */

@@ -172,7 +172,8 @@ void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s", f->heads, f->kv_heads,
               f->qk_dim, f->v_dim, ir_dtype_name(dt));
     if (f->compute != IR_COMPUTE_F32) sb_printf(sb, ", compute %s", ir_compute_name(f->compute));
-    if (kvt != ATTN_F32) sb_printf(sb, ", kv_dtype %s", ir_dtype_name(kvt));
+    if (f->mla.present ? kvt != ATTN_F32 : ir_kv_dtype(f) != f->dtype)
+        sb_printf(sb, ", kv_dtype %s", ir_dtype_name(f->mla.present ? kvt : ir_kv_dtype(f)));
     sb_puts(sb, "\n");
     if (f->page_size) sb_printf(sb, "  kv_cache paged(%d)\n", f->page_size);
     if (f->mla.present)

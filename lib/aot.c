@@ -163,9 +163,9 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, " %d, %d, %d, %d, %d, ", ex, runs ? (int)f->prune.runs.mod : 0, runs ? (int)f->prune.runs.base : 0,
               runs ? (int)f->prune.runs.width : 0, runs ? (int)f->prune.runs.with_q : 0);
     if (gp)
-        sb_printf(sb, "%s_grad_keys,\n};\n\n", tile);
+        sb_printf(sb, "%s_grad_keys, %d,\n};\n\n", tile, f->kv_f32 ? 1 : 0);
     else
-        sb_puts(sb, "NULL,\n};\n\n");
+        sb_printf(sb, "NULL, %d,\n};\n\n", f->kv_f32 ? 1 : 0);
 }
 
 /* The _simple entry point's parameters after the sizes: one per input, then threads, err. */
@@ -260,7 +260,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
 
     sb_printf(sb, "/* attention %s: heads %d, kv_heads %d, head_dim %d, v_dim %d, dtype %s", n,
               f->heads, f->kv_heads, f->qk_dim, f->v_dim, ir_dtype_name(f->dtype));
-    if (f->kv_dtype != ATTN_F32) sb_printf(sb, ", kv_dtype %s (k and v)", ir_dtype_name(f->kv_dtype));
+    if (kvt != f->dtype) sb_printf(sb, ", kv_dtype %s (k and v)", ir_dtype_name(kvt));
     sb_puts(sb, "\n");
     sb_printf(sb, " *   q [batch, %d, q_len, %d]   k [batch, %d, kv_len, %d]\n", f->heads,
               f->qk_dim, f->kv_heads, f->qk_dim);
@@ -311,7 +311,7 @@ static void aot_block(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb,
               "/* Runs '%s' on contiguous row-major tensors%s; q_offset = kv_len - q_len.\n"
               " * threads 0: all cores. */\n",
-              n, f->dtype == ATTN_F32 && f->kv_dtype == ATTN_F32 ? "" : " (16-bit elements are raw bits)");
+              n, f->dtype == ATTN_F32 && kvt == ATTN_F32 ? "" : " (16-bit elements are raw bits)");
     sb_printf(sb,
               "static inline ATTNC_AOT_UNUSED attn_status attnc_%s_simple(const %s *q, const %s *k, const %s *v, "
               "%s *o,\n    int64_t batch, int64_t q_len, int64_t kv_len,",

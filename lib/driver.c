@@ -137,6 +137,7 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
     desc->v_dim = f->v_dim;
     desc->dtype = f->dtype;
     desc->kv_dtype = f->kv_dtype;
+    desc->kv_f32 = f->kv_f32;
     desc->page_size = f->page_size;
     /* the runtime's policy is the plan's: task rows, how far it may cut them, stack (none
      * before the schedule pass: a descriptor of the inputs only) */

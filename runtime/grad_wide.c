@@ -47,7 +47,7 @@ static int wide_input(const attn_rt_desc *d, const char *name) {
 attn_status rt_backward_widened(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
                                 const attn_grad_call *g, attn_rt_pool *pool, attn_error *err) {
     const attn_rt_desc *d = descs[0];
-    attn_dtype kvt = d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+    attn_dtype kvt = rt_kv_dtype(d);
     if ((d->dtype != ATTN_F32 && d->dtype != ATTN_F16 && d->dtype != ATTN_BF16) ||
         (kvt != ATTN_F32 && kvt != ATTN_F16 && kvt != ATTN_BF16 && kvt != ATTN_I8))
         return rt_error(err, ATTN_ERR_DTYPE, "the backward takes f32, f16 or bf16 storage (K/V also int8)");
@@ -81,6 +81,7 @@ attn_status rt_backward_widened(const attn_rt_desc *const *descs, int ndescs, co
         wide[i] = *descs[i];
         wide[i].dtype = ATTN_F32;
         wide[i].kv_dtype = ATTN_F32;
+        wide[i].kv_f32 = 0;
         wp[i] = &wide[i];
     }
     attn_call w = *c;

@@ -188,9 +188,10 @@ attn_status rt_check_desc(const attn_rt_desc *d, attn_error *err) {
     if (d->dtype != ATTN_F32 && d->dtype != ATTN_F16 && d->dtype != ATTN_BF16)
         return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad tensor dtype %d",
                         d->name ? d->name : "?", (int)d->dtype);
-    if (d->kv_dtype != ATTN_F32 && (d->dtype != ATTN_F32 || (d->kv_dtype != ATTN_F16 && d->kv_dtype != ATTN_BF16 && d->kv_dtype != ATTN_I8)))
-        return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad K/V dtype %d under dtype %d",
-                        d->name ? d->name : "?", (int)d->kv_dtype, (int)d->dtype);
+    if ((d->kv_dtype != ATTN_F32 && d->kv_dtype != ATTN_F16 && d->kv_dtype != ATTN_BF16 && d->kv_dtype != ATTN_I8) ||
+        (d->kv_f32 && (d->kv_dtype != ATTN_F32 || d->dtype == ATTN_F32)))
+        return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad K/V dtype %d%s under dtype %d",
+                        d->name ? d->name : "?", (int)d->kv_dtype, d->kv_f32 ? " (kv_f32)" : "", (int)d->dtype);
     if (d->ninputs < 0 || d->ninputs > ATTN_MAX_INPUTS || (d->ninputs > 0 && !d->inputs))
         return rt_error(err, ATTN_ERR_ARG, "descriptor '%s': bad input table",
                         d->name ? d->name : "?");
@@ -349,7 +350,7 @@ attn_status rt_check_call(const attn_rt_desc *d, const attn_call *c, attn_rt_arg
         if ((s = rt_check_shape("lse", &c->lse, 3, rt_lse_dims, w, why, err))) return s;
     }
 
-    int64_t elem = rt_dtype_size(d->dtype), kv_elem = rt_dtype_size(d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype);
+    int64_t elem = rt_dtype_size(d->dtype), kv_elem = rt_dtype_size(rt_kv_dtype(d));
     RtView v[5];
     for (int i = 0; i < (has_lse ? 5 : 4); i++)
         if ((s = rt_view(&v[i], names[i], ts[i], i == 4 ? 4 : (i == 1 || i == 2) ? kv_elem : elem, err))) return s;
@@ -604,7 +605,7 @@ attn_status rt_window_call(const attn_rt_desc *d, const attn_call *c, int64_t kv
         return rt_error(err, ATTN_ERR_SHAPE, "a key window [%lld, %lld) outside [0, %lld)", (long long)k_begin,
                         (long long)(k_begin + n), (long long)kv_len);
     /* nothing of the window may be an output */
-    int64_t elem = rt_dtype_size(d->dtype);
+    int64_t elem = rt_dtype_size(d->dtype), kv_elem = rt_dtype_size(rt_kv_dtype(d));
     RtView v[5];
     const attn_tensor *ts[5] = {&c->q, &c->k, &c->v, &c->o, &c->lse};
     static const char *const names[5] = {"q", "k", "v", "o", "lse"};
@@ -613,7 +614,7 @@ attn_status rt_window_call(const attn_rt_desc *d, const attn_call *c, int64_t kv
     for (int i = 0; i < (has_lse ? 5 : 4); i++) {
         if (ts[i]->ndim < 1 || ts[i]->ndim > ATTN_MAX_DIMS)
             return rt_error(err, ATTN_ERR_RANK, "%s: %d dims", names[i], ts[i]->ndim);
-        if ((s = rt_view(&v[i], names[i], ts[i], i == 4 ? 4 : elem, err))) return s;
+        if ((s = rt_view(&v[i], names[i], ts[i], i == 4 ? 4 : (i == 1 || i == 2) ? kv_elem : elem, err))) return s;
     }
     RtRange outs[2] = {rt_view_range(&v[3]), has_lse ? rt_view_range(&v[4]) : (RtRange){0}};
     RtRange ins[3 + ATTN_MAX_INPUTS];
@@ -621,8 +622,8 @@ attn_status rt_window_call(const attn_rt_desc *d, const attn_call *c, int64_t kv
     int nin = 3 + rt_input_ranges(c->inputs, c->ninputs, ins + 3);
     if ((s = rt_check_disjoint(outs, has_lse ? 2 : 1, ins, nin, err))) return s;
     *out = *c;
-    if ((s = rt_rebase("k", &c->k, elem, kv_len, k_begin, &out->k, err)) ||
-        (s = rt_rebase("v", &c->v, elem, kv_len, k_begin, &out->v, err)))
+    if ((s = rt_rebase("k", &c->k, kv_elem, kv_len, k_begin, &out->k, err)) ||
+        (s = rt_rebase("v", &c->v, kv_elem, kv_len, k_begin, &out->v, err)))
         return s;
     return ATTN_OK;
 }

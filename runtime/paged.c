@@ -360,7 +360,7 @@ static attn_status pg_check_descs(const attn_rt_desc *const *descs, int n, attn_
         if (!d->tile) return rt_error(err, ATTN_ERR_NULL, "descriptor '%s' has no tile function", d->name ? d->name : "?");
         if (d->heads != descs[0]->heads || d->kv_heads != descs[0]->kv_heads || d->qk_dim != descs[0]->qk_dim ||
             d->v_dim != descs[0]->v_dim || d->page_size != descs[0]->page_size || d->ninputs != descs[0]->ninputs ||
-            d->dtype != descs[0]->dtype || d->kv_dtype != descs[0]->kv_dtype)
+            d->dtype != descs[0]->dtype || rt_kv_dtype(d) != rt_kv_dtype(descs[0]))
             return rt_error(err, ATTN_ERR_ARG, "paged launch: descriptor %d differs from descriptor 0", i);
         for (int j = 0; j < d->ninputs; j++)
             for (int k = 0; k < d->inputs[j].rank; k++)
@@ -389,7 +389,7 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
     r.H = d0->heads, r.KH = d0->kv_heads, r.DQ = d0->qk_dim, r.DV = d0->v_dim, r.P = d0->page_size;
     r.dtype = d0->dtype;
     r.qel = pg_elem(d0->dtype);
-    int64_t kvel = r.kvel = pg_elem(d0->kv_dtype != ATTN_F32 ? d0->kv_dtype : d0->dtype);
+    int64_t kvel = r.kvel = pg_elem(rt_kv_dtype(d0));
     static const char *const qd[] = {"total_q", "heads", "qk_dim"}, *const od[] = {"total_q", "heads", "v_dim"},
                              *const ld[] = {"total_q", "heads"},
                              *const kd[] = {"num_pages", "page_size", "kv_heads", "qk_dim"},

@@ -18,6 +18,11 @@
 #define RT_CLONES
 #endif
 
+/* The storage type of a block's k and v (its kv_dtype, as its dtype where it has none). */
+static inline attn_dtype rt_kv_dtype(const attn_rt_desc *d) {
+    return d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+}
+
 // status.c
 
 /* Records `code` and a formatted message in `err` (which may be NULL); returns `code`. */

@@ -10,9 +10,10 @@
 
 enum { H = 4, KH = 2, D = 16, P = 8, B = 4, MP = 6, NP = 20 };
 
-/* The largest error of o against a double reference (mask causal && k >= lim[b]). */
+/* The largest error of o against a double reference (mask causal && k >= lim[b]), past o's own
+ * rounding (rel times the reference's magnitude). */
 static double max_error(const float *q, const float *kp, const float *vp, const int32_t *table, const int32_t *lens,
-                        const int32_t *starts, const int32_t *lim, const float *o) {
+                        const int32_t *starts, const int32_t *lim, const float *o, double rel) {
     double worst = 0;
     for (int b = 0; b < B; b++) {
         int n = starts[b + 1] - starts[b], L = lens[b];
@@ -32,7 +33,7 @@ static double max_error(const float *q, const float *kp, const float *vp, const 
                     for (int d = 0; d < D && s[j] > 0; d++)
                         acc[d] += s[j] * vp[(((size_t)table[b * MP + j / P] * P + j % P) * KH + kvh) * D + d];
                 for (int d = 0; d < D; d++) {
-                    double e = fabs(o[((size_t)(starts[b] + i) * H + h) * D + d] - acc[d]);
+                    double e = fabs(o[((size_t)(starts[b] + i) * H + h) * D + d] - acc[d]) - rel * fabs(acc[d]);
                     if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
                 }
             }
@@ -68,8 +69,8 @@ int main(void) {
     attn_error err;
     attn_status st = attnc_aotpaged_simple(q, kp, vp, table, lens, starts, o, B, T, NP, MP, lim, 2, &err);
     REQUIRE(st == ATTN_OK, "attnc_aotpaged_simple: %s", err.message);
-    CHECK(max_error(q, kp, vp, table, lens, starts, lim, o) < 1e-4, "max error %g",
-          max_error(q, kp, vp, table, lens, starts, lim, o));
+    CHECK(max_error(q, kp, vp, table, lens, starts, lim, o, 0) < 1e-4, "max error %g",
+          max_error(q, kp, vp, table, lens, starts, lim, o, 0));
     /* int8 pages: each row quantized with its scale (NaN scales in unused rows), the reference on
      * the dequantized values, causal (lim 0) */
     int8_t *kq = malloc((size_t)NP * P * KH * D), *vq = malloc((size_t)NP * P * KH * D);
@@ -88,8 +89,30 @@ int main(void) {
     int32_t zero[B] = {0};
     st = attnc_aotpaged8_simple(q, kq, vq, table, lens, starts, o, B, T, NP, MP, ksc, vsc, 2, &err);
     REQUIRE(st == ATTN_OK, "attnc_aotpaged8_simple: %s", err.message);
-    CHECK(max_error(q, kd, vd, table, lens, starts, zero, o) < 1e-4, "int8 pages: max error %g",
-          max_error(q, kd, vd, table, lens, starts, zero, o));
+    CHECK(max_error(q, kd, vd, table, lens, starts, zero, o, 0) < 1e-4, "int8 pages: max error %g",
+          max_error(q, kd, vd, table, lens, starts, zero, o, 0));
+    /* bf16 q and o (raw bits) over the same int8 pages, and over f32 pages: the reference on
+     * the rounded q; o within its own rounding */
+    uint16_t qb[13 * H * D], ob[13 * H * D];
+    float qr[13 * H * D];
+    for (int i = 0; i < T * H * D; i++) {
+        uint32_t u;
+        memcpy(&u, &q[i], 4);
+        qb[i] = (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
+        u = (uint32_t)qb[i] << 16;
+        memcpy(&qr[i], &u, 4);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        st = pass ? attnc_aotpagedb32_simple(qb, kp, vp, table, lens, starts, ob, B, T, NP, MP, 2, &err)
+                  : attnc_aotpagedb8_simple(qb, kq, vq, table, lens, starts, ob, B, T, NP, MP, ksc, vsc, 2, &err);
+        REQUIRE(st == ATTN_OK, "attnc_aotpagedb%s_simple: %s", pass ? "32" : "8", err.message);
+        for (int i = 0; i < T * H * D; i++) {
+            uint32_t u = (uint32_t)ob[i] << 16;
+            memcpy(&o[i], &u, 4);
+        }
+        double e = max_error(qr, pass ? kp : kd, pass ? vp : vd, table, lens, starts, zero, o, 1.0 / 256);
+        CHECK(e < 1e-4, "bf16 q and o over %s pages: max error %g", pass ? "f32" : "int8", e);
+    }
     free(kq), free(vq), free(kd), free(vd);
     /* the call entry with a bad table: refused, o untouched */
     table[3 * MP + 5] = NP;

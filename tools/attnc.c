@@ -619,6 +619,11 @@ static int cmd_build(Cli *c) {
 
 static size_t cli_elem_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
+/* The element type of a standard kernel's K/V (pages): its kv_dtype, as dt where it has none. */
+static attn_dtype cli_kv_dtype(const attn_rt_desc *d, attn_dtype dt) {
+    return d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
+}
+
 /* The storage type of a kernel's tensors (an MLA block's q_nope, q_rope, w_uk, w_uv, o). */
 static attn_dtype cli_store_dtype(const attn_kernel *kern) {
     attn_mla_info mi;
@@ -631,8 +636,7 @@ static attn_dtype cli_store_dtype(const attn_kernel *kern) {
 static attn_dtype cli_call_dtype(const attn_kernel *kern, int t, attn_dtype dtype) {
     attn_mla_info mi;
     if (attn_kernel_mla_info(kern, &mi)) return (t == 2 || t == 3) && dtype == mi.dtype ? mi.kv_dtype : dtype;
-    const attn_rt_desc *d = attn_kernel_desc(kern);
-    return (t == 1 || t == 2) && d->kv_dtype != ATTN_F32 ? d->kv_dtype : dtype;
+    return t == 1 || t == 2 ? cli_kv_dtype(attn_kernel_desc(kern), dtype) : dtype;
 }
 
 
@@ -1040,7 +1044,7 @@ static int cmd_run_paged(Cli *c, attn_kernel *kern) {
     const char *const *tn = mla ? tmla : tstd, *const *layout = mla ? lmla : lstd;
     const int *nd = mla ? ndmla : ndstd;
     int nt = mla ? 9 : 6, TABLE = mla ? 0 : 3; /* the three index tensors from TABLE on */
-    attn_dtype dt = cli_store_dtype(kern), kvt = mla ? mi.kv_dtype : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
+    attn_dtype dt = cli_store_dtype(kern), kvt = mla ? mi.kv_dtype : cli_kv_dtype(d, dt);
     int64_t H = d->heads, DV = mla ? mi.v_dim : d->v_dim;
     const char *paths[NT] = {NULL};
     NpyArray arr[NT];
@@ -1510,7 +1514,7 @@ static int cmd_bench_paged(Cli *c, const IrFunc *f, attn_kernel *kern, double co
     bool mla = attn_kernel_mla_info(kern, &mi) != 0;
     int64_t B = c->batch ? c->batch : 1, N = c->q_len ? c->q_len : 1024, L = c->kv_len ? c->kv_len : 1024;
     int64_t M = c->kv_len_min ? c->kv_len_min : L, P = d->page_size, H = d->heads, KH = mla ? 1 : d->kv_heads;
-    attn_dtype dt = cli_store_dtype(kern), kvt = mla ? mi.kv_dtype : d->kv_dtype != ATTN_F32 ? d->kv_dtype : dt;
+    attn_dtype dt = cli_store_dtype(kern), kvt = mla ? mi.kv_dtype : cli_kv_dtype(d, dt);
     /* K and V rows (MLA: the latent c_kv and k_rope rows), the flops' qk and v dims */
     int64_t KD = mla ? mi.kv_rank : d->qk_dim, VD = mla ? mi.rope_dim : d->v_dim;
     int64_t DQ = mla ? mi.nope_dim + mi.rope_dim : d->qk_dim, DV = mla ? mi.v_dim : d->v_dim;

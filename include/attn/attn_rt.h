@@ -183,8 +183,8 @@ typedef struct attn_rt_desc {
     int grad_nreads;                     /* f32 input reads of the score */
     int grad_read_input[ATTN_RT_MAX_GRAD_READS]; /* the input each read reads */
     /* Storage type of k and v when it differs from dtype (`kv_dtype = ...`: ATTN_F16, ATTN_BF16
-     * or ATTN_I8 under an f32 dtype; ATTN_I8 scales come as the inputs k_scale and v_scale);
-     * ATTN_F32 (0) means "as dtype". */
+     * or ATTN_I8 under any dtype; ATTN_I8 scales come as the inputs k_scale and v_scale);
+     * ATTN_F32 (0) means "as dtype", unless kv_f32 (below) is set. */
     attn_dtype kv_dtype;
     int page_size;                       /* `kv_cache = paged(P);`: P, run with attn_rt_launch_paged;
                                           * 0: contiguous K/V (attn_rt_launch) */
@@ -198,6 +198,8 @@ typedef struct attn_rt_desc {
     int grad_runs_base, grad_runs_width, grad_runs_with_q;
     attn_rt_grad_keys_fn grad_keys;      /* grad_step at given key positions (NULL: the runs
                                           * are used only where grad_exact is set) */
+    int kv_f32;                          /* nonzero: k and v are f32 under an f16 or bf16 dtype
+                                          * (`kv_dtype = f32;`); kv_dtype is then ATTN_F32 */
 } attn_rt_desc;
 
 /* A reusable thread pool. */

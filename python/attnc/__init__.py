@@ -177,7 +177,7 @@ class _Desc(ctypes.Structure):
                 ("page_size", ctypes.c_int), ("grad_exact", ctypes.c_int),
                 ("grad_runs_mod", ctypes.c_int), ("grad_runs_base", ctypes.c_int),
                 ("grad_runs_width", ctypes.c_int), ("grad_runs_with_q", ctypes.c_int),
-                ("grad_keys", ctypes.c_void_p)]
+                ("grad_keys", ctypes.c_void_p), ("kv_f32", ctypes.c_int)]
 
 
 class _PagedCall(ctypes.Structure):
@@ -539,8 +539,9 @@ class Kernel:
         self.name = d.name.decode()
         self.heads, self.kv_heads, self.qk_dim, self.v_dim = d.heads, d.kv_heads, d.qk_dim, d.v_dim
         self.dtype = _DTYPES.get(d.dtype, str(d.dtype))
-        # storage of k and v: the spec's kv_dtype (0 in the descriptor: as dtype)
-        self.kv_dtype = _DTYPES.get(d.kv_dtype, str(d.kv_dtype)) if d.kv_dtype else self.dtype
+        # storage of k and v: the spec's kv_dtype (0 in the descriptor: as dtype, unless kv_f32)
+        self.kv_dtype = ("f32" if d.kv_f32 else _DTYPES.get(d.kv_dtype, str(d.kv_dtype)) if d.kv_dtype
+                         else self.dtype)
         self.block_q = d.block_q
         self.threads = threads
         self.input_decls = {}
