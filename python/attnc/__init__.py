@@ -365,14 +365,14 @@ def _as_storage(name, x, dtype):
                             "as %s_scale=...), not %s" % (name, name, a.dtype))
         if dtype == "bf16":
             if a.dtype.kind != "f":
-                raise AttnError(ATTN_ERR_DTYPE, "%s: a bf16 kernel takes uint16 arrays of bf16 bits "
+                raise AttnError(ATTN_ERR_DTYPE, "%s: stored as bf16, it takes uint16 arrays of bf16 bits "
                                 "(or floats to convert), not %s" % (name, a.dtype))
             a = from_float32(a).reshape(a.shape)
         elif a.dtype.kind == "f":
             a = a.astype(want)
         else:
-            hint = " (uint16 bf16 bits are for a bf16 kernel)" if a.dtype == np.uint16 else ""
-            raise AttnError(ATTN_ERR_DTYPE, "%s: a %s kernel takes floating-point arrays (%s; other float "
+            hint = " (uint16 bf16 bits are for bf16 storage)" if a.dtype == np.uint16 else ""
+            raise AttnError(ATTN_ERR_DTYPE, "%s: stored as %s, it takes floating-point arrays (%s; other float "
                             "types are converted), not %s%s" % (name, dtype, want, a.dtype, hint))
     if a.ndim > _MAX_DIMS:
         raise AttnError(ATTN_ERR_RANK, "%s: %d dims, expected 4" % (name, a.ndim))
