@@ -356,8 +356,9 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *desc, const attn_pa
  * element round-to-nearest(x / scale), the int8 elements into the pages and the scales into
  * k_scale / v_scale [num_pages, P, kv_heads] (f32, contiguous; required for int8, unused else). */
 typedef struct attn_paged_append {
-    attn_dtype dtype;          /* element type of the pages: ATTN_F32 (0), F16, BF16 (k_new, v_new
-                                * alike) or I8 (k_new, v_new f32) */
+    attn_dtype dtype;          /* element type of the pages (the block's kv_dtype, whatever its
+                                * dtype): ATTN_F32 (0), F16, BF16 (k_new, v_new alike) or I8
+                                * (k_new, v_new f32) */
     attn_tensor k_new;         /* [total_new, kv_heads, qk_dim] */
     attn_tensor v_new;         /* [total_new, kv_heads, v_dim] */
     attn_tensor new_starts;    /* i32 [batch + 1] */

@@ -38,7 +38,9 @@ Any NumPy view is accepted as it is — transposed, sliced, broadcast (stride 0)
 last axis is contiguous, its strides are non-negative multiples of the item size and its data
 is aligned; otherwise (and for another dtype) it is copied first.
 
-Storage types (`dtype = ...` in the spec; k and v follow `kv_dtype = ...` when it is given):
+Storage types (`dtype = ...` in the spec for q and o; k and v follow `kv_dtype = ...` when it is
+given, whatever the pair: `dtype = bf16; kv_dtype = int8;` takes uint16 bf16 bits (or floats)
+for q and int8 for k and v, and returns o as bf16 bits):
   int8  (kv_dtype only) int8 arrays for k and v, with float32 scales k_scale and v_scale
         [batch, kv_heads, kv_len] (paged: [num_pages, P, kv_heads]) passed as keyword
         arguments like any runtime input.
