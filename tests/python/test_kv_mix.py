@@ -9,8 +9,8 @@ or int8 with float32 k_scale and v_scale), lse float32.
  - paged calls over pages filled by attnc.paged_append in the cache's type;
  - the backward of bf16 + int8 and f16 + bf16 (kern.backward and attnc.torch.function);
  - tensors of the wrong type refused with ATTN_ERR_DTYPE naming the tensor;
- - `attnc run` converting float32 .npy files to each tensor's storage (and refusing int8 q and
-   int8 k of a non-int8 cache, naming them), matching the Python call.
+ - `attnc run` converting float32 .npy files to each tensor's storage, contiguous and paged (and
+   refusing int8 q and int8 k of a non-int8 cache, naming them), matching the Python call.
 
 usage: test_kv_mix.py ATTNC_CLI   (ATTNC_LIB and PYTHONPATH as for test_binding.py)
 """
@@ -227,6 +227,32 @@ with tempfile.TemporaryDirectory() as tmp:
             r = subprocess.run(bad, capture_output=True, text=True)
             check(r.returncode == 1 and "k must be int8" in r.stderr,
                   "run %s/%s float k: %d %s" % (dt, kv, r.returncode, r.stderr))
+
+    # a paged block: q float32, the pages int8 (with their scales) or float32 files
+    for dt, kv in (("bf16", "int8"), ("f16", "f32")):
+        path = os.path.join(tmp, "p.attn")
+        with open(path, "w") as f:
+            f.write(spec(dt, kv, "kv_cache = paged(16);"))
+        kern = attnc.compile(spec(dt, kv, "kv_cache = paged(16);"))
+        lens, starts = np.array([40, 17], np.int32), np.array([0, 3, 4], np.int32)
+        table = np.array([[2, 0, 4], [1, 3, 3]], np.int32)
+        q32 = rng.standard_normal((4, H, D)).astype(np.float32)
+        kp, _, ks = stored(rng.standard_normal((5, 16, KH, D)).astype(np.float32), kv)
+        vp, _, vs = stored(rng.standard_normal((5, 16, KH, D)).astype(np.float32), kv)
+        files = dict(q=q32, k_pages=kp, v_pages=vp, page_table=table, kv_lens=lens, q_starts=starts)
+        if kv == "int8":
+            files.update(k_scale=ks, v_scale=vs)
+        args = [cli, "run", path, "--out", "o=" + os.path.join(tmp, "o.npy")]
+        for n, a in files.items():
+            np.save(os.path.join(tmp, n + ".npy"), a)
+            args += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
+        r = subprocess.run(args, capture_output=True, text=True)
+        check(r.returncode == 0, "run paged %s/%s: %s" % (dt, kv, r.stderr))
+        if r.returncode == 0:
+            ins = dict(k_scale=ks, v_scale=vs) if kv == "int8" else {}
+            want = widen(kern(q32, kp, vp, page_table=table, kv_lens=lens, q_starts=starts, **ins), dt)
+            got = np.load(os.path.join(tmp, "o.npy"))
+            check(np.array_equal(got, want), "run paged %s/%s: o differs from Python's" % (dt, kv))
 
 print("test_kv_mix.py: %d checks, %d failed" % (CHECKS[0], len(FAILS)))
 sys.exit(1 if FAILS else 0)
