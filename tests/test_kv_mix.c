@@ -2,8 +2,8 @@
  * int8;`, `dtype = f16; kv_dtype = bf16;`, `dtype = bf16; kv_dtype = f32;`, ...): q and o in dtype,
  * k and v in kv_dtype (int8 with f32 k_scale, v_scale), lse f32. Every such pair is run against a
  * double-precision reference on the stored (rounded, dequantized) values:
- *  - contiguous: GQA 8/2 d64 causal and MHA 3/3 d40 sliding(100), prefill 37 x 129, decode of
- *    two rows over 300 keys and of one row over 2000 (2 threads);
+ *  - contiguous: GQA and MHA, causal and sliding(100), prefill 37 x 129, decode of two rows over
+ *    300 keys and of one row over 2000 (2 threads; split over them when dtype is f32);
  *  - paged (P 16, pages shuffled, unused pages NaN): a ragged batch of those shapes, chunked
  *    prefill and decode split over threads, merged into o in dtype;
  *  - compute = f32: every element of o within 2e-4 plus o's own rounding, lse within 1e-4;
@@ -28,8 +28,14 @@ typedef struct Cfg {
     int win; /* sliding(win); 0: causal */
 } Cfg;
 
-static const Cfg GQA = {"gqa 8/2 d64 causal", 8, 2, 64, 0};
-static const Cfg MHA = {"mha 3/3 d40 sliding(100)", 3, 3, 40, 100};
+/* GQA and MHA, causal and a window: the grouped decode and the one of a head at a time, a
+ * 2000-key decode split over the threads (causal) and one that sees 100 keys */
+static const Cfg CFGS[4] = {
+    {"gqa 8/2 d64 causal", 8, 2, 64, 0},
+    {"mha 3/3 d40 sliding(100)", 3, 3, 40, 100},
+    {"mha 2/2 d64 causal", 2, 2, 64, 0},
+    {"gqa 6/2 d40 sliding(100)", 6, 2, 40, 100},
+};
 
 static uint16_t to_bf16(float x) {
     uint32_t u;
@@ -428,11 +434,11 @@ int main(void) {
         attn_dtype dt = pairs[i][0], kv = pairs[i][1];
         for (int m = 0; m < 3; m++)
             for (int paged = 0; paged < 2; paged++)
-                for (int ci = 0; ci < 2; ci++) {
-                    /* compute = f32 on both shapes of heads and masks; bf16 and int8 on one each,
-                     * alternating between pairs and layouts */
-                    const Cfg *cf = ci ? &MHA : &GQA;
-                    if (m > 0 && ci != (i + paged + m) % 2) continue;
+                for (int ci = 0; ci < 4; ci++) {
+                    /* compute = f32 on every shape of heads and mask; bf16 and int8 on one each,
+                     * in turn over the pairs and layouts */
+                    const Cfg *cf = &CFGS[ci];
+                    if (m > 0 && ci != (i + 2 * paged + m) % 4) continue;
                     attn_kernel *kern = compile(cf, dt, kv, modes[m], paged ? PAGE : 0);
                     if (!kern) continue;
                     if (paged) paged_case(kern, cf, dt, kv, modes[m]);
