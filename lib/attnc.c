@@ -409,12 +409,17 @@ int attn_kernel_grad_inputs(const attn_kernel *kern, int *idx) {
     return n;
 }
 
-/* A paged kernel has no backward (its cache is for inference): true with the error said. */
-static bool paged_no_backward(const attn_kernel *kern, attn_error *err) {
-    if (!kern->func || !kern->func->page_size) return false;
+/* Kernels without a backward (paged caches, compute = bf16 | int8: inference) say so in err. */
+static bool no_backward(const attn_kernel *kern, attn_error *err) {
+    const IrFunc *f = kern->func;
+    if (!f || (!f->page_size && f->compute == IR_COMPUTE_F32)) return false;
     char msg[256];
-    snprintf(msg, sizeof msg, "'%s' has no backward: it reads a paged cache (kv_cache = paged(%d)), which is "
-             "for inference", kern->func->name, kern->func->page_size);
+    if (f->page_size)
+        snprintf(msg, sizeof msg, "'%s' has no backward: it reads a paged cache (kv_cache = paged(%d)), which is "
+                 "for inference", f->name, f->page_size);
+    else
+        snprintf(msg, sizeof msg, "'%s' has no backward: it computes in %s (the backward is for compute = f32; "
+                 "8-bit and bf16 compute are for inference)", f->name, ir_compute_name(f->compute));
     fail(err, ATTN_ERR_ARG, msg);
     return true;
 }
@@ -429,14 +434,7 @@ attn_status attn_run_backward(attn_kernel *kern, const attn_call *call, const at
         fail(err, ATTN_ERR_ARG, "attn_run_backward: an MLA kernel takes attn_run_mla_backward");
         return ATTN_ERR_ARG;
     }
-    if (paged_no_backward(kern, err)) return ATTN_ERR_ARG;
-    if (kern->func && kern->func->compute != IR_COMPUTE_F32) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "'%s' has no backward: it computes in %s (the backward is for compute = f32; "
-                 "8-bit and bf16 compute are for inference)", kern->func->name, ir_compute_name(kern->func->compute));
-        fail(err, ATTN_ERR_ARG, msg);
-        return ATTN_ERR_ARG;
-    }
+    if (no_backward(kern, err)) return ATTN_ERR_ARG;
     attn_call c;
     attn_rt_pool *pool;
     const attn_rt_desc *doms[IR_MAX_DOMAINS];
@@ -533,14 +531,7 @@ attn_status attn_run_mla_backward(attn_kernel *kern, const attn_mla_call *call, 
         fail(err, ATTN_ERR_ARG, "attn_run_mla_backward: not an MLA kernel (use attn_run_backward)");
         return ATTN_ERR_ARG;
     }
-    if (paged_no_backward(kern, err)) return ATTN_ERR_ARG;
-    if (kern->func && kern->func->compute != IR_COMPUTE_F32) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "'%s' has no backward: it computes in %s (the backward is for compute = f32; "
-                 "8-bit and bf16 compute are for inference)", kern->func->name, ir_compute_name(kern->func->compute));
-        fail(err, ATTN_ERR_ARG, msg);
-        return ATTN_ERR_ARG;
-    }
+    if (no_backward(kern, err)) return ATTN_ERR_ARG;
     attn_rt_mla_desc d = kern_mla_desc(kern);
     attn_mla_call c = *call;
     if (c.threads == 0) c.threads = kern->threads;
