@@ -187,6 +187,17 @@ for dt, kv in (("bf16", "int8"), ("f16", "bf16")):
 
 # the command line: float32 .npy files converted to each tensor's storage
 cli = sys.argv[1]
+
+
+def cli_run(tmp, path, files):
+    """attnc run of spec `path` on `files` (name: array, saved in tmp), o to tmp/o.npy."""
+    args = [cli, "run", path, "--out", "o=" + os.path.join(tmp, "o.npy")]
+    for n, a in files.items():
+        np.save(os.path.join(tmp, n + ".npy"), a)
+        args += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
+    return subprocess.run(args, capture_output=True, text=True), args
+
+
 with tempfile.TemporaryDirectory() as tmp:
     for dt, kv in (("bf16", "int8"), ("f16", "bf16"), ("bf16", "f32")):
         path = os.path.join(tmp, "m.attn")
@@ -201,11 +212,7 @@ with tempfile.TemporaryDirectory() as tmp:
         files = {"q": q32, "k": k if kv == "int8" else k32, "v": v if kv == "int8" else v32}
         if kv == "int8":
             files.update(k_scale=ks, v_scale=vs)
-        args = [cli, "run", path, "--out", "o=" + os.path.join(tmp, "o.npy")]
-        for n, a in files.items():
-            np.save(os.path.join(tmp, n + ".npy"), a)
-            args += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
-        r = subprocess.run(args, capture_output=True, text=True)
+        r, args = cli_run(tmp, path, files)
         check(r.returncode == 0, "run %s/%s: %s" % (dt, kv, r.stderr))
         if r.returncode == 0:
             ins = dict(k_scale=ks, v_scale=vs) if kv == "int8" else {}
@@ -242,11 +249,7 @@ with tempfile.TemporaryDirectory() as tmp:
         files = dict(q=q32, k_pages=kp, v_pages=vp, page_table=table, kv_lens=lens, q_starts=starts)
         if kv == "int8":
             files.update(k_scale=ks, v_scale=vs)
-        args = [cli, "run", path, "--out", "o=" + os.path.join(tmp, "o.npy")]
-        for n, a in files.items():
-            np.save(os.path.join(tmp, n + ".npy"), a)
-            args += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
-        r = subprocess.run(args, capture_output=True, text=True)
+        r, args = cli_run(tmp, path, files)
         check(r.returncode == 0, "run paged %s/%s: %s" % (dt, kv, r.stderr))
         if r.returncode == 0:
             ins = dict(k_scale=ks, v_scale=vs) if kv == "int8" else {}
