@@ -75,6 +75,9 @@ typedef struct Ring {
     int R, r;
     attn_rt_pool *pool;
     int64_t B, H, KH, DQ, DV, q_len, kv_len, q_offset;
+    attn_dtype qt, kt;        /* storage of q and o, of k and v */
+    int64_t eq, ek;           /* their element sizes (bytes) */
+    MPI_Datatype mt;          /* an element of k and v in messages */
     int nqp;                  /* local query pieces */
     int64_t qb[2], qe[2], qo[2]; /* their positions [qb, qe) (rows of q_len) and first local row */
     int64_t nq, nk;           /* local query and key rows */
@@ -196,8 +199,8 @@ static attn_tensor rows_of(const attn_tensor *t, int64_t elem, int64_t off, int6
     return s;
 }
 
-/* A contiguous [a, b, n, w] f32 tensor at p. */
-static attn_tensor dense4(float *p, int64_t a, int64_t b, int64_t n, int64_t w) {
+/* A contiguous [a, b, n, w] tensor at p. */
+static attn_tensor dense4(void *p, int64_t a, int64_t b, int64_t n, int64_t w) {
     return (attn_tensor){.data = p, .ndim = 4, .shape = {a, b, n, w}};
 }
 
@@ -209,20 +212,22 @@ static void kv_views(Ring *g, float *buf, int64_t n, attn_tensor *k, attn_tensor
 
 static int64_t kv_floats(Ring *g, int64_t n) { return g->B * g->KH * n * (g->DQ + g->DV); }
 
-/* Copies a strided f32 4-d tensor into (to = 0) or out of (to = 1) a packed one. */
-static void copy4(const attn_tensor *t, float *packed, bool out) {
+/* Copies a strided 4-d tensor of `elem`-byte elements into (out = 0) or out of (out = 1) a
+ * packed one. */
+static void copy4(const attn_tensor *t, int64_t elem, void *packed, bool out) {
     RtView v;
     attn_error e;
-    if (rt_view(&v, "t", t, 4, &e)) return;
+    if (rt_view(&v, "t", t, elem, &e)) return;
     int64_t n = 0;
+    size_t w = (size_t)(elem * t->shape[3]);
     for (int64_t a = 0; a < t->shape[0]; a++)
         for (int64_t b = 0; b < t->shape[1]; b++)
             for (int64_t i = 0; i < t->shape[2]; i++, n += t->shape[3]) {
-                float *row = (float *)t->data + a * v.stride[0] + b * v.stride[1] + i * v.stride[2];
+                char *row = (char *)t->data + (a * v.stride[0] + b * v.stride[1] + i * v.stride[2]) * elem;
                 if (out)
-                    memcpy(row, packed + n, sizeof(float) * (size_t)t->shape[3]);
+                    memcpy(row, (char *)packed + n * elem, w);
                 else
-                    memcpy(packed + n, row, sizeof(float) * (size_t)t->shape[3]);
+                    memcpy((char *)packed + n * elem, row, w);
             }
 }
 
@@ -269,12 +274,17 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
     else if (!descs || nd < 1 || nd > RING_MAX_DOM) s = rt_error(err, ATTN_ERR_ARG, "ring: %d key domains (1 .. %d)", nd, RING_MAX_DOM);
     for (int i = 0; !s && i < nd; i++)
         if (!descs[i]) s = rt_error(err, ATTN_ERR_NULL, "ring: key domain %d has no descriptor", i);
-    if (!s && d->dtype != ATTN_F32)
-        s = rt_error(err, ATTN_ERR_DTYPE, "ring: '%s' stores %s tensors; ring attention takes f32 kernels",
-                     d->name ? d->name : "?", d->dtype == ATTN_F16 ? "f16" : "bf16");
-    if (!s && d->kv_dtype != ATTN_F32)
-        s = rt_error(err, ATTN_ERR_DTYPE, "ring: '%s' stores K/V narrower than f32 (kv_dtype); ring attention takes f32 kernels",
-                     d->name ? d->name : "?");
+    if (!s) {
+        g->qt = d->dtype;
+        g->kt = rt_kv_dtype(d);
+        if ((g->qt != ATTN_F32 && g->qt != ATTN_F16 && g->qt != ATTN_BF16) ||
+            (g->kt != ATTN_F32 && g->kt != ATTN_F16 && g->kt != ATTN_BF16 && g->kt != ATTN_I8))
+            s = rt_error(err, ATTN_ERR_DTYPE, "ring: '%s' has storage types %d (q, o) and %d (k, v); ring attention "
+                         "takes f32, f16 or bf16 (k and v also int8)", d->name ? d->name : "?", (int)g->qt, (int)g->kt);
+        g->eq = rt_dtype_size(g->qt);
+        g->ek = rt_dtype_size(g->kt);
+        g->mt = g->ek == 4 ? MPI_FLOAT : g->ek == 2 ? MPI_UINT16_T : MPI_INT8_T;
+    }
     for (int i = 0; !s && i < d->ninputs; i++)
         for (int k = 0; !s && k < d->inputs[i].rank; k++)
             if (d->inputs[i].dim_kind[k] == ATTN_DIM_Q_LEN)
@@ -360,8 +370,8 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
     int64_t kb[2], ke[2], ko[2];
     key_pieces(g, g->r, kb, ke, ko);
     for (int i = 0; !s && i < nd; i++) {
-        attn_call w, x = {.q = rows_of(&c->q, 4, 0, g->qe[0] - g->qb[0]), .k = rows_of(&c->k, 4, 0, ke[0] - kb[0]),
-                          .v = rows_of(&c->v, 4, 0, ke[0] - kb[0]), .o = rows_of(&c->o, 4, 0, g->qe[0] - g->qb[0]),
+        attn_call w, x = {.q = rows_of(&c->q, g->eq, 0, g->qe[0] - g->qb[0]), .k = rows_of(&c->k, g->ek, 0, ke[0] - kb[0]),
+                          .v = rows_of(&c->v, g->ek, 0, ke[0] - kb[0]), .o = rows_of(&c->o, g->eq, 0, g->qe[0] - g->qb[0]),
                           .q_offset = g->q_offset + g->qb[0], .q_offset_set = 1, .inputs = c->inputs,
                           .ninputs = c->ninputs, .threads = c->threads};
         if (c->lse.data) {
@@ -380,8 +390,9 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
         else if (!(s = rt_window_call(descs[i], &x, g->kv_len, kb[0], &w, err)))
             s = rt_check_call(descs[i], &w, i ? NULL : &a, false, err);
         if (!s && i && (descs[i]->heads != d->heads || descs[i]->kv_heads != d->kv_heads ||
-                        descs[i]->qk_dim != d->qk_dim || descs[i]->v_dim != d->v_dim))
-            s = rt_error(err, ATTN_ERR_ARG, "ring: key domain %d differs from domain 0 in its sizes", i);
+                        descs[i]->qk_dim != d->qk_dim || descs[i]->v_dim != d->v_dim ||
+                        descs[i]->dtype != d->dtype || rt_kv_dtype(descs[i]) != g->kt))
+            s = rt_error(err, ATTN_ERR_ARG, "ring: key domain %d differs from domain 0 in its sizes or types", i);
     }
     if (!s && c->threads < 0) s = rt_error(err, ATTN_ERR_ARG, "threads is %d, expected >= 0", c->threads);
     g->vis = calloc((size_t)g->R * (size_t)g->R, 1);
@@ -516,7 +527,7 @@ static void trim_of(Ring *g, int i, int j, bool full, Trim *t) {
 
 /* Posts the rows of a trim: sent from a packed [batch * kv_heads][n][dim] tensor (rows
  * t->src ..), or received packed. One message of a strided type per piece, K and V. */
-static attn_status post_trim(Ring *g, Reqs *q, bool send, const Trim *t, float *k, float *v, float *packed, int64_t n,
+static attn_status post_trim(Ring *g, Reqs *q, bool send, const Trim *t, char *k, char *v, char *packed, int64_t n,
                              int peer, int tag, attn_error *err) {
     attn_status s = reqs_grow(q, 4, err);
     if (s) return s;
@@ -527,13 +538,14 @@ static attn_status post_trim(Ring *g, Reqs *q, bool send, const Trim *t, float *
             int64_t dim = x ? g->DV : g->DQ;
             MPI_Datatype ty;
             if (send) {
-                MPI_Type_vector((int)BK, (int)(t->rows[kp] * dim), (int)(n * dim), MPI_FLOAT, &ty);
+                MPI_Type_vector((int)BK, (int)(t->rows[kp] * dim), (int)(n * dim), g->mt, &ty);
                 MPI_Type_commit(&ty);
-                MPI_Isend((x ? v : k) + t->src[kp] * dim, 1, ty, peer, tag, g->comm, &q->r[q->n++]);
+                MPI_Isend((x ? v : k) + t->src[kp] * dim * g->ek, 1, ty, peer, tag, g->comm, &q->r[q->n++]);
             } else {
-                MPI_Type_contiguous((int)(t->rows[kp] * dim), MPI_FLOAT, &ty);
+                MPI_Type_contiguous((int)(t->rows[kp] * dim), g->mt, &ty);
                 MPI_Type_commit(&ty);
-                MPI_Irecv(packed + (x ? t->voff[kp] : t->koff[kp]), (int)BK, ty, peer, tag, g->comm, &q->r[q->n++]);
+                MPI_Irecv(packed + (x ? t->voff[kp] : t->koff[kp]) * g->ek, (int)BK, ty, peer, tag, g->comm,
+                          &q->r[q->n++]);
             }
             MPI_Type_free(&ty); /* freed when the message is done */
         }
@@ -543,19 +555,19 @@ static attn_status post_trim(Ring *g, Reqs *q, bool send, const Trim *t, float *
 
 /* Step t's messages: the rows of this rank's K/V shard (own_k, own_v packed) rank r+t needs,
  * and those of rank r-t's this rank needs, into slot. */
-static attn_status post_kv(Ring *g, int t, float *own_k, float *own_v, float *slot, attn_error *err) {
+static attn_status post_kv(Ring *g, int t, char *own_k, char *own_v, char *slot, attn_error *err) {
     int R = g->R, dst = (g->r + t) % R, src = (g->r - t + R) % R;
     attn_status s = ATTN_OK;
     Trim tr;
     if (g->vis[dst * R + g->r]) {
         trim_of(g, dst, g->r, false, &tr);
         if ((s = post_trim(g, &g->rq[RQ_SEND], true, &tr, own_k, own_v, NULL, g->nk, dst, TAG_KV, err))) return s;
-        g->st.bytes_sent += tr.floats * 4;
+        g->st.bytes_sent += tr.floats * g->ek;
     }
     if (g->vis[g->r * R + src]) {
         trim_of(g, g->r, src, false, &tr);
         if ((s = post_trim(g, &g->rq[RQ_RECV + t % 2], false, &tr, NULL, NULL, slot, 0, src, TAG_KV, err))) return s;
-        g->st.bytes_received += tr.floats * 4;
+        g->st.bytes_received += tr.floats * g->ek;
     }
     return s;
 }
@@ -566,27 +578,29 @@ typedef struct KVV {
     int64_t start[2], rows[2];
 } KVV;
 
-static void kvv_of(Ring *g, const Trim *t, const float *packed, const attn_tensor *k, const attn_tensor *v, KVV *o) {
+/* packed: elements of `elem` bytes; k, v: the caller's, in the storage type */
+static void kvv_of(Ring *g, const Trim *t, const void *packed, int64_t elem, const attn_tensor *k, const attn_tensor *v,
+                   KVV *o) {
     memset(o, 0, sizeof *o);
     for (int kp = 0; kp < 2; kp++) {
         o->start[kp] = t->start[kp];
         o->rows[kp] = t->rows[kp];
         if (!t->rows[kp]) continue;
         if (packed) {
-            o->k[kp] = dense4((float *)packed + t->koff[kp], g->B, g->KH, t->rows[kp], g->DQ);
-            o->v[kp] = dense4((float *)packed + t->voff[kp], g->B, g->KH, t->rows[kp], g->DV);
+            o->k[kp] = dense4((char *)packed + t->koff[kp] * elem, g->B, g->KH, t->rows[kp], g->DQ);
+            o->v[kp] = dense4((char *)packed + t->voff[kp] * elem, g->B, g->KH, t->rows[kp], g->DV);
         } else {
-            o->k[kp] = rows_of(k, 4, t->src[kp], t->rows[kp]);
-            o->v[kp] = rows_of(v, 4, t->src[kp], t->rows[kp]);
+            o->k[kp] = rows_of(k, g->ek, t->src[kp], t->rows[kp]);
+            o->v[kp] = rows_of(v, g->ek, t->src[kp], t->rows[kp]);
         }
     }
 }
 
-/* Whether a 4-d f32 tensor is packed row-major (then sent as it is). */
-static bool packed4(const attn_tensor *t) {
+/* Whether a 4-d tensor of `elem`-byte elements is packed row-major (then sent as it is). */
+static bool packed4(const attn_tensor *t, int64_t elem) {
     RtView v;
     attn_error e;
-    if (rt_view(&v, "t", t, 4, &e)) return false;
+    if (rt_view(&v, "t", t, elem, &e)) return false;
     int64_t want = 1;
     for (int d = 3; d >= 0; d--) {
         if (t->shape[d] > 1 && v.stride[d] != want) return false;
@@ -597,20 +611,20 @@ static bool packed4(const attn_tensor *t) {
 
 /* This rank's K and V as messages: the tensors themselves when packed, else packed copies
  * (own[0], own[1]); only when some rank needs them. */
-static attn_status own_kv(Ring *g, float **k, float **v, float *own[2], attn_error *err) {
+static attn_status own_kv(Ring *g, char **k, char **v, char *own[2], attn_error *err) {
     const attn_ring_call *c = g->call;
     own[0] = own[1] = NULL;
     *k = *v = NULL;
     if (!g->st.sends) return ATTN_OK;
     const attn_tensor *ts[2] = {&c->k, &c->v};
     for (int i = 0; i < 2; i++) {
-        if (packed4(ts[i])) {
+        if (packed4(ts[i], g->ek)) {
             *(i ? v : k) = ts[i]->data;
             continue;
         }
-        own[i] = malloc(sizeof(float) * (size_t)(g->B * g->KH * g->nk * (i ? g->DV : g->DQ)) + 4);
+        own[i] = malloc((size_t)(g->ek * g->B * g->KH * g->nk * (i ? g->DV : g->DQ)) + 4);
         if (!own[i]) return rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the K/V shard");
-        copy4(ts[i], own[i], false);
+        copy4(ts[i], g->ek, own[i], false);
         *(i ? v : k) = own[i];
     }
     return ATTN_OK;
@@ -618,12 +632,14 @@ static attn_status own_kv(Ring *g, float **k, float **v, float *own[2], attn_err
 
 /* Buffers of a ring run. */
 typedef struct Bufs {
-    float *own[2];       /* this rank's K, V packed (when they are not) */
-    float *ok, *ov;      /* what is sent of them */
-    float *slot[2];      /* received K/V */
-    attn_tensor o, lse;  /* the merged result: the call's o, its lse (or lse_mem) */
+    char *own[2];        /* this rank's K, V packed (when they are not) */
+    char *ok, *ov;       /* what is sent of them */
+    char *slot[2];       /* received K/V */
+    attn_tensor o, lse;  /* the merged result: the call's o (16-bit o: o32), its lse (or lse_mem) */
     float *lse_mem;
-    float *part_o, *part_l; /* one pair's (o, lse), merged into o and lse */
+    void *part_o;        /* one pair's o in the storage type, merged into o */
+    float *part_l;       /* its lse */
+    float *o32, *w32;    /* 16-bit o: the f32 result, one part widened */
     bool first[2];       /* query piece i has nothing merged yet */
 } Bufs;
 
@@ -631,6 +647,7 @@ typedef struct Bufs {
  * written to the result directly; later ones merged into it through the log-sum-exps. */
 static void forward_pair(Ring *g, Bufs *bf, int j, const KVV *kv) {
     const attn_ring_call *c = g->call;
+    bool wide = g->qt != ATTN_F32; /* parts in f16/bf16, merged in f32 */
     attn_tensor po = dense4(bf->part_o, g->B, g->H, g->nq, g->DV);
     attn_tensor pl = {.data = bf->part_l, .ndim = 3, .shape = {g->B, g->H, g->nq}};
     for (int qp = 0; qp < g->nqp; qp++) {
@@ -644,14 +661,20 @@ static void forward_pair(Ring *g, Bufs *bf, int j, const KVV *kv) {
                 for (int64_t r0 = 0; r0 < nrows && !g->fail; r0 += step) {
                     int64_t n = nrows - r0 < step ? nrows - r0 : step, row = g->qo[qp] + r0;
                     attn_tensor ro = rows_of(&bf->o, 4, row, n), rl = rows_of(&bf->lse, 4, row, n);
-                    attn_call x = {.q = rows_of(&c->q, 4, row, n), .k = kv->k[kp], .v = kv->v[kp],
-                                   .o = first ? ro : rows_of(&po, 4, row, n), .lse = first ? rl : rows_of(&pl, 4, row, n),
+                    attn_call x = {.q = rows_of(&c->q, g->eq, row, n), .k = kv->k[kp], .v = kv->v[kp],
+                                   .o = first && !wide ? ro : rows_of(&po, g->eq, row, n),
+                                   .lse = first ? rl : rows_of(&pl, 4, row, n),
                                    .q_offset = g->q_offset + g->qb[qp] + r0, .q_offset_set = 1,
                                    .inputs = c->inputs, .ninputs = c->ninputs, .threads = c->threads};
                     attn_error e;
                     attn_status s = rt_launch_window(g->descs[dm], &x, g->kv_len, kv->start[kp], g->pool, &e);
                     progress(g);
-                    if (!s && !first) {
+                    if (!s && wide) { /* the part widened (exactly), merged into the f32 result */
+                        int64_t st[3] = {g->H * g->nq * g->DV, g->nq * g->DV, g->DV};
+                        rt_widen(bf->w32, x.o.data, st, g->B, g->H, n, g->DV, g->qt, NULL, 0);
+                        attn_tensor parts[2] = {ro, dense4(bf->w32, g->B, g->H, n, g->DV)}, lses[2] = {rl, x.lse};
+                        s = attn_rt_merge(first ? parts + 1 : parts, first ? lses + 1 : lses, first ? 1 : 2, &ro, &rl, &e);
+                    } else if (!s && !first) {
                         attn_tensor parts[2] = {ro, x.o}, lses[2] = {rl, x.lse};
                         s = attn_rt_merge(parts, lses, 2, &ro, &rl, &e);
                     }
@@ -678,6 +701,21 @@ static void forward_unseen(Ring *g, Bufs *bf) {
     }
 }
 
+/* The f32 result o32 ([batch, heads, q rows, v_dim], packed) into o in its storage type,
+ * rounded to nearest even. */
+static void narrow_o(Ring *g, const float *o32, const attn_tensor *o) {
+    RtView v;
+    attn_error e;
+    if (rt_view(&v, "o", o, g->eq, &e)) return; /* checked before */
+    const float *x = o32;
+    for (int64_t b = 0; b < g->B; b++)
+        for (int64_t h = 0; h < g->H; h++)
+            for (int64_t i = 0; i < g->nq; i++) {
+                uint16_t *row = (uint16_t *)o->data + b * v.stride[0] + h * v.stride[1] + i * v.stride[2];
+                for (int64_t d = 0; d < g->DV; d++, x++) row[d] = g->qt == ATTN_BF16 ? rt_f32_to_bf16(*x) : rt_f32_to_f16(*x);
+            }
+}
+
 static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, const attn_kernel *kern,
                                 const attn_ring_call *call, MPI_Comm comm, attn_rt_pool *pool, attn_ring_stats *stats,
                                 attn_error *errp) {
@@ -701,15 +739,22 @@ static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, co
     int64_t no = g.B * g.H * g.nq;
     s = own_kv(&g, &bf.ok, &bf.ov, bf.own, err);
     if (!s && nrecv) {
-        bf.slot[0] = malloc(sizeof(float) * (size_t)kv_floats(&g, maxk) + 4);
-        bf.slot[1] = nrecv > 1 ? malloc(sizeof(float) * (size_t)kv_floats(&g, maxk) + 4) : bf.slot[0];
+        bf.slot[0] = malloc((size_t)(g.ek * kv_floats(&g, maxk)) + 4);
+        bf.slot[1] = nrecv > 1 ? malloc((size_t)(g.ek * kv_floats(&g, maxk)) + 4) : bf.slot[0];
         if (!bf.slot[0] || !bf.slot[1]) s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the K/V shards");
     }
-    bool merges = g.st.pairs_computed > 1 || g.nd > 1 || call->shard == ATTN_SHARD_ZIGZAG; /* parts to merge */
-    if (!s && merges && !(bf.part_o = malloc(sizeof(float) * (size_t)(no * (g.DV + 1)) + 4)))
+    /* parts to merge; 16-bit o: every part goes through part_o, widened, into the f32 o32 */
+    bool wide = g.qt != ATTN_F32, merges = wide || g.st.pairs_computed > 1 || g.nd > 1 || call->shard == ATTN_SHARD_ZIGZAG;
+    if (!s && merges && !(bf.part_o = malloc((size_t)(no * (g.DV * g.eq + 4)) + 4)))
         s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the partial outputs");
-    bf.part_l = bf.part_o ? bf.part_o + no * g.DV : NULL;
+    bf.part_l = bf.part_o ? (float *)((char *)bf.part_o + no * g.DV * g.eq) : NULL;
     bf.o = call->o;
+    if (!s && wide) {
+        bf.o32 = malloc(sizeof(float) * (size_t)(no * g.DV) + 4);
+        bf.w32 = malloc(sizeof(float) * (size_t)(no * g.DV) + 4);
+        if (!bf.o32 || !bf.w32) s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the f32 outputs");
+        bf.o = dense4(bf.o32, g.B, g.H, g.nq, g.DV);
+    }
     bf.lse = call->lse;
     if (!s && !call->lse.data) {
         if (!(bf.lse_mem = malloc(sizeof(float) * (size_t)no + 4)))
@@ -725,7 +770,7 @@ static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, co
     Trim tr;
     if (g.vis[g.r * R + g.r]) {
         trim_of(&g, g.r, g.r, true, &tr);
-        kvv_of(&g, &tr, NULL, &call->k, &call->v, &kv);
+        kvv_of(&g, &tr, NULL, 0, &call->k, &call->v, &kv);
         forward_pair(&g, &bf, g.r, &kv);
     }
     for (int t = 1, got = 0; t < R; t++) {
@@ -736,7 +781,7 @@ static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, co
         wait_reqs(&g, &g.rq[RQ_RECV + t % 2]);
         if (g.vis[g.r * R + src]) {
             trim_of(&g, g.r, src, false, &tr);
-            kvv_of(&g, &tr, bf.slot[got % 2], NULL, NULL, &kv);
+            kvv_of(&g, &tr, bf.slot[got % 2], g.ek, NULL, NULL, &kv);
             forward_pair(&g, &bf, src, &kv);
             got++;
         }
@@ -746,6 +791,7 @@ static attn_status ring_forward(const attn_rt_desc *const *descs, int ndescs, co
     if (s) *err = g.ferr;
     if ((s = agree(&g, s, err))) goto out;
     forward_unseen(&g, &bf);
+    if (wide) narrow_o(&g, bf.o32, &call->o);
     goto out;
 fatal: /* out of memory for requests: no peer can be relied on any more */
     MPI_Abort(g.comm, 1);
@@ -757,6 +803,8 @@ out:
     if (bf.slot[1] != bf.slot[0]) free(bf.slot[1]);
     free(bf.slot[0]);
     free(bf.part_o);
+    free(bf.o32);
+    free(bf.w32);
     free(bf.lse_mem);
     ring_free(&g);
     return s ? s : rt_ok(err);
@@ -792,8 +840,13 @@ attn_status attn_ring_run(attn_kernel *kernel, const attn_ring_call *call, MPI_C
 
 /* The backward's buffers. */
 typedef struct BBufs {
-    float *own[2], *ok, *ov;  /* this rank's K, V packed (when they are not), what is sent */
-    float *slot[2];           /* received K/V */
+    char *own[2], *ok, *ov;   /* this rank's K, V packed (when they are not), what is sent */
+    char *slot[2];            /* received K/V */
+    float *q32, *o32, *kv32;  /* 16-bit or int8 storage: q, o and one pair's K/V widened to f32 */
+    const float *scale[2];    /* int8 K/V: the inputs k_scale and v_scale */
+    attn_rt_desc wide[RING_MAX_DOM]; /* the descriptors as f32 ones (the backward reads no tensor) */
+    const attn_rt_desc *wp[RING_MAX_DOM];
+    attn_ring_call cw;        /* the call with q32 and o32 */
     float *dq, *dq_t;         /* dq: accumulated, one piece's */
     float *dkv, *dkv_in;      /* this rank's dK/dV: accumulated, one partial received */
     float *part[2];           /* a peer's dK/dV partial (being sent) */
@@ -803,6 +856,28 @@ typedef struct BBufs {
     float *din, *din_t;       /* their sums and one call's, one after the other */
     attn_input dins[ATTN_MAX_INPUTS];
 } BBufs;
+
+/* The rows of a trim of K/V stored in g->kt, widened to f32 in the trim's layout at dst: from a
+ * received message `packed`, or (packed NULL) from the caller's k and v. int8 rows are
+ * multiplied by their scales (the inputs over kv_len, at the keys' positions). */
+static void widen_trim(Ring *g, const Trim *t, const char *packed, const attn_tensor *k, const attn_tensor *v,
+                       const float *const scale[2], float *dst) {
+    for (int kp = 0; kp < 2; kp++)
+        for (int x = 0; t->rows[kp] && x < 2; x++) {
+            int64_t dim = x ? g->DV : g->DQ, off = x ? t->voff[kp] : t->koff[kp];
+            int64_t st[3] = {g->KH * t->rows[kp] * dim, t->rows[kp] * dim, dim};
+            const char *src = packed + off * g->ek;
+            if (!packed) {
+                RtView vw;
+                attn_error e;
+                if (rt_view(&vw, "k", x ? v : k, g->ek, &e)) return; /* checked before */
+                memcpy(st, vw.stride, sizeof st);
+                src = (const char *)(x ? v : k)->data + t->src[kp] * st[2] * g->ek;
+            }
+            rt_widen(dst + off, src, st, g->B, g->KH, t->rows[kp], dim, g->kt, scale[x] ? scale[x] + t->start[kp] : NULL,
+                     g->kv_len);
+        }
+}
 
 static void add(float *y, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
@@ -883,7 +958,7 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
     if (!grad) s = rt_error(err, ATTN_ERR_NULL, "ring: the gradient call is NULL");
     for (int i = 0; !s && i < ndescs; i++)
         if (!descs[i]->grad_step || !descs[i]->grad_bounds)
-            s = rt_error(err, ATTN_ERR_ARG, "'%s' has no backward (only f32 kernels that are not MLA do)",
+            s = rt_error(err, ATTN_ERR_ARG, "'%s' has no backward (only kernels with compute = f32 that are not MLA do)",
                          descs[i]->name ? descs[i]->name : "?");
     if (!s && !call->lse.data)
         s = rt_error(err, ATTN_ERR_NULL, "lse: data is NULL (the backward needs the forward's o and lse)");
@@ -924,8 +999,8 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
     if (!s) {
         size_t kvs = (size_t)kv_floats(&g, maxk) + 1;
         s = own_kv(&g, &bf.ok, &bf.ov, bf.own, err);
-        bf.slot[0] = malloc(sizeof(float) * kvs);
-        bf.slot[1] = R > 2 ? malloc(sizeof(float) * kvs) : bf.slot[0];
+        bf.slot[0] = malloc((size_t)g.ek * kvs);
+        bf.slot[1] = R > 2 ? malloc((size_t)g.ek * kvs) : bf.slot[0];
         bf.part[0] = malloc(sizeof(float) * kvs);
         bf.part[1] = R > 2 ? malloc(sizeof(float) * kvs) : NULL;
         bf.dq = calloc((size_t)(g.B * g.H * g.nq * g.DQ) + 1, sizeof(float));
@@ -946,6 +1021,35 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
             memset(bf.dins[i].t.stride, 0, sizeof bf.dins[i].t.stride);
         }
     }
+    bool wide = g.qt != ATTN_F32 || g.kt != ATTN_F32;
+    if (!s && wide) { /* as a single process does: f32 copies, the f32 backward over them */
+        bf.q32 = malloc(sizeof(float) * (size_t)(g.B * g.H * g.nq * g.DQ) + 4);
+        bf.o32 = malloc(sizeof(float) * (size_t)(g.B * g.H * g.nq * g.DV) + 4);
+        bf.kv32 = malloc(sizeof(float) * (size_t)kv_floats(&g, maxk) + 4);
+        if (!bf.q32 || !bf.o32 || !bf.kv32) s = rt_error(err, ATTN_ERR_NOMEM, "ring: out of memory for the f32 copies");
+        for (int x = 0; !s && g.kt == ATTN_I8 && x < 2; x++) {
+            const char *nm = x ? "v_scale" : "k_scale";
+            for (int i = 0; i < call->ninputs; i++)
+                if (call->inputs[i].name && !strcmp(call->inputs[i].name, nm)) bf.scale[x] = call->inputs[i].t.data;
+            if (!bf.scale[x]) s = rt_error(err, ATTN_ERR_INPUT, "ring: int8 K/V without the input '%s'", nm);
+        }
+        RtView vq, vo;
+        if (!s && !(s = rt_view(&vq, "q", &call->q, g.eq, err)) && !(s = rt_view(&vo, "o", &call->o, g.eq, err))) {
+            rt_widen(bf.q32, call->q.data, vq.stride, g.B, g.H, g.nq, g.DQ, g.qt, NULL, 0);
+            rt_widen(bf.o32, call->o.data, vo.stride, g.B, g.H, g.nq, g.DV, g.qt, NULL, 0);
+            for (int i = 0; i < ndescs; i++) {
+                bf.wide[i] = *descs[i];
+                bf.wide[i].dtype = bf.wide[i].kv_dtype = ATTN_F32;
+                bf.wide[i].kv_f32 = 0;
+                bf.wp[i] = &bf.wide[i];
+            }
+            g.descs = bf.wp;
+            bf.cw = *call;
+            bf.cw.q = dense4(bf.q32, g.B, g.H, g.nq, g.DQ);
+            bf.cw.o = dense4(bf.o32, g.B, g.H, g.nq, g.DV);
+            g.call = &bf.cw; /* own_kv has taken k and v as stored */
+        }
+    }
     if ((s = agree(&g, s, err))) goto out;
     attn_tensor K, V;
     KVV kv;
@@ -953,7 +1057,12 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
     if (R > 1 && (s = post_kv(&g, 1, bf.ok, bf.ov, bf.slot[1], err))) goto fatal;
     if (g.vis[g.r * R + g.r]) {
         trim_of(&g, g.r, g.r, true, &tr);
-        kvv_of(&g, &tr, NULL, &call->k, &call->v, &kv);
+        if (wide) {
+            widen_trim(&g, &tr, NULL, &call->k, &call->v, bf.scale, bf.kv32);
+            kvv_of(&g, &tr, bf.kv32, 4, NULL, NULL, &kv);
+        } else {
+            kvv_of(&g, &tr, NULL, 0, &call->k, &call->v, &kv);
+        }
         backward_pair(&g, &bf, grad, g.r, &kv, &tr, bf.part[0]);
         add_trim(&g, bf.dkv, bf.part[0], &tr);
     }
@@ -970,7 +1079,8 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
         wait_reqs(&g, &g.rq[RQ_RECV + t % 2]);
         if (g.vis[g.r * R + src]) {
             trim_of(&g, g.r, src, false, &tr);
-            kvv_of(&g, &tr, bf.slot[t % 2], NULL, NULL, &kv);
+            if (wide) widen_trim(&g, &tr, bf.slot[t % 2], NULL, NULL, bf.scale, bf.kv32);
+            kvv_of(&g, &tr, wide ? (char *)bf.kv32 : bf.slot[t % 2], 4, NULL, NULL, &kv);
             wait_reqs(&g, &g.rq[RQ_DSEND + t % 2]); /* the partial buffer's last message is out */
             float *part = bf.part[t % 2];
             backward_pair(&g, &bf, grad, src, &kv, &tr, part);
@@ -1003,10 +1113,10 @@ static attn_status ring_backward(const attn_rt_desc *const *descs, int ndescs, c
                 ((float *)grad->dinputs[i].t.data)[e] = sum;
             }
     }
-    copy4(&grad->dq, bf.dq, true);
+    copy4(&grad->dq, 4, bf.dq, true);
     kv_views(&g, bf.dkv, g.nk, &K, &V);
-    copy4(&grad->dk, (float *)K.data, true);
-    copy4(&grad->dv, (float *)V.data, true);
+    copy4(&grad->dk, 4, K.data, true);
+    copy4(&grad->dv, 4, V.data, true);
     goto out;
 fatal:
     MPI_Abort(g.comm, 1);
@@ -1026,6 +1136,9 @@ out:
     free(bf.win);
     free(bf.din);
     free(bf.din_t);
+    free(bf.q32);
+    free(bf.o32);
+    free(bf.kv32);
     ring_free(&g);
     return s ? s : rt_ok(err);
 }

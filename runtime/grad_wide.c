@@ -11,11 +11,8 @@
 
 #define WIDE_MAX_DOMAINS 16 /* key domains of a union mask (the compiler makes at most 4) */
 
-/* One [batch, heads, rows, width] tensor at `p` of type dt with element strides st (batch,
- * head, row), widened into dense f32 at `dst`; int8 rows are multiplied by their scale in
- * `scale` (contiguous [batch, heads, rows]). */
-static void widen(float *dst, const void *p, const int64_t *st, int64_t B, int64_t H, int64_t L, int64_t W,
-                  attn_dtype dt, const float *scale) {
+void rt_widen(float *dst, const void *p, const int64_t *st, int64_t B, int64_t H, int64_t L, int64_t W,
+              attn_dtype dt, const float *scale, int64_t scale_rows) {
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < L; i++) {
@@ -25,7 +22,7 @@ static void widen(float *dst, const void *p, const int64_t *st, int64_t B, int64
                     dst += W;
                 } else if (dt == ATTN_I8) {
                     const int8_t *row = (const int8_t *)p + off;
-                    float s = scale[(b * H + h) * L + i];
+                    float s = scale[(b * H + h) * scale_rows + i];
                     for (int64_t j = 0; j < W; j++) *dst++ = (float)row[j] * s;
                 } else {
                     const uint16_t *row = (const uint16_t *)p + off;
@@ -71,10 +68,10 @@ attn_status rt_backward_widened(const attn_rt_desc *const *descs, int ndescs, co
         }
         ks = a.input[ik], vs = a.input[iv];
     }
-    widen(q, a.q, a.q_stride, B, H, Lq, d->qk_dim, d->dtype, NULL);
-    widen(k, a.k, a.k_stride, B, KH, Lk, d->qk_dim, kvt, ks);
-    widen(v, a.v, a.v_stride, B, KH, Lk, d->v_dim, kvt, vs);
-    widen(o, a.o, a.o_stride, B, H, Lq, d->v_dim, d->dtype, NULL);
+    rt_widen(q, a.q, a.q_stride, B, H, Lq, d->qk_dim, d->dtype, NULL, 0);
+    rt_widen(k, a.k, a.k_stride, B, KH, Lk, d->qk_dim, kvt, ks, Lk);
+    rt_widen(v, a.v, a.v_stride, B, KH, Lk, d->v_dim, kvt, vs, Lk);
+    rt_widen(o, a.o, a.o_stride, B, H, Lq, d->v_dim, d->dtype, NULL, 0);
     attn_rt_desc wide[WIDE_MAX_DOMAINS];
     const attn_rt_desc *wp[WIDE_MAX_DOMAINS];
     for (int i = 0; i < ndescs; i++) {

@@ -30,7 +30,7 @@ static const char *rt_dim_kind_name(attn_dim_kind k) {
     return "?";
 }
 
-static int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
+int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
 /* Checks every size is in [1, 2^40] (dims 0 and 2, batch and q_len or kv_len, in [0, 2^40]:
  * an empty call is valid) and equal to `want` where want >= 0. */

@@ -34,6 +34,9 @@ attn_status rt_ok(attn_error *err);
 
 // launch.c
 
+/* Bytes of one element of a tensor of type t (f16, bf16: 2; int8: 1; else 4). */
+int64_t rt_dtype_size(attn_dtype t);
+
 /* One of q, k, v, o, lse after validation: sizes and strides with zeros resolved. */
 typedef struct RtView {
     const char *name;      /* for messages */
@@ -135,6 +138,11 @@ attn_status rt_mla_check_dtypes(const attn_rt_mla_desc *d, attn_error *err);
 
 // grad_wide.c
 
+/* One [batch, heads, rows, width] tensor at `p` of type dt (f32, f16, bf16, int8) with element
+ * strides st (batch, head, row), widened into dense f32 at `dst`; int8 row i of (b, h) is
+ * multiplied by scale[(b * heads + h) * scale_rows + i]. */
+void rt_widen(float *dst, const void *p, const int64_t *st, int64_t B, int64_t H, int64_t L, int64_t W,
+              attn_dtype dt, const float *scale, int64_t scale_rows);
 /* The backward of f16/bf16 blocks: q, k, v and o widened to f32, then the f32 backward. */
 attn_status rt_backward_widened(const attn_rt_desc *const *descs, int ndescs, const attn_call *c,
                                 const attn_grad_call *g, attn_rt_pool *pool, attn_error *err);

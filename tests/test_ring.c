@@ -11,6 +11,7 @@
 
 #include "attn/attn_mpi.h"
 #include "check.h"
+#include "tools/npy.h"
 
 static int R, me;
 
@@ -21,21 +22,27 @@ typedef struct Case {
     int doc_max;    /* the longest document of `doc` (0: 90) */
 } Case;
 
-/* rows of a full [B, H, L, D] tensor -> this rank's shard [B, H, n, D] (packed) */
-static float *shard_of(const float *full, int64_t B, int64_t H, int64_t L, int64_t D, attn_shard sh, int64_t *n_out) {
+/* rows of a full [B, H, L, D] tensor of `el`-byte elements -> this rank's shard [B, H, n, D] (packed) */
+static void *shard_el(const void *full, size_t el, int64_t B, int64_t H, int64_t L, int64_t D, attn_shard sh,
+                      int64_t *n_out) {
     int64_t b0[2], e0[2];
     int np = attn_ring_shard(L, R, me, sh, b0, e0);
     int64_t n = attn_ring_shard_rows(L, R, me, sh);
-    float *out = malloc(sizeof(float) * (size_t)(B * H * n * D + 1));
+    char *out = malloc(el * (size_t)(B * H * n * D + 1));
     REQUIRE(out, "out of memory");
     for (int64_t b = 0; b < B * H; b++) {
         int64_t row = 0;
         for (int p = 0; p < np; p++)
             for (int64_t i = b0[p]; i < e0[p]; i++, row++)
-                memcpy(out + (b * n + row) * D, full + (b * L + i) * D, sizeof(float) * (size_t)D);
+                memcpy(out + el * (size_t)((b * n + row) * D), (const char *)full + el * (size_t)((b * L + i) * D),
+                       el * (size_t)D);
     }
     *n_out = n;
     return out;
+}
+
+static float *shard_of(const float *full, int64_t B, int64_t H, int64_t L, int64_t D, attn_shard sh, int64_t *n_out) {
+    return shard_el(full, sizeof(float), B, H, L, D, sh, n_out);
 }
 
 static double max_diff(const float *a, const float *b, int64_t n) {
@@ -177,6 +184,165 @@ static void run_case(const Case *cs) {
     attn_kernel_free(kern);
 }
 
+/* Blocks storing 16-bit or int8 tensors (dtype, kv_dtype) and 8-bit compute: the ring's rows
+ * against the single-process kernel on the same stored values. o is in the storage type (the
+ * ring merges its parts in f32 and rounds once more: a unit in the last place apart at most),
+ * the gradients f32. With `twin` (the same block stored in f32), the K/V bytes sent are
+ * compared: 16-bit K/V send half of what f32 K/V do. */
+typedef struct TCase {
+    const char *name, *text, *twin;
+    int64_t batch, q_len, kv_len;
+    double tol_o, tol_l; /* of o and lse, |ring - single| / (1 + |single|) (8-bit compute: the ring's key
+                          * windows quantize other tiles than one call over every key) */
+} TCase;
+
+static size_t el_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
+
+/* x rounded to t's values, stored at p[i] (int8: x is the integer) */
+static void put(void *p, attn_dtype t, int64_t i, float x) {
+    if (t == ATTN_F16) ((uint16_t *)p)[i] = npy_f32_to_f16(x);
+    else if (t == ATTN_BF16) ((uint16_t *)p)[i] = npy_f32_to_bf16(x);
+    else if (t == ATTN_I8) ((int8_t *)p)[i] = (int8_t)x;
+    else ((float *)p)[i] = x;
+}
+static float get(const void *p, attn_dtype t, int64_t i) {
+    if (t == ATTN_F16) return npy_f16_to_f32(((const uint16_t *)p)[i]);
+    if (t == ATTN_BF16) return npy_bf16_to_f32(((const uint16_t *)p)[i]);
+    if (t == ATTN_I8) return ((const int8_t *)p)[i];
+    return ((const float *)p)[i];
+}
+static float *widened(const void *p, attn_dtype t, int64_t n) {
+    float *w = malloc(sizeof(float) * (size_t)(n + 1));
+    REQUIRE(w, "out of memory");
+    for (int64_t i = 0; i < n; i++) w[i] = get(p, t, i);
+    return w;
+}
+
+static attn_kernel *compile_or_die(const char *name, const char *text) {
+    attn_options opts;
+    attn_options_init(&opts);
+    opts.threads = 1;
+    attn_kernel *kern = NULL;
+    attn_error err;
+    char *diag = NULL;
+    REQUIRE(attn_compile(name, text, &opts, &kern, &diag, &err) == ATTN_OK, "%s: %s %s", name, err.message,
+            diag ? diag : "");
+    free(diag);
+    return kern;
+}
+
+static void run_typed(const TCase *cs) {
+    attn_kernel *kern = compile_or_die(cs->name, cs->text);
+    const attn_rt_desc *d = attn_kernel_desc(kern);
+    attn_dtype qt = d->dtype, kt = d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+    size_t eq = el_size(qt), ek = el_size(kt);
+    int64_t B = cs->batch, H = d->heads, KH = d->kv_heads, DQ = d->qk_dim, DV = d->v_dim, Lq = cs->q_len,
+            Lk = cs->kv_len;
+    int64_t nq = B * H * Lq, nk = B * KH * Lk;
+    uint64_t seed = 7;
+    float *x = malloc(sizeof(float) * (size_t)(nq * DQ + nk * (DQ + DV) + nq * DV + 1));
+    REQUIRE(x, "out of memory");
+    check_fill(x, (size_t)(nq * DQ + nk * (DQ + DV) + nq * DV), &seed, CHECK_NORMAL, 1.0);
+    void *q = malloc(eq * (size_t)(nq * DQ + 1)), *k = malloc(ek * (size_t)(nk * DQ + 1)),
+         *v = malloc(ek * (size_t)(nk * DV + 1)), *o = malloc(eq * (size_t)(nq * DV + 1));
+    float *lse = malloc(sizeof(float) * (size_t)(nq + 1)), *dout = x + nq * DQ + nk * (DQ + DV),
+          *dq = malloc(sizeof(float) * (size_t)(nq * DQ + 1)), *dk = malloc(sizeof(float) * (size_t)(nk * DQ + 1)),
+          *dv = malloc(sizeof(float) * (size_t)(nk * DV + 1));
+    float *ksc = malloc(sizeof(float) * (size_t)(2 * nk + 1)), *vsc = ksc + nk;
+    REQUIRE(q && k && v && o && lse && dq && dk && dv && ksc, "out of memory");
+    for (int64_t i = 0; i < nq * DQ; i++) put(q, qt, i, x[i]);
+    for (int64_t i = 0; i < nk; i++) { /* int8: a scale per token and K/V head */
+        ksc[i] = (float)(0.02 * (1 + 0.5 * check_int(&seed, 0, 8) / 8.0));
+        vsc[i] = (float)(0.02 * (1 + 0.5 * check_int(&seed, 0, 8) / 8.0));
+    }
+    for (int64_t i = 0; i < nk * DQ; i++) {
+        float y = x[nq * DQ + i];
+        put(k, kt, i, kt == ATTN_I8 ? fmaxf(-127.f, fminf(127.f, rintf(y / ksc[i / DQ]))) : y);
+    }
+    for (int64_t i = 0; i < nk * DV; i++) {
+        float y = x[nq * DQ + nk * DQ + i];
+        put(v, kt, i, kt == ATTN_I8 ? fmaxf(-127.f, fminf(127.f, rintf(y / vsc[i / DV]))) : y);
+    }
+    attn_input in[2] = {{"k_scale", {.data = ksc, .ndim = 3, .shape = {B, KH, Lk}}},
+                        {"v_scale", {.data = vsc, .ndim = 3, .shape = {B, KH, Lk}}}};
+    int nin = kt == ATTN_I8 ? 2 : 0;
+    attn_error err;
+    attn_call call = {.q = t4(q, B, H, Lq, DQ), .k = t4(k, B, KH, Lk, DQ), .v = t4(v, B, KH, Lk, DV),
+                      .o = t4(o, B, H, Lq, DV), .lse = t3(lse, B, H, Lq), .inputs = in, .ninputs = nin};
+    REQUIRE(attn_run(kern, &call, &err) == ATTN_OK, "%s: %s", cs->name, err.message);
+    bool grad = attn_kernel_grad_inputs(kern, NULL) >= 0;
+    attn_grad_call gc = {.dout = t4(dout, B, H, Lq, DV), .dq = t4(dq, B, H, Lq, DQ), .dk = t4(dk, B, KH, Lk, DQ),
+                         .dv = t4(dv, B, KH, Lk, DV)};
+    if (grad) REQUIRE(attn_run_backward(kern, &call, &gc, &err) == ATTN_OK, "%s backward: %s", cs->name, err.message);
+    attn_kernel *twin = cs->twin ? compile_or_die(cs->name, cs->twin) : NULL;
+    float *k32 = twin ? widened(k, kt, nk * DQ) : NULL, *v32 = twin ? widened(v, kt, nk * DV) : NULL;
+
+    for (int shv = 0; shv < 2; shv++) {
+        attn_shard sh = (attn_shard)shv;
+        const char *shn = shv ? "zigzag" : "contiguous";
+        int64_t mq, mk;
+        void *sq = shard_el(q, eq, B, H, Lq, DQ, sh, &mq), *sk = shard_el(k, ek, B, KH, Lk, DQ, sh, &mk),
+             *sv = shard_el(v, ek, B, KH, Lk, DV, sh, &mk), *so = shard_el(o, eq, B, H, Lq, DV, sh, &mq);
+        float *sl = shard_of(lse, B, H, Lq, 1, sh, &mq), *sdo = shard_of(dout, B, H, Lq, DV, sh, &mq),
+              *sdq = shard_of(dq, B, H, Lq, DQ, sh, &mq), *sdk = shard_of(dk, B, KH, Lk, DQ, sh, &mk),
+              *sdv = shard_of(dv, B, KH, Lk, DV, sh, &mk);
+        void *ro = malloc(eq * (size_t)(B * H * mq * DV + 1));
+        float *rl = malloc(sizeof(float) * (size_t)(B * H * mq + 1)),
+              *rdq = malloc(sizeof(float) * (size_t)(B * H * mq * DQ + 1)),
+              *rdk = malloc(sizeof(float) * (size_t)(B * KH * mk * DQ + 1)),
+              *rdv = malloc(sizeof(float) * (size_t)(B * KH * mk * DV + 1));
+        REQUIRE(ro && rl && rdq && rdk && rdv, "out of memory");
+        attn_ring_call rc = {.q = t4(sq, B, H, mq, DQ), .k = t4(sk, B, KH, mk, DQ), .v = t4(sv, B, KH, mk, DV),
+                             .o = t4(ro, B, H, mq, DV), .lse = t3(rl, B, H, mq), .inputs = in, .ninputs = nin,
+                             .threads = 1, .shard = sh};
+        attn_ring_stats st;
+        attn_status s = attn_ring_run(kern, &rc, MPI_COMM_WORLD, &st, &err);
+        CHECK(s == ATTN_OK, "%s %s R=%d rank %d: %s", cs->name, shn, R, me, err.message);
+        if (s == ATTN_OK) {
+            float *a = widened(ro, qt, B * H * mq * DV), *b = widened(so, qt, B * H * mq * DV);
+            double eo = max_diff(a, b, B * H * mq * DV), el = max_diff(rl, sl, B * H * mq);
+            CHECK(eo < cs->tol_o && el < cs->tol_l, "%s %s R=%d rank %d: o differs by %g, lse by %g", cs->name, shn, R, me, eo,
+                  el);
+            free(a), free(b);
+        }
+        if (twin && s == ATTN_OK) { /* the same K/V values stored in f32: twice the bytes (16-bit) */
+            float *tq = widened(sq, qt, B * H * mq * DQ), *to = malloc(sizeof(float) * (size_t)(B * H * mq * DV + 1)),
+                  *tk = shard_of(k32, B, KH, Lk, DQ, sh, &mk), *tv = shard_of(v32, B, KH, Lk, DV, sh, &mk);
+            REQUIRE(to, "out of memory");
+            attn_ring_call tc = rc;
+            tc.q = t4(tq, B, H, mq, DQ), tc.k = t4(tk, B, KH, mk, DQ), tc.v = t4(tv, B, KH, mk, DV);
+            tc.o = t4(to, B, H, mq, DV), tc.lse = (attn_tensor){0};
+            attn_ring_stats st32;
+            s = attn_ring_run(twin, &tc, MPI_COMM_WORLD, &st32, &err);
+            CHECK(s == ATTN_OK, "%s twin: %s", cs->name, err.message);
+            CHECK(st.bytes_sent * 4 == st32.bytes_sent * (int64_t)ek && st.pairs_computed == st32.pairs_computed &&
+                      (R == 1 || sh == ATTN_SHARD_ZIGZAG || me == R - 1 || st.bytes_sent > 0),
+                  "%s %s R=%d rank %d: sent %lld bytes, f32 K/V %lld", cs->name, shn, R, me, (long long)st.bytes_sent,
+                  (long long)st32.bytes_sent);
+            free(tq), free(to), free(tk), free(tv);
+        }
+        if (grad) {
+            memcpy(ro, so, eq * (size_t)(B * H * mq * DV)); /* the forward's o and lse */
+            memcpy(rl, sl, sizeof(float) * (size_t)(B * H * mq));
+            attn_grad_call rg = {.dout = t4(sdo, B, H, mq, DV), .dq = t4(rdq, B, H, mq, DQ),
+                                 .dk = t4(rdk, B, KH, mk, DQ), .dv = t4(rdv, B, KH, mk, DV)};
+            s = attn_ring_run_backward(kern, &rc, &rg, MPI_COMM_WORLD, &st, &err);
+            CHECK(s == ATTN_OK, "%s %s backward R=%d rank %d: %s", cs->name, shn, R, me, err.message);
+            if (s == ATTN_OK) {
+                double e1 = max_diff(rdq, sdq, B * H * mq * DQ), e2 = max_diff(rdk, sdk, B * KH * mk * DQ),
+                       e3 = max_diff(rdv, sdv, B * KH * mk * DV);
+                CHECK(e1 < 1e-4 && e2 < 1e-4 && e3 < 1e-4, "%s %s backward R=%d rank %d: dq %g dk %g dv %g", cs->name,
+                      shn, R, me, e1, e2, e3);
+            }
+        }
+        free(sq), free(sk), free(sv), free(so), free(sl), free(sdo), free(sdq), free(sdk), free(sdv);
+        free(ro), free(rl), free(rdq), free(rdk), free(rdv);
+    }
+    free(x), free(q), free(k), free(v), free(o), free(lse), free(dq), free(dk), free(dv), free(ksc), free(k32), free(v32);
+    attn_kernel_free(twin);
+    attn_kernel_free(kern);
+}
+
 /* The last rank passes three key rows too many: every rank fails with the same status. */
 static void mismatch(void) {
     if (R < 2) return;
@@ -237,6 +403,23 @@ int main(int argc, char **argv) {
         {"xlnet_window", "attention a { heads = 2; head_dim = 8; mask = window(9) || k < 3; }", 1, 140, 140, 0, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    static const TCase typed[] = {
+        {"bf16_causal_gqa", "attention a { heads = 4; kv_heads = 2; head_dim = 16; mask = causal; dtype = bf16; }",
+         "attention a { heads = 4; kv_heads = 2; head_dim = 16; mask = causal; }", 2, 181, 181, 1e-2, 2e-5},
+        {"f16_sliding", "attention a { heads = 2; head_dim = 16; v_dim = 8; mask = sliding(20); dtype = f16; }",
+         "attention a { heads = 2; head_dim = 16; v_dim = 8; mask = sliding(20); }", 1, 181, 181, 2e-3, 2e-5},
+        {"kv_bf16_bidirectional", "attention a { heads = 3; head_dim = 8; v_dim = 12; kv_dtype = bf16; }", NULL, 1, 150,
+         181, 2e-5, 2e-5},
+        {"kv_f16_causal_mqa", "attention a { heads = 4; kv_heads = 1; head_dim = 16; mask = causal; kv_dtype = f16; }",
+         NULL, 1, 181, 181, 2e-5, 2e-5},
+        {"kv_int8_causal", "attention a { heads = 2; head_dim = 16; mask = causal; kv_dtype = int8; }", NULL, 1, 181,
+         181, 2e-5, 2e-5},
+        {"compute_bf16", "attention a { heads = 4; kv_heads = 2; head_dim = 16; mask = causal; compute = bf16; }", NULL,
+         1, 181, 181, 5e-3, 1e-3},
+        {"compute_int8", "attention a { heads = 2; head_dim = 32; mask = sliding(40); compute = int8; }", NULL, 1, 181,
+         181, 5e-2, 3e-2},
+    };
+    for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++) run_typed(&typed[i]);
     mismatch();
     char name[32];
     snprintf(name, sizeof name, "ring R=%d rank %d", R, me);
