@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """test_ring_cli.py ATTNC MPIRUN — `attnc run --ring` under mpirun (1 .. 4 ranks, both
 shardings) writes the same outputs as a single-process `attnc run`, forward and --grad
-(dq, dk, dv and the gradient of an f32 input); --stats prints a line per rank; a rank whose
+(dq, dk, dv and the gradient of an f32 input), also for blocks stored in bf16 and f16 K/V; --stats prints a line per rank; a rank whose
 input sizes differ from the others' makes every rank fail with a clear error, no hang."""
 import atexit
 import os
@@ -99,6 +99,39 @@ for ranks in (1, 2, 3, 4):
             if ref.shape != got.shape or not np.allclose(got, ref, rtol=1e-4, atol=1e-4):
                 fail(f"{tag} --grad: {n} differs from the single process's by {np.abs(got - ref).max()}")
 
+# a block stored in bf16 (f32 K/V under it likewise: kv_dtype = f16): the f32 .npy inputs are
+# converted as run converts them, o is written as f32; the ring's parts merge in f32 and o is
+# rounded once more, so it may differ from run's by a unit in the last place of bf16
+for name, stored in (("bf16", "dtype = bf16;"), ("kvf16", "kv_dtype = f16;")):
+    spec16 = path(f"{name}.attn")
+    with open(spec16, "w") as f:
+        f.write(f"attention s16 {{ heads = 4; kv_heads = 2; head_dim = 16; mask = sliding(50); {stored} }}\n")
+    ins16 = [f"--in={n}={path(n + '.npy')}" for n in ("q", "k", "v")]
+    tol = 1e-2 if name == "bf16" else 1e-5
+    p = run([ATTNC, "run", spec16, *ins16, *outs(fwd_outs, name + "ref"), "--threads", "1"])
+    g = run([ATTNC, "run", spec16, "--grad", *ins16, f"--in=do={path('do.npy')}", *outs(["dq", "dk", "dv"], name + "ref"),
+             "--threads", "1"])
+    if p.returncode or g.returncode:
+        fail(f"{name} single process: {p.stderr}{g.stderr}")
+        continue
+    for ranks, shard in ((2, "contiguous"), (3, "zigzag")):
+        tag = f"{name}{ranks}{shard}"
+        p = run([ATTNC, "run", spec16, "--ring", "--shard", shard, "--threads", "1", *ins16, *outs(fwd_outs, tag)],
+                ranks)
+        # the backward from run's o and lse (the gradients follow o: a unit apart in o moves them more)
+        g = run([ATTNC, "run", spec16, "--ring", "--grad", "--shard", shard, "--threads", "1", *ins16,
+                 f"--in=do={path('do.npy')}", f"--in=o={path(f'o_{name}ref.npy')}",
+                 f"--in=lse={path(f'lse_{name}ref.npy')}", *outs(["dq", "dk", "dv"], tag)], ranks)
+        if p.returncode or g.returncode:
+            fail(f"{tag}: exit {p.returncode}, {g.returncode}: {p.stderr}{g.stderr}")
+            continue
+        for n, rtol in (("o", tol), ("lse", 1e-5), ("dq", 1e-4), ("dk", 1e-4), ("dv", 1e-4)):
+            ref, got = np.load(path(f"{n}_{name}ref.npy")), np.load(path(f"{n}_{tag}.npy"))
+            if ref.dtype != np.float32 or ref.shape != got.shape or not np.allclose(got, ref, rtol=rtol, atol=rtol):
+                fail(f"{tag}: {n} differs from the single process's by {np.abs(got - ref).max()}")
+        if name == "bf16" and np.array_equal(np.load(path(f"o_{tag}.npy")), np.load(path("o_ref.npy"))):
+            fail(f"{tag}: o equals the f32 block's: the storage type was not used")
+
 # a rank whose k has other sizes: every rank fails (exit 1), one clear message, no hang
 np.save(path("k_short.npy"), arrays["k"][:, :, :L - 5])
 wrapper = path("rank_k.sh")
@@ -144,6 +177,22 @@ for extra, per_pair in (([], 2 * (16 + 16)), (["--grad"], 2 * (3 * 16 + 2 * 16))
             fail(f"bench --ring --json {extra}: {j}")
     except (ValueError, IndexError) as e:
         fail(f"bench --ring --json {extra}: {e}: {p.stdout} {p.stderr}")
+
+# bench --ring of a block stored in bf16: kv_bytes and the bytes sent are half the f32 block's
+sent = {}
+for name, stored in (("f32", ""), ("bf16", "dtype = bf16;")):
+    sb = path(f"bench_{name}.attn")
+    with open(sb, "w") as f:
+        f.write(f"attention cg {{ heads = 4; kv_heads = 2; head_dim = 16; mask = causal; {stored} }}\n")
+    p = run([ATTNC, "bench", sb, "--ring", "--q-len", "96", "--reps", "1", "--threads", "1", "--json"], 2)
+    try:
+        sent[name] = json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as e:
+        fail(f"bench --ring {name}: {e}: {p.stdout} {p.stderr}")
+if len(sent) == 2 and (sent["bf16"]["kv_bytes"] * 2 != sent["f32"]["kv_bytes"] or
+                       sent["bf16"]["max_bytes_sent"] * 2 != sent["f32"]["max_bytes_sent"] or
+                       sent["f32"]["max_bytes_sent"] <= 0):
+    fail(f"bench --ring bf16: kv_bytes, max_bytes_sent {sent['bf16']} against f32 {sent['f32']}")
 
 # a mask that reads an input out of range where the kernel prunes but the count of visible pairs
 # looks: bench --ring fails as bench does (it reported visible 0)

@@ -674,6 +674,14 @@ static bool cli_to_dtype(NpyArray *a, attn_dtype want, const char *name, const c
     return true;
 }
 
+/* n f16 or bf16 values as f32 (exactly), in a new array (NULL: out of memory). */
+static float *cli_widen(const void *p, attn_dtype t, size_t n) {
+    float *w = malloc(n * sizeof *w + 1);
+    for (size_t i = 0; w && i < n; i++)
+        w[i] = t == ATTN_F16 ? npy_f16_to_f32(((const uint16_t *)p)[i]) : npy_bf16_to_f32(((const uint16_t *)p)[i]);
+    return w;
+}
+
 static void cli_tensor(attn_tensor *t, void *data, int ndim, const int64_t *shape) {
     memset(t, 0, sizeof *t);
     t->data = data;
@@ -1124,15 +1132,9 @@ static int cmd_run_paged(Cli *c, attn_kernel *kern) {
         rc = cli_status_error(&err);
         goto done;
     }
-    if (dt != ATTN_F32) {
-        size_t n = (size_t)(T * H * DV);
-        o32 = malloc(n * sizeof *o32 + 1);
-        if (!o32) {
-            rc = cli_error(EXIT_INPUT, "out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < n; i++)
-            o32[i] = dt == ATTN_F16 ? npy_f16_to_f32(((uint16_t *)o)[i]) : npy_bf16_to_f32(((uint16_t *)o)[i]);
+    if (dt != ATTN_F32 && !(o32 = cli_widen(o, dt, (size_t)(T * H * DV)))) {
+        rc = cli_error(EXIT_INPUT, "out of memory");
+        goto done;
     }
     if (c->nouts == 0) cli_note("no --out given: nothing written");
     for (int i = 0; i < c->nouts && !rc; i++) {
@@ -1264,15 +1266,9 @@ static int cmd_run(Cli *c) {
         rc = cli_status_error(&err);
         goto done;
     }
-    if (dtype != ATTN_F32) {
-        size_t n = (size_t)(count * d->v_dim);
-        o32 = malloc(n * sizeof *o32 + 1);
-        if (!o32) {
-            rc = cli_error(EXIT_INPUT, "out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < n; i++)
-            o32[i] = dtype == ATTN_F16 ? npy_f16_to_f32(((uint16_t *)o)[i]) : npy_bf16_to_f32(((uint16_t *)o)[i]);
+    if (dtype != ATTN_F32 && !(o32 = cli_widen(o, dtype, (size_t)(count * d->v_dim)))) {
+        rc = cli_error(EXIT_INPUT, "out of memory");
+        goto done;
     }
     if (c->nouts == 0) cli_note("no --out given: nothing written");
     for (int i = 0; i < c->nouts && !rc; i++) {
@@ -2182,18 +2178,18 @@ static int ring_agree(int rc) {
     return all;
 }
 
-/* Rows of this rank's shard of a packed [A, L, D] tensor, copied to (to_full = false: from) the
- * full one. */
-static void ring_rows(float *full, float *shard, int64_t A, int64_t L, int64_t D, int R, int rank, attn_shard sh,
-                      bool to_full) {
+/* Rows of this rank's shard of a packed [A, L, D] tensor of `el`-byte elements, copied to
+ * (to_full = false: from) the full one. */
+static void ring_rows(void *full, void *shard, size_t el, int64_t A, int64_t L, int64_t D, int R, int rank,
+                      attn_shard sh, bool to_full) {
     int64_t b0[2], e0[2];
     int np = attn_ring_shard(L, R, rank, sh, b0, e0);
     int64_t n = attn_ring_shard_rows(L, R, rank, sh);
     for (int64_t a = 0; a < A; a++) {
         int64_t row = 0;
         for (int p = 0; p < np; p++, row += e0[p - 1] - b0[p - 1]) {
-            float *f = full + (a * L + b0[p]) * D, *s = shard + (a * n + row) * D;
-            size_t bytes = sizeof(float) * (size_t)((e0[p] - b0[p]) * D);
+            char *f = (char *)full + el * (size_t)((a * L + b0[p]) * D), *s = (char *)shard + el * (size_t)((a * n + row) * D);
+            size_t bytes = el * (size_t)((e0[p] - b0[p]) * D);
             if (to_full)
                 memcpy(f, s, bytes);
             else
@@ -2202,30 +2198,33 @@ static void ring_rows(float *full, float *shard, int64_t A, int64_t L, int64_t D
     }
 }
 
-/* This rank's shard of a full [A, L, D] tensor (NULL: out of memory). */
-static float *ring_shard_of(const float *full, int64_t A, int64_t L, int64_t D, int R, int rank, attn_shard sh) {
+/* This rank's shard of a full [A, L, D] tensor of `el`-byte elements (NULL: out of memory). */
+static void *ring_shard_of(const void *full, size_t el, int64_t A, int64_t L, int64_t D, int R, int rank,
+                           attn_shard sh) {
     int64_t n = attn_ring_shard_rows(L, R, rank, sh);
-    float *s = malloc(sizeof(float) * (size_t)(A * n * D) + 1);
-    if (s && full) ring_rows((float *)full, s, A, L, D, R, rank, sh, false);
+    void *s = malloc(el * (size_t)(A * n * D) + 4);
+    if (s && full) ring_rows((void *)full, s, el, A, L, D, R, rank, sh, false);
     return s;
 }
 
-/* Rank 0 gets every rank's shard of a [A, L, D] tensor into `full`. */
-static void ring_gather(float *full, const float *mine, int64_t A, int64_t L, int64_t D, int R, int rank, attn_shard sh) {
+/* Rank 0 gets every rank's shard of a [A, L, D] tensor of `el`-byte elements into `full`. */
+static void ring_gather(void *full, const void *mine, size_t el, int64_t A, int64_t L, int64_t D, int R, int rank,
+                        attn_shard sh) {
+    const int64_t chunk = 1 << 28; /* bytes a message */
     if (rank != 0) {
-        int64_t n = A * attn_ring_shard_rows(L, R, rank, sh) * D;
-        for (int64_t o = 0; o < n; o += 1 << 28)
-            MPI_Send(mine + o, (int)(n - o < (1 << 28) ? n - o : (1 << 28)), MPI_FLOAT, 0, 7401, MPI_COMM_WORLD);
+        int64_t n = A * attn_ring_shard_rows(L, R, rank, sh) * D * (int64_t)el;
+        for (int64_t o = 0; o < n; o += chunk)
+            MPI_Send((const char *)mine + o, (int)(n - o < chunk ? n - o : chunk), MPI_BYTE, 0, 7401, MPI_COMM_WORLD);
         return;
     }
-    ring_rows(full, (float *)mine, A, L, D, R, 0, sh, true);
+    ring_rows(full, (void *)mine, el, A, L, D, R, 0, sh, true);
     for (int r = 1; r < R; r++) {
-        int64_t n = A * attn_ring_shard_rows(L, R, r, sh) * D;
-        float *buf = malloc(sizeof(float) * (size_t)n + 1);
-        for (int64_t o = 0; o < n; o += 1 << 28) /* out of memory: drained into one float */
-            MPI_Recv(buf ? buf + o : NULL, buf ? (int)(n - o < (1 << 28) ? n - o : (1 << 28)) : 0, MPI_FLOAT, r, 7401,
+        int64_t n = A * attn_ring_shard_rows(L, R, r, sh) * D * (int64_t)el;
+        char *buf = malloc((size_t)n + 1);
+        for (int64_t o = 0; o < n; o += chunk) /* out of memory: drained into one byte */
+            MPI_Recv(buf ? buf + o : NULL, buf ? (int)(n - o < chunk ? n - o : chunk) : 0, MPI_BYTE, r, 7401,
                      MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (buf) ring_rows(full, buf, A, L, D, R, r, sh, true);
+        if (buf) ring_rows(full, buf, el, A, L, D, R, r, sh, true);
         free(buf);
     }
 }
@@ -2246,7 +2245,7 @@ static void ring_print_stats(const attn_ring_stats *st, int R, int rank, const c
  * and writes the outputs. */
 /* A rank's ring call: its shards of q, k, v, o and lse in t (NULL: no tensor, the call only
  * carries the options), the inputs and the options of the command line. */
-static void ring_call_init(attn_ring_call *rc, const Cli *c, const CliInputs *in, attn_shard sh, float *const *t,
+static void ring_call_init(attn_ring_call *rc, const Cli *c, const CliInputs *in, attn_shard sh, void *const *t,
                            int64_t B, int64_t H, int64_t KH, int64_t mq, int64_t mk, int64_t DQ, int64_t DV) {
     memset(rc, 0, sizeof *rc);
     if (t) {
@@ -2277,12 +2276,16 @@ static int ring_run(Cli *c, int R, int me) {
     memset(&in, 0, sizeof in);
     const char *paths[NT] = {NULL};
     char msg[512];
-    float *sh_t[NT] = {NULL}, *res[5 + ATTN_MAX_INPUTS] = {NULL}, *full = NULL;
+    void *sh_t[NT] = {NULL}, *full = NULL;
+    float *res[5 + ATTN_MAX_INPUTS] = {NULL}, *full32 = NULL;
     int gin[ATTN_MAX_INPUTS], ngin = kern ? attn_kernel_grad_inputs(kern, gin) : -1;
     attn_input dins[ATTN_MAX_INPUTS];
     if (!rc && attn_kernel_is_mla(kern)) rc = cli_error(EXIT_INPUT, "--ring: MLA kernels do not run over the ring yet");
-    if (!rc && d->dtype != ATTN_F32) rc = cli_error(EXIT_INPUT, "--ring: '%s' is not f32; ring attention takes f32 kernels", d->name);
-    if (!rc && c->grad && ngin < 0) rc = cli_error(EXIT_INPUT, "'%s' has no backward (f32 kernels that are not MLA have one)", d->name);
+    if (!rc && c->grad && ngin < 0)
+        rc = cli_error(EXIT_INPUT, "'%s' has no backward (compute = bf16/int8 is for inference)", d->name);
+    /* as run: q, k, v (and o) converted to the block's storage types, do and lse f32 */
+    attn_dtype dtype = d ? d->dtype : ATTN_F32, ty[NT];
+    for (int t = 0; t < NT; t++) ty[t] = t == 3 || t == 5 ? ATTN_F32 : kern ? cli_call_dtype(kern, t, dtype) : ATTN_F32;
     for (int i = 0; i < c->nouts && !rc; i++) {
         const char *n = c->outs[i].name;
         bool ok = c->grad ? !strcmp(n, "dq") || !strcmp(n, "dk") || !strcmp(n, "dv") : !strcmp(n, "o") || !strcmp(n, "lse");
@@ -2306,7 +2309,7 @@ static int ring_run(Cli *c, int R, int me) {
         if (!npy_read(paths[t], &arr[t], msg, sizeof msg)) rc = cli_error(EXIT_INPUT, "%s", msg);
         else if (arr[t].ndim != nd)
             rc = cli_error(EXIT_INPUT, "%s: %s has %d dims, expected %d", paths[t], tn[t], arr[t].ndim, nd);
-        else if (!cli_to_dtype(&arr[t], ATTN_F32, tn[t], paths[t]))
+        else if (!cli_to_dtype(&arr[t], ty[t], tn[t], paths[t]))
             rc = EXIT_INPUT;
     }
     int64_t B = arr[0].shape[0], Lq = arr[0].shape[2], Lk = arr[1].shape[2], H = d ? d->heads : 0,
@@ -2353,7 +2356,8 @@ static int ring_run(Cli *c, int R, int me) {
         const int64_t A[NT] = {B * H, B * KH, B * KH, B * H, B * H, B * H}, L[NT] = {Lq, Lk, Lk, Lq, Lq, Lq},
                       D[NT] = {DQ, DQ, DV, DV, DV, 1};
         for (int t = 0; t < NT && !rc; t++)
-            if ((paths[t] || t >= 4) && !(sh_t[t] = ring_shard_of(paths[t] ? arr[t].data : NULL, A[t], L[t], D[t], R, me, sh)))
+            if ((paths[t] || t >= 4) &&
+                !(sh_t[t] = ring_shard_of(paths[t] ? arr[t].data : NULL, cli_elem_size(ty[t]), A[t], L[t], D[t], R, me, sh)))
                 rc = cli_error(EXIT_INPUT, "out of memory");
         for (int t = 0; t < 3 && !rc; t++)
             if (!(res[t] = malloc(sizeof(float) * (size_t)(t == 0 ? B * H * mq * DQ : B * KH * mk * (t == 1 ? DQ : DV)) + 1)))
@@ -2362,8 +2366,8 @@ static int ring_run(Cli *c, int R, int me) {
     rc = ring_agree(rc); /* a rank that failed here said why; the others follow it */
     if (rc) goto done;
     attn_ring_call rcall;
-    ring_call_init(&rcall, c, &in, sh, (float *const[]){sh_t[0], sh_t[1], sh_t[2], sh_t[4], sh_t[5]}, B, H, KH, mq,
-                   mk, DQ, DV);
+    ring_call_init(&rcall, c, &in, sh, (void *const[]){sh_t[0], sh_t[1], sh_t[2], sh_t[4], sh_t[5]}, B, H, KH, mq, mk,
+                   DQ, DV);
     attn_error err = {0};
     attn_ring_stats st;
     attn_status s = ATTN_OK;
@@ -2400,17 +2404,21 @@ static int ring_run(Cli *c, int R, int me) {
     for (int i = 0; i < c->nouts; i++) {
         const char *n = c->outs[i].name;
         int64_t shape[4] = {B, H, Lq, DV}, A = B * H, L = Lq, D = DV;
-        const float *mine = sh_t[4];
+        const void *mine = sh_t[4];
+        attn_dtype mt = ty[4]; /* o in its storage type, written as f32 */
         int nd = 4;
         if (!strcmp(n, "lse")) {
             mine = sh_t[5];
+            mt = ATTN_F32;
             nd = 3;
             D = 1;
         } else if (!strcmp(n, "dq")) {
             mine = res[0];
+            mt = ATTN_F32;
             shape[3] = D = DQ;
         } else if (!strcmp(n, "dk") || !strcmp(n, "dv")) {
             mine = res[n[1] == 'k' ? 1 : 2];
+            mt = ATTN_F32;
             shape[1] = KH;
             shape[2] = L = Lk;
             shape[3] = D = n[1] == 'k' ? DQ : DV;
@@ -2423,9 +2431,15 @@ static int ring_run(Cli *c, int R, int me) {
             continue;
         }
         free(full);
-        full = me == 0 ? malloc(sizeof(float) * (size_t)(A * L * D) + 1) : NULL;
-        ring_gather(full, mine, A, L, D, R, me, sh);
-        if (me == 0 && full && !npy_write(c->outs[i].path, NPY_F32, full, nd, shape, msg, sizeof msg))
+        free(full32);
+        full32 = NULL;
+        full = me == 0 ? malloc(cli_elem_size(mt) * (size_t)(A * L * D) + 1) : NULL;
+        ring_gather(full, mine, cli_elem_size(mt), A, L, D, R, me, sh);
+        if (full && mt != ATTN_F32 && !(full32 = cli_widen(full, mt, (size_t)(A * L * D)))) {
+            free(full);
+            full = NULL;
+        }
+        if (me == 0 && full && !npy_write(c->outs[i].path, NPY_F32, full32 ? full32 : full, nd, shape, msg, sizeof msg))
             rc = cli_error(EXIT_INPUT, "%s", msg);
         else if (me == 0 && !full)
             rc = cli_error(EXIT_INPUT, "out of memory");
@@ -2438,6 +2452,7 @@ done:
     }
     for (int t = 0; t < 5 + ATTN_MAX_INPUTS; t++) free(res[t]);
     free(full);
+    free(full32);
     cli_inputs_free(&in);
     attn_kernel_free(kern);
     return rc;
@@ -2450,8 +2465,7 @@ static int ring_bench(Cli *c, int R, int me) {
     double compile_ms = 0, compile_ms_warm = -1; /* as bench: cold (cache bypassed), then warm */
     attn_kernel *kern = cli_bench_compile(c, &rc, &compile_ms, &compile_ms_warm);
     const attn_rt_desc *d = kern ? attn_kernel_desc(kern) : NULL;
-    if (!rc && (attn_kernel_is_mla(kern) || d->dtype != ATTN_F32))
-        rc = cli_error(EXIT_INPUT, "--ring: '%s' is not an f32 kernel that is not MLA", d->name);
+    if (!rc && attn_kernel_is_mla(kern)) rc = cli_error(EXIT_INPUT, "--ring: MLA kernels do not run over the ring yet");
     attn_shard sh = c->shard ? ATTN_SHARD_ZIGZAG : ATTN_SHARD_CONTIGUOUS;
     int64_t B = c->batch ? c->batch : 1, Lq = c->q_len ? c->q_len : 1024, Lk = c->kv_len ? c->kv_len : Lq;
     int64_t H = d ? d->heads : 0, KH = d ? d->kv_heads : 0, DQ = d ? d->qk_dim : 0, DV = d ? d->v_dim : 0;
@@ -2463,14 +2477,17 @@ static int ring_bench(Cli *c, int R, int me) {
     size_t n[9] = {(size_t)(B * H * mq * DQ), (size_t)(B * KH * mk * DQ), (size_t)(B * KH * mk * DV),
                    (size_t)(B * H * mq * DV), (size_t)(B * H * mq), (size_t)(B * H * mq * DV),
                    (size_t)(B * H * mq * DQ), (size_t)(B * KH * mk * DQ), (size_t)(B * KH * mk * DV)};
-    float *t[9] = {NULL};
+    /* q, k, v, o in the block's storage types; lse, do and the gradients f32 */
+    attn_dtype ty[9] = {ATTN_F32};
+    for (int i = 0; kern && i < 4; i++) ty[i] = cli_call_dtype(kern, i == 3 ? 0 : i, d->dtype);
+    void *t[9] = {NULL};
     uint64_t seed = 0x5eed + (uint64_t)me;
     for (int i = 0; i < 9 && !rc; i++)
-        if (!(t[i] = malloc(sizeof(float) * n[i] + 4))) rc = cli_error(EXIT_INPUT, "out of memory");
-        else if (i < 3 || i == 5) cli_random_fill(t[i], n[i], ATTN_F32, &seed);
+        if (!(t[i] = malloc(cli_elem_size(ty[i]) * n[i] + 4))) rc = cli_error(EXIT_INPUT, "out of memory");
+        else if (i < 3 || i == 5) cli_random_fill(t[i], n[i], ty[i], &seed);
     rc = ring_agree(rc);
     attn_ring_call rcall;
-    ring_call_init(&rcall, c, &in, sh, rc ? NULL : (float *const[]){t[0], t[1], t[2], t[3], t[4]}, B, H, KH, mq, mk,
+    ring_call_init(&rcall, c, &in, sh, rc ? NULL : (void *const[]){t[0], t[1], t[2], t[3], t[4]}, B, H, KH, mq, mk,
                    DQ, DV);
     attn_grad_call g;
     memset(&g, 0, sizeof g);
@@ -2537,7 +2554,9 @@ static int ring_bench(Cli *c, int R, int me) {
             double visible = all_pairs > 0 ? visible_pairs / all_pairs : 0;
             double per_pair = c->grad ? 2.0 * (3 * DQ + 2 * DV) : 2.0 * (DQ + DV);
             double gflops = med > 0 ? per_pair * visible_pairs / (med * 1e6) : 0;
-            double kv_bytes = (double)B * (double)KH * (double)Lk * (double)(DQ + DV) * 4.0;
+            /* int8 K/V: one byte an element, and an f32 scale per row of K and of V */
+            double kv_bytes = (double)B * (double)KH * (double)Lk *
+                              ((double)(DQ + DV) * (double)cli_elem_size(ty[1]) + (ty[1] == ATTN_I8 ? 8.0 : 0.0));
             char warm_ms[32] = "null";
             if (compile_ms_warm >= 0) snprintf(warm_ms, sizeof warm_ms, "%.3f", compile_ms_warm);
             if (!rc && c->json)
