@@ -12,6 +12,13 @@
  * log-sum-exps, in step order (deterministic). The backward runs the same schedule and sends
  * each pair's dK/dV partial back to the shard's owner, which adds them up in step order.
  *
+ * Storage types: shards are in the block's dtype and kv_dtype, and K/V travel as stored (int8
+ * K/V's scales are runtime inputs every rank holds in full). A 16-bit o goes through f32: each
+ * part the kernel stores is widened exactly and merged into an f32 result, rounded once at the
+ * end. The backward widens q, o and each pair's K/V to f32 (as a single process does) and runs
+ * the f32 backward with the descriptors marked f32 (the backward's generated functions read no
+ * tensor); dK/dV partials are f32.
+ *
  * Protocol errors never hang: sizes and validation are agreed on with collectives before the
  * ring starts, and a failure while computing (an input index out of bounds) is recorded and
  * the ring's messages still all go through; the ranks agree on the outcome at the end. */

@@ -63,7 +63,9 @@ typedef struct attn_ring_stats {
 } attn_ring_stats;
 
 /* The forward over the ring: o (and lse) get this rank's rows of the attention of the whole
- * sequence. `stats` may be NULL. f32 kernels that are not MLA (MLA: ATTN_ERR_ARG). */
+ * sequence. `stats` may be NULL. Any storage type: q, k, v and o in the block's dtype and
+ * kv_dtype (int8 K/V: k_scale and v_scale among the full inputs), K/V travelling as stored;
+ * the parts merge in f32, a 16-bit o rounded to nearest even at the end. MLA: ATTN_ERR_ARG. */
 attn_status attn_ring_run(attn_kernel *kernel, const attn_ring_call *call, MPI_Comm comm, attn_ring_stats *stats,
                           attn_error *err);
 
@@ -75,7 +77,8 @@ attn_status attn_ring_launch(const attn_rt_desc *const *descs, int ndescs, const
                              MPI_Comm comm, attn_rt_pool *pool, attn_ring_stats *stats, attn_error *err);
 
 /* The backward over the ring: `call` as given to attn_ring_run, its o and lse holding the
- * forward's results (lse required); grad->dout, dq this rank's shards (shaped like o and q),
+ * forward's results (lse required); grad->dout, dq this rank's shards (shaped like o and q,
+ * f32 whatever the storage type: 16-bit and int8 blocks compute on f32 copies of q, k, v, o),
  * dk, dv its K/V shards' gradients (shaped like k, v), which the other ranks' partials travel
  * back to and are added to in a fixed order; dinputs the full gradients of the f32 inputs,
  * the same on every rank. Deterministic for a given number of ranks and shards. */
