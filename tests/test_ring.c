@@ -366,6 +366,13 @@ static void mismatch(void) {
           err.message);
     CHECK(strstr(err.message, "k") != NULL, "mismatched sizes: the message names k: %s", err.message);
     if (me == 0) printf("mismatch: %s\n", err.message);
+    /* a descriptor storing a type the ring does not take: ATTN_ERR_DTYPE naming it, on every rank */
+    attn_rt_desc bad = *attn_kernel_desc(kern);
+    bad.dtype = ATTN_I32;
+    const attn_rt_desc *bp = &bad;
+    s = attn_ring_launch(&bp, 1, &rc, MPI_COMM_WORLD, NULL, NULL, &err);
+    CHECK(s == ATTN_ERR_DTYPE && strstr(err.message, "i32"), "an i32 descriptor: rank %d got %s (%s)", me,
+          attn_status_name(s), err.message);
     /* a rank with another dtype of sizes (v_dim) fails everyone too */
     rc.v.shape[3] = me == 0 ? 9 : 8;
     rc.k.shape[2] = rc.v.shape[2] = mq;
