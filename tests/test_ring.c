@@ -301,8 +301,8 @@ static void run_typed(const TCase *cs) {
         if (s == ATTN_OK) {
             float *a = widened(ro, qt, B * H * mq * DV), *b = widened(so, qt, B * H * mq * DV);
             double eo = max_diff(a, b, B * H * mq * DV), el = max_diff(rl, sl, B * H * mq);
-            CHECK(eo < cs->tol_o && el < cs->tol_l, "%s %s R=%d rank %d: o differs by %g, lse by %g", cs->name, shn, R, me, eo,
-                  el);
+            CHECK(eo < cs->tol_o && el < cs->tol_l, "%s %s R=%d rank %d: o differs by %g, lse by %g", cs->name, shn, R,
+                  me, eo, el);
             free(a), free(b);
         }
         if (twin && s == ATTN_OK) { /* the same K/V values stored in f32: twice the bytes (16-bit) */
