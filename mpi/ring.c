@@ -724,9 +724,8 @@ static void narrow_o(Ring *g, const float *o32, const attn_tensor *o) {
     for (int64_t b = 0; b < g->B; b++)
         for (int64_t h = 0; h < g->H; h++)
             for (int64_t i = 0; i < g->nq; i++) {
-                uint16_t *row = (uint16_t *)o->data + b * v.stride[0] + h * v.stride[1] + i * v.stride[2];
-                for (int64_t d = 0; d < g->DV; d++, x++)
-                    row[d] = g->qt == ATTN_BF16 ? rt_f32_to_bf16(*x) : rt_f32_to_f16(*x);
+                rt_narrow_row(o->data, b * v.stride[0] + h * v.stride[1] + i * v.stride[2], x, g->DV, g->qt);
+                x += g->DV;
             }
 }
 
