@@ -234,7 +234,7 @@ static attn_kernel *compile_or_die(const char *name, const char *text) {
 static void run_typed(const TCase *cs) {
     attn_kernel *kern = compile_or_die(cs->name, cs->text);
     const attn_rt_desc *d = attn_kernel_desc(kern);
-    attn_dtype qt = d->dtype, kt = d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+    attn_dtype qt = d->dtype, kt = d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
     size_t eq = el_size(qt), ek = el_size(kt);
     int64_t B = cs->batch, H = d->heads, KH = d->kv_heads, DQ = d->qk_dim, DV = d->v_dim, Lq = cs->q_len,
             Lk = cs->kv_len;
@@ -421,6 +421,15 @@ int main(int argc, char **argv) {
          NULL, 1, 181, 181, 2e-5, 2e-5},
         {"kv_int8_causal", "attention a { heads = 2; head_dim = 16; mask = causal; kv_dtype = int8; }", NULL, 1, 181,
          181, 2e-5, 2e-5},
+        /* any kv_dtype under any dtype */
+        {"bf16_kv_f32_causal_gqa",
+         "attention a { heads = 4; kv_heads = 2; head_dim = 16; mask = causal; dtype = bf16; kv_dtype = f32; }", NULL, 1,
+         181, 181, 1e-2, 2e-5},
+        {"f16_kv_bf16_sliding",
+         "attention a { heads = 2; head_dim = 16; v_dim = 8; mask = sliding(20); dtype = f16; kv_dtype = bf16; }",
+         "attention a { heads = 2; head_dim = 16; v_dim = 8; mask = sliding(20); }", 1, 181, 181, 2e-3, 2e-5},
+        {"bf16_kv_int8_causal", "attention a { heads = 2; head_dim = 16; mask = causal; dtype = bf16; kv_dtype = int8; }",
+         NULL, 1, 181, 181, 1e-2, 2e-5},
         {"compute_bf16", "attention a { heads = 4; kv_heads = 2; head_dim = 16; mask = causal; compute = bf16; }", NULL,
          1, 181, 181, 5e-3, 1e-3},
         {"compute_int8", "attention a { heads = 2; head_dim = 32; mask = sliding(40); compute = int8; }", NULL, 1, 181,
