@@ -1143,8 +1143,7 @@ static void check_precision(Sema *S, IrFunc *f, FeStmt *compute, FeStmt *kv_dtyp
                          "the scale inputs k_scale and v_scale of K and V, which an MLA block does not have "
                          "(expected f32, f16 or bf16)");
             else if (vals[k] == ATTN_F32 && f->mla.dtype != ATTN_F32)
-                fe_error(S->c, kv_dtype->expr->start, "'kv_dtype = f32' on an MLA block needs 'dtype = f32' (the "
-                         "latent cache is stored in dtype or narrower)");
+                f->mla.kv_f32 = true; /* an f32 latent under a 16-bit dtype */
             else if (vals[k] != f->mla.dtype)
                 f->mla.kv_dtype = vals[k];
         } else if (k >= 0 && vals[k] != f->dtype) {

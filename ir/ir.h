@@ -276,8 +276,15 @@ typedef struct IrMla {
     bool absorbed;        /* this func is the absorbed variant (the absorb pass made it) */
     attn_dtype dtype;     /* storage of q_nope, q_rope, w_uk, w_uv, o (`dtype = ...`; the func's own
                            * dtype is f32: its kernels run on f32 copies) */
-    attn_dtype kv_dtype;  /* storage of c_kv, k_rope when it differs (`kv_dtype = ...`); f32: as dtype */
+    attn_dtype kv_dtype;  /* storage of c_kv, k_rope when it differs (`kv_dtype = ...`); f32: as dtype
+                           * (ir_mla_kv_dtype) unless kv_f32 */
+    bool kv_f32;          /* `kv_dtype = f32;` under a 16-bit dtype: c_kv, k_rope stored in f32 */
 } IrMla;
+
+/* The storage type of an MLA block's latent cache (c_kv, k_rope). */
+static inline attn_dtype ir_mla_kv_dtype(const IrMla *m) {
+    return m->kv_f32 ? ATTN_F32 : m->kv_dtype != ATTN_F32 ? m->kv_dtype : m->dtype;
+}
 
 /* The backward's view of `score = EXPR` (the grad pass): its derivative in the scaled score
  * s, and for each read of an f32 input, the derivative in the value read (the gradient of

@@ -168,12 +168,12 @@ static void print_plan(StrBuf *sb, const IrPlan *p) {
 void ir_print_func(StrBuf *sb, const IrFunc *f) {
     sb_printf(sb, "attention @%s {\n", f->name);
     /* an MLA block: the storage of its tensors (its kernels run on f32 copies of them) */
-    attn_dtype dt = f->mla.present ? f->mla.dtype : f->dtype, kvt = f->mla.present ? f->mla.kv_dtype : f->kv_dtype;
+    attn_dtype dt = f->mla.present ? f->mla.dtype : f->dtype;
+    attn_dtype kvt = f->mla.present ? ir_mla_kv_dtype(&f->mla) : ir_kv_dtype(f);
     sb_printf(sb, "  heads %d, kv_heads %d, qk_dim %d, v_dim %d, dtype %s", f->heads, f->kv_heads,
               f->qk_dim, f->v_dim, ir_dtype_name(dt));
     if (f->compute != IR_COMPUTE_F32) sb_printf(sb, ", compute %s", ir_compute_name(f->compute));
-    if (f->mla.present ? kvt != ATTN_F32 : ir_kv_dtype(f) != f->dtype)
-        sb_printf(sb, ", kv_dtype %s", ir_dtype_name(f->mla.present ? kvt : ir_kv_dtype(f)));
+    if (kvt != dt) sb_printf(sb, ", kv_dtype %s", ir_dtype_name(kvt));
     sb_puts(sb, "\n");
     if (f->page_size) sb_printf(sb, "  kv_cache paged(%d)\n", f->page_size);
     if (f->mla.present)

@@ -204,7 +204,7 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
     const char *n = f->name;
     const IrMla *m = &f->mla;
     const IrFunc *up = drv_absorb_forced(f) ? NULL : f, *ab = ir_variant(f, IR_VAR_ABSORBED, 0);
-    attn_dtype kvt = m->kv_dtype != ATTN_F32 ? m->kv_dtype : m->dtype;
+    attn_dtype kvt = ir_mla_kv_dtype(m);
     const char *elem = m->dtype == ATTN_F32 ? "float" : "uint16_t", *kelem = kvt == ATTN_F32 ? "float" : "uint16_t";
     sb_printf(sb, "/* attention %s: MLA, heads %d, kv_rank %d, rope_dim %d, nope_dim %d, v_dim %d, dtype %s, "
               "c_kv and k_rope %s%s\n", n, f->heads, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim,
@@ -220,11 +220,11 @@ static void aot_block_mla(StrBuf *sb, const IrFunc *f) {
               up ? "up-projected" : "", up && ab ? " and " : "", ab ? "absorbed" : "");
     if (up) aot_desc(sb, up);
     if (ab) aot_desc(sb, ab);
-    sb_printf(sb, "static const attn_rt_mla_desc attnc_%s_mla ATTNC_AOT_UNUSED = {\n    %d, %d, %d, %d, %s, %s, %s, %s,\n};\n\n",
+    sb_printf(sb, "static const attn_rt_mla_desc attnc_%s_mla ATTNC_AOT_UNUSED = {\n    %d, %d, %d, %d, %s, %s, %s, %s, %d,\n};\n\n",
               n, m->kv_rank, m->rope_dim, m->nope_dim, m->v_dim,
               up ? arena_printf(f->arena, "&attnc_%s_desc", up->name) : "NULL",
               ab ? arena_printf(f->arena, "&attnc_%s_desc", ab->name) : "NULL", aot_dtype_enum(m->dtype),
-              aot_dtype_enum(m->kv_dtype));
+              aot_dtype_enum(m->kv_dtype), m->kv_f32 ? 1 : 0);
     sb_printf(sb,
               "/* Runs '%s' on any strided tensors (see attn_mla_call); threads start per call. */\n"
               "static inline ATTNC_AOT_UNUSED attn_status attnc_%s(const attn_mla_call *call, attn_error *err) {\n"

@@ -473,6 +473,7 @@ static attn_rt_mla_desc kern_mla_desc(const attn_kernel *kern) {
         .absorbed = kern->desc_abs.tile ? &kern->desc_abs : NULL,
         .dtype = kern->mla.dtype,
         .kv_dtype = kern->mla.kv_dtype,
+        .kv_f32 = kern->mla.kv_f32,
     };
 }
 
@@ -555,7 +556,7 @@ int attn_kernel_mla_info(const attn_kernel *kern, attn_mla_info *info) {
         .has_up = d.up != NULL,
         .has_absorbed = d.absorbed != NULL,
         .dtype = d.dtype,
-        .kv_dtype = d.kv_dtype != ATTN_F32 ? d.kv_dtype : d.dtype,
+        .kv_dtype = rt_mla_kv_dtype(&d),
     };
     return 1;
 }

@@ -9,7 +9,8 @@
  * Up-projected: per (b, h): k[b,h] = [c_kv[b] . w_uk[h] | k_rope[b]], v[b,h] = c_kv[b] . w_uv[h]
  *               into a per-thread scratch, then the flash tile function over that head's rows.
  *
- * Storage: the tensors may be f16 or bf16 (the descriptor's dtype and kv_dtype). The variants
+ * Storage: the tensors may be f16 or bf16 (the descriptor's dtype; the latent c_kv, k_rope in
+ * rt_mla_kv_dtype: f32, f16 or bf16 under any dtype). The variants
  * are compiled for f32 and run on the f32 scratch above, so 16-bit storage is widened (exactly)
  * where it is copied: rows into q_cat and k_cat, a head's weight into a task's buffer before a
  * product, a 16-bit c_kv once into an f32 copy for the up-projection; o is computed in f32 and
@@ -161,7 +162,7 @@ static attn_status mla_validate(const attn_rt_mla_desc *d, const attn_mla_call *
         r->Lk > MLA_MAX_EXTENT)
         return rt_error(err, ATTN_ERR_SHAPE, "batch, q_len and kv_len must be in [0, 2^40]");
     attn_status st;
-    attn_dtype dt = d->dtype, kt = d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+    attn_dtype dt = d->dtype, kt = rt_mla_kv_dtype(d);
     if ((st = mla_view("q_nope", &c->q_nope, 4, (int64_t[]){r->B, r->H, r->Lq, r->nope}, false, dt, &r->qn, err)) ||
         (st = mla_view("q_rope", &c->q_rope, 4, (int64_t[]){r->B, r->H, r->Lq, r->rope}, false, dt, &r->qr, err)) ||
         (st = mla_view("c_kv", &c->c_kv, 3, (int64_t[]){r->B, r->Lk, r->R}, false, kt, &r->ckv, err)) ||
@@ -488,6 +489,9 @@ attn_status rt_mla_check_dtypes(const attn_rt_mla_desc *d, attn_error *err) {
         return rt_error(err, ATTN_ERR_DTYPE, "MLA kv_dtype int8: the latent cache has no int8 form (no scale tensors)");
     if (d->kv_dtype != ATTN_F32 && d->kv_dtype != ATTN_F16 && d->kv_dtype != ATTN_BF16)
         return rt_error(err, ATTN_ERR_DTYPE, "MLA kv_dtype %d: expected f32, f16 or bf16", (int)d->kv_dtype);
+    if (d->kv_f32 && (d->kv_dtype != ATTN_F32 || d->dtype == ATTN_F32))
+        return rt_error(err, ATTN_ERR_DTYPE, "MLA kv_f32 is for an f32 latent under an f16 or bf16 dtype "
+                        "(kv_dtype %d, dtype %d)", (int)d->kv_dtype, (int)d->dtype);
     return ATTN_OK;
 }
 

@@ -837,7 +837,7 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *d, const attn_paged
     memset(&m, 0, sizeof m);
     m.H = da->heads, m.R = d->kv_rank, m.rope = d->rope_dim, m.nope = d->nope_dim, m.dv = d->v_dim, m.P = da->page_size;
     m.W = m.R + m.rope;
-    m.dt = d->dtype, m.kt = d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+    m.dt = d->dtype, m.kt = rt_mla_kv_dtype(d);
     int64_t el = pg_elem(m.dt), kel = pg_elem(m.kt);
     static const char *const qd[] = {"total_q", "heads", "nope_dim"}, *const rd[] = {"total_q", "heads", "rope_dim"},
                              *const cd[] = {"num_pages", "page_size", "kv_rank"},

@@ -23,6 +23,12 @@ static inline attn_dtype rt_kv_dtype(const attn_rt_desc *d) {
     return d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
 }
 
+/* The storage type of an MLA block's latent cache c_kv, k_rope (its kv_dtype, as its dtype
+ * where it has none, f32 with kv_f32). */
+static inline attn_dtype rt_mla_kv_dtype(const attn_rt_mla_desc *d) {
+    return d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+}
+
 // status.c
 
 /* Records `code` and a formatted message in `err` (which may be NULL); returns `code`. */

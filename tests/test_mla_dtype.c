@@ -1,12 +1,14 @@
 /* MLA blocks in every storage type and compute mode, against MLA computed directly in double
  * precision (tests/masks.c ref_mla) on the values the storage holds:
- *  - dtype = f16 | bf16, kv_dtype = f16 | bf16 under dtype f32 and bf16, absorbed and
- *    up-projected, contiguous and paged: the math runs on exact f32 copies, so o is the f32
+ *  - dtype = f16 | bf16, kv_dtype = f16 | bf16 under dtype f32 and bf16, and an f32 latent
+ *    (kv_dtype = f32) under dtype bf16 and f16, absorbed and up-projected, contiguous and
+ *    paged: the math runs on exact f32 copies, so o is the f32
  *    result rounded once to the storage type: |o - ref| <= 2e-4 + (2e-4 + u) |ref|, where
  *    u (2^-8 bf16, 2^-11 f16: half an ulp relative) bounds one rounding to nearest even and
  *    2e-4 the f32 arithmetic (a truncating store fails it);
  *  - compute = bf16 | int8: the accuracy bounds of the precision docs (cosine, relative L1);
- *  - the backward of bf16 storage: the f32 backward of the same (widened) values, exactly;
+ *  - the backward of bf16 storage (and of bf16 or f16 over an f32 latent): the f32 backward of
+ *    the same (widened) values, exactly;
  *  - kv_dtype = int8 refused with its reason; compute bf16 has no backward (ATTN_ERR_ARG). */
 #include <math.h>
 #include <stdbool.h>
@@ -227,10 +229,11 @@ static void check_paged(attn_kernel *kern, Dims d, attn_dtype dt, attn_dtype kvt
     free(sckv), free(skr), free(sqn), free(sqr), free(swk), free(swv);
 }
 
-/* The backward of bf16 storage is the f32 backward of the widened values: both kernels run on
- * the same tensors (the f32 one given the bf16 forward's o, widened), gradients equal. */
-static void check_backward(attn_kernel *k16, attn_kernel *k32, Dims d, int64_t B, int64_t Lq, int64_t Lk) {
-    attn_dtype dt = ATTN_BF16;
+/* The backward of 16-bit storage (dt, the latent in kvt) is the f32 backward of the widened
+ * values: both kernels run on the same tensors (the f32 one given the 16-bit forward's o,
+ * widened), gradients equal. */
+static void check_backward(attn_kernel *k16, attn_kernel *k32, Dims d, attn_dtype dt, attn_dtype kvt, int64_t B,
+                           int64_t Lq, int64_t Lk) {
     size_t nqn = (size_t)(B * d.H * Lq * d.nope), nqr = (size_t)(B * d.H * Lq * d.rope);
     size_t nc = (size_t)(B * Lk * d.R), nkr = (size_t)(B * Lk * d.rope);
     size_t nwk = (size_t)d.H * d.R * d.nope, nwv = (size_t)d.H * d.R * d.dv;
@@ -240,7 +243,7 @@ static void check_backward(attn_kernel *k16, attn_kernel *k32, Dims d, int64_t B
     void *s[6];
     for (int i = 0; i < 6; i++) {
         f[i] = malloc(n[i] * 4 + 4);
-        s[i] = make(f[i], n[i], i >= 4 ? 0.3 : 1.0, dt);
+        s[i] = make(f[i], n[i], i >= 4 ? 0.3 : 1.0, i == 2 || i == 3 ? kvt : dt); /* c_kv, k_rope: kvt */
     }
     uint16_t *o16 = malloc(no * 2);
     float *o32 = malloc(no * 4), *lse = malloc(nl * 4), *dout = malloc(no * 4);
@@ -253,7 +256,7 @@ static void check_backward(attn_kernel *k16, attn_kernel *k32, Dims d, int64_t B
     };
     attn_error err;
     attn_status st = attn_run_mla(k16, &c, NULL, &err);
-    CHECK(st == ATTN_OK, "bf16 forward: %s", err.message);
+    CHECK(st == ATTN_OK, "%s/%s forward: %s", dt_name(dt), dt_name(kvt), err.message);
     for (size_t i = 0; i < no; i++) o32[i] = value_of(o16, i, dt);
     attn_mla_call c32 = c;
     void *fp[6] = {f[0], f[1], f[2], f[3], f[4], f[5]};
@@ -269,15 +272,16 @@ static void check_backward(attn_kernel *k16, attn_kernel *k32, Dims d, int64_t B
             .dw_uk = {g[w][4], 3, {d.H, d.R, d.nope}, {0}}, .dw_uv = {g[w][5], 3, {d.H, d.R, d.dv}, {0}},
         };
         st = attn_run_mla_backward(w ? k32 : k16, w ? &c32 : &c, &gc, &err);
-        CHECK(st == ATTN_OK, "%s backward: %s", w ? "f32" : "bf16", err.message);
+        CHECK(st == ATTN_OK, "%s backward: %s", w ? "f32" : dt_name(dt), err.message);
     }
     static const char *const names[6] = {"dq_nope", "dq_rope", "dc_kv", "dk_rope", "dw_uk", "dw_uv"};
     for (int i = 0; i < 6; i++) {
         double worst = 0, mx = 0;
         for (size_t j = 0; j < n[i]; j++) mx = fmax(mx, fabs(g[1][i][j]));
         for (size_t j = 0; j < n[i]; j++) worst = fmax(worst, fabs(g[0][i][j] - g[1][i][j]));
-        CHECK(worst <= 1e-6 * mx + 1e-7 && mx > 0, "backward %s B %lld Lq %lld Lk %lld: bf16 storage differs from "
-              "f32 on the same values by %g (max %g)", names[i], (long long)B, (long long)Lq, (long long)Lk, worst, mx);
+        CHECK(worst <= 1e-6 * mx + 1e-7 && mx > 0, "backward %s B %lld Lq %lld Lk %lld: %s storage (latent %s) "
+              "differs from f32 on the same values by %g (max %g)", names[i], (long long)B, (long long)Lq,
+              (long long)Lk, dt_name(dt), dt_name(kvt), worst, mx);
     }
     for (int w = 0; w < 2; w++)
         for (int i = 0; i < 6; i++) free(g[w][i]);
@@ -288,13 +292,16 @@ static void check_backward(attn_kernel *k16, attn_kernel *k32, Dims d, int64_t B
 int main(void) {
     Dims small = {3, 40, 12, 20, 24}; /* nothing a multiple of a vector width */
     struct { int64_t B, Lq, Lk; } calls[] = {{1, 1, 1}, {2, 1, 37}, {1, 37, 37}, {1, 37, 300}, {2, 5, 129}};
-    struct { const char *text; attn_dtype dt, kvt; } stores[] = {
-        {"dtype = bf16;", ATTN_BF16, ATTN_BF16},
-        {"dtype = f16;", ATTN_F16, ATTN_F16},
-        {"kv_dtype = bf16;", ATTN_F32, ATTN_BF16},
-        {"kv_dtype = f16;", ATTN_F32, ATTN_F16},
-        {"dtype = bf16; kv_dtype = f16;", ATTN_BF16, ATTN_F16},
-        {"dtype = bf16; kv_dtype = bf16;", ATTN_BF16, ATTN_BF16},
+    struct { const char *text; attn_dtype dt, kvt; bool all; } stores[] = {
+        {"dtype = bf16;", ATTN_BF16, ATTN_BF16, true},
+        {"dtype = f16;", ATTN_F16, ATTN_F16, true},
+        {"kv_dtype = bf16;", ATTN_F32, ATTN_BF16, true},
+        {"kv_dtype = f16;", ATTN_F32, ATTN_F16, true},
+        {"dtype = bf16; kv_dtype = f16;", ATTN_BF16, ATTN_F16, true},
+        {"dtype = bf16; kv_dtype = bf16;", ATTN_BF16, ATTN_BF16, false},
+        /* an f32 latent under a 16-bit dtype (attn_rt_mla_desc.kv_f32) */
+        {"dtype = bf16; kv_dtype = f32;", ATTN_BF16, ATTN_F32, true},
+        {"dtype = f16; kv_dtype = f32;", ATTN_F16, ATTN_F32, true},
     };
     for (size_t s = 0; s < sizeof stores / sizeof stores[0]; s++) {
         attn_kernel *k = compile(small, stores[s].text);
@@ -304,7 +311,7 @@ int main(void) {
               "'%s': info dtype %d kv_dtype %d", stores[s].text, (int)mi.dtype, (int)mi.kv_dtype);
         for (size_t c = 0; c < sizeof calls / sizeof calls[0]; c++)
             for (int ab = ATTN_ABSORB_ON; ab <= ATTN_ABSORB_OFF; ab++)
-                if (s < 5 || c == 3)
+                if (stores[s].all || c == 3)
                     check_contig(k, small, stores[s].dt, stores[s].kvt, 0, ab, calls[c].B, calls[c].Lq, calls[c].Lk,
                                  stores[s].text);
         attn_kernel_free(k);
@@ -346,6 +353,9 @@ int main(void) {
         {"dtype = f16; kv_dtype = bf16; kv_cache = paged(8);", ATTN_F16, ATTN_BF16, 8, 0},
         {"compute = bf16; kv_dtype = bf16; kv_cache = paged(16);", ATTN_F32, ATTN_BF16, 16, 1},
         {"compute = int8; dtype = bf16; kv_cache = paged(16);", ATTN_BF16, ATTN_BF16, 16, 2},
+        {"dtype = bf16; kv_dtype = f32; kv_cache = paged(16);", ATTN_BF16, ATTN_F32, 16, 0},
+        {"dtype = f16; kv_dtype = f32; kv_cache = paged(8);", ATTN_F16, ATTN_F32, 8, 0},
+        {"compute = bf16; dtype = bf16; kv_dtype = f32; kv_cache = paged(16);", ATTN_BF16, ATTN_F32, 16, 1},
     };
     for (size_t p = 0; p < sizeof pages / sizeof pages[0]; p++) {
         k = compile(small, pages[p].text);
@@ -353,17 +363,25 @@ int main(void) {
         check_paged(k, small, pages[p].dt, pages[p].kvt, pages[p].P, pages[p].compute);
         attn_kernel_free(k);
     }
-    /* the backward of bf16 storage */
-    attn_kernel *k16 = compile(small, "dtype = bf16;"), *k32 = compile(small, "");
-    if (k16 && k32) {
-        check_backward(k16, k32, small, 1, 1, 37);
-        check_backward(k16, k32, small, 2, 37, 130);
+    /* the backward of bf16 storage, and of bf16 and f16 over an f32 latent */
+    attn_kernel *k32 = compile(small, "");
+    struct { const char *text; attn_dtype dt, kvt; } backs[] = {
+        {"dtype = bf16;", ATTN_BF16, ATTN_BF16},
+        {"dtype = bf16; kv_dtype = f32;", ATTN_BF16, ATTN_F32},
+        {"dtype = f16; kv_dtype = f32;", ATTN_F16, ATTN_F32},
+    };
+    for (size_t i = 0; i < sizeof backs / sizeof backs[0]; i++) {
+        attn_kernel *k16 = compile(small, backs[i].text);
+        if (k16 && k32) {
+            check_backward(k16, k32, small, backs[i].dt, backs[i].kvt, 1, 1, 37);
+            check_backward(k16, k32, small, backs[i].dt, backs[i].kvt, 2, 37, 130);
+        }
+        attn_kernel_free(k16);
     }
-    attn_kernel_free(k16), attn_kernel_free(k32);
-    /* refused: an int8 latent (no scale tensors), an f32 latent under a bf16 dtype */
+    attn_kernel_free(k32);
+    /* refused: an int8 latent (no scale tensors) */
     static const struct { const char *text, *want; } bad[] = {
         {"kv_dtype = int8;", "an MLA latent cache cannot be int8"},
-        {"dtype = bf16; kv_dtype = f32;", "'kv_dtype = f32' on an MLA block needs 'dtype = f32'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char text[512];

@@ -251,7 +251,8 @@ enum { ATTN_ABSORB_SPEC = 0, ATTN_ABSORB_ON = 1, ATTN_ABSORB_OFF = 2 };
  * (default 1/sqrt(nope_dim + rope_dim)). A zero-initialised call means every default. As in
  * attn_call, o and lse must not overlap another tensor or input, and tensors with no element
  * may have NULL data. q_nope, q_rope, w_uk, w_uv and o are in the kernel's dtype
- * (attn_rt_mla_desc.dtype), c_kv and k_rope in its kv_dtype (as dtype when ATTN_F32); lse is
+ * (attn_rt_mla_desc.dtype), c_kv and k_rope in its latent type (kv_dtype; as dtype when
+ * ATTN_F32, unless kv_f32: then f32); lse is
  * f32. The math runs on exact f32 copies; o is rounded to nearest even. */
 typedef struct attn_mla_call {
     attn_tensor q_nope;        /* [batch, heads, q_len, nope_dim] */
@@ -276,9 +277,11 @@ typedef struct attn_rt_mla_desc {
     const attn_rt_desc *up;       /* the up-projected variant (heads = kv_heads, nope + rope wide), or NULL */
     const attn_rt_desc *absorbed; /* the absorbed variant (one K/V head over [c_kv | k_rope]), or NULL */
     /* Storage of the call's tensors: dtype (ATTN_F32, F16, BF16) for q_nope, q_rope, w_uk, w_uv
-     * and o; kv_dtype for the latent cache c_kv and k_rope (ATTN_F32 (0): as dtype). The
-     * variants themselves run on f32 copies (their dtype is ATTN_F32). */
+     * and o; kv_dtype for the latent cache c_kv and k_rope (ATTN_F32 (0): as dtype, unless
+     * kv_f32 is set). The variants themselves run on f32 copies (their dtype is ATTN_F32). */
     attn_dtype dtype, kv_dtype;
+    int kv_f32; /* nonzero: c_kv and k_rope are f32 under an f16 or bf16 dtype (`kv_dtype = f32;`);
+                 * kv_dtype is then ATTN_F32 */
 } attn_rt_mla_desc;
 
 /* Runs an MLA block: the projections around the compiled flash kernels. call->absorb chooses
