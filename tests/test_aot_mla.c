@@ -161,9 +161,10 @@ static void backward(void) {
     free(o), free(lse), free(dout);
 }
 
-/* bf16 tensors with an f16 latent through the typed simple entry: against the reference on the
- * stored values, o rounded once to bf16 (half an ulp: 2^-8 relative). The values are made
- * exact in both types by keeping 8 significant bits and exponents near 1. */
+/* bf16 tensors with an f16 latent (or an f32 one: kv_f32) through the typed simple entry:
+ * against the reference on the stored values, o rounded once to bf16 (half an ulp: 2^-8
+ * relative). The values are made exact in both types by keeping 8 significant bits and
+ * exponents near 1. */
 static uint16_t bf16_bits(float x) { /* x has at most 8 significant bits */
     uint32_t u;
     memcpy(&u, &x, 4);
@@ -184,16 +185,20 @@ static float bits_f32(uint16_t h) {
     return f;
 }
 
-static void sixteen_bit(int64_t B, int64_t Lq, int64_t Lk) {
+static void sixteen_bit(int64_t B, int64_t Lq, int64_t Lk, bool f32_latent) {
     const RefMla d = dims;
     CHECK(attnc_mla_bf16_mla.dtype == ATTN_BF16 && attnc_mla_bf16_mla.kv_dtype == ATTN_F16, "the bf16 block's dtypes");
+    CHECK(attnc_mla_bf16_f32_mla.dtype == ATTN_BF16 && attnc_mla_bf16_f32_mla.kv_dtype == ATTN_F32 &&
+              attnc_mla_bf16_f32_mla.kv_f32, "the bf16 block over an f32 latent: its dtypes and kv_f32");
     size_t n[6] = {(size_t)(B * d.H * Lq * d.nope), (size_t)(B * d.H * Lq * d.rope), (size_t)(B * Lk * d.R),
                    (size_t)(B * Lk * d.rope), (size_t)(d.H * d.R * d.nope), (size_t)(d.H * d.R * d.dv)};
     float *f[6];
     uint16_t *s[6];
+    float *lat[2]; /* an f32 latent: c_kv, k_rope as floats */
     for (int i = 0; i < 6; i++) {
         f[i] = filled(n[i], i >= 4 ? 0.3f : 1.0f);
         s[i] = malloc(2 * n[i] + 2);
+        if (i == 2 || i == 3) lat[i - 2] = f[i];
         REQUIRE(f[i] && s[i], "out of memory");
         for (size_t e = 0; e < n[i]; e++) {
             float x = f[i][e];
@@ -210,13 +215,14 @@ static void sixteen_bit(int64_t B, int64_t Lq, int64_t Lk) {
     REQUIRE(o && ro && rl, "out of memory");
     ref_mla(d, B, Lq, Lk, Lk - Lq, causal, f[0], f[1], f[2], f[3], f[4], f[5], ro, rl);
     attn_error err;
-    attn_status st = attnc_mla_bf16_simple(s[0], s[1], s[2], s[3], s[4], s[5], o, B, Lq, Lk, 2, &err);
+    attn_status st = f32_latent ? attnc_mla_bf16_f32_simple(s[0], s[1], lat[0], lat[1], s[4], s[5], o, B, Lq, Lk, 2, &err)
+                                : attnc_mla_bf16_simple(s[0], s[1], s[2], s[3], s[4], s[5], o, B, Lq, Lk, 2, &err);
     size_t bad = 0, first = 0;
     if (st == ATTN_OK)
         for (size_t i = 0; i < no; i++)
             if (!(fabs(bits_f32(o[i]) - ro[i]) <= 2e-4 + (2e-4 + 1.0 / 256) * fabs(ro[i])) && !bad++) first = i;
-    CHECK(st == ATTN_OK && bad == 0, "AOT bf16 / f16 latent B=%lld q_len=%lld kv_len=%lld: %s, %zu elements off "
-          "(o[%zu] %g, expected %g)", (long long)B, (long long)Lq, (long long)Lk, st ? err.message : "ok", bad, first,
+    CHECK(st == ATTN_OK && bad == 0, "AOT bf16 / %s latent B=%lld q_len=%lld kv_len=%lld: %s, %zu elements off "
+          "(o[%zu] %g, expected %g)", f32_latent ? "f32" : "f16", (long long)B, (long long)Lq, (long long)Lk, st ? err.message : "ok", bad, first,
           st ? 0.0 : bits_f32(o[first]), ro[first]);
     for (int i = 0; i < 6; i++) free(f[i]), free(s[i]);
     free(o), free(ro), free(rl);
@@ -224,9 +230,11 @@ static void sixteen_bit(int64_t B, int64_t Lq, int64_t Lk) {
 
 int main(void) {
     backward();
-    sixteen_bit(1, 1, 1);
-    sixteen_bit(2, 1, 100);
-    sixteen_bit(1, 33, 130);
+    for (int f32_latent = 0; f32_latent < 2; f32_latent++) {
+        sixteen_bit(1, 1, 1, f32_latent);
+        sixteen_bit(2, 1, 100, f32_latent);
+        sixteen_bit(1, 33, 130, f32_latent);
+    }
     static const int64_t shapes[][3] = {{1, 1, 1}, {2, 7, 7}, {1, 1, 100}, {3, 33, 100}, {2, 33, 7}, {1, 130, 130}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (int blk = AUTO; blk <= OFF; blk++)

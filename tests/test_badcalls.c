@@ -649,6 +649,12 @@ static void test_runtime_entries(attn_kernel *kern) {
     md.kv_dtype = ATTN_F32;
     md.dtype = ATTN_I32;
     RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_DTYPE, "mla: i32 dtype");
+    /* kv_f32 marks an f32 latent under a 16-bit dtype: not under f32, not with another kv_dtype */
+    md.dtype = ATTN_F32, md.kv_f32 = 1;
+    RT(attn_rt_launch_mla(&md, &m, NULL, NULL, &err), ATTN_ERR_DTYPE, "mla: kv_f32 under f32");
+    md.dtype = ATTN_BF16, md.kv_dtype = ATTN_F16;
+    RT(attn_rt_launch_mla_backward(&md, &m, &(attn_mla_grad_call){0}, NULL, &err), ATTN_ERR_DTYPE,
+       "mla backward: kv_f32 with kv_dtype f16");
 #undef RT
 }
 
