@@ -166,6 +166,84 @@ def check_mla_16bit(rng):
         check(np.array_equal(tt[2].grad.numpy(), mla.backward(*st, do)[2]), "attnc.torch MLA bf16: dc_kv differs")
 
 
+def check_mla_f32_latent(rng, cli):
+    """An f32 latent cache under a 16-bit dtype (dtype = bf16 | f16; kv_dtype = f32): c_kv and
+    k_rope typed float32 (uint16 bits refused naming them), the forward against the float64
+    reference on the stored values, both variants, the backward against finite differences,
+    paged alike over float32 pages filled by paged_append, and `attnc run` equal to Python."""
+    spec = MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; dtype = bf16; kv_dtype = f32;")
+    mla = attnc.compile(spec)
+    check(mla.dtype == "bf16" and mla.kv_dtype == "f32" and mla.has_backward and "bf16, latent f32" in repr(mla),
+          "MLA bf16 / f32 latent: %r" % mla)
+    B, H, Lq, Lk = 2, 2, 5, 37
+    shapes = ((B, H, Lq, 8), (B, H, Lq, 4), (B, Lk, 16), (B, Lk, 4), (H, 16, 8), (H, 16, 8))
+    t = [(rng.standard_normal(s) * (0.3 if i >= 4 else 1.0)).astype(np.float32) for i, s in enumerate(shapes)]
+    # the stored values: bf16 bits, the latent as it is (float32)
+    st = [t[i] if i in (2, 3) else attnc.from_float32(t[i]).reshape(t[i].shape) for i in range(6)]
+    vals = [a.astype(np.float64) if a.dtype == np.float32 else attnc.to_float32(a).astype(np.float64) for a in st]
+    ref = reference_mla(*vals)
+    for absorb in (True, False):
+        o = mla(*st, absorb=absorb)
+        of = attnc.to_float32(o).astype(np.float64)
+        check(o.dtype == np.uint16 and np.all(np.abs(of - ref) <= np.abs(ref) / 256 + 1e-4),
+              "MLA bf16 / f32 latent absorb %s: max error %g" % (absorb, np.abs(of - ref).max()))
+    bad = list(st)
+    bad[3] = attnc.from_float32(t[3]).reshape(t[3].shape)
+    raises(attnc.ATTN_ERR_DTYPE, lambda: mla(*bad), "MLA uint16 bits as an f32 k_rope", "k_rope")
+    do = rng.standard_normal((B, H, Lq, 8)).astype(np.float32)
+    grads = mla.backward(*st, do)
+    for i, (name, g) in enumerate(zip(MLA_NAMES, grads)):
+        scale, worst = np.abs(g).max(), 0.0
+        for _ in range(4):
+            idx = tuple(int(rng.integers(0, n)) for n in t[i].shape)
+            x = [a.copy() for a in vals]
+            x[i][idx] += 1e-5
+            lp = float((reference_mla(*x) * do).sum())
+            x[i][idx] -= 2e-5
+            lm = float((reference_mla(*x) * do).sum())
+            worst = max(worst, abs((lp - lm) / 2e-5 - g[idx]) / scale)
+        check(g.dtype == np.float32 and worst <= 1e-2, "MLA bf16 / f32 latent d%s vs finite differences: %.3g of "
+              "the scale" % (name, worst))
+    # paged under f16: float32 latent pages of 8 rows, batch row 1's 37 keys, its last 5 queries
+    P = 8
+    pm = attnc.compile(spec.replace("bf16", "f16").replace("mask = k <= q;", "mask = k <= q; kv_cache = paged(8);"))
+    check(pm.dtype == "f16" and pm.kv_dtype == "f32", "paged MLA f16 / f32 latent: %r" % pm)
+    s16 = [t[i] if i in (2, 3) else t[i].astype(np.float16) for i in range(6)]
+    v16 = [a.astype(np.float64) for a in s16]
+    ref16 = reference_mla(*v16)
+    npg = (Lk + P - 1) // P
+    perm = rng.permutation(npg)
+    ckv_p = np.zeros((npg, P, 16), np.float32)
+    kr_p = np.zeros((npg, P, 4), np.float32)
+    attnc.paged_append(t[2][1, :, None], t[3][1, :, None], ckv_p.reshape(npg, P, 1, 16), kr_p.reshape(npg, P, 1, 4),
+                       perm[None].astype(np.int32), np.array([Lk], np.int32), new_starts=np.array([0, Lk], np.int32))
+    check(all(np.array_equal(ckv_p[perm[j // P], j % P], t[2][1, j]) for j in range(Lk)), "paged_append of f32 latent rows")
+    qn = s16[0][1].transpose(1, 0, 2).copy()
+    qr = s16[1][1].transpose(1, 0, 2).copy()
+    op = pm(qn, qr, ckv_p, kr_p, s16[4], s16[5], page_table=perm[None].astype(np.int32),
+            kv_lens=np.array([Lk], np.int32), q_starts=np.array([0, Lq], np.int32))
+    want = ref16[1].transpose(1, 0, 2)
+    check(op.dtype == np.float16 and np.all(np.abs(op.astype(np.float64) - want) <= np.abs(want) / 2048 + 1e-4),
+          "paged MLA f16 / f32 latent: max error %g" % np.abs(op.astype(np.float64) - want).max())
+    raises(attnc.ATTN_ERR_DTYPE, lambda: pm(qn, qr, ckv_p.astype(np.int32), kr_p, s16[4], s16[5],
+                                            page_table=perm[None].astype(np.int32), kv_lens=np.array([Lk], np.int32),
+                                            q_starts=np.array([0, Lq], np.int32)), "paged int32 c_kv", "c_kv")
+    # attnc run: float32 .npy inputs (the latent kept, the rest rounded to bf16), o written as float32
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "m.attn")
+        with open(path, "w") as f:
+            f.write(spec)
+        args = [cli, "run", path, "--out", "o=%s" % os.path.join(tmp, "o.npy")]
+        for n, a in zip(MLA_NAMES, t):
+            np.save(os.path.join(tmp, n + ".npy"), a)
+            args += ["--in", "%s=%s" % (n, os.path.join(tmp, n + ".npy"))]
+        r = subprocess.run(args, capture_output=True, text=True)
+        check(r.returncode == 0, "MLA bf16 / f32 latent run: %s" % r.stderr)
+        if r.returncode == 0:
+            got = np.load(os.path.join(tmp, "o.npy"))
+            check(np.array_equal(got, attnc.to_float32(mla(*st))), "MLA bf16 / f32 latent: the CLI differs from Python")
+
+
 def check_mla(rng, cli):
     """The MLA backward: finite differences of the float64 forward, threads, the CLI, absorb = on."""
     mla = attnc.compile(MLA_SPEC)
@@ -420,6 +498,7 @@ def main():
         check(r2.returncode == 1 and "no backward" in r2.stderr, "paged run --grad: %d %s" % (r2.returncode, r2.stderr))
     check_mla(rng, cli)
     check_mla_16bit(rng)
+    check_mla_f32_latent(rng, cli)
     print("test_backward: %d checks, %d failed" % (CHECKS[0], len(FAILS)))
     return 1 if FAILS else 0
 
