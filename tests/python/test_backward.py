@@ -81,6 +81,24 @@ def reference_mla(q_nope, q_rope, c_kv, k_rope, w_uk, w_uv):
     return np.einsum("bhqj,bhjd->bhqd", p / p.sum(-1, keepdims=True), vv)
 
 
+def check_mla_fd(rng, mla, st, vals, do, what):
+    """mla.backward on the stored tensors st against central differences of the float64
+    reference on their values vals, at four random elements of each input."""
+    grads = mla.backward(*st, do)
+    for i, (name, g) in enumerate(zip(MLA_NAMES, grads)):
+        scale, worst = np.abs(g).max(), 0.0
+        for _ in range(4):
+            idx = tuple(int(rng.integers(0, n)) for n in vals[i].shape)
+            x = [a.copy() for a in vals]
+            x[i][idx] += 1e-5
+            lp = float((reference_mla(*x) * do).sum())
+            x[i][idx] -= 2e-5
+            lm = float((reference_mla(*x) * do).sum())
+            worst = max(worst, abs((lp - lm) / 2e-5 - g[idx]) / scale)
+        check(g.dtype == np.float32 and worst <= 1e-2, "%s d%s vs finite differences: %.3g of the scale"
+              % (what, name, worst))
+
+
 def check_mla_16bit(rng):
     """MLA in bf16 storage with an f16 latent: the forward against the float64 reference on the
     stored values (o rounded once to bf16: within |o|/256), the backward against finite
@@ -106,19 +124,7 @@ def check_mla_16bit(rng):
         o2 = mla(*st, absorb=absorb)
         check(np.array_equal(o, o2), "MLA bf16: the stored arrays and the float32 ones give different o")
     do = rng.standard_normal((B, H, Lq, 8)).astype(np.float32)
-    grads = mla.backward(*st, do)
-    for i, (name, g) in enumerate(zip(MLA_NAMES, grads)):
-        scale, worst = np.abs(g).max(), 0.0
-        for _ in range(4):
-            idx = tuple(int(rng.integers(0, n)) for n in t[i].shape)
-            x = [a.copy() for a in vals]
-            x[i][idx] += 1e-5
-            lp = float((reference_mla(*x) * do).sum())
-            x[i][idx] -= 2e-5
-            lm = float((reference_mla(*x) * do).sum())
-            worst = max(worst, abs((lp - lm) / 2e-5 - g[idx]) / scale)
-        check(g.dtype == np.float32 and worst <= 1e-2, "MLA bf16 d%s vs finite differences: %.3g of the scale"
-              % (name, worst))
+    check_mla_fd(rng, mla, st, vals, do, "MLA bf16")
     bad = list(st)
     bad[2] = np.zeros((B, Lk, 16), dtype=np.int32)
     raises(attnc.ATTN_ERR_DTYPE, lambda: mla(*bad), "MLA int32 c_kv", "c_kv")
@@ -191,19 +197,7 @@ def check_mla_f32_latent(rng, cli):
     bad[3] = attnc.from_float32(t[3]).reshape(t[3].shape)
     raises(attnc.ATTN_ERR_DTYPE, lambda: mla(*bad), "MLA uint16 bits as an f32 k_rope", "k_rope")
     do = rng.standard_normal((B, H, Lq, 8)).astype(np.float32)
-    grads = mla.backward(*st, do)
-    for i, (name, g) in enumerate(zip(MLA_NAMES, grads)):
-        scale, worst = np.abs(g).max(), 0.0
-        for _ in range(4):
-            idx = tuple(int(rng.integers(0, n)) for n in t[i].shape)
-            x = [a.copy() for a in vals]
-            x[i][idx] += 1e-5
-            lp = float((reference_mla(*x) * do).sum())
-            x[i][idx] -= 2e-5
-            lm = float((reference_mla(*x) * do).sum())
-            worst = max(worst, abs((lp - lm) / 2e-5 - g[idx]) / scale)
-        check(g.dtype == np.float32 and worst <= 1e-2, "MLA bf16 / f32 latent d%s vs finite differences: %.3g of "
-              "the scale" % (name, worst))
+    check_mla_fd(rng, mla, st, vals, do, "MLA bf16 / f32 latent")
     # paged under f16: float32 latent pages of 8 rows, batch row 1's 37 keys, its last 5 queries
     P = 8
     pm = attnc.compile(spec.replace("bf16", "f16").replace("mask = k <= q;", "mask = k <= q; kv_cache = paged(8);"))
