@@ -86,7 +86,7 @@ static void fz_mla(FzIn *in, const attn_rt_desc *d, const attn_call *c, int64_t 
     int64_t H = d->heads, R = fz_range(in, 1, 6), rope = fz_range(in, 0, 2);
     int64_t nope = d->qk_dim - rope, dv = d->v_dim;
     if (nope < 1) nope = 1;
-    attn_rt_mla_desc md = {(int)R, (int)rope, (int)nope, (int)dv, d, NULL};
+    attn_rt_mla_desc md = {.kv_rank = (int)R, .rope_dim = (int)rope, .nope_dim = (int)nope, .v_dim = (int)dv, .up = d};
     /* the absorbed variant: d's tile over one K/V head, [c_kv | k_rope]-wide keys */
     attn_rt_desc ad = *d;
     ad.kv_heads = 1, ad.qk_dim = (int)(R + rope), ad.v_dim = (int)R, ad.dtype = ATTN_F32;

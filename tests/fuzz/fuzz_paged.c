@@ -220,7 +220,8 @@ static void fz_mla(FzIn *in) {
     ad.page_size = (int)P, ad.block_q = (int)fz_range(in, 1, 5), ad.grad_head_kv = head_kv, ad.tile = fz_tile;
     if (H > 1 && fz_u8(in) % 2) ad.group = fz_group, ad.group_size = (int)H;
     if (fz_u8(in) % 32 == 31) ad.qk_dim = (int)fz_range(in, 1, 9); /* not the absorbed shape */
-    attn_rt_mla_desc md = {(int)R, (int)rope, (int)nope, (int)dv, NULL, fz_u8(in) % 64 == 63 ? NULL : &ad};
+    attn_rt_mla_desc md = {.kv_rank = (int)R, .rope_dim = (int)rope, .nope_dim = (int)nope, .v_dim = (int)dv,
+                           .absorbed = fz_u8(in) % 64 == 63 ? NULL : &ad};
     int64_t B = fz_range(in, 1, 4), MP = fz_range(in, 1, 4), NP = fz_range(in, 1, 6), T = 0;
     attn_paged_mla_call c;
     memset(&c, 0, sizeof c);
