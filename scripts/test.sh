@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets everything up and runs all tests: the release build, then the ASan+UBSan build, the
-# TSan build (threaded tests) and the fuzzers (FUZZ_SECONDS each, default 45).
+# TSan build (threaded tests) and the fuzzers (FUZZ_SECONDS each, default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -26,5 +26,5 @@ echo "test.sh: ASan+UBSan suite done at ${SECONDS}s"
 # Threads under ThreadSanitizer, then every fuzzer for a bounded time.
 bash scripts/tsan.sh
 echo "test.sh: TSan done at ${SECONDS}s"
-bash scripts/fuzz.sh "${FUZZ_SECONDS:-45}"
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 echo "test.sh: fuzzers done at ${SECONDS}s"
