@@ -210,45 +210,53 @@ def heads(b, tmp, m):
           ["shape", "threads", "ms", "GB/s of K/V", "of streaming read"], rows)
 
 
-def decode(b, tmp, m):
-    """Decode at the memory limit: K/V bytes per ms against the streaming read of this run."""
+def decode(b, tmp):
+    """Decode at the memory limit: K/V bytes per ms against the streaming read. This machine's
+    memory bandwidth drifts by tens of percent within minutes, so the section runs in rounds
+    (three; --quick: one), each measuring the streaming read beside every call, and reports
+    the best of the rounds for both (the ratios: of the same rounds)."""
     L = 8192 if b.quick else 65536
     base = "heads = 32; kv_heads = 8; head_dim = 128; mask = causal;"
-    rows, ms = [], {}
-
-    def row(name, r, t):
-        gbs = r["kv_bytes"] / (r["ms_min"] * 1e6)
-        ref = m[("stream_read_mem", t)]
-        rows.append([name, t, f"{r['ms_min']:.3f}", f"{gbs:.1f}", f"{gbs / ref:.2f}"])
-
+    n = 16 if b.quick else 64
+    exe = tool(tmp, "peak", "peak.c")
+    calls = []  # (key, label, spec, q_len, kv_len, threads, batch, extra)
     # compute f32 on each storage, then the compute modes whose decode takes dot products straight
     # from the cache (bf16: vdpbf16ps; int8 over an int8 cache: vpdpbusd, where the CPU has them)
     for kvdt, comp in (("f32", "f32"), ("bf16", "f32"), ("int8", "f32"), ("bf16", "bf16"), ("int8", "int8")):
         spec = b.spec(f"attention k {{ {base} kv_dtype = {kvdt}; compute = {comp}; }}")
-        r = b.run(spec, 1, L, 1)
-        ms[kvdt if comp == "f32" else f"{kvdt}/{comp}"] = r["ms_min"]
-        row(f"contiguous, kv_dtype {kvdt}, compute {comp}, kv {L}", r, 1)
-    paged = b.spec(f"attention k {{ {base} kv_cache = paged(16); }}")
-    r = b.run(paged, 1, L, 1)
-    ms["paged"] = r["ms_min"]
-    row(f"paged(16), kv {L}", r, 1)
-    for P in (64, 256):  # larger pages: the same 32-key calls, a head's rows closer together
-        r = b.run(b.spec(f"attention k {{ {base} kv_cache = paged({P}); }}"), 1, L, 1)
-        ms[f"paged{P}"] = r["ms_min"]
-        row(f"paged({P}), kv {L}", r, 1)
-    n = 16 if b.quick else 64
+        calls.append((kvdt if comp == "f32" else f"{kvdt}/{comp}",
+                      f"contiguous, kv_dtype {kvdt}, compute {comp}, kv {L}", spec, L, 1, 1, []))
+    for P in (16, 64, 256):  # larger pages: the same 32-key calls, a head's rows closer together
+        spec = b.spec(f"attention k {{ {base} kv_cache = paged({P}); }}")
+        calls.append((f"paged{P}", f"paged({P}), kv {L}", spec, L, 1, 1, []))
+    paged = calls[-3][2]
     for t in (1, 2):
-        r = b.run(paged, 1, 8192, t, batch=n, extra=["--kv-len-min", "512"])
-        row(f"paged(16), {n} sequences of 512..8192 keys", r, t)
-    table("Decode, GQA 32/8 d128 f32 (K/V bytes / ms_min against the streaming read of this run)",
-          ["call", "threads", "ms", "GB/s of K/V", "of streaming read"], rows)
+        calls.append((f"batch{t}", f"paged(16), {n} sequences of 512..8192 keys", paged, 8192, t, n,
+                      ["--kv-len-min", "512"]))
+    best, stream = {}, {1: 0.0, 2: 0.0}
+    for _ in range(1 if b.quick else 3):
+        for t in (1, 2):
+            for line in sh([exe, str(t), "stream"]).strip().splitlines():
+                stream[t] = max(stream[t], json.loads(line)["gbs"])
+        for key, _, spec, kv, t, batch, extra in calls:
+            r = b.run(spec, 1, kv, t, batch=batch, extra=extra)
+            if key not in best or r["ms_min"] < best[key]["ms_min"]:
+                best[key] = r
+    rows = []
+    for key, label, _, _, t, _, _ in calls:
+        r = best[key]
+        gbs = r["kv_bytes"] / (r["ms_min"] * 1e6)
+        rows.append([label, t, f"{r['ms_min']:.3f}", f"{gbs:.1f}", f"{stream[t]:.1f}", f"{gbs / stream[t]:.2f}"])
+    ms = {key: r["ms_min"] for key, r in best.items()}
+    table("Decode, GQA 32/8 d128 f32 (K/V bytes / ms_min against the streaming read; best of the rounds)",
+          ["call", "threads", "ms", "GB/s of K/V", "streaming read GB/s", "of streaming read"], rows)
     table("Decode time ratios (1 thread)", ["ratio", "value"],
           [["f32 K/V / bf16 K/V", f"{ms['f32'] / ms['bf16']:.2f}x"],
            ["bf16 K/V / int8 K/V", f"{ms['bf16'] / ms['int8']:.2f}x"],
            ["bf16 K/V / int8 K/V + compute int8", f"{ms['bf16'] / ms['int8/int8']:.2f}x"],
            ["bf16 K/V + compute bf16 / int8 K/V + compute int8", f"{ms['bf16/bf16'] / ms['int8/int8']:.2f}x"],
            ["bf16 K/V / bf16 K/V + compute bf16", f"{ms['bf16'] / ms['bf16/bf16']:.2f}x"],
-           ["paged / contiguous (f32)", f"{ms['paged'] / ms['f32']:.2f}"],
+           ["paged / contiguous (f32)", f"{ms['paged16'] / ms['f32']:.2f}"],
            ["paged(64) / contiguous (f32)", f"{ms['paged64'] / ms['f32']:.2f}"],
            ["paged(256) / contiguous (f32)", f"{ms['paged256'] / ms['f32']:.2f}"]])
 
@@ -288,7 +296,7 @@ def main():
         if "heads" in want:
             heads(b, tmp, m)
         if "decode" in want:
-            decode(b, tmp, m)
+            decode(b, tmp)
         if "mla" in want:
             mla(b, tmp)
         if "grad" in want:
