@@ -85,6 +85,11 @@ typedef struct Kern {
     int gsize;                                 /* rows sharing a key's prefetches (group heads, or 1) */
     LLVMValueRef gtab, gq0, gnq;               /* i32 *heads of the group; q0; nq (i64) */
     LLVMValueRef qs1, os1, ls1;                /* head strides of q, o, lse */
+    /* Paged decode over every K/V head at once (the group entry called with kvh -1): kvall
+     * (i64 0/1) says so; task row r then reads K/V head r / (G * nq), its rows ks1 / vs1
+     * elements from the bases (at head 0) a head; a block the few-rows path cannot take stops
+     * the key loop (stop: i64 slot, the first key not visited, or -1) */
+    LLVMValueRef kvall, ks1, vs1, stop;
     LLVMValueRef part;                         /* i1: the key block is partial (or the kv tail) */
     int wmax;                                  /* windows of at most this many key vectors (0: NT) */
     LLVMValueRef dqx, dqsum[16];               /* DPBF16/VNNI decode: the group's q pieces (cg_dot_q) */

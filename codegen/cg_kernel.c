@@ -169,10 +169,33 @@ static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symb
     k->nkeys = kv_len;
     k->lsebase = lsebase;
     k->ls2 = cg_i64(c, 1);
+    LLVMValueRef all = NULL;
+    if (G && f->page_size) {
+        /* kvh -1 (paged decode): the rows of every K/V head at once, each key block's heads in
+         * turn, so a page's rows (its K/V heads side by side) are read together. A call whose
+         * heads' rows do not fill whole passes of the few-rows path returns -1 at once (the
+         * runtime then calls head by head); one that meets a block the few-rows path cannot
+         * take (a partial block, the kv tail, a sub-block across pages) stops there, writes
+         * its o and lse, and returns -(key + 2) for the runtime to go on from that key */
+        all = LLVMBuildICmp(b, LLVMIntSLT, LLVMGetParam(c->fn, 2), cg_i64(c, 0), "kvall");
+        int dr = p->decode_rows > 1 ? p->decode_rows : 1;
+        LLVMValueRef rows = mul(c, k->gnq, cg_i64(c, G));
+        LLVMValueRef fits = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntEQ, LLVMBuildSRem(b, rows, cg_i64(c, dr), ""), cg_i64(c, 0), ""),
+                                         LLVMBuildICmp(b, LLVMIntSLE, rows, cg_i64(c, p->few_rows), ""), "");
+        LLVMBasicBlockRef bno = cg_block(c, "kvall_no"), bgo = cg_block(c, "kvall_go");
+        LLVMBuildCondBr(b, LLVMBuildAnd(b, all, LLVMBuildNot(b, fits, ""), ""), bno, bgo);
+        LLVMPositionBuilderAtEnd(b, bno);
+        LLVMBuildRet(b, cg_i32(c, -1));
+        LLVMPositionBuilderAtEnd(b, bgo);
+        k->kvall = LLVMBuildZExt(b, all, c->i64, "");
+        k->stop = cg_alloca(c, c->i64, 1, 8, "stop");
+        cg_store(c, cg_i64(c, -1), k->stop, 8);
+    }
     if (G) {
         k->qpos0 = add(c, q_off, q0);
         LLVMValueRef nq = cg_smax(c, LLVMBuildSub(b, q1, q0, ""), cg_i64(c, 0));
-        cg_emit_run(k, cg_i64(c, 0), mul(c, nq, cg_i64(c, G)));
+        LLVMValueRef units = all ? LLVMBuildSelect(b, all, cg_i64(c, f->kv_heads), cg_i64(c, 1), "") : cg_i64(c, 1);
+        cg_emit_run(k, cg_i64(c, 0), mul(c, mul(c, nq, cg_i64(c, G)), units));
     } else if (p->kind == IR_T_BAND) {
         cg_emit_band_task(k, q0, q1, q_off, p->band_w, p->band_hi);
     } else if (p->kind == IR_T_ROWS) {
@@ -183,7 +206,13 @@ static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symb
         cg_emit_class_runs(k, q0, q1, q_off);
     }
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
-    LLVMBuildRet(b, LLVMBuildZExt(b, e, c->i32, ""));
+    LLVMValueRef ret = LLVMBuildZExt(b, e, c->i32, "");
+    if (k->stop) { /* stopped before key s (kvh -1): -(s + 2), kv_len < 2^31 (paged) */
+        LLVMValueRef s = cg_load(c, c->i64, k->stop, 8);
+        LLVMValueRef code = LLVMBuildTrunc(b, LLVMBuildSub(b, cg_i64(c, -2), s, ""), c->i32, "");
+        ret = LLVMBuildSelect(b, LLVMBuildOr(b, e, LLVMBuildICmp(b, LLVMIntSLT, s, cg_i64(c, 0), ""), ""), ret, code, "");
+    }
+    LLVMBuildRet(b, ret);
     /* the runtime trusts the plan's stack (attn_rt_desc.stack): a kernel must stay within it */
     int64_t used = c->stack + k->piece_stack, bound = p->stack;
     if (!k->failed && used + IR_STACK_SPILLS > bound) {

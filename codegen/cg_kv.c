@@ -269,6 +269,8 @@ void cg_kv_args(Kern *k, LLVMValueRef a, LLVMValueRef bi, LLVMValueRef h, LLVMVa
     k->vbase = cg_gep(c, kvt, vp, add(c, mul(c, bi, STRIDE(v_stride, 0)), mul(c, kvh, STRIDE(v_stride, 1))));
     k->obase = cg_gep(c, ot, op, add(c, mul(c, bi, STRIDE(o_stride, 0)), mul(c, h, STRIDE(o_stride, 1))));
     k->qs1 = STRIDE(q_stride, 1);
+    k->ks1 = STRIDE(k_stride, 1);
+    k->vs1 = STRIDE(v_stride, 1);
     k->os1 = STRIDE(o_stride, 1);
     k->ls1 = STRIDE(lse_stride, 1);
     k->kbeg = field(c, a, offsetof(attn_rt_args, k_begin), c->i64);

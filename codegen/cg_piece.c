@@ -35,7 +35,7 @@ static int kern_slots(Kern *k, LLVMValueRef **s) {
         &k->part_rt, &k->vfin_slot, &k->qc, &k->kbeg, &k->kendp, &k->resume, &k->pages, &k->kps, &k->vps, &k->gtab, &k->gq0,
         &k->gnq, &k->qs1, &k->os1, &k->ls1, &k->part, &k->env.args, &k->env.b, &k->env.q_len,
         &k->env.kv_len, &k->env.qmin, &k->env.qmax, &k->env.kmin, &k->env.kmax,
-        &k->env.err_slot, &k->env.dummy, &k->ksc, &k->vsc,
+        &k->env.err_slot, &k->env.dummy, &k->ksc, &k->vsc, &k->kvall, &k->ks1, &k->vs1,
         /* the row's q (and h, grouped) is set by cg_env_row before any use, in the piece too;
          * what the caller's last row left there need not dominate the call */
         k->grouped ? NULL : &k->env.h};

@@ -7,6 +7,26 @@
 
 #include "codegen/cg_kern.h"
 
+/* A pass of the group entry's rows from row r on, over every K/V head at once (kvall): the
+ * K/V bases (and int8 scales) of the pass's head, r's; *saved keeps the call's. A pass never
+ * spans two heads (the entry checked: a head's rows fill whole passes). */
+static void pass_head(Kern *k, LLVMValueRef r, LLVMValueRef *saved) {
+    Cg *c = k->c;
+    saved[0] = k->kbase, saved[1] = k->vbase, saved[2] = k->ksc, saved[3] = k->vsc;
+    if (!k->kvall) return;
+    LLVMValueRef unit = LLVMBuildUDiv(c->b, cg_task_row(k, r), mul(c, k->gnq, cg_i64(c, k->gsize)), "unit");
+    unit = mul(c, unit, k->kvall); /* head 0 (the call's) unless kvall */
+    LLVMTypeRef et = cg_elem_type(c, k->kvdt);
+    k->kbase = cg_gep(c, et, k->kbase, mul(c, unit, k->ks1));
+    k->vbase = cg_gep(c, et, k->vbase, mul(c, unit, k->vs1));
+    if (k->ksc) k->ksc = cg_gep(c, c->f32, k->ksc, unit);
+    if (k->vsc) k->vsc = cg_gep(c, c->f32, k->vsc, unit);
+}
+
+static void pass_done(Kern *k, LLVMValueRef *saved) {
+    k->kbase = saved[0], k->vbase = saved[1], k->ksc = saved[2], k->vsc = saved[3];
+}
+
 /* The few-rows body of a key block (decode): scores straight from K, row by row. */
 static void body_few(Kern *k, bool unused) {
     (void)unused;
@@ -38,12 +58,18 @@ static void body_few(Kern *k, bool unused) {
             /* the sub-block's vectors (the block's last sub-block may be shorter) */
             LLVMValueRef nv = p->NT % sub == 0 ? cg_i64(c, sub) : cg_smin(c, cg_i64(c, sub), LLVMBuildSub(c->b, cg_i64(c, p->NT), v0, ""));
             LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), dr > 1 ? k->npad : nrows, cg_i64(c, dr), "drp");
+            LLVMValueRef saved[4];
+            pass_head(k, r, saved);
             cg_emit_group_loop(k, r, dr, false, true, cg_i64(c, 0), nv);
+            pass_done(k, saved);
             cg_loop_end(c, &lr);
             k->kb = kb, k->kpos0 = kpos0, k->kv_len = kv_len, k->pgn = 0;
         } else {
             LLVMValueRef r = cg_loop_begin(c, &lr, cg_i64(c, 0), dr > 1 ? k->npad : nrows, cg_i64(c, dr), "dr");
+            LLVMValueRef saved[4];
+            pass_head(k, r, saved);
             cg_emit_group_loop(k, r, dr, false, true, v0, v1); /* full blocks only (cg_emit_run) */
+            pass_done(k, saved);
             cg_loop_end(c, &lr);
         }
         cg_loop_end(c, &ls);
@@ -349,6 +375,9 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     CgLoop lq;
     LLVMValueRef qc = cg_loop_begin(c, &lq, q0, q1, cg_i64(c, p->BQ), "qc");
     k->qc = qc;
+    /* every K/V head at once: each chunk's rows stop at the same block (their positions and
+     * pages are the same), so the last chunk's stop is the call's */
+    if (k->stop) cg_store(c, cg_i64(c, -1), k->stop, 8);
     LLVMValueRef nrows = cg_smin(c, cg_i64(c, p->BQ), LLVMBuildSub(b, q1, qc, ""));
     k->last = LLVMBuildSub(b, nrows, cg_i64(c, 1), "last");
     /* rows rounded up to whole groups of R: the padding rows repeat the last row */
@@ -363,6 +392,9 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     /* the tile function of a kernel with a group function meets few rows only in the tail
      * of a long prefill: it packs K for them too and has no few-rows piece to compile */
     LLVMValueRef few = !p->few_rows ? cg_bool(c, false) : LLVMBuildICmp(b, LLVMIntSLE, nrows, cg_i64(c, p->few_rows), "few");
+    /* every K/V head at once: a head's rows are few (the entry checked), not the chunk's */
+    LLVMValueRef kvall = k->stop ? LLVMBuildICmp(b, LLVMIntNE, k->kvall, cg_i64(c, 0), "") : NULL;
+    if (kvall && p->few_rows) few = LLVMBuildOr(b, few, kvall, "");
     {
         /* pack Q (scaled to f32) and reset the softmax state; padded rows repeat the last */
         CgLoop li;
@@ -435,6 +467,14 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
     cg_frame_fill(k, false);
     CgLoop lk;
     k->kb = cg_loop_begin(c, &lk, klo, kend, cg_i64(c, p->BK), "kb");
+    if (kvall) { /* stopped (below): the blocks left are the runtime's */
+        LLVMBasicBlockRef go = cg_block(c, "going"), skip = cg_block(c, "stopped");
+        LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSGE, cg_load(c, c->i64, k->stop, 8), cg_i64(c, 0), ""), skip, go);
+        LLVMPositionBuilderAtEnd(b, skip);
+        cg_loop_continue(c, &lk);
+        LLVMBuildBr(b, go);
+        LLVMPositionBuilderAtEnd(b, go);
+    }
     LLVMValueRef cls = cg_i32(c, 2);
     if (prune) {
         env->kmin = cg_kpos(k, k->kb);
@@ -508,7 +548,19 @@ void cg_emit_run(Kern *k, LLVMValueRef q0, LLVMValueRef q1) {
         for (int v0 = 0; v0 < p->NT; v0 += sub)
             few = LLVMBuildAnd(b, few, cg_page_fits(k, add(c, k->kb, cg_i64(c, (int64_t)v0 * p->W)), p->decode_keys), "");
     }
-    LLVMBuildCondBr(b, few, bdot, bpack);
+    if (kvall) {
+        /* every K/V head at once: a block for the packed path stops the key loop here */
+        LLVMBasicBlockRef bnf = cg_block(c, "notfew"), bst = cg_block(c, "stop");
+        LLVMBuildCondBr(b, few, bdot, bnf);
+        LLVMPositionBuilderAtEnd(b, bnf);
+        LLVMBuildCondBr(b, kvall, bst, bpack);
+        LLVMPositionBuilderAtEnd(b, bst);
+        cg_store(c, cg_kpos(k, k->kb), k->stop, 8);
+        cg_loop_continue(c, &lk);
+        LLVMBuildBr(b, bpack);
+    } else {
+        LLVMBuildCondBr(b, few, bdot, bpack);
+    }
     LLVMPositionBuilderAtEnd(b, bdot);
     if (k->grouped) {
         /* the heads of a group (decode): full blocks, without lane selects (the hot loop of

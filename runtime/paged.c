@@ -148,6 +148,7 @@ typedef struct PgRun {
     int64_t ngroups;
     float *part_o;        /* split tasks' partial o, [gh][rows][DV] each */
     float *lse_buf;       /* every task's lse rows */
+    bool all;             /* grouped tasks call the group entry once for every K/V head */
     atomic_int failed;
 } PgRun;
 
@@ -189,6 +190,36 @@ static int64_t pg_head(const PgRun *r, bool grouped, int64_t u, int64_t g) {
 /* Floats of a task's lse rows (times v_dim: its partial o). */
 static int64_t pg_span(const PgRun *r, int64_t b, int64_t rows) { return (pg_grouped(r, b) ? r->H : 1) * rows; }
 
+/* Task tk's keys [k0, k1) unit by unit (resume: from the o and lse written before): the K/V
+ * heads of a sequence's page lie side by side, so a task over several (grouped decode) visits
+ * its keys a chunk at a time, every head's part of it, and the pages stream through in order;
+ * each head's calls chained through resume. False when a call failed (r->failed set). */
+static bool pg_heads(PgRun *r, const PgTask *tk, attn_rt_args *a, int64_t k0, int64_t k1, bool resume) {
+    bool grouped = pg_grouped(r, tk->b);
+    int64_t ck = PG_CHUNK_KEYS * 4 / r->kvel;
+    int64_t chunk = tk->u1 - tk->u0 > 1 ? pg_chunk(ck, r->P) : 0;
+    for (int64_t c0 = k0; c0 < k1;) {
+        /* chunks end on pages; one unit's keys in one call, but for a first one ending on a
+         * page (a window's start within a page): the decode of a block reads its pages whole
+         * when the block starts on a page (or within one it does not leave), else packs it */
+        int64_t c1 = chunk ? (c0 / chunk + 1) * chunk : grouped && c0 % r->P ? (c0 / r->P + 1) * r->P : k1;
+        if (c1 > k1) c1 = k1;
+        a->k_begin = c0;
+        a->k_end = c1;
+        for (int64_t u = tk->u0; u < tk->u1; u++)
+            for (int d = 0; d < r->n; d++) {
+                attn_rt_tile_fn fn = grouped ? r->descs[d]->group : r->descs[d]->tile;
+                a->resume = resume || c0 > k0 || d > 0; /* later chunks and key domains continue from (o, lse) */
+                if (fn(a, tk->b, u, tk->q0, tk->q1) != 0) {
+                    atomic_store_explicit(&r->failed, 1, memory_order_relaxed);
+                    return false;
+                }
+            }
+        c0 = c1;
+    }
+    return true;
+}
+
 static void pg_task_run(void *ctx, int64_t t) {
     PgRun *r = ctx;
     if (atomic_load_explicit(&r->failed, memory_order_relaxed)) return;
@@ -221,31 +252,33 @@ static void pg_task_run(void *ctx, int64_t t) {
     a.v = r->c->v_pages.data;
     a.k_page_stride = r->vk.stride[0];
     a.v_page_stride = r->vv.stride[0];
-    /* the K/V heads of a sequence's page lie side by side: a task over several (grouped decode)
-     * visits its keys a chunk at a time, every head's part of it, so the pages stream through
-     * in order; each head's calls chained through resume */
-    int64_t ck = PG_CHUNK_KEYS * 4 / r->kvel;
-    int64_t chunk = tk->u1 - tk->u0 > 1 ? pg_chunk(ck, r->P) : 0;
-    bool first = true;
-    for (int64_t c0 = tk->k0; c0 < tk->k1;) {
-        /* chunks end on pages; one unit's keys in one call, but for a first one ending on a
-         * page (a window's start within a page): the decode of a block reads its pages whole
-         * when the block starts on a page (or within one it does not leave), else packs it */
-        int64_t c1 = chunk ? (c0 / chunk + 1) * chunk : grouped && c0 % r->P ? (c0 / r->P + 1) * r->P : tk->k1;
-        if (c1 > tk->k1) c1 = tk->k1;
-        a.k_begin = c0;
-        a.k_end = c1;
-        for (int64_t u = tk->u0; u < tk->u1; u++)
-            for (int d = 0; d < r->n; d++) {
-                attn_rt_tile_fn fn = grouped ? r->descs[d]->group : r->descs[d]->tile;
-                a.resume = c0 > tk->k0 || d > 0; /* later chunks and key domains continue from (o, lse) */
-                if (fn(&a, b, u, tk->q0, tk->q1) != 0) {
-                    atomic_store_explicit(&r->failed, 1, memory_order_relaxed);
-                    return;
-                }
+    bool first = true, resume = false;
+    int64_t from = tk->k0;
+    if (grouped && r->all && tk->u0 == 0 && tk->u1 == r->KH && tk->k0 < tk->k1) {
+        /* every K/V head in one call (its blocks read each page's rows of all heads together),
+         * from the first page boundary: a window's first keys within a page head by head */
+        int64_t s0 = tk->k0 % r->P ? (tk->k0 / r->P + 1) * r->P : tk->k0;
+        if (s0 > tk->k1) s0 = tk->k1;
+        if (s0 > tk->k0 && !pg_heads(r, tk, &a, tk->k0, s0, false)) return;
+        first = s0 == tk->k0, resume = s0 > tk->k0, from = s0;
+        if (s0 < tk->k1) {
+            a.k_begin = s0;
+            a.k_end = tk->k1;
+            a.resume = resume;
+            int rc = r->descs[0]->group(&a, b, -1, tk->q0, tk->q1);
+            if (rc > 0 || (rc < -1 && (-(int64_t)rc - 2 < s0 || -(int64_t)rc - 2 > tk->k1))) {
+                atomic_store_explicit(&r->failed, 1, memory_order_relaxed);
+                return;
             }
+            if (rc != -1) { /* done, or stopped at a block for the per-head calls */
+                from = rc == 0 ? tk->k1 : -(int64_t)rc - 2;
+                first = false, resume = true;
+            }
+        }
+    }
+    if (from < tk->k1) {
+        if (!pg_heads(r, tk, &a, from, tk->k1, resume)) return;
         first = false;
-        c0 = c1;
     }
     if (first) { /* no key visible: o = 0, lse = -inf */
         for (int64_t u = tk->u0; u < tk->u1; u++)
@@ -449,6 +482,7 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
             r.unit_heads[u * r.G + fill[u]++] = (int)h;
         }
     }
+    r.all = n == 1 && r.G > 1 && d0->group_all;
     int threads = c->threads > 0 ? c->threads : pool ? attn_rt_pool_threads(pool) : attn_rt_cpu_count();
     if (threads < 1) threads = 1;
     int64_t stack = 0;

@@ -201,6 +201,42 @@ static void mixed_case(const char *label, const char *body, int P, int H, int KH
     ir_module_free(m);
 }
 
+/* Grouped decode calls the group entry once for every K/V head (attn_rt_desc.group_all): its
+ * rows then run past one chunk of the entry's scratch (64 K/V heads x 2 heads x 4 rows), a
+ * head's rows fill whole passes or not (2 heads x 3 rows: the call says so and the runtime goes
+ * head by head), windows start within pages, tails stop the call at their partial block. */
+static void all_heads_case(uint64_t *rng) {
+    static const char *const bodies[] = {
+        "heads = 128; kv_heads = 64; head_dim = 16; mask = causal;",
+        "heads = 128; kv_heads = 64; head_dim = 16; mask = sliding(90);",
+        "heads = 16; kv_heads = 4; head_dim = 32; mask = causal && (q - k) % 5 != 1;",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
+        for (int P = 8; P <= 32; P *= 4) {
+            char text[512];
+            IrModule *m;
+            IrFunc *f;
+            attn_kernel *kern = compile(spec_text(text, sizeof text, bodies[i], P), &m, &f);
+            if (!kern) {
+                ir_module_free(m);
+                continue;
+            }
+            const attn_rt_desc *d = attn_kernel_desc(kern);
+            CHECK(d->group && d->group_all, "%s: a paged group entry takes every K/V head", bodies[i]);
+            enum { B = 6 };
+            int n[B] = {4, 2, 1, 3, 4, 1}, L[B] = {700 + (int)check_int(rng, 0, 99), 333, 1, 95, 4, 2 * P};
+            Batch x;
+            batch_make(&x, B, n, L, P, d->heads, d->kv_heads, d->qk_dim, d->v_dim, rng);
+            char label[600];
+            snprintf(label, sizeof label, "every K/V head at once: %s", bodies[i]);
+            run_check(kern, f, &x, NULL, 0, 1, label);
+            run_check(kern, f, &x, NULL, 0, 2, label);
+            batch_free(&x);
+            attn_kernel_free(kern);
+            ir_module_free(m);
+        }
+}
+
 /* Each bad table fails with its code, and o is untouched. */
 static void bad_tables(uint64_t *rng) {
     char text[256];
@@ -481,6 +517,7 @@ int main(void) {
         mixed_case("mqa sliding window, every page size", "heads = 4; kv_heads = 1; head_dim = 16; mask = sliding(300);",
                    P, 4, 1, 16, 16, 0, &rng);
     }
+    all_heads_case(&rng);
     bad_tables(&rng);
     append_case(&rng);
     mla_case(&rng);
