@@ -170,9 +170,10 @@ static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symb
     k->lsebase = lsebase;
     k->ls2 = cg_i64(c, 1);
     LLVMValueRef all = NULL;
-    if (G && f->page_size) {
-        /* kvh -1 (paged decode): the rows of every K/V head at once, each key block's heads in
-         * turn, so a page's rows (its K/V heads side by side) are read together. A call whose
+    if (G) {
+        /* kvh -1 (decode of K/V heads stored side by side: pages, or [batch, kv_len, kv_heads,
+         * dim] caches): the rows of every K/V head at once, each key block's heads in turn, so a
+         * key's rows of all heads are read together. A call whose
          * heads' rows do not fill whole passes of the few-rows path returns -1 at once (the
          * runtime then calls head by head); one that meets a block the few-rows path cannot
          * take (a partial block, the kv tail, a sub-block across pages) stops there, writes
@@ -207,7 +208,7 @@ static bool emit_fn(Cg *c, const IrFunc *f, const IrPlan *plan, const char *symb
     }
     LLVMValueRef e = cg_load(c, c->i1, err_slot, 1);
     LLVMValueRef ret = LLVMBuildZExt(b, e, c->i32, "");
-    if (k->stop) { /* stopped before key s (kvh -1): -(s + 2), kv_len < 2^31 (paged) */
+    if (k->stop) { /* stopped before key s (kvh -1): -(s + 2); callers keep kv_len < 2^31 - 2 */
         LLVMValueRef s = cg_load(c, c->i64, k->stop, 8);
         LLVMValueRef code = LLVMBuildTrunc(b, LLVMBuildSub(b, cg_i64(c, -2), s, ""), c->i32, "");
         ret = LLVMBuildSelect(b, LLVMBuildOr(b, e, LLVMBuildICmp(b, LLVMIntSLT, s, cg_i64(c, 0), ""), ""), ret, code, "");

@@ -162,7 +162,7 @@ static void aot_desc(StrBuf *sb, const IrFunc *f) {
     int ex = gp ? drv_grad_exact(f) : 0, runs = gp && f->prune.enabled && f->prune.runs.mod >= 2 && f->prune.runs.mod <= INT32_MAX;
     sb_printf(sb, " %d, %d, %d, %d, %d, ", ex, runs ? (int)f->prune.runs.mod : 0, runs ? (int)f->prune.runs.base : 0,
               runs ? (int)f->prune.runs.width : 0, runs ? (int)f->prune.runs.with_q : 0);
-    int all = f->page_size && G ? 1 : 0; /* the group entry takes kvh -1 */
+    int all = G ? 1 : 0; /* the group entry takes kvh -1 */
     if (gp)
         sb_printf(sb, "%s_grad_keys, %d, %d,\n};\n\n", tile, f->kv_f32 ? 1 : 0, all);
     else

@@ -151,7 +151,7 @@ void drv_desc_init(const IrFunc *f, attn_rt_desc *desc, attn_rt_input_desc *inpu
     desc->tile = tile;
     desc->group = NULL; /* set by the caller that linked it */
     desc->group_size = ir_group_size(f);
-    desc->group_all = f->page_size && ir_plan(f, IR_ROLE_GROUP) ? 1 : 0;
+    desc->group_all = ir_plan(f, IR_ROLE_GROUP) ? 1 : 0;
     for (int i = 0; i < f->ninputs; i++) {
         const IrInput *in = &f->inputs[i];
         inputs[i].name = in->name;

@@ -417,6 +417,8 @@ typedef struct RtLaunch {
     int64_t block_q;    /* query rows per tile */
     int64_t nsplit;     /* key splits (1: none) */
     int64_t share;      /* consecutive units on one K/V head (divides units) */
+    int64_t kv_heads;   /* all: the group function's calls per K/V head after a stop */
+    bool all;           /* one unit: the group function over every K/V head (kvh -1) */
     atomic_int failed;  /* a tile reported an input index out of bounds */
 } RtLaunch;
 
@@ -448,8 +450,29 @@ static void rt_launch_task(void *ctx, int64_t t) {
     const attn_rt_args *a = &l->args[s];
     int64_t q0 = tile * l->block_q, q1 = q0 + l->block_q;
     if (q1 > a->q_len) q1 = a->q_len;
-    if (l->fn(a, b, u, q0, q1) != 0)
+    if (!l->all) {
+        if (l->fn(a, b, u, q0, q1) != 0) atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
+        return;
+    }
+    /* every K/V head in one call; what it leaves (a block it cannot take, and the keys after)
+     * head by head, resuming from its o and lse */
+    int rc = l->fn(a, b, -1, q0, q1);
+    if (rc == 0) return;
+    attn_rt_args h = *a;
+    int64_t kend = a->k_end > 0 ? a->k_end : a->kv_len;
+    if (rc < -1) {
+        h.k_begin = -(int64_t)rc - 2;
+        h.resume = 1;
+    }
+    if (rc > 0 || h.k_begin < a->k_begin || h.k_begin > kend) {
         atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
+        return;
+    }
+    for (int64_t kvh = 0; kvh < l->kv_heads; kvh++)
+        if (l->fn(&h, b, kvh, q0, q1) != 0) {
+            atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
+            return;
+        }
 }
 
 int64_t rt_kv_share(const attn_rt_desc *d, int64_t units) {
@@ -661,7 +684,13 @@ static attn_status rt_launch_args(const attn_rt_desc *d, const attn_call *c, att
     if (G > 1 && a.q_len >= d->block_q) G = 1;
     RtLaunch l = {.args = &a, .fn = G > 1 ? d->group : d->tile, .nsplit = 1};
     atomic_init(&l.failed, 0);
-    l.units = G > 1 ? d->kv_heads : d->heads;
+    /* K/V heads side by side ([batch, kv_len, kv_heads, dim], a key's heads closer than its
+     * keys): one call for every K/V head, which reads each key's heads together (each head
+     * alone would read a row in every kv_heads); f32 (it may resume from o), kv_len < 2^31 */
+    l.all = G > 1 && d->group_all && d->dtype == ATTN_F32 && a.kv_len < INT32_MAX - 2 &&
+            llabs(a.k_stride[1]) < llabs(a.k_stride[2]) && llabs(a.v_stride[1]) < llabs(a.v_stride[2]);
+    l.kv_heads = d->kv_heads;
+    l.units = l.all ? 1 : G > 1 ? d->kv_heads : d->heads;
     l.share = rt_kv_share(d, l.units);
     l.block_q = G > 1 ? (d->block_q / G > 1 ? d->block_q / G : 1) : d->block_q;
     l.bu = a.batch * l.units; /* <= 2^40 * 2^31: fits */
@@ -675,6 +704,17 @@ static attn_status rt_launch_args(const attn_rt_desc *d, const attn_call *c, att
     if (__builtin_mul_overflow(l.bu, l.ntiles, &ntasks))
         return rt_error(err, ATTN_ERR_OVERFLOW, "batch * heads * query tiles overflows");
     if ((s = rt_summaries_build(d, &a, err))) return s;
+    float *lse_scratch = NULL;
+    if (l.all && !a.lse) { /* the calls after a stop resume from an lse */
+        lse_scratch = malloc(sizeof(float) * (size_t)(a.batch * d->heads * a.q_len));
+        if (!lse_scratch) {
+            rt_summaries_free(&a);
+            return rt_error(err, ATTN_ERR_NOMEM, "out of memory for the decode's log-sum-exps");
+        }
+        a.lse = lse_scratch;
+        a.lse_stride[0] = d->heads * a.q_len;
+        a.lse_stride[1] = a.q_len;
+    }
 
     /* fewer tasks than threads (decode): split the keys; each split writes a partial (o, lse)
      * to scratch, merged through the log-sum-exps */
@@ -723,6 +763,7 @@ static attn_status rt_launch_args(const attn_rt_desc *d, const attn_call *c, att
         rt_merge_splits(&a, d->heads, d->v_dim, nsplit, scratch, scratch + rows * d->v_dim * nsplit);
     free(sargs);
     free(scratch);
+    free(lse_scratch);
     rt_summaries_free(&a);
     if (s != ATTN_OK) return s;
     if (atomic_load(&l.failed))

@@ -200,11 +200,12 @@ typedef struct attn_rt_desc {
                                           * are used only where grad_exact is set) */
     int kv_f32;                          /* nonzero: k and v are f32 under an f16 or bf16 dtype
                                           * (`kv_dtype = f32;`); kv_dtype is then ATTN_F32 */
-    /* Nonzero (paged kernels): group also takes kvh = -1, the rows of every K/V head at once
-     * (G * kv_heads heads, q1 - q0 rows each), each key block's heads in turn so that a page's
-     * rows are read together. It returns -1 having done nothing when it cannot (the caller then
-     * goes head by head), and -(s + 2) when it stopped before key s at a block it leaves to the
-     * per-head calls (o and lse written: they resume from there). */
+    /* Nonzero: group also takes kvh = -1, the rows of every K/V head at once (G * kv_heads
+     * heads, q1 - q0 rows each), each key block's heads in turn, so that K/V heads stored side
+     * by side (pages; [batch, kv_len, kv_heads, dim] caches) are read together. It returns -1
+     * having done nothing when it cannot (the caller then goes head by head), and -(s + 2) when
+     * it stopped before key s at a block it leaves to the per-head calls (o and lse written, o
+     * in f32 only: they resume from there). */
     int group_all;
 } attn_rt_desc;
 
