@@ -683,13 +683,38 @@ static float pg_quantize(const float *x, int64_t n, int8_t *dst) {
     return scale;
 }
 
+/* int8 pages: new row of n elements at element offset off of a nt tensor as f32, the data itself
+ * (f32) or its exact widening into tmp (f16, bf16). */
+static const float *pg_new_row(const void *p, attn_dtype nt, int64_t off, int64_t n, float *tmp) {
+    if (nt == ATTN_F32) return (const float *)p + off;
+    rt_widen_row(tmp, p, off, n, nt);
+    return tmp;
+}
+
+static const char *pg_dtype_name(attn_dtype t) {
+    return t == ATTN_F32 ? "f32" : t == ATTN_F16 ? "f16" : t == ATTN_BF16 ? "bf16" : t == ATTN_I8 ? "int8" : "i32";
+}
+
 attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
     rt_ok(err);
     if (!c) return rt_error(err, ATTN_ERR_NULL, "the append call is NULL");
     if (c->dtype != ATTN_F32 && c->dtype != ATTN_F16 && c->dtype != ATTN_BF16 && c->dtype != ATTN_I8)
         return rt_error(err, ATTN_ERR_DTYPE, "append: dtype %d, expected f32, f16, bf16 or int8", (int)c->dtype);
     bool i8 = c->dtype == ATTN_I8;
-    int64_t el = pg_elem(c->dtype), nel = i8 ? 4 : el; /* pages', new rows' (int8: f32 rows, quantized) */
+    /* new rows: the pages' type, except for int8 pages (f32, f16 or bf16 rows, quantized) */
+    attn_dtype nt = c->new_dtype;
+    if (nt != ATTN_F32 && nt != ATTN_F16 && nt != ATTN_BF16 && nt != ATTN_I32 && nt != ATTN_I8)
+        return rt_error(err, ATTN_ERR_DTYPE, "append: new_dtype %d is not a type (expected 0 (f32), f16 or bf16)",
+                        (int)nt);
+    if (i8 && nt != ATTN_F32 && nt != ATTN_F16 && nt != ATTN_BF16)
+        return rt_error(err, ATTN_ERR_DTYPE, "append: new_dtype %s for int8 pages, expected f32 (0), f16 or bf16",
+                        nt == ATTN_I8 ? "int8" : "i32");
+    if (!i8 && nt != ATTN_F32 && nt != c->dtype)
+        return rt_error(err, ATTN_ERR_DTYPE, "append: new_dtype %s differs from the pages' dtype %s (only int8 "
+                        "pages take new rows of another type; 0 means the pages' type)",
+                        pg_dtype_name(nt), pg_dtype_name(c->dtype));
+    if (!i8) nt = c->dtype;
+    int64_t el = pg_elem(c->dtype), nel = pg_elem(nt); /* pages', new rows' */
     static const char *const kd[] = {"num_pages", "page_size", "kv_heads", "qk_dim"},
                              *const vd[] = {"num_pages", "page_size", "kv_heads", "v_dim"},
                              *const nk[] = {"total_new", "kv_heads", "qk_dim"}, *const nv[] = {"total_new", "kv_heads", "v_dim"},
@@ -749,17 +774,24 @@ attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
             }
         free(slot);
     }
+    /* int8: 16-bit rows are widened (exactly) into wide, then quantized as f32 rows are */
+    float *wide = NULL;
+    if (i8 && nt != ATTN_F32 && !(wide = malloc(sizeof(float) * (size_t)((DQ > DV ? DQ : DV) + 1))))
+        return rt_error(err, ATTN_ERR_NOMEM, "out of memory for the append's widened rows");
     /* int8: a row with an inf or NaN has no int8 form (its scale would spoil every element) */
     for (int64_t row = 0; i8 && row < T; row++)
         for (int64_t h = 0; h < KH; h++)
             for (int w = 0; w < 2; w++) {
-                const float *x = (const float *)c->k_new.data + row * vkn.stride[0] + h * vkn.stride[1];
-                if (w) x = (const float *)c->v_new.data + row * vvn.stride[0] + h * vvn.stride[1];
+                const float *x = w ? pg_new_row(c->v_new.data, nt, row * vvn.stride[0] + h * vvn.stride[1], DV, wide)
+                                   : pg_new_row(c->k_new.data, nt, row * vkn.stride[0] + h * vkn.stride[1], DQ, wide);
                 for (int64_t d = 0; d < (w ? DV : DQ); d++)
-                    if (!isfinite(x[d]))
+                    if (!isfinite(x[d])) {
+                        double bad = x[d]; /* x may be wide */
+                        free(wide);
                         return rt_error(err, ATTN_ERR_ARG, "append: %s[%lld, %lld, %lld] is %g: int8 pages hold finite "
                                         "values only", w ? "v_new" : "k_new", (long long)row, (long long)h, (long long)d,
-                                        (double)x[d]);
+                                        bad);
+                    }
             }
     for (int64_t b = 0; b < B; b++) {
         int64_t n = st[b + 1] - st[b];
@@ -768,20 +800,20 @@ attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
             for (int64_t h = 0; h < KH; h++) {
                 char *kdst = (char *)c->k_pages.data + (pg * vk.stride[0] + pos % P * vk.stride[1] + h * vk.stride[2]) * el;
                 char *vdst = (char *)c->v_pages.data + (pg * vv.stride[0] + pos % P * vv.stride[1] + h * vv.stride[2]) * el;
-                const char *ksrc = (const char *)c->k_new.data + (row * vkn.stride[0] + h * vkn.stride[1]) * nel;
-                const char *vsrc = (const char *)c->v_new.data + (row * vvn.stride[0] + h * vvn.stride[1]) * nel;
+                int64_t koff = row * vkn.stride[0] + h * vkn.stride[1], voff = row * vvn.stride[0] + h * vvn.stride[1];
                 if (!i8) {
-                    memcpy(kdst, ksrc, (size_t)(DQ * el));
-                    memcpy(vdst, vsrc, (size_t)(DV * el));
+                    memcpy(kdst, (const char *)c->k_new.data + koff * nel, (size_t)(DQ * el));
+                    memcpy(vdst, (const char *)c->v_new.data + voff * nel, (size_t)(DV * el));
                     continue;
                 }
                 ((float *)c->k_scale.data)[pg * vks.stride[0] + pos % P * vks.stride[1] + h * vks.stride[2]] =
-                    pg_quantize((const float *)ksrc, DQ, (int8_t *)kdst);
+                    pg_quantize(pg_new_row(c->k_new.data, nt, koff, DQ, wide), DQ, (int8_t *)kdst);
                 ((float *)c->v_scale.data)[pg * vvs.stride[0] + pos % P * vvs.stride[1] + h * vvs.stride[2]] =
-                    pg_quantize((const float *)vsrc, DV, (int8_t *)vdst);
+                    pg_quantize(pg_new_row(c->v_new.data, nt, voff, DV, wide), DV, (int8_t *)vdst);
             }
         }
     }
+    free(wide);
     return ATTN_OK;
 }
 

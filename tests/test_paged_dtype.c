@@ -451,6 +451,153 @@ static void append_case(attn_dtype kv, bool outliers) {
     ir_module_free(mod);
 }
 
+/* 16-bit new rows into int8 pages (new_dtype f16, bf16): the pages and scales equal, bit for bit,
+ * those of the same rows widened to f32 here and appended as f32 rows (a zero-initialised call's
+ * new_dtype). A ragged batch: a sequence of length 1, an empty one, rows crossing page
+ * boundaries, k_new strided; zero rows, f16 subnormals, bf16 values far apart in magnitude. A
+ * new_dtype that int8 pages do not take, one that is not a type, or one other than the pages'
+ * for 16-bit and f32 pages fails naming new_dtype before anything is written. */
+static void append_new_dtype_case(attn_dtype nt) {
+    enum { B = 5, KH = 3, DQ = 13, DV = 7, P = 5, KS = DQ + 2 };
+    int32_t lens[B] = {1, 12, 0, 26, 9}, starts[B + 1] = {0};
+    int n[B] = {1, 8, 0, 3, 9}, npg = 0;
+    for (int b = 0; b < B; b++) starts[b + 1] = starts[b] + n[b], npg += (lens[b] + P - 1) / P;
+    int T = starts[B], NP = npg + 2, MP = 6;
+    int32_t table[B * 6];
+    int *perm = malloc(sizeof(int) * (size_t)NP);
+    for (int i = 0; i < NP; i++) perm[i] = i;
+    for (int i = NP - 1; i > 0; i--) {
+        int j = (int)check_int(&rng, 0, i), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    for (int b = 0, u = 0; b < B; b++)
+        for (int j = 0; j < MP; j++) table[b * MP + j] = j < (lens[b] + P - 1) / P ? perm[u++] : -7;
+    free(perm);
+    /* the new rows: k strided (KS elements per head), v contiguous; f32 copies widened here */
+    uint16_t *k16 = malloc(2 * (size_t)T * KH * KS), *v16 = malloc(2 * (size_t)T * KH * DV);
+    float *k32 = malloc(4 * (size_t)T * KH * DQ), *v32 = malloc(4 * (size_t)T * KH * DV);
+    for (int w = 0; w < 2; w++)
+        for (int r = 0; r < T * KH; r++) {
+            int len = w ? DV : DQ, ld = w ? DV : KS;
+            bool zero = r % 7 == 3;
+            int e = nt == ATTN_F16 ? (int)check_int(&rng, -26, 14) : (int)check_int(&rng, -60, 60);
+            for (int d = 0; d < len; d++) {
+                float x = zero ? 0.0f : (float)ldexp(check_unit(&rng) * 2 - 1, e - (int)check_int(&rng, 0, 3));
+                uint16_t *dst = (w ? v16 : k16) + (size_t)r * ld + d;
+                float *wide = (w ? v32 : k32) + (size_t)r * len + d;
+                if (nt == ATTN_BF16) *wide = from_bf16(*dst = to_bf16(x));
+                else {
+                    _Float16 h = (_Float16)x;
+                    memcpy(dst, &h, 2);
+                    *wide = (float)h;
+                }
+            }
+            if (!w) k16[(size_t)r * KS + DQ] = k16[(size_t)r * KS + DQ + 1] = 0x7fc0; /* the gap: NaN */
+        }
+    /* two copies of the pages and scales holding garbage */
+    size_t nk = (size_t)NP * P * KH * DQ, nv = (size_t)NP * P * KH * DV, ns = (size_t)NP * P * KH;
+    int8_t *kp[2], *vp[2];
+    float *ksc[2], *vsc[2];
+    for (int c = 0; c < 2; c++) {
+        kp[c] = malloc(nk), vp[c] = malloc(nv), ksc[c] = malloc(4 * ns), vsc[c] = malloc(4 * ns);
+    }
+    for (size_t i = 0; i < nk; i++) kp[0][i] = kp[1][i] = (int8_t)check_int(&rng, -128, 127);
+    for (size_t i = 0; i < nv; i++) vp[0][i] = vp[1][i] = (int8_t)check_int(&rng, -128, 127);
+    for (size_t i = 0; i < ns; i++) ksc[0][i] = ksc[1][i] = vsc[0][i] = vsc[1][i] = NAN;
+    attn_paged_append ap[2];
+    for (int c = 0; c < 2; c++) {
+        memset(&ap[c], 0, sizeof ap[c]);
+        ap[c].dtype = ATTN_I8;
+        ap[c].new_starts = (attn_tensor){starts, 1, {B + 1}, {0}};
+        ap[c].k_pages = (attn_tensor){kp[c], 4, {NP, P, KH, DQ}, {0}};
+        ap[c].v_pages = (attn_tensor){vp[c], 4, {NP, P, KH, DV}, {0}};
+        ap[c].page_table = (attn_tensor){table, 2, {B, MP}, {0}};
+        ap[c].kv_lens = (attn_tensor){lens, 1, {B}, {0}};
+        ap[c].k_scale = (attn_tensor){ksc[c], 3, {NP, P, KH}, {0}};
+        ap[c].v_scale = (attn_tensor){vsc[c], 3, {NP, P, KH}, {0}};
+    }
+    ap[0].k_new = (attn_tensor){k32, 3, {T, KH, DQ}, {0}}; /* new_dtype 0: f32 */
+    ap[0].v_new = (attn_tensor){v32, 3, {T, KH, DV}, {0}};
+    ap[1].new_dtype = nt;
+    ap[1].k_new = (attn_tensor){k16, 3, {T, KH, DQ}, {KH * KS, KS, 1}};
+    ap[1].v_new = (attn_tensor){v16, 3, {T, KH, DV}, {0}};
+    const char *nm = nt == ATTN_F16 ? "f16" : "bf16";
+    attn_error err;
+    /* refused before anything is written */
+    static const int bad_int8[] = {ATTN_I8, ATTN_I32, 5, 99, -1};
+    for (size_t i = 0; i < sizeof bad_int8 / sizeof bad_int8[0]; i++) {
+        attn_paged_append bad = ap[1];
+        bad.new_dtype = (attn_dtype)bad_int8[i];
+        attn_status st = attn_rt_paged_append(&bad, &err);
+        CHECK(st == ATTN_ERR_DTYPE && strstr(err.message, "new_dtype"), "int8 pages, new_dtype %d: %s (%s)",
+              bad_int8[i], attn_status_name(st), err.message);
+    }
+    {
+        uint16_t keep = k16[KS * 4 + 2];
+        k16[KS * 4 + 2] = nt == ATTN_F16 ? 0x7c00 : 0x7f80; /* +inf */
+        attn_status st = attn_rt_paged_append(&ap[1], &err);
+        CHECK(st == ATTN_ERR_ARG && strstr(err.message, "k_new[1, 1, 2]"), "%s inf into int8 pages: %s (%s)", nm,
+              attn_status_name(st), err.message);
+        k16[KS * 4 + 2] = keep;
+        keep = v16[DV * (T * KH - 1) + DV - 1];
+        v16[DV * (T * KH - 1) + DV - 1] = nt == ATTN_F16 ? 0xfe00 : 0xffc0; /* NaN, the last element */
+        st = attn_rt_paged_append(&ap[1], &err);
+        CHECK(st == ATTN_ERR_ARG && strstr(err.message, "v_new"), "%s NaN into int8 pages: %s (%s)", nm,
+              attn_status_name(st), err.message);
+        v16[DV * (T * KH - 1) + DV - 1] = keep;
+    }
+    CHECK(memcmp(kp[0], kp[1], nk) == 0 && memcmp(vp[0], vp[1], nv) == 0 && memcmp(ksc[0], ksc[1], 4 * ns) == 0 &&
+          memcmp(vsc[0], vsc[1], 4 * ns) == 0, "a refused %s append wrote pages or scales", nm);
+    /* 16-bit and f32 pages: new_dtype 0 or theirs */
+    {
+        static const struct { attn_dtype pages, nt; } other[] = {
+            {ATTN_F16, ATTN_BF16}, {ATTN_BF16, ATTN_F16}, {ATTN_F32, ATTN_F16}, {ATTN_F16, ATTN_F32 + 99},
+            {ATTN_BF16, ATTN_I8}, {ATTN_F32, ATTN_I8}};
+        uint16_t *pk = malloc(4 * nk), *pv = malloc(4 * nv), *pk0 = malloc(4 * nk);
+        for (size_t i = 0; i < 2 * nk; i++) pk[i] = pk0[i] = 0x7e00;
+        for (size_t i = 0; i < 2 * nv; i++) pv[i] = 0x7e00;
+        attn_paged_append o = ap[1];
+        o.k_scale = o.v_scale = (attn_tensor){0};
+        o.k_pages.data = pk, o.v_pages.data = pv;
+        for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+            o.dtype = other[i].pages, o.new_dtype = other[i].nt;
+            attn_status st = attn_rt_paged_append(&o, &err);
+            CHECK(st == ATTN_ERR_DTYPE && strstr(err.message, "new_dtype"), "pages %d, new_dtype %d: %s (%s)",
+                  (int)other[i].pages, (int)other[i].nt, attn_status_name(st), err.message);
+        }
+        CHECK(memcmp(pk, pk0, 4 * nk) == 0, "a refused append wrote 16-bit pages");
+        o.dtype = o.new_dtype = nt; /* its own type: copied */
+        attn_status st = attn_rt_paged_append(&o, &err);
+        CHECK(st == ATTN_OK, "%s pages, new_dtype %s: %s", nm, nm, err.message);
+        size_t wrong = 0;
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < n[b]; i++)
+                for (int h = 0; h < KH; h++) {
+                    int pos = lens[b] - n[b] + i, row = starts[b] + i;
+                    size_t dst = (((size_t)table[b * MP + pos / P] * P + pos % P) * KH + h);
+                    wrong += memcmp(pk + dst * DQ, k16 + ((size_t)row * KH + h) * KS, 2 * DQ) != 0;
+                    wrong += memcmp(pv + dst * DV, v16 + ((size_t)row * KH + h) * DV, 2 * DV) != 0;
+                }
+        CHECK(wrong == 0, "%s pages, new_dtype %s: %zu rows not copied", nm, nm, wrong);
+        free(pk), free(pv), free(pk0);
+    }
+    /* the append itself */
+    for (int c = 0; c < 2; c++) {
+        attn_status st = attn_rt_paged_append(&ap[c], &err);
+        CHECK(st == ATTN_OK, "int8 append of %s rows: %s", c ? nm : "f32", err.message);
+    }
+    CHECK(memcmp(kp[0], kp[1], nk) == 0 && memcmp(vp[0], vp[1], nv) == 0, "%s rows into int8 pages: the int8 "
+          "elements differ from the f32 rows'", nm);
+    CHECK(memcmp(ksc[0], ksc[1], 4 * ns) == 0 && memcmp(vsc[0], vsc[1], 4 * ns) == 0, "%s rows into int8 pages: the "
+          "scales differ from the f32 rows'", nm);
+    /* and the append wrote (the written scales are finite, the rest NaN) */
+    size_t written = 0;
+    for (size_t i = 0; i < ns; i++) written += !isnan(ksc[1][i]) && !isnan(vsc[1][i]);
+    CHECK(written == (size_t)T * KH, "%s rows into int8 pages: %zu scales written, expected %d", nm, written, T * KH);
+    for (int c = 0; c < 2; c++) free(kp[c]), free(vp[c]), free(ksc[c]), free(vsc[c]);
+    free(k16), free(v16), free(k32), free(v32);
+}
+
 int main(void) {
     static const struct { const char *label, *text; int which, dims[4]; } specs[] = {
         {"gqa causal", "heads = 8; kv_heads = 2; head_dim = 32; mask = causal;", 0, {8, 2, 32, 32}},
@@ -499,6 +646,8 @@ int main(void) {
     append_case(ATTN_I8, true);
     append_case(ATTN_BF16, false);
     append_case(ATTN_F16, false);
+    append_new_dtype_case(ATTN_BF16);
+    append_new_dtype_case(ATTN_F16);
     /* int8 pages under compute = int8: scales gathered a page or two at a time (P >= 16), or key
      * by key (P 8) */
     mixed_case("gqa causal, P 8", specs[0].text, &modes[7], 8, 8, 2, 32, 32, 0, false);

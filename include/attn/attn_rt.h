@@ -361,14 +361,17 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *desc, const attn_pa
  * the next paged call takes). Checked like a paged call (ATTN_ERR_SHAPE, ATTN_ERR_INDEX) before
  * anything is written; two rows written to one page slot are ATTN_ERR_INDEX. Page size and
  * head sizes come from the page tensors.
- * dtype ATTN_I8 (`kv_dtype = int8` pages): k_new and v_new are f32 rows, each quantized per
+ * dtype ATTN_I8 (`kv_dtype = int8` pages): k_new and v_new are f32 rows (or f16 / bf16 ones,
+ * new_dtype, widened exactly first), each quantized per
  * token and K/V head as the kernels read them, scale = max|row| / 127 (0 for a zero row) and
  * element round-to-nearest(x / scale), the int8 elements into the pages and the scales into
- * k_scale / v_scale [num_pages, P, kv_heads] (f32, contiguous; required for int8, unused else). */
+ * k_scale / v_scale [num_pages, P, kv_heads] (f32, contiguous; required for int8, unused else).
+ * A new_dtype that is not f32 (0), f16 or bf16 for int8 pages, or neither 0 nor dtype for
+ * other pages, is ATTN_ERR_DTYPE. MLA latent rows (c_kv, k_rope: kv_heads 1) append alike. */
 typedef struct attn_paged_append {
     attn_dtype dtype;          /* element type of the pages (the block's kv_dtype, whatever its
                                 * dtype): ATTN_F32 (0), F16, BF16 (k_new, v_new alike) or I8
-                                * (k_new, v_new f32) */
+                                * (k_new, v_new of new_dtype) */
     attn_tensor k_new;         /* [total_new, kv_heads, qk_dim] */
     attn_tensor v_new;         /* [total_new, kv_heads, v_dim] */
     attn_tensor new_starts;    /* i32 [batch + 1] */
@@ -378,6 +381,8 @@ typedef struct attn_paged_append {
     attn_tensor kv_lens;       /* i32 [batch], the new rows included */
     attn_tensor k_scale;       /* in/out, int8 only: f32 [num_pages, P, kv_heads] */
     attn_tensor v_scale;       /* in/out, int8 only: f32 [num_pages, P, kv_heads] */
+    attn_dtype new_dtype;      /* int8 pages only: the type of k_new and v_new, ATTN_F32 (0), F16
+                                * or BF16; other pages: 0 or dtype (their rows are the pages') */
 } attn_paged_append;
 
 attn_status attn_rt_paged_append(const attn_paged_append *call, attn_error *err);

@@ -198,7 +198,7 @@ class _PagedMlaCall(ctypes.Structure):
 class _PagedAppend(ctypes.Structure):
     _fields_ = [("dtype", ctypes.c_int), ("k_new", _Tensor), ("v_new", _Tensor), ("new_starts", _Tensor),
                 ("k_pages", _Tensor), ("v_pages", _Tensor), ("page_table", _Tensor), ("kv_lens", _Tensor),
-                ("k_scale", _Tensor), ("v_scale", _Tensor)]
+                ("k_scale", _Tensor), ("v_scale", _Tensor), ("new_dtype", ctypes.c_int)]
 
 
 class _GradCall(ctypes.Structure):
@@ -897,8 +897,9 @@ def paged_append(k_new, v_new, k_pages, v_pages, page_table, kv_lens, new_starts
     updated in place (C-contiguous or with a unit last stride); their dtype is the cache's:
     float32, float16, uint16 (bf16 bits) or int8. New rows are converted to it (floats; bf16
     pages also take uint16 bits). int8 pages need k_scale and v_scale, float32 arrays
-    [num_pages, P, kv_heads] written in place too: each new row (float) is quantized with its
-    own scale, max|row| / 127, as an int8 kernel reads it. page_table [batch, max_pages],
+    [num_pages, P, kv_heads] written in place too: each new row (floats, or uint16 bf16 bits) is
+    quantized with its own scale, max|row| / 127, as an int8 kernel reads it (float16 and bf16
+    rows are widened exactly first, without a float32 copy). page_table [batch, max_pages],
     kv_lens [batch] and new_starts [batch + 1] are integers. Checked as a paged call is, before
     anything is written (AttnError: ATTN_ERR_SHAPE, ATTN_ERR_INDEX, and ATTN_ERR_INDEX when two
     rows would go to one page slot; ATTN_ERR_ARG for an inf or NaN bound for int8 pages)."""
@@ -919,7 +920,12 @@ def paged_append(k_new, v_new, k_pages, v_pages, page_table, kv_lens, new_starts
                             % (n, np.dtype(want).name))
         if a.ndim and a.shape[-1] > 1 and a.strides[-1] != a.itemsize:
             raise AttnError(ATTN_ERR_STRIDE, "%s: the last dim must be contiguous (it is written in place)" % n)
-    new_type = "f32" if dtype == "int8" else dtype
+    new_type = dtype
+    if dtype == "int8":  # f16 rows and bf16 bits go as they are (widened exactly as they are quantized)
+        kt, vt = (x.dtype if isinstance(x, np.ndarray) else None for x in (k_new, v_new))
+        new_type = {np.dtype(np.float16): "f16", np.dtype(np.uint16): "bf16"}.get(kt, "f32") if kt == vt else "f32"
+        k_new, v_new = (to_float32(x) if new_type == "f32" and isinstance(x, np.ndarray) and x.dtype == np.uint16
+                        else x for x in (k_new, v_new))
     kn, vn = _as_storage("k_new", k_new, new_type), _as_storage("v_new", v_new, new_type)
     table, lens = _input_array("page_table", page_table, "i32"), _input_array("kv_lens", kv_lens, "i32")
     if new_starts is None:
@@ -927,6 +933,7 @@ def paged_append(k_new, v_new, k_pages, v_pages, page_table, kv_lens, new_starts
     starts = _input_array("new_starts", new_starts, "i32")
     c = _PagedAppend()
     c.dtype = code
+    c.new_dtype = _PAGE_DTYPES[np.dtype(_STORAGE[new_type])][1] if dtype == "int8" else 0
     c.k_new, c.v_new, c.new_starts = _tensor(kn), _tensor(vn), _tensor(starts)
     c.k_pages, c.v_pages, c.page_table, c.kv_lens = _tensor(k_pages), _tensor(v_pages), _tensor(table), _tensor(lens)
     if dtype == "int8":

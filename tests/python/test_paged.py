@@ -173,6 +173,32 @@ try:
 except attnc.AttnError as e:
     check("k_scale" in str(e), "k_scale with too few pages: %s" % e)
 
+# 16-bit new rows into int8 pages (float16, uint16 bf16 bits; a float16 k with float32 v):
+# bit for bit the append of the same rows widened to float32 first
+for what, cast in (("f16", lambda a: a.astype(np.float16)), ("bf16", attnc.from_float32)):
+    k16s = [cast(k * 2.0 ** rng.integers(-12, 12)).reshape(k.shape) for k in k_seq]
+    v16s = [cast(v).reshape(v.shape) for v in v_seq]
+    wide = (lambda a: a.astype(np.float32)) if what == "f16" else attnc.to_float32
+    runs = [(k16s, v16s), ([wide(k) for k in k16s], [wide(v) for v in v16s])]
+    if what == "f16":
+        runs.append((k16s, runs[1][1]))
+    got = []
+    for kk16, vv16 in runs:
+        pk, pv = np.full_like(kp8, 55), np.full_like(vp8, -55)
+        sk, sv = np.full_like(ks8, np.nan), np.full_like(vs8, np.nan)
+        attnc.paged_append(np.concatenate(kk16), np.concatenate(vv16), pk, pv, table, lens,
+                           new_starts=np.concatenate([[0], np.cumsum(lens)]), k_scale=sk, v_scale=sv)
+        got.append((pk, pv, sk.view(np.uint32), sv.view(np.uint32)))
+    for i in range(1, len(got)):
+        check(all(np.array_equal(a, b) for a, b in zip(got[0], got[i])),
+              "%s rows into int8 pages (run %d): not the float32 append" % (what, i))
+    check(np.isnan(got[0][2].view(np.float32)).sum() < ks8.size, "%s rows into int8 pages: nothing written" % what)
+k_inf = attnc.from_float32(np.concatenate(k_seq))
+k_inf[3, 1, 2] = 0x7f80
+raises(attnc.ATTN_ERR_ARG, lambda: attnc.paged_append(k_inf, attnc.from_float32(np.concatenate(v_seq)), kp8, vp8,
+       table, lens, new_starts=np.concatenate([[0], np.cumsum(lens)]), k_scale=ks8, v_scale=vs8),
+       "bf16 inf into int8 pages")
+
 # f16 pages through paged_append, and bf16 storage (q, pages and o as bf16 bits)
 for dt, npt in (("f16", np.float16), ("bf16", np.uint16)):
     kk = attnc.compile(spec8.replace("attention t8", "attention t" + dt).replace("kv_dtype = int8", "dtype = " + dt))
