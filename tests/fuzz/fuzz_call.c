@@ -3,7 +3,8 @@
  * it accepts).
  *
  * The bytes build a descriptor and a call: shapes, strides, NULLs, q_offset, inputs with
- * random names, ranks and sizes. Every tensor points at a heap block of exactly the size its
+ * random names, ranks and sizes; storage in f32, f16 or bf16, K/V f32 under a 16-bit dtype
+ * (kv_f32), and the MLA call's own storage (dtype, its latent cache's kv_dtype or kv_f32). Every tensor points at a heap block of exactly the size its
  * own shape and strides describe (computed here, independently of the runtime). When the
  * runtime accepts the call, a tile function touches every byte the validated args say it may
  * — the q/k/v/o/lse rows of its (b, h, rows) and every input element — so ASan reports any
@@ -27,7 +28,7 @@ static int32_t fz_tile(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, 
     REQUIRE(b >= 0 && b < a->batch && h >= 0 && h < d->heads && q0 >= 0 && q0 < q1 && q1 <= a->q_len,
             "a tile outside the call: b %lld h %lld rows [%lld, %lld)", (long long)b, (long long)h, (long long)q0,
             (long long)q1);
-    size_t e = fz_elem(d->dtype);
+    size_t e = fz_elem(d->dtype), ke = fz_elem(fz_kv_type(d));
     const char *q = a->q, *k = a->k, *v = a->v;
     char *o = a->o;
     for (int64_t r = q0; r < q1; r++) {
@@ -40,10 +41,10 @@ static int32_t fz_tile(const attn_rt_args *a, int64_t b, int64_t h, int64_t q0, 
     if (q0 == 0) { /* the K/V rows of this head's K/V head, and all inputs, once per (b, h) */
         int64_t kh = h * d->kv_heads / d->heads;
         for (int64_t r = 0; r < a->kv_len; r++) {
-            fz_read(k + (b * a->k_stride[0] + kh * a->k_stride[1] + r * a->k_stride[2]) * e,
-                    (size_t)d->qk_dim * e);
-            fz_read(v + (b * a->v_stride[0] + kh * a->v_stride[1] + r * a->v_stride[2]) * e,
-                    (size_t)d->v_dim * e);
+            fz_read(k + (b * a->k_stride[0] + kh * a->k_stride[1] + r * a->k_stride[2]) * ke,
+                    (size_t)d->qk_dim * ke);
+            fz_read(v + (b * a->v_stride[0] + kh * a->v_stride[1] + r * a->v_stride[2]) * ke,
+                    (size_t)d->v_dim * ke);
         }
         for (int i = 0; i < d->ninputs; i++) {
             int64_t n = 1;
@@ -86,10 +87,16 @@ static void fz_mla(FzIn *in, const attn_rt_desc *d, const attn_call *c, int64_t 
     int64_t H = d->heads, R = fz_range(in, 1, 6), rope = fz_range(in, 0, 2);
     int64_t nope = d->qk_dim - rope, dv = d->v_dim;
     if (nope < 1) nope = 1;
-    attn_rt_mla_desc md = {.kv_rank = (int)R, .rope_dim = (int)rope, .nope_dim = (int)nope, .v_dim = (int)dv, .up = d};
+    /* the variants run on f32 copies: the up-projected one is d in f32 (sometimes d itself, to
+     * be refused when it is not f32) */
+    attn_rt_desc ud = *d;
+    if (fz_u8(in) % 16) ud.dtype = ATTN_F32, ud.kv_dtype = ATTN_F32, ud.kv_f32 = 0;
+    attn_rt_mla_desc md = {.kv_rank = (int)R, .rope_dim = (int)rope, .nope_dim = (int)nope, .v_dim = (int)dv, .up = &ud};
+    fz_mla_dtypes(in, &md);
     /* the absorbed variant: d's tile over one K/V head, [c_kv | k_rope]-wide keys */
     attn_rt_desc ad = *d;
     ad.kv_heads = 1, ad.qk_dim = (int)(R + rope), ad.v_dim = (int)R, ad.dtype = ATTN_F32;
+    ad.kv_dtype = ATTN_F32, ad.kv_f32 = 0;
     ad.group = NULL, ad.group_size = 0;
     switch (fz_u8(in) % 8) {
     case 0: md.up = NULL; md.absorbed = &ad; break;
@@ -110,8 +117,9 @@ static void fz_mla(FzIn *in, const attn_rt_desc *d, const attn_call *c, int64_t 
     bool lse = fz_u8(in) & 1;
     if (lse) fz_tensor(in, ts[7], 3, (int64_t[]){B, H, Lq, 1}); /* 4 sizes: ndim may be fuzzed up */
     bool big = false, ovf = false;
+    size_t e = fz_elem(md.dtype), ke = fz_elem(fz_mla_kv_type(&md)), el[8] = {e, e, ke, ke, e, e, e, 4};
     for (int i = 0; i < (lse ? 8 : 7); i++)
-        ts[i]->data = fz_u8(in) % 32 == 0 ? NULL : fz_alloc(in, ts[i], 4, &big, &ovf);
+        ts[i]->data = fz_u8(in) % 32 == 0 ? NULL : fz_alloc(in, ts[i], el[i], &big, &ovf);
     m.q_offset = c->q_offset;
     m.q_offset_set = c->q_offset_set;
     m.inputs = c->inputs;
@@ -124,7 +132,7 @@ static void fz_mla(FzIn *in, const attn_rt_desc *d, const attn_call *c, int64_t 
          * runtime does from q_nope's q_len and c_kv's kv_len */
         bool abs = m.absorb == ATTN_ABSORB_ON ||
                    (m.absorb != ATTN_ABSORB_OFF && attn_rt_mla_prefers_absorbed(&md, m.q_nope.shape[2], m.c_kv.shape[1]));
-        fz_desc = abs ? &ad : d;
+        fz_desc = abs ? &ad : &ud;
         attn_status st = attn_rt_launch_mla(&md, &m, NULL, NULL, &err);
         REQUIRE(st == ATTN_OK || (err.code == st && err.message[0]), "a rejection without its code or message");
     }
@@ -143,12 +151,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     d.qk_dim = (int)fz_range(&in, 1, 9);
     d.v_dim = (int)fz_range(&in, 1, 9);
     d.dtype = (attn_dtype)fz_range(&in, 0, 2);
+    /* K/V as dtype, or f32 under a 16-bit dtype (`kv_dtype = f32;`: kv_f32) */
+    d.kv_f32 = d.dtype != ATTN_F32 && fz_u8(&in) % 4 == 3;
     d.block_q = (int)fz_range(&in, 1, 5);
     if (fz_u8(&in) % 32 == 0) { /* a hostile descriptor */
         d.heads = (int)fz_range(&in, -1, 2);
         d.kv_heads = (int)fz_range(&in, -1, 2);
         d.block_q = (int)fz_range(&in, -1, 2);
         d.dtype = (attn_dtype)fz_range(&in, 0, 5);
+        d.kv_f32 = (int)fz_range(&in, 0, 1); /* under f32: refused */
     }
     d.ninputs = (int)fz_range(&in, 0, 3);
     bool used[5] = {false};
@@ -172,7 +183,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int64_t H = d.heads, KH = d.kv_heads, DQ = d.qk_dim, DV = d.v_dim;
     attn_call c;
     memset(&c, 0, sizeof c);
-    size_t e = fz_elem(d.dtype);
+    size_t e = fz_elem(d.dtype), ke = fz_elem(fz_kv_type(&d));
     bool too_big = false, overflow = false;
     fz_tensor(&in, &c.q, 4, (int64_t[]){B, H, Lq, DQ});
     fz_tensor(&in, &c.k, 4, (int64_t[]){B, KH, Lk, DQ});
@@ -182,7 +193,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (lse) fz_tensor(&in, &c.lse, 3, (int64_t[]){B, H, Lq, 1});
     attn_tensor *ts[5] = {&c.q, &c.k, &c.v, &c.o, &c.lse};
     for (int i = 0; i < (lse ? 5 : 4); i++)
-        ts[i]->data = fz_u8(&in) % 32 == 0 ? NULL : fz_alloc(&in, ts[i], i == 4 ? 4 : e, &too_big, &overflow);
+        ts[i]->data = fz_u8(&in) % 32 == 0 ? NULL
+                                            : fz_alloc(&in, ts[i], i == 4 ? 4 : i == 1 || i == 2 ? ke : e, &too_big, &overflow);
     switch (fz_u8(&in) % 4) {
     case 0: c.q_offset = fz_i64(&in); break;
     case 1: c.q_offset = fz_range(&in, -20, 20); break;

@@ -2,7 +2,7 @@
  * (a ragged batch over a page table) and attn_rt_paged_append (an engine's cache append).
  *
  * The bytes build a paged descriptor (page size, heads and K/V heads, dims, dtype and
- * kv_dtype, grouped or not, int8 pages' scale inputs) and a call: page tables, lengths and
+ * kv_dtype or kv_f32, grouped or not, int8 pages' scale inputs) and a call: page tables, lengths and
  * query starts mostly valid and sometimes not (pages out of range, lengths past the table,
  * more queries than keys, starts that decrease), tensors with fuzzed shapes and strides, each
  * in a heap block of exactly the size it spans. When the runtime accepts the call, the tile
@@ -12,7 +12,9 @@
  * accepted that should have been refused. A refused call must name its error and have written
  * nothing: o, lse and the pages are compared with copies. A quarter of the inputs make a
  * paged MLA call instead (attn_rt_launch_paged_mla: latent pages, projections, the absorbed
- * descriptor's tile over the runtime's own [c_kv | k_rope] rows). */
+ * descriptor's tile over the runtime's own [c_kv | k_rope] rows; tensors in f32, f16 or bf16,
+ * the latent pages in their kv_dtype or f32 with kv_f32). The append draws its new rows' type
+ * (new_dtype: f16 and bf16 rows into int8 pages, and types it must refuse). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,7 +32,7 @@ static int64_t fz_pages; /* num_pages of the call's pools */
  * rows of K/V head kh for the keys the call visits. */
 static void fz_touch(const attn_rt_args *a, int64_t h, int64_t kh, int64_t q0, int64_t q1) {
     const attn_rt_desc *d = fz_desc;
-    size_t e = fz_elem(d->dtype), ke = fz_elem(d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype);
+    size_t e = fz_elem(d->dtype), ke = fz_elem(fz_kv_type(d));
     const char *q = a->q, *k = a->k, *v = a->v;
     char *o = a->o;
     for (int64_t r = q0; r < q1; r++) {
@@ -180,9 +182,16 @@ static void fz_append(FzIn *in, int64_t KH, int64_t DQ, int64_t DV, attn_dtype k
     attn_paged_append ap;
     memset(&ap, 0, sizeof ap);
     ap.dtype = fz_u8(in) % 32 == 31 ? (attn_dtype)fz_range(in, 0, 5) : kvt;
+    /* the new rows' type: int8 pages take f32 (0), f16 or bf16 rows; other pages 0 or their own
+     * type; sometimes anything (then refused, except where it is one of those) */
+    switch (fz_u8(in) % 16) {
+    case 15: ap.new_dtype = (attn_dtype)fz_range(in, -1, 6); break;
+    case 14: case 13: ap.new_dtype = ap.dtype; break;
+    default: ap.new_dtype = ap.dtype == ATTN_I8 ? (attn_dtype)fz_range(in, 0, 2) : ATTN_F32; break;
+    }
     int64_t T = 0;
     fz_batch(in, B, MP, P, NP, &ap.kv_lens, &ap.new_starts, &ap.page_table, &T);
-    size_t ne = ap.dtype == ATTN_I8 ? 4 : fz_elem(ap.dtype), pe = fz_elem(ap.dtype);
+    size_t ne = fz_elem(ap.dtype != ATTN_I8 ? ap.dtype : ap.new_dtype), pe = fz_elem(ap.dtype);
     bool big = false, ovf = false, scales = ap.dtype == ATTN_I8 || fz_u8(in) % 16 == 15;
     attn_tensor *ts[6] = {&ap.k_new, &ap.v_new, &ap.k_pages, &ap.v_pages, &ap.k_scale, &ap.v_scale};
     size_t el[6] = {ne, ne, pe, pe, 4, 4};
@@ -220,8 +229,10 @@ static void fz_mla(FzIn *in) {
     ad.page_size = (int)P, ad.block_q = (int)fz_range(in, 1, 5), ad.grad_head_kv = head_kv, ad.tile = fz_tile;
     if (H > 1 && fz_u8(in) % 2) ad.group = fz_group, ad.group_size = (int)H;
     if (fz_u8(in) % 32 == 31) ad.qk_dim = (int)fz_range(in, 1, 9); /* not the absorbed shape */
+    if (fz_u8(in) % 64 == 63) ad.dtype = (attn_dtype)fz_range(in, 1, 2); /* not f32: refused */
     attn_rt_mla_desc md = {.kv_rank = (int)R, .rope_dim = (int)rope, .nope_dim = (int)nope, .v_dim = (int)dv,
                            .absorbed = fz_u8(in) % 64 == 63 ? NULL : &ad};
+    fz_mla_dtypes(in, &md); /* q_nope, q_rope, w_uk, w_uv, o in dtype, the latent pages in their own */
     int64_t B = fz_range(in, 1, 4), MP = fz_range(in, 1, 4), NP = fz_range(in, 1, 6), T = 0;
     attn_paged_mla_call c;
     memset(&c, 0, sizeof c);
@@ -236,13 +247,14 @@ static void fz_mla(FzIn *in) {
     fz_tensor(in, ts[6], 3, (int64_t[]){T, H, dv, 1});
     bool lse = fz_u8(in) & 1, big = false, ovf = false;
     if (lse) fz_tensor(in, ts[7], 2, (int64_t[]){T, H, 1, 1});
+    size_t e = fz_elem(md.dtype), ke = fz_elem(fz_mla_kv_type(&md)), el[8] = {e, e, ke, ke, e, e, e, 4};
     for (int i = 0; i < (lse ? 8 : 7); i++)
-        ts[i]->data = fz_u8(in) % 32 == 31 ? NULL : fz_alloc(in, ts[i], 4, &big, &ovf);
+        ts[i]->data = fz_u8(in) % 32 == 31 ? NULL : fz_alloc(in, ts[i], el[i], &big, &ovf);
     c.threads = (int)fz_range(in, 0, 3);
     if (!big) {
         FzSnap snap;
         fz_snap(&snap, lse ? 2 : 1, (const attn_tensor *[]){&c.o, &c.lse}, (const char *[]){"o", "lse"},
-                (size_t[]){4, 4});
+                (size_t[]){e, 4});
         fz_desc = &ad;
         fz_pages = NP; /* the runtime's renumbered pages are fewer */
         attn_error err;
@@ -267,7 +279,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     d.qk_dim = (int)fz_range(&in, 1, 9);
     d.v_dim = (int)fz_range(&in, 1, 9);
     d.dtype = (attn_dtype)fz_range(&in, 0, 2);
-    d.kv_dtype = d.dtype == ATTN_F32 ? (attn_dtype)(fz_u8(&in) % 4 == 3 ? ATTN_I8 : fz_range(&in, 0, 2)) : ATTN_F32;
+    /* K/V: as dtype, f16, bf16 or int8; under a 16-bit dtype also f32 (`kv_dtype = f32;`: kv_f32) */
+    switch (fz_u8(&in) % 8) {
+    case 7: case 6: d.kv_dtype = ATTN_I8; break;
+    case 5: case 4: d.kv_dtype = (attn_dtype)fz_range(&in, 1, 2); break;
+    case 3: case 2: d.kv_f32 = d.dtype != ATTN_F32; break;
+    default: break;
+    }
+    if (fz_u8(&in) % 64 == 63) d.kv_f32 = 1; /* hostile: refused under f32 or beside a kv_dtype */
     d.page_size = (int)(1 << fz_range(&in, 0, 3));
     d.block_q = (int)fz_range(&in, 1, 5);
     int head_kv[9];
@@ -294,7 +313,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     attn_paged_call c;
     memset(&c, 0, sizeof c);
     fz_batch(&in, B, MP, P, NP, &c.kv_lens, &c.q_starts, &c.page_table, &T);
-    size_t e = fz_elem(d.dtype), ke = fz_elem(d.kv_dtype != ATTN_F32 ? d.kv_dtype : d.dtype);
+    size_t e = fz_elem(d.dtype), ke = fz_elem(fz_kv_type(&d));
     bool big = false, ovf = false;
     fz_tensor(&in, &c.q, 3, (int64_t[]){T, H, DQ, 1}); /* 4 sizes: ndim may be fuzzed up */
     fz_tensor(&in, &c.k_pages, 4, (int64_t[]){NP, P, KH, DQ});
@@ -334,7 +353,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const attn_rt_desc *descs[2] = {&d, &d};
         attn_error err;
         fz_snap_check(&snap, "a paged call", attn_rt_launch_paged(descs, (int)fz_range(&in, 1, 2), &c, NULL, &err), &err);
-        if (fz_u8(&in) % 2 && d.page_size > 0) fz_append(&in, KH, DQ, DV, d.kv_dtype != ATTN_F32 ? d.kv_dtype : d.dtype, B, MP, P, NP);
+        if (fz_u8(&in) % 2 && d.page_size > 0) fz_append(&in, KH, DQ, DV, fz_kv_type(&d), B, MP, P, NP);
     }
     for (int i = 0; i < 5; i++) free(ts[i]->data);
     for (int i = 0; i < 3; i++) free(inputs[i].t.data);

@@ -45,6 +45,31 @@ __attribute__((unused)) static int64_t fz_size(FzIn *in, int64_t right) {
 
 __attribute__((unused)) static size_t fz_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
+/* The storage type of a block's k and v: kv_dtype, as dtype when 0, f32 with kv_f32. */
+__attribute__((unused)) static attn_dtype fz_kv_type(const attn_rt_desc *d) {
+    return d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+}
+
+/* The same for an MLA block's latent cache (c_kv, k_rope). */
+__attribute__((unused)) static attn_dtype fz_mla_kv_type(const attn_rt_mla_desc *d) {
+    return d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
+}
+
+/* An MLA block's storage: dtype f32, f16 or bf16, the latent cache as dtype, f16, bf16 or (under
+ * a 16-bit dtype) f32 with kv_f32; sometimes a combination the runtime must refuse (int8 or no
+ * type as kv_dtype, kv_f32 under f32 or beside a kv_dtype). */
+__attribute__((unused)) static void fz_mla_dtypes(FzIn *in, attn_rt_mla_desc *md) {
+    md->dtype = (attn_dtype)fz_range(in, 0, 2);
+    int kv = (int)fz_range(in, 0, 3);
+    md->kv_dtype = kv == 3 ? ATTN_F32 : (attn_dtype)kv;
+    md->kv_f32 = kv == 3 && md->dtype != ATTN_F32;
+    if (fz_u8(in) % 32 == 31) { /* hostile */
+        md->dtype = (attn_dtype)fz_range(in, 0, 5);
+        md->kv_dtype = (attn_dtype)fz_range(in, 0, 5);
+        md->kv_f32 = (int)fz_range(in, 0, 1);
+    }
+}
+
 __attribute__((unused)) static volatile uint32_t fz_sink;
 
 __attribute__((unused)) static void fz_read(const void *p, size_t n) {
