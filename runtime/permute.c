@@ -49,6 +49,11 @@ attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
         return rt_error(err, ATTN_ERR_ARG,
                         "launch_permuted: input %d is not an i32 rank[batch, kv_len], or the descriptors differ",
                         rank_input);
+    /* the gather copies f32 rows: q, k, v and o must be f32 in both descriptors */
+    if (rt_kv_dtype(perm) != ATTN_F32 || descs[0]->dtype != ATTN_F32 || rt_kv_dtype(descs[0]) != ATTN_F32)
+        return rt_error(err, ATTN_ERR_ARG, "launch_permuted: a permuted block stores q, k, v and o in f32 (dtype %d, "
+                        "K/V %d)", (int)descs[0]->dtype, (int)rt_kv_dtype(perm) != ATTN_F32 ? (int)rt_kv_dtype(perm)
+                        : (int)rt_kv_dtype(descs[0]));
     int64_t B = a.batch, n = a.kv_len;
     if (rt_empty_call(&a, descs[0]->heads, descs[0]->v_dim, descs[0]->dtype)) return ATTN_OK;
     /* positions are not ranks: the original */

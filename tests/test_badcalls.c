@@ -623,6 +623,15 @@ static void test_runtime_entries(attn_kernel *kern) {
     attn_rt_desc other = *d;
     other.heads = 2;
     RT(attn_rt_launch_permuted(&other, 0, one, 1, &c, NULL, &err), ATTN_ERR_ARG, "permuted: heads differ");
+    /* the gather copies f32 rows: 16-bit K/V (or f32 K/V beside f16 q, o) are not a permuted block's */
+    for (int w = 0; w < 3; w++) {
+        other = *d;
+        if (w == 2) other.dtype = ATTN_F16, other.kv_f32 = 1;
+        else other.kv_dtype = w ? ATTN_BF16 : ATTN_F16;
+        const attn_rt_desc *mixed[1] = {&other};
+        RT(attn_rt_launch_permuted(w ? d : &other, 1, w ? mixed : one, 1, &c, NULL, &err), ATTN_ERR_ARG,
+           "permuted: storage other than f32");
+    }
     /* start[batch] cannot be a rank[batch, kv_len] (its values would be read past its end) */
     RT(attn_rt_launch_permuted(d, 0, one, 1, &c, NULL, &err), ATTN_ERR_ARG, "permuted: rank input of another shape");
     /* doc[batch, seq] can, but q_len != kv_len: positions are not ranks, the block runs as written */

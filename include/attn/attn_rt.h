@@ -243,7 +243,7 @@ attn_status attn_rt_launch_domains(const attn_rt_desc *const *descs, int n, cons
 /* Runs a permutation mask (`rank[b, k] <= rank[b, q]`, or `<`) in rank order: gathers the
  * rows of Q, K and V by rank, runs `perm` (the mask made causal) and scatters o (and lse) back.
  * `rank_input` indexes the rank input among descs[0]'s inputs, which must be declared i32
- * [batch, kv_len] (else ATTN_ERR_ARG). A call where ranks are not
+ * [batch, kv_len], and perm and descs[0] must store q, k, v and o in f32 (else ATTN_ERR_ARG). A call where ranks are not
  * positions (q_len != kv_len, q_offset != 0) or a rank row is not a permutation of
  * 0..kv_len-1 runs the block as it is written: attn_rt_launch_domains(descs, n_descs). */
 attn_status attn_rt_launch_permuted(const attn_rt_desc *perm, int rank_input,
