@@ -3,8 +3,8 @@
  * it accepts).
  *
  * The bytes build a descriptor and a call: shapes, strides, NULLs, q_offset, inputs with
- * random names, ranks and sizes; storage in f32, f16 or bf16, K/V f32 under a 16-bit dtype
- * (kv_f32), and the MLA call's own storage (dtype, its latent cache's kv_dtype or kv_f32). Every tensor points at a heap block of exactly the size its
+ * random names, ranks and sizes; storage in f32, f16 or bf16, K/V in f16 or bf16 too, or f32
+ * under a 16-bit dtype (kv_f32), and the MLA call's own storage (dtype, its latent cache's kv_dtype or kv_f32). Every tensor points at a heap block of exactly the size its
  * own shape and strides describe (computed here, independently of the runtime). When the
  * runtime accepts the call, a tile function touches every byte the validated args say it may
  * — the q/k/v/o/lse rows of its (b, h, rows) and every input element — so ASan reports any
@@ -151,8 +151,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     d.qk_dim = (int)fz_range(&in, 1, 9);
     d.v_dim = (int)fz_range(&in, 1, 9);
     d.dtype = (attn_dtype)fz_range(&in, 0, 2);
-    /* K/V as dtype, or f32 under a 16-bit dtype (`kv_dtype = f32;`: kv_f32) */
-    d.kv_f32 = d.dtype != ATTN_F32 && fz_u8(&in) % 4 == 3;
+    /* K/V as dtype, f16 or bf16, or f32 under a 16-bit dtype (`kv_dtype = f32;`: kv_f32) */
+    switch (fz_u8(&in) % 8) {
+    case 7: case 6: d.kv_f32 = d.dtype != ATTN_F32; break;
+    case 5: d.kv_dtype = (attn_dtype)fz_range(&in, 1, 2); break;
+    default: break;
+    }
     d.block_q = (int)fz_range(&in, 1, 5);
     if (fz_u8(&in) % 32 == 0) { /* a hostile descriptor */
         d.heads = (int)fz_range(&in, -1, 2);
