@@ -721,8 +721,12 @@ static attn_status rt_launch_args(const attn_rt_desc *d, const attn_call *c, att
     attn_rt_args *sargs = NULL;
     float *scratch = NULL;
     int64_t nsplit = 1, rows = a.batch * d->heads * a.q_len, nkeys = a.k_end - a.k_begin;
-    if (ntasks < threads && d->dtype == ATTN_F32) {
-        nsplit = (threads + ntasks - 1) / ntasks;
+    /* one task for every K/V head (all): a batch of three sequences is three tasks where
+     * there were 24 (8 K/V heads), too few to share evenly; their keys split into about four
+     * tasks a thread */
+    int64_t want = l.all && threads > 1 ? 4 * (int64_t)threads : threads;
+    if (ntasks < want && d->dtype == ATTN_F32) {
+        nsplit = (want + ntasks - 1) / ntasks;
         if (nsplit > nkeys / RT_SPLIT_MIN_KEYS) nsplit = nkeys / RT_SPLIT_MIN_KEYS;
         if (nsplit > 64) nsplit = 64;
         if (nsplit > 1 && rows * (d->v_dim + 1) * nsplit > ((int64_t)1 << 26)) nsplit = 1; /* 256 MiB */
