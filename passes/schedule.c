@@ -76,7 +76,9 @@ static void plan_tiles(const IrFunc *f, IrPlan *p) {
      * f32 keys, 64 16-bit ones): the runtime's calls visit as many keys of every K/V head in
      * turn (runtime/paged.c PG_CHUNK_KEYS, whole blocks), so that the heads' rows of a page,
      * which lie side by side, are read close together (GQA 32/8 d128 f32 P 16 kv 65536, 1
-     * thread: ~-15% against 64 keys a call; 16 measured no better than 32) */
+     * thread: ~-15% against 64 keys a call; 16 measured no better than 32). Since decode
+     * calls the entry once for every K/V head (kvh -1), blocks of 64 f32 keys measured no
+     * better (65536 keys, and 64 sequences of 512..8192, alternated five times) */
     int kvb = p->kvdt == ATTN_I8 ? 1 : p->kvdt == ATTN_F32 ? 4 : 2, cap = 128 / kvb / p->W * p->W;
     if (p->role == IR_ROLE_GROUP && f->page_size && p->BK > cap && cap >= p->W) p->BK = cap;
     p->NT = p->BK / p->W;

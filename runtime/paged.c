@@ -20,7 +20,9 @@
 #define PG_MAX_DIM ((int64_t)1 << 40)
 #define PG_SPLIT_MIN_KEYS 256 /* fewer keys per chunk do not pay for the merge */
 #define PG_SPLIT_MAX 64
-/* f32 keys a grouped task visits for every K/V head before the next (see pg_chunk); narrower
+/* What a grouped task's call over every K/V head leaves (pg_heads: a window's first page, the
+ * kv tail, blocks the few-rows path cannot take, or all of it when the call refuses) runs head
+ * by head in chunks: f32 keys visited for every K/V head before the next (see pg_chunk); narrower
  * K/V: as many bytes (16-bit: 64 keys, int8: 128); a multiple of the group entry's key blocks
  * (passes/schedule.c: as many bytes, up to 64 keys), which a chunk's calls then see whole. The
  * K/V heads of a key lie side by side in its page: the fewer keys a call, the closer together
