@@ -456,19 +456,16 @@ static void rt_launch_task(void *ctx, int64_t t) {
     }
     /* every K/V head in one call; what it leaves (a block it cannot take, and the keys after)
      * head by head, resuming from its o and lse */
-    int rc = l->fn(a, b, -1, q0, q1);
-    if (rc == 0) return;
-    attn_rt_args h = *a;
-    int64_t kend = a->k_end > 0 ? a->k_end : a->kv_len;
-    if (rc < -1) {
-        h.k_begin = -(int64_t)rc - 2;
-        h.resume = 1;
-    }
-    if (rc > 0 || h.k_begin < a->k_begin || h.k_begin > kend) {
+    int64_t from, kend = a->k_end > 0 ? a->k_end : a->kv_len;
+    bool resume;
+    if (!rt_group_all_rest(l->fn(a, b, -1, q0, q1), a->k_begin, kend, &from, &resume)) {
         atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
         return;
     }
-    for (int64_t kvh = 0; kvh < l->kv_heads; kvh++)
+    attn_rt_args h = *a;
+    h.k_begin = from;
+    h.resume = resume;
+    for (int64_t kvh = 0; from < kend && kvh < l->kv_heads; kvh++)
         if (l->fn(&h, b, kvh, q0, q1) != 0) {
             atomic_store_explicit(&l->failed, 1, memory_order_relaxed);
             return;

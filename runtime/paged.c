@@ -267,15 +267,12 @@ static void pg_task_run(void *ctx, int64_t t) {
             a.k_begin = s0;
             a.k_end = tk->k1;
             a.resume = resume;
-            int rc = r->descs[0]->group(&a, b, -1, tk->q0, tk->q1);
-            if (rc > 0 || (rc < -1 && (-(int64_t)rc - 2 < s0 || -(int64_t)rc - 2 > tk->k1))) {
+            bool wrote;
+            if (!rt_group_all_rest(r->descs[0]->group(&a, b, -1, tk->q0, tk->q1), s0, tk->k1, &from, &wrote)) {
                 atomic_store_explicit(&r->failed, 1, memory_order_relaxed);
                 return;
             }
-            if (rc != -1) { /* done, or stopped at a block for the per-head calls */
-                from = rc == 0 ? tk->k1 : -(int64_t)rc - 2;
-                first = false, resume = true;
-            }
+            if (wrote) first = false, resume = true; /* done, or stopped at a block for the per-head calls */
         }
     }
     if (from < tk->k1) {

@@ -43,6 +43,17 @@ attn_status rt_ok(attn_error *err);
 /* Bytes of one element of a tensor of type t (f16, bf16: 2; int8: 1; else 4). */
 int64_t rt_dtype_size(attn_dtype t);
 
+/* The outcome of a group function called with kvh = -1 (attn_rt_desc.group_all) over keys
+ * [k0, k1): true when its return code rc is one; then *from is the first key left to the
+ * per-head calls (k1: none; k0 with *resume false: it refused, nothing written) and *resume
+ * whether they continue from the o and lse it wrote. False: an error (an index out of bounds,
+ * or a stop outside [k0, k1]). */
+static inline bool rt_group_all_rest(int rc, int64_t k0, int64_t k1, int64_t *from, bool *resume) {
+    *from = rc == 0 ? k1 : rc == -1 ? k0 : -(int64_t)rc - 2;
+    *resume = rc != -1;
+    return rc <= 0 && *from >= k0 && *from <= k1;
+}
+
 /* One of q, k, v, o, lse after validation: sizes and strides with zeros resolved. */
 typedef struct RtView {
     const char *name;      /* for messages */
