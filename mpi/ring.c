@@ -246,11 +246,6 @@ static int key_pieces(Ring *g, int j, int64_t kb[2], int64_t ke[2], int64_t ko[2
     return n;
 }
 
-static const char *dtype_name(attn_dtype t) {
-    static const char *const nm[] = {"f32", "f16", "bf16", "i32", "int8"};
-    return (unsigned)t < sizeof nm / sizeof nm[0] ? nm[t] : "an unknown type";
-}
-
 static const char *const sig_names[] = {
     "batch (q dim 0)", "heads (q dim 1)", "qk_dim (q dim 3)", "batch (k dim 0)", "kv_heads (k dim 1)",
     "qk_dim (k dim 3)", "batch (v dim 0)", "kv_heads (v dim 1)", "v_dim (v dim 3)", "heads (o dim 1)",
@@ -292,8 +287,8 @@ static attn_status ring_setup(Ring *g, const attn_rt_desc *const *descs, int nd,
         if ((g->qt != ATTN_F32 && g->qt != ATTN_F16 && g->qt != ATTN_BF16) ||
             (g->kt != ATTN_F32 && g->kt != ATTN_F16 && g->kt != ATTN_BF16 && g->kt != ATTN_I8))
             s = rt_error(err, ATTN_ERR_DTYPE, "ring: '%s' stores q and o as %s and k and v as %s; ring attention "
-                         "takes f32, f16 or bf16 (k and v also int8)", d->name ? d->name : "?", dtype_name(g->qt),
-                         dtype_name(g->kt));
+                         "takes f32, f16 or bf16 (k and v also int8)", d->name ? d->name : "?", rt_dtype_name(g->qt),
+                         rt_dtype_name(g->kt));
         g->eq = rt_dtype_size(g->qt);
         g->ek = rt_dtype_size(g->kt);
         g->mt = g->ek == 4 ? MPI_FLOAT : g->ek == 2 ? MPI_UINT16_T : MPI_INT8_T;

@@ -32,6 +32,11 @@ static const char *rt_dim_kind_name(attn_dim_kind k) {
 
 int64_t rt_dtype_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
 
+const char *rt_dtype_name(attn_dtype t) {
+    static const char *const nm[] = {"f32", "f16", "bf16", "i32", "int8"};
+    return (unsigned)t < sizeof nm / sizeof nm[0] ? nm[t] : "an unknown type";
+}
+
 /* Checks every size is in [1, 2^40] (dims 0 and 2, batch and q_len or kv_len, in [0, 2^40]:
  * an empty call is valid) and equal to `want` where want >= 0. */
 static attn_status rt_check_shape(const char *name, const attn_tensor *t, int ndim,

@@ -38,8 +38,6 @@
  * contiguous time was 1.47, 1.82 and 2.0 at pages of 64, 128 and 256 with a call a page. */
 static int64_t pg_chunk(int64_t ck, int64_t P) { return P % ck == 0 ? ck : (ck + P - 1) / P * P; }
 
-static int64_t pg_elem(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
-
 /* A float tensor: rank, sizes (want[d] >= 0 must match), strides and extent. */
 static attn_status pg_tensor(RtView *v, const char *name, const attn_tensor *t, int ndim, const int64_t *want,
                              const char *const *dims, int64_t elem, attn_error *err) {
@@ -420,8 +418,8 @@ attn_status attn_rt_launch_paged(const attn_rt_desc *const *descs, int n, const 
     r.c = c;
     r.H = d0->heads, r.KH = d0->kv_heads, r.DQ = d0->qk_dim, r.DV = d0->v_dim, r.P = d0->page_size;
     r.dtype = d0->dtype;
-    r.qel = pg_elem(d0->dtype);
-    int64_t kvel = r.kvel = pg_elem(rt_kv_dtype(d0));
+    r.qel = rt_dtype_size(d0->dtype);
+    int64_t kvel = r.kvel = rt_dtype_size(rt_kv_dtype(d0));
     static const char *const qd[] = {"total_q", "heads", "qk_dim"}, *const od[] = {"total_q", "heads", "v_dim"},
                              *const ld[] = {"total_q", "heads"},
                              *const kd[] = {"num_pages", "page_size", "kv_heads", "qk_dim"},
@@ -690,10 +688,6 @@ static const float *pg_new_row(const void *p, attn_dtype nt, int64_t off, int64_
     return tmp;
 }
 
-static const char *pg_dtype_name(attn_dtype t) {
-    return t == ATTN_F32 ? "f32" : t == ATTN_F16 ? "f16" : t == ATTN_BF16 ? "bf16" : t == ATTN_I8 ? "int8" : "i32";
-}
-
 attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
     rt_ok(err);
     if (!c) return rt_error(err, ATTN_ERR_NULL, "the append call is NULL");
@@ -707,13 +701,13 @@ attn_status attn_rt_paged_append(const attn_paged_append *c, attn_error *err) {
                         (int)nt);
     if (i8 && nt != ATTN_F32 && nt != ATTN_F16 && nt != ATTN_BF16)
         return rt_error(err, ATTN_ERR_DTYPE, "append: new_dtype %s for int8 pages, expected f32 (0), f16 or bf16",
-                        nt == ATTN_I8 ? "int8" : "i32");
+                        rt_dtype_name(nt));
     if (!i8 && nt != ATTN_F32 && nt != c->dtype)
         return rt_error(err, ATTN_ERR_DTYPE, "append: new_dtype %s differs from the pages' dtype %s (only int8 "
                         "pages take new rows of another type; 0 means the pages' type)",
-                        pg_dtype_name(nt), pg_dtype_name(c->dtype));
+                        rt_dtype_name(nt), rt_dtype_name(c->dtype));
     if (!i8) nt = c->dtype;
-    int64_t el = pg_elem(c->dtype), nel = pg_elem(nt); /* pages', new rows' */
+    int64_t el = rt_dtype_size(c->dtype), nel = rt_dtype_size(nt); /* pages', new rows' */
     static const char *const kd[] = {"num_pages", "page_size", "kv_heads", "qk_dim"},
                              *const vd[] = {"num_pages", "page_size", "kv_heads", "v_dim"},
                              *const nk[] = {"total_new", "kv_heads", "qk_dim"}, *const nv[] = {"total_new", "kv_heads", "v_dim"},
@@ -903,7 +897,7 @@ attn_status attn_rt_launch_paged_mla(const attn_rt_mla_desc *d, const attn_paged
     m.H = da->heads, m.R = d->kv_rank, m.rope = d->rope_dim, m.nope = d->nope_dim, m.dv = d->v_dim, m.P = da->page_size;
     m.W = m.R + m.rope;
     m.dt = d->dtype, m.kt = rt_mla_kv_dtype(d);
-    int64_t el = pg_elem(m.dt), kel = pg_elem(m.kt);
+    int64_t el = rt_dtype_size(m.dt), kel = rt_dtype_size(m.kt);
     static const char *const qd[] = {"total_q", "heads", "nope_dim"}, *const rd[] = {"total_q", "heads", "rope_dim"},
                              *const cd[] = {"num_pages", "page_size", "kv_rank"},
                              *const kd[] = {"num_pages", "page_size", "rope_dim"},

@@ -42,6 +42,8 @@ attn_status rt_ok(attn_error *err);
 
 /* Bytes of one element of a tensor of type t (f16, bf16: 2; int8: 1; else 4). */
 int64_t rt_dtype_size(attn_dtype t);
+/* "f32", "f16", "bf16", "i32", "int8", or "an unknown type" (for messages). */
+const char *rt_dtype_name(attn_dtype t);
 
 /* The outcome of a group function called with kvh = -1 (attn_rt_desc.group_all) over keys
  * [k0, k1): true when its return code rc is one; then *from is the first key left to the
