@@ -99,23 +99,34 @@ def check_mla_fd(rng, mla, st, vals, do, what):
               % (what, name, worst))
 
 
+MLA_BF16_SIZES = (2, 2, 5, 37)  # batch, heads, q_len, kv_len of the bf16 MLA cases
+
+
+def mla_bf16_case(rng, latent):
+    """An MLA block in bf16 storage over a `latent` ("f16" or "f32") cache: its spec and kernel
+    (checked to say so), float32 inputs t, their stored values st (bf16 bits; c_kv and k_rope
+    as float16 or float32), those as float64 (vals) and the float64 reference o on them."""
+    spec = MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; dtype = bf16; kv_dtype = %s;" % latent)
+    mla = attnc.compile(spec)
+    check(mla.dtype == "bf16" and mla.kv_dtype == latent and mla.has_backward and
+          "bf16, latent %s" % latent in repr(mla), "MLA bf16 / %s latent: %r" % (latent, mla))
+    B, H, Lq, Lk = MLA_BF16_SIZES
+    shapes = ((B, H, Lq, 8), (B, H, Lq, 4), (B, Lk, 16), (B, Lk, 4), (H, 16, 8), (H, 16, 8))
+    t = [(rng.standard_normal(s) * (0.3 if i >= 4 else 1.0)).astype(np.float32) for i, s in enumerate(shapes)]
+    lt = np.float16 if latent == "f16" else np.float32
+    st = [t[i].astype(lt) if i in (2, 3) else attnc.from_float32(t[i]).reshape(t[i].shape) for i in range(6)]
+    vals = [a.astype(np.float64) if a.dtype == lt else attnc.to_float32(a).astype(np.float64) for a in st]
+    return spec, mla, t, st, vals, reference_mla(*vals)
+
+
 def check_mla_16bit(rng):
     """MLA in bf16 storage with an f16 latent: the forward against the float64 reference on the
     stored values (o rounded once to bf16: within |o|/256), the backward against finite
     differences of it (computed on the same values; o's rounding moves each gradient by less
     than 1% of its scale), paged alike, wrong element types refused naming the tensor, and
     compute = bf16 without a backward."""
-    spec = MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; dtype = bf16; kv_dtype = f16;")
-    mla = attnc.compile(spec)
-    check(mla.dtype == "bf16" and mla.kv_dtype == "f16" and mla.has_backward and "bf16, latent f16" in repr(mla),
-          "MLA bf16 / f16 latent: %r" % mla)
-    B, H, Lq, Lk = 2, 2, 5, 37
-    shapes = ((B, H, Lq, 8), (B, H, Lq, 4), (B, Lk, 16), (B, Lk, 4), (H, 16, 8), (H, 16, 8))
-    t = [(rng.standard_normal(s) * (0.3 if i >= 4 else 1.0)).astype(np.float32) for i, s in enumerate(shapes)]
-    # the stored values: bf16 bits, the latent in float16
-    st = [t[i].astype(np.float16) if i in (2, 3) else attnc.from_float32(t[i]).reshape(t[i].shape) for i in range(6)]
-    vals = [a.astype(np.float64) if a.dtype == np.float16 else attnc.to_float32(a).astype(np.float64) for a in st]
-    ref = reference_mla(*vals)
+    spec, mla, t, st, vals, ref = mla_bf16_case(rng, "f16")
+    B, H, Lq, Lk = MLA_BF16_SIZES
     for absorb in (True, False):
         o = mla(*t, absorb=absorb)  # float32 arrays, rounded to the storage on the way in
         of = attnc.to_float32(o).astype(np.float64)
@@ -177,17 +188,8 @@ def check_mla_f32_latent(rng, cli):
     k_rope typed float32 (uint16 bits refused naming them), the forward against the float64
     reference on the stored values, both variants, the backward against finite differences,
     paged alike over float32 pages filled by paged_append, and `attnc run` equal to Python."""
-    spec = MLA_SPEC.replace("mask = k <= q;", "mask = k <= q; dtype = bf16; kv_dtype = f32;")
-    mla = attnc.compile(spec)
-    check(mla.dtype == "bf16" and mla.kv_dtype == "f32" and mla.has_backward and "bf16, latent f32" in repr(mla),
-          "MLA bf16 / f32 latent: %r" % mla)
-    B, H, Lq, Lk = 2, 2, 5, 37
-    shapes = ((B, H, Lq, 8), (B, H, Lq, 4), (B, Lk, 16), (B, Lk, 4), (H, 16, 8), (H, 16, 8))
-    t = [(rng.standard_normal(s) * (0.3 if i >= 4 else 1.0)).astype(np.float32) for i, s in enumerate(shapes)]
-    # the stored values: bf16 bits, the latent as it is (float32)
-    st = [t[i] if i in (2, 3) else attnc.from_float32(t[i]).reshape(t[i].shape) for i in range(6)]
-    vals = [a.astype(np.float64) if a.dtype == np.float32 else attnc.to_float32(a).astype(np.float64) for a in st]
-    ref = reference_mla(*vals)
+    spec, mla, t, st, vals, ref = mla_bf16_case(rng, "f32")
+    B, H, Lq, Lk = MLA_BF16_SIZES
     for absorb in (True, False):
         o = mla(*st, absorb=absorb)
         of = attnc.to_float32(o).astype(np.float64)
