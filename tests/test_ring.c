@@ -11,6 +11,7 @@
 
 #include "attn/attn_mpi.h"
 #include "check.h"
+#include "stored.h"
 #include "tools/npy.h"
 
 static int R, me;
@@ -196,8 +197,6 @@ typedef struct TCase {
                           * windows quantize other tiles than one call over every key) */
 } TCase;
 
-static size_t el_size(attn_dtype t) { return t == ATTN_F16 || t == ATTN_BF16 ? 2 : t == ATTN_I8 ? 1 : 4; }
-
 /* x rounded to t's values, stored at p[i] (int8: x is the integer) */
 static void put(void *p, attn_dtype t, int64_t i, float x) {
     if (t == ATTN_F16) ((uint16_t *)p)[i] = npy_f32_to_f16(x);
@@ -235,7 +234,7 @@ static void run_typed(const TCase *cs) {
     attn_kernel *kern = compile_or_die(cs->name, cs->text);
     const attn_rt_desc *d = attn_kernel_desc(kern);
     attn_dtype qt = d->dtype, kt = d->kv_f32 ? ATTN_F32 : d->kv_dtype != ATTN_F32 ? d->kv_dtype : d->dtype;
-    size_t eq = el_size(qt), ek = el_size(kt);
+    size_t eq = esize(qt), ek = esize(kt);
     int64_t B = cs->batch, H = d->heads, KH = d->kv_heads, DQ = d->qk_dim, DV = d->v_dim, Lq = cs->q_len,
             Lk = cs->kv_len;
     int64_t nq = B * H * Lq, nk = B * KH * Lk;
