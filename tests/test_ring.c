@@ -63,6 +63,41 @@ static attn_tensor t3(float *p, int64_t a, int64_t b, int64_t c) {
     return (attn_tensor){.data = p, .ndim = 3, .shape = {a, b, c}};
 }
 
+/* One rank's shards of a case's full tensors (q, k, v and o in their storage, eq and ek bytes an
+ * element; lse, dout and the gradients f32) and the ring's outputs beside them (o in q's
+ * storage); returns the ring call over them. */
+typedef struct Shard {
+    int64_t mq, mk;  /* local query and key rows */
+    void *q, *k, *v, *o, *ro;
+    float *lse, *dout, *dq, *dk, *dv, *rl, *rdq, *rdk, *rdv;
+} Shard;
+
+static attn_ring_call shard_make(Shard *s, const void *q, const void *k, const void *v, const void *o, size_t eq,
+                                 size_t ek, const float *lse, const float *dout, const float *dq, const float *dk,
+                                 const float *dv, int64_t B, int64_t H, int64_t KH, int64_t Lq, int64_t Lk, int64_t DQ,
+                                 int64_t DV, attn_shard sh, const attn_input *in, int nin) {
+    s->q = shard_el(q, eq, B, H, Lq, DQ, sh, &s->mq), s->k = shard_el(k, ek, B, KH, Lk, DQ, sh, &s->mk);
+    s->v = shard_el(v, ek, B, KH, Lk, DV, sh, &s->mk), s->o = shard_el(o, eq, B, H, Lq, DV, sh, &s->mq);
+    s->lse = shard_of(lse, B, H, Lq, 1, sh, &s->mq), s->dout = shard_of(dout, B, H, Lq, DV, sh, &s->mq);
+    s->dq = shard_of(dq, B, H, Lq, DQ, sh, &s->mq), s->dk = shard_of(dk, B, KH, Lk, DQ, sh, &s->mk);
+    s->dv = shard_of(dv, B, KH, Lk, DV, sh, &s->mk);
+    int64_t mq = s->mq, mk = s->mk;
+    s->ro = malloc(eq * (size_t)(B * H * mq * DV + 1));
+    s->rl = malloc(sizeof(float) * (size_t)(B * H * mq + 1));
+    s->rdq = malloc(sizeof(float) * (size_t)(B * H * mq * DQ + 1));
+    s->rdk = malloc(sizeof(float) * (size_t)(B * KH * mk * DQ + 1));
+    s->rdv = malloc(sizeof(float) * (size_t)(B * KH * mk * DV + 1));
+    REQUIRE(s->ro && s->rl && s->rdq && s->rdk && s->rdv, "out of memory");
+    return (attn_ring_call){.q = t4(s->q, B, H, mq, DQ), .k = t4(s->k, B, KH, mk, DQ), .v = t4(s->v, B, KH, mk, DV),
+                            .o = t4(s->ro, B, H, mq, DV), .lse = t3(s->rl, B, H, mq), .inputs = in, .ninputs = nin,
+                            .threads = 1, .shard = sh};
+}
+
+static void shard_free(Shard *s) {
+    free(s->q), free(s->k), free(s->v), free(s->o), free(s->lse), free(s->dout), free(s->dq), free(s->dk), free(s->dv);
+    free(s->ro), free(s->rl), free(s->rdq), free(s->rdk), free(s->rdv);
+}
+
 static void run_case(const Case *cs) {
     attn_options opts;
     attn_options_init(&opts);
@@ -124,25 +159,13 @@ static void run_case(const Case *cs) {
     for (int shv = 0; shv < 2; shv++) {
         attn_shard sh = (attn_shard)shv;
         const char *shn = shv ? "zigzag" : "contiguous";
-        int64_t mq, mk;
-        float *sq = shard_of(q, B, H, Lq, DQ, sh, &mq), *sk = shard_of(k, B, KH, Lk, DQ, sh, &mk),
-              *sv = shard_of(v, B, KH, Lk, DV, sh, &mk), *so = shard_of(o, B, H, Lq, DV, sh, &mq),
-              *sl = shard_of(lse, B, H, Lq, 1, sh, &mq), *sdo = shard_of(dout, B, H, Lq, DV, sh, &mq),
-              *sdq = shard_of(dq, B, H, Lq, DQ, sh, &mq), *sdk = shard_of(dk, B, KH, Lk, DQ, sh, &mk),
-              *sdv = shard_of(dv, B, KH, Lk, DV, sh, &mk);
-        float *ro = malloc(sizeof(float) * (size_t)(B * H * mq * DV + 1)), *rl = malloc(sizeof(float) * (size_t)(B * H * mq + 1)),
-              *rdq = malloc(sizeof(float) * (size_t)(B * H * mq * DQ + 1)),
-              *rdk = malloc(sizeof(float) * (size_t)(B * KH * mk * DQ + 1)),
-              *rdv = malloc(sizeof(float) * (size_t)(B * KH * mk * DV + 1));
-        REQUIRE(ro && rl && rdq && rdk && rdv, "out of memory");
-        attn_ring_call rc = {.q = t4(sq, B, H, mq, DQ), .k = t4(sk, B, KH, mk, DQ), .v = t4(sv, B, KH, mk, DV),
-                             .o = t4(ro, B, H, mq, DV), .lse = t3(rl, B, H, mq), .inputs = in, .ninputs = nin,
-                             .threads = 1, .shard = sh};
+        Shard S;
+        attn_ring_call rc = shard_make(&S, q, k, v, o, 4, 4, lse, dout, dq, dk, dv, B, H, KH, Lq, Lk, DQ, DV, sh, in, nin);
         attn_ring_stats st;
         attn_status s = attn_ring_run(kern, &rc, MPI_COMM_WORLD, &st, &err);
         CHECK(s == ATTN_OK, "%s %s R=%d rank %d: %s", cs->name, shn, R, me, err.message);
         if (s == ATTN_OK) {
-            double eo = max_diff(ro, so, B * H * mq * DV), el = max_diff(rl, sl, B * H * mq);
+            double eo = max_diff(S.ro, S.o, B * H * S.mq * DV), el = max_diff(S.rl, S.lse, B * H * S.mq);
             CHECK(eo < 2e-5 && el < 2e-5, "%s %s R=%d rank %d: o differs by %g, lse by %g", cs->name, shn, R, me, eo, el);
             CHECK(st.pairs_computed >= 1 && st.pairs_computed <= R && st.pairs_total == R, "%s: pairs %d of %d",
                   cs->name, st.pairs_computed, st.pairs_total);
@@ -155,30 +178,29 @@ static void run_case(const Case *cs) {
                       R, me, (long long)st.bytes_sent);
         }
         if (ng >= 0) {
-            memcpy(ro, so, sizeof(float) * (size_t)(B * H * mq * DV)); /* the forward's o and lse */
-            memcpy(rl, sl, sizeof(float) * (size_t)(B * H * mq));
+            memcpy(S.ro, S.o, sizeof(float) * (size_t)(B * H * S.mq * DV)); /* the forward's o and lse */
+            memcpy(S.rl, S.lse, sizeof(float) * (size_t)(B * H * S.mq));
             attn_input rdins[1] = {{"slope", {.data = dslope_ring, .ndim = 1, .shape = {H}}}};
-            attn_grad_call rg = {.dout = t4(sdo, B, H, mq, DV), .dq = t4(rdq, B, H, mq, DQ), .dk = t4(rdk, B, KH, mk, DQ),
-                                 .dv = t4(rdv, B, KH, mk, DV), .dinputs = rdins, .ndinputs = nd};
+            attn_grad_call rg = {.dout = t4(S.dout, B, H, S.mq, DV), .dq = t4(S.rdq, B, H, S.mq, DQ), .dk = t4(S.rdk, B, KH, S.mk, DQ),
+                                 .dv = t4(S.rdv, B, KH, S.mk, DV), .dinputs = rdins, .ndinputs = nd};
             s = attn_ring_run_backward(kern, &rc, &rg, MPI_COMM_WORLD, &st, &err);
             CHECK(s == ATTN_OK, "%s %s backward R=%d rank %d: %s", cs->name, shn, R, me, err.message);
             if (s == ATTN_OK) {
-                double eq = max_diff(rdq, sdq, B * H * mq * DQ), ek = max_diff(rdk, sdk, B * KH * mk * DQ),
-                       ev = max_diff(rdv, sdv, B * KH * mk * DV), ei = nd ? max_diff(dslope_ring, dslope, H) : 0;
+                double eq = max_diff(S.rdq, S.dq, B * H * S.mq * DQ), ek = max_diff(S.rdk, S.dk, B * KH * S.mk * DQ),
+                       ev = max_diff(S.rdv, S.dv, B * KH * S.mk * DV), ei = nd ? max_diff(dslope_ring, dslope, H) : 0;
                 CHECK(eq < 1e-4 && ek < 1e-4 && ev < 1e-4 && ei < 1e-4,
                       "%s %s backward R=%d rank %d: dq %g dk %g dv %g dslope %g", cs->name, shn, R, me, eq, ek, ev, ei);
                 /* deterministic: the same call again gives the same bits */
-                float *again = malloc(sizeof(float) * (size_t)(B * KH * mk * DQ + 1));
+                float *again = malloc(sizeof(float) * (size_t)(B * KH * S.mk * DQ + 1));
                 REQUIRE(again, "out of memory");
-                memcpy(again, rdk, sizeof(float) * (size_t)(B * KH * mk * DQ));
+                memcpy(again, S.rdk, sizeof(float) * (size_t)(B * KH * S.mk * DQ));
                 s = attn_ring_run_backward(kern, &rc, &rg, MPI_COMM_WORLD, NULL, &err);
-                CHECK(s == ATTN_OK && !memcmp(again, rdk, sizeof(float) * (size_t)(B * KH * mk * DQ)),
+                CHECK(s == ATTN_OK && !memcmp(again, S.rdk, sizeof(float) * (size_t)(B * KH * S.mk * DQ)),
                       "%s %s: the backward is not deterministic", cs->name, shn);
                 free(again);
             }
         }
-        free(sq), free(sk), free(sv), free(so), free(sl), free(sdo), free(sdq), free(sdk), free(sdv);
-        free(ro), free(rl), free(rdq), free(rdk), free(rdv);
+        shard_free(&S);
     }
     free(q), free(k), free(v), free(o), free(lse), free(dout), free(dq), free(dk), free(dv), free(doc);
     free(diag);
@@ -279,38 +301,25 @@ static void run_typed(const TCase *cs) {
     for (int shv = 0; shv < 2; shv++) {
         attn_shard sh = (attn_shard)shv;
         const char *shn = shv ? "zigzag" : "contiguous";
-        int64_t mq, mk;
-        void *sq = shard_el(q, eq, B, H, Lq, DQ, sh, &mq), *sk = shard_el(k, ek, B, KH, Lk, DQ, sh, &mk),
-             *sv = shard_el(v, ek, B, KH, Lk, DV, sh, &mk), *so = shard_el(o, eq, B, H, Lq, DV, sh, &mq);
-        float *sl = shard_of(lse, B, H, Lq, 1, sh, &mq), *sdo = shard_of(dout, B, H, Lq, DV, sh, &mq),
-              *sdq = shard_of(dq, B, H, Lq, DQ, sh, &mq), *sdk = shard_of(dk, B, KH, Lk, DQ, sh, &mk),
-              *sdv = shard_of(dv, B, KH, Lk, DV, sh, &mk);
-        void *ro = malloc(eq * (size_t)(B * H * mq * DV + 1));
-        float *rl = malloc(sizeof(float) * (size_t)(B * H * mq + 1)),
-              *rdq = malloc(sizeof(float) * (size_t)(B * H * mq * DQ + 1)),
-              *rdk = malloc(sizeof(float) * (size_t)(B * KH * mk * DQ + 1)),
-              *rdv = malloc(sizeof(float) * (size_t)(B * KH * mk * DV + 1));
-        REQUIRE(ro && rl && rdq && rdk && rdv, "out of memory");
-        attn_ring_call rc = {.q = t4(sq, B, H, mq, DQ), .k = t4(sk, B, KH, mk, DQ), .v = t4(sv, B, KH, mk, DV),
-                             .o = t4(ro, B, H, mq, DV), .lse = t3(rl, B, H, mq), .inputs = in, .ninputs = nin,
-                             .threads = 1, .shard = sh};
+        Shard S;
+        attn_ring_call rc = shard_make(&S, q, k, v, o, eq, ek, lse, dout, dq, dk, dv, B, H, KH, Lq, Lk, DQ, DV, sh, in, nin);
         attn_ring_stats st;
         attn_status s = attn_ring_run(kern, &rc, MPI_COMM_WORLD, &st, &err);
         CHECK(s == ATTN_OK, "%s %s R=%d rank %d: %s", cs->name, shn, R, me, err.message);
         if (s == ATTN_OK) {
-            float *a = widened(ro, qt, B * H * mq * DV), *b = widened(so, qt, B * H * mq * DV);
-            double eo = max_diff(a, b, B * H * mq * DV), el = max_diff(rl, sl, B * H * mq);
+            float *a = widened(S.ro, qt, B * H * S.mq * DV), *b = widened(S.o, qt, B * H * S.mq * DV);
+            double eo = max_diff(a, b, B * H * S.mq * DV), el = max_diff(S.rl, S.lse, B * H * S.mq);
             CHECK(eo < cs->tol_o && el < cs->tol_l, "%s %s R=%d rank %d: o differs by %g, lse by %g", cs->name, shn, R,
                   me, eo, el);
             free(a), free(b);
         }
         if (twin && s == ATTN_OK) { /* the same K/V values stored in f32: twice the bytes (16-bit) */
-            float *tq = widened(sq, qt, B * H * mq * DQ), *to = malloc(sizeof(float) * (size_t)(B * H * mq * DV + 1)),
-                  *tk = shard_of(k32, B, KH, Lk, DQ, sh, &mk), *tv = shard_of(v32, B, KH, Lk, DV, sh, &mk);
+            float *tq = widened(S.q, qt, B * H * S.mq * DQ), *to = malloc(sizeof(float) * (size_t)(B * H * S.mq * DV + 1)),
+                  *tk = shard_of(k32, B, KH, Lk, DQ, sh, &S.mk), *tv = shard_of(v32, B, KH, Lk, DV, sh, &S.mk);
             REQUIRE(to, "out of memory");
             attn_ring_call tc = rc;
-            tc.q = t4(tq, B, H, mq, DQ), tc.k = t4(tk, B, KH, mk, DQ), tc.v = t4(tv, B, KH, mk, DV);
-            tc.o = t4(to, B, H, mq, DV), tc.lse = (attn_tensor){0};
+            tc.q = t4(tq, B, H, S.mq, DQ), tc.k = t4(tk, B, KH, S.mk, DQ), tc.v = t4(tv, B, KH, S.mk, DV);
+            tc.o = t4(to, B, H, S.mq, DV), tc.lse = (attn_tensor){0};
             attn_ring_stats st32;
             s = attn_ring_run(twin, &tc, MPI_COMM_WORLD, &st32, &err);
             CHECK(s == ATTN_OK, "%s twin: %s", cs->name, err.message);
@@ -321,21 +330,20 @@ static void run_typed(const TCase *cs) {
             free(tq), free(to), free(tk), free(tv);
         }
         if (grad) {
-            memcpy(ro, so, eq * (size_t)(B * H * mq * DV)); /* the forward's o and lse */
-            memcpy(rl, sl, sizeof(float) * (size_t)(B * H * mq));
-            attn_grad_call rg = {.dout = t4(sdo, B, H, mq, DV), .dq = t4(rdq, B, H, mq, DQ),
-                                 .dk = t4(rdk, B, KH, mk, DQ), .dv = t4(rdv, B, KH, mk, DV)};
+            memcpy(S.ro, S.o, eq * (size_t)(B * H * S.mq * DV)); /* the forward's o and lse */
+            memcpy(S.rl, S.lse, sizeof(float) * (size_t)(B * H * S.mq));
+            attn_grad_call rg = {.dout = t4(S.dout, B, H, S.mq, DV), .dq = t4(S.rdq, B, H, S.mq, DQ),
+                                 .dk = t4(S.rdk, B, KH, S.mk, DQ), .dv = t4(S.rdv, B, KH, S.mk, DV)};
             s = attn_ring_run_backward(kern, &rc, &rg, MPI_COMM_WORLD, &st, &err);
             CHECK(s == ATTN_OK, "%s %s backward R=%d rank %d: %s", cs->name, shn, R, me, err.message);
             if (s == ATTN_OK) {
-                double e1 = max_diff(rdq, sdq, B * H * mq * DQ), e2 = max_diff(rdk, sdk, B * KH * mk * DQ),
-                       e3 = max_diff(rdv, sdv, B * KH * mk * DV);
+                double e1 = max_diff(S.rdq, S.dq, B * H * S.mq * DQ), e2 = max_diff(S.rdk, S.dk, B * KH * S.mk * DQ),
+                       e3 = max_diff(S.rdv, S.dv, B * KH * S.mk * DV);
                 CHECK(e1 < 1e-4 && e2 < 1e-4 && e3 < 1e-4, "%s %s backward R=%d rank %d: dq %g dk %g dv %g", cs->name,
                       shn, R, me, e1, e2, e3);
             }
         }
-        free(sq), free(sk), free(sv), free(so), free(sl), free(sdo), free(sdq), free(sdk), free(sdv);
-        free(ro), free(rl), free(rdq), free(rdk), free(rdv);
+        shard_free(&S);
     }
     free(x), free(q), free(k), free(v), free(o), free(lse), free(dq), free(dk), free(dv), free(ksc), free(k32), free(v32);
     attn_kernel_free(twin);
